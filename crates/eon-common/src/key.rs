@@ -1,0 +1,146 @@
+//! Primary keys: an order-preserving byte encoding, and the hash that maps a
+//! key to its shard.
+//!
+//! A key is the concatenation of its columns' encodings, each built so that
+//! comparing encoded bytes compares the values (memcomparable encoding):
+//!
+//! | value            | bytes                                                   |
+//! |------------------|---------------------------------------------------------|
+//! | integer, date, timestamp | sign bit flipped, big-endian                    |
+//! | float            | IEEE bits, all flipped if negative else sign flipped   |
+//! | numeric          | i128, sign bit flipped, big-endian                      |
+//! | bool             | 0 or 1                                                  |
+//! | text, bytea      | bytes with 0x00 escaped as 0x00 0xFF, then 0x00 0x01    |
+//!
+//! Because data engines keep rows ordered by encoded key, a shard's rows come
+//! out in primary key order. The shard of a key is `xxh3(key) % shard_count`:
+//! both query engines (to route) and data engines (to check) call
+//! [`shard_of`], so they cannot disagree.
+
+use arrow::array::ArrayRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Error, Result, sqlstate};
+use crate::value::{Value, column_values};
+
+pub type Key = Vec<u8>;
+
+/// Append the encoding of one key column's value.
+pub fn encode_value(out: &mut Vec<u8>, v: &Value) -> Result<()> {
+    match v {
+        Value::Null => {
+            return Err(Error::user(
+                sqlstate::NOT_NULL_VIOLATION,
+                "null value in primary key column",
+            ));
+        }
+        Value::Bool(b) => out.push(*b as u8),
+        Value::Int(i) => out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes()),
+        Value::Date(d) => out.extend_from_slice(&((*d as u32) ^ (1 << 31)).to_be_bytes()),
+        Value::Timestamp(t) => out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes()),
+        Value::Float(f) => {
+            // -0.0 and 0.0 are equal in SQL, so they must encode the same.
+            let f = if *f == 0.0 { 0.0 } else { *f };
+            let bits = f.to_bits();
+            let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            out.extend_from_slice(&bits.to_be_bytes());
+        }
+        Value::Decimal(d) => out.extend_from_slice(&((*d as u128) ^ (1 << 127)).to_be_bytes()),
+        Value::Text(s) => encode_bytes(out, s.as_bytes()),
+        Value::Bytes(b) => encode_bytes(out, b),
+    }
+    Ok(())
+}
+
+fn encode_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    for &byte in b {
+        out.push(byte);
+        if byte == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+}
+
+/// Encode a whole key from its column values.
+pub fn encode_key<'a>(values: impl IntoIterator<Item = &'a Value>) -> Result<Key> {
+    let mut out = Vec::with_capacity(16);
+    for v in values {
+        encode_value(&mut out, v)?;
+    }
+    Ok(out)
+}
+
+/// Encode the key of each row of a batch, from the key columns' arrays.
+pub fn encode_keys(key_columns: &[ArrayRef]) -> Result<Vec<Key>> {
+    let n = key_columns.first().map(|c| c.len()).unwrap_or(0);
+    let mut keys = vec![Vec::with_capacity(16); n];
+    for col in key_columns {
+        for (key, v) in keys.iter_mut().zip(column_values(col)?) {
+            encode_value(key, &v)?;
+        }
+    }
+    Ok(keys)
+}
+
+/// Encode the keys of a batch that holds exactly the key columns, in order.
+pub fn encode_batch_keys(batch: &RecordBatch) -> Result<Vec<Key>> {
+    encode_keys(batch.columns())
+}
+
+/// The shard a key belongs to.
+pub fn shard_of(key: &[u8], shard_count: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % shard_count.max(1) as u64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: Value) -> Key {
+        encode_key([&v]).unwrap()
+    }
+
+    #[test]
+    fn encoding_preserves_order() {
+        let ints = [i64::MIN, -100, -1, 0, 1, 7, i64::MAX];
+        for w in ints.windows(2) {
+            assert!(enc(Value::Int(w[0])) < enc(Value::Int(w[1])));
+        }
+        let floats = [f64::NEG_INFINITY, -2.5, -0.0, 0.5, 3.0, f64::INFINITY];
+        for w in floats.windows(2) {
+            assert!(enc(Value::Float(w[0])) <= enc(Value::Float(w[1])), "{w:?}");
+        }
+        assert_eq!(enc(Value::Float(-0.0)), enc(Value::Float(0.0)));
+        let texts = ["", "\0", "\0a", "a", "a\0", "ab", "b"];
+        for w in texts.windows(2) {
+            assert!(enc(Value::Text(w[0].into())) < enc(Value::Text(w[1].into())), "{w:?}");
+        }
+        let decimals = [-1000i128, -1, 0, 5, 1 << 100];
+        for w in decimals.windows(2) {
+            assert!(enc(Value::Decimal(w[0])) < enc(Value::Decimal(w[1])));
+        }
+    }
+
+    #[test]
+    fn composite_keys_order_by_first_column_first() {
+        let k = |a: &str, b: i64| encode_key([&Value::Text(a.into()), &Value::Int(b)]).unwrap();
+        assert!(k("a", 100) < k("ab", 0));
+        assert!(k("a", 1) < k("a", 2));
+    }
+
+    #[test]
+    fn null_keys_are_rejected() {
+        let e = encode_key([&Value::Null]).unwrap_err();
+        assert_eq!(e.code, sqlstate::NOT_NULL_VIOLATION);
+    }
+
+    #[test]
+    fn shards_spread_keys() {
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[shard_of(&enc(Value::Int(i)), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800 && c < 1200), "{counts:?}");
+    }
+}

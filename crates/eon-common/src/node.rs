@@ -1,0 +1,123 @@
+//! What every component process does the same way: bind its gRPC listener,
+//! find meta, register, heartbeat, tell its supervisor it is ready, and stop
+//! when asked.
+//!
+//! Readiness is one line on standard output, `EON-READY {json}`, printed
+//! once the process serves requests; the supervisor (`eon up`) waits for it
+//! to learn the addresses the process chose. Logs go to standard error.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use eon_proto::v1 as pb;
+use eon_proto::v1::meta_client::MetaClient;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// The line prefix a process prints once it is ready.
+pub const READY_PREFIX: &str = "EON-READY ";
+
+/// Bind a TCP listener; port 0 picks a free port.
+pub async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
+        Error::unavailable(format!("cannot listen on {host}:{port}: {e}"))
+    })?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// A lazily connecting gRPC channel to `addr` ("host:port").
+pub fn channel(addr: &str) -> Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::internal(format!("bad address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+pub fn meta_client(addr: &str) -> Result<MetaClient<Channel>> {
+    Ok(MetaClient::new(channel(addr)?))
+}
+
+/// Register with meta, retrying until `deadline` passes (meta may be
+/// starting too). Returns meta's current timestamp.
+pub async fn register(meta: &mut MetaClient<Channel>, node: &pb::NodeInfo, deadline: Duration) -> Result<u64> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match meta.register_node(pb::RegisterNodeRequest { node: Some(node.clone()) }).await {
+            Ok(r) => return Ok(r.into_inner().current_ts),
+            Err(e) if start.elapsed() < deadline => {
+                tracing::debug!("waiting for meta: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(Error::unavailable(format!("cannot register with meta: {}", e.message()))),
+        }
+    }
+}
+
+/// Heartbeat meta every 500 ms for as long as the process runs, registering
+/// again whenever meta does not know the node (meta restarted).
+pub fn spawn_heartbeat(mut meta: MetaClient<Channel>, node: pb::NodeInfo) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let hb = pb::HeartbeatRequest { kind: node.kind, id: node.id };
+            match meta.heartbeat(hb).await {
+                Ok(r) if r.get_ref().known => {}
+                Ok(_) => {
+                    let _ = meta.register_node(pb::RegisterNodeRequest { node: Some(node.clone()) }).await;
+                }
+                Err(e) => tracing::debug!("heartbeat failed: {e}"),
+            }
+        }
+    });
+}
+
+/// Print the readiness line for the supervisor.
+pub fn announce_ready(fields: &[(&str, String)]) {
+    let map: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+    println!("{READY_PREFIX}{}", serde_json::Value::Object(map));
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Serve a listener as a tonic incoming stream.
+pub fn incoming(listener: TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
+/// Take an exclusive lock on `dir` (a `LOCK` file in it) for as long as the
+/// returned file stays open, so two processes never share a directory.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::user(crate::error::sqlstate::INVALID_PARAMETER_VALUE, format!("cannot open {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::user(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("{} is in use by another eon process", dir.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,172 @@
+//! Table definitions.
+//!
+//! Meta stores tables as `eon.v1.Table` messages; everyone else works with a
+//! [`TableDef`], the same definition with its Arrow schema and SQL types
+//! resolved once.
+//!
+//! A table without a primary key gets a hidden `bigint` column,
+//! [`ROWID_COLUMN`], as its key (like PostgreSQL's `ctid`, it is never shown by
+//! `SELECT *`); ids come from meta's id allocator, so they are unique across
+//! query engines.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use eon_proto::v1 as pb;
+
+use crate::error::{Error, Result, sqlstate};
+use crate::types::SqlType;
+
+/// The hidden key column of a table declared without a primary key.
+pub const ROWID_COLUMN: &str = "_eon_rowid";
+
+/// Default number of shards of a new table.
+pub const DEFAULT_SHARD_COUNT: u32 = 8;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: SqlType,
+    pub nullable: bool,
+    /// The DEFAULT expression as SQL text.
+    pub default_sql: Option<String>,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub id: u64,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes into `columns`, in key order.
+    pub primary_key: Vec<usize>,
+    pub shard_count: u32,
+    /// `placement[shard]` is the id of the data engine holding the shard.
+    pub placement: Vec<u64>,
+    /// All columns, hidden ones included.
+    arrow_schema: SchemaRef,
+    /// Only the columns a user sees.
+    visible_schema: SchemaRef,
+    proto: pb::Table,
+}
+
+impl TableDef {
+    pub fn from_proto(t: pb::Table) -> Result<TableDef> {
+        let mut columns = Vec::with_capacity(t.columns.len());
+        for c in &t.columns {
+            let ty = c
+                .r#type
+                .as_ref()
+                .and_then(SqlType::from_proto)
+                .ok_or_else(|| Error::internal(format!("column {} has no valid type", c.name)))?;
+            columns.push(ColumnDef {
+                name: c.name.clone(),
+                ty,
+                nullable: c.nullable,
+                default_sql: (!c.default_sql.is_empty()).then(|| c.default_sql.clone()),
+                hidden: c.hidden,
+            });
+        }
+        let primary_key: Vec<usize> = t.primary_key.iter().map(|&i| i as usize).collect();
+        if primary_key.is_empty() || primary_key.iter().any(|&i| i >= columns.len()) {
+            return Err(Error::internal(format!("table {} has an invalid primary key", t.name)));
+        }
+        let fields: Vec<_> = columns.iter().map(|c| c.ty.field(&c.name, c.nullable)).collect();
+        let arrow_schema = Arc::new(Schema::new(fields.clone()));
+        let visible_schema = Arc::new(Schema::new(
+            columns.iter().zip(fields).filter(|(c, _)| !c.hidden).map(|(_, f)| f).collect::<Vec<_>>(),
+        ));
+        Ok(TableDef {
+            id: t.id,
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns,
+            primary_key,
+            shard_count: t.shard_count,
+            placement: t.placement.clone(),
+            arrow_schema,
+            visible_schema,
+            proto: t,
+        })
+    }
+
+    /// Build the message for a new table (meta fills id and placement).
+    pub fn new_proto(
+        schema: &str,
+        name: &str,
+        columns: Vec<ColumnDef>,
+        primary_key: Vec<usize>,
+        shard_count: u32,
+    ) -> pb::Table {
+        pb::Table {
+            id: 0,
+            schema: schema.to_string(),
+            name: name.to_string(),
+            columns: columns
+                .into_iter()
+                .map(|c| pb::Column {
+                    name: c.name,
+                    r#type: Some(c.ty.to_proto()),
+                    nullable: c.nullable,
+                    default_sql: c.default_sql.unwrap_or_default(),
+                    hidden: c.hidden,
+                })
+                .collect(),
+            primary_key: primary_key.into_iter().map(|i| i as u32).collect(),
+            shard_count,
+            placement: vec![],
+        }
+    }
+
+    pub fn proto(&self) -> &pb::Table {
+        &self.proto
+    }
+
+    /// Arrow schema of all columns (the layout data engines store and scan).
+    pub fn arrow_schema(&self) -> &SchemaRef {
+        &self.arrow_schema
+    }
+
+    /// Arrow schema of the columns users see.
+    pub fn visible_schema(&self) -> &SchemaRef {
+        &self.visible_schema
+    }
+
+    /// Arrow schema of the primary key columns, in key order.
+    pub fn key_schema(&self) -> SchemaRef {
+        Arc::new(self.arrow_schema.project(&self.primary_key).expect("key columns exist"))
+    }
+
+    /// True when the key is eon's hidden row id.
+    pub fn has_rowid(&self) -> bool {
+        self.primary_key.len() == 1 && self.columns[self.primary_key[0]].hidden
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The column index of a user-visible column, or 42703.
+    pub fn visible_column(&self, name: &str) -> Result<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name == name && !c.hidden)
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{name}\" of relation \"{}\" does not exist", self.name),
+                )
+            })
+    }
+
+    /// The data engine holding `shard`.
+    pub fn engine_of(&self, shard: u32) -> Option<u64> {
+        self.placement.get(shard as usize).copied()
+    }
+
+    /// Name of the primary key constraint, as PostgreSQL names it.
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+}

@@ -1,0 +1,24 @@
+//! eon's data engine: owns shards, runs scans where the data is, applies
+//! writes durably.
+//!
+//! A data engine is one `eon data-engine` process with its own directory
+//! (`<data-dir>/data-engine-<id>`) holding a [`eon_storage::Store`]. It
+//! implements the `DataEngine` gRPC service:
+//!
+//! - **Scan** reads the rows of some shards of a table at a snapshot
+//!   timestamp, evaluates the pushed-down filter with DataFusion's vectorized
+//!   expressions on Arrow batches built from the stored rows, keeps only the
+//!   requested columns, and streams the result back as Arrow IPC. Point
+//!   lookups (`keys`) read only those keys. Counters `rows_scanned` and
+//!   `rows_returned` record how much was read and how much left the engine.
+//! - **Write** checks and stages, or commits at once, inserts, updates and
+//!   deletes sent as Arrow batches; **Commit**/**Abort** finish staged
+//!   writes (the query engine's two-phase commit).
+//!
+//! The engine does not keep a copy of the catalog: every request carries the
+//! table definition it was planned against.
+
+mod scan;
+mod service;
+
+pub use service::{DataEngineOptions, DataEngineService, run};

@@ -1,0 +1,301 @@
+//! The `DataEngine` gRPC service and the `eon data-engine` process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+use eon_common::key::{encode_batch_keys, encode_key, shard_of};
+use eon_common::stats::Recorder;
+use eon_common::value::{display_value, rows_from_batch};
+use eon_common::{Error, TableDef, ipc, node};
+use eon_proto::v1 as pb;
+use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
+use eon_storage::{Store, StoreOptions, WriteKind, WriteOp};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::scan::{ScanPlan, run_scan};
+
+pub struct DataEngineService {
+    id: u64,
+    store: Arc<Store>,
+    ctx: SessionContext,
+    stats: Arc<Recorder>,
+    rows_scanned: Arc<AtomicU64>,
+    rows_returned: Arc<AtomicU64>,
+    scans: Arc<AtomicU64>,
+    point_lookups: Arc<AtomicU64>,
+    rows_written: Arc<AtomicU64>,
+    conflicts: Arc<AtomicU64>,
+}
+
+impl DataEngineService {
+    pub fn new(id: u64, store: Arc<Store>) -> DataEngineService {
+        let stats = Recorder::new("data-engine", id);
+        DataEngineService {
+            id,
+            store,
+            ctx: SessionContext::new(),
+            rows_scanned: stats.counter("rows_scanned"),
+            rows_returned: stats.counter("rows_returned"),
+            scans: stats.counter("scans"),
+            point_lookups: stats.counter("point_lookups"),
+            rows_written: stats.counter("rows_written"),
+            conflicts: stats.counter("write_conflicts"),
+            stats,
+        }
+    }
+
+    fn table(&self, t: Option<pb::Table>) -> Result<TableDef, Error> {
+        TableDef::from_proto(t.ok_or_else(|| Error::internal("request without a table"))?)
+    }
+
+    /// Every shard a request names must be placed on this engine.
+    fn check_placement(&self, table: &TableDef, shard: u32) -> Result<(), Error> {
+        match table.engine_of(shard) {
+            Some(e) if e == self.id => Ok(()),
+            other => Err(Error::internal(format!(
+                "shard {shard} of table {} is placed on data engine {other:?}, not on {}",
+                table.name, self.id
+            ))),
+        }
+    }
+
+    fn decode_op(&self, op: pb::WriteOp) -> Result<(TableDef, WriteOp), Error> {
+        let table = self.table(op.table)?;
+        self.check_placement(&table, op.shard)?;
+        let kind = match pb::WriteKind::try_from(op.kind) {
+            Ok(pb::WriteKind::Insert) => WriteKind::Insert,
+            Ok(pb::WriteKind::InsertIgnore) => WriteKind::InsertIgnore,
+            Ok(pb::WriteKind::Put) => WriteKind::Put,
+            Ok(pb::WriteKind::Delete) => WriteKind::Delete,
+            _ => return Err(Error::internal("unknown write kind")),
+        };
+        let batch = ipc::decode_one(&op.rows)?;
+        let expected =
+            if kind == WriteKind::Delete { table.key_schema() } else { table.arrow_schema().clone() };
+        let got: Vec<_> = batch.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+        let want: Vec<_> = expected.fields().iter().map(|f| f.data_type().clone()).collect();
+        if got != want {
+            return Err(Error::internal(format!(
+                "write to {} carries columns {got:?}, expected {want:?}",
+                table.name
+            )));
+        }
+        let rows: Vec<(Vec<u8>, Option<Vec<eon_common::Value>>)> = if kind == WriteKind::Delete {
+            encode_batch_keys(&batch)?.into_iter().map(|k| (k, None)).collect()
+        } else {
+            rows_from_batch(&batch)?
+                .into_iter()
+                .map(|row| Ok((encode_key(table.primary_key.iter().map(|&i| &row[i]))?, Some(row))))
+                .collect::<Result<_, Error>>()?
+        };
+        if let Some((key, _)) = rows.iter().find(|(k, _)| shard_of(k, table.shard_count) != op.shard) {
+            return Err(Error::internal(format!("key {key:?} does not belong to shard {}", op.shard)));
+        }
+        Ok((table, WriteOp { shard: (table.id, op.shard), kind, rows }))
+    }
+
+    async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, Error> {
+        let mut tables = Vec::with_capacity(req.ops.len());
+        let mut ops = Vec::with_capacity(req.ops.len());
+        for op in req.ops {
+            let (t, o) = self.decode_op(op)?;
+            tables.push(t);
+            ops.push(o);
+        }
+        let result = self.store.write(req.txn_id, req.read_ts, req.one_phase, ops.clone()).await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(eon_storage::Error::Duplicate { op, row }) => {
+                let table = &tables[op];
+                let values = ops[op].rows[row].1.as_ref();
+                let cols: Vec<&str> = table.primary_key.iter().map(|&i| table.columns[i].name.as_str()).collect();
+                let vals: Vec<String> = match values {
+                    Some(r) => table.primary_key.iter().map(|&i| display_value(&r[i], &table.columns[i].ty)).collect(),
+                    None => vec![],
+                };
+                let mut e = Error::unique_violation(format!(
+                    "duplicate key value violates unique constraint \"{}\"",
+                    table.pkey_name()
+                ));
+                if !table.has_rowid() {
+                    e = e.with_detail(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")));
+                }
+                return Err(e);
+            }
+            Err(eon_storage::Error::Conflict(m)) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::write_conflict(format!(
+                    "could not serialize access due to concurrent update: {m}"
+                )));
+            }
+            Err(eon_storage::Error::Key(e)) => return Err(e),
+            Err(e) => return Err(Error::internal(format!("storage: {e}"))),
+        };
+        let affected: u64 = outcome.ops.iter().map(|o| o.affected).sum();
+        self.rows_written.fetch_add(affected, Ordering::Relaxed);
+        Ok(pb::WriteResponse {
+            results: outcome
+                .ops
+                .into_iter()
+                .map(|o| pb::OpResult { rows_affected: o.affected, skipped: o.skipped })
+                .collect(),
+            commit_ts: if req.one_phase { outcome.ts } else { 0 },
+            min_commit_ts: if req.one_phase { 0 } else { outcome.ts },
+        })
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl DataEngine for DataEngineService {
+    type ScanStream = ReceiverStream<Result<pb::ScanResponse, Status>>;
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Reply<Self::ScanStream> {
+        let request = self.stats.start();
+        let req = req.into_inner();
+        let table = self.table(req.table)?;
+        for &s in &req.shards {
+            self.check_placement(&table, s)?;
+        }
+        let keys = if req.keys.is_empty() { None } else { Some(ipc::decode_one(&req.keys)?) };
+        let plan = ScanPlan::new(
+            &self.ctx,
+            table,
+            req.projection.map(|p| p.columns.into_iter().map(|c| c as usize).collect()),
+            &req.filter,
+            req.limit,
+        )?;
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        if keys.is_some() {
+            self.point_lookups.fetch_add(1, Ordering::Relaxed);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.store.clone();
+        let scanned = self.rows_scanned.clone();
+        let returned = self.rows_returned.clone();
+        tokio::spawn(async move {
+            let emit_tx = tx.clone();
+            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, async |bytes| {
+                emit_tx.send(Ok(pb::ScanResponse { arrow_ipc: bytes.into(), ..Default::default() })).await.is_ok()
+            })
+            .await;
+            let msg = match result {
+                Ok(c) => {
+                    scanned.fetch_add(c.scanned, Ordering::Relaxed);
+                    returned.fetch_add(c.returned, Ordering::Relaxed);
+                    request.ok();
+                    Ok(pb::ScanResponse { arrow_ipc: Default::default(), rows_scanned: c.scanned, rows_returned: c.returned })
+                }
+                Err(e) => Err(e.to_status()),
+            };
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn write(&self, req: Request<pb::WriteRequest>) -> Reply<pb::WriteResponse> {
+        let out = self.stats.track(self.write(req.into_inner())).await?;
+        Ok(Response::new(out))
+    }
+
+    async fn commit(&self, req: Request<pb::CommitRequest>) -> Reply<pb::CommitResponse> {
+        let req = req.into_inner();
+        let r = self.stats.start();
+        self.store
+            .commit(req.txn_id, req.commit_ts)
+            .await
+            .map_err(|e| Error::internal(format!("commit: {e}")))?;
+        r.ok();
+        Ok(Response::new(pb::CommitResponse {}))
+    }
+
+    async fn abort(&self, req: Request<pb::AbortRequest>) -> Reply<pb::AbortResponse> {
+        let r = self.stats.start();
+        self.store.abort(req.into_inner().txn_id).await.map_err(|e| Error::internal(format!("abort: {e}")))?;
+        r.ok();
+        Ok(Response::new(pb::AbortResponse {}))
+    }
+
+    async fn drop_table(&self, req: Request<pb::DropTableDataRequest>) -> Reply<pb::DropTableDataResponse> {
+        let r = self.stats.start();
+        self.store
+            .drop_table(req.into_inner().table_id)
+            .await
+            .map_err(|e| Error::internal(format!("drop: {e}")))?;
+        r.ok();
+        Ok(Response::new(pb::DropTableDataResponse {}))
+    }
+
+    async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
+        let mut s = self.stats.snapshot(self.store.bytes_stored());
+        let wal = self.store.wal();
+        s.counters.insert("wal_syncs".into(), wal.syncs.load(Ordering::Relaxed));
+        s.counters.insert("wal_bytes".into(), wal.bytes_total.load(Ordering::Relaxed));
+        s.counters.insert("checkpoints".into(), self.store.checkpoints.load(Ordering::Relaxed));
+        s.counters.insert("shards".into(), self.store.shard_count() as u64);
+        s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
+        Ok(Response::new(s))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DataEngineOptions {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub meta: String,
+    pub listen: String,
+    pub port: u16,
+    pub store: StoreOptions,
+}
+
+/// Run `eon data-engine` until SIGTERM/SIGINT.
+pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| Error::internal(format!("cannot create {}: {e}", opts.dir.display())))?;
+    let _lock = eon_common::node::lock_dir(&opts.dir)?;
+    let store = Arc::new(
+        Store::open(&opts.dir, opts.store.clone()).map_err(|e| Error::internal(format!("storage: {e}")))?,
+    );
+    let (listener, addr) = node::bind(&opts.listen, opts.port).await?;
+    let info = pb::NodeInfo {
+        kind: pb::NodeKind::DataEngine as i32,
+        id: opts.id,
+        grpc_address: addr.to_string(),
+        pid: std::process::id(),
+        started_at_unix_ms: eon_common::unix_ms(),
+        ..Default::default()
+    };
+    let mut meta = node::meta_client(&opts.meta)?;
+    let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
+    store.set_read_floor(ts);
+    node::spawn_heartbeat(meta, info);
+
+    // Checkpoints keep the log (and so restart time) bounded.
+    let cp_store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if cp_store.checkpoint_due() {
+                if let Err(e) = cp_store.checkpoint().await {
+                    tracing::error!("checkpoint failed: {e}");
+                }
+            }
+        }
+    });
+
+    let service = DataEngineService::new(opts.id, store);
+    tracing::info!(id = opts.id, %addr, "data engine serving");
+    node::announce_ready(&[("grpc", addr.to_string())]);
+    tonic::transport::Server::builder()
+        .add_service(DataEngineServer::new(service).max_decoding_message_size(256 << 20))
+        .serve_with_incoming_shutdown(node::incoming(listener), node::shutdown_signal())
+        .await
+        .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;
+    tracing::info!("data engine stopped");
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! eon's meta service: the catalog, the shard map, the timestamp oracle and
+//! cluster membership.
+//!
+//! Meta is the one place every other component asks for the truth about the
+//! cluster:
+//!
+//! - **Catalog and shard map.** `CreateTable` assigns a table id (never
+//!   reused) and places the table's shards on the data engines that are up,
+//!   round-robin; the placement is part of the table definition
+//!   (`Table.placement`), so a query engine that has the catalog knows where
+//!   every shard lives. Every DDL bumps the catalog version.
+//! - **Timestamps.** `GetTimestamp` hands out strictly increasing timestamps
+//!   (microseconds since the epoch, or one more than the last when the clock
+//!   lags). To stay increasing across restarts without a disk write per call,
+//!   meta persists a *limit* a few seconds ahead and never hands out a
+//!   timestamp at or above it without first raising it (the same trick as
+//!   TiDB's TSO). Ids come from the same kind of allocator.
+//! - **Membership.** Components register their freshly chosen addresses and
+//!   heartbeat; a node whose heartbeat is older than [`NODE_TIMEOUT`] is down.
+//!
+//! State is persisted in `<dir>/meta.pb` (write to a temporary file, fsync,
+//! rename), so a restarted meta comes back with every table. Replication of
+//! meta (openraft) comes with the replication issue.
+
+mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eon_common::error::sqlstate;
+use eon_common::stats::Recorder;
+use eon_common::{Error, unix_ms, unix_us};
+use eon_proto::v1 as pb;
+use eon_proto::v1::meta_server::{Meta, MetaServer};
+use tonic::{Request, Response, Status};
+
+pub use state::Persisted;
+
+/// A node that has not heartbeated for this long is considered down.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How far ahead of the last issued timestamp the persisted limit is set.
+const TS_WINDOW_US: u64 = 3_000_000;
+const ID_WINDOW: u64 = 100_000;
+
+pub struct MetaService {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    stats: Arc<Recorder>,
+}
+
+struct Inner {
+    persisted: Persisted,
+    last_ts: u64,
+    next_id: u64,
+    nodes: HashMap<(i32, u64), (pb::NodeInfo, i64)>,
+}
+
+impl MetaService {
+    /// Open meta's state in `dir` (creating it).
+    pub fn open(dir: &Path) -> Result<MetaService, Error> {
+        std::fs::create_dir_all(dir)?;
+        let persisted = Persisted::load(dir)?;
+        let inner = Inner {
+            last_ts: persisted.ts_limit,
+            next_id: persisted.id_limit,
+            persisted,
+            nodes: HashMap::new(),
+        };
+        Ok(MetaService { dir: dir.to_path_buf(), inner: Mutex::new(inner), stats: Recorder::new("meta", 0) })
+    }
+
+    pub fn into_server(self) -> MetaServer<MetaService> {
+        MetaServer::new(self)
+    }
+
+    fn save(&self, inner: &Inner) -> Result<(), Error> {
+        inner.persisted.save(&self.dir)
+    }
+
+    /// The next timestamp (see the module docs).
+    fn next_ts(&self) -> Result<(u64, u64), Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let ts = (inner.last_ts + 1).max(unix_us());
+        if ts >= inner.persisted.ts_limit {
+            inner.persisted.ts_limit = ts + TS_WINDOW_US;
+            self.save(&inner)?;
+        }
+        inner.last_ts = ts;
+        Ok((ts, inner.persisted.catalog_version))
+    }
+
+    fn alloc_ids(&self, count: u64) -> Result<u64, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let start = inner.next_id.max(1);
+        let end = start + count;
+        if end > inner.persisted.id_limit {
+            inner.persisted.id_limit = end + ID_WINDOW;
+            self.save(&inner)?;
+        }
+        inner.next_id = end;
+        Ok(start)
+    }
+
+    fn up_data_engines(inner: &Inner) -> Vec<u64> {
+        let now = unix_ms();
+        let mut ids: Vec<u64> = inner
+            .nodes
+            .values()
+            .filter(|(n, seen)| {
+                n.kind == pb::NodeKind::DataEngine as i32 && now - seen <= NODE_TIMEOUT.as_millis() as i64
+            })
+            .map(|(n, _)| n.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn create_table(&self, req: pb::CreateTableRequest) -> Result<pb::CreateTableResponse, Error> {
+        let mut table = req.table.ok_or_else(|| Error::internal("CreateTable without a table"))?;
+        if table.schema.is_empty() {
+            table.schema = "public".into();
+        }
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(existing) =
+            inner.persisted.tables.iter().find(|t| t.schema == table.schema && t.name == table.name)
+        {
+            if req.if_not_exists {
+                return Ok(pb::CreateTableResponse {
+                    table: Some(existing.clone()),
+                    created: false,
+                    catalog_version: inner.persisted.catalog_version,
+                });
+            }
+            return Err(Error::user(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", table.name),
+            ));
+        }
+        if table.columns.is_empty() || table.primary_key.is_empty() {
+            return Err(Error::internal("CreateTable needs columns and a primary key"));
+        }
+        let engines = Self::up_data_engines(&inner);
+        if engines.is_empty() {
+            return Err(Error::unavailable("no data engine is up to hold the table's shards"));
+        }
+        if table.shard_count == 0 {
+            table.shard_count = eon_common::schema::DEFAULT_SHARD_COUNT;
+        }
+        if table.shard_count > 4096 {
+            return Err(Error::user(sqlstate::INVALID_PARAMETER_VALUE, "a table can have at most 4096 shards"));
+        }
+        inner.persisted.next_table_id += 1;
+        table.id = inner.persisted.next_table_id;
+        // Start each table at a different engine so small tables spread too.
+        let offset = table.id as usize;
+        table.placement =
+            (0..table.shard_count as usize).map(|i| engines[(i + offset) % engines.len()]).collect();
+        inner.persisted.tables.push(table.clone());
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        tracing::info!(table = %table.name, id = table.id, shards = table.shard_count, "table created");
+        Ok(pb::CreateTableResponse {
+            table: Some(table),
+            created: true,
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
+
+    fn drop_table(&self, req: pb::DropTableRequest) -> Result<pb::DropTableResponse, Error> {
+        let schema = if req.schema.is_empty() { "public" } else { &req.schema };
+        let mut inner = self.inner.lock().unwrap();
+        let pos = inner.persisted.tables.iter().position(|t| t.schema == schema && t.name == req.name);
+        let Some(pos) = pos else {
+            if req.if_exists {
+                return Ok(pb::DropTableResponse { table: None, catalog_version: inner.persisted.catalog_version });
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("table \"{}\" does not exist", req.name),
+            ));
+        };
+        let table = inner.persisted.tables.remove(pos);
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        tracing::info!(table = %table.name, id = table.id, "table dropped");
+        Ok(pb::DropTableResponse { table: Some(table), catalog_version: inner.persisted.catalog_version })
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Meta for MetaService {
+    async fn register_node(&self, req: Request<pb::RegisterNodeRequest>) -> Reply<pb::RegisterNodeResponse> {
+        let req_guard = self.stats.start();
+        let node = req.into_inner().node.ok_or_else(|| Status::invalid_argument("node missing"))?;
+        tracing::info!(kind = node.kind, id = node.id, addr = %node.grpc_address, "node registered");
+        let current_ts = self.next_ts().map_err(Status::from)?.0;
+        let mut inner = self.inner.lock().unwrap();
+        inner.nodes.insert((node.kind, node.id), (node, unix_ms()));
+        req_guard.ok();
+        Ok(Response::new(pb::RegisterNodeResponse { current_ts }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatResponse> {
+        let req = req.into_inner();
+        let mut inner = self.inner.lock().unwrap();
+        let known = match inner.nodes.get_mut(&(req.kind, req.id)) {
+            Some(entry) => {
+                entry.1 = unix_ms();
+                true
+            }
+            None => false,
+        };
+        Ok(Response::new(pb::HeartbeatResponse { known }))
+    }
+
+    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
+        let inner = self.inner.lock().unwrap();
+        let now = unix_ms();
+        let mut nodes: Vec<pb::NodeInfo> = inner
+            .nodes
+            .values()
+            .map(|(n, seen)| {
+                let mut n = n.clone();
+                n.last_heartbeat_unix_ms = *seen;
+                n.up = now - seen <= NODE_TIMEOUT.as_millis() as i64;
+                n
+            })
+            .collect();
+        nodes.sort_by_key(|n| (n.kind, n.id));
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn create_table(&self, req: Request<pb::CreateTableRequest>) -> Reply<pb::CreateTableResponse> {
+        let r = self.stats.start();
+        let out = self.create_table(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Reply<pb::DropTableResponse> {
+        let r = self.stats.start();
+        let out = self.drop_table(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn get_catalog(&self, _req: Request<pb::GetCatalogRequest>) -> Reply<pb::GetCatalogResponse> {
+        let inner = self.inner.lock().unwrap();
+        Ok(Response::new(pb::GetCatalogResponse {
+            version: inner.persisted.catalog_version,
+            tables: inner.persisted.tables.clone(),
+        }))
+    }
+
+    async fn get_timestamp(&self, _req: Request<pb::GetTimestampRequest>) -> Reply<pb::GetTimestampResponse> {
+        let r = self.stats.start();
+        let (ts, catalog_version) = self.next_ts().map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(pb::GetTimestampResponse { ts, catalog_version }))
+    }
+
+    async fn allocate_ids(&self, req: Request<pb::AllocateIdsRequest>) -> Reply<pb::AllocateIdsResponse> {
+        let count = req.into_inner().count.clamp(1, 1_000_000);
+        let start = self.alloc_ids(count).map_err(Status::from)?;
+        Ok(Response::new(pb::AllocateIdsResponse { start, count }))
+    }
+
+    async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
+        let bytes = std::fs::metadata(self.dir.join(state::FILE)).map(|m| m.len()).unwrap_or(0);
+        let mut s = self.stats.snapshot(bytes);
+        let inner = self.inner.lock().unwrap();
+        s.counters.insert("tables".into(), inner.persisted.tables.len() as u64);
+        s.counters.insert("catalog_version".into(), inner.persisted.catalog_version);
+        s.counters.insert("nodes".into(), inner.nodes.len() as u64);
+        Ok(Response::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> pb::Table {
+        eon_common::TableDef::new_proto(
+            "public",
+            name,
+            vec![eon_common::schema::ColumnDef {
+                name: "id".into(),
+                ty: eon_common::SqlType::Int4,
+                nullable: false,
+                default_sql: None,
+                hidden: false,
+            }],
+            vec![0],
+            0,
+        )
+    }
+
+    fn register(meta: &MetaService, id: u64) {
+        meta.inner.lock().unwrap().nodes.insert(
+            (pb::NodeKind::DataEngine as i32, id),
+            (pb::NodeInfo { kind: pb::NodeKind::DataEngine as i32, id, ..Default::default() }, unix_ms()),
+        );
+    }
+
+    #[test]
+    fn tables_and_timestamps_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let last_ts;
+        {
+            let meta = MetaService::open(dir.path()).unwrap();
+            assert_eq!(
+                meta.create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false })
+                    .unwrap_err()
+                    .code,
+                sqlstate::CANNOT_CONNECT_NOW,
+                "no data engine: unavailable"
+            );
+            register(&meta, 1);
+            register(&meta, 2);
+            let t = meta
+                .create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false })
+                .unwrap()
+                .table
+                .unwrap();
+            assert_eq!(t.shard_count, 8);
+            assert_eq!(t.placement.iter().filter(|&&e| e == 1).count(), 4);
+            let dup = meta.create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false });
+            assert_eq!(dup.unwrap_err().code, sqlstate::DUPLICATE_TABLE);
+            let again = meta
+                .create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: true })
+                .unwrap();
+            assert!(!again.created);
+            let mut prev = 0;
+            for _ in 0..1000 {
+                let (ts, _) = meta.next_ts().unwrap();
+                assert!(ts > prev);
+                prev = ts;
+            }
+            last_ts = prev;
+        }
+        let meta = MetaService::open(dir.path()).unwrap();
+        assert!(meta.next_ts().unwrap().0 > last_ts);
+        let inner = meta.inner.lock().unwrap();
+        assert_eq!(inner.persisted.tables.len(), 1);
+        drop(inner);
+        let dropped = meta.drop_table(pb::DropTableRequest { schema: "".into(), name: "t".into(), if_exists: false }).unwrap();
+        assert_eq!(dropped.table.unwrap().name, "t");
+        let missing = meta.drop_table(pb::DropTableRequest { schema: "".into(), name: "t".into(), if_exists: false });
+        assert_eq!(missing.unwrap_err().code, sqlstate::UNDEFINED_TABLE);
+    }
+}

@@ -1,0 +1,53 @@
+//! Meta's persistent state, and how it reaches the disk atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use eon_common::Error;
+use eon_proto::v1 as pb;
+use prost::Message;
+
+pub const FILE: &str = "meta.pb";
+
+/// Everything meta must not forget. Encoded with protobuf, like the rest of
+/// eon's interfaces, so the file can be read by other tools.
+#[derive(Clone, PartialEq, Message)]
+pub struct Persisted {
+    #[prost(uint64, tag = "1")]
+    pub catalog_version: u64,
+    #[prost(uint64, tag = "2")]
+    pub next_table_id: u64,
+    /// No timestamp at or above this was handed out.
+    #[prost(uint64, tag = "3")]
+    pub ts_limit: u64,
+    /// No id at or above this was handed out.
+    #[prost(uint64, tag = "4")]
+    pub id_limit: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub tables: Vec<pb::Table>,
+}
+
+impl Persisted {
+    pub fn load(dir: &Path) -> Result<Persisted, Error> {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            return Ok(Persisted::default());
+        }
+        let bytes = std::fs::read(&path)?;
+        Persisted::decode(bytes.as_slice())
+            .map_err(|e| Error::internal(format!("{} is damaged: {e}", path.display())))
+    }
+
+    /// Write to a temporary file, fsync it, rename it over the old one and
+    /// fsync the directory: after a crash the file is either old or new.
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&self.encode_to_vec())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(FILE))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+}

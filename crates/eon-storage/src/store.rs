@@ -1,0 +1,855 @@
+//! [`Store`]: the shards of one data engine, with logging, checkpoints and
+//! recovery. See the crate docs for the life of a write and a scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use eon_common::key::Key;
+use eon_common::value::Row;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::mvcc::{Refusal, Ts, TxnId, Versions, Visible, WriteKind, row_size};
+use crate::wal::{self, Wal, frame, read_frames};
+use crate::{Error, Result};
+
+/// A shard is identified by its table and its number within the table.
+pub type ShardId = (u64, u32);
+
+const CHECKPOINT_FILE: &str = "checkpoint.bin";
+const CHECKPOINT_FORMAT: u32 = 1;
+/// Keys per frame in a checkpoint file (bounds the memory of writing one).
+const CHECKPOINT_CHUNK: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Take a checkpoint once this many bytes were logged since the last.
+    pub checkpoint_bytes: u64,
+    /// Versions older than this (and not needed by a running scan) are
+    /// garbage-collected at checkpoints.
+    pub gc_after: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { checkpoint_bytes: 64 << 20, gc_after: Duration::from_secs(300) }
+    }
+}
+
+/// One key's new state within a write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyWrite {
+    key: Key,
+    value: Option<Row>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShardWrites {
+    table: u64,
+    shard: u32,
+    writes: Vec<KeyWrite>,
+}
+
+/// A log record.
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    /// A one-phase write, committed at `commit_ts`.
+    Apply { txn: TxnId, commit_ts: Ts, shards: Vec<ShardWrites> },
+    /// A staged write awaiting Commit or Abort.
+    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites> },
+    Commit { txn: TxnId, commit_ts: Ts },
+    Abort { txn: TxnId },
+    DropTable { table: u64 },
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointHeader {
+    format: u32,
+    /// Replay the log from this segment on.
+    replay_from: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointChunk {
+    table: u64,
+    shard: u32,
+    entries: Vec<(Key, Versions)>,
+}
+
+/// A write to one shard: rows (whole rows; for Delete only the key matters)
+/// with their encoded keys.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub shard: ShardId,
+    pub kind: WriteKind,
+    pub rows: Vec<(Key, Option<Row>)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpOutcome {
+    pub affected: u64,
+    /// Row indexes skipped by INSERT_IGNORE.
+    pub skipped: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub ops: Vec<OpOutcome>,
+    /// One-phase: the commit timestamp. Staged: the minimum commit timestamp.
+    pub ts: Ts,
+}
+
+#[derive(Default)]
+struct ShardData {
+    rows: BTreeMap<Key, Versions>,
+}
+
+struct Shard {
+    data: RwLock<ShardData>,
+    /// The highest snapshot any reader used on this shard: a later commit must
+    /// land above it, or that reader would have missed it.
+    max_read_ts: AtomicU64,
+}
+
+impl Shard {
+    fn new() -> Arc<Shard> {
+        Arc::new(Shard { data: RwLock::new(ShardData::default()), max_read_ts: AtomicU64::new(0) })
+    }
+}
+
+/// How a scan chunk ended.
+#[derive(Debug, PartialEq)]
+pub enum ChunkEnd {
+    Done,
+    /// More rows: resume from this key (inclusive).
+    More(Key),
+    /// An intent of this transaction must be resolved first; then resume from
+    /// the key (inclusive).
+    Wait(TxnId, Key),
+}
+
+pub struct ScanChunk<R> {
+    pub out: R,
+    /// Keys examined.
+    pub scanned: usize,
+    pub end: ChunkEnd,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    opts: StoreOptions,
+    shards: RwLock<HashMap<ShardId, Arc<Shard>>>,
+    /// Keys holding intents of each staged (two-phase) transaction.
+    prepared: Mutex<HashMap<TxnId, Vec<(ShardId, Key)>>>,
+    wal: Wal,
+    /// Writers hold it shared from staging to commit; a checkpoint holds it
+    /// exclusively while it rotates the log, so that every record in the old
+    /// segments is already applied in memory.
+    checkpoint_lock: tokio::sync::RwLock<()>,
+    /// Lower bound for commit timestamps after a restart (the in-memory
+    /// max_read_ts of shards is lost).
+    read_floor: AtomicU64,
+    /// Woken whenever intents are resolved.
+    resolved: Notify,
+    active_reads: Mutex<BTreeMap<Ts, usize>>,
+    bytes: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, recovering from its checkpoint and
+    /// log.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        fs::create_dir_all(dir)?;
+        let wal_dir = dir.join("wal");
+        fs::create_dir_all(&wal_dir)?;
+        let mut shards: HashMap<ShardId, ShardData> = HashMap::new();
+        let mut replay_from = 1;
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        if cp_path.exists() {
+            let file = File::open(&cp_path)?;
+            let mut r = std::io::BufReader::new(file);
+            let header: CheckpointHeader = read_one(&mut r)?
+                .ok_or_else(|| Error::Corrupt("checkpoint without header".into()))?;
+            if header.format != CHECKPOINT_FORMAT {
+                return Err(Error::Corrupt(format!("unknown checkpoint format {}", header.format)));
+            }
+            replay_from = header.replay_from;
+            while let Some(chunk) = read_one::<CheckpointChunk>(&mut r)? {
+                shards.entry((chunk.table, chunk.shard)).or_default().rows.extend(chunk.entries);
+            }
+        }
+        let mut segs: Vec<u64> = wal::segments(&wal_dir)?.into_iter().filter(|&s| s >= replay_from).collect();
+        if segs.is_empty() {
+            segs.push(replay_from);
+        }
+        let mut last_len = 0;
+        let mut replayed = 0usize;
+        for (i, &seg) in segs.iter().enumerate() {
+            let path = wal::segment_path(&wal_dir, seg);
+            let (records, valid) =
+                if path.exists() { read_frames::<Record>(&path)? } else { (vec![], 0) };
+            replayed += records.len();
+            for rec in records {
+                replay(&mut shards, rec);
+            }
+            if i == segs.len() - 1 {
+                last_len = valid;
+            }
+        }
+        let mut prepared: HashMap<TxnId, Vec<(ShardId, Key)>> = HashMap::new();
+        let mut bytes = 0u64;
+        for (id, data) in &shards {
+            for (key, versions) in &data.rows {
+                if let Some(i) = &versions.intent {
+                    prepared.entry(i.txn).or_default().push((*id, key.clone()));
+                }
+                bytes += versions_size(key, versions);
+            }
+        }
+        tracing::info!(
+            shards = shards.len(),
+            replayed,
+            prepared = prepared.len(),
+            "storage recovered"
+        );
+        let wal = Wal::open(&wal_dir, *segs.last().unwrap(), last_len)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            opts,
+            shards: RwLock::new(
+                shards
+                    .into_iter()
+                    .map(|(id, data)| {
+                        (id, Arc::new(Shard { data: RwLock::new(data), max_read_ts: AtomicU64::new(0) }))
+                    })
+                    .collect(),
+            ),
+            prepared: Mutex::new(prepared),
+            wal,
+            checkpoint_lock: tokio::sync::RwLock::new(()),
+            read_floor: AtomicU64::new(0),
+            resolved: Notify::new(),
+            active_reads: Mutex::new(BTreeMap::new()),
+            bytes: AtomicU64::new(bytes),
+            checkpoints: AtomicU64::new(0),
+        })
+    }
+
+    /// No commit after a restart may land at or below `ts` (a timestamp from
+    /// the oracle, above anything a reader used before the restart).
+    pub fn set_read_floor(&self, ts: Ts) {
+        self.read_floor.fetch_max(ts, Ordering::SeqCst);
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    pub fn bytes_stored(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.read().unwrap().len()
+    }
+
+    /// Transactions with staged, unresolved writes.
+    pub fn prepared_txns(&self) -> Vec<TxnId> {
+        self.prepared.lock().unwrap().keys().copied().collect()
+    }
+
+    fn shard(&self, id: ShardId) -> Option<Arc<Shard>> {
+        self.shards.read().unwrap().get(&id).cloned()
+    }
+
+    fn shard_or_create(&self, id: ShardId) -> Arc<Shard> {
+        if let Some(s) = self.shard(id) {
+            return s;
+        }
+        self.shards.write().unwrap().entry(id).or_insert_with(Shard::new).clone()
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Validate, log and (one-phase) commit or (two-phase) stage a write of
+    /// transaction `txn`, which read at `read_ts`. Nothing is changed when an
+    /// error is returned.
+    pub async fn write(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
+        let _cp = self.checkpoint_lock.read().await;
+        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops)?;
+        let shards = group_writes(&staged);
+        let record = if one_phase {
+            Record::Apply { txn, commit_ts: min_commit_ts, shards }
+        } else {
+            Record::Prepare { txn, min_commit_ts, shards }
+        };
+        if let Err(e) = self.wal.append(&record).await {
+            self.resolve(txn, &staged, None);
+            return Err(e);
+        }
+        if one_phase {
+            self.resolve(txn, &staged, Some(min_commit_ts));
+        } else {
+            self.prepared.lock().unwrap().entry(txn).or_default().extend(staged.into_iter().map(|(s, k, _)| (s, k)));
+        }
+        Ok(WriteOutcome { ops: outcomes, ts: min_commit_ts })
+    }
+
+    /// Check every row and install intents. On a refusal, undo this call's
+    /// intents and report it.
+    #[allow(clippy::type_complexity)]
+    fn stage(
+        &self,
+        txn: TxnId,
+        read_ts: Ts,
+        ops: &[WriteOp],
+    ) -> Result<(Vec<OpOutcome>, Vec<(ShardId, Key, Option<Row>)>, Ts)> {
+        let mut ids: Vec<ShardId> = ops.iter().map(|o| o.shard).collect();
+        ids.sort();
+        ids.dedup();
+        let cells: Vec<Arc<Shard>> = ids.iter().map(|&id| self.shard_or_create(id)).collect();
+        // Lock in a fixed order so concurrent writers cannot deadlock.
+        let mut guards: Vec<_> = cells.iter().map(|c| c.data.write().unwrap()).collect();
+        let floor = self.read_floor.load(Ordering::SeqCst);
+        let mut min_commit_ts = read_ts.max(floor + 1);
+        for c in &cells {
+            min_commit_ts = min_commit_ts.max(c.max_read_ts.load(Ordering::SeqCst) + 1);
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut staged: Vec<(ShardId, Key, Option<Row>)> = Vec::new();
+        // Previous intent of each key this call touched, to undo a refusal.
+        let mut undo: Vec<(usize, Key, Option<crate::mvcc::Intent>)> = Vec::new();
+        let mut refusal = None;
+        'ops: for (op_index, op) in ops.iter().enumerate() {
+            let gi = ids.binary_search(&op.shard).unwrap();
+            let rows = &mut guards[gi].rows;
+            let mut outcome = OpOutcome::default();
+            for (row_index, (key, value)) in op.rows.iter().enumerate() {
+                let versions = rows.entry(key.clone()).or_default();
+                match versions.check_write(txn, read_ts, op.kind) {
+                    Ok(true) => {
+                        min_commit_ts = min_commit_ts.max(versions.latest_ts() + 1);
+                        undo.push((gi, key.clone(), versions.intent.clone()));
+                        let new = if op.kind == WriteKind::Delete { None } else { value.clone() };
+                        versions.set_intent(txn, 0, new.clone());
+                        staged.push((op.shard, key.clone(), new));
+                        outcome.affected += 1;
+                    }
+                    Ok(false) => outcome.skipped.push(row_index as u32),
+                    Err(r) => {
+                        refusal = Some(match r {
+                            Refusal::Duplicate => Error::Duplicate { op: op_index, row: row_index },
+                            Refusal::Conflict(m) => Error::Conflict(m),
+                        });
+                        break 'ops;
+                    }
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if let Some(err) = refusal {
+            for (gi, key, prev) in undo.into_iter().rev() {
+                if let Some(v) = guards[gi].rows.get_mut(&key) {
+                    v.intent = prev;
+                    if v.committed.is_empty() && v.intent.is_none() {
+                        guards[gi].rows.remove(&key);
+                    }
+                }
+            }
+            // Keys created empty by the check of the refused row.
+            for g in guards.iter_mut() {
+                g.rows.retain(|_, v| !(v.committed.is_empty() && v.intent.is_none()));
+            }
+            return Err(err);
+        }
+        for (shard, key, _) in &staged {
+            let gi = ids.binary_search(shard).unwrap();
+            if let Some(i) = guards[gi].rows.get_mut(key).and_then(|v| v.intent.as_mut()) {
+                i.min_commit_ts = i.min_commit_ts.max(min_commit_ts);
+            }
+        }
+        let added: u64 = staged.iter().map(|(_, k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64).sum();
+        self.bytes.fetch_add(added, Ordering::Relaxed);
+        Ok((outcomes, staged, min_commit_ts))
+    }
+
+    /// Commit (`Some(ts)`) or remove (`None`) the intents of `txn` on `keys`,
+    /// then wake readers waiting for them.
+    fn resolve<K: AsKey>(&self, txn: TxnId, keys: &[K], commit_ts: Option<Ts>) {
+        let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
+        for k in keys {
+            by_shard.entry(k.shard()).or_default().push(k.key());
+        }
+        for (id, keys) in by_shard {
+            let Some(cell) = self.shard(id) else { continue };
+            let mut data = cell.data.write().unwrap();
+            for key in keys {
+                if let Some(v) = data.rows.get_mut(key) {
+                    match commit_ts {
+                        Some(ts) => {
+                            v.commit(txn, ts);
+                        }
+                        None => {
+                            v.abort(txn);
+                        }
+                    }
+                    if v.committed.is_empty() && v.intent.is_none() {
+                        data.rows.remove(key);
+                    }
+                }
+            }
+        }
+        self.resolved.notify_waiters();
+    }
+
+    /// Commit a staged transaction at `commit_ts` (which must be at least the
+    /// minimum its Write reported). Unknown transactions are ignored, so a
+    /// repeated Commit is harmless.
+    pub async fn commit(&self, txn: TxnId, commit_ts: Ts) -> Result<()> {
+        let _cp = self.checkpoint_lock.read().await;
+        let keys = self.prepared.lock().unwrap().get(&txn).cloned();
+        let Some(keys) = keys else { return Ok(()) };
+        self.wal.append(&Record::Commit { txn, commit_ts }).await?;
+        self.resolve(txn, &keys, Some(commit_ts));
+        self.prepared.lock().unwrap().remove(&txn);
+        Ok(())
+    }
+
+    pub async fn abort(&self, txn: TxnId) -> Result<()> {
+        let _cp = self.checkpoint_lock.read().await;
+        let keys = self.prepared.lock().unwrap().get(&txn).cloned();
+        let Some(keys) = keys else { return Ok(()) };
+        self.wal.append(&Record::Abort { txn }).await?;
+        self.resolve(txn, &keys, None);
+        self.prepared.lock().unwrap().remove(&txn);
+        Ok(())
+    }
+
+    /// Forget every shard of a table.
+    pub async fn drop_table(&self, table: u64) -> Result<()> {
+        let _cp = self.checkpoint_lock.read().await;
+        self.wal.append(&Record::DropTable { table }).await?;
+        let removed: Vec<Arc<Shard>> = {
+            let mut shards = self.shards.write().unwrap();
+            let ids: Vec<ShardId> = shards.keys().filter(|(t, _)| *t == table).copied().collect();
+            ids.iter().filter_map(|id| shards.remove(id)).collect()
+        };
+        let freed: u64 = removed
+            .iter()
+            .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
+            .sum();
+        let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+        self.prepared.lock().unwrap().retain(|_, keys| {
+            keys.retain(|((t, _), _)| *t != table);
+            !keys.is_empty()
+        });
+        self.resolved.notify_waiters();
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------- reads
+
+    /// Register a snapshot read of `shard` at `ts`: no later commit on the
+    /// shard may land at or below `ts`. Returns a guard that keeps the
+    /// versions the snapshot needs from garbage collection.
+    pub fn begin_read(&self, shards: &[ShardId], ts: Ts) -> ReadGuard<'_> {
+        // An empty shard is created too: a write that creates it later must
+        // still land above this snapshot.
+        for id in shards {
+            self.shard_or_create(*id).max_read_ts.fetch_max(ts, Ordering::SeqCst);
+        }
+        *self.active_reads.lock().unwrap().entry(ts).or_default() += 1;
+        ReadGuard { store: self, ts }
+    }
+
+    /// Read up to `max_rows` visible rows of a shard, starting at `from`, and
+    /// hand them to `build` (under the shard's read lock).
+    pub fn scan_chunk<R>(
+        &self,
+        shard: ShardId,
+        ts: Ts,
+        from: Bound<Key>,
+        max_rows: usize,
+        build: impl FnOnce(&[&Row]) -> R,
+    ) -> ScanChunk<R> {
+        let cell = self.shard_or_create(shard);
+        cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
+        let data = cell.data.read().unwrap();
+        let mut rows: Vec<&Row> = Vec::with_capacity(max_rows.min(8192));
+        let mut scanned = 0;
+        let mut end = ChunkEnd::Done;
+        for (key, versions) in data.rows.range((from, Bound::Unbounded)) {
+            if rows.len() >= max_rows {
+                end = ChunkEnd::More(key.clone());
+                break;
+            }
+            scanned += 1;
+            match versions.read(ts, None) {
+                Visible::Row(r) => rows.push(r),
+                Visible::Absent => {}
+                Visible::Wait(txn) => {
+                    end = ChunkEnd::Wait(txn, key.clone());
+                    scanned -= 1;
+                    break;
+                }
+            }
+        }
+        ScanChunk { out: build(&rows), scanned, end }
+    }
+
+    /// Point lookups: the visible rows of `keys` in a shard. Ends with
+    /// `Wait` when one of them has an intent to wait for (then retry all).
+    pub fn get_chunk<R>(&self, shard: ShardId, ts: Ts, keys: &[Key], build: impl FnOnce(&[&Row]) -> R) -> ScanChunk<R> {
+        let cell = self.shard_or_create(shard);
+        cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
+        let data = cell.data.read().unwrap();
+        let mut rows = Vec::with_capacity(keys.len());
+        let mut scanned = 0;
+        for key in keys {
+            let Some(versions) = data.rows.get(key) else { continue };
+            scanned += 1;
+            match versions.read(ts, None) {
+                Visible::Row(r) => rows.push(r),
+                Visible::Absent => {}
+                Visible::Wait(txn) => {
+                    return ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Wait(txn, key.clone()) };
+                }
+            }
+        }
+        ScanChunk { out: build(&rows), scanned, end: ChunkEnd::Done }
+    }
+
+    /// Wait until `txn`'s intents are resolved, or the timeout passes.
+    /// Returns false on timeout.
+    pub async fn wait_resolved(&self, shard: ShardId, key: &Key, txn: TxnId, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.resolved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let pending = self
+                .shard(shard)
+                .map(|c| matches!(c.data.read().unwrap().rows.get(key).and_then(|v| v.intent.as_ref()), Some(i) if i.txn == txn))
+                .unwrap_or(false);
+            if !pending {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- checkpoints
+
+    /// True when enough log was written since the last checkpoint.
+    pub fn checkpoint_due(&self) -> bool {
+        self.wal.bytes_since_rotate.load(Ordering::Relaxed) >= self.opts.checkpoint_bytes
+    }
+
+    /// Write a checkpoint and delete the log segments it covers.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let replay_from = {
+            let _exclusive = self.checkpoint_lock.write().await;
+            self.wal.rotate().await?
+        };
+        let horizon = self.gc_horizon();
+        let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
+        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        write_one(&mut w, &CheckpointHeader { format: CHECKPOINT_FORMAT, replay_from })?;
+        let mut bytes = 0u64;
+        for id in ids {
+            let Some(cell) = self.shard(id) else { continue };
+            {
+                let mut data = cell.data.write().unwrap();
+                data.rows.retain(|_, v| !v.gc(horizon));
+            }
+            let data = cell.data.read().unwrap();
+            let mut entries = Vec::with_capacity(CHECKPOINT_CHUNK);
+            for (k, v) in &data.rows {
+                bytes += versions_size(k, v);
+                entries.push((k.clone(), v.clone()));
+                if entries.len() == CHECKPOINT_CHUNK {
+                    write_one(&mut w, &CheckpointChunk { table: id.0, shard: id.1, entries: std::mem::take(&mut entries) })?;
+                }
+            }
+            if !entries.is_empty() {
+                write_one(&mut w, &CheckpointChunk { table: id.0, shard: id.1, entries })?;
+            }
+        }
+        let file = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE))?;
+        wal::sync_dir(&self.dir)?;
+        self.wal.remove_before(replay_from)?;
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(replay_from, bytes, "checkpoint written");
+        Ok(())
+    }
+
+    fn gc_horizon(&self) -> Ts {
+        let age = self.opts.gc_after.as_micros() as u64;
+        let by_age = eon_common::unix_us().saturating_sub(age);
+        let oldest_read = self.active_reads.lock().unwrap().keys().next().copied().unwrap_or(u64::MAX);
+        by_age.min(oldest_read.saturating_sub(1))
+    }
+}
+
+/// Keeps a snapshot's versions alive while a scan runs.
+pub struct ReadGuard<'a> {
+    store: &'a Store,
+    ts: Ts,
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.store.active_reads.lock().unwrap();
+        if let Some(n) = reads.get_mut(&self.ts) {
+            *n -= 1;
+            if *n == 0 {
+                reads.remove(&self.ts);
+            }
+        }
+    }
+}
+
+trait AsKey {
+    fn shard(&self) -> ShardId;
+    fn key(&self) -> &Key;
+}
+
+impl AsKey for (ShardId, Key, Option<Row>) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+    fn key(&self) -> &Key {
+        &self.1
+    }
+}
+
+impl AsKey for (ShardId, Key) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+    fn key(&self) -> &Key {
+        &self.1
+    }
+}
+
+fn group_writes(staged: &[(ShardId, Key, Option<Row>)]) -> Vec<ShardWrites> {
+    let mut out: Vec<ShardWrites> = Vec::new();
+    for (id, key, value) in staged {
+        match out.iter_mut().find(|s| (s.table, s.shard) == *id) {
+            Some(s) => s.writes.push(KeyWrite { key: key.clone(), value: value.clone() }),
+            None => out.push(ShardWrites {
+                table: id.0,
+                shard: id.1,
+                writes: vec![KeyWrite { key: key.clone(), value: value.clone() }],
+            }),
+        }
+    }
+    out
+}
+
+/// Apply one log record during recovery. Every case is idempotent, because a
+/// checkpoint may already contain some effects of the records replayed after
+/// it.
+fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
+    match rec {
+        Record::Apply { txn, commit_ts, shards: writes } => {
+            for sw in writes {
+                let data = shards.entry((sw.table, sw.shard)).or_default();
+                for w in sw.writes {
+                    let v = data.rows.entry(w.key).or_default();
+                    v.abort(txn);
+                    v.install(commit_ts, w.value);
+                }
+            }
+        }
+        Record::Prepare { txn, min_commit_ts, shards: writes } => {
+            for sw in writes {
+                let data = shards.entry((sw.table, sw.shard)).or_default();
+                for w in sw.writes {
+                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, w.value);
+                }
+            }
+        }
+        Record::Commit { txn, commit_ts } => {
+            for data in shards.values_mut() {
+                for v in data.rows.values_mut() {
+                    v.commit(txn, commit_ts);
+                }
+            }
+        }
+        Record::Abort { txn } => {
+            for data in shards.values_mut() {
+                data.rows.retain(|_, v| {
+                    v.abort(txn);
+                    !(v.committed.is_empty() && v.intent.is_none())
+                });
+            }
+        }
+        Record::DropTable { table } => shards.retain(|(t, _), _| *t != table),
+    }
+}
+
+fn versions_size(key: &Key, v: &Versions) -> u64 {
+    (key.len()
+        + v.committed.iter().map(|c| 8 + c.value.as_ref().map(row_size).unwrap_or(0)).sum::<usize>()
+        + v.intent.as_ref().and_then(|i| i.value.as_ref()).map(row_size).unwrap_or(0)) as u64
+}
+
+fn write_one<T: Serialize>(w: &mut impl Write, value: &T) -> Result<()> {
+    let payload = postcard::to_stdvec(value).map_err(|e| Error::Corrupt(e.to_string()))?;
+    w.write_all(&frame(&payload))?;
+    Ok(())
+}
+
+fn read_one<T: serde::de::DeserializeOwned>(r: &mut impl std::io::Read) -> Result<Option<T>> {
+    let mut head = [0u8; 8];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().unwrap());
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(Error::Corrupt("checkpoint checksum mismatch".into()));
+    }
+    postcard::from_bytes(&payload).map(Some).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eon_common::Value;
+
+    const S0: ShardId = (1, 0);
+    const S1: ShardId = (1, 1);
+
+    fn k(i: i64) -> Key {
+        eon_common::key::encode_key([&Value::Int(i)]).unwrap()
+    }
+    fn row(i: i64, s: &str) -> Row {
+        vec![Value::Int(i), Value::Text(s.into())]
+    }
+    fn op(shard: ShardId, kind: WriteKind, rows: &[(i64, &str)]) -> WriteOp {
+        WriteOp { shard, kind, rows: rows.iter().map(|(i, s)| (k(*i), Some(row(*i, s)))).collect() }
+    }
+    fn all(store: &Store, shard: ShardId, ts: Ts) -> Vec<Row> {
+        let c = store.scan_chunk(shard, ts, Bound::Unbounded, usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        assert_eq!(c.end, ChunkEnd::Done);
+        c.out
+    }
+
+    #[tokio::test]
+    async fn one_phase_writes_are_visible_at_later_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let w = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(2, "b"), (1, "a")])]).await.unwrap();
+        assert_eq!(w.ops[0].affected, 2);
+        assert!(w.ts >= 100);
+        assert_eq!(all(&store, S0, w.ts - 1), Vec::<Row>::new());
+        assert_eq!(all(&store, S0, w.ts), vec![row(1, "a"), row(2, "b")], "rows come out in key order");
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_conflicts_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let t1 = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap().ts;
+        let err = store
+            .write(2, t1, true, vec![op(S1, WriteKind::Insert, &[(5, "x")]), op(S0, WriteKind::Insert, &[(3, "c"), (1, "dup")])])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Duplicate { op: 1, row: 1 }), "{err:?}");
+        assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
+        assert_eq!(all(&store, S1, u64::MAX - 1), Vec::<Row>::new());
+        // ON CONFLICT DO NOTHING skips the existing key.
+        let w = store.write(3, t1, true, vec![op(S0, WriteKind::InsertIgnore, &[(1, "no"), (4, "d")])]).await.unwrap();
+        assert_eq!(w.ops[0], OpOutcome { affected: 1, skipped: vec![0] });
+        // An update based on a snapshot older than the last change conflicts.
+        let err = store.write(4, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(1, "stale")])]).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)));
+    }
+
+    #[tokio::test]
+    async fn staged_writes_block_later_readers_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let w = store.write(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
+        let min = w.ts;
+        // A snapshot below the minimum commit timestamp ignores the intent.
+        assert_eq!(all(&store, S0, min - 1), Vec::<Row>::new());
+        let c = store.scan_chunk(S0, min + 10, Bound::Unbounded, 100, |r| r.len());
+        assert_eq!(c.end, ChunkEnd::Wait(7, k(1)));
+        // Another writer conflicts with the intent.
+        assert!(matches!(
+            store.write(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])]).await,
+            Err(Error::Conflict(_))
+        ));
+        let s2 = store.clone();
+        let waiter = tokio::spawn(async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.commit(7, min + 5).await.unwrap();
+        assert!(waiter.await.unwrap());
+        assert_eq!(all(&store, S0, min + 10), vec![row(1, "a")]);
+        assert_eq!(all(&store, S0, min + 4), Vec::<Row>::new());
+        // Abort of a staged write leaves nothing.
+        store.write(9, min + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
+        store.abort(9).await.unwrap();
+        assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
+    }
+
+    #[tokio::test]
+    async fn commits_land_above_snapshots_already_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let _g = store.begin_read(&[S0], 500);
+        let w = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
+        assert!(w.ts > 500, "a reader at 500 already saw the shard without this row");
+    }
+
+    #[tokio::test]
+    async fn recovery_replays_the_log_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions { checkpoint_bytes: 1, gc_after: Duration::from_secs(3600) };
+        let (t1, t2);
+        {
+            let store = Store::open(dir.path(), opts.clone()).unwrap();
+            t1 = store.write(1, 10, true, vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])]).await.unwrap().ts;
+            store.write(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+            assert!(store.checkpoint_due());
+            store.checkpoint().await.unwrap();
+            // After the checkpoint: commit the staged write, delete a row,
+            // stage another.
+            store.commit(2, t1 + 1).await.unwrap();
+            t2 = store.write(3, t1 + 1, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(2), None)] }]).await.unwrap().ts;
+            store.write(4, t2 + 10, false, vec![op(S0, WriteKind::Insert, &[(9, "pending")])]).await.unwrap();
+            store.write(5, t2, true, vec![op((2, 0), WriteKind::Insert, &[(1, "gone")])]).await.unwrap();
+            store.drop_table(2).await.unwrap();
+        }
+        let store = Store::open(dir.path(), opts).unwrap();
+        assert_eq!(all(&store, S0, t1), vec![row(1, "a"), row(2, "b")]);
+        assert_eq!(all(&store, S0, t2), vec![row(1, "a")]);
+        assert_eq!(all(&store, S1, t2), vec![row(3, "c")]);
+        assert_eq!(all(&store, (2, 0), u64::MAX - 1), Vec::<Row>::new());
+        assert_eq!(store.prepared_txns(), vec![4], "the staged write is still staged");
+        store.commit(4, t2 + 100).await.unwrap();
+        assert_eq!(all(&store, S0, t2 + 100), vec![row(1, "a"), row(9, "pending")]);
+        assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1, "old segments were removed");
+    }
+}

@@ -1,0 +1,1 @@
+//! eon-testkit
