@@ -104,8 +104,8 @@ pub struct ScanCounts {
     pub returned: u64,
 }
 
-/// Run a scan over `shards`, handing each non-empty output batch (as IPC) to
-/// `emit`. Stops early when `emit` returns false (the client went away) or
+/// Run a scan over `shards`, sending each non-empty output batch (as IPC)
+/// to `tx`. Stops early when the receiver is gone (the client went away) or
 /// the limit is reached.
 pub async fn run_scan(
     store: &Store,
@@ -113,7 +113,7 @@ pub async fn run_scan(
     shards: &[u32],
     ts: u64,
     keys: Option<RecordBatch>,
-    mut emit: impl AsyncFnMut(Vec<u8>) -> bool,
+    tx: &tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
 ) -> Result<ScanCounts, Error> {
     let ids: Vec<ShardId> = shards.iter().map(|&s| (plan.table.id, s)).collect();
     let _read = store.begin_read(&ids, ts);
@@ -155,7 +155,8 @@ pub async fn run_scan(
             }
             if batch.num_rows() > 0 {
                 counts.returned += batch.num_rows() as u64;
-                if !emit(ipc::encode_batch(&batch)?).await {
+                let msg = eon_proto::v1::ScanResponse { arrow_ipc: ipc::encode_batch(&batch)?.into(), ..Default::default() };
+                if tx.send(Ok(msg)).await.is_err() {
                     return Ok(counts);
                 }
             }

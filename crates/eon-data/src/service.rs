@@ -95,7 +95,8 @@ impl DataEngineService {
         if let Some((key, _)) = rows.iter().find(|(k, _)| shard_of(k, table.shard_count) != op.shard) {
             return Err(Error::internal(format!("key {key:?} does not belong to shard {}", op.shard)));
         }
-        Ok((table, WriteOp { shard: (table.id, op.shard), kind, rows }))
+        let shard = (table.id, op.shard);
+        Ok((table, WriteOp { shard, kind, rows }))
     }
 
     async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, Error> {
@@ -179,11 +180,7 @@ impl DataEngine for DataEngineService {
         let scanned = self.rows_scanned.clone();
         let returned = self.rows_returned.clone();
         tokio::spawn(async move {
-            let emit_tx = tx.clone();
-            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, async |bytes| {
-                emit_tx.send(Ok(pb::ScanResponse { arrow_ipc: bytes.into(), ..Default::default() })).await.is_ok()
-            })
-            .await;
+            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, &tx).await;
             let msg = match result {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);

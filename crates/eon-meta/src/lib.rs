@@ -354,3 +354,28 @@ mod tests {
         assert_eq!(missing.unwrap_err().code, sqlstate::UNDEFINED_TABLE);
     }
 }
+
+#[derive(Debug, Clone)]
+pub struct MetaOptions {
+    pub dir: PathBuf,
+    pub listen: String,
+    /// 0: a free port.
+    pub port: u16,
+}
+
+/// Run `eon meta` until SIGTERM/SIGINT.
+pub async fn run(opts: MetaOptions) -> Result<(), Error> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let _lock = eon_common::node::lock_dir(&opts.dir)?;
+    let service = MetaService::open(&opts.dir)?;
+    let (listener, addr) = eon_common::node::bind(&opts.listen, opts.port).await?;
+    tracing::info!(%addr, "meta serving");
+    eon_common::node::announce_ready(&[("grpc", addr.to_string())]);
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(eon_common::node::incoming(listener), eon_common::node::shutdown_signal())
+        .await
+        .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;
+    tracing::info!("meta stopped");
+    Ok(())
+}

@@ -1,1 +1,119 @@
-//! eon-query
+//! eon's query engine: the SQL front door of the data store.
+//!
+//! A query engine is stateless: it keeps no data, only a cache of the
+//! catalog. For every statement it gets a timestamp from meta, plans with
+//! Apache DataFusion over eon's tables, sends scans (with pushed-down
+//! projections, filters and point lookups) and writes to the data engines
+//! that hold the shards, merges what comes back and delivers it — over the
+//! PostgreSQL wire protocol, REST/JSON, or its own gRPC service.
+//!
+//! | module       | owns                                                        |
+//! |--------------|-------------------------------------------------------------|
+//! | [`cluster`]  | clients to meta and data engines, the catalog cache         |
+//! | [`session`]  | statement dispatch, snapshots, SET/SHOW                     |
+//! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
+//! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
+//! | [`ddl`]      | CREATE/DROP TABLE                                           |
+//! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
+//! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
+//! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
+//! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
+//! | [`rest`]     | REST/JSON (axum)                                            |
+//! | [`grpc`]     | the `QueryEngine` gRPC service                              |
+
+pub mod cluster;
+pub mod coerce;
+pub mod ddl;
+pub mod dml;
+pub mod errors;
+pub mod grpc;
+pub mod pg;
+pub mod pgtypes;
+pub mod provider;
+pub mod rest;
+pub mod session;
+
+use std::time::Duration;
+
+use eon_common::stats::Recorder;
+use eon_common::{Error, node};
+use eon_proto::v1 as pb;
+use eon_proto::v1::query_engine_server::QueryEngineServer;
+
+pub use session::{Engine, Output, Session};
+
+#[derive(Debug, Clone)]
+pub struct QueryEngineOptions {
+    pub id: u64,
+    pub meta: String,
+    pub listen: String,
+    /// 0: pick free ports.
+    pub pg_port: u16,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub default_shards: u32,
+}
+
+/// Run `eon query-engine` until SIGTERM/SIGINT.
+pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
+    let stats = Recorder::new("query-engine", opts.id);
+    let cluster = cluster::Cluster::new(&opts.meta, stats, opts.default_shards)?;
+    let (pg_listener, pg_addr) = node::bind(&opts.listen, opts.pg_port).await?;
+    let (http_listener, http_addr) = node::bind(&opts.listen, opts.http_port).await?;
+    let (grpc_listener, grpc_addr) = node::bind(&opts.listen, opts.grpc_port).await?;
+    let info = pb::NodeInfo {
+        kind: pb::NodeKind::QueryEngine as i32,
+        id: opts.id,
+        grpc_address: grpc_addr.to_string(),
+        pg_address: pg_addr.to_string(),
+        http_address: http_addr.to_string(),
+        pid: std::process::id(),
+        started_at_unix_ms: eon_common::unix_ms(),
+        ..Default::default()
+    };
+    let mut meta = cluster.meta();
+    node::register(&mut meta, &info, Duration::from_secs(30)).await?;
+    node::spawn_heartbeat(meta, info);
+    cluster.refresh_catalog().await?;
+    let engine = Engine::new(cluster)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let pg = tokio::spawn(pg::serve(engine.clone(), pg_listener, stopped(stop_rx.clone())));
+    let http = {
+        let router = rest::router(engine.clone());
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!("REST server: {e}");
+            }
+        })
+    };
+    let grpc = {
+        let service = QueryEngineServer::new(grpc::QueryEngineService { engine: engine.clone() });
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(node::incoming(grpc_listener), shutdown)
+                .await
+            {
+                tracing::error!("gRPC server: {e}");
+            }
+        })
+    };
+    tracing::info!(id = opts.id, %pg_addr, %http_addr, %grpc_addr, "query engine serving");
+    node::announce_ready(&[("grpc", grpc_addr.to_string()), ("pg", pg_addr.to_string()), ("http", http_addr.to_string())]);
+    node::shutdown_signal().await;
+    tracing::info!("query engine stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = pg.await;
+        let _ = http.await;
+        let _ = grpc.await;
+    })
+    .await;
+    Ok(())
+}

@@ -1,1 +1,228 @@
-fn main() {}
+//! `eon`: one binary for every role of a distributed data framework.
+//!
+//! ```text
+//!   eon up              start a local cluster (meta, data engines, query engines) and supervise it
+//!   eon status          show the components of a running cluster and where each table's shards live
+//!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
+//!   eon conformance     check that a service implements one of eon's interfaces
+//!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
+//! ```
+//!
+//! The role is always the first argument, so `ps` shows which process is
+//! which.
+
+mod bench;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "eon", version, about = "eon: a distributed data framework in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local cluster and supervise it until Ctrl-C.
+    Up {
+        /// Where all data and logs live.
+        #[arg(long, default_value = "./eon-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        data_engines: u32,
+        #[arg(long, default_value_t = 1)]
+        query_engines: u32,
+        /// PostgreSQL wire port.
+        #[arg(long, default_value_t = 5433)]
+        pg_port: u16,
+        /// REST port.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Address the PostgreSQL and REST ports listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        /// Shards of a new table (unless its CREATE TABLE says otherwise).
+        #[arg(long, default_value_t = 8)]
+        shards: u32,
+    },
+    /// Show the components of a running cluster and its tables' shards.
+    Status {
+        #[arg(long, default_value = "./eon-data")]
+        data_dir: PathBuf,
+        /// The agent's gRPC address (default: read from the data directory).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Meta's gRPC address (default: read from the data directory).
+        #[arg(long)]
+        meta: Option<String>,
+    },
+    /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire.
+    Bench(bench::BenchArgs),
+    /// Run the conformance suite of an interface against a running service.
+    Conformance {
+        /// meta, data-engine, query-engine or agent
+        interface: String,
+        /// The service's gRPC address (host:port).
+        #[arg(long)]
+        addr: String,
+        /// Meta's address (data-engine: the suite creates its test table there).
+        #[arg(long)]
+        meta: Option<String>,
+    },
+    /// Run meta (started by `eon up`).
+    Meta {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Run a data engine (started by `eon up`).
+    DataEngine {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        meta: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Take a checkpoint after this many bytes of log.
+        #[arg(long, default_value_t = 64 << 20)]
+        checkpoint_bytes: u64,
+    },
+    /// Run a query engine (started by `eon up`).
+    QueryEngine {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        meta: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        #[arg(long, default_value_t = 0)]
+        pg_port: u16,
+        #[arg(long, default_value_t = 0)]
+        http_port: u16,
+        #[arg(long, default_value_t = 0)]
+        grpc_port: u16,
+        #[arg(long, default_value_t = 8)]
+        default_shards: u32,
+    },
+}
+
+fn init_logging(writer: Option<std::fs::File>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("EON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    match writer {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// One line on stderr and a failure exit: how every command reports errors.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("eon: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards } => {
+            if data_engines == 0 || query_engines == 0 {
+                return fail("a cluster needs at least one data engine and one query engine");
+            }
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => return fail(format!("cannot find the eon executable: {e}")),
+            };
+            // The log file needs the directory; `up` reports if it cannot
+            // be created.
+            let _ = std::fs::create_dir_all(data_dir.join("logs"));
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("logs").join("up.log")).ok();
+            init_logging(log);
+            let opts = eon_agent::UpOptions { exe, data_dir: data_dir.clone(), data_engines, query_engines, pg_port, http_port, listen, shards };
+            let started = std::time::Instant::now();
+            let result = runtime().block_on(eon_agent::up(opts, |c| {
+                let pg_port = c.pg.rsplit(':').next().unwrap_or("5433");
+                let host = c.pg.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+                let url = format!("postgresql://eon@{host}:{pg_port}/eon?sslmode=disable");
+                println!(
+                    "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
+                    started.elapsed().as_secs_f64()
+                );
+                println!("  data:     {}", data_dir.display());
+                println!("  logs:     {}", data_dir.join("logs").display());
+                println!();
+                println!("  PostgreSQL URL:  {url}");
+                println!("  psql:            psql \"{url}\"");
+                println!("  REST:            curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'", c.http);
+                println!("  status:          eon status --data-dir {}", data_dir.display());
+                println!();
+                println!("Press Ctrl-C to stop.");
+            }));
+            match result {
+                Ok(()) => {
+                    println!("eon stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Status { data_dir, agent, meta } => match runtime().block_on(status::run(&data_dir, agent, meta)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Bench(args) => match runtime().block_on(bench::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Conformance { interface, addr, meta } => {
+            let r = runtime().block_on(eon_conformance::run(&interface, &addr, meta.as_deref()));
+            match r {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Meta { data_dir, listen, port } => {
+            init_logging(None);
+            match runtime().block_on(eon_meta::run(eon_meta::MetaOptions { dir: data_dir, listen, port })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes } => {
+            init_logging(None);
+            let store = eon_storage::StoreOptions { checkpoint_bytes, ..Default::default() };
+            let opts = eon_data::DataEngineOptions { id, dir: data_dir, meta, listen, port, store };
+            match runtime().block_on(eon_data::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::QueryEngine { id, meta, listen, pg_port, http_port, grpc_port, default_shards } => {
+            init_logging(None);
+            let opts = eon_query::QueryEngineOptions { id, meta, listen, pg_port, http_port, grpc_port, default_shards };
+            match runtime().block_on(eon_query::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

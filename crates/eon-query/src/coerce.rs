@@ -1,0 +1,263 @@
+//! Turning computed values into stored column values, with PostgreSQL's
+//! rules: assignment casts, `varchar(n)` lengths, `NOT NULL`, uuid and
+//! jsonb validation, and PostgreSQL's error codes and messages when a value
+//! does not fit.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::*;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use eon_common::error::sqlstate;
+use eon_common::schema::ColumnDef;
+use eon_common::{Error, Result, SqlType};
+
+const STRICT: CastOptions<'static> = CastOptions { safe: false, format_options: datafusion::arrow::util::display::FormatOptions::new() };
+const LENIENT: CastOptions<'static> = CastOptions { safe: true, format_options: datafusion::arrow::util::display::FormatOptions::new() };
+
+/// Convert `array` to what column `col` of table `table` stores.
+pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef> {
+    let target = col.ty.arrow_type();
+    let mut array = array.clone();
+    if matches!(array.data_type(), DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)) {
+        array = cast_with_options(&array, &DataType::Utf8, &STRICT)?;
+    }
+    let out: ArrayRef = if array.data_type() == &DataType::Null {
+        new_null_array(&target, array.len())
+    } else {
+        match (&col.ty, array.data_type()) {
+            (SqlType::Uuid, DataType::Utf8) => map_strings(&array, |s| {
+                uuid::Uuid::parse_str(s.trim())
+                    .map(|u| u.hyphenated().to_string())
+                    .map_err(|_| invalid_input("uuid", s))
+            })?,
+            (SqlType::Jsonb, DataType::Utf8) => map_strings(&array, |s| {
+                serde_json::from_str::<serde_json::Value>(s)
+                    .map(|v| jsonb_text(&v))
+                    .map_err(|_| invalid_input("json", s))
+            })?,
+            (SqlType::Bytea, DataType::Utf8) => {
+                let a = array.as_string::<i32>();
+                let mut b = BinaryBuilder::with_capacity(a.len(), a.len() * 8);
+                for v in a.iter() {
+                    match v {
+                        Some(s) => b.append_value(parse_bytea(s)?),
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            (SqlType::Bool, DataType::Utf8) => {
+                let a = array.as_string::<i32>();
+                let mut b = BooleanBuilder::with_capacity(a.len());
+                for v in a.iter() {
+                    match v {
+                        Some(s) => b.append_value(parse_bool(s)?),
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Float32 | DataType::Float64) => {
+                // PostgreSQL rounds (half to even) where Arrow would truncate.
+                let f = cast_with_options(&array, &DataType::Float64, &STRICT)?;
+                let rounded: Float64Array = f.as_primitive::<Float64Type>().unary(|v| v.round_ties_even());
+                cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
+            }
+            (SqlType::Text | SqlType::Varchar { .. }, DataType::Boolean) => {
+                // PostgreSQL's text form of booleans.
+                let a = array.as_boolean();
+                Arc::new(a.iter().map(|v| v.map(|b| if b { "true" } else { "false" })).collect::<StringArray>())
+            }
+            _ if array.data_type() == &target => array.clone(),
+            _ => cast_checked(&array, &col.ty)?,
+        }
+    };
+    if let SqlType::Varchar { max_length: Some(n) } = col.ty {
+        let a = out.as_string::<i32>();
+        if a.iter().flatten().any(|s| s.chars().count() > n as usize) {
+            return Err(Error::user(
+                sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                format!("value too long for type character varying({n})"),
+            ));
+        }
+    }
+    if !col.nullable && out.null_count() > 0 {
+        return Err(Error::user(
+            sqlstate::NOT_NULL_VIOLATION,
+            format!("null value in column \"{}\" of relation \"{table}\" violates not-null constraint", col.name),
+        ));
+    }
+    Ok(out)
+}
+
+/// An Arrow cast that fails like PostgreSQL's input functions.
+fn cast_checked(array: &ArrayRef, ty: &SqlType) -> Result<ArrayRef> {
+    let target = ty.arrow_type();
+    match cast_with_options(array, &target, &STRICT) {
+        Ok(a) => Ok(a),
+        Err(_) => {
+            // Find the first value that does not convert, for the message.
+            let lenient = cast_with_options(array, &target, &LENIENT)?;
+            let bad = (0..array.len()).find(|&i| !array.is_null(i) && lenient.is_null(i));
+            if let (Some(i), DataType::Utf8) = (bad, array.data_type()) {
+                let s = array.as_string::<i32>().value(i);
+                Err(invalid_input(&ty.to_string(), s))
+            } else {
+                Err(out_of_range(ty))
+            }
+        }
+    }
+}
+
+fn out_of_range(ty: &SqlType) -> Error {
+    let msg = match ty {
+        SqlType::Int2 => "smallint out of range".to_string(),
+        SqlType::Int4 => "integer out of range".to_string(),
+        SqlType::Int8 => "bigint out of range".to_string(),
+        SqlType::Numeric { .. } => "numeric field overflow".to_string(),
+        other => format!("value out of range for type {other}"),
+    };
+    Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, msg)
+}
+
+fn invalid_input(ty: &str, value: &str) -> Error {
+    Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {ty}: \"{value}\""))
+}
+
+fn map_strings(array: &ArrayRef, f: impl Fn(&str) -> Result<String>) -> Result<ArrayRef> {
+    let a = array.as_string::<i32>();
+    let mut b = StringBuilder::with_capacity(a.len(), a.len() * 16);
+    for v in a.iter() {
+        match v {
+            Some(s) => b.append_value(f(s)?),
+            None => b.append_null(),
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// PostgreSQL's boolean input: t/true/yes/on/1 and f/false/no/off/0.
+pub fn parse_bool(s: &str) -> Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Ok(true),
+        "f" | "false" | "n" | "no" | "off" | "0" => Ok(false),
+        _ => Err(invalid_input("boolean", s)),
+    }
+}
+
+/// PostgreSQL's bytea input: hex (`\x0102`) or escape format.
+pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
+    if let Some(hex) = s.strip_prefix("\\x") {
+        let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+        if digits.len() % 2 != 0 {
+            return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid hexadecimal data: odd number of digits"));
+        }
+        return (0..digits.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| {
+                    Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid hexadecimal digit: \"{}\"", &digits[i..i + 2]))
+                })
+            })
+            .collect();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+            } else if i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+                if v > 255 {
+                    return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea"));
+                }
+                out.push(v as u8);
+                i += 4;
+            } else {
+                return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea"));
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// jsonb's canonical text: keys ordered by length then bytes (as PostgreSQL
+/// stores them), `", "` and `": "` separators.
+pub fn jsonb_text(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_jsonb(v, &mut out);
+    out
+}
+
+fn write_jsonb(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push_str(": ");
+                write_jsonb(&map[k.as_str()], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(ty: SqlType, nullable: bool) -> ColumnDef {
+        ColumnDef { name: "c".into(), ty, nullable, default_sql: None, hidden: false }
+    }
+
+    fn strings(v: &[Option<&str>]) -> ArrayRef {
+        Arc::new(v.iter().copied().collect::<StringArray>())
+    }
+
+    #[test]
+    fn postgres_input_rules() {
+        let e = coerce(&strings(&[Some("12"), Some("abc")]), &col(SqlType::Int4, true), "t").unwrap_err();
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("22P02", "invalid input syntax for type integer: \"abc\""));
+        let big: ArrayRef = Arc::new(Int64Array::from(vec![70000]));
+        assert_eq!(coerce(&big, &col(SqlType::Int2, true), "t").unwrap_err().message, "smallint out of range");
+        let f: ArrayRef = Arc::new(Float64Array::from(vec![2.5, 3.5, -1.5]));
+        let r = coerce(&f, &col(SqlType::Int4, true), "t").unwrap();
+        assert_eq!(r.as_primitive::<datafusion::arrow::datatypes::Int32Type>().values().to_vec(), vec![2, 4, -2]);
+        let e = coerce(&strings(&[Some("toolong")]), &col(SqlType::Varchar { max_length: Some(3) }, true), "t").unwrap_err();
+        assert_eq!(e.code, "22001");
+        let e = coerce(&strings(&[None]), &col(SqlType::Text, false), "t").unwrap_err();
+        assert_eq!(e.message, "null value in column \"c\" of relation \"t\" violates not-null constraint");
+        let u = coerce(&strings(&[Some("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")]), &col(SqlType::Uuid, true), "t").unwrap();
+        assert_eq!(u.as_string::<i32>().value(0), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        let j = coerce(&strings(&[Some(r#"{"bb":1,"a":[true,null],"a":2}"#)]), &col(SqlType::Jsonb, true), "t").unwrap();
+        assert_eq!(j.as_string::<i32>().value(0), r#"{"a": 2, "bb": 1}"#);
+        let b = coerce(&strings(&[Some("\\x00ff"), Some("a\\\\b\\001")]), &col(SqlType::Bytea, true), "t").unwrap();
+        assert_eq!(b.as_binary::<i32>().value(0), &[0, 255]);
+        assert_eq!(b.as_binary::<i32>().value(1), b"a\\b\x01");
+    }
+}

@@ -1,0 +1,742 @@
+//! INSERT, UPDATE and DELETE: read with DataFusion, write to data engines.
+//!
+//! DataFusion computes what to write; eon writes it:
+//!
+//! - **INSERT** plans its source (VALUES or a query) with DataFusion, then
+//!   converts each target column with PostgreSQL's assignment rules
+//!   ([`coerce`]), fills defaults and row ids, and checks NOT NULL.
+//! - **UPDATE** and **DELETE** become a SELECT of the rows they touch (all
+//!   columns, hidden row id included, via the `<table>$dml` name) and, for
+//!   UPDATE, of the new values; every row then becomes a write.
+//!
+//! Rows are hashed to shards and sent to the data engines holding them as
+//! Arrow batches. A statement that touches one data engine commits there in
+//! one phase; otherwise the query engine runs two-phase commit: every engine
+//! stages (Write, one_phase = false) and reports the lowest timestamp it
+//! could commit at, the statement commits at the highest of those, and if
+//! any engine refuses (23505 duplicate key, 40001 conflict) every engine
+//! aborts, so a statement is all-or-nothing across shards. (A crash of the
+//! query engine between the two phases is the transactions issue's
+//! subject: then a durable transaction record decides.)
+//!
+//! `RETURNING` is evaluated by DataFusion over the rows written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatchOptions;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, ConflictTarget, Delete, Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, OnConflictAction,
+    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update,
+    UpdateTableFromKind, Value as SqlValue, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use eon_common::error::sqlstate;
+use eon_common::key::{Key, encode_keys, shard_of};
+use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
+use eon_proto::v1 as pb;
+use futures::TryStreamExt;
+
+use crate::coerce::coerce;
+use crate::errors::from_df;
+use crate::provider::DML_SUFFIX;
+use crate::session::{Output, Session, bind, param_types_of};
+
+/// How long a commit (or abort) keeps retrying an engine that is restarting.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
+pub fn ident(i: &Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// Quote an identifier for generated SQL.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Resolve a table name (`t`, `public.t`, `eon.public.t`).
+pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDef>> {
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(ident).collect();
+    let (schema, table) = match parts.as_slice() {
+        [t] => ("public".to_string(), t.clone()),
+        [s, t] | [_, s, t] => (s.clone(), t.clone()),
+        _ => return Err(Error::syntax(format!("improper relation name: {name}"))),
+    };
+    if schema != "public" {
+        return Err(Error::user(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{schema}\" does not exist")));
+    }
+    session
+        .cluster()
+        .table(&schema, &table)
+        .ok_or_else(|| Error::user(sqlstate::UNDEFINED_TABLE, format!("relation \"{table}\" does not exist")))
+}
+
+fn parse_query(sql: &str) -> Result<Statement> {
+    let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::internal(format!("generated SQL {sql}: {e}")))?;
+    Ok(s.remove(0))
+}
+
+/// Run a query plan to completion.
+async fn collect(session: &Session, state: &SessionState, stmt: Statement, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let plan = bind(session.plan_query(state, stmt).await?, params)?;
+    let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
+    let stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(from_df)?;
+    Ok((schema, batches))
+}
+
+fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+// ------------------------------------------------------------------ INSERT
+
+struct InsertShape<'a> {
+    table: Arc<TableDef>,
+    /// Table column index for each source column.
+    targets: Vec<usize>,
+    source: Option<&'a Query>,
+    ignore_conflicts: bool,
+    alias: String,
+    returning: Option<&'a Vec<SelectItem>>,
+}
+
+fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a>> {
+    let TableObject::TableName(name) = &ins.table else {
+        return Err(Error::unsupported("INSERT into a table function"));
+    };
+    let table = resolve_table(session, name)?;
+    let targets: Vec<usize> = if ins.columns.is_empty() {
+        (0..table.columns.len()).filter(|&i| !table.columns[i].hidden).collect()
+    } else {
+        let mut t = Vec::with_capacity(ins.columns.len());
+        for c in &ins.columns {
+            let last = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+            let idx = table.visible_column(&last)?;
+            if t.contains(&idx) {
+                return Err(Error::user(sqlstate::DUPLICATE_COLUMN, format!("column \"{last}\" specified more than once")));
+            }
+            t.push(idx);
+        }
+        t
+    };
+    let ignore_conflicts = match &ins.on {
+        None => false,
+        Some(OnInsert::OnConflict(oc)) => {
+            match &oc.conflict_target {
+                None => {}
+                Some(ConflictTarget::Columns(cols)) => {
+                    let mut named: Vec<usize> = cols.iter().filter_map(|c| table.column_index(&ident(c))).collect();
+                    let mut pk = table.primary_key.clone();
+                    named.sort();
+                    pk.sort();
+                    if named != pk || table.has_rowid() {
+                        return Err(Error::user(
+                            sqlstate::INVALID_COLUMN_REFERENCE,
+                            "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+                        ));
+                    }
+                }
+                Some(ConflictTarget::OnConstraint(c)) => {
+                    let cname = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+                    if cname != table.pkey_name() {
+                        return Err(Error::user(sqlstate::UNDEFINED_OBJECT, format!("constraint \"{cname}\" for table \"{}\" does not exist", table.name)));
+                    }
+                }
+            }
+            match oc.action {
+                OnConflictAction::DoNothing => true,
+                OnConflictAction::DoUpdate(_) => {
+                    return Err(Error::unsupported("ON CONFLICT DO UPDATE is not supported yet"));
+                }
+            }
+        }
+        Some(_) => return Err(Error::unsupported("this INSERT form is not supported")),
+    };
+    let alias = ins.table_alias.as_ref().map(|a| ident(&a.alias)).unwrap_or_else(|| table.name.clone());
+    Ok(InsertShape { table, targets, source: ins.source.as_deref(), ignore_conflicts, alias, returning: ins.returning.as_ref() })
+}
+
+/// Replace `$n` parameters in a query with literals of their values.
+fn substitute_params(query: &mut Query, params: &[ScalarValue]) -> Result<()> {
+    let mut err = None;
+    let _ = visit_expressions_mut(query, |e: &mut SqlExpr| {
+        if let SqlExpr::Value(v) = e {
+            if let SqlValue::Placeholder(p) = &v.value {
+                let idx = p.trim_start_matches('$').parse::<usize>().ok().filter(|&i| i >= 1 && i <= params.len());
+                match idx {
+                    Some(i) => match sql_literal(&params[i - 1]).and_then(|text| {
+                        Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))
+                    }) {
+                        Ok(lit) => *e = lit,
+                        Err(x) => err = Some(x),
+                    },
+                    None => err = Some(Error::user(sqlstate::UNDEFINED_PARAMETER, format!("there is no parameter {p}"))),
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// SQL text for a parameter value, typed so DataFusion reads it back as the
+/// same value.
+fn sql_literal(v: &ScalarValue) -> Result<String> {
+    if v.is_null() {
+        return Ok("NULL".into());
+    }
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    Ok(match v {
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        ScalarValue::Int16(Some(i)) => format!("CAST({i} AS SMALLINT)"),
+        ScalarValue::Int32(Some(i)) => format!("CAST({i} AS INT)"),
+        ScalarValue::Int64(Some(i)) => format!("CAST({i} AS BIGINT)"),
+        ScalarValue::Float32(Some(f)) => format!("CAST('{f:?}' AS REAL)"),
+        ScalarValue::Float64(Some(f)) => format!("CAST('{f:?}' AS DOUBLE)"),
+        ScalarValue::Decimal128(Some(d), p, s) => {
+            format!("CAST('{}' AS DECIMAL({p},{s}))", eon_common::value::format_decimal(*d, *s))
+        }
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => quoted(s),
+        ScalarValue::Binary(Some(b)) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            quoted(&format!("\\x{hex}"))
+        }
+        other => {
+            let text = other.to_string();
+            let ty = match other.data_type() {
+                DataType::Date32 => "DATE",
+                DataType::Timestamp(_, None) => "TIMESTAMP",
+                DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+                _ => return Ok(quoted(&text)),
+            };
+            format!("CAST({} AS {ty})", quoted(&text))
+        }
+    })
+}
+
+/// The source query of an INSERT, with DEFAULT cells replaced and, when
+/// `cast` is set, every cell cast to its target column's type.
+fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Result<Statement> {
+    let table = &shape.table;
+    let mut query = match shape.source {
+        Some(q) => q.clone(),
+        None => {
+            // DEFAULT VALUES: one row of defaults.
+            let cells: Vec<String> = shape.targets.iter().map(|_| "DEFAULT".to_string()).collect();
+            match parse_query(&format!("VALUES ({})", cells.join(", ")))? {
+                Statement::Query(q) => *q,
+                _ => unreachable!(),
+            }
+        }
+    };
+    if let SetExpr::Values(values) = query.body.as_mut() {
+        for row in values.rows.iter_mut() {
+            if row.len() != shape.targets.len() {
+                return Err(Error::syntax(if row.len() > shape.targets.len() {
+                    "INSERT has more expressions than target columns"
+                } else {
+                    "INSERT has more target columns than expressions"
+                }));
+            }
+            for (cell, &col) in row.iter_mut().zip(&shape.targets) {
+                let is_default = matches!(cell, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+                if is_default {
+                    let sql = table.columns[col].default_sql.clone().unwrap_or_else(|| "NULL".into());
+                    *cell = Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))?;
+                }
+                if cast {
+                    let ty = df_type_name(&table.columns[col].ty);
+                    let text = format!("CAST(({cell}) AS {ty})");
+                    *cell = Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))?;
+                }
+            }
+        }
+    }
+    substitute_params(&mut query, params)?;
+    Ok(Statement::Query(Box::new(query)))
+}
+
+/// A SQL type name DataFusion casts to, for a column type.
+fn df_type_name(ty: &eon_common::SqlType) -> String {
+    use eon_common::SqlType as T;
+    match ty {
+        T::Int2 => "SMALLINT".into(),
+        T::Int4 => "INT".into(),
+        T::Int8 => "BIGINT".into(),
+        T::Float4 => "REAL".into(),
+        T::Float8 => "DOUBLE".into(),
+        T::Numeric { precision, scale } => format!("DECIMAL({precision},{scale})"),
+        T::Bool => "BOOLEAN".into(),
+        T::Date => "DATE".into(),
+        T::Timestamp => "TIMESTAMP".into(),
+        T::TimestampTz => "TIMESTAMPTZ".into(),
+        T::Bytea => "BYTEA".into(),
+        T::Text | T::Varchar { .. } | T::Uuid | T::Jsonb => "VARCHAR".into(),
+    }
+}
+
+async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue]) -> Result<Output> {
+    let shape = insert_shape(session, ins)?;
+    let table = shape.table.clone();
+    let ts = session.cluster().timestamp().await?;
+    let state = session.statement_state(ts);
+    let source = match collect(session, &state, insert_source(&shape, params, false)?, &[]).await {
+        Ok(r) => r,
+        // VALUES rows whose cells have different types: cast every cell to
+        // its column's type, as PostgreSQL does for INSERT ... VALUES.
+        Err(e) if e.kind == ErrorKind::User && matches!(shape.source.map(|q| q.body.as_ref()), Some(SetExpr::Values(_))) => {
+            collect(session, &state, insert_source(&shape, params, true)?, &[]).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let src = one_batch(source.0, source.1)?;
+    if src.num_columns() != shape.targets.len() {
+        return Err(Error::syntax(if src.num_columns() > shape.targets.len() {
+            "INSERT has more expressions than target columns"
+        } else {
+            "INSERT has more target columns than expressions"
+        }));
+    }
+    let n = src.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
+    for (i, col) in table.columns.iter().enumerate() {
+        let array = if let Some(p) = shape.targets.iter().position(|&t| t == i) {
+            coerce(src.column(p), col, &table.name)?
+        } else if col.hidden {
+            let start = session.cluster().rowids(n as u64).await? as i64;
+            Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
+        } else if let Some(default) = &col.default_sql {
+            let value = constant(session, &state, default).await?;
+            coerce(&value.to_array_of_size(n).map_err(from_df)?, col, &table.name)?
+        } else {
+            coerce(&datafusion::arrow::array::new_null_array(&DataType::Null, n), col, &table.name)?
+        };
+        columns.push(array);
+    }
+    let rows = RecordBatch::try_new_with_options(table.arrow_schema().clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
+    let kind = if shape.ignore_conflicts { pb::WriteKind::InsertIgnore } else { pb::WriteKind::Insert };
+    let mut writes = Writes::default();
+    let op_rows = writes.add(&table, kind, &rows, &table.primary_key)?;
+    let results = writes.commit(session, ts).await?;
+    let mut written: Vec<u32> = Vec::with_capacity(n);
+    for (op, rows_of_op) in op_rows {
+        let skipped = &results[&op].skipped;
+        written.extend(rows_of_op.iter().enumerate().filter(|(i, _)| !skipped.contains(&(*i as u32))).map(|(_, r)| *r));
+    }
+    written.sort();
+    let count = written.len();
+    match shape.returning {
+        Some(items) => {
+            let batch = take_record_batch(&rows, &UInt32Array::from(written))?;
+            returning(&table, &shape.alias, batch, items, "INSERT 0").await
+        }
+        None => Ok(Output::Command(format!("INSERT 0 {count}"))),
+    }
+}
+
+/// Evaluate a constant expression (a column default).
+async fn constant(session: &Session, state: &SessionState, sql: &str) -> Result<ScalarValue> {
+    let (_, batches) = collect(session, state, parse_query(&format!("SELECT {sql}"))?, &[]).await?;
+    let b = batches.into_iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::internal("default produced no value"))?;
+    ScalarValue::try_from_array(b.column(0), 0).map_err(from_df)
+}
+
+// ------------------------------------------------------- UPDATE and DELETE
+
+/// The target table of an UPDATE/DELETE and the name it is referred by.
+fn target(session: &Session, twj: &TableWithJoins) -> Result<(Arc<TableDef>, String)> {
+    if !twj.joins.is_empty() {
+        return Err(Error::unsupported("joins in the target of UPDATE or DELETE"));
+    }
+    let TableFactor::Table { name, alias, .. } = &twj.relation else {
+        return Err(Error::syntax("UPDATE/DELETE needs a table"));
+    };
+    let table = resolve_table(session, name)?;
+    let alias = alias.as_ref().map(|a| ident(&a.name)).unwrap_or_else(|| table.name.clone());
+    Ok((table, alias))
+}
+
+/// `SELECT <all columns> [, extra] FROM t$dml AS alias [, more] [WHERE ...]`
+fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[TableWithJoins], selection: Option<&SqlExpr>) -> String {
+    let mut items: Vec<String> = table.columns.iter().map(|c| format!("{}.{}", quote(alias), quote(&c.name))).collect();
+    items.extend(extra.iter().cloned());
+    let mut from = vec![format!("{}.{} AS {}", quote(&table.schema), quote(&format!("{}{DML_SUFFIX}", table.name)), quote(alias))];
+    from.extend(more_from.iter().map(|t| t.to_string()));
+    let mut sql = format!("SELECT {} FROM {}", items.join(", "), from.join(", "));
+    if let Some(w) = selection {
+        sql.push_str(&format!(" WHERE {w}"));
+    }
+    sql
+}
+
+struct UpdateShape {
+    table: Arc<TableDef>,
+    alias: String,
+    /// Column index per assignment.
+    assigned: Vec<usize>,
+    select: Statement,
+}
+
+fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
+    let (table, alias) = target(session, &up.table)?;
+    let mut assigned = Vec::new();
+    let mut extra = Vec::new();
+    for (i, a) in up.assignments.iter().enumerate() {
+        let AssignmentTarget::ColumnName(c) = &a.target else {
+            return Err(Error::unsupported("UPDATE ... SET (a, b) = (...)"));
+        };
+        let name = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+        let idx = table.visible_column(&name)?;
+        if assigned.contains(&idx) {
+            return Err(Error::user(sqlstate::DUPLICATE_COLUMN, format!("multiple assignments to same column \"{name}\"")));
+        }
+        assigned.push(idx);
+        let value = if matches!(&a.value, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")) {
+            table.columns[idx].default_sql.clone().unwrap_or_else(|| "NULL".into())
+        } else {
+            a.value.to_string()
+        };
+        extra.push(format!("({value}) AS \"__eon_set_{i}\""));
+    }
+    let more: Vec<TableWithJoins> = match &up.from {
+        None => vec![],
+        Some(UpdateTableFromKind::AfterSet(f)) | Some(UpdateTableFromKind::BeforeSet(f)) => f.clone(),
+    };
+    let select = parse_query(&select_rows(&table, &alias, &extra, &more, up.selection.as_ref()))?;
+    Ok(UpdateShape { table, alias, assigned, select })
+}
+
+async fn update(session: &Session, up: &Update, params: &[ScalarValue]) -> Result<Output> {
+    let shape = update_shape(session, up)?;
+    let table = shape.table.clone();
+    let ts = session.cluster().timestamp().await?;
+    let state = session.statement_state(ts);
+    let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
+    let found = one_batch(schema, batches)?;
+    let ncols = table.columns.len();
+    let mut new_columns: Vec<ArrayRef> = found.columns()[..ncols].to_vec();
+    for (i, &col) in shape.assigned.iter().enumerate() {
+        new_columns[col] = coerce(found.column(ncols + i), &table.columns[col], &table.name)?;
+    }
+    let old = RecordBatch::try_new_with_options(table.arrow_schema().clone(), found.columns()[..ncols].to_vec(), &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
+    let new = RecordBatch::try_new_with_options(table.arrow_schema().clone(), new_columns, &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
+    let pk = &table.primary_key;
+    let old_keys = encode_keys(&pk.iter().map(|&i| old.column(i).clone()).collect::<Vec<_>>())?;
+    let new_keys = encode_keys(&pk.iter().map(|&i| new.column(i).clone()).collect::<Vec<_>>())?;
+    // A row matched twice (UPDATE ... FROM) is updated once.
+    let mut seen: HashMap<&Key, ()> = HashMap::new();
+    let (mut same, mut moved) = (Vec::new(), Vec::new());
+    for i in 0..found.num_rows() {
+        if seen.insert(&old_keys[i], ()).is_some() {
+            continue;
+        }
+        if old_keys[i] == new_keys[i] { same.push(i as u32) } else { moved.push(i as u32) }
+    }
+    let mut writes = Writes::default();
+    let key_cols: Vec<usize> = pk.clone();
+    if !moved.is_empty() {
+        let moved_idx = UInt32Array::from(moved.clone());
+        writes.add(&table, pb::WriteKind::Delete, &take_record_batch(&old, &moved_idx)?.project(&key_cols)?, &(0..key_cols.len()).collect::<Vec<_>>())?;
+    }
+    if !same.is_empty() {
+        writes.add(&table, pb::WriteKind::Put, &take_record_batch(&new, &UInt32Array::from(same.clone()))?, pk)?;
+    }
+    if !moved.is_empty() {
+        writes.add(&table, pb::WriteKind::Insert, &take_record_batch(&new, &UInt32Array::from(moved.clone()))?, pk)?;
+    }
+    writes.commit(session, ts).await?;
+    let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
+    touched.sort();
+    let count = touched.len();
+    match &up.returning {
+        Some(items) => returning(&table, &shape.alias, take_record_batch(&new, &UInt32Array::from(touched))?, items, "UPDATE").await,
+        None => Ok(Output::Command(format!("UPDATE {count}"))),
+    }
+}
+
+struct DeleteShape {
+    table: Arc<TableDef>,
+    alias: String,
+    select: Statement,
+}
+
+fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
+    let from = match &del.from {
+        FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(Error::unsupported("DELETE from more than one table"));
+    };
+    let (table, alias) = target(session, twj)?;
+    let more = del.using.clone().unwrap_or_default();
+    let select = parse_query(&select_rows(&table, &alias, &[], &more, del.selection.as_ref()))?;
+    Ok(DeleteShape { table, alias, select })
+}
+
+async fn delete(session: &Session, del: &Delete, params: &[ScalarValue]) -> Result<Output> {
+    let shape = delete_shape(session, del)?;
+    let table = shape.table.clone();
+    let ts = session.cluster().timestamp().await?;
+    let state = session.statement_state(ts);
+    let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
+    let found = one_batch(schema, batches)?;
+    let rows = RecordBatch::try_new_with_options(table.arrow_schema().clone(), found.columns()[..table.columns.len()].to_vec(), &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
+    let keys = encode_keys(&table.primary_key.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
+    let mut seen = HashMap::new();
+    let unique: Vec<u32> = (0..rows.num_rows()).filter(|&i| seen.insert(&keys[i], ()).is_none()).map(|i| i as u32).collect();
+    let rows = take_record_batch(&rows, &UInt32Array::from(unique))?;
+    let mut writes = Writes::default();
+    let key_batch = rows.project(&table.primary_key)?;
+    writes.add(&table, pb::WriteKind::Delete, &key_batch, &(0..table.primary_key.len()).collect::<Vec<_>>())?;
+    writes.commit(session, ts).await?;
+    let count = rows.num_rows();
+    match &del.returning {
+        Some(items) => returning(&table, &shape.alias, rows, items, "DELETE").await,
+        None => Ok(Output::Command(format!("DELETE {count}"))),
+    }
+}
+
+// ---------------------------------------------------------------- RETURNING
+
+/// Evaluate RETURNING items over the rows a statement wrote.
+async fn returning(table: &TableDef, alias: &str, rows: RecordBatch, items: &[SelectItem], tag: &str) -> Result<Output> {
+    let (ctx, sql) = returning_context(table, alias, Some(rows), items)?;
+    let df = ctx.sql(&sql).await.map_err(from_df)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(from_df)?;
+    Output::rows(batches, schema, tag)
+}
+
+/// A context where `alias` names the written rows (visible columns only).
+fn returning_context(table: &TableDef, alias: &str, rows: Option<RecordBatch>, items: &[SelectItem]) -> Result<(SessionContext, String)> {
+    let visible: Vec<usize> = (0..table.columns.len()).filter(|&i| !table.columns[i].hidden).collect();
+    let schema = Arc::new(table.arrow_schema().project(&visible)?);
+    let data = match rows {
+        Some(r) => vec![vec![r.project(&visible)?]],
+        None => vec![vec![]],
+    };
+    let mem = MemTable::try_new(schema, data).map_err(from_df)?;
+    let ctx = SessionContext::new();
+    ctx.register_table(quote(alias).as_str(), Arc::new(mem)).map_err(from_df)?;
+    let list: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+    Ok((ctx, format!("SELECT {} FROM {}", list.join(", "), quote(alias))))
+}
+
+// -------------------------------------------------------------- describe
+
+/// Parameter types and result columns of a DML statement.
+pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    let (table, alias, items, params) = match stmt {
+        Statement::Insert(ins) => {
+            let shape = insert_shape(session, ins)?;
+            let mut types: Vec<Option<DataType>> = Vec::new();
+            let mut set = |n: usize, t: DataType| {
+                if types.len() < n {
+                    types.resize(n, None);
+                }
+                if types[n - 1].is_none() {
+                    types[n - 1] = Some(t);
+                }
+            };
+            if let Some(q) = shape.source {
+                if let SetExpr::Values(values) = q.body.as_ref() {
+                    for row in &values.rows {
+                        for (cell, &col) in row.iter().zip(&shape.targets) {
+                            if let SqlExpr::Value(v) = cell {
+                                if let SqlValue::Placeholder(p) = &v.value {
+                                    if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
+                                        set(n, shape.table.columns[col].ty.arrow_type());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else if let Ok(plan) = session.plan_query(state, Statement::Query(Box::new(q.clone()))).await {
+                    for (i, t) in param_types_of(&plan)?.into_iter().enumerate() {
+                        if let Some(t) = t {
+                            set(i + 1, t);
+                        }
+                    }
+                }
+            }
+            (shape.table, shape.alias, shape.returning.cloned(), types)
+        }
+        Statement::Update(up) => {
+            let shape = update_shape(session, up)?;
+            let plan = session.plan_query(state, shape.select).await?;
+            let mut types = param_types_of(&plan)?;
+            // `SET col = $n`: the column's type.
+            for (a, &col) in up.assignments.iter().zip(&shape.assigned) {
+                if let SqlExpr::Value(v) = &a.value {
+                    if let SqlValue::Placeholder(p) = &v.value {
+                        if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
+                            if types.len() < n {
+                                types.resize(n, None);
+                            }
+                            types[n - 1] = Some(shape.table.columns[col].ty.arrow_type());
+                        }
+                    }
+                }
+            }
+            (shape.table, shape.alias, up.returning.clone(), types)
+        }
+        Statement::Delete(del) => {
+            let shape = delete_shape(session, del)?;
+            let plan = session.plan_query(state, shape.select).await?;
+            (shape.table, shape.alias, del.returning.clone(), param_types_of(&plan)?)
+        }
+        _ => return Ok((vec![], None)),
+    };
+    let result = match items {
+        Some(items) => {
+            let (ctx, sql) = returning_context(&table, &alias, None, &items)?;
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(from_df)?;
+            Some(Arc::new(plan.schema().as_arrow().clone()))
+        }
+        None => None,
+    };
+    Ok((params, result))
+}
+
+/// Run an INSERT, UPDATE or DELETE.
+pub async fn execute(session: &Session, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+    match stmt {
+        Statement::Insert(ins) => insert(session, ins, params).await,
+        Statement::Update(up) => update(session, up, params).await,
+        Statement::Delete(del) => delete(session, del, params).await,
+        _ => Err(Error::internal("not a DML statement")),
+    }
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Write operations of one statement, grouped by data engine.
+#[derive(Default)]
+struct Writes {
+    by_engine: BTreeMap<u64, Vec<pb::WriteOp>>,
+    next_op: usize,
+    /// (engine, position in its op list) of each op, by op number.
+    locations: Vec<(u64, usize)>,
+}
+
+impl Writes {
+    /// Split `rows` (whose key columns are `key_cols`) by shard into ops.
+    /// Returns, per op number, the row indexes of `rows` it carries.
+    fn add(&mut self, table: &TableDef, kind: pb::WriteKind, rows: &RecordBatch, key_cols: &[usize]) -> Result<Vec<(usize, Vec<u32>)>> {
+        let keys = encode_keys(&key_cols.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
+        let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            by_shard.entry(shard_of(k, table.shard_count)).or_default().push(i as u32);
+        }
+        let mut out = Vec::with_capacity(by_shard.len());
+        for (shard, idx) in by_shard {
+            let part = take_record_batch(rows, &UInt32Array::from(idx.clone()))?;
+            let engine = table.engine_of(shard).ok_or_else(|| Error::internal(format!("shard {shard} has no placement")))?;
+            let ops = self.by_engine.entry(engine).or_default();
+            ops.push(pb::WriteOp { table: Some(table.proto().clone()), shard, kind: kind as i32, rows: ipc::encode_batch(&part)?.into() });
+            self.locations.push((engine, ops.len() - 1));
+            out.push((self.next_op, idx));
+            self.next_op += 1;
+        }
+        Ok(out)
+    }
+
+    /// Write everything, all or nothing. Returns each op's result by op
+    /// number.
+    async fn commit(self, session: &Session, read_ts: u64) -> Result<HashMap<usize, pb::OpResult>> {
+        let cluster = session.cluster();
+        let txn = new_txn_id();
+        let one_phase = self.by_engine.len() == 1;
+        let mut staged: Vec<u64> = Vec::new();
+        let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
+        let mut failure: Option<Error> = None;
+        let calls = self.by_engine.iter().map(|(&engine, ops)| {
+            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone() };
+            async move {
+                let r = cluster
+                    .with_engine(engine, Duration::from_secs(3), false, |mut c| {
+                        let req = req.clone();
+                        async move { c.write(req).await }
+                    })
+                    .await;
+                (engine, r)
+            }
+        });
+        for (engine, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(resp) => {
+                    staged.push(engine);
+                    results.insert(engine, resp.into_inner());
+                }
+                Err(e) => {
+                    // Prefer reporting a constraint violation over a conflict.
+                    let better = match &failure {
+                        None => true,
+                        Some(f) => f.code == sqlstate::SERIALIZATION_FAILURE && e.code != f.code,
+                    };
+                    if better {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        if !one_phase {
+            match failure {
+                Some(e) => {
+                    // Abort everywhere (engines that failed to stage hold
+                    // nothing, but an abort of an unknown transaction is
+                    // harmless and covers a lost reply).
+                    let aborts = self.by_engine.keys().map(|&engine| async move {
+                        let _ = cluster
+                            .with_engine(engine, COMMIT_PATIENCE, true, |mut c| async move { c.abort(pb::AbortRequest { txn_id: txn }).await })
+                            .await;
+                    });
+                    futures::future::join_all(aborts).await;
+                    return Err(e);
+                }
+                None => {
+                    let commit_ts = results.values().map(|r| r.min_commit_ts).max().unwrap_or(read_ts);
+                    let commits = staged.iter().map(|&engine| async move {
+                        cluster
+                            .with_engine(engine, COMMIT_PATIENCE, true, |mut c| async move {
+                                c.commit(pb::CommitRequest { txn_id: txn, commit_ts }).await
+                            })
+                            .await
+                    });
+                    for r in futures::future::join_all(commits).await {
+                        r.map_err(|e| Error::internal(format!("commit outcome unknown: {e}")))?;
+                    }
+                }
+            }
+        } else if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut by_op = HashMap::new();
+        for (op, (engine, pos)) in self.locations.iter().enumerate() {
+            if let Some(r) = results.get(engine).and_then(|r| r.results.get(*pos)) {
+                by_op.insert(op, r.clone());
+            }
+        }
+        Ok(by_op)
+    }
+}
+
+fn new_txn_id() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
+}

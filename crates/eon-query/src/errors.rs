@@ -1,0 +1,130 @@
+//! DataFusion errors → eon errors with PostgreSQL SQLSTATEs and messages.
+//!
+//! This is the one place where the planner's and executor's failures get
+//! the codes a PostgreSQL client expects (42P01 for a missing table, 42703
+//! for a missing column, 22012 for division by zero, ...).
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, SchemaError};
+use eon_common::Error;
+use eon_common::error::sqlstate;
+
+pub fn from_df(e: DataFusionError) -> Error {
+    let root = e.find_root();
+    match root {
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(err) => err.clone(),
+            None => match inner.downcast_ref::<ArrowError>() {
+                Some(a) => from_arrow(a),
+                None => Error::internal(inner.to_string()),
+            },
+        },
+        DataFusionError::ArrowError(a, _) => from_arrow(a),
+        DataFusionError::SQL(p, _) => Error::syntax(clean(&p.to_string())),
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => Error::user(
+                sqlstate::UNDEFINED_COLUMN,
+                match &field.relation {
+                    Some(r) => format!("column {}.{} does not exist", r.table(), field.name),
+                    None => format!("column \"{}\" does not exist", field.name),
+                },
+            ),
+            SchemaError::AmbiguousReference { field } => Error::user(
+                sqlstate::AMBIGUOUS_COLUMN,
+                format!("column reference \"{}\" is ambiguous", field.name),
+            ),
+            other => Error::user(sqlstate::DUPLICATE_COLUMN, clean(&other.to_string())),
+        },
+        DataFusionError::Plan(m) => plan_error(m),
+        DataFusionError::NotImplemented(m) => Error::unsupported(clean(m)),
+        DataFusionError::Execution(m) => exec_error(m),
+        DataFusionError::ResourcesExhausted(m) => Error::new(eon_common::ErrorKind::Unavailable, "53200", clean(m)),
+        other => Error::internal(clean(&other.to_string())),
+    }
+}
+
+fn from_arrow(a: &ArrowError) -> Error {
+    match a {
+        ArrowError::DivideByZero => Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero"),
+        ArrowError::ArithmeticOverflow(m) => Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, format!("value out of range: {m}")),
+        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => {
+            if m.contains("overflow") || m.contains("too large") || m.contains("out of range") {
+                Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
+            } else {
+                Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, clean(m))
+            }
+        }
+        ArrowError::ComputeError(m) => exec_error(m),
+        other => Error::internal(other.to_string()),
+    }
+}
+
+fn plan_error(m: &str) -> Error {
+    let msg = clean(m);
+    if let Some(rest) = msg.strip_prefix("table '") {
+        let name = rest.split('\'').next().unwrap_or(rest);
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return Error::user(sqlstate::UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
+    }
+    if msg.contains("Invalid function") || msg.contains("No function matches") || msg.contains("function") && msg.contains("not found") {
+        return Error::user(sqlstate::UNDEFINED_FUNCTION, msg);
+    }
+    if msg.contains("non-aggregate") || msg.contains("must appear in the GROUP BY") {
+        return Error::user(sqlstate::GROUPING_ERROR, msg);
+    }
+    if msg.contains("Cannot infer common") || msg.contains("Cannot coerce") || msg.contains("There isn't a common type") {
+        return Error::user(sqlstate::DATATYPE_MISMATCH, msg);
+    }
+    if msg.contains("Unsupported") || msg.contains("not supported") {
+        return Error::unsupported(msg);
+    }
+    if msg.contains("No field named") || msg.contains("not found in") {
+        return Error::user(sqlstate::UNDEFINED_COLUMN, msg);
+    }
+    Error::user(sqlstate::SYNTAX_ERROR, msg)
+}
+
+fn exec_error(m: &str) -> Error {
+    let msg = clean(m);
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero")
+    } else if lower.contains("overflow") || lower.contains("out of range") {
+        Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, msg)
+    } else if lower.contains("cast") || lower.contains("parse") || lower.contains("invalid") {
+        Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, msg)
+    } else if lower.contains("more than one row") {
+        Error::user(sqlstate::CARDINALITY_VIOLATION, "more than one row returned by a subquery used as an expression")
+    } else {
+        Error::user(sqlstate::DATA_EXCEPTION, msg)
+    }
+}
+
+/// DataFusion's messages carry prefixes like "Error during planning: " and
+/// backtraces; keep the part a user can act on.
+fn clean(m: &str) -> String {
+    let mut s = m.trim();
+    for prefix in ["Error during planning: ", "Execution error: ", "Arrow error: ", "Schema error: ", "SQL error: ", "This feature is not implemented: ", "ParserError(\"", "Cast error: "] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+        }
+    }
+    let s = s.split("\n\nbacktrace").next().unwrap_or(s);
+    s.trim_end_matches("\")").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planner_messages_become_postgres_errors() {
+        let e = from_df(DataFusionError::Plan("table 'eon.public.nope' not found".into()));
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("42P01", "relation \"nope\" does not exist"));
+        let e = from_df(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None));
+        assert_eq!(e.code, "22012");
+        let inner = Error::unique_violation("dup");
+        let e = from_df(DataFusionError::Context("ctx".into(), Box::new(DataFusionError::External(Box::new(inner.clone())))));
+        assert_eq!(e, inner);
+    }
+}

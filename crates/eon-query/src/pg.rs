@@ -1,0 +1,309 @@
+//! The PostgreSQL wire protocol front door (pgwire).
+//!
+//! Every accepted connection gets its own [`Session`]. The simple query
+//! protocol runs each statement of the string in turn; the extended protocol
+//! (Parse/Bind/Describe/Execute/Sync) prepares a statement once — working out
+//! its parameter types and result columns — and executes it with decoded
+//! parameters. A failed statement answers with an ErrorResponse carrying
+//! its SQLSTATE; the connection stays usable.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use eon_common::error::sqlstate;
+use eon_common::Error;
+use futures::{Sink, StreamExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, ServerParameterProvider, StartupHandler, finish_authentication,
+    protocol_negotiation, save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+
+use crate::errors::from_df;
+use crate::pgtypes::{ColumnEncoder, decode_param, param_pg_type, pg_type_of};
+use crate::session::{Engine, Output, Prepared, SERVER_VERSION, Session};
+
+/// Serve PostgreSQL clients on `listener` until `shutdown` resolves.
+pub async fn serve(engine: Arc<Engine>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let pids = Arc::new(RandomPidSecretKeyGenerator::default());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, addr)) => {
+                    let _ = socket.set_nodelay(true);
+                    let conn = Arc::new(Connection::new(engine.clone(), pids.clone()));
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, conn).await {
+                            tracing::debug!(%addr, "connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The handlers of one client connection.
+pub struct Connection {
+    handler: Arc<Handler>,
+    startup: Arc<Startup>,
+}
+
+impl Connection {
+    fn new(engine: Arc<Engine>, pids: Arc<RandomPidSecretKeyGenerator>) -> Connection {
+        let session = Arc::new(engine.session());
+        Connection {
+            handler: Arc::new(Handler { parser: Arc::new(StatementParser { session: session.clone() }), session }),
+            startup: Arc::new(Startup { pids }),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+/// No authentication yet (the front-doors issue adds SCRAM and TLS); the
+/// server parameters say which PostgreSQL eon behaves like.
+pub struct Startup {
+    pids: Arc<RandomPidSecretKeyGenerator>,
+}
+
+struct Params(DefaultServerParameterProvider);
+
+impl ServerParameterProvider for Params {
+    fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
+        let mut p = self.0.server_parameters(client)?;
+        p.insert("server_version".into(), format!("{SERVER_VERSION} (eon {})", env!("CARGO_PKG_VERSION")));
+        p.insert("DateStyle".into(), "ISO, MDY".into());
+        p.insert("TimeZone".into(), "UTC".into());
+        Some(p)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let (pid, key) = self.pids.generate(client);
+            client.set_pid_and_secret_key(pid, key);
+            finish_authentication(client, &Params(DefaultServerParameterProvider::default())).await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Handler {
+    session: Arc<Session>,
+    parser: Arc<StatementParser>,
+}
+
+/// An eon error as a PostgreSQL ErrorResponse.
+pub fn pg_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+fn error_info(e: Error) -> ErrorInfo {
+    if e.kind == eon_common::ErrorKind::Internal {
+        tracing::error!(code = %e.code, "internal error: {}", e.message);
+    }
+    let mut info = ErrorInfo::new("ERROR".into(), e.code, e.message);
+    info.detail = e.detail;
+    info
+}
+
+/// Column descriptions for a result schema.
+fn fields(schema: &SchemaRef, format: &Format) -> Arc<Vec<FieldInfo>> {
+    Arc::new(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type_of(f), format.format_for(i)))
+            .collect(),
+    )
+}
+
+/// Encode a batch as DataRows.
+fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> eon_common::Result<Vec<DataRow>> {
+    let schema = batch.schema();
+    let encoders: Vec<ColumnEncoder> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .zip(fields)
+        .map(|((f, a), info)| ColumnEncoder::new(f, a, info.format() == FieldFormat::Binary))
+        .collect::<eon_common::Result<_>>()?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let mut data = BytesMut::with_capacity(16 * encoders.len());
+        for e in &encoders {
+            e.encode(i, &mut data);
+        }
+        rows.push(DataRow::new(data, encoders.len() as i16));
+    }
+    Ok(rows)
+}
+
+/// Turn a statement's output into a pgwire response.
+fn respond(output: Output, format: &Format) -> Response {
+    match output {
+        Output::Command(tag) => Response::Execution(Tag::new(&tag)),
+        Output::Rows { schema, stream, tag } => {
+            let fields = fields(&schema, format);
+            let encode_fields = fields.clone();
+            let rows = stream
+                .map(move |batch| -> Vec<PgWireResult<DataRow>> {
+                    match batch.map_err(from_df).and_then(|b| encode_batch(&b, &encode_fields)) {
+                        Ok(rows) => rows.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(pg_error(e))],
+                    }
+                })
+                .flat_map(futures::stream::iter);
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(&tag);
+            Response::Query(response)
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let outputs = self.session.run(query, &[]).await;
+        Ok(outputs
+            .into_iter()
+            .map(|o| match o {
+                Ok(out) => respond(out, &Format::UnifiedText),
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            })
+            .collect())
+    }
+}
+
+/// A statement prepared with the extended protocol.
+#[derive(Clone, Debug)]
+pub struct PgStatement {
+    prepared: Prepared,
+}
+
+pub struct StatementParser {
+    session: Arc<Session>,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<PgStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.session.parse(sql).map_err(pg_error)?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let prepared = self.session.prepare(statements.remove(0)).await.map_err(pg_error)?;
+                Ok(Some(PgStatement { prepared }))
+            }
+            _ => Err(pg_error(Error::syntax("cannot insert multiple commands into a prepared statement"))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &PgStatement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.prepared.param_types.iter().map(param_pg_type).collect())
+    }
+
+    fn get_result_schema(&self, stmt: &PgStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.prepared.result {
+            Some(schema) => fields(schema, format.unwrap_or(&Format::UnifiedText)).as_ref().clone(),
+            None => vec![],
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = PgStatement;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<StatementParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<PgStatement>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmt = &portal.statement;
+        let declared = &stmt.statement.prepared.param_types;
+        let mut params: Vec<ScalarValue> = Vec::with_capacity(portal.parameter_len());
+        for i in 0..portal.parameter_len() {
+            let ty = stmt
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| t.oid() != 0)
+                .unwrap_or_else(|| param_pg_type(&declared.get(i).cloned().flatten()));
+            let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
+            let value = decode_param(portal.parameters[i].as_deref(), binary, &ty).map_err(pg_error)?;
+            params.push(value);
+        }
+        let expected = declared.len();
+        if params.len() < expected {
+            return Err(pg_error(Error::user(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("bind message supplies {} parameters, but prepared statement requires {expected}", params.len()),
+            )));
+        }
+        match self.session.execute(&stmt.statement.prepared.statement, &params).await {
+            Ok(out) => Ok(respond(out, &portal.result_column_format)),
+            Err(e) => Err(pg_error(e)),
+        }
+    }
+}

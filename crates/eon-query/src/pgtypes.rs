@@ -1,0 +1,441 @@
+//! Values on the PostgreSQL wire: type OIDs, text and binary encodings of
+//! result columns, and decoding of bound parameters.
+//!
+//! The text forms follow PostgreSQL's output functions exactly (what psql
+//! shows and what drivers parse): `t`/`f` for booleans, shortest round-trip
+//! floats with PostgreSQL's switch to exponent notation, numerics with their
+//! scale, `\x` hex for bytea, ISO dates and timestamps (`+00` for
+//! timestamptz, the session time zone being UTC). The binary forms are
+//! PostgreSQL's `send` functions (numerics in base 10000, dates and
+//! timestamps counted from 2000-01-01).
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate};
+use datafusion::arrow::array::*;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::*;
+use datafusion::common::ScalarValue;
+use eon_common::error::sqlstate;
+use eon_common::value::format_decimal;
+use eon_common::{Error, Result, SqlType};
+use pgwire::api::Type;
+
+/// Days from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// The SQL type a result column has: from eon's field metadata when the
+/// column comes straight from a table, else from its Arrow type.
+pub fn sql_type_of(field: &Field) -> Option<SqlType> {
+    SqlType::from_field(field).or_else(|| SqlType::from_arrow(field.data_type()))
+}
+
+/// The PostgreSQL type of a SQL type (text for anything eon does not store).
+pub fn pg_type(ty: Option<SqlType>) -> Type {
+    match ty {
+        Some(t) => Type::from_oid(t.pg_oid()).unwrap_or(Type::TEXT),
+        None => Type::TEXT,
+    }
+}
+
+pub fn pg_type_of(field: &Field) -> Type {
+    pg_type(sql_type_of(field))
+}
+
+/// An encoder for one result column.
+pub struct ColumnEncoder {
+    ty: Option<SqlType>,
+    binary: bool,
+    array: ArrayRef,
+}
+
+impl ColumnEncoder {
+    /// Prepare `array` (of `field`) for encoding in text or binary format.
+    pub fn new(field: &Field, array: &ArrayRef, binary: bool) -> Result<ColumnEncoder> {
+        let ty = sql_type_of(field);
+        let array = match ty {
+            Some(t) => {
+                let target = t.arrow_type();
+                if array.data_type() == &target {
+                    array.clone()
+                } else {
+                    cast(array, &target)?
+                }
+            }
+            None => cast(array, &DataType::Utf8)
+                .unwrap_or_else(|_| Arc::new(StringArray::from(vec![None::<&str>; array.len()]))),
+        };
+        Ok(ColumnEncoder { ty, binary: binary && ty.is_some(), array })
+    }
+
+    /// Append the field (length word and bytes) for row `i`.
+    pub fn encode(&self, i: usize, buf: &mut BytesMut) {
+        if self.array.is_null(i) {
+            buf.put_i32(-1);
+            return;
+        }
+        let at = buf.len();
+        buf.put_i32(0);
+        if self.binary {
+            self.binary_value(i, buf);
+        } else {
+            let s = self.text_value(i);
+            buf.put_slice(s.as_bytes());
+        }
+        let len = (buf.len() - at - 4) as i32;
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// PostgreSQL's text output of row `i` (not null).
+    pub fn text_value(&self, i: usize) -> String {
+        let a = &self.array;
+        match self.ty {
+            None => a.as_string::<i32>().value(i).to_string(),
+            Some(SqlType::Bool) => if a.as_boolean().value(i) { "t" } else { "f" }.into(),
+            Some(SqlType::Int2) => a.as_primitive::<Int16Type>().value(i).to_string(),
+            Some(SqlType::Int4) => a.as_primitive::<Int32Type>().value(i).to_string(),
+            Some(SqlType::Int8) => a.as_primitive::<Int64Type>().value(i).to_string(),
+            Some(SqlType::Float4) => format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true),
+            Some(SqlType::Float8) => format_float(a.as_primitive::<Float64Type>().value(i), 15, false),
+            Some(SqlType::Numeric { scale, .. }) => format_decimal(a.as_primitive::<Decimal128Type>().value(i), scale),
+            Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb) => {
+                a.as_string::<i32>().value(i).to_string()
+            }
+            Some(SqlType::Bytea) => {
+                let b = a.as_binary::<i32>().value(i);
+                let mut s = String::with_capacity(2 + b.len() * 2);
+                s.push_str("\\x");
+                for byte in b {
+                    s.push_str(&format!("{byte:02x}"));
+                }
+                s
+            }
+            Some(SqlType::Date) => format_date(a.as_primitive::<Date32Type>().value(i)),
+            Some(SqlType::Timestamp) => format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i)),
+            Some(SqlType::TimestampTz) => {
+                format!("{}+00", format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i)))
+            }
+        }
+    }
+
+    fn binary_value(&self, i: usize, buf: &mut BytesMut) {
+        let a = &self.array;
+        match self.ty {
+            None => buf.put_slice(a.as_string::<i32>().value(i).as_bytes()),
+            Some(SqlType::Bool) => buf.put_u8(a.as_boolean().value(i) as u8),
+            Some(SqlType::Int2) => buf.put_i16(a.as_primitive::<Int16Type>().value(i)),
+            Some(SqlType::Int4) => buf.put_i32(a.as_primitive::<Int32Type>().value(i)),
+            Some(SqlType::Int8) => buf.put_i64(a.as_primitive::<Int64Type>().value(i)),
+            Some(SqlType::Float4) => buf.put_f32(a.as_primitive::<Float32Type>().value(i)),
+            Some(SqlType::Float8) => buf.put_f64(a.as_primitive::<Float64Type>().value(i)),
+            Some(SqlType::Numeric { scale, .. }) => numeric_send(a.as_primitive::<Decimal128Type>().value(i), scale, buf),
+            Some(SqlType::Text | SqlType::Varchar { .. }) => buf.put_slice(a.as_string::<i32>().value(i).as_bytes()),
+            Some(SqlType::Jsonb) => {
+                buf.put_u8(1);
+                buf.put_slice(a.as_string::<i32>().value(i).as_bytes());
+            }
+            Some(SqlType::Uuid) => {
+                let s = a.as_string::<i32>().value(i);
+                match uuid::Uuid::parse_str(s) {
+                    Ok(u) => buf.put_slice(u.as_bytes()),
+                    Err(_) => buf.put_slice(&[0; 16]),
+                }
+            }
+            Some(SqlType::Bytea) => buf.put_slice(a.as_binary::<i32>().value(i)),
+            Some(SqlType::Date) => buf.put_i32(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_DAYS),
+            Some(SqlType::Timestamp | SqlType::TimestampTz) => {
+                buf.put_i64(a.as_primitive::<TimestampMicrosecondType>().value(i) - PG_EPOCH_US)
+            }
+        }
+    }
+}
+
+/// PostgreSQL's float output (extra_float_digits = 1): the shortest digits
+/// that read back exactly, in fixed notation when the decimal exponent is
+/// within [-4, `max_exp`), else as `d.ddde+XX`.
+pub fn format_float(v: f64, max_exp: i32, single: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Shortest round-trip digits and exponent, from Rust's formatter.
+    let sci = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let (mantissa, exp) = sci.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    let neg = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let sign = if neg { "-" } else { "" };
+    if exp < -4 || exp >= max_exp {
+        let (first, rest) = digits.split_at(1);
+        let m = if rest.is_empty() { first.to_string() } else { format!("{first}.{rest}") };
+        let e = if exp < 0 { format!("-{:02}", -exp) } else { format!("+{exp:02}") };
+        format!("{sign}{m}e{e}")
+    } else if exp < 0 {
+        format!("{sign}0.{}{}", "0".repeat((-exp - 1) as usize), digits)
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            format!("{sign}{}{}", digits, "0".repeat(int_len - digits.len()))
+        } else {
+            format!("{sign}{}.{}", &digits[..int_len], &digits[int_len..])
+        }
+    }
+}
+
+pub fn format_date(days: i32) -> String {
+    match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+        Some(d) if d.year_ce().0 => d.format("%Y-%m-%d").to_string(),
+        Some(d) => format!("{:04}-{} BC", d.year_ce().1, d.format("%m-%d")),
+        None => days.to_string(),
+    }
+}
+
+use chrono::Datelike;
+
+pub fn format_timestamp(us: i64) -> String {
+    match DateTime::from_timestamp_micros(us) {
+        Some(dt) => {
+            let dt = dt.naive_utc();
+            let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+            let micros = dt.and_utc().timestamp_subsec_micros();
+            if micros != 0 {
+                let frac = format!("{micros:06}");
+                s.push('.');
+                s.push_str(frac.trim_end_matches('0'));
+            }
+            s
+        }
+        None => us.to_string(),
+    }
+}
+
+/// PostgreSQL's binary numeric: base-10000 digit groups with a weight.
+fn numeric_send(v: i128, scale: i8, buf: &mut BytesMut) {
+    let scale = scale.max(0) as usize;
+    let text = format_decimal(v, scale as i8);
+    let neg = text.starts_with('-');
+    let text = text.trim_start_matches('-');
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let int = int.trim_start_matches('0');
+    let int_groups = int.len().div_ceil(4);
+    let int_padded = format!("{}{}", "0".repeat(int_groups * 4 - int.len()), int);
+    let frac_groups = frac.len().div_ceil(4);
+    let frac_padded = format!("{}{}", frac, "0".repeat(frac_groups * 4 - frac.len()));
+    let mut digits: Vec<i16> = Vec::with_capacity(int_groups + frac_groups);
+    for g in 0..int_groups {
+        digits.push(int_padded[g * 4..g * 4 + 4].parse().unwrap());
+    }
+    for g in 0..frac_groups {
+        digits.push(frac_padded[g * 4..g * 4 + 4].parse().unwrap());
+    }
+    let mut weight = int_groups as i16 - 1;
+    while digits.first() == Some(&0) {
+        digits.remove(0);
+        weight -= 1;
+    }
+    while digits.last() == Some(&0) {
+        digits.pop();
+    }
+    if digits.is_empty() {
+        weight = 0;
+    }
+    buf.put_i16(digits.len() as i16);
+    buf.put_i16(weight);
+    buf.put_u16(if neg && !digits.is_empty() { 0x4000 } else { 0 });
+    buf.put_i16(scale as i16);
+    for d in digits {
+        buf.put_i16(d);
+    }
+}
+
+fn numeric_recv(b: &[u8]) -> Result<String> {
+    let bad = || Error::user(sqlstate::INVALID_PARAMETER_VALUE, "invalid binary numeric");
+    if b.len() < 8 {
+        return Err(bad());
+    }
+    let rd = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]);
+    let (n, weight, sign, dscale) = (rd(0) as usize, rd(2) as i32, rd(4) as u16, rd(6) as usize);
+    if b.len() < 8 + 2 * n {
+        return Err(bad());
+    }
+    if sign == 0xC000 {
+        return Ok("NaN".into());
+    }
+    let digits: Vec<i16> = (0..n).map(|i| rd(8 + 2 * i)).collect();
+    let mut int = String::new();
+    for w in 0..=weight.max(-1) {
+        let d = digits.get(w as usize).copied().unwrap_or(0);
+        if int.is_empty() { int.push_str(&d.to_string()) } else { int.push_str(&format!("{d:04}")) }
+    }
+    if int.is_empty() {
+        int.push('0');
+    }
+    let mut frac = String::new();
+    let mut w = weight + 1;
+    while frac.len() < dscale {
+        let d = if w < 0 { 0 } else { digits.get(w as usize).copied().unwrap_or(0) };
+        frac.push_str(&format!("{d:04}"));
+        w += 1;
+    }
+    frac.truncate(dscale);
+    let sign = if sign == 0x4000 { "-" } else { "" };
+    Ok(if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") })
+}
+
+/// The text of a numeric as a Decimal128 keeping its digits exactly.
+pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
+    let t = s.trim();
+    let bad = || Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type numeric: \"{s}\""));
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| bad())?),
+        None => (t, 0),
+    };
+    let neg = mantissa.starts_with('-');
+    let m = mantissa.trim_start_matches(['-', '+']);
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    if int.is_empty() && frac.is_empty() || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let mut digits = format!("{int}{frac}");
+    let mut scale = frac.len() as i32 - exp;
+    if scale < 0 {
+        digits.push_str(&"0".repeat((-scale) as usize));
+        scale = 0;
+    }
+    let digits = digits.trim_start_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    if digits.len() > 38 || scale > 38 {
+        return Err(Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "numeric value out of range"));
+    }
+    let v: i128 = digits.parse().map_err(|_| bad())?;
+    Ok(ScalarValue::Decimal128(Some(if neg { -v } else { v }), 38, scale as i8))
+}
+
+/// Decode a bound parameter of type `ty` (`None` bytes: NULL).
+pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<ScalarValue> {
+    let sql = SqlType::parse(ty.name()).or(match ty.oid() {
+        1043 => Some(SqlType::Varchar { max_length: None }),
+        1184 => Some(SqlType::TimestampTz),
+        1114 => Some(SqlType::Timestamp),
+        701 => Some(SqlType::Float8),
+        700 => Some(SqlType::Float4),
+        _ => None,
+    });
+    let Some(b) = bytes else {
+        return Ok(match sql {
+            Some(t) => ScalarValue::try_from(&t.arrow_type()).unwrap_or(ScalarValue::Null),
+            None => ScalarValue::Utf8(None),
+        });
+    };
+    let bad = |what: &str| Error::user(sqlstate::INVALID_PARAMETER_VALUE, format!("invalid binary value for parameter of type {what}"));
+    if binary {
+        let fixed = |n: usize, what: &str| -> Result<&[u8]> { if b.len() == n { Ok(b) } else { Err(bad(what)) } };
+        return Ok(match sql {
+            Some(SqlType::Bool) => ScalarValue::Boolean(Some(fixed(1, "boolean")?[0] != 0)),
+            Some(SqlType::Int2) => ScalarValue::Int16(Some(i16::from_be_bytes(fixed(2, "smallint")?.try_into().unwrap()))),
+            Some(SqlType::Int4) => ScalarValue::Int32(Some(i32::from_be_bytes(fixed(4, "integer")?.try_into().unwrap()))),
+            Some(SqlType::Int8) => ScalarValue::Int64(Some(i64::from_be_bytes(fixed(8, "bigint")?.try_into().unwrap()))),
+            Some(SqlType::Float4) => ScalarValue::Float32(Some(f32::from_be_bytes(fixed(4, "real")?.try_into().unwrap()))),
+            Some(SqlType::Float8) => ScalarValue::Float64(Some(f64::from_be_bytes(fixed(8, "double precision")?.try_into().unwrap()))),
+            Some(SqlType::Numeric { .. }) => parse_numeric(&numeric_recv(b)?)?,
+            Some(SqlType::Date) => {
+                ScalarValue::Date32(Some(i32::from_be_bytes(fixed(4, "date")?.try_into().unwrap()) + PG_EPOCH_DAYS))
+            }
+            Some(SqlType::Timestamp) => ScalarValue::TimestampMicrosecond(
+                Some(i64::from_be_bytes(fixed(8, "timestamp")?.try_into().unwrap()) + PG_EPOCH_US),
+                None,
+            ),
+            Some(SqlType::TimestampTz) => ScalarValue::TimestampMicrosecond(
+                Some(i64::from_be_bytes(fixed(8, "timestamptz")?.try_into().unwrap()) + PG_EPOCH_US),
+                Some(eon_common::types::UTC.into()),
+            ),
+            Some(SqlType::Bytea) => ScalarValue::Binary(Some(b.to_vec())),
+            Some(SqlType::Uuid) => {
+                ScalarValue::Utf8(Some(uuid::Uuid::from_slice(b).map_err(|_| bad("uuid"))?.hyphenated().to_string()))
+            }
+            Some(SqlType::Jsonb) => {
+                let text = if b.first() == Some(&1) { &b[1..] } else { b };
+                ScalarValue::Utf8(Some(String::from_utf8(text.to_vec()).map_err(|_| bad("jsonb"))?))
+            }
+            _ => ScalarValue::Utf8(Some(String::from_utf8(b.to_vec()).map_err(|_| bad("text"))?)),
+        });
+    }
+    let s = std::str::from_utf8(b).map_err(|_| Error::user("22021", "invalid byte sequence for encoding \"UTF8\""))?;
+    let invalid = |what: &str| Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {what}: \"{s}\""));
+    Ok(match sql {
+        Some(SqlType::Bool) => ScalarValue::Boolean(Some(crate::coerce::parse_bool(s)?)),
+        Some(SqlType::Int2) => ScalarValue::Int16(Some(s.trim().parse().map_err(|_| invalid("smallint"))?)),
+        Some(SqlType::Int4) => ScalarValue::Int32(Some(s.trim().parse().map_err(|_| invalid("integer"))?)),
+        Some(SqlType::Int8) => ScalarValue::Int64(Some(s.trim().parse().map_err(|_| invalid("bigint"))?)),
+        Some(SqlType::Float4) => ScalarValue::Float32(Some(parse_float(s).map_err(|_| invalid("real"))? as f32)),
+        Some(SqlType::Float8) => ScalarValue::Float64(Some(parse_float(s).map_err(|_| invalid("double precision"))?)),
+        Some(SqlType::Numeric { .. }) => parse_numeric(s)?,
+        Some(SqlType::Bytea) => ScalarValue::Binary(Some(crate::coerce::parse_bytea(s)?)),
+        Some(t @ (SqlType::Date | SqlType::Timestamp | SqlType::TimestampTz)) => {
+            ScalarValue::Utf8(Some(s.to_string())).cast_to(&t.arrow_type()).map_err(|_| invalid(&t.to_string()))?
+        }
+        _ => ScalarValue::Utf8(Some(s.to_string())),
+    })
+}
+
+fn parse_float(s: &str) -> std::result::Result<f64, ()> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "nan" => Ok(f64::NAN),
+        "infinity" | "inf" | "+infinity" => Ok(f64::INFINITY),
+        "-infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+        t => t.parse().map_err(|_| ()),
+    }
+}
+
+/// The type a parameter is described with when the plan does not know it.
+pub fn param_pg_type(ty: &Option<DataType>) -> Type {
+    match ty {
+        Some(dt) => pg_type(SqlType::from_arrow(dt)),
+        None => Type::TEXT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_postgres() {
+        assert_eq!(format_float(1.5, 15, false), "1.5");
+        assert_eq!(format_float(100.0, 15, false), "100");
+        assert_eq!(format_float(1e20, 15, false), "1e+20");
+        assert_eq!(format_float(1.234e-5, 15, false), "1.234e-05");
+        assert_eq!(format_float(0.0001, 15, false), "0.0001");
+        assert_eq!(format_float(-2.5e15, 15, false), "-2.5e+15");
+        assert_eq!(format_float(0.1 + 0.2, 15, false), "0.30000000000000004");
+        assert_eq!(format_float(1234567.0, 6, true), "1.234567e+06");
+        assert_eq!(format_float(123456.0, 6, true), "123456");
+        assert_eq!(format_float(f64::INFINITY, 15, false), "Infinity");
+    }
+
+    #[test]
+    fn numerics_round_trip_through_binary() {
+        for (v, s) in [(12345i128, 2i8), (-1, 3), (0, 2), (100000000, 0), (7, 5), (123456789012345678, 4)] {
+            let mut buf = BytesMut::new();
+            numeric_send(v, s, &mut buf);
+            let text = numeric_recv(&buf).unwrap();
+            assert_eq!(text, format_decimal(v, s), "{v} scale {s}");
+        }
+        assert_eq!(parse_numeric("12.50").unwrap(), ScalarValue::Decimal128(Some(1250), 38, 2));
+        assert_eq!(parse_numeric("-1e3").unwrap(), ScalarValue::Decimal128(Some(-1000), 38, 0));
+    }
+
+    #[test]
+    fn dates_and_timestamps() {
+        assert_eq!(format_date(0), "1970-01-01");
+        assert_eq!(format_timestamp(1_500_000), "1970-01-01 00:00:01.5");
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
+    }
+}

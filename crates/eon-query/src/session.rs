@@ -1,0 +1,402 @@
+//! Sessions: one per client connection (PostgreSQL wire), per REST request,
+//! or per gRPC call. A session parses SQL, sends each statement down the
+//! right path, and hands back an [`Output`] for the front door to encode.
+//!
+//! ```text
+//!   SELECT / EXPLAIN ──► timestamp from meta ──► DataFusion plan (EonTable scans) ──► stream of batches
+//!   INSERT/UPDATE/DELETE ──► dml.rs: read with DataFusion, write to data engines (1PC or 2PC)
+//!   CREATE/DROP TABLE ──► ddl.rs: meta, then data engines
+//!   SET / SHOW / BEGIN / COMMIT ──► here
+//! ```
+//!
+//! Every statement runs at its own snapshot: the timestamp meta hands out
+//! when the statement starts. The snapshot travels to the scans through a
+//! [`StatementContext`] in the statement's copy of the DataFusion session
+//! state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use eon_common::error::sqlstate;
+use eon_common::{Error, Result};
+use futures::TryStreamExt;
+
+use crate::cluster::Cluster;
+use crate::errors::from_df;
+use crate::provider::{EonSchema, StatementContext};
+use crate::{ddl, dml};
+
+/// The database name clients see (`current_database()`).
+pub const DATABASE: &str = "eon";
+/// What `server_version` reports: the PostgreSQL release eon follows.
+pub const SERVER_VERSION: &str = "15.0";
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows. `tag` is the command tag without the row count ("SELECT",
+    /// "INSERT 0" for INSERT … RETURNING): front doors append the count.
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream, tag: String },
+    /// A complete command tag ("CREATE TABLE", "INSERT 0 3").
+    Command(String),
+}
+
+impl Output {
+    pub fn rows(batches: Vec<RecordBatch>, schema: SchemaRef, tag: &str) -> Result<Output> {
+        let stream = MemoryStream::try_new(batches, schema.clone(), None).map_err(from_df)?;
+        Ok(Output::Rows { schema, stream: Box::pin(stream), tag: tag.to_string() })
+    }
+}
+
+/// A parsed statement with what a client may ask about it before running it
+/// (the extended protocol's Describe).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub statement: Statement,
+    /// Type of each `$n` parameter (None: unknown, treated as text).
+    pub param_types: Vec<Option<DataType>>,
+    /// Columns of the result, for statements that return rows.
+    pub result: Option<SchemaRef>,
+}
+
+/// What all sessions of a query engine share.
+pub struct Engine {
+    pub cluster: Arc<Cluster>,
+    base: SessionState,
+    compat: PostgresCompatibilityParser,
+}
+
+impl Engine {
+    pub fn new(cluster: Arc<Cluster>) -> Result<Arc<Engine>> {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(4);
+        let opts = config.options_mut();
+        opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // 1.5 is numeric in PostgreSQL, not double precision.
+        opts.sql_parser.parse_float_as_decimal = true;
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema("public", Arc::new(EonSchema { cluster: cluster.clone(), name: "public".into() }))
+            .map_err(from_df)?;
+        datafusion::catalog::CatalogProviderList::register_catalog(catalogs.as_ref(), DATABASE.into(), catalog);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_catalog_list(catalogs)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
+            .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
+        Ok(Arc::new(Engine { cluster, base: ctx.state(), compat: PostgresCompatibilityParser::new() }))
+    }
+
+    pub fn session(self: &Arc<Self>) -> Session {
+        Session { engine: self.clone(), vars: Mutex::new(BTreeMap::new()) }
+    }
+}
+
+pub struct Session {
+    pub engine: Arc<Engine>,
+    vars: Mutex<BTreeMap<String, String>>,
+}
+
+/// True when a statement reads PostgreSQL's system catalogs: only those
+/// get datafusion-pg-catalog's rewrites (written for the queries psql and
+/// drivers send), so user queries keep exact semantics.
+fn is_catalog_query(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
+}
+
+/// sqlparser's error as PostgreSQL words it.
+fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError) -> Error {
+    let msg = e.to_string();
+    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+    match msg.split_once(", found: ") {
+        Some((expected, found)) => {
+            let token = found.split(" at Line").next().unwrap_or(found).trim();
+            let near = if token == "EOF" { "syntax error at end of input".to_string() } else { format!("syntax error at or near \"{token}\"") };
+            Error::syntax(near).with_detail(expected.to_string())
+        }
+        None => Error::syntax(msg),
+    }
+}
+
+impl Session {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.engine.cluster
+    }
+
+    /// Split SQL text into statements. Catalog queries go through
+    /// datafusion-pg-catalog's parser, which matches the exact text psql and
+    /// drivers send and rewrites what DataFusion cannot plan.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if is_catalog_query(sql) {
+            if let Ok(statements) = self.engine.compat.parse(sql) {
+                return Ok(statements);
+            }
+        }
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)
+    }
+
+    /// A copy of the session state for one statement, carrying its snapshot.
+    pub fn statement_state(&self, read_ts: u64) -> SessionState {
+        let mut state = self.engine.base.clone();
+        state.config_mut().set_extension(Arc::new(StatementContext { read_ts }));
+        state
+    }
+
+    /// Plan a query (no snapshot needed: scans are bound at execution).
+    pub async fn plan_query(&self, state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
+        state.statement_to_plan(DfStatement::Statement(Box::new(statement))).await.map_err(from_df)
+    }
+
+    /// Describe a statement: its parameters and result columns.
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+        // A fresh timestamp also refreshes the catalog if it changed.
+        self.cluster().timestamp().await?;
+        let state = self.statement_state(0);
+        let (param_types, result) = match &statement {
+            Statement::Query(_) | Statement::Explain { .. } => {
+                let plan = self.plan_query(&state, statement.clone()).await?;
+                let result = if matches!(statement, Statement::Explain { .. }) {
+                    explain_schema()
+                } else {
+                    Arc::new(plan.schema().as_arrow().clone())
+                };
+                (param_types_of(&plan)?, Some(result))
+            }
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                dml::describe(self, &state, &statement).await?
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
+                (vec![], Some(show_schema(&name)))
+            }
+            _ => (vec![], None),
+        };
+        Ok(Prepared { statement, param_types, result })
+    }
+
+    /// Run one statement with parameter values. Write conflicts are retried
+    /// at a fresh snapshot (the statement is all-or-nothing, so a retry is
+    /// safe).
+    pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let mut attempt = 0u32;
+        loop {
+            match self.execute_once(statement, params).await {
+                Err(e) if e.is_retryable_conflict() && attempt < 30 => {
+                    attempt += 1;
+                    let backoff = std::time::Duration::from_micros((500u64 << attempt.min(7)) + rand_jitter());
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute_once(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        match statement {
+            Statement::Query(_) => self.query(statement.clone(), params).await,
+            Statement::Explain { analyze, verbose, statement: inner, .. } => {
+                self.explain(statement.clone(), inner, *analyze, *verbose, params).await
+            }
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                dml::execute(self, statement, params).await
+            }
+            Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
+            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+                ddl::drop_tables(self, names, *if_exists).await
+            }
+            Statement::StartTransaction { .. } => Err(Error::unsupported(
+                "multi-statement transactions (BEGIN ... COMMIT) are not supported yet: every statement commits on its own",
+            )),
+            Statement::Commit { .. } => Ok(Output::Command("COMMIT".into())),
+            Statement::Rollback { .. } => Ok(Output::Command("ROLLBACK".into())),
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+                self.show(&name)
+            }
+            other => Err(Error::unsupported(format!(
+                "statement not supported yet: {}",
+                other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            ))),
+        }
+    }
+
+    async fn query(&self, statement: Statement, params: &[ScalarValue]) -> Result<Output> {
+        let ts = self.cluster().timestamp().await?;
+        let state = self.statement_state(ts);
+        let plan = self.plan_query(&state, statement).await?;
+        let plan = bind(plan, params)?;
+        let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
+        let stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
+        Ok(Output::Rows { schema: stream.schema(), stream, tag: "SELECT".into() })
+    }
+
+    /// EXPLAIN answers like PostgreSQL: one text column, "QUERY PLAN".
+    async fn explain(
+        &self,
+        statement: Statement,
+        inner: &Statement,
+        analyze: bool,
+        verbose: bool,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        if !matches!(inner, Statement::Query(_)) {
+            return Err(Error::unsupported("EXPLAIN is supported for queries only"));
+        }
+        let ts = self.cluster().timestamp().await?;
+        let state = self.statement_state(ts);
+        let plan = bind(self.plan_query(&state, statement).await?, params)?;
+        let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
+        let batches: Vec<RecordBatch> =
+            execute_stream(physical, state.task_ctx()).map_err(from_df)?.try_collect().await.map_err(from_df)?;
+        let mut lines = Vec::new();
+        for b in &batches {
+            let kinds = b.column(0).as_any().downcast_ref::<StringArray>();
+            let plans = b.column(1).as_any().downcast_ref::<StringArray>();
+            let (Some(kinds), Some(plans)) = (kinds, plans) else { continue };
+            for i in 0..b.num_rows() {
+                let kind = kinds.value(i);
+                let show = verbose || kind == "physical_plan" || (analyze && kind == "Plan with Metrics");
+                if !show {
+                    continue;
+                }
+                if verbose {
+                    lines.push(format!("{kind}:"));
+                }
+                lines.extend(plans.value(i).lines().map(str::to_string));
+            }
+        }
+        let schema = explain_schema();
+        let col: ArrayRef = Arc::new(StringArray::from(lines));
+        Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "EXPLAIN")
+    }
+
+    fn set(&self, set: &datafusion::sql::sqlparser::ast::Set) -> Result<Output> {
+        use datafusion::sql::sqlparser::ast::Set as S;
+        let mut vars = self.vars.lock().unwrap();
+        match set {
+            S::SingleAssignment { variable, values, .. } => {
+                let name = variable.to_string().to_ascii_lowercase();
+                let value = values.iter().map(|v| v.to_string().trim_matches('\'').to_string()).collect::<Vec<_>>().join(", ");
+                if name == "transaction_isolation" || name.starts_with("transaction") {
+                    return Ok(Output::Command("SET".into()));
+                }
+                vars.insert(name, value);
+            }
+            S::SetTimeZone { value, .. } => {
+                vars.insert("timezone".into(), value.to_string().trim_matches('\'').to_string());
+            }
+            S::SetNames { charset_name, .. } => {
+                vars.insert("client_encoding".into(), charset_name.value.clone());
+            }
+            _ => {}
+        }
+        Ok(Output::Command("SET".into()))
+    }
+
+    fn show(&self, name: &str) -> Result<Output> {
+        let value = match self.vars.lock().unwrap().get(name) {
+            Some(v) => v.clone(),
+            None => match name {
+                "server_version" => SERVER_VERSION.into(),
+                "server_version_num" => "150000".into(),
+                "server_encoding" | "client_encoding" => "UTF8".into(),
+                "datestyle" => "ISO, MDY".into(),
+                "timezone" | "time zone" => "UTC".into(),
+                "intervalstyle" => "postgres".into(),
+                "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => {
+                    "serializable".into()
+                }
+                "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
+                "search_path" => "\"$user\", public".into(),
+                "max_identifier_length" => "63".into(),
+                "application_name" => String::new(),
+                "lc_collate" | "lc_ctype" => "C".into(),
+                "extra_float_digits" => "1".into(),
+                "statement_timeout" => "0".into(),
+                _ => {
+                    return Err(Error::user(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    ));
+                }
+            },
+        };
+        let schema = show_schema(name);
+        let col: ArrayRef = Arc::new(StringArray::from(vec![value]));
+        Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "SHOW")
+    }
+
+    /// Parse and run a whole SQL string (simple query protocol, REST):
+    /// statements run in order, stopping at the first error.
+    pub async fn run(&self, sql: &str, params: &[ScalarValue]) -> Vec<Result<Output>> {
+        let statements = match self.parse(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = Vec::with_capacity(statements.len());
+        for s in &statements {
+            let r = self.execute(s, params).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Substitute parameter values.
+pub fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
+    if params.is_empty() {
+        return Ok(plan);
+    }
+    plan.with_param_values(params.to_vec()).map_err(from_df)
+}
+
+/// Parameter types of a plan, in `$1..$n` order.
+pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types().map_err(from_df)?;
+    let max = types.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
+    Ok((1..=max).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect())
+}
+
+fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("QUERY PLAN", DataType::Utf8, false)]))
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+}
+
+fn rand_jitter() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(eon_common::unix_us());
+    h.finish() % 1000
+}

@@ -1,0 +1,109 @@
+//! `eon status`: what runs, where, for how long, and where every table's
+//! shards live.
+
+use std::path::Path;
+
+use eon_proto::v1 as pb;
+use eon_proto::v1::agent_client::AgentClient;
+
+fn uptime(started_ms: i64) -> String {
+    if started_ms <= 0 {
+        return "-".into();
+    }
+    let s = ((eon_common::unix_ms() - started_ms).max(0) / 1000) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub async fn run(data_dir: &Path, agent: Option<String>, meta: Option<String>) -> anyhow::Result<()> {
+    let file = eon_agent::read_cluster_file(data_dir);
+    let (agent_addr, meta_addr) = match (agent, meta, &file) {
+        (Some(a), Some(m), _) => (Some(a), m),
+        (a, m, Some(f)) => (Some(a.unwrap_or_else(|| f.agent.clone())), m.unwrap_or_else(|| f.meta.clone())),
+        (a, Some(m), None) => (a, m),
+        (_, None, None) => anyhow::bail!("no eon cluster is running on {} (no cluster.json; is `eon up` running?)", data_dir.display()),
+    };
+    let mut meta = eon_common::node::meta_client(&meta_addr)?;
+    let nodes = meta
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(|e| anyhow::anyhow!("meta at {meta_addr} is unreachable: {}", e.message()))?
+        .into_inner()
+        .nodes;
+    let catalog = meta.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
+    let instances = match &agent_addr {
+        Some(a) => {
+            let mut client = AgentClient::new(eon_common::node::channel(a)?);
+            client.list(pb::ListInstancesRequest {}).await.map(|r| r.into_inner().instances).unwrap_or_default()
+        }
+        None => vec![],
+    };
+    if let Some(f) = &file {
+        println!("cluster (eon up pid {}): PostgreSQL {}  REST {}  agent {}", f.pid, f.pg, f.http, f.agent);
+    }
+    println!();
+    println!("{:<16} {:>7}  {:<9} {:>8}  {:>8}  ADDRESS", "COMPONENT", "PID", "STATE", "UPTIME", "RESTARTS");
+    let address_of = |kind: &str, id: u64| -> String {
+        let k = match kind {
+            "meta" => return meta_addr.clone(),
+            "data-engine" => pb::NodeKind::DataEngine as i32,
+            "query-engine" => pb::NodeKind::QueryEngine as i32,
+            _ => 0,
+        };
+        nodes
+            .iter()
+            .find(|n| n.kind == k && n.id == id)
+            .map(|n| {
+                if n.pg_address.is_empty() {
+                    n.grpc_address.clone()
+                } else {
+                    format!("{} (pg {}, http {})", n.grpc_address, n.pg_address, n.http_address)
+                }
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    if instances.is_empty() {
+        for n in &nodes {
+            let kind = match pb::NodeKind::try_from(n.kind) {
+                Ok(pb::NodeKind::DataEngine) => "data-engine",
+                Ok(pb::NodeKind::QueryEngine) => "query-engine",
+                _ => "node",
+            };
+            let state = if n.up { "running" } else { "down" };
+            println!("{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}", format!("{kind}-{}", n.id), n.pid, state, uptime(n.started_at_unix_ms), "-", address_of(kind, n.id));
+        }
+    }
+    for i in &instances {
+        let up = i.state == "running";
+        println!(
+            "{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}",
+            i.name,
+            if i.pid > 0 { i.pid.to_string() } else { "-".into() },
+            i.state,
+            if up { uptime(i.started_at_unix_ms) } else { "-".into() },
+            i.restarts,
+            if up { address_of(&i.kind, i.id) } else { "-".into() }
+        );
+    }
+    println!();
+    if catalog.tables.is_empty() {
+        println!("no tables (catalog version {})", catalog.version);
+        return Ok(());
+    }
+    println!("{:<24} {:>6}  SHARDS BY DATA ENGINE", "TABLE", "SHARDS");
+    for t in &catalog.tables {
+        let mut by_engine: std::collections::BTreeMap<u64, Vec<usize>> = std::collections::BTreeMap::new();
+        for (shard, engine) in t.placement.iter().enumerate() {
+            by_engine.entry(*engine).or_default().push(shard);
+        }
+        let parts: Vec<String> = by_engine
+            .iter()
+            .map(|(e, s)| format!("data-engine-{e}: [{}]", s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")))
+            .collect();
+        println!("{:<24} {:>6}  {}", format!("{}.{}", t.schema, t.name), t.shard_count, parts.join("  "));
+    }
+    Ok(())
+}
