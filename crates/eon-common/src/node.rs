@@ -97,9 +97,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serve a listener as a tonic incoming stream.
-pub fn incoming(listener: TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+/// Serve a listener as a tonic incoming stream. Accepted sockets get
+/// TCP_NODELAY: a scan answers with several small messages, and Nagle's
+/// algorithm would hold the last one back for a delayed ACK (~40 ms).
+pub fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
 }
 
 /// Take an exclusive lock on `dir` (a `LOCK` file in it) for as long as the

@@ -14,8 +14,10 @@
 //! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
 //! | [`ddl`]      | CREATE/DROP TABLE                                           |
+//! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
+//! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`rest`]     | REST/JSON (axum)                                            |
@@ -24,9 +26,11 @@
 pub mod cluster;
 pub mod coerce;
 pub mod ddl;
+pub mod decorrelate;
 pub mod dml;
 pub mod errors;
 pub mod grpc;
+pub mod naming;
 pub mod pg;
 pub mod pgtypes;
 pub mod provider;

@@ -99,10 +99,14 @@ impl Engine {
             .register_schema("public", Arc::new(EonSchema { cluster: cluster.clone(), name: "public".into() }))
             .map_err(from_df)?;
         datafusion::catalog::CatalogProviderList::register_catalog(catalogs.as_ref(), DATABASE.into(), catalog);
+        let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+            vec![Arc::new(crate::decorrelate::DecorrelateScalarSubquery)];
+        rules.extend(datafusion::optimizer::Optimizer::new().rules);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(catalogs)
             .with_default_features()
+            .with_optimizer_rules(rules)
             .build();
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
@@ -178,11 +182,20 @@ impl Session {
         let state = self.statement_state(0);
         let (param_types, result) = match &statement {
             Statement::Query(_) | Statement::Explain { .. } => {
-                let plan = self.plan_query(&state, statement.clone()).await?;
+                let mut planned = statement.clone();
+                let names = match &mut planned {
+                    Statement::Query(q) => crate::naming::prepare(q),
+                    _ => None,
+                };
+                let plan = self.plan_query(&state, planned).await?;
                 let result = if matches!(statement, Statement::Explain { .. }) {
                     explain_schema()
                 } else {
-                    Arc::new(plan.schema().as_arrow().clone())
+                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    match names {
+                        Some(n) => crate::naming::rename(&schema, &n),
+                        None => schema,
+                    }
                 };
                 (param_types_of(&plan)?, Some(result))
             }
@@ -245,13 +258,20 @@ impl Session {
         }
     }
 
-    async fn query(&self, statement: Statement, params: &[ScalarValue]) -> Result<Output> {
+    async fn query(&self, mut statement: Statement, params: &[ScalarValue]) -> Result<Output> {
+        let names = match &mut statement {
+            Statement::Query(q) => crate::naming::prepare(q),
+            _ => None,
+        };
         let ts = self.cluster().timestamp().await?;
         let state = self.statement_state(ts);
         let plan = self.plan_query(&state, statement).await?;
         let plan = bind(plan, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
-        let stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
+        let mut stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
+        if let Some(names) = names {
+            stream = crate::naming::rename_stream(stream, &names);
+        }
         Ok(Output::Rows { schema: stream.schema(), stream, tag: "SELECT".into() })
     }
 

@@ -1,0 +1,196 @@
+//! Result column names as PostgreSQL gives them, and duplicate names.
+//!
+//! PostgreSQL names an unaliased result column after its expression the way
+//! `FigureColname` does: a column reference by its column, a function call
+//! by its function (`count`), a cast by what it casts or its type (`int4`),
+//! `CASE` as `case`, and anything else `?column?`. Two result columns may
+//! share a name (`SELECT a AS x, b AS x`). DataFusion names columns after
+//! their expression text and refuses duplicates, so before planning the
+//! query's select lists get unique internal aliases where names would
+//! collide, and after planning the result columns get PostgreSQL's names.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Ident, Query, Select, SelectItem, SetExpr, Value,
+};
+use futures::StreamExt;
+
+use crate::dml::ident;
+
+/// PostgreSQL's name for a result column computed by `e`.
+pub fn pg_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(ident(i)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident),
+        Expr::Cast { expr, data_type, .. } => pg_name(expr).or_else(|| Some(type_name(data_type))),
+        Expr::Nested(inner) => pg_name(inner),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(s) => s.projection.first().and_then(item_name),
+            _ => None,
+        },
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => Some("bool".into()),
+        Expr::TypedString(t) => Some(type_name(&t.data_type)),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Position { .. } => Some("position".into()),
+        Expr::Substring { .. } => Some("substring".into()),
+        Expr::Trim { .. } => Some("btrim".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::Ceil { .. } => Some("ceil".into()),
+        Expr::Floor { .. } => Some("floor".into()),
+        Expr::Overlay { .. } => Some("overlay".into()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's internal type name, which names a column computed by a
+/// cast of a constant (`SELECT 1::int` is `int4`).
+fn type_name(t: &DataType) -> String {
+    match crate::ddl::sql_type(t) {
+        Ok(ty) => match ty {
+            eon_common::SqlType::Numeric { .. } => "numeric".into(),
+            eon_common::SqlType::Varchar { .. } => "varchar".into(),
+            other => other.short_name().into(),
+        },
+        Err(_) => t.to_string().to_lowercase(),
+    }
+}
+
+fn item_name(item: &SelectItem) -> Option<String> {
+    match item {
+        SelectItem::UnnamedExpr(e) => pg_name(e),
+        SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+        _ => None,
+    }
+}
+
+/// Give colliding select items unique internal aliases (in every SELECT of
+/// the query body), and return the names PostgreSQL would give the result
+/// columns — or None when the select list has a wildcard (its columns keep
+/// DataFusion's names, which are their column names anyway).
+pub fn prepare(query: &mut Query) -> Option<Vec<String>> {
+    let names = leftmost(&query.body).and_then(|s| {
+        s.projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => None,
+                other => Some(item_name(other).unwrap_or_else(|| "?column?".into())),
+            })
+            .collect::<Option<Vec<String>>>()
+    });
+    dedupe_body(&mut query.body);
+    names
+}
+
+fn leftmost(body: &SetExpr) -> Option<&Select> {
+    match body {
+        SetExpr::Select(s) => Some(s),
+        SetExpr::SetOperation { left, .. } => leftmost(left),
+        SetExpr::Query(q) => leftmost(&q.body),
+        _ => None,
+    }
+}
+
+fn dedupe_body(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(s) => dedupe(s),
+        SetExpr::SetOperation { left, right, .. } => {
+            dedupe_body(left);
+            dedupe_body(right);
+        }
+        SetExpr::Query(q) => dedupe_body(&mut q.body),
+        _ => {}
+    }
+}
+
+/// Alias the items whose DataFusion names would collide.
+fn dedupe(select: &mut Select) {
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let key = match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(id)) => Some(ident(id)),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => p.last().map(ident),
+            // Other unaliased expressions are named by their text, which
+            // differs from DataFusion's (all subqueries are "(<subquery>)"):
+            // give them unique names.
+            SelectItem::UnnamedExpr(_) => None,
+            SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+            _ => continue,
+        };
+        let unique = match key {
+            Some(k) => seen.insert(k),
+            None => false,
+        };
+        if !unique {
+            let expr = match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+                _ => continue,
+            };
+            *item = SelectItem::ExprWithAlias { expr, alias: Ident::with_quote('"', format!("__eon_col_{i}")) };
+        }
+    }
+}
+
+/// The schema with PostgreSQL's column names.
+pub fn rename(schema: &SchemaRef, names: &[String]) -> SchemaRef {
+    if names.len() != schema.fields().len() {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| f.as_ref().clone().with_name(n.clone()))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The stream with PostgreSQL's column names.
+pub fn rename_stream(stream: SendableRecordBatchStream, names: &[String]) -> SendableRecordBatchStream {
+    let schema = rename(&stream.schema(), names);
+    let out = schema.clone();
+    let batches = stream.map(move |b| {
+        let b = b?;
+        Ok(datafusion::arrow::array::RecordBatch::try_new_with_options(
+            out.clone(),
+            b.columns().to_vec(),
+            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+        )?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn names(sql: &str) -> (Option<Vec<String>>, String) {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        let Statement::Query(q) = &mut s else { panic!() };
+        let n = prepare(q);
+        (n, s.to_string())
+    }
+
+    #[test]
+    fn postgres_names_and_unique_aliases() {
+        let (n, sql) = names("SELECT a, t.b, count(*), a + 1, CAST(c AS int), 1::int, CASE WHEN a THEN 1 END, a AS x, b AS x FROM t");
+        assert_eq!(
+            n.unwrap(),
+            vec!["a", "b", "count", "?column?", "c", "int4", "case", "x", "x"]
+        );
+        assert!(sql.contains("b AS \"__eon_col_8\""), "{sql}");
+        assert!(sql.contains("count(*) AS \"__eon_col_2\""), "{sql}");
+        let (n, _) = names("SELECT *, a FROM t");
+        assert!(n.is_none());
+    }
+}

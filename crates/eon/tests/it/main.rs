@@ -1,0 +1,5 @@
+//! eon's integration tests: real `eon` processes (started by
+//! `eon_testkit::TestCluster`) on real sockets, driven by real clients.
+//! One test binary, one module per area.
+
+mod slt;
