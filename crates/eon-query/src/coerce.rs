@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::*;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type};
 use eon_common::error::sqlstate;
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, Result, SqlType};
@@ -62,6 +62,16 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
                 // PostgreSQL rounds (half to even) where Arrow would truncate.
                 let f = cast_with_options(&array, &DataType::Float64, &STRICT)?;
                 let rounded: Float64Array = f.as_primitive::<Float64Type>().unary(|v| v.round_ties_even());
+                cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
+            }
+            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(_, scale)) if *scale > 0 => {
+                // numeric → integer rounds half away from zero.
+                let div = 10i128.pow(*scale as u32);
+                let rounded: Decimal128Array = array.as_primitive::<Decimal128Type>().unary(|v| {
+                    let (q, r) = (v / div, v % div);
+                    if r.abs() * 2 >= div { q + v.signum() } else { q }
+                });
+                let rounded = rounded.with_precision_and_scale(38, 0)?;
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
             }
             (SqlType::Text | SqlType::Varchar { .. }, DataType::Boolean) => {
