@@ -133,7 +133,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
         .write(pb::WriteRequest { txn_id: 12, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[6, 1], "dup")) })
         .await;
     ensure!(dup.as_ref().err().map(sqlstate).as_deref() == Some("23505"), "a duplicate key fails with 23505");
-    let (still, _, _) = scan(&mut c, scan_req(&t, u64::MAX >> 1)).await?;
+    let (still, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
     ensure!(keys_of(&still) == vec![1, 2, 3, 4, 5], "a failed write writes nothing (not even key 6)");
     r.pass("duplicate keys fail with 23505 and write nothing");
 
@@ -154,10 +154,10 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
 
     // Two-phase: staged writes are invisible until committed; aborts vanish.
     let staged = c
-        .write(pb::WriteRequest { txn_id: 15, read_ts: t2, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
+        .write(pb::WriteRequest { txn_id: 15, read_ts: t2 + 1000, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
         .await?
         .into_inner();
-    ensure!(staged.min_commit_ts >= t2, "a staged write reports its minimum commit timestamp");
+    ensure!(staged.min_commit_ts >= t2 + 1000, "a staged write commits no lower than its read timestamp");
     let (early, _, _) = scan(&mut c, scan_req(&t, staged.min_commit_ts - 1)).await?;
     ensure!(keys_of(&early).len() == 6, "snapshots below the minimum commit timestamp do not wait");
     let commit_ts = staged.min_commit_ts + 10;
@@ -178,14 +178,14 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     })
     .await?;
     c.abort(pb::AbortRequest { txn_id: 16 }).await.context("Abort")?;
-    let (kept, _, _) = scan(&mut c, scan_req(&t, u64::MAX >> 1)).await?;
+    let (kept, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
     ensure!(keys_of(&kept).contains(&3), "an aborted delete deletes nothing");
     r.pass("Abort discards staged writes");
 
     let del = c
         .write(pb::WriteRequest {
             txn_id: 17,
-            read_ts: u64::MAX >> 2,
+            read_ts: eon_common::unix_us(),
             one_phase: true,
             ops: ops(&t, pb::WriteKind::Delete, &RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![3, 4]))])?),
         })
@@ -202,7 +202,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("Stats reports scan counters");
 
     c.drop_table(pb::DropTableDataRequest { table_id: t.id }).await.context("DropTable")?;
-    let (empty, _, _) = scan(&mut c, scan_req(&t, u64::MAX >> 1)).await?;
+    let (empty, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
     ensure!(keys_of(&empty).is_empty(), "a dropped table has no rows");
     r.pass("DropTable forgets the data");
     let _ = empty.first().map(|b| b.column(0).len());

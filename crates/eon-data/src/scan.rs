@@ -102,6 +102,8 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> Error {
 pub struct ScanCounts {
     pub scanned: u64,
     pub returned: u64,
+    /// Arrow IPC bytes sent.
+    pub bytes: u64,
 }
 
 /// Run a scan over `shards`, sending each non-empty output batch (as IPC)
@@ -155,7 +157,9 @@ pub async fn run_scan(
             }
             if batch.num_rows() > 0 {
                 counts.returned += batch.num_rows() as u64;
-                let msg = eon_proto::v1::ScanResponse { arrow_ipc: ipc::encode_batch(&batch)?.into(), ..Default::default() };
+                let bytes = ipc::encode_batch(&batch)?;
+                counts.bytes += bytes.len() as u64;
+                let msg = eon_proto::v1::ScanResponse { arrow_ipc: bytes.into(), ..Default::default() };
                 if tx.send(Ok(msg)).await.is_err() {
                     return Ok(counts);
                 }

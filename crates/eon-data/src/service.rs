@@ -25,6 +25,7 @@ pub struct DataEngineService {
     stats: Arc<Recorder>,
     rows_scanned: Arc<AtomicU64>,
     rows_returned: Arc<AtomicU64>,
+    bytes_returned: Arc<AtomicU64>,
     scans: Arc<AtomicU64>,
     point_lookups: Arc<AtomicU64>,
     rows_written: Arc<AtomicU64>,
@@ -40,6 +41,7 @@ impl DataEngineService {
             ctx: SessionContext::new(),
             rows_scanned: stats.counter("rows_scanned"),
             rows_returned: stats.counter("rows_returned"),
+            bytes_returned: stats.counter("bytes_returned"),
             scans: stats.counter("scans"),
             point_lookups: stats.counter("point_lookups"),
             rows_written: stats.counter("rows_written"),
@@ -179,12 +181,14 @@ impl DataEngine for DataEngineService {
         let store = self.store.clone();
         let scanned = self.rows_scanned.clone();
         let returned = self.rows_returned.clone();
+        let bytes = self.bytes_returned.clone();
         tokio::spawn(async move {
             let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, &tx).await;
             let msg = match result {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);
                     returned.fetch_add(c.returned, Ordering::Relaxed);
+                    bytes.fetch_add(c.bytes, Ordering::Relaxed);
                     request.ok();
                     Ok(pb::ScanResponse { arrow_ipc: Default::default(), rows_scanned: c.scanned, rows_returned: c.returned })
                 }
@@ -270,6 +274,15 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     let mut meta = node::meta_client(&opts.meta)?;
     let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     store.set_read_floor(ts);
+    // Tables dropped while this engine was down: forget their data now.
+    let catalog = meta.get_catalog(pb::GetCatalogRequest {}).await.map_err(Error::from_status)?.into_inner();
+    let live: std::collections::HashSet<u64> = catalog.tables.iter().map(|t| t.id).collect();
+    for table in store.table_ids() {
+        if !live.contains(&table) {
+            tracing::info!(table, "dropping data of a table meta no longer has");
+            store.drop_table(table).await.map_err(|e| Error::internal(format!("drop: {e}")))?;
+        }
+    }
     node::spawn_heartbeat(meta, info);
 
     // Checkpoints keep the log (and so restart time) bounded.

@@ -274,7 +274,8 @@ pub async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: boo
                 .await;
             if let Err(e) = r {
                 // Meta no longer knows the table, so nothing can read the
-                // data; the engine frees it when it next hears of the drop.
+                // data; the engine frees it when it next starts (it drops
+                // the data of tables meta no longer has).
                 tracing::warn!(table = id, engine, "could not drop table data: {e}");
             }
         }

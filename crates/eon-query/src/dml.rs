@@ -217,16 +217,15 @@ fn sql_literal(v: &ScalarValue) -> Result<String> {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             quoted(&format!("\\x{hex}"))
         }
-        other => {
-            let text = other.to_string();
-            let ty = match other.data_type() {
-                DataType::Date32 => "DATE",
-                DataType::Timestamp(_, None) => "TIMESTAMP",
-                DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
-                _ => return Ok(quoted(&text)),
-            };
-            format!("CAST({} AS {ty})", quoted(&text))
+        ScalarValue::Date32(Some(d)) => format!("CAST({} AS DATE)", quoted(&crate::pgtypes::format_date(*d))),
+        ScalarValue::TimestampMicrosecond(Some(us), tz) => {
+            let text = crate::pgtypes::format_timestamp(*us);
+            match tz {
+                None => format!("CAST({} AS TIMESTAMP)", quoted(&text)),
+                Some(_) => format!("CAST({} AS TIMESTAMPTZ)", quoted(&format!("{text}+00"))),
+            }
         }
+        other => quoted(&other.to_string()),
     })
 }
 
@@ -291,10 +290,9 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
     }
 }
 
-async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue]) -> Result<Output> {
+async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ts: u64) -> Result<Output> {
     let shape = insert_shape(session, ins)?;
     let table = shape.table.clone();
-    let ts = session.cluster().timestamp().await?;
     let state = session.statement_state(ts);
     let source = match collect(session, &state, insert_source(&shape, params, false)?, &[]).await {
         Ok(r) => r,
@@ -422,10 +420,9 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
     Ok(UpdateShape { table, alias, assigned, select })
 }
 
-async fn update(session: &Session, up: &Update, params: &[ScalarValue]) -> Result<Output> {
+async fn update(session: &Session, up: &Update, params: &[ScalarValue], ts: u64) -> Result<Output> {
     let shape = update_shape(session, up)?;
     let table = shape.table.clone();
-    let ts = session.cluster().timestamp().await?;
     let state = session.statement_state(ts);
     let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
     let found = one_batch(schema, batches)?;
@@ -489,10 +486,9 @@ fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
     Ok(DeleteShape { table, alias, select })
 }
 
-async fn delete(session: &Session, del: &Delete, params: &[ScalarValue]) -> Result<Output> {
+async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ts: u64) -> Result<Output> {
     let shape = delete_shape(session, del)?;
     let table = shape.table.clone();
-    let ts = session.cluster().timestamp().await?;
     let state = session.statement_state(ts);
     let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
     let found = one_batch(schema, batches)?;
@@ -541,12 +537,12 @@ fn returning_context(table: &TableDef, alias: &str, rows: Option<RecordBatch>, i
 // -------------------------------------------------------------- describe
 
 /// Parameter types and result columns of a DML statement.
-pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement) -> Result<(Vec<Option<eon_common::SqlType>>, Option<SchemaRef>)> {
     let (table, alias, items, params) = match stmt {
         Statement::Insert(ins) => {
             let shape = insert_shape(session, ins)?;
-            let mut types: Vec<Option<DataType>> = Vec::new();
-            let mut set = |n: usize, t: DataType| {
+            let mut types: Vec<Option<eon_common::SqlType>> = Vec::new();
+            let mut set = |n: usize, t: eon_common::SqlType| {
                 if types.len() < n {
                     types.resize(n, None);
                 }
@@ -561,7 +557,7 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
                             if let SqlExpr::Value(v) = cell {
                                 if let SqlValue::Placeholder(p) = &v.value {
                                     if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
-                                        set(n, shape.table.columns[col].ty.arrow_type());
+                                        set(n, shape.table.columns[col].ty);
                                     }
                                 }
                             }
@@ -589,7 +585,7 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
                             if types.len() < n {
                                 types.resize(n, None);
                             }
-                            types[n - 1] = Some(shape.table.columns[col].ty.arrow_type());
+                            types[n - 1] = Some(shape.table.columns[col].ty);
                         }
                     }
                 }
@@ -616,10 +612,13 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
 
 /// Run an INSERT, UPDATE or DELETE.
 pub async fn execute(session: &Session, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+    // The statement's snapshot; getting it also brings the catalog up to
+    // date, so tables created through other query engines resolve.
+    let ts = session.cluster().timestamp().await?;
     match stmt {
-        Statement::Insert(ins) => insert(session, ins, params).await,
-        Statement::Update(up) => update(session, up, params).await,
-        Statement::Delete(del) => delete(session, del, params).await,
+        Statement::Insert(ins) => insert(session, ins, params, ts).await,
+        Statement::Update(up) => update(session, up, params, ts).await,
+        Statement::Delete(del) => delete(session, del, params, ts).await,
         _ => Err(Error::internal("not a DML statement")),
     }
 }

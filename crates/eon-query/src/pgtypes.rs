@@ -394,12 +394,10 @@ fn parse_float(s: &str) -> std::result::Result<f64, ()> {
     }
 }
 
-/// The type a parameter is described with when the plan does not know it.
-pub fn param_pg_type(ty: &Option<DataType>) -> Type {
-    match ty {
-        Some(dt) => pg_type(SqlType::from_arrow(dt)),
-        None => Type::TEXT,
-    }
+/// The type a parameter is described with (text when the plan does not
+/// know it).
+pub fn param_pg_type(ty: &Option<SqlType>) -> Type {
+    pg_type(*ty)
 }
 
 #[cfg(test)]

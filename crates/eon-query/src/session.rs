@@ -35,7 +35,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use eon_common::error::sqlstate;
-use eon_common::{Error, Result};
+use eon_common::{Error, Result, SqlType};
 use futures::TryStreamExt;
 
 use crate::cluster::Cluster;
@@ -70,7 +70,7 @@ impl Output {
 pub struct Prepared {
     pub statement: Statement,
     /// Type of each `$n` parameter (None: unknown, treated as text).
-    pub param_types: Vec<Option<DataType>>,
+    pub param_types: Vec<Option<SqlType>>,
     /// Columns of the result, for statements that return rows.
     pub result: Option<SchemaRef>,
 }
@@ -400,10 +400,18 @@ pub fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
 }
 
 /// Parameter types of a plan, in `$1..$n` order.
-pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types = plan.get_parameter_types().map_err(from_df)?;
-    let max = types.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
-    Ok((1..=max).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect())
+pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<SqlType>>> {
+    let fields = plan.get_parameter_fields().map_err(from_df)?;
+    let max = fields.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
+    Ok((1..=max)
+        .map(|i| {
+            fields
+                .get(&format!("${i}"))
+                .cloned()
+                .flatten()
+                .and_then(|f| crate::pgtypes::sql_type_of(&f))
+        })
+        .collect())
 }
 
 fn explain_schema() -> SchemaRef {

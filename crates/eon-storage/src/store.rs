@@ -260,6 +260,14 @@ impl Store {
         self.shards.read().unwrap().len()
     }
 
+    /// Ids of the tables this store holds shards of.
+    pub fn table_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.shards.read().unwrap().keys().map(|(t, _)| *t).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Transactions with staged, unresolved writes.
     pub fn prepared_txns(&self) -> Vec<TxnId> {
         self.prepared.lock().unwrap().keys().copied().collect()

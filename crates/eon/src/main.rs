@@ -96,7 +96,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
         /// Take a checkpoint after this many bytes of log.
-        #[arg(long, default_value_t = 64 << 20)]
+        #[arg(long, env = "EON_CHECKPOINT_BYTES", default_value_t = 64 << 20)]
         checkpoint_bytes: u64,
     },
     /// Run a query engine (started by `eon up`).

@@ -3,3 +3,10 @@
 //! One test binary, one module per area.
 
 mod slt;
+mod cluster;
+mod pg;
+mod conformance;
+mod durability;
+mod psql;
+mod pushdown;
+mod rest;

@@ -1,0 +1,156 @@
+//! `eon up` and `eon status`: start, stop, restart, supervision, and
+//! refusing bad starts with one clear line.
+
+use std::process::Command;
+use std::time::Duration;
+
+use eon_testkit::{TestCluster, eon_bin, free_port};
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only a running process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn status_stop_and_restart_keep_every_row() {
+    let mut cluster = TestCluster::start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client.batch_execute("CREATE TABLE kept (id bigint PRIMARY KEY, v text)").await.unwrap();
+    let stmt = client.prepare("INSERT INTO kept VALUES ($1, $2)").await.unwrap();
+    for i in 0..200i64 {
+        client.execute(&stmt, &[&i, &format!("row {i}")]).await.unwrap();
+    }
+
+    // `eon status` shows every component and where the shards are.
+    let out = Command::new(eon_bin()).args(["status", "--data-dir"]).arg(&cluster.dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for name in ["meta", "data-engine-1", "data-engine-2", "data-engine-3", "query-engine-1", "public.kept"] {
+        assert!(text.contains(name), "status lacks {name}:\n{text}");
+    }
+    assert_eq!(text.matches("running").count(), 5, "{text}");
+    assert!(text.contains("data-engine-1: ["), "{text}");
+
+    // A graceful stop leaves no process behind.
+    let pids: Vec<u32> = cluster.instances().await.unwrap().iter().map(|i| i.pid).collect();
+    let up = cluster.up_pid().unwrap();
+    drop(client);
+    let status = cluster.stop().unwrap();
+    assert!(status.success(), "eon up exited with {status}");
+    for pid in pids.iter().chain([&up]) {
+        assert!(!alive(*pid), "process {pid} outlived eon up");
+    }
+    assert!(!cluster.dir.join("cluster.json").exists());
+
+    // Everything comes back.
+    let mut cluster = TestCluster::builder().dir(&cluster.dir.clone()).start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    let row = client.query_one("SELECT count(*), sum(id) FROM kept", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 200);
+    assert_eq!(row.get::<_, i64>(1), (0..200).sum::<i64>());
+    let v: String = client.query_one("SELECT v FROM kept WHERE id = 123", &[]).await.unwrap().get(0);
+    assert_eq!(v, "row 123");
+    // And the restarted cluster still writes.
+    client.execute("INSERT INTO kept VALUES (1000, 'after')", &[]).await.unwrap();
+    cluster.stop().unwrap();
+}
+
+#[tokio::test]
+async fn crashed_components_are_restarted() {
+    let cluster = TestCluster::start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client.batch_execute("CREATE TABLE crash (id int PRIMARY KEY); INSERT INTO crash VALUES (1), (2), (3)").await.unwrap();
+    drop(client);
+    cluster.kill_and_wait_restart("data-engine-2").await.unwrap();
+    cluster.kill_and_wait_restart("query-engine-1").await.unwrap();
+    // The new query engine and data engine serve; the router found the new
+    // query engine on its new port.
+    let client = cluster.pg().await.unwrap();
+    let n: i64 = client.query_one("SELECT count(*) FROM crash", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    let instances = cluster.instances().await.unwrap();
+    for name in ["data-engine-2", "query-engine-1"] {
+        let i = instances.iter().find(|i| i.name == name).unwrap();
+        assert_eq!(i.restarts, 1, "{name} restarts");
+        let log = std::fs::read_to_string(&i.log_path).unwrap();
+        assert!(log.contains("exited unexpectedly: killed by signal 9"), "{name} log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_every_child() {
+    let mut cluster = TestCluster::start().unwrap();
+    let pids: Vec<u32> = cluster.instances().await.unwrap().iter().map(|i| i.pid).collect();
+    assert_eq!(pids.len(), 5);
+    let up = cluster.up_pid().unwrap();
+    unsafe { libc::kill(up as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pids.iter().chain([&up]).any(|p| alive(*p)) {
+        assert!(std::time::Instant::now() < deadline, "processes still alive after Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = cluster.stop();
+}
+
+/// `eon up` with these arguments must fail fast with one line on stderr.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(eon_bin()).arg("up").args(args).output().unwrap();
+    assert!(!out.status.success(), "eon up {args:?} should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr, got:\n{stderr}");
+    assert!(stderr.starts_with("eon: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn bad_starts_are_refused_and_damage_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Port already in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tmp.path().join("a");
+    let http = free_port().to_string();
+    let msg = refused(&["--data-dir", dir.to_str().unwrap(), "--pg-port", &port, "--http-port", &http]);
+    assert!(msg.contains("already in use"), "{msg}");
+
+    // Unwritable data directory (its parent is a file).
+    std::fs::write(tmp.path().join("file"), b"x").unwrap();
+    let bad = tmp.path().join("file").join("data");
+    let msg = refused(&["--data-dir", bad.to_str().unwrap(), "--pg-port", &free_port().to_string(), "--http-port", &http]);
+    assert!(msg.contains("cannot create data directory"), "{msg}");
+
+    // A second `eon up` on a data directory in use.
+    let cluster = TestCluster::start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client.batch_execute("CREATE TABLE busy (id int PRIMARY KEY); INSERT INTO busy VALUES (7)").await.unwrap();
+    let msg = refused(&[
+        "--data-dir",
+        cluster.dir.to_str().unwrap(),
+        "--pg-port",
+        &free_port().to_string(),
+        "--http-port",
+        &free_port().to_string(),
+    ]);
+    assert!(msg.contains("already in use by another eon"), "{msg}");
+    // The running cluster did not notice.
+    let v: i32 = client.query_one("SELECT id FROM busy", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    assert!(cluster.dir.join("cluster.json").exists());
+}
+
+#[tokio::test]
+async fn several_query_engines_share_the_ports() {
+    let cluster = TestCluster::builder().query_engines(2).data_engines(2).start().unwrap();
+    let a = cluster.pg().await.unwrap();
+    a.batch_execute("CREATE TABLE shared (id int PRIMARY KEY)").await.unwrap();
+    // The second connection lands on the other query engine
+    // (least connections), which sees the table at once.
+    let b = cluster.pg().await.unwrap();
+    b.execute("INSERT INTO shared VALUES (1)", &[]).await.unwrap();
+    let n: i64 = a.query_one("SELECT count(*) FROM shared", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
+    let nodes = meta.list_nodes(eon_proto::v1::ListNodesRequest {}).await.unwrap().into_inner().nodes;
+    let qe = nodes.iter().filter(|n| n.kind == eon_proto::v1::NodeKind::QueryEngine as i32 && n.up).count();
+    assert_eq!(qe, 2);
+}
