@@ -18,6 +18,7 @@
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
+//! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`rest`]     | REST/JSON (axum)                                            |
@@ -32,6 +33,7 @@ pub mod errors;
 pub mod grpc;
 pub mod naming;
 pub mod pg;
+pub mod pgcasts;
 pub mod pgtypes;
 pub mod provider;
 pub mod rest;

@@ -100,7 +100,7 @@ impl Engine {
             .map_err(from_df)?;
         datafusion::catalog::CatalogProviderList::register_catalog(catalogs.as_ref(), DATABASE.into(), catalog);
         let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
-            vec![Arc::new(crate::decorrelate::DecorrelateScalarSubquery)];
+            vec![Arc::new(crate::decorrelate::DecorrelateScalarSubquery), Arc::new(crate::pgcasts::PostgresNumericCasts)];
         rules.extend(datafusion::optimizer::Optimizer::new().rules);
         let state = SessionStateBuilder::new()
             .with_config(config)

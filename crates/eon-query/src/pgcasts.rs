@@ -1,0 +1,110 @@
+//! Numeric-to-integer conversions the way PostgreSQL does them.
+//!
+//! DataFusion (like C) truncates when it casts a fractional number to an
+//! integer; PostgreSQL rounds: numeric half away from zero
+//! (`CAST(3.7 AS int)` is 4, `CAST(-2.5 AS int)` is -3), floats half to even
+//! (`CAST(2.5::float8 AS int)` is 2). And `ceil`, `floor`, `trunc` and
+//! `round` of a numeric have no fraction digits left. This rule rewrites
+//! those expressions before the rest of the optimizer sees them, using only
+//! built-in functions, so data engines can still evaluate them.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchemaRef, Result};
+use datafusion::logical_expr::expr::{Cast, ScalarFunction};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit, when};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+
+#[derive(Debug, Default)]
+pub struct PostgresNumericCasts;
+
+fn is_int(t: &DataType) -> bool {
+    matches!(t, DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+}
+
+fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
+    // Reuse the registered function of the same family: the rule has no
+    // registry, but the plan's own `round` etc. are what we need.
+    let _ = like;
+    let f = match name {
+        "round" => datafusion::functions::math::round(),
+        "trunc" => datafusion::functions::math::trunc(),
+        "abs" => datafusion::functions::math::abs(),
+        _ => return None,
+    };
+    Some(Expr::ScalarFunction(ScalarFunction::new_udf(f, args)))
+}
+
+fn rewrite(e: Expr, schema: &DFSchemaRef) -> Result<Transformed<Expr>> {
+    match &e {
+        Expr::Cast(Cast { expr, field }) if is_int(field.data_type()) => {
+            let Ok(from) = expr.get_type(schema) else { return Ok(Transformed::no(e)) };
+            let dummy = ScalarFunction::new_udf(datafusion::functions::math::round(), vec![]);
+            let rounded = match from {
+                DataType::Decimal128(..) | DataType::Decimal256(..) => call("round", vec![*expr.clone()], &dummy),
+                DataType::Float32 | DataType::Float64 => {
+                    // Ties to even: an exact .5 rounds to the even neighbour.
+                    let x = *expr.clone();
+                    let frac = call("abs", vec![x.clone() - call("trunc", vec![x.clone()], &dummy).unwrap()], &dummy).unwrap();
+                    let even = lit(2.0) * call("round", vec![x.clone() / lit(2.0)], &dummy).unwrap();
+                    let nearest = call("round", vec![x], &dummy).unwrap();
+                    Some(when(frac.eq(lit(0.5)), even).otherwise(nearest)?)
+                }
+                _ => None,
+            };
+            match rounded {
+                Some(r) => Ok(Transformed::yes(Expr::Cast(Cast { expr: Box::new(r), field: field.clone() }))),
+                None => Ok(Transformed::no(e)),
+            }
+        }
+        Expr::ScalarFunction(f)
+            if f.args.len() == 1 && matches!(f.func.name(), "ceil" | "floor" | "trunc" | "round") =>
+        {
+            match f.args[0].get_type(schema) {
+                Ok(DataType::Decimal128(p, s)) if s > 0 => {
+                    Ok(Transformed::yes(e.cast_to(&DataType::Decimal128(p, 0), schema.as_ref())?))
+                }
+                _ => Ok(Transformed::no(e)),
+            }
+        }
+        _ => Ok(Transformed::no(e)),
+    }
+}
+
+impl OptimizerRule for PostgresNumericCasts {
+    fn name(&self) -> &str {
+        "eon_postgres_numeric_casts"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        // Only projections and filters: a projection keeps each rewritten
+        // expression's name (an alias), so nothing that refers to its output
+        // notices; a filter's expressions name nothing.
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let schema = p.input.schema().clone();
+                let mut changed = false;
+                let mut exprs = Vec::with_capacity(p.expr.len());
+                for e in p.expr {
+                    let name = e.schema_name().to_string();
+                    let t = e.transform_up(|x| rewrite(x, &schema))?;
+                    changed |= t.transformed;
+                    exprs.push(if t.transformed { t.data.alias_if_changed(name)? } else { t.data });
+                }
+                let plan = LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(exprs, p.input)?);
+                Ok(if changed { Transformed::yes(plan) } else { Transformed::no(plan) })
+            }
+            LogicalPlan::Filter(f) => {
+                let schema = f.input.schema().clone();
+                let t = f.predicate.transform_up(|x| rewrite(x, &schema))?;
+                let plan = LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(t.data, f.input)?);
+                Ok(if t.transformed { Transformed::yes(plan) } else { Transformed::no(plan) })
+            }
+            other => Ok(Transformed::no(other)),
+        }
+    }
+}
