@@ -33,8 +33,9 @@ use eon_proto::v1 as pb;
 /// Field metadata key holding the SQL type name of a column.
 pub const SQL_TYPE_KEY: &str = "eon.sql_type";
 
-/// numeric without a precision: the widest Decimal128, with a scale that
-/// keeps common fractions exact.
+/// numeric without a precision ("unconstrained"; `SqlType::Numeric` with
+/// precision 0) is stored as the widest Decimal128 with a scale that keeps
+/// common fractions exact, and printed without trailing zeros.
 pub const NUMERIC_DEFAULT_PRECISION: u8 = 38;
 pub const NUMERIC_DEFAULT_SCALE: i8 = 10;
 
@@ -45,6 +46,7 @@ pub enum SqlType {
     Int8,
     Float4,
     Float8,
+    /// numeric(precision, scale); precision 0: unconstrained `numeric`.
     Numeric { precision: u8, scale: i8 },
     Text,
     Varchar { max_length: Option<u32> },
@@ -68,6 +70,7 @@ impl SqlType {
             SqlType::Int8 => DataType::Int64,
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
+            SqlType::Numeric { precision: 0, .. } => DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE),
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
             SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb => {
                 DataType::Utf8
@@ -110,6 +113,19 @@ impl SqlType {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
             _ => return None,
         })
+    }
+
+    /// True for `numeric` without a declared precision.
+    pub fn is_unconstrained_numeric(&self) -> bool {
+        matches!(self, SqlType::Numeric { precision: 0, .. })
+    }
+
+    /// The scale of the Arrow decimal a numeric is stored as.
+    pub fn decimal_scale(&self) -> i8 {
+        match self.arrow_type() {
+            DataType::Decimal128(_, s) => s,
+            _ => 0,
+        }
     }
 
     /// PostgreSQL's type OID.
@@ -173,10 +189,7 @@ impl SqlType {
             "double precision" | "float8" | "double" => SqlType::Float8,
             "numeric" | "decimal" => match (num(0), num(1)) {
                 (Some(p), s) => SqlType::Numeric { precision: p as u8, scale: s.unwrap_or(0) as i8 },
-                _ => SqlType::Numeric {
-                    precision: NUMERIC_DEFAULT_PRECISION,
-                    scale: NUMERIC_DEFAULT_SCALE,
-                },
+                _ => SqlType::Numeric { precision: 0, scale: 0 },
             },
             "text" => SqlType::Text,
             "varchar" | "character varying" => SqlType::Varchar { max_length: num(0) },
@@ -247,6 +260,7 @@ impl fmt::Display for SqlType {
             SqlType::Int8 => write!(f, "bigint"),
             SqlType::Float4 => write!(f, "real"),
             SqlType::Float8 => write!(f, "double precision"),
+            SqlType::Numeric { precision: 0, .. } => write!(f, "numeric"),
             SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
             SqlType::Text => write!(f, "text"),
             SqlType::Varchar { max_length: Some(n) } => write!(f, "character varying({n})"),
@@ -275,6 +289,7 @@ mod tests {
             SqlType::Float4,
             SqlType::Float8,
             SqlType::Numeric { precision: 12, scale: 3 },
+            SqlType::Numeric { precision: 0, scale: 0 },
             SqlType::Text,
             SqlType::Varchar { max_length: Some(20) },
             SqlType::Varchar { max_length: None },

@@ -269,7 +269,10 @@ pub fn display_value(v: &Value, ty: &crate::types::SqlType) -> String {
         (Value::Bool(b), _) => if *b { "t" } else { "f" }.into(),
         (Value::Int(i), _) => i.to_string(),
         (Value::Float(f), _) => f.to_string(),
-        (Value::Decimal(d), SqlType::Numeric { scale, .. }) => format_decimal(*d, *scale),
+        (Value::Decimal(d), t @ SqlType::Numeric { .. }) => {
+            let text = format_decimal(*d, t.decimal_scale());
+            if t.is_unconstrained_numeric() { trim_fraction(&text) } else { text }
+        }
         (Value::Decimal(d), _) => d.to_string(),
         (Value::Text(s), _) => s.clone(),
         (Value::Bytes(b), _) => {
@@ -299,4 +302,12 @@ pub fn format_decimal(v: i128, scale: i8) -> String {
     let digits = if digits.len() <= scale { format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits) } else { digits };
     let (int, frac) = digits.split_at(digits.len() - scale);
     format!("{}{}.{}", if neg { "-" } else { "" }, int, frac)
+}
+
+/// Drop trailing zeros after the decimal point (and the point itself).
+pub fn trim_fraction(text: &str) -> String {
+    if !text.contains('.') {
+        return text.to_string();
+    }
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -24,10 +24,7 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
     use SqlDataType as D;
     let numeric = |info: &ExactNumberInfo| -> Result<SqlType> {
         Ok(match info {
-            ExactNumberInfo::None => SqlType::Numeric {
-                precision: eon_common::types::NUMERIC_DEFAULT_PRECISION,
-                scale: eon_common::types::NUMERIC_DEFAULT_SCALE,
-            },
+            ExactNumberInfo::None => SqlType::Numeric { precision: 0, scale: 0 },
             ExactNumberInfo::Precision(p) => check_numeric(*p, 0)?,
             ExactNumberInfo::PrecisionAndScale(p, s) => check_numeric(*p, *s)?,
         })

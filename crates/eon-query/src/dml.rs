@@ -280,7 +280,10 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
         T::Int8 => "BIGINT".into(),
         T::Float4 => "REAL".into(),
         T::Float8 => "DOUBLE".into(),
-        T::Numeric { precision, scale } => format!("DECIMAL({precision},{scale})"),
+        t @ T::Numeric { .. } => match t.arrow_type() {
+            DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+            _ => unreachable!("numeric is a Decimal128"),
+        },
         T::Bool => "BOOLEAN".into(),
         T::Date => "DATE".into(),
         T::Timestamp => "TIMESTAMP".into(),

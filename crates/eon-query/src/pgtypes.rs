@@ -18,7 +18,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
 use datafusion::common::ScalarValue;
 use eon_common::error::sqlstate;
-use eon_common::value::format_decimal;
+use eon_common::value::{format_decimal, trim_fraction};
 use eon_common::{Error, Result, SqlType};
 use pgwire::api::Type;
 
@@ -29,7 +29,9 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// The SQL type a result column has: from eon's field metadata when the
 /// column comes straight from a table, else from its Arrow type.
 pub fn sql_type_of(field: &Field) -> Option<SqlType> {
-    SqlType::from_field(field).or_else(|| SqlType::from_arrow(field.data_type()))
+    SqlType::from_field(field)
+        .filter(|t| &t.arrow_type() == field.data_type())
+        .or_else(|| SqlType::from_arrow(field.data_type()))
 }
 
 /// The PostgreSQL type of a SQL type (text for anything eon does not store).
@@ -99,7 +101,10 @@ impl ColumnEncoder {
             Some(SqlType::Int8) => a.as_primitive::<Int64Type>().value(i).to_string(),
             Some(SqlType::Float4) => format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true),
             Some(SqlType::Float8) => format_float(a.as_primitive::<Float64Type>().value(i), 15, false),
-            Some(SqlType::Numeric { scale, .. }) => format_decimal(a.as_primitive::<Decimal128Type>().value(i), scale),
+            Some(t @ SqlType::Numeric { .. }) => {
+                let text = format_decimal(a.as_primitive::<Decimal128Type>().value(i), t.decimal_scale());
+                if t.is_unconstrained_numeric() { trim_fraction(&text) } else { text }
+            }
             Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb) => {
                 a.as_string::<i32>().value(i).to_string()
             }
@@ -130,7 +135,18 @@ impl ColumnEncoder {
             Some(SqlType::Int8) => buf.put_i64(a.as_primitive::<Int64Type>().value(i)),
             Some(SqlType::Float4) => buf.put_f32(a.as_primitive::<Float32Type>().value(i)),
             Some(SqlType::Float8) => buf.put_f64(a.as_primitive::<Float64Type>().value(i)),
-            Some(SqlType::Numeric { scale, .. }) => numeric_send(a.as_primitive::<Decimal128Type>().value(i), scale, buf),
+            Some(t @ SqlType::Numeric { .. }) => {
+                let v = a.as_primitive::<Decimal128Type>().value(i);
+                let scale = t.decimal_scale();
+                let shown = if t.is_unconstrained_numeric() {
+                    // Display scale: the digits the value actually has.
+                    let text = trim_fraction(&format_decimal(v, scale));
+                    text.split_once('.').map(|(_, f)| f.len() as i8).unwrap_or(0)
+                } else {
+                    scale
+                };
+                numeric_send(v / 10i128.pow((scale - shown) as u32), shown, buf)
+            }
             Some(SqlType::Text | SqlType::Varchar { .. }) => buf.put_slice(a.as_string::<i32>().value(i).as_bytes()),
             Some(SqlType::Jsonb) => {
                 buf.put_u8(1);
