@@ -16,7 +16,7 @@ use eon_common::schema::{ColumnDef, ROWID_COLUMN};
 use eon_common::{Error, Result, SqlType, TableDef};
 use eon_proto::v1 as pb;
 
-use crate::dml::ident;
+use crate::dml::{ident, table_name};
 use crate::session::{Output, Session};
 
 /// Map a SQL type name to eon's type.
@@ -80,22 +80,6 @@ fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
         ));
     }
     Ok(SqlType::Numeric { precision: p as u8, scale: s as i8 })
-}
-
-fn table_name(name: &ObjectName) -> Result<(String, String)> {
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(ident).collect();
-    let (schema, table) = match parts.as_slice() {
-        [t] => ("public".to_string(), t.clone()),
-        [s, t] | [_, s, t] => (s.clone(), t.clone()),
-        _ => return Err(Error::syntax(format!("improper relation name: {name}"))),
-    };
-    if schema != "public" {
-        return Err(Error::user(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{schema}\" does not exist")));
-    }
-    if table.len() > 63 {
-        return Err(Error::user(sqlstate::PROGRAM_LIMIT_EXCEEDED, format!("table name \"{table}\" is too long")));
-    }
-    Ok((schema, table))
 }
 
 pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {

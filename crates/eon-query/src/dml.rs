@@ -65,8 +65,9 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Resolve a table name (`t`, `public.t`, `eon.public.t`).
-pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDef>> {
+/// Split a table name (`t`, `public.t`, `eon.public.t`) into schema and
+/// table; `public` is the only schema so far.
+pub fn table_name(name: &ObjectName) -> Result<(String, String)> {
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(ident).collect();
     let (schema, table) = match parts.as_slice() {
         [t] => ("public".to_string(), t.clone()),
@@ -76,6 +77,12 @@ pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDe
     if schema != "public" {
         return Err(Error::user(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{schema}\" does not exist")));
     }
+    Ok((schema, table))
+}
+
+/// Resolve a table name to its definition, or 42P01.
+pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDef>> {
+    let (schema, table) = table_name(name)?;
     session
         .cluster()
         .table(&schema, &table)
@@ -386,6 +393,16 @@ fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[Tab
     sql
 }
 
+/// `columns` (one per table column, as many rows as `found`) as a batch of
+/// the table's schema.
+fn table_rows(table: &TableDef, found: &RecordBatch, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new_with_options(
+        table.arrow_schema().clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(found.num_rows())),
+    )?)
+}
+
 struct UpdateShape {
     table: Arc<TableDef>,
     alias: String,
@@ -434,8 +451,8 @@ async fn update(session: &Session, up: &Update, params: &[ScalarValue], ts: u64)
     for (i, &col) in shape.assigned.iter().enumerate() {
         new_columns[col] = coerce(found.column(ncols + i), &table.columns[col], &table.name)?;
     }
-    let old = RecordBatch::try_new_with_options(table.arrow_schema().clone(), found.columns()[..ncols].to_vec(), &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
-    let new = RecordBatch::try_new_with_options(table.arrow_schema().clone(), new_columns, &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
+    let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
+    let new = table_rows(&table, &found, new_columns)?;
     let pk = &table.primary_key;
     let old_keys = encode_keys(&pk.iter().map(|&i| old.column(i).clone()).collect::<Vec<_>>())?;
     let new_keys = encode_keys(&pk.iter().map(|&i| new.column(i).clone()).collect::<Vec<_>>())?;
@@ -495,7 +512,7 @@ async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ts: u64
     let state = session.statement_state(ts);
     let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
     let found = one_batch(schema, batches)?;
-    let rows = RecordBatch::try_new_with_options(table.arrow_schema().clone(), found.columns()[..table.columns.len()].to_vec(), &RecordBatchOptions::new().with_row_count(Some(found.num_rows())))?;
+    let rows = table_rows(&table, &found, found.columns()[..table.columns.len()].to_vec())?;
     let keys = encode_keys(&table.primary_key.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
     let mut seen = HashMap::new();
     let unique: Vec<u32> = (0..rows.num_rows()).filter(|&i| seen.insert(&keys[i], ()).is_none()).map(|i| i as u32).collect();
