@@ -19,6 +19,7 @@
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
+//! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`rest`]     | REST/JSON (axum)                                            |
@@ -34,6 +35,7 @@ pub mod grpc;
 pub mod naming;
 pub mod pg;
 pub mod pgcasts;
+pub mod pgcatalog;
 pub mod pgtypes;
 pub mod provider;
 pub mod rest;

@@ -111,6 +111,10 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
+        let db = ctx.catalog(DATABASE).ok_or_else(|| Error::internal("no database catalog"))?;
+        let inner = db.schema("pg_catalog").ok_or_else(|| Error::internal("no pg_catalog"))?;
+        db.register_schema("pg_catalog", Arc::new(crate::pgcatalog::EonPgCatalog { inner, cluster: cluster.clone() }))
+            .map_err(from_df)?;
         Ok(Arc::new(Engine { cluster, base: ctx.state(), compat: PostgresCompatibilityParser::new() }))
     }
 

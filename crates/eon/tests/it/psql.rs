@@ -21,9 +21,9 @@ async fn psql_smoke_test() {
         &cluster,
         &[
             "-c",
-            "CREATE TABLE gadgets (id integer PRIMARY KEY, name text NOT NULL, price numeric(8,2))",
+            "CREATE TABLE gadgets (id integer PRIMARY KEY, name text NOT NULL, price numeric(8,2), tag uuid, code varchar(12), seen timestamptz)",
             "-c",
-            "INSERT INTO gadgets VALUES (1, 'sprocket', 9.99), (2, 'widget', 0.5)",
+            "INSERT INTO gadgets (id, name, price) VALUES (1, 'sprocket', 9.99), (2, 'widget', 0.5)",
             "-c",
             "SELECT name, price FROM gadgets ORDER BY id",
             "-c",
@@ -45,7 +45,14 @@ async fn psql_smoke_test() {
     let (ok, out, err) = psql(&cluster, &["-c", "\\d gadgets"]);
     assert!(ok, "{err}");
     assert!(out.contains("Table \"public.gadgets\""), "{out}");
-    for line in ["id     | integer", "name   | text", "price  | numeric"] {
+    for line in [
+        "id     | integer",
+        "name   | text",
+        "price  | numeric(8,2)",
+        "tag    | uuid",
+        "code   | character varying(12)",
+        "seen   | timestamp with time zone",
+    ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
     assert!(out.contains("not null"), "{out}");
