@@ -31,7 +31,6 @@ impl QueryEngine for QueryEngineService {
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let request = engine.cluster.stats.start();
             let session = engine.session();
             let mut outputs = session.run(&req.sql, &params).await;
             let Some(last) = outputs.pop() else {
@@ -60,7 +59,6 @@ impl QueryEngine for QueryEngineService {
             .await;
             let msg = match result {
                 Ok(tag) => {
-                    request.ok();
                     Ok(pb::ExecuteResponse { kind: Some(pb::execute_response::Kind::CommandTag(tag)) })
                 }
                 Err(e) => Err(e.to_status()),

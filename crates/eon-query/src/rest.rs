@@ -93,7 +93,6 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Jso
         Some(Value::Array(items)) => items.iter().map(param).collect(),
         Some(_) => return Err(bad_request("\"params\" must be an array")),
     };
-    let _req = engine.cluster.stats.start();
     let session = engine.session();
     let mut outputs = session.run(sql, &params).await;
     let last = outputs.pop().ok_or_else(|| bad_request("empty query"))?;
@@ -118,7 +117,6 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Jso
             json!({"columns": columns, "rows": rows, "row_count": n, "command": format!("{tag} {n}")})
         }
     };
-    _req.ok();
     Ok(axum::Json(body))
 }
 

@@ -219,6 +219,15 @@ impl Session {
     /// at a fresh snapshot (the statement is all-or-nothing, so a retry is
     /// safe).
     pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let request = self.cluster().stats.start();
+        let out = self.execute_retrying(statement, params).await;
+        if out.is_ok() {
+            request.ok();
+        }
+        out
+    }
+
+    async fn execute_retrying(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
         let mut attempt = 0u32;
         loop {
             match self.execute_once(statement, params).await {

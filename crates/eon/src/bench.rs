@@ -49,8 +49,9 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 }
 
 /// Run `clients` loops of `op` for `seconds`; `op(client, client_no, i)`
-/// returns the rows it handled.
-async fn drive<F, Fut>(url: &str, clients: usize, seconds: u64, prepare: &'static str, op: F) -> anyhow::Result<(u64, u64, Duration, Vec<u64>)>
+/// returns the rows it handled. Returns statements, rows, elapsed time,
+/// latencies and the fewest statements any one client ran.
+async fn drive<F, Fut>(url: &str, clients: usize, seconds: u64, prepare: &'static str, op: F) -> anyhow::Result<(u64, u64, Duration, Vec<u64>, u64)>
 where
     F: Fn(Client, tokio_postgres::Statement, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<(Client, u64)>> + Send,
@@ -78,14 +79,15 @@ where
             anyhow::Ok((ops, rows, lat))
         }));
     }
-    let (mut ops, mut rows, mut lat) = (0, 0, Vec::new());
+    let (mut ops, mut rows, mut lat, mut fewest) = (0, 0, Vec::new(), u64::MAX);
     for t in tasks {
         let (o, r, l) = t.await??;
         ops += o;
         rows += r;
+        fewest = fewest.min(o);
         lat.extend(l);
     }
-    Ok((ops, rows, start.elapsed(), lat))
+    Ok((ops, rows, start.elapsed(), lat, fewest))
 }
 
 async fn run_target(name: &str, url: &str, args: &BenchArgs) -> anyhow::Result<Vec<Result_>> {
@@ -96,20 +98,21 @@ async fn run_target(name: &str, url: &str, args: &BenchArgs) -> anyhow::Result<V
     let mut out = Vec::new();
 
     // Single-row inserts; client c writes ids c, c + n, c + 2n, ...
-    let (ops, rows, elapsed, lat) = drive(url, args.clients, args.seconds, "INSERT INTO eon_bench VALUES ($1, $2)", move |client, stmt, c, i| async move {
+    let (ops, rows, elapsed, lat, fewest) = drive(url, args.clients, args.seconds, "INSERT INTO eon_bench VALUES ($1, $2)", move |client, stmt, c, i| async move {
         let id = (i * n + c as u64) as i64;
         client.execute(&stmt, &[&id, &format!("value-{id}")]).await?;
         Ok((client, 1))
     })
     .await?;
     out.push(Result_ { target: name.into(), workload: "insert 1 row", clients: args.clients, ops, rows, elapsed, latencies_us: lat });
-    let single_rows = rows;
+    // Every id below this exists (each client wrote at least `fewest`).
+    let dense = (fewest * n).max(1);
 
-    // 100-row inserts above the single-row ids.
-    let base = (single_rows / n + 2) * n;
+    // 100-row inserts, far above the single-row ids.
+    let base = 1u64 << 40;
     let values: String = (0..100).map(|k| format!("(${}, ${})", 2 * k + 1, 2 * k + 2)).collect::<Vec<_>>().join(", ");
     let sql: &'static str = Box::leak(format!("INSERT INTO eon_bench VALUES {values}").into_boxed_str());
-    let (ops, rows, elapsed, lat) = drive(url, args.clients, args.seconds, sql, move |client, stmt, c, i| async move {
+    let (ops, rows, elapsed, lat, _) = drive(url, args.clients, args.seconds, sql, move |client, stmt, c, i| async move {
         let first = base as i64 + ((i * n + c as u64) * 100) as i64;
         let ids: Vec<i64> = (0..100).map(|k| first + k).collect();
         let texts: Vec<String> = ids.iter().map(|id| format!("value-{id}")).collect();
@@ -124,9 +127,9 @@ async fn run_target(name: &str, url: &str, args: &BenchArgs) -> anyhow::Result<V
     .await?;
     out.push(Result_ { target: name.into(), workload: "insert 100 rows", clients: args.clients, ops, rows, elapsed, latencies_us: lat });
 
-    // Point selects over the single-row ids.
-    let keys = single_rows.max(1);
-    let (ops, rows, elapsed, lat) = drive(url, args.clients, args.seconds, "SELECT v FROM eon_bench WHERE id = $1", move |client, stmt, c, i| async move {
+    // Point selects over ids that exist.
+    let keys = dense;
+    let (ops, rows, elapsed, lat, _) = drive(url, args.clients, args.seconds, "SELECT v FROM eon_bench WHERE id = $1", move |client, stmt, c, i| async move {
         // A cheap deterministic spread over the keys.
         let id = ((i.wrapping_mul(2_654_435_761) + c as u64 * 97) % keys) as i64;
         let rows = client.query(&stmt, &[&id]).await?;

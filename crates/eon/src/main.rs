@@ -184,11 +184,11 @@ fn main() -> ExitCode {
         }
         Command::Status { data_dir, agent, meta } => match runtime().block_on(status::run(&data_dir, agent, meta)) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
+            Err(e) => fail(format!("{e:#}")),
         },
         Command::Bench(args) => match runtime().block_on(bench::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
+            Err(e) => fail(format!("{e:#}")),
         },
         Command::Conformance { interface, addr, meta } => {
             let r = runtime().block_on(eon_conformance::run(&interface, &addr, meta.as_deref()));
