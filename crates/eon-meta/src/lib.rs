@@ -81,13 +81,19 @@ impl MetaService {
 
     /// The next timestamp (see the module docs).
     fn next_ts(&self) -> Result<(u64, u64), Error> {
+        self.next_ts_block(1)
+    }
+
+    /// Reserve `count` consecutive timestamps; returns the first.
+    fn next_ts_block(&self, count: u64) -> Result<(u64, u64), Error> {
         let mut inner = self.inner.lock().unwrap();
         let ts = (inner.last_ts + 1).max(unix_us());
-        if ts >= inner.persisted.ts_limit {
-            inner.persisted.ts_limit = ts + TS_WINDOW_US;
+        let last = ts + count.max(1) - 1;
+        if last >= inner.persisted.ts_limit {
+            inner.persisted.ts_limit = last + TS_WINDOW_US;
             self.save(&inner)?;
         }
-        inner.last_ts = ts;
+        inner.last_ts = last;
         Ok((ts, inner.persisted.catalog_version))
     }
 
@@ -256,9 +262,10 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn get_timestamp(&self, _req: Request<pb::GetTimestampRequest>) -> Reply<pb::GetTimestampResponse> {
+    async fn get_timestamp(&self, req: Request<pb::GetTimestampRequest>) -> Reply<pb::GetTimestampResponse> {
         let r = self.stats.start();
-        let (ts, catalog_version) = self.next_ts().map_err(Status::from)?;
+        let count = req.into_inner().count.clamp(1, 100_000) as u64;
+        let (ts, catalog_version) = self.next_ts_block(count).map_err(Status::from)?;
         r.ok();
         Ok(Response::new(pb::GetTimestampResponse { ts, catalog_version }))
     }

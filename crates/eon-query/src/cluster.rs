@@ -5,6 +5,12 @@
 //! version — every statement asks for a timestamp, so DDL done through any
 //! query engine is seen by the next statement on every other), and a block of
 //! row ids for tables without a primary key.
+//!
+//! Timestamps are batched: while one request to meta is in flight, the
+//! statements that start wait, and the next request reserves one timestamp
+//! for each of them (TiDB's TSO does the same). A statement is only ever
+//! served by a request sent after it started, so it still sees everything
+//! committed before it began.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,8 +32,18 @@ struct CatalogCache {
     by_name: HashMap<(String, String), Arc<TableDef>>,
 }
 
+type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
+
+/// Statements waiting for a timestamp, and whether a request is in flight.
+#[derive(Default)]
+struct TsQueue {
+    waiting: Vec<TsReply>,
+    in_flight: bool,
+}
+
 pub struct Cluster {
     meta: MetaClient<Channel>,
+    ts_queue: Mutex<TsQueue>,
     catalog: RwLock<CatalogCache>,
     engines: RwLock<HashMap<u64, (String, DataEngineClient<Channel>)>>,
     rowids: Mutex<(u64, u64)>,
@@ -40,6 +56,7 @@ impl Cluster {
     pub fn new(meta_addr: &str, stats: Arc<Recorder>, default_shards: u32) -> Result<Arc<Cluster>> {
         Ok(Arc::new(Cluster {
             meta: node::meta_client(meta_addr)?,
+            ts_queue: Mutex::new(TsQueue::default()),
             catalog: RwLock::new(CatalogCache::default()),
             engines: RwLock::new(HashMap::new()),
             rowids: Mutex::new((0, 0)),
@@ -53,12 +70,47 @@ impl Cluster {
     }
 
     /// A fresh timestamp from meta; refreshes the catalog if it changed.
-    pub async fn timestamp(&self) -> Result<u64> {
-        let r = self.meta().get_timestamp(pb::GetTimestampRequest {}).await.map_err(meta_err)?.into_inner();
-        if r.catalog_version != self.catalog.read().unwrap().version {
+    pub async fn timestamp(self: &Arc<Self>) -> Result<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = self.ts_queue.lock().unwrap();
+            q.waiting.push(tx);
+            !std::mem::replace(&mut q.in_flight, true)
+        };
+        if lead {
+            // A task of its own: if this statement is cancelled, the others
+            // still get their timestamps.
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.fetch_timestamps().await });
+        }
+        let (ts, version) = rx.await.map_err(|_| Error::internal("timestamp request dropped"))??;
+        if version != self.catalog.read().unwrap().version {
             self.refresh_catalog().await?;
         }
-        Ok(r.ts)
+        Ok(ts)
+    }
+
+    /// Serve waiting statements until none are left, one meta request per
+    /// round.
+    async fn fetch_timestamps(&self) {
+        loop {
+            let batch = {
+                let mut q = self.ts_queue.lock().unwrap();
+                if q.waiting.is_empty() {
+                    q.in_flight = false;
+                    return;
+                }
+                std::mem::take(&mut q.waiting)
+            };
+            let count = batch.len() as u32;
+            let r = self.meta().get_timestamp(pb::GetTimestampRequest { count }).await.map_err(meta_err);
+            for (i, tx) in batch.into_iter().enumerate() {
+                let _ = tx.send(match &r {
+                    Ok(resp) => Ok((resp.get_ref().ts + i as u64, resp.get_ref().catalog_version)),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
     }
 
     pub async fn refresh_catalog(&self) -> Result<()> {
