@@ -45,6 +45,9 @@ use crate::{ddl, dml};
 
 /// The database name clients see (`current_database()`).
 pub const DATABASE: &str = "eon";
+/// How long a statement keeps retrying write conflicts.
+pub const CONFLICT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `server_version` reports: the PostgreSQL release eon follows.
 pub const SERVER_VERSION: &str = "15.0";
 
@@ -227,13 +230,19 @@ impl Session {
         out
     }
 
+    /// A statement that lost a write conflict runs again at a new
+    /// snapshot — where PostgreSQL would wait for the other writer's row
+    /// lock — with jittered back-off (0.5 ms doubling to 16 ms), for up to
+    /// [`CONFLICT_PATIENCE`]; then the 40001 reaches the client.
     async fn execute_retrying(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let deadline = tokio::time::Instant::now() + CONFLICT_PATIENCE;
         let mut attempt = 0u32;
         loop {
             match self.execute_once(statement, params).await {
-                Err(e) if e.is_retryable_conflict() && attempt < 30 => {
+                Err(e) if e.is_retryable_conflict() && tokio::time::Instant::now() < deadline => {
                     attempt += 1;
-                    let backoff = std::time::Duration::from_micros((500u64 << attempt.min(7)) + rand_jitter());
+                    let base = 500u64 << attempt.min(5);
+                    let backoff = std::time::Duration::from_micros(base / 2 + rand_jitter() % base);
                     tokio::time::sleep(backoff).await;
                 }
                 other => return other,
@@ -439,5 +448,5 @@ fn rand_jitter() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(eon_common::unix_us());
-    h.finish() % 1000
+    h.finish()
 }
