@@ -393,6 +393,14 @@ fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[Tab
     sql
 }
 
+/// Run the SELECT of an UPDATE or DELETE at the statement's snapshot: the
+/// rows it touches (all columns, then any computed values).
+async fn matching_rows(session: &Session, ts: u64, select: &Statement, params: &[ScalarValue]) -> Result<RecordBatch> {
+    let state = session.statement_state(ts);
+    let (schema, batches) = collect(session, &state, select.clone(), params).await?;
+    one_batch(schema, batches)
+}
+
 /// `columns` (one per table column, as many rows as `found`) as a batch of
 /// the table's schema.
 fn table_rows(table: &TableDef, found: &RecordBatch, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -443,9 +451,7 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
 async fn update(session: &Session, up: &Update, params: &[ScalarValue], ts: u64) -> Result<Output> {
     let shape = update_shape(session, up)?;
     let table = shape.table.clone();
-    let state = session.statement_state(ts);
-    let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
-    let found = one_batch(schema, batches)?;
+    let found = matching_rows(session, ts, &shape.select, params).await?;
     let ncols = table.columns.len();
     let mut new_columns: Vec<ArrayRef> = found.columns()[..ncols].to_vec();
     for (i, &col) in shape.assigned.iter().enumerate() {
@@ -509,9 +515,7 @@ fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
 async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ts: u64) -> Result<Output> {
     let shape = delete_shape(session, del)?;
     let table = shape.table.clone();
-    let state = session.statement_state(ts);
-    let (schema, batches) = collect(session, &state, shape.select.clone(), params).await?;
-    let found = one_batch(schema, batches)?;
+    let found = matching_rows(session, ts, &shape.select, params).await?;
     let rows = table_rows(&table, &found, found.columns()[..table.columns.len()].to_vec())?;
     let keys = encode_keys(&table.primary_key.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
     let mut seen = HashMap::new();
