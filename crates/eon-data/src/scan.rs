@@ -115,6 +115,7 @@ pub async fn run_scan(
     shards: &[u32],
     ts: u64,
     keys: Option<RecordBatch>,
+    own: Option<u64>,
     tx: &tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
 ) -> Result<ScanCounts, Error> {
     let ids: Vec<ShardId> = shards.iter().map(|&s| (plan.table.id, s)).collect();
@@ -143,8 +144,8 @@ pub async fn run_scan(
         let mut from = Bound::Unbounded;
         loop {
             let chunk = match &key_sets {
-                Some(sets) => store.get_chunk(id, ts, &sets[i].1, build),
-                None => store.scan_chunk(id, ts, from.clone(), CHUNK_ROWS, build),
+                Some(sets) => store.get_chunk(id, ts, own, &sets[i].1, build),
+                None => store.scan_chunk(id, ts, own, from.clone(), CHUNK_ROWS, build),
             };
             counts.scanned += chunk.scanned as u64;
             let batch = plan.finish(chunk.out?)?;

@@ -183,7 +183,8 @@ impl DataEngine for DataEngineService {
         let returned = self.rows_returned.clone();
         let bytes = self.bytes_returned.clone();
         tokio::spawn(async move {
-            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, &tx).await;
+            let own = (req.txn_id != 0).then_some(req.txn_id);
+            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, own, &tx).await;
             let msg = match result {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);
@@ -204,15 +205,38 @@ impl DataEngine for DataEngineService {
         Ok(Response::new(out))
     }
 
+    async fn finalize(&self, req: Request<pb::FinalizeRequest>) -> Reply<pb::FinalizeResponse> {
+        let r = self.stats.start();
+        let min_commit_ts = self.store.finalize(req.into_inner().txn_id).await.map_err(|e| match e {
+            eon_storage::Error::UnknownTransaction(t) => {
+                Error::write_conflict(format!("transaction {t} was aborted on data engine {}", self.id))
+            }
+            other => Error::internal(format!("finalize: {other}")),
+        })?;
+        r.ok();
+        Ok(Response::new(pb::FinalizeResponse { min_commit_ts }))
+    }
+
+    async fn refresh(&self, req: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
+        let req = req.into_inner();
+        let ok = req.spans.iter().all(|span| {
+            let keys: Vec<Vec<u8>> = span.keys.iter().map(|k| k.to_vec()).collect();
+            let keys = (!keys.is_empty()).then_some(keys.as_slice());
+            self.store.refresh((span.table_id, span.shard), keys, req.txn_id, req.from_ts, req.to_ts)
+        });
+        Ok(Response::new(pb::RefreshResponse { ok }))
+    }
+
     async fn commit(&self, req: Request<pb::CommitRequest>) -> Reply<pb::CommitResponse> {
         let req = req.into_inner();
         let r = self.stats.start();
-        self.store
+        let commit_ts = self
+            .store
             .commit(req.txn_id, req.commit_ts)
             .await
             .map_err(|e| Error::internal(format!("commit: {e}")))?;
         r.ok();
-        Ok(Response::new(pb::CommitResponse {}))
+        Ok(Response::new(pb::CommitResponse { commit_ts }))
     }
 
     async fn abort(&self, req: Request<pb::AbortRequest>) -> Reply<pb::AbortResponse> {

@@ -192,7 +192,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     }
     // Defaults must be constants of the column's type: evaluate them now.
     let ts = session.cluster().timestamp().await?;
-    let state = session.statement_state(ts);
+    let state = session.statement_state(std::sync::Arc::new(crate::provider::StatementContext { read_ts: ts, ..Default::default() }));
     for col in &columns {
         if let Some(d) = &col.default_sql {
             let stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(

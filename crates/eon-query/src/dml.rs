@@ -21,7 +21,7 @@
 //!
 //! `RETURNING` is evaluated by DataFusion over the rows written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +50,9 @@ use futures::TryStreamExt;
 use crate::coerce::coerce;
 use crate::errors::from_df;
 use crate::provider::DML_SUFFIX;
-use crate::session::{Output, Session, bind, param_types_of};
+use crate::provider::StatementContext;
+use crate::session::{Output, Session, WriteMode, bind, param_types_of};
 
-/// How long a commit (or abort) keeps retrying an engine that is restarting.
-const COMMIT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
 pub fn ident(i: &Ident) -> String {
@@ -300,10 +299,11 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
     }
 }
 
-async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ts: u64) -> Result<Output> {
+async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+    check_writable(mode, "INSERT")?;
     let shape = insert_shape(session, ins)?;
     let table = shape.table.clone();
-    let state = session.statement_state(ts);
+    let state = session.statement_state(ctx.clone());
     let source = match collect(session, &state, insert_source(&shape, params, false)?, &[]).await {
         Ok(r) => r,
         // VALUES rows whose cells have different types: cast every cell to
@@ -341,7 +341,7 @@ async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ts: u64
     let kind = if shape.ignore_conflicts { pb::WriteKind::InsertIgnore } else { pb::WriteKind::Insert };
     let mut writes = Writes::default();
     let op_rows = writes.add(&table, kind, &rows, &table.primary_key)?;
-    let results = writes.commit(session, ts).await?;
+    let results = writes.apply(session, ctx.read_ts, mode).await?;
     let mut written: Vec<u32> = Vec::with_capacity(n);
     for (op, rows_of_op) in op_rows {
         let skipped = &results[&op].skipped;
@@ -395,8 +395,8 @@ fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[Tab
 
 /// Run the SELECT of an UPDATE or DELETE at the statement's snapshot: the
 /// rows it touches (all columns, then any computed values).
-async fn matching_rows(session: &Session, ts: u64, select: &Statement, params: &[ScalarValue]) -> Result<RecordBatch> {
-    let state = session.statement_state(ts);
+async fn matching_rows(session: &Session, ctx: &Arc<StatementContext>, select: &Statement, params: &[ScalarValue]) -> Result<RecordBatch> {
+    let state = session.statement_state(ctx.clone());
     let (schema, batches) = collect(session, &state, select.clone(), params).await?;
     one_batch(schema, batches)
 }
@@ -448,10 +448,11 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
     Ok(UpdateShape { table, alias, assigned, select })
 }
 
-async fn update(session: &Session, up: &Update, params: &[ScalarValue], ts: u64) -> Result<Output> {
+async fn update(session: &Session, up: &Update, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+    check_writable(mode, "UPDATE")?;
     let shape = update_shape(session, up)?;
     let table = shape.table.clone();
-    let found = matching_rows(session, ts, &shape.select, params).await?;
+    let found = matching_rows(session, &ctx, &shape.select, params).await?;
     let ncols = table.columns.len();
     let mut new_columns: Vec<ArrayRef> = found.columns()[..ncols].to_vec();
     for (i, &col) in shape.assigned.iter().enumerate() {
@@ -483,7 +484,7 @@ async fn update(session: &Session, up: &Update, params: &[ScalarValue], ts: u64)
     if !moved.is_empty() {
         writes.add(&table, pb::WriteKind::Insert, &take_record_batch(&new, &UInt32Array::from(moved.clone()))?, pk)?;
     }
-    writes.commit(session, ts).await?;
+    writes.apply(session, ctx.read_ts, mode).await?;
     let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
     touched.sort();
     let count = touched.len();
@@ -512,10 +513,11 @@ fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
     Ok(DeleteShape { table, alias, select })
 }
 
-async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ts: u64) -> Result<Output> {
+async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+    check_writable(mode, "DELETE")?;
     let shape = delete_shape(session, del)?;
     let table = shape.table.clone();
-    let found = matching_rows(session, ts, &shape.select, params).await?;
+    let found = matching_rows(session, &ctx, &shape.select, params).await?;
     let rows = table_rows(&table, &found, found.columns()[..table.columns.len()].to_vec())?;
     let keys = encode_keys(&table.primary_key.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
     let mut seen = HashMap::new();
@@ -524,7 +526,7 @@ async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ts: u64
     let mut writes = Writes::default();
     let key_batch = rows.project(&table.primary_key)?;
     writes.add(&table, pb::WriteKind::Delete, &key_batch, &(0..table.primary_key.len()).collect::<Vec<_>>())?;
-    writes.commit(session, ts).await?;
+    writes.apply(session, ctx.read_ts, mode).await?;
     let count = rows.num_rows();
     match &del.returning {
         Some(items) => returning(&table, &shape.alias, rows, items, "DELETE").await,
@@ -638,16 +640,23 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
 pub async fn execute(session: &Session, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
     // The statement's snapshot; getting it also brings the catalog up to
     // date, so tables created through other query engines resolve.
-    let ts = session.cluster().timestamp().await?;
+    let (ctx, mode) = session.begin_statement().await?;
     match stmt {
-        Statement::Insert(ins) => insert(session, ins, params, ts).await,
-        Statement::Update(up) => update(session, up, params, ts).await,
-        Statement::Delete(del) => delete(session, del, params, ts).await,
+        Statement::Insert(ins) => insert(session, ins, params, ctx, mode).await,
+        Statement::Update(up) => update(session, up, params, ctx, mode).await,
+        Statement::Delete(del) => delete(session, del, params, ctx, mode).await,
         _ => Err(Error::internal("not a DML statement")),
     }
 }
 
 // ---------------------------------------------------------------- writing
+
+fn check_writable(mode: WriteMode, what: &str) -> Result<()> {
+    match mode {
+        WriteMode::Txn { read_only: true, .. } => Err(crate::txn::read_only_error(what)),
+        _ => Ok(()),
+    }
+}
 
 /// Write operations of one statement, grouped by data engine.
 #[derive(Default)]
@@ -680,13 +689,18 @@ impl Writes {
         Ok(out)
     }
 
-    /// Write everything, all or nothing. Returns each op's result by op
-    /// number.
-    async fn commit(self, session: &Session, read_ts: u64) -> Result<HashMap<usize, pb::OpResult>> {
+    /// Write everything: all or nothing now (autocommit), or staged under
+    /// the open transaction. Returns each op's result by op number.
+    async fn apply(self, session: &Session, read_ts: u64, mode: WriteMode) -> Result<HashMap<usize, pb::OpResult>> {
         let cluster = session.cluster();
-        let txn = new_txn_id();
-        let one_phase = self.by_engine.len() == 1;
-        let mut staged: Vec<u64> = Vec::new();
+        let (txn, staged_only) = match mode {
+            WriteMode::Autocommit => (crate::txn::new_txn_id(), false),
+            WriteMode::Txn { id, .. } => (id, true),
+        };
+        // A statement on one engine outside a transaction commits there in
+        // one phase.
+        let one_phase = !staged_only && self.by_engine.len() == 1;
+        let engines: BTreeSet<u64> = self.by_engine.keys().copied().collect();
         let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
         let mut failure: Option<Error> = None;
         let calls = self.by_engine.iter().map(|(&engine, ops)| {
@@ -704,7 +718,6 @@ impl Writes {
         for (engine, r) in futures::future::join_all(calls).await {
             match r {
                 Ok(resp) => {
-                    staged.push(engine);
                     results.insert(engine, resp.into_inner());
                 }
                 Err(e) => {
@@ -719,36 +732,23 @@ impl Writes {
                 }
             }
         }
-        if !one_phase {
-            match failure {
-                Some(e) => {
-                    // Abort everywhere (engines that failed to stage hold
-                    // nothing, but an abort of an unknown transaction is
-                    // harmless and covers a lost reply).
-                    let aborts = self.by_engine.keys().map(|&engine| async move {
-                        let _ = cluster
-                            .with_engine(engine, COMMIT_PATIENCE, true, |mut c| async move { c.abort(pb::AbortRequest { txn_id: txn }).await })
-                            .await;
-                    });
-                    futures::future::join_all(aborts).await;
-                    return Err(e);
-                }
-                None => {
-                    let commit_ts = results.values().map(|r| r.min_commit_ts).max().unwrap_or(read_ts);
-                    let commits = staged.iter().map(|&engine| async move {
-                        cluster
-                            .with_engine(engine, COMMIT_PATIENCE, true, |mut c| async move {
-                                c.commit(pb::CommitRequest { txn_id: txn, commit_ts }).await
-                            })
-                            .await
-                    });
-                    for r in futures::future::join_all(commits).await {
-                        r.map_err(|e| Error::internal(format!("commit outcome unknown: {e}")))?;
-                    }
-                }
+        if staged_only {
+            // Engines that staged something (even if another refused) hold
+            // intents of the transaction; it aborts them at ROLLBACK.
+            session.staged_on(results.keys().copied());
+            if let Some(e) = failure {
+                return Err(e);
             }
         } else if let Some(e) = failure {
+            if !one_phase {
+                // Abort everywhere (an engine that failed to stage holds
+                // nothing, but an abort of an unknown transaction is harmless
+                // and covers a lost reply).
+                crate::txn::abort(cluster, txn, &engines).await;
+            }
             return Err(e);
+        } else if !one_phase {
+            crate::txn::commit(cluster, txn, &engines, None).await?;
         }
         let mut by_op = HashMap::new();
         for (op, (engine, pos)) in self.locations.iter().enumerate() {
@@ -760,6 +760,3 @@ impl Writes {
     }
 }
 
-fn new_txn_id() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0 | 1
-}

@@ -39,7 +39,7 @@ impl QueryEngine for QueryEngineService {
             };
             let result: Result<String, eon_common::Error> = async {
                 match last? {
-                    Output::Command(tag) => Ok(tag),
+                    Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => Ok(tag),
                     Output::Rows { schema, mut stream, tag } => {
                         // The first message always describes the columns.
                         let empty = datafusion::arrow::array::RecordBatch::new_empty(schema.clone());

@@ -23,6 +23,7 @@
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`rest`]     | REST/JSON (axum)                                            |
+//! | [`txn`]      | transaction blocks: isolation, commit protocol, refresh     |
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
 
 pub mod cluster;
@@ -40,6 +41,7 @@ pub mod pgtypes;
 pub mod provider;
 pub mod rest;
 pub mod session;
+pub mod txn;
 
 use std::time::Duration;
 

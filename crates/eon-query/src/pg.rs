@@ -180,18 +180,25 @@ fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> eon_common::Result
     Ok(rows)
 }
 
-/// Turn a statement's output into a pgwire response.
-fn respond(output: Output, format: &Format) -> Response {
+/// Turn a statement's output into a pgwire response. An error while rows
+/// stream aborts the session's transaction block, like any other error.
+fn respond(output: Output, format: &Format, session: &Arc<Session>) -> Response {
     match output {
         Output::Command(tag) => Response::Execution(Tag::new(&tag)),
+        Output::TxnStart(tag) => Response::TransactionStart(Tag::new(&tag)),
+        Output::TxnEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
         Output::Rows { schema, stream, tag } => {
             let fields = fields(&schema, format);
             let encode_fields = fields.clone();
+            let session = session.clone();
             let rows = stream
                 .map(move |batch| -> Vec<PgWireResult<DataRow>> {
                     match batch.map_err(from_df).and_then(|b| encode_batch(&b, &encode_fields)) {
                         Ok(rows) => rows.into_iter().map(Ok).collect(),
-                        Err(e) => vec![Err(pg_error(e))],
+                        Err(e) => {
+                            session.note_error();
+                            vec![Err(pg_error(e))]
+                        }
                     }
                 })
                 .flat_map(futures::stream::iter);
@@ -212,10 +219,13 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let outputs = self.session.run(query, &[]).await;
+        if outputs.iter().any(|o| o.is_err()) {
+            self.session.note_error();
+        }
         Ok(outputs
             .into_iter()
             .map(|o| match o {
-                Ok(out) => respond(out, &Format::UnifiedText),
+                Ok(out) => respond(out, &Format::UnifiedText, &self.session),
                 Err(e) => Response::Error(Box::new(error_info(e))),
             })
             .collect())
@@ -240,11 +250,17 @@ impl QueryParser for StatementParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.session.parse(sql).map_err(pg_error)?;
+        let mut statements = self.session.parse(sql).map_err(|e| {
+            self.session.note_error();
+            pg_error(e)
+        })?;
         match statements.len() {
             0 => Ok(None),
             1 => {
-                let prepared = self.session.prepare(statements.remove(0)).await.map_err(pg_error)?;
+                let prepared = self.session.prepare(statements.remove(0)).await.map_err(|e| {
+                    self.session.note_error();
+                    pg_error(e)
+                })?;
                 Ok(Some(PgStatement { prepared }))
             }
             _ => Err(pg_error(Error::syntax("cannot insert multiple commands into a prepared statement"))),
@@ -291,7 +307,10 @@ impl ExtendedQueryHandler for Handler {
                 .filter(|t| t.oid() != 0)
                 .unwrap_or_else(|| param_pg_type(&declared.get(i).cloned().flatten()));
             let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
-            let value = decode_param(portal.parameters[i].as_deref(), binary, &ty).map_err(pg_error)?;
+            let value = decode_param(portal.parameters[i].as_deref(), binary, &ty).map_err(|e| {
+                self.session.note_error();
+                pg_error(e)
+            })?;
             params.push(value);
         }
         let expected = declared.len();
@@ -302,7 +321,7 @@ impl ExtendedQueryHandler for Handler {
             )));
         }
         match self.session.execute(&stmt.statement.prepared.statement, &params).await {
-            Ok(out) => Ok(respond(out, &portal.result_column_format)),
+            Ok(out) => Ok(respond(out, &portal.result_column_format, &self.session)),
             Err(e) => Err(pg_error(e)),
         }
     }

@@ -63,10 +63,25 @@ const SCAN_PATIENCE: Duration = Duration::from_secs(3);
 /// Point lookups with more keys than this scan instead.
 const MAX_POINT_KEYS: usize = 10_000;
 
-/// What every scan of one statement shares: its snapshot.
-#[derive(Debug)]
+/// What every scan of one statement shares: its snapshot, its transaction,
+/// and the record of what it read.
+#[derive(Debug, Default)]
 pub struct StatementContext {
     pub read_ts: u64,
+    /// 0: not in a transaction.
+    pub txn_id: u64,
+    /// Record read spans (SERIALIZABLE transactions refresh them at commit).
+    pub track_reads: bool,
+    pub reads: std::sync::Mutex<Vec<ReadSpan>>,
+}
+
+/// Something a statement read: keys of a shard, or the whole shard.
+#[derive(Debug, Clone)]
+pub struct ReadSpan {
+    pub engine: u64,
+    pub table: u64,
+    pub shard: u32,
+    pub keys: Option<Vec<Vec<u8>>>,
 }
 
 /// DataFusion errors raised by eon code carry the eon error (and so the
@@ -304,6 +319,7 @@ impl TableProvider for EonTable {
             None => Bytes::new(),
         };
         let mut keys = None;
+        let mut encoded_keys = None;
         let mut shards: Vec<u32> = (0..self.def.shard_count).collect();
         if let Some(tuples) = point_keys(&self.def, filters) {
             let key_schema = self.def.key_schema();
@@ -322,6 +338,7 @@ impl TableProvider for EonTable {
             shards.sort();
             shards.dedup();
             keys = Some((tuples.len(), Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?)));
+            encoded_keys = Some(encoded);
         }
         let mut by_engine: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for s in shards {
@@ -332,6 +349,8 @@ impl TableProvider for EonTable {
             def: self.def.clone(),
             cluster: self.cluster.clone(),
             read_ts: stmt.read_ts,
+            stmt: stmt.clone(),
+            encoded_keys,
             columns,
             filter: filter.map(|f| (unqualify(f).to_string(), filter_bytes)),
             keys,
@@ -346,6 +365,9 @@ struct ScanSpec {
     def: Arc<TableDef>,
     cluster: Arc<Cluster>,
     read_ts: u64,
+    stmt: Arc<StatementContext>,
+    /// The point lookup's keys, encoded (for read spans).
+    encoded_keys: Option<Vec<Vec<u8>>>,
     columns: Vec<u32>,
     /// Display form and serialized form.
     filter: Option<(String, Bytes)>,
@@ -448,7 +470,17 @@ impl ExecutionPlan for EonScanExec {
         let Some((engine, shards)) = spec.parts.get(partition).cloned() else {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
         };
+        if spec.stmt.track_reads {
+            let mut reads = spec.stmt.reads.lock().unwrap();
+            for &shard in &shards {
+                let keys = spec.encoded_keys.as_ref().map(|all| {
+                    all.iter().filter(|k| shard_of(k, spec.def.shard_count) == shard).cloned().collect()
+                });
+                reads.push(ReadSpan { engine, table: spec.def.id, shard, keys });
+            }
+        }
         let req = pb::ScanRequest {
+            txn_id: spec.stmt.txn_id,
             table: Some(spec.def.proto().clone()),
             shards,
             read_ts: spec.read_ts,

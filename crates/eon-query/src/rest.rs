@@ -10,8 +10,11 @@
 //! and times are ISO-8601 strings, bytea is base64, jsonb is nested JSON.
 //! Errors are `{"error":{"code":"<SQLSTATE>","message":"..."}}` with 400
 //! for bad input, 409 for conflicts, 503 when a needed component is down and
-//! 500 only for bugs. `GET /v1/health` reports whether this query engine
-//! can reach meta and how many data engines are up.
+//! 500 only for bugs. `POST /v1/transaction` runs
+//! `{"statements": [{"sql": ..., "params": [...]}, ...]}` atomically and
+//! answers `{"results": [...]}` (each as `/v1/sql` would), or the first
+//! error with nothing applied. `GET /v1/health` reports whether this query
+//! engine can reach meta and how many data engines are up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,7 @@ use crate::session::{Engine, Output};
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/v1/sql", post(sql))
+        .route("/v1/transaction", post(transaction))
         .route("/v1/health", get(health))
         .fallback(|| async { ApiError(Error::user("42704", "no such endpoint; try POST /v1/sql or GET /v1/health")).into_response_with(StatusCode::NOT_FOUND) })
         .with_state(engine)
@@ -83,22 +87,68 @@ fn param(v: &Value) -> ScalarValue {
     }
 }
 
-async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+/// The `sql` and `params` of a request object.
+fn statement(req: &Value) -> Result<(&str, Vec<ScalarValue>), ApiError> {
     let Some(sql) = req.get("sql").and_then(Value::as_str) else {
-        return Err(bad_request("the body needs a \"sql\" string"));
+        return Err(bad_request("each statement needs a \"sql\" string"));
     };
     let params: Vec<ScalarValue> = match req.get("params") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(items)) => items.iter().map(param).collect(),
         Some(_) => return Err(bad_request("\"params\" must be an array")),
     };
-    let session = engine.session();
-    let mut outputs = session.run(sql, &params).await;
+    Ok((sql, params))
+}
+
+/// Run SQL in a session; the answer of its last statement.
+async fn run(session: &crate::session::Session, sql: &str, params: &[ScalarValue]) -> Result<Value, ApiError> {
+    let mut outputs = session.run(sql, params).await;
     let last = outputs.pop().ok_or_else(|| bad_request("empty query"))?;
-    let out = last.map_err(ApiError)?;
-    let body = match out {
-        Output::Command(tag) => {
+    if let Some(Err(e)) = outputs.into_iter().find(|o| o.is_err()) {
+        return Err(ApiError(e));
+    }
+    output_json(last.map_err(ApiError)?).await
+}
+
+async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+    let (sql, params) = statement(&req)?;
+    let session = engine.session();
+    Ok(axum::Json(run(&session, sql, &params).await?))
+}
+
+/// `POST /v1/transaction`: `{"statements": [{"sql": ..., "params": [...]}, ...]}`
+/// run in one transaction; all their results, or the first error and
+/// nothing applied.
+async fn transaction(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+    let Some(items) = req.get("statements").and_then(Value::as_array) else {
+        return Err(bad_request("the body needs a \"statements\" array"));
+    };
+    let statements = items.iter().map(statement).collect::<Result<Vec<_>, _>>()?;
+    let session = engine.session();
+    run(&session, "BEGIN", &[]).await?;
+    let mut results = Vec::with_capacity(statements.len());
+    for (sql, params) in &statements {
+        match run(&session, sql, params).await {
+            Ok(v) => results.push(v),
+            Err(e) => {
+                let _ = run(&session, "ROLLBACK", &[]).await;
+                return Err(e);
+            }
+        }
+    }
+    let end = run(&session, "COMMIT", &[]).await?;
+    if end["command"] != "COMMIT" {
+        return Err(ApiError(eon_common::Error::write_conflict("the transaction was rolled back")));
+    }
+    Ok(axum::Json(json!({"results": results})))
+}
+
+/// A statement's output as `/v1/sql` answers it.
+async fn output_json(out: Output) -> Result<Value, ApiError> {
+    Ok(match out {
+        Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => {
             let count: u64 = tag.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
             json!({"columns": [], "rows": [], "row_count": count, "command": tag})
         }
@@ -116,8 +166,7 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Jso
             let n = rows.len();
             json!({"columns": columns, "rows": rows, "row_count": n, "command": format!("{tag} {n}")})
         }
-    };
-    Ok(axum::Json(body))
+    })
 }
 
 /// Rows of a batch as JSON arrays.

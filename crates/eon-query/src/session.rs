@@ -41,6 +41,7 @@ use futures::TryStreamExt;
 use crate::cluster::Cluster;
 use crate::errors::from_df;
 use crate::provider::{EonSchema, StatementContext};
+use crate::txn::{Isolation, TxnState};
 use crate::{ddl, dml};
 
 /// The database name clients see (`current_database()`).
@@ -58,6 +59,10 @@ pub enum Output {
     Rows { schema: SchemaRef, stream: SendableRecordBatchStream, tag: String },
     /// A complete command tag ("CREATE TABLE", "INSERT 0 3").
     Command(String),
+    /// BEGIN: a transaction block started (tag "BEGIN").
+    TxnStart(String),
+    /// COMMIT or ROLLBACK: the transaction block ended (the tag says how).
+    TxnEnd(String),
 }
 
 impl Output {
@@ -122,13 +127,46 @@ impl Engine {
     }
 
     pub fn session(self: &Arc<Self>) -> Session {
-        Session { engine: self.clone(), vars: Mutex::new(BTreeMap::new()) }
+        Session {
+            engine: self.clone(),
+            vars: Mutex::new(BTreeMap::new()),
+            txn: Mutex::new(None),
+            default_isolation: Mutex::new(Isolation::Serializable),
+        }
     }
 }
 
 pub struct Session {
     pub engine: Arc<Engine>,
     vars: Mutex<BTreeMap<String, String>>,
+    /// The open transaction block, if any.
+    txn: Mutex<Option<TxnState>>,
+    /// Isolation of new transactions (SET SESSION CHARACTERISTICS, SET
+    /// default_transaction_isolation).
+    default_isolation: Mutex<Isolation>,
+}
+
+/// How a statement's writes are made.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteMode {
+    /// All or nothing, committed before the statement answers.
+    Autocommit,
+    /// Staged under the open transaction.
+    Txn { id: u64, read_only: bool },
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A client that goes away in a transaction block rolls it back.
+        if let Some(t) = self.txn.get_mut().unwrap().take() {
+            if !t.engines.is_empty() {
+                let cluster = self.engine.cluster.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move { crate::txn::abort(&cluster, t.id, &t.engines).await });
+                }
+            }
+        }
+    }
 }
 
 /// True when a statement reads PostgreSQL's system catalogs: only those
@@ -170,11 +208,59 @@ impl Session {
         Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)
     }
 
-    /// A copy of the session state for one statement, carrying its snapshot.
-    pub fn statement_state(&self, read_ts: u64) -> SessionState {
+    /// A copy of the session state for one statement, carrying its context.
+    pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
         let mut state = self.engine.base.clone();
-        state.config_mut().set_extension(Arc::new(StatementContext { read_ts }));
+        state.config_mut().set_extension(ctx);
         state
+    }
+
+    /// The snapshot and write mode of a statement that is starting: in a
+    /// transaction block its snapshot (REPEATABLE READ, SERIALIZABLE) or a
+    /// fresh one (READ COMMITTED); otherwise a fresh one. Also brings the
+    /// catalog up to date.
+    pub async fn begin_statement(&self) -> Result<(Arc<StatementContext>, WriteMode)> {
+        let fresh = self.cluster().timestamp().await?;
+        let mut guard = self.txn.lock().unwrap();
+        let Some(t) = guard.as_mut() else {
+            return Ok((Arc::new(StatementContext { read_ts: fresh, ..Default::default() }), WriteMode::Autocommit));
+        };
+        if t.failed {
+            return Err(crate::txn::aborted_error());
+        }
+        t.started = true;
+        let read_ts = if t.isolation == Isolation::ReadCommitted { fresh } else { t.read_ts };
+        let ctx = Arc::new(StatementContext {
+            read_ts,
+            txn_id: t.id,
+            track_reads: t.isolation == Isolation::Serializable,
+            reads: Default::default(),
+        });
+        if ctx.track_reads {
+            t.statements.push(ctx.clone());
+        }
+        Ok((ctx, WriteMode::Txn { id: t.id, read_only: t.read_only }))
+    }
+
+    /// Note that the open transaction staged writes on these engines.
+    pub fn staged_on(&self, engines: impl IntoIterator<Item = u64>) {
+        if let Some(t) = self.txn.lock().unwrap().as_mut() {
+            t.engines.extend(engines);
+        }
+    }
+
+    /// A statement failed: an open transaction block is now aborted (25P02
+    /// until ROLLBACK), as in PostgreSQL. Front doors call this for errors
+    /// that happen before `execute` (parse errors).
+    pub fn note_error(&self) {
+        if let Some(t) = self.txn.lock().unwrap().as_mut() {
+            t.failed = true;
+        }
+    }
+
+    /// True inside a transaction block.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.lock().unwrap().is_some()
     }
 
     /// Plan a query (no snapshot needed: scans are bound at execution).
@@ -186,7 +272,7 @@ impl Session {
     pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
         // A fresh timestamp also refreshes the catalog if it changed.
         self.cluster().timestamp().await?;
-        let state = self.statement_state(0);
+        let state = self.statement_state(Arc::new(StatementContext::default()));
         let (param_types, result) = match &statement {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let mut planned = statement.clone();
@@ -218,16 +304,97 @@ impl Session {
         Ok(Prepared { statement, param_types, result })
     }
 
-    /// Run one statement with parameter values. Write conflicts are retried
-    /// at a fresh snapshot (the statement is all-or-nothing, so a retry is
-    /// safe).
+    /// Run one statement with parameter values. Outside a transaction
+    /// block, write conflicts are retried at a fresh snapshot (the statement
+    /// is all-or-nothing, so a retry is safe); inside one, any error aborts
+    /// the block.
     pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
         let request = self.cluster().stats.start();
-        let out = self.execute_retrying(statement, params).await;
+        let out = match statement {
+            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
+                self.transaction_control(statement).await
+            }
+            _ if self.in_transaction() => {
+                let out = self.execute_once(statement, params).await;
+                if out.is_err() {
+                    self.note_error();
+                }
+                out
+            }
+            _ => self.execute_retrying(statement, params).await,
+        };
         if out.is_ok() {
             request.ok();
         }
         out
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK.
+    async fn transaction_control(&self, statement: &Statement) -> Result<Output> {
+        use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
+        match statement {
+            Statement::StartTransaction { modes, .. } => {
+                let mut isolation = *self.default_isolation.lock().unwrap();
+                let mut read_only = false;
+                for m in modes {
+                    match m {
+                        TransactionMode::IsolationLevel(l) => {
+                            isolation = match l {
+                                TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => {
+                                    Isolation::ReadCommitted
+                                }
+                                TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot => {
+                                    Isolation::RepeatableRead
+                                }
+                                TransactionIsolationLevel::Serializable => Isolation::Serializable,
+                            }
+                        }
+                        TransactionMode::AccessMode(a) => read_only = matches!(a, TransactionAccessMode::ReadOnly),
+                    }
+                }
+                if self.in_transaction() {
+                    // PostgreSQL warns and stays in the block.
+                    return Ok(Output::TxnStart("BEGIN".into()));
+                }
+                let read_ts = self.cluster().timestamp().await?;
+                *self.txn.lock().unwrap() = Some(TxnState {
+                    id: crate::txn::new_txn_id(),
+                    read_ts,
+                    isolation,
+                    read_only,
+                    failed: false,
+                    started: false,
+                    engines: Default::default(),
+                    statements: vec![],
+                });
+                Ok(Output::TxnStart("BEGIN".into()))
+            }
+            Statement::Rollback { savepoint: Some(_), .. } => {
+                self.note_error();
+                Err(Error::unsupported("savepoints are not supported yet"))
+            }
+            Statement::Rollback { .. } => {
+                let t = self.txn.lock().unwrap().take();
+                if let Some(t) = t {
+                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                }
+                Ok(Output::TxnEnd("ROLLBACK".into()))
+            }
+            Statement::Commit { .. } => {
+                let t = self.txn.lock().unwrap().take();
+                let Some(t) = t else { return Ok(Output::TxnEnd("COMMIT".into())) };
+                if t.failed {
+                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                    return Ok(Output::TxnEnd("ROLLBACK".into()));
+                }
+                let reads: Vec<crate::provider::ReadSpan> =
+                    t.statements.iter().flat_map(|s| s.reads.lock().unwrap().clone()).collect();
+                let refresh = (t.isolation == Isolation::Serializable).then_some((t.read_ts, reads.as_slice()));
+                crate::txn::commit(self.cluster(), t.id, &t.engines, refresh).await?;
+                Ok(Output::TxnEnd("COMMIT".into()))
+            }
+            _ => Err(Error::internal("not a transaction statement")),
+        }
     }
 
     /// A statement that lost a write conflict runs again at a new
@@ -251,6 +418,14 @@ impl Session {
     }
 
     async fn execute_once(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        if let Some(t) = self.txn.lock().unwrap().as_ref() {
+            if t.failed {
+                return Err(crate::txn::aborted_error());
+            }
+            if matches!(statement, Statement::CreateTable(_) | Statement::Drop { .. }) {
+                return Err(Error::unsupported("CREATE and DROP inside a transaction block are not supported yet"));
+            }
+        }
         match statement {
             Statement::Query(_) => self.query(statement.clone(), params).await,
             Statement::Explain { analyze, verbose, statement: inner, .. } => {
@@ -263,11 +438,9 @@ impl Session {
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
                 ddl::drop_tables(self, names, *if_exists).await
             }
-            Statement::StartTransaction { .. } => Err(Error::unsupported(
-                "multi-statement transactions (BEGIN ... COMMIT) are not supported yet: every statement commits on its own",
-            )),
-            Statement::Commit { .. } => Ok(Output::Command("COMMIT".into())),
-            Statement::Rollback { .. } => Ok(Output::Command("ROLLBACK".into())),
+            Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } => {
+                Err(Error::unsupported("savepoints are not supported yet"))
+            }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => {
                 let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
@@ -285,8 +458,8 @@ impl Session {
             Statement::Query(q) => crate::naming::prepare(q),
             _ => None,
         };
-        let ts = self.cluster().timestamp().await?;
-        let state = self.statement_state(ts);
+        let (ctx, _) = self.begin_statement().await?;
+        let state = self.statement_state(ctx);
         let plan = self.plan_query(&state, statement).await?;
         let plan = bind(plan, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
@@ -309,8 +482,8 @@ impl Session {
         if !matches!(inner, Statement::Query(_)) {
             return Err(Error::unsupported("EXPLAIN is supported for queries only"));
         }
-        let ts = self.cluster().timestamp().await?;
-        let state = self.statement_state(ts);
+        let (ctx, _) = self.begin_statement().await?;
+        let state = self.statement_state(ctx);
         let plan = bind(self.plan_query(&state, statement).await?, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
         let batches: Vec<RecordBatch> =
@@ -344,10 +517,36 @@ impl Session {
             S::SingleAssignment { variable, values, .. } => {
                 let name = variable.to_string().to_ascii_lowercase();
                 let value = values.iter().map(|v| v.to_string().trim_matches('\'').to_string()).collect::<Vec<_>>().join(", ");
-                if name == "transaction_isolation" || name.starts_with("transaction") {
-                    return Ok(Output::Command("SET".into()));
+                if name == "default_transaction_isolation" || name == "transaction_isolation" {
+                    let level = Isolation::parse(&value).ok_or_else(|| {
+                        Error::user(sqlstate::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"{name}\": \"{value}\""))
+                    })?;
+                    drop(vars);
+                    return self.set_isolation(level, name == "default_transaction_isolation");
                 }
                 vars.insert(name, value);
+            }
+            S::SetTransaction { modes, session, .. } => {
+                use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
+                drop(vars);
+                for m in modes {
+                    match m {
+                        TransactionMode::IsolationLevel(l) => {
+                            let level = match l {
+                                TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => Isolation::ReadCommitted,
+                                TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot => Isolation::RepeatableRead,
+                                TransactionIsolationLevel::Serializable => Isolation::Serializable,
+                            };
+                            self.set_isolation(level, *session)?;
+                        }
+                        TransactionMode::AccessMode(a) => {
+                            if let Some(t) = self.txn.lock().unwrap().as_mut() {
+                                t.read_only = matches!(a, TransactionAccessMode::ReadOnly);
+                            }
+                        }
+                    }
+                }
+                return Ok(Output::Command("SET".into()));
             }
             S::SetTimeZone { value, .. } => {
                 vars.insert("timezone".into(), value.to_string().trim_matches('\'').to_string());
@@ -360,7 +559,36 @@ impl Session {
         Ok(Output::Command("SET".into()))
     }
 
+    /// SET TRANSACTION ISOLATION LEVEL (this block) or the session default.
+    fn set_isolation(&self, level: Isolation, session_default: bool) -> Result<Output> {
+        if session_default {
+            *self.default_isolation.lock().unwrap() = level;
+            return Ok(Output::Command("SET".into()));
+        }
+        match self.txn.lock().unwrap().as_mut() {
+            Some(t) if t.started => Err(Error::user(
+                "25001",
+                "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+            )),
+            Some(t) => {
+                t.isolation = level;
+                Ok(Output::Command("SET".into()))
+            }
+            // PostgreSQL warns and does nothing outside a block.
+            None => Ok(Output::Command("SET".into())),
+        }
+    }
+
     fn show(&self, name: &str) -> Result<Output> {
+        if matches!(name, "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation") {
+            let level = match (name, self.txn.lock().unwrap().as_ref()) {
+                ("default_transaction_isolation", _) | (_, None) => *self.default_isolation.lock().unwrap(),
+                (_, Some(t)) => t.isolation,
+            };
+            let schema = show_schema(name);
+            let col: ArrayRef = Arc::new(StringArray::from(vec![level.name()]));
+            return Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "SHOW");
+        }
         let value = match self.vars.lock().unwrap().get(name) {
             Some(v) => v.clone(),
             None => match name {
@@ -370,9 +598,6 @@ impl Session {
                 "datestyle" => "ISO, MDY".into(),
                 "timezone" | "time zone" => "UTC".into(),
                 "intervalstyle" => "postgres".into(),
-                "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => {
-                    "serializable".into()
-                }
                 "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
                 "search_path" => "\"$user\", public".into(),
                 "max_identifier_length" => "63".into(),
@@ -401,8 +626,23 @@ impl Session {
             Err(e) => return vec![Err(e)],
         };
         let mut out = Vec::with_capacity(statements.len());
-        for s in &statements {
-            let r = self.execute(s, params).await;
+        let n = statements.len();
+        for (i, s) in statements.iter().enumerate() {
+            let mut r = self.execute(s, params).await;
+            // Rows of all but the last statement are read to the end before
+            // the next one runs, so an error while reading them stops the
+            // string there, as in PostgreSQL.
+            if i + 1 < n {
+                if let Ok(Output::Rows { schema, stream, tag }) = r {
+                    r = match stream.try_collect::<Vec<RecordBatch>>().await {
+                        Ok(batches) => Output::rows(batches, schema, &tag),
+                        Err(e) => {
+                            self.note_error();
+                            Err(from_df(e))
+                        }
+                    };
+                }
+            }
             let failed = r.is_err();
             out.push(r);
             if failed {

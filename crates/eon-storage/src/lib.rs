@@ -41,6 +41,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Key(#[from] eon_common::Error),
+    /// Finalize of a transaction with no staged writes here (it was aborted).
+    #[error("transaction {0} has no staged writes here")]
+    UnknownTransaction(u64),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,9 +12,14 @@
 //! ```
 //!
 //! A reader at snapshot `ts` sees the newest committed version with a
-//! timestamp `<= ts`. An intent whose eventual commit timestamp could be
-//! `<= ts` makes the reader wait until it is resolved; an intent whose
-//! minimum commit timestamp is above `ts` cannot matter to it.
+//! timestamp `<= ts`. An intent whose minimum commit timestamp is above `ts`
+//! cannot matter to it. One that could still commit at or below `ts` is
+//! *pushed*: its minimum commit timestamp is raised above `ts`, so the
+//! writer will commit after this reader and the reader can ignore it —
+//! readers never wait for open transactions. Only once the writer's
+//! coordinator has *frozen* its intents (it is deciding the commit
+//! timestamp, see two-phase commit in `store.rs`) does a reader wait for the
+//! outcome, for the short time the decision takes.
 //!
 //! A writer that read at `read_ts` may replace or delete a row only if no
 //! version newer than `read_ts` was committed meanwhile and no other
@@ -23,6 +28,8 @@
 //!
 //! Everything here is a plain function of its inputs — no locks, no I/O — so
 //! the rules can be tested directly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use eon_common::value::Row;
 use serde::{Deserialize, Serialize};
@@ -40,9 +47,54 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub txn: TxnId,
-    /// The transaction will commit at this timestamp or later.
-    pub min_commit_ts: Ts,
+    /// The transaction will commit at this timestamp or later. Readers raise
+    /// it (under a shared lock, hence atomic) while the intent is not frozen.
+    pub min_commit_ts: PushTs,
+    /// The coordinator is choosing the commit timestamp: no more pushes.
+    pub frozen: bool,
     pub value: Option<Row>,
+}
+
+/// A timestamp readers may raise concurrently.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(from = "u64", into = "u64")]
+pub struct PushTs(AtomicU64);
+
+impl PushTs {
+    pub fn new(ts: Ts) -> PushTs {
+        PushTs(AtomicU64::new(ts))
+    }
+    pub fn get(&self) -> Ts {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Raise to at least `ts`.
+    pub fn raise(&self, ts: Ts) {
+        self.0.fetch_max(ts, Ordering::SeqCst);
+    }
+}
+
+impl Clone for PushTs {
+    fn clone(&self) -> Self {
+        PushTs::new(self.get())
+    }
+}
+
+impl PartialEq for PushTs {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl From<u64> for PushTs {
+    fn from(ts: u64) -> Self {
+        PushTs::new(ts)
+    }
+}
+
+impl From<PushTs> for u64 {
+    fn from(p: PushTs) -> u64 {
+        p.get()
+    }
 }
 
 /// The history of one key.
@@ -92,6 +144,7 @@ impl Versions {
     }
 
     /// What a reader at `ts` (belonging to transaction `own`, if any) sees.
+    /// Pushes another transaction's unfrozen intent above `ts`.
     pub fn read(&self, ts: Ts, own: Option<TxnId>) -> Visible<'_> {
         if let Some(intent) = &self.intent {
             if Some(intent.txn) == own {
@@ -100,8 +153,11 @@ impl Versions {
                     None => Visible::Absent,
                 };
             }
-            if intent.min_commit_ts <= ts {
-                return Visible::Wait(intent.txn);
+            if intent.min_commit_ts.get() <= ts {
+                if intent.frozen {
+                    return Visible::Wait(intent.txn);
+                }
+                intent.min_commit_ts.raise(ts + 1);
             }
         }
         match self.committed.iter().rev().find(|v| v.ts <= ts) {
@@ -129,6 +185,9 @@ impl Versions {
                     intent.txn
                 )));
             }
+            if intent.frozen {
+                return Err(Refusal::Conflict("transaction is committing".into()));
+            }
         }
         match kind {
             WriteKind::Insert | WriteKind::InsertIgnore => {
@@ -153,10 +212,10 @@ impl Versions {
     /// Stage (or replace) this transaction's intent.
     pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, value: Option<Row>) {
         let min_commit_ts = match &self.intent {
-            Some(i) if i.txn == txn => i.min_commit_ts.max(min_commit_ts),
+            Some(i) if i.txn == txn => i.min_commit_ts.get().max(min_commit_ts),
             _ => min_commit_ts,
         };
-        self.intent = Some(Intent { txn, min_commit_ts, value });
+        self.intent = Some(Intent { txn, min_commit_ts: PushTs::new(min_commit_ts), frozen: false, value });
     }
 
     /// Turn `txn`'s intent into a committed version. Idempotent: a missing
@@ -240,17 +299,23 @@ mod tests {
     }
 
     #[test]
-    fn intents_block_only_snapshots_they_may_land_in() {
+    fn readers_push_open_intents_and_wait_only_for_frozen_ones() {
         let mut v = Versions::default();
         v.install(100, Some(row(1)));
         v.set_intent(9, 410, Some(row(5)));
         assert_eq!(v.read(400, None), Visible::Row(&row(1)));
-        assert_eq!(v.read(500, None), Visible::Wait(9));
-        assert_eq!(v.read(500, Some(9)), Visible::Row(&row(5)));
-        assert!(v.commit(9, 420));
-        assert_eq!(v.read(500, None), Visible::Row(&row(5)));
-        assert_eq!(v.read(415, None), Visible::Row(&row(1)));
-        assert!(!v.commit(9, 420), "second commit is a no-op");
+        // A later reader pushes the intent above itself instead of waiting.
+        assert_eq!(v.read(500, None), Visible::Row(&row(1)));
+        assert_eq!(v.intent.as_ref().unwrap().min_commit_ts.get(), 501);
+        assert_eq!(v.read(500, Some(9)), Visible::Row(&row(5)), "own writes are visible");
+        // Frozen: readers that could see it wait for the outcome.
+        v.intent.as_mut().unwrap().frozen = true;
+        assert_eq!(v.read(600, None), Visible::Wait(9));
+        assert_eq!(v.read(500, None), Visible::Row(&row(1)));
+        assert!(v.commit(9, 601));
+        assert_eq!(v.read(700, None), Visible::Row(&row(5)));
+        assert_eq!(v.read(600, None), Visible::Row(&row(1)));
+        assert!(!v.commit(9, 601), "second commit is a no-op");
     }
 
     #[test]

@@ -63,6 +63,9 @@ enum Record {
     Apply { txn: TxnId, commit_ts: Ts, shards: Vec<ShardWrites> },
     /// A staged write awaiting Commit or Abort.
     Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites> },
+    /// The coordinator is choosing the commit timestamp: the transaction's
+    /// intents may no longer be pushed.
+    Freeze { txn: TxnId },
     Commit { txn: TxnId, commit_ts: Ts },
     Abort { txn: TxnId },
     DropTable { table: u64 },
@@ -246,6 +249,16 @@ impl Store {
     /// the oracle, above anything a reader used before the restart).
     pub fn set_read_floor(&self, ts: Ts) {
         self.read_floor.fetch_max(ts, Ordering::SeqCst);
+        // Pushes readers made before the restart were not logged: push every
+        // open intent above the floor instead.
+        for cell in self.shards.read().unwrap().values() {
+            let data = cell.data.read().unwrap();
+            for v in data.rows.values() {
+                if let Some(i) = v.intent.as_ref().filter(|i| !i.frozen) {
+                    i.min_commit_ts.raise(ts + 1);
+                }
+            }
+        }
     }
 
     pub fn wal(&self) -> &Wal {
@@ -291,7 +304,9 @@ impl Store {
     /// error is returned.
     pub async fn write(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
         let _cp = self.checkpoint_lock.read().await;
-        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops)?;
+        // A one-phase write's intents are frozen from the start: it commits
+        // at the timestamp chosen here, so no reader may push it meanwhile.
+        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops, one_phase)?;
         let shards = group_writes(&staged);
         let record = if one_phase {
             Record::Apply { txn, commit_ts: min_commit_ts, shards }
@@ -318,6 +333,7 @@ impl Store {
         txn: TxnId,
         read_ts: Ts,
         ops: &[WriteOp],
+        frozen: bool,
     ) -> Result<(Vec<OpOutcome>, Vec<(ShardId, Key, Option<Row>)>, Ts)> {
         let mut ids: Vec<ShardId> = ops.iter().map(|o| o.shard).collect();
         ids.sort();
@@ -380,7 +396,8 @@ impl Store {
         for (shard, key, _) in &staged {
             let gi = ids.binary_search(shard).unwrap();
             if let Some(i) = guards[gi].rows.get_mut(key).and_then(|v| v.intent.as_mut()) {
-                i.min_commit_ts = i.min_commit_ts.max(min_commit_ts);
+                i.min_commit_ts.raise(min_commit_ts);
+                i.frozen = frozen;
             }
         }
         let added: u64 = staged.iter().map(|(_, k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64).sum();
@@ -417,17 +434,58 @@ impl Store {
         self.resolved.notify_waiters();
     }
 
-    /// Commit a staged transaction at `commit_ts` (which must be at least the
-    /// minimum its Write reported). Unknown transactions are ignored, so a
-    /// repeated Commit is harmless.
-    pub async fn commit(&self, txn: TxnId, commit_ts: Ts) -> Result<()> {
+    /// Freeze a staged transaction's intents here (readers now wait instead
+    /// of pushing them) and return the lowest timestamp it may commit at on
+    /// this engine. The freeze is logged, so it survives a restart. An
+    /// unknown transaction (aborted, or never staged here) is an error.
+    pub async fn finalize(&self, txn: TxnId) -> Result<Ts> {
+        let _cp = self.checkpoint_lock.read().await;
+        let min = self.freeze(txn)?;
+        self.wal.append(&Record::Freeze { txn }).await?;
+        Ok(min)
+    }
+
+    /// Freeze `txn`'s intents; the highest of their minimum commit
+    /// timestamps.
+    fn freeze(&self, txn: TxnId) -> Result<Ts> {
+        let keys = self.prepared.lock().unwrap().get(&txn).cloned().ok_or(Error::UnknownTransaction(txn))?;
+        let floor = self.read_floor.load(Ordering::SeqCst) + 1;
+        let mut min = floor;
+        let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
+        for (shard, key) in &keys {
+            by_shard.entry(*shard).or_default().push(key);
+        }
+        for (shard, keys) in by_shard {
+            let Some(cell) = self.shard(shard) else { continue };
+            let mut data = cell.data.write().unwrap();
+            for key in keys {
+                if let Some(i) = data.rows.get_mut(key).and_then(|v| v.intent.as_mut()).filter(|i| i.txn == txn) {
+                    i.frozen = true;
+                    min = min.max(i.min_commit_ts.get());
+                }
+            }
+        }
+        Ok(min)
+    }
+
+    /// Commit a staged transaction at `commit_ts`, which must be at least
+    /// what `finalize` reported; 0 means "freeze and commit now at the lowest
+    /// timestamp possible" (a transaction whose writes are all on this
+    /// engine). Returns the commit timestamp. An unknown transaction was
+    /// already committed (or aborted) here, so a repeated Commit is harmless.
+    pub async fn commit(&self, txn: TxnId, commit_ts: Ts) -> Result<Ts> {
         let _cp = self.checkpoint_lock.read().await;
         let keys = self.prepared.lock().unwrap().get(&txn).cloned();
-        let Some(keys) = keys else { return Ok(()) };
+        let Some(keys) = keys else { return Ok(commit_ts) };
+        let commit_ts = if commit_ts == 0 {
+            self.freeze(txn)?
+        } else {
+            commit_ts
+        };
         self.wal.append(&Record::Commit { txn, commit_ts }).await?;
         self.resolve(txn, &keys, Some(commit_ts));
         self.prepared.lock().unwrap().remove(&txn);
-        Ok(())
+        Ok(commit_ts)
     }
 
     pub async fn abort(&self, txn: TxnId) -> Result<()> {
@@ -483,6 +541,7 @@ impl Store {
         &self,
         shard: ShardId,
         ts: Ts,
+        own: Option<TxnId>,
         from: Bound<Key>,
         max_rows: usize,
         build: impl FnOnce(&[&Row]) -> R,
@@ -499,7 +558,7 @@ impl Store {
                 break;
             }
             scanned += 1;
-            match versions.read(ts, None) {
+            match versions.read(ts, own) {
                 Visible::Row(r) => rows.push(r),
                 Visible::Absent => {}
                 Visible::Wait(txn) => {
@@ -514,7 +573,14 @@ impl Store {
 
     /// Point lookups: the visible rows of `keys` in a shard. Ends with
     /// `Wait` when one of them has an intent to wait for (then retry all).
-    pub fn get_chunk<R>(&self, shard: ShardId, ts: Ts, keys: &[Key], build: impl FnOnce(&[&Row]) -> R) -> ScanChunk<R> {
+    pub fn get_chunk<R>(
+        &self,
+        shard: ShardId,
+        ts: Ts,
+        own: Option<TxnId>,
+        keys: &[Key],
+        build: impl FnOnce(&[&Row]) -> R,
+    ) -> ScanChunk<R> {
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
@@ -523,7 +589,7 @@ impl Store {
         for key in keys {
             let Some(versions) = data.rows.get(key) else { continue };
             scanned += 1;
-            match versions.read(ts, None) {
+            match versions.read(ts, own) {
                 Visible::Row(r) => rows.push(r),
                 Visible::Absent => {}
                 Visible::Wait(txn) => {
@@ -532,6 +598,40 @@ impl Store {
             }
         }
         ScanChunk { out: build(&rows), scanned, end: ChunkEnd::Done }
+    }
+
+    /// Read refresh, for serializable transactions: transaction `txn` read
+    /// `keys` of `shard` (all of it when `None`) at `from` and wants to
+    /// commit at `to`. That is only serializable if nothing it read changed
+    /// in between. True when nothing did: then the reads count as made at
+    /// `to` (later writers land above it), and open intents of other
+    /// transactions are pushed above `to` (they will commit after `txn`).
+    /// False when a version committed in `(from, to]`, or another
+    /// transaction is committing there.
+    pub fn refresh(&self, shard: ShardId, keys: Option<&[Key]>, txn: TxnId, from: Ts, to: Ts) -> bool {
+        let cell = self.shard_or_create(shard);
+        cell.max_read_ts.fetch_max(to, Ordering::SeqCst);
+        let data = cell.data.read().unwrap();
+        let unchanged = |v: &Versions| -> bool {
+            if v.committed.iter().any(|c| c.ts > from && c.ts <= to) {
+                return false;
+            }
+            match &v.intent {
+                Some(i) if i.txn != txn => {
+                    if i.frozen {
+                        i.min_commit_ts.get() > to
+                    } else {
+                        i.min_commit_ts.raise(to + 1);
+                        true
+                    }
+                }
+                _ => true,
+            }
+        };
+        match keys {
+            Some(keys) => keys.iter().all(|k| data.rows.get(k).is_none_or(unchanged)),
+            None => data.rows.values().all(unchanged),
+        }
     }
 
     /// Wait until `txn`'s intents are resolved, or the timeout passes.
@@ -692,6 +792,15 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
                 }
             }
         }
+        Record::Freeze { txn } => {
+            for data in shards.values_mut() {
+                for v in data.rows.values_mut() {
+                    if let Some(i) = v.intent.as_mut().filter(|i| i.txn == txn) {
+                        i.frozen = true;
+                    }
+                }
+            }
+        }
         Record::Commit { txn, commit_ts } => {
             for data in shards.values_mut() {
                 for v in data.rows.values_mut() {
@@ -758,7 +867,7 @@ mod tests {
         WriteOp { shard, kind, rows: rows.iter().map(|(i, s)| (k(*i), Some(row(*i, s)))).collect() }
     }
     fn all(store: &Store, shard: ShardId, ts: Ts) -> Vec<Row> {
-        let c = store.scan_chunk(shard, ts, Bound::Unbounded, usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        let c = store.scan_chunk(shard, ts, None, Bound::Unbounded, usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
         assert_eq!(c.end, ChunkEnd::Done);
         c.out
     }
@@ -795,31 +904,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn staged_writes_block_later_readers_until_resolved() {
+    async fn staged_writes_are_pushed_by_readers_until_frozen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
         let w = store.write(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
         let min = w.ts;
-        // A snapshot below the minimum commit timestamp ignores the intent.
-        assert_eq!(all(&store, S0, min - 1), Vec::<Row>::new());
-        let c = store.scan_chunk(S0, min + 10, Bound::Unbounded, 100, |r| r.len());
-        assert_eq!(c.end, ChunkEnd::Wait(7, k(1)));
+        // Readers see around an open transaction's intent, pushing it above
+        // themselves; its own statements see it.
+        assert_eq!(all(&store, S0, min + 10), Vec::<Row>::new());
+        let own = store.scan_chunk(S0, min, Some(7), Bound::Unbounded, 100, |r| r.len());
+        assert_eq!(own.out, 1);
         // Another writer conflicts with the intent.
         assert!(matches!(
             store.write(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])]).await,
             Err(Error::Conflict(_))
         ));
+        // Finalize freezes it: the commit may not land below the push.
+        let commit_ts = store.finalize(7).await.unwrap();
+        assert!(commit_ts > min + 10, "pushed by the reader at {}: {commit_ts}", min + 10);
+        let c = store.scan_chunk(S0, commit_ts + 5, None, Bound::Unbounded, 100, |r| r.len());
+        assert_eq!(c.end, ChunkEnd::Wait(7, k(1)), "frozen intents make later readers wait");
         let s2 = store.clone();
         let waiter = tokio::spawn(async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        store.commit(7, min + 5).await.unwrap();
+        assert_eq!(store.commit(7, commit_ts).await.unwrap(), commit_ts);
         assert!(waiter.await.unwrap());
-        assert_eq!(all(&store, S0, min + 10), vec![row(1, "a")]);
-        assert_eq!(all(&store, S0, min + 4), Vec::<Row>::new());
-        // Abort of a staged write leaves nothing.
-        store.write(9, min + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
+        assert_eq!(all(&store, S0, commit_ts), vec![row(1, "a")]);
+        assert_eq!(all(&store, S0, commit_ts - 1), Vec::<Row>::new());
+        // Abort of a staged write leaves nothing; finalize of it then fails.
+        store.write(9, commit_ts + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
         store.abort(9).await.unwrap();
+        assert!(matches!(store.finalize(9).await, Err(Error::UnknownTransaction(9))));
         assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
+        // Commit with timestamp 0: freeze and commit at the lowest possible.
+        let w = store.write(10, commit_ts + 30, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+        let ts = store.commit(10, 0).await.unwrap();
+        assert!(ts >= w.ts);
+        assert_eq!(all(&store, S1, ts), vec![row(3, "c")]);
     }
 
     #[tokio::test]
@@ -840,6 +961,7 @@ mod tests {
             let store = Store::open(dir.path(), opts.clone()).unwrap();
             t1 = store.write(1, 10, true, vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])]).await.unwrap().ts;
             store.write(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+            store.finalize(2).await.unwrap();
             assert!(store.checkpoint_due());
             store.checkpoint().await.unwrap();
             // After the checkpoint: commit the staged write, delete a row,
@@ -856,8 +978,43 @@ mod tests {
         assert_eq!(all(&store, S1, t2), vec![row(3, "c")]);
         assert_eq!(all(&store, (2, 0), u64::MAX - 1), Vec::<Row>::new());
         assert_eq!(store.prepared_txns(), vec![4], "the staged write is still staged");
+        // Recovery pushed the open intent above the floor a restart sets.
+        store.set_read_floor(t2 + 50);
+        assert!(store.finalize(4).await.unwrap() > t2 + 50);
         store.commit(4, t2 + 100).await.unwrap();
         assert_eq!(all(&store, S0, t2 + 100), vec![row(1, "a"), row(9, "pending")]);
         assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1, "old segments were removed");
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use super::*;
+    use eon_common::Value;
+
+    fn k(i: i64) -> Key {
+        eon_common::key::encode_key([&Value::Int(i)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn refresh_fails_only_when_what_was_read_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s: ShardId = (1, 0);
+        let put = |key: i64| WriteOp { shard: s, kind: WriteKind::Insert, rows: vec![(k(key), Some(vec![Value::Int(key)]))] };
+        let t1 = store.write(1, 100, true, vec![put(1)]).await.unwrap().ts;
+        // Nothing changed between t1 and t1 + 50.
+        assert!(store.refresh(s, None, 9, t1, t1 + 50));
+        // A commit after the read: the whole-shard refresh fails, a refresh
+        // of an untouched key passes.
+        let t2 = store.write(2, t1 + 60, true, vec![put(2)]).await.unwrap().ts;
+        assert!(!store.refresh(s, None, 9, t1, t2));
+        assert!(store.refresh(s, Some(&[k(1)]), 9, t1, t2 + 10));
+        // Another transaction's open intent is pushed, not a failure...
+        store.write(3, t2 + 20, false, vec![put(3)]).await.unwrap();
+        assert!(store.refresh(s, Some(&[k(3)]), 9, t2, t2 + 100));
+        assert!(store.finalize(3).await.unwrap() > t2 + 100);
+        // ...but a frozen one at or below the refresh is.
+        assert!(!store.refresh(s, Some(&[k(3)]), 9, t2, t2 + 500));
     }
 }

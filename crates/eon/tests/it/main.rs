@@ -10,3 +10,4 @@ mod durability;
 mod psql;
 mod pushdown;
 mod rest;
+mod txn;

@@ -1,0 +1,214 @@
+//! Transactions: what a session keeps for an open transaction, and the
+//! commit protocol.
+//!
+//! A transaction's writes go to the data engines as they happen, staged as
+//! intents under the transaction's id (`DataEngine.Write`, one_phase =
+//! false); its reads see its own intents and, under REPEATABLE READ and
+//! SERIALIZABLE, the snapshot taken at its first statement. Readers of
+//! other transactions push its intents above their snapshots instead of
+//! waiting for it, so it commits at a timestamp no lower than any of them.
+//!
+//! COMMIT:
+//!
+//! ```text
+//!   one data engine:  Commit(ts = 0)  — the engine freezes and commits at once
+//!   several:          Finalize on each (freeze intents, learn the lowest commit ts)
+//!                     → commit_ts = max;  SERIALIZABLE: Refresh every read span
+//!                       over (snapshot, commit_ts] — anything changed → abort, 40001
+//!                     → Commit(commit_ts) on each
+//! ```
+//!
+//! A single-engine SERIALIZABLE transaction that read anything goes the
+//! long way too, so its reads are refreshed. ROLLBACK aborts everywhere.
+//! Conflicts with other writers are not waited for: the statement fails
+//! with 40001 and the transaction must be retried by the client (so no
+//! transaction ever waits for another: no deadlocks).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eon_common::error::sqlstate;
+use eon_common::{Error, Result};
+use eon_proto::v1 as pb;
+
+use crate::cluster::Cluster;
+use crate::provider::ReadSpan;
+
+/// How long COMMIT and ABORT keep retrying an engine that is restarting.
+const RESOLVE_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read committed",
+            Isolation::RepeatableRead => "repeatable read",
+            Isolation::Serializable => "serializable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Isolation> {
+        match s.to_ascii_lowercase().replace('_', " ").trim() {
+            "read committed" | "read uncommitted" => Some(Isolation::ReadCommitted),
+            "repeatable read" | "snapshot" => Some(Isolation::RepeatableRead),
+            "serializable" => Some(Isolation::Serializable),
+            _ => None,
+        }
+    }
+}
+
+/// An open transaction of a session.
+#[derive(Debug)]
+pub struct TxnState {
+    pub id: u64,
+    /// The snapshot of REPEATABLE READ and SERIALIZABLE.
+    pub read_ts: u64,
+    pub isolation: Isolation,
+    pub read_only: bool,
+    /// A statement failed: everything but ROLLBACK is refused (25P02).
+    pub failed: bool,
+    /// A statement ran (isolation can no longer change).
+    pub started: bool,
+    /// Data engines holding its intents.
+    pub engines: BTreeSet<u64>,
+    /// Its statements (SERIALIZABLE): what they read is refreshed at commit.
+    pub statements: Vec<Arc<crate::provider::StatementContext>>,
+}
+
+pub fn new_txn_id() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
+}
+
+/// The error a statement gets in a failed transaction.
+pub fn aborted_error() -> Error {
+    Error::user(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+pub fn read_only_error(what: &str) -> Error {
+    Error::user("25006", format!("cannot execute {what} in a read-only transaction"))
+}
+
+fn serialization_failure(why: &str) -> Error {
+    Error::write_conflict(format!("could not serialize access due to {why}"))
+        .with_detail("The transaction might succeed if retried.")
+}
+
+/// Abort `txn` everywhere it staged writes. Best effort: an intent left on
+/// an engine that cannot be reached stays until it is resolved by hand or
+/// by a durable transaction record (not there yet).
+pub async fn abort(cluster: &Arc<Cluster>, txn: u64, engines: &BTreeSet<u64>) {
+    let calls = engines.iter().map(|&engine| async move {
+        let r = cluster
+            .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move { c.abort(pb::AbortRequest { txn_id: txn }).await })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(txn, engine, "abort failed: {e}");
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// Commit `txn`, which staged writes on `engines`; `reads` and `read_ts`
+/// are refreshed when given (SERIALIZABLE). Returns the commit timestamp.
+/// On error the transaction has been aborted everywhere.
+pub async fn commit(
+    cluster: &Arc<Cluster>,
+    txn: u64,
+    engines: &BTreeSet<u64>,
+    refresh: Option<(u64, &[ReadSpan])>,
+) -> Result<u64> {
+    if engines.is_empty() {
+        return Ok(refresh.map(|(ts, _)| ts).unwrap_or(0));
+    }
+    let needs_refresh = refresh.is_some_and(|(_, reads)| !reads.is_empty());
+    if engines.len() == 1 && !needs_refresh {
+        let engine = *engines.iter().next().unwrap();
+        let r = cluster
+            .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
+                c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0 }).await
+            })
+            .await
+            .map_err(|e| Error::internal(format!("commit outcome unknown: {e}")))?;
+        return Ok(r.into_inner().commit_ts);
+    }
+    // Freeze everywhere and learn the commit timestamp.
+    let finals = engines.iter().map(|&engine| async move {
+        cluster
+            .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
+                c.finalize(pb::FinalizeRequest { txn_id: txn }).await
+            })
+            .await
+            .map(|r| r.into_inner().min_commit_ts)
+    });
+    let mut commit_ts = refresh.map(|(ts, _)| ts).unwrap_or(0);
+    for r in futures::future::join_all(finals).await {
+        match r {
+            Ok(ts) => commit_ts = commit_ts.max(ts),
+            Err(e) => {
+                abort(cluster, txn, engines).await;
+                return Err(e);
+            }
+        }
+    }
+    if let Some((read_ts, reads)) = refresh {
+        if commit_ts > read_ts && !refresh_reads(cluster, txn, read_ts, commit_ts, reads).await? {
+            abort(cluster, txn, engines).await;
+            return Err(serialization_failure("read/write dependencies among transactions"));
+        }
+    }
+    let commits = engines.iter().map(|&engine| async move {
+        cluster
+            .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
+                c.commit(pb::CommitRequest { txn_id: txn, commit_ts }).await
+            })
+            .await
+    });
+    for r in futures::future::join_all(commits).await {
+        r.map_err(|e| Error::internal(format!("commit outcome unknown: {e}")))?;
+    }
+    Ok(commit_ts)
+}
+
+/// Ask every engine whether what the transaction read there is unchanged
+/// over `(from, to]`.
+async fn refresh_reads(cluster: &Arc<Cluster>, txn: u64, from: u64, to: u64, reads: &[ReadSpan]) -> Result<bool> {
+    let mut by_engine: std::collections::BTreeMap<u64, Vec<pb::RefreshSpan>> = Default::default();
+    for r in reads {
+        by_engine.entry(r.engine).or_default().push(pb::RefreshSpan {
+            table_id: r.table,
+            shard: r.shard,
+            keys: r.keys.iter().flatten().map(|k| k.clone().into()).collect(),
+        });
+    }
+    let calls = by_engine.into_iter().map(|(engine, spans)| async move {
+        let req = pb::RefreshRequest { txn_id: txn, from_ts: from, to_ts: to, spans };
+        cluster
+            .with_engine(engine, Duration::from_secs(3), true, |mut c| {
+                let req = req.clone();
+                async move { c.refresh(req).await }
+            })
+            .await
+            .map(|r| r.into_inner().ok)
+    });
+    for r in futures::future::join_all(calls).await {
+        if !r? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A SQLSTATE check used by callers that map statement errors.
+pub fn is_serialization_failure(e: &Error) -> bool {
+    e.code == sqlstate::SERIALIZATION_FAILURE
+}
