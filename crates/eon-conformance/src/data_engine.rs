@@ -83,10 +83,12 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     let engine = c.stats(pb::StatsRequest {}).await.context("Stats")?.into_inner().node_id;
     let t = table(engine);
     let now = eon_common::unix_us();
+    // Transaction ids of this run (records outlive a run).
+    let base = now << 8;
 
     // One-phase insert, then scans at snapshots before and after it.
     let w = c
-        .write(pb::WriteRequest { txn_id: 11, read_ts: now, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[1, 2, 3, 4, 5], "v")) })
+        .write(pb::WriteRequest { anchor: engine, txn_id: base + 11, read_ts: now, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[1, 2, 3, 4, 5], "v")) })
         .await
         .context("Write")?
         .into_inner();
@@ -130,7 +132,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
 
     // Constraint and conflict errors leave nothing behind.
     let dup = c
-        .write(pb::WriteRequest { txn_id: 12, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[6, 1], "dup")) })
+        .write(pb::WriteRequest { anchor: engine, txn_id: base + 12, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[6, 1], "dup")) })
         .await;
     ensure!(dup.as_ref().err().map(sqlstate).as_deref() == Some("23505"), "a duplicate key fails with 23505");
     let (still, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
@@ -138,7 +140,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("duplicate keys fail with 23505 and write nothing");
 
     let ignore = c
-        .write(pb::WriteRequest { txn_id: 13, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::InsertIgnore, &rows(&t, &[1, 6], "new")) })
+        .write(pb::WriteRequest { anchor: engine, txn_id: base + 13, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::InsertIgnore, &rows(&t, &[1, 6], "new")) })
         .await?
         .into_inner();
     ensure!(ignore.results.iter().map(|x| x.rows_affected).sum::<u64>() == 1, "INSERT_IGNORE inserts only new keys");
@@ -147,22 +149,22 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("INSERT_IGNORE skips existing keys and reports them");
 
     let stale = c
-        .write(pb::WriteRequest { txn_id: 14, read_ts: t1 - 1, one_phase: true, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[1], "stale")) })
+        .write(pb::WriteRequest { anchor: engine, txn_id: base + 14, read_ts: t1 - 1, one_phase: true, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[1], "stale")) })
         .await;
     ensure!(stale.as_ref().err().map(sqlstate).as_deref() == Some("40001"), "a write based on a stale snapshot fails with 40001");
     r.pass("first committer wins: stale updates fail with 40001");
 
     // Two-phase: staged writes are invisible until committed; aborts vanish.
     let staged = c
-        .write(pb::WriteRequest { txn_id: 15, read_ts: t2 + 1000, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
+        .write(pb::WriteRequest { anchor: engine, txn_id: base + 15, read_ts: t2 + 1000, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
         .await?
         .into_inner();
     ensure!(staged.min_commit_ts >= t2 + 1000, "a staged write commits no lower than its read timestamp");
     let (early, _, _) = scan(&mut c, scan_req(&t, staged.min_commit_ts - 1)).await?;
     ensure!(keys_of(&early).len() == 6, "snapshots below the minimum commit timestamp do not wait");
     let commit_ts = staged.min_commit_ts + 10;
-    c.commit(pb::CommitRequest { txn_id: 15, commit_ts }).await.context("Commit")?;
-    c.commit(pb::CommitRequest { txn_id: 15, commit_ts }).await.context("a repeated Commit is harmless")?;
+    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts }).await.context("Commit")?;
+    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts }).await.context("a repeated Commit is harmless")?;
     let mut req = scan_req(&t, commit_ts);
     req.keys = ipc::encode_batch(&RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![2]))])?)?.into();
     let (two, _, _) = scan(&mut c, req).await?;
@@ -170,21 +172,21 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     ensure!(v.as_deref() == Some("two-phase2"), "a committed staged write is visible at its commit timestamp");
     r.pass("staged writes become visible at Commit's timestamp");
 
-    c.write(pb::WriteRequest {
-        txn_id: 16,
+    c.write(pb::WriteRequest { anchor: engine,
+        txn_id: base + 16,
         read_ts: commit_ts,
         one_phase: false,
         ops: ops(&t, pb::WriteKind::Delete, &RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![3]))])?),
     })
     .await?;
-    c.abort(pb::AbortRequest { txn_id: 16 }).await.context("Abort")?;
+    c.abort(pb::AbortRequest { txn_id: base + 16 }).await.context("Abort")?;
     let (kept, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
     ensure!(keys_of(&kept).contains(&3), "an aborted delete deletes nothing");
     r.pass("Abort discards staged writes");
 
     let del = c
-        .write(pb::WriteRequest {
-            txn_id: 17,
+        .write(pb::WriteRequest { anchor: engine,
+            txn_id: base + 17,
             read_ts: eon_common::unix_us(),
             one_phase: true,
             ops: ops(&t, pb::WriteKind::Delete, &RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![3, 4]))])?),
@@ -196,6 +198,26 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     let (past, _, _) = scan(&mut c, scan_req(&t, t2)).await?;
     ensure!(keys_of(&past) == vec![1, 2, 3, 4, 5, 6], "older snapshots still see deleted rows");
     r.pass("deletes are versioned: old snapshots keep seeing the rows");
+
+    // Transaction records on the anchor engine.
+    c.write(pb::WriteRequest { anchor: engine, txn_id: base + 20, read_ts: eon_common::unix_us(), one_phase: false, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[20], "r")) })
+        .await?;
+    let status = |r: pb::TxnStatusResponse| (pb::TxnState::try_from(r.state).unwrap_or(pb::TxnState::Unspecified), r.commit_ts);
+    let st = status(c.txn_status(pb::TxnStatusRequest { txn_id: base + 20, stale_after_ms: 0 }).await?.into_inner());
+    ensure!(st.0 == pb::TxnState::Pending, "a staged write anchored here starts a pending record");
+    let hb = status(c.heartbeat_txn(pb::HeartbeatTxnRequest { txn_id: base + 20 }).await?.into_inner());
+    ensure!(hb.0 == pb::TxnState::Pending, "heartbeats answer the record's state");
+    let fin = c.finalize(pb::FinalizeRequest { txn_id: base + 20 }).await?.into_inner().min_commit_ts;
+    let end = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 20, commit: true, commit_ts: fin }).await?.into_inner());
+    ensure!(end == (pb::TxnState::Committed, fin), "EndTxn commits the record");
+    let again = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 20, commit: false, commit_ts: 0 }).await?.into_inner());
+    ensure!(again.0 == pb::TxnState::Committed, "a final record does not change");
+    c.commit(pb::CommitRequest { txn_id: base + 20, commit_ts: fin }).await?;
+    let gone = status(c.txn_status(pb::TxnStatusRequest { txn_id: base + 21, stale_after_ms: 1 }).await?.into_inner());
+    ensure!(gone.0 == pb::TxnState::Aborted, "asking with a staleness bound about an unknown transaction aborts it");
+    let late = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 21, commit: true, commit_ts: fin + 1 }).await?.into_inner());
+    ensure!(late.0 == pb::TxnState::Aborted, "an aborted transaction can no longer commit");
+    r.pass("transaction records: pending, committed at EndTxn, aborted when stale, final once final");
 
     let s = c.stats(pb::StatsRequest {}).await?.into_inner();
     ensure!(s.component == "data-engine" && s.counters.contains_key("rows_scanned") && s.counters.contains_key("rows_returned"), "Stats reports rows scanned and returned");

@@ -12,7 +12,8 @@ use eon_common::value::{display_value, rows_from_batch};
 use eon_common::{Error, TableDef, ipc, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
-use eon_storage::{Store, StoreOptions, WriteKind, WriteOp};
+use eon_proto::v1::data_engine_client::DataEngineClient;
+use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteOp};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -109,7 +110,10 @@ impl DataEngineService {
             tables.push(t);
             ops.push(o);
         }
-        let result = self.store.write(req.txn_id, req.read_ts, req.one_phase, ops.clone()).await;
+        let result = self
+            .store
+            .write(req.txn_id, req.read_ts, req.one_phase, ops.clone(), req.anchor, req.anchor == self.id)
+            .await;
         let outcome = match result {
             Ok(o) => o,
             Err(eon_storage::Error::Duplicate { op, row }) => {
@@ -246,6 +250,31 @@ impl DataEngine for DataEngineService {
         Ok(Response::new(pb::AbortResponse {}))
     }
 
+    async fn end_txn(&self, req: Request<pb::EndTxnRequest>) -> Reply<pb::TxnStatusResponse> {
+        let req = req.into_inner();
+        let status = self
+            .store
+            .end_txn(req.txn_id, req.commit.then_some(req.commit_ts))
+            .await
+            .map_err(|e| Error::internal(format!("end transaction: {e}")))?;
+        Ok(Response::new(status_reply(status)))
+    }
+
+    async fn txn_status(&self, req: Request<pb::TxnStatusRequest>) -> Reply<pb::TxnStatusResponse> {
+        let req = req.into_inner();
+        let stale = (req.stale_after_ms > 0).then(|| Duration::from_millis(req.stale_after_ms));
+        let status = self
+            .store
+            .txn_status(req.txn_id, stale)
+            .await
+            .map_err(|e| Error::internal(format!("transaction status: {e}")))?;
+        Ok(Response::new(status_reply(status)))
+    }
+
+    async fn heartbeat_txn(&self, req: Request<pb::HeartbeatTxnRequest>) -> Reply<pb::TxnStatusResponse> {
+        Ok(Response::new(status_reply(self.store.heartbeat(req.into_inner().txn_id))))
+    }
+
     async fn drop_table(&self, req: Request<pb::DropTableDataRequest>) -> Reply<pb::DropTableDataResponse> {
         let r = self.stats.start();
         self.store
@@ -266,6 +295,79 @@ impl DataEngine for DataEngineService {
         s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
         Ok(Response::new(s))
     }
+}
+
+fn status_reply(status: TxnStatus) -> pb::TxnStatusResponse {
+    match status {
+        TxnStatus::Pending => pb::TxnStatusResponse { state: pb::TxnState::Pending as i32, commit_ts: 0 },
+        TxnStatus::Committed(ts) => pb::TxnStatusResponse { state: pb::TxnState::Committed as i32, commit_ts: ts },
+        TxnStatus::Aborted => pb::TxnStatusResponse { state: pb::TxnState::Aborted as i32, commit_ts: 0 },
+    }
+}
+
+fn status_of(r: &pb::TxnStatusResponse) -> TxnStatus {
+    match pb::TxnState::try_from(r.state) {
+        Ok(pb::TxnState::Committed) => TxnStatus::Committed(r.commit_ts),
+        Ok(pb::TxnState::Aborted) => TxnStatus::Aborted,
+        _ => TxnStatus::Pending,
+    }
+}
+
+/// Staged writes older than this are checked against their transaction's
+/// record.
+const RESOLVE_AFTER: Duration = Duration::from_secs(5);
+/// A pending transaction whose coordinator has not heartbeated for this
+/// long is aborted by whoever asks about it.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolve leftover intents: every second, ask the record of each
+/// transaction staged here for more than [`RESOLVE_AFTER`] — on this engine,
+/// or on its anchor engine, found through meta — and commit or abort its
+/// intents accordingly. This is how a coordinator's crash never leaves a
+/// transaction half applied, or its intents in the way forever.
+async fn resolve_leftovers(id: u64, store: Arc<Store>, meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>) {
+    let mut peers: std::collections::HashMap<u64, (String, DataEngineClient<tonic::transport::Channel>)> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (txn, anchor) in store.stale_staged(RESOLVE_AFTER) {
+            let status = if anchor == id || anchor == 0 {
+                store.txn_status(txn, Some(TXN_TIMEOUT)).await.map_err(|e| e.to_string())
+            } else {
+                ask_anchor(&mut peers, meta.clone(), anchor, txn).await
+            };
+            match status {
+                Ok(s) => {
+                    if let Err(e) = store.resolve_by_record(txn, s).await {
+                        tracing::warn!(txn, "could not resolve: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!(txn, anchor, "transaction record unreachable: {e}"),
+            }
+        }
+    }
+}
+
+async fn ask_anchor(
+    peers: &mut std::collections::HashMap<u64, (String, DataEngineClient<tonic::transport::Channel>)>,
+    mut meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>,
+    anchor: u64,
+    txn: u64,
+) -> Result<TxnStatus, String> {
+    let nodes = meta.list_nodes(pb::ListNodesRequest {}).await.map_err(|e| e.to_string())?.into_inner().nodes;
+    let Some(node) = nodes.iter().find(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.id == anchor) else {
+        return Err(format!("data engine {anchor} is not registered"));
+    };
+    let stale = peers.get(&anchor).is_none_or(|(addr, _)| *addr != node.grpc_address);
+    if stale {
+        let client = DataEngineClient::new(node::channel(&node.grpc_address).map_err(|e| e.to_string())?);
+        peers.insert(anchor, (node.grpc_address.clone(), client));
+    }
+    let client = &mut peers.get_mut(&anchor).unwrap().1;
+    let r = client
+        .txn_status(pb::TxnStatusRequest { txn_id: txn, stale_after_ms: TXN_TIMEOUT.as_millis() as u64 })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status_of(r.get_ref()))
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +400,7 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     let mut meta = node::meta_client(&opts.meta)?;
     let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     store.set_read_floor(ts);
+    tokio::spawn(resolve_leftovers(opts.id, store.clone(), meta.clone()));
     // Tables dropped while this engine was down: forget their data now.
     let catalog = meta.get_catalog(pb::GetCatalogRequest {}).await.map_err(Error::from_status)?.into_inner();
     let live: std::collections::HashSet<u64> = catalog.tables.iter().map(|t| t.id).collect();

@@ -701,10 +701,12 @@ impl Writes {
         // one phase.
         let one_phase = !staged_only && self.by_engine.len() == 1;
         let engines: BTreeSet<u64> = self.by_engine.keys().copied().collect();
+        let Some(&first) = engines.iter().next() else { return Ok(HashMap::new()) };
+        let anchor = if staged_only { session.anchor(first) } else { first };
         let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
         let mut failure: Option<Error> = None;
         let calls = self.by_engine.iter().map(|(&engine, ops)| {
-            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone() };
+            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone(), anchor };
             async move {
                 let r = cluster
                     .with_engine(engine, Duration::from_secs(3), false, |mut c| {
@@ -748,7 +750,7 @@ impl Writes {
             }
             return Err(e);
         } else if !one_phase {
-            crate::txn::commit(cluster, txn, &engines, None).await?;
+            crate::txn::commit(cluster, txn, &engines, Some(anchor), None).await?;
         }
         let mut by_op = HashMap::new();
         for (op, (engine, pos)) in self.locations.iter().enumerate() {

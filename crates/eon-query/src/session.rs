@@ -249,6 +249,21 @@ impl Session {
         }
     }
 
+    /// The anchor engine of the open transaction: the one it already has,
+    /// or `candidate` (an engine of its first staged write), which then
+    /// starts receiving heartbeats.
+    pub fn anchor(&self, candidate: u64) -> u64 {
+        let mut guard = self.txn.lock().unwrap();
+        let Some(t) = guard.as_mut() else { return candidate };
+        if let Some(a) = t.anchor {
+            return a;
+        }
+        t.anchor = Some(candidate);
+        t.heartbeat =
+            Some(crate::txn::spawn_heartbeat(self.cluster().clone(), t.id, candidate, t.aborted_remotely.clone()));
+        candidate
+    }
+
     /// A statement failed: an open transaction block is now aborted (25P02
     /// until ROLLBACK), as in PostgreSQL. Front doors call this for errors
     /// that happen before `execute` (parse errors).
@@ -366,6 +381,9 @@ impl Session {
                     started: false,
                     engines: Default::default(),
                     statements: vec![],
+                    anchor: None,
+                    heartbeat: None,
+                    aborted_remotely: Default::default(),
                 });
                 Ok(Output::TxnStart("BEGIN".into()))
             }
@@ -389,8 +407,12 @@ impl Session {
                 }
                 let reads: Vec<crate::provider::ReadSpan> =
                     t.statements.iter().flat_map(|s| s.reads.lock().unwrap().clone()).collect();
+                if t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst) {
+                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                    return Err(Error::write_conflict("the transaction was aborted: it was idle longer than its data engines wait"));
+                }
                 let refresh = (t.isolation == Isolation::Serializable).then_some((t.read_ts, reads.as_slice()));
-                crate::txn::commit(self.cluster(), t.id, &t.engines, refresh).await?;
+                crate::txn::commit(self.cluster(), t.id, &t.engines, t.anchor, refresh).await?;
                 Ok(Output::TxnEnd("COMMIT".into()))
             }
             _ => Err(Error::internal("not a transaction statement")),

@@ -15,8 +15,16 @@
 //!   several:          Finalize on each (freeze intents, learn the lowest commit ts)
 //!                     → commit_ts = max;  SERIALIZABLE: Refresh every read span
 //!                       over (snapshot, commit_ts] — anything changed → abort, 40001
+//!                     → EndTxn(commit, commit_ts) on the anchor engine: the commit point
 //!                     → Commit(commit_ts) on each
 //! ```
+//!
+//! The *anchor* is the engine of the transaction's first staged write; it
+//! keeps the transaction's record (pending, committed at ts, aborted), which
+//! the coordinator heartbeats while the transaction is open. Intents name
+//! their anchor, so a data engine holding intents whose coordinator
+//! vanished asks the record and commits or aborts them (a record whose
+//! heartbeats stopped is aborted first); see `eon_data` `resolve_leftovers`.
 //!
 //! A single-engine SERIALIZABLE transaction that read anything goes the
 //! long way too, so its reads are refreshed. ROLLBACK aborts everywhere.
@@ -80,6 +88,45 @@ pub struct TxnState {
     pub engines: BTreeSet<u64>,
     /// Its statements (SERIALIZABLE): what they read is refreshed at commit.
     pub statements: Vec<Arc<crate::provider::StatementContext>>,
+    /// The engine keeping its record, once it staged a write.
+    pub anchor: Option<u64>,
+    /// Heartbeats to the anchor while it is open; stopped when dropped.
+    pub heartbeat: Option<tokio::task::AbortHandle>,
+    /// The anchor reported the transaction aborted (its heartbeats were
+    /// late): it can only roll back.
+    pub aborted_remotely: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for TxnState {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+/// How often an open transaction's coordinator heartbeats its record.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Keep the record of `txn` on `anchor` alive until aborted.
+pub fn spawn_heartbeat(cluster: Arc<Cluster>, txn: u64, anchor: u64, aborted: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let r = cluster
+                .with_engine(anchor, Duration::ZERO, true, |mut c| async move {
+                    c.heartbeat_txn(pb::HeartbeatTxnRequest { txn_id: txn }).await
+                })
+                .await;
+            if let Ok(r) = r {
+                if r.get_ref().state == pb::TxnState::Aborted as i32 {
+                    aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    })
+    .abort_handle()
 }
 
 pub fn new_txn_id() -> u64 {
@@ -125,6 +172,7 @@ pub async fn commit(
     cluster: &Arc<Cluster>,
     txn: u64,
     engines: &BTreeSet<u64>,
+    anchor: Option<u64>,
     refresh: Option<(u64, &[ReadSpan])>,
 ) -> Result<u64> {
     if engines.is_empty() {
@@ -138,7 +186,9 @@ pub async fn commit(
                 c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0 }).await
             })
             .await
-            .map_err(|e| Error::internal(format!("commit outcome unknown: {e}")))?;
+            .map_err(|e| {
+                if e.is_retryable_conflict() { e } else { Error::internal(format!("commit outcome unknown: {e}")) }
+            })?;
         return Ok(r.into_inner().commit_ts);
     }
     // Freeze everywhere and learn the commit timestamp.
@@ -164,6 +214,23 @@ pub async fn commit(
         if commit_ts > read_ts && !refresh_reads(cluster, txn, read_ts, commit_ts, reads).await? {
             abort(cluster, txn, engines).await;
             return Err(serialization_failure("read/write dependencies among transactions"));
+        }
+    }
+    // The commit point: the anchor's record says committed (unless it was
+    // aborted meanwhile because heartbeats were late).
+    if let Some(anchor) = anchor {
+        let r = cluster
+            .with_engine(anchor, RESOLVE_PATIENCE, true, |mut c| async move {
+                c.end_txn(pb::EndTxnRequest { txn_id: txn, commit: true, commit_ts }).await
+            })
+            .await;
+        match r {
+            Ok(r) if r.get_ref().state == pb::TxnState::Committed as i32 => {}
+            Ok(_) => {
+                abort(cluster, txn, engines).await;
+                return Err(serialization_failure("the transaction being aborted while it committed"));
+            }
+            Err(e) => return Err(Error::internal(format!("commit outcome unknown: {e}"))),
         }
     }
     let commits = engines.iter().map(|&engine| async move {

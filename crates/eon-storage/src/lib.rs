@@ -22,8 +22,8 @@ pub mod mvcc;
 pub mod store;
 pub mod wal;
 
-pub use mvcc::{Ts, TxnId, WriteKind};
-pub use store::{ChunkEnd, ScanChunk, ShardId, Store, StoreOptions, WriteOp, WriteOutcome};
+pub use mvcc::{Ts, TxnId, TxnStatus, WriteKind};
+pub use store::{ChunkEnd, ScanChunk, ShardId, Store, StoreOptions, TxnRecord, WriteOp, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -52,6 +52,9 @@ pub struct Intent {
     pub min_commit_ts: PushTs,
     /// The coordinator is choosing the commit timestamp: no more pushes.
     pub frozen: bool,
+    /// The data engine that keeps the transaction's record (0: none, a
+    /// one-phase write).
+    pub anchor: u64,
     pub value: Option<Row>,
 }
 
@@ -210,12 +213,12 @@ impl Versions {
     }
 
     /// Stage (or replace) this transaction's intent.
-    pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, value: Option<Row>) {
+    pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, anchor: u64, value: Option<Row>) {
         let min_commit_ts = match &self.intent {
             Some(i) if i.txn == txn => i.min_commit_ts.get().max(min_commit_ts),
             _ => min_commit_ts,
         };
-        self.intent = Some(Intent { txn, min_commit_ts: PushTs::new(min_commit_ts), frozen: false, value });
+        self.intent = Some(Intent { txn, min_commit_ts: PushTs::new(min_commit_ts), frozen: false, anchor, value });
     }
 
     /// Turn `txn`'s intent into a committed version. Idempotent: a missing
@@ -302,7 +305,7 @@ mod tests {
     fn readers_push_open_intents_and_wait_only_for_frozen_ones() {
         let mut v = Versions::default();
         v.install(100, Some(row(1)));
-        v.set_intent(9, 410, Some(row(5)));
+        v.set_intent(9, 410, 0, Some(row(5)));
         assert_eq!(v.read(400, None), Visible::Row(&row(1)));
         // A later reader pushes the intent above itself instead of waiting.
         assert_eq!(v.read(500, None), Visible::Row(&row(1)));
@@ -327,7 +330,7 @@ mod tests {
         assert!(matches!(v.check_write(1, 150, WriteKind::Put), Err(Refusal::Conflict(_))));
         assert!(matches!(v.check_write(1, 150, WriteKind::Delete), Err(Refusal::Conflict(_))));
         assert_eq!(v.check_write(1, 200, WriteKind::Delete), Ok(true));
-        v.set_intent(7, 300, None);
+        v.set_intent(7, 300, 0, None);
         assert!(matches!(v.check_write(1, 500, WriteKind::Put), Err(Refusal::Conflict(_))));
     }
 
@@ -339,9 +342,9 @@ mod tests {
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
         assert_eq!(v.check_write(1, 10, WriteKind::InsertIgnore), Ok(false));
         // A statement that deletes a key may insert it again (UPDATE of a key).
-        v.set_intent(1, 30, None);
+        v.set_intent(1, 30, 0, None);
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Ok(true));
-        v.set_intent(1, 30, Some(row(2)));
+        v.set_intent(1, 30, 0, Some(row(2)));
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
     }
 
@@ -356,4 +359,13 @@ mod tests {
         v.install(400, None);
         assert!(v.gc(500), "a deletion older than the horizon leaves nothing");
     }
+}
+
+/// The status of a transaction, as its record on its anchor engine says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnStatus {
+    /// Still running (its coordinator heartbeats the record).
+    Pending,
+    Committed(Ts),
+    Aborted,
 }

@@ -15,7 +15,7 @@ use eon_common::value::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::mvcc::{Refusal, Ts, TxnId, Versions, Visible, WriteKind, row_size};
+use crate::mvcc::{Refusal, Ts, TxnId, TxnStatus, Versions, Visible, WriteKind, row_size};
 use crate::wal::{self, Wal, frame, read_frames};
 use crate::{Error, Result};
 
@@ -23,7 +23,7 @@ use crate::{Error, Result};
 pub type ShardId = (u64, u32);
 
 const CHECKPOINT_FILE: &str = "checkpoint.bin";
-const CHECKPOINT_FORMAT: u32 = 1;
+const CHECKPOINT_FORMAT: u32 = 2;
 /// Keys per frame in a checkpoint file (bounds the memory of writing one).
 const CHECKPOINT_CHUNK: usize = 4096;
 
@@ -61,8 +61,12 @@ struct ShardWrites {
 enum Record {
     /// A one-phase write, committed at `commit_ts`.
     Apply { txn: TxnId, commit_ts: Ts, shards: Vec<ShardWrites> },
-    /// A staged write awaiting Commit or Abort.
-    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites> },
+    /// A staged write awaiting Commit or Abort. `anchor` keeps the
+    /// transaction's record; `record`: this engine is the anchor and starts
+    /// the record (pending).
+    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites>, anchor: u64, record: bool },
+    /// The record of a transaction anchored here reached a final status.
+    TxnEnd { txn: TxnId, status: TxnStatus },
     /// The coordinator is choosing the commit timestamp: the transaction's
     /// intents may no longer be pushed.
     Freeze { txn: TxnId },
@@ -84,6 +88,35 @@ struct CheckpointChunk {
     shard: u32,
     entries: Vec<(Key, Versions)>,
 }
+
+/// A checkpoint file: a header, then shard chunks and transaction records.
+#[derive(Serialize, Deserialize)]
+enum CheckpointFrame {
+    Shard(CheckpointChunk),
+    Records(Vec<(TxnId, TxnRecord)>),
+}
+
+/// A transaction's record, kept by its anchor engine: the one place that
+/// decides whether it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub status: TxnStatus,
+    /// When the coordinator last said it is alive (ms since the epoch);
+    /// for a final status, when it became final.
+    pub touched_ms: i64,
+}
+
+/// A transaction with staged writes on this engine.
+#[derive(Debug, Clone)]
+struct Staged {
+    keys: Vec<(ShardId, Key)>,
+    anchor: u64,
+    since: std::time::Instant,
+}
+
+/// How long final transaction records are kept (intents resolve long
+/// before).
+const RECORD_RETENTION_MS: i64 = 3_600_000;
 
 /// A write to one shard: rows (whole rows; for Delete only the key matters)
 /// with their encoded keys.
@@ -149,7 +182,9 @@ pub struct Store {
     opts: StoreOptions,
     shards: RwLock<HashMap<ShardId, Arc<Shard>>>,
     /// Keys holding intents of each staged (two-phase) transaction.
-    prepared: Mutex<HashMap<TxnId, Vec<(ShardId, Key)>>>,
+    prepared: Mutex<HashMap<TxnId, Staged>>,
+    /// Records of the transactions anchored on this engine.
+    records: Mutex<HashMap<TxnId, TxnRecord>>,
     wal: Wal,
     /// Writers hold it shared from staging to commit; a checkpoint holds it
     /// exclusively while it rotates the log, so that every record in the old
@@ -173,6 +208,7 @@ impl Store {
         let wal_dir = dir.join("wal");
         fs::create_dir_all(&wal_dir)?;
         let mut shards: HashMap<ShardId, ShardData> = HashMap::new();
+        let mut records: HashMap<TxnId, TxnRecord> = HashMap::new();
         let mut replay_from = 1;
         let cp_path = dir.join(CHECKPOINT_FILE);
         if cp_path.exists() {
@@ -184,8 +220,13 @@ impl Store {
                 return Err(Error::Corrupt(format!("unknown checkpoint format {}", header.format)));
             }
             replay_from = header.replay_from;
-            while let Some(chunk) = read_one::<CheckpointChunk>(&mut r)? {
-                shards.entry((chunk.table, chunk.shard)).or_default().rows.extend(chunk.entries);
+            while let Some(frame) = read_one::<CheckpointFrame>(&mut r)? {
+                match frame {
+                    CheckpointFrame::Shard(chunk) => {
+                        shards.entry((chunk.table, chunk.shard)).or_default().rows.extend(chunk.entries)
+                    }
+                    CheckpointFrame::Records(list) => records.extend(list),
+                }
             }
         }
         let mut segs: Vec<u64> = wal::segments(&wal_dir)?.into_iter().filter(|&s| s >= replay_from).collect();
@@ -196,22 +237,27 @@ impl Store {
         let mut replayed = 0usize;
         for (i, &seg) in segs.iter().enumerate() {
             let path = wal::segment_path(&wal_dir, seg);
-            let (records, valid) =
+            let (log, valid) =
                 if path.exists() { read_frames::<Record>(&path)? } else { (vec![], 0) };
-            replayed += records.len();
-            for rec in records {
-                replay(&mut shards, rec);
+            replayed += log.len();
+            for rec in log {
+                replay(&mut shards, &mut records, rec);
             }
             if i == segs.len() - 1 {
                 last_len = valid;
             }
         }
-        let mut prepared: HashMap<TxnId, Vec<(ShardId, Key)>> = HashMap::new();
+        let mut prepared: HashMap<TxnId, Staged> = HashMap::new();
         let mut bytes = 0u64;
+        let now = std::time::Instant::now();
         for (id, data) in &shards {
             for (key, versions) in &data.rows {
                 if let Some(i) = &versions.intent {
-                    prepared.entry(i.txn).or_default().push((*id, key.clone()));
+                    prepared
+                        .entry(i.txn)
+                        .or_insert_with(|| Staged { keys: vec![], anchor: i.anchor, since: now })
+                        .keys
+                        .push((*id, key.clone()));
                 }
                 bytes += versions_size(key, versions);
             }
@@ -235,6 +281,7 @@ impl Store {
                     .collect(),
             ),
             prepared: Mutex::new(prepared),
+            records: Mutex::new(records),
             wal,
             checkpoint_lock: tokio::sync::RwLock::new(()),
             read_floor: AtomicU64::new(0),
@@ -286,6 +333,11 @@ impl Store {
         self.prepared.lock().unwrap().keys().copied().collect()
     }
 
+    /// The record of a transaction anchored here, if any.
+    pub fn record(&self, txn: TxnId) -> Option<TxnRecord> {
+        self.records.lock().unwrap().get(&txn).copied()
+    }
+
     fn shard(&self, id: ShardId) -> Option<Arc<Shard>> {
         self.shards.read().unwrap().get(&id).cloned()
     }
@@ -302,25 +354,54 @@ impl Store {
     /// Validate, log and (one-phase) commit or (two-phase) stage a write of
     /// transaction `txn`, which read at `read_ts`. Nothing is changed when an
     /// error is returned.
-    pub async fn write(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
+    ///
+    /// A staged write names the transaction's `anchor` engine (`is_anchor`:
+    /// this one, which then keeps the transaction's record). A transaction
+    /// whose record says aborted cannot stage more writes here.
+    pub async fn write(
+        &self,
+        txn: TxnId,
+        read_ts: Ts,
+        one_phase: bool,
+        ops: Vec<WriteOp>,
+        anchor: u64,
+        is_anchor: bool,
+    ) -> Result<WriteOutcome> {
         let _cp = self.checkpoint_lock.read().await;
+        if matches!(self.record(txn), Some(r) if r.status != TxnStatus::Pending) {
+            return Err(Error::Conflict("the transaction was aborted".into()));
+        }
         // A one-phase write's intents are frozen from the start: it commits
         // at the timestamp chosen here, so no reader may push it meanwhile.
-        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops, one_phase)?;
+        let anchor = if one_phase { 0 } else { anchor };
+        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops, one_phase, anchor)?;
         let shards = group_writes(&staged);
-        let record = if one_phase {
+        let record = is_anchor && !one_phase && self.record(txn).is_none();
+        let log = if one_phase {
             Record::Apply { txn, commit_ts: min_commit_ts, shards }
         } else {
-            Record::Prepare { txn, min_commit_ts, shards }
+            Record::Prepare { txn, min_commit_ts, shards, anchor, record }
         };
-        if let Err(e) = self.wal.append(&record).await {
+        if let Err(e) = self.wal.append(&log).await {
             self.resolve(txn, &staged, None);
             return Err(e);
         }
         if one_phase {
             self.resolve(txn, &staged, Some(min_commit_ts));
         } else {
-            self.prepared.lock().unwrap().entry(txn).or_default().extend(staged.into_iter().map(|(s, k, _)| (s, k)));
+            if record {
+                self.records
+                    .lock()
+                    .unwrap()
+                    .insert(txn, TxnRecord { status: TxnStatus::Pending, touched_ms: eon_common::unix_ms() });
+            }
+            self.prepared
+                .lock()
+                .unwrap()
+                .entry(txn)
+                .or_insert_with(|| Staged { keys: vec![], anchor, since: std::time::Instant::now() })
+                .keys
+                .extend(staged.into_iter().map(|(s, k, _)| (s, k)));
         }
         Ok(WriteOutcome { ops: outcomes, ts: min_commit_ts })
     }
@@ -334,6 +415,7 @@ impl Store {
         read_ts: Ts,
         ops: &[WriteOp],
         frozen: bool,
+        anchor: u64,
     ) -> Result<(Vec<OpOutcome>, Vec<(ShardId, Key, Option<Row>)>, Ts)> {
         let mut ids: Vec<ShardId> = ops.iter().map(|o| o.shard).collect();
         ids.sort();
@@ -362,7 +444,7 @@ impl Store {
                         min_commit_ts = min_commit_ts.max(versions.latest_ts() + 1);
                         undo.push((gi, key.clone(), versions.intent.clone()));
                         let new = if op.kind == WriteKind::Delete { None } else { value.clone() };
-                        versions.set_intent(txn, 0, new.clone());
+                        versions.set_intent(txn, 0, anchor, new.clone());
                         staged.push((op.shard, key.clone(), new));
                         outcome.affected += 1;
                     }
@@ -448,7 +530,7 @@ impl Store {
     /// Freeze `txn`'s intents; the highest of their minimum commit
     /// timestamps.
     fn freeze(&self, txn: TxnId) -> Result<Ts> {
-        let keys = self.prepared.lock().unwrap().get(&txn).cloned().ok_or(Error::UnknownTransaction(txn))?;
+        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone()).ok_or(Error::UnknownTransaction(txn))?;
         let floor = self.read_floor.load(Ordering::SeqCst) + 1;
         let mut min = floor;
         let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
@@ -473,10 +555,22 @@ impl Store {
     /// timestamp possible" (a transaction whose writes are all on this
     /// engine). Returns the commit timestamp. An unknown transaction was
     /// already committed (or aborted) here, so a repeated Commit is harmless.
+    ///
+    /// When this engine is the transaction's anchor, its record becomes
+    /// committed with the same log record; a record already aborted (its
+    /// coordinator was presumed dead) refuses the commit.
     pub async fn commit(&self, txn: TxnId, commit_ts: Ts) -> Result<Ts> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self.prepared.lock().unwrap().get(&txn).cloned();
-        let Some(keys) = keys else { return Ok(commit_ts) };
+        if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Aborted) {
+            return Err(Error::Conflict("the transaction was aborted".into()));
+        }
+        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
+        let Some(keys) = keys else {
+            return Ok(match self.record(txn) {
+                Some(TxnRecord { status: TxnStatus::Committed(ts), .. }) => ts,
+                _ => commit_ts,
+            });
+        };
         let commit_ts = if commit_ts == 0 {
             self.freeze(txn)?
         } else {
@@ -485,17 +579,114 @@ impl Store {
         self.wal.append(&Record::Commit { txn, commit_ts }).await?;
         self.resolve(txn, &keys, Some(commit_ts));
         self.prepared.lock().unwrap().remove(&txn);
+        self.set_record(txn, TxnStatus::Committed(commit_ts), false);
         Ok(commit_ts)
     }
 
     pub async fn abort(&self, txn: TxnId) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self.prepared.lock().unwrap().get(&txn).cloned();
+        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
         let Some(keys) = keys else { return Ok(()) };
         self.wal.append(&Record::Abort { txn }).await?;
         self.resolve(txn, &keys, None);
         self.prepared.lock().unwrap().remove(&txn);
+        self.set_record(txn, TxnStatus::Aborted, false);
         Ok(())
+    }
+
+    /// Update the record of a transaction anchored here (only an existing
+    /// one, unless `create`).
+    fn set_record(&self, txn: TxnId, status: TxnStatus, create: bool) {
+        let mut records = self.records.lock().unwrap();
+        match records.get_mut(&txn) {
+            Some(r) => *r = TxnRecord { status, touched_ms: eon_common::unix_ms() },
+            None if create => {
+                records.insert(txn, TxnRecord { status, touched_ms: eon_common::unix_ms() });
+            }
+            None => {}
+        }
+    }
+
+    // ---------------------------------------------------- transaction records
+
+    /// End a transaction anchored here: the commit point of a distributed
+    /// commit (`Some(ts)`), or its abort. Durable before it returns. The
+    /// answer is the record's final status: a commit asked for after the
+    /// record was aborted answers `Aborted`, and the coordinator must abort.
+    pub async fn end_txn(&self, txn: TxnId, commit_ts: Option<Ts>) -> Result<TxnStatus> {
+        let _cp = self.checkpoint_lock.read().await;
+        let wanted = match commit_ts {
+            Some(ts) => TxnStatus::Committed(ts),
+            None => TxnStatus::Aborted,
+        };
+        match self.record(txn).map(|r| r.status) {
+            Some(s @ (TxnStatus::Committed(_) | TxnStatus::Aborted)) => return Ok(s),
+            _ => {}
+        }
+        self.wal.append(&Record::TxnEnd { txn, status: wanted }).await?;
+        self.set_record(txn, wanted, true);
+        Ok(wanted)
+    }
+
+    /// The status of a transaction anchored here. With `stale_after`, a
+    /// pending record whose coordinator has not heartbeated for that long —
+    /// or a transaction this engine has no record of — is aborted first
+    /// (durably), so it can never commit afterwards.
+    pub async fn txn_status(&self, txn: TxnId, stale_after: Option<std::time::Duration>) -> Result<TxnStatus> {
+        let current = self.record(txn);
+        let stale = match (current, stale_after) {
+            (Some(TxnRecord { status: TxnStatus::Pending, touched_ms }), Some(after)) => {
+                eon_common::unix_ms() - touched_ms >= after.as_millis() as i64
+            }
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if stale {
+            tracing::info!(txn, "aborting a transaction whose coordinator is gone");
+            return self.end_txn(txn, None).await;
+        }
+        Ok(current.map(|r| r.status).unwrap_or(TxnStatus::Pending))
+    }
+
+    /// The coordinator is alive. Returns the record's status (an aborted
+    /// transaction's coordinator learns it must give up).
+    pub fn heartbeat(&self, txn: TxnId) -> TxnStatus {
+        let mut records = self.records.lock().unwrap();
+        match records.get_mut(&txn) {
+            Some(r) => {
+                if r.status == TxnStatus::Pending {
+                    r.touched_ms = eon_common::unix_ms();
+                }
+                r.status
+            }
+            None => TxnStatus::Pending,
+        }
+    }
+
+    /// Staged transactions older than `age`, with their anchors: candidates
+    /// for resolution by their records.
+    pub fn stale_staged(&self, age: std::time::Duration) -> Vec<(TxnId, u64)> {
+        self.prepared
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.since.elapsed() >= age)
+            .map(|(t, s)| (*t, s.anchor))
+            .collect()
+    }
+
+    /// Resolve a staged transaction by its record's final status.
+    pub async fn resolve_by_record(&self, txn: TxnId, status: TxnStatus) -> Result<()> {
+        match status {
+            TxnStatus::Committed(ts) => {
+                // Freeze first: commit_ts was chosen above every engine's
+                // frozen minimum, so it is also above this one's.
+                let _ = self.freeze(txn);
+                self.commit(txn, ts).await.map(|_| ())
+            }
+            TxnStatus::Aborted => self.abort(txn).await,
+            TxnStatus::Pending => Ok(()),
+        }
     }
 
     /// Forget every shard of a table.
@@ -512,9 +703,9 @@ impl Store {
             .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
             .sum();
         let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
-        self.prepared.lock().unwrap().retain(|_, keys| {
-            keys.retain(|((t, _), _)| *t != table);
-            !keys.is_empty()
+        self.prepared.lock().unwrap().retain(|_, staged| {
+            staged.keys.retain(|((t, _), _)| *t != table);
+            !staged.keys.is_empty()
         });
         self.resolved.notify_waiters();
         Ok(())
@@ -686,13 +877,23 @@ impl Store {
                 bytes += versions_size(k, v);
                 entries.push((k.clone(), v.clone()));
                 if entries.len() == CHECKPOINT_CHUNK {
-                    write_one(&mut w, &CheckpointChunk { table: id.0, shard: id.1, entries: std::mem::take(&mut entries) })?;
+                    let chunk = CheckpointChunk { table: id.0, shard: id.1, entries: std::mem::take(&mut entries) };
+                    write_one(&mut w, &CheckpointFrame::Shard(chunk))?;
                 }
             }
             if !entries.is_empty() {
-                write_one(&mut w, &CheckpointChunk { table: id.0, shard: id.1, entries })?;
+                write_one(&mut w, &CheckpointFrame::Shard(CheckpointChunk { table: id.0, shard: id.1, entries }))?;
             }
         }
+        // Transaction records: pending ones, and final ones still young
+        // enough that an intent somewhere may ask about them.
+        let records: Vec<(TxnId, TxnRecord)> = {
+            let now = eon_common::unix_ms();
+            let mut records = self.records.lock().unwrap();
+            records.retain(|_, r| r.status == TxnStatus::Pending || now - r.touched_ms < RECORD_RETENTION_MS);
+            records.iter().map(|(t, r)| (*t, *r)).collect()
+        };
+        write_one(&mut w, &CheckpointFrame::Records(records))?;
         let file = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
         file.sync_all()?;
         drop(file);
@@ -772,7 +973,8 @@ fn group_writes(staged: &[(ShardId, Key, Option<Row>)]) -> Vec<ShardWrites> {
 /// Apply one log record during recovery. Every case is idempotent, because a
 /// checkpoint may already contain some effects of the records replayed after
 /// it.
-fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
+fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId, TxnRecord>, rec: Record) {
+    let now = eon_common::unix_ms();
     match rec {
         Record::Apply { txn, commit_ts, shards: writes } => {
             for sw in writes {
@@ -784,13 +986,21 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
                 }
             }
         }
-        Record::Prepare { txn, min_commit_ts, shards: writes } => {
+        Record::Prepare { txn, min_commit_ts, shards: writes, anchor, record } => {
+            if record {
+                // A restart counts as a heartbeat: the coordinator gets a
+                // fresh period to show it is alive.
+                records.entry(txn).or_insert(TxnRecord { status: TxnStatus::Pending, touched_ms: now });
+            }
             for sw in writes {
                 let data = shards.entry((sw.table, sw.shard)).or_default();
                 for w in sw.writes {
-                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, w.value);
+                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, anchor, w.value);
                 }
             }
+        }
+        Record::TxnEnd { txn, status } => {
+            records.insert(txn, TxnRecord { status, touched_ms: now });
         }
         Record::Freeze { txn } => {
             for data in shards.values_mut() {
@@ -802,6 +1012,9 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
             }
         }
         Record::Commit { txn, commit_ts } => {
+            if let Some(r) = records.get_mut(&txn) {
+                *r = TxnRecord { status: TxnStatus::Committed(commit_ts), touched_ms: now };
+            }
             for data in shards.values_mut() {
                 for v in data.rows.values_mut() {
                     v.commit(txn, commit_ts);
@@ -809,6 +1022,9 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, rec: Record) {
             }
         }
         Record::Abort { txn } => {
+            if let Some(r) = records.get_mut(&txn) {
+                *r = TxnRecord { status: TxnStatus::Aborted, touched_ms: now };
+            }
             for data in shards.values_mut() {
                 data.rows.retain(|_, v| {
                     v.abort(txn);
@@ -876,7 +1092,7 @@ mod tests {
     async fn one_phase_writes_are_visible_at_later_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let w = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(2, "b"), (1, "a")])]).await.unwrap();
+        let w = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(2, "b"), (1, "a")])]).await.unwrap();
         assert_eq!(w.ops[0].affected, 2);
         assert!(w.ts >= 100);
         assert_eq!(all(&store, S0, w.ts - 1), Vec::<Row>::new());
@@ -887,19 +1103,19 @@ mod tests {
     async fn duplicates_and_conflicts_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let t1 = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap().ts;
+        let t1 = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap().ts;
         let err = store
-            .write(2, t1, true, vec![op(S1, WriteKind::Insert, &[(5, "x")]), op(S0, WriteKind::Insert, &[(3, "c"), (1, "dup")])])
+            .write_test(2, t1, true, vec![op(S1, WriteKind::Insert, &[(5, "x")]), op(S0, WriteKind::Insert, &[(3, "c"), (1, "dup")])])
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Duplicate { op: 1, row: 1 }), "{err:?}");
         assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
         assert_eq!(all(&store, S1, u64::MAX - 1), Vec::<Row>::new());
         // ON CONFLICT DO NOTHING skips the existing key.
-        let w = store.write(3, t1, true, vec![op(S0, WriteKind::InsertIgnore, &[(1, "no"), (4, "d")])]).await.unwrap();
+        let w = store.write_test(3, t1, true, vec![op(S0, WriteKind::InsertIgnore, &[(1, "no"), (4, "d")])]).await.unwrap();
         assert_eq!(w.ops[0], OpOutcome { affected: 1, skipped: vec![0] });
         // An update based on a snapshot older than the last change conflicts.
-        let err = store.write(4, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(1, "stale")])]).await.unwrap_err();
+        let err = store.write_test(4, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(1, "stale")])]).await.unwrap_err();
         assert!(matches!(err, Error::Conflict(_)));
     }
 
@@ -907,7 +1123,7 @@ mod tests {
     async fn staged_writes_are_pushed_by_readers_until_frozen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
-        let w = store.write(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
+        let w = store.write_test(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
         let min = w.ts;
         // Readers see around an open transaction's intent, pushing it above
         // themselves; its own statements see it.
@@ -916,7 +1132,7 @@ mod tests {
         assert_eq!(own.out, 1);
         // Another writer conflicts with the intent.
         assert!(matches!(
-            store.write(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])]).await,
+            store.write_test(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])]).await,
             Err(Error::Conflict(_))
         ));
         // Finalize freezes it: the commit may not land below the push.
@@ -932,12 +1148,12 @@ mod tests {
         assert_eq!(all(&store, S0, commit_ts), vec![row(1, "a")]);
         assert_eq!(all(&store, S0, commit_ts - 1), Vec::<Row>::new());
         // Abort of a staged write leaves nothing; finalize of it then fails.
-        store.write(9, commit_ts + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
+        store.write_test(9, commit_ts + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
         store.abort(9).await.unwrap();
         assert!(matches!(store.finalize(9).await, Err(Error::UnknownTransaction(9))));
         assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
         // Commit with timestamp 0: freeze and commit at the lowest possible.
-        let w = store.write(10, commit_ts + 30, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+        let w = store.write_test(10, commit_ts + 30, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
         let ts = store.commit(10, 0).await.unwrap();
         assert!(ts >= w.ts);
         assert_eq!(all(&store, S1, ts), vec![row(3, "c")]);
@@ -948,7 +1164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let _g = store.begin_read(&[S0], 500);
-        let w = store.write(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
+        let w = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
         assert!(w.ts > 500, "a reader at 500 already saw the shard without this row");
     }
 
@@ -959,17 +1175,17 @@ mod tests {
         let (t1, t2);
         {
             let store = Store::open(dir.path(), opts.clone()).unwrap();
-            t1 = store.write(1, 10, true, vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])]).await.unwrap().ts;
-            store.write(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+            t1 = store.write_test(1, 10, true, vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])]).await.unwrap().ts;
+            store.write_test(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
             store.finalize(2).await.unwrap();
             assert!(store.checkpoint_due());
             store.checkpoint().await.unwrap();
             // After the checkpoint: commit the staged write, delete a row,
             // stage another.
             store.commit(2, t1 + 1).await.unwrap();
-            t2 = store.write(3, t1 + 1, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(2), None)] }]).await.unwrap().ts;
-            store.write(4, t2 + 10, false, vec![op(S0, WriteKind::Insert, &[(9, "pending")])]).await.unwrap();
-            store.write(5, t2, true, vec![op((2, 0), WriteKind::Insert, &[(1, "gone")])]).await.unwrap();
+            t2 = store.write_test(3, t1 + 1, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(2), None)] }]).await.unwrap().ts;
+            store.write_test(4, t2 + 10, false, vec![op(S0, WriteKind::Insert, &[(9, "pending")])]).await.unwrap();
+            store.write_test(5, t2, true, vec![op((2, 0), WriteKind::Insert, &[(1, "gone")])]).await.unwrap();
             store.drop_table(2).await.unwrap();
         }
         let store = Store::open(dir.path(), opts).unwrap();
@@ -1002,19 +1218,78 @@ mod refresh_tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let s: ShardId = (1, 0);
         let put = |key: i64| WriteOp { shard: s, kind: WriteKind::Insert, rows: vec![(k(key), Some(vec![Value::Int(key)]))] };
-        let t1 = store.write(1, 100, true, vec![put(1)]).await.unwrap().ts;
+        let t1 = store.write_test(1, 100, true, vec![put(1)]).await.unwrap().ts;
         // Nothing changed between t1 and t1 + 50.
         assert!(store.refresh(s, None, 9, t1, t1 + 50));
         // A commit after the read: the whole-shard refresh fails, a refresh
         // of an untouched key passes.
-        let t2 = store.write(2, t1 + 60, true, vec![put(2)]).await.unwrap().ts;
+        let t2 = store.write_test(2, t1 + 60, true, vec![put(2)]).await.unwrap().ts;
         assert!(!store.refresh(s, None, 9, t1, t2));
         assert!(store.refresh(s, Some(&[k(1)]), 9, t1, t2 + 10));
         // Another transaction's open intent is pushed, not a failure...
-        store.write(3, t2 + 20, false, vec![put(3)]).await.unwrap();
+        store.write_test(3, t2 + 20, false, vec![put(3)]).await.unwrap();
         assert!(store.refresh(s, Some(&[k(3)]), 9, t2, t2 + 100));
         assert!(store.finalize(3).await.unwrap() > t2 + 100);
         // ...but a frozen one at or below the refresh is.
         assert!(!store.refresh(s, Some(&[k(3)]), 9, t2, t2 + 500));
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// A write whose transaction is anchored on this engine (engine 1).
+    pub async fn write_test(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
+        self.write(txn, read_ts, one_phase, ops, 1, true).await
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use eon_common::Value;
+
+    fn op(key: i64) -> WriteOp {
+        WriteOp { shard: (1, 0), kind: WriteKind::Insert, rows: vec![(eon_common::key::encode_key([&Value::Int(key)]).unwrap(), Some(vec![Value::Int(key)]))] }
+    }
+
+    #[tokio::test]
+    async fn records_decide_and_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            // Anchored here: a pending record appears with the first write.
+            store.write(1, 100, false, vec![op(1)], 7, true).await.unwrap();
+            assert_eq!(store.record(1).unwrap().status, TxnStatus::Pending);
+            // Staged here, anchored elsewhere: no record.
+            store.write(2, 100, false, vec![op(2)], 9, false).await.unwrap();
+            assert!(store.record(2).is_none());
+            assert_eq!(store.stale_staged(Duration::ZERO).len(), 2);
+            // The commit point.
+            assert_eq!(store.end_txn(1, Some(500)).await.unwrap(), TxnStatus::Committed(500));
+            // A stale pending transaction is aborted, then cannot commit.
+            store.write(3, 100, false, vec![op(3)], 7, true).await.unwrap();
+            assert_eq!(store.txn_status(3, Some(Duration::from_secs(60))).await.unwrap(), TxnStatus::Pending);
+            assert_eq!(store.txn_status(3, Some(Duration::ZERO)).await.unwrap(), TxnStatus::Aborted);
+            assert_eq!(store.end_txn(3, Some(600)).await.unwrap(), TxnStatus::Aborted);
+            assert!(store.commit(3, 600).await.is_err());
+            // Unknown transactions are aborted when asked with a staleness
+            // bound, so they can never commit later.
+            assert_eq!(store.txn_status(4, Some(Duration::ZERO)).await.unwrap(), TxnStatus::Aborted);
+            assert_eq!(store.end_txn(4, Some(700)).await.unwrap(), TxnStatus::Aborted);
+        }
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.record(1).unwrap().status, TxnStatus::Committed(500));
+        assert_eq!(store.record(3).unwrap().status, TxnStatus::Aborted);
+        assert_eq!(store.record(4).unwrap().status, TxnStatus::Aborted);
+        // Resolving the staged writes by their records.
+        store.resolve_by_record(1, TxnStatus::Committed(500)).await.unwrap();
+        store.resolve_by_record(3, TxnStatus::Aborted).await.unwrap();
+        let c = store.scan_chunk((1, 0), 1000, None, Bound::Unbounded, 100, |r| r.len());
+        assert_eq!(c.out, 1, "key 1 committed; key 2 still staged; key 3 aborted");
+        store.checkpoint().await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.record(1).unwrap().status, TxnStatus::Committed(500), "records are in checkpoints");
+        assert_eq!(store.prepared_txns(), vec![2]);
     }
 }

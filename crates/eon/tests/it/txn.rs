@@ -310,3 +310,32 @@ async fn rest_transactions_are_atomic() {
     let r: serde_json::Value = post("/v1/sql", json!({"sql": "SELECT count(*) FROM t"})).await.unwrap().json().await.unwrap();
     assert_eq!(r["rows"], json!([[2]]));
 }
+
+#[tokio::test]
+async fn a_dead_coordinators_transaction_is_rolled_back_by_its_record() {
+    let cluster = TestCluster::builder().shards(16).start().unwrap();
+    let mut a = Raw::connect(&cluster).await;
+    a.query("CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    a.query("INSERT INTO t SELECT i, 0 FROM generate_series(1, 20) AS g(i)").await;
+    // A transaction stages writes on several data engines...
+    a.query("BEGIN").await;
+    let r = a.query("UPDATE t SET v = 1").await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // ...and its query engine dies before COMMIT.
+    cluster.kill_and_wait_restart("query-engine-1").await.unwrap();
+    drop(a);
+    // The data engines find the transaction's record on its anchor, see
+    // its heartbeats stopped, abort it and clear the intents: writers
+    // get through (autocommit statements retry conflicts for 10 s).
+    let mut b = Raw::connect(&cluster).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = b.query("UPDATE t SET v = 2").await;
+        if r.errors.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "intents of the dead transaction were never resolved: {:?}", r.errors);
+    }
+    assert_eq!(b.value("SELECT count(*) FROM t WHERE v = 2").await, "20");
+    assert_eq!(b.value("SELECT count(*) FROM t WHERE v = 1").await, "0");
+}
