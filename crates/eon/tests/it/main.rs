@@ -11,3 +11,4 @@ mod psql;
 mod pushdown;
 mod rest;
 mod txn;
+mod bank;
