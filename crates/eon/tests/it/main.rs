@@ -12,3 +12,4 @@ mod pushdown;
 mod rest;
 mod txn;
 mod bank;
+mod history;
