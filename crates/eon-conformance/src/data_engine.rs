@@ -88,7 +88,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
 
     // One-phase insert, then scans at snapshots before and after it.
     let w = c
-        .write(pb::WriteRequest { anchor: engine, txn_id: base + 11, read_ts: now, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[1, 2, 3, 4, 5], "v")) })
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 11, read_ts: now, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[1, 2, 3, 4, 5], "v")) })
         .await
         .context("Write")?
         .into_inner();
@@ -132,7 +132,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
 
     // Constraint and conflict errors leave nothing behind.
     let dup = c
-        .write(pb::WriteRequest { anchor: engine, txn_id: base + 12, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[6, 1], "dup")) })
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 12, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[6, 1], "dup")) })
         .await;
     ensure!(dup.as_ref().err().map(sqlstate).as_deref() == Some("23505"), "a duplicate key fails with 23505");
     let (still, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
@@ -140,7 +140,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("duplicate keys fail with 23505 and write nothing");
 
     let ignore = c
-        .write(pb::WriteRequest { anchor: engine, txn_id: base + 13, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::InsertIgnore, &rows(&t, &[1, 6], "new")) })
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 13, read_ts: t1, one_phase: true, ops: ops(&t, pb::WriteKind::InsertIgnore, &rows(&t, &[1, 6], "new")) })
         .await?
         .into_inner();
     ensure!(ignore.results.iter().map(|x| x.rows_affected).sum::<u64>() == 1, "INSERT_IGNORE inserts only new keys");
@@ -149,14 +149,14 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("INSERT_IGNORE skips existing keys and reports them");
 
     let stale = c
-        .write(pb::WriteRequest { anchor: engine, txn_id: base + 14, read_ts: t1 - 1, one_phase: true, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[1], "stale")) })
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 14, read_ts: t1 - 1, one_phase: true, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[1], "stale")) })
         .await;
     ensure!(stale.as_ref().err().map(sqlstate).as_deref() == Some("40001"), "a write based on a stale snapshot fails with 40001");
     r.pass("first committer wins: stale updates fail with 40001");
 
     // Two-phase: staged writes are invisible until committed; aborts vanish.
     let staged = c
-        .write(pb::WriteRequest { anchor: engine, txn_id: base + 15, read_ts: t2 + 1000, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 15, read_ts: t2 + 1000, one_phase: false, ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[2], "two-phase")) })
         .await?
         .into_inner();
     ensure!(staged.min_commit_ts >= t2 + 1000, "a staged write commits no lower than its read timestamp");
@@ -172,7 +172,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     ensure!(v.as_deref() == Some("two-phase2"), "a committed staged write is visible at its commit timestamp");
     r.pass("staged writes become visible at Commit's timestamp");
 
-    c.write(pb::WriteRequest { anchor: engine,
+    c.write(pb::WriteRequest { anchor: engine, seq: 1,
         txn_id: base + 16,
         read_ts: commit_ts,
         one_phase: false,
@@ -184,8 +184,31 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     ensure!(keys_of(&kept).contains(&3), "an aborted delete deletes nothing");
     r.pass("Abort discards staged writes");
 
+    // Savepoints: RollbackTo undoes what later statements staged.
+    let put = |seq: u32, keys: &[i64], v: &str| pb::WriteRequest {
+        anchor: engine,
+        seq,
+        txn_id: base + 18,
+        read_ts: eon_common::unix_us(),
+        one_phase: false,
+        ops: ops(&t, pb::WriteKind::Put, &rows(&t, keys, v)),
+    };
+    c.write(put(1, &[5], "sp-a")).await?;
+    c.write(put(2, &[5, 30], "sp-b")).await?;
+    c.rollback_to(pb::RollbackToRequest { txn_id: base + 18, seq: 1 }).await.context("RollbackTo")?;
+    c.write(put(3, &[6], "sp-c")).await?;
+    let sp_ts = c.commit(pb::CommitRequest { txn_id: base + 18, commit_ts: 0 }).await.context("Commit")?.into_inner().commit_ts;
+    let mut req = scan_req(&t, sp_ts);
+    req.keys = ipc::encode_batch(&RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![5, 6, 30]))])?)?.into();
+    let (sp, _, _) = scan(&mut c, req).await?;
+    let mut got: Vec<String> =
+        sp.iter().flat_map(|b| (0..b.num_rows()).map(|i| b.column(1).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()).collect();
+    got.sort();
+    ensure!(got == vec!["sp-a5".to_string(), "sp-c6".to_string()], "after RollbackTo(1) and commit: statement 1's value and statement 3's, got {got:?}");
+    r.pass("RollbackTo undoes the writes of later statements (savepoints)");
+
     let del = c
-        .write(pb::WriteRequest { anchor: engine,
+        .write(pb::WriteRequest { anchor: engine, seq: 1,
             txn_id: base + 17,
             read_ts: eon_common::unix_us(),
             one_phase: true,
@@ -200,7 +223,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("deletes are versioned: old snapshots keep seeing the rows");
 
     // Transaction records on the anchor engine.
-    c.write(pb::WriteRequest { anchor: engine, txn_id: base + 20, read_ts: eon_common::unix_us(), one_phase: false, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[20], "r")) })
+    c.write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 20, read_ts: eon_common::unix_us(), one_phase: false, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[20], "r")) })
         .await?;
     let status = |r: pb::TxnStatusResponse| (pb::TxnState::try_from(r.state).unwrap_or(pb::TxnState::Unspecified), r.commit_ts);
     let st = status(c.txn_status(pb::TxnStatusRequest { txn_id: base + 20, stale_after_ms: 0 }).await?.into_inner());

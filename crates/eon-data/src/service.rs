@@ -13,7 +13,7 @@ use eon_common::{Error, TableDef, ipc, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
 use eon_proto::v1::data_engine_client::DataEngineClient;
-use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteOp};
+use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -112,7 +112,17 @@ impl DataEngineService {
         }
         let result = self
             .store
-            .write(req.txn_id, req.read_ts, req.one_phase, ops.clone(), req.anchor, req.anchor == self.id)
+            .write(
+                WriteMeta {
+                    txn: req.txn_id,
+                    read_ts: req.read_ts,
+                    one_phase: req.one_phase,
+                    anchor: req.anchor,
+                    is_anchor: req.anchor == self.id,
+                    seq: req.seq,
+                },
+                ops.clone(),
+            )
             .await;
         let outcome = match result {
             Ok(o) => o,
@@ -248,6 +258,14 @@ impl DataEngine for DataEngineService {
         self.store.abort(req.into_inner().txn_id).await.map_err(|e| Error::internal(format!("abort: {e}")))?;
         r.ok();
         Ok(Response::new(pb::AbortResponse {}))
+    }
+
+    async fn rollback_to(&self, req: Request<pb::RollbackToRequest>) -> Reply<pb::RollbackToResponse> {
+        let r = self.stats.start();
+        let req = req.into_inner();
+        self.store.rollback_to(req.txn_id, req.seq).await.map_err(|e| Error::internal(format!("rollback to: {e}")))?;
+        r.ok();
+        Ok(Response::new(pb::RollbackToResponse {}))
     }
 
     async fn end_txn(&self, req: Request<pb::EndTxnRequest>) -> Reply<pb::TxnStatusResponse> {

@@ -693,9 +693,9 @@ impl Writes {
     /// the open transaction. Returns each op's result by op number.
     async fn apply(self, session: &Session, read_ts: u64, mode: WriteMode) -> Result<HashMap<usize, pb::OpResult>> {
         let cluster = session.cluster();
-        let (txn, staged_only) = match mode {
-            WriteMode::Autocommit => (crate::txn::new_txn_id(), false),
-            WriteMode::Txn { id, .. } => (id, true),
+        let (txn, staged_only, seq) = match mode {
+            WriteMode::Autocommit => (crate::txn::new_txn_id(), false, 0),
+            WriteMode::Txn { id, seq, .. } => (id, true, seq),
         };
         // A statement on one engine outside a transaction commits there in
         // one phase.
@@ -706,7 +706,7 @@ impl Writes {
         let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
         let mut failure: Option<Error> = None;
         let calls = self.by_engine.iter().map(|(&engine, ops)| {
-            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone(), anchor };
+            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone(), anchor, seq };
             async move {
                 let r = cluster
                     .with_engine(engine, Duration::from_secs(3), false, |mut c| {
@@ -735,9 +735,11 @@ impl Writes {
             }
         }
         if staged_only {
-            // Engines that staged something (even if another refused) hold
-            // intents of the transaction; it aborts them at ROLLBACK.
-            session.staged_on(results.keys().copied());
+            // Engines that staged something (even if another refused) take
+            // part in the commit. Every engine written to is rolled back by
+            // ROLLBACK and ROLLBACK TO SAVEPOINT: an unanswered write may
+            // have been staged all the same.
+            session.staged_on(results.keys().copied(), engines.iter().copied());
             if let Some(e) = failure {
                 return Err(e);
             }

@@ -33,6 +33,7 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
@@ -209,8 +210,30 @@ fn respond(output: Output, format: &Format, session: &Arc<Session>) -> Response 
     }
 }
 
+/// pgwire derives the ReadyForQuery status byte from the responses it
+/// sends: an error in a block makes it "failed", and only the end of the
+/// block makes it anything else. ROLLBACK TO SAVEPOINT also does, so a
+/// failed block's status starts at "in transaction" for a query that may
+/// roll back (an error puts it back to "failed").
+fn may_leave_failed_block(query: &str) -> bool {
+    query.trim_start().get(..8).is_some_and(|w| w.eq_ignore_ascii_case("rollback"))
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Handler {
+    async fn on_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.session.txn_failed() && may_leave_failed_block(&query.query) {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -286,6 +309,23 @@ impl ExtendedQueryHandler for Handler {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         self.parser.clone()
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self._on_execute(client, message).await?;
+        // The session knows the block's state (see `may_leave_failed_block`).
+        if self.session.txn_failed() {
+            client.set_transaction_status(TransactionStatus::Error);
+        } else if self.session.in_transaction() {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        Ok(())
     }
 
     async fn do_query<C>(&self, _client: &mut C, portal: &Portal<PgStatement>, _max_rows: usize) -> PgWireResult<Response>

@@ -152,17 +152,17 @@ pub enum WriteMode {
     /// All or nothing, committed before the statement answers.
     Autocommit,
     /// Staged under the open transaction.
-    Txn { id: u64, read_only: bool },
+    Txn { id: u64, read_only: bool, seq: u32 },
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         // A client that goes away in a transaction block rolls it back.
         if let Some(t) = self.txn.get_mut().unwrap().take() {
-            if !t.engines.is_empty() {
+            if !t.touched.is_empty() {
                 let cluster = self.engine.cluster.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move { crate::txn::abort(&cluster, t.id, &t.engines).await });
+                    rt.spawn(async move { crate::txn::abort(&cluster, t.id, &t.touched).await });
                 }
             }
         }
@@ -175,6 +175,21 @@ impl Drop for Session {
 fn is_catalog_query(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
+}
+
+/// An identifier as PostgreSQL resolves it: folded to lower case unless
+/// quoted.
+fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+}
+
+/// A savepoint command outside a transaction block.
+fn no_block(what: &str) -> Error {
+    Error::user("25P01", format!("{what} can only be used in transaction blocks"))
+}
+
+fn no_savepoint(name: &str) -> Error {
+    Error::user("3B001", format!("savepoint \"{name}\" does not exist"))
 }
 
 /// sqlparser's error as PostgreSQL words it.
@@ -229,6 +244,7 @@ impl Session {
             return Err(crate::txn::aborted_error());
         }
         t.started = true;
+        t.seq += 1;
         let read_ts = if t.isolation == Isolation::ReadCommitted { fresh } else { t.read_ts };
         let ctx = Arc::new(StatementContext {
             read_ts,
@@ -239,14 +255,22 @@ impl Session {
         if ctx.track_reads {
             t.statements.push(ctx.clone());
         }
-        Ok((ctx, WriteMode::Txn { id: t.id, read_only: t.read_only }))
+        Ok((ctx, WriteMode::Txn { id: t.id, read_only: t.read_only, seq: t.seq }))
     }
 
-    /// Note that the open transaction staged writes on these engines.
-    pub fn staged_on(&self, engines: impl IntoIterator<Item = u64>) {
+    /// Note that the open transaction sent writes to `touched` engines and
+    /// staged them on `staged`.
+    pub fn staged_on(&self, staged: impl IntoIterator<Item = u64>, touched: impl IntoIterator<Item = u64>) {
         if let Some(t) = self.txn.lock().unwrap().as_mut() {
-            t.engines.extend(engines);
+            t.engines.extend(staged);
+            t.touched.extend(touched);
         }
+    }
+
+    /// True when the open transaction block has failed (only ROLLBACK, or
+    /// ROLLBACK TO a savepoint, is accepted).
+    pub fn txn_failed(&self) -> bool {
+        self.txn.lock().unwrap().as_ref().is_some_and(|t| t.failed)
     }
 
     /// The anchor engine of the open transaction: the one it already has,
@@ -326,9 +350,11 @@ impl Session {
     pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
         let request = self.cluster().stats.start();
         let out = match statement {
-            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
-                self.transaction_control(statement).await
-            }
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => self.transaction_control(statement).await,
             _ if self.in_transaction() => {
                 let out = self.execute_once(statement, params).await;
                 if out.is_err() {
@@ -344,7 +370,7 @@ impl Session {
         out
     }
 
-    /// BEGIN, COMMIT, ROLLBACK.
+    /// BEGIN, COMMIT, ROLLBACK, and savepoints.
     async fn transaction_control(&self, statement: &Statement) -> Result<Output> {
         use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
         match statement {
@@ -380,6 +406,9 @@ impl Session {
                     failed: false,
                     started: false,
                     engines: Default::default(),
+                    touched: Default::default(),
+                    seq: 0,
+                    savepoints: vec![],
                     statements: vec![],
                     anchor: None,
                     heartbeat: None,
@@ -387,14 +416,58 @@ impl Session {
                 });
                 Ok(Output::TxnStart("BEGIN".into()))
             }
-            Statement::Rollback { savepoint: Some(_), .. } => {
-                self.note_error();
-                Err(Error::unsupported("savepoints are not supported yet"))
+            Statement::Savepoint { name } => {
+                let name = ident_name(name);
+                let mut guard = self.txn.lock().unwrap();
+                let Some(t) = guard.as_mut() else { return Err(no_block("SAVEPOINT")) };
+                if t.failed {
+                    return Err(crate::txn::aborted_error());
+                }
+                let seq = t.seq;
+                t.savepoints.push((name, seq));
+                Ok(Output::Command("SAVEPOINT".into()))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let name = ident_name(name);
+                let mut guard = self.txn.lock().unwrap();
+                let Some(t) = guard.as_mut() else { return Err(no_block("RELEASE SAVEPOINT")) };
+                if t.failed {
+                    return Err(crate::txn::aborted_error());
+                }
+                let Some(pos) = t.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                    t.failed = true;
+                    return Err(no_savepoint(&name));
+                };
+                // Releasing a savepoint also releases the ones after it.
+                t.savepoints.truncate(pos);
+                Ok(Output::Command("RELEASE".into()))
+            }
+            Statement::Rollback { savepoint: Some(name), .. } => {
+                let name = ident_name(name);
+                let (id, seq, touched) = {
+                    let mut guard = self.txn.lock().unwrap();
+                    let Some(t) = guard.as_mut() else { return Err(no_block("ROLLBACK TO SAVEPOINT")) };
+                    let Some(pos) = t.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                        t.failed = true;
+                        return Err(no_savepoint(&name));
+                    };
+                    // The savepoint stays; later ones are gone.
+                    t.savepoints.truncate(pos + 1);
+                    (t.id, t.savepoints[pos].1, t.touched.clone())
+                };
+                if let Err(e) = crate::txn::rollback_to(self.cluster(), id, seq, &touched).await {
+                    self.note_error();
+                    return Err(e);
+                }
+                if let Some(t) = self.txn.lock().unwrap().as_mut() {
+                    t.failed = false;
+                }
+                Ok(Output::Command("ROLLBACK".into()))
             }
             Statement::Rollback { .. } => {
                 let t = self.txn.lock().unwrap().take();
                 if let Some(t) = t {
-                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
                 }
                 Ok(Output::TxnEnd("ROLLBACK".into()))
             }
@@ -402,13 +475,13 @@ impl Session {
                 let t = self.txn.lock().unwrap().take();
                 let Some(t) = t else { return Ok(Output::TxnEnd("COMMIT".into())) };
                 if t.failed {
-                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
                     return Ok(Output::TxnEnd("ROLLBACK".into()));
                 }
                 let reads: Vec<crate::provider::ReadSpan> =
                     t.statements.iter().flat_map(|s| s.reads.lock().unwrap().clone()).collect();
                 if t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst) {
-                    crate::txn::abort(self.cluster(), t.id, &t.engines).await;
+                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
                     return Err(Error::write_conflict("the transaction was aborted: it was idle longer than its data engines wait"));
                 }
                 let refresh = (t.isolation == Isolation::Serializable).then_some((t.read_ts, reads.as_slice()));
@@ -459,9 +532,6 @@ impl Session {
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
                 ddl::drop_tables(self, names, *if_exists).await
-            }
-            Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } => {
-                Err(Error::unsupported("savepoints are not supported yet"))
             }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => {

@@ -28,6 +28,12 @@
 //!
 //! A single-engine SERIALIZABLE transaction that read anything goes the
 //! long way too, so its reads are refreshed. ROLLBACK aborts everywhere.
+//!
+//! Savepoints: every statement of a transaction has a sequence number, and
+//! its staged writes carry it. A data engine keeps, under each intent, what
+//! the transaction's earlier statements wrote there; ROLLBACK TO SAVEPOINT
+//! asks every engine the transaction wrote to to drop what statements after
+//! the savepoint wrote (`DataEngine.RollbackTo`, logged like any write).
 //! Conflicts with other writers are not waited for: the statement fails
 //! with 40001 and the transaction must be retried by the client (so no
 //! transaction ever waits for another: no deadlocks).
@@ -84,8 +90,16 @@ pub struct TxnState {
     pub failed: bool,
     /// A statement ran (isolation can no longer change).
     pub started: bool,
-    /// Data engines holding its intents.
+    /// Data engines holding its intents (they take part in the commit).
     pub engines: BTreeSet<u64>,
+    /// Data engines it sent writes to, whether or not they were staged (a
+    /// refused or unanswered write): rollbacks go to all of them.
+    pub touched: BTreeSet<u64>,
+    /// Its current statement (counting from 1): staged writes carry it, so
+    /// ROLLBACK TO SAVEPOINT can undo the statements after a savepoint.
+    pub seq: u32,
+    /// Open savepoints, oldest first: name and the statement before them.
+    pub savepoints: Vec<(String, u32)>,
     /// Its statements (SERIALIZABLE): what they read is refreshed at commit.
     pub statements: Vec<Arc<crate::provider::StatementContext>>,
     /// The engine keeping its record, once it staged a write.
@@ -165,6 +179,22 @@ pub async fn abort(cluster: &Arc<Cluster>, txn: u64, engines: &BTreeSet<u64>) {
     futures::future::join_all(calls).await;
 }
 
+/// ROLLBACK TO SAVEPOINT: undo on every engine in `engines` what `txn`'s
+/// statements after `seq` staged.
+pub async fn rollback_to(cluster: &Arc<Cluster>, txn: u64, seq: u32, engines: &BTreeSet<u64>) -> Result<()> {
+    let calls = engines.iter().map(|&engine| async move {
+        cluster
+            .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
+                c.rollback_to(pb::RollbackToRequest { txn_id: txn, seq }).await
+            })
+            .await
+    });
+    for r in futures::future::join_all(calls).await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Commit `txn`, which staged writes on `engines`; `reads` and `read_ts`
 /// are refreshed when given (SERIALIZABLE). Returns the commit timestamp.
 /// On error the transaction has been aborted everywhere.
@@ -179,8 +209,10 @@ pub async fn commit(
         return Ok(refresh.map(|(ts, _)| ts).unwrap_or(0));
     }
     let needs_refresh = refresh.is_some_and(|(_, reads)| !reads.is_empty());
-    if engines.len() == 1 && !needs_refresh {
-        let engine = *engines.iter().next().unwrap();
+    // (The anchor is normally the engine of the first write; only when all
+    // of that was rolled back to a savepoint may it hold nothing.)
+    let only = engines.iter().next().copied().filter(|e| engines.len() == 1 && anchor.is_none_or(|a| a == *e));
+    if let (Some(engine), false) = (only, needs_refresh) {
         let r = cluster
             .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
                 c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0 }).await

@@ -56,6 +56,12 @@ pub struct Intent {
     /// one-phase write).
     pub anchor: u64,
     pub value: Option<Row>,
+    /// The statement of the transaction that wrote `value` (its sequence
+    /// number: statements count up from 1 within a transaction).
+    pub seq: u32,
+    /// What earlier statements of the same transaction had written here,
+    /// oldest first: (statement, value). ROLLBACK TO SAVEPOINT pops it.
+    pub undo: Vec<(u32, Option<Row>)>,
 }
 
 /// A timestamp readers may raise concurrently.
@@ -212,13 +218,55 @@ impl Versions {
         }
     }
 
-    /// Stage (or replace) this transaction's intent.
-    pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, anchor: u64, value: Option<Row>) {
-        let min_commit_ts = match &self.intent {
-            Some(i) if i.txn == txn => i.min_commit_ts.get().max(min_commit_ts),
-            _ => min_commit_ts,
-        };
-        self.intent = Some(Intent { txn, min_commit_ts: PushTs::new(min_commit_ts), frozen: false, anchor, value });
+    /// Stage (or replace) this transaction's intent, written by its
+    /// statement `seq`. What an earlier statement wrote is kept for
+    /// [`Versions::rollback_to`]; an older statement's write (a log record
+    /// replayed over a checkpoint that already holds newer ones) is ignored.
+    pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, anchor: u64, seq: u32, value: Option<Row>) {
+        match &mut self.intent {
+            Some(i) if i.txn == txn => {
+                i.min_commit_ts.raise(min_commit_ts);
+                if seq > i.seq {
+                    let prev = std::mem::replace(&mut i.value, value);
+                    i.undo.push((i.seq, prev));
+                    i.seq = seq;
+                } else if seq == i.seq {
+                    i.value = value;
+                }
+            }
+            _ => {
+                self.intent = Some(Intent {
+                    txn,
+                    min_commit_ts: PushTs::new(min_commit_ts),
+                    frozen: false,
+                    anchor,
+                    value,
+                    seq,
+                    undo: vec![],
+                })
+            }
+        }
+    }
+
+    /// Undo what statements after `seq` of `txn` wrote here (ROLLBACK TO
+    /// SAVEPOINT): the intent goes back to what statement `seq` or an
+    /// earlier one left, or away when none of them wrote this key. Returns
+    /// true when the intent was removed.
+    pub fn rollback_to(&mut self, txn: TxnId, seq: u32) -> bool {
+        let Some(i) = self.intent.as_mut().filter(|i| i.txn == txn && !i.frozen) else { return false };
+        while i.seq > seq {
+            match i.undo.pop() {
+                Some((s, v)) => {
+                    i.seq = s;
+                    i.value = v;
+                }
+                None => {
+                    self.intent = None;
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Turn `txn`'s intent into a committed version. Idempotent: a missing
@@ -305,7 +353,7 @@ mod tests {
     fn readers_push_open_intents_and_wait_only_for_frozen_ones() {
         let mut v = Versions::default();
         v.install(100, Some(row(1)));
-        v.set_intent(9, 410, 0, Some(row(5)));
+        v.set_intent(9, 410, 0, 1, Some(row(5)));
         assert_eq!(v.read(400, None), Visible::Row(&row(1)));
         // A later reader pushes the intent above itself instead of waiting.
         assert_eq!(v.read(500, None), Visible::Row(&row(1)));
@@ -330,7 +378,7 @@ mod tests {
         assert!(matches!(v.check_write(1, 150, WriteKind::Put), Err(Refusal::Conflict(_))));
         assert!(matches!(v.check_write(1, 150, WriteKind::Delete), Err(Refusal::Conflict(_))));
         assert_eq!(v.check_write(1, 200, WriteKind::Delete), Ok(true));
-        v.set_intent(7, 300, 0, None);
+        v.set_intent(7, 300, 0, 1, None);
         assert!(matches!(v.check_write(1, 500, WriteKind::Put), Err(Refusal::Conflict(_))));
     }
 
@@ -342,10 +390,31 @@ mod tests {
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
         assert_eq!(v.check_write(1, 10, WriteKind::InsertIgnore), Ok(false));
         // A statement that deletes a key may insert it again (UPDATE of a key).
-        v.set_intent(1, 30, 0, None);
+        v.set_intent(1, 30, 0, 1, None);
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Ok(true));
-        v.set_intent(1, 30, 0, Some(row(2)));
+        v.set_intent(1, 30, 0, 1, Some(row(2)));
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
+    }
+
+    #[test]
+    fn rollback_to_restores_what_earlier_statements_wrote() {
+        let mut v = Versions::default();
+        v.install(100, Some(row(1)));
+        v.set_intent(3, 200, 0, 2, Some(row(2)));
+        v.set_intent(3, 200, 0, 2, Some(row(3))); // the same statement again
+        v.set_intent(3, 200, 0, 4, None);
+        v.set_intent(3, 200, 0, 7, Some(row(7)));
+        assert!(!v.rollback_to(3, 5));
+        assert_eq!(v.read(300, Some(3)), Visible::Absent, "statement 4 deleted it");
+        assert!(!v.rollback_to(9, 1), "another transaction's rollback changes nothing");
+        assert!(!v.rollback_to(3, 3));
+        assert_eq!(v.read(300, Some(3)), Visible::Row(&row(3)));
+        // Replaying an older statement's log record changes nothing.
+        v.set_intent(3, 200, 0, 1, Some(row(9)));
+        assert_eq!(v.read(300, Some(3)), Visible::Row(&row(3)));
+        assert!(v.rollback_to(3, 1), "nothing before statement 2 wrote here");
+        assert_eq!(v.intent, None);
+        assert_eq!(v.read(300, None), Visible::Row(&row(1)));
     }
 
     #[test]

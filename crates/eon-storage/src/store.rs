@@ -64,7 +64,11 @@ enum Record {
     /// A staged write awaiting Commit or Abort. `anchor` keeps the
     /// transaction's record; `record`: this engine is the anchor and starts
     /// the record (pending).
-    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites>, anchor: u64, record: bool },
+    /// `seq`: the transaction's statement that wrote it.
+    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites>, anchor: u64, record: bool, seq: u32 },
+    /// ROLLBACK TO SAVEPOINT: undo what the transaction's statements after
+    /// `seq` staged.
+    RollbackTo { txn: TxnId, seq: u32 },
     /// The record of a transaction anchored here reached a final status.
     TxnEnd { txn: TxnId, status: TxnStatus },
     /// The coordinator is choosing the commit timestamp: the transaction's
@@ -117,6 +121,22 @@ struct Staged {
 /// How long final transaction records are kept (intents resolve long
 /// before).
 const RECORD_RETENTION_MS: i64 = 3_600_000;
+
+/// Whose write it is and how to make it (see [`Store::write`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteMeta {
+    pub txn: TxnId,
+    /// The snapshot the statement read.
+    pub read_ts: Ts,
+    /// Commit now, or stage intents.
+    pub one_phase: bool,
+    /// The engine keeping the transaction's record (staged writes).
+    pub anchor: u64,
+    /// This engine is the anchor.
+    pub is_anchor: bool,
+    /// The transaction's statement making the write (from 1).
+    pub seq: u32,
+}
 
 /// A write to one shard: rows (whole rows; for Delete only the key matters)
 /// with their encoded keys.
@@ -358,15 +378,8 @@ impl Store {
     /// A staged write names the transaction's `anchor` engine (`is_anchor`:
     /// this one, which then keeps the transaction's record). A transaction
     /// whose record says aborted cannot stage more writes here.
-    pub async fn write(
-        &self,
-        txn: TxnId,
-        read_ts: Ts,
-        one_phase: bool,
-        ops: Vec<WriteOp>,
-        anchor: u64,
-        is_anchor: bool,
-    ) -> Result<WriteOutcome> {
+    pub async fn write(&self, meta: WriteMeta, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
+        let WriteMeta { txn, one_phase, anchor, is_anchor, seq, .. } = meta;
         let _cp = self.checkpoint_lock.read().await;
         if matches!(self.record(txn), Some(r) if r.status != TxnStatus::Pending) {
             return Err(Error::Conflict("the transaction was aborted".into()));
@@ -374,13 +387,26 @@ impl Store {
         // A one-phase write's intents are frozen from the start: it commits
         // at the timestamp chosen here, so no reader may push it meanwhile.
         let anchor = if one_phase { 0 } else { anchor };
-        let (outcomes, staged, min_commit_ts) = self.stage(txn, read_ts, &ops, one_phase, anchor)?;
-        let shards = group_writes(&staged);
         let record = is_anchor && !one_phase && self.record(txn).is_none();
+        let (outcomes, staged, min_commit_ts) = match self.stage(meta, anchor, &ops) {
+            Ok(staged) => staged,
+            Err(e) => {
+                if record {
+                    // The transaction may go on (ROLLBACK TO SAVEPOINT) and
+                    // stage writes elsewhere that name this engine: its
+                    // record must exist all the same.
+                    let log = Record::Prepare { txn, min_commit_ts: 0, shards: vec![], anchor, record, seq };
+                    self.wal.append(&log).await?;
+                    self.set_record(txn, TxnStatus::Pending, true);
+                }
+                return Err(e);
+            }
+        };
+        let shards = group_writes(&staged);
         let log = if one_phase {
             Record::Apply { txn, commit_ts: min_commit_ts, shards }
         } else {
-            Record::Prepare { txn, min_commit_ts, shards, anchor, record }
+            Record::Prepare { txn, min_commit_ts, shards, anchor, record, seq }
         };
         if let Err(e) = self.wal.append(&log).await {
             self.resolve(txn, &staged, None);
@@ -411,12 +437,11 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn stage(
         &self,
-        txn: TxnId,
-        read_ts: Ts,
-        ops: &[WriteOp],
-        frozen: bool,
+        meta: WriteMeta,
         anchor: u64,
+        ops: &[WriteOp],
     ) -> Result<(Vec<OpOutcome>, Vec<(ShardId, Key, Option<Row>)>, Ts)> {
+        let WriteMeta { txn, read_ts, one_phase: frozen, seq, .. } = meta;
         let mut ids: Vec<ShardId> = ops.iter().map(|o| o.shard).collect();
         ids.sort();
         ids.dedup();
@@ -444,7 +469,7 @@ impl Store {
                         min_commit_ts = min_commit_ts.max(versions.latest_ts() + 1);
                         undo.push((gi, key.clone(), versions.intent.clone()));
                         let new = if op.kind == WriteKind::Delete { None } else { value.clone() };
-                        versions.set_intent(txn, 0, anchor, new.clone());
+                        versions.set_intent(txn, 0, anchor, seq, new.clone());
                         staged.push((op.shard, key.clone(), new));
                         outcome.affected += 1;
                     }
@@ -586,11 +611,45 @@ impl Store {
     pub async fn abort(&self, txn: TxnId) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
         let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
-        let Some(keys) = keys else { return Ok(()) };
+        let Some(keys) = keys else {
+            // Nothing staged here, but perhaps the record (every write here
+            // was refused).
+            if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Pending) {
+                self.wal.append(&Record::TxnEnd { txn, status: TxnStatus::Aborted }).await?;
+                self.set_record(txn, TxnStatus::Aborted, false);
+            }
+            return Ok(());
+        };
         self.wal.append(&Record::Abort { txn }).await?;
         self.resolve(txn, &keys, None);
         self.prepared.lock().unwrap().remove(&txn);
         self.set_record(txn, TxnStatus::Aborted, false);
+        Ok(())
+    }
+
+    /// ROLLBACK TO SAVEPOINT: undo what statements of `txn` after `seq`
+    /// staged here (logged first, so it survives a restart). A transaction
+    /// with nothing staged here has nothing to undo; one that is committing
+    /// (frozen) is refused.
+    pub async fn rollback_to(&self, txn: TxnId, seq: u32) -> Result<()> {
+        let _cp = self.checkpoint_lock.read().await;
+        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
+        let Some(keys) = keys else { return Ok(()) };
+        self.wal.append(&Record::RollbackTo { txn, seq }).await?;
+        let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
+        for (shard, key) in &keys {
+            by_shard.entry(*shard).or_default().push(key);
+        }
+        for (id, keys) in by_shard {
+            let Some(cell) = self.shard(id) else { continue };
+            let mut data = cell.data.write().unwrap();
+            for key in keys {
+                if data.rows.get_mut(key).is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty()) {
+                    data.rows.remove(key);
+                }
+            }
+        }
+        self.resolved.notify_waiters();
         Ok(())
     }
 
@@ -986,7 +1045,7 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
                 }
             }
         }
-        Record::Prepare { txn, min_commit_ts, shards: writes, anchor, record } => {
+        Record::Prepare { txn, min_commit_ts, shards: writes, anchor, record, seq } => {
             if record {
                 // A restart counts as a heartbeat: the coordinator gets a
                 // fresh period to show it is alive.
@@ -995,8 +1054,16 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
             for sw in writes {
                 let data = shards.entry((sw.table, sw.shard)).or_default();
                 for w in sw.writes {
-                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, anchor, w.value);
+                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, anchor, seq, w.value);
                 }
+            }
+        }
+        Record::RollbackTo { txn, seq } => {
+            for data in shards.values_mut() {
+                data.rows.retain(|_, v| {
+                    v.rollback_to(txn, seq);
+                    !(v.committed.is_empty() && v.intent.is_none())
+                });
             }
         }
         Record::TxnEnd { txn, status } => {
@@ -1239,7 +1306,8 @@ mod refresh_tests {
 impl Store {
     /// A write whose transaction is anchored on this engine (engine 1).
     pub async fn write_test(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
-        self.write(txn, read_ts, one_phase, ops, 1, true).await
+        let meta = WriteMeta { txn, read_ts, one_phase, anchor: 1, is_anchor: true, seq: 1 };
+        self.write(meta, ops).await
     }
 }
 
@@ -1252,22 +1320,54 @@ mod record_tests {
         WriteOp { shard: (1, 0), kind: WriteKind::Insert, rows: vec![(eon_common::key::encode_key([&Value::Int(key)]).unwrap(), Some(vec![Value::Int(key)]))] }
     }
 
+    fn staged(txn: TxnId, anchor: u64, is_anchor: bool, seq: u32) -> WriteMeta {
+        WriteMeta { txn, read_ts: 100, one_phase: false, anchor, is_anchor, seq }
+    }
+
+    fn put(key: i64, v: i64) -> WriteOp {
+        let k = eon_common::key::encode_key([&Value::Int(key)]).unwrap();
+        WriteOp { shard: (1, 0), kind: WriteKind::Put, rows: vec![(k, Some(vec![Value::Int(key), Value::Int(v)]))] }
+    }
+
+    #[tokio::test]
+    async fn rollback_to_a_savepoint_undoes_later_statements_and_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = |store: &Store| {
+            store.scan_chunk((1, 0), 1000, Some(5), Bound::Unbounded, 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out
+        };
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            store.write(staged(5, 1, true, 1), vec![put(1, 10)]).await.unwrap();
+            store.write(staged(5, 1, true, 2), vec![put(1, 20), put(2, 20)]).await.unwrap();
+            store.write(staged(5, 1, true, 3), vec![put(1, 30)]).await.unwrap();
+            store.rollback_to(5, 1).await.unwrap();
+            assert_eq!(seen(&store), vec![Value::Int(10)], "statement 1's value; key 2 gone");
+            store.write(staged(5, 1, true, 4), vec![put(3, 40)]).await.unwrap();
+            store.rollback_to(9, 0).await.unwrap(); // unknown here: nothing to undo
+        }
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(seen(&store), vec![Value::Int(10), Value::Int(40)], "the log replays the rollback");
+        let ts = store.commit(5, 0).await.unwrap();
+        let rows = store.scan_chunk((1, 0), ts, None, Bound::Unbounded, 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out;
+        assert_eq!(rows, vec![Value::Int(10), Value::Int(40)]);
+    }
+
     #[tokio::test]
     async fn records_decide_and_survive_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             // Anchored here: a pending record appears with the first write.
-            store.write(1, 100, false, vec![op(1)], 7, true).await.unwrap();
+            store.write(staged(1, 7, true, 1), vec![op(1)]).await.unwrap();
             assert_eq!(store.record(1).unwrap().status, TxnStatus::Pending);
             // Staged here, anchored elsewhere: no record.
-            store.write(2, 100, false, vec![op(2)], 9, false).await.unwrap();
+            store.write(staged(2, 9, false, 1), vec![op(2)]).await.unwrap();
             assert!(store.record(2).is_none());
             assert_eq!(store.stale_staged(Duration::ZERO).len(), 2);
             // The commit point.
             assert_eq!(store.end_txn(1, Some(500)).await.unwrap(), TxnStatus::Committed(500));
             // A stale pending transaction is aborted, then cannot commit.
-            store.write(3, 100, false, vec![op(3)], 7, true).await.unwrap();
+            store.write(staged(3, 7, true, 1), vec![op(3)]).await.unwrap();
             assert_eq!(store.txn_status(3, Some(Duration::from_secs(60))).await.unwrap(), TxnStatus::Pending);
             assert_eq!(store.txn_status(3, Some(Duration::ZERO)).await.unwrap(), TxnStatus::Aborted);
             assert_eq!(store.end_txn(3, Some(600)).await.unwrap(), TxnStatus::Aborted);

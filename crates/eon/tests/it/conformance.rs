@@ -32,7 +32,7 @@ async fn data_engine_query_engine_and_agent_conform() {
     let cluster = TestCluster::start().unwrap();
     let (_, de) = cluster.data_engines().await.unwrap().remove(0);
     let report = eon_conformance::data_engine(&de).await.unwrap();
-    assert_eq!(report.passed.len(), 14, "{report}");
+    assert_eq!(report.passed.len(), 15, "{report}");
 
     let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
     let nodes = meta.list_nodes(pb::ListNodesRequest {}).await.unwrap().into_inner().nodes;

@@ -1,6 +1,6 @@
-//! Transaction blocks: BEGIN/COMMIT/ROLLBACK on the wire (with the
-//! ReadyForQuery status byte), isolation levels, pushes instead of waits,
-//! and REST transactions.
+//! Transaction blocks: BEGIN/COMMIT/ROLLBACK and savepoints on the wire
+//! (with the ReadyForQuery status byte), isolation levels, pushes instead
+//! of waits, and REST transactions.
 
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,113 @@ async fn transaction_blocks_on_the_wire() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(b.value("SELECT v FROM acc WHERE id = 2").await, "21");
+}
+
+/// Tags, error codes and status of an answer, for compact assertions.
+fn said(r: &Answer) -> (Vec<String>, Vec<String>, char) {
+    (r.tags.clone(), r.errors.clone(), r.status)
+}
+
+fn tag(t: &str, status: char) -> (Vec<String>, Vec<String>, char) {
+    (vec![t.to_string()], vec![], status)
+}
+
+fn error(code: &str, status: char) -> (Vec<String>, Vec<String>, char) {
+    (vec![], vec![code.to_string()], status)
+}
+
+#[tokio::test]
+async fn savepoints() {
+    let cluster = TestCluster::start().unwrap();
+    let mut a = Raw::connect(&cluster).await;
+    let mut b = Raw::connect(&cluster).await;
+    a.query("CREATE TABLE sp (id int PRIMARY KEY, v int)").await;
+    a.query("INSERT INTO sp VALUES (1, 10), (2, 20)").await;
+
+    assert_eq!(said(&a.query("SAVEPOINT x").await), error("25P01", 'I'), "outside a block");
+    assert_eq!(said(&a.query("ROLLBACK TO SAVEPOINT x").await), error("25P01", 'I'));
+    assert_eq!(said(&a.query("RELEASE x").await), error("25P01", 'I'));
+
+    // Rolling back to savepoints undoes later statements, on every shard,
+    // and brings a failed block back.
+    a.query("BEGIN").await;
+    a.query("UPDATE sp SET v = 11 WHERE id = 1").await;
+    assert_eq!(said(&a.query("SAVEPOINT a").await), tag("SAVEPOINT", 'T'));
+    a.query("INSERT INTO sp VALUES (3, 30)").await;
+    a.query("UPDATE sp SET v = v + 100").await;
+    a.query("SAVEPOINT b").await;
+    a.query("DELETE FROM sp WHERE id = 2").await;
+    assert_eq!(a.value("SELECT count(*) FROM sp").await, "2");
+    assert_eq!(said(&a.query("ROLLBACK TO SAVEPOINT b").await), tag("ROLLBACK", 'T'));
+    assert_eq!(a.value("SELECT sum(v) FROM sp").await, "361");
+    assert_eq!(said(&a.query("INSERT INTO sp VALUES (1, 0)").await), error("23505", 'E'));
+    assert_eq!(said(&a.query("SELECT 1").await), error("25P02", 'E'));
+    assert_eq!(said(&a.query("SAVEPOINT c").await), error("25P02", 'E'));
+    assert_eq!(said(&a.query("ROLLBACK TO a").await), tag("ROLLBACK", 'T'));
+    assert_eq!(a.value("SELECT sum(v) FROM sp").await, "31");
+    assert_eq!(said(&a.query("ROLLBACK TO b").await), error("3B001", 'E'), "b was after a");
+    assert_eq!(said(&a.query("ROLLBACK TO a").await), tag("ROLLBACK", 'T'), "a stays after a rollback to it");
+    // Rolled-back writes hold no intents: another writer is not refused.
+    a.query("SAVEPOINT d").await;
+    a.query("UPDATE sp SET v = 0 WHERE id = 2").await;
+    a.query("ROLLBACK TO d").await;
+    assert_eq!(said(&b.query("UPDATE sp SET v = 21 WHERE id = 2").await), tag("UPDATE 1", 'I'));
+    assert_eq!(said(&a.query("RELEASE a").await), tag("RELEASE", 'T'));
+    assert_eq!(said(&a.query("ROLLBACK TO d").await), error("3B001", 'E'), "releasing a released d too");
+    assert_eq!(said(&a.query("ROLLBACK").await), tag("ROLLBACK", 'I'));
+    assert_eq!(b.value("SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM sp").await, "1:10,2:21");
+
+    // A block whose first write failed on its anchor engine (which keeps
+    // the transaction's record) goes on after ROLLBACK TO with writes on
+    // another engine, and commits — also after that engine has had time to
+    // ask the anchor about its intents.
+    let engine_of = async |a: &mut Raw, id: i32| {
+        let plan = a.query(&format!("EXPLAIN SELECT * FROM sp WHERE id = {id}")).await.rows[1][0].clone().unwrap();
+        plan.split("reads=[").nth(1).unwrap().split(':').next().unwrap().to_string()
+    };
+    let anchor = engine_of(&mut a, 1).await;
+    let mut other = 4;
+    while engine_of(&mut a, other).await == anchor {
+        other += 1;
+    }
+    a.query("BEGIN").await;
+    a.query("SAVEPOINT s").await;
+    assert_eq!(said(&a.query("INSERT INTO sp VALUES (1, 0)").await), error("23505", 'E'));
+    a.query("ROLLBACK TO s").await;
+    a.query(&format!("INSERT INTO sp VALUES ({other}, 0)")).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert_eq!(said(&a.query("COMMIT").await), tag("COMMIT", 'I'));
+    assert_eq!(b.value(&format!("SELECT count(*) FROM sp WHERE id = {other}")).await, "1");
+    a.query(&format!("DELETE FROM sp WHERE id = {other}")).await;
+
+    a.query("BEGIN").await;
+    let r = a.query("INSERT INTO sp SELECT i, i * 10 FROM generate_series(4, 40) AS g(i)").await;
+    assert_eq!(said(&r), tag("INSERT 0 37", 'T'));
+    // The same name twice: ROLLBACK TO and RELEASE find the newest.
+    a.query("SAVEPOINT x").await;
+    a.query("INSERT INTO sp VALUES (41, 41)").await;
+    a.query("SAVEPOINT x").await;
+    a.query("INSERT INTO sp VALUES (42, 42)").await;
+    a.query("ROLLBACK TO x; RELEASE x").await;
+    assert_eq!(a.value("SELECT count(*) FROM sp WHERE id > 40").await, "1");
+    assert_eq!(said(&a.query("ROLLBACK TO x").await), tag("ROLLBACK", 'T'));
+    assert_eq!(a.value("SELECT count(*) FROM sp WHERE id > 40").await, "0");
+    assert_eq!(said(&a.query("COMMIT").await), tag("COMMIT", 'I'));
+    assert_eq!(b.value("SELECT count(*) || ' ' || sum(v) FROM sp").await, "39 8171");
+
+    // The extended protocol (tokio-postgres): a failed statement, ROLLBACK
+    // TO, more work, COMMIT.
+    let pg = cluster.pg().await.unwrap();
+    pg.execute("BEGIN", &[]).await.unwrap();
+    pg.execute("SAVEPOINT e", &[]).await.unwrap();
+    pg.execute("UPDATE sp SET v = $1 WHERE id = 1", &[&5i32]).await.unwrap();
+    let dup = pg.execute("INSERT INTO sp VALUES ($1, 0)", &[&2i32]).await.unwrap_err();
+    assert_eq!(dup.code().unwrap().code(), "23505");
+    assert_eq!(pg.execute("SELECT 1", &[]).await.unwrap_err().code().unwrap().code(), "25P02");
+    pg.execute("ROLLBACK TO SAVEPOINT e", &[]).await.unwrap();
+    pg.execute("UPDATE sp SET v = $1 WHERE id = 1", &[&7i32]).await.unwrap();
+    pg.execute("COMMIT", &[]).await.unwrap();
+    assert_eq!(b.value("SELECT v FROM sp WHERE id = 1").await, "7");
 }
 
 #[tokio::test]
