@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what eon's tests need beyond the Rust toolchain, when missing:
 #   mold               a faster linker (used if present, see cargo-env.sh)
-#   postgresql-client  psql, for the psql smoke test
+#   postgresql-client  psql, for the psql smoke test (and pgbench)
+# and with --postgres, for the benchmarks (bench/):
+#   postgresql         a PostgreSQL server (initdb, pg_ctl) as the baseline
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
 need=()
 command -v mold >/dev/null 2>&1 || need+=(mold)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+if [ "${1:-}" = "--postgres" ]; then
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+fi
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
