@@ -31,6 +31,8 @@ pub struct ScanPlan {
     output: Vec<usize>,
     filter: Option<Arc<dyn PhysicalExpr>>,
     pub limit: Option<u64>,
+    /// The key range to read (point lookups ignore it).
+    pub range: (Bound<Key>, Bound<Key>),
 }
 
 impl ScanPlan {
@@ -73,7 +75,14 @@ impl ScanPlan {
                 Some(ctx.create_physical_expr(expr, &df_schema).map_err(df_err)?)
             }
         };
-        Ok(ScanPlan { table, read_columns, output, filter, limit: (limit > 0).then_some(limit) })
+        Ok(ScanPlan {
+            table,
+            read_columns,
+            output,
+            filter,
+            limit: (limit > 0).then_some(limit),
+            range: (Bound::Unbounded, Bound::Unbounded),
+        })
     }
 
     /// Filter and project one batch of stored rows.
@@ -135,17 +144,22 @@ pub async fn run_scan(
                     entry.1.push(key);
                 }
             }
+            // In key order, like a range scan.
+            for (_, keys) in by_shard.iter_mut() {
+                keys.sort();
+                keys.dedup();
+            }
             Some(by_shard)
         }
     };
 
     for (i, &shard) in shards.iter().enumerate() {
         let id = (plan.table.id, shard);
-        let mut from = Bound::Unbounded;
+        let mut from = plan.range.0.clone();
         loop {
             let chunk = match &key_sets {
                 Some(sets) => store.get_chunk(id, ts, own, &sets[i].1, build),
-                None => store.scan_chunk(id, ts, own, from.clone(), CHUNK_ROWS, build),
+                None => store.scan_chunk(id, ts, own, (from.clone(), plan.range.1.clone()), CHUNK_ROWS, build),
             };
             counts.scanned += chunk.scanned as u64;
             let batch = plan.finish(chunk.out?)?;

@@ -180,13 +180,19 @@ impl DataEngine for DataEngineService {
             self.check_placement(&table, s)?;
         }
         let keys = if req.keys.is_empty() { None } else { Some(ipc::decode_one(&req.keys)?) };
-        let plan = ScanPlan::new(
+        let mut plan = ScanPlan::new(
             &self.ctx,
             table,
             req.projection.map(|p| p.columns.into_iter().map(|c| c as usize).collect()),
             &req.filter,
             req.limit,
         )?;
+        let bound = |k: Vec<u8>, end: bool| match (k.is_empty(), end) {
+            (true, _) => std::ops::Bound::Unbounded,
+            (false, false) => std::ops::Bound::Included(k),
+            (false, true) => std::ops::Bound::Excluded(k),
+        };
+        plan.range = (bound(req.start_key.to_vec(), false), bound(req.end_key.to_vec(), true));
         self.scans.fetch_add(1, Ordering::Relaxed);
         if keys.is_some() {
             self.point_lookups.fetch_add(1, Ordering::Relaxed);

@@ -5,8 +5,8 @@
 //! [`EonSchema`] (backed by the catalog cache in [`Cluster`]), and asks each
 //! [`EonTable`] for a scan, handing it the projection, the filters it may
 //! evaluate, and a limit. The table answers with an [`EonScanExec`] whose
-//! partitions are data engines: partition *i* streams the rows of the shards
-//! that engine *i* holds. What the scan pushes down:
+//! partitions are shards: partition *i* streams the rows of one shard from
+//! the data engine holding it. What the scan pushes down:
 //!
 //! - **projection**: only the needed columns are requested;
 //! - **filters**: every deterministic filter made of DataFusion built-ins is
@@ -15,7 +15,14 @@
 //! - **point lookups**: `pk = constant` (or `pk IN (...)`) on every key
 //!   column becomes a list of keys, the shards they hash to, and only the
 //!   engines holding those shards are asked;
+//! - **key ranges**: comparisons of the first key column with constants
+//!   (`pk >= 10 AND pk < 20`, `BETWEEN`) become a range of encoded keys, and
+//!   each shard reads only that part of its B-tree;
 //! - **limit**, when DataFusion passes one.
+//!
+//! Each partition reads one shard, and a shard returns its rows in primary
+//! key order, so the scan declares that order: `ORDER BY pk` merges the
+//! partitions (SortPreservingMergeExec) instead of sorting.
 //!
 //! `EXPLAIN` prints the scan with all of this, per data engine.
 //!
@@ -40,7 +47,9 @@ use datafusion::common::{Column, Constraint, Constraints, DataFusionError, Scala
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, utils::conjunction};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -261,6 +270,114 @@ fn point_keys(def: &TableDef, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>>
     Some(tuples)
 }
 
+/// The range of encoded keys that comparisons of the first key column with
+/// constants allow: (start inclusive, end exclusive; empty = unbounded).
+/// The filter itself is still evaluated on every row read, so the range
+/// only has to contain every matching key.
+fn key_range(def: &TableDef, filters: &[Expr]) -> Result<(Vec<u8>, Vec<u8>), DataFusionError> {
+    let first = def.primary_key[0];
+    let name = &def.columns[first].name;
+    let ty = def.columns[first].ty.arrow_type();
+    let key_schema = Arc::new(def.key_schema().project(&[0])?);
+    // The encoding of a constant as the first key column, if it converts
+    // to the column's type without changing its value.
+    let encode = |v: &ScalarValue| -> Option<Vec<u8>> {
+        if v.is_null() {
+            return None;
+        }
+        let cast = v.cast_to(&ty).ok()?;
+        if cast.cast_to(&v.data_type()).ok()? != *v {
+            return None;
+        }
+        let batch = RecordBatch::try_new(key_schema.clone(), vec![cast.to_array().ok()?]).ok()?;
+        encode_batch_keys(&batch).ok()?.pop()
+    };
+    let (mut start, mut end): (Vec<u8>, Option<Vec<u8>>) = (vec![], None);
+    let mut lower = |k: Vec<u8>| {
+        if k > start {
+            start = k;
+        }
+    };
+    let mut uppers: Vec<Option<Vec<u8>>> = vec![];
+    let mut conjuncts = Vec::new();
+    for f in filters {
+        split_and(f, &mut conjuncts);
+    }
+    let is_key = |e: &Expr| matches!(e, Expr::Column(c) if c.name == *name);
+    for c in conjuncts {
+        match c {
+            Expr::BinaryExpr(b) => {
+                let (op, v) = match (&*b.left, &*b.right) {
+                    (l, Expr::Literal(v, _)) if is_key(l) => (b.op, v),
+                    (Expr::Literal(v, _), r) if is_key(r) => match b.op.swap() {
+                        Some(op) => (op, v),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                let Some(k) = encode(v) else { continue };
+                match op {
+                    Operator::Eq => {
+                        uppers.push(successor(&k));
+                        lower(k);
+                    }
+                    Operator::GtEq => lower(k),
+                    Operator::Gt => match successor(&k) {
+                        Some(s) => lower(s),
+                        None => uppers.push(Some(vec![])), // nothing is greater
+                    },
+                    Operator::Lt => uppers.push(Some(k)),
+                    Operator::LtEq => uppers.push(successor(&k)),
+                    _ => {}
+                }
+            }
+            Expr::Between(bt) if !bt.negated && is_key(&bt.expr) => {
+                if let (Expr::Literal(lo, _), Expr::Literal(hi, _)) = (&*bt.low, &*bt.high) {
+                    if let (Some(lo), Some(hi)) = (encode(lo), encode(hi)) {
+                        lower(lo);
+                        uppers.push(successor(&hi));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for u in uppers.into_iter().flatten() {
+        if end.as_ref().is_none_or(|e| u < *e) {
+            end = Some(u);
+        }
+    }
+    // An empty end stands for "unbounded" (also for "below everything", a
+    // case the filter alone then handles); an end at or below the start
+    // leaves nothing: [start, start).
+    let end = match end {
+        Some(e) if !e.is_empty() && e <= start => start.clone(),
+        Some(e) => e,
+        None => vec![],
+    };
+    Ok((start, end))
+}
+
+/// The smallest key above every key that starts with `prefix` (None: no
+/// such key, the prefix is all 0xFF). Column encodings are prefix-free, so
+/// this bounds the keys whose first column encodes to `prefix`.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xFF {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Whether rows in encoded-key order are in the SQL order of this type
+/// (everything but jsonb, whose order DataFusion does not know).
+fn key_order_is_sql_order(ty: &eon_common::SqlType) -> bool {
+    !matches!(ty, eon_common::SqlType::Jsonb)
+}
+
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     match e {
         Expr::BinaryExpr(b) if b.op == Operator::And => {
@@ -340,10 +457,28 @@ impl TableProvider for EonTable {
             keys = Some((tuples.len(), Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?)));
             encoded_keys = Some(encoded);
         }
-        let mut by_engine: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        let range = if keys.is_none() { key_range(&self.def, filters)? } else { (vec![], vec![]) };
+        let mut parts = Vec::with_capacity(shards.len());
         for s in shards {
             let engine = self.def.engine_of(s).ok_or_else(|| DataFusionError::Internal(format!("shard {s} has no placement")))?;
-            by_engine.entry(engine).or_default().push(s);
+            parts.push((engine, s));
+        }
+        // Each partition is one shard, read in key order: the longest prefix
+        // of the key columns that the projection keeps is the output order.
+        let projected: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|&i| self.columns[i]).collect(),
+            None => self.columns.clone(),
+        };
+        let mut ordering = Vec::new();
+        for &k in &self.def.primary_key {
+            let Some(pos) = projected.iter().position(|&c| c == k) else { break };
+            if !key_order_is_sql_order(&self.def.columns[k].ty) {
+                break;
+            }
+            ordering.push(PhysicalSortExpr::new(
+                Arc::new(PhysicalColumn::new(schema.field(pos).name(), pos)),
+                SortOptions { descending: false, nulls_first: false },
+            ));
         }
         Ok(Arc::new(EonScanExec::new(ScanSpec {
             def: self.def.clone(),
@@ -354,9 +489,11 @@ impl TableProvider for EonTable {
             columns,
             filter: filter.map(|f| (unqualify(f).to_string(), filter_bytes)),
             keys,
-            parts: by_engine.into_iter().collect(),
+            range,
+            parts,
             limit,
             schema,
+            ordering,
         })))
     }
 }
@@ -373,13 +510,17 @@ struct ScanSpec {
     filter: Option<(String, Bytes)>,
     /// Number of keys and the key batch.
     keys: Option<(usize, Bytes)>,
-    /// (data engine, its shards) per partition.
-    parts: Vec<(u64, Vec<u32>)>,
+    /// Encoded key range (start inclusive, end exclusive; empty: unbounded).
+    range: (Vec<u8>, Vec<u8>),
+    /// (data engine, shard) per partition.
+    parts: Vec<(u64, u32)>,
     limit: Option<usize>,
     schema: SchemaRef,
+    /// The order of each partition's rows (key columns in the output).
+    ordering: Vec<PhysicalSortExpr>,
 }
 
-/// Streams rows from data engines, one partition per engine.
+/// Streams rows from data engines, one partition per shard.
 pub struct EonScanExec {
     spec: Arc<ScanSpec>,
     props: Arc<PlanProperties>,
@@ -393,8 +534,12 @@ impl fmt::Debug for EonScanExec {
 
 impl EonScanExec {
     fn new(spec: ScanSpec) -> EonScanExec {
+        let eq = match LexOrdering::new(spec.ordering.clone()) {
+            Some(o) => EquivalenceProperties::new_with_orderings(spec.schema.clone(), [o]),
+            None => EquivalenceProperties::new(spec.schema.clone()),
+        };
         let props = PlanProperties::new(
-            EquivalenceProperties::new(spec.schema.clone()),
+            eq,
             Partitioning::UnknownPartitioning(spec.parts.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -414,17 +559,18 @@ impl DisplayAs for EonScanExec {
         if let Some((n, _)) = &s.keys {
             write!(f, ", point lookup of {n} key(s)")?;
         }
+        if !s.range.0.is_empty() || !s.range.1.is_empty() {
+            write!(f, ", key range")?;
+        }
         if let Some(l) = s.limit {
             write!(f, ", limit={l}")?;
         }
-        let parts: Vec<String> = s
-            .parts
-            .iter()
-            .map(|(e, shards)| {
-                let list: Vec<String> = shards.iter().map(|x| x.to_string()).collect();
-                format!("data-engine-{e}: shards [{}]", list.join(","))
-            })
-            .collect();
+        let mut by_engine: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (e, shard) in &s.parts {
+            by_engine.entry(*e).or_default().push(shard.to_string());
+        }
+        let parts: Vec<String> =
+            by_engine.iter().map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(","))).collect();
         write!(f, ", reads=[{}]", parts.join("; "))
     }
 }
@@ -467,9 +613,10 @@ impl ExecutionPlan for EonScanExec {
     fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> datafusion::common::Result<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let schema = spec.schema.clone();
-        let Some((engine, shards)) = spec.parts.get(partition).cloned() else {
+        let Some((engine, shard)) = spec.parts.get(partition).cloned() else {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
         };
+        let shards = vec![shard];
         if spec.stmt.track_reads {
             let mut reads = spec.stmt.reads.lock().unwrap();
             for &shard in &shards {
@@ -488,6 +635,8 @@ impl ExecutionPlan for EonScanExec {
             filter: spec.filter.as_ref().map(|(_, b)| b.clone()).unwrap_or_default(),
             keys: spec.keys.as_ref().map(|(_, b)| b.clone()).unwrap_or_default(),
             limit: spec.limit.unwrap_or(0) as u64,
+            start_key: spec.range.0.clone().into(),
+            end_key: spec.range.1.clone().into(),
         };
         let out_schema = schema.clone();
         let responses = futures::stream::once(async move {

@@ -785,14 +785,14 @@ impl Store {
         ReadGuard { store: self, ts }
     }
 
-    /// Read up to `max_rows` visible rows of a shard, starting at `from`, and
-    /// hand them to `build` (under the shard's read lock).
+    /// Read up to `max_rows` visible rows of a shard within a key `range`,
+    /// in key order, and hand them to `build` (under the shard's read lock).
     pub fn scan_chunk<R>(
         &self,
         shard: ShardId,
         ts: Ts,
         own: Option<TxnId>,
-        from: Bound<Key>,
+        range: (Bound<Key>, Bound<Key>),
         max_rows: usize,
         build: impl FnOnce(&[&Row]) -> R,
     ) -> ScanChunk<R> {
@@ -802,7 +802,16 @@ impl Store {
         let mut rows: Vec<&Row> = Vec::with_capacity(max_rows.min(8192));
         let mut scanned = 0;
         let mut end = ChunkEnd::Done;
-        for (key, versions) in data.rows.range((from, Bound::Unbounded)) {
+        let empty = match (&range.0, &range.1) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a > b || (a == b && !matches!(range, (Bound::Included(_), Bound::Included(_))))
+            }
+            _ => false,
+        };
+        if empty {
+            return ScanChunk { out: build(&rows), scanned, end };
+        }
+        for (key, versions) in data.rows.range(range) {
             if rows.len() >= max_rows {
                 end = ChunkEnd::More(key.clone());
                 break;
@@ -1150,7 +1159,7 @@ mod tests {
         WriteOp { shard, kind, rows: rows.iter().map(|(i, s)| (k(*i), Some(row(*i, s)))).collect() }
     }
     fn all(store: &Store, shard: ShardId, ts: Ts) -> Vec<Row> {
-        let c = store.scan_chunk(shard, ts, None, Bound::Unbounded, usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        let c = store.scan_chunk(shard, ts, None, (Bound::Unbounded, Bound::Unbounded), usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
         assert_eq!(c.end, ChunkEnd::Done);
         c.out
     }
@@ -1195,7 +1204,7 @@ mod tests {
         // Readers see around an open transaction's intent, pushing it above
         // themselves; its own statements see it.
         assert_eq!(all(&store, S0, min + 10), Vec::<Row>::new());
-        let own = store.scan_chunk(S0, min, Some(7), Bound::Unbounded, 100, |r| r.len());
+        let own = store.scan_chunk(S0, min, Some(7), (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
         assert_eq!(own.out, 1);
         // Another writer conflicts with the intent.
         assert!(matches!(
@@ -1205,7 +1214,7 @@ mod tests {
         // Finalize freezes it: the commit may not land below the push.
         let commit_ts = store.finalize(7).await.unwrap();
         assert!(commit_ts > min + 10, "pushed by the reader at {}: {commit_ts}", min + 10);
-        let c = store.scan_chunk(S0, commit_ts + 5, None, Bound::Unbounded, 100, |r| r.len());
+        let c = store.scan_chunk(S0, commit_ts + 5, None, (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
         assert_eq!(c.end, ChunkEnd::Wait(7, k(1)), "frozen intents make later readers wait");
         let s2 = store.clone();
         let waiter = tokio::spawn(async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await });
@@ -1333,7 +1342,7 @@ mod record_tests {
     async fn rollback_to_a_savepoint_undoes_later_statements_and_survives_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let seen = |store: &Store| {
-            store.scan_chunk((1, 0), 1000, Some(5), Bound::Unbounded, 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out
+            store.scan_chunk((1, 0), 1000, Some(5), (Bound::Unbounded, Bound::Unbounded), 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out
         };
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -1348,7 +1357,7 @@ mod record_tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(seen(&store), vec![Value::Int(10), Value::Int(40)], "the log replays the rollback");
         let ts = store.commit(5, 0).await.unwrap();
-        let rows = store.scan_chunk((1, 0), ts, None, Bound::Unbounded, 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out;
+        let rows = store.scan_chunk((1, 0), ts, None, (Bound::Unbounded, Bound::Unbounded), 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out;
         assert_eq!(rows, vec![Value::Int(10), Value::Int(40)]);
     }
 
@@ -1384,7 +1393,7 @@ mod record_tests {
         // Resolving the staged writes by their records.
         store.resolve_by_record(1, TxnStatus::Committed(500)).await.unwrap();
         store.resolve_by_record(3, TxnStatus::Aborted).await.unwrap();
-        let c = store.scan_chunk((1, 0), 1000, None, Bound::Unbounded, 100, |r| r.len());
+        let c = store.scan_chunk((1, 0), 1000, None, (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
         assert_eq!(c.out, 1, "key 1 committed; key 2 still staged; key 3 aborted");
         store.checkpoint().await.unwrap();
         drop(store);
