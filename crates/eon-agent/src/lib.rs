@@ -47,6 +47,8 @@ pub struct UpOptions {
     pub listen: String,
     /// Default shard count of new tables.
     pub shards: u32,
+    /// Extra flags for every data engine (`--gc-retention 300`, …).
+    pub data_engine_args: Vec<String>,
 }
 
 /// Where a running cluster can be reached; written to `cluster.json`.
@@ -77,6 +79,7 @@ pub struct AgentState {
     data_dir: PathBuf,
     meta_addr: String,
     shards: u32,
+    data_engine_args: Vec<String>,
     instances: RwLock<Vec<Arc<Instance>>>,
     router: Arc<Router>,
     next_id: Mutex<HashMap<String, u64>>,
@@ -99,14 +102,18 @@ impl AgentState {
         };
         let name = format!("{kind}-{id}");
         let args: Vec<String> = match kind {
-            "data-engine" => vec![
-                "--id".into(),
-                id.to_string(),
-                "--data-dir".into(),
-                self.data_dir.join(&name).display().to_string(),
-                "--meta".into(),
-                self.meta_addr.clone(),
-            ],
+            "data-engine" => [
+                vec![
+                    "--id".into(),
+                    id.to_string(),
+                    "--data-dir".into(),
+                    self.data_dir.join(&name).display().to_string(),
+                    "--meta".into(),
+                    self.meta_addr.clone(),
+                ],
+                self.data_engine_args.clone(),
+            ]
+            .concat(),
             "query-engine" => vec![
                 "--id".into(),
                 id.to_string(),
@@ -220,6 +227,7 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         data_dir: opts.data_dir.clone(),
         meta_addr: meta_addr.clone(),
         shards: opts.shards,
+        data_engine_args: opts.data_engine_args.clone(),
         instances: RwLock::new(vec![meta.clone()]),
         router: Arc::new(Router::default()),
         next_id: Mutex::new(HashMap::new()),

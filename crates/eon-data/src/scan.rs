@@ -128,7 +128,12 @@ pub async fn run_scan(
     tx: &tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
 ) -> Result<ScanCounts, Error> {
     let ids: Vec<ShardId> = shards.iter().map(|&s| (plan.table.id, s)).collect();
-    let _read = store.begin_read(&ids, ts);
+    let _read = store.begin_read(&ids, ts).map_err(|_| {
+        Error::user(
+            "72000",
+            "snapshot too old: the transaction is older than the data engines' MVCC retention (--gc-retention)",
+        )
+    })?;
     let mut counts = ScanCounts::default();
     let schema = plan.table.arrow_schema().clone();
     let build = |rows: &[&eon_common::value::Row]| batch_from_rows(&schema, &plan.read_columns, rows);

@@ -315,6 +315,7 @@ impl DataEngine for DataEngineService {
         s.counters.insert("wal_syncs".into(), wal.syncs.load(Ordering::Relaxed));
         s.counters.insert("wal_bytes".into(), wal.bytes_total.load(Ordering::Relaxed));
         s.counters.insert("checkpoints".into(), self.store.checkpoints.load(Ordering::Relaxed));
+        s.counters.insert("versions_collected".into(), self.store.versions_collected.load(Ordering::Relaxed));
         s.counters.insert("shards".into(), self.store.shard_count() as u64);
         s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
         Ok(Response::new(s))
@@ -446,6 +447,18 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
                     tracing::error!("checkpoint failed: {e}");
                 }
             }
+        }
+    });
+
+    // MVCC garbage collection: a pass every quarter of the retention window
+    // (between 100 ms and 10 s), a chunk of keys at a time.
+    let gc_store = store.clone();
+    let every = (gc_store.retention() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let store = gc_store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.gc()).await;
         }
     });
 

@@ -44,6 +44,9 @@ pub enum Error {
     /// Finalize of a transaction with no staged writes here (it was aborted).
     #[error("transaction {0} has no staged writes here")]
     UnknownTransaction(u64),
+    /// A read below the garbage collector's floor.
+    #[error("snapshot too old")]
+    SnapshotTooOld,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,7 +23,7 @@ use crate::{Error, Result};
 pub type ShardId = (u64, u32);
 
 const CHECKPOINT_FILE: &str = "checkpoint.bin";
-const CHECKPOINT_FORMAT: u32 = 2;
+const CHECKPOINT_FORMAT: u32 = 3;
 /// Keys per frame in a checkpoint file (bounds the memory of writing one).
 const CHECKPOINT_CHUNK: usize = 4096;
 
@@ -31,8 +31,9 @@ const CHECKPOINT_CHUNK: usize = 4096;
 pub struct StoreOptions {
     /// Take a checkpoint once this many bytes were logged since the last.
     pub checkpoint_bytes: u64,
-    /// Versions older than this (and not needed by a running scan) are
-    /// garbage-collected at checkpoints.
+    /// MVCC retention: versions older than this (and not needed by a running
+    /// scan) are garbage-collected, by a background pass and at checkpoints.
+    /// Snapshots older than it fail with "snapshot too old".
     pub gc_after: Duration,
 }
 
@@ -84,6 +85,8 @@ struct CheckpointHeader {
     format: u32,
     /// Replay the log from this segment on.
     replay_from: u64,
+    /// Versions a snapshot below this may need were garbage-collected.
+    gc_floor: Ts,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,6 +221,11 @@ pub struct Store {
     active_reads: Mutex<BTreeMap<Ts, usize>>,
     bytes: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Snapshots below this may miss garbage-collected versions: reads and
+    /// refreshes at them are refused. Changed under `active_reads`' lock.
+    gc_floor: AtomicU64,
+    /// Versions removed by garbage collection since start.
+    pub versions_collected: AtomicU64,
 }
 
 impl Store {
@@ -230,6 +238,7 @@ impl Store {
         let mut shards: HashMap<ShardId, ShardData> = HashMap::new();
         let mut records: HashMap<TxnId, TxnRecord> = HashMap::new();
         let mut replay_from = 1;
+        let mut gc_floor = 0;
         let cp_path = dir.join(CHECKPOINT_FILE);
         if cp_path.exists() {
             let file = File::open(&cp_path)?;
@@ -240,6 +249,7 @@ impl Store {
                 return Err(Error::Corrupt(format!("unknown checkpoint format {}", header.format)));
             }
             replay_from = header.replay_from;
+            gc_floor = header.gc_floor;
             while let Some(frame) = read_one::<CheckpointFrame>(&mut r)? {
                 match frame {
                     CheckpointFrame::Shard(chunk) => {
@@ -309,6 +319,8 @@ impl Store {
             active_reads: Mutex::new(BTreeMap::new()),
             bytes: AtomicU64::new(bytes),
             checkpoints: AtomicU64::new(0),
+            gc_floor: AtomicU64::new(gc_floor),
+            versions_collected: AtomicU64::new(0),
         })
     }
 
@@ -326,6 +338,11 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The MVCC retention window.
+    pub fn retention(&self) -> Duration {
+        self.opts.gc_after
     }
 
     pub fn wal(&self) -> &Wal {
@@ -775,14 +792,23 @@ impl Store {
     /// Register a snapshot read of `shard` at `ts`: no later commit on the
     /// shard may land at or below `ts`. Returns a guard that keeps the
     /// versions the snapshot needs from garbage collection.
-    pub fn begin_read(&self, shards: &[ShardId], ts: Ts) -> ReadGuard<'_> {
+    ///
+    /// A snapshot older than the garbage collector's floor is refused
+    /// ("snapshot too old"): versions it needs may be gone.
+    pub fn begin_read(&self, shards: &[ShardId], ts: Ts) -> Result<ReadGuard<'_>> {
+        {
+            let mut reads = self.active_reads.lock().unwrap();
+            if ts < self.gc_floor.load(Ordering::SeqCst) {
+                return Err(Error::SnapshotTooOld);
+            }
+            *reads.entry(ts).or_default() += 1;
+        }
         // An empty shard is created too: a write that creates it later must
         // still land above this snapshot.
         for id in shards {
             self.shard_or_create(*id).max_read_ts.fetch_max(ts, Ordering::SeqCst);
         }
-        *self.active_reads.lock().unwrap().entry(ts).or_default() += 1;
-        ReadGuard { store: self, ts }
+        Ok(ReadGuard { store: self, ts })
     }
 
     /// Read up to `max_rows` visible rows of a shard within a key `range`,
@@ -868,6 +894,9 @@ impl Store {
     /// False when a version committed in `(from, to]`, or another
     /// transaction is committing there.
     pub fn refresh(&self, shard: ShardId, keys: Option<&[Key]>, txn: TxnId, from: Ts, to: Ts) -> bool {
+        if from < self.gc_floor.load(Ordering::SeqCst) {
+            return false; // what changed since may have been collected
+        }
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(to, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
@@ -927,30 +956,33 @@ impl Store {
             let _exclusive = self.checkpoint_lock.write().await;
             self.wal.rotate().await?
         };
-        let horizon = self.gc_horizon();
+        self.gc();
+        let gc_floor = self.gc_floor.load(Ordering::SeqCst);
         let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let mut w = BufWriter::new(File::create(&tmp)?);
-        write_one(&mut w, &CheckpointHeader { format: CHECKPOINT_FORMAT, replay_from })?;
+        write_one(&mut w, &CheckpointHeader { format: CHECKPOINT_FORMAT, replay_from, gc_floor })?;
         let mut bytes = 0u64;
         for id in ids {
             let Some(cell) = self.shard(id) else { continue };
-            {
-                let mut data = cell.data.write().unwrap();
-                data.rows.retain(|_, v| !v.gc(horizon));
-            }
-            let data = cell.data.read().unwrap();
-            let mut entries = Vec::with_capacity(CHECKPOINT_CHUNK);
-            for (k, v) in &data.rows {
-                bytes += versions_size(k, v);
-                entries.push((k.clone(), v.clone()));
-                if entries.len() == CHECKPOINT_CHUNK {
-                    let chunk = CheckpointChunk { table: id.0, shard: id.1, entries: std::mem::take(&mut entries) };
-                    write_one(&mut w, &CheckpointFrame::Shard(chunk))?;
-                }
-            }
-            if !entries.is_empty() {
+            // A chunk at a time, the shard's lock held only while copying
+            // it: writers wait for a copy of CHECKPOINT_CHUNK keys at most,
+            // never for the disk. Keys changed meanwhile are in the log
+            // segments after `replay_from`, whose replay is idempotent.
+            let mut from = Bound::Unbounded;
+            loop {
+                let entries: Vec<(Key, Versions)> = {
+                    let data = cell.data.read().unwrap();
+                    data.rows.range((from, Bound::Unbounded)).take(CHECKPOINT_CHUNK).map(|(k, v)| (k.clone(), v.clone())).collect()
+                };
+                let Some((last, _)) = entries.last() else { break };
+                from = Bound::Excluded(last.clone());
+                let full = entries.len() == CHECKPOINT_CHUNK;
+                bytes += entries.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>();
                 write_one(&mut w, &CheckpointFrame::Shard(CheckpointChunk { table: id.0, shard: id.1, entries }))?;
+                if !full {
+                    break;
+                }
             }
         }
         // Transaction records: pending ones, and final ones still young
@@ -974,11 +1006,55 @@ impl Store {
         Ok(())
     }
 
-    fn gc_horizon(&self) -> Ts {
-        let age = self.opts.gc_after.as_micros() as u64;
-        let by_age = eon_common::unix_us().saturating_sub(age);
-        let oldest_read = self.active_reads.lock().unwrap().keys().next().copied().unwrap_or(u64::MAX);
-        by_age.min(oldest_read.saturating_sub(1))
+    /// Garbage-collect versions no snapshot can need any more: older than
+    /// the retention window and than every running scan. Goes through each
+    /// shard a chunk of keys at a time, so writers and readers of a shard
+    /// wait for one chunk at most. Returns the number of versions removed.
+    pub fn gc(&self) -> u64 {
+        const GC_CHUNK: usize = 1024;
+        let horizon = {
+            let reads = self.active_reads.lock().unwrap();
+            let age = self.opts.gc_after.as_micros() as u64;
+            let by_age = eon_common::unix_us().saturating_sub(age);
+            let oldest_read = reads.keys().next().copied().unwrap_or(u64::MAX);
+            let horizon = by_age.min(oldest_read.saturating_sub(1));
+            // From now on, snapshots at or below the horizon may miss
+            // versions (the newest version at the horizon stays, so a read
+            // exactly at it is still right).
+            self.gc_floor.fetch_max(horizon, Ordering::SeqCst);
+            horizon
+        };
+        let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
+        let mut removed = 0u64;
+        for id in ids {
+            let Some(cell) = self.shard(id) else { continue };
+            let mut from: Bound<Key> = Bound::Unbounded;
+            loop {
+                let mut data = cell.data.write().unwrap();
+                let mut empty = Vec::new();
+                let mut last = None;
+                let mut n = 0;
+                for (k, v) in data.rows.range_mut((from.clone(), Bound::Unbounded)).take(GC_CHUNK) {
+                    let before = v.committed.len();
+                    if v.gc(horizon) {
+                        empty.push(k.clone());
+                    }
+                    removed += (before - v.committed.len()) as u64;
+                    last = Some(k.clone());
+                    n += 1;
+                }
+                for k in empty {
+                    data.rows.remove(&k);
+                }
+                drop(data);
+                match last {
+                    Some(k) if n == GC_CHUNK => from = Bound::Excluded(k),
+                    _ => break,
+                }
+            }
+        }
+        self.versions_collected.fetch_add(removed, Ordering::Relaxed);
+        removed
     }
 }
 
@@ -1239,7 +1315,7 @@ mod tests {
     async fn commits_land_above_snapshots_already_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let _g = store.begin_read(&[S0], 500);
+        let _g = store.begin_read(&[S0], 500).unwrap();
         let w = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
         assert!(w.ts > 500, "a reader at 500 already saw the shard without this row");
     }

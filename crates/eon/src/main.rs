@@ -55,6 +55,11 @@ enum Command {
         /// Shards of a new table (unless its CREATE TABLE says otherwise).
         #[arg(long, default_value_t = 8)]
         shards: u32,
+        /// MVCC retention of the data engines, in seconds: older row
+        /// versions are garbage-collected, and snapshots older than this
+        /// fail with "snapshot too old".
+        #[arg(long, env = "EON_GC_RETENTION", default_value_t = 300)]
+        gc_retention: u64,
     },
     /// Show the components of a running cluster and its tables' shards.
     Status {
@@ -104,6 +109,9 @@ enum Command {
         /// Take a checkpoint after this many bytes of log.
         #[arg(long, env = "EON_CHECKPOINT_BYTES", default_value_t = 64 << 20)]
         checkpoint_bytes: u64,
+        /// MVCC retention in seconds (see `eon up --gc-retention`).
+        #[arg(long, env = "EON_GC_RETENTION", default_value_t = 300)]
+        gc_retention: u64,
     },
     /// Run a query engine (started by `eon up`).
     QueryEngine {
@@ -147,7 +155,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards } => {
+        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards, gc_retention } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
             }
@@ -160,7 +168,17 @@ fn main() -> ExitCode {
             let _ = std::fs::create_dir_all(data_dir.join("logs"));
             let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("logs").join("up.log")).ok();
             init_logging(log);
-            let opts = eon_agent::UpOptions { exe, data_dir: data_dir.clone(), data_engines, query_engines, pg_port, http_port, listen, shards };
+            let opts = eon_agent::UpOptions {
+                exe,
+                data_dir: data_dir.clone(),
+                data_engines,
+                query_engines,
+                pg_port,
+                http_port,
+                listen,
+                shards,
+                data_engine_args: vec!["--gc-retention".into(), gc_retention.to_string()],
+            };
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
                 let pg_port = c.pg.rsplit(':').next().unwrap_or("5433");
@@ -213,9 +231,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes } => {
+        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes, gc_retention } => {
             init_logging(None);
-            let store = eon_storage::StoreOptions { checkpoint_bytes, ..Default::default() };
+            let store =
+                eon_storage::StoreOptions { checkpoint_bytes, gc_after: std::time::Duration::from_secs(gc_retention) };
             let opts = eon_data::DataEngineOptions { id, dir: data_dir, meta, listen, port, store };
             match runtime().block_on(eon_data::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! Durability: an acknowledged write survives `kill -9` of any data engine,
-//! and checkpoints keep the log short without losing anything.
+//! checkpoints keep the log short without losing anything, and old row
+//! versions are garbage-collected after the retention window.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,4 +86,41 @@ async fn checkpoints_bound_the_log_and_keep_the_data() {
     let c = cluster.pg().await.unwrap();
     let row = c.query_one("SELECT count(*), count(*) FILTER (WHERE pad = 'short') FROM big", &[]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1900, 950));
+}
+
+#[tokio::test]
+async fn old_versions_are_collected_after_the_retention_window() {
+    let cluster = TestCluster::builder().env("EON_GC_RETENTION", "1").data_engines(1).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute("CREATE TABLE hot (id int PRIMARY KEY, v int); INSERT INTO hot VALUES (1, 0)").await.unwrap();
+    let reader = cluster.pg().await.unwrap();
+    reader.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+    let v: i32 = reader.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
+    assert_eq!(v, 0);
+    for _ in 0..30 {
+        c.execute("UPDATE hot SET v = v + 1", &[]).await.unwrap();
+    }
+    // The background pass removes the 30 superseded versions (and the
+    // data engine goes on serving meanwhile).
+    let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
+    let mut de = pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = de.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let collected = stats.counters.get("versions_collected").copied().unwrap_or(0);
+        if collected >= 30 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {collected} versions collected");
+        let v: i32 = c.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
+        assert_eq!(v, 30);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A snapshot older than the retention window is refused, not answered
+    // wrongly.
+    let err = reader.query_one("SELECT v FROM hot", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "72000", "{err}");
+    reader.batch_execute("ROLLBACK").await.unwrap();
+    let v: i32 = reader.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
+    assert_eq!(v, 30);
 }
