@@ -21,7 +21,7 @@
 //!
 //! `RETURNING` is evaluated by DataFusion over the rows written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -341,7 +341,7 @@ async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Ar
     let kind = if shape.ignore_conflicts { pb::WriteKind::InsertIgnore } else { pb::WriteKind::Insert };
     let mut writes = Writes::default();
     let op_rows = writes.add(&table, kind, &rows, &table.primary_key)?;
-    let results = writes.apply(session, ctx.read_ts, mode).await?;
+    let results = writes.apply(session, &ctx, mode).await?;
     let mut written: Vec<u32> = Vec::with_capacity(n);
     for (op, rows_of_op) in op_rows {
         let skipped = &results[&op].skipped;
@@ -484,7 +484,7 @@ async fn update(session: &Session, up: &Update, params: &[ScalarValue], ctx: Arc
     if !moved.is_empty() {
         writes.add(&table, pb::WriteKind::Insert, &take_record_batch(&new, &UInt32Array::from(moved.clone()))?, pk)?;
     }
-    writes.apply(session, ctx.read_ts, mode).await?;
+    writes.apply(session, &ctx, mode).await?;
     let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
     touched.sort();
     let count = touched.len();
@@ -526,7 +526,7 @@ async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ctx: Ar
     let mut writes = Writes::default();
     let key_batch = rows.project(&table.primary_key)?;
     writes.add(&table, pb::WriteKind::Delete, &key_batch, &(0..table.primary_key.len()).collect::<Vec<_>>())?;
-    writes.apply(session, ctx.read_ts, mode).await?;
+    writes.apply(session, &ctx, mode).await?;
     let count = rows.num_rows();
     match &del.returning {
         Some(items) => returning(&table, &shape.alias, rows, items, "DELETE").await,
@@ -665,6 +665,8 @@ struct Writes {
     next_op: usize,
     /// (engine, position in its op list) of each op, by op number.
     locations: Vec<(u64, usize)>,
+    /// Every key written, by table id.
+    keys: HashSet<(u64, Vec<u8>)>,
 }
 
 impl Writes {
@@ -672,6 +674,7 @@ impl Writes {
     /// Returns, per op number, the row indexes of `rows` it carries.
     fn add(&mut self, table: &TableDef, kind: pb::WriteKind, rows: &RecordBatch, key_cols: &[usize]) -> Result<Vec<(usize, Vec<u32>)>> {
         let keys = encode_keys(&key_cols.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
+        self.keys.extend(keys.iter().map(|k| (table.id, k.clone())));
         let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             by_shard.entry(shard_of(k, table.shard_count)).or_default().push(i as u32);
@@ -691,15 +694,26 @@ impl Writes {
 
     /// Write everything: all or nothing now (autocommit), or staged under
     /// the open transaction. Returns each op's result by op number.
-    async fn apply(self, session: &Session, read_ts: u64, mode: WriteMode) -> Result<HashMap<usize, pb::OpResult>> {
+    async fn apply(self, session: &Session, ctx: &StatementContext, mode: WriteMode) -> Result<HashMap<usize, pb::OpResult>> {
         let cluster = session.cluster();
+        let read_ts = ctx.read_ts;
         let (txn, staged_only, seq) = match mode {
             WriteMode::Autocommit => (crate::txn::new_txn_id(), false, 0),
             WriteMode::Txn { id, seq, .. } => (id, true, seq),
         };
+        // A SERIALIZABLE statement outside a block is a transaction of its
+        // own: what it read but did not write must not have changed by the
+        // time it commits. (What it wrote is checked by the write itself: a
+        // newer version of a written key is a conflict.)
+        let reads: Vec<crate::provider::ReadSpan> =
+            if staged_only || !ctx.track_reads { vec![] } else { ctx.reads.lock().unwrap().clone() };
+        let covered = |r: &crate::provider::ReadSpan| {
+            r.keys.as_ref().is_some_and(|keys| keys.iter().all(|k| self.keys.contains(&(r.table, k.clone()))))
+        };
+        let refresh = !reads.iter().all(covered);
         // A statement on one engine outside a transaction commits there in
-        // one phase.
-        let one_phase = !staged_only && self.by_engine.len() == 1;
+        // one phase (unless its reads need refreshing).
+        let one_phase = !staged_only && self.by_engine.len() == 1 && !refresh;
         let engines: BTreeSet<u64> = self.by_engine.keys().copied().collect();
         let Some(&first) = engines.iter().next() else { return Ok(HashMap::new()) };
         let anchor = if staged_only { session.anchor(first) } else { first };
@@ -752,7 +766,8 @@ impl Writes {
             }
             return Err(e);
         } else if !one_phase {
-            crate::txn::commit(cluster, txn, &engines, Some(anchor), None).await?;
+            let refresh = refresh.then_some((read_ts, reads.as_slice()));
+            crate::txn::commit(cluster, txn, &engines, Some(anchor), refresh).await?;
         }
         let mut by_op = HashMap::new();
         for (op, (engine, pos)) in self.locations.iter().enumerate() {

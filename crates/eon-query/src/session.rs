@@ -238,7 +238,11 @@ impl Session {
         let fresh = self.cluster().timestamp().await?;
         let mut guard = self.txn.lock().unwrap();
         let Some(t) = guard.as_mut() else {
-            return Ok((Arc::new(StatementContext { read_ts: fresh, ..Default::default() }), WriteMode::Autocommit));
+            // A statement outside a block is a transaction of its own: under
+            // SERIALIZABLE its reads are refreshed when it writes.
+            let track_reads = *self.default_isolation.lock().unwrap() == Isolation::Serializable;
+            let ctx = StatementContext { read_ts: fresh, track_reads, ..Default::default() };
+            return Ok((Arc::new(ctx), WriteMode::Autocommit));
         };
         if t.failed {
             return Err(crate::txn::aborted_error());

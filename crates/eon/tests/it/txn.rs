@@ -277,6 +277,32 @@ async fn savepoints() {
     assert_eq!(b.value("SELECT v FROM sp WHERE id = 1").await, "7");
 }
 
+/// A statement outside a transaction block is a serializable transaction
+/// too: two concurrent "go off call if someone else is on call" UPDATEs
+/// must never leave nobody on call (write skew across two single
+/// statements).
+#[tokio::test]
+async fn autocommit_statements_are_serializable() {
+    let cluster = TestCluster::start().unwrap();
+    let a = cluster.pg().await.unwrap();
+    let b = cluster.pg().await.unwrap();
+    a.batch_execute("CREATE TABLE oncall (name text PRIMARY KEY, on_call bool)").await.unwrap();
+    let off = "UPDATE oncall SET on_call = false WHERE name = $1 AND (SELECT count(*) FROM oncall WHERE on_call) >= 2";
+    let (mut both_off, mut one_off) = (0, 0);
+    for _ in 0..40 {
+        a.batch_execute("DELETE FROM oncall; INSERT INTO oncall VALUES ('alice', true), ('bob', true)").await.unwrap();
+        let (ra, rb) = tokio::join!(a.execute(off, &[&"alice"]), b.execute(off, &[&"bob"]));
+        match (ra.unwrap(), rb.unwrap()) {
+            (1, 1) => both_off += 1,
+            (1, 0) | (0, 1) => one_off += 1,
+            other => panic!("unexpected counts {other:?}"),
+        }
+        let n: i64 = a.query_one("SELECT count(*) FROM oncall WHERE on_call", &[]).await.unwrap().get(0);
+        assert!(n >= 1, "nobody is on call");
+    }
+    assert_eq!((both_off, one_off), (0, 40));
+}
+
 #[tokio::test]
 async fn isolation_levels() {
     let cluster = TestCluster::start().unwrap();
