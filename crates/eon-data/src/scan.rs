@@ -164,8 +164,12 @@ pub async fn run_scan(
         loop {
             let chunk = match &key_sets {
                 Some(sets) => store.get_chunk(id, ts, own, &sets[i].1, build),
-                None => store.scan_chunk(id, ts, own, (from.clone(), plan.range.1.clone()), CHUNK_ROWS, build),
-            };
+                None => {
+                    let range = (from.clone(), plan.range.1.clone());
+                    store.scan_chunk(id, ts, own, range, &plan.read_columns, CHUNK_ROWS, build)
+                }
+            }
+            .map_err(|e| Error::internal(format!("reading shard {shard}: {e}")))?;
             counts.scanned += chunk.scanned as u64;
             let batch = plan.finish(chunk.out?)?;
             let mut batch = batch;

@@ -52,7 +52,10 @@ impl DataEngineService {
     }
 
     fn table(&self, t: Option<pb::Table>) -> Result<TableDef, Error> {
-        TableDef::from_proto(t.ok_or_else(|| Error::internal("request without a table"))?)
+        let table = TableDef::from_proto(t.ok_or_else(|| Error::internal("request without a table"))?)?;
+        // Segments of the table are written with its schema.
+        self.store.note_schema(table.id, table.arrow_schema());
+        Ok(table)
     }
 
     /// Every shard a request names must be placed on this engine.
@@ -150,6 +153,15 @@ impl DataEngineService {
                 )));
             }
             Err(eon_storage::Error::Key(e)) => return Err(e),
+            Err(eon_storage::Error::MemoryLimit) => {
+                return Err(Error::user(
+                    "53200",
+                    format!(
+                        "out of memory: data engine {} is at its memory limit and its recent writes cannot move to disk yet",
+                        self.id
+                    ),
+                ));
+            }
             Err(e) => return Err(Error::internal(format!("storage: {e}"))),
         };
         let affected: u64 = outcome.ops.iter().map(|o| o.affected).sum();
@@ -316,6 +328,10 @@ impl DataEngine for DataEngineService {
         s.counters.insert("wal_bytes".into(), wal.bytes_total.load(Ordering::Relaxed));
         s.counters.insert("checkpoints".into(), self.store.checkpoints.load(Ordering::Relaxed));
         s.counters.insert("versions_collected".into(), self.store.versions_collected.load(Ordering::Relaxed));
+        s.counters.insert("segments".into(), self.store.segment_count() as u64);
+        s.counters.insert("segments_written".into(), self.store.segments_written.load(Ordering::Relaxed));
+        s.counters.insert("segment_rows_read".into(), self.store.segment_rows_read.load(Ordering::Relaxed));
+        s.counters.insert("memory_used".into(), self.store.memory_used());
         s.counters.insert("shards".into(), self.store.shard_count() as u64);
         s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
         Ok(Response::new(s))
@@ -446,6 +462,19 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
                 if let Err(e) = cp_store.checkpoint().await {
                     tracing::error!("checkpoint failed: {e}");
                 }
+            }
+        }
+    });
+
+    // With a memory limit: committed versions move to segments on disk
+    // once the delta passes half of it.
+    let flush_store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let store = flush_store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_if_needed()).await {
+                tracing::error!("flush to segments failed: {e}");
             }
         }
     });

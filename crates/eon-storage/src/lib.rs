@@ -1,24 +1,28 @@
 //! eon's storage engine: the shards of one data engine.
 //!
-//! A data engine keeps, for each shard it owns, the rows of that shard in a
+//! A data engine keeps, for each shard it owns, recent rows in memory — a
 //! B-tree ordered by encoded primary key, each key with its MVCC history
-//! ([`mvcc`]). Writes are made durable in a write-ahead log ([`wal`]) before
-//! they are acknowledged; [`Store`] ties the two together: it validates and
-//! stages writes, logs them, commits them, serves snapshot scans, takes
-//! checkpoints so restarts replay only a bounded tail of the log, and
-//! recovers after a crash.
+//! ([`mvcc`]), the *delta* — and older committed versions on disk in
+//! columnar [`segment`]s (Arrow IPC files). Writes are made durable in a
+//! write-ahead log ([`wal`]) before they are acknowledged; [`Store`] ties
+//! it together: it validates and stages writes, logs them, commits them,
+//! serves snapshot scans that merge the delta with the segments, moves
+//! committed versions to segments when memory passes its limit, merges and
+//! garbage-collects old versions, takes checkpoints so restarts replay only
+//! a bounded tail of the log, and recovers after a crash.
 //!
 //! ```text
-//!  write ──► validate + stage intents (shard locks) ──► WAL append + fsync ──► commit intents
-//!  scan  ──► note read ts on shard ──► walk B-tree, newest version <= ts ──► rows (chunked)
-//!  checkpoint: rotate WAL ──► snapshot shards to checkpoint.bin ──► delete old segments
-//!  recovery:   load checkpoint.bin ──► replay segments from its mark (idempotent)
+//!  write ──► memory check (flush to segments) ──► validate + stage intents (shard locks)
+//!        ──► WAL append + fsync ──► commit intents
+//!  scan  ──► note read ts on shard ──► merge B-tree + segments by key, newest version <= ts ──► rows (chunked)
+//!  flush:      committed versions of a shard ──► new segment file (fsync, rename) ──► out of memory
+//!  gc:         drop versions older than the retention window; merge a shard's segments
+//!  checkpoint: rotate WAL ──► snapshot the delta to checkpoint.bin ──► delete old log files
+//!  recovery:   open segment files ──► load checkpoint.bin ──► replay the log from its mark (idempotent)
 //! ```
-//!
-//! This issue's engine is row-oriented and memory-resident with a durable
-//! log; columnar segments for older data come with the transactions issue.
 
 pub mod mvcc;
+pub mod segment;
 pub mod store;
 pub mod wal;
 
@@ -44,6 +48,11 @@ pub enum Error {
     /// Finalize of a transaction with no staged writes here (it was aborted).
     #[error("transaction {0} has no staged writes here")]
     UnknownTransaction(u64),
+    #[error("segment file: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The delta is at the memory limit and nothing more can move to disk.
+    #[error("memory limit reached")]
+    MemoryLimit,
     /// A read below the garbage collector's floor.
     #[error("snapshot too old")]
     SnapshotTooOld,

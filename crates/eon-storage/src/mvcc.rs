@@ -303,12 +303,14 @@ impl Versions {
 
     /// Drop versions no snapshot at or after `horizon` can see. Returns true
     /// when nothing is left (the key can be removed).
-    pub fn gc(&mut self, horizon: Ts) -> bool {
+    /// A deletion that is the only version left goes too, unless
+    /// `keep_deletion` (older versions of the key may be in a segment).
+    pub fn gc(&mut self, horizon: Ts, keep_deletion: bool) -> bool {
         // The newest version at or below the horizon is still visible to a
         // reader at the horizon; everything older is not.
         if let Some(keep_from) = self.committed.iter().rposition(|v| v.ts <= horizon) {
             self.committed.drain(..keep_from);
-            if self.committed.len() == 1 && self.committed[0].value.is_none() {
+            if self.committed.len() == 1 && self.committed[0].value.is_none() && !keep_deletion {
                 self.committed.clear();
             }
         }
@@ -423,10 +425,10 @@ mod tests {
         v.install(100, Some(row(1)));
         v.install(200, Some(row(2)));
         v.install(300, Some(row(3)));
-        assert!(!v.gc(250));
+        assert!(!v.gc(250, false));
         assert_eq!(v.committed.iter().map(|x| x.ts).collect::<Vec<_>>(), vec![200, 300]);
         v.install(400, None);
-        assert!(v.gc(500), "a deletion older than the horizon leaves nothing");
+        assert!(v.gc(500, false), "a deletion older than the horizon leaves nothing");
     }
 }
 

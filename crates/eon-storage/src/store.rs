@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,7 +15,8 @@ use eon_common::value::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::mvcc::{Refusal, Ts, TxnId, TxnStatus, Versions, Visible, WriteKind, row_size};
+use crate::mvcc::{Refusal, Ts, TxnId, TxnStatus, Version, Versions, Visible, WriteKind, row_size};
+use crate::segment::{SegVersion, Segment};
 use crate::wal::{self, Wal, frame, read_frames};
 use crate::{Error, Result};
 
@@ -35,13 +36,22 @@ pub struct StoreOptions {
     /// scan) are garbage-collected, by a background pass and at checkpoints.
     /// Snapshots older than it fail with "snapshot too old".
     pub gc_after: Duration,
+    /// Bound on the memory the rows in memory (the delta) may take. Past
+    /// half of it, committed versions move to columnar segments on disk;
+    /// a write that would pass it while nothing can move is refused.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { checkpoint_bytes: 64 << 20, gc_after: Duration::from_secs(300) }
+        StoreOptions { checkpoint_bytes: 64 << 20, gc_after: Duration::from_secs(300), memory_limit: None }
     }
 }
+
+const SEGMENT_DIR: &str = "segments";
+/// A shard with this many segments has them merged into one.
+const COMPACT_AT: usize = 4;
+static EMPTY_ROW: Row = Vec::new();
 
 /// One key's new state within a write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,7 +176,53 @@ pub struct WriteOutcome {
 
 #[derive(Default)]
 struct ShardData {
+    /// The delta: recent versions and intents, in memory.
     rows: BTreeMap<Key, Versions>,
+    /// Older committed versions on disk, oldest segment first.
+    segments: Vec<Arc<Segment>>,
+}
+
+/// What a reader found for a key in the delta.
+enum Found<'a> {
+    /// The newest committed version at or below the snapshot.
+    At(Ts, Option<&'a Row>),
+    /// The reader's own intent.
+    Own(Option<&'a Row>),
+    Wait(TxnId),
+    Nothing,
+}
+
+fn found<'a>(v: &'a Versions, ts: Ts, own: Option<TxnId>) -> Found<'a> {
+    match v.read(ts, own) {
+        Visible::Wait(txn) => Found::Wait(txn),
+        _ => {
+            if let Some(i) = v.intent.as_ref().filter(|i| Some(i.txn) == own) {
+                return Found::Own(i.value.as_ref());
+            }
+            match v.committed.iter().rev().find(|c| c.ts <= ts) {
+                Some(c) => Found::At(c.ts, c.value.as_ref()),
+                None => Found::Nothing,
+            }
+        }
+    }
+}
+
+/// The smallest of `first` and the next keys of `cursors`.
+fn smallest_key(cursors: &mut [crate::segment::SegCursor], first: Option<Key>) -> Result<Option<Key>> {
+    let mut next = first;
+    for c in cursors.iter_mut() {
+        if let Some(k) = c.peek()?
+            && next.as_ref().is_none_or(|n| k < n)
+        {
+            next = Some(k.clone());
+        }
+    }
+    Ok(next)
+}
+
+/// The newest of `versions` at or below `ts`, if newer than `than`.
+fn newest_at(versions: &[SegVersion], ts: Ts, than: Option<Ts>) -> Option<&SegVersion> {
+    versions.iter().filter(|v| v.ts <= ts && than.is_none_or(|t| v.ts > t)).max_by_key(|v| v.ts)
 }
 
 struct Shard {
@@ -226,6 +282,16 @@ pub struct Store {
     gc_floor: AtomicU64,
     /// Versions removed by garbage collection since start.
     pub versions_collected: AtomicU64,
+    /// Arrow schemas of tables (what segments are written with), as the
+    /// data engine last saw them.
+    schemas: Mutex<HashMap<u64, arrow::datatypes::SchemaRef>>,
+    /// Sequence number of the newest segment file.
+    segment_seq: AtomicU64,
+    /// One flush at a time.
+    flush_lock: Mutex<()>,
+    pub segments_written: AtomicU64,
+    /// Rows read from segment files by scans and lookups.
+    pub segment_rows_read: AtomicU64,
 }
 
 impl Store {
@@ -259,6 +325,30 @@ impl Store {
                 }
             }
         }
+        // Columnar segments: `t<table>-s<shard>-<seq>.arrow`; a `.tmp` is a
+        // flush that did not finish.
+        let seg_dir = dir.join(SEGMENT_DIR);
+        fs::create_dir_all(&seg_dir)?;
+        let mut segment_seq = 0;
+        let mut found_segments = Vec::new();
+        for entry in fs::read_dir(&seg_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            if name.ends_with(".tmp") {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            let Some((table, shard, seq)) = segment_name(&name) else {
+                return Err(Error::Corrupt(format!("unexpected file {}", path.display())));
+            };
+            segment_seq = segment_seq.max(seq);
+            found_segments.push((seq, (table, shard as u32), path));
+        }
+        found_segments.sort();
+        for (seq, id, path) in found_segments {
+            let seg = Segment::open(&path, seq)?;
+            shards.entry(id).or_default().segments.push(Arc::new(seg));
+        }
         let mut segs: Vec<u64> = wal::segments(&wal_dir)?.into_iter().filter(|&s| s >= replay_from).collect();
         if segs.is_empty() {
             segs.push(replay_from);
@@ -275,6 +365,15 @@ impl Store {
             }
             if i == segs.len() - 1 {
                 last_len = valid;
+            }
+        }
+        // Segments of tables dropped before the crash.
+        for entry in fs::read_dir(&seg_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let live = shards.values().any(|d| d.segments.iter().any(|s| s.path == path));
+            if !live && name.ends_with(".arrow") {
+                fs::remove_file(&path)?;
             }
         }
         let mut prepared: HashMap<TxnId, Staged> = HashMap::new();
@@ -321,6 +420,11 @@ impl Store {
             checkpoints: AtomicU64::new(0),
             gc_floor: AtomicU64::new(gc_floor),
             versions_collected: AtomicU64::new(0),
+            schemas: Mutex::new(HashMap::new()),
+            segment_seq: AtomicU64::new(segment_seq),
+            flush_lock: Mutex::new(()),
+            segments_written: AtomicU64::new(0),
+            segment_rows_read: AtomicU64::new(0),
         })
     }
 
@@ -397,6 +501,18 @@ impl Store {
     /// whose record says aborted cannot stage more writes here.
     pub async fn write(&self, meta: WriteMeta, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
         let WriteMeta { txn, one_phase, anchor, is_anchor, seq, .. } = meta;
+        if let Some(limit) = self.opts.memory_limit {
+            // The delta stays within the limit: make room first, and refuse
+            // what does not fit even then (uncommitted writes cannot move).
+            let incoming: u64 =
+                ops.iter().flat_map(|o| &o.rows).map(|(k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64).sum();
+            if self.memory_used() + incoming > limit {
+                self.flush_if_needed()?;
+                if self.memory_used() + incoming > limit {
+                    return Err(Error::MemoryLimit);
+                }
+            }
+        }
         let _cp = self.checkpoint_lock.read().await;
         if matches!(self.record(txn), Some(r) if r.status != TxnStatus::Pending) {
             return Err(Error::Conflict("the transaction was aborted".into()));
@@ -477,10 +593,28 @@ impl Store {
         let mut refusal = None;
         'ops: for (op_index, op) in ops.iter().enumerate() {
             let gi = ids.binary_search(&op.shard).unwrap();
-            let rows = &mut guards[gi].rows;
             let mut outcome = OpOutcome::default();
+            let segments = guards[gi].segments.clone();
             for (row_index, (key, value)) in op.rows.iter().enumerate() {
+                let rows = &mut guards[gi].rows;
                 let versions = rows.entry(key.clone()).or_default();
+                // The key's newest committed version may be in a segment: the
+                // write checks need it, so copy it into the delta (the copy is
+                // the same version; readers take either).
+                let latest = versions.latest_ts();
+                for seg in segments.iter().filter(|s| s.max_ts > latest && s.may_contain(key)) {
+                    match seg.lookup(key) {
+                        Ok(found) => {
+                            if let Some(v) = found.into_iter().filter(|v| v.ts > versions.latest_ts()).max_by_key(|v| v.ts) {
+                                versions.install(v.ts, v.value);
+                            }
+                        }
+                        Err(e) => {
+                            refusal = Some(Error::Corrupt(format!("segment read: {e}")));
+                            break 'ops;
+                        }
+                    }
+                }
                 match versions.check_write(txn, read_ts, op.kind) {
                     Ok(true) => {
                         min_commit_ts = min_commit_ts.max(versions.latest_ts() + 1);
@@ -779,6 +913,11 @@ impl Store {
             .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
             .sum();
         let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+        for shard in &removed {
+            for seg in &shard.data.read().unwrap().segments {
+                fs::remove_file(&seg.path)?;
+            }
+        }
         self.prepared.lock().unwrap().retain(|_, staged| {
             staged.keys.retain(|((t, _), _)| *t != table);
             !staged.keys.is_empty()
@@ -813,21 +952,24 @@ impl Store {
 
     /// Read up to `max_rows` visible rows of a shard within a key `range`,
     /// in key order, and hand them to `build` (under the shard's read lock).
+    /// The delta and the shard's segments are merged by key; for each key
+    /// the newest version at or below `ts` wins. `columns` are the table
+    /// columns the caller needs (segments read only those; the others are
+    /// null in rows that come from segments).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan_chunk<R>(
         &self,
         shard: ShardId,
         ts: Ts,
         own: Option<TxnId>,
         range: (Bound<Key>, Bound<Key>),
+        columns: &[usize],
         max_rows: usize,
         build: impl FnOnce(&[&Row]) -> R,
-    ) -> ScanChunk<R> {
+    ) -> Result<ScanChunk<R>> {
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
-        let mut rows: Vec<&Row> = Vec::with_capacity(max_rows.min(8192));
-        let mut scanned = 0;
-        let mut end = ChunkEnd::Done;
         let empty = match (&range.0, &range.1) {
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
                 a > b || (a == b && !matches!(range, (Bound::Included(_), Bound::Included(_))))
@@ -835,29 +977,100 @@ impl Store {
             _ => false,
         };
         if empty {
-            return ScanChunk { out: build(&rows), scanned, end };
+            return Ok(ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Done });
         }
-        for (key, versions) in data.rows.range(range) {
-            if rows.len() >= max_rows {
-                end = ChunkEnd::More(key.clone());
+        // Rows come from the delta (borrowed) or from segments (owned).
+        enum Pick<'a> {
+            Delta(&'a Row),
+            Seg(usize),
+        }
+        let mut picks: Vec<Pick> = Vec::with_capacity(max_rows.min(8192));
+        let mut owned: Vec<Row> = Vec::new();
+        let mut scanned = 0;
+        let mut end = ChunkEnd::Done;
+        let start = match &range.0 {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_slice()),
+            Bound::Unbounded => None,
+        };
+        let mut cursors: Vec<_> = data.segments.iter().map(|s| s.cursor(start, columns)).collect();
+        let mut delta = data.rows.range(range.clone()).peekable();
+        loop {
+            let Some(key) = smallest_key(&mut cursors, delta.peek().map(|(k, _)| (*k).clone()))? else { break };
+            if !range.contains(&key) {
+                if matches!(&range.0, Bound::Excluded(s) if *s == key) {
+                    // The excluded start (segments begin at it): skip it.
+                    for c in cursors.iter_mut() {
+                        if c.peek()? == Some(&key) {
+                            c.take()?;
+                        }
+                    }
+                    continue;
+                }
+                break;
+            }
+            if picks.len() >= max_rows {
+                end = ChunkEnd::More(key);
                 break;
             }
             scanned += 1;
-            match versions.read(ts, own) {
-                Visible::Row(r) => rows.push(r),
-                Visible::Absent => {}
-                Visible::Wait(txn) => {
-                    end = ChunkEnd::Wait(txn, key.clone());
-                    scanned -= 1;
-                    break;
+            let mut best: Option<(Ts, Option<Pick>)> = None;
+            if delta.peek().is_some_and(|(k, _)| **k == key) {
+                let (_, versions) = delta.next().unwrap();
+                match found(versions, ts, own) {
+                    Found::Wait(txn) => {
+                        end = ChunkEnd::Wait(txn, key);
+                        scanned -= 1;
+                        break;
+                    }
+                    Found::Own(row) => {
+                        if let Some(r) = row {
+                            picks.push(Pick::Delta(r));
+                        }
+                        for c in cursors.iter_mut() {
+                            if c.peek()? == Some(&key) {
+                                c.take()?;
+                            }
+                        }
+                        continue;
+                    }
+                    Found::At(t, row) => best = Some((t, row.map(Pick::Delta))),
+                    Found::Nothing => {}
                 }
             }
+            for c in cursors.iter_mut() {
+                if c.peek()? != Some(&key) {
+                    continue;
+                }
+                let (_, versions) = c.take()?.unwrap();
+                if let Some(v) = newest_at(&versions, ts, best.as_ref().map(|b| b.0)) {
+                    let row = v.value.clone().map(|r| {
+                        owned.push(r);
+                        Pick::Seg(owned.len() - 1)
+                    });
+                    best = Some((v.ts, row));
+                }
+            }
+            if let Some((_, Some(p))) = best {
+                picks.push(p);
+            }
         }
-        ScanChunk { out: build(&rows), scanned, end }
+        let read: u64 = cursors.iter().map(|c| c.read).sum();
+        if read > 0 {
+            self.segment_rows_read.fetch_add(read, Ordering::Relaxed);
+        }
+        let rows: Vec<&Row> = picks
+            .iter()
+            .map(|p| match p {
+                Pick::Delta(r) => *r,
+                Pick::Seg(i) => &owned[*i],
+            })
+            .collect();
+        Ok(ScanChunk { out: build(&rows), scanned, end })
     }
 
-    /// Point lookups: the visible rows of `keys` in a shard. Ends with
-    /// `Wait` when one of them has an intent to wait for (then retry all).
+    /// Point lookups: the visible rows of `keys` in a shard (from the delta
+    /// or a segment, as for scans). Ends with `Wait` when one of them has an
+    /// intent to wait for (then retry all).
     pub fn get_chunk<R>(
         &self,
         shard: ShardId,
@@ -865,24 +1078,63 @@ impl Store {
         own: Option<TxnId>,
         keys: &[Key],
         build: impl FnOnce(&[&Row]) -> R,
-    ) -> ScanChunk<R> {
+    ) -> Result<ScanChunk<R>> {
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
-        let mut rows = Vec::with_capacity(keys.len());
+        let mut rows: Vec<&Row> = Vec::with_capacity(keys.len());
+        let mut owned: Vec<Row> = Vec::new();
+        let mut from_segments: Vec<usize> = Vec::new();
         let mut scanned = 0;
         for key in keys {
-            let Some(versions) = data.rows.get(key) else { continue };
-            scanned += 1;
-            match versions.read(ts, own) {
-                Visible::Row(r) => rows.push(r),
-                Visible::Absent => {}
-                Visible::Wait(txn) => {
-                    return ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Wait(txn, key.clone()) };
+            let mut best: Option<(Ts, Option<&Row>)> = None;
+            let mut seen = false;
+            if let Some(versions) = data.rows.get(key) {
+                seen = true;
+                match found(versions, ts, own) {
+                    Found::Wait(txn) => {
+                        return Ok(ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Wait(txn, key.clone()) });
+                    }
+                    Found::Own(row) => {
+                        scanned += 1;
+                        rows.extend(row);
+                        continue;
+                    }
+                    Found::At(t, row) => best = Some((t, row)),
+                    Found::Nothing => {}
                 }
             }
+            let mut seg_best: Option<SegVersion> = None;
+            for seg in data.segments.iter().filter(|s| s.may_contain(key)) {
+                let versions = seg.lookup(key)?;
+                self.segment_rows_read.fetch_add(versions.len() as u64, Ordering::Relaxed);
+                seen |= !versions.is_empty();
+                let than = match (seg_best.as_ref().map(|b| b.ts), best.map(|b| b.0)) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(v) = newest_at(&versions, ts, than) {
+                    seg_best = Some(v.clone());
+                }
+            }
+            if seen {
+                scanned += 1;
+            }
+            match seg_best {
+                Some(SegVersion { value: Some(r), .. }) => {
+                    owned.push(r);
+                    from_segments.push(rows.len());
+                    rows.push(&EMPTY_ROW); // replaced below
+                }
+                Some(SegVersion { value: None, .. }) => {}
+                None => rows.extend(best.and_then(|b| b.1)),
+            }
         }
-        ScanChunk { out: build(&rows), scanned, end: ChunkEnd::Done }
+        let mut owned = owned.iter();
+        for i in from_segments {
+            rows[i] = owned.next().unwrap();
+        }
+        Ok(ScanChunk { out: build(&rows), scanned, end: ChunkEnd::Done })
     }
 
     /// Read refresh, for serializable transactions: transaction `txn` read
@@ -900,6 +1152,18 @@ impl Store {
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(to, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
+        // Versions that moved to segments: a segment with nothing newer than
+        // `from` changed nothing; otherwise look the keys up (a whole-shard
+        // read is then refused: conservative, and a retry reads later).
+        for seg in data.segments.iter().filter(|s| s.max_ts > from) {
+            let Some(keys) = keys else { return false };
+            for k in keys.iter().filter(|k| seg.may_contain(k)) {
+                match seg.lookup(k) {
+                    Ok(vs) if vs.iter().all(|v| v.ts <= from || v.ts > to) => {}
+                    _ => return false,
+                }
+            }
+        }
         let unchanged = |v: &Versions| -> bool {
             if v.committed.iter().any(|c| c.ts > from && c.ts <= to) {
                 return false;
@@ -947,7 +1211,125 @@ impl Store {
 
     /// True when enough log was written since the last checkpoint.
     pub fn checkpoint_due(&self) -> bool {
-        self.wal.bytes_since_rotate.load(Ordering::Relaxed) >= self.opts.checkpoint_bytes
+        // With a memory limit, the log replayed at a restart (into memory)
+        // is kept below a quarter of it.
+        let limit = self.opts.memory_limit.map(|m| m / 4).unwrap_or(u64::MAX).min(self.opts.checkpoint_bytes);
+        self.wal.bytes_since_rotate.load(Ordering::Relaxed) >= limit
+    }
+
+    // -------------------------------------------------------------- segments
+
+    /// Remember a table's Arrow schema (segments of the table are written
+    /// with it). Data engines call it with every request's table.
+    pub fn note_schema(&self, table: u64, schema: &arrow::datatypes::SchemaRef) {
+        let mut schemas = self.schemas.lock().unwrap();
+        if schemas.get(&table).is_none_or(|s| s != schema) {
+            schemas.insert(table, schema.clone());
+        }
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shards.read().unwrap().values().map(|s| s.data.read().unwrap().segments.len()).sum()
+    }
+
+    /// Bytes the delta takes (estimated).
+    pub fn memory_used(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Past half the memory limit, move the committed versions of shards
+    /// to segments, biggest shards first, until under a quarter. Returns
+    /// the number of segments written.
+    pub fn flush_if_needed(&self) -> Result<usize> {
+        let Some(limit) = self.opts.memory_limit else { return Ok(0) };
+        if self.memory_used() <= limit / 2 {
+            return Ok(0);
+        }
+        let _one = self.flush_lock.lock().unwrap();
+        let mut sizes: Vec<(u64, ShardId)> = self
+            .shards
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(id, s)| (s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum(), *id))
+            .collect();
+        let total: u64 = sizes.iter().map(|s| s.0).sum();
+        self.bytes.store(total, Ordering::Relaxed);
+        sizes.sort_by(|a, b| b.cmp(a));
+        let mut used = total;
+        let mut written = 0;
+        for (size, id) in sizes {
+            if used <= limit / 4 {
+                break;
+            }
+            if let Some(freed) = self.flush_shard(id)? {
+                used = used.saturating_sub(freed.min(size));
+                written += 1;
+            }
+        }
+        self.bytes.store(used, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    /// Move every shard's committed versions to segments now (whatever the
+    /// memory limit). Returns the number of segments written.
+    pub fn flush_all(&self) -> Result<usize> {
+        let _one = self.flush_lock.lock().unwrap();
+        let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
+        let mut written = 0;
+        for id in ids {
+            written += self.flush_shard(id)?.is_some() as usize;
+        }
+        let used: u64 = self
+            .shards
+            .read()
+            .unwrap()
+            .values()
+            .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
+            .sum();
+        self.bytes.store(used, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    /// Move the committed versions of one shard's delta to a new segment.
+    /// None when there is nothing to move or the table's schema is not
+    /// known yet; otherwise the bytes freed.
+    fn flush_shard(&self, id: ShardId) -> Result<Option<u64>> {
+        let Some(schema) = self.schemas.lock().unwrap().get(&id.0).cloned() else { return Ok(None) };
+        let Some(cell) = self.shard(id) else { return Ok(None) };
+        // Writers of this shard wait while the file is written: the moved
+        // versions must leave the delta at the moment the segment appears.
+        let mut data = cell.data.write().unwrap();
+        let entries: Vec<(Key, Vec<Version>)> = data
+            .rows
+            .iter()
+            .filter(|(_, v)| !v.committed.is_empty())
+            .map(|(k, v)| (k.clone(), v.committed.clone()))
+            .collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let seq = self.segment_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let dir = self.dir.join(SEGMENT_DIR);
+        let segment = Segment::write(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, &entries)?;
+        wal::sync_dir(&dir)?;
+        let mut freed = 0;
+        for (k, _) in &entries {
+            if let Some(v) = data.rows.get_mut(k) {
+                freed += versions_size(k, v);
+                v.committed.clear();
+                if v.intent.is_none() {
+                    data.rows.remove(k);
+                } else {
+                    freed -= versions_size(k, data.rows.get(k).unwrap());
+                }
+            }
+        }
+        tracing::info!(table = id.0, shard = id.1, rows = segment.rows, "flushed a segment");
+        data.segments.push(Arc::new(segment));
+        self.segments_written.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(freed))
     }
 
     /// Write a checkpoint and delete the log segments it covers.
@@ -1034,9 +1416,13 @@ impl Store {
                 let mut empty = Vec::new();
                 let mut last = None;
                 let mut n = 0;
+                let segments = data.segments.clone();
                 for (k, v) in data.rows.range_mut((from.clone(), Bound::Unbounded)).take(GC_CHUNK) {
                     let before = v.committed.len();
-                    if v.gc(horizon) {
+                    // A deletion hides what segments hold of the key: it
+                    // stays while one may.
+                    let keep_deletion = segments.iter().any(|s| s.may_contain(k));
+                    if v.gc(horizon, keep_deletion) {
                         empty.push(k.clone());
                     }
                     removed += (before - v.committed.len()) as u64;
@@ -1053,8 +1439,80 @@ impl Store {
                 }
             }
         }
+        // Shards with many segments: merge them into one, dropping what the
+        // horizon no longer needs.
+        let many: Vec<ShardId> = self
+            .shards
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.data.read().unwrap().segments.len() >= COMPACT_AT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in many {
+            match self.compact(id, horizon) {
+                Ok(n) => removed += n,
+                Err(e) => tracing::error!(table = id.0, shard = id.1, "compaction failed: {e}"),
+            }
+        }
         self.versions_collected.fetch_add(removed, Ordering::Relaxed);
         removed
+    }
+
+    /// Merge the segments of a shard into one. Per key it keeps the versions
+    /// newer than `horizon` and the newest at or below it (a deletion
+    /// included, so that an older copy of the key the log might replay
+    /// after a crash stays hidden). Readers and writers go on meanwhile;
+    /// the shard's lock is taken only to swap the files. Returns the
+    /// number of versions dropped.
+    fn compact(&self, id: ShardId, horizon: Ts) -> Result<u64> {
+        let _one = self.flush_lock.lock().unwrap();
+        let Some(cell) = self.shard(id) else { return Ok(0) };
+        let inputs: Vec<Arc<Segment>> = cell.data.read().unwrap().segments.clone();
+        let Some(first) = inputs.first() else { return Ok(0) };
+        let schema = first.table_schema.clone();
+        if inputs.iter().any(|s| s.table_schema != schema) {
+            return Ok(0); // the table changed shape: leave them
+        }
+        let all: Vec<usize> = (0..first.columns).collect();
+        let mut cursors: Vec<_> = inputs.iter().map(|s| s.cursor(None, &all)).collect();
+        let mut dropped = 0u64;
+        let merged = std::iter::from_fn(|| -> Option<Result<(Key, Vec<Version>)>> {
+            let mut step = || -> Result<Option<(Key, Vec<Version>)>> {
+                let Some(key) = smallest_key(&mut cursors, None)? else { return Ok(None) };
+                let mut versions: Vec<Version> = Vec::new();
+                for c in cursors.iter_mut() {
+                    if c.peek()? == Some(&key) {
+                        let (_, vs) = c.take()?.unwrap();
+                        versions.extend(vs.into_iter().map(|v| Version { ts: v.ts, value: v.value }));
+                    }
+                }
+                versions.sort_by_key(|v| v.ts);
+                versions.dedup_by_key(|v| v.ts);
+                let before = versions.len();
+                if let Some(keep_from) = versions.iter().rposition(|v| v.ts <= horizon) {
+                    versions.drain(..keep_from);
+                }
+                dropped += (before - versions.len()) as u64;
+                Ok(Some((key, versions)))
+            };
+            step().transpose()
+        });
+        let seq = self.segment_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let dir = self.dir.join(SEGMENT_DIR);
+        let out = Segment::write_iter(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, merged)?;
+        wal::sync_dir(&dir)?;
+        {
+            let mut data = cell.data.write().unwrap();
+            let gone: Vec<u64> = inputs.iter().map(|s| s.seq).collect();
+            data.segments.retain(|s| !gone.contains(&s.seq));
+            data.segments.insert(0, Arc::new(out));
+        }
+        for s in &inputs {
+            fs::remove_file(&s.path)?;
+        }
+        wal::sync_dir(&dir)?;
+        Ok(dropped)
     }
 }
 
@@ -1097,6 +1555,18 @@ impl AsKey for (ShardId, Key) {
     fn key(&self) -> &Key {
         &self.1
     }
+}
+
+fn segment_file(table: u64, shard: u32, seq: u64) -> String {
+    format!("t{table}-s{shard}-{seq}.arrow")
+}
+
+fn segment_name(name: &str) -> Option<(u64, u64, u64)> {
+    let mut it = name.strip_suffix(".arrow")?.split('-');
+    let table = it.next()?.strip_prefix('t')?.parse().ok()?;
+    let shard = it.next()?.strip_prefix('s')?.parse().ok()?;
+    let seq = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((table, shard, seq))
 }
 
 fn group_writes(staged: &[(ShardId, Key, Option<Row>)]) -> Vec<ShardWrites> {
@@ -1235,9 +1705,98 @@ mod tests {
         WriteOp { shard, kind, rows: rows.iter().map(|(i, s)| (k(*i), Some(row(*i, s)))).collect() }
     }
     fn all(store: &Store, shard: ShardId, ts: Ts) -> Vec<Row> {
-        let c = store.scan_chunk(shard, ts, None, (Bound::Unbounded, Bound::Unbounded), usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        let c = store.scan_chunk(shard, ts, None, (Bound::Unbounded, Bound::Unbounded), &[0, 1], usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).unwrap();
         assert_eq!(c.end, ChunkEnd::Done);
         c.out
+    }
+
+    fn scan_cols(store: &Store, ts: Ts, cols: &[usize]) -> Vec<Row> {
+        let c = store
+            .scan_chunk(S0, ts, None, (Bound::Unbounded, Bound::Unbounded), cols, usize::MAX, |rows| {
+                rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>()
+            })
+            .unwrap();
+        c.out
+    }
+
+    #[tokio::test]
+    async fn segments_hold_older_versions_and_reads_merge_them() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]));
+        let opts = StoreOptions { memory_limit: Some(1 << 20), ..Default::default() };
+        let (t1, t2, t3);
+        {
+            let store = Store::open(dir.path(), opts.clone()).unwrap();
+            store.note_schema(1, &schema);
+            let rows: Vec<(i64, &str)> = (0..100).map(|i| (i, "a")).collect();
+            t1 = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &rows)]).await.unwrap().ts;
+            store.flush_all().unwrap();
+            assert_eq!((store.segment_count(), store.memory_used()), (1, 0));
+            // Writes to keys that live only in a segment: the checks see them.
+            t2 = store.write_test(2, t1, true, vec![op(S0, WriteKind::Put, &[(5, "b")])]).await.unwrap().ts;
+            assert_eq!(store.segment_count(), 1);
+            let dup = store.write_test(3, t2, true, vec![op(S0, WriteKind::Insert, &[(7, "dup")])]).await;
+            assert!(matches!(dup, Err(Error::Duplicate { .. })), "{dup:?}");
+            let stale = store.write_test(3, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])]).await;
+            assert!(matches!(stale, Err(Error::Conflict(_))), "the segment has a version newer than the snapshot");
+            let t = store.write_test(3, t1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])]).await.unwrap().ts;
+            let conflict = store.write_test(3, t - 1, true, vec![op(S0, WriteKind::Put, &[(9, "late")])]).await;
+            assert!(matches!(conflict, Err(Error::Conflict(_))), "{conflict:?}");
+            t3 = store
+                .write_test(4, t, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(6), None)] }])
+                .await
+                .unwrap()
+                .ts;
+            store.flush_all().unwrap();
+            assert!(store.segment_count() >= 2);
+        }
+        // After a restart too: each snapshot sees its versions, merged from
+        // the segments (and whatever the log replays into memory).
+        for round in 0..2 {
+            let store = Store::open(dir.path(), opts.clone()).unwrap();
+            assert!(store.segment_count() >= 2, "round {round}");
+            let old = all(&store, S0, t1);
+            assert_eq!(old.len(), 100);
+            assert_eq!(old[5], row(5, "a"));
+            let new = all(&store, S0, t3);
+            assert_eq!(new.len(), 99, "key 6 deleted");
+            assert_eq!(new[5], row(5, "b"));
+            assert_eq!(new[8], row(9, "old"), "rows in key order");
+            assert_eq!(all(&store, S0, t2 - 1), old);
+            // Point lookups, in key order, through the Bloom filters.
+            let got = store.get_chunk(S0, t3, None, &[k(5), k(6), k(7), k(1000)], |r| r.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).unwrap().out;
+            assert_eq!(got, vec![row(5, "b"), row(7, "a")]);
+            // A projection: only the second column is read from disk.
+            let narrow = scan_cols(&store, t3, &[1]);
+            assert_eq!(narrow.len(), 99);
+            assert!(store.segment_rows_read.load(Ordering::Relaxed) >= 100);
+            // Ranges and chunks across delta and segments.
+            let c = store
+                .scan_chunk(S0, t3, None, (Bound::Excluded(k(5)), Bound::Excluded(k(9))), &[0, 1], 2, |r| r.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
+                .unwrap();
+            assert_eq!(c.out, vec![row(7, "a"), row(8, "a")], "6 is deleted");
+            assert_eq!(c.end, ChunkEnd::Done, "9 is past the end");
+            store.checkpoint().await.unwrap();
+        }
+        // Many segments are merged into one; what every snapshot sees stays.
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        store.note_schema(1, &schema);
+        let mut t = t3;
+        for i in 0..4 {
+            t = store.write_test(10 + i, t, true, vec![op(S0, WriteKind::Put, &[(1, "again")])]).await.unwrap().ts;
+            store.flush_all().unwrap();
+        }
+        let now = all(&store, S0, t);
+        assert!(store.segment_count() >= 4);
+        // (These timestamps are far below the wall clock, so the horizon is
+        // above all of them: only each key's newest version is needed.)
+        assert!(store.gc() >= 5, "key 1's four older versions and key 5's first");
+        assert_eq!(store.segment_count(), 1);
+        assert_eq!(all(&store, S0, t), now);
+        drop(store);
+        let store = Store::open(dir.path(), opts).unwrap();
+        assert_eq!((store.segment_count(), all(&store, S0, t)), (1, now));
     }
 
     #[tokio::test]
@@ -1280,7 +1839,7 @@ mod tests {
         // Readers see around an open transaction's intent, pushing it above
         // themselves; its own statements see it.
         assert_eq!(all(&store, S0, min + 10), Vec::<Row>::new());
-        let own = store.scan_chunk(S0, min, Some(7), (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
+        let own = store.scan_chunk(S0, min, Some(7), (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
         assert_eq!(own.out, 1);
         // Another writer conflicts with the intent.
         assert!(matches!(
@@ -1290,7 +1849,7 @@ mod tests {
         // Finalize freezes it: the commit may not land below the push.
         let commit_ts = store.finalize(7).await.unwrap();
         assert!(commit_ts > min + 10, "pushed by the reader at {}: {commit_ts}", min + 10);
-        let c = store.scan_chunk(S0, commit_ts + 5, None, (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
+        let c = store.scan_chunk(S0, commit_ts + 5, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
         assert_eq!(c.end, ChunkEnd::Wait(7, k(1)), "frozen intents make later readers wait");
         let s2 = store.clone();
         let waiter = tokio::spawn(async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await });
@@ -1323,7 +1882,7 @@ mod tests {
     #[tokio::test]
     async fn recovery_replays_the_log_and_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { checkpoint_bytes: 1, gc_after: Duration::from_secs(3600) };
+        let opts = StoreOptions { checkpoint_bytes: 1, gc_after: Duration::from_secs(3600), memory_limit: None };
         let (t1, t2);
         {
             let store = Store::open(dir.path(), opts.clone()).unwrap();
@@ -1418,7 +1977,7 @@ mod record_tests {
     async fn rollback_to_a_savepoint_undoes_later_statements_and_survives_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let seen = |store: &Store| {
-            store.scan_chunk((1, 0), 1000, Some(5), (Bound::Unbounded, Bound::Unbounded), 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out
+            store.scan_chunk((1, 0), 1000, Some(5), (Bound::Unbounded, Bound::Unbounded), &[], 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).unwrap().out
         };
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -1433,7 +1992,7 @@ mod record_tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(seen(&store), vec![Value::Int(10), Value::Int(40)], "the log replays the rollback");
         let ts = store.commit(5, 0).await.unwrap();
-        let rows = store.scan_chunk((1, 0), ts, None, (Bound::Unbounded, Bound::Unbounded), 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).out;
+        let rows = store.scan_chunk((1, 0), ts, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).unwrap().out;
         assert_eq!(rows, vec![Value::Int(10), Value::Int(40)]);
     }
 
@@ -1469,7 +2028,7 @@ mod record_tests {
         // Resolving the staged writes by their records.
         store.resolve_by_record(1, TxnStatus::Committed(500)).await.unwrap();
         store.resolve_by_record(3, TxnStatus::Aborted).await.unwrap();
-        let c = store.scan_chunk((1, 0), 1000, None, (Bound::Unbounded, Bound::Unbounded), 100, |r| r.len());
+        let c = store.scan_chunk((1, 0), 1000, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
         assert_eq!(c.out, 1, "key 1 committed; key 2 still staged; key 3 aborted");
         store.checkpoint().await.unwrap();
         drop(store);

@@ -60,6 +60,11 @@ enum Command {
         /// fail with "snapshot too old".
         #[arg(long, env = "EON_GC_RETENTION", default_value_t = 300)]
         gc_retention: u64,
+        /// Memory each data engine may use for rows in memory (e.g. 512MiB,
+        /// 2GiB); older data moves to columnar segments on disk. Default:
+        /// no limit.
+        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
+        memory_limit: Option<u64>,
     },
     /// Show the components of a running cluster and its tables' shards.
     Status {
@@ -112,6 +117,9 @@ enum Command {
         /// MVCC retention in seconds (see `eon up --gc-retention`).
         #[arg(long, env = "EON_GC_RETENTION", default_value_t = 300)]
         gc_retention: u64,
+        /// See `eon up --memory-limit`.
+        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
+        memory_limit: Option<u64>,
     },
     /// Run a query engine (started by `eon up`).
     QueryEngine {
@@ -155,7 +163,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards, gc_retention } => {
+        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards, gc_retention, memory_limit } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
             }
@@ -177,7 +185,11 @@ fn main() -> ExitCode {
                 http_port,
                 listen,
                 shards,
-                data_engine_args: vec!["--gc-retention".into(), gc_retention.to_string()],
+                data_engine_args: [
+                    vec!["--gc-retention".to_string(), gc_retention.to_string()],
+                    memory_limit.map(|m| vec!["--memory-limit".to_string(), m.to_string()]).unwrap_or_default(),
+                ]
+                .concat(),
             };
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
@@ -231,10 +243,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes, gc_retention } => {
+        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes, gc_retention, memory_limit } => {
             init_logging(None);
-            let store =
-                eon_storage::StoreOptions { checkpoint_bytes, gc_after: std::time::Duration::from_secs(gc_retention) };
+            let store = eon_storage::StoreOptions {
+                checkpoint_bytes,
+                gc_after: std::time::Duration::from_secs(gc_retention),
+                memory_limit,
+            };
             let opts = eon_data::DataEngineOptions { id, dir: data_dir, meta, listen, port, store };
             match runtime().block_on(eon_data::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -250,4 +265,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A byte size: a number with an optional unit (B, KB/KiB, MB/MiB, GB/GiB;
+/// all powers of 1024, as PostgreSQL reads its memory settings).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (try 512MiB or 2GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }

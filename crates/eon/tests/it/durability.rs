@@ -124,3 +124,86 @@ async fn old_versions_are_collected_after_the_retention_window() {
     let v: i32 = reader.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
     assert_eq!(v, 30);
 }
+
+/// One data engine's counters.
+async fn engine_counters(cluster: &TestCluster) -> std::collections::HashMap<String, u64> {
+    let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
+    let mut de = pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    de.stats(pb::StatsRequest {}).await.unwrap().into_inner().counters
+}
+
+#[tokio::test]
+async fn a_table_larger_than_the_memory_limit_lives_in_columnar_segments() {
+    const LIMIT: u64 = 1 << 20;
+    let cluster = TestCluster::builder()
+        .env("EON_MEMORY_LIMIT", "1MiB")
+        .env("EON_GC_RETENTION", "2")
+        .data_engines(1)
+        .start()
+        .unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, grp int, pad text)").await.unwrap();
+    // About 6 MiB of rows: six times the limit.
+    let pad = "p".repeat(500);
+    for chunk in 0..12 {
+        let (lo, hi) = (chunk * 1000 + 1, chunk * 1000 + 1000);
+        c.execute(&format!("INSERT INTO big SELECT i, i % 10, '{pad}' || i FROM generate_series({lo}, {hi}) AS g(i)"), &[])
+            .await
+            .unwrap();
+    }
+    let stats = engine_counters(&cluster).await;
+    assert!(stats["segments_written"] >= 8, "{stats:?}");
+    assert!(stats["memory_used"] <= LIMIT, "{stats:?}");
+    // Compaction merges each shard's segments (8 shards, 8 segments).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while engine_counters(&cluster).await["segments"] > 8 {
+        assert!(std::time::Instant::now() < deadline, "segments were not compacted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Everything reads back right, and scans read the segments from disk.
+    let check = async |c: &tokio_postgres::Client| {
+        let before = engine_counters(&cluster).await["segment_rows_read"];
+        let row = c.query_one("SELECT count(*), sum(id)::bigint, count(DISTINCT pad) FROM big", &[]).await.unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (12000, 72006000, 12000));
+        let after = engine_counters(&cluster).await["segment_rows_read"];
+        assert!(after - before >= 10_000, "a full scan read {} rows from segments", after - before);
+        let pad: String = c.query_one("SELECT pad FROM big WHERE id = 4321", &[]).await.unwrap().get(0);
+        assert_eq!(pad, format!("{}4321", "p".repeat(500)));
+        let ids: Vec<i64> =
+            c.query("SELECT id FROM big WHERE id BETWEEN 9990 AND 10010 ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, (9990..=10010).collect::<Vec<i64>>());
+    };
+    // Updates and deletes of rows that live in segments.
+    c.execute("UPDATE big SET grp = -1 WHERE id <= 100", &[]).await.unwrap();
+    c.execute("DELETE FROM big WHERE id = 7", &[]).await.unwrap();
+    c.execute("INSERT INTO big VALUES (7, 0, $1)", &[&format!("{}7", "p".repeat(500))]).await.unwrap();
+    let dup = c.execute("INSERT INTO big VALUES (8, 0, 'x')", &[]).await.unwrap_err();
+    assert_eq!(dup.code().unwrap().code(), "23505");
+    let n: i64 = c.query_one("SELECT count(*) FROM big WHERE grp = -1", &[]).await.unwrap().get(0);
+    assert_eq!(n, 99);
+    check(&c).await;
+
+    // A crash loses nothing: segments and the log come back.
+    cluster.kill_and_wait_restart("data-engine-1").await.unwrap();
+    let c = cluster.pg().await.unwrap();
+    check(&c).await;
+
+    // What truly cannot fit — one transaction staging more than the limit
+    // (its uncommitted writes must stay in memory) — fails cleanly.
+    c.batch_execute("BEGIN").await.unwrap();
+    let mut refused = None;
+    for chunk in 0..12 {
+        let (lo, hi) = (100_000 + chunk * 1000, 100_999 + chunk * 1000);
+        let r = c.execute(&format!("INSERT INTO big SELECT i, 0, '{pad}' FROM generate_series({lo}, {hi}) AS g(i)"), &[]).await;
+        if let Err(e) = r {
+            refused = Some(e.code().unwrap().code().to_string());
+            break;
+        }
+    }
+    assert_eq!(refused.as_deref(), Some("53200"));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    c.execute("INSERT INTO big VALUES (200000, 0, 'after')", &[]).await.unwrap();
+    c.execute("DELETE FROM big WHERE id = 200000", &[]).await.unwrap();
+    check(&c).await;
+}
