@@ -33,7 +33,9 @@ async fn client(cluster_url: &str) -> Option<tokio_postgres::Client> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_transfers_survive_kill_9() {
-    let cluster = TestCluster::start().unwrap();
+    // A small memory limit, so committed rows keep moving to columnar
+    // segments while engines are killed.
+    let cluster = TestCluster::builder().env("EON_MEMORY_LIMIT", "64KiB").env("EON_GC_RETENTION", "5").start().unwrap();
     let url = cluster.pg_url();
     let setup = cluster.pg().await.unwrap();
     setup.batch_execute("CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL)").await.unwrap();
@@ -162,5 +164,15 @@ async fn bank_transfers_survive_kill_9() {
     let present: std::collections::HashSet<i64> = ledger.iter().map(|l| l.0).collect();
     let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
     assert!(lost.is_empty(), "{} acknowledged transfers are missing", lost.len());
-    eprintln!("bank: {} transfers acknowledged of {attempts} attempted, {} in the ledger", acked.len(), ledger.len());
+    let mut segments = 0;
+    for (_, addr) in cluster.data_engines().await.unwrap() {
+        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+        segments += de.stats(eon_proto::v1::StatsRequest {}).await.unwrap().into_inner().counters["segments"];
+    }
+    assert!(segments > 0, "rows moved to segments during the run");
+    eprintln!(
+        "bank: {} transfers acknowledged of {attempts} attempted, {} in the ledger, {segments} segment files",
+        acked.len(),
+        ledger.len()
+    );
 }

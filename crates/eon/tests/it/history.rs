@@ -211,7 +211,9 @@ mod checker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_histories_are_serializable() {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let cluster = eon_testkit::TestCluster::start().unwrap();
+    // A small memory limit: committed versions keep moving to segments, so
+    // reads and refreshes cross the delta and the segments.
+    let cluster = eon_testkit::TestCluster::builder().env("EON_MEMORY_LIMIT", "32KiB").start().unwrap();
     let setup = cluster.pg().await.unwrap();
     const KEYS: u32 = 6;
     setup.batch_execute("CREATE TABLE la (k int PRIMARY KEY, val text NOT NULL)").await.unwrap();
@@ -284,5 +286,11 @@ async fn concurrent_histories_are_serializable() {
     let committed = history.iter().filter(|t| t.committed).count();
     assert!(committed > 50, "only {committed} of {} transactions committed", history.len());
     assert_eq!(check(&history), Ok(()), "{} transactions, {committed} committed", history.len());
-    eprintln!("history: {} transactions, {committed} committed, serializable", history.len());
+    let mut segments = 0;
+    for (_, addr) in cluster.data_engines().await.unwrap() {
+        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+        segments += de.stats(eon_proto::v1::StatsRequest {}).await.unwrap().into_inner().counters["segments"];
+    }
+    assert!(segments > 0, "versions moved to segments during the run");
+    eprintln!("history: {} transactions, {committed} committed, serializable; {segments} segment files", history.len());
 }
