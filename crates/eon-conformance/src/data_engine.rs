@@ -163,8 +163,8 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     let (early, _, _) = scan(&mut c, scan_req(&t, staged.min_commit_ts - 1)).await?;
     ensure!(keys_of(&early).len() == 6, "snapshots below the minimum commit timestamp do not wait");
     let commit_ts = staged.min_commit_ts + 10;
-    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts }).await.context("Commit")?;
-    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts }).await.context("a repeated Commit is harmless")?;
+    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts, epoch: 0 }).await.context("Commit")?;
+    c.commit(pb::CommitRequest { txn_id: base + 15, commit_ts, epoch: 0 }).await.context("a repeated Commit is harmless")?;
     let mut req = scan_req(&t, commit_ts);
     req.keys = ipc::encode_batch(&RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![2]))])?)?.into();
     let (two, _, _) = scan(&mut c, req).await?;
@@ -197,7 +197,7 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     c.write(put(2, &[5, 30], "sp-b")).await?;
     c.rollback_to(pb::RollbackToRequest { txn_id: base + 18, seq: 1 }).await.context("RollbackTo")?;
     c.write(put(3, &[6], "sp-c")).await?;
-    let sp_ts = c.commit(pb::CommitRequest { txn_id: base + 18, commit_ts: 0 }).await.context("Commit")?.into_inner().commit_ts;
+    let sp_ts = c.commit(pb::CommitRequest { txn_id: base + 18, commit_ts: 0, epoch: 0 }).await.context("Commit")?.into_inner().commit_ts;
     let mut req = scan_req(&t, sp_ts);
     req.keys = ipc::encode_batch(&RecordBatch::try_new(t.key_schema(), vec![Arc::new(Int64Array::from(vec![5, 6, 30]))])?)?.into();
     let (sp, _, _) = scan(&mut c, req).await?;
@@ -223,24 +223,30 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     r.pass("deletes are versioned: old snapshots keep seeing the rows");
 
     // Transaction records on the anchor engine.
-    c.write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 20, read_ts: eon_common::unix_us(), one_phase: false, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[20], "r")) })
-        .await?;
+    let epoch = c
+        .write(pb::WriteRequest { anchor: engine, seq: 1, txn_id: base + 20, read_ts: eon_common::unix_us(), one_phase: false, ops: ops(&t, pb::WriteKind::Insert, &rows(&t, &[20], "r")) })
+        .await?
+        .into_inner()
+        .epoch;
+    ensure!(epoch != 0, "staged writes name the engine's incarnation");
     let status = |r: pb::TxnStatusResponse| (pb::TxnState::try_from(r.state).unwrap_or(pb::TxnState::Unspecified), r.commit_ts);
     let st = status(c.txn_status(pb::TxnStatusRequest { txn_id: base + 20, stale_after_ms: 0 }).await?.into_inner());
     ensure!(st.0 == pb::TxnState::Pending, "a staged write anchored here starts a pending record");
     let hb = status(c.heartbeat_txn(pb::HeartbeatTxnRequest { txn_id: base + 20 }).await?.into_inner());
     ensure!(hb.0 == pb::TxnState::Pending, "heartbeats answer the record's state");
-    let fin = c.finalize(pb::FinalizeRequest { txn_id: base + 20 }).await?.into_inner().min_commit_ts;
+    let other = c.finalize(pb::FinalizeRequest { txn_id: base + 20, epoch: epoch ^ 2 }).await;
+    ensure!(other.as_ref().err().map(sqlstate).as_deref() == Some("40001"), "Finalize naming another incarnation fails with 40001");
+    let fin = c.finalize(pb::FinalizeRequest { txn_id: base + 20, epoch }).await?.into_inner().min_commit_ts;
     let end = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 20, commit: true, commit_ts: fin }).await?.into_inner());
     ensure!(end == (pb::TxnState::Committed, fin), "EndTxn commits the record");
     let again = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 20, commit: false, commit_ts: 0 }).await?.into_inner());
     ensure!(again.0 == pb::TxnState::Committed, "a final record does not change");
-    c.commit(pb::CommitRequest { txn_id: base + 20, commit_ts: fin }).await?;
+    c.commit(pb::CommitRequest { txn_id: base + 20, commit_ts: fin, epoch: 0 }).await?;
     let gone = status(c.txn_status(pb::TxnStatusRequest { txn_id: base + 21, stale_after_ms: 1 }).await?.into_inner());
     ensure!(gone.0 == pb::TxnState::Aborted, "asking with a staleness bound about an unknown transaction aborts it");
     let late = status(c.end_txn(pb::EndTxnRequest { txn_id: base + 21, commit: true, commit_ts: fin + 1 }).await?.into_inner());
     ensure!(late.0 == pb::TxnState::Aborted, "an aborted transaction can no longer commit");
-    r.pass("transaction records: pending, committed at EndTxn, aborted when stale, final once final");
+    r.pass("transaction records: pending, committed at EndTxn, aborted when stale, final once final; Finalize checks the incarnation");
 
     let s = c.stats(pb::StatsRequest {}).await?.into_inner();
     ensure!(s.component == "data-engine" && s.counters.contains_key("rows_scanned") && s.counters.contains_key("rows_returned"), "Stats reports rows scanned and returned");

@@ -31,6 +31,8 @@ pub struct DataEngineService {
     point_lookups: Arc<AtomicU64>,
     rows_written: Arc<AtomicU64>,
     conflicts: Arc<AtomicU64>,
+    /// This incarnation of the engine (see `WriteResponse.epoch`).
+    epoch: u64,
 }
 
 impl DataEngineService {
@@ -48,7 +50,22 @@ impl DataEngineService {
             rows_written: stats.counter("rows_written"),
             conflicts: stats.counter("write_conflicts"),
             stats,
+            epoch: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
         }
+    }
+
+    /// Refuse to finalize a transaction whose writes another incarnation of
+    /// this engine took: staged writes are logged without waiting for the
+    /// disk, so a restart may have lost some of them.
+    fn check_epoch(&self, epoch: u64) -> Result<(), Error> {
+        if epoch != 0 && epoch != self.epoch {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::write_conflict(format!(
+                "data engine {} restarted while the transaction was open; retry the transaction",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     fn table(&self, t: Option<pb::Table>) -> Result<TableDef, Error> {
@@ -174,6 +191,7 @@ impl DataEngineService {
                 .collect(),
             commit_ts: if req.one_phase { outcome.ts } else { 0 },
             min_commit_ts: if req.one_phase { 0 } else { outcome.ts },
+            epoch: self.epoch,
         })
     }
 }
@@ -239,7 +257,9 @@ impl DataEngine for DataEngineService {
 
     async fn finalize(&self, req: Request<pb::FinalizeRequest>) -> Reply<pb::FinalizeResponse> {
         let r = self.stats.start();
-        let min_commit_ts = self.store.finalize(req.into_inner().txn_id).await.map_err(|e| match e {
+        let req = req.into_inner();
+        self.check_epoch(req.epoch)?;
+        let min_commit_ts = self.store.finalize(req.txn_id).await.map_err(|e| match e {
             eon_storage::Error::UnknownTransaction(t) => {
                 Error::write_conflict(format!("transaction {t} was aborted on data engine {}", self.id))
             }
@@ -262,6 +282,9 @@ impl DataEngine for DataEngineService {
     async fn commit(&self, req: Request<pb::CommitRequest>) -> Reply<pb::CommitResponse> {
         let req = req.into_inner();
         let r = self.stats.start();
+        if req.commit_ts == 0 {
+            self.check_epoch(req.epoch)?;
+        }
         let commit_ts = self
             .store
             .commit(req.txn_id, req.commit_ts)

@@ -753,7 +753,7 @@ impl Writes {
             // part in the commit. Every engine written to is rolled back by
             // ROLLBACK and ROLLBACK TO SAVEPOINT: an unanswered write may
             // have been staged all the same.
-            session.staged_on(results.keys().copied(), engines.iter().copied());
+            session.staged_on(results.iter().map(|(e, r)| (*e, r.epoch)), engines.iter().copied());
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -767,7 +767,8 @@ impl Writes {
             return Err(e);
         } else if !one_phase {
             let refresh = refresh.then_some((read_ts, reads.as_slice()));
-            crate::txn::commit(cluster, txn, &engines, Some(anchor), refresh).await?;
+            let epochs: BTreeMap<u64, u64> = results.iter().map(|(e, r)| (*e, r.epoch)).collect();
+            crate::txn::commit(cluster, txn, &epochs, Some(anchor), refresh).await?;
         }
         let mut by_op = HashMap::new();
         for (op, (engine, pos)) in self.locations.iter().enumerate() {

@@ -263,10 +263,14 @@ impl Session {
     }
 
     /// Note that the open transaction sent writes to `touched` engines and
-    /// staged them on `staged`.
-    pub fn staged_on(&self, staged: impl IntoIterator<Item = u64>, touched: impl IntoIterator<Item = u64>) {
+    /// staged them on `staged` (engine, incarnation).
+    pub fn staged_on(&self, staged: impl IntoIterator<Item = (u64, u64)>, touched: impl IntoIterator<Item = u64>) {
         if let Some(t) = self.txn.lock().unwrap().as_mut() {
-            t.engines.extend(staged);
+            for (engine, epoch) in staged {
+                // The first incarnation that took a write is the one that
+                // must still be there at commit.
+                t.engines.entry(engine).or_insert(epoch);
+            }
             t.touched.extend(touched);
         }
     }

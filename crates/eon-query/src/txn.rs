@@ -38,7 +38,7 @@
 //! with 40001 and the transaction must be retried by the client (so no
 //! transaction ever waits for another: no deadlocks).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,8 +90,9 @@ pub struct TxnState {
     pub failed: bool,
     /// A statement ran (isolation can no longer change).
     pub started: bool,
-    /// Data engines holding its intents (they take part in the commit).
-    pub engines: BTreeSet<u64>,
+    /// Data engines holding its intents (they take part in the commit),
+    /// with the incarnation of each that took them.
+    pub engines: BTreeMap<u64, u64>,
     /// Data engines it sent writes to, whether or not they were staged (a
     /// refused or unanswered write): rollbacks go to all of them.
     pub touched: BTreeSet<u64>,
@@ -195,19 +196,22 @@ pub async fn rollback_to(cluster: &Arc<Cluster>, txn: u64, seq: u32, engines: &B
     Ok(())
 }
 
-/// Commit `txn`, which staged writes on `engines`; `reads` and `read_ts`
-/// are refreshed when given (SERIALIZABLE). Returns the commit timestamp.
-/// On error the transaction has been aborted everywhere.
+/// Commit `txn`, which staged writes on `engines` (each with the
+/// incarnation that took them: a restarted engine refuses to finalize);
+/// `reads` and `read_ts` are refreshed when given (SERIALIZABLE). Returns
+/// the commit timestamp. On error the transaction has been aborted
+/// everywhere.
 pub async fn commit(
     cluster: &Arc<Cluster>,
     txn: u64,
-    engines: &BTreeSet<u64>,
+    epochs: &BTreeMap<u64, u64>,
     anchor: Option<u64>,
     refresh: Option<(u64, &[ReadSpan])>,
 ) -> Result<u64> {
-    if engines.is_empty() {
+    if epochs.is_empty() {
         return Ok(refresh.map(|(ts, _)| ts).unwrap_or(0));
     }
+    let engines: &BTreeSet<u64> = &epochs.keys().copied().collect();
     let needs_refresh = refresh.is_some_and(|(_, reads)| !reads.is_empty());
     // (The anchor is normally the engine of the first write; only when all
     // of that was rolled back to a savepoint may it hold nothing.)
@@ -215,19 +219,25 @@ pub async fn commit(
     if let (Some(engine), false) = (only, needs_refresh) {
         let r = cluster
             .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
-                c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0 }).await
+                c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0, epoch: epochs[&engine] }).await
             })
-            .await
-            .map_err(|e| {
-                if e.is_retryable_conflict() { e } else { Error::internal(format!("commit outcome unknown: {e}")) }
-            })?;
-        return Ok(r.into_inner().commit_ts);
+            .await;
+        return match r {
+            Ok(r) => Ok(r.into_inner().commit_ts),
+            Err(e) if e.is_retryable_conflict() => {
+                // Refused (the engine restarted, or aborted it): nothing
+                // committed; clear what is left.
+                abort(cluster, txn, engines).await;
+                Err(e)
+            }
+            Err(e) => Err(Error::internal(format!("commit outcome unknown: {e}"))),
+        };
     }
     // Freeze everywhere and learn the commit timestamp.
     let finals = engines.iter().map(|&engine| async move {
         cluster
             .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
-                c.finalize(pb::FinalizeRequest { txn_id: txn }).await
+                c.finalize(pb::FinalizeRequest { txn_id: txn, epoch: epochs[&engine] }).await
             })
             .await
             .map(|r| r.into_inner().min_commit_ts)
@@ -268,7 +278,7 @@ pub async fn commit(
     let commits = engines.iter().map(|&engine| async move {
         cluster
             .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
-                c.commit(pb::CommitRequest { txn_id: txn, commit_ts }).await
+                c.commit(pb::CommitRequest { txn_id: txn, commit_ts, epoch: 0 }).await
             })
             .await
     });

@@ -541,7 +541,14 @@ impl Store {
         } else {
             Record::Prepare { txn, min_commit_ts, shards, anchor, record, seq }
         };
-        if let Err(e) = self.wal.append(&log).await {
+        // A staged write is logged without waiting for the disk: if a crash
+        // of the machine loses it, the engine comes back as a new
+        // incarnation, and the coordinator's Finalize (or one-step Commit),
+        // which names the incarnation that took the writes, is refused —
+        // the transaction aborts instead of committing without them. Both
+        // of those are synced, and with them everything logged before.
+        let logged = if one_phase { self.wal.append(&log).await } else { self.wal.append_unsynced(&log).await };
+        if let Err(e) = logged {
             self.resolve(txn, &staged, None);
             return Err(e);
         }
@@ -747,12 +754,18 @@ impl Store {
                 _ => commit_ts,
             });
         };
+        // Committing at a given timestamp follows the commit point (the
+        // anchor's record, synced): if this record is lost, the intents come
+        // back frozen and are resolved by the record. Deciding here (0) is
+        // the commit point itself.
+        let sync = commit_ts == 0;
         let commit_ts = if commit_ts == 0 {
             self.freeze(txn)?
         } else {
             commit_ts
         };
-        self.wal.append(&Record::Commit { txn, commit_ts }).await?;
+        let record = Record::Commit { txn, commit_ts };
+        if sync { self.wal.append(&record).await? } else { self.wal.append_unsynced(&record).await? }
         self.resolve(txn, &keys, Some(commit_ts));
         self.prepared.lock().unwrap().remove(&txn);
         self.set_record(txn, TxnStatus::Committed(commit_ts), false);
@@ -771,7 +784,9 @@ impl Store {
             }
             return Ok(());
         };
-        self.wal.append(&Record::Abort { txn }).await?;
+        // Unsynced: if lost, the intents come back and are resolved by the
+        // transaction's record (aborted, or never committed).
+        self.wal.append_unsynced(&Record::Abort { txn }).await?;
         self.resolve(txn, &keys, None);
         self.prepared.lock().unwrap().remove(&txn);
         self.set_record(txn, TxnStatus::Aborted, false);

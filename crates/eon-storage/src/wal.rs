@@ -3,7 +3,10 @@
 //! A data engine acknowledges a write only after the write's log record is on
 //! disk (`fdatasync`). Many writers share one sync: a dedicated thread takes
 //! every record queued while the previous sync ran, appends them all, syncs
-//! once and wakes all their writers (group commit).
+//! once and wakes all their writers (group commit). Records whose loss a
+//! later step detects (staged writes of a transaction: see
+//! `Store::write`) are appended without waiting for a sync; any later sync
+//! makes them durable with it.
 //!
 //! The log is a sequence of segment files `wal/<seq>.log`. Each record is
 //! framed as
@@ -67,6 +70,8 @@ pub fn read_frames<T: DeserializeOwned>(path: &Path) -> Result<(Vec<T>, u64)> {
 
 struct Append {
     bytes: Vec<u8>,
+    /// Wait for the disk (fdatasync) before answering.
+    sync: bool,
     done: oneshot::Sender<std::io::Result<()>>,
 }
 
@@ -134,12 +139,23 @@ impl Wal {
 
     /// Append a record and wait until it is durable.
     pub async fn append<T: Serialize>(&self, record: &T) -> Result<()> {
+        self.append_with(record, true).await
+    }
+
+    /// Append a record and wait until it is written, not until it is on
+    /// disk: a crash of the machine (not of the process) may lose it. The
+    /// next synced record makes it durable too (the log is sequential).
+    pub async fn append_unsynced<T: Serialize>(&self, record: &T) -> Result<()> {
+        self.append_with(record, false).await
+    }
+
+    async fn append_with<T: Serialize>(&self, record: &T, sync: bool) -> Result<()> {
         let payload = postcard::to_stdvec(record).map_err(|e| Error::Corrupt(e.to_string()))?;
         let (done, wait) = oneshot::channel();
         self.tx
             .lock()
             .unwrap()
-            .send(Command::Append(Append { bytes: frame(&payload), done }))
+            .send(Command::Append(Append { bytes: frame(&payload), sync, done }))
             .map_err(|_| Error::Closed)?;
         wait.await.map_err(|_| Error::Closed)??;
         Ok(())
@@ -219,13 +235,16 @@ impl Writer {
         for a in batch {
             buf.extend_from_slice(&a.bytes);
         }
-        let r = self.file.write_all(&buf).and_then(|_| self.file.sync_data());
+        let sync = batch.iter().any(|a| a.sync);
+        let r = self.file.write_all(&buf).and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
         match r {
             Ok(()) => {
                 self.pos += buf.len() as u64;
                 self.bytes_since_rotate.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.bytes_total.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                self.syncs.fetch_add(1, Ordering::Relaxed);
+                if sync {
+                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -277,6 +277,25 @@ async fn savepoints() {
     assert_eq!(b.value("SELECT v FROM sp WHERE id = 1").await, "7");
 }
 
+/// Staged writes are logged without waiting for the disk; a data engine
+/// that restarts while a transaction is open (and so may have lost them)
+/// makes its COMMIT fail with 40001 rather than commit part of it.
+#[tokio::test]
+async fn a_restart_during_a_transaction_aborts_it() {
+    let cluster = TestCluster::builder().data_engines(1).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute("CREATE TABLE r (id int PRIMARY KEY, v int); INSERT INTO r VALUES (1, 1)").await.unwrap();
+    c.batch_execute("BEGIN; UPDATE r SET v = 2 WHERE id = 1; INSERT INTO r VALUES (2, 2)").await.unwrap();
+    cluster.kill_and_wait_restart("data-engine-1").await.unwrap();
+    let err = c.batch_execute("COMMIT").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "40001", "{err}");
+    // Nothing of it is there, and its intents do not block others.
+    let other = cluster.pg().await.unwrap();
+    other.execute("UPDATE r SET v = 3 WHERE id = 1", &[]).await.unwrap();
+    let rows: Vec<(i32, i32)> = other.query("SELECT id, v FROM r ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, vec![(1, 3)]);
+}
+
 /// A statement outside a transaction block is a serializable transaction
 /// too: two concurrent "go off call if someone else is on call" UPDATEs
 /// must never leave nobody on call (write skew across two single
