@@ -174,9 +174,14 @@ impl DataEngineService {
                 return Err(Error::user(
                     "53200",
                     format!(
-                        "out of memory: data engine {} is at its memory limit and its recent writes cannot move to disk yet",
+                        "out of memory: uncommitted writes do not fit in data engine {}'s memory limit",
                         self.id
                     ),
+                )
+                .with_detail(
+                    "Committed rows move to disk; a transaction's own writes stay in memory until it ends. \
+                     Write in smaller transactions or raise --memory-limit."
+                        .to_string(),
                 ));
             }
             Err(e) => return Err(Error::internal(format!("storage: {e}"))),
