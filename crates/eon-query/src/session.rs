@@ -232,10 +232,14 @@ impl Session {
 
     /// The snapshot and write mode of a statement that is starting: in a
     /// transaction block its snapshot (REPEATABLE READ, SERIALIZABLE) or a
-    /// fresh one (READ COMMITTED); otherwise a fresh one. Also brings the
-    /// catalog up to date.
+    /// fresh one (READ COMMITTED); otherwise a fresh one. Getting a fresh
+    /// one also brings the catalog up to date.
     pub async fn begin_statement(&self) -> Result<(Arc<StatementContext>, WriteMode)> {
-        let fresh = self.cluster().timestamp().await?;
+        // A block with one snapshot for all its statements (REPEATABLE READ,
+        // SERIALIZABLE) took its timestamp at BEGIN: no round trip to meta.
+        let needs_fresh =
+            self.txn.lock().unwrap().as_ref().is_none_or(|t| t.isolation == Isolation::ReadCommitted);
+        let fresh = if needs_fresh { self.cluster().timestamp().await? } else { 0 };
         let mut guard = self.txn.lock().unwrap();
         let Some(t) = guard.as_mut() else {
             // A statement outside a block is a transaction of its own: under
