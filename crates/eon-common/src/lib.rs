@@ -12,11 +12,13 @@
 //! - [`error`]: errors named by what the caller does next, each with a
 //!   PostgreSQL SQLSTATE, and their mapping to and from gRPC status.
 //! - [`stats`]: the one statistics shape every component reports.
+//! - [`recipe`]: the TOML recipe that says how to run a user's front end.
 
 pub mod error;
 pub mod ipc;
 pub mod key;
 pub mod node;
+pub mod recipe;
 pub mod schema;
 pub mod stats;
 pub mod types;

@@ -33,6 +33,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RecipeAction {
+    /// Parse and check recipe files; print each front end or the field at
+    /// fault.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Start a local cluster and supervise it until Ctrl-C.
     Up {
@@ -65,6 +75,12 @@ enum Command {
         /// no limit.
         #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
         memory_limit: Option<u64>,
+    },
+    /// Work with front-end recipes (TOML files describing how to run a
+    /// front end).
+    Recipe {
+        #[command(subcommand)]
+        action: RecipeAction,
     },
     /// Show the components of a running cluster and its tables' shards.
     Status {
@@ -217,6 +233,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        Command::Recipe { action: RecipeAction::Check { files } } => {
+            let mut ok = true;
+            for file in &files {
+                let parsed = std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read it: {e}"))
+                    .and_then(|text| eon_common::recipe::Recipe::parse(&text));
+                match parsed {
+                    Ok(r) => println!(
+                        "{}: front end {:?}: `{}`, {}..{} instances, route {}",
+                        file.display(),
+                        r.name,
+                        r.command,
+                        r.scale.min,
+                        r.scale.max,
+                        r.route.prefix.or(r.route.host).unwrap_or_default()
+                    ),
+                    Err(e) => {
+                        eprintln!("{}: {e}", file.display());
+                        ok = false;
+                    }
+                }
+            }
+            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Status { data_dir, agent, meta } => match runtime().block_on(status::run(&data_dir, agent, meta)) {
             Ok(()) => ExitCode::SUCCESS,

@@ -154,3 +154,19 @@ async fn several_query_engines_share_the_ports() {
     let qe = nodes.iter().filter(|n| n.kind == eon_proto::v1::NodeKind::QueryEngine as i32 && n.up).count();
     assert_eq!(qe, 2);
 }
+
+#[test]
+fn recipe_check_names_the_field_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&good, "name = \"shop\"\ncommand = \"python3 -m http.server $PORT\"\n[scale]\nmin = 0\nmax = 3\n").unwrap();
+    std::fs::write(&bad, "name = \"shop\"\ncommand = \"x\"\n[stop]\ntimeout = \"soon\"\n").unwrap();
+    let out = Command::new(eon_bin()).args(["recipe", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("front end \"shop\""), "{out:?}");
+    let out = Command::new(eon_bin()).args(["recipe", "check"]).arg(&good).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("bad duration \"soon\"") && err.lines().count() == 1, "{err}");
+}
