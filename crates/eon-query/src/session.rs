@@ -188,8 +188,24 @@ fn no_block(what: &str) -> Error {
     Error::user("25P01", format!("{what} can only be used in transaction blocks"))
 }
 
-fn no_savepoint(name: &str) -> Error {
-    Error::user("3B001", format!("savepoint \"{name}\" does not exist"))
+/// The open block a savepoint command works on: an error outside one, or
+/// (unless the command may run there) in a failed one.
+fn savepoint_block<'a>(txn: &'a mut Option<TxnState>, what: &str, in_failed: bool) -> Result<&'a mut TxnState> {
+    let t = txn.as_mut().ok_or_else(|| no_block(what))?;
+    if t.failed && !in_failed {
+        return Err(crate::txn::aborted_error());
+    }
+    Ok(t)
+}
+
+/// The position of the newest savepoint called `name`; naming one that
+/// does not exist fails the block, as any error in it does.
+fn find_savepoint(t: &mut TxnState, name: &datafusion::sql::sqlparser::ast::Ident) -> Result<usize> {
+    let name = ident_name(name);
+    t.savepoints.iter().rposition(|(n, _)| *n == name).ok_or_else(|| {
+        t.failed = true;
+        Error::user("3B001", format!("savepoint \"{name}\" does not exist"))
+    })
 }
 
 /// sqlparser's error as PostgreSQL words it.
@@ -429,40 +445,25 @@ impl Session {
                 Ok(Output::TxnStart("BEGIN".into()))
             }
             Statement::Savepoint { name } => {
-                let name = ident_name(name);
                 let mut guard = self.txn.lock().unwrap();
-                let Some(t) = guard.as_mut() else { return Err(no_block("SAVEPOINT")) };
-                if t.failed {
-                    return Err(crate::txn::aborted_error());
-                }
+                let t = savepoint_block(&mut guard, "SAVEPOINT", false)?;
                 let seq = t.seq;
-                t.savepoints.push((name, seq));
+                t.savepoints.push((ident_name(name), seq));
                 Ok(Output::Command("SAVEPOINT".into()))
             }
             Statement::ReleaseSavepoint { name } => {
-                let name = ident_name(name);
                 let mut guard = self.txn.lock().unwrap();
-                let Some(t) = guard.as_mut() else { return Err(no_block("RELEASE SAVEPOINT")) };
-                if t.failed {
-                    return Err(crate::txn::aborted_error());
-                }
-                let Some(pos) = t.savepoints.iter().rposition(|(n, _)| *n == name) else {
-                    t.failed = true;
-                    return Err(no_savepoint(&name));
-                };
+                let t = savepoint_block(&mut guard, "RELEASE SAVEPOINT", false)?;
+                let pos = find_savepoint(t, name)?;
                 // Releasing a savepoint also releases the ones after it.
                 t.savepoints.truncate(pos);
                 Ok(Output::Command("RELEASE".into()))
             }
             Statement::Rollback { savepoint: Some(name), .. } => {
-                let name = ident_name(name);
                 let (id, seq, touched) = {
                     let mut guard = self.txn.lock().unwrap();
-                    let Some(t) = guard.as_mut() else { return Err(no_block("ROLLBACK TO SAVEPOINT")) };
-                    let Some(pos) = t.savepoints.iter().rposition(|(n, _)| *n == name) else {
-                        t.failed = true;
-                        return Err(no_savepoint(&name));
-                    };
+                    let t = savepoint_block(&mut guard, "ROLLBACK TO SAVEPOINT", true)?;
+                    let pos = find_savepoint(t, name)?;
                     // The savepoint stays; later ones are gone.
                     t.savepoints.truncate(pos + 1);
                     (t.id, t.savepoints[pos].1, t.touched.clone())

@@ -93,19 +93,14 @@ fn file_schema(table: &Schema) -> SchemaRef {
 }
 
 impl Segment {
-    /// Write `entries` (sorted by key; each key's committed versions) as a
-    /// new segment file: written to a temporary name, synced, renamed.
-    pub fn write(path: &Path, seq: u64, table: &Schema, entries: &[(Key, Vec<Version>)]) -> Result<Segment> {
-        Segment::write_iter(path, seq, table, entries.iter().map(|(k, v)| Ok((k.clone(), v.clone()))))
-    }
-
-    /// Write a segment from a stream of keys in order (each with its
-    /// versions), a batch in memory at a time.
-    pub fn write_iter(
+    /// Write a new segment file from a stream of keys in order (each with
+    /// its committed versions, owned or borrowed), a batch in memory at a
+    /// time: written to a temporary name, synced, renamed.
+    pub fn write_iter<K: AsRef<[u8]>, V: AsRef<[Version]>>(
         path: &Path,
         seq: u64,
         table: &Schema,
-        entries: impl Iterator<Item = Result<(Key, Vec<Version>)>>,
+        entries: impl Iterator<Item = Result<(K, V)>>,
     ) -> Result<Segment> {
         let schema = file_schema(table);
         let ncols = table.fields().len();
@@ -144,8 +139,8 @@ impl Segment {
             if batch_keys.len() >= BATCH_ROWS {
                 flush(&mut w, &mut batch_keys, &mut batch_ts, &mut batch_del, &mut batch_rows)?;
             }
-            for v in versions {
-                batch_keys.push(key.clone());
+            for v in versions.as_ref() {
+                batch_keys.push(key.as_ref().to_vec());
                 batch_ts.push(v.ts);
                 batch_del.push(v.value.is_none());
                 batch_rows.push(v.value.clone().unwrap_or_else(|| empty.clone()));
@@ -276,7 +271,7 @@ impl SegBatch {
         let keys = batch.column(0).as_binary::<i32>();
         let keys: Vec<Key> = (0..keys.len()).map(|i| keys.value(i).to_vec()).collect();
         let ts = batch.column(1).as_primitive::<UInt64Type>().values().to_vec();
-        let deleted: Vec<bool> = (0..batch.num_rows()).map(|i| batch.column(2).as_boolean().value(i)).collect();
+        let deleted: Vec<bool> = batch.column(2).as_boolean().iter().map(|d| d == Some(true)).collect();
         let mut rows: Vec<Row> = vec![vec![Value::Null; ncols]; batch.num_rows()];
         let table_cols: Vec<usize> = match projection {
             Some(p) => p.to_vec(),
@@ -413,7 +408,7 @@ mod tests {
             }
             entries.push((k(i), versions));
         }
-        let seg = Arc::new(Segment::write(&dir.path().join("s.arrow"), 1, &table, &entries).unwrap());
+        let seg = Arc::new(Segment::write_iter(&dir.path().join("s.arrow"), 1, &table, entries.iter().map(|(k, v)| Ok((k, v)))).unwrap());
         let seg2 = Segment::open(&seg.path, 1).unwrap();
         assert_eq!(seg.rows, seg2.rows);
         assert_eq!((seg.min_ts, seg.max_ts), (10, 30));

@@ -51,7 +51,6 @@ impl Default for StoreOptions {
 const SEGMENT_DIR: &str = "segments";
 /// A shard with this many segments has them merged into one.
 const COMPACT_AT: usize = 4;
-static EMPTY_ROW: Row = Vec::new();
 
 /// One key's new state within a write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,9 +219,34 @@ fn smallest_key(cursors: &mut [crate::segment::SegCursor], first: Option<Key>) -
     Ok(next)
 }
 
-/// The newest of `versions` at or below `ts`, if newer than `than`.
-fn newest_at(versions: &[SegVersion], ts: Ts, than: Option<Ts>) -> Option<&SegVersion> {
-    versions.iter().filter(|v| v.ts <= ts && than.is_none_or(|t| v.ts > t)).max_by_key(|v| v.ts)
+/// A row a read returns: borrowed from the delta or read from a segment.
+enum Pick<'a> {
+    Delta(&'a Row),
+    Seg(Row),
+}
+
+/// The newest version of a key found so far (its timestamp; `None` row: a
+/// deletion).
+type Best<'a> = Option<(Ts, Option<Pick<'a>>)>;
+
+/// Offer a key's versions from a segment: the newest at or below `ts`
+/// replaces `best` if newer.
+fn offer(best: &mut Best<'_>, versions: Vec<SegVersion>, ts: Ts) {
+    let than = best.as_ref().map(|b| b.0);
+    if let Some(v) = versions.into_iter().filter(|v| v.ts <= ts && than.is_none_or(|t| v.ts > t)).max_by_key(|v| v.ts) {
+        *best = Some((v.ts, v.value.map(Pick::Seg)));
+    }
+}
+
+/// The rows picked, as the references `build` takes.
+fn picked<'a>(picks: &'a [Pick<'a>]) -> Vec<&'a Row> {
+    picks
+        .iter()
+        .map(|p| match p {
+            Pick::Delta(r) => *r,
+            Pick::Seg(r) => r,
+        })
+        .collect()
 }
 
 struct Shard {
@@ -673,6 +697,27 @@ impl Store {
     /// Commit (`Some(ts)`) or remove (`None`) the intents of `txn` on `keys`,
     /// then wake readers waiting for them.
     fn resolve<K: AsKey>(&self, txn: TxnId, keys: &[K], commit_ts: Option<Ts>) {
+        self.with_keys_by_shard(keys, |data, key| {
+            if let Some(v) = data.rows.get_mut(key) {
+                match commit_ts {
+                    Some(ts) => {
+                        v.commit(txn, ts);
+                    }
+                    None => {
+                        v.abort(txn);
+                    }
+                }
+                if v.committed.is_empty() && v.intent.is_none() {
+                    data.rows.remove(key);
+                }
+            }
+        });
+        self.resolved.notify_waiters();
+    }
+
+    /// Visit `keys` a shard at a time, each shard's delta locked for
+    /// writing while its keys are visited.
+    fn with_keys_by_shard<K: AsKey>(&self, keys: &[K], mut visit: impl FnMut(&mut ShardData, &Key)) {
         let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
         for k in keys {
             by_shard.entry(k.shard()).or_default().push(k.key());
@@ -681,22 +726,9 @@ impl Store {
             let Some(cell) = self.shard(id) else { continue };
             let mut data = cell.data.write().unwrap();
             for key in keys {
-                if let Some(v) = data.rows.get_mut(key) {
-                    match commit_ts {
-                        Some(ts) => {
-                            v.commit(txn, ts);
-                        }
-                        None => {
-                            v.abort(txn);
-                        }
-                    }
-                    if v.committed.is_empty() && v.intent.is_none() {
-                        data.rows.remove(key);
-                    }
-                }
+                visit(&mut data, key);
             }
         }
-        self.resolved.notify_waiters();
     }
 
     /// Freeze a staged transaction's intents here (readers now wait instead
@@ -714,22 +746,13 @@ impl Store {
     /// timestamps.
     fn freeze(&self, txn: TxnId) -> Result<Ts> {
         let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone()).ok_or(Error::UnknownTransaction(txn))?;
-        let floor = self.read_floor.load(Ordering::SeqCst) + 1;
-        let mut min = floor;
-        let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
-        for (shard, key) in &keys {
-            by_shard.entry(*shard).or_default().push(key);
-        }
-        for (shard, keys) in by_shard {
-            let Some(cell) = self.shard(shard) else { continue };
-            let mut data = cell.data.write().unwrap();
-            for key in keys {
-                if let Some(i) = data.rows.get_mut(key).and_then(|v| v.intent.as_mut()).filter(|i| i.txn == txn) {
-                    i.frozen = true;
-                    min = min.max(i.min_commit_ts.get());
-                }
+        let mut min = self.read_floor.load(Ordering::SeqCst) + 1;
+        self.with_keys_by_shard(&keys, |data, key| {
+            if let Some(i) = data.rows.get_mut(key).and_then(|v| v.intent.as_mut()).filter(|i| i.txn == txn) {
+                i.frozen = true;
+                min = min.max(i.min_commit_ts.get());
             }
-        }
+        });
         Ok(min)
     }
 
@@ -802,19 +825,11 @@ impl Store {
         let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
         let Some(keys) = keys else { return Ok(()) };
         self.wal.append(&Record::RollbackTo { txn, seq }).await?;
-        let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
-        for (shard, key) in &keys {
-            by_shard.entry(*shard).or_default().push(key);
-        }
-        for (id, keys) in by_shard {
-            let Some(cell) = self.shard(id) else { continue };
-            let mut data = cell.data.write().unwrap();
-            for key in keys {
-                if data.rows.get_mut(key).is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty()) {
-                    data.rows.remove(key);
-                }
+        self.with_keys_by_shard(&keys, |data, key| {
+            if data.rows.get_mut(key).is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty()) {
+                data.rows.remove(key);
             }
-        }
+        });
         self.resolved.notify_waiters();
         Ok(())
     }
@@ -925,7 +940,7 @@ impl Store {
         };
         let freed: u64 = removed
             .iter()
-            .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
+            .map(|s| delta_size(&s.data.read().unwrap()))
             .sum();
         let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
         for shard in &removed {
@@ -994,13 +1009,7 @@ impl Store {
         if empty {
             return Ok(ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Done });
         }
-        // Rows come from the delta (borrowed) or from segments (owned).
-        enum Pick<'a> {
-            Delta(&'a Row),
-            Seg(usize),
-        }
         let mut picks: Vec<Pick> = Vec::with_capacity(max_rows.min(8192));
-        let mut owned: Vec<Row> = Vec::new();
         let mut scanned = 0;
         let mut end = ChunkEnd::Done;
         let start = match &range.0 {
@@ -1028,7 +1037,7 @@ impl Store {
                 break;
             }
             scanned += 1;
-            let mut best: Option<(Ts, Option<Pick>)> = None;
+            let mut best: Best = None;
             if delta.peek().is_some_and(|(k, _)| **k == key) {
                 let (_, versions) = delta.next().unwrap();
                 match found(versions, ts, own) {
@@ -1057,13 +1066,7 @@ impl Store {
                     continue;
                 }
                 let (_, versions) = c.take()?.unwrap();
-                if let Some(v) = newest_at(&versions, ts, best.as_ref().map(|b| b.0)) {
-                    let row = v.value.clone().map(|r| {
-                        owned.push(r);
-                        Pick::Seg(owned.len() - 1)
-                    });
-                    best = Some((v.ts, row));
-                }
+                offer(&mut best, versions, ts);
             }
             if let Some((_, Some(p))) = best {
                 picks.push(p);
@@ -1073,14 +1076,7 @@ impl Store {
         if read > 0 {
             self.segment_rows_read.fetch_add(read, Ordering::Relaxed);
         }
-        let rows: Vec<&Row> = picks
-            .iter()
-            .map(|p| match p {
-                Pick::Delta(r) => *r,
-                Pick::Seg(i) => &owned[*i],
-            })
-            .collect();
-        Ok(ScanChunk { out: build(&rows), scanned, end })
+        Ok(ScanChunk { out: build(&picked(&picks)), scanned, end })
     }
 
     /// Point lookups: the visible rows of `keys` in a shard (from the delta
@@ -1097,12 +1093,10 @@ impl Store {
         let cell = self.shard_or_create(shard);
         cell.max_read_ts.fetch_max(ts, Ordering::SeqCst);
         let data = cell.data.read().unwrap();
-        let mut rows: Vec<&Row> = Vec::with_capacity(keys.len());
-        let mut owned: Vec<Row> = Vec::new();
-        let mut from_segments: Vec<usize> = Vec::new();
+        let mut picks: Vec<Pick> = Vec::with_capacity(keys.len());
         let mut scanned = 0;
         for key in keys {
-            let mut best: Option<(Ts, Option<&Row>)> = None;
+            let mut best: Best = None;
             let mut seen = false;
             if let Some(versions) = data.rows.get(key) {
                 seen = true;
@@ -1112,44 +1106,27 @@ impl Store {
                     }
                     Found::Own(row) => {
                         scanned += 1;
-                        rows.extend(row);
+                        picks.extend(row.map(Pick::Delta));
                         continue;
                     }
-                    Found::At(t, row) => best = Some((t, row)),
+                    Found::At(t, row) => best = Some((t, row.map(Pick::Delta))),
                     Found::Nothing => {}
                 }
             }
-            let mut seg_best: Option<SegVersion> = None;
             for seg in data.segments.iter().filter(|s| s.may_contain(key)) {
                 let versions = seg.lookup(key)?;
                 self.segment_rows_read.fetch_add(versions.len() as u64, Ordering::Relaxed);
                 seen |= !versions.is_empty();
-                let than = match (seg_best.as_ref().map(|b| b.ts), best.map(|b| b.0)) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Some(v) = newest_at(&versions, ts, than) {
-                    seg_best = Some(v.clone());
-                }
+                offer(&mut best, versions, ts);
             }
             if seen {
                 scanned += 1;
             }
-            match seg_best {
-                Some(SegVersion { value: Some(r), .. }) => {
-                    owned.push(r);
-                    from_segments.push(rows.len());
-                    rows.push(&EMPTY_ROW); // replaced below
-                }
-                Some(SegVersion { value: None, .. }) => {}
-                None => rows.extend(best.and_then(|b| b.1)),
+            if let Some((_, Some(p))) = best {
+                picks.push(p);
             }
         }
-        let mut owned = owned.iter();
-        for i in from_segments {
-            rows[i] = owned.next().unwrap();
-        }
-        Ok(ScanChunk { out: build(&rows), scanned, end: ChunkEnd::Done })
+        Ok(ScanChunk { out: build(&picked(&picks)), scanned, end: ChunkEnd::Done })
     }
 
     /// Read refresh, for serializable transactions: transaction `txn` read
@@ -1267,7 +1244,7 @@ impl Store {
             .read()
             .unwrap()
             .iter()
-            .map(|(id, s)| (s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum(), *id))
+            .map(|(id, s)| (delta_size(&s.data.read().unwrap()), *id))
             .collect();
         let total: u64 = sizes.iter().map(|s| s.0).sum();
         self.bytes.store(total, Ordering::Relaxed);
@@ -1301,7 +1278,7 @@ impl Store {
             .read()
             .unwrap()
             .values()
-            .map(|s| s.data.read().unwrap().rows.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>())
+            .map(|s| delta_size(&s.data.read().unwrap()))
             .sum();
         self.bytes.store(used, Ordering::Relaxed);
         Ok(written)
@@ -1316,31 +1293,20 @@ impl Store {
         // Writers of this shard wait while the file is written: the moved
         // versions must leave the delta at the moment the segment appears.
         let mut data = cell.data.write().unwrap();
-        let entries: Vec<(Key, Vec<Version>)> = data
-            .rows
-            .iter()
-            .filter(|(_, v)| !v.committed.is_empty())
-            .map(|(k, v)| (k.clone(), v.committed.clone()))
-            .collect();
-        if entries.is_empty() {
+        if data.rows.values().all(|v| v.committed.is_empty()) {
             return Ok(None);
         }
         let seq = self.segment_seq.fetch_add(1, Ordering::SeqCst) + 1;
         let dir = self.dir.join(SEGMENT_DIR);
-        let segment = Segment::write(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, &entries)?;
+        let committed = data.rows.iter().filter(|(_, v)| !v.committed.is_empty()).map(|(k, v)| Ok((k, &v.committed)));
+        let segment = Segment::write_iter(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, committed)?;
         wal::sync_dir(&dir)?;
-        let mut freed = 0;
-        for (k, _) in &entries {
-            if let Some(v) = data.rows.get_mut(k) {
-                freed += versions_size(k, v);
-                v.committed.clear();
-                if v.intent.is_none() {
-                    data.rows.remove(k);
-                } else {
-                    freed -= versions_size(k, data.rows.get(k).unwrap());
-                }
-            }
-        }
+        let before = delta_size(&data);
+        data.rows.retain(|_, v| {
+            v.committed.clear();
+            v.intent.is_some()
+        });
+        let freed = before - delta_size(&data);
         tracing::info!(table = id.0, shard = id.1, rows = segment.rows, "flushed a segment");
         data.segments.push(Arc::new(segment));
         self.segments_written.fetch_add(1, Ordering::Relaxed);
@@ -1671,6 +1637,11 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
         }
         Record::DropTable { table } => shards.retain(|(t, _), _| *t != table),
     }
+}
+
+/// Estimated bytes of a shard's delta.
+fn delta_size(data: &ShardData) -> u64 {
+    data.rows.iter().map(|(k, v)| versions_size(k, v)).sum()
 }
 
 fn versions_size(key: &Key, v: &Versions) -> u64 {
