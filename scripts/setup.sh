@@ -2,6 +2,7 @@
 # Installs what eon's tests need beyond the Rust toolchain, when missing:
 #   mold               a faster linker (used if present, see cargo-env.sh)
 #   postgresql-client  psql, for the psql smoke test (and pgbench)
+#   nodejs, python3    runtimes of the example front ends (examples/frontends)
 # and with --postgres, for the benchmarks (bench/):
 #   postgresql         a PostgreSQL server (initdb, pg_ctl) as the baseline
 # Safe to run repeatedly; does nothing when everything is there.
@@ -10,6 +11,8 @@ set -euo pipefail
 need=()
 command -v mold >/dev/null 2>&1 || need+=(mold)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ "${1:-}" = "--postgres" ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi

@@ -1,12 +1,20 @@
 //! eon's host agent: it starts, supervises and stops the processes of eon's
-//! components on one host, and routes client connections to query engines.
+//! components and of users' front ends on one host, and spreads requests
+//! over them.
 //!
 //! `eon up` is the agent of a one-host cluster: it starts `eon meta`, the
 //! data engines and the query engines as child processes
-//! ([`supervisor`]), listens on the public PostgreSQL and REST ports
-//! ([`router`]), and serves the `Agent` gRPC interface (List, Start, Stop,
-//! Stats) so that tools — `eon status` today, the balancer later — can see
-//! and change what runs.
+//! ([`supervisor`]); listens on the public PostgreSQL port ([`router`]),
+//! the REST port and the ingress port ([`ingress`]); runs front ends from
+//! recipes and scales them with the balancer's decision core
+//! ([`frontends`]); and serves the `Agent` gRPC interface (List, Start,
+//! Stop, Stats, ApplyRecipe, RemoveRecipe, ListFrontends, Decisions) that
+//! `eon status` and `eon recipe …` use.
+//!
+//! The REST port answers a few paths itself — `GET /v1/cluster` (where the
+//! cluster's parts are), `GET /v1/cluster/decisions` (the balancer's
+//! decisions), `GET /v1/cluster/frontends` — and sends every other request
+//! to a query engine.
 //!
 //! Layout of a data directory:
 //!
@@ -18,6 +26,8 @@
 //!   <data-dir>/logs/<name>.log    one log per process
 //! ```
 
+pub mod frontends;
+pub mod ingress;
 pub mod router;
 pub mod supervisor;
 
@@ -32,8 +42,9 @@ use eon_proto::v1 as pb;
 use eon_proto::v1::agent_server::{Agent, AgentServer};
 use tonic::{Request, Response, Status};
 
-use crate::router::{Protocol, Router};
-use crate::supervisor::{Instance, READY_TIMEOUT, STOP_TIMEOUT};
+use crate::frontends::Frontends;
+use crate::ingress::{Body, HttpClient, Pool};
+use crate::supervisor::{Instance, Launch, READY_TIMEOUT, STOP_TIMEOUT};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -44,11 +55,16 @@ pub struct UpOptions {
     pub query_engines: u32,
     pub pg_port: u16,
     pub http_port: u16,
+    /// Users' HTTP: routed to front ends.
+    pub ingress_port: u16,
     pub listen: String,
     /// Default shard count of new tables.
     pub shards: u32,
     /// Extra flags for every data engine (`--gc-retention 300`, …).
     pub data_engine_args: Vec<String>,
+    /// Front ends to run: each recipe's text and the directory it is
+    /// relative to (checked by the caller; refused again here if bad).
+    pub recipes: Vec<(String, PathBuf)>,
 }
 
 /// Where a running cluster can be reached; written to `cluster.json`.
@@ -59,6 +75,8 @@ pub struct ClusterFile {
     pub meta: String,
     pub pg: String,
     pub http: String,
+    #[serde(default)]
+    pub ingress: String,
 }
 
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -81,7 +99,16 @@ pub struct AgentState {
     shards: u32,
     data_engine_args: Vec<String>,
     instances: RwLock<Vec<Arc<Instance>>>,
-    router: Arc<Router>,
+    /// Query engines behind the PostgreSQL port and behind the REST port.
+    qe_pg: Arc<Pool>,
+    qe_http: Arc<Pool>,
+    frontends: Frontends,
+    /// What every front end finds in its environment: EON_PG_URL,
+    /// EON_REST_URL.
+    frontend_env: Vec<(String, String)>,
+    /// The balancer's clock.
+    clock: std::time::Instant,
+    http_client: HttpClient,
     next_id: Mutex<HashMap<String, u64>>,
     stats: Arc<Recorder>,
 }
@@ -124,9 +151,10 @@ impl AgentState {
             ],
             other => return Err(format!("cannot start a {other:?}; kinds are data-engine and query-engine")),
         };
-        let inst = supervisor::spawn(self.exe.clone(), &name, kind, id, args, self.log_path(&name));
+        let inst = supervisor::spawn(Launch::Eon { exe: self.exe.clone() }, &name, kind, id, args, self.log_path(&name));
         if kind == "query-engine" {
-            self.router.engines.write().unwrap().push(inst.clone());
+            self.qe_pg.add(inst.clone());
+            self.qe_http.add(inst.clone());
         }
         self.instances.write().unwrap().push(inst.clone());
         Ok(inst)
@@ -136,11 +164,11 @@ impl AgentState {
         self.instances.read().unwrap().iter().find(|i| i.name == name).cloned()
     }
 
-    /// Stop everything: query engines first (no new work), then data
-    /// engines, then meta.
+    /// Stop everything: front ends and query engines first (no new work),
+    /// then data engines, then meta.
     async fn stop_all(&self) {
         let all = self.instances.read().unwrap().clone();
-        for kind in ["query-engine", "data-engine", "meta"] {
+        for kind in ["frontend", "query-engine", "data-engine", "meta"] {
             let group: Vec<_> = all.iter().filter(|i| i.kind == kind).cloned().collect();
             futures::future::join_all(group.iter().map(|i| i.stop(STOP_TIMEOUT))).await;
         }
@@ -188,7 +216,12 @@ fn lock(dir: &Path) -> Result<std::fs::File, UpError> {
 async fn bind_public(listen: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener, UpError> {
     tokio::net::TcpListener::bind((listen, port)).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            UpError(format!("{what} port {listen}:{port} is already in use (choose another with --{}-port)", if what == "PostgreSQL" { "pg" } else { "http" }))
+            let flag = match what {
+                "PostgreSQL" => "pg",
+                "REST" => "http",
+                _ => "ingress",
+            };
+            UpError(format!("{what} port {listen}:{port} is already in use (choose another with --{flag}-port)"))
         } else {
             UpError(format!("cannot listen on {listen}:{port} for {what}: {e}"))
         }
@@ -202,15 +235,17 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     let _lock = lock(&opts.data_dir)?;
     let pg_listener = bind_public(&opts.listen, opts.pg_port, "PostgreSQL").await?;
     let http_listener = bind_public(&opts.listen, opts.http_port, "REST").await?;
+    let ingress_listener = bind_public(&opts.listen, opts.ingress_port, "ingress").await?;
     let pg_addr = pg_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
     let http_addr = http_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
+    let ingress_addr = ingress_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
     let mut signals = Signals::new();
 
     // Meta first: everyone else needs its address. After the first start it
     // keeps its port, so restarts are invisible to the other components.
     let meta_log = opts.data_dir.join("logs").join("meta.log");
     let meta_args = vec!["--data-dir".to_string(), opts.data_dir.join("meta").display().to_string()];
-    let meta = supervisor::spawn(opts.exe.clone(), "meta", "meta", 0, meta_args.clone(), meta_log);
+    let meta = supervisor::spawn(Launch::Eon { exe: opts.exe.clone() }, "meta", "meta", 0, meta_args.clone(), meta_log);
     let meta_addr = tokio::select! {
         r = meta.wait_ready(READY_TIMEOUT) => r.map_err(UpError)?,
         _ = signals.recv() => { meta.stop(STOP_TIMEOUT).await; return Ok(()); }
@@ -229,7 +264,15 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         shards: opts.shards,
         data_engine_args: opts.data_engine_args.clone(),
         instances: RwLock::new(vec![meta.clone()]),
-        router: Arc::new(Router::default()),
+        qe_pg: Pool::new("query-engine", "pg", "router", router::HOLD),
+        qe_http: Pool::new("query-engine", "http", "router", router::HOLD),
+        frontends: Frontends::default(),
+        frontend_env: vec![
+            ("EON_PG_URL".into(), pg_url(&pg_addr)),
+            ("EON_REST_URL".into(), format!("http://{}", connect_addr(&http_addr))),
+        ],
+        clock: std::time::Instant::now(),
+        http_client: ingress::http_client(),
         next_id: Mutex::new(HashMap::new()),
         stats: Recorder::new("agent", 0),
     });
@@ -254,20 +297,32 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
             })
             .await;
     });
-    let pg_task = tokio::spawn(router::serve(state.router.clone(), pg_listener, Protocol::Pg, stop_rx.clone()));
-    let http_task = tokio::spawn(router::serve(state.router.clone(), http_listener, Protocol::Http, stop_rx.clone()));
-
-    let ready = futures::future::try_join_all(starting.iter().map(|i| i.wait_ready(READY_TIMEOUT)));
-    let outcome = tokio::select! {
-        r = ready => r.map(|_| true).map_err(UpError),
-        _ = signals.recv() => Ok(false),
-    };
     let cluster = ClusterFile {
         pid: std::process::id(),
         agent: agent_addr.to_string(),
         meta: meta_addr,
         pg: pg_addr.to_string(),
         http: http_addr.to_string(),
+        ingress: ingress_addr.to_string(),
+    };
+    let pg_task = tokio::spawn(router::serve_pg(state.qe_pg.clone(), pg_listener, stop_rx.clone()));
+    let http_task = tokio::spawn(ingress::serve_http(http_listener, rest_handler(state.clone(), cluster.clone()), stop_rx.clone()));
+    let ingress_task = tokio::spawn(ingress::serve_http(ingress_listener, ingress_handler(state.clone()), stop_rx.clone()));
+    let control_task = tokio::spawn(frontends::control_loop(state.clone(), stop_rx.clone()));
+
+    let ready = futures::future::try_join_all(starting.iter().map(|i| i.wait_ready(READY_TIMEOUT)));
+    let outcome = tokio::select! {
+        r = ready => r.map(|_| true).map_err(UpError),
+        _ = signals.recv() => Ok(false),
+    };
+    let outcome = match outcome {
+        Ok(true) => opts
+            .recipes
+            .iter()
+            .try_for_each(|(text, dir)| state.apply_recipe(text, dir).map(|_| ()))
+            .map(|_| true)
+            .map_err(|e| UpError(format!("recipe refused: {e}"))),
+        other => other,
     };
     let result = match outcome {
         Ok(true) => {
@@ -287,9 +342,119 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         let _ = agent_task.await;
         let _ = pg_task.await;
         let _ = http_task.await;
+        let _ = ingress_task.await;
+        let _ = control_task.await;
     })
     .await;
     result
+}
+
+/// An address to connect to for one listened on (0.0.0.0 → 127.0.0.1).
+fn connect_addr(addr: &std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
+}
+
+/// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`.
+pub fn pg_url(addr: &std::net::SocketAddr) -> String {
+    format!("postgresql://eon@{}/eon?sslmode=disable", connect_addr(addr))
+}
+
+fn json_response(v: serde_json::Value) -> hyper::Response<Body> {
+    ingress::respond(hyper::StatusCode::OK, "application/json", v.to_string())
+}
+
+/// The REST port: the cluster's own paths here, SQL to a query engine.
+fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handler {
+    Arc::new(move |req, peer| {
+        let state = state.clone();
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            let get = req.method() == hyper::Method::GET;
+            match req.uri().path() {
+                "/v1/cluster" if get => json_response(serde_json::to_value(&cluster).unwrap_or_default()),
+                "/v1/cluster/decisions" if get => {
+                    let limit = query_param(req.uri(), "limit").and_then(|v| v.parse().ok()).unwrap_or(100);
+                    let list: Vec<serde_json::Value> = state.frontends.decisions(limit).iter().map(decision_json).collect();
+                    json_response(serde_json::json!({ "decisions": list }))
+                }
+                "/v1/cluster/frontends" if get => {
+                    let list: Vec<serde_json::Value> = state
+                        .frontends
+                        .by_name
+                        .read()
+                        .unwrap()
+                        .values()
+                        .map(|fe| frontend_json(&state.frontend_proto(fe)))
+                        .collect();
+                    json_response(serde_json::json!({ "frontends": list }))
+                }
+                p if p.starts_with("/v1/cluster") => ingress::json_error(
+                    hyper::StatusCode::NOT_FOUND,
+                    "42704",
+                    &format!("no such cluster resource: {} {p}", req.method()),
+                ),
+                _ => ingress::proxy(&state.http_client, &state.qe_http, req, "", peer).await,
+            }
+        })
+    })
+}
+
+/// The ingress port: each request to the front end its route names.
+fn ingress_handler(state: Arc<AgentState>) -> ingress::Handler {
+    Arc::new(move |req, peer| {
+        let state = state.clone();
+        Box::pin(async move {
+            let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+            match state.frontends.route(host.as_deref(), req.uri().path()) {
+                Some((fe, strip)) => ingress::proxy(&state.http_client, &fe.pool, req, &strip, peer).await,
+                None => {
+                    let routes: Vec<String> = state.frontends.by_name.read().unwrap().values().map(|f| state.frontend_proto(f).route).collect();
+                    ingress::json_error(
+                        hyper::StatusCode::NOT_FOUND,
+                        "42704",
+                        &format!("no front end routes {} (routes: {})", req.uri().path(), if routes.is_empty() { "none".into() } else { routes.join(", ") }),
+                    )
+                }
+            }
+        })
+    })
+}
+
+fn query_param(uri: &hyper::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "at_unix_ms": d.at_unix_ms,
+        "service": d.service,
+        "inputs": { "load": d.load, "ready": d.ready, "starting": d.starting, "target": d.target },
+        "current": d.current,
+        "desired": d.desired,
+        "rule": d.rule,
+        "actions": d.actions,
+    })
+}
+
+pub fn frontend_json(f: &pb::Frontend) -> serde_json::Value {
+    let instances: Vec<serde_json::Value> = f
+        .instances
+        .iter()
+        .map(|i| {
+            let inst = i.instance.clone().unwrap_or_default();
+            serde_json::json!({
+                "name": inst.name, "state": inst.state, "pid": inst.pid, "port": i.port,
+                "restarts": inst.restarts, "in_flight": i.in_flight, "draining": i.draining, "outdated": i.outdated,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": f.name, "route": f.route, "min": f.min, "max": f.max, "signal": f.signal, "target": f.target,
+        "load": f.load, "held": f.held, "desired": f.desired, "rule": f.rule, "instances": instances,
+    })
 }
 
 fn write_cluster_file(dir: &Path, c: &ClusterFile) {
@@ -360,6 +525,28 @@ impl Agent for AgentService {
         let timeout = if req.timeout_ms == 0 { STOP_TIMEOUT } else { Duration::from_millis(req.timeout_ms as u64) };
         inst.stop(timeout).await;
         Ok(Response::new(inst.to_proto()))
+    }
+
+    async fn apply_recipe(&self, req: Request<pb::ApplyRecipeRequest>) -> Reply<pb::Frontend> {
+        let req = req.into_inner();
+        let fe = self.state.apply_recipe(&req.toml, Path::new(&req.base_dir)).map_err(Status::invalid_argument)?;
+        Ok(Response::new(self.state.frontend_proto(&fe)))
+    }
+
+    async fn remove_recipe(&self, req: Request<pb::RemoveRecipeRequest>) -> Reply<pb::Frontend> {
+        let name = req.into_inner().name;
+        let fe = self.state.remove_recipe(&name).ok_or_else(|| Status::not_found(format!("no front end named {name:?}")))?;
+        Ok(Response::new(self.state.frontend_proto(&fe)))
+    }
+
+    async fn list_frontends(&self, _req: Request<pb::ListFrontendsRequest>) -> Reply<pb::ListFrontendsResponse> {
+        let frontends = self.state.frontends.by_name.read().unwrap().values().map(|fe| self.state.frontend_proto(fe)).collect();
+        Ok(Response::new(pb::ListFrontendsResponse { frontends }))
+    }
+
+    async fn decisions(&self, req: Request<pb::DecisionsRequest>) -> Reply<pb::DecisionsResponse> {
+        let decisions = self.state.frontends.decisions(req.into_inner().limit as usize);
+        Ok(Response::new(pb::DecisionsResponse { decisions }))
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {

@@ -1,17 +1,24 @@
-//! Supervision of component processes.
+//! Supervision of processes: eon's own components and users' front ends.
 //!
-//! Each [`Instance`] is one child process (`eon meta`, `eon data-engine`,
-//! `eon query-engine`), watched by a task that:
+//! Each [`Instance`] is one child process — `eon meta`, `eon data-engine`,
+//! `eon query-engine` ([`Launch::Eon`]) or a front end started from a recipe
+//! ([`Launch::Shell`]) — watched by a task that:
 //!
 //! 1. starts it in its own process group (so a Ctrl-C in the terminal
-//!    reaches only `eon up`, which then stops children in order), with
-//!    stderr appended to `<data-dir>/logs/<name>.log` and a parent-death
+//!    reaches only `eon up`, which then stops children in order, and a stop
+//!    signal reaches everything a front end's shell started), with its
+//!    output appended to `<data-dir>/logs/<name>.log` and a parent-death
 //!    signal so no child outlives a killed supervisor;
-//! 2. reads its standard output for the `EON-READY {json}` line that
-//!    announces its addresses;
+//! 2. learns when it is ready: an eon component prints an
+//!    `EON-READY {json}` line announcing its addresses; a front end passes
+//!    its recipe's readiness check (HTTP, TCP or a command) within the
+//!    start-up grace, and afterwards its liveness check — a front end that
+//!    fails either is killed and restarted;
 //! 3. when it exits without being asked to, logs why and starts it again
 //!    after a back-off that doubles from 100 ms up to 5 s (and resets after
-//!    30 s of healthy running).
+//!    30 s of healthy running);
+//! 4. stops it with its stop signal (SIGTERM unless a recipe says
+//!    otherwise), then SIGKILL after the stop timeout.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eon_common::node::READY_PREFIX;
+use eon_common::recipe::Check;
 use eon_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -68,6 +76,41 @@ pub struct Status {
     pub last_exit: Option<String>,
 }
 
+/// How an instance's process is started and known to be ready.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// `eon <kind> <args…>`; ready when it prints its `EON-READY` line.
+    Eon { exe: PathBuf },
+    /// A user's front end: `sh -c <command>` in `dir` with `env`, listening
+    /// on `port` (given to it in `$PORT`).
+    Shell {
+        command: String,
+        dir: PathBuf,
+        env: Vec<(String, String)>,
+        port: u16,
+        stop_signal: i32,
+        stop_timeout: Duration,
+        ready: Check,
+        live: Option<Check>,
+    },
+}
+
+impl Launch {
+    fn stop_signal(&self) -> i32 {
+        match self {
+            Launch::Eon { .. } => libc::SIGTERM,
+            Launch::Shell { stop_signal, .. } => *stop_signal,
+        }
+    }
+
+    fn stop_timeout(&self) -> Duration {
+        match self {
+            Launch::Eon { .. } => STOP_TIMEOUT,
+            Launch::Shell { stop_timeout, .. } => *stop_timeout,
+        }
+    }
+}
+
 pub struct Instance {
     pub name: String,
     pub kind: String,
@@ -75,6 +118,7 @@ pub struct Instance {
     /// Arguments after the executable; may be updated between restarts.
     pub args: Mutex<Vec<String>>,
     pub log_path: PathBuf,
+    pub launch: Launch,
     status_tx: watch::Sender<Status>,
     stop: Notify,
     stopping: Mutex<bool>,
@@ -101,6 +145,7 @@ impl Instance {
             started_at_unix_ms: s.started_at_unix_ms,
             log_path: self.log_path.display().to_string(),
             args: self.args.lock().unwrap().clone(),
+            address: s.addresses.get("grpc").or_else(|| s.addresses.get("http")).cloned().unwrap_or_default(),
         }
     }
 
@@ -140,8 +185,8 @@ impl Instance {
     }
 }
 
-/// Start supervising a child: `exe args...`.
-pub fn spawn(exe: PathBuf, name: &str, kind: &str, id: u64, args: Vec<String>, log_path: PathBuf) -> Arc<Instance> {
+/// Start supervising a child: `eon kind args...` or a front end's command.
+pub fn spawn(launch: Launch, name: &str, kind: &str, id: u64, args: Vec<String>, log_path: PathBuf) -> Arc<Instance> {
     let (status_tx, _) = watch::channel(Status {
         state: State::Starting,
         pid: 0,
@@ -156,11 +201,12 @@ pub fn spawn(exe: PathBuf, name: &str, kind: &str, id: u64, args: Vec<String>, l
         id,
         args: Mutex::new(args),
         log_path,
+        launch,
         status_tx,
         stop: Notify::new(),
         stopping: Mutex::new(false),
     });
-    tokio::spawn(supervise(exe, inst.clone()));
+    tokio::spawn(supervise(inst.clone()));
     inst
 }
 
@@ -170,16 +216,24 @@ async fn log_line(path: &PathBuf, line: &str) {
     }
 }
 
-fn start_child(exe: &PathBuf, inst: &Instance) -> std::io::Result<Child> {
+fn start_child(inst: &Instance) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&inst.log_path)?;
-    let mut cmd = Command::new(exe);
-    // The role is the first argument, so `ps` shows which process is which.
-    cmd.arg(&inst.kind)
-        .args(inst.args.lock().unwrap().iter())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
+    let mut cmd = match &inst.launch {
+        Launch::Eon { exe } => {
+            let mut cmd = Command::new(exe);
+            // The role is the first argument, so `ps` shows which process is
+            // which.
+            cmd.arg(&inst.kind).args(inst.args.lock().unwrap().iter());
+            cmd
+        }
+        Launch::Shell { command, dir, env, port, .. } => {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(command).current_dir(dir).env("PORT", port.to_string()).env("EON_INSTANCE", &inst.name);
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -191,7 +245,16 @@ fn start_child(exe: &PathBuf, inst: &Instance) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-async fn supervise(exe: PathBuf, inst: Arc<Instance>) {
+/// Signal the child's whole process group (a front end's shell and what it
+/// started).
+fn signal_group(pid: u32, sig: i32) {
+    if pid > 0 {
+        // SAFETY: plain syscall; the child leads its own process group.
+        unsafe { libc::kill(-(pid as i32), sig) };
+    }
+}
+
+async fn supervise(inst: Arc<Instance>) {
     let mut backoff = BACKOFF_START;
     loop {
         if *inst.stopping.lock().unwrap() {
@@ -201,7 +264,7 @@ async fn supervise(exe: PathBuf, inst: Arc<Instance>) {
             s.state = State::Starting;
             s.addresses.clear();
         });
-        let mut child = match start_child(&exe, &inst) {
+        let mut child = match start_child(&inst) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("cannot start {}: {e}", inst.name);
@@ -239,6 +302,13 @@ async fn supervise(exe: PathBuf, inst: Arc<Instance>) {
                 }
             }
         });
+        // A front end is ready when its checks say so.
+        let probe = match &inst.launch {
+            Launch::Eon { .. } => None,
+            Launch::Shell { port, ready, live, .. } => {
+                Some(tokio::spawn(probe(inst.clone(), pid, *port, ready.clone(), live.clone())))
+            }
+        };
         let exit = tokio::select! {
             status = child.wait() => Some(status),
             _ = inst.stop.notified() => None,
@@ -246,21 +316,29 @@ async fn supervise(exe: PathBuf, inst: Arc<Instance>) {
         let exit = match exit {
             Some(status) => status,
             None => {
-                // Asked to stop: SIGTERM, then SIGKILL after the timeout.
+                // Asked to stop: the stop signal, then SIGKILL after the
+                // timeout.
                 inst.status_tx.send_modify(|s| s.state = State::Stopping);
-                if let Some(pid) = child.id() {
-                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                }
-                match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+                signal_group(pid, inst.launch.stop_signal());
+                let timeout = inst.launch.stop_timeout();
+                match tokio::time::timeout(timeout, child.wait()).await {
                     Ok(s) => s,
                     Err(_) => {
-                        tracing::warn!(name = %inst.name, "did not stop within {STOP_TIMEOUT:?}; killing");
+                        tracing::warn!(name = %inst.name, "did not stop within {timeout:?}; killing");
+                        signal_group(pid, libc::SIGKILL);
                         let _ = child.kill().await;
                         child.wait().await
                     }
                 }
             }
         };
+        if let Some(p) = probe {
+            p.abort();
+        }
+        if matches!(inst.launch, Launch::Shell { .. }) {
+            // Whatever the shell left behind goes with it.
+            signal_group(pid, libc::SIGKILL);
+        }
         reader.abort();
         let how = match &exit {
             Ok(s) => describe_exit(s),
@@ -287,12 +365,92 @@ async fn supervise(exe: PathBuf, inst: Arc<Instance>) {
             _ = tokio::time::sleep(backoff) => {}
             _ = inst.stop.notified() => {}
         }
+        // A stop may have been asked while it was down.
+        if *inst.stopping.lock().unwrap() {
+            break;
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     inst.status_tx.send_modify(|s| {
         s.state = State::Stopped;
         s.addresses.clear();
     });
+}
+
+/// Watch a front end's checks: mark it running once its readiness check
+/// passes (killing it if that takes longer than the grace), then kill it
+/// after `failures` liveness failures in a row. The supervise loop restarts
+/// it.
+async fn probe(inst: Arc<Instance>, pid: u32, port: u16, ready: Check, live: Option<Check>) {
+    let started = Instant::now();
+    loop {
+        if run_check(&ready, port, &inst).await {
+            break;
+        }
+        if started.elapsed() >= ready.grace {
+            let msg = format!("{} did not pass its readiness check within {:?}; killing it", inst.name, ready.grace);
+            tracing::warn!("{msg}");
+            log_line(&inst.log_path, &format!("[eon] {msg}")).await;
+            signal_group(pid, libc::SIGKILL);
+            return;
+        }
+        tokio::time::sleep(ready.interval.min(Duration::from_millis(200))).await;
+    }
+    inst.status_tx.send_modify(|s| {
+        if s.state == State::Starting {
+            s.state = State::Running;
+            s.addresses = HashMap::from([("http".to_string(), format!("127.0.0.1:{port}"))]);
+        }
+    });
+    let Some(live) = live else { return };
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(live.interval).await;
+        if run_check(&live, port, &inst).await {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        if failures >= live.failures {
+            let msg = format!("{} failed its liveness check {failures} times in a row; restarting it", inst.name);
+            tracing::warn!("{msg}");
+            log_line(&inst.log_path, &format!("[eon] {msg}")).await;
+            signal_group(pid, libc::SIGKILL);
+            return;
+        }
+    }
+}
+
+/// Run one check against a front end on `port`; a check gets at most its
+/// interval (and at least a second) to answer.
+async fn run_check(check: &Check, port: u16, inst: &Instance) -> bool {
+    let timeout = check.interval.max(Duration::from_secs(1));
+    let attempt = async {
+        if let Some(path) = &check.http {
+            crate::ingress::http_get_ok(&format!("127.0.0.1:{port}"), path).await
+        } else if let Some(command) = &check.command {
+            let (dir, env) = match &inst.launch {
+                Launch::Shell { dir, env, .. } => (dir.clone(), env.clone()),
+                Launch::Eon { .. } => (PathBuf::from("."), vec![]),
+            };
+            Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .current_dir(dir)
+                .envs(env)
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .is_ok_and(|s| s.success())
+        } else {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
 }
 
 fn describe_exit(s: &std::process::ExitStatus) -> String {

@@ -39,11 +39,12 @@ pub struct Builder {
     shards: u32,
     dir: Option<PathBuf>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { data_engines: 3, query_engines: 1, shards: 8, dir: None, env: vec![] }
+        Builder { data_engines: 3, query_engines: 1, shards: 8, dir: None, env: vec![], args: vec![] }
     }
 }
 
@@ -69,6 +70,11 @@ impl Builder {
         self.env.push((key.into(), value.into()));
         self
     }
+    /// More flags for `eon up` (`--recipe FILE`, …).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
 
     /// Start `eon up` and wait until it is ready.
     pub fn start(self) -> anyhow::Result<TestCluster> {
@@ -82,6 +88,7 @@ impl Builder {
         };
         let pg_port = free_port();
         let http_port = free_port();
+        let ingress_port = free_port();
         let mut cmd = Command::new(eon_bin());
         cmd.arg("up")
             .arg("--data-dir")
@@ -89,7 +96,9 @@ impl Builder {
             .args(["--data-engines", &self.data_engines.to_string()])
             .args(["--query-engines", &self.query_engines.to_string()])
             .args(["--pg-port", &pg_port.to_string(), "--http-port", &http_port.to_string()])
+            .args(["--ingress-port", &ingress_port.to_string()])
             .args(["--shards", &self.shards.to_string()])
+            .args(&self.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
@@ -105,7 +114,7 @@ impl Builder {
                 let _ = tx.send(line);
             }
         });
-        let mut cluster = TestCluster { tmp, dir, pg_port, http_port, child: Some(child), command, builder: self };
+        let mut cluster = TestCluster { tmp, dir, pg_port, http_port, ingress_port, child: Some(child), command, builder: self };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -132,6 +141,7 @@ pub struct TestCluster {
     pub dir: PathBuf,
     pub pg_port: u16,
     pub http_port: u16,
+    pub ingress_port: u16,
     child: Option<Child>,
     command: String,
     builder: Builder,

@@ -1,8 +1,9 @@
 //! `eon`: one binary for every role of a distributed data framework.
 //!
 //! ```text
-//!   eon up              start a local cluster (meta, data engines, query engines) and supervise it
+//!   eon up              start a local cluster (meta, data engines, query engines, front ends) and supervise it
 //!   eon status          show the components of a running cluster and where each table's shards live
+//!   eon recipe          check, apply, list and remove front ends' recipes
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
@@ -12,6 +13,8 @@
 //! which.
 
 mod bench;
+mod client;
+mod recipe_cmd;
 mod status;
 
 // Planning and executing a statement allocates many small objects across
@@ -40,6 +43,24 @@ enum RecipeAction {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a front end on the running cluster (or update the one of the
+    /// recipe's name).
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        find: client::Find,
+    },
+    /// Show each front end with its instances, their state and load.
+    List {
+        #[command(flatten)]
+        find: client::Find,
+    },
+    /// Drain and stop a front end's instances and forget its recipe.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        find: client::Find,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,7 +80,13 @@ enum Command {
         /// REST port.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
-        /// Address the PostgreSQL and REST ports listen on.
+        /// Ingress port: users' HTTP, routed to front ends by their recipes.
+        #[arg(long, default_value_t = 8000)]
+        ingress_port: u16,
+        /// Front ends to run (recipe files; see `eon recipe check`).
+        #[arg(long = "recipe", num_args = 1..)]
+        recipes: Vec<PathBuf>,
+        /// Address the PostgreSQL, REST and ingress ports listen on.
         #[arg(long, default_value = "127.0.0.1")]
         listen: String,
         /// Shards of a new table (unless its CREATE TABLE says otherwise).
@@ -84,14 +111,14 @@ enum Command {
     },
     /// Show the components of a running cluster and its tables' shards.
     Status {
-        #[arg(long, default_value = "./eon-data")]
-        data_dir: PathBuf,
-        /// The agent's gRPC address (default: read from the data directory).
+        #[command(flatten)]
+        find: client::Find,
+        /// Show the balancer's latest decisions instead.
         #[arg(long)]
-        agent: Option<String>,
-        /// Meta's gRPC address (default: read from the data directory).
-        #[arg(long)]
-        meta: Option<String>,
+        decisions: bool,
+        /// How many decisions.
+        #[arg(long, default_value_t = 30)]
+        limit: u32,
     },
     /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire.
     Bench(bench::BenchArgs),
@@ -179,9 +206,29 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, data_engines, query_engines, pg_port, http_port, listen, shards, gc_retention, memory_limit } => {
+        Command::Up {
+            data_dir,
+            data_engines,
+            query_engines,
+            pg_port,
+            http_port,
+            ingress_port,
+            recipes,
+            listen,
+            shards,
+            gc_retention,
+            memory_limit,
+        } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
+            }
+            // Every recipe is checked before anything starts.
+            let mut loaded = Vec::new();
+            for file in &recipes {
+                match recipe_cmd::load(file) {
+                    Ok((text, recipe, dir)) => loaded.push((text, recipe, dir)),
+                    Err(e) => return fail(format!("{e:#}")),
+                }
             }
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
@@ -199,8 +246,10 @@ fn main() -> ExitCode {
                 query_engines,
                 pg_port,
                 http_port,
+                ingress_port,
                 listen,
                 shards,
+                recipes: loaded.iter().map(|(text, _, dir)| (text.clone(), dir.clone())).collect(),
                 data_engine_args: [
                     vec!["--gc-retention".to_string(), gc_retention.to_string()],
                     memory_limit.map(|m| vec!["--memory-limit".to_string(), m.to_string()]).unwrap_or_default(),
@@ -209,9 +258,7 @@ fn main() -> ExitCode {
             };
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
-                let pg_port = c.pg.rsplit(':').next().unwrap_or("5433");
-                let host = c.pg.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-                let url = format!("postgresql://eon@{host}:{pg_port}/eon?sslmode=disable");
+                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a)).unwrap_or_default();
                 println!(
                     "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()
@@ -223,6 +270,11 @@ fn main() -> ExitCode {
                 println!("  psql:            psql \"{url}\"");
                 println!("  REST:            curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'", c.http);
                 println!("  status:          eon status --data-dir {}", data_dir.display());
+                println!("  ingress:         http://{}/  (front ends: eon recipe list --data-dir {})", c.ingress, data_dir.display());
+                for (_, r, _) in &loaded {
+                    let route = r.route.prefix.clone().map(|p| format!("http://{}{}/", c.ingress, p.trim_end_matches('/')));
+                    println!("    {:<14} {}", r.name, route.unwrap_or_else(|| format!("Host: {}", r.route.host.clone().unwrap_or_default())));
+                }
                 println!();
                 println!("Press Ctrl-C to stop.");
             }));
@@ -237,31 +289,37 @@ fn main() -> ExitCode {
         Command::Recipe { action: RecipeAction::Check { files } } => {
             let mut ok = true;
             for file in &files {
-                let parsed = std::fs::read_to_string(file)
-                    .map_err(|e| format!("cannot read it: {e}"))
-                    .and_then(|text| eon_common::recipe::Recipe::parse(&text));
-                match parsed {
-                    Ok(r) => println!(
-                        "{}: front end {:?}: `{}`, {}..{} instances, route {}",
-                        file.display(),
-                        r.name,
-                        r.command,
-                        r.scale.min,
-                        r.scale.max,
-                        r.route.prefix.or(r.route.host).unwrap_or_default()
-                    ),
+                match recipe_cmd::load(file) {
+                    Ok((_, r, _)) => println!("{}: {}", file.display(), recipe_cmd::describe(&r)),
                     Err(e) => {
-                        eprintln!("{}: {e}", file.display());
+                        eprintln!("{e:#}");
                         ok = false;
                     }
                 }
             }
             if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::Status { data_dir, agent, meta } => match runtime().block_on(status::run(&data_dir, agent, meta)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(format!("{e:#}")),
-        },
+        Command::Recipe { action } => {
+            let r = runtime().block_on(async {
+                match &action {
+                    RecipeAction::Apply { file, find } => recipe_cmd::apply(find, file).await,
+                    RecipeAction::List { find } => recipe_cmd::list(find).await,
+                    RecipeAction::Rm { name, find } => recipe_cmd::remove(find, name).await,
+                    RecipeAction::Check { .. } => unreachable!("handled above"),
+                }
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Status { find, decisions, limit } => {
+            let r = runtime().block_on(async { if decisions { status::decisions(&find, limit).await } else { status::run(&find).await } });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Bench(args) => match runtime().block_on(bench::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),

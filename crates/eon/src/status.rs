@@ -1,9 +1,9 @@
 //! `eon status`: what runs, where, for how long, and where every table's
 //! shards live.
 
-use std::path::Path;
-
 use eon_proto::v1 as pb;
+
+use crate::client::Find;
 use eon_proto::v1::agent_client::AgentClient;
 
 fn uptime(started_ms: i64) -> String {
@@ -18,14 +18,40 @@ fn uptime(started_ms: i64) -> String {
     }
 }
 
-pub async fn run(data_dir: &Path, agent: Option<String>, meta: Option<String>) -> anyhow::Result<()> {
-    let file = eon_agent::read_cluster_file(data_dir);
-    let (agent_addr, meta_addr) = match (agent, meta, &file) {
-        (Some(a), Some(m), _) => (Some(a), m),
-        (a, m, Some(f)) => (Some(a.unwrap_or_else(|| f.agent.clone())), m.unwrap_or_else(|| f.meta.clone())),
-        (a, Some(m), None) => (a, m),
-        (_, None, None) => anyhow::bail!("no eon cluster is running on {} (no cluster.json; is `eon up` running?)", data_dir.display()),
-    };
+/// `eon status --decisions`: the balancer's latest decisions.
+pub async fn decisions(find: &Find, limit: u32) -> anyhow::Result<()> {
+    let mut agent = find.agent().await?;
+    let list = agent.decisions(pb::DecisionsRequest { limit }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().decisions;
+    if list.is_empty() {
+        println!("no decisions yet");
+        return Ok(());
+    }
+    println!("{:<12} {:<16} {:>7} {:>5} {:>5} {:>7}  {:>7}  RULE / ACTIONS", "AGE", "SERVICE", "LOAD", "READY", "START", "TARGET", "CUR→DES");
+    for d in &list {
+        let age = format!("{:.1}s ago", (eon_common::unix_ms() - d.at_unix_ms).max(0) as f64 / 1000.0);
+        println!(
+            "{:<12} {:<16} {:>7.1} {:>5} {:>5} {:>7.1}  {:>7}  {}",
+            age,
+            d.service,
+            d.load,
+            d.ready,
+            d.starting,
+            d.target,
+            format!("{}→{}", d.current, d.desired),
+            d.rule
+        );
+        if !d.actions.is_empty() {
+            println!("{:>70}{}", "", d.actions.join(", "));
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(find: &Find) -> anyhow::Result<()> {
+    let file = find.cluster().await?;
+    let agent_addr = (!file.agent.is_empty()).then(|| file.agent.clone());
+    let meta_addr = file.meta.clone();
+    let file = (file.pid != 0).then_some(file);
     let mut meta = eon_common::node::meta_client(&meta_addr)?;
     let nodes = meta
         .list_nodes(pb::ListNodesRequest {})
@@ -42,7 +68,7 @@ pub async fn run(data_dir: &Path, agent: Option<String>, meta: Option<String>) -
         None => vec![],
     };
     if let Some(f) = &file {
-        println!("cluster (eon up pid {}): PostgreSQL {}  REST {}  agent {}", f.pid, f.pg, f.http, f.agent);
+        println!("cluster (eon up pid {}): PostgreSQL {}  REST {}  ingress {}  agent {}", f.pid, f.pg, f.http, f.ingress, f.agent);
     }
     println!();
     println!("{:<16} {:>7}  {:<9} {:>8}  {:>8}  ADDRESS", "COMPONENT", "PID", "STATE", "UPTIME", "RESTARTS");
@@ -85,7 +111,13 @@ pub async fn run(data_dir: &Path, agent: Option<String>, meta: Option<String>) -
             i.state,
             if up { uptime(i.started_at_unix_ms) } else { "-".into() },
             i.restarts,
-            if up { address_of(&i.kind, i.id) } else { "-".into() }
+            if !up {
+                "-".into()
+            } else if i.kind == "frontend" {
+                format!("http {}", i.address)
+            } else {
+                address_of(&i.kind, i.id)
+            }
         );
     }
     println!();

@@ -13,3 +13,4 @@ mod rest;
 mod txn;
 mod bank;
 mod history;
+mod frontends;

@@ -1,0 +1,432 @@
+//! Front ends: users' programs, run from recipes and scaled by the balancer.
+//!
+//! A recipe (see `eon_common::recipe`) names a command; every instance of
+//! the front end is that command run by the [`supervisor`](crate::supervisor)
+//! with its own port in `$PORT` and eon's addresses in `EON_PG_URL` and
+//! `EON_REST_URL`. Its instances form a [`Pool`] behind the ingress port,
+//! reached by the recipe's route (a path prefix, or a Host header).
+//!
+//! The control loop ([`control_loop`]) is the balancer acting on this host:
+//! ten times a second it samples each front end's load (requests in flight
+//! through the ingress plus requests held waiting for an instance, or a
+//! Prometheus metric scraped from the instances), and once a second it asks
+//! the pure decision core (`eon_balancer::Scaler`) how many instances
+//! should run, then acts:
+//!
+//! - **up**: start instances; they take traffic once ready;
+//! - **down**: drain — leave the routing table, wait the recipe's drain
+//!   delay and until in-flight requests are done (bounded by the stop
+//!   timeout), then the stop signal — so scale-down fails no request;
+//! - **from zero**: a request held at the ingress starts an instance at
+//!   once (no waiting for the next tick);
+//! - **new recipe**: applying a changed recipe starts instances of the new
+//!   version and drains the old ones once the new ones are ready.
+//!
+//! Every action is recorded as an `eon.v1.Decision` (inputs, rule, result),
+//! kept in a bounded log that `eon status --decisions` and
+//! `GET /v1/cluster/decisions` show.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use eon_balancer::{Observation, Scaler};
+use eon_common::recipe::{LoadSignal, Recipe};
+use eon_proto::v1 as pb;
+
+use crate::AgentState;
+use crate::ingress::{Backend, Pool};
+use crate::supervisor::{self, Launch};
+
+/// Decisions kept for `eon status --decisions`.
+const DECISIONS_KEPT: usize = 1000;
+/// How often load is sampled; decisions are taken every [`DECIDE_EVERY`]
+/// samples.
+const SAMPLE: Duration = Duration::from_millis(100);
+const DECIDE_EVERY: u64 = 10;
+
+/// One front end.
+pub struct Frontend {
+    pub name: String,
+    pub recipe: RwLock<Arc<Recipe>>,
+    /// The directory the recipe's `dir` is relative to.
+    base_dir: RwLock<PathBuf>,
+    pub pool: Arc<Pool>,
+    scaler: Mutex<Scaler>,
+    /// Load samples since the last decision.
+    samples: Mutex<Vec<f64>>,
+    /// The last decision: the load it saw and what it said.
+    last: Mutex<Option<(f64, eon_balancer::Decision)>>,
+    next_id: AtomicU64,
+}
+
+/// The front ends of this host, by name.
+#[derive(Default)]
+pub struct Frontends {
+    pub by_name: RwLock<BTreeMap<String, Arc<Frontend>>>,
+    decisions: Mutex<VecDeque<pb::Decision>>,
+}
+
+impl Frontends {
+    /// The front end `host` and `path` route to, and the prefix to strip.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<(Arc<Frontend>, String)> {
+        let all = self.by_name.read().unwrap();
+        let host = host.map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h));
+        let mut best: Option<(Arc<Frontend>, String)> = None;
+        for fe in all.values() {
+            let recipe = fe.recipe.read().unwrap();
+            if let (Some(want), Some(host)) = (&recipe.route.host, host)
+                && want.eq_ignore_ascii_case(host)
+            {
+                return Some((fe.clone(), String::new()));
+            }
+            if let Some(prefix) = &recipe.route.prefix {
+                let p = prefix.trim_end_matches('/');
+                let hit = p.is_empty() || path == p || path.starts_with(&format!("{p}/")) || path.starts_with(&format!("{p}?"));
+                if hit && best.as_ref().is_none_or(|(_, b)| p.len() > b.len()) {
+                    best = Some((fe.clone(), p.to_string()));
+                }
+            }
+        }
+        best
+    }
+
+    pub fn record(&self, d: pb::Decision) {
+        tracing::info!(service = %d.service, current = d.current, desired = d.desired, actions = ?d.actions, "{}", d.rule);
+        let mut log = self.decisions.lock().unwrap();
+        if log.len() == DECISIONS_KEPT {
+            log.pop_front();
+        }
+        log.push_back(d);
+    }
+
+    /// The latest `limit` decisions (all when 0), oldest first.
+    pub fn decisions(&self, limit: usize) -> Vec<pb::Decision> {
+        let log = self.decisions.lock().unwrap();
+        let skip = if limit == 0 { 0 } else { log.len().saturating_sub(limit) };
+        log.iter().skip(skip).cloned().collect()
+    }
+}
+
+/// A port nobody listens on now (the instance binds it right after).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "SIGINT" => libc::SIGINT,
+        "SIGQUIT" => libc::SIGQUIT,
+        "SIGHUP" => libc::SIGHUP,
+        "SIGUSR1" => libc::SIGUSR1,
+        "SIGUSR2" => libc::SIGUSR2,
+        "SIGKILL" => libc::SIGKILL,
+        _ => libc::SIGTERM,
+    }
+}
+
+/// Whether instances of `old` must be replaced to run `new` (anything but
+/// scaling, load and routing changed).
+fn launch_changed(old: &Recipe, new: &Recipe) -> bool {
+    let mut a = old.clone();
+    a.scale = new.scale.clone();
+    a.load = new.load.clone();
+    a.route = new.route.clone();
+    &a != new
+}
+
+fn route_text(r: &Recipe) -> String {
+    match (&r.route.host, &r.route.prefix) {
+        (Some(h), _) => format!("host {h}"),
+        (None, Some(p)) => p.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+impl AgentState {
+    /// Run a front end from recipe text, or update the one of that name.
+    pub(crate) fn apply_recipe(self: &Arc<Self>, text: &str, base_dir: &Path) -> Result<Arc<Frontend>, String> {
+        let recipe = Recipe::parse(text)?;
+        let mut all = self.frontends.by_name.write().unwrap();
+        for other in all.values() {
+            let r = other.recipe.read().unwrap();
+            if other.name != recipe.name && r.route == recipe.route {
+                return Err(format!("route: {} is already the route of front end {:?}", route_text(&recipe), other.name));
+            }
+        }
+        if let Some(fe) = all.get(&recipe.name) {
+            let old = fe.recipe.read().unwrap().clone();
+            let moved = *fe.base_dir.read().unwrap() != base_dir;
+            if launch_changed(&old, &recipe) || moved {
+                for b in fe.pool.backends() {
+                    b.outdated.store(true, Ordering::Relaxed);
+                }
+            }
+            *fe.pool.hold_timeout.write().unwrap() = recipe.ready.grace;
+            *fe.recipe.write().unwrap() = Arc::new(recipe);
+            *fe.base_dir.write().unwrap() = base_dir.to_path_buf();
+            return Ok(fe.clone());
+        }
+        let fe = Arc::new(Frontend {
+            name: recipe.name.clone(),
+            pool: Pool::new(&recipe.name, "http", "frontend", recipe.ready.grace),
+            recipe: RwLock::new(Arc::new(recipe)),
+            base_dir: RwLock::new(base_dir.to_path_buf()),
+            scaler: Mutex::new(Scaler::new()),
+            samples: Mutex::new(Vec::new()),
+            last: Mutex::new(None),
+            next_id: AtomicU64::new(0),
+        });
+        all.insert(fe.name.clone(), fe.clone());
+        Ok(fe)
+    }
+
+    /// Stop routing to a front end, drain and stop its instances.
+    pub(crate) fn remove_recipe(self: &Arc<Self>, name: &str) -> Option<Arc<Frontend>> {
+        let fe = self.frontends.by_name.write().unwrap().remove(name)?;
+        let names: Vec<String> = fe.pool.backends().iter().filter(|b| !b.draining()).map(|b| b.instance.name.clone()).collect();
+        for b in fe.pool.backends() {
+            if !b.draining() {
+                self.drain(&fe, b);
+            }
+        }
+        self.frontends.record(pb::Decision {
+            at_unix_ms: eon_common::unix_ms(),
+            service: fe.name.clone(),
+            current: names.len() as u32,
+            rule: "recipe removed".into(),
+            actions: names.iter().map(|n| format!("drain {n}")).collect(),
+            ..Default::default()
+        });
+        Some(fe)
+    }
+
+    fn start_instance(self: &Arc<Self>, fe: &Arc<Frontend>) -> Result<String, String> {
+        let recipe = fe.recipe.read().unwrap().clone();
+        let id = fe.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!("{}-{id}", fe.name);
+        let port = free_port().map_err(|e| format!("no free port for {name}: {e}"))?;
+        let mut env: Vec<(String, String)> = self.frontend_env.clone();
+        env.extend(recipe.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let launch = Launch::Shell {
+            command: recipe.command.clone(),
+            dir: fe.base_dir.read().unwrap().join(&recipe.dir),
+            env,
+            port,
+            stop_signal: signal_number(&recipe.stop.signal),
+            stop_timeout: recipe.stop.timeout,
+            ready: recipe.ready.clone(),
+            live: recipe.live.clone(),
+        };
+        let inst = supervisor::spawn(launch, &name, "frontend", id, vec![], self.log_path(&name));
+        self.instances.write().unwrap().push(inst.clone());
+        fe.pool.add(inst);
+        Ok(name)
+    }
+
+    /// Take an instance out of the routing table, let its requests finish,
+    /// then stop it.
+    fn drain(self: &Arc<Self>, fe: &Arc<Frontend>, b: Arc<Backend>) {
+        fe.pool.drain(&b);
+        let state = self.clone();
+        let fe = fe.clone();
+        tokio::spawn(async move {
+            let stop = fe.recipe.read().unwrap().stop.clone();
+            tokio::time::sleep(stop.drain).await;
+            let deadline = tokio::time::Instant::now() + stop.timeout;
+            while b.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            b.instance.stop(stop.timeout).await;
+            fe.pool.remove(&b.instance.name);
+            state.instances.write().unwrap().retain(|i| !Arc::ptr_eq(i, &b.instance));
+        });
+    }
+
+    /// The load signal of a front end now: the mean of the samples since
+    /// the last decision, or the Prometheus metric summed over ready
+    /// instances.
+    async fn measure(&self, fe: &Frontend, recipe: &Recipe) -> f64 {
+        let samples = std::mem::take(&mut *fe.samples.lock().unwrap());
+        let held = fe.pool.held() as f64;
+        match (recipe.load.signal, &recipe.load.metric) {
+            (LoadSignal::Prometheus, Some(metric)) => {
+                let ready: Vec<String> = fe
+                    .pool
+                    .backends()
+                    .iter()
+                    .filter(|b| b.ready() && !b.draining())
+                    .filter_map(|b| b.instance.status().addresses.get("http").cloned())
+                    .collect();
+                let scrapes = ready.iter().map(|addr| async move {
+                    let text = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        crate::ingress::http_get_text(&self.http_client, addr, "/metrics"),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                    prometheus_sum(&text, metric)
+                });
+                futures::future::join_all(scrapes).await.into_iter().sum::<f64>() + held
+            }
+            _ if samples.is_empty() => fe.pool.load() as f64,
+            _ => samples.iter().sum::<f64>() / samples.len() as f64,
+        }
+    }
+
+    /// One decision for one front end, and the actions it calls for.
+    async fn decide(self: &Arc<Self>, fe: &Arc<Frontend>) {
+        let recipe = fe.recipe.read().unwrap().clone();
+        let load = self.measure(fe, &recipe).await;
+        let live: Vec<Arc<Backend>> = fe.pool.backends().into_iter().filter(|b| !b.draining()).collect();
+        let (fresh, outdated): (Vec<_>, Vec<_>) = live.iter().cloned().partition(|b| !b.outdated.load(Ordering::Relaxed));
+        let ready = live.iter().filter(|b| b.ready()).count() as u32;
+        let starting = fresh.iter().filter(|b| !b.ready()).count() as u32;
+        let at = self.clock.elapsed();
+        let target = recipe.load.target;
+        let mut actions = Vec::new();
+        let (current, desired, rule);
+        if !outdated.is_empty() {
+            // A new version of the recipe: as many new instances as old
+            // ones (within bounds), then the old ones drain.
+            current = outdated.len() as u32;
+            desired = current.max(recipe.scale.min).min(recipe.scale.max).max(u32::from(load > 0.0));
+            rule = format!("recipe changed: replace {} instance(s) of the old version", outdated.len());
+            for _ in fresh.len() as u32..desired {
+                actions.push(self.start_instance(fe).map(|n| format!("start {n}")).unwrap_or_else(|e| e));
+            }
+            let fresh_ready = fresh.iter().filter(|b| b.ready()).count() as u32;
+            if fresh_ready >= desired {
+                for b in outdated {
+                    actions.push(format!("drain {}", b.instance.name));
+                    self.drain(fe, b);
+                }
+            }
+        } else {
+            let d = fe.scaler.lock().unwrap().decide(&recipe.scale, target, Observation { at, load, ready, starting });
+            (current, desired, rule) = (d.current, d.desired, d.rule.clone());
+            let n = fresh.len() as u32;
+            if desired > n {
+                for _ in n..desired {
+                    actions.push(self.start_instance(fe).map(|n| format!("start {n}")).unwrap_or_else(|e| e));
+                }
+            } else if desired < n {
+                // Drain those not ready first, then the least busy, then the
+                // newest.
+                let mut order = fresh.clone();
+                order.sort_by_key(|b| (b.ready(), b.in_flight(), std::cmp::Reverse(b.instance.id)));
+                for b in order.into_iter().take((n - desired) as usize) {
+                    actions.push(format!("drain {}", b.instance.name));
+                    self.drain(fe, b);
+                }
+            }
+            *fe.last.lock().unwrap() = Some((load, d));
+        }
+        if !actions.is_empty() {
+            self.frontends.record(pb::Decision {
+                at_unix_ms: eon_common::unix_ms(),
+                service: fe.name.clone(),
+                load,
+                ready,
+                starting,
+                target,
+                current,
+                desired,
+                rule,
+                actions,
+            });
+        }
+    }
+
+    pub(crate) fn frontend_proto(&self, fe: &Frontend) -> pb::Frontend {
+        let recipe = fe.recipe.read().unwrap().clone();
+        let last = fe.last.lock().unwrap().clone();
+        let instances = fe
+            .pool
+            .backends()
+            .iter()
+            .map(|b| pb::FrontendInstance {
+                instance: Some(b.instance.to_proto()),
+                port: match &b.instance.launch {
+                    Launch::Shell { port, .. } => *port as u32,
+                    Launch::Eon { .. } => 0,
+                },
+                in_flight: b.in_flight(),
+                draining: b.draining(),
+                outdated: b.outdated.load(Ordering::Relaxed),
+            })
+            .collect();
+        pb::Frontend {
+            name: fe.name.clone(),
+            route: route_text(&recipe),
+            min: recipe.scale.min,
+            max: recipe.scale.max,
+            signal: match (recipe.load.signal, &recipe.load.metric) {
+                (LoadSignal::Prometheus, Some(m)) => m.clone(),
+                _ => "inflight".into(),
+            },
+            target: recipe.load.target,
+            load: last.as_ref().map(|(l, _)| *l).unwrap_or(0.0),
+            held: fe.pool.held(),
+            desired: last.as_ref().map(|(_, d)| d.desired).unwrap_or(0),
+            rule: last.map(|(_, d)| d.rule).unwrap_or_default(),
+            instances,
+        }
+    }
+}
+
+/// The balancer on this host: sample load, decide, act — until `stop`.
+pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let all: Vec<Arc<Frontend>> = state.frontends.by_name.read().unwrap().values().cloned().collect();
+        for fe in all {
+            fe.samples.lock().unwrap().push(fe.pool.load() as f64);
+            // Someone is waiting and nothing is coming: decide now.
+            let nothing = fe.pool.backends().iter().all(|b| b.draining());
+            if n % DECIDE_EVERY == 0 || (nothing && fe.pool.held() > 0) {
+                state.decide(&fe).await;
+            }
+        }
+    }
+}
+
+/// The sum of a metric's samples (over all label sets) in Prometheus text.
+pub fn prometheus_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+            if &l[..name_end] != metric {
+                return None;
+            }
+            let rest = &l[name_end..];
+            let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .filter(|v| v.is_finite())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_samples_are_summed_over_labels() {
+        let text = "# HELP q queue\n# TYPE q gauge\nq{worker=\"a\"} 3\nq{worker=\"b\"} 4.5 1700000000\nqq 100\nq 1\n";
+        assert_eq!(prometheus_sum(text, "q"), 8.5);
+        assert_eq!(prometheus_sum(text, "missing"), 0.0);
+    }
+}

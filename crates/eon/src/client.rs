@@ -1,0 +1,75 @@
+//! How client subcommands (`eon status`, `eon recipe …`) find a running
+//! cluster: from the `cluster.json` that `eon up` writes into its data
+//! directory, or by asking its REST port (`GET /v1/cluster`), or from
+//! addresses given outright.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use eon_agent::ClusterFile;
+use eon_proto::v1::agent_client::AgentClient;
+
+#[derive(Args, Debug, Clone)]
+pub struct Find {
+    /// The data directory of the cluster (`eon up --data-dir`).
+    #[arg(long, default_value = "./eon-data")]
+    pub data_dir: PathBuf,
+    /// Find the cluster by its REST port on this machine instead.
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// The agent's gRPC address (default: found as above).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Meta's gRPC address (default: found as above).
+    #[arg(long)]
+    pub meta: Option<String>,
+}
+
+impl Find {
+    /// The cluster's addresses, with any given outright taking precedence.
+    pub async fn cluster(&self) -> anyhow::Result<ClusterFile> {
+        let found = match self.http_port {
+            Some(port) => {
+                let url = format!("http://127.0.0.1:{port}/v1/cluster");
+                let resp = reqwest::get(&url).await.with_context(|| format!("no eon cluster answers at {url}"))?;
+                if !resp.status().is_success() {
+                    bail!("{url} answered {} (is this eon's REST port?)", resp.status());
+                }
+                Some(resp.json::<ClusterFile>().await.with_context(|| format!("{url} did not describe a cluster"))?)
+            }
+            None => eon_agent::read_cluster_file(&self.data_dir),
+        };
+        match (found, &self.agent, &self.meta) {
+            (Some(mut f), agent, meta) => {
+                if let Some(a) = agent {
+                    f.agent = a.clone();
+                }
+                if let Some(m) = meta {
+                    f.meta = m.clone();
+                }
+                Ok(f)
+            }
+            (None, agent, Some(meta)) => Ok(ClusterFile {
+                pid: 0,
+                agent: agent.clone().unwrap_or_default(),
+                meta: meta.clone(),
+                pg: String::new(),
+                http: String::new(),
+                ingress: String::new(),
+            }),
+            (None, _, None) => bail!(
+                "no eon cluster is running on {} (no cluster.json; is `eon up` running? or pass --http-port)",
+                self.data_dir.display()
+            ),
+        }
+    }
+
+    pub async fn agent(&self) -> anyhow::Result<AgentClient<tonic::transport::Channel>> {
+        let c = self.cluster().await?;
+        if c.agent.is_empty() {
+            bail!("the cluster's agent address is unknown (pass --agent)");
+        }
+        Ok(AgentClient::new(eon_common::node::channel(&c.agent)?))
+    }
+}
