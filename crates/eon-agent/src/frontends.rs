@@ -46,6 +46,8 @@ const DECISIONS_KEPT: usize = 1000;
 /// samples.
 const SAMPLE: Duration = Duration::from_millis(100);
 const DECIDE_EVERY: u64 = 10;
+/// How often statistics of everything are reported to meta's history.
+const REPORT_EVERY: u64 = 20;
 
 /// One front end.
 pub struct Frontend {
@@ -342,6 +344,21 @@ impl AgentState {
         }
     }
 
+    /// Send every component's statistics to meta's history window.
+    async fn report_stats(&self) {
+        let at = eon_common::unix_ms();
+        let samples = self
+            .cluster_stats()
+            .await
+            .into_iter()
+            .filter(|(name, _)| name != "meta") // meta adds its own
+            .map(|(instance, s)| pb::StatsSample { at_unix_ms: at, instance, stats: Some(s) })
+            .collect();
+        if let Ok(mut meta) = eon_common::node::meta_client(&self.meta_addr) {
+            let _ = meta.report_stats(pb::ReportStatsRequest { samples }).await;
+        }
+    }
+
     pub(crate) fn frontend_proto(&self, fe: &Frontend) -> pb::Frontend {
         let recipe = fe.recipe.read().unwrap().clone();
         let last = fe.last.lock().unwrap().clone();
@@ -390,6 +407,10 @@ pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::
             _ = tick.tick() => {}
         }
         n += 1;
+        if n % REPORT_EVERY == 0 {
+            let state = state.clone();
+            tokio::spawn(async move { state.report_stats().await });
+        }
         let all: Vec<Arc<Frontend>> = state.frontends.by_name.read().unwrap().values().cloned().collect();
         for fe in all {
             fe.samples.lock().unwrap().push(fe.pool.load() as f64);

@@ -81,6 +81,11 @@ impl Backend {
 /// Instances serving one thing, and the requests waiting for them.
 pub struct Pool {
     pub name: String,
+    /// Its `instance` label in statistics.
+    label: String,
+    /// Its instances are users' front ends (whose CPU and memory are
+    /// theirs, not the agent's).
+    frontend: bool,
     /// Which announced address of an instance to use ("pg", "http").
     key: &'static str,
     backends: RwLock<Vec<Arc<Backend>>>,
@@ -118,6 +123,8 @@ impl Pool {
     pub fn new(name: &str, key: &'static str, component: &'static str, hold_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             name: name.into(),
+            label: if component == "router" { format!("router-{key}") } else { name.to_string() },
+            frontend: component == "frontend",
             key,
             backends: RwLock::new(Vec::new()),
             held: AtomicU64::new(0),
@@ -155,6 +162,23 @@ impl Pool {
     pub fn load(&self) -> u64 {
         let on = self.backends.read().unwrap().iter().map(|b| b.in_flight()).sum::<u64>();
         on + self.held()
+    }
+
+    /// The requests through this pool as one `Stats` (a front end's, as the
+    /// ingress counts them), with its `instance` label.
+    pub fn snapshot(&self) -> (String, eon_proto::v1::Stats) {
+        self.stats.set_queue_depth(self.held());
+        let mut s = self.stats.snapshot(0);
+        let backends = self.backends.read().unwrap();
+        s.counters.insert("instances".into(), backends.len() as u64);
+        if self.frontend {
+            // A front end's memory and CPU are its instances' processes'
+            // (not the agent's).
+            let usage = backends.iter().map(|b| eon_common::stats::process_usage_of(&b.instance.status().pid.to_string()));
+            (s.memory_bytes, s.cpu_seconds) = usage.fold((0, 0.0), |(m, c), (m2, c2)| (m + m2, c + c2));
+        }
+        drop(backends);
+        (self.label.clone(), s)
     }
 
     pub fn held(&self) -> u64 {

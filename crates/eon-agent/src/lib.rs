@@ -160,6 +160,58 @@ impl AgentState {
         Ok(inst)
     }
 
+    /// The agent's statistics, with its host's.
+    fn own_stats(&self) -> pb::Stats {
+        let mut s = self.stats.snapshot(0);
+        let instances = self.instances.read().unwrap();
+        s.counters.insert("instances".into(), instances.len() as u64);
+        s.counters.insert("restarts".into(), instances.iter().map(|i| i.status().restarts as u64).sum());
+        let (cpus, mem_total, mem_available, load1) = eon_common::stats::host_usage();
+        s.counters.insert("host_cpus".into(), cpus);
+        s.counters.insert("host_memory_total_bytes".into(), mem_total);
+        s.counters.insert("host_memory_available_bytes".into(), mem_available);
+        s.counters.insert("host_load1_percent".into(), (load1 * 100.0) as u64);
+        s
+    }
+
+    /// Statistics of every component this agent runs (asked over their
+    /// gRPC interfaces, a second at most each), of itself, and of the
+    /// requests through its pools (front ends, the query-engine router).
+    pub(crate) async fn cluster_stats(&self) -> Vec<(String, pb::Stats)> {
+        use eon_proto::v1::data_engine_client::DataEngineClient;
+        use eon_proto::v1::meta_client::MetaClient;
+        use eon_proto::v1::query_engine_client::QueryEngineClient;
+        let running: Vec<(String, String, String)> = self
+            .instances
+            .read()
+            .unwrap()
+            .iter()
+            .filter_map(|i| {
+                let st = i.status();
+                let addr = st.addresses.get("grpc")?.clone();
+                (st.state == supervisor::State::Running).then(|| (i.name.clone(), i.kind.clone(), addr))
+            })
+            .collect();
+        let asks = running.into_iter().map(|(name, kind, addr)| async move {
+            let ch = eon_common::node::channel(&addr).ok()?;
+            let ask = async {
+                match kind.as_str() {
+                    "meta" => MetaClient::new(ch).stats(pb::StatsRequest {}).await,
+                    "data-engine" => DataEngineClient::new(ch).stats(pb::StatsRequest {}).await,
+                    _ => QueryEngineClient::new(ch).stats(pb::StatsRequest {}).await,
+                }
+            };
+            let s = tokio::time::timeout(Duration::from_secs(1), ask).await.ok()?.ok()?.into_inner();
+            Some((name, s))
+        });
+        let mut out = vec![("agent".to_string(), self.own_stats())];
+        out.extend(futures::future::join_all(asks).await.into_iter().flatten());
+        out.push(self.qe_pg.snapshot());
+        out.push(self.qe_http.snapshot());
+        out.extend(self.frontends.by_name.read().unwrap().values().map(|fe| fe.pool.snapshot()));
+        out
+    }
+
     fn find(&self, name: &str) -> Option<Arc<Instance>> {
         self.instances.read().unwrap().iter().find(|i| i.name == name).cloned()
     }
@@ -289,8 +341,11 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent_service = AgentServer::new(AgentService { state: state.clone() });
     let mut agent_stop = stop_rx.clone();
+    let metrics_state = state.clone();
     let agent_task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(eon_common::node::metrics_routes(move || metrics_state.own_stats()))
             .add_service(agent_service)
             .serve_with_incoming_shutdown(eon_common::node::incoming(agent_listener), async move {
                 let _ = agent_stop.wait_for(|s| *s).await;
@@ -377,6 +432,18 @@ fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handle
                     let list: Vec<serde_json::Value> = state.frontends.decisions(limit).iter().map(decision_json).collect();
                     json_response(serde_json::json!({ "decisions": list }))
                 }
+                "/metrics" if get => {
+                    let text = eon_common::stats::prometheus(&state.cluster_stats().await);
+                    ingress::respond(hyper::StatusCode::OK, "text/plain; version=0.0.4", text)
+                }
+                "/v1/cluster/stats" if get => {
+                    let instance = query_param(req.uri(), "instance").unwrap_or_default();
+                    let since = query_param(req.uri(), "since_unix_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    match state.stats_history(instance, since).await {
+                        Ok(v) => json_response(v),
+                        Err(e) => ingress::json_error(hyper::StatusCode::SERVICE_UNAVAILABLE, "57P03", &e),
+                    }
+                }
                 "/v1/cluster/frontends" if get => {
                     let list: Vec<serde_json::Value> = state
                         .frontends
@@ -418,6 +485,34 @@ fn ingress_handler(state: Arc<AgentState>) -> ingress::Handler {
             }
         })
     })
+}
+
+impl AgentState {
+    /// Meta's statistics window as JSON: per instance, its samples.
+    async fn stats_history(&self, instance: String, since_unix_ms: i64) -> Result<serde_json::Value, String> {
+        let mut meta = eon_common::node::meta_client(&self.meta_addr).map_err(|e| e.to_string())?;
+        let h = meta
+            .stats_history(pb::StatsHistoryRequest { instance, since_unix_ms })
+            .await
+            .map_err(|e| format!("meta: {}", e.message()))?
+            .into_inner();
+        let mut by: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+        for sample in h.samples {
+            let s = sample.stats.unwrap_or_default();
+            by.entry(sample.instance).or_default().push(serde_json::json!({
+                "at_unix_ms": sample.at_unix_ms,
+                "component": s.component,
+                "requests_total": s.requests_total,
+                "errors_total": s.errors_total,
+                "in_flight": s.in_flight,
+                "queue_depth": s.queue_depth,
+                "memory_bytes": s.memory_bytes,
+                "cpu_seconds": s.cpu_seconds,
+                "bytes_stored": s.bytes_stored,
+            }));
+        }
+        Ok(serde_json::json!({ "window_ms": h.window_ms, "instances": by }))
+    }
 }
 
 fn query_param(uri: &hyper::Uri, name: &str) -> Option<String> {
@@ -550,10 +645,6 @@ impl Agent for AgentService {
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
-        let mut s = self.state.stats.snapshot(0);
-        let instances = self.state.instances.read().unwrap();
-        s.counters.insert("instances".into(), instances.len() as u64);
-        s.counters.insert("restarts".into(), instances.iter().map(|i| i.status().restarts as u64).sum());
-        Ok(Response::new(s))
+        Ok(Response::new(self.state.own_stats()))
     }
 }

@@ -129,3 +129,22 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }
+
+/// The HTTP routes every component serves on its gRPC port besides its
+/// interface: `GET /metrics`, its [`Stats`](crate::stats) as Prometheus
+/// text. (The gRPC server must accept HTTP/1.1 for curl and Prometheus:
+/// `Server::builder().accept_http1(true)`.)
+pub fn metrics_routes(snapshot: impl Fn() -> eon_proto::v1::Stats + Clone + Send + Sync + 'static) -> tonic::service::Routes {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let snapshot = snapshot.clone();
+            async move {
+                let s = snapshot();
+                let text = crate::stats::prometheus(&[(crate::stats::instance_name(&s), s)]);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+            }
+        }),
+    );
+    tonic::service::Routes::from(router)
+}

@@ -350,6 +350,13 @@ impl DataEngine for DataEngineService {
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
+        Ok(Response::new(self.stats_snapshot()))
+    }
+}
+
+impl DataEngineService {
+    /// This engine's statistics (the `Stats` RPC and `GET /metrics`).
+    pub fn stats_snapshot(&self) -> pb::Stats {
         let mut s = self.stats.snapshot(self.store.bytes_stored());
         let wal = self.store.wal();
         s.counters.insert("wal_syncs".into(), wal.syncs.load(Ordering::Relaxed));
@@ -362,7 +369,7 @@ impl DataEngine for DataEngineService {
         s.counters.insert("memory_used".into(), self.store.memory_used());
         s.counters.insert("shards".into(), self.store.shard_count() as u64);
         s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
-        Ok(Response::new(s))
+        s
     }
 }
 
@@ -519,11 +526,14 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         }
     });
 
-    let service = DataEngineService::new(opts.id, store);
+    let service = Arc::new(DataEngineService::new(opts.id, store));
     tracing::info!(id = opts.id, %addr, "data engine serving");
     node::announce_ready(&[("grpc", addr.to_string())]);
+    let metrics = service.clone();
     tonic::transport::Server::builder()
-        .add_service(DataEngineServer::new(service).max_decoding_message_size(256 << 20))
+        .accept_http1(true)
+        .add_routes(node::metrics_routes(move || metrics.stats_snapshot()))
+        .add_service(DataEngineServer::from_arc(service).max_decoding_message_size(256 << 20))
         .serve_with_incoming_shutdown(node::incoming(listener), node::shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;

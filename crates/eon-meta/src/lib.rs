@@ -48,7 +48,14 @@ pub struct MetaService {
     dir: PathBuf,
     inner: Mutex<Inner>,
     stats: Arc<Recorder>,
+    /// Statistics reported by agents, the last [`HISTORY_WINDOW`].
+    history: Mutex<std::collections::VecDeque<pb::StatsSample>>,
 }
+
+/// How much statistics history meta keeps (in memory: it is for deciding
+/// and looking, not for records).
+pub const HISTORY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+const HISTORY_MAX_SAMPLES: usize = 50_000;
 
 struct Inner {
     persisted: Persisted,
@@ -68,7 +75,7 @@ impl MetaService {
             persisted,
             nodes: HashMap::new(),
         };
-        Ok(MetaService { dir: dir.to_path_buf(), inner: Mutex::new(inner), stats: Recorder::new("meta", 0) })
+        Ok(MetaService { dir: dir.to_path_buf(), inner: Mutex::new(inner), stats: Recorder::new("meta", 0), history: Default::default() })
     }
 
     pub fn into_server(self) -> MetaServer<MetaService> {
@@ -277,13 +284,44 @@ impl Meta for MetaService {
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
+        Ok(Response::new(self.stats_snapshot()))
+    }
+
+    async fn report_stats(&self, req: Request<pb::ReportStatsRequest>) -> Reply<pb::ReportStatsResponse> {
+        let now = eon_common::unix_ms();
+        let oldest = now - HISTORY_WINDOW.as_millis() as i64;
+        let own = self.stats_snapshot();
+        let mut h = self.history.lock().unwrap();
+        h.push_back(pb::StatsSample { at_unix_ms: now, instance: "meta".into(), stats: Some(own) });
+        h.extend(req.into_inner().samples);
+        while h.front().is_some_and(|s| s.at_unix_ms < oldest) || h.len() > HISTORY_MAX_SAMPLES {
+            h.pop_front();
+        }
+        Ok(Response::new(pb::ReportStatsResponse {}))
+    }
+
+    async fn stats_history(&self, req: Request<pb::StatsHistoryRequest>) -> Reply<pb::StatsHistoryResponse> {
+        let req = req.into_inner();
+        let h = self.history.lock().unwrap();
+        let samples = h
+            .iter()
+            .filter(|s| s.at_unix_ms >= req.since_unix_ms && (req.instance.is_empty() || s.instance == req.instance))
+            .cloned()
+            .collect();
+        Ok(Response::new(pb::StatsHistoryResponse { samples, window_ms: HISTORY_WINDOW.as_millis() as u64 }))
+    }
+}
+
+impl MetaService {
+    /// Meta's statistics (the `Stats` RPC and `GET /metrics`).
+    pub fn stats_snapshot(&self) -> pb::Stats {
         let bytes = std::fs::metadata(self.dir.join(state::FILE)).map(|m| m.len()).unwrap_or(0);
         let mut s = self.stats.snapshot(bytes);
         let inner = self.inner.lock().unwrap();
         s.counters.insert("tables".into(), inner.persisted.tables.len() as u64);
         s.counters.insert("catalog_version".into(), inner.persisted.catalog_version);
         s.counters.insert("nodes".into(), inner.nodes.len() as u64);
-        Ok(Response::new(s))
+        s
     }
 }
 
@@ -378,8 +416,12 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
     let (listener, addr) = eon_common::node::bind(&opts.listen, opts.port).await?;
     tracing::info!(%addr, "meta serving");
     eon_common::node::announce_ready(&[("grpc", addr.to_string())]);
+    let service = std::sync::Arc::new(service);
+    let metrics = service.clone();
     tonic::transport::Server::builder()
-        .add_service(service.into_server())
+        .accept_http1(true)
+        .add_routes(eon_common::node::metrics_routes(move || metrics.stats_snapshot()))
+        .add_service(MetaServer::from_arc(service))
         .serve_with_incoming_shutdown(eon_common::node::incoming(listener), eon_common::node::shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;

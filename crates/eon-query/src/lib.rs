@@ -104,8 +104,11 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
     let grpc = {
         let service = QueryEngineServer::new(grpc::QueryEngineService { engine: engine.clone() });
         let shutdown = stopped(stop_rx.clone());
+        let stats = engine.cluster.stats.clone();
         tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(node::metrics_routes(move || stats.snapshot(0)))
                 .add_service(service)
                 .serve_with_incoming_shutdown(node::incoming(grpc_listener), shutdown)
                 .await

@@ -230,6 +230,36 @@ async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
     let (ok, text) = eon(&["status"]);
     assert!(ok && text.contains("visits-1") && text.contains("http 127.0.0.1:"), "{text}");
 
+    // Statistics: every component's, in Prometheus text, on the REST port;
+    // each component's own on its gRPC port; and meta's history window.
+    let text = reqwest::get(format!("{}/metrics", cluster.http_url())).await.unwrap().text().await.unwrap();
+    for instance in ["agent", "meta", "data-engine-1", "query-engine-1", "router-http", "visits", "kv"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("eon_requests_total{") && l.contains(&format!("instance=\"{instance}\"")))
+            .unwrap_or_else(|| panic!("no eon_requests_total of {instance}:\n{text}"));
+        assert!(line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(), "{line}");
+    }
+    let visits_requests = text.lines().find(|l| l.starts_with("eon_requests_total{component=\"frontend\",instance=\"visits\"}")).unwrap();
+    assert!(visits_requests.ends_with(" 2"), "{visits_requests}");
+    assert!(text.contains("eon_request_duration_seconds_bucket{component=\"data-engine\",instance=\"data-engine-1\",le=\"+Inf\"}"));
+    assert!(text.contains("eon_host_cpus{component=\"agent\""), "{text}");
+    assert!(text.lines().all(|l| l.is_empty() || l.starts_with("# ") || l.starts_with("eon_")), "{text}");
+    let de = cluster.data_engines().await.unwrap()[0].1.clone();
+    let own = reqwest::get(format!("http://{de}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(own.contains("eon_rows_scanned{component=\"data-engine\",instance=\"data-engine-1\"}"), "{own}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let h: serde_json::Value =
+            reqwest::get(format!("{}/v1/cluster/stats?instance=kv", cluster.http_url())).await.unwrap().json().await.unwrap();
+        if h["instances"]["kv"].as_array().is_some_and(|a| a.len() >= 2) {
+            assert!(h["instances"]["kv"][0]["memory_bytes"].as_u64().unwrap() > 0, "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no history of kv: {h}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Removing one stops it and its route; the other goes on.
     let (ok, text) = eon(&["recipe", "rm", "visits"]);
     assert!(ok, "{text}");
