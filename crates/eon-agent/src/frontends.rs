@@ -6,7 +6,7 @@
 //! `EON_REST_URL`. Its instances form a [`Pool`] behind the ingress port,
 //! reached by the recipe's route (a path prefix, or a Host header).
 //!
-//! The control loop ([`control_loop`]) is the balancer acting on this host:
+//! The control loop (`control`) is the balancer acting on this host:
 //! ten times a second it samples each front end's load (requests in flight
 //! through the ingress plus requests held waiting for an instance, or a
 //! Prometheus metric scraped from the instances), and once a second it asks
@@ -42,12 +42,6 @@ use crate::supervisor::{self, Launch};
 
 /// Decisions kept for `eon status --decisions`.
 const DECISIONS_KEPT: usize = 1000;
-/// How often load is sampled; decisions are taken every [`DECIDE_EVERY`]
-/// samples.
-const SAMPLE: Duration = Duration::from_millis(100);
-const DECIDE_EVERY: u64 = 10;
-/// How often statistics of everything are reported to meta's history.
-const REPORT_EVERY: u64 = 20;
 
 /// One front end.
 pub struct Frontend {
@@ -58,7 +52,7 @@ pub struct Frontend {
     pub pool: Arc<Pool>,
     scaler: Mutex<Scaler>,
     /// Load samples since the last decision.
-    samples: Mutex<Vec<f64>>,
+    pub(crate) samples: Mutex<Vec<f64>>,
     /// The last decision: the load it saw and what it said.
     last: Mutex<Option<(f64, eon_balancer::Decision)>>,
     next_id: AtomicU64,
@@ -281,7 +275,7 @@ impl AgentState {
     }
 
     /// One decision for one front end, and the actions it calls for.
-    async fn decide(self: &Arc<Self>, fe: &Arc<Frontend>) {
+    pub(crate) async fn decide(self: &Arc<Self>, fe: &Arc<Frontend>) {
         let recipe = fe.recipe.read().unwrap().clone();
         let load = self.measure(fe, &recipe).await;
         let live: Vec<Arc<Backend>> = fe.pool.backends().into_iter().filter(|b| !b.draining()).collect();
@@ -345,7 +339,7 @@ impl AgentState {
     }
 
     /// Send every component's statistics to meta's history window.
-    async fn report_stats(&self) {
+    pub(crate) async fn report_stats(&self) {
         let at = eon_common::unix_ms();
         let samples = self
             .cluster_stats()
@@ -392,33 +386,6 @@ impl AgentState {
             desired: last.as_ref().map(|(_, d)| d.desired).unwrap_or(0),
             rule: last.map(|(_, d)| d.rule).unwrap_or_default(),
             instances,
-        }
-    }
-}
-
-/// The balancer on this host: sample load, decide, act — until `stop`.
-pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(SAMPLE);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            _ = tick.tick() => {}
-        }
-        n += 1;
-        if n % REPORT_EVERY == 0 {
-            let state = state.clone();
-            tokio::spawn(async move { state.report_stats().await });
-        }
-        let all: Vec<Arc<Frontend>> = state.frontends.by_name.read().unwrap().values().cloned().collect();
-        for fe in all {
-            fe.samples.lock().unwrap().push(fe.pool.load() as f64);
-            // Someone is waiting and nothing is coming: decide now.
-            let nothing = fe.pool.backends().iter().all(|b| b.draining());
-            if n % DECIDE_EVERY == 0 || (nothing && fe.pool.held() > 0) {
-                state.decide(&fe).await;
-            }
         }
     }
 }

@@ -154,6 +154,10 @@ impl Pool {
         self.backends.write().unwrap().retain(|b| b.instance.name != name);
     }
 
+    pub fn find(&self, name: &str) -> Option<Arc<Backend>> {
+        self.backends.read().unwrap().iter().find(|b| b.instance.name == name).cloned()
+    }
+
     pub fn backends(&self) -> Vec<Arc<Backend>> {
         self.backends.read().unwrap().clone()
     }

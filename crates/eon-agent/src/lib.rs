@@ -26,6 +26,7 @@
 //!   <data-dir>/logs/<name>.log    one log per process
 //! ```
 
+pub mod control;
 pub mod frontends;
 pub mod ingress;
 pub mod router;
@@ -60,6 +61,8 @@ pub struct UpOptions {
     pub listen: String,
     /// Default shard count of new tables.
     pub shards: u32,
+    /// How the balancer scales query engines (from `query_engines` up).
+    pub query_engine_scaling: control::QueryEngineScaling,
     /// Extra flags for every data engine (`--gc-retention 300`, …).
     pub data_engine_args: Vec<String>,
     /// Front ends to run: each recipe's text and the directory it is
@@ -108,7 +111,15 @@ pub struct AgentState {
     frontend_env: Vec<(String, String)>,
     /// The balancer's clock.
     clock: std::time::Instant,
+    qe_scaling: control::QueryEngineScaling,
+    qe_scaler: Mutex<eon_balancer::Scaler>,
+    /// Statements in flight on the query engines, sampled since the last
+    /// decision.
+    qe_samples: Mutex<Vec<f64>>,
     http_client: HttpClient,
+    /// gRPC channels to components, by address (kept: statistics are
+    /// asked for ten times a second).
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     next_id: Mutex<HashMap<String, u64>>,
     stats: Arc<Recorder>,
 }
@@ -160,6 +171,17 @@ impl AgentState {
         Ok(inst)
     }
 
+    /// A (shared) gRPC channel to a component.
+    pub(crate) fn channel_to(&self, addr: &str) -> Option<tonic::transport::Channel> {
+        let mut channels = self.channels.lock().unwrap();
+        if let Some(c) = channels.get(addr) {
+            return Some(c.clone());
+        }
+        let c = eon_common::node::channel(addr).ok()?;
+        channels.insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+
     /// The agent's statistics, with its host's.
     fn own_stats(&self) -> pb::Stats {
         let mut s = self.stats.snapshot(0);
@@ -193,7 +215,7 @@ impl AgentState {
             })
             .collect();
         let asks = running.into_iter().map(|(name, kind, addr)| async move {
-            let ch = eon_common::node::channel(&addr).ok()?;
+            let ch = self.channel_to(&addr)?;
             let ask = async {
                 match kind.as_str() {
                     "meta" => MetaClient::new(ch).stats(pb::StatsRequest {}).await,
@@ -324,7 +346,11 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
             ("EON_REST_URL".into(), format!("http://{}", connect_addr(&http_addr))),
         ],
         clock: std::time::Instant::now(),
+        qe_scaling: opts.query_engine_scaling.clone(),
+        qe_scaler: Mutex::new(eon_balancer::Scaler::new()),
+        qe_samples: Mutex::new(Vec::new()),
         http_client: ingress::http_client(),
+        channels: Mutex::new(HashMap::new()),
         next_id: Mutex::new(HashMap::new()),
         stats: Recorder::new("agent", 0),
     });
@@ -363,7 +389,7 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     let pg_task = tokio::spawn(router::serve_pg(state.qe_pg.clone(), pg_listener, stop_rx.clone()));
     let http_task = tokio::spawn(ingress::serve_http(http_listener, rest_handler(state.clone(), cluster.clone()), stop_rx.clone()));
     let ingress_task = tokio::spawn(ingress::serve_http(ingress_listener, ingress_handler(state.clone()), stop_rx.clone()));
-    let control_task = tokio::spawn(frontends::control_loop(state.clone(), stop_rx.clone()));
+    let control_task = tokio::spawn(control::control_loop(state.clone(), stop_rx.clone()));
 
     let ready = futures::future::try_join_all(starting.iter().map(|i| i.wait_ready(READY_TIMEOUT)));
     let outcome = tokio::select! {

@@ -40,11 +40,12 @@ pub struct Builder {
     dir: Option<PathBuf>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    max_query_engines: Option<u32>,
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { data_engines: 3, query_engines: 1, shards: 8, dir: None, env: vec![], args: vec![] }
+        Builder { data_engines: 3, query_engines: 1, shards: 8, dir: None, env: vec![], args: vec![], max_query_engines: None }
     }
 }
 
@@ -55,6 +56,12 @@ impl Builder {
     }
     pub fn query_engines(mut self, n: u32) -> Self {
         self.query_engines = n;
+        self
+    }
+    /// Let the balancer run up to `n` query engines (by default a test
+    /// cluster keeps the number it started with).
+    pub fn max_query_engines(mut self, n: u32) -> Self {
+        self.max_query_engines = Some(n);
         self
     }
     pub fn shards(mut self, n: u32) -> Self {
@@ -95,6 +102,7 @@ impl Builder {
             .arg(&dir)
             .args(["--data-engines", &self.data_engines.to_string()])
             .args(["--query-engines", &self.query_engines.to_string()])
+            .args(["--max-query-engines", &self.max_query_engines.unwrap_or(self.query_engines).to_string()])
             .args(["--pg-port", &pg_port.to_string(), "--http-port", &http_port.to_string()])
             .args(["--ingress-port", &ingress_port.to_string()])
             .args(["--shards", &self.shards.to_string()])

@@ -72,8 +72,15 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         data_engines: u32,
+        /// Query engines to start with (and the fewest the balancer keeps).
         #[arg(long, default_value_t = 1)]
         query_engines: u32,
+        /// The most query engines the balancer runs under SQL load.
+        #[arg(long, default_value_t = 4)]
+        max_query_engines: u32,
+        /// Statements in flight per query engine the balancer aims at.
+        #[arg(long, default_value_t = 8.0)]
+        query_engine_target: f64,
         /// PostgreSQL wire port.
         #[arg(long, default_value_t = 5433)]
         pg_port: u16,
@@ -215,6 +222,8 @@ fn main() -> ExitCode {
             data_dir,
             data_engines,
             query_engines,
+            max_query_engines,
+            query_engine_target,
             pg_port,
             http_port,
             ingress_port,
@@ -226,6 +235,9 @@ fn main() -> ExitCode {
         } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
+            }
+            if !(query_engine_target.is_finite() && query_engine_target > 0.0) {
+                return fail(format!("--query-engine-target must be a positive number, not {query_engine_target}"));
             }
             // Every recipe is checked before anything starts.
             let mut loaded = Vec::new();
@@ -254,6 +266,7 @@ fn main() -> ExitCode {
                 ingress_port,
                 listen,
                 shards,
+                query_engine_scaling: eon_agent::control::QueryEngineScaling::new(query_engines, max_query_engines, query_engine_target),
                 recipes: loaded.iter().map(|(text, _, dir)| (text.clone(), dir.clone())).collect(),
                 data_engine_args: [
                     vec!["--gc-retention".to_string(), gc_retention.to_string()],

@@ -155,6 +155,70 @@ async fn several_query_engines_share_the_ports() {
     assert_eq!(qe, 2);
 }
 
+#[tokio::test]
+async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections() {
+    use eon_proto::v1 as pb;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .max_query_engines(2)
+        .arg("--query-engine-target")
+        .arg("2")
+        .start()
+        .unwrap();
+    let setup = cluster.pg().await.unwrap();
+    setup.batch_execute("CREATE TABLE busy (id bigint PRIMARY KEY, v bigint)").await.unwrap();
+    setup.batch_execute("INSERT INTO busy SELECT i, i % 97 FROM generate_series(1, 3000) AS s(i)").await.unwrap();
+    let mut agent = eon_proto::v1::agent_client::AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+
+    // Six connections, each running aggregates back to back: about six
+    // statements in flight against a target of two per query engine.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let client = cluster.pg().await.unwrap();
+        let (stop, done) = (stop.clone(), done.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                client.query_one("SELECT v, count(*), sum(id) FROM busy GROUP BY v ORDER BY v LIMIT 1", &[]).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let t0 = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let list = agent.list(pb::ListInstancesRequest {}).await.unwrap().into_inner().instances;
+        if let Some(qe) = list.iter().find(|i| i.name == "query-engine-2" && i.state == "running") {
+            break qe.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no second query engine after {} statements: {list:#?}", done.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("query-engine-2 running after {:?}, {} statements", t0.elapsed(), done.load(Ordering::Relaxed));
+    // New connections go to the new engine (it has none yet): it serves them.
+    let mut qe2 = eon_proto::v1::query_engine_client::QueryEngineClient::new(eon_common::node::channel(&second.address).unwrap());
+    let before = qe2.stats(pb::StatsRequest {}).await.unwrap().into_inner().requests_total;
+    let fresh = cluster.pg().await.unwrap();
+    for _ in 0..5 {
+        let n: i64 = fresh.query_one("SELECT count(*) FROM busy", &[]).await.unwrap().get(0);
+        assert_eq!(n, 3000);
+    }
+    let after = qe2.stats(pb::StatsRequest {}).await.unwrap().into_inner().requests_total;
+    assert!(after >= before + 5, "query-engine-2 served {} of the new connection's statements", after - before);
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let decisions = agent.decisions(pb::DecisionsRequest { limit: 0 }).await.unwrap().into_inner().decisions;
+    let d = decisions.iter().find(|d| d.service == "query-engine").expect("a query-engine decision");
+    assert_eq!(d.actions, vec!["start query-engine-2".to_string()]);
+    assert!(d.load > 2.0 && d.target == 2.0 && (d.current, d.desired) == (1, 2), "{d:?}");
+}
+
 #[test]
 fn recipe_check_names_the_field_at_fault() {
     let dir = tempfile::tempdir().unwrap();
