@@ -70,7 +70,14 @@ pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::
             let state = state.clone();
             tokio::spawn(async move { state.report_stats().await });
         }
-        let all: Vec<Arc<Frontend>> = state.frontends.by_name.read().unwrap().values().cloned().collect();
+        let all: Vec<Arc<Frontend>> = state
+            .frontends
+            .by_name
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
         for fe in all {
             fe.samples.lock().unwrap().push(fe.pool.load() as f64);
             // Someone is waiting and nothing is coming: decide now.
@@ -97,27 +104,55 @@ impl AgentState {
             .filter(|b| !b.draining())
             .filter_map(|b| {
                 let s = b.instance.status();
-                (s.state == State::Running).then(|| s.addresses.get("grpc").cloned()).flatten()
+                (s.state == State::Running)
+                    .then(|| s.addresses.get("grpc").cloned())
+                    .flatten()
             })
             .collect();
         let asks = addrs.iter().map(|addr| async move {
             let mut client = QueryEngineClient::new(self.channel_to(addr)?);
             let ask = client.stats(pb::StatsRequest {});
-            let s = tokio::time::timeout(Duration::from_millis(500), ask).await.ok()?.ok()?.into_inner();
+            let s = tokio::time::timeout(Duration::from_millis(500), ask)
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
             Some(s.in_flight as f64)
         });
-        futures::future::join_all(asks).await.into_iter().flatten().sum()
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .sum()
     }
 
     fn decide_query_engines(self: &Arc<Self>) {
         let samples = std::mem::take(&mut *self.qe_samples.lock().unwrap());
-        let load = if samples.is_empty() { 0.0 } else { samples.iter().sum::<f64>() / samples.len() as f64 };
-        let live: Vec<_> = self.qe_pg.backends().into_iter().filter(|b| !b.draining()).collect();
+        let load = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().sum::<f64>() / samples.len() as f64
+        };
+        let live: Vec<_> = self
+            .qe_pg
+            .backends()
+            .into_iter()
+            .filter(|b| !b.draining())
+            .collect();
         let ready = live.iter().filter(|b| b.ready()).count() as u32;
         let starting = live.len() as u32 - ready;
         let target = self.qe_scaling.target;
-        let obs = Observation { at: self.clock.elapsed(), load, ready, starting };
-        let d = self.qe_scaler.lock().unwrap().decide(&self.qe_scaling.scale, target, obs);
+        let obs = Observation {
+            at: self.clock.elapsed(),
+            load,
+            ready,
+            starting,
+        };
+        let d = self
+            .qe_scaler
+            .lock()
+            .unwrap()
+            .decide(&self.qe_scaling.scale, target, obs);
         let n = live.len() as u32;
         let mut actions = Vec::new();
         if d.desired > n {
@@ -155,19 +190,27 @@ impl AgentState {
     /// Stop giving a query engine new connections; stop it once its
     /// connections and requests are done (or after the drain timeout).
     fn drain_query_engine(self: &Arc<Self>, name: &str) {
-        let (Some(pg), Some(http)) = (self.qe_pg.find(name), self.qe_http.find(name)) else { return };
+        let (Some(pg), Some(http)) = (self.qe_pg.find(name), self.qe_http.find(name)) else {
+            return;
+        };
         self.qe_pg.drain(&pg);
         self.qe_http.drain(&http);
         let state = self.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + QE_DRAIN_TIMEOUT;
-            while (pg.in_flight() > 0 || http.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+            while (pg.in_flight() > 0 || http.in_flight() > 0)
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             pg.instance.stop(STOP_TIMEOUT).await;
             state.qe_pg.remove(&pg.instance.name);
             state.qe_http.remove(&pg.instance.name);
-            state.instances.write().unwrap().retain(|i| !Arc::ptr_eq(i, &pg.instance));
+            state
+                .instances
+                .write()
+                .unwrap()
+                .retain(|i| !Arc::ptr_eq(i, &pg.instance));
         });
     }
 }

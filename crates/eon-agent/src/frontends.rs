@@ -80,7 +80,10 @@ impl Frontends {
             }
             if let Some(prefix) = &recipe.route.prefix {
                 let p = prefix.trim_end_matches('/');
-                let hit = p.is_empty() || path == p || path.starts_with(&format!("{p}/")) || path.starts_with(&format!("{p}?"));
+                let hit = p.is_empty()
+                    || path == p
+                    || path.starts_with(&format!("{p}/"))
+                    || path.starts_with(&format!("{p}?"));
                 if hit && best.as_ref().is_none_or(|(_, b)| p.len() > b.len()) {
                     best = Some((fe.clone(), p.to_string()));
                 }
@@ -101,14 +104,20 @@ impl Frontends {
     /// The latest `limit` decisions (all when 0), oldest first.
     pub fn decisions(&self, limit: usize) -> Vec<pb::Decision> {
         let log = self.decisions.lock().unwrap();
-        let skip = if limit == 0 { 0 } else { log.len().saturating_sub(limit) };
+        let skip = if limit == 0 {
+            0
+        } else {
+            log.len().saturating_sub(limit)
+        };
         log.iter().skip(skip).cloned().collect()
     }
 }
 
 /// A port nobody listens on now (the instance binds it right after).
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 fn signal_number(name: &str) -> i32 {
@@ -143,13 +152,21 @@ fn route_text(r: &Recipe) -> String {
 
 impl AgentState {
     /// Run a front end from recipe text, or update the one of that name.
-    pub(crate) fn apply_recipe(self: &Arc<Self>, text: &str, base_dir: &Path) -> Result<Arc<Frontend>, String> {
+    pub(crate) fn apply_recipe(
+        self: &Arc<Self>,
+        text: &str,
+        base_dir: &Path,
+    ) -> Result<Arc<Frontend>, String> {
         let recipe = Recipe::parse(text)?;
         let mut all = self.frontends.by_name.write().unwrap();
         for other in all.values() {
             let r = other.recipe.read().unwrap();
             if other.name != recipe.name && r.route == recipe.route {
-                return Err(format!("route: {} is already the route of front end {:?}", route_text(&recipe), other.name));
+                return Err(format!(
+                    "route: {} is already the route of front end {:?}",
+                    route_text(&recipe),
+                    other.name
+                ));
             }
         }
         if let Some(fe) = all.get(&recipe.name) {
@@ -182,7 +199,13 @@ impl AgentState {
     /// Stop routing to a front end, drain and stop its instances.
     pub(crate) fn remove_recipe(self: &Arc<Self>, name: &str) -> Option<Arc<Frontend>> {
         let fe = self.frontends.by_name.write().unwrap().remove(name)?;
-        let names: Vec<String> = fe.pool.backends().iter().filter(|b| !b.draining()).map(|b| b.instance.name.clone()).collect();
+        let names: Vec<String> = fe
+            .pool
+            .backends()
+            .iter()
+            .filter(|b| !b.draining())
+            .map(|b| b.instance.name.clone())
+            .collect();
         for b in fe.pool.backends() {
             if !b.draining() {
                 self.drain(&fe, b);
@@ -237,7 +260,11 @@ impl AgentState {
             }
             b.instance.stop(stop.timeout).await;
             fe.pool.remove(&b.instance.name);
-            state.instances.write().unwrap().retain(|i| !Arc::ptr_eq(i, &b.instance));
+            state
+                .instances
+                .write()
+                .unwrap()
+                .retain(|i| !Arc::ptr_eq(i, &b.instance));
         });
     }
 
@@ -267,7 +294,11 @@ impl AgentState {
                     .unwrap_or_default();
                     prometheus_sum(&text, metric)
                 });
-                futures::future::join_all(scrapes).await.into_iter().sum::<f64>() + held
+                futures::future::join_all(scrapes)
+                    .await
+                    .into_iter()
+                    .sum::<f64>()
+                    + held
             }
             _ if samples.is_empty() => fe.pool.load() as f64,
             _ => samples.iter().sum::<f64>() / samples.len() as f64,
@@ -278,8 +309,16 @@ impl AgentState {
     pub(crate) async fn decide(self: &Arc<Self>, fe: &Arc<Frontend>) {
         let recipe = fe.recipe.read().unwrap().clone();
         let load = self.measure(fe, &recipe).await;
-        let live: Vec<Arc<Backend>> = fe.pool.backends().into_iter().filter(|b| !b.draining()).collect();
-        let (fresh, outdated): (Vec<_>, Vec<_>) = live.iter().cloned().partition(|b| !b.outdated.load(Ordering::Relaxed));
+        let live: Vec<Arc<Backend>> = fe
+            .pool
+            .backends()
+            .into_iter()
+            .filter(|b| !b.draining())
+            .collect();
+        let (fresh, outdated): (Vec<_>, Vec<_>) = live
+            .iter()
+            .cloned()
+            .partition(|b| !b.outdated.load(Ordering::Relaxed));
         let ready = live.iter().filter(|b| b.ready()).count() as u32;
         let starting = fresh.iter().filter(|b| !b.ready()).count() as u32;
         let at = self.clock.elapsed();
@@ -290,10 +329,20 @@ impl AgentState {
             // A new version of the recipe: as many new instances as old
             // ones (within bounds), then the old ones drain.
             current = outdated.len() as u32;
-            desired = current.max(recipe.scale.min).min(recipe.scale.max).max(u32::from(load > 0.0));
-            rule = format!("recipe changed: replace {} instance(s) of the old version", outdated.len());
+            desired = current
+                .max(recipe.scale.min)
+                .min(recipe.scale.max)
+                .max(u32::from(load > 0.0));
+            rule = format!(
+                "recipe changed: replace {} instance(s) of the old version",
+                outdated.len()
+            );
             for _ in fresh.len() as u32..desired {
-                actions.push(self.start_instance(fe).map(|n| format!("start {n}")).unwrap_or_else(|e| e));
+                actions.push(
+                    self.start_instance(fe)
+                        .map(|n| format!("start {n}"))
+                        .unwrap_or_else(|e| e),
+                );
             }
             let fresh_ready = fresh.iter().filter(|b| b.ready()).count() as u32;
             if fresh_ready >= desired {
@@ -303,12 +352,25 @@ impl AgentState {
                 }
             }
         } else {
-            let d = fe.scaler.lock().unwrap().decide(&recipe.scale, target, Observation { at, load, ready, starting });
+            let d = fe.scaler.lock().unwrap().decide(
+                &recipe.scale,
+                target,
+                Observation {
+                    at,
+                    load,
+                    ready,
+                    starting,
+                },
+            );
             (current, desired, rule) = (d.current, d.desired, d.rule.clone());
             let n = fresh.len() as u32;
             if desired > n {
                 for _ in n..desired {
-                    actions.push(self.start_instance(fe).map(|n| format!("start {n}")).unwrap_or_else(|e| e));
+                    actions.push(
+                        self.start_instance(fe)
+                            .map(|n| format!("start {n}"))
+                            .unwrap_or_else(|e| e),
+                    );
                 }
             } else if desired < n {
                 // Drain those not ready first, then the least busy, then the
@@ -346,7 +408,11 @@ impl AgentState {
             .await
             .into_iter()
             .filter(|(name, _)| name != "meta") // meta adds its own
-            .map(|(instance, s)| pb::StatsSample { at_unix_ms: at, instance, stats: Some(s) })
+            .map(|(instance, s)| pb::StatsSample {
+                at_unix_ms: at,
+                instance,
+                stats: Some(s),
+            })
             .collect();
         if let Ok(mut meta) = eon_common::node::meta_client(&self.meta_addr) {
             let _ = meta.report_stats(pb::ReportStatsRequest { samples }).await;
@@ -400,7 +466,11 @@ pub fn prometheus_sum(text: &str, metric: &str) -> f64 {
                 return None;
             }
             let rest = &l[name_end..];
-            let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
+            let rest = if rest.starts_with('{') {
+                &rest[rest.find('}')? + 1..]
+            } else {
+                rest
+            };
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
         .filter(|v| v.is_finite())

@@ -120,10 +120,19 @@ impl Drop for Lease {
 }
 
 impl Pool {
-    pub fn new(name: &str, key: &'static str, component: &'static str, hold_timeout: Duration) -> Arc<Pool> {
+    pub fn new(
+        name: &str,
+        key: &'static str,
+        component: &'static str,
+        hold_timeout: Duration,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             name: name.into(),
-            label: if component == "router" { format!("router-{key}") } else { name.to_string() },
+            label: if component == "router" {
+                format!("router-{key}")
+            } else {
+                name.to_string()
+            },
             frontend: component == "frontend",
             key,
             backends: RwLock::new(Vec::new()),
@@ -151,11 +160,19 @@ impl Pool {
     }
 
     pub fn remove(&self, name: &str) {
-        self.backends.write().unwrap().retain(|b| b.instance.name != name);
+        self.backends
+            .write()
+            .unwrap()
+            .retain(|b| b.instance.name != name);
     }
 
     pub fn find(&self, name: &str) -> Option<Arc<Backend>> {
-        self.backends.read().unwrap().iter().find(|b| b.instance.name == name).cloned()
+        self.backends
+            .read()
+            .unwrap()
+            .iter()
+            .find(|b| b.instance.name == name)
+            .cloned()
     }
 
     pub fn backends(&self) -> Vec<Arc<Backend>> {
@@ -164,7 +181,13 @@ impl Pool {
 
     /// Requests in flight on instances plus requests waiting for one.
     pub fn load(&self) -> u64 {
-        let on = self.backends.read().unwrap().iter().map(|b| b.in_flight()).sum::<u64>();
+        let on = self
+            .backends
+            .read()
+            .unwrap()
+            .iter()
+            .map(|b| b.in_flight())
+            .sum::<u64>();
         on + self.held()
     }
 
@@ -178,8 +201,11 @@ impl Pool {
         if self.frontend {
             // A front end's memory and CPU are its instances' processes'
             // (not the agent's).
-            let usage = backends.iter().map(|b| eon_common::stats::process_usage_of(&b.instance.status().pid.to_string()));
-            (s.memory_bytes, s.cpu_seconds) = usage.fold((0, 0.0), |(m, c), (m2, c2)| (m + m2, c + c2));
+            let usage = backends
+                .iter()
+                .map(|b| eon_common::stats::process_usage_of(&b.instance.status().pid.to_string()));
+            (s.memory_bytes, s.cpu_seconds) =
+                usage.fold((0, 0.0), |(m, c), (m2, c2)| (m + m2, c + c2));
         }
         drop(backends);
         (self.label.clone(), s)
@@ -197,7 +223,10 @@ impl Pool {
             .filter(|b| !b.draining() && !exclude.contains(&b.instance.name))
             .filter_map(|b| {
                 let s = b.instance.status();
-                (s.state == State::Running).then(|| s.addresses.get(self.key).cloned()).flatten().map(|a| (b, a))
+                (s.state == State::Running)
+                    .then(|| s.addresses.get(self.key).cloned())
+                    .flatten()
+                    .map(|a| (b, a))
             })
             .collect();
         let (b, addr) = match ready.len() {
@@ -207,11 +236,20 @@ impl Pool {
                 let mut rng = rand::rng();
                 let i = rng.random_range(0..n);
                 let j = (i + rng.random_range(1..n)) % n;
-                if ready[j].0.in_flight() < ready[i].0.in_flight() { &ready[j] } else { &ready[i] }
+                if ready[j].0.in_flight() < ready[i].0.in_flight() {
+                    &ready[j]
+                } else {
+                    &ready[i]
+                }
             }
         };
         b.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((Lease { backend: (*b).clone() }, addr.clone()))
+        Some((
+            Lease {
+                backend: (*b).clone(),
+            },
+            addr.clone(),
+        ))
     }
 
     /// [`Pool::pick`], waiting (bounded) while no instance is ready.
@@ -250,14 +288,18 @@ pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// `GET http://addr/path` answers 2xx (a readiness or liveness check).
 pub async fn http_get_ok(addr: &str, path: &str) -> bool {
     static CLIENT: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(http_client);
-    let Ok(req) = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())) else { return false };
+    let Ok(req) = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())) else {
+        return false;
+    };
     match client.request(req).await {
         Ok(resp) => {
             let ok = resp.status().is_success();
@@ -270,7 +312,9 @@ pub async fn http_get_ok(addr: &str, path: &str) -> bool {
 
 /// `GET http://addr/path`'s body, when it answers 2xx.
 pub async fn http_get_text(client: &HttpClient, addr: &str, path: &str) -> Option<String> {
-    let req = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).ok()?;
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
     let resp = client.request(req).await.ok()?;
     if !resp.status().is_success() {
         return None;
@@ -281,9 +325,16 @@ pub async fn http_get_text(client: &HttpClient, addr: &str, path: &str) -> Optio
 
 /// A response made here (not by an instance).
 pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).map_err(|never: Infallible| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
     r
 }
 
@@ -295,17 +346,29 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
 
 fn unavailable(pool: &Pool, why: Refused) -> Response<Body> {
     let message = match why {
-        Refused::Full => format!("{}: too many requests are waiting for an instance", pool.name),
+        Refused::Full => format!(
+            "{}: too many requests are waiting for an instance",
+            pool.name
+        ),
         Refused::Timeout => format!("{}: no instance became ready in time", pool.name),
     };
     let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, "57P03", &message);
-    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
 /// Headers that belong to one hop, not to the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
 
 /// A streamed response body that holds its instance's lease until the last
 /// byte (so a long download counts as in flight, and drains wait for it).
@@ -337,19 +400,37 @@ impl http_body::Body for LeasedBody {
 /// Forward `req` to an instance of `pool`, with `strip` removed from the
 /// front of its path (a front end sees `/` for the ingress's `/<prefix>/`;
 /// the prefix goes in `X-Forwarded-Prefix`).
-pub async fn proxy(client: &HttpClient, pool: &Arc<Pool>, req: Request<Incoming>, strip: &str, peer: std::net::SocketAddr) -> Response<Body> {
+pub async fn proxy(
+    client: &HttpClient,
+    pool: &Arc<Pool>,
+    req: Request<Incoming>,
+    strip: &str,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let tracked = pool.stats.start();
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "54000", &format!("request body larger than {MAX_BODY} bytes"));
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "54000",
+                &format!("request body larger than {MAX_BODY} bytes"),
+            );
         }
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let path = match path.strip_prefix(strip) {
         Some(rest) if !strip.is_empty() => {
-            if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
         }
         _ => path.to_string(),
     };
@@ -359,7 +440,9 @@ pub async fn proxy(client: &HttpClient, pool: &Arc<Pool>, req: Request<Incoming>
             Ok(p) => p,
             Err(why) => return unavailable(pool, why),
         };
-        let mut out = Request::builder().method(parts.method.clone()).uri(format!("http://{addr}{path}"));
+        let mut out = Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("http://{addr}{path}"));
         for (name, value) in parts.headers.iter() {
             if !HOP_BY_HOP.contains(&name.as_str()) {
                 out = out.header(name, value);
@@ -371,7 +454,13 @@ pub async fn proxy(client: &HttpClient, pool: &Arc<Pool>, req: Request<Incoming>
         }
         let out = match out.body(Full::new(body.clone())) {
             Ok(r) => r,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, "22023", &format!("cannot forward this request: {e}")),
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "22023",
+                    &format!("cannot forward this request: {e}"),
+                );
+            }
         };
         match client.request(out).await {
             Ok(resp) => {
@@ -382,7 +471,14 @@ pub async fn proxy(client: &HttpClient, pool: &Arc<Pool>, req: Request<Incoming>
                 for h in HOP_BY_HOP {
                     head.headers.remove(h);
                 }
-                return Response::from_parts(head, LeasedBody { inner, _lease: lease }.boxed());
+                return Response::from_parts(
+                    head,
+                    LeasedBody {
+                        inner,
+                        _lease: lease,
+                    }
+                    .boxed(),
+                );
             }
             // Refused before anything was sent (the instance is gone): try
             // another one.
@@ -392,17 +488,29 @@ pub async fn proxy(client: &HttpClient, pool: &Arc<Pool>, req: Request<Incoming>
             }
             Err(e) => {
                 let name = lease.backend.instance.name.clone();
-                return json_error(StatusCode::BAD_GATEWAY, "08006", &format!("{}: instance {name} failed: {e}", pool.name));
+                return json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "08006",
+                    &format!("{}: instance {name} failed: {e}", pool.name),
+                );
             }
         }
     }
 }
 
 /// What answers an HTTP request on a public port.
-pub type Handler = Arc<dyn Fn(Request<Incoming>, std::net::SocketAddr) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>, std::net::SocketAddr) -> BoxFuture<'static, Response<Body>>
+        + Send
+        + Sync,
+>;
 
 /// Serve HTTP/1.1 on `listener` with `handler` until `stop` fires.
-pub async fn serve_http(listener: TcpListener, handler: Handler, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_http(
+    listener: TcpListener,
+    handler: Handler,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,

@@ -160,9 +160,22 @@ impl AgentState {
                 "--default-shards".into(),
                 self.shards.to_string(),
             ],
-            other => return Err(format!("cannot start a {other:?}; kinds are data-engine and query-engine")),
+            other => {
+                return Err(format!(
+                    "cannot start a {other:?}; kinds are data-engine and query-engine"
+                ));
+            }
         };
-        let inst = supervisor::spawn(Launch::Eon { exe: self.exe.clone() }, &name, kind, id, args, self.log_path(&name));
+        let inst = supervisor::spawn(
+            Launch::Eon {
+                exe: self.exe.clone(),
+            },
+            &name,
+            kind,
+            id,
+            args,
+            self.log_path(&name),
+        );
         if kind == "query-engine" {
             self.qe_pg.add(inst.clone());
             self.qe_http.add(inst.clone());
@@ -186,13 +199,20 @@ impl AgentState {
     fn own_stats(&self) -> pb::Stats {
         let mut s = self.stats.snapshot(0);
         let instances = self.instances.read().unwrap();
-        s.counters.insert("instances".into(), instances.len() as u64);
-        s.counters.insert("restarts".into(), instances.iter().map(|i| i.status().restarts as u64).sum());
+        s.counters
+            .insert("instances".into(), instances.len() as u64);
+        s.counters.insert(
+            "restarts".into(),
+            instances.iter().map(|i| i.status().restarts as u64).sum(),
+        );
         let (cpus, mem_total, mem_available, load1) = eon_common::stats::host_usage();
         s.counters.insert("host_cpus".into(), cpus);
-        s.counters.insert("host_memory_total_bytes".into(), mem_total);
-        s.counters.insert("host_memory_available_bytes".into(), mem_available);
-        s.counters.insert("host_load1_percent".into(), (load1 * 100.0) as u64);
+        s.counters
+            .insert("host_memory_total_bytes".into(), mem_total);
+        s.counters
+            .insert("host_memory_available_bytes".into(), mem_available);
+        s.counters
+            .insert("host_load1_percent".into(), (load1 * 100.0) as u64);
         s
     }
 
@@ -211,7 +231,8 @@ impl AgentState {
             .filter_map(|i| {
                 let st = i.status();
                 let addr = st.addresses.get("grpc")?.clone();
-                (st.state == supervisor::State::Running).then(|| (i.name.clone(), i.kind.clone(), addr))
+                (st.state == supervisor::State::Running)
+                    .then(|| (i.name.clone(), i.kind.clone(), addr))
             })
             .collect();
         let asks = running.into_iter().map(|(name, kind, addr)| async move {
@@ -223,19 +244,35 @@ impl AgentState {
                     _ => QueryEngineClient::new(ch).stats(pb::StatsRequest {}).await,
                 }
             };
-            let s = tokio::time::timeout(Duration::from_secs(1), ask).await.ok()?.ok()?.into_inner();
+            let s = tokio::time::timeout(Duration::from_secs(1), ask)
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
             Some((name, s))
         });
         let mut out = vec![("agent".to_string(), self.own_stats())];
         out.extend(futures::future::join_all(asks).await.into_iter().flatten());
         out.push(self.qe_pg.snapshot());
         out.push(self.qe_http.snapshot());
-        out.extend(self.frontends.by_name.read().unwrap().values().map(|fe| fe.pool.snapshot()));
+        out.extend(
+            self.frontends
+                .by_name
+                .read()
+                .unwrap()
+                .values()
+                .map(|fe| fe.pool.snapshot()),
+        );
         out
     }
 
     fn find(&self, name: &str) -> Option<Arc<Instance>> {
-        self.instances.read().unwrap().iter().find(|i| i.name == name).cloned()
+        self.instances
+            .read()
+            .unwrap()
+            .iter()
+            .find(|i| i.name == name)
+            .cloned()
     }
 
     /// Stop everything: front ends and query engines first (no new work),
@@ -250,11 +287,19 @@ impl AgentState {
 }
 
 fn check_dir(dir: &Path) -> Result<(), UpError> {
-    std::fs::create_dir_all(dir.join("logs"))
-        .map_err(|e| UpError(format!("cannot create data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| {
+        UpError(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok")
-        .map_err(|e| UpError(format!("data directory {} is not writable: {e}", dir.display())))?;
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        UpError(format!(
+            "data directory {} is not writable: {e}",
+            dir.display()
+        ))
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -283,11 +328,17 @@ fn lock(dir: &Path) -> Result<std::fs::File, UpError> {
                 pid.trim()
             )))
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(UpError(format!("cannot lock {}: {e}", path.display()))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(UpError(format!("cannot lock {}: {e}", path.display())))
+        }
     }
 }
 
-async fn bind_public(listen: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener, UpError> {
+async fn bind_public(
+    listen: &str,
+    port: u16,
+    what: &str,
+) -> Result<tokio::net::TcpListener, UpError> {
     tokio::net::TcpListener::bind((listen, port)).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             let flag = match what {
@@ -310,21 +361,42 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     let pg_listener = bind_public(&opts.listen, opts.pg_port, "PostgreSQL").await?;
     let http_listener = bind_public(&opts.listen, opts.http_port, "REST").await?;
     let ingress_listener = bind_public(&opts.listen, opts.ingress_port, "ingress").await?;
-    let pg_addr = pg_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
-    let http_addr = http_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
-    let ingress_addr = ingress_listener.local_addr().map_err(|e| UpError(e.to_string()))?;
+    let pg_addr = pg_listener
+        .local_addr()
+        .map_err(|e| UpError(e.to_string()))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| UpError(e.to_string()))?;
+    let ingress_addr = ingress_listener
+        .local_addr()
+        .map_err(|e| UpError(e.to_string()))?;
     let mut signals = Signals::new();
 
     // Meta first: everyone else needs its address. After the first start it
     // keeps its port, so restarts are invisible to the other components.
     let meta_log = opts.data_dir.join("logs").join("meta.log");
-    let meta_args = vec!["--data-dir".to_string(), opts.data_dir.join("meta").display().to_string()];
-    let meta = supervisor::spawn(Launch::Eon { exe: opts.exe.clone() }, "meta", "meta", 0, meta_args.clone(), meta_log);
+    let meta_args = vec![
+        "--data-dir".to_string(),
+        opts.data_dir.join("meta").display().to_string(),
+    ];
+    let meta = supervisor::spawn(
+        Launch::Eon {
+            exe: opts.exe.clone(),
+        },
+        "meta",
+        "meta",
+        0,
+        meta_args.clone(),
+        meta_log,
+    );
     let meta_addr = tokio::select! {
         r = meta.wait_ready(READY_TIMEOUT) => r.map_err(UpError)?,
         _ = signals.recv() => { meta.stop(STOP_TIMEOUT).await; return Ok(()); }
     };
-    let meta_addr = meta_addr.get("grpc").cloned().ok_or_else(|| UpError("meta announced no address".into()))?;
+    let meta_addr = meta_addr
+        .get("grpc")
+        .cloned()
+        .ok_or_else(|| UpError("meta announced no address".into()))?;
     {
         let port = meta_addr.rsplit(':').next().unwrap_or("0").to_string();
         let mut args = meta.args.lock().unwrap();
@@ -343,7 +415,10 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         frontends: Frontends::default(),
         frontend_env: vec![
             ("EON_PG_URL".into(), pg_url(&pg_addr)),
-            ("EON_REST_URL".into(), format!("http://{}", connect_addr(&http_addr))),
+            (
+                "EON_REST_URL".into(),
+                format!("http://{}", connect_addr(&http_addr)),
+            ),
         ],
         clock: std::time::Instant::now(),
         qe_scaling: opts.query_engine_scaling.clone(),
@@ -363,15 +438,21 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     }
 
     // The Agent interface, on a free port.
-    let (agent_listener, agent_addr) = eon_common::node::bind("127.0.0.1", 0).await.map_err(|e| UpError(e.to_string()))?;
+    let (agent_listener, agent_addr) = eon_common::node::bind("127.0.0.1", 0)
+        .await
+        .map_err(|e| UpError(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let agent_service = AgentServer::new(AgentService { state: state.clone() });
+    let agent_service = AgentServer::new(AgentService {
+        state: state.clone(),
+    });
     let mut agent_stop = stop_rx.clone();
     let metrics_state = state.clone();
     let agent_task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_routes(eon_common::node::metrics_routes(move || metrics_state.own_stats()))
+            .add_routes(eon_common::node::metrics_routes(move || {
+                metrics_state.own_stats()
+            }))
             .add_service(agent_service)
             .serve_with_incoming_shutdown(eon_common::node::incoming(agent_listener), async move {
                 let _ = agent_stop.wait_for(|s| *s).await;
@@ -386,9 +467,21 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         http: http_addr.to_string(),
         ingress: ingress_addr.to_string(),
     };
-    let pg_task = tokio::spawn(router::serve_pg(state.qe_pg.clone(), pg_listener, stop_rx.clone()));
-    let http_task = tokio::spawn(ingress::serve_http(http_listener, rest_handler(state.clone(), cluster.clone()), stop_rx.clone()));
-    let ingress_task = tokio::spawn(ingress::serve_http(ingress_listener, ingress_handler(state.clone()), stop_rx.clone()));
+    let pg_task = tokio::spawn(router::serve_pg(
+        state.qe_pg.clone(),
+        pg_listener,
+        stop_rx.clone(),
+    ));
+    let http_task = tokio::spawn(ingress::serve_http(
+        http_listener,
+        rest_handler(state.clone(), cluster.clone()),
+        stop_rx.clone(),
+    ));
+    let ingress_task = tokio::spawn(ingress::serve_http(
+        ingress_listener,
+        ingress_handler(state.clone()),
+        stop_rx.clone(),
+    ));
     let control_task = tokio::spawn(control::control_loop(state.clone(), stop_rx.clone()));
 
     let ready = futures::future::try_join_all(starting.iter().map(|i| i.wait_ready(READY_TIMEOUT)));
@@ -432,12 +525,19 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
 
 /// An address to connect to for one listened on (0.0.0.0 → 127.0.0.1).
 fn connect_addr(addr: &std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 /// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`.
 pub fn pg_url(addr: &std::net::SocketAddr) -> String {
-    format!("postgresql://eon@{}/eon?sslmode=disable", connect_addr(addr))
+    format!(
+        "postgresql://eon@{}/eon?sslmode=disable",
+        connect_addr(addr)
+    )
 }
 
 fn json_response(v: serde_json::Value) -> hyper::Response<Body> {
@@ -452,10 +552,19 @@ fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handle
         Box::pin(async move {
             let get = req.method() == hyper::Method::GET;
             match req.uri().path() {
-                "/v1/cluster" if get => json_response(serde_json::to_value(&cluster).unwrap_or_default()),
+                "/v1/cluster" if get => {
+                    json_response(serde_json::to_value(&cluster).unwrap_or_default())
+                }
                 "/v1/cluster/decisions" if get => {
-                    let limit = query_param(req.uri(), "limit").and_then(|v| v.parse().ok()).unwrap_or(100);
-                    let list: Vec<serde_json::Value> = state.frontends.decisions(limit).iter().map(decision_json).collect();
+                    let limit = query_param(req.uri(), "limit")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(100);
+                    let list: Vec<serde_json::Value> = state
+                        .frontends
+                        .decisions(limit)
+                        .iter()
+                        .map(decision_json)
+                        .collect();
                     json_response(serde_json::json!({ "decisions": list }))
                 }
                 "/metrics" if get => {
@@ -464,10 +573,14 @@ fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handle
                 }
                 "/v1/cluster/stats" if get => {
                     let instance = query_param(req.uri(), "instance").unwrap_or_default();
-                    let since = query_param(req.uri(), "since_unix_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let since = query_param(req.uri(), "since_unix_ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
                     match state.stats_history(instance, since).await {
                         Ok(v) => json_response(v),
-                        Err(e) => ingress::json_error(hyper::StatusCode::SERVICE_UNAVAILABLE, "57P03", &e),
+                        Err(e) => {
+                            ingress::json_error(hyper::StatusCode::SERVICE_UNAVAILABLE, "57P03", &e)
+                        }
                     }
                 }
                 "/v1/cluster/frontends" if get => {
@@ -497,15 +610,36 @@ fn ingress_handler(state: Arc<AgentState>) -> ingress::Handler {
     Arc::new(move |req, peer| {
         let state = state.clone();
         Box::pin(async move {
-            let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string);
             match state.frontends.route(host.as_deref(), req.uri().path()) {
-                Some((fe, strip)) => ingress::proxy(&state.http_client, &fe.pool, req, &strip, peer).await,
+                Some((fe, strip)) => {
+                    ingress::proxy(&state.http_client, &fe.pool, req, &strip, peer).await
+                }
                 None => {
-                    let routes: Vec<String> = state.frontends.by_name.read().unwrap().values().map(|f| state.frontend_proto(f).route).collect();
+                    let routes: Vec<String> = state
+                        .frontends
+                        .by_name
+                        .read()
+                        .unwrap()
+                        .values()
+                        .map(|f| state.frontend_proto(f).route)
+                        .collect();
                     ingress::json_error(
                         hyper::StatusCode::NOT_FOUND,
                         "42704",
-                        &format!("no front end routes {} (routes: {})", req.uri().path(), if routes.is_empty() { "none".into() } else { routes.join(", ") }),
+                        &format!(
+                            "no front end routes {} (routes: {})",
+                            req.uri().path(),
+                            if routes.is_empty() {
+                                "none".into()
+                            } else {
+                                routes.join(", ")
+                            }
+                        ),
                     )
                 }
             }
@@ -515,27 +649,36 @@ fn ingress_handler(state: Arc<AgentState>) -> ingress::Handler {
 
 impl AgentState {
     /// Meta's statistics window as JSON: per instance, its samples.
-    async fn stats_history(&self, instance: String, since_unix_ms: i64) -> Result<serde_json::Value, String> {
+    async fn stats_history(
+        &self,
+        instance: String,
+        since_unix_ms: i64,
+    ) -> Result<serde_json::Value, String> {
         let mut meta = eon_common::node::meta_client(&self.meta_addr).map_err(|e| e.to_string())?;
         let h = meta
-            .stats_history(pb::StatsHistoryRequest { instance, since_unix_ms })
+            .stats_history(pb::StatsHistoryRequest {
+                instance,
+                since_unix_ms,
+            })
             .await
             .map_err(|e| format!("meta: {}", e.message()))?
             .into_inner();
         let mut by: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
         for sample in h.samples {
             let s = sample.stats.unwrap_or_default();
-            by.entry(sample.instance).or_default().push(serde_json::json!({
-                "at_unix_ms": sample.at_unix_ms,
-                "component": s.component,
-                "requests_total": s.requests_total,
-                "errors_total": s.errors_total,
-                "in_flight": s.in_flight,
-                "queue_depth": s.queue_depth,
-                "memory_bytes": s.memory_bytes,
-                "cpu_seconds": s.cpu_seconds,
-                "bytes_stored": s.bytes_stored,
-            }));
+            by.entry(sample.instance)
+                .or_default()
+                .push(serde_json::json!({
+                    "at_unix_ms": sample.at_unix_ms,
+                    "component": s.component,
+                    "requests_total": s.requests_total,
+                    "errors_total": s.errors_total,
+                    "in_flight": s.in_flight,
+                    "queue_depth": s.queue_depth,
+                    "memory_bytes": s.memory_bytes,
+                    "cpu_seconds": s.cpu_seconds,
+                    "bytes_stored": s.bytes_stored,
+                }));
         }
         Ok(serde_json::json!({ "window_ms": h.window_ms, "instances": by }))
     }
@@ -621,15 +764,30 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    async fn list(&self, _req: Request<pb::ListInstancesRequest>) -> Reply<pb::ListInstancesResponse> {
-        let instances = self.state.instances.read().unwrap().iter().map(|i| i.to_proto()).collect();
+    async fn list(
+        &self,
+        _req: Request<pb::ListInstancesRequest>,
+    ) -> Reply<pb::ListInstancesResponse> {
+        let instances = self
+            .state
+            .instances
+            .read()
+            .unwrap()
+            .iter()
+            .map(|i| i.to_proto())
+            .collect();
         Ok(Response::new(pb::ListInstancesResponse { instances }))
     }
 
     async fn start(&self, req: Request<pb::StartInstanceRequest>) -> Reply<pb::Instance> {
         let r = self.state.stats.start();
-        let inst = self.state.start(&req.into_inner().kind).map_err(Status::invalid_argument)?;
-        inst.wait_ready(READY_TIMEOUT).await.map_err(Status::unavailable)?;
+        let inst = self
+            .state
+            .start(&req.into_inner().kind)
+            .map_err(Status::invalid_argument)?;
+        inst.wait_ready(READY_TIMEOUT)
+            .await
+            .map_err(Status::unavailable)?;
         r.ok();
         Ok(Response::new(inst.to_proto()))
     }
@@ -641,32 +799,58 @@ impl Agent for AgentService {
             .find(&req.name)
             .ok_or_else(|| Status::not_found(format!("no instance named {:?}", req.name)))?;
         if inst.kind == "meta" {
-            return Err(Status::failed_precondition("meta cannot be stopped while the cluster runs"));
+            return Err(Status::failed_precondition(
+                "meta cannot be stopped while the cluster runs",
+            ));
         }
-        let timeout = if req.timeout_ms == 0 { STOP_TIMEOUT } else { Duration::from_millis(req.timeout_ms as u64) };
+        let timeout = if req.timeout_ms == 0 {
+            STOP_TIMEOUT
+        } else {
+            Duration::from_millis(req.timeout_ms as u64)
+        };
         inst.stop(timeout).await;
         Ok(Response::new(inst.to_proto()))
     }
 
     async fn apply_recipe(&self, req: Request<pb::ApplyRecipeRequest>) -> Reply<pb::Frontend> {
         let req = req.into_inner();
-        let fe = self.state.apply_recipe(&req.toml, Path::new(&req.base_dir)).map_err(Status::invalid_argument)?;
+        let fe = self
+            .state
+            .apply_recipe(&req.toml, Path::new(&req.base_dir))
+            .map_err(Status::invalid_argument)?;
         Ok(Response::new(self.state.frontend_proto(&fe)))
     }
 
     async fn remove_recipe(&self, req: Request<pb::RemoveRecipeRequest>) -> Reply<pb::Frontend> {
         let name = req.into_inner().name;
-        let fe = self.state.remove_recipe(&name).ok_or_else(|| Status::not_found(format!("no front end named {name:?}")))?;
+        let fe = self
+            .state
+            .remove_recipe(&name)
+            .ok_or_else(|| Status::not_found(format!("no front end named {name:?}")))?;
         Ok(Response::new(self.state.frontend_proto(&fe)))
     }
 
-    async fn list_frontends(&self, _req: Request<pb::ListFrontendsRequest>) -> Reply<pb::ListFrontendsResponse> {
-        let frontends = self.state.frontends.by_name.read().unwrap().values().map(|fe| self.state.frontend_proto(fe)).collect();
+    async fn list_frontends(
+        &self,
+        _req: Request<pb::ListFrontendsRequest>,
+    ) -> Reply<pb::ListFrontendsResponse> {
+        let frontends = self
+            .state
+            .frontends
+            .by_name
+            .read()
+            .unwrap()
+            .values()
+            .map(|fe| self.state.frontend_proto(fe))
+            .collect();
         Ok(Response::new(pb::ListFrontendsResponse { frontends }))
     }
 
     async fn decisions(&self, req: Request<pb::DecisionsRequest>) -> Reply<pb::DecisionsResponse> {
-        let decisions = self.state.frontends.decisions(req.into_inner().limit as usize);
+        let decisions = self
+            .state
+            .frontends
+            .decisions(req.into_inner().limit as usize);
         Ok(Response::new(pb::DecisionsResponse { decisions }))
     }
 

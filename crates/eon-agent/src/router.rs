@@ -21,7 +21,11 @@ pub const HOLD: Duration = Duration::from_secs(10);
 
 /// Accept PostgreSQL connections on `listener` and proxy each, whole, to a
 /// query engine of `pool` until `stop` fires.
-pub async fn serve_pg(pool: Arc<Pool>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_pg(
+    pool: Arc<Pool>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -67,7 +71,12 @@ async fn proxy(pool: Arc<Pool>, mut client: TcpStream) {
 /// authentication (severity, SQLSTATE, message).
 async fn refuse(mut client: TcpStream) {
     let mut fields = Vec::new();
-    for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "57P03"), (b'M', "no query engine is available")] {
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P03"),
+        (b'M', "no query engine is available"),
+    ] {
         fields.push(tag);
         fields.extend_from_slice(value.as_bytes());
         fields.push(0);

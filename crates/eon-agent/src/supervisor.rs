@@ -139,13 +139,22 @@ impl Instance {
             name: self.name.clone(),
             kind: self.kind.clone(),
             id: self.id,
-            pid: if s.state == State::Running || s.state == State::Starting { s.pid } else { 0 },
+            pid: if s.state == State::Running || s.state == State::Starting {
+                s.pid
+            } else {
+                0
+            },
             state: s.state.as_str().into(),
             restarts: s.restarts,
             started_at_unix_ms: s.started_at_unix_ms,
             log_path: self.log_path.display().to_string(),
             args: self.args.lock().unwrap().clone(),
-            address: s.addresses.get("grpc").or_else(|| s.addresses.get("http")).cloned().unwrap_or_default(),
+            address: s
+                .addresses
+                .get("grpc")
+                .or_else(|| s.addresses.get("http"))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
@@ -163,9 +172,20 @@ impl Instance {
                     _ => {}
                 }
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                let why = self.status().last_exit.unwrap_or_else(|| "no ready line".into());
-                return Err(format!("{} did not become ready within {:?} ({why}); see {}", self.name, timeout, self.log_path.display()));
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let why = self
+                    .status()
+                    .last_exit
+                    .unwrap_or_else(|| "no ready line".into());
+                return Err(format!(
+                    "{} did not become ready within {:?} ({why}); see {}",
+                    self.name,
+                    timeout,
+                    self.log_path.display()
+                ));
             }
         }
     }
@@ -181,12 +201,23 @@ impl Instance {
             }
         });
         self.stop.notify_one();
-        let _ = tokio::time::timeout(timeout + Duration::from_secs(2), rx.wait_for(|s| s.state == State::Stopped)).await;
+        let _ = tokio::time::timeout(
+            timeout + Duration::from_secs(2),
+            rx.wait_for(|s| s.state == State::Stopped),
+        )
+        .await;
     }
 }
 
 /// Start supervising a child: `eon kind args...` or a front end's command.
-pub fn spawn(launch: Launch, name: &str, kind: &str, id: u64, args: Vec<String>, log_path: PathBuf) -> Arc<Instance> {
+pub fn spawn(
+    launch: Launch,
+    name: &str,
+    kind: &str,
+    id: u64,
+    args: Vec<String>,
+    log_path: PathBuf,
+) -> Arc<Instance> {
     let (status_tx, _) = watch::channel(Status {
         state: State::Starting,
         pid: 0,
@@ -211,13 +242,21 @@ pub fn spawn(launch: Launch, name: &str, kind: &str, id: u64, args: Vec<String>,
 }
 
 async fn log_line(path: &PathBuf, line: &str) {
-    if let Ok(mut f) = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
         let _ = f.write_all(format!("{line}\n").as_bytes()).await;
     }
 }
 
 fn start_child(inst: &Instance) -> std::io::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&inst.log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&inst.log_path)?;
     let mut cmd = match &inst.launch {
         Launch::Eon { exe } => {
             let mut cmd = Command::new(exe);
@@ -226,14 +265,27 @@ fn start_child(inst: &Instance) -> std::io::Result<Child> {
             cmd.arg(&inst.kind).args(inst.args.lock().unwrap().iter());
             cmd
         }
-        Launch::Shell { command, dir, env, port, .. } => {
+        Launch::Shell {
+            command,
+            dir,
+            env,
+            port,
+            ..
+        } => {
             let mut cmd = Command::new("sh");
-            cmd.arg("-c").arg(command).current_dir(dir).env("PORT", port.to_string()).env("EON_INSTANCE", &inst.name);
+            cmd.arg("-c")
+                .arg(command)
+                .current_dir(dir)
+                .env("PORT", port.to_string())
+                .env("EON_INSTANCE", &inst.name);
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
             cmd
         }
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -305,9 +357,15 @@ async fn supervise(inst: Arc<Instance>) {
         // A front end is ready when its checks say so.
         let probe = match &inst.launch {
             Launch::Eon { .. } => None,
-            Launch::Shell { port, ready, live, .. } => {
-                Some(tokio::spawn(probe(inst.clone(), pid, *port, ready.clone(), live.clone())))
-            }
+            Launch::Shell {
+                port, ready, live, ..
+            } => Some(tokio::spawn(probe(
+                inst.clone(),
+                pid,
+                *port,
+                ready.clone(),
+                live.clone(),
+            ))),
         };
         let exit = tokio::select! {
             status = child.wait() => Some(status),
@@ -351,7 +409,10 @@ async fn supervise(inst: Arc<Instance>) {
         if started.elapsed() >= HEALTHY_AFTER {
             backoff = BACKOFF_START;
         }
-        let msg = format!("{} (pid {pid}) exited unexpectedly: {how}; restarting in {backoff:?}", inst.name);
+        let msg = format!(
+            "{} (pid {pid}) exited unexpectedly: {how}; restarting in {backoff:?}",
+            inst.name
+        );
         tracing::warn!("{msg}");
         eprintln!("eon: {msg}");
         log_line(&inst.log_path, &format!("[eon up] {msg}")).await;
@@ -388,7 +449,10 @@ async fn probe(inst: Arc<Instance>, pid: u32, port: u16, ready: Check, live: Opt
             break;
         }
         if started.elapsed() >= ready.grace {
-            let msg = format!("{} did not pass its readiness check within {:?}; killing it", inst.name, ready.grace);
+            let msg = format!(
+                "{} did not pass its readiness check within {:?}; killing it",
+                inst.name, ready.grace
+            );
             tracing::warn!("{msg}");
             log_line(&inst.log_path, &format!("[eon] {msg}")).await;
             signal_group(pid, libc::SIGKILL);
@@ -412,7 +476,10 @@ async fn probe(inst: Arc<Instance>, pid: u32, port: u16, ready: Check, live: Opt
         }
         failures += 1;
         if failures >= live.failures {
-            let msg = format!("{} failed its liveness check {failures} times in a row; restarting it", inst.name);
+            let msg = format!(
+                "{} failed its liveness check {failures} times in a row; restarting it",
+                inst.name
+            );
             tracing::warn!("{msg}");
             log_line(&inst.log_path, &format!("[eon] {msg}")).await;
             signal_group(pid, libc::SIGKILL);
@@ -447,10 +514,14 @@ async fn run_check(check: &Check, port: u16, inst: &Instance) -> bool {
                 .await
                 .is_ok_and(|s| s.success())
         } else {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         }
     };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(false)
 }
 
 fn describe_exit(s: &std::process::ExitStatus) -> String {
@@ -465,6 +536,10 @@ fn describe_exit(s: &std::process::ExitStatus) -> String {
 /// Parse the ready line's flat JSON object of strings.
 fn serde_json_map(json: &str) -> Addresses {
     serde_json::from_str::<HashMap<String, serde_json::Value>>(json)
-        .map(|m| m.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -74,14 +74,22 @@ impl Scaler {
         if obs.load > 0.0 || self.last_load.is_none() {
             self.last_load = Some(obs.at);
         }
-        let decision = |desired: u32, rule: String| Decision { at: obs.at, current, desired, rule };
+        let decision = |desired: u32, rule: String| Decision {
+            at: obs.at,
+            current,
+            desired,
+            rule,
+        };
 
         // Scale from zero: any load starts one instance now (no window:
         // someone is waiting).
         if current == 0 {
             if obs.load > 0.0 {
                 let d = 1.max(scale.min).min(scale.max);
-                return decision(d, format!("scale from zero: load {:.1} with no instance", obs.load));
+                return decision(
+                    d,
+                    format!("scale from zero: load {:.1} with no instance", obs.load),
+                );
             }
             if scale.min > 0 {
                 return decision(scale.min.min(scale.max), "below min".into());
@@ -102,18 +110,47 @@ impl Scaler {
         };
         let window = scale.up_window.max(scale.down_window);
         self.history.push_back((obs.at, raw));
-        while self.history.front().is_some_and(|(t, _)| obs.at.saturating_sub(*t) > window) {
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| obs.at.saturating_sub(*t) > window)
+        {
             self.history.pop_front();
         }
-        let within = |w: Duration| self.history.iter().filter(move |(t, _)| obs.at.saturating_sub(*t) <= w).map(|(_, r)| *r);
+        let within = |w: Duration| {
+            self.history
+                .iter()
+                .filter(move |(t, _)| obs.at.saturating_sub(*t) <= w)
+                .map(|(_, r)| *r)
+        };
         let (mut desired, mut rule) = if raw > current {
             let d = within(scale.up_window).min().unwrap_or(raw).max(current);
-            (d, format!("load {:.1} over {} ready, target {target} each: {raw} wanted, {d} held over the up window", obs.load, obs.ready))
+            (
+                d,
+                format!(
+                    "load {:.1} over {} ready, target {target} each: {raw} wanted, {d} held over the up window",
+                    obs.load, obs.ready
+                ),
+            )
         } else if raw < current {
             let d = within(scale.down_window).max().unwrap_or(raw).min(current);
-            (d, format!("load {:.1} over {} ready, target {target} each: {raw} wanted, {d} held over the down window", obs.load, obs.ready))
+            (
+                d,
+                format!(
+                    "load {:.1} over {} ready, target {target} each: {raw} wanted, {d} held over the down window",
+                    obs.load, obs.ready
+                ),
+            )
         } else {
-            (current, format!("load {:.1} over {} ready within {:.0} % of target {target}", obs.load, obs.ready, TOLERANCE * 100.0))
+            (
+                current,
+                format!(
+                    "load {:.1} over {} ready within {:.0} % of target {target}",
+                    obs.load,
+                    obs.ready,
+                    TOLERANCE * 100.0
+                ),
+            )
         };
 
         // Step limits.
@@ -127,9 +164,20 @@ impl Scaler {
         }
         // Bounds, and scale to zero after the idle period.
         let idle_for = obs.at.saturating_sub(self.last_load.unwrap_or(obs.at));
-        let floor = if scale.min == 0 && idle_for < scale.idle { 1 } else { scale.min };
+        let floor = if scale.min == 0 && idle_for < scale.idle {
+            1
+        } else {
+            scale.min
+        };
         if scale.min == 0 && obs.load == 0.0 && idle_for >= scale.idle {
-            return decision(0, format!("no load for {}s (idle {}s): scale to zero", idle_for.as_secs(), scale.idle.as_secs()));
+            return decision(
+                0,
+                format!(
+                    "no load for {}s (idle {}s): scale to zero",
+                    idle_for.as_secs(),
+                    scale.idle.as_secs()
+                ),
+            );
         }
         if desired < floor {
             desired = floor;
@@ -173,8 +221,21 @@ mod tests {
             let starting = instances.len() as u32 - ready;
             // Requests are held while nothing runs; instances still warming
             // up carry none.
-            let seen = if ready == 0 && !instances.is_empty() { 0.0 } else { load };
-            let d = s.decide(scale, target, Observation { at: Duration::from_secs(now), load: seen, ready, starting });
+            let seen = if ready == 0 && !instances.is_empty() {
+                0.0
+            } else {
+                load
+            };
+            let d = s.decide(
+                scale,
+                target,
+                Observation {
+                    at: Duration::from_secs(now),
+                    load: seen,
+                    ready,
+                    starting,
+                },
+            );
             while (instances.len() as u32) < d.desired {
                 instances.push(now + warmup);
             }
@@ -198,7 +259,11 @@ mod tests {
         let counts = simulate(&sc, 10.0, 2, &trace);
         assert_eq!(counts[9], 1);
         let reached = counts.iter().position(|&c| c >= 4).unwrap();
-        assert!(reached <= 11, "4 instances {} s after the step: {counts:?}", reached - 10);
+        assert!(
+            reached <= 11,
+            "4 instances {} s after the step: {counts:?}",
+            reached - 10
+        );
         assert!(counts.iter().all(|&c| (1..=10).contains(&c)));
         assert_eq!(*counts.last().unwrap(), 4);
     }
@@ -210,13 +275,19 @@ mod tests {
         let mut x: u64 = 12345;
         let trace: Vec<f64> = (0..300)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 30.0 * (0.8 + 0.4 * ((x >> 33) as f64 / (1u64 << 31) as f64))
             })
             .collect();
         let counts = simulate(&sc, 10.0, 2, &trace);
         let settled = &counts[30..];
-        assert!(changes(settled) <= 2, "flapping: {} changes, {counts:?}", changes(settled));
+        assert!(
+            changes(settled) <= 2,
+            "flapping: {} changes, {counts:?}",
+            changes(settled)
+        );
         assert!(settled.iter().all(|&c| (3..=4).contains(&c)), "{counts:?}");
     }
 
@@ -240,7 +311,10 @@ mod tests {
         assert!(counts[20..39].iter().all(|&c| c == 6), "{counts:?}");
         // Then one at a time.
         let tail = &counts[39..];
-        assert!(tail.windows(2).all(|w| w[0] == w[1] || w[0] == w[1] + 1), "{counts:?}");
+        assert!(
+            tail.windows(2).all(|w| w[0] == w[1] || w[0] == w[1] + 1),
+            "{counts:?}"
+        );
         assert_eq!(*counts.last().unwrap(), 1);
     }
 
@@ -252,8 +326,14 @@ mod tests {
         trace.extend(vec![25.0; 20]);
         let counts = simulate(&sc, 10.0, 2, &trace);
         assert_eq!(counts[9], 1);
-        assert!(counts[10..69].iter().all(|&c| c == 1), "kept one until idle: {counts:?}");
-        assert!(counts[71..110].iter().all(|&c| c == 0), "at zero: {counts:?}");
+        assert!(
+            counts[10..69].iter().all(|&c| c == 1),
+            "kept one until idle: {counts:?}"
+        );
+        assert!(
+            counts[71..110].iter().all(|&c| c == 0),
+            "at zero: {counts:?}"
+        );
         assert_eq!(counts[110], 1, "a request brings one back at once");
         assert_eq!(*counts.last().unwrap(), 3);
     }
@@ -265,14 +345,30 @@ mod tests {
         trace.extend(vec![50.0; 30]);
         // Slow warm-up: 10 s.
         let counts = simulate(&sc, 10.0, 10, &trace);
-        assert!(counts.iter().all(|&c| c <= 5), "overshoot during warm-up: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c <= 5),
+            "overshoot during warm-up: {counts:?}"
+        );
     }
 
     #[test]
     fn decisions_explain_themselves() {
         let mut s = Scaler::new();
-        let d = s.decide(&scale(1, 3, 0, 0), 10.0, Observation { at: Duration::ZERO, load: 80.0, ready: 1, starting: 0 });
+        let d = s.decide(
+            &scale(1, 3, 0, 0),
+            10.0,
+            Observation {
+                at: Duration::ZERO,
+                load: 80.0,
+                ready: 1,
+                starting: 0,
+            },
+        );
         assert_eq!((d.current, d.desired), (1, 3));
-        assert!(d.rule.contains("8 wanted") && d.rule.contains("at most 3"), "{}", d.rule);
+        assert!(
+            d.rule.contains("8 wanted") && d.rule.contains("at most 3"),
+            "{}",
+            d.rule
+        );
     }
 }

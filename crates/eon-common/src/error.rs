@@ -80,7 +80,12 @@ pub mod sqlstate {
 
 impl Error {
     pub fn new(kind: ErrorKind, code: &str, message: impl Into<String>) -> Self {
-        Error { kind, code: code.to_string(), message: message.into(), detail: None }
+        Error {
+            kind,
+            code: code.to_string(),
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// A user error with the given SQLSTATE.
@@ -98,7 +103,11 @@ impl Error {
 
     /// A write-write conflict; the statement may be retried at a new snapshot.
     pub fn write_conflict(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Conflict, sqlstate::SERIALIZATION_FAILURE, message)
+        Self::new(
+            ErrorKind::Conflict,
+            sqlstate::SERIALIZATION_FAILURE,
+            message,
+        )
     }
 
     pub fn unique_violation(message: impl Into<String>) -> Self {
@@ -106,7 +115,11 @@ impl Error {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unavailable, sqlstate::CANNOT_CONNECT_NOW, message)
+        Self::new(
+            ErrorKind::Unavailable,
+            sqlstate::CANNOT_CONNECT_NOW,
+            message,
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -279,8 +292,9 @@ mod tests {
 
     #[test]
     fn status_round_trip_keeps_sqlstate_and_detail() {
-        let e = Error::unique_violation("duplicate key value violates unique constraint \"t_pkey\"")
-            .with_detail("Key (id)=(1) already exists — ünïcode");
+        let e =
+            Error::unique_violation("duplicate key value violates unique constraint \"t_pkey\"")
+                .with_detail("Key (id)=(1) already exists — ünïcode");
         let back = Error::from_status(e.to_status());
         assert_eq!(back, e);
         assert_eq!(back.http_status(), 409);

@@ -42,7 +42,11 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) -> Result<()> {
             // -0.0 and 0.0 are equal in SQL, so they must encode the same.
             let f = if *f == 0.0 { 0.0 } else { *f };
             let bits = f.to_bits();
-            let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let bits = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&bits.to_be_bytes());
         }
         Value::Decimal(d) => out.extend_from_slice(&((*d as u128) ^ (1 << 127)).to_be_bytes()),
@@ -114,7 +118,10 @@ mod tests {
         assert_eq!(enc(Value::Float(-0.0)), enc(Value::Float(0.0)));
         let texts = ["", "\0", "\0a", "a", "a\0", "ab", "b"];
         for w in texts.windows(2) {
-            assert!(enc(Value::Text(w[0].into())) < enc(Value::Text(w[1].into())), "{w:?}");
+            assert!(
+                enc(Value::Text(w[0].into())) < enc(Value::Text(w[1].into())),
+                "{w:?}"
+            );
         }
         let decimals = [-1000i128, -1, 0, 5, 1 << 100];
         for w in decimals.windows(2) {

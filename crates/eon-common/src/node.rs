@@ -22,9 +22,9 @@ pub const READY_PREFIX: &str = "EON-READY ";
 
 /// Bind a TCP listener; port 0 picks a free port.
 pub async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind((host, port)).await.map_err(|e| {
-        Error::unavailable(format!("cannot listen on {host}:{port}: {e}"))
-    })?;
+    let listener = TcpListener::bind((host, port))
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {host}:{port}: {e}")))?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }
@@ -46,16 +46,30 @@ pub fn meta_client(addr: &str) -> Result<MetaClient<Channel>> {
 
 /// Register with meta, retrying until `deadline` passes (meta may be
 /// starting too). Returns meta's current timestamp.
-pub async fn register(meta: &mut MetaClient<Channel>, node: &pb::NodeInfo, deadline: Duration) -> Result<u64> {
+pub async fn register(
+    meta: &mut MetaClient<Channel>,
+    node: &pb::NodeInfo,
+    deadline: Duration,
+) -> Result<u64> {
     let start = tokio::time::Instant::now();
     loop {
-        match meta.register_node(pb::RegisterNodeRequest { node: Some(node.clone()) }).await {
+        match meta
+            .register_node(pb::RegisterNodeRequest {
+                node: Some(node.clone()),
+            })
+            .await
+        {
             Ok(r) => return Ok(r.into_inner().current_ts),
             Err(e) if start.elapsed() < deadline => {
                 tracing::debug!("waiting for meta: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(Error::unavailable(format!("cannot register with meta: {}", e.message()))),
+            Err(e) => {
+                return Err(Error::unavailable(format!(
+                    "cannot register with meta: {}",
+                    e.message()
+                )));
+            }
         }
     }
 }
@@ -67,11 +81,18 @@ pub fn spawn_heartbeat(mut meta: MetaClient<Channel>, node: pb::NodeInfo) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            let hb = pb::HeartbeatRequest { kind: node.kind, id: node.id };
+            let hb = pb::HeartbeatRequest {
+                kind: node.kind,
+                id: node.id,
+            };
             match meta.heartbeat(hb).await {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
-                    let _ = meta.register_node(pb::RegisterNodeRequest { node: Some(node.clone()) }).await;
+                    let _ = meta
+                        .register_node(pb::RegisterNodeRequest {
+                            node: Some(node.clone()),
+                        })
+                        .await;
                 }
                 Err(e) => tracing::debug!("heartbeat failed: {e}"),
             }
@@ -81,8 +102,10 @@ pub fn spawn_heartbeat(mut meta: MetaClient<Channel>, node: pb::NodeInfo) {
 
 /// Print the readiness line for the supervisor.
 pub fn announce_ready(fields: &[(&str, String)]) {
-    let map: serde_json::Map<String, serde_json::Value> =
-        fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
     println!("{READY_PREFIX}{}", serde_json::Value::Object(map));
 }
 
@@ -100,7 +123,9 @@ pub async fn shutdown_signal() {
 /// Serve a listener as a tonic incoming stream. Accepted sockets get
 /// TCP_NODELAY: a scan answers with several small messages, and Nagle's
 /// algorithm would hold the last one back for a delayed ACK (~40 ms).
-pub fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
         if let Ok(s) = &s {
@@ -119,7 +144,12 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| Error::user(crate::error::sqlstate::INVALID_PARAMETER_VALUE, format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::user(
+                crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::user(
@@ -134,7 +164,9 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 /// interface: `GET /metrics`, its [`Stats`](crate::stats) as Prometheus
 /// text. (The gRPC server must accept HTTP/1.1 for curl and Prometheus:
 /// `Server::builder().accept_http1(true)`.)
-pub fn metrics_routes(snapshot: impl Fn() -> eon_proto::v1::Stats + Clone + Send + Sync + 'static) -> tonic::service::Routes {
+pub fn metrics_routes(
+    snapshot: impl Fn() -> eon_proto::v1::Stats + Clone + Send + Sync + 'static,
+) -> tonic::service::Routes {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -142,7 +174,13 @@ pub fn metrics_routes(snapshot: impl Fn() -> eon_proto::v1::Stats + Clone + Send
             async move {
                 let s = snapshot();
                 let text = crate::stats::prometheus(&[(crate::stats::instance_name(&s), s)]);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    text,
+                )
             }
         }),
     );

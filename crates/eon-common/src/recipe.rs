@@ -109,7 +109,11 @@ impl Stop {
 
 impl Default for Stop {
     fn default() -> Self {
-        Stop { signal: Stop::default_signal(), timeout: Stop::default_timeout(), drain: Stop::default_drain() }
+        Stop {
+            signal: Stop::default_signal(),
+            timeout: Stop::default_timeout(),
+            drain: Stop::default_drain(),
+        }
     }
 }
 
@@ -183,7 +187,11 @@ impl Load {
 
 impl Default for Load {
     fn default() -> Self {
-        Load { signal: LoadSignal::default(), metric: None, target: Load::default_target() }
+        Load {
+            signal: LoadSignal::default(),
+            metric: None,
+            target: Load::default_target(),
+        }
     }
 }
 
@@ -265,12 +273,17 @@ pub struct Route {
 /// Durations as people write them: "500ms", "10s", "5m", "1h 30m".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?} ({e}); write it like \"500ms\", \"10s\" or \"5m\"")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "bad duration {text:?} ({e}); write it like \"500ms\", \"10s\" or \"5m\""
+        ))
+    })
 }
 
 /// Signals a recipe may name for stopping.
-const SIGNALS: &[&str] = &["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"];
+const SIGNALS: &[&str] = &[
+    "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL",
+];
 
 impl Recipe {
     /// Parse and check a recipe. The error is one line naming the field.
@@ -298,7 +311,10 @@ impl Recipe {
     fn check(&self) -> Result<(), String> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 40
-            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && self.name.starts_with(|c: char| c.is_ascii_lowercase());
         if !name_ok {
             return Err(format!(
@@ -307,19 +323,33 @@ impl Recipe {
             ));
         }
         if self.command.trim().is_empty() {
-            return Err("command: missing (the command that starts an instance; its port is in $PORT)".into());
+            return Err(
+                "command: missing (the command that starts an instance; its port is in $PORT)"
+                    .into(),
+            );
         }
         let signal = self.stop.signal.to_ascii_uppercase();
-        let signal = if signal.starts_with("SIG") { signal } else { format!("SIG{signal}") };
+        let signal = if signal.starts_with("SIG") {
+            signal
+        } else {
+            format!("SIG{signal}")
+        };
         if !SIGNALS.contains(&signal.as_str()) {
-            return Err(format!("stop.signal: unknown signal {:?} (one of {})", self.stop.signal, SIGNALS.join(", ")));
+            return Err(format!(
+                "stop.signal: unknown signal {:?} (one of {})",
+                self.stop.signal,
+                SIGNALS.join(", ")
+            ));
         }
         self.ready.check("ready")?;
         if let Some(live) = &self.live {
             live.check("live")?;
         }
         if !(self.load.target.is_finite() && self.load.target > 0.0) {
-            return Err(format!("load.target: must be a positive number, not {}", self.load.target));
+            return Err(format!(
+                "load.target: must be a positive number, not {}",
+                self.load.target
+            ));
         }
         match (self.load.signal, &self.load.metric) {
             (LoadSignal::Prometheus, None) => {
@@ -335,10 +365,20 @@ impl Recipe {
             return Err("scale.max: must be at least 1".into());
         }
         if s.min > s.max {
-            return Err(format!("scale.min: {} is above scale.max ({})", s.min, s.max));
+            return Err(format!(
+                "scale.min: {} is above scale.max ({})",
+                s.min, s.max
+            ));
         }
         if s.up_step == 0 || s.down_step == 0 {
-            return Err(format!("scale.{}: must be at least 1", if s.up_step == 0 { "up_step" } else { "down_step" }));
+            return Err(format!(
+                "scale.{}: must be at least 1",
+                if s.up_step == 0 {
+                    "up_step"
+                } else {
+                    "down_step"
+                }
+            ));
         }
         match (&self.route.prefix, &self.route.host) {
             (Some(_), Some(_)) => return Err("route: give prefix or host, not both".into()),
@@ -358,11 +398,15 @@ impl Check {
     fn check(&self, table: &str) -> Result<(), String> {
         let kinds = self.http.is_some() as u32 + self.tcp as u32 + self.command.is_some() as u32;
         if kinds != 1 {
-            return Err(format!("{table}: give exactly one of http = \"/path\", tcp = true, command = \"…\""));
+            return Err(format!(
+                "{table}: give exactly one of http = \"/path\", tcp = true, command = \"…\""
+            ));
         }
         if let Some(path) = &self.http {
             if !path.starts_with('/') {
-                return Err(format!("{table}.http: {path:?} must be a path starting with '/'"));
+                return Err(format!(
+                    "{table}.http: {path:?} must be a path starting with '/'"
+                ));
             }
         }
         if self.interval.is_zero() {
@@ -411,15 +455,38 @@ mod tests {
         let r = Recipe::parse(FULL).unwrap();
         assert_eq!(r.name, "guestbook");
         assert_eq!(r.env["GREETING"], "hi");
-        assert_eq!(r.stop, Stop { signal: "SIGTERM".into(), timeout: Duration::from_secs(5), drain: Duration::from_millis(500) });
+        assert_eq!(
+            r.stop,
+            Stop {
+                signal: "SIGTERM".into(),
+                timeout: Duration::from_secs(5),
+                drain: Duration::from_millis(500)
+            }
+        );
         assert_eq!(r.ready.http.as_deref(), Some("/healthz"));
         assert_eq!(r.ready.grace, Duration::from_secs(60));
         assert_eq!(r.ready.interval, Duration::from_secs(1), "default");
         assert!(r.live.as_ref().unwrap().tcp);
-        assert_eq!(r.load, Load { signal: LoadSignal::Prometheus, metric: Some("queue_depth".into()), target: 25.0 });
-        assert_eq!((r.scale.min, r.scale.max, r.scale.idle, r.scale.down_window), (0, 8, Duration::from_secs(120), Duration::from_secs(90)));
+        assert_eq!(
+            r.load,
+            Load {
+                signal: LoadSignal::Prometheus,
+                metric: Some("queue_depth".into()),
+                target: 25.0
+            }
+        );
+        assert_eq!(
+            (r.scale.min, r.scale.max, r.scale.idle, r.scale.down_window),
+            (0, 8, Duration::from_secs(120), Duration::from_secs(90))
+        );
         assert_eq!((r.scale.up_step, r.scale.down_step), (4, 1), "defaults");
-        assert_eq!(r.route, Route { prefix: None, host: Some("guestbook.local".into()) });
+        assert_eq!(
+            r.route,
+            Route {
+                prefix: None,
+                host: Some("guestbook.local".into())
+            }
+        );
     }
 
     #[test]
@@ -437,25 +504,49 @@ mod tests {
         let base = "name = \"api\"\ncommand = \"./api\"\n";
         for (extra, wants) in [
             ("colour = \"red\"", "unknown field `colour`"),
-            ("[stop]\ntimeout = \"ten seconds\"", "bad duration \"ten seconds\""),
-            ("[scale]\nmin = 5\nmax = 2", "scale.min: 5 is above scale.max (2)"),
+            (
+                "[stop]\ntimeout = \"ten seconds\"",
+                "bad duration \"ten seconds\"",
+            ),
+            (
+                "[scale]\nmin = 5\nmax = 2",
+                "scale.min: 5 is above scale.max (2)",
+            ),
             ("[scale]\nmax = 0", "scale.max"),
-            ("[ready]\nhttp = \"/h\"\ntcp = true", "ready: give exactly one of"),
+            (
+                "[ready]\nhttp = \"/h\"\ntcp = true",
+                "ready: give exactly one of",
+            ),
             ("[ready]\nhttp = \"h\"", "ready.http"),
             ("[load]\nsignal = \"prometheus\"", "load.metric: missing"),
             ("[load]\nsignal = \"cpu\"", "unknown variant `cpu`"),
             ("[load]\ntarget = 0", "load.target"),
             ("[stop]\nsignal = \"SIGFOO\"", "stop.signal"),
             ("[route]\nprefix = \"api\"", "route.prefix"),
-            ("[route]\nprefix = \"/a\"\nhost = \"b\"", "route: give prefix or host"),
+            (
+                "[route]\nprefix = \"/a\"\nhost = \"b\"",
+                "route: give prefix or host",
+            ),
             ("[scale]\nspeed = 3", "unknown field `speed`"),
         ] {
             let err = Recipe::parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(wants), "{extra:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
-        assert!(Recipe::parse("name = \"api\"").unwrap_err().starts_with("command: missing"));
-        assert!(Recipe::parse("name = \"Bad Name\"\ncommand = \"x\"").unwrap_err().starts_with("name:"));
-        assert!(Recipe::parse("command = \"x\"").unwrap_err().contains("missing field `name`"));
+        assert!(
+            Recipe::parse("name = \"api\"")
+                .unwrap_err()
+                .starts_with("command: missing")
+        );
+        assert!(
+            Recipe::parse("name = \"Bad Name\"\ncommand = \"x\"")
+                .unwrap_err()
+                .starts_with("name:")
+        );
+        assert!(
+            Recipe::parse("command = \"x\"")
+                .unwrap_err()
+                .contains("missing field `name`")
+        );
     }
 }

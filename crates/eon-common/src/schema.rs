@@ -70,12 +70,23 @@ impl TableDef {
         }
         let primary_key: Vec<usize> = t.primary_key.iter().map(|&i| i as usize).collect();
         if primary_key.is_empty() || primary_key.iter().any(|&i| i >= columns.len()) {
-            return Err(Error::internal(format!("table {} has an invalid primary key", t.name)));
+            return Err(Error::internal(format!(
+                "table {} has an invalid primary key",
+                t.name
+            )));
         }
-        let fields: Vec<_> = columns.iter().map(|c| c.ty.field(&c.name, c.nullable)).collect();
+        let fields: Vec<_> = columns
+            .iter()
+            .map(|c| c.ty.field(&c.name, c.nullable))
+            .collect();
         let arrow_schema = Arc::new(Schema::new(fields.clone()));
         let visible_schema = Arc::new(Schema::new(
-            columns.iter().zip(fields).filter(|(c, _)| !c.hidden).map(|(_, f)| f).collect::<Vec<_>>(),
+            columns
+                .iter()
+                .zip(fields)
+                .filter(|(c, _)| !c.hidden)
+                .map(|(_, f)| f)
+                .collect::<Vec<_>>(),
         ));
         Ok(TableDef {
             id: t.id,
@@ -135,7 +146,11 @@ impl TableDef {
 
     /// Arrow schema of the primary key columns, in key order.
     pub fn key_schema(&self) -> SchemaRef {
-        Arc::new(self.arrow_schema.project(&self.primary_key).expect("key columns exist"))
+        Arc::new(
+            self.arrow_schema
+                .project(&self.primary_key)
+                .expect("key columns exist"),
+        )
     }
 
     /// True when the key is eon's hidden row id.
@@ -155,7 +170,10 @@ impl TableDef {
             .ok_or_else(|| {
                 Error::user(
                     sqlstate::UNDEFINED_COLUMN,
-                    format!("column \"{name}\" of relation \"{}\" does not exist", self.name),
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        self.name
+                    ),
                 )
             })
     }

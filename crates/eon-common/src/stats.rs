@@ -57,7 +57,12 @@ impl Recorder {
 
     /// A named counter; call once and keep the handle on hot paths.
     pub fn counter(&self, name: &'static str) -> Arc<AtomicU64> {
-        self.counters.lock().unwrap().entry(name).or_default().clone()
+        self.counters
+            .lock()
+            .unwrap()
+            .entry(name)
+            .or_default()
+            .clone()
     }
 
     /// Set the number of requests waiting (for an instance, a lock, ...).
@@ -70,7 +75,11 @@ impl Recorder {
     pub fn start(self: &Arc<Self>) -> Request {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Request { rec: self.clone(), started: Instant::now(), ok: false }
+        Request {
+            rec: self.clone(),
+            started: Instant::now(),
+            ok: false,
+        }
     }
 
     /// Time an async request body, counting an error when it fails.
@@ -96,7 +105,11 @@ impl Recorder {
             errors_total: self.errors.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             latency_bounds_us: LATENCY_BOUNDS_US.to_vec(),
-            latency_counts: self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            latency_counts: self
+                .latency
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
             memory_bytes,
             cpu_seconds,
             bytes_stored,
@@ -129,7 +142,10 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         let us = self.started.elapsed().as_micros() as u64;
-        let bucket = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
         self.rec.latency[bucket].fetch_add(1, Ordering::Relaxed);
         self.rec.latency_sum_us.fetch_add(us, Ordering::Relaxed);
         self.rec.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -150,7 +166,11 @@ pub fn process_usage_of(pid: &str) -> (u64, f64) {
     let page = 4096u64;
     let rss = std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * page)
         .unwrap_or(0);
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -171,7 +191,9 @@ pub fn process_usage_of(pid: &str) -> (u64, f64) {
 /// What a host has and uses: CPUs, total and available memory (bytes),
 /// and the one-minute load average (from `/proc`).
 pub fn host_usage() -> (u64, u64, u64, f64) {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| {
         meminfo
@@ -191,7 +213,11 @@ pub fn host_usage() -> (u64, u64, u64, f64) {
 
 /// The `instance` label of a snapshot: `data-engine-2`, `meta`, ...
 pub fn instance_name(s: &pb::Stats) -> String {
-    if s.node_id == 0 { s.component.clone() } else { format!("{}-{}", s.component, s.node_id) }
+    if s.node_id == 0 {
+        s.component.clone()
+    } else {
+        format!("{}-{}", s.component, s.node_id)
+    }
 }
 
 /// Prometheus text (format 0.0.4) for some snapshots, each with its
@@ -200,20 +226,51 @@ pub fn instance_name(s: &pb::Stats) -> String {
 pub fn prometheus(all: &[(String, pb::Stats)]) -> String {
     use std::fmt::Write;
     fn label(v: &str) -> String {
-        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
     }
     let mut out = String::new();
-    let labels = |inst: &str, s: &pb::Stats| format!("component=\"{}\",instance=\"{}\"", label(&s.component), label(inst));
+    let labels = |inst: &str, s: &pb::Stats| {
+        format!(
+            "component=\"{}\",instance=\"{}\"",
+            label(&s.component),
+            label(inst)
+        )
+    };
     type Get = fn(&pb::Stats) -> f64;
     let simple: [(&str, &str, &str, Get); 8] = [
         ("eon_up", "gauge", "1 when the component answered", |_| 1.0),
-        ("eon_uptime_seconds", "gauge", "seconds since the component started", |s| s.uptime_ms as f64 / 1000.0),
-        ("eon_requests_total", "counter", "requests served", |s| s.requests_total as f64),
-        ("eon_errors_total", "counter", "requests that failed", |s| s.errors_total as f64),
-        ("eon_in_flight", "gauge", "requests being served now", |s| s.in_flight as f64),
-        ("eon_queue_depth", "gauge", "requests waiting", |s| s.queue_depth as f64),
-        ("eon_resident_memory_bytes", "gauge", "resident memory of the process", |s| s.memory_bytes as f64),
-        ("eon_bytes_stored", "gauge", "bytes the component stores", |s| s.bytes_stored as f64),
+        (
+            "eon_uptime_seconds",
+            "gauge",
+            "seconds since the component started",
+            |s| s.uptime_ms as f64 / 1000.0,
+        ),
+        ("eon_requests_total", "counter", "requests served", |s| {
+            s.requests_total as f64
+        }),
+        ("eon_errors_total", "counter", "requests that failed", |s| {
+            s.errors_total as f64
+        }),
+        ("eon_in_flight", "gauge", "requests being served now", |s| {
+            s.in_flight as f64
+        }),
+        ("eon_queue_depth", "gauge", "requests waiting", |s| {
+            s.queue_depth as f64
+        }),
+        (
+            "eon_resident_memory_bytes",
+            "gauge",
+            "resident memory of the process",
+            |s| s.memory_bytes as f64,
+        ),
+        (
+            "eon_bytes_stored",
+            "gauge",
+            "bytes the component stores",
+            |s| s.bytes_stored as f64,
+        ),
     ];
     for (name, kind, help, get) in simple {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -221,11 +278,22 @@ pub fn prometheus(all: &[(String, pb::Stats)]) -> String {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(inst, s), get(s));
         }
     }
-    let _ = writeln!(out, "# HELP eon_cpu_seconds_total user and system CPU time of the process\n# TYPE eon_cpu_seconds_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP eon_cpu_seconds_total user and system CPU time of the process\n# TYPE eon_cpu_seconds_total counter"
+    );
     for (inst, s) in all {
-        let _ = writeln!(out, "eon_cpu_seconds_total{{{}}} {}", labels(inst, s), s.cpu_seconds);
+        let _ = writeln!(
+            out,
+            "eon_cpu_seconds_total{{{}}} {}",
+            labels(inst, s),
+            s.cpu_seconds
+        );
     }
-    let _ = writeln!(out, "# HELP eon_request_duration_seconds request latency\n# TYPE eon_request_duration_seconds histogram");
+    let _ = writeln!(
+        out,
+        "# HELP eon_request_duration_seconds request latency\n# TYPE eon_request_duration_seconds histogram"
+    );
     for (inst, s) in all {
         let l = labels(inst, s);
         let mut cumulative = 0;
@@ -235,17 +303,39 @@ pub fn prometheus(all: &[(String, pb::Stats)]) -> String {
                 Some(b) => format!("{}", *b as f64 / 1e6),
                 None => "+Inf".into(),
             };
-            let _ = writeln!(out, "eon_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "eon_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "eon_request_duration_seconds_sum{{{l}}} {}", s.latency_sum_us as f64 / 1e6);
-        let _ = writeln!(out, "eon_request_duration_seconds_count{{{l}}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "eon_request_duration_seconds_sum{{{l}}} {}",
+            s.latency_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "eon_request_duration_seconds_count{{{l}}} {cumulative}"
+        );
     }
     // Component-specific counters: one metric per name.
     let mut names: BTreeMap<String, Vec<(&String, &pb::Stats, u64)>> = BTreeMap::new();
     for (inst, s) in all {
         for (k, v) in &s.counters {
-            let name: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-            names.entry(format!("eon_{name}")).or_default().push((inst, s, *v));
+            let name: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            names
+                .entry(format!("eon_{name}"))
+                .or_default()
+                .push((inst, s, *v));
         }
     }
     for (name, samples) in names {
@@ -282,14 +372,41 @@ mod tests {
         a.counter("rows_scanned").fetch_add(7, Ordering::Relaxed);
         let b = Recorder::new("data-engine", 2);
         drop(b.start());
-        let text = prometheus(&[("data-engine-1".into(), a.snapshot(5)), ("data-engine-2".into(), b.snapshot(0))]);
-        assert_eq!(text.matches("# TYPE eon_requests_total counter").count(), 1, "{text}");
-        assert!(text.contains("eon_requests_total{component=\"data-engine\",instance=\"data-engine-1\"} 2"), "{text}");
-        assert!(text.contains("eon_errors_total{component=\"data-engine\",instance=\"data-engine-2\"} 1"), "{text}");
-        assert!(text.contains("eon_bytes_stored{component=\"data-engine\",instance=\"data-engine-1\"} 5"), "{text}");
+        let text = prometheus(&[
+            ("data-engine-1".into(), a.snapshot(5)),
+            ("data-engine-2".into(), b.snapshot(0)),
+        ]);
+        assert_eq!(
+            text.matches("# TYPE eon_requests_total counter").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "eon_requests_total{component=\"data-engine\",instance=\"data-engine-1\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "eon_errors_total{component=\"data-engine\",instance=\"data-engine-2\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "eon_bytes_stored{component=\"data-engine\",instance=\"data-engine-1\"} 5"
+            ),
+            "{text}"
+        );
         assert!(text.contains("eon_request_duration_seconds_bucket{component=\"data-engine\",instance=\"data-engine-1\",le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("eon_request_duration_seconds_count{component=\"data-engine\",instance=\"data-engine-1\"} 2"), "{text}");
-        assert!(text.contains("eon_rows_scanned{component=\"data-engine\",instance=\"data-engine-1\"} 7"), "{text}");
+        assert!(
+            text.contains(
+                "eon_rows_scanned{component=\"data-engine\",instance=\"data-engine-1\"} 7"
+            ),
+            "{text}"
+        );
         // Every sample line is `name{labels} number`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

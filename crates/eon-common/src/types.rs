@@ -47,9 +47,14 @@ pub enum SqlType {
     Float4,
     Float8,
     /// numeric(precision, scale); precision 0: unconstrained `numeric`.
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     Text,
-    Varchar { max_length: Option<u32> },
+    Varchar {
+        max_length: Option<u32>,
+    },
     Bool,
     Date,
     Timestamp,
@@ -70,7 +75,9 @@ impl SqlType {
             SqlType::Int8 => DataType::Int64,
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
-            SqlType::Numeric { precision: 0, .. } => DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE),
+            SqlType::Numeric { precision: 0, .. } => {
+                DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE)
+            }
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
             SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb => {
                 DataType::Utf8
@@ -92,7 +99,10 @@ impl SqlType {
 
     /// The SQL type recorded in a field's metadata, if any.
     pub fn from_field(field: &Field) -> Option<SqlType> {
-        field.metadata().get(SQL_TYPE_KEY).and_then(|s| SqlType::parse(s))
+        field
+            .metadata()
+            .get(SQL_TYPE_KEY)
+            .and_then(|s| SqlType::parse(s))
     }
 
     /// The SQL type an Arrow type naturally stands for (results of
@@ -104,7 +114,10 @@ impl SqlType {
             DataType::Int64 | DataType::UInt32 => SqlType::Int8,
             DataType::Float16 | DataType::Float32 => SqlType::Float4,
             DataType::Float64 => SqlType::Float8,
-            DataType::Decimal128(p, s) => SqlType::Numeric { precision: *p, scale: *s },
+            DataType::Decimal128(p, s) => SqlType::Numeric {
+                precision: *p,
+                scale: *s,
+            },
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
             DataType::Boolean => SqlType::Bool,
             DataType::Date32 | DataType::Date64 => SqlType::Date,
@@ -188,8 +201,14 @@ impl SqlType {
             "real" | "float4" => SqlType::Float4,
             "double precision" | "float8" | "double" => SqlType::Float8,
             "numeric" | "decimal" => match (num(0), num(1)) {
-                (Some(p), s) => SqlType::Numeric { precision: p as u8, scale: s.unwrap_or(0) as i8 },
-                _ => SqlType::Numeric { precision: 0, scale: 0 },
+                (Some(p), s) => SqlType::Numeric {
+                    precision: p as u8,
+                    scale: s.unwrap_or(0) as i8,
+                },
+                _ => SqlType::Numeric {
+                    precision: 0,
+                    scale: 0,
+                },
             },
             "text" => SqlType::Text,
             "varchar" | "character varying" => SqlType::Varchar { max_length: num(0) },
@@ -212,7 +231,9 @@ impl SqlType {
             SqlType::Int8 => (K::Int8, 0, 0, 0),
             SqlType::Float4 => (K::Float4, 0, 0, 0),
             SqlType::Float8 => (K::Float8, 0, 0, 0),
-            SqlType::Numeric { precision, scale } => (K::Numeric, precision as u32, scale as u32, 0),
+            SqlType::Numeric { precision, scale } => {
+                (K::Numeric, precision as u32, scale as u32, 0)
+            }
             SqlType::Text => (K::Text, 0, 0, 0),
             SqlType::Varchar { max_length } => (K::Varchar, 0, 0, max_length.unwrap_or(0)),
             SqlType::Bool => (K::Bool, 0, 0, 0),
@@ -223,7 +244,12 @@ impl SqlType {
             SqlType::Uuid => (K::Uuid, 0, 0, 0),
             SqlType::Jsonb => (K::Jsonb, 0, 0, 0),
         };
-        pb::ColumnType { kind: kind as i32, precision, scale, max_length }
+        pb::ColumnType {
+            kind: kind as i32,
+            precision,
+            scale,
+            max_length,
+        }
     }
 
     pub fn from_proto(t: &pb::ColumnType) -> Option<SqlType> {
@@ -235,7 +261,10 @@ impl SqlType {
             K::Int8 => SqlType::Int8,
             K::Float4 => SqlType::Float4,
             K::Float8 => SqlType::Float8,
-            K::Numeric => SqlType::Numeric { precision: t.precision as u8, scale: t.scale as i8 },
+            K::Numeric => SqlType::Numeric {
+                precision: t.precision as u8,
+                scale: t.scale as i8,
+            },
             K::Text => SqlType::Text,
             K::Varchar => SqlType::Varchar {
                 max_length: (t.max_length > 0).then_some(t.max_length),
@@ -263,7 +292,9 @@ impl fmt::Display for SqlType {
             SqlType::Numeric { precision: 0, .. } => write!(f, "numeric"),
             SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
             SqlType::Text => write!(f, "text"),
-            SqlType::Varchar { max_length: Some(n) } => write!(f, "character varying({n})"),
+            SqlType::Varchar {
+                max_length: Some(n),
+            } => write!(f, "character varying({n})"),
             SqlType::Varchar { max_length: None } => write!(f, "character varying"),
             SqlType::Bool => write!(f, "boolean"),
             SqlType::Date => write!(f, "date"),
@@ -288,10 +319,18 @@ mod tests {
             SqlType::Int8,
             SqlType::Float4,
             SqlType::Float8,
-            SqlType::Numeric { precision: 12, scale: 3 },
-            SqlType::Numeric { precision: 0, scale: 0 },
+            SqlType::Numeric {
+                precision: 12,
+                scale: 3,
+            },
+            SqlType::Numeric {
+                precision: 0,
+                scale: 0,
+            },
             SqlType::Text,
-            SqlType::Varchar { max_length: Some(20) },
+            SqlType::Varchar {
+                max_length: Some(20),
+            },
             SqlType::Varchar { max_length: None },
             SqlType::Bool,
             SqlType::Date,

@@ -45,8 +45,9 @@ impl Value {
 
 /// Decode every row of a batch.
 pub fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<Row>> {
-    let mut rows: Vec<Row> =
-        (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
+    let mut rows: Vec<Row> = (0..batch.num_rows())
+        .map(|_| Vec::with_capacity(batch.num_columns()))
+        .collect();
     for col in batch.columns() {
         for (row, v) in rows.iter_mut().zip(column_values(col)?) {
             row.push(v);
@@ -61,7 +62,13 @@ pub fn column_values(array: &ArrayRef) -> Result<Vec<Value>> {
         ($ty:ty, $variant:ident, $conv:expr) => {{
             let a = array.as_primitive::<$ty>();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Value::Null } else { Value::$variant($conv(a.value(i))) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::$variant($conv(a.value(i)))
+                    }
+                })
                 .collect()
         }};
     }
@@ -69,7 +76,15 @@ pub fn column_values(array: &ArrayRef) -> Result<Vec<Value>> {
         DataType::Null => vec![Value::Null; array.len()],
         DataType::Boolean => {
             let a = array.as_boolean();
-            (0..a.len()).map(|i| if a.is_null(i) { Value::Null } else { Value::Bool(a.value(i)) }).collect()
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Bool(a.value(i))
+                    }
+                })
+                .collect()
         }
         DataType::Int8 => prim!(Int8Type, Int, |v: i8| v as i64),
         DataType::Int16 => prim!(Int16Type, Int, |v: i16| v as i64),
@@ -85,25 +100,49 @@ pub fn column_values(array: &ArrayRef) -> Result<Vec<Value>> {
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Value::Null } else { Value::Text(a.value(i).to_string()) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Text(a.value(i).to_string())
+                    }
+                })
                 .collect()
         }
         DataType::Utf8View => {
             let a = array.as_string_view();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Value::Null } else { Value::Text(a.value(i).to_string()) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Text(a.value(i).to_string())
+                    }
+                })
                 .collect()
         }
         DataType::Binary => {
             let a = array.as_binary::<i32>();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Value::Null } else { Value::Bytes(a.value(i).to_vec()) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Bytes(a.value(i).to_vec())
+                    }
+                })
                 .collect()
         }
         DataType::BinaryView => {
             let a = array.as_binary_view();
             (0..a.len())
-                .map(|i| if a.is_null(i) { Value::Null } else { Value::Bytes(a.value(i).to_vec()) })
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Bytes(a.value(i).to_vec())
+                    }
+                })
                 .collect()
         }
         other => return Err(Error::internal(format!("cannot store Arrow type {other}"))),
@@ -191,7 +230,11 @@ fn mismatch(dt: &DataType, v: &Value) -> Error {
 
 /// Build a batch of the `projection` columns of `schema` from rows laid out
 /// as `schema` (the projected schema is the batch's schema).
-pub fn batch_from_rows(schema: &SchemaRef, projection: &[usize], rows: &[&Row]) -> Result<RecordBatch> {
+pub fn batch_from_rows(
+    schema: &SchemaRef,
+    projection: &[usize],
+    rows: &[&Row],
+) -> Result<RecordBatch> {
     let projected = Arc::new(schema.project(projection)?);
     let mut columns = Vec::with_capacity(projection.len());
     for (out, &col) in projection.iter().enumerate() {
@@ -218,7 +261,10 @@ mod tests {
             SqlType::Int8,
             SqlType::Float4,
             SqlType::Float8,
-            SqlType::Numeric { precision: 10, scale: 2 },
+            SqlType::Numeric {
+                precision: 10,
+                scale: 2,
+            },
             SqlType::Text,
             SqlType::Bool,
             SqlType::Date,
@@ -227,7 +273,11 @@ mod tests {
             SqlType::Bytea,
         ];
         let schema = Arc::new(Schema::new(
-            types.iter().enumerate().map(|(i, t)| t.field(&format!("c{i}"), true)).collect::<Vec<_>>(),
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| t.field(&format!("c{i}"), true))
+                .collect::<Vec<_>>(),
         ));
         let rows: Vec<Row> = vec![
             vec![
@@ -253,7 +303,10 @@ mod tests {
 
         let projected = batch_from_rows(&schema, &[6, 0], &refs).unwrap();
         assert_eq!(projected.schema().field(0).name(), "c6");
-        assert_eq!(rows_from_batch(&projected).unwrap()[0], vec![Value::Text("héllo".into()), Value::Int(-3)]);
+        assert_eq!(
+            rows_from_batch(&projected).unwrap()[0],
+            vec![Value::Text("héllo".into()), Value::Int(-3)]
+        );
 
         let empty = batch_from_rows(&schema, &[], &refs).unwrap();
         assert_eq!(empty.num_rows(), 2);
@@ -271,7 +324,11 @@ pub fn display_value(v: &Value, ty: &crate::types::SqlType) -> String {
         (Value::Float(f), _) => f.to_string(),
         (Value::Decimal(d), t @ SqlType::Numeric { .. }) => {
             let text = format_decimal(*d, t.decimal_scale());
-            if t.is_unconstrained_numeric() { trim_fraction(&text) } else { text }
+            if t.is_unconstrained_numeric() {
+                trim_fraction(&text)
+            } else {
+                text
+            }
         }
         (Value::Decimal(d), _) => d.to_string(),
         (Value::Text(s), _) => s.clone(),
@@ -299,7 +356,11 @@ pub fn format_decimal(v: i128, scale: i8) -> String {
     let neg = v < 0;
     let digits = v.unsigned_abs().to_string();
     let scale = scale as usize;
-    let digits = if digits.len() <= scale { format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits) } else { digits };
+    let digits = if digits.len() <= scale {
+        format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+    } else {
+        digits
+    };
     let (int, frac) = digits.split_at(digits.len() - scale);
     format!("{}{}.{}", if neg { "-" } else { "" }, int, frac)
 }

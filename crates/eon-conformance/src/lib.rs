@@ -33,7 +33,10 @@ pub struct Report {
 
 impl Report {
     fn new(suite: &str) -> Report {
-        Report { suite: suite.into(), passed: vec![] }
+        Report {
+            suite: suite.into(),
+            passed: vec![],
+        }
     }
     fn pass(&mut self, check: &'static str) {
         self.passed.push(check);
@@ -42,7 +45,12 @@ impl Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} conformance: {} checks passed", self.suite, self.passed.len())?;
+        writeln!(
+            f,
+            "{} conformance: {} checks passed",
+            self.suite,
+            self.passed.len()
+        )?;
         for p in &self.passed {
             writeln!(f, "  ok  {p}")?;
         }
@@ -59,7 +67,9 @@ pub async fn run(interface: &str, addr: &str, meta_addr: Option<&str>) -> anyhow
         "agent" => agent(addr).await,
         other => {
             let _ = meta_addr;
-            anyhow::bail!("unknown interface {other:?}: use meta, data-engine, query-engine or agent")
+            anyhow::bail!(
+                "unknown interface {other:?}: use meta, data-engine, query-engine or agent"
+            )
         }
     }
 }

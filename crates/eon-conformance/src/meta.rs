@@ -19,72 +19,199 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
         started_at_unix_ms: eon_common::unix_ms(),
         ..Default::default()
     };
-    let reg = m.register_node(pb::RegisterNodeRequest { node: Some(fake.clone()) }).await.context("RegisterNode")?.into_inner();
-    ensure!(reg.current_ts > 0, "RegisterNode returns the current timestamp");
+    let reg = m
+        .register_node(pb::RegisterNodeRequest {
+            node: Some(fake.clone()),
+        })
+        .await
+        .context("RegisterNode")?
+        .into_inner();
+    ensure!(
+        reg.current_ts > 0,
+        "RegisterNode returns the current timestamp"
+    );
     r.pass("RegisterNode answers with a timestamp");
 
-    let hb = m.heartbeat(pb::HeartbeatRequest { kind: fake.kind, id: fake.id }).await?.into_inner();
+    let hb = m
+        .heartbeat(pb::HeartbeatRequest {
+            kind: fake.kind,
+            id: fake.id,
+        })
+        .await?
+        .into_inner();
     ensure!(hb.known, "a registered node is known to Heartbeat");
-    let unknown = m.heartbeat(pb::HeartbeatRequest { kind: fake.kind, id: 900_999 }).await?.into_inner();
-    ensure!(!unknown.known, "an unregistered node is unknown to Heartbeat");
+    let unknown = m
+        .heartbeat(pb::HeartbeatRequest {
+            kind: fake.kind,
+            id: 900_999,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        !unknown.known,
+        "an unregistered node is unknown to Heartbeat"
+    );
     r.pass("Heartbeat tells known from unknown nodes");
 
-    let nodes = m.list_nodes(pb::ListNodesRequest {}).await?.into_inner().nodes;
-    let me = nodes.iter().find(|n| n.kind == fake.kind && n.id == fake.id).context("ListNodes lists the registered node")?;
-    ensure!(me.up && me.grpc_address == fake.grpc_address, "the node is up with its address");
+    let nodes = m
+        .list_nodes(pb::ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes;
+    let me = nodes
+        .iter()
+        .find(|n| n.kind == fake.kind && n.id == fake.id)
+        .context("ListNodes lists the registered node")?;
+    ensure!(
+        me.up && me.grpc_address == fake.grpc_address,
+        "the node is up with its address"
+    );
     r.pass("ListNodes lists registered nodes as up");
 
     let mut prev = 0;
     for i in 0..200u32 {
         let count = i % 4; // 0 and 1 both mean one timestamp
-        let ts = m.get_timestamp(pb::GetTimestampRequest { count }).await?.into_inner().ts;
-        ensure!(ts > prev, "timestamps strictly increase ({ts} after {prev})");
+        let ts = m
+            .get_timestamp(pb::GetTimestampRequest { count })
+            .await?
+            .into_inner()
+            .ts;
+        ensure!(
+            ts > prev,
+            "timestamps strictly increase ({ts} after {prev})"
+        );
         prev = ts + count.max(1) as u64 - 1;
     }
     r.pass("GetTimestamp is strictly increasing, also over reserved blocks");
 
-    let a = m.allocate_ids(pb::AllocateIdsRequest { count: 10 }).await?.into_inner();
-    let b = m.allocate_ids(pb::AllocateIdsRequest { count: 10 }).await?.into_inner();
-    ensure!(a.count >= 10 && b.count >= 10, "AllocateIds grants what was asked");
-    ensure!(b.start >= a.start + a.count || a.start >= b.start + b.count, "id blocks do not overlap");
+    let a = m
+        .allocate_ids(pb::AllocateIdsRequest { count: 10 })
+        .await?
+        .into_inner();
+    let b = m
+        .allocate_ids(pb::AllocateIdsRequest { count: 10 })
+        .await?
+        .into_inner();
+    ensure!(
+        a.count >= 10 && b.count >= 10,
+        "AllocateIds grants what was asked"
+    );
+    ensure!(
+        b.start >= a.start + a.count || a.start >= b.start + b.count,
+        "id blocks do not overlap"
+    );
     r.pass("AllocateIds hands out disjoint blocks");
 
     let name = format!("conformance_{}", eon_common::unix_us());
-    let cols = vec![ColumnDef { name: "id".into(), ty: SqlType::Int8, nullable: false, default_sql: None, hidden: false }];
+    let cols = vec![ColumnDef {
+        name: "id".into(),
+        ty: SqlType::Int8,
+        nullable: false,
+        default_sql: None,
+        hidden: false,
+    }];
     let table = TableDef::new_proto("public", &name, cols, vec![0], 4);
-    let before = m.get_catalog(pb::GetCatalogRequest {}).await?.into_inner().version;
+    let before = m
+        .get_catalog(pb::GetCatalogRequest {})
+        .await?
+        .into_inner()
+        .version;
     let created = m
-        .create_table(pb::CreateTableRequest { table: Some(table.clone()), if_not_exists: false })
+        .create_table(pb::CreateTableRequest {
+            table: Some(table.clone()),
+            if_not_exists: false,
+        })
         .await
         .context("CreateTable")?
         .into_inner();
     let t = created.table.context("CreateTable returns the table")?;
-    ensure!(created.created && t.id > 0 && t.shard_count == 4 && t.placement.len() == 4, "table gets an id and a placement per shard");
-    ensure!(created.catalog_version > before, "DDL bumps the catalog version");
-    let ts = m.get_timestamp(pb::GetTimestampRequest { count: 1 }).await?.into_inner();
-    ensure!(ts.catalog_version == created.catalog_version, "timestamps carry the catalog version");
+    ensure!(
+        created.created && t.id > 0 && t.shard_count == 4 && t.placement.len() == 4,
+        "table gets an id and a placement per shard"
+    );
+    ensure!(
+        created.catalog_version > before,
+        "DDL bumps the catalog version"
+    );
+    let ts = m
+        .get_timestamp(pb::GetTimestampRequest { count: 1 })
+        .await?
+        .into_inner();
+    ensure!(
+        ts.catalog_version == created.catalog_version,
+        "timestamps carry the catalog version"
+    );
     r.pass("CreateTable assigns an id, places shards, bumps the version");
 
-    let dup = m.create_table(pb::CreateTableRequest { table: Some(table.clone()), if_not_exists: false }).await;
-    ensure!(dup.as_ref().err().map(sqlstate).as_deref() == Some("42P07"), "a duplicate CreateTable fails with 42P07");
-    let again = m.create_table(pb::CreateTableRequest { table: Some(table), if_not_exists: true }).await?.into_inner();
-    ensure!(!again.created && again.table.map(|x| x.id) == Some(t.id), "IF NOT EXISTS returns the existing table");
+    let dup = m
+        .create_table(pb::CreateTableRequest {
+            table: Some(table.clone()),
+            if_not_exists: false,
+        })
+        .await;
+    ensure!(
+        dup.as_ref().err().map(sqlstate).as_deref() == Some("42P07"),
+        "a duplicate CreateTable fails with 42P07"
+    );
+    let again = m
+        .create_table(pb::CreateTableRequest {
+            table: Some(table),
+            if_not_exists: true,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        !again.created && again.table.map(|x| x.id) == Some(t.id),
+        "IF NOT EXISTS returns the existing table"
+    );
     r.pass("CreateTable refuses duplicates (42P07) unless IF NOT EXISTS");
 
     let catalog = m.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
-    ensure!(catalog.tables.iter().any(|x| x.id == t.id), "GetCatalog lists the table");
+    ensure!(
+        catalog.tables.iter().any(|x| x.id == t.id),
+        "GetCatalog lists the table"
+    );
     r.pass("GetCatalog lists tables");
 
-    let dropped = m.drop_table(pb::DropTableRequest { schema: "public".into(), name: name.clone(), if_exists: false }).await?.into_inner();
-    ensure!(dropped.table.map(|x| x.id) == Some(t.id), "DropTable returns the dropped table");
-    let missing = m.drop_table(pb::DropTableRequest { schema: "public".into(), name: name.clone(), if_exists: false }).await;
-    ensure!(missing.as_ref().err().map(sqlstate).as_deref() == Some("42P01"), "dropping a missing table fails with 42P01");
-    let quiet = m.drop_table(pb::DropTableRequest { schema: "public".into(), name, if_exists: true }).await?.into_inner();
+    let dropped = m
+        .drop_table(pb::DropTableRequest {
+            schema: "public".into(),
+            name: name.clone(),
+            if_exists: false,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        dropped.table.map(|x| x.id) == Some(t.id),
+        "DropTable returns the dropped table"
+    );
+    let missing = m
+        .drop_table(pb::DropTableRequest {
+            schema: "public".into(),
+            name: name.clone(),
+            if_exists: false,
+        })
+        .await;
+    ensure!(
+        missing.as_ref().err().map(sqlstate).as_deref() == Some("42P01"),
+        "dropping a missing table fails with 42P01"
+    );
+    let quiet = m
+        .drop_table(pb::DropTableRequest {
+            schema: "public".into(),
+            name,
+            if_exists: true,
+        })
+        .await?
+        .into_inner();
     ensure!(quiet.table.is_none(), "IF EXISTS drops nothing quietly");
     r.pass("DropTable removes tables (42P01 when missing, unless IF EXISTS)");
 
     let s = m.stats(pb::StatsRequest {}).await?.into_inner();
-    ensure!(s.component == "meta" && s.requests_total > 0, "Stats reports the component and its requests");
+    ensure!(
+        s.component == "meta" && s.requests_total > 0,
+        "Stats reports the component and its requests"
+    );
     r.pass("Stats has the common shape");
     Ok(r)
 }

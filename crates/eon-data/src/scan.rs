@@ -46,7 +46,9 @@ impl ScanPlan {
         let ncols = table.columns.len();
         let projection = projection.unwrap_or_else(|| (0..ncols).collect());
         if let Some(&bad) = projection.iter().find(|&&c| c >= ncols) {
-            return Err(Error::internal(format!("projection column {bad} out of range")));
+            return Err(Error::internal(format!(
+                "projection column {bad} out of range"
+            )));
         }
         let filter_expr = if filter.is_empty() {
             None
@@ -58,15 +60,18 @@ impl ScanPlan {
         let mut read_columns = projection.clone();
         if let Some(expr) = &filter_expr {
             for col in expr.column_refs() {
-                let idx = table
-                    .column_index(&col.name)
-                    .ok_or_else(|| Error::internal(format!("filter refers to unknown column {}", col.name)))?;
+                let idx = table.column_index(&col.name).ok_or_else(|| {
+                    Error::internal(format!("filter refers to unknown column {}", col.name))
+                })?;
                 read_columns.push(idx);
             }
         }
         read_columns.sort();
         read_columns.dedup();
-        let output = projection.iter().map(|c| read_columns.binary_search(c).unwrap()).collect();
+        let output = projection
+            .iter()
+            .map(|c| read_columns.binary_search(c).unwrap())
+            .collect();
         let filter = match filter_expr {
             None => None,
             Some(expr) => {
@@ -90,11 +95,20 @@ impl ScanPlan {
         let batch = match &self.filter {
             None => batch,
             Some(f) => {
-                let mask = f.evaluate(&batch).map_err(df_err)?.into_array(batch.num_rows()).map_err(df_err)?;
+                let mask = f
+                    .evaluate(&batch)
+                    .map_err(df_err)?
+                    .into_array(batch.num_rows())
+                    .map_err(df_err)?;
                 let mask = mask
                     .as_any()
                     .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| Error::user(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
+                    .ok_or_else(|| {
+                        Error::user(
+                            sqlstate::DATATYPE_MISMATCH,
+                            "argument of WHERE must be type boolean",
+                        )
+                    })?;
                 filter_record_batch(&batch, mask)?
             }
         };
@@ -136,7 +150,8 @@ pub async fn run_scan(
     })?;
     let mut counts = ScanCounts::default();
     let schema = plan.table.arrow_schema().clone();
-    let build = |rows: &[&eon_common::value::Row]| batch_from_rows(&schema, &plan.read_columns, rows);
+    let build =
+        |rows: &[&eon_common::value::Row]| batch_from_rows(&schema, &plan.read_columns, rows);
 
     // Point lookups: group the requested keys by shard.
     let key_sets: Option<Vec<(u32, Vec<Key>)>> = match keys {
@@ -183,7 +198,10 @@ pub async fn run_scan(
                 counts.returned += batch.num_rows() as u64;
                 let bytes = ipc::encode_batch(&batch)?;
                 counts.bytes += bytes.len() as u64;
-                let msg = eon_proto::v1::ScanResponse { arrow_ipc: bytes.into(), ..Default::default() };
+                let msg = eon_proto::v1::ScanResponse {
+                    arrow_ipc: bytes.into(),
+                    ..Default::default()
+                };
                 if tx.send(Ok(msg)).await.is_err() {
                     return Ok(counts);
                 }

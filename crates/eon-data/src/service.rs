@@ -11,8 +11,8 @@ use eon_common::stats::Recorder;
 use eon_common::value::{display_value, rows_from_batch};
 use eon_common::{Error, TableDef, ipc, node};
 use eon_proto::v1 as pb;
-use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
 use eon_proto::v1::data_engine_client::DataEngineClient;
+use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
 use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -69,7 +69,8 @@ impl DataEngineService {
     }
 
     fn table(&self, t: Option<pb::Table>) -> Result<TableDef, Error> {
-        let table = TableDef::from_proto(t.ok_or_else(|| Error::internal("request without a table"))?)?;
+        let table =
+            TableDef::from_proto(t.ok_or_else(|| Error::internal("request without a table"))?)?;
         // Segments of the table are written with its schema.
         self.store.note_schema(table.id, table.arrow_schema());
         Ok(table)
@@ -97,10 +98,22 @@ impl DataEngineService {
             _ => return Err(Error::internal("unknown write kind")),
         };
         let batch = ipc::decode_one(&op.rows)?;
-        let expected =
-            if kind == WriteKind::Delete { table.key_schema() } else { table.arrow_schema().clone() };
-        let got: Vec<_> = batch.schema().fields().iter().map(|f| f.data_type().clone()).collect();
-        let want: Vec<_> = expected.fields().iter().map(|f| f.data_type().clone()).collect();
+        let expected = if kind == WriteKind::Delete {
+            table.key_schema()
+        } else {
+            table.arrow_schema().clone()
+        };
+        let got: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let want: Vec<_> = expected
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         if got != want {
             return Err(Error::internal(format!(
                 "write to {} carries columns {got:?}, expected {want:?}",
@@ -108,15 +121,29 @@ impl DataEngineService {
             )));
         }
         let rows: Vec<(Vec<u8>, Option<Vec<eon_common::Value>>)> = if kind == WriteKind::Delete {
-            encode_batch_keys(&batch)?.into_iter().map(|k| (k, None)).collect()
+            encode_batch_keys(&batch)?
+                .into_iter()
+                .map(|k| (k, None))
+                .collect()
         } else {
             rows_from_batch(&batch)?
                 .into_iter()
-                .map(|row| Ok((encode_key(table.primary_key.iter().map(|&i| &row[i]))?, Some(row))))
+                .map(|row| {
+                    Ok((
+                        encode_key(table.primary_key.iter().map(|&i| &row[i]))?,
+                        Some(row),
+                    ))
+                })
                 .collect::<Result<_, Error>>()?
         };
-        if let Some((key, _)) = rows.iter().find(|(k, _)| shard_of(k, table.shard_count) != op.shard) {
-            return Err(Error::internal(format!("key {key:?} does not belong to shard {}", op.shard)));
+        if let Some((key, _)) = rows
+            .iter()
+            .find(|(k, _)| shard_of(k, table.shard_count) != op.shard)
+        {
+            return Err(Error::internal(format!(
+                "key {key:?} does not belong to shard {}",
+                op.shard
+            )));
         }
         let shard = (table.id, op.shard);
         Ok((table, WriteOp { shard, kind, rows }))
@@ -149,9 +176,17 @@ impl DataEngineService {
             Err(eon_storage::Error::Duplicate { op, row }) => {
                 let table = &tables[op];
                 let values = ops[op].rows[row].1.as_ref();
-                let cols: Vec<&str> = table.primary_key.iter().map(|&i| table.columns[i].name.as_str()).collect();
+                let cols: Vec<&str> = table
+                    .primary_key
+                    .iter()
+                    .map(|&i| table.columns[i].name.as_str())
+                    .collect();
                 let vals: Vec<String> = match values {
-                    Some(r) => table.primary_key.iter().map(|&i| display_value(&r[i], &table.columns[i].ty)).collect(),
+                    Some(r) => table
+                        .primary_key
+                        .iter()
+                        .map(|&i| display_value(&r[i], &table.columns[i].ty))
+                        .collect(),
                     None => vec![],
                 };
                 let mut e = Error::unique_violation(format!(
@@ -159,7 +194,11 @@ impl DataEngineService {
                     table.pkey_name()
                 ));
                 if !table.has_rowid() {
-                    e = e.with_detail(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")));
+                    e = e.with_detail(format!(
+                        "Key ({})=({}) already exists.",
+                        cols.join(", "),
+                        vals.join(", ")
+                    ));
                 }
                 return Err(e);
             }
@@ -192,7 +231,10 @@ impl DataEngineService {
             results: outcome
                 .ops
                 .into_iter()
-                .map(|o| pb::OpResult { rows_affected: o.affected, skipped: o.skipped })
+                .map(|o| pb::OpResult {
+                    rows_affected: o.affected,
+                    skipped: o.skipped,
+                })
                 .collect(),
             commit_ts: if req.one_phase { outcome.ts } else { 0 },
             min_commit_ts: if req.one_phase { 0 } else { outcome.ts },
@@ -214,11 +256,16 @@ impl DataEngine for DataEngineService {
         for &s in &req.shards {
             self.check_placement(&table, s)?;
         }
-        let keys = if req.keys.is_empty() { None } else { Some(ipc::decode_one(&req.keys)?) };
+        let keys = if req.keys.is_empty() {
+            None
+        } else {
+            Some(ipc::decode_one(&req.keys)?)
+        };
         let mut plan = ScanPlan::new(
             &self.ctx,
             table,
-            req.projection.map(|p| p.columns.into_iter().map(|c| c as usize).collect()),
+            req.projection
+                .map(|p| p.columns.into_iter().map(|c| c as usize).collect()),
             &req.filter,
             req.limit,
         )?;
@@ -227,7 +274,10 @@ impl DataEngine for DataEngineService {
             (false, false) => std::ops::Bound::Included(k),
             (false, true) => std::ops::Bound::Excluded(k),
         };
-        plan.range = (bound(req.start_key.to_vec(), false), bound(req.end_key.to_vec(), true));
+        plan.range = (
+            bound(req.start_key.to_vec(), false),
+            bound(req.end_key.to_vec(), true),
+        );
         self.scans.fetch_add(1, Ordering::Relaxed);
         if keys.is_some() {
             self.point_lookups.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +296,11 @@ impl DataEngine for DataEngineService {
                     returned.fetch_add(c.returned, Ordering::Relaxed);
                     bytes.fetch_add(c.bytes, Ordering::Relaxed);
                     request.ok();
-                    Ok(pb::ScanResponse { arrow_ipc: Default::default(), rows_scanned: c.scanned, rows_returned: c.returned })
+                    Ok(pb::ScanResponse {
+                        arrow_ipc: Default::default(),
+                        rows_scanned: c.scanned,
+                        rows_returned: c.returned,
+                    })
                 }
                 Err(e) => Err(e.to_status()),
             };
@@ -265,9 +319,10 @@ impl DataEngine for DataEngineService {
         let req = req.into_inner();
         self.check_epoch(req.epoch)?;
         let min_commit_ts = self.store.finalize(req.txn_id).await.map_err(|e| match e {
-            eon_storage::Error::UnknownTransaction(t) => {
-                Error::write_conflict(format!("transaction {t} was aborted on data engine {}", self.id))
-            }
+            eon_storage::Error::UnknownTransaction(t) => Error::write_conflict(format!(
+                "transaction {t} was aborted on data engine {}",
+                self.id
+            )),
             other => Error::internal(format!("finalize: {other}")),
         })?;
         r.ok();
@@ -279,7 +334,13 @@ impl DataEngine for DataEngineService {
         let ok = req.spans.iter().all(|span| {
             let keys: Vec<Vec<u8>> = span.keys.iter().map(|k| k.to_vec()).collect();
             let keys = (!keys.is_empty()).then_some(keys.as_slice());
-            self.store.refresh((span.table_id, span.shard), keys, req.txn_id, req.from_ts, req.to_ts)
+            self.store.refresh(
+                (span.table_id, span.shard),
+                keys,
+                req.txn_id,
+                req.from_ts,
+                req.to_ts,
+            )
         });
         Ok(Response::new(pb::RefreshResponse { ok }))
     }
@@ -301,15 +362,24 @@ impl DataEngine for DataEngineService {
 
     async fn abort(&self, req: Request<pb::AbortRequest>) -> Reply<pb::AbortResponse> {
         let r = self.stats.start();
-        self.store.abort(req.into_inner().txn_id).await.map_err(|e| Error::internal(format!("abort: {e}")))?;
+        self.store
+            .abort(req.into_inner().txn_id)
+            .await
+            .map_err(|e| Error::internal(format!("abort: {e}")))?;
         r.ok();
         Ok(Response::new(pb::AbortResponse {}))
     }
 
-    async fn rollback_to(&self, req: Request<pb::RollbackToRequest>) -> Reply<pb::RollbackToResponse> {
+    async fn rollback_to(
+        &self,
+        req: Request<pb::RollbackToRequest>,
+    ) -> Reply<pb::RollbackToResponse> {
         let r = self.stats.start();
         let req = req.into_inner();
-        self.store.rollback_to(req.txn_id, req.seq).await.map_err(|e| Error::internal(format!("rollback to: {e}")))?;
+        self.store
+            .rollback_to(req.txn_id, req.seq)
+            .await
+            .map_err(|e| Error::internal(format!("rollback to: {e}")))?;
         r.ok();
         Ok(Response::new(pb::RollbackToResponse {}))
     }
@@ -335,11 +405,19 @@ impl DataEngine for DataEngineService {
         Ok(Response::new(status_reply(status)))
     }
 
-    async fn heartbeat_txn(&self, req: Request<pb::HeartbeatTxnRequest>) -> Reply<pb::TxnStatusResponse> {
-        Ok(Response::new(status_reply(self.store.heartbeat(req.into_inner().txn_id))))
+    async fn heartbeat_txn(
+        &self,
+        req: Request<pb::HeartbeatTxnRequest>,
+    ) -> Reply<pb::TxnStatusResponse> {
+        Ok(Response::new(status_reply(
+            self.store.heartbeat(req.into_inner().txn_id),
+        )))
     }
 
-    async fn drop_table(&self, req: Request<pb::DropTableDataRequest>) -> Reply<pb::DropTableDataResponse> {
+    async fn drop_table(
+        &self,
+        req: Request<pb::DropTableDataRequest>,
+    ) -> Reply<pb::DropTableDataResponse> {
         let r = self.stats.start();
         self.store
             .drop_table(req.into_inner().table_id)
@@ -359,25 +437,54 @@ impl DataEngineService {
     pub fn stats_snapshot(&self) -> pb::Stats {
         let mut s = self.stats.snapshot(self.store.bytes_stored());
         let wal = self.store.wal();
-        s.counters.insert("wal_syncs".into(), wal.syncs.load(Ordering::Relaxed));
-        s.counters.insert("wal_bytes".into(), wal.bytes_total.load(Ordering::Relaxed));
-        s.counters.insert("checkpoints".into(), self.store.checkpoints.load(Ordering::Relaxed));
-        s.counters.insert("versions_collected".into(), self.store.versions_collected.load(Ordering::Relaxed));
-        s.counters.insert("segments".into(), self.store.segment_count() as u64);
-        s.counters.insert("segments_written".into(), self.store.segments_written.load(Ordering::Relaxed));
-        s.counters.insert("segment_rows_read".into(), self.store.segment_rows_read.load(Ordering::Relaxed));
-        s.counters.insert("memory_used".into(), self.store.memory_used());
-        s.counters.insert("shards".into(), self.store.shard_count() as u64);
-        s.counters.insert("staged_transactions".into(), self.store.prepared_txns().len() as u64);
+        s.counters
+            .insert("wal_syncs".into(), wal.syncs.load(Ordering::Relaxed));
+        s.counters
+            .insert("wal_bytes".into(), wal.bytes_total.load(Ordering::Relaxed));
+        s.counters.insert(
+            "checkpoints".into(),
+            self.store.checkpoints.load(Ordering::Relaxed),
+        );
+        s.counters.insert(
+            "versions_collected".into(),
+            self.store.versions_collected.load(Ordering::Relaxed),
+        );
+        s.counters
+            .insert("segments".into(), self.store.segment_count() as u64);
+        s.counters.insert(
+            "segments_written".into(),
+            self.store.segments_written.load(Ordering::Relaxed),
+        );
+        s.counters.insert(
+            "segment_rows_read".into(),
+            self.store.segment_rows_read.load(Ordering::Relaxed),
+        );
+        s.counters
+            .insert("memory_used".into(), self.store.memory_used());
+        s.counters
+            .insert("shards".into(), self.store.shard_count() as u64);
+        s.counters.insert(
+            "staged_transactions".into(),
+            self.store.prepared_txns().len() as u64,
+        );
         s
     }
 }
 
 fn status_reply(status: TxnStatus) -> pb::TxnStatusResponse {
     match status {
-        TxnStatus::Pending => pb::TxnStatusResponse { state: pb::TxnState::Pending as i32, commit_ts: 0 },
-        TxnStatus::Committed(ts) => pb::TxnStatusResponse { state: pb::TxnState::Committed as i32, commit_ts: ts },
-        TxnStatus::Aborted => pb::TxnStatusResponse { state: pb::TxnState::Aborted as i32, commit_ts: 0 },
+        TxnStatus::Pending => pb::TxnStatusResponse {
+            state: pb::TxnState::Pending as i32,
+            commit_ts: 0,
+        },
+        TxnStatus::Committed(ts) => pb::TxnStatusResponse {
+            state: pb::TxnState::Committed as i32,
+            commit_ts: ts,
+        },
+        TxnStatus::Aborted => pb::TxnStatusResponse {
+            state: pb::TxnState::Aborted as i32,
+            commit_ts: 0,
+        },
     }
 }
 
@@ -401,13 +508,23 @@ pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 /// or on its anchor engine, found through meta — and commit or abort its
 /// intents accordingly. This is how a coordinator's crash never leaves a
 /// transaction half applied, or its intents in the way forever.
-async fn resolve_leftovers(id: u64, store: Arc<Store>, meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>) {
-    let mut peers: std::collections::HashMap<u64, (String, DataEngineClient<tonic::transport::Channel>)> = Default::default();
+async fn resolve_leftovers(
+    id: u64,
+    store: Arc<Store>,
+    meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>,
+) {
+    let mut peers: std::collections::HashMap<
+        u64,
+        (String, DataEngineClient<tonic::transport::Channel>),
+    > = Default::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (txn, anchor) in store.stale_staged(RESOLVE_AFTER) {
             let status = if anchor == id || anchor == 0 {
-                store.txn_status(txn, Some(TXN_TIMEOUT)).await.map_err(|e| e.to_string())
+                store
+                    .txn_status(txn, Some(TXN_TIMEOUT))
+                    .await
+                    .map_err(|e| e.to_string())
             } else {
                 ask_anchor(&mut peers, meta.clone(), anchor, txn).await
             };
@@ -424,23 +541,40 @@ async fn resolve_leftovers(id: u64, store: Arc<Store>, meta: eon_proto::v1::meta
 }
 
 async fn ask_anchor(
-    peers: &mut std::collections::HashMap<u64, (String, DataEngineClient<tonic::transport::Channel>)>,
+    peers: &mut std::collections::HashMap<
+        u64,
+        (String, DataEngineClient<tonic::transport::Channel>),
+    >,
     mut meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>,
     anchor: u64,
     txn: u64,
 ) -> Result<TxnStatus, String> {
-    let nodes = meta.list_nodes(pb::ListNodesRequest {}).await.map_err(|e| e.to_string())?.into_inner().nodes;
-    let Some(node) = nodes.iter().find(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.id == anchor) else {
+    let nodes = meta
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .nodes;
+    let Some(node) = nodes
+        .iter()
+        .find(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.id == anchor)
+    else {
         return Err(format!("data engine {anchor} is not registered"));
     };
-    let stale = peers.get(&anchor).is_none_or(|(addr, _)| *addr != node.grpc_address);
+    let stale = peers
+        .get(&anchor)
+        .is_none_or(|(addr, _)| *addr != node.grpc_address);
     if stale {
-        let client = DataEngineClient::new(node::channel(&node.grpc_address).map_err(|e| e.to_string())?);
+        let client =
+            DataEngineClient::new(node::channel(&node.grpc_address).map_err(|e| e.to_string())?);
         peers.insert(anchor, (node.grpc_address.clone(), client));
     }
     let client = &mut peers.get_mut(&anchor).unwrap().1;
     let r = client
-        .txn_status(pb::TxnStatusRequest { txn_id: txn, stale_after_ms: TXN_TIMEOUT.as_millis() as u64 })
+        .txn_status(pb::TxnStatusRequest {
+            txn_id: txn,
+            stale_after_ms: TXN_TIMEOUT.as_millis() as u64,
+        })
         .await
         .map_err(|e| e.to_string())?;
     Ok(status_of(r.get_ref()))
@@ -462,7 +596,8 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         .map_err(|e| Error::internal(format!("cannot create {}: {e}", opts.dir.display())))?;
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
     let store = Arc::new(
-        Store::open(&opts.dir, opts.store.clone()).map_err(|e| Error::internal(format!("storage: {e}")))?,
+        Store::open(&opts.dir, opts.store.clone())
+            .map_err(|e| Error::internal(format!("storage: {e}")))?,
     );
     let (listener, addr) = node::bind(&opts.listen, opts.port).await?;
     let info = pb::NodeInfo {
@@ -478,12 +613,19 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     store.set_read_floor(ts);
     tokio::spawn(resolve_leftovers(opts.id, store.clone(), meta.clone()));
     // Tables dropped while this engine was down: forget their data now.
-    let catalog = meta.get_catalog(pb::GetCatalogRequest {}).await.map_err(Error::from_status)?.into_inner();
+    let catalog = meta
+        .get_catalog(pb::GetCatalogRequest {})
+        .await
+        .map_err(Error::from_status)?
+        .into_inner();
     let live: std::collections::HashSet<u64> = catalog.tables.iter().map(|t| t.id).collect();
     for table in store.table_ids() {
         if !live.contains(&table) {
             tracing::info!(table, "dropping data of a table meta no longer has");
-            store.drop_table(table).await.map_err(|e| Error::internal(format!("drop: {e}")))?;
+            store
+                .drop_table(table)
+                .await
+                .map_err(|e| Error::internal(format!("drop: {e}")))?;
         }
     }
     node::spawn_heartbeat(meta, info);
@@ -517,7 +659,8 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     // MVCC garbage collection: a pass every quarter of the retention window
     // (between 100 ms and 10 s), a chunk of keys at a time.
     let gc_store = store.clone();
-    let every = (gc_store.retention() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let every =
+        (gc_store.retention() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;

@@ -75,7 +75,12 @@ impl MetaService {
             persisted,
             nodes: HashMap::new(),
         };
-        Ok(MetaService { dir: dir.to_path_buf(), inner: Mutex::new(inner), stats: Recorder::new("meta", 0), history: Default::default() })
+        Ok(MetaService {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+            stats: Recorder::new("meta", 0),
+            history: Default::default(),
+        })
     }
 
     pub fn into_server(self) -> MetaServer<MetaService> {
@@ -122,7 +127,8 @@ impl MetaService {
             .nodes
             .values()
             .filter(|(n, seen)| {
-                n.kind == pb::NodeKind::DataEngine as i32 && now - seen <= NODE_TIMEOUT.as_millis() as i64
+                n.kind == pb::NodeKind::DataEngine as i32
+                    && now - seen <= NODE_TIMEOUT.as_millis() as i64
             })
             .map(|(n, _)| n.id)
             .collect();
@@ -131,13 +137,18 @@ impl MetaService {
     }
 
     fn create_table(&self, req: pb::CreateTableRequest) -> Result<pb::CreateTableResponse, Error> {
-        let mut table = req.table.ok_or_else(|| Error::internal("CreateTable without a table"))?;
+        let mut table = req
+            .table
+            .ok_or_else(|| Error::internal("CreateTable without a table"))?;
         if table.schema.is_empty() {
             table.schema = "public".into();
         }
         let mut inner = self.inner.lock().unwrap();
-        if let Some(existing) =
-            inner.persisted.tables.iter().find(|t| t.schema == table.schema && t.name == table.name)
+        if let Some(existing) = inner
+            .persisted
+            .tables
+            .iter()
+            .find(|t| t.schema == table.schema && t.name == table.name)
         {
             if req.if_not_exists {
                 return Ok(pb::CreateTableResponse {
@@ -152,24 +163,32 @@ impl MetaService {
             ));
         }
         if table.columns.is_empty() || table.primary_key.is_empty() {
-            return Err(Error::internal("CreateTable needs columns and a primary key"));
+            return Err(Error::internal(
+                "CreateTable needs columns and a primary key",
+            ));
         }
         let engines = Self::up_data_engines(&inner);
         if engines.is_empty() {
-            return Err(Error::unavailable("no data engine is up to hold the table's shards"));
+            return Err(Error::unavailable(
+                "no data engine is up to hold the table's shards",
+            ));
         }
         if table.shard_count == 0 {
             table.shard_count = eon_common::schema::DEFAULT_SHARD_COUNT;
         }
         if table.shard_count > 4096 {
-            return Err(Error::user(sqlstate::INVALID_PARAMETER_VALUE, "a table can have at most 4096 shards"));
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "a table can have at most 4096 shards",
+            ));
         }
         inner.persisted.next_table_id += 1;
         table.id = inner.persisted.next_table_id;
         // Start each table at a different engine so small tables spread too.
         let offset = table.id as usize;
-        table.placement =
-            (0..table.shard_count as usize).map(|i| engines[(i + offset) % engines.len()]).collect();
+        table.placement = (0..table.shard_count as usize)
+            .map(|i| engines[(i + offset) % engines.len()])
+            .collect();
         inner.persisted.tables.push(table.clone());
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -182,12 +201,23 @@ impl MetaService {
     }
 
     fn drop_table(&self, req: pb::DropTableRequest) -> Result<pb::DropTableResponse, Error> {
-        let schema = if req.schema.is_empty() { "public" } else { &req.schema };
+        let schema = if req.schema.is_empty() {
+            "public"
+        } else {
+            &req.schema
+        };
         let mut inner = self.inner.lock().unwrap();
-        let pos = inner.persisted.tables.iter().position(|t| t.schema == schema && t.name == req.name);
+        let pos = inner
+            .persisted
+            .tables
+            .iter()
+            .position(|t| t.schema == schema && t.name == req.name);
         let Some(pos) = pos else {
             if req.if_exists {
-                return Ok(pb::DropTableResponse { table: None, catalog_version: inner.persisted.catalog_version });
+                return Ok(pb::DropTableResponse {
+                    table: None,
+                    catalog_version: inner.persisted.catalog_version,
+                });
             }
             return Err(Error::user(
                 sqlstate::UNDEFINED_TABLE,
@@ -198,7 +228,10 @@ impl MetaService {
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
         tracing::info!(table = %table.name, id = table.id, "table dropped");
-        Ok(pb::DropTableResponse { table: Some(table), catalog_version: inner.persisted.catalog_version })
+        Ok(pb::DropTableResponse {
+            table: Some(table),
+            catalog_version: inner.persisted.catalog_version,
+        })
     }
 }
 
@@ -206,9 +239,15 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Meta for MetaService {
-    async fn register_node(&self, req: Request<pb::RegisterNodeRequest>) -> Reply<pb::RegisterNodeResponse> {
+    async fn register_node(
+        &self,
+        req: Request<pb::RegisterNodeRequest>,
+    ) -> Reply<pb::RegisterNodeResponse> {
         let req_guard = self.stats.start();
-        let node = req.into_inner().node.ok_or_else(|| Status::invalid_argument("node missing"))?;
+        let node = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("node missing"))?;
         tracing::info!(kind = node.kind, id = node.id, addr = %node.grpc_address, "node registered");
         let current_ts = self.next_ts().map_err(Status::from)?.0;
         let mut inner = self.inner.lock().unwrap();
@@ -230,7 +269,10 @@ impl Meta for MetaService {
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }
 
-    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Reply<pb::ListNodesResponse> {
         let inner = self.inner.lock().unwrap();
         let now = unix_ms();
         let mut nodes: Vec<pb::NodeInfo> = inner
@@ -247,7 +289,10 @@ impl Meta for MetaService {
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
-    async fn create_table(&self, req: Request<pb::CreateTableRequest>) -> Reply<pb::CreateTableResponse> {
+    async fn create_table(
+        &self,
+        req: Request<pb::CreateTableRequest>,
+    ) -> Reply<pb::CreateTableResponse> {
         let r = self.stats.start();
         let out = self.create_table(req.into_inner()).map_err(Status::from)?;
         r.ok();
@@ -261,7 +306,10 @@ impl Meta for MetaService {
         Ok(Response::new(out))
     }
 
-    async fn get_catalog(&self, _req: Request<pb::GetCatalogRequest>) -> Reply<pb::GetCatalogResponse> {
+    async fn get_catalog(
+        &self,
+        _req: Request<pb::GetCatalogRequest>,
+    ) -> Reply<pb::GetCatalogResponse> {
         let inner = self.inner.lock().unwrap();
         Ok(Response::new(pb::GetCatalogResponse {
             version: inner.persisted.catalog_version,
@@ -269,15 +317,24 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn get_timestamp(&self, req: Request<pb::GetTimestampRequest>) -> Reply<pb::GetTimestampResponse> {
+    async fn get_timestamp(
+        &self,
+        req: Request<pb::GetTimestampRequest>,
+    ) -> Reply<pb::GetTimestampResponse> {
         let r = self.stats.start();
         let count = req.into_inner().count.clamp(1, 100_000) as u64;
         let (ts, catalog_version) = self.next_ts_block(count).map_err(Status::from)?;
         r.ok();
-        Ok(Response::new(pb::GetTimestampResponse { ts, catalog_version }))
+        Ok(Response::new(pb::GetTimestampResponse {
+            ts,
+            catalog_version,
+        }))
     }
 
-    async fn allocate_ids(&self, req: Request<pb::AllocateIdsRequest>) -> Reply<pb::AllocateIdsResponse> {
+    async fn allocate_ids(
+        &self,
+        req: Request<pb::AllocateIdsRequest>,
+    ) -> Reply<pb::AllocateIdsResponse> {
         let count = req.into_inner().count.clamp(1, 1_000_000);
         let start = self.alloc_ids(count).map_err(Status::from)?;
         Ok(Response::new(pb::AllocateIdsResponse { start, count }))
@@ -287,12 +344,19 @@ impl Meta for MetaService {
         Ok(Response::new(self.stats_snapshot()))
     }
 
-    async fn report_stats(&self, req: Request<pb::ReportStatsRequest>) -> Reply<pb::ReportStatsResponse> {
+    async fn report_stats(
+        &self,
+        req: Request<pb::ReportStatsRequest>,
+    ) -> Reply<pb::ReportStatsResponse> {
         let now = eon_common::unix_ms();
         let oldest = now - HISTORY_WINDOW.as_millis() as i64;
         let own = self.stats_snapshot();
         let mut h = self.history.lock().unwrap();
-        h.push_back(pb::StatsSample { at_unix_ms: now, instance: "meta".into(), stats: Some(own) });
+        h.push_back(pb::StatsSample {
+            at_unix_ms: now,
+            instance: "meta".into(),
+            stats: Some(own),
+        });
         h.extend(req.into_inner().samples);
         while h.front().is_some_and(|s| s.at_unix_ms < oldest) || h.len() > HISTORY_MAX_SAMPLES {
             h.pop_front();
@@ -300,26 +364,39 @@ impl Meta for MetaService {
         Ok(Response::new(pb::ReportStatsResponse {}))
     }
 
-    async fn stats_history(&self, req: Request<pb::StatsHistoryRequest>) -> Reply<pb::StatsHistoryResponse> {
+    async fn stats_history(
+        &self,
+        req: Request<pb::StatsHistoryRequest>,
+    ) -> Reply<pb::StatsHistoryResponse> {
         let req = req.into_inner();
         let h = self.history.lock().unwrap();
         let samples = h
             .iter()
-            .filter(|s| s.at_unix_ms >= req.since_unix_ms && (req.instance.is_empty() || s.instance == req.instance))
+            .filter(|s| {
+                s.at_unix_ms >= req.since_unix_ms
+                    && (req.instance.is_empty() || s.instance == req.instance)
+            })
             .cloned()
             .collect();
-        Ok(Response::new(pb::StatsHistoryResponse { samples, window_ms: HISTORY_WINDOW.as_millis() as u64 }))
+        Ok(Response::new(pb::StatsHistoryResponse {
+            samples,
+            window_ms: HISTORY_WINDOW.as_millis() as u64,
+        }))
     }
 }
 
 impl MetaService {
     /// Meta's statistics (the `Stats` RPC and `GET /metrics`).
     pub fn stats_snapshot(&self) -> pb::Stats {
-        let bytes = std::fs::metadata(self.dir.join(state::FILE)).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(self.dir.join(state::FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let mut s = self.stats.snapshot(bytes);
         let inner = self.inner.lock().unwrap();
-        s.counters.insert("tables".into(), inner.persisted.tables.len() as u64);
-        s.counters.insert("catalog_version".into(), inner.persisted.catalog_version);
+        s.counters
+            .insert("tables".into(), inner.persisted.tables.len() as u64);
+        s.counters
+            .insert("catalog_version".into(), inner.persisted.catalog_version);
         s.counters.insert("nodes".into(), inner.nodes.len() as u64);
         s
     }
@@ -348,7 +425,14 @@ mod tests {
     fn register(meta: &MetaService, id: u64) {
         meta.inner.lock().unwrap().nodes.insert(
             (pb::NodeKind::DataEngine as i32, id),
-            (pb::NodeInfo { kind: pb::NodeKind::DataEngine as i32, id, ..Default::default() }, unix_ms()),
+            (
+                pb::NodeInfo {
+                    kind: pb::NodeKind::DataEngine as i32,
+                    id,
+                    ..Default::default()
+                },
+                unix_ms(),
+            ),
         );
     }
 
@@ -359,25 +443,37 @@ mod tests {
         {
             let meta = MetaService::open(dir.path()).unwrap();
             assert_eq!(
-                meta.create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false })
-                    .unwrap_err()
-                    .code,
+                meta.create_table(pb::CreateTableRequest {
+                    table: Some(table("t")),
+                    if_not_exists: false
+                })
+                .unwrap_err()
+                .code,
                 sqlstate::CANNOT_CONNECT_NOW,
                 "no data engine: unavailable"
             );
             register(&meta, 1);
             register(&meta, 2);
             let t = meta
-                .create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false })
+                .create_table(pb::CreateTableRequest {
+                    table: Some(table("t")),
+                    if_not_exists: false,
+                })
                 .unwrap()
                 .table
                 .unwrap();
             assert_eq!(t.shard_count, 8);
             assert_eq!(t.placement.iter().filter(|&&e| e == 1).count(), 4);
-            let dup = meta.create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: false });
+            let dup = meta.create_table(pb::CreateTableRequest {
+                table: Some(table("t")),
+                if_not_exists: false,
+            });
             assert_eq!(dup.unwrap_err().code, sqlstate::DUPLICATE_TABLE);
             let again = meta
-                .create_table(pb::CreateTableRequest { table: Some(table("t")), if_not_exists: true })
+                .create_table(pb::CreateTableRequest {
+                    table: Some(table("t")),
+                    if_not_exists: true,
+                })
                 .unwrap();
             assert!(!again.created);
             let mut prev = 0;
@@ -393,9 +489,19 @@ mod tests {
         let inner = meta.inner.lock().unwrap();
         assert_eq!(inner.persisted.tables.len(), 1);
         drop(inner);
-        let dropped = meta.drop_table(pb::DropTableRequest { schema: "".into(), name: "t".into(), if_exists: false }).unwrap();
+        let dropped = meta
+            .drop_table(pb::DropTableRequest {
+                schema: "".into(),
+                name: "t".into(),
+                if_exists: false,
+            })
+            .unwrap();
         assert_eq!(dropped.table.unwrap().name, "t");
-        let missing = meta.drop_table(pb::DropTableRequest { schema: "".into(), name: "t".into(), if_exists: false });
+        let missing = meta.drop_table(pb::DropTableRequest {
+            schema: "".into(),
+            name: "t".into(),
+            if_exists: false,
+        });
         assert_eq!(missing.unwrap_err().code, sqlstate::UNDEFINED_TABLE);
     }
 }
@@ -420,9 +526,14 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
     let metrics = service.clone();
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(eon_common::node::metrics_routes(move || metrics.stats_snapshot()))
+        .add_routes(eon_common::node::metrics_routes(move || {
+            metrics.stats_snapshot()
+        }))
         .add_service(MetaServer::from_arc(service))
-        .serve_with_incoming_shutdown(eon_common::node::incoming(listener), eon_common::node::shutdown_signal())
+        .serve_with_incoming_shutdown(
+            eon_common::node::incoming(listener),
+            eon_common::node::shutdown_signal(),
+        )
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;
     tracing::info!("meta stopped");

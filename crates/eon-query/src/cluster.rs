@@ -83,7 +83,9 @@ impl Cluster {
             let cluster = self.clone();
             tokio::spawn(async move { cluster.fetch_timestamps().await });
         }
-        let (ts, version) = rx.await.map_err(|_| Error::internal("timestamp request dropped"))??;
+        let (ts, version) = rx
+            .await
+            .map_err(|_| Error::internal("timestamp request dropped"))??;
         if version != self.catalog.read().unwrap().version {
             self.refresh_catalog().await?;
         }
@@ -103,7 +105,11 @@ impl Cluster {
                 std::mem::take(&mut q.waiting)
             };
             let count = batch.len() as u32;
-            let r = self.meta().get_timestamp(pb::GetTimestampRequest { count }).await.map_err(meta_err);
+            let r = self
+                .meta()
+                .get_timestamp(pb::GetTimestampRequest { count })
+                .await
+                .map_err(meta_err);
             for (i, tx) in batch.into_iter().enumerate() {
                 let _ = tx.send(match &r {
                     Ok(resp) => Ok((resp.get_ref().ts + i as u64, resp.get_ref().catalog_version)),
@@ -114,7 +120,12 @@ impl Cluster {
     }
 
     pub async fn refresh_catalog(&self) -> Result<()> {
-        let r = self.meta().get_catalog(pb::GetCatalogRequest {}).await.map_err(meta_err)?.into_inner();
+        let r = self
+            .meta()
+            .get_catalog(pb::GetCatalogRequest {})
+            .await
+            .map_err(meta_err)?
+            .into_inner();
         let mut by_name = HashMap::new();
         for t in r.tables {
             let def = TableDef::from_proto(t)?;
@@ -122,13 +133,21 @@ impl Cluster {
         }
         let mut cache = self.catalog.write().unwrap();
         if r.version >= cache.version {
-            *cache = CatalogCache { version: r.version, by_name };
+            *cache = CatalogCache {
+                version: r.version,
+                by_name,
+            };
         }
         Ok(())
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<Arc<TableDef>> {
-        self.catalog.read().unwrap().by_name.get(&(schema.to_string(), name.to_string())).cloned()
+        self.catalog
+            .read()
+            .unwrap()
+            .by_name
+            .get(&(schema.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Names of the tables of a schema, sorted.
@@ -148,7 +167,14 @@ impl Cluster {
 
     /// All tables, sorted by schema and name.
     pub fn tables(&self) -> Vec<Arc<TableDef>> {
-        let mut t: Vec<_> = self.catalog.read().unwrap().by_name.values().cloned().collect();
+        let mut t: Vec<_> = self
+            .catalog
+            .read()
+            .unwrap()
+            .by_name
+            .values()
+            .cloned()
+            .collect();
         t.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         t
     }
@@ -165,15 +191,26 @@ impl Cluster {
             .unwrap()
             .get(&id)
             .map(|(_, c)| c.clone())
-            .ok_or_else(|| Error::unavailable(format!("data engine {id} is not registered with meta")))
+            .ok_or_else(|| {
+                Error::unavailable(format!("data engine {id} is not registered with meta"))
+            })
     }
 
     /// Re-read data engine addresses from meta (after a data engine restarted
     /// on a new port, say).
     pub async fn refresh_engines(&self) -> Result<()> {
-        let nodes = self.meta().list_nodes(pb::ListNodesRequest {}).await.map_err(meta_err)?.into_inner().nodes;
+        let nodes = self
+            .meta()
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .map_err(meta_err)?
+            .into_inner()
+            .nodes;
         let mut engines = self.engines.write().unwrap();
-        for n in nodes.into_iter().filter(|n| n.kind == pb::NodeKind::DataEngine as i32) {
+        for n in nodes
+            .into_iter()
+            .filter(|n| n.kind == pb::NodeKind::DataEngine as i32)
+        {
             let fresh = match engines.get(&n.id) {
                 Some((addr, _)) => *addr != n.grpc_address,
                 None => true,
@@ -193,7 +230,13 @@ impl Cluster {
     /// restarted engine comes back on a new port within a second or two).
     /// A request that is not `idempotent` is retried only when it cannot
     /// have reached the engine (the connection was refused).
-    pub async fn with_engine<T, F, Fut>(&self, id: u64, patience: Duration, idempotent: bool, mut f: F) -> Result<T>
+    pub async fn with_engine<T, F, Fut>(
+        &self,
+        id: u64,
+        patience: Duration,
+        idempotent: bool,
+        mut f: F,
+    ) -> Result<T>
     where
         F: FnMut(DataEngineClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -229,7 +272,12 @@ impl Cluster {
             }
         }
         let count = n.max(10_000);
-        let got = self.meta().allocate_ids(pb::AllocateIdsRequest { count }).await.map_err(meta_err)?.into_inner();
+        let got = self
+            .meta()
+            .allocate_ids(pb::AllocateIdsRequest { count })
+            .await
+            .map_err(meta_err)?
+            .into_inner();
         let mut r = self.rowids.lock().unwrap();
         *r = (got.start + n, got.start + got.count);
         Ok(got.start)
@@ -238,7 +286,11 @@ impl Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cluster(catalog v{})", self.catalog.read().unwrap().version)
+        write!(
+            f,
+            "Cluster(catalog v{})",
+            self.catalog.read().unwrap().version
+        )
     }
 }
 

@@ -12,14 +12,23 @@ use eon_common::error::sqlstate;
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, Result, SqlType};
 
-const STRICT: CastOptions<'static> = CastOptions { safe: false, format_options: datafusion::arrow::util::display::FormatOptions::new() };
-const LENIENT: CastOptions<'static> = CastOptions { safe: true, format_options: datafusion::arrow::util::display::FormatOptions::new() };
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
+};
+const LENIENT: CastOptions<'static> = CastOptions {
+    safe: true,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
+};
 
 /// Convert `array` to what column `col` of table `table` stores.
 pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef> {
     let target = col.ty.arrow_type();
     let mut array = array.clone();
-    if matches!(array.data_type(), DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)) {
+    if matches!(
+        array.data_type(),
+        DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)
+    ) {
         array = cast_with_options(&array, &DataType::Utf8, &STRICT)?;
     }
     let out: ArrayRef = if array.data_type() == &DataType::Null {
@@ -58,18 +67,29 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
                 }
                 Arc::new(b.finish())
             }
-            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Float32 | DataType::Float64) => {
+            (
+                SqlType::Int2 | SqlType::Int4 | SqlType::Int8,
+                DataType::Float32 | DataType::Float64,
+            ) => {
                 // PostgreSQL rounds (half to even) where Arrow would truncate.
                 let f = cast_with_options(&array, &DataType::Float64, &STRICT)?;
-                let rounded: Float64Array = f.as_primitive::<Float64Type>().unary(|v| v.round_ties_even());
+                let rounded: Float64Array = f
+                    .as_primitive::<Float64Type>()
+                    .unary(|v| v.round_ties_even());
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
             }
-            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(_, scale)) if *scale > 0 => {
+            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(_, scale))
+                if *scale > 0 =>
+            {
                 // numeric → integer rounds half away from zero.
                 let div = 10i128.pow(*scale as u32);
                 let rounded: Decimal128Array = array.as_primitive::<Decimal128Type>().unary(|v| {
                     let (q, r) = (v / div, v % div);
-                    if r.abs() * 2 >= div { q + v.signum() } else { q }
+                    if r.abs() * 2 >= div {
+                        q + v.signum()
+                    } else {
+                        q
+                    }
                 });
                 let rounded = rounded.with_precision_and_scale(38, 0)?;
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
@@ -77,13 +97,20 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
             (SqlType::Text | SqlType::Varchar { .. }, DataType::Boolean) => {
                 // PostgreSQL's text form of booleans.
                 let a = array.as_boolean();
-                Arc::new(a.iter().map(|v| v.map(|b| if b { "true" } else { "false" })).collect::<StringArray>())
+                Arc::new(
+                    a.iter()
+                        .map(|v| v.map(|b| if b { "true" } else { "false" }))
+                        .collect::<StringArray>(),
+                )
             }
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,
         }
     };
-    if let SqlType::Varchar { max_length: Some(n) } = col.ty {
+    if let SqlType::Varchar {
+        max_length: Some(n),
+    } = col.ty
+    {
         let a = out.as_string::<i32>();
         if a.iter().flatten().any(|s| s.chars().count() > n as usize) {
             return Err(Error::user(
@@ -95,7 +122,10 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
     if !col.nullable && out.null_count() > 0 {
         return Err(Error::user(
             sqlstate::NOT_NULL_VIOLATION,
-            format!("null value in column \"{}\" of relation \"{table}\" violates not-null constraint", col.name),
+            format!(
+                "null value in column \"{}\" of relation \"{table}\" violates not-null constraint",
+                col.name
+            ),
         ));
     }
     Ok(out)
@@ -132,7 +162,10 @@ fn out_of_range(ty: &SqlType) -> Error {
 }
 
 fn invalid_input(ty: &str, value: &str) -> Error {
-    Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {ty}: \"{value}\""))
+    Error::user(
+        sqlstate::INVALID_TEXT_REPRESENTATION,
+        format!("invalid input syntax for type {ty}: \"{value}\""),
+    )
 }
 
 fn map_strings(array: &ArrayRef, f: impl Fn(&str) -> Result<String>) -> Result<ArrayRef> {
@@ -161,13 +194,19 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x") {
         let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
         if digits.len() % 2 != 0 {
-            return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid hexadecimal data: odd number of digits"));
+            return Err(Error::user(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                "invalid hexadecimal data: odd number of digits",
+            ));
         }
         return (0..digits.len())
             .step_by(2)
             .map(|i| {
                 u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| {
-                    Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid hexadecimal digit: \"{}\"", &digits[i..i + 2]))
+                    Error::user(
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                        format!("invalid hexadecimal digit: \"{}\"", &digits[i..i + 2]),
+                    )
                 })
             })
             .collect();
@@ -180,15 +219,27 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
             if bytes.get(i + 1) == Some(&b'\\') {
                 out.push(b'\\');
                 i += 2;
-            } else if i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+            } else if i + 3 < bytes.len()
+                && bytes[i + 1..i + 4]
+                    .iter()
+                    .all(|c| (b'0'..=b'7').contains(c))
+            {
+                let v = (bytes[i + 1] - b'0') as u32 * 64
+                    + (bytes[i + 2] - b'0') as u32 * 8
+                    + (bytes[i + 3] - b'0') as u32;
                 if v > 255 {
-                    return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea"));
+                    return Err(Error::user(
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                        "invalid input syntax for type bytea",
+                    ));
                 }
                 out.push(v as u8);
                 i += 4;
             } else {
-                return Err(Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea"));
+                return Err(Error::user(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    "invalid input syntax for type bytea",
+                ));
             }
         } else {
             out.push(bytes[i]);
@@ -242,7 +293,13 @@ mod tests {
     use super::*;
 
     fn col(ty: SqlType, nullable: bool) -> ColumnDef {
-        ColumnDef { name: "c".into(), ty, nullable, default_sql: None, hidden: false }
+        ColumnDef {
+            name: "c".into(),
+            ty,
+            nullable,
+            default_sql: None,
+            hidden: false,
+        }
     }
 
     fn strings(v: &[Option<&str>]) -> ArrayRef {
@@ -251,22 +308,71 @@ mod tests {
 
     #[test]
     fn postgres_input_rules() {
-        let e = coerce(&strings(&[Some("12"), Some("abc")]), &col(SqlType::Int4, true), "t").unwrap_err();
-        assert_eq!((e.code.as_str(), e.message.as_str()), ("22P02", "invalid input syntax for type integer: \"abc\""));
+        let e = coerce(
+            &strings(&[Some("12"), Some("abc")]),
+            &col(SqlType::Int4, true),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("22P02", "invalid input syntax for type integer: \"abc\"")
+        );
         let big: ArrayRef = Arc::new(Int64Array::from(vec![70000]));
-        assert_eq!(coerce(&big, &col(SqlType::Int2, true), "t").unwrap_err().message, "smallint out of range");
+        assert_eq!(
+            coerce(&big, &col(SqlType::Int2, true), "t")
+                .unwrap_err()
+                .message,
+            "smallint out of range"
+        );
         let f: ArrayRef = Arc::new(Float64Array::from(vec![2.5, 3.5, -1.5]));
         let r = coerce(&f, &col(SqlType::Int4, true), "t").unwrap();
-        assert_eq!(r.as_primitive::<datafusion::arrow::datatypes::Int32Type>().values().to_vec(), vec![2, 4, -2]);
-        let e = coerce(&strings(&[Some("toolong")]), &col(SqlType::Varchar { max_length: Some(3) }, true), "t").unwrap_err();
+        assert_eq!(
+            r.as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                .values()
+                .to_vec(),
+            vec![2, 4, -2]
+        );
+        let e = coerce(
+            &strings(&[Some("toolong")]),
+            &col(
+                SqlType::Varchar {
+                    max_length: Some(3),
+                },
+                true,
+            ),
+            "t",
+        )
+        .unwrap_err();
         assert_eq!(e.code, "22001");
         let e = coerce(&strings(&[None]), &col(SqlType::Text, false), "t").unwrap_err();
-        assert_eq!(e.message, "null value in column \"c\" of relation \"t\" violates not-null constraint");
-        let u = coerce(&strings(&[Some("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")]), &col(SqlType::Uuid, true), "t").unwrap();
-        assert_eq!(u.as_string::<i32>().value(0), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
-        let j = coerce(&strings(&[Some(r#"{"bb":1,"a":[true,null],"a":2}"#)]), &col(SqlType::Jsonb, true), "t").unwrap();
+        assert_eq!(
+            e.message,
+            "null value in column \"c\" of relation \"t\" violates not-null constraint"
+        );
+        let u = coerce(
+            &strings(&[Some("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")]),
+            &col(SqlType::Uuid, true),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_string::<i32>().value(0),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+        let j = coerce(
+            &strings(&[Some(r#"{"bb":1,"a":[true,null],"a":2}"#)]),
+            &col(SqlType::Jsonb, true),
+            "t",
+        )
+        .unwrap();
         assert_eq!(j.as_string::<i32>().value(0), r#"{"a": 2, "bb": 1}"#);
-        let b = coerce(&strings(&[Some("\\x00ff"), Some("a\\\\b\\001")]), &col(SqlType::Bytea, true), "t").unwrap();
+        let b = coerce(
+            &strings(&[Some("\\x00ff"), Some("a\\\\b\\001")]),
+            &col(SqlType::Bytea, true),
+            "t",
+        )
+        .unwrap();
         assert_eq!(b.as_binary::<i32>().value(0), &[0, 255]);
         assert_eq!(b.as_binary::<i32>().value(1), b"a\\b\x01");
     }

@@ -24,8 +24,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, NullEquality, Result, ScalarValue};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, ExprSchemable, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, Subquery,
-    col, lit, when,
+    Aggregate, BinaryExpr, Expr, ExprSchemable, Filter, JoinType, LogicalPlan, LogicalPlanBuilder,
+    Operator, Projection, Subquery, col, lit, when,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
@@ -54,7 +54,11 @@ fn is_outer(e: &Expr) -> bool {
 
 fn split_and(e: &Expr, out: &mut Vec<Expr>) {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             split_and(left, out);
             split_and(right, out);
         }
@@ -66,14 +70,20 @@ fn split_and(e: &Expr, out: &mut Vec<Expr>) {
 /// where X and the aggregates do not refer to the outer query.
 fn shape(plan: &LogicalPlan) -> Option<Shape> {
     let (value, agg_plan) = match plan {
-        LogicalPlan::Projection(Projection { expr, input, .. }) if expr.len() == 1 => (Some(expr[0].clone()), input.as_ref()),
+        LogicalPlan::Projection(Projection { expr, input, .. }) if expr.len() == 1 => {
+            (Some(expr[0].clone()), input.as_ref())
+        }
         other => (None, other),
     };
-    let LogicalPlan::Aggregate(agg) = agg_plan else { return None };
+    let LogicalPlan::Aggregate(agg) = agg_plan else {
+        return None;
+    };
     if !agg.group_expr.is_empty() || agg.aggr_expr.len() != 1 && value.is_none() {
         return None;
     }
-    let LogicalPlan::Filter(filter) = agg.input.as_ref() else { return None };
+    let LogicalPlan::Filter(filter) = agg.input.as_ref() else {
+        return None;
+    };
     if !is_outer(&filter.predicate) || filter.input.contains_outer_reference() {
         return None;
     }
@@ -90,8 +100,13 @@ fn shape(plan: &LogicalPlan) -> Option<Shape> {
     if only_equalities {
         return None;
     }
-    let value = value.unwrap_or_else(|| Expr::Column(Column::from_name(agg.schema.field(0).name())));
-    Some(Shape { value, aggregate: agg.clone(), filter: filter.clone() })
+    let value =
+        value.unwrap_or_else(|| Expr::Column(Column::from_name(agg.schema.field(0).name())));
+    Some(Shape {
+        value,
+        aggregate: agg.clone(),
+        filter: filter.clone(),
+    })
 }
 
 /// The value of an aggregate over no rows.
@@ -112,7 +127,11 @@ fn empty_value(agg: &Expr, schema: &DFSchemaRef) -> Result<Expr> {
 impl DecorrelateScalarSubquery {
     /// Replace every rewritable correlated subquery in `exprs` (evaluated
     /// over `input`) by columns of left joins added to `input`.
-    fn rewrite_exprs(&self, exprs: &[Expr], input: &LogicalPlan) -> Result<Option<(Vec<Expr>, LogicalPlan)>> {
+    fn rewrite_exprs(
+        &self,
+        exprs: &[Expr],
+        input: &LogicalPlan,
+    ) -> Result<Option<(Vec<Expr>, LogicalPlan)>> {
         let mut subqueries: Vec<(Subquery, Shape)> = Vec::new();
         for e in exprs {
             e.apply(|x| {
@@ -143,9 +162,16 @@ impl DecorrelateScalarSubquery {
                 }
                 Ok(TreeNodeRecursion::Continue)
             })?;
-            let dnames: Vec<String> = (0..outer.len()).map(|j| format!("__eon_d{k}_{j}")).collect();
+            let dnames: Vec<String> = (0..outer.len())
+                .map(|j| format!("__eon_d{k}_{j}"))
+                .collect();
             let domain = LogicalPlanBuilder::from(input.clone())
-                .project(outer.iter().zip(&dnames).map(|(c, n)| Expr::Column(c.clone()).alias(n.as_str())))?
+                .project(
+                    outer
+                        .iter()
+                        .zip(&dnames)
+                        .map(|(c, n)| Expr::Column(c.clone()).alias(n.as_str())),
+                )?
                 .distinct()?
                 .build()?;
             let predicate = s
@@ -162,7 +188,10 @@ impl DecorrelateScalarSubquery {
                     })
                 })?
                 .data;
-            let dcols: Vec<Expr> = dnames.iter().map(|n| col(Column::from_name(n.clone()))).collect();
+            let dcols: Vec<Expr> = dnames
+                .iter()
+                .map(|n| col(Column::from_name(n.clone())))
+                .collect();
             let agg_schema = s.aggregate.schema.clone();
             let empty = {
                 let replaced = s
@@ -170,8 +199,13 @@ impl DecorrelateScalarSubquery {
                     .clone()
                     .transform(|x| {
                         if let Expr::Column(c) = &x {
-                            if let Some(i) = agg_schema.columns().iter().position(|a| a.name == c.name) {
-                                return Ok(Transformed::yes(empty_value(&s.aggregate.aggr_expr[i], s.aggregate.input.schema())?));
+                            if let Some(i) =
+                                agg_schema.columns().iter().position(|a| a.name == c.name)
+                            {
+                                return Ok(Transformed::yes(empty_value(
+                                    &s.aggregate.aggr_expr[i],
+                                    s.aggregate.input.schema(),
+                                )?));
                             }
                         }
                         Ok(Transformed::no(x))
@@ -193,9 +227,18 @@ impl DecorrelateScalarSubquery {
                 .project(projection)?
                 .alias(alias.as_str())?
                 .build()?;
-            let right_keys: Vec<Column> = dnames.iter().map(|n| Column::new(Some(alias.as_str()), n.as_str())).collect();
+            let right_keys: Vec<Column> = dnames
+                .iter()
+                .map(|n| Column::new(Some(alias.as_str()), n.as_str()))
+                .collect();
             plan = LogicalPlanBuilder::from(plan)
-                .join_detailed(sub, JoinType::Left, (outer.clone(), right_keys), None, NullEquality::NullEqualsNull)?
+                .join_detailed(
+                    sub,
+                    JoinType::Left,
+                    (outer.clone(), right_keys),
+                    None,
+                    NullEquality::NullEqualsNull,
+                )?
                 .build()?;
             let value = col(Column::new(Some(alias.as_str()), value_name.as_str()));
             let present = col(Column::new(Some(alias.as_str()), present_name.as_str()));
@@ -210,13 +253,21 @@ impl DecorrelateScalarSubquery {
                     .transform(|x| {
                         if let Expr::ScalarSubquery(sq) = &x {
                             if let Some((_, r)) = replacements.iter().find(|(s, _)| s == sq) {
-                                return Ok(Transformed::new(r.clone(), true, TreeNodeRecursion::Jump));
+                                return Ok(Transformed::new(
+                                    r.clone(),
+                                    true,
+                                    TreeNodeRecursion::Jump,
+                                ));
                             }
                         }
                         Ok(Transformed::no(x))
                     })?
                     .data;
-                if matches!(e, Expr::Alias(_)) { Ok(replaced) } else { replaced.alias_if_changed(name) }
+                if matches!(e, Expr::Alias(_)) {
+                    Ok(replaced)
+                } else {
+                    replaced.alias_if_changed(name)
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some((new_exprs, plan)))
@@ -232,25 +283,42 @@ impl OptimizerRule for DecorrelateScalarSubquery {
         Some(ApplyOrder::TopDown)
     }
 
-    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
         match &plan {
             LogicalPlan::Projection(p) => match self.rewrite_exprs(&p.expr, &p.input)? {
-                Some((exprs, input)) => {
-                    Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?)))
-                }
+                Some((exprs, input)) => Ok(Transformed::yes(LogicalPlan::Projection(
+                    Projection::try_new(exprs, Arc::new(input))?,
+                ))),
                 None => Ok(Transformed::no(plan)),
             },
-            LogicalPlan::Filter(f) => match self.rewrite_exprs(std::slice::from_ref(&f.predicate), &f.input)? {
-                Some((mut exprs, input)) => {
-                    let keep: Vec<Expr> = f.input.schema().columns().into_iter().map(Expr::Column).collect();
-                    let predicate = match exprs.remove(0) {
-                        Expr::Alias(a) => *a.expr,
-                        e => e,
-                    };
-                    Ok(Transformed::yes(LogicalPlanBuilder::from(input).filter(predicate)?.project(keep)?.build()?))
+            LogicalPlan::Filter(f) => {
+                match self.rewrite_exprs(std::slice::from_ref(&f.predicate), &f.input)? {
+                    Some((mut exprs, input)) => {
+                        let keep: Vec<Expr> = f
+                            .input
+                            .schema()
+                            .columns()
+                            .into_iter()
+                            .map(Expr::Column)
+                            .collect();
+                        let predicate = match exprs.remove(0) {
+                            Expr::Alias(a) => *a.expr,
+                            e => e,
+                        };
+                        Ok(Transformed::yes(
+                            LogicalPlanBuilder::from(input)
+                                .filter(predicate)?
+                                .project(keep)?
+                                .build()?,
+                        ))
+                    }
+                    None => Ok(Transformed::no(plan)),
                 }
-                None => Ok(Transformed::no(plan)),
-            },
+            }
             _ => Ok(Transformed::no(plan)),
         }
     }

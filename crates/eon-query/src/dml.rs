@@ -35,9 +35,10 @@ use datafusion::execution::context::SessionState;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, ConflictTarget, Delete, Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, OnConflictAction,
-    OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update,
-    UpdateTableFromKind, Value as SqlValue, visit_expressions_mut,
+    AssignmentTarget, ConflictTarget, Delete, Expr as SqlExpr, FromTable, Ident, Insert,
+    ObjectName, OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, Update, UpdateTableFromKind, Value as SqlValue,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -53,10 +54,13 @@ use crate::provider::DML_SUFFIX;
 use crate::provider::StatementContext;
 use crate::session::{Output, Session, WriteMode, bind, param_types_of};
 
-
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
 pub fn ident(i: &Ident) -> String {
-    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
 }
 
 /// Quote an identifier for generated SQL.
@@ -67,14 +71,22 @@ pub fn quote(name: &str) -> String {
 /// Split a table name (`t`, `public.t`, `eon.public.t`) into schema and
 /// table; `public` is the only schema so far.
 pub fn table_name(name: &ObjectName) -> Result<(String, String)> {
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(ident).collect();
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(ident)
+        .collect();
     let (schema, table) = match parts.as_slice() {
         [t] => ("public".to_string(), t.clone()),
         [s, t] | [_, s, t] => (s.clone(), t.clone()),
         _ => return Err(Error::syntax(format!("improper relation name: {name}"))),
     };
     if schema != "public" {
-        return Err(Error::user(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{schema}\" does not exist")));
+        return Err(Error::user(
+            sqlstate::INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" does not exist"),
+        ));
     }
     Ok((schema, table))
 }
@@ -82,19 +94,27 @@ pub fn table_name(name: &ObjectName) -> Result<(String, String)> {
 /// Resolve a table name to its definition, or 42P01.
 pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDef>> {
     let (schema, table) = table_name(name)?;
-    session
-        .cluster()
-        .table(&schema, &table)
-        .ok_or_else(|| Error::user(sqlstate::UNDEFINED_TABLE, format!("relation \"{table}\" does not exist")))
+    session.cluster().table(&schema, &table).ok_or_else(|| {
+        Error::user(
+            sqlstate::UNDEFINED_TABLE,
+            format!("relation \"{table}\" does not exist"),
+        )
+    })
 }
 
 fn parse_query(sql: &str) -> Result<Statement> {
-    let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::internal(format!("generated SQL {sql}: {e}")))?;
+    let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Error::internal(format!("generated SQL {sql}: {e}")))?;
     Ok(s.remove(0))
 }
 
 /// Run a query plan to completion.
-async fn collect(session: &Session, state: &SessionState, stmt: Statement, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn collect(
+    session: &Session,
+    state: &SessionState,
+    stmt: Statement,
+    params: &[ScalarValue],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let plan = bind(session.plan_query(state, stmt).await?, params)?;
     let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
     let stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
@@ -125,14 +145,23 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
     };
     let table = resolve_table(session, name)?;
     let targets: Vec<usize> = if ins.columns.is_empty() {
-        (0..table.columns.len()).filter(|&i| !table.columns[i].hidden).collect()
+        (0..table.columns.len())
+            .filter(|&i| !table.columns[i].hidden)
+            .collect()
     } else {
         let mut t = Vec::with_capacity(ins.columns.len());
         for c in &ins.columns {
-            let last = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+            let last =
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident)
+                    .unwrap_or_default();
             let idx = table.visible_column(&last)?;
             if t.contains(&idx) {
-                return Err(Error::user(sqlstate::DUPLICATE_COLUMN, format!("column \"{last}\" specified more than once")));
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_COLUMN,
+                    format!("column \"{last}\" specified more than once"),
+                ));
             }
             t.push(idx);
         }
@@ -144,7 +173,10 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
             match &oc.conflict_target {
                 None => {}
                 Some(ConflictTarget::Columns(cols)) => {
-                    let mut named: Vec<usize> = cols.iter().filter_map(|c| table.column_index(&ident(c))).collect();
+                    let mut named: Vec<usize> = cols
+                        .iter()
+                        .filter_map(|c| table.column_index(&ident(c)))
+                        .collect();
                     let mut pk = table.primary_key.clone();
                     named.sort();
                     pk.sort();
@@ -156,23 +188,46 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
                     }
                 }
                 Some(ConflictTarget::OnConstraint(c)) => {
-                    let cname = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+                    let cname =
+                        c.0.last()
+                            .and_then(|p| p.as_ident())
+                            .map(ident)
+                            .unwrap_or_default();
                     if cname != table.pkey_name() {
-                        return Err(Error::user(sqlstate::UNDEFINED_OBJECT, format!("constraint \"{cname}\" for table \"{}\" does not exist", table.name)));
+                        return Err(Error::user(
+                            sqlstate::UNDEFINED_OBJECT,
+                            format!(
+                                "constraint \"{cname}\" for table \"{}\" does not exist",
+                                table.name
+                            ),
+                        ));
                     }
                 }
             }
             match oc.action {
                 OnConflictAction::DoNothing => true,
                 OnConflictAction::DoUpdate(_) => {
-                    return Err(Error::unsupported("ON CONFLICT DO UPDATE is not supported yet"));
+                    return Err(Error::unsupported(
+                        "ON CONFLICT DO UPDATE is not supported yet",
+                    ));
                 }
             }
         }
         Some(_) => return Err(Error::unsupported("this INSERT form is not supported")),
     };
-    let alias = ins.table_alias.as_ref().map(|a| ident(&a.alias)).unwrap_or_else(|| table.name.clone());
-    Ok(InsertShape { table, targets, source: ins.source.as_deref(), ignore_conflicts, alias, returning: ins.returning.as_ref() })
+    let alias = ins
+        .table_alias
+        .as_ref()
+        .map(|a| ident(&a.alias))
+        .unwrap_or_else(|| table.name.clone());
+    Ok(InsertShape {
+        table,
+        targets,
+        source: ins.source.as_deref(),
+        ignore_conflicts,
+        alias,
+        returning: ins.returning.as_ref(),
+    })
 }
 
 /// Replace `$n` parameters in a query with literals of their values.
@@ -181,15 +236,27 @@ fn substitute_params(query: &mut Query, params: &[ScalarValue]) -> Result<()> {
     let _ = visit_expressions_mut(query, |e: &mut SqlExpr| {
         if let SqlExpr::Value(v) = e {
             if let SqlValue::Placeholder(p) = &v.value {
-                let idx = p.trim_start_matches('$').parse::<usize>().ok().filter(|&i| i >= 1 && i <= params.len());
+                let idx = p
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i >= 1 && i <= params.len());
                 match idx {
                     Some(i) => match sql_literal(&params[i - 1]).and_then(|text| {
-                        Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))
+                        Parser::new(&PostgreSqlDialect {})
+                            .try_with_sql(&text)
+                            .and_then(|mut p| p.parse_expr())
+                            .map_err(|e| Error::internal(e.to_string()))
                     }) {
                         Ok(lit) => *e = lit,
                         Err(x) => err = Some(x),
                     },
-                    None => err = Some(Error::user(sqlstate::UNDEFINED_PARAMETER, format!("there is no parameter {p}"))),
+                    None => {
+                        err = Some(Error::user(
+                            sqlstate::UNDEFINED_PARAMETER,
+                            format!("there is no parameter {p}"),
+                        ))
+                    }
                 }
             }
         }
@@ -216,14 +283,21 @@ fn sql_literal(v: &ScalarValue) -> Result<String> {
         ScalarValue::Float32(Some(f)) => format!("CAST('{f:?}' AS REAL)"),
         ScalarValue::Float64(Some(f)) => format!("CAST('{f:?}' AS DOUBLE)"),
         ScalarValue::Decimal128(Some(d), p, s) => {
-            format!("CAST('{}' AS DECIMAL({p},{s}))", eon_common::value::format_decimal(*d, *s))
+            format!(
+                "CAST('{}' AS DECIMAL({p},{s}))",
+                eon_common::value::format_decimal(*d, *s)
+            )
         }
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => quoted(s),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => quoted(s),
         ScalarValue::Binary(Some(b)) => {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             quoted(&format!("\\x{hex}"))
         }
-        ScalarValue::Date32(Some(d)) => format!("CAST({} AS DATE)", quoted(&crate::pgtypes::format_date(*d))),
+        ScalarValue::Date32(Some(d)) => {
+            format!("CAST({} AS DATE)", quoted(&crate::pgtypes::format_date(*d)))
+        }
         ScalarValue::TimestampMicrosecond(Some(us), tz) => {
             let text = crate::pgtypes::format_timestamp(*us);
             match tz {
@@ -243,7 +317,11 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
         Some(q) => q.clone(),
         None => {
             // DEFAULT VALUES: one row of defaults.
-            let cells: Vec<String> = shape.targets.iter().map(|_| "DEFAULT".to_string()).collect();
+            let cells: Vec<String> = shape
+                .targets
+                .iter()
+                .map(|_| "DEFAULT".to_string())
+                .collect();
             match parse_query(&format!("VALUES ({})", cells.join(", ")))? {
                 Statement::Query(q) => *q,
                 _ => unreachable!(),
@@ -262,13 +340,22 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
             for (cell, &col) in row.iter_mut().zip(&shape.targets) {
                 let is_default = matches!(cell, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
                 if is_default {
-                    let sql = table.columns[col].default_sql.clone().unwrap_or_else(|| "NULL".into());
-                    *cell = Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))?;
+                    let sql = table.columns[col]
+                        .default_sql
+                        .clone()
+                        .unwrap_or_else(|| "NULL".into());
+                    *cell = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&sql)
+                        .and_then(|mut p| p.parse_expr())
+                        .map_err(|e| Error::internal(e.to_string()))?;
                 }
                 if cast {
                     let ty = df_type_name(&table.columns[col].ty);
                     let text = format!("CAST(({cell}) AS {ty})");
-                    *cell = Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr()).map_err(|e| Error::internal(e.to_string()))?;
+                    *cell = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&text)
+                        .and_then(|mut p| p.parse_expr())
+                        .map_err(|e| Error::internal(e.to_string()))?;
                 }
             }
         }
@@ -299,7 +386,13 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
     }
 }
 
-async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+async fn insert(
+    session: &Session,
+    ins: &Insert,
+    params: &[ScalarValue],
+    ctx: Arc<StatementContext>,
+    mode: WriteMode,
+) -> Result<Output> {
     check_writable(mode, "INSERT")?;
     let shape = insert_shape(session, ins)?;
     let table = shape.table.clone();
@@ -308,7 +401,13 @@ async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Ar
         Ok(r) => r,
         // VALUES rows whose cells have different types: cast every cell to
         // its column's type, as PostgreSQL does for INSERT ... VALUES.
-        Err(e) if e.kind == ErrorKind::User && matches!(shape.source.map(|q| q.body.as_ref()), Some(SetExpr::Values(_))) => {
+        Err(e)
+            if e.kind == ErrorKind::User
+                && matches!(
+                    shape.source.map(|q| q.body.as_ref()),
+                    Some(SetExpr::Values(_))
+                ) =>
+        {
             collect(session, &state, insert_source(&shape, params, true)?, &[]).await?
         }
         Err(e) => return Err(e),
@@ -331,21 +430,43 @@ async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Ar
             Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
         } else if let Some(default) = &col.default_sql {
             let value = constant(session, &state, default).await?;
-            coerce(&value.to_array_of_size(n).map_err(from_df)?, col, &table.name)?
+            coerce(
+                &value.to_array_of_size(n).map_err(from_df)?,
+                col,
+                &table.name,
+            )?
         } else {
-            coerce(&datafusion::arrow::array::new_null_array(&DataType::Null, n), col, &table.name)?
+            coerce(
+                &datafusion::arrow::array::new_null_array(&DataType::Null, n),
+                col,
+                &table.name,
+            )?
         };
         columns.push(array);
     }
-    let rows = RecordBatch::try_new_with_options(table.arrow_schema().clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
-    let kind = if shape.ignore_conflicts { pb::WriteKind::InsertIgnore } else { pb::WriteKind::Insert };
+    let rows = RecordBatch::try_new_with_options(
+        table.arrow_schema().clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?;
+    let kind = if shape.ignore_conflicts {
+        pb::WriteKind::InsertIgnore
+    } else {
+        pb::WriteKind::Insert
+    };
     let mut writes = Writes::default();
     let op_rows = writes.add(&table, kind, &rows, &table.primary_key)?;
     let results = writes.apply(session, &ctx, mode).await?;
     let mut written: Vec<u32> = Vec::with_capacity(n);
     for (op, rows_of_op) in op_rows {
         let skipped = &results[&op].skipped;
-        written.extend(rows_of_op.iter().enumerate().filter(|(i, _)| !skipped.contains(&(*i as u32))).map(|(_, r)| *r));
+        written.extend(
+            rows_of_op
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skipped.contains(&(*i as u32)))
+                .map(|(_, r)| *r),
+        );
     }
     written.sort();
     let count = written.len();
@@ -361,7 +482,10 @@ async fn insert(session: &Session, ins: &Insert, params: &[ScalarValue], ctx: Ar
 /// Evaluate a constant expression (a column default).
 async fn constant(session: &Session, state: &SessionState, sql: &str) -> Result<ScalarValue> {
     let (_, batches) = collect(session, state, parse_query(&format!("SELECT {sql}"))?, &[]).await?;
-    let b = batches.into_iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::internal("default produced no value"))?;
+    let b = batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::internal("default produced no value"))?;
     ScalarValue::try_from_array(b.column(0), 0).map_err(from_df)
 }
 
@@ -370,21 +494,41 @@ async fn constant(session: &Session, state: &SessionState, sql: &str) -> Result<
 /// The target table of an UPDATE/DELETE and the name it is referred by.
 fn target(session: &Session, twj: &TableWithJoins) -> Result<(Arc<TableDef>, String)> {
     if !twj.joins.is_empty() {
-        return Err(Error::unsupported("joins in the target of UPDATE or DELETE"));
+        return Err(Error::unsupported(
+            "joins in the target of UPDATE or DELETE",
+        ));
     }
     let TableFactor::Table { name, alias, .. } = &twj.relation else {
         return Err(Error::syntax("UPDATE/DELETE needs a table"));
     };
     let table = resolve_table(session, name)?;
-    let alias = alias.as_ref().map(|a| ident(&a.name)).unwrap_or_else(|| table.name.clone());
+    let alias = alias
+        .as_ref()
+        .map(|a| ident(&a.name))
+        .unwrap_or_else(|| table.name.clone());
     Ok((table, alias))
 }
 
 /// `SELECT <all columns> [, extra] FROM t$dml AS alias [, more] [WHERE ...]`
-fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[TableWithJoins], selection: Option<&SqlExpr>) -> String {
-    let mut items: Vec<String> = table.columns.iter().map(|c| format!("{}.{}", quote(alias), quote(&c.name))).collect();
+fn select_rows(
+    table: &TableDef,
+    alias: &str,
+    extra: &[String],
+    more_from: &[TableWithJoins],
+    selection: Option<&SqlExpr>,
+) -> String {
+    let mut items: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{}.{}", quote(alias), quote(&c.name)))
+        .collect();
     items.extend(extra.iter().cloned());
-    let mut from = vec![format!("{}.{} AS {}", quote(&table.schema), quote(&format!("{}{DML_SUFFIX}", table.name)), quote(alias))];
+    let mut from = vec![format!(
+        "{}.{} AS {}",
+        quote(&table.schema),
+        quote(&format!("{}{DML_SUFFIX}", table.name)),
+        quote(alias)
+    )];
     from.extend(more_from.iter().map(|t| t.to_string()));
     let mut sql = format!("SELECT {} FROM {}", items.join(", "), from.join(", "));
     if let Some(w) = selection {
@@ -395,7 +539,12 @@ fn select_rows(table: &TableDef, alias: &str, extra: &[String], more_from: &[Tab
 
 /// Run the SELECT of an UPDATE or DELETE at the statement's snapshot: the
 /// rows it touches (all columns, then any computed values).
-async fn matching_rows(session: &Session, ctx: &Arc<StatementContext>, select: &Statement, params: &[ScalarValue]) -> Result<RecordBatch> {
+async fn matching_rows(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    select: &Statement,
+    params: &[ScalarValue],
+) -> Result<RecordBatch> {
     let state = session.statement_state(ctx.clone());
     let (schema, batches) = collect(session, &state, select.clone(), params).await?;
     one_batch(schema, batches)
@@ -403,7 +552,11 @@ async fn matching_rows(session: &Session, ctx: &Arc<StatementContext>, select: &
 
 /// `columns` (one per table column, as many rows as `found`) as a batch of
 /// the table's schema.
-fn table_rows(table: &TableDef, found: &RecordBatch, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+fn table_rows(
+    table: &TableDef,
+    found: &RecordBatch,
+    columns: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(
         table.arrow_schema().clone(),
         columns,
@@ -427,14 +580,25 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
         let AssignmentTarget::ColumnName(c) = &a.target else {
             return Err(Error::unsupported("UPDATE ... SET (a, b) = (...)"));
         };
-        let name = c.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default();
+        let name =
+            c.0.last()
+                .and_then(|p| p.as_ident())
+                .map(ident)
+                .unwrap_or_default();
         let idx = table.visible_column(&name)?;
         if assigned.contains(&idx) {
-            return Err(Error::user(sqlstate::DUPLICATE_COLUMN, format!("multiple assignments to same column \"{name}\"")));
+            return Err(Error::user(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("multiple assignments to same column \"{name}\""),
+            ));
         }
         assigned.push(idx);
-        let value = if matches!(&a.value, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")) {
-            table.columns[idx].default_sql.clone().unwrap_or_else(|| "NULL".into())
+        let value = if matches!(&a.value, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
+        {
+            table.columns[idx]
+                .default_sql
+                .clone()
+                .unwrap_or_else(|| "NULL".into())
         } else {
             a.value.to_string()
         };
@@ -442,13 +606,32 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
     }
     let more: Vec<TableWithJoins> = match &up.from {
         None => vec![],
-        Some(UpdateTableFromKind::AfterSet(f)) | Some(UpdateTableFromKind::BeforeSet(f)) => f.clone(),
+        Some(UpdateTableFromKind::AfterSet(f)) | Some(UpdateTableFromKind::BeforeSet(f)) => {
+            f.clone()
+        }
     };
-    let select = parse_query(&select_rows(&table, &alias, &extra, &more, up.selection.as_ref()))?;
-    Ok(UpdateShape { table, alias, assigned, select })
+    let select = parse_query(&select_rows(
+        &table,
+        &alias,
+        &extra,
+        &more,
+        up.selection.as_ref(),
+    ))?;
+    Ok(UpdateShape {
+        table,
+        alias,
+        assigned,
+        select,
+    })
 }
 
-async fn update(session: &Session, up: &Update, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+async fn update(
+    session: &Session,
+    up: &Update,
+    params: &[ScalarValue],
+    ctx: Arc<StatementContext>,
+    mode: WriteMode,
+) -> Result<Output> {
     check_writable(mode, "UPDATE")?;
     let shape = update_shape(session, up)?;
     let table = shape.table.clone();
@@ -461,8 +644,16 @@ async fn update(session: &Session, up: &Update, params: &[ScalarValue], ctx: Arc
     let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
     let new = table_rows(&table, &found, new_columns)?;
     let pk = &table.primary_key;
-    let old_keys = encode_keys(&pk.iter().map(|&i| old.column(i).clone()).collect::<Vec<_>>())?;
-    let new_keys = encode_keys(&pk.iter().map(|&i| new.column(i).clone()).collect::<Vec<_>>())?;
+    let old_keys = encode_keys(
+        &pk.iter()
+            .map(|&i| old.column(i).clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let new_keys = encode_keys(
+        &pk.iter()
+            .map(|&i| new.column(i).clone())
+            .collect::<Vec<_>>(),
+    )?;
     // A row matched twice (UPDATE ... FROM) is updated once.
     let mut seen: HashMap<&Key, ()> = HashMap::new();
     let (mut same, mut moved) = (Vec::new(), Vec::new());
@@ -470,26 +661,54 @@ async fn update(session: &Session, up: &Update, params: &[ScalarValue], ctx: Arc
         if seen.insert(&old_keys[i], ()).is_some() {
             continue;
         }
-        if old_keys[i] == new_keys[i] { same.push(i as u32) } else { moved.push(i as u32) }
+        if old_keys[i] == new_keys[i] {
+            same.push(i as u32)
+        } else {
+            moved.push(i as u32)
+        }
     }
     let mut writes = Writes::default();
     let key_cols: Vec<usize> = pk.clone();
     if !moved.is_empty() {
         let moved_idx = UInt32Array::from(moved.clone());
-        writes.add(&table, pb::WriteKind::Delete, &take_record_batch(&old, &moved_idx)?.project(&key_cols)?, &(0..key_cols.len()).collect::<Vec<_>>())?;
+        writes.add(
+            &table,
+            pb::WriteKind::Delete,
+            &take_record_batch(&old, &moved_idx)?.project(&key_cols)?,
+            &(0..key_cols.len()).collect::<Vec<_>>(),
+        )?;
     }
     if !same.is_empty() {
-        writes.add(&table, pb::WriteKind::Put, &take_record_batch(&new, &UInt32Array::from(same.clone()))?, pk)?;
+        writes.add(
+            &table,
+            pb::WriteKind::Put,
+            &take_record_batch(&new, &UInt32Array::from(same.clone()))?,
+            pk,
+        )?;
     }
     if !moved.is_empty() {
-        writes.add(&table, pb::WriteKind::Insert, &take_record_batch(&new, &UInt32Array::from(moved.clone()))?, pk)?;
+        writes.add(
+            &table,
+            pb::WriteKind::Insert,
+            &take_record_batch(&new, &UInt32Array::from(moved.clone()))?,
+            pk,
+        )?;
     }
     writes.apply(session, &ctx, mode).await?;
     let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
     touched.sort();
     let count = touched.len();
     match &up.returning {
-        Some(items) => returning(&table, &shape.alias, take_record_batch(&new, &UInt32Array::from(touched))?, items, "UPDATE").await,
+        Some(items) => {
+            returning(
+                &table,
+                &shape.alias,
+                take_record_batch(&new, &UInt32Array::from(touched))?,
+                items,
+                "UPDATE",
+            )
+            .await
+        }
         None => Ok(Output::Command(format!("UPDATE {count}"))),
     }
 }
@@ -509,23 +728,57 @@ fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
     };
     let (table, alias) = target(session, twj)?;
     let more = del.using.clone().unwrap_or_default();
-    let select = parse_query(&select_rows(&table, &alias, &[], &more, del.selection.as_ref()))?;
-    Ok(DeleteShape { table, alias, select })
+    let select = parse_query(&select_rows(
+        &table,
+        &alias,
+        &[],
+        &more,
+        del.selection.as_ref(),
+    ))?;
+    Ok(DeleteShape {
+        table,
+        alias,
+        select,
+    })
 }
 
-async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ctx: Arc<StatementContext>, mode: WriteMode) -> Result<Output> {
+async fn delete(
+    session: &Session,
+    del: &Delete,
+    params: &[ScalarValue],
+    ctx: Arc<StatementContext>,
+    mode: WriteMode,
+) -> Result<Output> {
     check_writable(mode, "DELETE")?;
     let shape = delete_shape(session, del)?;
     let table = shape.table.clone();
     let found = matching_rows(session, &ctx, &shape.select, params).await?;
-    let rows = table_rows(&table, &found, found.columns()[..table.columns.len()].to_vec())?;
-    let keys = encode_keys(&table.primary_key.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
+    let rows = table_rows(
+        &table,
+        &found,
+        found.columns()[..table.columns.len()].to_vec(),
+    )?;
+    let keys = encode_keys(
+        &table
+            .primary_key
+            .iter()
+            .map(|&i| rows.column(i).clone())
+            .collect::<Vec<_>>(),
+    )?;
     let mut seen = HashMap::new();
-    let unique: Vec<u32> = (0..rows.num_rows()).filter(|&i| seen.insert(&keys[i], ()).is_none()).map(|i| i as u32).collect();
+    let unique: Vec<u32> = (0..rows.num_rows())
+        .filter(|&i| seen.insert(&keys[i], ()).is_none())
+        .map(|i| i as u32)
+        .collect();
     let rows = take_record_batch(&rows, &UInt32Array::from(unique))?;
     let mut writes = Writes::default();
     let key_batch = rows.project(&table.primary_key)?;
-    writes.add(&table, pb::WriteKind::Delete, &key_batch, &(0..table.primary_key.len()).collect::<Vec<_>>())?;
+    writes.add(
+        &table,
+        pb::WriteKind::Delete,
+        &key_batch,
+        &(0..table.primary_key.len()).collect::<Vec<_>>(),
+    )?;
     writes.apply(session, &ctx, mode).await?;
     let count = rows.num_rows();
     match &del.returning {
@@ -537,7 +790,13 @@ async fn delete(session: &Session, del: &Delete, params: &[ScalarValue], ctx: Ar
 // ---------------------------------------------------------------- RETURNING
 
 /// Evaluate RETURNING items over the rows a statement wrote.
-async fn returning(table: &TableDef, alias: &str, rows: RecordBatch, items: &[SelectItem], tag: &str) -> Result<Output> {
+async fn returning(
+    table: &TableDef,
+    alias: &str,
+    rows: RecordBatch,
+    items: &[SelectItem],
+    tag: &str,
+) -> Result<Output> {
     let (ctx, sql) = returning_context(table, alias, Some(rows), items)?;
     let df = ctx.sql(&sql).await.map_err(from_df)?;
     let schema = Arc::new(df.schema().as_arrow().clone());
@@ -546,8 +805,15 @@ async fn returning(table: &TableDef, alias: &str, rows: RecordBatch, items: &[Se
 }
 
 /// A context where `alias` names the written rows (visible columns only).
-fn returning_context(table: &TableDef, alias: &str, rows: Option<RecordBatch>, items: &[SelectItem]) -> Result<(SessionContext, String)> {
-    let visible: Vec<usize> = (0..table.columns.len()).filter(|&i| !table.columns[i].hidden).collect();
+fn returning_context(
+    table: &TableDef,
+    alias: &str,
+    rows: Option<RecordBatch>,
+    items: &[SelectItem],
+) -> Result<(SessionContext, String)> {
+    let visible: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| !table.columns[i].hidden)
+        .collect();
     let schema = Arc::new(table.arrow_schema().project(&visible)?);
     let data = match rows {
         Some(r) => vec![vec![r.project(&visible)?]],
@@ -555,15 +821,23 @@ fn returning_context(table: &TableDef, alias: &str, rows: Option<RecordBatch>, i
     };
     let mem = MemTable::try_new(schema, data).map_err(from_df)?;
     let ctx = SessionContext::new();
-    ctx.register_table(quote(alias).as_str(), Arc::new(mem)).map_err(from_df)?;
+    ctx.register_table(quote(alias).as_str(), Arc::new(mem))
+        .map_err(from_df)?;
     let list: Vec<String> = items.iter().map(|i| i.to_string()).collect();
-    Ok((ctx, format!("SELECT {} FROM {}", list.join(", "), quote(alias))))
+    Ok((
+        ctx,
+        format!("SELECT {} FROM {}", list.join(", "), quote(alias)),
+    ))
 }
 
 // -------------------------------------------------------------- describe
 
 /// Parameter types and result columns of a DML statement.
-pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement) -> Result<(Vec<Option<eon_common::SqlType>>, Option<SchemaRef>)> {
+pub async fn describe(
+    session: &Session,
+    state: &SessionState,
+    stmt: &Statement,
+) -> Result<(Vec<Option<eon_common::SqlType>>, Option<SchemaRef>)> {
     let (table, alias, items, params) = match stmt {
         Statement::Insert(ins) => {
             let shape = insert_shape(session, ins)?;
@@ -589,7 +863,10 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
                             }
                         }
                     }
-                } else if let Ok(plan) = session.plan_query(state, Statement::Query(Box::new(q.clone()))).await {
+                } else if let Ok(plan) = session
+                    .plan_query(state, Statement::Query(Box::new(q.clone())))
+                    .await
+                {
                     for (i, t) in param_types_of(&plan)?.into_iter().enumerate() {
                         if let Some(t) = t {
                             set(i + 1, t);
@@ -621,14 +898,23 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
         Statement::Delete(del) => {
             let shape = delete_shape(session, del)?;
             let plan = session.plan_query(state, shape.select).await?;
-            (shape.table, shape.alias, del.returning.clone(), param_types_of(&plan)?)
+            (
+                shape.table,
+                shape.alias,
+                del.returning.clone(),
+                param_types_of(&plan)?,
+            )
         }
         _ => return Ok((vec![], None)),
     };
     let result = match items {
         Some(items) => {
             let (ctx, sql) = returning_context(&table, &alias, None, &items)?;
-            let plan = ctx.state().create_logical_plan(&sql).await.map_err(from_df)?;
+            let plan = ctx
+                .state()
+                .create_logical_plan(&sql)
+                .await
+                .map_err(from_df)?;
             Some(Arc::new(plan.schema().as_arrow().clone()))
         }
         None => None,
@@ -637,7 +923,11 @@ pub async fn describe(session: &Session, state: &SessionState, stmt: &Statement)
 }
 
 /// Run an INSERT, UPDATE or DELETE.
-pub async fn execute(session: &Session, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+pub async fn execute(
+    session: &Session,
+    stmt: &Statement,
+    params: &[ScalarValue],
+) -> Result<Output> {
     // The statement's snapshot; getting it also brings the catalog up to
     // date, so tables created through other query engines resolve.
     let (ctx, mode) = session.begin_statement().await?;
@@ -653,7 +943,9 @@ pub async fn execute(session: &Session, stmt: &Statement, params: &[ScalarValue]
 
 fn check_writable(mode: WriteMode, what: &str) -> Result<()> {
     match mode {
-        WriteMode::Txn { read_only: true, .. } => Err(crate::txn::read_only_error(what)),
+        WriteMode::Txn {
+            read_only: true, ..
+        } => Err(crate::txn::read_only_error(what)),
         _ => Ok(()),
     }
 }
@@ -672,19 +964,40 @@ struct Writes {
 impl Writes {
     /// Split `rows` (whose key columns are `key_cols`) by shard into ops.
     /// Returns, per op number, the row indexes of `rows` it carries.
-    fn add(&mut self, table: &TableDef, kind: pb::WriteKind, rows: &RecordBatch, key_cols: &[usize]) -> Result<Vec<(usize, Vec<u32>)>> {
-        let keys = encode_keys(&key_cols.iter().map(|&i| rows.column(i).clone()).collect::<Vec<_>>())?;
+    fn add(
+        &mut self,
+        table: &TableDef,
+        kind: pb::WriteKind,
+        rows: &RecordBatch,
+        key_cols: &[usize],
+    ) -> Result<Vec<(usize, Vec<u32>)>> {
+        let keys = encode_keys(
+            &key_cols
+                .iter()
+                .map(|&i| rows.column(i).clone())
+                .collect::<Vec<_>>(),
+        )?;
         self.keys.extend(keys.iter().map(|k| (table.id, k.clone())));
         let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
-            by_shard.entry(shard_of(k, table.shard_count)).or_default().push(i as u32);
+            by_shard
+                .entry(shard_of(k, table.shard_count))
+                .or_default()
+                .push(i as u32);
         }
         let mut out = Vec::with_capacity(by_shard.len());
         for (shard, idx) in by_shard {
             let part = take_record_batch(rows, &UInt32Array::from(idx.clone()))?;
-            let engine = table.engine_of(shard).ok_or_else(|| Error::internal(format!("shard {shard} has no placement")))?;
+            let engine = table
+                .engine_of(shard)
+                .ok_or_else(|| Error::internal(format!("shard {shard} has no placement")))?;
             let ops = self.by_engine.entry(engine).or_default();
-            ops.push(pb::WriteOp { table: Some(table.proto().clone()), shard, kind: kind as i32, rows: ipc::encode_batch(&part)?.into() });
+            ops.push(pb::WriteOp {
+                table: Some(table.proto().clone()),
+                shard,
+                kind: kind as i32,
+                rows: ipc::encode_batch(&part)?.into(),
+            });
             self.locations.push((engine, ops.len() - 1));
             out.push((self.next_op, idx));
             self.next_op += 1;
@@ -694,7 +1007,12 @@ impl Writes {
 
     /// Write everything: all or nothing now (autocommit), or staged under
     /// the open transaction. Returns each op's result by op number.
-    async fn apply(self, session: &Session, ctx: &StatementContext, mode: WriteMode) -> Result<HashMap<usize, pb::OpResult>> {
+    async fn apply(
+        self,
+        session: &Session,
+        ctx: &StatementContext,
+        mode: WriteMode,
+    ) -> Result<HashMap<usize, pb::OpResult>> {
         let cluster = session.cluster();
         let read_ts = ctx.read_ts;
         let (txn, staged_only, seq) = match mode {
@@ -705,22 +1023,41 @@ impl Writes {
         // own: what it read but did not write must not have changed by the
         // time it commits. (What it wrote is checked by the write itself: a
         // newer version of a written key is a conflict.)
-        let reads: Vec<crate::provider::ReadSpan> =
-            if staged_only || !ctx.track_reads { vec![] } else { ctx.reads.lock().unwrap().clone() };
+        let reads: Vec<crate::provider::ReadSpan> = if staged_only || !ctx.track_reads {
+            vec![]
+        } else {
+            ctx.reads.lock().unwrap().clone()
+        };
         let covered = |r: &crate::provider::ReadSpan| {
-            r.keys.as_ref().is_some_and(|keys| keys.iter().all(|k| self.keys.contains(&(r.table, k.clone()))))
+            r.keys.as_ref().is_some_and(|keys| {
+                keys.iter()
+                    .all(|k| self.keys.contains(&(r.table, k.clone())))
+            })
         };
         let refresh = !reads.iter().all(covered);
         // A statement on one engine outside a transaction commits there in
         // one phase (unless its reads need refreshing).
         let one_phase = !staged_only && self.by_engine.len() == 1 && !refresh;
         let engines: BTreeSet<u64> = self.by_engine.keys().copied().collect();
-        let Some(&first) = engines.iter().next() else { return Ok(HashMap::new()) };
-        let anchor = if staged_only { session.anchor(first) } else { first };
+        let Some(&first) = engines.iter().next() else {
+            return Ok(HashMap::new());
+        };
+        let anchor = if staged_only {
+            session.anchor(first)
+        } else {
+            first
+        };
         let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
         let mut failure: Option<Error> = None;
         let calls = self.by_engine.iter().map(|(&engine, ops)| {
-            let req = pb::WriteRequest { txn_id: txn, read_ts, one_phase, ops: ops.clone(), anchor, seq };
+            let req = pb::WriteRequest {
+                txn_id: txn,
+                read_ts,
+                one_phase,
+                ops: ops.clone(),
+                anchor,
+                seq,
+            };
             async move {
                 let r = cluster
                     .with_engine(engine, Duration::from_secs(3), false, |mut c| {
@@ -753,7 +1090,10 @@ impl Writes {
             // part in the commit. Every engine written to is rolled back by
             // ROLLBACK and ROLLBACK TO SAVEPOINT: an unanswered write may
             // have been staged all the same.
-            session.staged_on(results.iter().map(|(e, r)| (*e, r.epoch)), engines.iter().copied());
+            session.staged_on(
+                results.iter().map(|(e, r)| (*e, r.epoch)),
+                engines.iter().copied(),
+            );
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -779,4 +1119,3 @@ impl Writes {
         Ok(by_op)
     }
 }
-

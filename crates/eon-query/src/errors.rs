@@ -38,7 +38,9 @@ pub fn from_df(e: DataFusionError) -> Error {
         DataFusionError::Plan(m) => plan_error(m),
         DataFusionError::NotImplemented(m) => Error::unsupported(clean(m)),
         DataFusionError::Execution(m) => exec_error(m),
-        DataFusionError::ResourcesExhausted(m) => Error::new(eon_common::ErrorKind::Unavailable, "53200", clean(m)),
+        DataFusionError::ResourcesExhausted(m) => {
+            Error::new(eon_common::ErrorKind::Unavailable, "53200", clean(m))
+        }
         other => Error::internal(clean(&other.to_string())),
     }
 }
@@ -46,8 +48,13 @@ pub fn from_df(e: DataFusionError) -> Error {
 fn from_arrow(a: &ArrowError) -> Error {
     match a {
         ArrowError::DivideByZero => Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero"),
-        ArrowError::ArithmeticOverflow(m) => Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, format!("value out of range: {m}")),
-        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => {
+        ArrowError::ArithmeticOverflow(m) => Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("value out of range: {m}"),
+        ),
+        ArrowError::CastError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::InvalidArgumentError(m) => {
             if m.contains("overflow") || m.contains("too large") || m.contains("out of range") {
                 Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
             } else {
@@ -64,15 +71,24 @@ fn plan_error(m: &str) -> Error {
     if let Some(rest) = msg.strip_prefix("table '") {
         let name = rest.split('\'').next().unwrap_or(rest);
         let short = name.rsplit('.').next().unwrap_or(name);
-        return Error::user(sqlstate::UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
+        return Error::user(
+            sqlstate::UNDEFINED_TABLE,
+            format!("relation \"{short}\" does not exist"),
+        );
     }
-    if msg.contains("Invalid function") || msg.contains("No function matches") || msg.contains("function") && msg.contains("not found") {
+    if msg.contains("Invalid function")
+        || msg.contains("No function matches")
+        || msg.contains("function") && msg.contains("not found")
+    {
         return Error::user(sqlstate::UNDEFINED_FUNCTION, msg);
     }
     if msg.contains("non-aggregate") || msg.contains("must appear in the GROUP BY") {
         return Error::user(sqlstate::GROUPING_ERROR, msg);
     }
-    if msg.contains("Cannot infer common") || msg.contains("Cannot coerce") || msg.contains("There isn't a common type") {
+    if msg.contains("Cannot infer common")
+        || msg.contains("Cannot coerce")
+        || msg.contains("There isn't a common type")
+    {
         return Error::user(sqlstate::DATATYPE_MISMATCH, msg);
     }
     if msg.contains("Unsupported") || msg.contains("not supported") {
@@ -94,7 +110,10 @@ fn exec_error(m: &str) -> Error {
     } else if lower.contains("cast") || lower.contains("parse") || lower.contains("invalid") {
         Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, msg)
     } else if lower.contains("more than one row") {
-        Error::user(sqlstate::CARDINALITY_VIOLATION, "more than one row returned by a subquery used as an expression")
+        Error::user(
+            sqlstate::CARDINALITY_VIOLATION,
+            "more than one row returned by a subquery used as an expression",
+        )
     } else {
         Error::user(sqlstate::DATA_EXCEPTION, msg)
     }
@@ -104,7 +123,16 @@ fn exec_error(m: &str) -> Error {
 /// backtraces; keep the part a user can act on.
 fn clean(m: &str) -> String {
     let mut s = m.trim();
-    for prefix in ["Error during planning: ", "Execution error: ", "Arrow error: ", "Schema error: ", "SQL error: ", "This feature is not implemented: ", "ParserError(\"", "Cast error: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Schema error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+        "ParserError(\"",
+        "Cast error: ",
+    ] {
         if let Some(rest) = s.strip_prefix(prefix) {
             s = rest;
         }
@@ -119,12 +147,23 @@ mod tests {
 
     #[test]
     fn planner_messages_become_postgres_errors() {
-        let e = from_df(DataFusionError::Plan("table 'eon.public.nope' not found".into()));
-        assert_eq!((e.code.as_str(), e.message.as_str()), ("42P01", "relation \"nope\" does not exist"));
-        let e = from_df(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None));
+        let e = from_df(DataFusionError::Plan(
+            "table 'eon.public.nope' not found".into(),
+        ));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42P01", "relation \"nope\" does not exist")
+        );
+        let e = from_df(DataFusionError::ArrowError(
+            Box::new(ArrowError::DivideByZero),
+            None,
+        ));
         assert_eq!(e.code, "22012");
         let inner = Error::unique_violation("dup");
-        let e = from_df(DataFusionError::Context("ctx".into(), Box::new(DataFusionError::External(Box::new(inner.clone())))));
+        let e = from_df(DataFusionError::Context(
+            "ctx".into(),
+            Box::new(DataFusionError::External(Box::new(inner.clone()))),
+        ));
         assert_eq!(e, inner);
     }
 }

@@ -27,28 +27,46 @@ impl QueryEngine for QueryEngineService {
 
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Reply<Self::ExecuteStream> {
         let req = req.into_inner();
-        let params: Vec<ScalarValue> = req.params.into_iter().map(|p| ScalarValue::Utf8(p.text)).collect();
+        let params: Vec<ScalarValue> = req
+            .params
+            .into_iter()
+            .map(|p| ScalarValue::Utf8(p.text))
+            .collect();
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let session = engine.session();
             let mut outputs = session.run(&req.sql, &params).await;
             let Some(last) = outputs.pop() else {
-                let _ = tx.send(Ok(pb::ExecuteResponse { kind: Some(pb::execute_response::Kind::CommandTag(String::new())) })).await;
+                let _ = tx
+                    .send(Ok(pb::ExecuteResponse {
+                        kind: Some(pb::execute_response::Kind::CommandTag(String::new())),
+                    }))
+                    .await;
                 return;
             };
             let result: Result<String, eon_common::Error> = async {
                 match last? {
                     Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => Ok(tag),
-                    Output::Rows { schema, mut stream, tag } => {
+                    Output::Rows {
+                        schema,
+                        mut stream,
+                        tag,
+                    } => {
                         // The first message always describes the columns.
-                        let empty = datafusion::arrow::array::RecordBatch::new_empty(schema.clone());
+                        let empty =
+                            datafusion::arrow::array::RecordBatch::new_empty(schema.clone());
                         let _ = tx.send(Ok(ipc_msg(ipc::encode_batch(&empty)?))).await;
                         let mut n = 0;
                         while let Some(batch) = stream.next().await {
                             let batch = batch.map_err(from_df)?;
                             n += batch.num_rows();
-                            if batch.num_rows() > 0 && tx.send(Ok(ipc_msg(ipc::encode_batch(&batch)?))).await.is_err() {
+                            if batch.num_rows() > 0
+                                && tx
+                                    .send(Ok(ipc_msg(ipc::encode_batch(&batch)?)))
+                                    .await
+                                    .is_err()
+                            {
                                 break;
                             }
                         }
@@ -58,9 +76,9 @@ impl QueryEngine for QueryEngineService {
             }
             .await;
             let msg = match result {
-                Ok(tag) => {
-                    Ok(pb::ExecuteResponse { kind: Some(pb::execute_response::Kind::CommandTag(tag)) })
-                }
+                Ok(tag) => Ok(pb::ExecuteResponse {
+                    kind: Some(pb::execute_response::Kind::CommandTag(tag)),
+                }),
                 Err(e) => Err(e.to_status()),
             };
             let _ = tx.send(msg).await;
@@ -74,5 +92,7 @@ impl QueryEngine for QueryEngineService {
 }
 
 fn ipc_msg(bytes: Vec<u8>) -> pb::ExecuteResponse {
-    pb::ExecuteResponse { kind: Some(pb::execute_response::Kind::ArrowIpc(bytes.into())) }
+    pb::ExecuteResponse {
+        kind: Some(pb::execute_response::Kind::ArrowIpc(bytes.into())),
+    }
 }

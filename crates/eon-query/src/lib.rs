@@ -91,18 +91,27 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let pg = tokio::spawn(pg::serve(engine.clone(), pg_listener, stopped(stop_rx.clone())));
+    let pg = tokio::spawn(pg::serve(
+        engine.clone(),
+        pg_listener,
+        stopped(stop_rx.clone()),
+    ));
     let http = {
         let router = rest::router(engine.clone());
         let shutdown = stopped(stop_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, router).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(http_listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!("REST server: {e}");
             }
         })
     };
     let grpc = {
-        let service = QueryEngineServer::new(grpc::QueryEngineService { engine: engine.clone() });
+        let service = QueryEngineServer::new(grpc::QueryEngineService {
+            engine: engine.clone(),
+        });
         let shutdown = stopped(stop_rx.clone());
         let stats = engine.cluster.stats.clone();
         tokio::spawn(async move {
@@ -118,7 +127,11 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
         })
     };
     tracing::info!(id = opts.id, %pg_addr, %http_addr, %grpc_addr, "query engine serving");
-    node::announce_ready(&[("grpc", grpc_addr.to_string()), ("pg", pg_addr.to_string()), ("http", http_addr.to_string())]);
+    node::announce_ready(&[
+        ("grpc", grpc_addr.to_string()),
+        ("pg", pg_addr.to_string()),
+        ("http", http_addr.to_string()),
+    ]);
     node::shutdown_signal().await;
     tracing::info!("query engine stopping");
     let _ = stop_tx.send(true);

@@ -28,7 +28,9 @@ pub fn pg_name(e: &Expr) -> Option<String> {
         Expr::Identifier(i) => Some(ident(i)),
         Expr::CompoundIdentifier(parts) => parts.last().map(ident),
         Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident),
-        Expr::Cast { expr, data_type, .. } => pg_name(expr).or_else(|| Some(type_name(data_type))),
+        Expr::Cast {
+            expr, data_type, ..
+        } => pg_name(expr).or_else(|| Some(type_name(data_type))),
         Expr::Nested(inner) => pg_name(inner),
         Expr::Case { .. } => Some("case".into()),
         Expr::Exists { .. } => Some("exists".into()),
@@ -133,7 +135,10 @@ fn dedupe(select: &mut Select) {
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
                 _ => continue,
             };
-            *item = SelectItem::ExprWithAlias { expr, alias: Ident::with_quote('"', format!("__eon_col_{i}")) };
+            *item = SelectItem::ExprWithAlias {
+                expr,
+                alias: Ident::with_quote('"', format!("__eon_col_{i}")),
+            };
         }
     }
 }
@@ -153,7 +158,10 @@ pub fn rename(schema: &SchemaRef, names: &[String]) -> SchemaRef {
 }
 
 /// The stream with PostgreSQL's column names.
-pub fn rename_stream(stream: SendableRecordBatchStream, names: &[String]) -> SendableRecordBatchStream {
+pub fn rename_stream(
+    stream: SendableRecordBatchStream,
+    names: &[String],
+) -> SendableRecordBatchStream {
     let schema = rename(&stream.schema(), names);
     let out = schema.clone();
     let batches = stream.map(move |b| {
@@ -161,7 +169,8 @@ pub fn rename_stream(stream: SendableRecordBatchStream, names: &[String]) -> Sen
         Ok(datafusion::arrow::array::RecordBatch::try_new_with_options(
             out.clone(),
             b.columns().to_vec(),
-            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                .with_row_count(Some(b.num_rows())),
         )?)
     });
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
@@ -175,15 +184,21 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn names(sql: &str) -> (Option<Vec<String>>, String) {
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
-        let Statement::Query(q) = &mut s else { panic!() };
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let Statement::Query(q) = &mut s else {
+            panic!()
+        };
         let n = prepare(q);
         (n, s.to_string())
     }
 
     #[test]
     fn postgres_names_and_unique_aliases() {
-        let (n, sql) = names("SELECT a, t.b, count(*), a + 1, CAST(c AS int), 1::int, CASE WHEN a THEN 1 END, a AS x, b AS x FROM t");
+        let (n, sql) = names(
+            "SELECT a, t.b, count(*), a + 1, CAST(c AS int), 1::int, CASE WHEN a THEN 1 END, a AS x, b AS x FROM t",
+        );
         assert_eq!(
             n.unwrap(),
             vec!["a", "b", "count", "?column?", "c", "int4", "case", "x", "x"]

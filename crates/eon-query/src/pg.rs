@@ -16,8 +16,8 @@ use bytes::BytesMut;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use eon_common::error::sqlstate;
 use eon_common::Error;
+use eon_common::error::sqlstate;
 use futures::{Sink, StreamExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, ServerParameterProvider, StartupHandler, finish_authentication,
@@ -29,7 +29,8 @@ use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag}
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
@@ -42,7 +43,11 @@ use crate::pgtypes::{ColumnEncoder, decode_param, param_pg_type, pg_type_of};
 use crate::session::{Engine, Output, Prepared, SERVER_VERSION, Session};
 
 /// Serve PostgreSQL clients on `listener` until `shutdown` resolves.
-pub async fn serve(engine: Arc<Engine>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let pids = Arc::new(RandomPidSecretKeyGenerator::default());
     tokio::pin!(shutdown);
     loop {
@@ -74,7 +79,12 @@ impl Connection {
     fn new(engine: Arc<Engine>, pids: Arc<RandomPidSecretKeyGenerator>) -> Connection {
         let session = Arc::new(engine.session());
         Connection {
-            handler: Arc::new(Handler { parser: Arc::new(StatementParser { session: session.clone() }), session }),
+            handler: Arc::new(Handler {
+                parser: Arc::new(StatementParser {
+                    session: session.clone(),
+                }),
+                session,
+            }),
             startup: Arc::new(Startup { pids }),
         }
     }
@@ -103,7 +113,10 @@ struct Params(DefaultServerParameterProvider);
 impl ServerParameterProvider for Params {
     fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
         let mut p = self.0.server_parameters(client)?;
-        p.insert("server_version".into(), format!("{SERVER_VERSION} (eon {})", env!("CARGO_PKG_VERSION")));
+        p.insert(
+            "server_version".into(),
+            format!("{SERVER_VERSION} (eon {})", env!("CARGO_PKG_VERSION")),
+        );
         p.insert("DateStyle".into(), "ISO, MDY".into());
         p.insert("TimeZone".into(), "UTC".into());
         Some(p)
@@ -112,7 +125,11 @@ impl ServerParameterProvider for Params {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -123,7 +140,8 @@ impl StartupHandler for Startup {
             save_startup_parameters_to_metadata(client, startup);
             let (pid, key) = self.pids.generate(client);
             client.set_pid_and_secret_key(pid, key);
-            finish_authentication(client, &Params(DefaultServerParameterProvider::default())).await?;
+            finish_authentication(client, &Params(DefaultServerParameterProvider::default()))
+                .await?;
         }
         Ok(())
     }
@@ -155,7 +173,15 @@ fn fields(schema: &SchemaRef, format: &Format) -> Arc<Vec<FieldInfo>> {
             .fields()
             .iter()
             .enumerate()
-            .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type_of(f), format.format_for(i)))
+            .map(|(i, f)| {
+                FieldInfo::new(
+                    f.name().clone(),
+                    None,
+                    None,
+                    pg_type_of(f),
+                    format.format_for(i),
+                )
+            })
             .collect(),
     )
 }
@@ -188,13 +214,20 @@ fn respond(output: Output, format: &Format, session: &Arc<Session>) -> Response 
         Output::Command(tag) => Response::Execution(Tag::new(&tag)),
         Output::TxnStart(tag) => Response::TransactionStart(Tag::new(&tag)),
         Output::TxnEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
-        Output::Rows { schema, stream, tag } => {
+        Output::Rows {
+            schema,
+            stream,
+            tag,
+        } => {
             let fields = fields(&schema, format);
             let encode_fields = fields.clone();
             let session = session.clone();
             let rows = stream
                 .map(move |batch| -> Vec<PgWireResult<DataRow>> {
-                    match batch.map_err(from_df).and_then(|b| encode_batch(&b, &encode_fields)) {
+                    match batch
+                        .map_err(from_df)
+                        .and_then(|b| encode_batch(&b, &encode_fields))
+                    {
                         Ok(rows) => rows.into_iter().map(Ok).collect(),
                         Err(e) => {
                             session.note_error();
@@ -216,12 +249,19 @@ fn respond(output: Output, format: &Format, session: &Arc<Session>) -> Response 
 /// failed block's status starts at "in transaction" for a query that may
 /// roll back (an error puts it back to "failed").
 fn may_leave_failed_block(query: &str) -> bool {
-    query.trim_start().get(..8).is_some_and(|w| w.eq_ignore_ascii_case("rollback"))
+    query
+        .trim_start()
+        .get(..8)
+        .is_some_and(|w| w.eq_ignore_ascii_case("rollback"))
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
-    async fn on_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -269,7 +309,12 @@ pub struct StatementParser {
 impl QueryParser for StatementParser {
     type Statement = PgStatement;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<PgStatement>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<PgStatement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -280,23 +325,40 @@ impl QueryParser for StatementParser {
         match statements.len() {
             0 => Ok(None),
             1 => {
-                let prepared = self.session.prepare(statements.remove(0)).await.map_err(|e| {
-                    self.session.note_error();
-                    pg_error(e)
-                })?;
+                let prepared = self
+                    .session
+                    .prepare(statements.remove(0))
+                    .await
+                    .map_err(|e| {
+                        self.session.note_error();
+                        pg_error(e)
+                    })?;
                 Ok(Some(PgStatement { prepared }))
             }
-            _ => Err(pg_error(Error::syntax("cannot insert multiple commands into a prepared statement"))),
+            _ => Err(pg_error(Error::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ))),
         }
     }
 
     fn get_parameter_types(&self, stmt: &PgStatement) -> PgWireResult<Vec<Type>> {
-        Ok(stmt.prepared.param_types.iter().map(param_pg_type).collect())
+        Ok(stmt
+            .prepared
+            .param_types
+            .iter()
+            .map(param_pg_type)
+            .collect())
     }
 
-    fn get_result_schema(&self, stmt: &PgStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &PgStatement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(match &stmt.prepared.result {
-            Some(schema) => fields(schema, format.unwrap_or(&Format::UnifiedText)).as_ref().clone(),
+            Some(schema) => fields(schema, format.unwrap_or(&Format::UnifiedText))
+                .as_ref()
+                .clone(),
             None => vec![],
         })
     }
@@ -311,7 +373,11 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
-    async fn on_execute<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Execute) -> PgWireResult<()>
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -328,7 +394,12 @@ impl ExtendedQueryHandler for Handler {
         Ok(())
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<PgStatement>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<PgStatement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = PgStatement>,
@@ -347,20 +418,28 @@ impl ExtendedQueryHandler for Handler {
                 .filter(|t| t.oid() != 0)
                 .unwrap_or_else(|| param_pg_type(&declared.get(i).cloned().flatten()));
             let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
-            let value = decode_param(portal.parameters[i].as_deref(), binary, &ty).map_err(|e| {
-                self.session.note_error();
-                pg_error(e)
-            })?;
+            let value =
+                decode_param(portal.parameters[i].as_deref(), binary, &ty).map_err(|e| {
+                    self.session.note_error();
+                    pg_error(e)
+                })?;
             params.push(value);
         }
         let expected = declared.len();
         if params.len() < expected {
             return Err(pg_error(Error::user(
                 sqlstate::PROTOCOL_VIOLATION,
-                format!("bind message supplies {} parameters, but prepared statement requires {expected}", params.len()),
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {expected}",
+                    params.len()
+                ),
             )));
         }
-        match self.session.execute(&stmt.statement.prepared.statement, &params).await {
+        match self
+            .session
+            .execute(&stmt.statement.prepared.statement, &params)
+            .await
+        {
             Ok(out) => Ok(respond(out, &portal.result_column_format, &self.session)),
             Err(e) => Err(pg_error(e)),
         }

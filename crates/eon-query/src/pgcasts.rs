@@ -19,7 +19,10 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 pub struct PostgresNumericCasts;
 
 fn is_int(t: &DataType) -> bool {
-    matches!(t, DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+    matches!(
+        t,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+    )
 }
 
 fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
@@ -38,32 +41,46 @@ fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
 fn rewrite(e: Expr, schema: &DFSchemaRef) -> Result<Transformed<Expr>> {
     match &e {
         Expr::Cast(Cast { expr, field }) if is_int(field.data_type()) => {
-            let Ok(from) = expr.get_type(schema) else { return Ok(Transformed::no(e)) };
+            let Ok(from) = expr.get_type(schema) else {
+                return Ok(Transformed::no(e));
+            };
             let dummy = ScalarFunction::new_udf(datafusion::functions::math::round(), vec![]);
             let rounded = match from {
-                DataType::Decimal128(..) | DataType::Decimal256(..) => call("round", vec![*expr.clone()], &dummy),
+                DataType::Decimal128(..) | DataType::Decimal256(..) => {
+                    call("round", vec![*expr.clone()], &dummy)
+                }
                 DataType::Float32 | DataType::Float64 => {
                     // Ties to even: an exact .5 rounds to the even neighbour.
                     let x = *expr.clone();
-                    let frac = call("abs", vec![x.clone() - call("trunc", vec![x.clone()], &dummy).unwrap()], &dummy).unwrap();
-                    let even = lit(2.0) * call("round", vec![x.clone() / lit(2.0)], &dummy).unwrap();
+                    let frac = call(
+                        "abs",
+                        vec![x.clone() - call("trunc", vec![x.clone()], &dummy).unwrap()],
+                        &dummy,
+                    )
+                    .unwrap();
+                    let even =
+                        lit(2.0) * call("round", vec![x.clone() / lit(2.0)], &dummy).unwrap();
                     let nearest = call("round", vec![x], &dummy).unwrap();
                     Some(when(frac.eq(lit(0.5)), even).otherwise(nearest)?)
                 }
                 _ => None,
             };
             match rounded {
-                Some(r) => Ok(Transformed::yes(Expr::Cast(Cast { expr: Box::new(r), field: field.clone() }))),
+                Some(r) => Ok(Transformed::yes(Expr::Cast(Cast {
+                    expr: Box::new(r),
+                    field: field.clone(),
+                }))),
                 None => Ok(Transformed::no(e)),
             }
         }
         Expr::ScalarFunction(f)
-            if f.args.len() == 1 && matches!(f.func.name(), "ceil" | "floor" | "trunc" | "round") =>
+            if f.args.len() == 1
+                && matches!(f.func.name(), "ceil" | "floor" | "trunc" | "round") =>
         {
             match f.args[0].get_type(schema) {
-                Ok(DataType::Decimal128(p, s)) if s > 0 => {
-                    Ok(Transformed::yes(e.cast_to(&DataType::Decimal128(p, 0), schema.as_ref())?))
-                }
+                Ok(DataType::Decimal128(p, s)) if s > 0 => Ok(Transformed::yes(
+                    e.cast_to(&DataType::Decimal128(p, 0), schema.as_ref())?,
+                )),
                 _ => Ok(Transformed::no(e)),
             }
         }
@@ -80,7 +97,11 @@ impl OptimizerRule for PostgresNumericCasts {
         Some(ApplyOrder::BottomUp)
     }
 
-    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
         // Only projections and filters: a projection keeps each rewritten
         // expression's name (an alias), so nothing that refers to its output
         // notices; a filter's expressions name nothing.
@@ -93,16 +114,32 @@ impl OptimizerRule for PostgresNumericCasts {
                     let name = e.schema_name().to_string();
                     let t = e.transform_up(|x| rewrite(x, &schema))?;
                     changed |= t.transformed;
-                    exprs.push(if t.transformed { t.data.alias_if_changed(name)? } else { t.data });
+                    exprs.push(if t.transformed {
+                        t.data.alias_if_changed(name)?
+                    } else {
+                        t.data
+                    });
                 }
-                let plan = LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(exprs, p.input)?);
-                Ok(if changed { Transformed::yes(plan) } else { Transformed::no(plan) })
+                let plan = LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(
+                    exprs, p.input,
+                )?);
+                Ok(if changed {
+                    Transformed::yes(plan)
+                } else {
+                    Transformed::no(plan)
+                })
             }
             LogicalPlan::Filter(f) => {
                 let schema = f.input.schema().clone();
                 let t = f.predicate.transform_up(|x| rewrite(x, &schema))?;
-                let plan = LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(t.data, f.input)?);
-                Ok(if t.transformed { Transformed::yes(plan) } else { Transformed::no(plan) })
+                let plan = LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(
+                    t.data, f.input,
+                )?);
+                Ok(if t.transformed {
+                    Transformed::yes(plan)
+                } else {
+                    Transformed::no(plan)
+                })
             }
             other => Ok(Transformed::no(other)),
         }

@@ -68,7 +68,10 @@ struct Completed {
     cluster: Arc<Cluster>,
 }
 
-async fn rows_of(t: &Arc<dyn TableProvider>, state: &dyn Session) -> Result<Vec<RecordBatch>, DataFusionError> {
+async fn rows_of(
+    t: &Arc<dyn TableProvider>,
+    state: &dyn Session,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
     let plan: Arc<dyn ExecutionPlan> = t.scan(state, None, &[], None).await?;
     collect(plan, state.task_ctx()).await
 }
@@ -76,14 +79,19 @@ async fn rows_of(t: &Arc<dyn TableProvider>, state: &dyn Session) -> Result<Vec<
 /// PostgreSQL's type modifier of a column type (-1: none).
 fn typmod(t: &SqlType) -> i32 {
     match t {
-        SqlType::Varchar { max_length: Some(n) } => *n as i32 + 4,
-        SqlType::Numeric { precision, scale } if *precision > 0 => ((*precision as i32) << 16 | (*scale as i32 & 0xffff)) + 4,
+        SqlType::Varchar {
+            max_length: Some(n),
+        } => *n as i32 + 4,
+        SqlType::Numeric { precision, scale } if *precision > 0 => {
+            ((*precision as i32) << 16 | (*scale as i32 & 0xffff)) + 4
+        }
         _ => -1,
     }
 }
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, DataFusionError> {
-    b.column_by_name(name).ok_or_else(|| DataFusionError::Internal(format!("pg_catalog lacks column {name}")))
+    b.column_by_name(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog lacks column {name}")))
 }
 
 fn int32(a: &ArrayRef) -> Result<Vec<Option<i32>>, DataFusionError> {
@@ -93,9 +101,14 @@ fn int32(a: &ArrayRef) -> Result<Vec<Option<i32>>, DataFusionError> {
 
 impl Completed {
     /// eon's tables by their pg_class oid.
-    async fn tables_by_oid(&self, state: &dyn Session) -> Result<HashMap<i32, Arc<TableDef>>, DataFusionError> {
+    async fn tables_by_oid(
+        &self,
+        state: &dyn Session,
+    ) -> Result<HashMap<i32, Arc<TableDef>>, DataFusionError> {
         let mut out = HashMap::new();
-        let Some(pg_class) = self.catalog.table("pg_class").await? else { return Ok(out) };
+        let Some(pg_class) = self.catalog.table("pg_class").await? else {
+            return Ok(out);
+        };
         for b in rows_of(&pg_class, state).await? {
             let oids = int32(column(&b, "oid")?)?;
             let names = cast(column(&b, "relname")?, &DataType::Utf8)?;
@@ -115,7 +128,10 @@ impl Completed {
         let tables = self.tables_by_oid(state).await?;
         let batches = rows_of(&self.inner, state).await?;
         if self.kind == "pg_attribute" {
-            batches.into_iter().map(|b| patch_attributes(b, &tables)).collect()
+            batches
+                .into_iter()
+                .map(|b| patch_attributes(b, &tables))
+                .collect()
         } else {
             let mut out = batches;
             out.push(attrdefs(&self.inner.schema(), &tables)?);
@@ -124,7 +140,10 @@ impl Completed {
     }
 }
 
-fn patch_attributes(b: RecordBatch, tables: &HashMap<i32, Arc<TableDef>>) -> Result<RecordBatch, DataFusionError> {
+fn patch_attributes(
+    b: RecordBatch,
+    tables: &HashMap<i32, Arc<TableDef>>,
+) -> Result<RecordBatch, DataFusionError> {
     let rel = int32(column(&b, "attrelid")?)?;
     let names = cast(column(&b, "attname")?, &DataType::Utf8)?;
     let names = names.as_string::<i32>();
@@ -133,8 +152,16 @@ fn patch_attributes(b: RecordBatch, tables: &HashMap<i32, Arc<TableDef>>) -> Res
     let hasdef_col = column(&b, "atthasdef")?.as_boolean().clone();
     let mut hasdef: Vec<Option<bool>> = hasdef_col.iter().collect();
     for i in 0..b.num_rows() {
-        let Some(t) = rel[i].and_then(|r| tables.get(&r)) else { continue };
-        let Some(c) = t.columns.iter().find(|c| !names.is_null(i) && c.name == names.value(i)) else { continue };
+        let Some(t) = rel[i].and_then(|r| tables.get(&r)) else {
+            continue;
+        };
+        let Some(c) = t
+            .columns
+            .iter()
+            .find(|c| !names.is_null(i) && c.name == names.value(i))
+        else {
+            continue;
+        };
         typid[i] = Some(c.ty.pg_oid() as i32);
         typmods[i] = Some(typmod(&c.ty));
         hasdef[i] = Some(c.default_sql.is_some());
@@ -144,7 +171,10 @@ fn patch_attributes(b: RecordBatch, tables: &HashMap<i32, Arc<TableDef>>) -> Res
     for (name, values) in [("atttypid", typid), ("atttypmod", typmods)] {
         let idx = schema.index_of(name)?;
         let ty = schema.field(idx).data_type().clone();
-        columns[idx] = cast(&(Arc::new(datafusion::arrow::array::Int32Array::from(values)) as ArrayRef), &ty)?;
+        columns[idx] = cast(
+            &(Arc::new(datafusion::arrow::array::Int32Array::from(values)) as ArrayRef),
+            &ty,
+        )?;
     }
     let idx = schema.index_of("atthasdef")?;
     columns[idx] = Arc::new(datafusion::arrow::array::BooleanArray::from(hasdef));
@@ -152,7 +182,10 @@ fn patch_attributes(b: RecordBatch, tables: &HashMap<i32, Arc<TableDef>>) -> Res
 }
 
 /// One pg_attrdef row per column default of eon's tables.
-fn attrdefs(schema: &SchemaRef, tables: &HashMap<i32, Arc<TableDef>>) -> Result<RecordBatch, DataFusionError> {
+fn attrdefs(
+    schema: &SchemaRef,
+    tables: &HashMap<i32, Arc<TableDef>>,
+) -> Result<RecordBatch, DataFusionError> {
     let mut rows: Vec<(i32, i32, i16, String)> = Vec::new();
     let mut ordered: Vec<(&i32, &Arc<TableDef>)> = tables.iter().collect();
     ordered.sort_by_key(|(oid, _)| **oid);
@@ -180,14 +213,19 @@ fn attrdefs(schema: &SchemaRef, tables: &HashMap<i32, Arc<TableDef>>) -> Result<
             datafusion::arrow::array::new_empty_array(f.data_type())
         } else {
             let a = ScalarValue::iter_to_array(values)?;
-            if a.data_type() == &DataType::Null { datafusion::arrow::array::new_null_array(f.data_type(), a.len()) } else { cast(&a, f.data_type())? }
+            if a.data_type() == &DataType::Null {
+                datafusion::arrow::array::new_null_array(f.data_type(), a.len())
+            } else {
+                cast(&a, f.data_type())?
+            }
         };
         columns.push(array);
     }
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         columns,
-        &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        &datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(rows.len())),
     )?)
 }
 

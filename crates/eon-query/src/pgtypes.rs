@@ -69,7 +69,11 @@ impl ColumnEncoder {
             None => cast(array, &DataType::Utf8)
                 .unwrap_or_else(|_| Arc::new(StringArray::from(vec![None::<&str>; array.len()]))),
         };
-        Ok(ColumnEncoder { ty, binary: binary && ty.is_some(), array })
+        Ok(ColumnEncoder {
+            ty,
+            binary: binary && ty.is_some(),
+            array,
+        })
     }
 
     /// Append the field (length word and bytes) for row `i`.
@@ -99,11 +103,22 @@ impl ColumnEncoder {
             Some(SqlType::Int2) => a.as_primitive::<Int16Type>().value(i).to_string(),
             Some(SqlType::Int4) => a.as_primitive::<Int32Type>().value(i).to_string(),
             Some(SqlType::Int8) => a.as_primitive::<Int64Type>().value(i).to_string(),
-            Some(SqlType::Float4) => format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true),
-            Some(SqlType::Float8) => format_float(a.as_primitive::<Float64Type>().value(i), 15, false),
+            Some(SqlType::Float4) => {
+                format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true)
+            }
+            Some(SqlType::Float8) => {
+                format_float(a.as_primitive::<Float64Type>().value(i), 15, false)
+            }
             Some(t @ SqlType::Numeric { .. }) => {
-                let text = format_decimal(a.as_primitive::<Decimal128Type>().value(i), t.decimal_scale());
-                if t.is_unconstrained_numeric() { trim_fraction(&text) } else { text }
+                let text = format_decimal(
+                    a.as_primitive::<Decimal128Type>().value(i),
+                    t.decimal_scale(),
+                );
+                if t.is_unconstrained_numeric() {
+                    trim_fraction(&text)
+                } else {
+                    text
+                }
             }
             Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb) => {
                 a.as_string::<i32>().value(i).to_string()
@@ -118,9 +133,14 @@ impl ColumnEncoder {
                 s
             }
             Some(SqlType::Date) => format_date(a.as_primitive::<Date32Type>().value(i)),
-            Some(SqlType::Timestamp) => format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i)),
+            Some(SqlType::Timestamp) => {
+                format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+            }
             Some(SqlType::TimestampTz) => {
-                format!("{}+00", format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i)))
+                format!(
+                    "{}+00",
+                    format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+                )
             }
         }
     }
@@ -141,13 +161,17 @@ impl ColumnEncoder {
                 let shown = if t.is_unconstrained_numeric() {
                     // Display scale: the digits the value actually has.
                     let text = trim_fraction(&format_decimal(v, scale));
-                    text.split_once('.').map(|(_, f)| f.len() as i8).unwrap_or(0)
+                    text.split_once('.')
+                        .map(|(_, f)| f.len() as i8)
+                        .unwrap_or(0)
                 } else {
                     scale
                 };
                 numeric_send(v / 10i128.pow((scale - shown) as u32), shown, buf)
             }
-            Some(SqlType::Text | SqlType::Varchar { .. }) => buf.put_slice(a.as_string::<i32>().value(i).as_bytes()),
+            Some(SqlType::Text | SqlType::Varchar { .. }) => {
+                buf.put_slice(a.as_string::<i32>().value(i).as_bytes())
+            }
             Some(SqlType::Jsonb) => {
                 buf.put_u8(1);
                 buf.put_slice(a.as_string::<i32>().value(i).as_bytes());
@@ -160,7 +184,9 @@ impl ColumnEncoder {
                 }
             }
             Some(SqlType::Bytea) => buf.put_slice(a.as_binary::<i32>().value(i)),
-            Some(SqlType::Date) => buf.put_i32(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_DAYS),
+            Some(SqlType::Date) => {
+                buf.put_i32(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_DAYS)
+            }
             Some(SqlType::Timestamp | SqlType::TimestampTz) => {
                 buf.put_i64(a.as_primitive::<TimestampMicrosecondType>().value(i) - PG_EPOCH_US)
             }
@@ -182,7 +208,11 @@ pub fn format_float(v: f64, max_exp: i32, single: bool) -> String {
         return if v.is_sign_negative() { "-0" } else { "0" }.into();
     }
     // Shortest round-trip digits and exponent, from Rust's formatter.
-    let sci = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let sci = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap();
     let exp: i32 = exp.parse().unwrap();
     let neg = mantissa.starts_with('-');
@@ -190,8 +220,16 @@ pub fn format_float(v: f64, max_exp: i32, single: bool) -> String {
     let sign = if neg { "-" } else { "" };
     if exp < -4 || exp >= max_exp {
         let (first, rest) = digits.split_at(1);
-        let m = if rest.is_empty() { first.to_string() } else { format!("{first}.{rest}") };
-        let e = if exp < 0 { format!("-{:02}", -exp) } else { format!("+{exp:02}") };
+        let m = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let e = if exp < 0 {
+            format!("-{:02}", -exp)
+        } else {
+            format!("+{exp:02}")
+        };
         format!("{sign}{m}e{e}")
     } else if exp < 0 {
         format!("{sign}0.{}{}", "0".repeat((-exp - 1) as usize), digits)
@@ -288,7 +326,11 @@ fn numeric_recv(b: &[u8]) -> Result<String> {
     let mut int = String::new();
     for w in 0..=weight.max(-1) {
         let d = digits.get(w as usize).copied().unwrap_or(0);
-        if int.is_empty() { int.push_str(&d.to_string()) } else { int.push_str(&format!("{d:04}")) }
+        if int.is_empty() {
+            int.push_str(&d.to_string())
+        } else {
+            int.push_str(&format!("{d:04}"))
+        }
     }
     if int.is_empty() {
         int.push('0');
@@ -296,19 +338,32 @@ fn numeric_recv(b: &[u8]) -> Result<String> {
     let mut frac = String::new();
     let mut w = weight + 1;
     while frac.len() < dscale {
-        let d = if w < 0 { 0 } else { digits.get(w as usize).copied().unwrap_or(0) };
+        let d = if w < 0 {
+            0
+        } else {
+            digits.get(w as usize).copied().unwrap_or(0)
+        };
         frac.push_str(&format!("{d:04}"));
         w += 1;
     }
     frac.truncate(dscale);
     let sign = if sign == 0x4000 { "-" } else { "" };
-    Ok(if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") })
+    Ok(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
 }
 
 /// The text of a numeric as a Decimal128 keeping its digits exactly.
 pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
     let t = s.trim();
-    let bad = || Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type numeric: \"{s}\""));
+    let bad = || {
+        Error::user(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type numeric: \"{s}\""),
+        )
+    };
     let (mantissa, exp) = match t.find(['e', 'E']) {
         Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| bad())?),
         None => (t, 0),
@@ -316,7 +371,9 @@ pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
     let neg = mantissa.starts_with('-');
     let m = mantissa.trim_start_matches(['-', '+']);
     let (int, frac) = m.split_once('.').unwrap_or((m, ""));
-    if int.is_empty() && frac.is_empty() || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+    if int.is_empty() && frac.is_empty()
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
     let mut digits = format!("{int}{frac}");
@@ -328,10 +385,17 @@ pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
     let digits = digits.trim_start_matches('0');
     let digits = if digits.is_empty() { "0" } else { digits };
     if digits.len() > 38 || scale > 38 {
-        return Err(Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "numeric value out of range"));
+        return Err(Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            "numeric value out of range",
+        ));
     }
     let v: i128 = digits.parse().map_err(|_| bad())?;
-    Ok(ScalarValue::Decimal128(Some(if neg { -v } else { v }), 38, scale as i8))
+    Ok(ScalarValue::Decimal128(
+        Some(if neg { -v } else { v }),
+        38,
+        scale as i8,
+    ))
 }
 
 /// Decode a bound parameter of type `ty` (`None` bytes: NULL).
@@ -350,52 +414,96 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
             None => ScalarValue::Utf8(None),
         });
     };
-    let bad = |what: &str| Error::user(sqlstate::INVALID_PARAMETER_VALUE, format!("invalid binary value for parameter of type {what}"));
+    let bad = |what: &str| {
+        Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid binary value for parameter of type {what}"),
+        )
+    };
     if binary {
-        let fixed = |n: usize, what: &str| -> Result<&[u8]> { if b.len() == n { Ok(b) } else { Err(bad(what)) } };
+        let fixed = |n: usize, what: &str| -> Result<&[u8]> {
+            if b.len() == n { Ok(b) } else { Err(bad(what)) }
+        };
         return Ok(match sql {
             Some(SqlType::Bool) => ScalarValue::Boolean(Some(fixed(1, "boolean")?[0] != 0)),
-            Some(SqlType::Int2) => ScalarValue::Int16(Some(i16::from_be_bytes(fixed(2, "smallint")?.try_into().unwrap()))),
-            Some(SqlType::Int4) => ScalarValue::Int32(Some(i32::from_be_bytes(fixed(4, "integer")?.try_into().unwrap()))),
-            Some(SqlType::Int8) => ScalarValue::Int64(Some(i64::from_be_bytes(fixed(8, "bigint")?.try_into().unwrap()))),
-            Some(SqlType::Float4) => ScalarValue::Float32(Some(f32::from_be_bytes(fixed(4, "real")?.try_into().unwrap()))),
-            Some(SqlType::Float8) => ScalarValue::Float64(Some(f64::from_be_bytes(fixed(8, "double precision")?.try_into().unwrap()))),
+            Some(SqlType::Int2) => ScalarValue::Int16(Some(i16::from_be_bytes(
+                fixed(2, "smallint")?.try_into().unwrap(),
+            ))),
+            Some(SqlType::Int4) => ScalarValue::Int32(Some(i32::from_be_bytes(
+                fixed(4, "integer")?.try_into().unwrap(),
+            ))),
+            Some(SqlType::Int8) => ScalarValue::Int64(Some(i64::from_be_bytes(
+                fixed(8, "bigint")?.try_into().unwrap(),
+            ))),
+            Some(SqlType::Float4) => ScalarValue::Float32(Some(f32::from_be_bytes(
+                fixed(4, "real")?.try_into().unwrap(),
+            ))),
+            Some(SqlType::Float8) => ScalarValue::Float64(Some(f64::from_be_bytes(
+                fixed(8, "double precision")?.try_into().unwrap(),
+            ))),
             Some(SqlType::Numeric { .. }) => parse_numeric(&numeric_recv(b)?)?,
-            Some(SqlType::Date) => {
-                ScalarValue::Date32(Some(i32::from_be_bytes(fixed(4, "date")?.try_into().unwrap()) + PG_EPOCH_DAYS))
-            }
+            Some(SqlType::Date) => ScalarValue::Date32(Some(
+                i32::from_be_bytes(fixed(4, "date")?.try_into().unwrap()) + PG_EPOCH_DAYS,
+            )),
             Some(SqlType::Timestamp) => ScalarValue::TimestampMicrosecond(
                 Some(i64::from_be_bytes(fixed(8, "timestamp")?.try_into().unwrap()) + PG_EPOCH_US),
                 None,
             ),
             Some(SqlType::TimestampTz) => ScalarValue::TimestampMicrosecond(
-                Some(i64::from_be_bytes(fixed(8, "timestamptz")?.try_into().unwrap()) + PG_EPOCH_US),
+                Some(
+                    i64::from_be_bytes(fixed(8, "timestamptz")?.try_into().unwrap()) + PG_EPOCH_US,
+                ),
                 Some(eon_common::types::UTC.into()),
             ),
             Some(SqlType::Bytea) => ScalarValue::Binary(Some(b.to_vec())),
-            Some(SqlType::Uuid) => {
-                ScalarValue::Utf8(Some(uuid::Uuid::from_slice(b).map_err(|_| bad("uuid"))?.hyphenated().to_string()))
-            }
+            Some(SqlType::Uuid) => ScalarValue::Utf8(Some(
+                uuid::Uuid::from_slice(b)
+                    .map_err(|_| bad("uuid"))?
+                    .hyphenated()
+                    .to_string(),
+            )),
             Some(SqlType::Jsonb) => {
                 let text = if b.first() == Some(&1) { &b[1..] } else { b };
-                ScalarValue::Utf8(Some(String::from_utf8(text.to_vec()).map_err(|_| bad("jsonb"))?))
+                ScalarValue::Utf8(Some(
+                    String::from_utf8(text.to_vec()).map_err(|_| bad("jsonb"))?,
+                ))
             }
-            _ => ScalarValue::Utf8(Some(String::from_utf8(b.to_vec()).map_err(|_| bad("text"))?)),
+            _ => ScalarValue::Utf8(Some(
+                String::from_utf8(b.to_vec()).map_err(|_| bad("text"))?,
+            )),
         });
     }
-    let s = std::str::from_utf8(b).map_err(|_| Error::user("22021", "invalid byte sequence for encoding \"UTF8\""))?;
-    let invalid = |what: &str| Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {what}: \"{s}\""));
+    let s = std::str::from_utf8(b)
+        .map_err(|_| Error::user("22021", "invalid byte sequence for encoding \"UTF8\""))?;
+    let invalid = |what: &str| {
+        Error::user(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type {what}: \"{s}\""),
+        )
+    };
     Ok(match sql {
         Some(SqlType::Bool) => ScalarValue::Boolean(Some(crate::coerce::parse_bool(s)?)),
-        Some(SqlType::Int2) => ScalarValue::Int16(Some(s.trim().parse().map_err(|_| invalid("smallint"))?)),
-        Some(SqlType::Int4) => ScalarValue::Int32(Some(s.trim().parse().map_err(|_| invalid("integer"))?)),
-        Some(SqlType::Int8) => ScalarValue::Int64(Some(s.trim().parse().map_err(|_| invalid("bigint"))?)),
-        Some(SqlType::Float4) => ScalarValue::Float32(Some(parse_float(s).map_err(|_| invalid("real"))? as f32)),
-        Some(SqlType::Float8) => ScalarValue::Float64(Some(parse_float(s).map_err(|_| invalid("double precision"))?)),
+        Some(SqlType::Int2) => {
+            ScalarValue::Int16(Some(s.trim().parse().map_err(|_| invalid("smallint"))?))
+        }
+        Some(SqlType::Int4) => {
+            ScalarValue::Int32(Some(s.trim().parse().map_err(|_| invalid("integer"))?))
+        }
+        Some(SqlType::Int8) => {
+            ScalarValue::Int64(Some(s.trim().parse().map_err(|_| invalid("bigint"))?))
+        }
+        Some(SqlType::Float4) => {
+            ScalarValue::Float32(Some(parse_float(s).map_err(|_| invalid("real"))? as f32))
+        }
+        Some(SqlType::Float8) => ScalarValue::Float64(Some(
+            parse_float(s).map_err(|_| invalid("double precision"))?,
+        )),
         Some(SqlType::Numeric { .. }) => parse_numeric(s)?,
         Some(SqlType::Bytea) => ScalarValue::Binary(Some(crate::coerce::parse_bytea(s)?)),
         Some(t @ (SqlType::Date | SqlType::Timestamp | SqlType::TimestampTz)) => {
-            ScalarValue::Utf8(Some(s.to_string())).cast_to(&t.arrow_type()).map_err(|_| invalid(&t.to_string()))?
+            ScalarValue::Utf8(Some(s.to_string()))
+                .cast_to(&t.arrow_type())
+                .map_err(|_| invalid(&t.to_string()))?
         }
         _ => ScalarValue::Utf8(Some(s.to_string())),
     })
@@ -436,14 +544,27 @@ mod tests {
 
     #[test]
     fn numerics_round_trip_through_binary() {
-        for (v, s) in [(12345i128, 2i8), (-1, 3), (0, 2), (100000000, 0), (7, 5), (123456789012345678, 4)] {
+        for (v, s) in [
+            (12345i128, 2i8),
+            (-1, 3),
+            (0, 2),
+            (100000000, 0),
+            (7, 5),
+            (123456789012345678, 4),
+        ] {
             let mut buf = BytesMut::new();
             numeric_send(v, s, &mut buf);
             let text = numeric_recv(&buf).unwrap();
             assert_eq!(text, format_decimal(v, s), "{v} scale {s}");
         }
-        assert_eq!(parse_numeric("12.50").unwrap(), ScalarValue::Decimal128(Some(1250), 38, 2));
-        assert_eq!(parse_numeric("-1e3").unwrap(), ScalarValue::Decimal128(Some(-1000), 38, 0));
+        assert_eq!(
+            parse_numeric("12.50").unwrap(),
+            ScalarValue::Decimal128(Some(1250), 38, 2)
+        );
+        assert_eq!(
+            parse_numeric("-1e3").unwrap(),
+            ScalarValue::Decimal128(Some(-1000), 38, 0)
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -47,14 +48,15 @@ use datafusion::common::{Column, Constraint, Constraints, DataFusionError, Scala
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, utils::conjunction};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
+};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::Serializeable;
@@ -117,14 +119,15 @@ impl SchemaProvider for EonSchema {
             Some(b) => (b, true),
             None => (name, false),
         };
-        Ok(self
-            .cluster
-            .table(&self.name, base)
-            .map(|def| Arc::new(EonTable::new(def, self.cluster.clone(), hidden)) as Arc<dyn TableProvider>))
+        Ok(self.cluster.table(&self.name, base).map(|def| {
+            Arc::new(EonTable::new(def, self.cluster.clone(), hidden)) as Arc<dyn TableProvider>
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.cluster.table(&self.name, name.strip_suffix(DML_SUFFIX).unwrap_or(name)).is_some()
+        self.cluster
+            .table(&self.name, name.strip_suffix(DML_SUFFIX).unwrap_or(name))
+            .is_some()
     }
 }
 
@@ -140,16 +143,26 @@ pub struct EonTable {
 
 impl EonTable {
     pub fn new(def: Arc<TableDef>, cluster: Arc<Cluster>, with_hidden: bool) -> EonTable {
-        let columns: Vec<usize> =
-            (0..def.columns.len()).filter(|&i| with_hidden || !def.columns[i].hidden).collect();
+        let columns: Vec<usize> = (0..def.columns.len())
+            .filter(|&i| with_hidden || !def.columns[i].hidden)
+            .collect();
         let schema = Arc::new(def.arrow_schema().project(&columns).expect("columns exist"));
-        let pk: Option<Vec<usize>> =
-            def.primary_key.iter().map(|k| columns.iter().position(|c| c == k)).collect();
+        let pk: Option<Vec<usize>> = def
+            .primary_key
+            .iter()
+            .map(|k| columns.iter().position(|c| c == k))
+            .collect();
         let constraints = match pk {
             Some(pk) => Constraints::new_unverified(vec![Constraint::PrimaryKey(pk)]),
             None => Constraints::default(),
         };
-        EonTable { def, cluster, schema, columns, constraints }
+        EonTable {
+            def,
+            cluster,
+            schema,
+            columns,
+            constraints,
+        }
     }
 }
 
@@ -164,7 +177,9 @@ fn builtin_ctx() -> &'static Arc<TaskContext> {
 fn unqualify(expr: Expr) -> Expr {
     expr.transform(|e| {
         Ok(match e {
-            Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+            Expr::Column(c) if c.relation.is_some() => {
+                Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+            }
             other => Transformed::no(other),
         })
     })
@@ -235,8 +250,12 @@ fn point_keys(def: &TableDef, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>>
             },
             _ => continue,
         };
-        let Some(idx) = def.column_index(&col.name) else { continue };
-        let Some(pos) = def.primary_key.iter().position(|&k| k == idx) else { continue };
+        let Some(idx) = def.column_index(&col.name) else {
+            continue;
+        };
+        let Some(pos) = def.primary_key.iter().position(|&k| k == idx) else {
+            continue;
+        };
         let ty = def.columns[idx].ty.arrow_type();
         let mut cast = Vec::with_capacity(values.len());
         for v in values {
@@ -402,7 +421,10 @@ impl TableProvider for EonTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
         Ok(filters
             .iter()
             .map(|f| {
@@ -427,12 +449,19 @@ impl TableProvider for EonTable {
             .get_extension::<StatementContext>()
             .ok_or_else(|| DataFusionError::Internal("scan planned outside a statement".into()))?;
         let (schema, columns): (SchemaRef, Vec<u32>) = match projection {
-            Some(p) => (Arc::new(self.schema.project(p)?), p.iter().map(|&i| self.columns[i] as u32).collect()),
-            None => (self.schema.clone(), self.columns.iter().map(|&c| c as u32).collect()),
+            Some(p) => (
+                Arc::new(self.schema.project(p)?),
+                p.iter().map(|&i| self.columns[i] as u32).collect(),
+            ),
+            None => (
+                self.schema.clone(),
+                self.columns.iter().map(|&c| c as u32).collect(),
+            ),
         };
         let filter = conjunction(filters.iter().cloned());
         let filter_bytes = match &filter {
-            Some(f) => ship(f).ok_or_else(|| DataFusionError::Internal(format!("filter {f} cannot be pushed")))?,
+            Some(f) => ship(f)
+                .ok_or_else(|| DataFusionError::Internal(format!("filter {f} cannot be pushed")))?,
             None => Bytes::new(),
         };
         let mut keys = None;
@@ -442,8 +471,15 @@ impl TableProvider for EonTable {
             let key_schema = self.def.key_schema();
             let mut arrays = Vec::with_capacity(key_schema.fields().len());
             for i in 0..key_schema.fields().len() {
-                arrays.push(ScalarValue::iter_to_array(tuples.iter().map(|t| t[i].clone()))
-                    .unwrap_or_else(|_| datafusion::arrow::array::new_empty_array(key_schema.field(i).data_type())));
+                arrays.push(
+                    ScalarValue::iter_to_array(tuples.iter().map(|t| t[i].clone())).unwrap_or_else(
+                        |_| {
+                            datafusion::arrow::array::new_empty_array(
+                                key_schema.field(i).data_type(),
+                            )
+                        },
+                    ),
+                );
             }
             let batch = RecordBatch::try_new_with_options(
                 key_schema,
@@ -451,16 +487,29 @@ impl TableProvider for EonTable {
                 &RecordBatchOptions::new().with_row_count(Some(tuples.len())),
             )?;
             let encoded = encode_batch_keys(&batch).map_err(to_df)?;
-            shards = encoded.iter().map(|k| shard_of(k, self.def.shard_count)).collect();
+            shards = encoded
+                .iter()
+                .map(|k| shard_of(k, self.def.shard_count))
+                .collect();
             shards.sort();
             shards.dedup();
-            keys = Some((tuples.len(), Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?)));
+            keys = Some((
+                tuples.len(),
+                Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?),
+            ));
             encoded_keys = Some(encoded);
         }
-        let range = if keys.is_none() { key_range(&self.def, filters)? } else { (vec![], vec![]) };
+        let range = if keys.is_none() {
+            key_range(&self.def, filters)?
+        } else {
+            (vec![], vec![])
+        };
         let mut parts = Vec::with_capacity(shards.len());
         for s in shards {
-            let engine = self.def.engine_of(s).ok_or_else(|| DataFusionError::Internal(format!("shard {s} has no placement")))?;
+            let engine = self
+                .def
+                .engine_of(s)
+                .ok_or_else(|| DataFusionError::Internal(format!("shard {s} has no placement")))?;
             parts.push((engine, s));
         }
         // Each partition is one shard, read in key order: the longest prefix
@@ -471,13 +520,18 @@ impl TableProvider for EonTable {
         };
         let mut ordering = Vec::new();
         for &k in &self.def.primary_key {
-            let Some(pos) = projected.iter().position(|&c| c == k) else { break };
+            let Some(pos) = projected.iter().position(|&c| c == k) else {
+                break;
+            };
             if !key_order_is_sql_order(&self.def.columns[k].ty) {
                 break;
             }
             ordering.push(PhysicalSortExpr::new(
                 Arc::new(PhysicalColumn::new(schema.field(pos).name(), pos)),
-                SortOptions { descending: false, nulls_first: false },
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
             ));
         }
         Ok(Arc::new(EonScanExec::new(ScanSpec {
@@ -544,15 +598,27 @@ impl EonScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        EonScanExec { spec: Arc::new(spec), props: Arc::new(props) }
+        EonScanExec {
+            spec: Arc::new(spec),
+            props: Arc::new(props),
+        }
     }
 }
 
 impl DisplayAs for EonScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.spec;
-        let cols: Vec<&str> = s.columns.iter().map(|&c| s.def.columns[c as usize].name.as_str()).collect();
-        write!(f, "EonScanExec: table={}, projection=[{}]", s.def.name, cols.join(", "))?;
+        let cols: Vec<&str> = s
+            .columns
+            .iter()
+            .map(|&c| s.def.columns[c as usize].name.as_str())
+            .collect();
+        write!(
+            f,
+            "EonScanExec: table={}, projection=[{}]",
+            s.def.name,
+            cols.join(", ")
+        )?;
         if let Some((text, _)) = &s.filter {
             write!(f, ", filter={text} (on data engines)")?;
         }
@@ -569,8 +635,10 @@ impl DisplayAs for EonScanExec {
         for (e, shard) in &s.parts {
             by_engine.entry(*e).or_default().push(shard.to_string());
         }
-        let parts: Vec<String> =
-            by_engine.iter().map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(","))).collect();
+        let parts: Vec<String> = by_engine
+            .iter()
+            .map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(",")))
+            .collect();
         write!(f, ", reads=[{}]", parts.join("; "))
     }
 }
@@ -607,23 +675,41 @@ impl ExecutionPlan for EonScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
-    fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> datafusion::common::Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let schema = spec.schema.clone();
         let Some((engine, shard)) = spec.parts.get(partition).cloned() else {
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty())));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
         };
         let shards = vec![shard];
         if spec.stmt.track_reads {
             let mut reads = spec.stmt.reads.lock().unwrap();
             for &shard in &shards {
                 let keys = spec.encoded_keys.as_ref().map(|all| {
-                    all.iter().filter(|k| shard_of(k, spec.def.shard_count) == shard).cloned().collect()
+                    all.iter()
+                        .filter(|k| shard_of(k, spec.def.shard_count) == shard)
+                        .cloned()
+                        .collect()
                 });
-                reads.push(ReadSpan { engine, table: spec.def.id, shard, keys });
+                reads.push(ReadSpan {
+                    engine,
+                    table: spec.def.id,
+                    shard,
+                    keys,
+                });
             }
         }
         let req = pb::ScanRequest {
@@ -631,9 +717,19 @@ impl ExecutionPlan for EonScanExec {
             table: Some(spec.def.proto().clone()),
             shards,
             read_ts: spec.read_ts,
-            projection: Some(pb::Projection { columns: spec.columns.clone() }),
-            filter: spec.filter.as_ref().map(|(_, b)| b.clone()).unwrap_or_default(),
-            keys: spec.keys.as_ref().map(|(_, b)| b.clone()).unwrap_or_default(),
+            projection: Some(pb::Projection {
+                columns: spec.columns.clone(),
+            }),
+            filter: spec
+                .filter
+                .as_ref()
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default(),
+            keys: spec
+                .keys
+                .as_ref()
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default(),
             limit: spec.limit.unwrap_or(0) as u64,
             start_key: spec.range.0.clone().into(),
             end_key: spec.range.1.clone().into(),

@@ -43,7 +43,13 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/transaction", post(transaction))
         .route("/v1/health", get(health))
-        .fallback(|| async { ApiError(Error::user("42704", "no such endpoint; try POST /v1/sql or GET /v1/health")).into_response_with(StatusCode::NOT_FOUND) })
+        .fallback(|| async {
+            ApiError(Error::user(
+                "42704",
+                "no such endpoint; try POST /v1/sql or GET /v1/health",
+            ))
+            .into_response_with(StatusCode::NOT_FOUND)
+        })
         .with_state(engine)
 }
 
@@ -61,7 +67,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         self.into_response_with(status)
     }
 }
@@ -101,7 +108,11 @@ fn statement(req: &Value) -> Result<(&str, Vec<ScalarValue>), ApiError> {
 }
 
 /// Run SQL in a session; the answer of its last statement.
-async fn run(session: &crate::session::Session, sql: &str, params: &[ScalarValue]) -> Result<Value, ApiError> {
+async fn run(
+    session: &crate::session::Session,
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<Value, ApiError> {
     let mut outputs = session.run(sql, params).await;
     let last = outputs.pop().ok_or_else(|| bad_request("empty query"))?;
     if let Some(Err(e)) = outputs.into_iter().find(|o| o.is_err()) {
@@ -110,8 +121,12 @@ async fn run(session: &crate::session::Session, sql: &str, params: &[ScalarValue
     output_json(last.map_err(ApiError)?).await
 }
 
-async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+async fn sql(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
     let (sql, params) = statement(&req)?;
     let session = engine.session();
     Ok(axum::Json(run(&session, sql, &params).await?))
@@ -120,8 +135,12 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Jso
 /// `POST /v1/transaction`: `{"statements": [{"sql": ..., "params": [...]}, ...]}`
 /// run in one transaction; all their results, or the first error and
 /// nothing applied.
-async fn transaction(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
+async fn transaction(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
     let Some(items) = req.get("statements").and_then(Value::as_array) else {
         return Err(bad_request("the body needs a \"statements\" array"));
     };
@@ -140,7 +159,9 @@ async fn transaction(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<a
     }
     let end = run(&session, "COMMIT", &[]).await?;
     if end["command"] != "COMMIT" {
-        return Err(ApiError(eon_common::Error::write_conflict("the transaction was rolled back")));
+        return Err(ApiError(eon_common::Error::write_conflict(
+            "the transaction was rolled back",
+        )));
     }
     Ok(axum::Json(json!({"results": results})))
 }
@@ -149,11 +170,22 @@ async fn transaction(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<a
 async fn output_json(out: Output) -> Result<Value, ApiError> {
     Ok(match out {
         Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => {
-            let count: u64 = tag.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let count: u64 = tag
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             json!({"columns": [], "rows": [], "row_count": count, "command": tag})
         }
-        Output::Rows { schema, stream, tag } => {
-            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| ApiError(from_df(e)))?;
+        Output::Rows {
+            schema,
+            stream,
+            tag,
+        } => {
+            let batches: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| ApiError(from_df(e)))?;
             let columns: Vec<Value> = schema
                 .fields()
                 .iter()
@@ -180,7 +212,10 @@ fn json_rows(batch: &RecordBatch) -> eon_common::Result<Vec<Value>> {
         .collect::<eon_common::Result<_>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let row: Vec<Value> = cols.iter().map(|(ty, enc, a)| json_value(*ty, enc, a.as_ref(), i)).collect();
+        let row: Vec<Value> = cols
+            .iter()
+            .map(|(ty, enc, a)| json_value(*ty, enc, a.as_ref(), i))
+            .collect();
         out.push(Value::Array(row));
     }
     Ok(out)
@@ -192,9 +227,14 @@ fn json_value(ty: Option<SqlType>, enc: &ColumnEncoder, array: &dyn Array, i: us
     }
     let text = enc.text_value(i);
     match ty {
-        Some(SqlType::Int2 | SqlType::Int4 | SqlType::Int8) => text.parse::<i64>().map(Value::from).unwrap_or(Value::String(text)),
+        Some(SqlType::Int2 | SqlType::Int4 | SqlType::Int8) => text
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(text)),
         Some(SqlType::Float4 | SqlType::Float8) => match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::String(text)),
+            Ok(f) if f.is_finite() => serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::String(text)),
             _ => Value::String(text),
         },
         Some(SqlType::Bool) => Value::Bool(text == "t"),
@@ -211,13 +251,24 @@ fn json_value(ty: Option<SqlType>, enc: &ColumnEncoder, array: &dyn Array, i: us
 
 async fn health(State(engine): State<Arc<Engine>>) -> Response {
     let mut meta = engine.cluster.meta();
-    let nodes = tokio::time::timeout(Duration::from_secs(2), meta.list_nodes(pb::ListNodesRequest {})).await;
+    let nodes = tokio::time::timeout(
+        Duration::from_secs(2),
+        meta.list_nodes(pb::ListNodesRequest {}),
+    )
+    .await;
     match nodes {
         Ok(Ok(r)) => {
             let nodes = r.into_inner().nodes;
-            let de: Vec<&pb::NodeInfo> = nodes.iter().filter(|n| n.kind == pb::NodeKind::DataEngine as i32).collect();
+            let de: Vec<&pb::NodeInfo> = nodes
+                .iter()
+                .filter(|n| n.kind == pb::NodeKind::DataEngine as i32)
+                .collect();
             let up = de.iter().filter(|n| n.up).count();
-            let status = if up == de.len() && !de.is_empty() { "ok" } else { "degraded" };
+            let status = if up == de.len() && !de.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            };
             (StatusCode::OK, axum::Json(json!({"status": status, "meta": "up", "data_engines": {"up": up, "total": de.len()}}))).into_response()
         }
         _ => ApiError(Error::unavailable("meta is unreachable")).into_response(),

@@ -56,7 +56,11 @@ pub const SERVER_VERSION: &str = "15.0";
 pub enum Output {
     /// Rows. `tag` is the command tag without the row count ("SELECT",
     /// "INSERT 0" for INSERT … RETURNING): front doors append the count.
-    Rows { schema: SchemaRef, stream: SendableRecordBatchStream, tag: String },
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        tag: String,
+    },
     /// A complete command tag ("CREATE TABLE", "INSERT 0 3").
     Command(String),
     /// BEGIN: a transaction block started (tag "BEGIN").
@@ -68,7 +72,11 @@ pub enum Output {
 impl Output {
     pub fn rows(batches: Vec<RecordBatch>, schema: SchemaRef, tag: &str) -> Result<Output> {
         let stream = MemoryStream::try_new(batches, schema.clone(), None).map_err(from_df)?;
-        Ok(Output::Rows { schema, stream: Box::pin(stream), tag: tag.to_string() })
+        Ok(Output::Rows {
+            schema,
+            stream: Box::pin(stream),
+            tag: tag.to_string(),
+        })
     }
 }
 
@@ -104,11 +112,23 @@ impl Engine {
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog
-            .register_schema("public", Arc::new(EonSchema { cluster: cluster.clone(), name: "public".into() }))
+            .register_schema(
+                "public",
+                Arc::new(EonSchema {
+                    cluster: cluster.clone(),
+                    name: "public".into(),
+                }),
+            )
             .map_err(from_df)?;
-        datafusion::catalog::CatalogProviderList::register_catalog(catalogs.as_ref(), DATABASE.into(), catalog);
-        let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
-            vec![Arc::new(crate::decorrelate::DecorrelateScalarSubquery), Arc::new(crate::pgcasts::PostgresNumericCasts)];
+        datafusion::catalog::CatalogProviderList::register_catalog(
+            catalogs.as_ref(),
+            DATABASE.into(),
+            catalog,
+        );
+        let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> = vec![
+            Arc::new(crate::decorrelate::DecorrelateScalarSubquery),
+            Arc::new(crate::pgcasts::PostgresNumericCasts),
+        ];
         rules.extend(datafusion::optimizer::Optimizer::new().rules);
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -119,11 +139,25 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
-        let db = ctx.catalog(DATABASE).ok_or_else(|| Error::internal("no database catalog"))?;
-        let inner = db.schema("pg_catalog").ok_or_else(|| Error::internal("no pg_catalog"))?;
-        db.register_schema("pg_catalog", Arc::new(crate::pgcatalog::EonPgCatalog { inner, cluster: cluster.clone() }))
-            .map_err(from_df)?;
-        Ok(Arc::new(Engine { cluster, base: ctx.state(), compat: PostgresCompatibilityParser::new() }))
+        let db = ctx
+            .catalog(DATABASE)
+            .ok_or_else(|| Error::internal("no database catalog"))?;
+        let inner = db
+            .schema("pg_catalog")
+            .ok_or_else(|| Error::internal("no pg_catalog"))?;
+        db.register_schema(
+            "pg_catalog",
+            Arc::new(crate::pgcatalog::EonPgCatalog {
+                inner,
+                cluster: cluster.clone(),
+            }),
+        )
+        .map_err(from_df)?;
+        Ok(Arc::new(Engine {
+            cluster,
+            base: ctx.state(),
+            compat: PostgresCompatibilityParser::new(),
+        }))
     }
 
     pub fn session(self: &Arc<Self>) -> Session {
@@ -180,17 +214,28 @@ fn is_catalog_query(sql: &str) -> bool {
 /// An identifier as PostgreSQL resolves it: folded to lower case unless
 /// quoted.
 fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 /// A savepoint command outside a transaction block.
 fn no_block(what: &str) -> Error {
-    Error::user("25P01", format!("{what} can only be used in transaction blocks"))
+    Error::user(
+        "25P01",
+        format!("{what} can only be used in transaction blocks"),
+    )
 }
 
 /// The open block a savepoint command works on: an error outside one, or
 /// (unless the command may run there) in a failed one.
-fn savepoint_block<'a>(txn: &'a mut Option<TxnState>, what: &str, in_failed: bool) -> Result<&'a mut TxnState> {
+fn savepoint_block<'a>(
+    txn: &'a mut Option<TxnState>,
+    what: &str,
+    in_failed: bool,
+) -> Result<&'a mut TxnState> {
     let t = txn.as_mut().ok_or_else(|| no_block(what))?;
     if t.failed && !in_failed {
         return Err(crate::txn::aborted_error());
@@ -200,22 +245,35 @@ fn savepoint_block<'a>(txn: &'a mut Option<TxnState>, what: &str, in_failed: boo
 
 /// The position of the newest savepoint called `name`; naming one that
 /// does not exist fails the block, as any error in it does.
-fn find_savepoint(t: &mut TxnState, name: &datafusion::sql::sqlparser::ast::Ident) -> Result<usize> {
+fn find_savepoint(
+    t: &mut TxnState,
+    name: &datafusion::sql::sqlparser::ast::Ident,
+) -> Result<usize> {
     let name = ident_name(name);
-    t.savepoints.iter().rposition(|(n, _)| *n == name).ok_or_else(|| {
-        t.failed = true;
-        Error::user("3B001", format!("savepoint \"{name}\" does not exist"))
-    })
+    t.savepoints
+        .iter()
+        .rposition(|(n, _)| *n == name)
+        .ok_or_else(|| {
+            t.failed = true;
+            Error::user("3B001", format!("savepoint \"{name}\" does not exist"))
+        })
 }
 
 /// sqlparser's error as PostgreSQL words it.
 fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError) -> Error {
     let msg = e.to_string();
-    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+    let msg = msg
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(&msg)
+        .to_string();
     match msg.split_once(", found: ") {
         Some((expected, found)) => {
             let token = found.split(" at Line").next().unwrap_or(found).trim();
-            let near = if token == "EOF" { "syntax error at end of input".to_string() } else { format!("syntax error at or near \"{token}\"") };
+            let near = if token == "EOF" {
+                "syntax error at end of input".to_string()
+            } else {
+                format!("syntax error at or near \"{token}\"")
+            };
             Error::syntax(near).with_detail(expected.to_string())
         }
         None => Error::syntax(msg),
@@ -253,15 +311,27 @@ impl Session {
     pub async fn begin_statement(&self) -> Result<(Arc<StatementContext>, WriteMode)> {
         // A block with one snapshot for all its statements (REPEATABLE READ,
         // SERIALIZABLE) took its timestamp at BEGIN: no round trip to meta.
-        let needs_fresh =
-            self.txn.lock().unwrap().as_ref().is_none_or(|t| t.isolation == Isolation::ReadCommitted);
-        let fresh = if needs_fresh { self.cluster().timestamp().await? } else { 0 };
+        let needs_fresh = self
+            .txn
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|t| t.isolation == Isolation::ReadCommitted);
+        let fresh = if needs_fresh {
+            self.cluster().timestamp().await?
+        } else {
+            0
+        };
         let mut guard = self.txn.lock().unwrap();
         let Some(t) = guard.as_mut() else {
             // A statement outside a block is a transaction of its own: under
             // SERIALIZABLE its reads are refreshed when it writes.
             let track_reads = *self.default_isolation.lock().unwrap() == Isolation::Serializable;
-            let ctx = StatementContext { read_ts: fresh, track_reads, ..Default::default() };
+            let ctx = StatementContext {
+                read_ts: fresh,
+                track_reads,
+                ..Default::default()
+            };
             return Ok((Arc::new(ctx), WriteMode::Autocommit));
         };
         if t.failed {
@@ -269,7 +339,11 @@ impl Session {
         }
         t.started = true;
         t.seq += 1;
-        let read_ts = if t.isolation == Isolation::ReadCommitted { fresh } else { t.read_ts };
+        let read_ts = if t.isolation == Isolation::ReadCommitted {
+            fresh
+        } else {
+            t.read_ts
+        };
         let ctx = Arc::new(StatementContext {
             read_ts,
             txn_id: t.id,
@@ -279,12 +353,23 @@ impl Session {
         if ctx.track_reads {
             t.statements.push(ctx.clone());
         }
-        Ok((ctx, WriteMode::Txn { id: t.id, read_only: t.read_only, seq: t.seq }))
+        Ok((
+            ctx,
+            WriteMode::Txn {
+                id: t.id,
+                read_only: t.read_only,
+                seq: t.seq,
+            },
+        ))
     }
 
     /// Note that the open transaction sent writes to `touched` engines and
     /// staged them on `staged` (engine, incarnation).
-    pub fn staged_on(&self, staged: impl IntoIterator<Item = (u64, u64)>, touched: impl IntoIterator<Item = u64>) {
+    pub fn staged_on(
+        &self,
+        staged: impl IntoIterator<Item = (u64, u64)>,
+        touched: impl IntoIterator<Item = u64>,
+    ) {
         if let Some(t) = self.txn.lock().unwrap().as_mut() {
             for (engine, epoch) in staged {
                 // The first incarnation that took a write is the one that
@@ -306,13 +391,19 @@ impl Session {
     /// starts receiving heartbeats.
     pub fn anchor(&self, candidate: u64) -> u64 {
         let mut guard = self.txn.lock().unwrap();
-        let Some(t) = guard.as_mut() else { return candidate };
+        let Some(t) = guard.as_mut() else {
+            return candidate;
+        };
         if let Some(a) = t.anchor {
             return a;
         }
         t.anchor = Some(candidate);
-        t.heartbeat =
-            Some(crate::txn::spawn_heartbeat(self.cluster().clone(), t.id, candidate, t.aborted_remotely.clone()));
+        t.heartbeat = Some(crate::txn::spawn_heartbeat(
+            self.cluster().clone(),
+            t.id,
+            candidate,
+            t.aborted_remotely.clone(),
+        ));
         candidate
     }
 
@@ -331,8 +422,15 @@ impl Session {
     }
 
     /// Plan a query (no snapshot needed: scans are bound at execution).
-    pub async fn plan_query(&self, state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
-        state.statement_to_plan(DfStatement::Statement(Box::new(statement))).await.map_err(from_df)
+    pub async fn plan_query(
+        &self,
+        state: &SessionState,
+        statement: Statement,
+    ) -> Result<LogicalPlan> {
+        state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(from_df)
     }
 
     /// Describe a statement: its parameters and result columns.
@@ -363,12 +461,20 @@ impl Session {
                 dml::describe(self, &state, &statement).await?
             }
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.clone())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 (vec![], Some(show_schema(&name)))
             }
             _ => (vec![], None),
         };
-        Ok(Prepared { statement, param_types, result })
+        Ok(Prepared {
+            statement,
+            param_types,
+            result,
+        })
     }
 
     /// Run one statement with parameter values. Outside a transaction
@@ -400,7 +506,9 @@ impl Session {
 
     /// BEGIN, COMMIT, ROLLBACK, and savepoints.
     async fn transaction_control(&self, statement: &Statement) -> Result<Output> {
-        use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
+        use datafusion::sql::sqlparser::ast::{
+            TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+        };
         match statement {
             Statement::StartTransaction { modes, .. } => {
                 let mut isolation = *self.default_isolation.lock().unwrap();
@@ -409,16 +517,18 @@ impl Session {
                     match m {
                         TransactionMode::IsolationLevel(l) => {
                             isolation = match l {
-                                TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => {
+                                TransactionIsolationLevel::ReadUncommitted
+                                | TransactionIsolationLevel::ReadCommitted => {
                                     Isolation::ReadCommitted
                                 }
-                                TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot => {
-                                    Isolation::RepeatableRead
-                                }
+                                TransactionIsolationLevel::RepeatableRead
+                                | TransactionIsolationLevel::Snapshot => Isolation::RepeatableRead,
                                 TransactionIsolationLevel::Serializable => Isolation::Serializable,
                             }
                         }
-                        TransactionMode::AccessMode(a) => read_only = matches!(a, TransactionAccessMode::ReadOnly),
+                        TransactionMode::AccessMode(a) => {
+                            read_only = matches!(a, TransactionAccessMode::ReadOnly)
+                        }
                     }
                 }
                 if self.in_transaction() {
@@ -459,7 +569,10 @@ impl Session {
                 t.savepoints.truncate(pos);
                 Ok(Output::Command("RELEASE".into()))
             }
-            Statement::Rollback { savepoint: Some(name), .. } => {
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
                 let (id, seq, touched) = {
                     let mut guard = self.txn.lock().unwrap();
                     let t = savepoint_block(&mut guard, "ROLLBACK TO SAVEPOINT", true)?;
@@ -486,18 +599,26 @@ impl Session {
             }
             Statement::Commit { .. } => {
                 let t = self.txn.lock().unwrap().take();
-                let Some(t) = t else { return Ok(Output::TxnEnd("COMMIT".into())) };
+                let Some(t) = t else {
+                    return Ok(Output::TxnEnd("COMMIT".into()));
+                };
                 if t.failed {
                     crate::txn::abort(self.cluster(), t.id, &t.touched).await;
                     return Ok(Output::TxnEnd("ROLLBACK".into()));
                 }
-                let reads: Vec<crate::provider::ReadSpan> =
-                    t.statements.iter().flat_map(|s| s.reads.lock().unwrap().clone()).collect();
+                let reads: Vec<crate::provider::ReadSpan> = t
+                    .statements
+                    .iter()
+                    .flat_map(|s| s.reads.lock().unwrap().clone())
+                    .collect();
                 if t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst) {
                     crate::txn::abort(self.cluster(), t.id, &t.touched).await;
-                    return Err(Error::write_conflict("the transaction was aborted: it was idle longer than its data engines wait"));
+                    return Err(Error::write_conflict(
+                        "the transaction was aborted: it was idle longer than its data engines wait",
+                    ));
                 }
-                let refresh = (t.isolation == Isolation::Serializable).then_some((t.read_ts, reads.as_slice()));
+                let refresh = (t.isolation == Isolation::Serializable)
+                    .then_some((t.read_ts, reads.as_slice()));
                 crate::txn::commit(self.cluster(), t.id, &t.engines, t.anchor, refresh).await?;
                 Ok(Output::TxnEnd("COMMIT".into()))
             }
@@ -509,7 +630,11 @@ impl Session {
     /// snapshot — where PostgreSQL would wait for the other writer's row
     /// lock — with jittered back-off (0.5 ms doubling to 16 ms), for up to
     /// [`CONFLICT_PATIENCE`]; then the 40001 reaches the client.
-    async fn execute_retrying(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+    async fn execute_retrying(
+        &self,
+        statement: &Statement,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let deadline = tokio::time::Instant::now() + CONFLICT_PATIENCE;
         let mut attempt = 0u32;
         loop {
@@ -530,30 +655,53 @@ impl Session {
             if t.failed {
                 return Err(crate::txn::aborted_error());
             }
-            if matches!(statement, Statement::CreateTable(_) | Statement::Drop { .. }) {
-                return Err(Error::unsupported("CREATE and DROP inside a transaction block are not supported yet"));
+            if matches!(
+                statement,
+                Statement::CreateTable(_) | Statement::Drop { .. }
+            ) {
+                return Err(Error::unsupported(
+                    "CREATE and DROP inside a transaction block are not supported yet",
+                ));
             }
         }
         match statement {
             Statement::Query(_) => self.query(statement.clone(), params).await,
-            Statement::Explain { analyze, verbose, statement: inner, .. } => {
-                self.explain(statement.clone(), inner, *analyze, *verbose, params).await
+            Statement::Explain {
+                analyze,
+                verbose,
+                statement: inner,
+                ..
+            } => {
+                self.explain(statement.clone(), inner, *analyze, *verbose, params)
+                    .await
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 dml::execute(self, statement, params).await
             }
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
-            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
-                ddl::drop_tables(self, names, *if_exists).await
-            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => ddl::drop_tables(self, names, *if_exists).await,
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.show(&name)
             }
             other => Err(Error::unsupported(format!(
                 "statement not supported yet: {}",
-                other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ))),
         }
     }
@@ -572,7 +720,11 @@ impl Session {
         if let Some(names) = names {
             stream = crate::naming::rename_stream(stream, &names);
         }
-        Ok(Output::Rows { schema: stream.schema(), stream, tag: "SELECT".into() })
+        Ok(Output::Rows {
+            schema: stream.schema(),
+            stream,
+            tag: "SELECT".into(),
+        })
     }
 
     /// EXPLAIN answers like PostgreSQL: one text column, "QUERY PLAN".
@@ -591,16 +743,22 @@ impl Session {
         let state = self.statement_state(ctx);
         let plan = bind(self.plan_query(&state, statement).await?, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
-        let batches: Vec<RecordBatch> =
-            execute_stream(physical, state.task_ctx()).map_err(from_df)?.try_collect().await.map_err(from_df)?;
+        let batches: Vec<RecordBatch> = execute_stream(physical, state.task_ctx())
+            .map_err(from_df)?
+            .try_collect()
+            .await
+            .map_err(from_df)?;
         let mut lines = Vec::new();
         for b in &batches {
             let kinds = b.column(0).as_any().downcast_ref::<StringArray>();
             let plans = b.column(1).as_any().downcast_ref::<StringArray>();
-            let (Some(kinds), Some(plans)) = (kinds, plans) else { continue };
+            let (Some(kinds), Some(plans)) = (kinds, plans) else {
+                continue;
+            };
             for i in 0..b.num_rows() {
                 let kind = kinds.value(i);
-                let show = verbose || kind == "physical_plan" || (analyze && kind == "Plan with Metrics");
+                let show =
+                    verbose || kind == "physical_plan" || (analyze && kind == "Plan with Metrics");
                 if !show {
                     continue;
                 }
@@ -612,19 +770,32 @@ impl Session {
         }
         let schema = explain_schema();
         let col: ArrayRef = Arc::new(StringArray::from(lines));
-        Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "EXPLAIN")
+        Output::rows(
+            vec![RecordBatch::try_new(schema.clone(), vec![col])?],
+            schema,
+            "EXPLAIN",
+        )
     }
 
     fn set(&self, set: &datafusion::sql::sqlparser::ast::Set) -> Result<Output> {
         use datafusion::sql::sqlparser::ast::Set as S;
         let mut vars = self.vars.lock().unwrap();
         match set {
-            S::SingleAssignment { variable, values, .. } => {
+            S::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = variable.to_string().to_ascii_lowercase();
-                let value = values.iter().map(|v| v.to_string().trim_matches('\'').to_string()).collect::<Vec<_>>().join(", ");
+                let value = values
+                    .iter()
+                    .map(|v| v.to_string().trim_matches('\'').to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if name == "default_transaction_isolation" || name == "transaction_isolation" {
                     let level = Isolation::parse(&value).ok_or_else(|| {
-                        Error::user(sqlstate::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"{name}\": \"{value}\""))
+                        Error::user(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("invalid value for parameter \"{name}\": \"{value}\""),
+                        )
                     })?;
                     drop(vars);
                     return self.set_isolation(level, name == "default_transaction_isolation");
@@ -632,14 +803,20 @@ impl Session {
                 vars.insert(name, value);
             }
             S::SetTransaction { modes, session, .. } => {
-                use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
+                use datafusion::sql::sqlparser::ast::{
+                    TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+                };
                 drop(vars);
                 for m in modes {
                     match m {
                         TransactionMode::IsolationLevel(l) => {
                             let level = match l {
-                                TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => Isolation::ReadCommitted,
-                                TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot => Isolation::RepeatableRead,
+                                TransactionIsolationLevel::ReadUncommitted
+                                | TransactionIsolationLevel::ReadCommitted => {
+                                    Isolation::ReadCommitted
+                                }
+                                TransactionIsolationLevel::RepeatableRead
+                                | TransactionIsolationLevel::Snapshot => Isolation::RepeatableRead,
                                 TransactionIsolationLevel::Serializable => Isolation::Serializable,
                             };
                             self.set_isolation(level, *session)?;
@@ -654,7 +831,10 @@ impl Session {
                 return Ok(Output::Command("SET".into()));
             }
             S::SetTimeZone { value, .. } => {
-                vars.insert("timezone".into(), value.to_string().trim_matches('\'').to_string());
+                vars.insert(
+                    "timezone".into(),
+                    value.to_string().trim_matches('\'').to_string(),
+                );
             }
             S::SetNames { charset_name, .. } => {
                 vars.insert("client_encoding".into(), charset_name.value.clone());
@@ -685,14 +865,25 @@ impl Session {
     }
 
     fn show(&self, name: &str) -> Result<Output> {
-        if matches!(name, "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation") {
+        if matches!(
+            name,
+            "transaction isolation level"
+                | "transaction_isolation"
+                | "default_transaction_isolation"
+        ) {
             let level = match (name, self.txn.lock().unwrap().as_ref()) {
-                ("default_transaction_isolation", _) | (_, None) => *self.default_isolation.lock().unwrap(),
+                ("default_transaction_isolation", _) | (_, None) => {
+                    *self.default_isolation.lock().unwrap()
+                }
                 (_, Some(t)) => t.isolation,
             };
             let schema = show_schema(name);
             let col: ArrayRef = Arc::new(StringArray::from(vec![level.name()]));
-            return Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "SHOW");
+            return Output::rows(
+                vec![RecordBatch::try_new(schema.clone(), vec![col])?],
+                schema,
+                "SHOW",
+            );
         }
         let value = match self.vars.lock().unwrap().get(name) {
             Some(v) => v.clone(),
@@ -720,7 +911,11 @@ impl Session {
         };
         let schema = show_schema(name);
         let col: ArrayRef = Arc::new(StringArray::from(vec![value]));
-        Output::rows(vec![RecordBatch::try_new(schema.clone(), vec![col])?], schema, "SHOW")
+        Output::rows(
+            vec![RecordBatch::try_new(schema.clone(), vec![col])?],
+            schema,
+            "SHOW",
+        )
     }
 
     /// Parse and run a whole SQL string (simple query protocol, REST):
@@ -738,7 +933,12 @@ impl Session {
             // the next one runs, so an error while reading them stops the
             // string there, as in PostgreSQL.
             if i + 1 < n {
-                if let Ok(Output::Rows { schema, stream, tag }) = r {
+                if let Ok(Output::Rows {
+                    schema,
+                    stream,
+                    tag,
+                }) = r
+                {
                     r = match stream.try_collect::<Vec<RecordBatch>>().await {
                         Ok(batches) => Output::rows(batches, schema, &tag),
                         Err(e) => {
@@ -769,7 +969,11 @@ pub fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
 /// Parameter types of a plan, in `$1..$n` order.
 pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<SqlType>>> {
     let fields = plan.get_parameter_fields().map_err(from_df)?;
-    let max = fields.keys().filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok()).max().unwrap_or(0);
+    let max = fields
+        .keys()
+        .filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
     Ok((1..=max)
         .map(|i| {
             fields
@@ -782,7 +986,11 @@ pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<SqlType>>> {
 }
 
 fn explain_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("QUERY PLAN", DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "QUERY PLAN",
+        DataType::Utf8,
+        false,
+    )]))
 }
 
 fn show_schema(name: &str) -> SchemaRef {

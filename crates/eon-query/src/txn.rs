@@ -124,13 +124,19 @@ impl Drop for TxnState {
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// Keep the record of `txn` on `anchor` alive until aborted.
-pub fn spawn_heartbeat(cluster: Arc<Cluster>, txn: u64, anchor: u64, aborted: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::AbortHandle {
+pub fn spawn_heartbeat(
+    cluster: Arc<Cluster>,
+    txn: u64,
+    anchor: u64,
+    aborted: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT_EVERY).await;
             let r = cluster
                 .with_engine(anchor, Duration::ZERO, true, |mut c| async move {
-                    c.heartbeat_txn(pb::HeartbeatTxnRequest { txn_id: txn }).await
+                    c.heartbeat_txn(pb::HeartbeatTxnRequest { txn_id: txn })
+                        .await
                 })
                 .await;
             if let Ok(r) = r {
@@ -157,7 +163,10 @@ pub fn aborted_error() -> Error {
 }
 
 pub fn read_only_error(what: &str) -> Error {
-    Error::user("25006", format!("cannot execute {what} in a read-only transaction"))
+    Error::user(
+        "25006",
+        format!("cannot execute {what} in a read-only transaction"),
+    )
 }
 
 fn serialization_failure(why: &str) -> Error {
@@ -171,7 +180,9 @@ fn serialization_failure(why: &str) -> Error {
 pub async fn abort(cluster: &Arc<Cluster>, txn: u64, engines: &BTreeSet<u64>) {
     let calls = engines.iter().map(|&engine| async move {
         let r = cluster
-            .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move { c.abort(pb::AbortRequest { txn_id: txn }).await })
+            .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
+                c.abort(pb::AbortRequest { txn_id: txn }).await
+            })
             .await;
         if let Err(e) = r {
             tracing::warn!(txn, engine, "abort failed: {e}");
@@ -182,11 +193,17 @@ pub async fn abort(cluster: &Arc<Cluster>, txn: u64, engines: &BTreeSet<u64>) {
 
 /// ROLLBACK TO SAVEPOINT: undo on every engine in `engines` what `txn`'s
 /// statements after `seq` staged.
-pub async fn rollback_to(cluster: &Arc<Cluster>, txn: u64, seq: u32, engines: &BTreeSet<u64>) -> Result<()> {
+pub async fn rollback_to(
+    cluster: &Arc<Cluster>,
+    txn: u64,
+    seq: u32,
+    engines: &BTreeSet<u64>,
+) -> Result<()> {
     let calls = engines.iter().map(|&engine| async move {
         cluster
             .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
-                c.rollback_to(pb::RollbackToRequest { txn_id: txn, seq }).await
+                c.rollback_to(pb::RollbackToRequest { txn_id: txn, seq })
+                    .await
             })
             .await
     });
@@ -215,11 +232,20 @@ pub async fn commit(
     let needs_refresh = refresh.is_some_and(|(_, reads)| !reads.is_empty());
     // (The anchor is normally the engine of the first write; only when all
     // of that was rolled back to a savepoint may it hold nothing.)
-    let only = engines.iter().next().copied().filter(|e| engines.len() == 1 && anchor.is_none_or(|a| a == *e));
+    let only = engines
+        .iter()
+        .next()
+        .copied()
+        .filter(|e| engines.len() == 1 && anchor.is_none_or(|a| a == *e));
     if let (Some(engine), false) = (only, needs_refresh) {
         let r = cluster
             .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
-                c.commit(pb::CommitRequest { txn_id: txn, commit_ts: 0, epoch: epochs[&engine] }).await
+                c.commit(pb::CommitRequest {
+                    txn_id: txn,
+                    commit_ts: 0,
+                    epoch: epochs[&engine],
+                })
+                .await
             })
             .await;
         return match r {
@@ -237,7 +263,11 @@ pub async fn commit(
     let finals = engines.iter().map(|&engine| async move {
         cluster
             .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
-                c.finalize(pb::FinalizeRequest { txn_id: txn, epoch: epochs[&engine] }).await
+                c.finalize(pb::FinalizeRequest {
+                    txn_id: txn,
+                    epoch: epochs[&engine],
+                })
+                .await
             })
             .await
             .map(|r| r.into_inner().min_commit_ts)
@@ -255,7 +285,9 @@ pub async fn commit(
     if let Some((read_ts, reads)) = refresh {
         if commit_ts > read_ts && !refresh_reads(cluster, txn, read_ts, commit_ts, reads).await? {
             abort(cluster, txn, engines).await;
-            return Err(serialization_failure("read/write dependencies among transactions"));
+            return Err(serialization_failure(
+                "read/write dependencies among transactions",
+            ));
         }
     }
     // The commit point: the anchor's record says committed (unless it was
@@ -263,14 +295,21 @@ pub async fn commit(
     if let Some(anchor) = anchor {
         let r = cluster
             .with_engine(anchor, RESOLVE_PATIENCE, true, |mut c| async move {
-                c.end_txn(pb::EndTxnRequest { txn_id: txn, commit: true, commit_ts }).await
+                c.end_txn(pb::EndTxnRequest {
+                    txn_id: txn,
+                    commit: true,
+                    commit_ts,
+                })
+                .await
             })
             .await;
         match r {
             Ok(r) if r.get_ref().state == pb::TxnState::Committed as i32 => {}
             Ok(_) => {
                 abort(cluster, txn, engines).await;
-                return Err(serialization_failure("the transaction being aborted while it committed"));
+                return Err(serialization_failure(
+                    "the transaction being aborted while it committed",
+                ));
             }
             Err(e) => return Err(Error::internal(format!("commit outcome unknown: {e}"))),
         }
@@ -278,7 +317,12 @@ pub async fn commit(
     let commits = engines.iter().map(|&engine| async move {
         cluster
             .with_engine(engine, RESOLVE_PATIENCE, true, |mut c| async move {
-                c.commit(pb::CommitRequest { txn_id: txn, commit_ts, epoch: 0 }).await
+                c.commit(pb::CommitRequest {
+                    txn_id: txn,
+                    commit_ts,
+                    epoch: 0,
+                })
+                .await
             })
             .await
     });
@@ -290,17 +334,31 @@ pub async fn commit(
 
 /// Ask every engine whether what the transaction read there is unchanged
 /// over `(from, to]`.
-async fn refresh_reads(cluster: &Arc<Cluster>, txn: u64, from: u64, to: u64, reads: &[ReadSpan]) -> Result<bool> {
+async fn refresh_reads(
+    cluster: &Arc<Cluster>,
+    txn: u64,
+    from: u64,
+    to: u64,
+    reads: &[ReadSpan],
+) -> Result<bool> {
     let mut by_engine: std::collections::BTreeMap<u64, Vec<pb::RefreshSpan>> = Default::default();
     for r in reads {
-        by_engine.entry(r.engine).or_default().push(pb::RefreshSpan {
-            table_id: r.table,
-            shard: r.shard,
-            keys: r.keys.iter().flatten().map(|k| k.clone().into()).collect(),
-        });
+        by_engine
+            .entry(r.engine)
+            .or_default()
+            .push(pb::RefreshSpan {
+                table_id: r.table,
+                shard: r.shard,
+                keys: r.keys.iter().flatten().map(|k| k.clone().into()).collect(),
+            });
     }
     let calls = by_engine.into_iter().map(|(engine, spans)| async move {
-        let req = pb::RefreshRequest { txn_id: txn, from_ts: from, to_ts: to, spans };
+        let req = pb::RefreshRequest {
+            txn_id: txn,
+            from_ts: from,
+            to_ts: to,
+            spans,
+        };
         cluster
             .with_engine(engine, Duration::from_secs(3), true, |mut c| {
                 let req = req.clone();

@@ -27,7 +27,9 @@ pub mod store;
 pub mod wal;
 
 pub use mvcc::{Ts, TxnId, TxnStatus, WriteKind};
-pub use store::{ChunkEnd, ScanChunk, ShardId, Store, StoreOptions, TxnRecord, WriteMeta, WriteOp, WriteOutcome};
+pub use store::{
+    ChunkEnd, ScanChunk, ShardId, Store, StoreOptions, TxnRecord, WriteMeta, WriteOp, WriteOutcome,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -170,7 +170,9 @@ impl Versions {
             }
         }
         match self.committed.iter().rev().find(|v| v.ts <= ts) {
-            Some(Version { value: Some(row), .. }) => Visible::Row(row),
+            Some(Version {
+                value: Some(row), ..
+            }) => Visible::Row(row),
             _ => Visible::Absent,
         }
     }
@@ -201,7 +203,11 @@ impl Versions {
         match kind {
             WriteKind::Insert | WriteKind::InsertIgnore => {
                 if self.exists_for(txn) {
-                    return if kind == WriteKind::Insert { Err(Refusal::Duplicate) } else { Ok(false) };
+                    return if kind == WriteKind::Insert {
+                        Err(Refusal::Duplicate)
+                    } else {
+                        Ok(false)
+                    };
                 }
                 Ok(true)
             }
@@ -222,7 +228,14 @@ impl Versions {
     /// statement `seq`. What an earlier statement wrote is kept for
     /// [`Versions::rollback_to`]; an older statement's write (a log record
     /// replayed over a checkpoint that already holds newer ones) is ignored.
-    pub fn set_intent(&mut self, txn: TxnId, min_commit_ts: Ts, anchor: u64, seq: u32, value: Option<Row>) {
+    pub fn set_intent(
+        &mut self,
+        txn: TxnId,
+        min_commit_ts: Ts,
+        anchor: u64,
+        seq: u32,
+        value: Option<Row>,
+    ) {
         match &mut self.intent {
             Some(i) if i.txn == txn => {
                 i.min_commit_ts.raise(min_commit_ts);
@@ -253,7 +266,9 @@ impl Versions {
     /// earlier one left, or away when none of them wrote this key. Returns
     /// true when the intent was removed.
     pub fn rollback_to(&mut self, txn: TxnId, seq: u32) -> bool {
-        let Some(i) = self.intent.as_mut().filter(|i| i.txn == txn && !i.frozen) else { return false };
+        let Some(i) = self.intent.as_mut().filter(|i| i.txn == txn && !i.frozen) else {
+            return false;
+        };
         while i.seq > seq {
             match i.undo.pop() {
                 Some((s, v)) => {
@@ -360,7 +375,11 @@ mod tests {
         // A later reader pushes the intent above itself instead of waiting.
         assert_eq!(v.read(500, None), Visible::Row(&row(1)));
         assert_eq!(v.intent.as_ref().unwrap().min_commit_ts.get(), 501);
-        assert_eq!(v.read(500, Some(9)), Visible::Row(&row(5)), "own writes are visible");
+        assert_eq!(
+            v.read(500, Some(9)),
+            Visible::Row(&row(5)),
+            "own writes are visible"
+        );
         // Frozen: readers that could see it wait for the outcome.
         v.intent.as_mut().unwrap().frozen = true;
         assert_eq!(v.read(600, None), Visible::Wait(9));
@@ -377,11 +396,20 @@ mod tests {
         v.install(100, Some(row(1)));
         assert_eq!(v.check_write(1, 150, WriteKind::Put), Ok(true));
         v.install(200, Some(row(2)));
-        assert!(matches!(v.check_write(1, 150, WriteKind::Put), Err(Refusal::Conflict(_))));
-        assert!(matches!(v.check_write(1, 150, WriteKind::Delete), Err(Refusal::Conflict(_))));
+        assert!(matches!(
+            v.check_write(1, 150, WriteKind::Put),
+            Err(Refusal::Conflict(_))
+        ));
+        assert!(matches!(
+            v.check_write(1, 150, WriteKind::Delete),
+            Err(Refusal::Conflict(_))
+        ));
         assert_eq!(v.check_write(1, 200, WriteKind::Delete), Ok(true));
         v.set_intent(7, 300, 0, 1, None);
-        assert!(matches!(v.check_write(1, 500, WriteKind::Put), Err(Refusal::Conflict(_))));
+        assert!(matches!(
+            v.check_write(1, 500, WriteKind::Put),
+            Err(Refusal::Conflict(_))
+        ));
     }
 
     #[test]
@@ -389,13 +417,19 @@ mod tests {
         let mut v = Versions::default();
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Ok(true));
         v.install(20, Some(row(1)));
-        assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
+        assert_eq!(
+            v.check_write(1, 10, WriteKind::Insert),
+            Err(Refusal::Duplicate)
+        );
         assert_eq!(v.check_write(1, 10, WriteKind::InsertIgnore), Ok(false));
         // A statement that deletes a key may insert it again (UPDATE of a key).
         v.set_intent(1, 30, 0, 1, None);
         assert_eq!(v.check_write(1, 10, WriteKind::Insert), Ok(true));
         v.set_intent(1, 30, 0, 1, Some(row(2)));
-        assert_eq!(v.check_write(1, 10, WriteKind::Insert), Err(Refusal::Duplicate));
+        assert_eq!(
+            v.check_write(1, 10, WriteKind::Insert),
+            Err(Refusal::Duplicate)
+        );
     }
 
     #[test]
@@ -407,8 +441,15 @@ mod tests {
         v.set_intent(3, 200, 0, 4, None);
         v.set_intent(3, 200, 0, 7, Some(row(7)));
         assert!(!v.rollback_to(3, 5));
-        assert_eq!(v.read(300, Some(3)), Visible::Absent, "statement 4 deleted it");
-        assert!(!v.rollback_to(9, 1), "another transaction's rollback changes nothing");
+        assert_eq!(
+            v.read(300, Some(3)),
+            Visible::Absent,
+            "statement 4 deleted it"
+        );
+        assert!(
+            !v.rollback_to(9, 1),
+            "another transaction's rollback changes nothing"
+        );
         assert!(!v.rollback_to(3, 3));
         assert_eq!(v.read(300, Some(3)), Visible::Row(&row(3)));
         // Replaying an older statement's log record changes nothing.
@@ -426,9 +467,15 @@ mod tests {
         v.install(200, Some(row(2)));
         v.install(300, Some(row(3)));
         assert!(!v.gc(250, false));
-        assert_eq!(v.committed.iter().map(|x| x.ts).collect::<Vec<_>>(), vec![200, 300]);
+        assert_eq!(
+            v.committed.iter().map(|x| x.ts).collect::<Vec<_>>(),
+            vec![200, 300]
+        );
         v.install(400, None);
-        assert!(v.gc(500, false), "a deletion older than the horizon leaves nothing");
+        assert!(
+            v.gc(500, false),
+            "a deletion older than the horizon leaves nothing"
+        );
     }
 }
 

@@ -88,7 +88,12 @@ fn file_schema(table: &Schema) -> SchemaRef {
         Field::new("_ts", DataType::UInt64, false),
         Field::new("_deleted", DataType::Boolean, false),
     ];
-    fields.extend(table.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)));
+    fields.extend(
+        table
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true)),
+    );
     Arc::new(Schema::new(fields))
 }
 
@@ -104,7 +109,8 @@ impl Segment {
     ) -> Result<Segment> {
         let schema = file_schema(table);
         let ncols = table.fields().len();
-        let values_schema = Arc::new(schema.project(&(META_COLUMNS..META_COLUMNS + ncols).collect::<Vec<_>>())?);
+        let values_schema =
+            Arc::new(schema.project(&(META_COLUMNS..META_COLUMNS + ncols).collect::<Vec<_>>())?);
         let tmp = path.with_extension("tmp");
         let file = File::create(&tmp)?;
         let mut w = FileWriter::try_new(BufWriter::new(file), &schema)?;
@@ -137,7 +143,13 @@ impl Segment {
         for entry in entries {
             let (key, versions) = entry?;
             if batch_keys.len() >= BATCH_ROWS {
-                flush(&mut w, &mut batch_keys, &mut batch_ts, &mut batch_del, &mut batch_rows)?;
+                flush(
+                    &mut w,
+                    &mut batch_keys,
+                    &mut batch_ts,
+                    &mut batch_del,
+                    &mut batch_rows,
+                )?;
             }
             for v in versions.as_ref() {
                 batch_keys.push(key.as_ref().to_vec());
@@ -146,9 +158,18 @@ impl Segment {
                 batch_rows.push(v.value.clone().unwrap_or_else(|| empty.clone()));
             }
         }
-        flush(&mut w, &mut batch_keys, &mut batch_ts, &mut batch_del, &mut batch_rows)?;
+        flush(
+            &mut w,
+            &mut batch_keys,
+            &mut batch_ts,
+            &mut batch_del,
+            &mut batch_rows,
+        )?;
         w.finish()?;
-        let file = w.into_inner()?.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+        let file = w
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| Error::Io(e.into_error()))?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)?;
@@ -161,7 +182,11 @@ impl Segment {
         let keys_only = FileReader::try_new(File::open(path)?, Some(vec![0, 1]))?;
         let file_fields = keys_only.schema().fields().len();
         let columns = file_fields.saturating_sub(META_COLUMNS);
-        let table_schema = Arc::new(keys_only.schema().project(&(META_COLUMNS..file_fields).collect::<Vec<_>>())?);
+        let table_schema = Arc::new(
+            keys_only
+                .schema()
+                .project(&(META_COLUMNS..file_fields).collect::<Vec<_>>())?,
+        );
         let mut index = Vec::new();
         let mut all: Vec<Key> = Vec::new();
         let (mut rows, mut min_ts, mut max_ts) = (0u64, u64::MAX, 0u64);
@@ -208,7 +233,9 @@ impl Segment {
 
     /// The batch that would hold `key` (the last whose first key is <= it).
     fn batch_of(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|first| first.as_slice() <= key).saturating_sub(1)
+        self.index
+            .partition_point(|first| first.as_slice() <= key)
+            .saturating_sub(1)
     }
 
     /// Whether the segment may hold `key` (false: it certainly does not).
@@ -226,7 +253,9 @@ impl Segment {
         let batch = {
             let mut r = self.reader.lock().unwrap();
             r.set_index(b)?;
-            r.next().transpose()?.ok_or_else(|| Error::Corrupt(format!("{}: batch {b} missing", self.path.display())))?
+            r.next().transpose()?.ok_or_else(|| {
+                Error::Corrupt(format!("{}: batch {b} missing", self.path.display()))
+            })?
         };
         let part = SegBatch::new(batch, None, self.columns)?;
         let start = part.keys.partition_point(|k| k.as_slice() < key);
@@ -243,18 +272,30 @@ impl Segment {
     /// Read batch `b` with the table columns `projection` (others are left
     /// null in the rows).
     pub fn read_batch(&self, b: usize, projection: &[usize]) -> Result<SegBatch> {
-        let cols: Vec<usize> = (0..META_COLUMNS).chain(projection.iter().map(|c| c + META_COLUMNS)).collect();
+        let cols: Vec<usize> = (0..META_COLUMNS)
+            .chain(projection.iter().map(|c| c + META_COLUMNS))
+            .collect();
         let mut r = FileReader::try_new(File::open(&self.path)?, Some(cols))?;
         r.set_index(b)?;
-        let batch =
-            r.next().transpose()?.ok_or_else(|| Error::Corrupt(format!("{}: batch {b} missing", self.path.display())))?;
+        let batch = r
+            .next()
+            .transpose()?
+            .ok_or_else(|| Error::Corrupt(format!("{}: batch {b} missing", self.path.display())))?;
         SegBatch::new(batch, Some(projection), self.columns)
     }
 
     /// A cursor over the segment's rows from `from` on (inclusive).
     pub fn cursor(self: &Arc<Self>, from: Option<&[u8]>, projection: &[usize]) -> SegCursor {
         let batch = from.map(|k| self.batch_of(k)).unwrap_or(0);
-        SegCursor { seg: self.clone(), projection: projection.to_vec(), next_batch: batch, current: None, pos: 0, from: from.map(|k| k.to_vec()), read: 0 }
+        SegCursor {
+            seg: self.clone(),
+            projection: projection.to_vec(),
+            next_batch: batch,
+            current: None,
+            pos: 0,
+            from: from.map(|k| k.to_vec()),
+            read: 0,
+        }
     }
 }
 
@@ -270,23 +311,43 @@ impl SegBatch {
     fn new(batch: RecordBatch, projection: Option<&[usize]>, ncols: usize) -> Result<SegBatch> {
         let keys = batch.column(0).as_binary::<i32>();
         let keys: Vec<Key> = (0..keys.len()).map(|i| keys.value(i).to_vec()).collect();
-        let ts = batch.column(1).as_primitive::<UInt64Type>().values().to_vec();
-        let deleted: Vec<bool> = batch.column(2).as_boolean().iter().map(|d| d == Some(true)).collect();
+        let ts = batch
+            .column(1)
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec();
+        let deleted: Vec<bool> = batch
+            .column(2)
+            .as_boolean()
+            .iter()
+            .map(|d| d == Some(true))
+            .collect();
         let mut rows: Vec<Row> = vec![vec![Value::Null; ncols]; batch.num_rows()];
         let table_cols: Vec<usize> = match projection {
             Some(p) => p.to_vec(),
             None => (0..ncols).collect(),
         };
         for (i, &c) in table_cols.iter().enumerate() {
-            for (r, v) in column_values(batch.column(META_COLUMNS + i))?.into_iter().enumerate() {
+            for (r, v) in column_values(batch.column(META_COLUMNS + i))?
+                .into_iter()
+                .enumerate()
+            {
                 rows[r][c] = v;
             }
         }
-        Ok(SegBatch { keys, ts, deleted, rows })
+        Ok(SegBatch {
+            keys,
+            ts,
+            deleted,
+            rows,
+        })
     }
 
     fn version(&self, i: usize) -> SegVersion {
-        SegVersion { ts: self.ts[i], value: (!self.deleted[i]).then(|| self.rows[i].clone()) }
+        SegVersion {
+            ts: self.ts[i],
+            value: (!self.deleted[i]).then(|| self.rows[i].clone()),
+        }
     }
 }
 
@@ -361,7 +422,9 @@ impl Bloom {
     const PROBES: u64 = 7;
 
     fn new(keys: usize) -> Bloom {
-        Bloom { bits: vec![0; (keys * 10 / 64).max(1) + 1] }
+        Bloom {
+            bits: vec![0; (keys * 10 / 64).max(1) + 1],
+        }
     }
 
     fn probes(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -379,7 +442,8 @@ impl Bloom {
     }
 
     fn contains(&self, key: &[u8]) -> bool {
-        self.probes(key).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+        self.probes(key)
+            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
     }
 }
 
@@ -395,36 +459,71 @@ mod tests {
     #[test]
     fn write_open_lookup_and_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let table = Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]);
+        let table = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]);
         let row = |i: i64, s: &str| Some(vec![Value::Int(i), Value::Text(s.into())]);
         let mut entries = Vec::new();
         for i in 0..10_000i64 {
-            let mut versions = vec![Version { ts: 10, value: row(i, "a") }];
+            let mut versions = vec![Version {
+                ts: 10,
+                value: row(i, "a"),
+            }];
             if i % 3 == 0 {
-                versions.push(Version { ts: 20, value: row(i, "b") });
+                versions.push(Version {
+                    ts: 20,
+                    value: row(i, "b"),
+                });
             }
             if i % 5 == 0 {
-                versions.push(Version { ts: 30, value: None });
+                versions.push(Version {
+                    ts: 30,
+                    value: None,
+                });
             }
             entries.push((k(i), versions));
         }
-        let seg = Arc::new(Segment::write_iter(&dir.path().join("s.arrow"), 1, &table, entries.iter().map(|(k, v)| Ok((k, v)))).unwrap());
+        let seg = Arc::new(
+            Segment::write_iter(
+                &dir.path().join("s.arrow"),
+                1,
+                &table,
+                entries.iter().map(|(k, v)| Ok((k, v))),
+            )
+            .unwrap(),
+        );
         let seg2 = Segment::open(&seg.path, 1).unwrap();
         assert_eq!(seg.rows, seg2.rows);
         assert_eq!((seg.min_ts, seg.max_ts), (10, 30));
         assert!(seg.batches() > 2);
         let got = seg.lookup(&k(15)).unwrap();
-        assert_eq!(got, vec![
-            SegVersion { ts: 10, value: row(15, "a") },
-            SegVersion { ts: 20, value: row(15, "b") },
-            SegVersion { ts: 30, value: None },
-        ]);
+        assert_eq!(
+            got,
+            vec![
+                SegVersion {
+                    ts: 10,
+                    value: row(15, "a")
+                },
+                SegVersion {
+                    ts: 20,
+                    value: row(15, "b")
+                },
+                SegVersion {
+                    ts: 30,
+                    value: None
+                },
+            ]
+        );
         assert!(seg.lookup(&k(20_000)).unwrap().is_empty());
         // A cursor from the middle, reading only column 1 (id stays null).
         let mut c = seg.cursor(Some(&k(4097)), &[1]);
         let (key, versions) = c.take().unwrap().unwrap();
         assert_eq!(key, k(4097));
-        assert_eq!(versions[0].value, Some(vec![Value::Null, Value::Text("a".into())]));
+        assert_eq!(
+            versions[0].value,
+            Some(vec![Value::Null, Value::Text("a".into())])
+        );
         let mut n = 1;
         while c.take().unwrap().is_some() {
             n += 1;

@@ -44,7 +44,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { checkpoint_bytes: 64 << 20, gc_after: Duration::from_secs(300), memory_limit: None }
+        StoreOptions {
+            checkpoint_bytes: 64 << 20,
+            gc_after: Duration::from_secs(300),
+            memory_limit: None,
+        }
     }
 }
 
@@ -70,23 +74,49 @@ struct ShardWrites {
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
     /// A one-phase write, committed at `commit_ts`.
-    Apply { txn: TxnId, commit_ts: Ts, shards: Vec<ShardWrites> },
+    Apply {
+        txn: TxnId,
+        commit_ts: Ts,
+        shards: Vec<ShardWrites>,
+    },
     /// A staged write awaiting Commit or Abort. `anchor` keeps the
     /// transaction's record; `record`: this engine is the anchor and starts
     /// the record (pending).
     /// `seq`: the transaction's statement that wrote it.
-    Prepare { txn: TxnId, min_commit_ts: Ts, shards: Vec<ShardWrites>, anchor: u64, record: bool, seq: u32 },
+    Prepare {
+        txn: TxnId,
+        min_commit_ts: Ts,
+        shards: Vec<ShardWrites>,
+        anchor: u64,
+        record: bool,
+        seq: u32,
+    },
     /// ROLLBACK TO SAVEPOINT: undo what the transaction's statements after
     /// `seq` staged.
-    RollbackTo { txn: TxnId, seq: u32 },
+    RollbackTo {
+        txn: TxnId,
+        seq: u32,
+    },
     /// The record of a transaction anchored here reached a final status.
-    TxnEnd { txn: TxnId, status: TxnStatus },
+    TxnEnd {
+        txn: TxnId,
+        status: TxnStatus,
+    },
     /// The coordinator is choosing the commit timestamp: the transaction's
     /// intents may no longer be pushed.
-    Freeze { txn: TxnId },
-    Commit { txn: TxnId, commit_ts: Ts },
-    Abort { txn: TxnId },
-    DropTable { table: u64 },
+    Freeze {
+        txn: TxnId,
+    },
+    Commit {
+        txn: TxnId,
+        commit_ts: Ts,
+    },
+    Abort {
+        txn: TxnId,
+    },
+    DropTable {
+        table: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -207,7 +237,10 @@ fn found<'a>(v: &'a Versions, ts: Ts, own: Option<TxnId>) -> Found<'a> {
 }
 
 /// The smallest of `first` and the next keys of `cursors`.
-fn smallest_key(cursors: &mut [crate::segment::SegCursor], first: Option<Key>) -> Result<Option<Key>> {
+fn smallest_key(
+    cursors: &mut [crate::segment::SegCursor],
+    first: Option<Key>,
+) -> Result<Option<Key>> {
     let mut next = first;
     for c in cursors.iter_mut() {
         if let Some(k) = c.peek()?
@@ -233,7 +266,11 @@ type Best<'a> = Option<(Ts, Option<Pick<'a>>)>;
 /// replaces `best` if newer.
 fn offer(best: &mut Best<'_>, versions: Vec<SegVersion>, ts: Ts) {
     let than = best.as_ref().map(|b| b.0);
-    if let Some(v) = versions.into_iter().filter(|v| v.ts <= ts && than.is_none_or(|t| v.ts > t)).max_by_key(|v| v.ts) {
+    if let Some(v) = versions
+        .into_iter()
+        .filter(|v| v.ts <= ts && than.is_none_or(|t| v.ts > t))
+        .max_by_key(|v| v.ts)
+    {
         *best = Some((v.ts, v.value.map(Pick::Seg)));
     }
 }
@@ -258,7 +295,10 @@ struct Shard {
 
 impl Shard {
     fn new() -> Arc<Shard> {
-        Arc::new(Shard { data: RwLock::new(ShardData::default()), max_read_ts: AtomicU64::new(0) })
+        Arc::new(Shard {
+            data: RwLock::new(ShardData::default()),
+            max_read_ts: AtomicU64::new(0),
+        })
     }
 }
 
@@ -336,15 +376,20 @@ impl Store {
             let header: CheckpointHeader = read_one(&mut r)?
                 .ok_or_else(|| Error::Corrupt("checkpoint without header".into()))?;
             if header.format != CHECKPOINT_FORMAT {
-                return Err(Error::Corrupt(format!("unknown checkpoint format {}", header.format)));
+                return Err(Error::Corrupt(format!(
+                    "unknown checkpoint format {}",
+                    header.format
+                )));
             }
             replay_from = header.replay_from;
             gc_floor = header.gc_floor;
             while let Some(frame) = read_one::<CheckpointFrame>(&mut r)? {
                 match frame {
-                    CheckpointFrame::Shard(chunk) => {
-                        shards.entry((chunk.table, chunk.shard)).or_default().rows.extend(chunk.entries)
-                    }
+                    CheckpointFrame::Shard(chunk) => shards
+                        .entry((chunk.table, chunk.shard))
+                        .or_default()
+                        .rows
+                        .extend(chunk.entries),
                     CheckpointFrame::Records(list) => records.extend(list),
                 }
             }
@@ -357,13 +402,20 @@ impl Store {
         let mut found_segments = Vec::new();
         for entry in fs::read_dir(&seg_dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if name.ends_with(".tmp") {
                 fs::remove_file(&path)?;
                 continue;
             }
             let Some((table, shard, seq)) = segment_name(&name) else {
-                return Err(Error::Corrupt(format!("unexpected file {}", path.display())));
+                return Err(Error::Corrupt(format!(
+                    "unexpected file {}",
+                    path.display()
+                )));
             };
             segment_seq = segment_seq.max(seq);
             found_segments.push((seq, (table, shard as u32), path));
@@ -373,7 +425,10 @@ impl Store {
             let seg = Segment::open(&path, seq)?;
             shards.entry(id).or_default().segments.push(Arc::new(seg));
         }
-        let mut segs: Vec<u64> = wal::segments(&wal_dir)?.into_iter().filter(|&s| s >= replay_from).collect();
+        let mut segs: Vec<u64> = wal::segments(&wal_dir)?
+            .into_iter()
+            .filter(|&s| s >= replay_from)
+            .collect();
         if segs.is_empty() {
             segs.push(replay_from);
         }
@@ -381,8 +436,11 @@ impl Store {
         let mut replayed = 0usize;
         for (i, &seg) in segs.iter().enumerate() {
             let path = wal::segment_path(&wal_dir, seg);
-            let (log, valid) =
-                if path.exists() { read_frames::<Record>(&path)? } else { (vec![], 0) };
+            let (log, valid) = if path.exists() {
+                read_frames::<Record>(&path)?
+            } else {
+                (vec![], 0)
+            };
             replayed += log.len();
             for rec in log {
                 replay(&mut shards, &mut records, rec);
@@ -394,8 +452,14 @@ impl Store {
         // Segments of tables dropped before the crash.
         for entry in fs::read_dir(&seg_dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-            let live = shards.values().any(|d| d.segments.iter().any(|s| s.path == path));
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let live = shards
+                .values()
+                .any(|d| d.segments.iter().any(|s| s.path == path));
             if !live && name.ends_with(".arrow") {
                 fs::remove_file(&path)?;
             }
@@ -408,7 +472,11 @@ impl Store {
                 if let Some(i) = &versions.intent {
                     prepared
                         .entry(i.txn)
-                        .or_insert_with(|| Staged { keys: vec![], anchor: i.anchor, since: now })
+                        .or_insert_with(|| Staged {
+                            keys: vec![],
+                            anchor: i.anchor,
+                            since: now,
+                        })
                         .keys
                         .push((*id, key.clone()));
                 }
@@ -429,7 +497,13 @@ impl Store {
                 shards
                     .into_iter()
                     .map(|(id, data)| {
-                        (id, Arc::new(Shard { data: RwLock::new(data), max_read_ts: AtomicU64::new(0) }))
+                        (
+                            id,
+                            Arc::new(Shard {
+                                data: RwLock::new(data),
+                                max_read_ts: AtomicU64::new(0),
+                            }),
+                        )
                     })
                     .collect(),
             ),
@@ -487,7 +561,13 @@ impl Store {
 
     /// Ids of the tables this store holds shards of.
     pub fn table_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.shards.read().unwrap().keys().map(|(t, _)| *t).collect();
+        let mut ids: Vec<u64> = self
+            .shards
+            .read()
+            .unwrap()
+            .keys()
+            .map(|(t, _)| *t)
+            .collect();
         ids.sort();
         ids.dedup();
         ids
@@ -511,7 +591,12 @@ impl Store {
         if let Some(s) = self.shard(id) {
             return s;
         }
-        self.shards.write().unwrap().entry(id).or_insert_with(Shard::new).clone()
+        self.shards
+            .write()
+            .unwrap()
+            .entry(id)
+            .or_insert_with(Shard::new)
+            .clone()
     }
 
     // ---------------------------------------------------------------- writes
@@ -524,12 +609,22 @@ impl Store {
     /// this one, which then keeps the transaction's record). A transaction
     /// whose record says aborted cannot stage more writes here.
     pub async fn write(&self, meta: WriteMeta, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
-        let WriteMeta { txn, one_phase, anchor, is_anchor, seq, .. } = meta;
+        let WriteMeta {
+            txn,
+            one_phase,
+            anchor,
+            is_anchor,
+            seq,
+            ..
+        } = meta;
         if let Some(limit) = self.opts.memory_limit {
             // The delta stays within the limit: make room first, and refuse
             // what does not fit even then (uncommitted writes cannot move).
-            let incoming: u64 =
-                ops.iter().flat_map(|o| &o.rows).map(|(k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64).sum();
+            let incoming: u64 = ops
+                .iter()
+                .flat_map(|o| &o.rows)
+                .map(|(k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64)
+                .sum();
             if self.memory_used() + incoming > limit {
                 self.flush_if_needed()?;
                 if self.memory_used() + incoming > limit {
@@ -552,7 +647,14 @@ impl Store {
                     // The transaction may go on (ROLLBACK TO SAVEPOINT) and
                     // stage writes elsewhere that name this engine: its
                     // record must exist all the same.
-                    let log = Record::Prepare { txn, min_commit_ts: 0, shards: vec![], anchor, record, seq };
+                    let log = Record::Prepare {
+                        txn,
+                        min_commit_ts: 0,
+                        shards: vec![],
+                        anchor,
+                        record,
+                        seq,
+                    };
                     self.wal.append(&log).await?;
                     self.set_record(txn, TxnStatus::Pending, true);
                 }
@@ -561,9 +663,20 @@ impl Store {
         };
         let shards = group_writes(&staged);
         let log = if one_phase {
-            Record::Apply { txn, commit_ts: min_commit_ts, shards }
+            Record::Apply {
+                txn,
+                commit_ts: min_commit_ts,
+                shards,
+            }
         } else {
-            Record::Prepare { txn, min_commit_ts, shards, anchor, record, seq }
+            Record::Prepare {
+                txn,
+                min_commit_ts,
+                shards,
+                anchor,
+                record,
+                seq,
+            }
         };
         // A staged write is logged without waiting for the disk: if a crash
         // of the machine loses it, the engine comes back as a new
@@ -571,7 +684,11 @@ impl Store {
         // which names the incarnation that took the writes, is refused —
         // the transaction aborts instead of committing without them. Both
         // of those are synced, and with them everything logged before.
-        let logged = if one_phase { self.wal.append(&log).await } else { self.wal.append_unsynced(&log).await };
+        let logged = if one_phase {
+            self.wal.append(&log).await
+        } else {
+            self.wal.append_unsynced(&log).await
+        };
         if let Err(e) = logged {
             self.resolve(txn, &staged, None);
             return Err(e);
@@ -580,20 +697,30 @@ impl Store {
             self.resolve(txn, &staged, Some(min_commit_ts));
         } else {
             if record {
-                self.records
-                    .lock()
-                    .unwrap()
-                    .insert(txn, TxnRecord { status: TxnStatus::Pending, touched_ms: eon_common::unix_ms() });
+                self.records.lock().unwrap().insert(
+                    txn,
+                    TxnRecord {
+                        status: TxnStatus::Pending,
+                        touched_ms: eon_common::unix_ms(),
+                    },
+                );
             }
             self.prepared
                 .lock()
                 .unwrap()
                 .entry(txn)
-                .or_insert_with(|| Staged { keys: vec![], anchor, since: std::time::Instant::now() })
+                .or_insert_with(|| Staged {
+                    keys: vec![],
+                    anchor,
+                    since: std::time::Instant::now(),
+                })
                 .keys
                 .extend(staged.into_iter().map(|(s, k, _)| (s, k)));
         }
-        Ok(WriteOutcome { ops: outcomes, ts: min_commit_ts })
+        Ok(WriteOutcome {
+            ops: outcomes,
+            ts: min_commit_ts,
+        })
     }
 
     /// Check every row and install intents. On a refusal, undo this call's
@@ -605,7 +732,13 @@ impl Store {
         anchor: u64,
         ops: &[WriteOp],
     ) -> Result<(Vec<OpOutcome>, Vec<(ShardId, Key, Option<Row>)>, Ts)> {
-        let WriteMeta { txn, read_ts, one_phase: frozen, seq, .. } = meta;
+        let WriteMeta {
+            txn,
+            read_ts,
+            one_phase: frozen,
+            seq,
+            ..
+        } = meta;
         let mut ids: Vec<ShardId> = ops.iter().map(|o| o.shard).collect();
         ids.sort();
         ids.dedup();
@@ -633,10 +766,17 @@ impl Store {
                 // write checks need it, so copy it into the delta (the copy is
                 // the same version; readers take either).
                 let latest = versions.latest_ts();
-                for seg in segments.iter().filter(|s| s.max_ts > latest && s.may_contain(key)) {
+                for seg in segments
+                    .iter()
+                    .filter(|s| s.max_ts > latest && s.may_contain(key))
+                {
                     match seg.lookup(key) {
                         Ok(found) => {
-                            if let Some(v) = found.into_iter().filter(|v| v.ts > versions.latest_ts()).max_by_key(|v| v.ts) {
+                            if let Some(v) = found
+                                .into_iter()
+                                .filter(|v| v.ts > versions.latest_ts())
+                                .max_by_key(|v| v.ts)
+                            {
                                 versions.install(v.ts, v.value);
                             }
                         }
@@ -650,7 +790,11 @@ impl Store {
                     Ok(true) => {
                         min_commit_ts = min_commit_ts.max(versions.latest_ts() + 1);
                         undo.push((gi, key.clone(), versions.intent.clone()));
-                        let new = if op.kind == WriteKind::Delete { None } else { value.clone() };
+                        let new = if op.kind == WriteKind::Delete {
+                            None
+                        } else {
+                            value.clone()
+                        };
                         versions.set_intent(txn, 0, anchor, seq, new.clone());
                         staged.push((op.shard, key.clone(), new));
                         outcome.affected += 1;
@@ -658,7 +802,10 @@ impl Store {
                     Ok(false) => outcome.skipped.push(row_index as u32),
                     Err(r) => {
                         refusal = Some(match r {
-                            Refusal::Duplicate => Error::Duplicate { op: op_index, row: row_index },
+                            Refusal::Duplicate => Error::Duplicate {
+                                op: op_index,
+                                row: row_index,
+                            },
                             Refusal::Conflict(m) => Error::Conflict(m),
                         });
                         break 'ops;
@@ -678,7 +825,8 @@ impl Store {
             }
             // Keys created empty by the check of the refused row.
             for g in guards.iter_mut() {
-                g.rows.retain(|_, v| !(v.committed.is_empty() && v.intent.is_none()));
+                g.rows
+                    .retain(|_, v| !(v.committed.is_empty() && v.intent.is_none()));
             }
             return Err(err);
         }
@@ -689,7 +837,10 @@ impl Store {
                 i.frozen = frozen;
             }
         }
-        let added: u64 = staged.iter().map(|(_, k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64).sum();
+        let added: u64 = staged
+            .iter()
+            .map(|(_, k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64)
+            .sum();
         self.bytes.fetch_add(added, Ordering::Relaxed);
         Ok((outcomes, staged, min_commit_ts))
     }
@@ -717,7 +868,11 @@ impl Store {
 
     /// Visit `keys` a shard at a time, each shard's delta locked for
     /// writing while its keys are visited.
-    fn with_keys_by_shard<K: AsKey>(&self, keys: &[K], mut visit: impl FnMut(&mut ShardData, &Key)) {
+    fn with_keys_by_shard<K: AsKey>(
+        &self,
+        keys: &[K],
+        mut visit: impl FnMut(&mut ShardData, &Key),
+    ) {
         let mut by_shard: HashMap<ShardId, Vec<&Key>> = HashMap::new();
         for k in keys {
             by_shard.entry(k.shard()).or_default().push(k.key());
@@ -745,10 +900,21 @@ impl Store {
     /// Freeze `txn`'s intents; the highest of their minimum commit
     /// timestamps.
     fn freeze(&self, txn: TxnId) -> Result<Ts> {
-        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone()).ok_or(Error::UnknownTransaction(txn))?;
+        let keys = self
+            .prepared
+            .lock()
+            .unwrap()
+            .get(&txn)
+            .map(|s| s.keys.clone())
+            .ok_or(Error::UnknownTransaction(txn))?;
         let mut min = self.read_floor.load(Ordering::SeqCst) + 1;
         self.with_keys_by_shard(&keys, |data, key| {
-            if let Some(i) = data.rows.get_mut(key).and_then(|v| v.intent.as_mut()).filter(|i| i.txn == txn) {
+            if let Some(i) = data
+                .rows
+                .get_mut(key)
+                .and_then(|v| v.intent.as_mut())
+                .filter(|i| i.txn == txn)
+            {
                 i.frozen = true;
                 min = min.max(i.min_commit_ts.get());
             }
@@ -770,10 +936,18 @@ impl Store {
         if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Aborted) {
             return Err(Error::Conflict("the transaction was aborted".into()));
         }
-        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
+        let keys = self
+            .prepared
+            .lock()
+            .unwrap()
+            .get(&txn)
+            .map(|s| s.keys.clone());
         let Some(keys) = keys else {
             return Ok(match self.record(txn) {
-                Some(TxnRecord { status: TxnStatus::Committed(ts), .. }) => ts,
+                Some(TxnRecord {
+                    status: TxnStatus::Committed(ts),
+                    ..
+                }) => ts,
                 _ => commit_ts,
             });
         };
@@ -788,7 +962,11 @@ impl Store {
             commit_ts
         };
         let record = Record::Commit { txn, commit_ts };
-        if sync { self.wal.append(&record).await? } else { self.wal.append_unsynced(&record).await? }
+        if sync {
+            self.wal.append(&record).await?
+        } else {
+            self.wal.append_unsynced(&record).await?
+        }
         self.resolve(txn, &keys, Some(commit_ts));
         self.prepared.lock().unwrap().remove(&txn);
         self.set_record(txn, TxnStatus::Committed(commit_ts), false);
@@ -797,12 +975,22 @@ impl Store {
 
     pub async fn abort(&self, txn: TxnId) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
+        let keys = self
+            .prepared
+            .lock()
+            .unwrap()
+            .get(&txn)
+            .map(|s| s.keys.clone());
         let Some(keys) = keys else {
             // Nothing staged here, but perhaps the record (every write here
             // was refused).
             if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Pending) {
-                self.wal.append(&Record::TxnEnd { txn, status: TxnStatus::Aborted }).await?;
+                self.wal
+                    .append(&Record::TxnEnd {
+                        txn,
+                        status: TxnStatus::Aborted,
+                    })
+                    .await?;
                 self.set_record(txn, TxnStatus::Aborted, false);
             }
             return Ok(());
@@ -822,11 +1010,20 @@ impl Store {
     /// (frozen) is refused.
     pub async fn rollback_to(&self, txn: TxnId, seq: u32) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self.prepared.lock().unwrap().get(&txn).map(|s| s.keys.clone());
+        let keys = self
+            .prepared
+            .lock()
+            .unwrap()
+            .get(&txn)
+            .map(|s| s.keys.clone());
         let Some(keys) = keys else { return Ok(()) };
         self.wal.append(&Record::RollbackTo { txn, seq }).await?;
         self.with_keys_by_shard(&keys, |data, key| {
-            if data.rows.get_mut(key).is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty()) {
+            if data
+                .rows
+                .get_mut(key)
+                .is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty())
+            {
                 data.rows.remove(key);
             }
         });
@@ -839,9 +1036,20 @@ impl Store {
     fn set_record(&self, txn: TxnId, status: TxnStatus, create: bool) {
         let mut records = self.records.lock().unwrap();
         match records.get_mut(&txn) {
-            Some(r) => *r = TxnRecord { status, touched_ms: eon_common::unix_ms() },
+            Some(r) => {
+                *r = TxnRecord {
+                    status,
+                    touched_ms: eon_common::unix_ms(),
+                }
+            }
             None if create => {
-                records.insert(txn, TxnRecord { status, touched_ms: eon_common::unix_ms() });
+                records.insert(
+                    txn,
+                    TxnRecord {
+                        status,
+                        touched_ms: eon_common::unix_ms(),
+                    },
+                );
             }
             None => {}
         }
@@ -863,7 +1071,12 @@ impl Store {
             Some(s @ (TxnStatus::Committed(_) | TxnStatus::Aborted)) => return Ok(s),
             _ => {}
         }
-        self.wal.append(&Record::TxnEnd { txn, status: wanted }).await?;
+        self.wal
+            .append(&Record::TxnEnd {
+                txn,
+                status: wanted,
+            })
+            .await?;
         self.set_record(txn, wanted, true);
         Ok(wanted)
     }
@@ -872,12 +1085,20 @@ impl Store {
     /// pending record whose coordinator has not heartbeated for that long —
     /// or a transaction this engine has no record of — is aborted first
     /// (durably), so it can never commit afterwards.
-    pub async fn txn_status(&self, txn: TxnId, stale_after: Option<std::time::Duration>) -> Result<TxnStatus> {
+    pub async fn txn_status(
+        &self,
+        txn: TxnId,
+        stale_after: Option<std::time::Duration>,
+    ) -> Result<TxnStatus> {
         let current = self.record(txn);
         let stale = match (current, stale_after) {
-            (Some(TxnRecord { status: TxnStatus::Pending, touched_ms }), Some(after)) => {
-                eon_common::unix_ms() - touched_ms >= after.as_millis() as i64
-            }
+            (
+                Some(TxnRecord {
+                    status: TxnStatus::Pending,
+                    touched_ms,
+                }),
+                Some(after),
+            ) => eon_common::unix_ms() - touched_ms >= after.as_millis() as i64,
             (None, Some(_)) => true,
             _ => false,
         };
@@ -935,14 +1156,22 @@ impl Store {
         self.wal.append(&Record::DropTable { table }).await?;
         let removed: Vec<Arc<Shard>> = {
             let mut shards = self.shards.write().unwrap();
-            let ids: Vec<ShardId> = shards.keys().filter(|(t, _)| *t == table).copied().collect();
+            let ids: Vec<ShardId> = shards
+                .keys()
+                .filter(|(t, _)| *t == table)
+                .copied()
+                .collect();
             ids.iter().filter_map(|id| shards.remove(id)).collect()
         };
         let freed: u64 = removed
             .iter()
             .map(|s| delta_size(&s.data.read().unwrap()))
             .sum();
-        let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(freed))
+            });
         for shard in &removed {
             for seg in &shard.data.read().unwrap().segments {
                 fs::remove_file(&seg.path)?;
@@ -975,7 +1204,9 @@ impl Store {
         // An empty shard is created too: a write that creates it later must
         // still land above this snapshot.
         for id in shards {
-            self.shard_or_create(*id).max_read_ts.fetch_max(ts, Ordering::SeqCst);
+            self.shard_or_create(*id)
+                .max_read_ts
+                .fetch_max(ts, Ordering::SeqCst);
         }
         Ok(ReadGuard { store: self, ts })
     }
@@ -1007,7 +1238,11 @@ impl Store {
             _ => false,
         };
         if empty {
-            return Ok(ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Done });
+            return Ok(ScanChunk {
+                out: build(&[]),
+                scanned: 0,
+                end: ChunkEnd::Done,
+            });
         }
         let mut picks: Vec<Pick> = Vec::with_capacity(max_rows.min(8192));
         let mut scanned = 0;
@@ -1016,10 +1251,17 @@ impl Store {
             Bound::Included(k) | Bound::Excluded(k) => Some(k.as_slice()),
             Bound::Unbounded => None,
         };
-        let mut cursors: Vec<_> = data.segments.iter().map(|s| s.cursor(start, columns)).collect();
+        let mut cursors: Vec<_> = data
+            .segments
+            .iter()
+            .map(|s| s.cursor(start, columns))
+            .collect();
         let mut delta = data.rows.range(range.clone()).peekable();
         loop {
-            let Some(key) = smallest_key(&mut cursors, delta.peek().map(|(k, _)| (*k).clone()))? else { break };
+            let Some(key) = smallest_key(&mut cursors, delta.peek().map(|(k, _)| (*k).clone()))?
+            else {
+                break;
+            };
             if !range.contains(&key) {
                 if matches!(&range.0, Bound::Excluded(s) if *s == key) {
                     // The excluded start (segments begin at it): skip it.
@@ -1076,7 +1318,11 @@ impl Store {
         if read > 0 {
             self.segment_rows_read.fetch_add(read, Ordering::Relaxed);
         }
-        Ok(ScanChunk { out: build(&picked(&picks)), scanned, end })
+        Ok(ScanChunk {
+            out: build(&picked(&picks)),
+            scanned,
+            end,
+        })
     }
 
     /// Point lookups: the visible rows of `keys` in a shard (from the delta
@@ -1102,7 +1348,11 @@ impl Store {
                 seen = true;
                 match found(versions, ts, own) {
                     Found::Wait(txn) => {
-                        return Ok(ScanChunk { out: build(&[]), scanned: 0, end: ChunkEnd::Wait(txn, key.clone()) });
+                        return Ok(ScanChunk {
+                            out: build(&[]),
+                            scanned: 0,
+                            end: ChunkEnd::Wait(txn, key.clone()),
+                        });
                     }
                     Found::Own(row) => {
                         scanned += 1;
@@ -1115,7 +1365,8 @@ impl Store {
             }
             for seg in data.segments.iter().filter(|s| s.may_contain(key)) {
                 let versions = seg.lookup(key)?;
-                self.segment_rows_read.fetch_add(versions.len() as u64, Ordering::Relaxed);
+                self.segment_rows_read
+                    .fetch_add(versions.len() as u64, Ordering::Relaxed);
                 seen |= !versions.is_empty();
                 offer(&mut best, versions, ts);
             }
@@ -1126,7 +1377,11 @@ impl Store {
                 picks.push(p);
             }
         }
-        Ok(ScanChunk { out: build(&picked(&picks)), scanned, end: ChunkEnd::Done })
+        Ok(ScanChunk {
+            out: build(&picked(&picks)),
+            scanned,
+            end: ChunkEnd::Done,
+        })
     }
 
     /// Read refresh, for serializable transactions: transaction `txn` read
@@ -1137,7 +1392,14 @@ impl Store {
     /// transactions are pushed above `to` (they will commit after `txn`).
     /// False when a version committed in `(from, to]`, or another
     /// transaction is committing there.
-    pub fn refresh(&self, shard: ShardId, keys: Option<&[Key]>, txn: TxnId, from: Ts, to: Ts) -> bool {
+    pub fn refresh(
+        &self,
+        shard: ShardId,
+        keys: Option<&[Key]>,
+        txn: TxnId,
+        from: Ts,
+        to: Ts,
+    ) -> bool {
         if from < self.gc_floor.load(Ordering::SeqCst) {
             return false; // what changed since may have been collected
         }
@@ -1180,7 +1442,13 @@ impl Store {
 
     /// Wait until `txn`'s intents are resolved, or the timeout passes.
     /// Returns false on timeout.
-    pub async fn wait_resolved(&self, shard: ShardId, key: &Key, txn: TxnId, timeout: Duration) -> bool {
+    pub async fn wait_resolved(
+        &self,
+        shard: ShardId,
+        key: &Key,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.resolved.notified();
@@ -1205,7 +1473,12 @@ impl Store {
     pub fn checkpoint_due(&self) -> bool {
         // With a memory limit, the log replayed at a restart (into memory)
         // is kept below a quarter of it.
-        let limit = self.opts.memory_limit.map(|m| m / 4).unwrap_or(u64::MAX).min(self.opts.checkpoint_bytes);
+        let limit = self
+            .opts
+            .memory_limit
+            .map(|m| m / 4)
+            .unwrap_or(u64::MAX)
+            .min(self.opts.checkpoint_bytes);
         self.wal.bytes_since_rotate.load(Ordering::Relaxed) >= limit
     }
 
@@ -1222,7 +1495,12 @@ impl Store {
 
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
-        self.shards.read().unwrap().values().map(|s| s.data.read().unwrap().segments.len()).sum()
+        self.shards
+            .read()
+            .unwrap()
+            .values()
+            .map(|s| s.data.read().unwrap().segments.len())
+            .sum()
     }
 
     /// Bytes the delta takes (estimated).
@@ -1234,7 +1512,9 @@ impl Store {
     /// to segments, biggest shards first, until under a quarter. Returns
     /// the number of segments written.
     pub fn flush_if_needed(&self) -> Result<usize> {
-        let Some(limit) = self.opts.memory_limit else { return Ok(0) };
+        let Some(limit) = self.opts.memory_limit else {
+            return Ok(0);
+        };
         if self.memory_used() <= limit / 2 {
             return Ok(0);
         }
@@ -1288,8 +1568,12 @@ impl Store {
     /// None when there is nothing to move or the table's schema is not
     /// known yet; otherwise the bytes freed.
     fn flush_shard(&self, id: ShardId) -> Result<Option<u64>> {
-        let Some(schema) = self.schemas.lock().unwrap().get(&id.0).cloned() else { return Ok(None) };
-        let Some(cell) = self.shard(id) else { return Ok(None) };
+        let Some(schema) = self.schemas.lock().unwrap().get(&id.0).cloned() else {
+            return Ok(None);
+        };
+        let Some(cell) = self.shard(id) else {
+            return Ok(None);
+        };
         // Writers of this shard wait while the file is written: the moved
         // versions must leave the delta at the moment the segment appears.
         let mut data = cell.data.write().unwrap();
@@ -1298,8 +1582,17 @@ impl Store {
         }
         let seq = self.segment_seq.fetch_add(1, Ordering::SeqCst) + 1;
         let dir = self.dir.join(SEGMENT_DIR);
-        let committed = data.rows.iter().filter(|(_, v)| !v.committed.is_empty()).map(|(k, v)| Ok((k, &v.committed)));
-        let segment = Segment::write_iter(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, committed)?;
+        let committed = data
+            .rows
+            .iter()
+            .filter(|(_, v)| !v.committed.is_empty())
+            .map(|(k, v)| Ok((k, &v.committed)));
+        let segment = Segment::write_iter(
+            &dir.join(segment_file(id.0, id.1, seq)),
+            seq,
+            &schema,
+            committed,
+        )?;
         wal::sync_dir(&dir)?;
         let before = delta_size(&data);
         data.rows.retain(|_, v| {
@@ -1307,7 +1600,12 @@ impl Store {
             v.intent.is_some()
         });
         let freed = before - delta_size(&data);
-        tracing::info!(table = id.0, shard = id.1, rows = segment.rows, "flushed a segment");
+        tracing::info!(
+            table = id.0,
+            shard = id.1,
+            rows = segment.rows,
+            "flushed a segment"
+        );
         data.segments.push(Arc::new(segment));
         self.segments_written.fetch_add(1, Ordering::Relaxed);
         Ok(Some(freed))
@@ -1324,7 +1622,14 @@ impl Store {
         let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let mut w = BufWriter::new(File::create(&tmp)?);
-        write_one(&mut w, &CheckpointHeader { format: CHECKPOINT_FORMAT, replay_from, gc_floor })?;
+        write_one(
+            &mut w,
+            &CheckpointHeader {
+                format: CHECKPOINT_FORMAT,
+                replay_from,
+                gc_floor,
+            },
+        )?;
         let mut bytes = 0u64;
         for id in ids {
             let Some(cell) = self.shard(id) else { continue };
@@ -1336,13 +1641,29 @@ impl Store {
             loop {
                 let entries: Vec<(Key, Versions)> = {
                     let data = cell.data.read().unwrap();
-                    data.rows.range((from, Bound::Unbounded)).take(CHECKPOINT_CHUNK).map(|(k, v)| (k.clone(), v.clone())).collect()
+                    data.rows
+                        .range((from, Bound::Unbounded))
+                        .take(CHECKPOINT_CHUNK)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
                 };
-                let Some((last, _)) = entries.last() else { break };
+                let Some((last, _)) = entries.last() else {
+                    break;
+                };
                 from = Bound::Excluded(last.clone());
                 let full = entries.len() == CHECKPOINT_CHUNK;
-                bytes += entries.iter().map(|(k, v)| versions_size(k, v)).sum::<u64>();
-                write_one(&mut w, &CheckpointFrame::Shard(CheckpointChunk { table: id.0, shard: id.1, entries }))?;
+                bytes += entries
+                    .iter()
+                    .map(|(k, v)| versions_size(k, v))
+                    .sum::<u64>();
+                write_one(
+                    &mut w,
+                    &CheckpointFrame::Shard(CheckpointChunk {
+                        table: id.0,
+                        shard: id.1,
+                        entries,
+                    }),
+                )?;
                 if !full {
                     break;
                 }
@@ -1353,7 +1674,9 @@ impl Store {
         let records: Vec<(TxnId, TxnRecord)> = {
             let now = eon_common::unix_ms();
             let mut records = self.records.lock().unwrap();
-            records.retain(|_, r| r.status == TxnStatus::Pending || now - r.touched_ms < RECORD_RETENTION_MS);
+            records.retain(|_, r| {
+                r.status == TxnStatus::Pending || now - r.touched_ms < RECORD_RETENTION_MS
+            });
             records.iter().map(|(t, r)| (*t, *r)).collect()
         };
         write_one(&mut w, &CheckpointFrame::Records(records))?;
@@ -1398,7 +1721,11 @@ impl Store {
                 let mut last = None;
                 let mut n = 0;
                 let segments = data.segments.clone();
-                for (k, v) in data.rows.range_mut((from.clone(), Bound::Unbounded)).take(GC_CHUNK) {
+                for (k, v) in data
+                    .rows
+                    .range_mut((from.clone(), Bound::Unbounded))
+                    .take(GC_CHUNK)
+                {
                     let before = v.committed.len();
                     // A deletion hides what segments hold of the key: it
                     // stays while one may.
@@ -1436,7 +1763,8 @@ impl Store {
                 Err(e) => tracing::error!(table = id.0, shard = id.1, "compaction failed: {e}"),
             }
         }
-        self.versions_collected.fetch_add(removed, Ordering::Relaxed);
+        self.versions_collected
+            .fetch_add(removed, Ordering::Relaxed);
         removed
     }
 
@@ -1448,9 +1776,13 @@ impl Store {
     /// number of versions dropped.
     fn compact(&self, id: ShardId, horizon: Ts) -> Result<u64> {
         let _one = self.flush_lock.lock().unwrap();
-        let Some(cell) = self.shard(id) else { return Ok(0) };
+        let Some(cell) = self.shard(id) else {
+            return Ok(0);
+        };
         let inputs: Vec<Arc<Segment>> = cell.data.read().unwrap().segments.clone();
-        let Some(first) = inputs.first() else { return Ok(0) };
+        let Some(first) = inputs.first() else {
+            return Ok(0);
+        };
         let schema = first.table_schema.clone();
         if inputs.iter().any(|s| s.table_schema != schema) {
             return Ok(0); // the table changed shape: leave them
@@ -1460,12 +1792,17 @@ impl Store {
         let mut dropped = 0u64;
         let merged = std::iter::from_fn(|| -> Option<Result<(Key, Vec<Version>)>> {
             let mut step = || -> Result<Option<(Key, Vec<Version>)>> {
-                let Some(key) = smallest_key(&mut cursors, None)? else { return Ok(None) };
+                let Some(key) = smallest_key(&mut cursors, None)? else {
+                    return Ok(None);
+                };
                 let mut versions: Vec<Version> = Vec::new();
                 for c in cursors.iter_mut() {
                     if c.peek()? == Some(&key) {
                         let (_, vs) = c.take()?.unwrap();
-                        versions.extend(vs.into_iter().map(|v| Version { ts: v.ts, value: v.value }));
+                        versions.extend(vs.into_iter().map(|v| Version {
+                            ts: v.ts,
+                            value: v.value,
+                        }));
                     }
                 }
                 versions.sort_by_key(|v| v.ts);
@@ -1481,7 +1818,12 @@ impl Store {
         });
         let seq = self.segment_seq.fetch_add(1, Ordering::SeqCst) + 1;
         let dir = self.dir.join(SEGMENT_DIR);
-        let out = Segment::write_iter(&dir.join(segment_file(id.0, id.1, seq)), seq, &schema, merged)?;
+        let out = Segment::write_iter(
+            &dir.join(segment_file(id.0, id.1, seq)),
+            seq,
+            &schema,
+            merged,
+        )?;
         wal::sync_dir(&dir)?;
         {
             let mut data = cell.data.write().unwrap();
@@ -1554,11 +1896,17 @@ fn group_writes(staged: &[(ShardId, Key, Option<Row>)]) -> Vec<ShardWrites> {
     let mut out: Vec<ShardWrites> = Vec::new();
     for (id, key, value) in staged {
         match out.iter_mut().find(|s| (s.table, s.shard) == *id) {
-            Some(s) => s.writes.push(KeyWrite { key: key.clone(), value: value.clone() }),
+            Some(s) => s.writes.push(KeyWrite {
+                key: key.clone(),
+                value: value.clone(),
+            }),
             None => out.push(ShardWrites {
                 table: id.0,
                 shard: id.1,
-                writes: vec![KeyWrite { key: key.clone(), value: value.clone() }],
+                writes: vec![KeyWrite {
+                    key: key.clone(),
+                    value: value.clone(),
+                }],
             }),
         }
     }
@@ -1568,10 +1916,18 @@ fn group_writes(staged: &[(ShardId, Key, Option<Row>)]) -> Vec<ShardWrites> {
 /// Apply one log record during recovery. Every case is idempotent, because a
 /// checkpoint may already contain some effects of the records replayed after
 /// it.
-fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId, TxnRecord>, rec: Record) {
+fn replay(
+    shards: &mut HashMap<ShardId, ShardData>,
+    records: &mut HashMap<TxnId, TxnRecord>,
+    rec: Record,
+) {
     let now = eon_common::unix_ms();
     match rec {
-        Record::Apply { txn, commit_ts, shards: writes } => {
+        Record::Apply {
+            txn,
+            commit_ts,
+            shards: writes,
+        } => {
             for sw in writes {
                 let data = shards.entry((sw.table, sw.shard)).or_default();
                 for w in sw.writes {
@@ -1581,16 +1937,32 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
                 }
             }
         }
-        Record::Prepare { txn, min_commit_ts, shards: writes, anchor, record, seq } => {
+        Record::Prepare {
+            txn,
+            min_commit_ts,
+            shards: writes,
+            anchor,
+            record,
+            seq,
+        } => {
             if record {
                 // A restart counts as a heartbeat: the coordinator gets a
                 // fresh period to show it is alive.
-                records.entry(txn).or_insert(TxnRecord { status: TxnStatus::Pending, touched_ms: now });
+                records.entry(txn).or_insert(TxnRecord {
+                    status: TxnStatus::Pending,
+                    touched_ms: now,
+                });
             }
             for sw in writes {
                 let data = shards.entry((sw.table, sw.shard)).or_default();
                 for w in sw.writes {
-                    data.rows.entry(w.key).or_default().set_intent(txn, min_commit_ts, anchor, seq, w.value);
+                    data.rows.entry(w.key).or_default().set_intent(
+                        txn,
+                        min_commit_ts,
+                        anchor,
+                        seq,
+                        w.value,
+                    );
                 }
             }
         }
@@ -1603,7 +1975,13 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
             }
         }
         Record::TxnEnd { txn, status } => {
-            records.insert(txn, TxnRecord { status, touched_ms: now });
+            records.insert(
+                txn,
+                TxnRecord {
+                    status,
+                    touched_ms: now,
+                },
+            );
         }
         Record::Freeze { txn } => {
             for data in shards.values_mut() {
@@ -1616,7 +1994,10 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
         }
         Record::Commit { txn, commit_ts } => {
             if let Some(r) = records.get_mut(&txn) {
-                *r = TxnRecord { status: TxnStatus::Committed(commit_ts), touched_ms: now };
+                *r = TxnRecord {
+                    status: TxnStatus::Committed(commit_ts),
+                    touched_ms: now,
+                };
             }
             for data in shards.values_mut() {
                 for v in data.rows.values_mut() {
@@ -1626,7 +2007,10 @@ fn replay(shards: &mut HashMap<ShardId, ShardData>, records: &mut HashMap<TxnId,
         }
         Record::Abort { txn } => {
             if let Some(r) = records.get_mut(&txn) {
-                *r = TxnRecord { status: TxnStatus::Aborted, touched_ms: now };
+                *r = TxnRecord {
+                    status: TxnStatus::Aborted,
+                    touched_ms: now,
+                };
             }
             for data in shards.values_mut() {
                 data.rows.retain(|_, v| {
@@ -1646,8 +2030,15 @@ fn delta_size(data: &ShardData) -> u64 {
 
 fn versions_size(key: &Key, v: &Versions) -> u64 {
     (key.len()
-        + v.committed.iter().map(|c| 8 + c.value.as_ref().map(row_size).unwrap_or(0)).sum::<usize>()
-        + v.intent.as_ref().and_then(|i| i.value.as_ref()).map(row_size).unwrap_or(0)) as u64
+        + v.committed
+            .iter()
+            .map(|c| 8 + c.value.as_ref().map(row_size).unwrap_or(0))
+            .sum::<usize>()
+        + v.intent
+            .as_ref()
+            .and_then(|i| i.value.as_ref())
+            .map(row_size)
+            .unwrap_or(0)) as u64
 }
 
 fn write_one<T: Serialize>(w: &mut impl Write, value: &T) -> Result<()> {
@@ -1670,7 +2061,9 @@ fn read_one<T: serde::de::DeserializeOwned>(r: &mut impl std::io::Read) -> Resul
     if crc32fast::hash(&payload) != crc {
         return Err(Error::Corrupt("checkpoint checksum mismatch".into()));
     }
-    postcard::from_bytes(&payload).map(Some).map_err(|e| Error::Corrupt(e.to_string()))
+    postcard::from_bytes(&payload)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -1688,19 +2081,42 @@ mod tests {
         vec![Value::Int(i), Value::Text(s.into())]
     }
     fn op(shard: ShardId, kind: WriteKind, rows: &[(i64, &str)]) -> WriteOp {
-        WriteOp { shard, kind, rows: rows.iter().map(|(i, s)| (k(*i), Some(row(*i, s)))).collect() }
+        WriteOp {
+            shard,
+            kind,
+            rows: rows
+                .iter()
+                .map(|(i, s)| (k(*i), Some(row(*i, s))))
+                .collect(),
+        }
     }
     fn all(store: &Store, shard: ShardId, ts: Ts) -> Vec<Row> {
-        let c = store.scan_chunk(shard, ts, None, (Bound::Unbounded, Bound::Unbounded), &[0, 1], usize::MAX, |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).unwrap();
+        let c = store
+            .scan_chunk(
+                shard,
+                ts,
+                None,
+                (Bound::Unbounded, Bound::Unbounded),
+                &[0, 1],
+                usize::MAX,
+                |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>(),
+            )
+            .unwrap();
         assert_eq!(c.end, ChunkEnd::Done);
         c.out
     }
 
     fn scan_cols(store: &Store, ts: Ts, cols: &[usize]) -> Vec<Row> {
         let c = store
-            .scan_chunk(S0, ts, None, (Bound::Unbounded, Bound::Unbounded), cols, usize::MAX, |rows| {
-                rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>()
-            })
+            .scan_chunk(
+                S0,
+                ts,
+                None,
+                (Bound::Unbounded, Bound::Unbounded),
+                cols,
+                usize::MAX,
+                |rows| rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>(),
+            )
             .unwrap();
         c.out
     }
@@ -1709,28 +2125,64 @@ mod tests {
     async fn segments_hold_older_versions_and_reads_merge_them() {
         use arrow::datatypes::{DataType, Field, Schema};
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]));
-        let opts = StoreOptions { memory_limit: Some(1 << 20), ..Default::default() };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let opts = StoreOptions {
+            memory_limit: Some(1 << 20),
+            ..Default::default()
+        };
         let (t1, t2, t3);
         {
             let store = Store::open(dir.path(), opts.clone()).unwrap();
             store.note_schema(1, &schema);
             let rows: Vec<(i64, &str)> = (0..100).map(|i| (i, "a")).collect();
-            t1 = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &rows)]).await.unwrap().ts;
+            t1 = store
+                .write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &rows)])
+                .await
+                .unwrap()
+                .ts;
             store.flush_all().unwrap();
             assert_eq!((store.segment_count(), store.memory_used()), (1, 0));
             // Writes to keys that live only in a segment: the checks see them.
-            t2 = store.write_test(2, t1, true, vec![op(S0, WriteKind::Put, &[(5, "b")])]).await.unwrap().ts;
+            t2 = store
+                .write_test(2, t1, true, vec![op(S0, WriteKind::Put, &[(5, "b")])])
+                .await
+                .unwrap()
+                .ts;
             assert_eq!(store.segment_count(), 1);
-            let dup = store.write_test(3, t2, true, vec![op(S0, WriteKind::Insert, &[(7, "dup")])]).await;
+            let dup = store
+                .write_test(3, t2, true, vec![op(S0, WriteKind::Insert, &[(7, "dup")])])
+                .await;
             assert!(matches!(dup, Err(Error::Duplicate { .. })), "{dup:?}");
-            let stale = store.write_test(3, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])]).await;
-            assert!(matches!(stale, Err(Error::Conflict(_))), "the segment has a version newer than the snapshot");
-            let t = store.write_test(3, t1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])]).await.unwrap().ts;
-            let conflict = store.write_test(3, t - 1, true, vec![op(S0, WriteKind::Put, &[(9, "late")])]).await;
+            let stale = store
+                .write_test(3, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])])
+                .await;
+            assert!(
+                matches!(stale, Err(Error::Conflict(_))),
+                "the segment has a version newer than the snapshot"
+            );
+            let t = store
+                .write_test(3, t1, true, vec![op(S0, WriteKind::Put, &[(9, "old")])])
+                .await
+                .unwrap()
+                .ts;
+            let conflict = store
+                .write_test(3, t - 1, true, vec![op(S0, WriteKind::Put, &[(9, "late")])])
+                .await;
             assert!(matches!(conflict, Err(Error::Conflict(_))), "{conflict:?}");
             t3 = store
-                .write_test(4, t, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(6), None)] }])
+                .write_test(
+                    4,
+                    t,
+                    true,
+                    vec![WriteOp {
+                        shard: S0,
+                        kind: WriteKind::Delete,
+                        rows: vec![(k(6), None)],
+                    }],
+                )
                 .await
                 .unwrap()
                 .ts;
@@ -1751,7 +2203,12 @@ mod tests {
             assert_eq!(new[8], row(9, "old"), "rows in key order");
             assert_eq!(all(&store, S0, t2 - 1), old);
             // Point lookups, in key order, through the Bloom filters.
-            let got = store.get_chunk(S0, t3, None, &[k(5), k(6), k(7), k(1000)], |r| r.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).unwrap().out;
+            let got = store
+                .get_chunk(S0, t3, None, &[k(5), k(6), k(7), k(1000)], |r| {
+                    r.iter().map(|r| (*r).clone()).collect::<Vec<_>>()
+                })
+                .unwrap()
+                .out;
             assert_eq!(got, vec![row(5, "b"), row(7, "a")]);
             // A projection: only the second column is read from disk.
             let narrow = scan_cols(&store, t3, &[1]);
@@ -1759,7 +2216,15 @@ mod tests {
             assert!(store.segment_rows_read.load(Ordering::Relaxed) >= 100);
             // Ranges and chunks across delta and segments.
             let c = store
-                .scan_chunk(S0, t3, None, (Bound::Excluded(k(5)), Bound::Excluded(k(9))), &[0, 1], 2, |r| r.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
+                .scan_chunk(
+                    S0,
+                    t3,
+                    None,
+                    (Bound::Excluded(k(5)), Bound::Excluded(k(9))),
+                    &[0, 1],
+                    2,
+                    |r| r.iter().map(|r| (*r).clone()).collect::<Vec<_>>(),
+                )
                 .unwrap();
             assert_eq!(c.out, vec![row(7, "a"), row(8, "a")], "6 is deleted");
             assert_eq!(c.end, ChunkEnd::Done, "9 is past the end");
@@ -1770,14 +2235,26 @@ mod tests {
         store.note_schema(1, &schema);
         let mut t = t3;
         for i in 0..4 {
-            t = store.write_test(10 + i, t, true, vec![op(S0, WriteKind::Put, &[(1, "again")])]).await.unwrap().ts;
+            t = store
+                .write_test(
+                    10 + i,
+                    t,
+                    true,
+                    vec![op(S0, WriteKind::Put, &[(1, "again")])],
+                )
+                .await
+                .unwrap()
+                .ts;
             store.flush_all().unwrap();
         }
         let now = all(&store, S0, t);
         assert!(store.segment_count() >= 4);
         // (These timestamps are far below the wall clock, so the horizon is
         // above all of them: only each key's newest version is needed.)
-        assert!(store.gc() >= 5, "key 1's four older versions and key 5's first");
+        assert!(
+            store.gc() >= 5,
+            "key 1's four older versions and key 5's first"
+        );
         assert_eq!(store.segment_count(), 1);
         assert_eq!(all(&store, S0, t), now);
         drop(store);
@@ -1789,30 +2266,76 @@ mod tests {
     async fn one_phase_writes_are_visible_at_later_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let w = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(2, "b"), (1, "a")])]).await.unwrap();
+        let w = store
+            .write_test(
+                1,
+                100,
+                true,
+                vec![op(S0, WriteKind::Insert, &[(2, "b"), (1, "a")])],
+            )
+            .await
+            .unwrap();
         assert_eq!(w.ops[0].affected, 2);
         assert!(w.ts >= 100);
         assert_eq!(all(&store, S0, w.ts - 1), Vec::<Row>::new());
-        assert_eq!(all(&store, S0, w.ts), vec![row(1, "a"), row(2, "b")], "rows come out in key order");
+        assert_eq!(
+            all(&store, S0, w.ts),
+            vec![row(1, "a"), row(2, "b")],
+            "rows come out in key order"
+        );
     }
 
     #[tokio::test]
     async fn duplicates_and_conflicts_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let t1 = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap().ts;
+        let t1 = store
+            .write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])])
+            .await
+            .unwrap()
+            .ts;
         let err = store
-            .write_test(2, t1, true, vec![op(S1, WriteKind::Insert, &[(5, "x")]), op(S0, WriteKind::Insert, &[(3, "c"), (1, "dup")])])
+            .write_test(
+                2,
+                t1,
+                true,
+                vec![
+                    op(S1, WriteKind::Insert, &[(5, "x")]),
+                    op(S0, WriteKind::Insert, &[(3, "c"), (1, "dup")]),
+                ],
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Duplicate { op: 1, row: 1 }), "{err:?}");
         assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
         assert_eq!(all(&store, S1, u64::MAX - 1), Vec::<Row>::new());
         // ON CONFLICT DO NOTHING skips the existing key.
-        let w = store.write_test(3, t1, true, vec![op(S0, WriteKind::InsertIgnore, &[(1, "no"), (4, "d")])]).await.unwrap();
-        assert_eq!(w.ops[0], OpOutcome { affected: 1, skipped: vec![0] });
+        let w = store
+            .write_test(
+                3,
+                t1,
+                true,
+                vec![op(S0, WriteKind::InsertIgnore, &[(1, "no"), (4, "d")])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            w.ops[0],
+            OpOutcome {
+                affected: 1,
+                skipped: vec![0]
+            }
+        );
         // An update based on a snapshot older than the last change conflicts.
-        let err = store.write_test(4, t1 - 1, true, vec![op(S0, WriteKind::Put, &[(1, "stale")])]).await.unwrap_err();
+        let err = store
+            .write_test(
+                4,
+                t1 - 1,
+                true,
+                vec![op(S0, WriteKind::Put, &[(1, "stale")])],
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Conflict(_)));
     }
 
@@ -1820,37 +2343,92 @@ mod tests {
     async fn staged_writes_are_pushed_by_readers_until_frozen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
-        let w = store.write_test(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
+        let w = store
+            .write_test(7, 100, false, vec![op(S0, WriteKind::Insert, &[(1, "a")])])
+            .await
+            .unwrap();
         let min = w.ts;
         // Readers see around an open transaction's intent, pushing it above
         // themselves; its own statements see it.
         assert_eq!(all(&store, S0, min + 10), Vec::<Row>::new());
-        let own = store.scan_chunk(S0, min, Some(7), (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
+        let own = store
+            .scan_chunk(
+                S0,
+                min,
+                Some(7),
+                (Bound::Unbounded, Bound::Unbounded),
+                &[],
+                100,
+                |r| r.len(),
+            )
+            .unwrap();
         assert_eq!(own.out, 1);
         // Another writer conflicts with the intent.
         assert!(matches!(
-            store.write_test(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])]).await,
+            store
+                .write_test(8, min + 10, true, vec![op(S0, WriteKind::Put, &[(1, "b")])])
+                .await,
             Err(Error::Conflict(_))
         ));
         // Finalize freezes it: the commit may not land below the push.
         let commit_ts = store.finalize(7).await.unwrap();
-        assert!(commit_ts > min + 10, "pushed by the reader at {}: {commit_ts}", min + 10);
-        let c = store.scan_chunk(S0, commit_ts + 5, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
-        assert_eq!(c.end, ChunkEnd::Wait(7, k(1)), "frozen intents make later readers wait");
+        assert!(
+            commit_ts > min + 10,
+            "pushed by the reader at {}: {commit_ts}",
+            min + 10
+        );
+        let c = store
+            .scan_chunk(
+                S0,
+                commit_ts + 5,
+                None,
+                (Bound::Unbounded, Bound::Unbounded),
+                &[],
+                100,
+                |r| r.len(),
+            )
+            .unwrap();
+        assert_eq!(
+            c.end,
+            ChunkEnd::Wait(7, k(1)),
+            "frozen intents make later readers wait"
+        );
         let s2 = store.clone();
-        let waiter = tokio::spawn(async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(
+                async move { s2.wait_resolved(S0, &k(1), 7, Duration::from_secs(5)).await },
+            );
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(store.commit(7, commit_ts).await.unwrap(), commit_ts);
         assert!(waiter.await.unwrap());
         assert_eq!(all(&store, S0, commit_ts), vec![row(1, "a")]);
         assert_eq!(all(&store, S0, commit_ts - 1), Vec::<Row>::new());
         // Abort of a staged write leaves nothing; finalize of it then fails.
-        store.write_test(9, commit_ts + 20, false, vec![op(S0, WriteKind::Insert, &[(2, "x")])]).await.unwrap();
+        store
+            .write_test(
+                9,
+                commit_ts + 20,
+                false,
+                vec![op(S0, WriteKind::Insert, &[(2, "x")])],
+            )
+            .await
+            .unwrap();
         store.abort(9).await.unwrap();
-        assert!(matches!(store.finalize(9).await, Err(Error::UnknownTransaction(9))));
+        assert!(matches!(
+            store.finalize(9).await,
+            Err(Error::UnknownTransaction(9))
+        ));
         assert_eq!(all(&store, S0, u64::MAX - 1), vec![row(1, "a")]);
         // Commit with timestamp 0: freeze and commit at the lowest possible.
-        let w = store.write_test(10, commit_ts + 30, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+        let w = store
+            .write_test(
+                10,
+                commit_ts + 30,
+                false,
+                vec![op(S1, WriteKind::Insert, &[(3, "c")])],
+            )
+            .await
+            .unwrap();
         let ts = store.commit(10, 0).await.unwrap();
         assert!(ts >= w.ts);
         assert_eq!(all(&store, S1, ts), vec![row(3, "c")]);
@@ -1861,28 +2439,79 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let _g = store.begin_read(&[S0], 500).unwrap();
-        let w = store.write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])]).await.unwrap();
-        assert!(w.ts > 500, "a reader at 500 already saw the shard without this row");
+        let w = store
+            .write_test(1, 100, true, vec![op(S0, WriteKind::Insert, &[(1, "a")])])
+            .await
+            .unwrap();
+        assert!(
+            w.ts > 500,
+            "a reader at 500 already saw the shard without this row"
+        );
     }
 
     #[tokio::test]
     async fn recovery_replays_the_log_and_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { checkpoint_bytes: 1, gc_after: Duration::from_secs(3600), memory_limit: None };
+        let opts = StoreOptions {
+            checkpoint_bytes: 1,
+            gc_after: Duration::from_secs(3600),
+            memory_limit: None,
+        };
         let (t1, t2);
         {
             let store = Store::open(dir.path(), opts.clone()).unwrap();
-            t1 = store.write_test(1, 10, true, vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])]).await.unwrap().ts;
-            store.write_test(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])]).await.unwrap();
+            t1 = store
+                .write_test(
+                    1,
+                    10,
+                    true,
+                    vec![op(S0, WriteKind::Insert, &[(1, "a"), (2, "b")])],
+                )
+                .await
+                .unwrap()
+                .ts;
+            store
+                .write_test(2, t1, false, vec![op(S1, WriteKind::Insert, &[(3, "c")])])
+                .await
+                .unwrap();
             store.finalize(2).await.unwrap();
             assert!(store.checkpoint_due());
             store.checkpoint().await.unwrap();
             // After the checkpoint: commit the staged write, delete a row,
             // stage another.
             store.commit(2, t1 + 1).await.unwrap();
-            t2 = store.write_test(3, t1 + 1, true, vec![WriteOp { shard: S0, kind: WriteKind::Delete, rows: vec![(k(2), None)] }]).await.unwrap().ts;
-            store.write_test(4, t2 + 10, false, vec![op(S0, WriteKind::Insert, &[(9, "pending")])]).await.unwrap();
-            store.write_test(5, t2, true, vec![op((2, 0), WriteKind::Insert, &[(1, "gone")])]).await.unwrap();
+            t2 = store
+                .write_test(
+                    3,
+                    t1 + 1,
+                    true,
+                    vec![WriteOp {
+                        shard: S0,
+                        kind: WriteKind::Delete,
+                        rows: vec![(k(2), None)],
+                    }],
+                )
+                .await
+                .unwrap()
+                .ts;
+            store
+                .write_test(
+                    4,
+                    t2 + 10,
+                    false,
+                    vec![op(S0, WriteKind::Insert, &[(9, "pending")])],
+                )
+                .await
+                .unwrap();
+            store
+                .write_test(
+                    5,
+                    t2,
+                    true,
+                    vec![op((2, 0), WriteKind::Insert, &[(1, "gone")])],
+                )
+                .await
+                .unwrap();
             store.drop_table(2).await.unwrap();
         }
         let store = Store::open(dir.path(), opts).unwrap();
@@ -1890,13 +2519,24 @@ mod tests {
         assert_eq!(all(&store, S0, t2), vec![row(1, "a")]);
         assert_eq!(all(&store, S1, t2), vec![row(3, "c")]);
         assert_eq!(all(&store, (2, 0), u64::MAX - 1), Vec::<Row>::new());
-        assert_eq!(store.prepared_txns(), vec![4], "the staged write is still staged");
+        assert_eq!(
+            store.prepared_txns(),
+            vec![4],
+            "the staged write is still staged"
+        );
         // Recovery pushed the open intent above the floor a restart sets.
         store.set_read_floor(t2 + 50);
         assert!(store.finalize(4).await.unwrap() > t2 + 50);
         store.commit(4, t2 + 100).await.unwrap();
-        assert_eq!(all(&store, S0, t2 + 100), vec![row(1, "a"), row(9, "pending")]);
-        assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1, "old segments were removed");
+        assert_eq!(
+            all(&store, S0, t2 + 100),
+            vec![row(1, "a"), row(9, "pending")]
+        );
+        assert_eq!(
+            wal::segments(&dir.path().join("wal")).unwrap().len(),
+            1,
+            "old segments were removed"
+        );
     }
 }
 
@@ -1914,17 +2554,32 @@ mod refresh_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let s: ShardId = (1, 0);
-        let put = |key: i64| WriteOp { shard: s, kind: WriteKind::Insert, rows: vec![(k(key), Some(vec![Value::Int(key)]))] };
-        let t1 = store.write_test(1, 100, true, vec![put(1)]).await.unwrap().ts;
+        let put = |key: i64| WriteOp {
+            shard: s,
+            kind: WriteKind::Insert,
+            rows: vec![(k(key), Some(vec![Value::Int(key)]))],
+        };
+        let t1 = store
+            .write_test(1, 100, true, vec![put(1)])
+            .await
+            .unwrap()
+            .ts;
         // Nothing changed between t1 and t1 + 50.
         assert!(store.refresh(s, None, 9, t1, t1 + 50));
         // A commit after the read: the whole-shard refresh fails, a refresh
         // of an untouched key passes.
-        let t2 = store.write_test(2, t1 + 60, true, vec![put(2)]).await.unwrap().ts;
+        let t2 = store
+            .write_test(2, t1 + 60, true, vec![put(2)])
+            .await
+            .unwrap()
+            .ts;
         assert!(!store.refresh(s, None, 9, t1, t2));
         assert!(store.refresh(s, Some(&[k(1)]), 9, t1, t2 + 10));
         // Another transaction's open intent is pushed, not a failure...
-        store.write_test(3, t2 + 20, false, vec![put(3)]).await.unwrap();
+        store
+            .write_test(3, t2 + 20, false, vec![put(3)])
+            .await
+            .unwrap();
         assert!(store.refresh(s, Some(&[k(3)]), 9, t2, t2 + 100));
         assert!(store.finalize(3).await.unwrap() > t2 + 100);
         // ...but a frozen one at or below the refresh is.
@@ -1935,8 +2590,21 @@ mod refresh_tests {
 #[cfg(test)]
 impl Store {
     /// A write whose transaction is anchored on this engine (engine 1).
-    pub async fn write_test(&self, txn: TxnId, read_ts: Ts, one_phase: bool, ops: Vec<WriteOp>) -> Result<WriteOutcome> {
-        let meta = WriteMeta { txn, read_ts, one_phase, anchor: 1, is_anchor: true, seq: 1 };
+    pub async fn write_test(
+        &self,
+        txn: TxnId,
+        read_ts: Ts,
+        one_phase: bool,
+        ops: Vec<WriteOp>,
+    ) -> Result<WriteOutcome> {
+        let meta = WriteMeta {
+            txn,
+            read_ts,
+            one_phase,
+            anchor: 1,
+            is_anchor: true,
+            seq: 1,
+        };
         self.write(meta, ops).await
     }
 }
@@ -1947,38 +2615,98 @@ mod record_tests {
     use eon_common::Value;
 
     fn op(key: i64) -> WriteOp {
-        WriteOp { shard: (1, 0), kind: WriteKind::Insert, rows: vec![(eon_common::key::encode_key([&Value::Int(key)]).unwrap(), Some(vec![Value::Int(key)]))] }
+        WriteOp {
+            shard: (1, 0),
+            kind: WriteKind::Insert,
+            rows: vec![(
+                eon_common::key::encode_key([&Value::Int(key)]).unwrap(),
+                Some(vec![Value::Int(key)]),
+            )],
+        }
     }
 
     fn staged(txn: TxnId, anchor: u64, is_anchor: bool, seq: u32) -> WriteMeta {
-        WriteMeta { txn, read_ts: 100, one_phase: false, anchor, is_anchor, seq }
+        WriteMeta {
+            txn,
+            read_ts: 100,
+            one_phase: false,
+            anchor,
+            is_anchor,
+            seq,
+        }
     }
 
     fn put(key: i64, v: i64) -> WriteOp {
         let k = eon_common::key::encode_key([&Value::Int(key)]).unwrap();
-        WriteOp { shard: (1, 0), kind: WriteKind::Put, rows: vec![(k, Some(vec![Value::Int(key), Value::Int(v)]))] }
+        WriteOp {
+            shard: (1, 0),
+            kind: WriteKind::Put,
+            rows: vec![(k, Some(vec![Value::Int(key), Value::Int(v)]))],
+        }
     }
 
     #[tokio::test]
     async fn rollback_to_a_savepoint_undoes_later_statements_and_survives_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let seen = |store: &Store| {
-            store.scan_chunk((1, 0), 1000, Some(5), (Bound::Unbounded, Bound::Unbounded), &[], 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).unwrap().out
+            store
+                .scan_chunk(
+                    (1, 0),
+                    1000,
+                    Some(5),
+                    (Bound::Unbounded, Bound::Unbounded),
+                    &[],
+                    100,
+                    |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>(),
+                )
+                .unwrap()
+                .out
         };
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-            store.write(staged(5, 1, true, 1), vec![put(1, 10)]).await.unwrap();
-            store.write(staged(5, 1, true, 2), vec![put(1, 20), put(2, 20)]).await.unwrap();
-            store.write(staged(5, 1, true, 3), vec![put(1, 30)]).await.unwrap();
+            store
+                .write(staged(5, 1, true, 1), vec![put(1, 10)])
+                .await
+                .unwrap();
+            store
+                .write(staged(5, 1, true, 2), vec![put(1, 20), put(2, 20)])
+                .await
+                .unwrap();
+            store
+                .write(staged(5, 1, true, 3), vec![put(1, 30)])
+                .await
+                .unwrap();
             store.rollback_to(5, 1).await.unwrap();
-            assert_eq!(seen(&store), vec![Value::Int(10)], "statement 1's value; key 2 gone");
-            store.write(staged(5, 1, true, 4), vec![put(3, 40)]).await.unwrap();
+            assert_eq!(
+                seen(&store),
+                vec![Value::Int(10)],
+                "statement 1's value; key 2 gone"
+            );
+            store
+                .write(staged(5, 1, true, 4), vec![put(3, 40)])
+                .await
+                .unwrap();
             store.rollback_to(9, 0).await.unwrap(); // unknown here: nothing to undo
         }
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        assert_eq!(seen(&store), vec![Value::Int(10), Value::Int(40)], "the log replays the rollback");
+        assert_eq!(
+            seen(&store),
+            vec![Value::Int(10), Value::Int(40)],
+            "the log replays the rollback"
+        );
         let ts = store.commit(5, 0).await.unwrap();
-        let rows = store.scan_chunk((1, 0), ts, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>()).unwrap().out;
+        let rows = store
+            .scan_chunk(
+                (1, 0),
+                ts,
+                None,
+                (Bound::Unbounded, Bound::Unbounded),
+                &[],
+                100,
+                |rows| rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>(),
+            )
+            .unwrap()
+            .out;
         assert_eq!(rows, vec![Value::Int(10), Value::Int(40)]);
     }
 
@@ -1988,38 +2716,91 @@ mod record_tests {
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             // Anchored here: a pending record appears with the first write.
-            store.write(staged(1, 7, true, 1), vec![op(1)]).await.unwrap();
+            store
+                .write(staged(1, 7, true, 1), vec![op(1)])
+                .await
+                .unwrap();
             assert_eq!(store.record(1).unwrap().status, TxnStatus::Pending);
             // Staged here, anchored elsewhere: no record.
-            store.write(staged(2, 9, false, 1), vec![op(2)]).await.unwrap();
+            store
+                .write(staged(2, 9, false, 1), vec![op(2)])
+                .await
+                .unwrap();
             assert!(store.record(2).is_none());
             assert_eq!(store.stale_staged(Duration::ZERO).len(), 2);
             // The commit point.
-            assert_eq!(store.end_txn(1, Some(500)).await.unwrap(), TxnStatus::Committed(500));
+            assert_eq!(
+                store.end_txn(1, Some(500)).await.unwrap(),
+                TxnStatus::Committed(500)
+            );
             // A stale pending transaction is aborted, then cannot commit.
-            store.write(staged(3, 7, true, 1), vec![op(3)]).await.unwrap();
-            assert_eq!(store.txn_status(3, Some(Duration::from_secs(60))).await.unwrap(), TxnStatus::Pending);
-            assert_eq!(store.txn_status(3, Some(Duration::ZERO)).await.unwrap(), TxnStatus::Aborted);
-            assert_eq!(store.end_txn(3, Some(600)).await.unwrap(), TxnStatus::Aborted);
+            store
+                .write(staged(3, 7, true, 1), vec![op(3)])
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .txn_status(3, Some(Duration::from_secs(60)))
+                    .await
+                    .unwrap(),
+                TxnStatus::Pending
+            );
+            assert_eq!(
+                store.txn_status(3, Some(Duration::ZERO)).await.unwrap(),
+                TxnStatus::Aborted
+            );
+            assert_eq!(
+                store.end_txn(3, Some(600)).await.unwrap(),
+                TxnStatus::Aborted
+            );
             assert!(store.commit(3, 600).await.is_err());
             // Unknown transactions are aborted when asked with a staleness
             // bound, so they can never commit later.
-            assert_eq!(store.txn_status(4, Some(Duration::ZERO)).await.unwrap(), TxnStatus::Aborted);
-            assert_eq!(store.end_txn(4, Some(700)).await.unwrap(), TxnStatus::Aborted);
+            assert_eq!(
+                store.txn_status(4, Some(Duration::ZERO)).await.unwrap(),
+                TxnStatus::Aborted
+            );
+            assert_eq!(
+                store.end_txn(4, Some(700)).await.unwrap(),
+                TxnStatus::Aborted
+            );
         }
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(store.record(1).unwrap().status, TxnStatus::Committed(500));
         assert_eq!(store.record(3).unwrap().status, TxnStatus::Aborted);
         assert_eq!(store.record(4).unwrap().status, TxnStatus::Aborted);
         // Resolving the staged writes by their records.
-        store.resolve_by_record(1, TxnStatus::Committed(500)).await.unwrap();
-        store.resolve_by_record(3, TxnStatus::Aborted).await.unwrap();
-        let c = store.scan_chunk((1, 0), 1000, None, (Bound::Unbounded, Bound::Unbounded), &[], 100, |r| r.len()).unwrap();
-        assert_eq!(c.out, 1, "key 1 committed; key 2 still staged; key 3 aborted");
+        store
+            .resolve_by_record(1, TxnStatus::Committed(500))
+            .await
+            .unwrap();
+        store
+            .resolve_by_record(3, TxnStatus::Aborted)
+            .await
+            .unwrap();
+        let c = store
+            .scan_chunk(
+                (1, 0),
+                1000,
+                None,
+                (Bound::Unbounded, Bound::Unbounded),
+                &[],
+                100,
+                |r| r.len(),
+            )
+            .unwrap();
+        assert_eq!(
+            c.out, 1,
+            "key 1 committed; key 2 still staged; key 3 aborted"
+        );
         store.checkpoint().await.unwrap();
         drop(store);
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        assert_eq!(store.record(1).unwrap().status, TxnStatus::Committed(500), "records are in checkpoints");
+        assert_eq!(
+            store.record(1).unwrap().status,
+            TxnStatus::Committed(500),
+            "records are in checkpoints"
+        );
         assert_eq!(store.prepared_txns(), vec![2]);
     }
 }

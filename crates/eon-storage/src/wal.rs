@@ -101,7 +101,10 @@ pub fn segments(dir: &Path) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir)? {
         let name = e?.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push(n);
         }
     }
@@ -115,7 +118,11 @@ impl Wal {
     pub fn open(dir: &Path, seq: u64, valid_len: u64) -> Result<Wal> {
         fs::create_dir_all(dir)?;
         let path = segment_path(dir, seq);
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)?;
         file.set_len(valid_len)?;
         file.sync_all()?;
         sync_dir(dir)?;
@@ -133,8 +140,16 @@ impl Wal {
             syncs: syncs.clone(),
             bytes_total: bytes_total.clone(),
         };
-        std::thread::Builder::new().name("wal-writer".into()).spawn(move || writer.run())?;
-        Ok(Wal { tx: Mutex::new(tx), dir: dir.to_path_buf(), bytes_since_rotate, syncs, bytes_total })
+        std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Wal {
+            tx: Mutex::new(tx),
+            dir: dir.to_path_buf(),
+            bytes_since_rotate,
+            syncs,
+            bytes_total,
+        })
     }
 
     /// Append a record and wait until it is durable.
@@ -155,7 +170,11 @@ impl Wal {
         self.tx
             .lock()
             .unwrap()
-            .send(Command::Append(Append { bytes: frame(&payload), sync, done }))
+            .send(Command::Append(Append {
+                bytes: frame(&payload),
+                sync,
+                done,
+            }))
             .map_err(|_| Error::Closed)?;
         wait.await.map_err(|_| Error::Closed)??;
         Ok(())
@@ -165,7 +184,11 @@ impl Wal {
     /// this call is in an older segment.
     pub async fn rotate(&self) -> Result<u64> {
         let (done, wait) = oneshot::channel();
-        self.tx.lock().unwrap().send(Command::Rotate(done)).map_err(|_| Error::Closed)?;
+        self.tx
+            .lock()
+            .unwrap()
+            .send(Command::Rotate(done))
+            .map_err(|_| Error::Closed)?;
         Ok(wait.await.map_err(|_| Error::Closed)??)
     }
 
@@ -236,12 +259,17 @@ impl Writer {
             buf.extend_from_slice(&a.bytes);
         }
         let sync = batch.iter().any(|a| a.sync);
-        let r = self.file.write_all(&buf).and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
+        let r = self
+            .file
+            .write_all(&buf)
+            .and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
         match r {
             Ok(()) => {
                 self.pos += buf.len() as u64;
-                self.bytes_since_rotate.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                self.bytes_total.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.bytes_since_rotate
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.bytes_total
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 if sync {
                     self.syncs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -260,7 +288,11 @@ impl Writer {
 
     fn rotate(&mut self) -> std::io::Result<u64> {
         let next = self.seq + 1;
-        let file = OpenOptions::new().create(true).write(true).truncate(true).open(segment_path(&self.dir, next))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(segment_path(&self.dir, next))?;
         file.sync_all()?;
         sync_dir(&self.dir).map_err(|e| std::io::Error::other(e.to_string()))?;
         self.file = file;
@@ -304,7 +336,9 @@ mod tests {
         assert_eq!(recs.len(), 101);
         let next = wal.rotate().await.unwrap();
         assert_eq!(next, 2);
-        wal.append(&(101u64, "new segment".to_string())).await.unwrap();
+        wal.append(&(101u64, "new segment".to_string()))
+            .await
+            .unwrap();
         wal.remove_before(2).unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![2]);
     }

@@ -23,13 +23,20 @@ pub fn eon_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
     dir.join("eon")
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +52,15 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { data_engines: 3, query_engines: 1, shards: 8, dir: None, env: vec![], args: vec![], max_query_engines: None }
+        Builder {
+            data_engines: 3,
+            query_engines: 1,
+            shards: 8,
+            dir: None,
+            env: vec![],
+            args: vec![],
+            max_query_engines: None,
+        }
     }
 }
 
@@ -102,8 +117,19 @@ impl Builder {
             .arg(&dir)
             .args(["--data-engines", &self.data_engines.to_string()])
             .args(["--query-engines", &self.query_engines.to_string()])
-            .args(["--max-query-engines", &self.max_query_engines.unwrap_or(self.query_engines).to_string()])
-            .args(["--pg-port", &pg_port.to_string(), "--http-port", &http_port.to_string()])
+            .args([
+                "--max-query-engines",
+                &self
+                    .max_query_engines
+                    .unwrap_or(self.query_engines)
+                    .to_string(),
+            ])
+            .args([
+                "--pg-port",
+                &pg_port.to_string(),
+                "--http-port",
+                &http_port.to_string(),
+            ])
             .args(["--ingress-port", &ingress_port.to_string()])
             .args(["--shards", &self.shards.to_string()])
             .args(&self.args)
@@ -113,7 +139,9 @@ impl Builder {
             cmd.env(k, v);
         }
         let command = format!("{cmd:?}");
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {command}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {command}"))?;
         // Wait for the "eon is up" line; keep stderr for the failure report.
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -122,7 +150,16 @@ impl Builder {
                 let _ = tx.send(line);
             }
         });
-        let mut cluster = TestCluster { tmp, dir, pg_port, http_port, ingress_port, child: Some(child), command, builder: self };
+        let mut cluster = TestCluster {
+            tmp,
+            dir,
+            pg_port,
+            http_port,
+            ingress_port,
+            child: Some(child),
+            command,
+            builder: self,
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -166,7 +203,10 @@ impl TestCluster {
     }
 
     pub fn pg_url(&self) -> String {
-        format!("postgresql://eon@127.0.0.1:{}/eon?sslmode=disable", self.pg_port)
+        format!(
+            "postgresql://eon@127.0.0.1:{}/eon?sslmode=disable",
+            self.pg_port
+        )
     }
 
     pub fn http_url(&self) -> String {
@@ -186,26 +226,44 @@ impl TestCluster {
 
     /// The addresses in `cluster.json`.
     pub fn cluster_file(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_slice(&std::fs::read(self.dir.join("cluster.json"))?)?)
+        Ok(serde_json::from_slice(&std::fs::read(
+            self.dir.join("cluster.json"),
+        )?)?)
     }
 
     pub fn meta_addr(&self) -> anyhow::Result<String> {
-        Ok(self.cluster_file()?["meta"].as_str().context("meta address")?.to_string())
+        Ok(self.cluster_file()?["meta"]
+            .as_str()
+            .context("meta address")?
+            .to_string())
     }
 
     pub fn agent_addr(&self) -> anyhow::Result<String> {
-        Ok(self.cluster_file()?["agent"].as_str().context("agent address")?.to_string())
+        Ok(self.cluster_file()?["agent"]
+            .as_str()
+            .context("agent address")?
+            .to_string())
     }
 
     /// Every instance the agent supervises.
     pub async fn instances(&self) -> anyhow::Result<Vec<pb::Instance>> {
-        let mut agent = pb::agent_client::AgentClient::new(eon_common::node::channel(&self.agent_addr()?)?);
-        Ok(agent.list(pb::ListInstancesRequest {}).await?.into_inner().instances)
+        let mut agent =
+            pb::agent_client::AgentClient::new(eon_common::node::channel(&self.agent_addr()?)?);
+        Ok(agent
+            .list(pb::ListInstancesRequest {})
+            .await?
+            .into_inner()
+            .instances)
     }
 
     /// The pid of a running instance by name ("data-engine-2").
     pub async fn pid_of(&self, name: &str) -> anyhow::Result<u32> {
-        let i = self.instances().await?.into_iter().find(|i| i.name == name).with_context(|| format!("no instance {name}"))?;
+        let i = self
+            .instances()
+            .await?
+            .into_iter()
+            .find(|i| i.name == name)
+            .with_context(|| format!("no instance {name}"))?;
         anyhow::ensure!(i.pid > 0, "{name} is not running ({})", i.state);
         Ok(i.pid)
     }
@@ -234,7 +292,11 @@ impl TestCluster {
     /// Data engine gRPC addresses by id, from meta.
     pub async fn data_engines(&self) -> anyhow::Result<Vec<(u64, String)>> {
         let mut meta = eon_common::node::meta_client(&self.meta_addr()?)?;
-        let nodes = meta.list_nodes(pb::ListNodesRequest {}).await?.into_inner().nodes;
+        let nodes = meta
+            .list_nodes(pb::ListNodesRequest {})
+            .await?
+            .into_inner()
+            .nodes;
         Ok(nodes
             .into_iter()
             .filter(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.up)

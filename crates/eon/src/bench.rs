@@ -19,7 +19,10 @@ use tokio_postgres::{Client, NoTls};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The cluster to measure.
-    #[arg(long, default_value = "postgresql://eon@127.0.0.1:5433/eon?sslmode=disable")]
+    #[arg(
+        long,
+        default_value = "postgresql://eon@127.0.0.1:5433/eon?sslmode=disable"
+    )]
     url: String,
     /// Another server to run the same workloads against, for comparison.
     #[arg(long)]
@@ -41,7 +44,9 @@ struct Result_ {
 }
 
 async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("cannot connect to {url}"))?;
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -51,7 +56,13 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 /// Run `clients` loops of `op` for `seconds`; `op(client, client_no, i)`
 /// returns the rows it handled. Returns statements, rows, elapsed time,
 /// latencies and the fewest statements any one client ran.
-async fn drive<F, Fut>(url: &str, clients: usize, seconds: u64, prepare: &'static str, op: F) -> anyhow::Result<(u64, u64, Duration, Vec<u64>, u64)>
+async fn drive<F, Fut>(
+    url: &str,
+    clients: usize,
+    seconds: u64,
+    prepare: &'static str,
+    op: F,
+) -> anyhow::Result<(u64, u64, Duration, Vec<u64>, u64)>
 where
     F: Fn(Client, tokio_postgres::Statement, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<(Client, u64)>> + Send,
@@ -92,51 +103,104 @@ where
 
 async fn run_target(name: &str, url: &str, args: &BenchArgs) -> anyhow::Result<Vec<Result_>> {
     let admin = connect(url).await?;
-    admin.batch_execute("DROP TABLE IF EXISTS eon_bench").await?;
-    admin.batch_execute("CREATE TABLE eon_bench (id bigint PRIMARY KEY, v text NOT NULL)").await?;
+    admin
+        .batch_execute("DROP TABLE IF EXISTS eon_bench")
+        .await?;
+    admin
+        .batch_execute("CREATE TABLE eon_bench (id bigint PRIMARY KEY, v text NOT NULL)")
+        .await?;
     let n = args.clients as u64;
     let mut out = Vec::new();
 
     // Single-row inserts; client c writes ids c, c + n, c + 2n, ...
-    let (ops, rows, elapsed, lat, fewest) = drive(url, args.clients, args.seconds, "INSERT INTO eon_bench VALUES ($1, $2)", move |client, stmt, c, i| async move {
-        let id = (i * n + c as u64) as i64;
-        client.execute(&stmt, &[&id, &format!("value-{id}")]).await?;
-        Ok((client, 1))
-    })
+    let (ops, rows, elapsed, lat, fewest) = drive(
+        url,
+        args.clients,
+        args.seconds,
+        "INSERT INTO eon_bench VALUES ($1, $2)",
+        move |client, stmt, c, i| async move {
+            let id = (i * n + c as u64) as i64;
+            client
+                .execute(&stmt, &[&id, &format!("value-{id}")])
+                .await?;
+            Ok((client, 1))
+        },
+    )
     .await?;
-    out.push(Result_ { target: name.into(), workload: "insert 1 row", clients: args.clients, ops, rows, elapsed, latencies_us: lat });
+    out.push(Result_ {
+        target: name.into(),
+        workload: "insert 1 row",
+        clients: args.clients,
+        ops,
+        rows,
+        elapsed,
+        latencies_us: lat,
+    });
     // Every id below this exists (each client wrote at least `fewest`).
     let dense = (fewest * n).max(1);
 
     // 100-row inserts, far above the single-row ids.
     let base = 1u64 << 40;
-    let values: String = (0..100).map(|k| format!("(${}, ${})", 2 * k + 1, 2 * k + 2)).collect::<Vec<_>>().join(", ");
-    let sql: &'static str = Box::leak(format!("INSERT INTO eon_bench VALUES {values}").into_boxed_str());
-    let (ops, rows, elapsed, lat, _) = drive(url, args.clients, args.seconds, sql, move |client, stmt, c, i| async move {
-        let first = base as i64 + ((i * n + c as u64) * 100) as i64;
-        let ids: Vec<i64> = (0..100).map(|k| first + k).collect();
-        let texts: Vec<String> = ids.iter().map(|id| format!("value-{id}")).collect();
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::with_capacity(200);
-        for k in 0..100 {
-            params.push(&ids[k]);
-            params.push(&texts[k]);
-        }
-        client.execute(&stmt, &params).await?;
-        Ok((client, 100))
-    })
+    let values: String = (0..100)
+        .map(|k| format!("(${}, ${})", 2 * k + 1, 2 * k + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql: &'static str =
+        Box::leak(format!("INSERT INTO eon_bench VALUES {values}").into_boxed_str());
+    let (ops, rows, elapsed, lat, _) = drive(
+        url,
+        args.clients,
+        args.seconds,
+        sql,
+        move |client, stmt, c, i| async move {
+            let first = base as i64 + ((i * n + c as u64) * 100) as i64;
+            let ids: Vec<i64> = (0..100).map(|k| first + k).collect();
+            let texts: Vec<String> = ids.iter().map(|id| format!("value-{id}")).collect();
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                Vec::with_capacity(200);
+            for k in 0..100 {
+                params.push(&ids[k]);
+                params.push(&texts[k]);
+            }
+            client.execute(&stmt, &params).await?;
+            Ok((client, 100))
+        },
+    )
     .await?;
-    out.push(Result_ { target: name.into(), workload: "insert 100 rows", clients: args.clients, ops, rows, elapsed, latencies_us: lat });
+    out.push(Result_ {
+        target: name.into(),
+        workload: "insert 100 rows",
+        clients: args.clients,
+        ops,
+        rows,
+        elapsed,
+        latencies_us: lat,
+    });
 
     // Point selects over ids that exist.
     let keys = dense;
-    let (ops, rows, elapsed, lat, _) = drive(url, args.clients, args.seconds, "SELECT v FROM eon_bench WHERE id = $1", move |client, stmt, c, i| async move {
-        // A cheap deterministic spread over the keys.
-        let id = ((i.wrapping_mul(2_654_435_761) + c as u64 * 97) % keys) as i64;
-        let rows = client.query(&stmt, &[&id]).await?;
-        Ok((client, rows.len() as u64))
-    })
+    let (ops, rows, elapsed, lat, _) = drive(
+        url,
+        args.clients,
+        args.seconds,
+        "SELECT v FROM eon_bench WHERE id = $1",
+        move |client, stmt, c, i| async move {
+            // A cheap deterministic spread over the keys.
+            let id = ((i.wrapping_mul(2_654_435_761) + c as u64 * 97) % keys) as i64;
+            let rows = client.query(&stmt, &[&id]).await?;
+            Ok((client, rows.len() as u64))
+        },
+    )
     .await?;
-    out.push(Result_ { target: name.into(), workload: "point select", clients: args.clients, ops, rows, elapsed, latencies_us: lat });
+    out.push(Result_ {
+        target: name.into(),
+        workload: "point select",
+        clients: args.clients,
+        ops,
+        rows,
+        elapsed,
+        latencies_us: lat,
+    });
     admin.batch_execute("DROP TABLE eon_bench").await?;
     Ok(out)
 }
@@ -154,7 +218,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(b) = &args.baseline {
         results.extend(run_target("baseline", b, &args).await?);
     }
-    println!("{:<9} {:<16} {:>7} {:>12} {:>12} {:>9} {:>9}", "target", "workload", "clients", "stmts/s", "rows/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<9} {:<16} {:>7} {:>12} {:>12} {:>9} {:>9}",
+        "target", "workload", "clients", "stmts/s", "rows/s", "p50 ms", "p99 ms"
+    );
     for r in &mut results {
         r.latencies_us.sort_unstable();
         let secs = r.elapsed.as_secs_f64();

@@ -32,11 +32,20 @@ impl Find {
         let found = match self.http_port {
             Some(port) => {
                 let url = format!("http://127.0.0.1:{port}/v1/cluster");
-                let resp = reqwest::get(&url).await.with_context(|| format!("no eon cluster answers at {url}"))?;
+                let resp = reqwest::get(&url)
+                    .await
+                    .with_context(|| format!("no eon cluster answers at {url}"))?;
                 if !resp.status().is_success() {
-                    bail!("{url} answered {} (is this eon's REST port?)", resp.status());
+                    bail!(
+                        "{url} answered {} (is this eon's REST port?)",
+                        resp.status()
+                    );
                 }
-                Some(resp.json::<ClusterFile>().await.with_context(|| format!("{url} did not describe a cluster"))?)
+                Some(
+                    resp.json::<ClusterFile>()
+                        .await
+                        .with_context(|| format!("{url} did not describe a cluster"))?,
+                )
             }
             None => eon_agent::read_cluster_file(&self.data_dir),
         };

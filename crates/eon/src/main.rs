@@ -29,7 +29,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eon", version, about = "eon: a distributed data framework in one binary")]
+#[command(
+    name = "eon",
+    version,
+    about = "eon: a distributed data framework in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -193,7 +197,9 @@ enum Command {
 fn init_logging(writer: Option<std::fs::File>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("EON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     match writer {
         Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
         None => builder.with_writer(std::io::stderr).init(),
@@ -201,7 +207,10 @@ fn init_logging(writer: Option<std::fs::File>) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// One line on stderr and a failure exit: how every command reports errors.
@@ -237,7 +246,9 @@ fn main() -> ExitCode {
                 return fail("a cluster needs at least one data engine and one query engine");
             }
             if !(query_engine_target.is_finite() && query_engine_target > 0.0) {
-                return fail(format!("--query-engine-target must be a positive number, not {query_engine_target}"));
+                return fail(format!(
+                    "--query-engine-target must be a positive number, not {query_engine_target}"
+                ));
             }
             // Every recipe is checked before anything starts.
             let mut loaded = Vec::new();
@@ -254,7 +265,11 @@ fn main() -> ExitCode {
             // The log file needs the directory; `up` reports if it cannot
             // be created.
             let _ = std::fs::create_dir_all(data_dir.join("logs"));
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("logs").join("up.log")).ok();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.join("logs").join("up.log"))
+                .ok();
             init_logging(log);
             let opts = eon_agent::UpOptions {
                 exe,
@@ -266,11 +281,20 @@ fn main() -> ExitCode {
                 ingress_port,
                 listen,
                 shards,
-                query_engine_scaling: eon_agent::control::QueryEngineScaling::new(query_engines, max_query_engines, query_engine_target),
-                recipes: loaded.iter().map(|(text, _, dir)| (text.clone(), dir.clone())).collect(),
+                query_engine_scaling: eon_agent::control::QueryEngineScaling::new(
+                    query_engines,
+                    max_query_engines,
+                    query_engine_target,
+                ),
+                recipes: loaded
+                    .iter()
+                    .map(|(text, _, dir)| (text.clone(), dir.clone()))
+                    .collect(),
                 data_engine_args: [
                     vec!["--gc-retention".to_string(), gc_retention.to_string()],
-                    memory_limit.map(|m| vec!["--memory-limit".to_string(), m.to_string()]).unwrap_or_default(),
+                    memory_limit
+                        .map(|m| vec!["--memory-limit".to_string(), m.to_string()])
+                        .unwrap_or_default(),
                 ]
                 .concat(),
             };
@@ -304,7 +328,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Recipe { action: RecipeAction::Check { files } } => {
+        Command::Recipe {
+            action: RecipeAction::Check { files },
+        } => {
             let mut ok = true;
             for file in &files {
                 match recipe_cmd::load(file) {
@@ -315,7 +341,11 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Recipe { action } => {
             let r = runtime().block_on(async {
@@ -331,8 +361,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
-        Command::Status { find, decisions, limit } => {
-            let r = runtime().block_on(async { if decisions { status::decisions(&find, limit).await } else { status::run(&find).await } });
+        Command::Status {
+            find,
+            decisions,
+            limit,
+        } => {
+            let r = runtime().block_on(async {
+                if decisions {
+                    status::decisions(&find, limit).await
+                } else {
+                    status::run(&find).await
+                }
+            });
             match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
@@ -342,7 +382,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),
         },
-        Command::Conformance { interface, addr, meta } => {
+        Command::Conformance {
+            interface,
+            addr,
+            meta,
+        } => {
             let r = runtime().block_on(eon_conformance::run(&interface, &addr, meta.as_deref()));
             match r {
                 Ok(report) => {
@@ -352,29 +396,69 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Meta { data_dir, listen, port } => {
+        Command::Meta {
+            data_dir,
+            listen,
+            port,
+        } => {
             init_logging(None);
-            match runtime().block_on(eon_meta::run(eon_meta::MetaOptions { dir: data_dir, listen, port })) {
+            match runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
+                dir: data_dir,
+                listen,
+                port,
+            })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Command::DataEngine { id, data_dir, meta, listen, port, checkpoint_bytes, gc_retention, memory_limit } => {
+        Command::DataEngine {
+            id,
+            data_dir,
+            meta,
+            listen,
+            port,
+            checkpoint_bytes,
+            gc_retention,
+            memory_limit,
+        } => {
             init_logging(None);
             let store = eon_storage::StoreOptions {
                 checkpoint_bytes,
                 gc_after: std::time::Duration::from_secs(gc_retention),
                 memory_limit,
             };
-            let opts = eon_data::DataEngineOptions { id, dir: data_dir, meta, listen, port, store };
+            let opts = eon_data::DataEngineOptions {
+                id,
+                dir: data_dir,
+                meta,
+                listen,
+                port,
+                store,
+            };
             match runtime().block_on(eon_data::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Command::QueryEngine { id, meta, listen, pg_port, http_port, grpc_port, default_shards } => {
+        Command::QueryEngine {
+            id,
+            meta,
+            listen,
+            pg_port,
+            http_port,
+            grpc_port,
+            default_shards,
+        } => {
             init_logging(None);
-            let opts = eon_query::QueryEngineOptions { id, meta, listen, pg_port, http_port, grpc_port, default_shards };
+            let opts = eon_query::QueryEngineOptions {
+                id,
+                meta,
+                listen,
+                pg_port,
+                http_port,
+                grpc_port,
+                default_shards,
+            };
             match runtime().block_on(eon_query::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
@@ -389,13 +473,20 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (try 512MiB or 2GiB)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MiB or 2GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }

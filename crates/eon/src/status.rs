@@ -21,14 +21,25 @@ fn uptime(started_ms: i64) -> String {
 /// `eon status --decisions`: the balancer's latest decisions.
 pub async fn decisions(find: &Find, limit: u32) -> anyhow::Result<()> {
     let mut agent = find.agent().await?;
-    let list = agent.decisions(pb::DecisionsRequest { limit }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().decisions;
+    let list = agent
+        .decisions(pb::DecisionsRequest { limit })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner()
+        .decisions;
     if list.is_empty() {
         println!("no decisions yet");
         return Ok(());
     }
-    println!("{:<12} {:<16} {:>7} {:>5} {:>5} {:>7}  {:>7}  RULE / ACTIONS", "AGE", "SERVICE", "LOAD", "READY", "START", "TARGET", "CUR→DES");
+    println!(
+        "{:<12} {:<16} {:>7} {:>5} {:>5} {:>7}  {:>7}  RULE / ACTIONS",
+        "AGE", "SERVICE", "LOAD", "READY", "START", "TARGET", "CUR→DES"
+    );
     for d in &list {
-        let age = format!("{:.1}s ago", (eon_common::unix_ms() - d.at_unix_ms).max(0) as f64 / 1000.0);
+        let age = format!(
+            "{:.1}s ago",
+            (eon_common::unix_ms() - d.at_unix_ms).max(0) as f64 / 1000.0
+        );
         println!(
             "{:<12} {:<16} {:>7.1} {:>5} {:>5} {:>7.1}  {:>7}  {}",
             age,
@@ -59,19 +70,32 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("meta at {meta_addr} is unreachable: {}", e.message()))?
         .into_inner()
         .nodes;
-    let catalog = meta.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
+    let catalog = meta
+        .get_catalog(pb::GetCatalogRequest {})
+        .await?
+        .into_inner();
     let instances = match &agent_addr {
         Some(a) => {
             let mut client = AgentClient::new(eon_common::node::channel(a)?);
-            client.list(pb::ListInstancesRequest {}).await.map(|r| r.into_inner().instances).unwrap_or_default()
+            client
+                .list(pb::ListInstancesRequest {})
+                .await
+                .map(|r| r.into_inner().instances)
+                .unwrap_or_default()
         }
         None => vec![],
     };
     if let Some(f) = &file {
-        println!("cluster (eon up pid {}): PostgreSQL {}  REST {}  ingress {}  agent {}", f.pid, f.pg, f.http, f.ingress, f.agent);
+        println!(
+            "cluster (eon up pid {}): PostgreSQL {}  REST {}  ingress {}  agent {}",
+            f.pid, f.pg, f.http, f.ingress, f.agent
+        );
     }
     println!();
-    println!("{:<16} {:>7}  {:<9} {:>8}  {:>8}  ADDRESS", "COMPONENT", "PID", "STATE", "UPTIME", "RESTARTS");
+    println!(
+        "{:<16} {:>7}  {:<9} {:>8}  {:>8}  ADDRESS",
+        "COMPONENT", "PID", "STATE", "UPTIME", "RESTARTS"
+    );
     let address_of = |kind: &str, id: u64| -> String {
         let k = match kind {
             "meta" => return meta_addr.clone(),
@@ -86,7 +110,10 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
                 if n.pg_address.is_empty() {
                     n.grpc_address.clone()
                 } else {
-                    format!("{} (pg {}, http {})", n.grpc_address, n.pg_address, n.http_address)
+                    format!(
+                        "{} (pg {}, http {})",
+                        n.grpc_address, n.pg_address, n.http_address
+                    )
                 }
             })
             .unwrap_or_else(|| "-".into())
@@ -99,7 +126,15 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
                 _ => "node",
             };
             let state = if n.up { "running" } else { "down" };
-            println!("{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}", format!("{kind}-{}", n.id), n.pid, state, uptime(n.started_at_unix_ms), "-", address_of(kind, n.id));
+            println!(
+                "{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}",
+                format!("{kind}-{}", n.id),
+                n.pid,
+                state,
+                uptime(n.started_at_unix_ms),
+                "-",
+                address_of(kind, n.id)
+            );
         }
     }
     for i in &instances {
@@ -107,9 +142,17 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
         println!(
             "{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}",
             i.name,
-            if i.pid > 0 { i.pid.to_string() } else { "-".into() },
+            if i.pid > 0 {
+                i.pid.to_string()
+            } else {
+                "-".into()
+            },
             i.state,
-            if up { uptime(i.started_at_unix_ms) } else { "-".into() },
+            if up {
+                uptime(i.started_at_unix_ms)
+            } else {
+                "-".into()
+            },
             i.restarts,
             if !up {
                 "-".into()
@@ -127,15 +170,29 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
     }
     println!("{:<24} {:>6}  SHARDS BY DATA ENGINE", "TABLE", "SHARDS");
     for t in &catalog.tables {
-        let mut by_engine: std::collections::BTreeMap<u64, Vec<usize>> = std::collections::BTreeMap::new();
+        let mut by_engine: std::collections::BTreeMap<u64, Vec<usize>> =
+            std::collections::BTreeMap::new();
         for (shard, engine) in t.placement.iter().enumerate() {
             by_engine.entry(*engine).or_default().push(shard);
         }
         let parts: Vec<String> = by_engine
             .iter()
-            .map(|(e, s)| format!("data-engine-{e}: [{}]", s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")))
+            .map(|(e, s)| {
+                format!(
+                    "data-engine-{e}: [{}]",
+                    s.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
             .collect();
-        println!("{:<24} {:>6}  {}", format!("{}.{}", t.schema, t.name), t.shard_count, parts.join("  "));
+        println!(
+            "{:<24} {:>6}  {}",
+            format!("{}.{}", t.schema, t.name),
+            t.shard_count,
+            parts.join("  ")
+        );
     }
     Ok(())
 }

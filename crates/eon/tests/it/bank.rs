@@ -20,13 +20,18 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 async fn client(cluster_url: &str) -> Option<tokio_postgres::Client> {
-    let (c, conn) = tokio_postgres::connect(cluster_url, tokio_postgres::NoTls).await.ok()?;
+    let (c, conn) = tokio_postgres::connect(cluster_url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
     tokio::spawn(conn);
     Some(c)
 }
@@ -35,16 +40,28 @@ async fn client(cluster_url: &str) -> Option<tokio_postgres::Client> {
 async fn bank_transfers_survive_kill_9() {
     // A small memory limit, so committed rows keep moving to columnar
     // segments while engines are killed.
-    let cluster = TestCluster::builder().env("EON_MEMORY_LIMIT", "64KiB").env("EON_GC_RETENTION", "5").start().unwrap();
+    let cluster = TestCluster::builder()
+        .env("EON_MEMORY_LIMIT", "64KiB")
+        .env("EON_GC_RETENTION", "5")
+        .start()
+        .unwrap();
     let url = cluster.pg_url();
     let setup = cluster.pg().await.unwrap();
-    setup.batch_execute("CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL)").await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
     setup
         .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, src bigint NOT NULL, dst bigint NOT NULL, amount bigint NOT NULL)")
         .await
         .unwrap();
     setup
-        .execute(&format!("INSERT INTO accounts SELECT i, {START} FROM generate_series(1, {ACCOUNTS}) AS g(i)"), &[])
+        .execute(
+            &format!(
+                "INSERT INTO accounts SELECT i, {START} FROM generate_series(1, {ACCOUNTS}) AS g(i)"
+            ),
+            &[],
+        )
         .await
         .unwrap();
     drop(setup);
@@ -86,7 +103,12 @@ async fn bank_transfers_survive_kill_9() {
                     Ok(msgs) => {
                         // COMMIT of a block that failed answers ROLLBACK; a
                         // committed one has all four statements counted.
-                        let done = msgs.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_))).count();
+                        let done = msgs
+                            .iter()
+                            .filter(|m| {
+                                matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_))
+                            })
+                            .count();
                         if done == 5 {
                             acked.push(id);
                         }
@@ -105,7 +127,13 @@ async fn bank_transfers_survive_kill_9() {
     }
 
     // Chaos: kill a data engine or the query engine every couple of seconds.
-    let victims = ["data-engine-1", "query-engine-1", "data-engine-2", "data-engine-3", "query-engine-1"];
+    let victims = [
+        "data-engine-1",
+        "query-engine-1",
+        "data-engine-2",
+        "data-engine-3",
+        "query-engine-1",
+    ];
     tokio::time::sleep(Duration::from_secs(2)).await;
     for v in victims {
         cluster.kill_and_wait_restart(v).await.unwrap();
@@ -119,7 +147,11 @@ async fn bank_transfers_survive_kill_9() {
         acked.extend(a);
         attempts += n;
     }
-    assert!(acked.len() >= 20, "only {} of {attempts} transfers were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "only {} of {attempts} transfers were acknowledged",
+        acked.len()
+    );
 
     // Check, retrying while leftover intents are being resolved.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -152,7 +184,11 @@ async fn bank_transfers_survive_kill_9() {
         }
     };
     assert_eq!(balances.len(), ACCOUNTS as usize);
-    assert_eq!(balances.values().sum::<i64>(), ACCOUNTS * START, "money was created or destroyed");
+    assert_eq!(
+        balances.values().sum::<i64>(),
+        ACCOUNTS * START,
+        "money was created or destroyed"
+    );
     // Every account's balance is explained by the transfers in the ledger:
     // no transfer is half applied.
     let mut expected: HashMap<i64, i64> = (1..=ACCOUNTS).map(|i| (i, START)).collect();
@@ -163,11 +199,22 @@ async fn bank_transfers_survive_kill_9() {
     assert_eq!(balances, expected, "balances disagree with the ledger");
     let present: std::collections::HashSet<i64> = ledger.iter().map(|l| l.0).collect();
     let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged transfers are missing", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged transfers are missing",
+        lost.len()
+    );
     let mut segments = 0;
     for (_, addr) in cluster.data_engines().await.unwrap() {
-        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
-        segments += de.stats(eon_proto::v1::StatsRequest {}).await.unwrap().into_inner().counters["segments"];
+        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(
+            eon_common::node::channel(&addr).unwrap(),
+        );
+        segments += de
+            .stats(eon_proto::v1::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .counters["segments"];
     }
     assert!(segments > 0, "rows moved to segments during the run");
     eprintln!(

@@ -8,31 +8,59 @@ use eon_testkit::{TestCluster, eon_bin, free_port};
 
 fn alive(pid: u32) -> bool {
     // A zombie has exited; only a running process counts.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
 }
 
 #[tokio::test]
 async fn status_stop_and_restart_keep_every_row() {
     let mut cluster = TestCluster::start().unwrap();
     let client = cluster.pg().await.unwrap();
-    client.batch_execute("CREATE TABLE kept (id bigint PRIMARY KEY, v text)").await.unwrap();
-    let stmt = client.prepare("INSERT INTO kept VALUES ($1, $2)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (id bigint PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let stmt = client
+        .prepare("INSERT INTO kept VALUES ($1, $2)")
+        .await
+        .unwrap();
     for i in 0..200i64 {
-        client.execute(&stmt, &[&i, &format!("row {i}")]).await.unwrap();
+        client
+            .execute(&stmt, &[&i, &format!("row {i}")])
+            .await
+            .unwrap();
     }
 
     // `eon status` shows every component and where the shards are.
-    let out = Command::new(eon_bin()).args(["status", "--data-dir"]).arg(&cluster.dir).output().unwrap();
+    let out = Command::new(eon_bin())
+        .args(["status", "--data-dir"])
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for name in ["meta", "data-engine-1", "data-engine-2", "data-engine-3", "query-engine-1", "public.kept"] {
+    for name in [
+        "meta",
+        "data-engine-1",
+        "data-engine-2",
+        "data-engine-3",
+        "query-engine-1",
+        "public.kept",
+    ] {
         assert!(text.contains(name), "status lacks {name}:\n{text}");
     }
     assert_eq!(text.matches("running").count(), 5, "{text}");
     assert!(text.contains("data-engine-1: ["), "{text}");
 
     // A graceful stop leaves no process behind.
-    let pids: Vec<u32> = cluster.instances().await.unwrap().iter().map(|i| i.pid).collect();
+    let pids: Vec<u32> = cluster
+        .instances()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.pid)
+        .collect();
     let up = cluster.up_pid().unwrap();
     drop(client);
     let status = cluster.stop().unwrap();
@@ -43,15 +71,28 @@ async fn status_stop_and_restart_keep_every_row() {
     assert!(!cluster.dir.join("cluster.json").exists());
 
     // Everything comes back.
-    let mut cluster = TestCluster::builder().dir(&cluster.dir.clone()).start().unwrap();
+    let mut cluster = TestCluster::builder()
+        .dir(&cluster.dir.clone())
+        .start()
+        .unwrap();
     let client = cluster.pg().await.unwrap();
-    let row = client.query_one("SELECT count(*), sum(id) FROM kept", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*), sum(id) FROM kept", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 200);
     assert_eq!(row.get::<_, i64>(1), (0..200).sum::<i64>());
-    let v: String = client.query_one("SELECT v FROM kept WHERE id = 123", &[]).await.unwrap().get(0);
+    let v: String = client
+        .query_one("SELECT v FROM kept WHERE id = 123", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, "row 123");
     // And the restarted cluster still writes.
-    client.execute("INSERT INTO kept VALUES (1000, 'after')", &[]).await.unwrap();
+    client
+        .execute("INSERT INTO kept VALUES (1000, 'after')", &[])
+        .await
+        .unwrap();
     cluster.stop().unwrap();
 }
 
@@ -59,34 +100,61 @@ async fn status_stop_and_restart_keep_every_row() {
 async fn crashed_components_are_restarted() {
     let cluster = TestCluster::start().unwrap();
     let client = cluster.pg().await.unwrap();
-    client.batch_execute("CREATE TABLE crash (id int PRIMARY KEY); INSERT INTO crash VALUES (1), (2), (3)").await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE crash (id int PRIMARY KEY); INSERT INTO crash VALUES (1), (2), (3)",
+        )
+        .await
+        .unwrap();
     drop(client);
-    cluster.kill_and_wait_restart("data-engine-2").await.unwrap();
-    cluster.kill_and_wait_restart("query-engine-1").await.unwrap();
+    cluster
+        .kill_and_wait_restart("data-engine-2")
+        .await
+        .unwrap();
+    cluster
+        .kill_and_wait_restart("query-engine-1")
+        .await
+        .unwrap();
     // The new query engine and data engine serve; the router found the new
     // query engine on its new port.
     let client = cluster.pg().await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM crash", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM crash", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3);
     let instances = cluster.instances().await.unwrap();
     for name in ["data-engine-2", "query-engine-1"] {
         let i = instances.iter().find(|i| i.name == name).unwrap();
         assert_eq!(i.restarts, 1, "{name} restarts");
         let log = std::fs::read_to_string(&i.log_path).unwrap();
-        assert!(log.contains("exited unexpectedly: killed by signal 9"), "{name} log:\n{log}");
+        assert!(
+            log.contains("exited unexpectedly: killed by signal 9"),
+            "{name} log:\n{log}"
+        );
     }
 }
 
 #[tokio::test]
 async fn ctrl_c_stops_every_child() {
     let mut cluster = TestCluster::start().unwrap();
-    let pids: Vec<u32> = cluster.instances().await.unwrap().iter().map(|i| i.pid).collect();
+    let pids: Vec<u32> = cluster
+        .instances()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.pid)
+        .collect();
     assert_eq!(pids.len(), 5);
     let up = cluster.up_pid().unwrap();
     unsafe { libc::kill(up as i32, libc::SIGINT) };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while pids.iter().chain([&up]).any(|p| alive(*p)) {
-        assert!(std::time::Instant::now() < deadline, "processes still alive after Ctrl-C");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes still alive after Ctrl-C"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = cluster.stop();
@@ -94,10 +162,18 @@ async fn ctrl_c_stops_every_child() {
 
 /// `eon up` with these arguments must fail fast with one line on stderr.
 fn refused(args: &[&str]) -> String {
-    let out = Command::new(eon_bin()).arg("up").args(args).output().unwrap();
+    let out = Command::new(eon_bin())
+        .arg("up")
+        .args(args)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "eon up {args:?} should fail");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(stderr.lines().count(), 1, "one line on stderr, got:\n{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line on stderr, got:\n{stderr}"
+    );
     assert!(stderr.starts_with("eon: "), "{stderr}");
     stderr
 }
@@ -110,19 +186,36 @@ async fn bad_starts_are_refused_and_damage_nothing() {
     let port = taken.local_addr().unwrap().port().to_string();
     let dir = tmp.path().join("a");
     let http = free_port().to_string();
-    let msg = refused(&["--data-dir", dir.to_str().unwrap(), "--pg-port", &port, "--http-port", &http]);
+    let msg = refused(&[
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--pg-port",
+        &port,
+        "--http-port",
+        &http,
+    ]);
     assert!(msg.contains("already in use"), "{msg}");
 
     // Unwritable data directory (its parent is a file).
     std::fs::write(tmp.path().join("file"), b"x").unwrap();
     let bad = tmp.path().join("file").join("data");
-    let msg = refused(&["--data-dir", bad.to_str().unwrap(), "--pg-port", &free_port().to_string(), "--http-port", &http]);
+    let msg = refused(&[
+        "--data-dir",
+        bad.to_str().unwrap(),
+        "--pg-port",
+        &free_port().to_string(),
+        "--http-port",
+        &http,
+    ]);
     assert!(msg.contains("cannot create data directory"), "{msg}");
 
     // A second `eon up` on a data directory in use.
     let cluster = TestCluster::start().unwrap();
     let client = cluster.pg().await.unwrap();
-    client.batch_execute("CREATE TABLE busy (id int PRIMARY KEY); INSERT INTO busy VALUES (7)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE busy (id int PRIMARY KEY); INSERT INTO busy VALUES (7)")
+        .await
+        .unwrap();
     let msg = refused(&[
         "--data-dir",
         cluster.dir.to_str().unwrap(),
@@ -133,25 +226,49 @@ async fn bad_starts_are_refused_and_damage_nothing() {
     ]);
     assert!(msg.contains("already in use by another eon"), "{msg}");
     // The running cluster did not notice.
-    let v: i32 = client.query_one("SELECT id FROM busy", &[]).await.unwrap().get(0);
+    let v: i32 = client
+        .query_one("SELECT id FROM busy", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 7);
     assert!(cluster.dir.join("cluster.json").exists());
 }
 
 #[tokio::test]
 async fn several_query_engines_share_the_ports() {
-    let cluster = TestCluster::builder().query_engines(2).data_engines(2).start().unwrap();
+    let cluster = TestCluster::builder()
+        .query_engines(2)
+        .data_engines(2)
+        .start()
+        .unwrap();
     let a = cluster.pg().await.unwrap();
-    a.batch_execute("CREATE TABLE shared (id int PRIMARY KEY)").await.unwrap();
+    a.batch_execute("CREATE TABLE shared (id int PRIMARY KEY)")
+        .await
+        .unwrap();
     // The second connection lands on the other query engine
     // (least connections), which sees the table at once.
     let b = cluster.pg().await.unwrap();
-    b.execute("INSERT INTO shared VALUES (1)", &[]).await.unwrap();
-    let n: i64 = a.query_one("SELECT count(*) FROM shared", &[]).await.unwrap().get(0);
+    b.execute("INSERT INTO shared VALUES (1)", &[])
+        .await
+        .unwrap();
+    let n: i64 = a
+        .query_one("SELECT count(*) FROM shared", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
     let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
-    let nodes = meta.list_nodes(eon_proto::v1::ListNodesRequest {}).await.unwrap().into_inner().nodes;
-    let qe = nodes.iter().filter(|n| n.kind == eon_proto::v1::NodeKind::QueryEngine as i32 && n.up).count();
+    let nodes = meta
+        .list_nodes(eon_proto::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let qe = nodes
+        .iter()
+        .filter(|n| n.kind == eon_proto::v1::NodeKind::QueryEngine as i32 && n.up)
+        .count();
     assert_eq!(qe, 2);
 }
 
@@ -169,9 +286,17 @@ async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections()
         .start()
         .unwrap();
     let setup = cluster.pg().await.unwrap();
-    setup.batch_execute("CREATE TABLE busy (id bigint PRIMARY KEY, v bigint)").await.unwrap();
-    setup.batch_execute("INSERT INTO busy SELECT i, i % 97 FROM generate_series(1, 3000) AS s(i)").await.unwrap();
-    let mut agent = eon_proto::v1::agent_client::AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    setup
+        .batch_execute("CREATE TABLE busy (id bigint PRIMARY KEY, v bigint)")
+        .await
+        .unwrap();
+    setup
+        .batch_execute("INSERT INTO busy SELECT i, i % 97 FROM generate_series(1, 3000) AS s(i)")
+        .await
+        .unwrap();
+    let mut agent = eon_proto::v1::agent_client::AgentClient::new(
+        eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap(),
+    );
 
     // Six connections, each running aggregates back to back: about six
     // statements in flight against a target of two per query engine.
@@ -183,7 +308,13 @@ async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections()
         let (stop, done) = (stop.clone(), done.clone());
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                client.query_one("SELECT v, count(*), sum(id) FROM busy GROUP BY v ORDER BY v LIMIT 1", &[]).await.unwrap();
+                client
+                    .query_one(
+                        "SELECT v, count(*), sum(id) FROM busy GROUP BY v ORDER BY v LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -191,32 +322,79 @@ async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections()
     let t0 = std::time::Instant::now();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let second = loop {
-        let list = agent.list(pb::ListInstancesRequest {}).await.unwrap().into_inner().instances;
-        if let Some(qe) = list.iter().find(|i| i.name == "query-engine-2" && i.state == "running") {
+        let list = agent
+            .list(pb::ListInstancesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .instances;
+        if let Some(qe) = list
+            .iter()
+            .find(|i| i.name == "query-engine-2" && i.state == "running")
+        {
             break qe.clone();
         }
-        assert!(std::time::Instant::now() < deadline, "no second query engine after {} statements: {list:#?}", done.load(Ordering::Relaxed));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second query engine after {} statements: {list:#?}",
+            done.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("query-engine-2 running after {:?}, {} statements", t0.elapsed(), done.load(Ordering::Relaxed));
+    eprintln!(
+        "query-engine-2 running after {:?}, {} statements",
+        t0.elapsed(),
+        done.load(Ordering::Relaxed)
+    );
     // New connections go to the new engine (it has none yet): it serves them.
-    let mut qe2 = eon_proto::v1::query_engine_client::QueryEngineClient::new(eon_common::node::channel(&second.address).unwrap());
-    let before = qe2.stats(pb::StatsRequest {}).await.unwrap().into_inner().requests_total;
+    let mut qe2 = eon_proto::v1::query_engine_client::QueryEngineClient::new(
+        eon_common::node::channel(&second.address).unwrap(),
+    );
+    let before = qe2
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .requests_total;
     let fresh = cluster.pg().await.unwrap();
     for _ in 0..5 {
-        let n: i64 = fresh.query_one("SELECT count(*) FROM busy", &[]).await.unwrap().get(0);
+        let n: i64 = fresh
+            .query_one("SELECT count(*) FROM busy", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 3000);
     }
-    let after = qe2.stats(pb::StatsRequest {}).await.unwrap().into_inner().requests_total;
-    assert!(after >= before + 5, "query-engine-2 served {} of the new connection's statements", after - before);
+    let after = qe2
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .requests_total;
+    assert!(
+        after >= before + 5,
+        "query-engine-2 served {} of the new connection's statements",
+        after - before
+    );
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
     }
-    let decisions = agent.decisions(pb::DecisionsRequest { limit: 0 }).await.unwrap().into_inner().decisions;
-    let d = decisions.iter().find(|d| d.service == "query-engine").expect("a query-engine decision");
+    let decisions = agent
+        .decisions(pb::DecisionsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let d = decisions
+        .iter()
+        .find(|d| d.service == "query-engine")
+        .expect("a query-engine decision");
     assert_eq!(d.actions, vec!["start query-engine-2".to_string()]);
-    assert!(d.load > 2.0 && d.target == 2.0 && (d.current, d.desired) == (1, 2), "{d:?}");
+    assert!(
+        d.load > 2.0 && d.target == 2.0 && (d.current, d.desired) == (1, 2),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -224,13 +402,38 @@ fn recipe_check_names_the_field_at_fault() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&good, "name = \"shop\"\ncommand = \"python3 -m http.server $PORT\"\n[scale]\nmin = 0\nmax = 3\n").unwrap();
-    std::fs::write(&bad, "name = \"shop\"\ncommand = \"x\"\n[stop]\ntimeout = \"soon\"\n").unwrap();
-    let out = Command::new(eon_bin()).args(["recipe", "check"]).arg(&good).output().unwrap();
+    std::fs::write(
+        &good,
+        "name = \"shop\"\ncommand = \"python3 -m http.server $PORT\"\n[scale]\nmin = 0\nmax = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &bad,
+        "name = \"shop\"\ncommand = \"x\"\n[stop]\ntimeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(eon_bin())
+        .args(["recipe", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("front end \"shop\""), "{out:?}");
-    let out = Command::new(eon_bin()).args(["recipe", "check"]).arg(&good).arg(&bad).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("front end \"shop\""),
+        "{out:?}"
+    );
+    let out = Command::new(eon_bin())
+        .args(["recipe", "check"])
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("bad duration \"soon\"") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("bad duration \"soon\"")
+            && err.lines().count() == 1,
+        "{err}"
+    );
 }

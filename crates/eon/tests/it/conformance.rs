@@ -17,8 +17,13 @@ async fn meta_conforms() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = std::io::BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let ready: serde_json::Value = serde_json::from_str(line.strip_prefix("EON-READY ").unwrap()).unwrap();
+    let line = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ready: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("EON-READY ").unwrap()).unwrap();
     let addr = ready["grpc"].as_str().unwrap().to_string();
     let report = eon_conformance::meta(&addr).await;
     let _ = child.kill();
@@ -35,17 +40,36 @@ async fn data_engine_query_engine_and_agent_conform() {
     assert_eq!(report.passed.len(), 15, "{report}");
 
     let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
-    let nodes = meta.list_nodes(pb::ListNodesRequest {}).await.unwrap().into_inner().nodes;
-    let qe = nodes.iter().find(|n| n.kind == pb::NodeKind::QueryEngine as i32).unwrap();
-    let report = eon_conformance::query_engine(&qe.grpc_address).await.unwrap();
+    let nodes = meta
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let qe = nodes
+        .iter()
+        .find(|n| n.kind == pb::NodeKind::QueryEngine as i32)
+        .unwrap();
+    let report = eon_conformance::query_engine(&qe.grpc_address)
+        .await
+        .unwrap();
     assert_eq!(report.passed.len(), 7, "{report}");
 
-    let report = eon_conformance::agent(&cluster.agent_addr().unwrap()).await.unwrap();
+    let report = eon_conformance::agent(&cluster.agent_addr().unwrap())
+        .await
+        .unwrap();
     assert_eq!(report.passed.len(), 4, "{report}");
 
     // The same suites from the command line, as another implementation
     // would run them.
-    let out = Command::new(eon_bin()).args(["conformance", "data-engine", "--addr", &de]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(eon_bin())
+        .args(["conformance", "data-engine", "--addr", &de])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("checks passed"));
 }

@@ -13,7 +13,9 @@ use eon_testkit::TestCluster;
 async fn acknowledged_writes_survive_kill_9() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, v text)").await.unwrap();
+    c.batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, v text)")
+        .await
+        .unwrap();
 
     // Writers insert as fast as they can while data engines are killed;
     // every id whose INSERT was acknowledged must be there afterwards.
@@ -28,7 +30,11 @@ async fn acknowledged_writes_survive_kill_9() {
             while !stop.load(Ordering::Relaxed) {
                 let id = w * 1_000_000 + i;
                 i += 1;
-                if client.execute("INSERT INTO ledger VALUES ($1, 'x')", &[&id]).await.is_ok() {
+                if client
+                    .execute("INSERT INTO ledger VALUES ($1, 'x')", &[&id])
+                    .await
+                    .is_ok()
+                {
                     acked.push(id);
                 }
             }
@@ -45,57 +51,124 @@ async fn acknowledged_writes_survive_kill_9() {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() > 50, "only {} writes were acknowledged", acked.len());
-    let present: std::collections::HashSet<i64> =
-        c.query("SELECT id FROM ledger", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(
+        acked.len() > 50,
+        "only {} writes were acknowledged",
+        acked.len()
+    );
+    let present: std::collections::HashSet<i64> = c
+        .query("SELECT id FROM ledger", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 #[tokio::test]
 async fn checkpoints_bound_the_log_and_keep_the_data() {
-    let cluster = TestCluster::builder().env("EON_CHECKPOINT_BYTES", "65536").data_engines(1).start().unwrap();
+    let cluster = TestCluster::builder()
+        .env("EON_CHECKPOINT_BYTES", "65536")
+        .data_engines(1)
+        .start()
+        .unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, pad text)").await.unwrap();
+    c.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
     let pad = "p".repeat(200);
     for batch in 0..20i64 {
-        let values: Vec<String> = (0..100).map(|k| format!("({}, '{pad}')", batch * 100 + k)).collect();
-        c.execute(&format!("INSERT INTO big VALUES {}", values.join(", ")), &[]).await.unwrap();
+        let values: Vec<String> = (0..100)
+            .map(|k| format!("({}, '{pad}')", batch * 100 + k))
+            .collect();
+        c.execute(
+            &format!("INSERT INTO big VALUES {}", values.join(", ")),
+            &[],
+        )
+        .await
+        .unwrap();
     }
-    c.execute("UPDATE big SET pad = 'short' WHERE id % 2 = 0", &[]).await.unwrap();
-    c.execute("DELETE FROM big WHERE id >= 1900", &[]).await.unwrap();
+    c.execute("UPDATE big SET pad = 'short' WHERE id % 2 = 0", &[])
+        .await
+        .unwrap();
+    c.execute("DELETE FROM big WHERE id >= 1900", &[])
+        .await
+        .unwrap();
     // The background checkpointer runs once a second.
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de = pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let mut de =
+        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let s = de.stats(pb::StatsRequest {}).await.unwrap().into_inner();
         if s.counters["checkpoints"] >= 1 && s.counters["wal_bytes"] > 65536 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no checkpoint: {:?}", s.counters);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: {:?}",
+            s.counters
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let wal_dir = cluster.dir.join("data-engine-1").join("wal");
     let segments = std::fs::read_dir(&wal_dir).unwrap().count();
-    assert!(segments <= 2, "{segments} log segments left after checkpoints");
-    assert!(cluster.dir.join("data-engine-1").join("checkpoint.bin").exists());
+    assert!(
+        segments <= 2,
+        "{segments} log segments left after checkpoints"
+    );
+    assert!(
+        cluster
+            .dir
+            .join("data-engine-1")
+            .join("checkpoint.bin")
+            .exists()
+    );
 
     // Recovery = checkpoint + the log after it.
-    cluster.kill_and_wait_restart("data-engine-1").await.unwrap();
+    cluster
+        .kill_and_wait_restart("data-engine-1")
+        .await
+        .unwrap();
     let c = cluster.pg().await.unwrap();
-    let row = c.query_one("SELECT count(*), count(*) FILTER (WHERE pad = 'short') FROM big", &[]).await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE pad = 'short') FROM big",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1900, 950));
 }
 
 #[tokio::test]
 async fn old_versions_are_collected_after_the_retention_window() {
-    let cluster = TestCluster::builder().env("EON_GC_RETENTION", "1").data_engines(1).start().unwrap();
+    let cluster = TestCluster::builder()
+        .env("EON_GC_RETENTION", "1")
+        .data_engines(1)
+        .start()
+        .unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE hot (id int PRIMARY KEY, v int); INSERT INTO hot VALUES (1, 0)").await.unwrap();
+    c.batch_execute("CREATE TABLE hot (id int PRIMARY KEY, v int); INSERT INTO hot VALUES (1, 0)")
+        .await
+        .unwrap();
     let reader = cluster.pg().await.unwrap();
-    reader.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
-    let v: i32 = reader.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    let v: i32 = reader
+        .query_one("SELECT v FROM hot", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 0);
     for _ in 0..30 {
         c.execute("UPDATE hot SET v = v + 1", &[]).await.unwrap();
@@ -103,33 +176,53 @@ async fn old_versions_are_collected_after_the_retention_window() {
     // The background pass removes the 30 superseded versions (and the
     // data engine goes on serving meanwhile).
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de = pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let mut de =
+        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let stats = de.stats(pb::StatsRequest {}).await.unwrap().into_inner();
-        let collected = stats.counters.get("versions_collected").copied().unwrap_or(0);
+        let collected = stats
+            .counters
+            .get("versions_collected")
+            .copied()
+            .unwrap_or(0);
         if collected >= 30 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "only {collected} versions collected");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {collected} versions collected"
+        );
         let v: i32 = c.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
         assert_eq!(v, 30);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A snapshot older than the retention window is refused, not answered
     // wrongly.
-    let err = reader.query_one("SELECT v FROM hot", &[]).await.unwrap_err();
+    let err = reader
+        .query_one("SELECT v FROM hot", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "72000", "{err}");
     reader.batch_execute("ROLLBACK").await.unwrap();
-    let v: i32 = reader.query_one("SELECT v FROM hot", &[]).await.unwrap().get(0);
+    let v: i32 = reader
+        .query_one("SELECT v FROM hot", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 30);
 }
 
 /// One data engine's counters.
 async fn engine_counters(cluster: &TestCluster) -> std::collections::HashMap<String, u64> {
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de = pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
-    de.stats(pb::StatsRequest {}).await.unwrap().into_inner().counters
+    let mut de =
+        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    de.stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .counters
 }
 
 #[tokio::test]
@@ -142,7 +235,9 @@ async fn a_table_larger_than_the_memory_limit_lives_in_columnar_segments() {
         .start()
         .unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, grp int, pad text)").await.unwrap();
+    c.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, grp int, pad text)")
+        .await
+        .unwrap();
     // About 6 MiB of rows: six times the limit.
     let pad = "p".repeat(500);
     for chunk in 0..12 {
@@ -157,35 +252,86 @@ async fn a_table_larger_than_the_memory_limit_lives_in_columnar_segments() {
     // Compaction merges each shard's segments (8 shards, 8 segments).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while engine_counters(&cluster).await["segments"] > 8 {
-        assert!(std::time::Instant::now() < deadline, "segments were not compacted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segments were not compacted"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Everything reads back right, and scans read the segments from disk.
     let check = async |c: &tokio_postgres::Client| {
         let before = engine_counters(&cluster).await["segment_rows_read"];
-        let row = c.query_one("SELECT count(*), sum(id)::bigint, count(DISTINCT pad) FROM big", &[]).await.unwrap();
-        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (12000, 72006000, 12000));
+        let row = c
+            .query_one(
+                "SELECT count(*), sum(id)::bigint, count(DISTINCT pad) FROM big",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2)
+            ),
+            (12000, 72006000, 12000)
+        );
         let after = engine_counters(&cluster).await["segment_rows_read"];
-        assert!(after - before >= 10_000, "a full scan read {} rows from segments", after - before);
-        let pad: String = c.query_one("SELECT pad FROM big WHERE id = 4321", &[]).await.unwrap().get(0);
+        assert!(
+            after - before >= 10_000,
+            "a full scan read {} rows from segments",
+            after - before
+        );
+        let pad: String = c
+            .query_one("SELECT pad FROM big WHERE id = 4321", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(pad, format!("{}4321", "p".repeat(500)));
-        let ids: Vec<i64> =
-            c.query("SELECT id FROM big WHERE id BETWEEN 9990 AND 10010 ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        let ids: Vec<i64> = c
+            .query(
+                "SELECT id FROM big WHERE id BETWEEN 9990 AND 10010 ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         assert_eq!(ids, (9990..=10010).collect::<Vec<i64>>());
     };
     // Updates and deletes of rows that live in segments.
-    c.execute("UPDATE big SET grp = -1 WHERE id <= 100", &[]).await.unwrap();
-    c.execute("DELETE FROM big WHERE id = 7", &[]).await.unwrap();
-    c.execute("INSERT INTO big VALUES (7, 0, $1)", &[&format!("{}7", "p".repeat(500))]).await.unwrap();
-    let dup = c.execute("INSERT INTO big VALUES (8, 0, 'x')", &[]).await.unwrap_err();
+    c.execute("UPDATE big SET grp = -1 WHERE id <= 100", &[])
+        .await
+        .unwrap();
+    c.execute("DELETE FROM big WHERE id = 7", &[])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO big VALUES (7, 0, $1)",
+        &[&format!("{}7", "p".repeat(500))],
+    )
+    .await
+    .unwrap();
+    let dup = c
+        .execute("INSERT INTO big VALUES (8, 0, 'x')", &[])
+        .await
+        .unwrap_err();
     assert_eq!(dup.code().unwrap().code(), "23505");
-    let n: i64 = c.query_one("SELECT count(*) FROM big WHERE grp = -1", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM big WHERE grp = -1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 99);
     check(&c).await;
 
     // A crash loses nothing: segments and the log come back.
-    cluster.kill_and_wait_restart("data-engine-1").await.unwrap();
+    cluster
+        .kill_and_wait_restart("data-engine-1")
+        .await
+        .unwrap();
     let c = cluster.pg().await.unwrap();
     check(&c).await;
 
@@ -195,7 +341,14 @@ async fn a_table_larger_than_the_memory_limit_lives_in_columnar_segments() {
     let mut refused = None;
     for chunk in 0..12 {
         let (lo, hi) = (100_000 + chunk * 1000, 100_999 + chunk * 1000);
-        let r = c.execute(&format!("INSERT INTO big SELECT i, 0, '{pad}' FROM generate_series({lo}, {hi}) AS g(i)"), &[]).await;
+        let r = c
+            .execute(
+                &format!(
+                    "INSERT INTO big SELECT i, 0, '{pad}' FROM generate_series({lo}, {hi}) AS g(i)"
+                ),
+                &[],
+            )
+            .await;
         if let Err(e) = r {
             refused = Some(e.code().unwrap().code().to_string());
             break;
@@ -203,7 +356,11 @@ async fn a_table_larger_than_the_memory_limit_lives_in_columnar_segments() {
     }
     assert_eq!(refused.as_deref(), Some("53200"));
     c.batch_execute("ROLLBACK").await.unwrap();
-    c.execute("INSERT INTO big VALUES (200000, 0, 'after')", &[]).await.unwrap();
-    c.execute("DELETE FROM big WHERE id = 200000", &[]).await.unwrap();
+    c.execute("INSERT INTO big VALUES (200000, 0, 'after')", &[])
+        .await
+        .unwrap();
+    c.execute("DELETE FROM big WHERE id = 200000", &[])
+        .await
+        .unwrap();
     check(&c).await;
 }

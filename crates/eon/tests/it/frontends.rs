@@ -14,7 +14,11 @@ use eon_proto::v1::agent_client::AgentClient;
 use eon_testkit::{TestCluster, eon_bin};
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/frontends").join(name).canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/frontends")
+        .join(name)
+        .canonicalize()
+        .unwrap()
 }
 
 /// What the load generator saw.
@@ -27,7 +31,12 @@ struct Tally {
 }
 
 /// `clients` loops of GET `url` until `stop`.
-fn load(url: String, clients: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(
+    url: String,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|_| {
             let (url, stop, tally) = (url.clone(), stop.clone(), tally.clone());
@@ -44,7 +53,9 @@ fn load(url: String, clients: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) -
                         }
                         other => {
                             let what = match other {
-                                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                                Ok(r) => {
+                                    format!("{} {}", r.status(), r.text().await.unwrap_or_default())
+                                }
                                 Err(e) => e.to_string(),
                             };
                             tally.failures.lock().unwrap().push(what);
@@ -58,14 +69,24 @@ fn load(url: String, clients: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) -
 }
 
 async fn frontend(agent: &mut AgentClient<tonic::transport::Channel>, name: &str) -> pb::Frontend {
-    let list = agent.list_frontends(pb::ListFrontendsRequest {}).await.unwrap().into_inner().frontends;
-    list.into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no front end {name}"))
+    let list = agent
+        .list_frontends(pb::ListFrontendsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .frontends;
+    list.into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no front end {name}"))
 }
 
 /// Instances not draining, and those of them ready.
 fn counts(f: &pb::Frontend) -> (usize, usize) {
     let live: Vec<_> = f.instances.iter().filter(|i| !i.draining).collect();
-    let ready = live.iter().filter(|i| i.instance.as_ref().is_some_and(|x| x.state == "running")).count();
+    let ready = live
+        .iter()
+        .filter(|i| i.instance.as_ref().is_some_and(|x| x.state == "running"))
+        .count();
     (live.len(), ready)
 }
 
@@ -82,7 +103,10 @@ async fn wait_for(
         if done(&f) {
             return f;
         }
-        assert!(Instant::now() < deadline, "{name}: {what} did not happen within {within:?}; now {f:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {what} did not happen within {within:?}; now {f:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -116,8 +140,15 @@ timeout = "5s"
         ),
     )
     .unwrap();
-    let cluster = TestCluster::builder().data_engines(1).shards(2).arg("--recipe").arg(recipe.display().to_string()).start().unwrap();
-    let mut agent = AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .arg("--recipe")
+        .arg(recipe.display().to_string())
+        .start()
+        .unwrap();
+    let mut agent =
+        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
     let base = format!("http://127.0.0.1:{}/gb", cluster.ingress_port);
 
     // min = 0: nothing runs until a request comes; the first request is
@@ -133,10 +164,27 @@ timeout = "5s"
     let tally = Arc::new(Tally::default());
     let heavy = Arc::new(AtomicBool::new(false));
     let light = Arc::new(AtomicBool::new(false));
-    let mut tasks = load(format!("{base}/work?ms=100"), 6, heavy.clone(), tally.clone());
+    let mut tasks = load(
+        format!("{base}/work?ms=100"),
+        6,
+        heavy.clone(),
+        tally.clone(),
+    );
     // Slow requests, so instances being drained have some in flight.
-    tasks.extend(load(format!("{base}/work?ms=400"), 2, light.clone(), tally.clone()));
-    wait_for(&mut agent, "gb", "scale up to 3 ready", Duration::from_secs(30), |f| counts(f).1 == 3).await;
+    tasks.extend(load(
+        format!("{base}/work?ms=400"),
+        2,
+        light.clone(),
+        tally.clone(),
+    ));
+    wait_for(
+        &mut agent,
+        "gb",
+        "scale up to 3 ready",
+        Duration::from_secs(30),
+        |f| counts(f).1 == 3,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let served = tally.served_by.lock().unwrap().clone();
     assert!(served.len() >= 2, "requests went to {served:?} only");
@@ -144,32 +192,99 @@ timeout = "5s"
     // The load drops to two clients: back down to one instance, one at a
     // time, draining each — while those clients keep going.
     heavy.store(true, Ordering::Relaxed);
-    wait_for(&mut agent, "gb", "scale down to 1", Duration::from_secs(30), |f| counts(f) == (1, 1) && f.instances.len() == 1)
-        .await;
+    wait_for(
+        &mut agent,
+        "gb",
+        "scale down to 1",
+        Duration::from_secs(30),
+        |f| counts(f) == (1, 1) && f.instances.len() == 1,
+    )
+    .await;
     // No load at all: to zero after the idle period.
     light.store(true, Ordering::Relaxed);
     futures::future::join_all(tasks).await;
-    wait_for(&mut agent, "gb", "scale to zero", Duration::from_secs(30), |f| f.instances.is_empty()).await;
+    wait_for(
+        &mut agent,
+        "gb",
+        "scale to zero",
+        Duration::from_secs(30),
+        |f| f.instances.is_empty(),
+    )
+    .await;
 
     let failures = tally.failures.lock().unwrap().clone();
-    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "failed requests: {failures:?}");
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {failures:?}"
+    );
     let ok = tally.ok.load(Ordering::Relaxed);
     assert!(ok > 100, "only {ok} requests");
 
     // Every step is in the decision log, over gRPC and REST.
-    let decisions = agent.decisions(pb::DecisionsRequest { limit: 0 }).await.unwrap().into_inner().decisions;
+    let decisions = agent
+        .decisions(pb::DecisionsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
     let actions: Vec<String> = decisions.iter().flat_map(|d| d.actions.clone()).collect();
-    assert!(decisions.iter().any(|d| d.rule.starts_with("scale from zero")), "{decisions:#?}");
-    assert!(actions.iter().filter(|a| a.starts_with("start gb-")).count() >= 3, "{actions:?}");
-    assert!(actions.iter().filter(|a| a.starts_with("drain gb-")).count() >= 3, "{actions:?}");
-    assert!(decisions.iter().any(|d| d.rule.contains("scale to zero")), "{decisions:#?}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.rule.starts_with("scale from zero")),
+        "{decisions:#?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .filter(|a| a.starts_with("start gb-"))
+            .count()
+            >= 3,
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .filter(|a| a.starts_with("drain gb-"))
+            .count()
+            >= 3,
+        "{actions:?}"
+    );
+    assert!(
+        decisions.iter().any(|d| d.rule.contains("scale to zero")),
+        "{decisions:#?}"
+    );
     let rest: serde_json::Value =
-        reqwest::get(format!("{}/v1/cluster/decisions", cluster.http_url())).await.unwrap().json().await.unwrap();
-    assert_eq!(rest["decisions"].as_array().unwrap().len(), decisions.len().min(100), "{rest}");
-    assert!(rest["decisions"][0]["inputs"]["target"].as_f64() == Some(2.0), "{rest}");
-    let out = Command::new(eon_bin()).args(["status", "--decisions", "--http-port", &cluster.http_port.to_string()]).output().unwrap();
+        reqwest::get(format!("{}/v1/cluster/decisions", cluster.http_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        rest["decisions"].as_array().unwrap().len(),
+        decisions.len().min(100),
+        "{rest}"
+    );
+    assert!(
+        rest["decisions"][0]["inputs"]["target"].as_f64() == Some(2.0),
+        "{rest}"
+    );
+    let out = Command::new(eon_bin())
+        .args([
+            "status",
+            "--decisions",
+            "--http-port",
+            &cluster.http_port.to_string(),
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("scale from zero") && text.contains("drain gb-"), "{text}");
+    assert!(
+        out.status.success() && text.contains("scale from zero") && text.contains("drain gb-"),
+        "{text}"
+    );
 
     // After all that, a request still wakes it.
     let again = reqwest::get(format!("{base}/")).await.unwrap();
@@ -180,24 +295,49 @@ timeout = "5s"
 
 #[tokio::test]
 async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
-    let cluster = TestCluster::builder().data_engines(1).shards(2).start().unwrap();
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
     let eon = |args: &[&str]| {
-        let out = Command::new(eon_bin()).args(args).args(["--data-dir"]).arg(&cluster.dir).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+        let out = Command::new(eon_bin())
+            .args(args)
+            .args(["--data-dir"])
+            .arg(&cluster.dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let ingress = format!("http://127.0.0.1:{}", cluster.ingress_port);
 
     // Nothing routes yet: a clear 404.
     let r = reqwest::get(format!("{ingress}/visits/")).await.unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.text().await.unwrap().contains("no front end routes /visits/"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no front end routes /visits/")
+    );
 
     // A bad recipe is refused, naming the field; nothing changes.
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.toml");
-    std::fs::write(&bad, "name = \"bad\"\ncommand = \"true\"\n[scale]\nmin = 3\nmax = 1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "name = \"bad\"\ncommand = \"true\"\n[scale]\nmin = 3\nmax = 1\n",
+    )
+    .unwrap();
     let (ok, text) = eon(&["recipe", "apply", bad.to_str().unwrap()]);
-    assert!(!ok && text.contains("scale.min") && text.lines().count() == 1, "{text}");
+    assert!(
+        !ok && text.contains("scale.min") && text.lines().count() == 1,
+        "{text}"
+    );
     let (ok, text) = eon(&["recipe", "list"]);
     assert!(ok && text.contains("no front ends"), "{text}");
 
@@ -211,49 +351,123 @@ async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
     // The visit counter has min = 0: the first request wakes it.
     let r = reqwest::get(format!("{ingress}/visits/")).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().starts_with("visit number 1, served by visits-1"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .starts_with("visit number 1, served by visits-1")
+    );
     let r = reqwest::get(format!("{ingress}/visits/")).await.unwrap();
     assert!(r.text().await.unwrap().starts_with("visit number 2"));
     // The key-value store compiles on start (min = 1): held until ready.
     let http = reqwest::Client::new();
-    let r = http.put(format!("{ingress}/kv/colour")).body("blue").timeout(Duration::from_secs(120)).send().await.unwrap();
+    let r = http
+        .put(format!("{ingress}/kv/colour"))
+        .body("blue")
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = http.get(format!("{ingress}/kv/colour")).send().await.unwrap();
+    let r = http
+        .get(format!("{ingress}/kv/colour"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap().trim(), "blue");
     // The data is in eon.
     let client = cluster.pg().await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM visits", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM visits", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
 
     let (ok, text) = eon(&["recipe", "list"]);
-    assert!(ok && text.contains("visits  route /visits") && text.contains("kv-1") && text.contains("running"), "{text}");
+    assert!(
+        ok && text.contains("visits  route /visits")
+            && text.contains("kv-1")
+            && text.contains("running"),
+        "{text}"
+    );
     let (ok, text) = eon(&["status"]);
-    assert!(ok && text.contains("visits-1") && text.contains("http 127.0.0.1:"), "{text}");
+    assert!(
+        ok && text.contains("visits-1") && text.contains("http 127.0.0.1:"),
+        "{text}"
+    );
 
     // Statistics: every component's, in Prometheus text, on the REST port;
     // each component's own on its gRPC port; and meta's history window.
-    let text = reqwest::get(format!("{}/metrics", cluster.http_url())).await.unwrap().text().await.unwrap();
-    for instance in ["agent", "meta", "data-engine-1", "query-engine-1", "router-http", "visits", "kv"] {
+    let text = reqwest::get(format!("{}/metrics", cluster.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for instance in [
+        "agent",
+        "meta",
+        "data-engine-1",
+        "query-engine-1",
+        "router-http",
+        "visits",
+        "kv",
+    ] {
         let line = text
             .lines()
-            .find(|l| l.starts_with("eon_requests_total{") && l.contains(&format!("instance=\"{instance}\"")))
+            .find(|l| {
+                l.starts_with("eon_requests_total{")
+                    && l.contains(&format!("instance=\"{instance}\""))
+            })
             .unwrap_or_else(|| panic!("no eon_requests_total of {instance}:\n{text}"));
-        assert!(line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(), "{line}");
+        assert!(
+            line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
+            "{line}"
+        );
     }
-    let visits_requests = text.lines().find(|l| l.starts_with("eon_requests_total{component=\"frontend\",instance=\"visits\"}")).unwrap();
+    let visits_requests = text
+        .lines()
+        .find(|l| l.starts_with("eon_requests_total{component=\"frontend\",instance=\"visits\"}"))
+        .unwrap();
     assert!(visits_requests.ends_with(" 2"), "{visits_requests}");
     assert!(text.contains("eon_request_duration_seconds_bucket{component=\"data-engine\",instance=\"data-engine-1\",le=\"+Inf\"}"));
     assert!(text.contains("eon_host_cpus{component=\"agent\""), "{text}");
-    assert!(text.lines().all(|l| l.is_empty() || l.starts_with("# ") || l.starts_with("eon_")), "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.is_empty() || l.starts_with("# ") || l.starts_with("eon_")),
+        "{text}"
+    );
     let de = cluster.data_engines().await.unwrap()[0].1.clone();
-    let own = reqwest::get(format!("http://{de}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(own.contains("eon_rows_scanned{component=\"data-engine\",instance=\"data-engine-1\"}"), "{own}");
+    let own = reqwest::get(format!("http://{de}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        own.contains("eon_rows_scanned{component=\"data-engine\",instance=\"data-engine-1\"}"),
+        "{own}"
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let h: serde_json::Value =
-            reqwest::get(format!("{}/v1/cluster/stats?instance=kv", cluster.http_url())).await.unwrap().json().await.unwrap();
-        if h["instances"]["kv"].as_array().is_some_and(|a| a.len() >= 2) {
-            assert!(h["instances"]["kv"][0]["memory_bytes"].as_u64().unwrap() > 0, "{h}");
+        let h: serde_json::Value = reqwest::get(format!(
+            "{}/v1/cluster/stats?instance=kv",
+            cluster.http_url()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        if h["instances"]["kv"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 2)
+        {
+            assert!(
+                h["instances"]["kv"][0]["memory_bytes"].as_u64().unwrap() > 0,
+                "{h}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no history of kv: {h}");
@@ -266,11 +480,27 @@ async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
     let r = reqwest::get(format!("{ingress}/visits/")).await.unwrap();
     assert_eq!(r.status(), 404);
     let (ok, text) = eon(&["recipe", "rm", "visits"]);
-    assert!(!ok && text.contains("no front end named \"visits\""), "{text}");
+    assert!(
+        !ok && text.contains("no front end named \"visits\""),
+        "{text}"
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
-    while cluster.instances().await.unwrap().iter().any(|i| i.name.starts_with("visits-")) {
+    while cluster
+        .instances()
+        .await
+        .unwrap()
+        .iter()
+        .any(|i| i.name.starts_with("visits-"))
+    {
         assert!(Instant::now() < deadline, "visits-1 still listed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(http.get(format!("{ingress}/kv/colour")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{ingress}/kv/colour"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -115,7 +115,8 @@ pub fn check(history: &[Txn]) -> Result<(), Anomaly> {
         if colour.get(&start).copied().unwrap_or(0) != 0 {
             continue;
         }
-        let mut stack: Vec<(usize, Vec<usize>)> = vec![(start, edges[&start].iter().copied().collect())];
+        let mut stack: Vec<(usize, Vec<usize>)> =
+            vec![(start, edges[&start].iter().copied().collect())];
         let mut path = vec![start];
         colour.insert(start, 1);
         while let Some((_, next)) = stack.last_mut() {
@@ -124,7 +125,13 @@ pub fn check(history: &[Txn]) -> Result<(), Anomaly> {
                     0 => {
                         colour.insert(n, 1);
                         path.push(n);
-                        stack.push((n, edges.get(&n).map(|s| s.iter().copied().collect()).unwrap_or_default()));
+                        stack.push((
+                            n,
+                            edges
+                                .get(&n)
+                                .map(|s| s.iter().copied().collect())
+                                .unwrap_or_default(),
+                        ));
                     }
                     1 => {
                         let from = path.iter().position(|&p| p == n).unwrap();
@@ -148,7 +155,10 @@ mod checker {
     use super::*;
 
     fn t(ops: Vec<Op>) -> Txn {
-        Txn { ops, committed: true }
+        Txn {
+            ops,
+            committed: true,
+        }
     }
     use Op::{Append as A, Read as R};
 
@@ -186,7 +196,13 @@ mod checker {
 
     #[test]
     fn dirty_read_is_caught() {
-        let h = vec![Txn { ops: vec![A(1, 1)], committed: false }, t(vec![R(1, vec![1])])];
+        let h = vec![
+            Txn {
+                ops: vec![A(1, 1)],
+                committed: false,
+            },
+            t(vec![R(1, vec![1])]),
+        ];
         assert_eq!(check(&h), Err(Anomaly::AbortedRead { key: 1, value: 1 }));
     }
 
@@ -203,7 +219,12 @@ mod checker {
 
     #[test]
     fn incompatible_orders_are_caught() {
-        let h = vec![t(vec![A(1, 1)]), t(vec![A(1, 2)]), t(vec![R(1, vec![1, 2])]), t(vec![R(1, vec![2])])];
+        let h = vec![
+            t(vec![A(1, 1)]),
+            t(vec![A(1, 2)]),
+            t(vec![R(1, vec![1, 2])]),
+            t(vec![R(1, vec![2])]),
+        ];
         assert_eq!(check(&h), Err(Anomaly::IncompatibleOrder { key: 1 }));
     }
 }
@@ -213,11 +234,26 @@ async fn concurrent_histories_are_serializable() {
     use std::sync::atomic::{AtomicU64, Ordering};
     // A small memory limit: committed versions keep moving to segments, so
     // reads and refreshes cross the delta and the segments.
-    let cluster = eon_testkit::TestCluster::builder().env("EON_MEMORY_LIMIT", "32KiB").start().unwrap();
+    let cluster = eon_testkit::TestCluster::builder()
+        .env("EON_MEMORY_LIMIT", "32KiB")
+        .start()
+        .unwrap();
     let setup = cluster.pg().await.unwrap();
     const KEYS: u32 = 6;
-    setup.batch_execute("CREATE TABLE la (k int PRIMARY KEY, val text NOT NULL)").await.unwrap();
-    setup.execute(&format!("INSERT INTO la SELECT i, '' FROM generate_series(0, {}) AS g(i)", KEYS - 1), &[]).await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE la (k int PRIMARY KEY, val text NOT NULL)")
+        .await
+        .unwrap();
+    setup
+        .execute(
+            &format!(
+                "INSERT INTO la SELECT i, '' FROM generate_series(0, {}) AS g(i)",
+                KEYS - 1
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
     let next_value = std::sync::Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
     for w in 0..4u64 {
@@ -279,18 +315,46 @@ async fn concurrent_histories_are_serializable() {
         .map(|r| {
             let k: i32 = r.get(0);
             let text: String = r.get(1);
-            Op::Read(k as u32, text.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect())
+            Op::Read(
+                k as u32,
+                text.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect(),
+            )
         })
         .collect();
-    history.push(Txn { ops: reads, committed: true });
+    history.push(Txn {
+        ops: reads,
+        committed: true,
+    });
     let committed = history.iter().filter(|t| t.committed).count();
-    assert!(committed > 50, "only {committed} of {} transactions committed", history.len());
-    assert_eq!(check(&history), Ok(()), "{} transactions, {committed} committed", history.len());
+    assert!(
+        committed > 50,
+        "only {committed} of {} transactions committed",
+        history.len()
+    );
+    assert_eq!(
+        check(&history),
+        Ok(()),
+        "{} transactions, {committed} committed",
+        history.len()
+    );
     let mut segments = 0;
     for (_, addr) in cluster.data_engines().await.unwrap() {
-        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
-        segments += de.stats(eon_proto::v1::StatsRequest {}).await.unwrap().into_inner().counters["segments"];
+        let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(
+            eon_common::node::channel(&addr).unwrap(),
+        );
+        segments += de
+            .stats(eon_proto::v1::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .counters["segments"];
     }
     assert!(segments > 0, "versions moved to segments during the run");
-    eprintln!("history: {} transactions, {committed} committed, serializable; {segments} segment files", history.len());
+    eprintln!(
+        "history: {} transactions, {committed} committed, serializable; {segments} segment files",
+        history.len()
+    );
 }

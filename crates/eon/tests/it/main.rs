@@ -2,15 +2,15 @@
 //! `eon_testkit::TestCluster`) on real sockets, driven by real clients.
 //! One test binary, one module per area.
 
-mod slt;
+mod bank;
 mod cluster;
-mod pg;
 mod conformance;
 mod durability;
+mod frontends;
+mod history;
+mod pg;
 mod psql;
 mod pushdown;
 mod rest;
+mod slt;
 mod txn;
-mod bank;
-mod history;
-mod frontends;

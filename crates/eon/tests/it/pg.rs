@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
 
 fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 #[tokio::test]
@@ -22,7 +24,12 @@ async fn every_type_round_trips_in_binary_and_text() {
     )
     .await
     .unwrap();
-    let insert = c.prepare("INSERT INTO all_types VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)").await.unwrap();
+    let insert = c
+        .prepare(
+            "INSERT INTO all_types VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+        )
+        .await
+        .unwrap();
     // The server describes each parameter with its column's type.
     let expected = [
         Type::INT4,
@@ -52,19 +59,54 @@ async fn every_type_round_trips_in_binary_and_text() {
     let raw: Vec<u8> = vec![0, 1, 2, 255];
     c.execute(
         &insert,
-        &[&1i32, &-32768i16, &i64::MAX, &1.5f32, &-0.1f64, &n, &"héllo", &"abcdefgh", &true, &day, &ts, &tz, &raw, &u, &j],
+        &[
+            &1i32,
+            &-32768i16,
+            &i64::MAX,
+            &1.5f32,
+            &-0.1f64,
+            &n,
+            &"héllo",
+            &"abcdefgh",
+            &true,
+            &day,
+            &ts,
+            &tz,
+            &raw,
+            &u,
+            &j,
+        ],
     )
     .await
     .unwrap();
     c.execute(
         &insert,
-        &[&2i32, &None::<i16>, &None::<i64>, &None::<f32>, &None::<f64>, &None::<Decimal>, &None::<&str>, &None::<&str>, &None::<bool>, &None::<NaiveDate>, &None::<NaiveDateTime>, &None::<DateTime<Utc>>, &None::<Vec<u8>>, &None::<uuid::Uuid>, &None::<serde_json::Value>],
+        &[
+            &2i32,
+            &None::<i16>,
+            &None::<i64>,
+            &None::<f32>,
+            &None::<f64>,
+            &None::<Decimal>,
+            &None::<&str>,
+            &None::<&str>,
+            &None::<bool>,
+            &None::<NaiveDate>,
+            &None::<NaiveDateTime>,
+            &None::<DateTime<Utc>>,
+            &None::<Vec<u8>>,
+            &None::<uuid::Uuid>,
+            &None::<serde_json::Value>,
+        ],
     )
     .await
     .unwrap();
 
     // Binary results (tokio-postgres asks for binary), with correct OIDs.
-    let row = c.query_one("SELECT * FROM all_types WHERE id = $1", &[&1i32]).await.unwrap();
+    let row = c
+        .query_one("SELECT * FROM all_types WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
     let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(types, expected);
     assert_eq!(row.get::<_, i16>("s"), -32768);
@@ -81,15 +123,30 @@ async fn every_type_round_trips_in_binary_and_text() {
     assert_eq!(row.get::<_, Vec<u8>>("raw"), raw);
     assert_eq!(row.get::<_, uuid::Uuid>("u"), u);
     assert_eq!(row.get::<_, serde_json::Value>("j"), j);
-    let nulls = c.query_one("SELECT * FROM all_types WHERE id = 2", &[]).await.unwrap();
+    let nulls = c
+        .query_one("SELECT * FROM all_types WHERE id = 2", &[])
+        .await
+        .unwrap();
     for i in 1..15 {
-        assert!(nulls.try_get::<_, Option<String>>(i).map(|v| v.is_none()).unwrap_or(true));
+        assert!(
+            nulls
+                .try_get::<_, Option<String>>(i)
+                .map(|v| v.is_none())
+                .unwrap_or(true)
+        );
     }
     assert_eq!(nulls.get::<_, Option<i16>>("s"), None);
 
     // Text results (simple protocol) in PostgreSQL's formats.
-    let msgs = c.simple_query("SELECT s, b, r, d, n, ok, day, ts, tz, raw, u, j FROM all_types WHERE id = 1").await.unwrap();
-    let tokio_postgres::SimpleQueryMessage::Row(r) = &msgs[1] else { panic!("{msgs:?}") };
+    let msgs = c
+        .simple_query(
+            "SELECT s, b, r, d, n, ok, day, ts, tz, raw, u, j FROM all_types WHERE id = 1",
+        )
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &msgs[1] else {
+        panic!("{msgs:?}")
+    };
     let text: Vec<&str> = (0..r.len()).map(|i| r.get(i).unwrap()).collect();
     assert_eq!(
         text,
@@ -114,11 +171,21 @@ async fn every_type_round_trips_in_binary_and_text() {
 async fn parameters_filter_and_errors_keep_the_session() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE p (id bigint PRIMARY KEY, name text, score double precision)").await.unwrap();
+    c.batch_execute("CREATE TABLE p (id bigint PRIMARY KEY, name text, score double precision)")
+        .await
+        .unwrap();
     for i in 0..50i64 {
-        c.execute("INSERT INTO p VALUES ($1, $2, $3)", &[&i, &format!("n{i}"), &(i as f64 / 2.0)]).await.unwrap();
+        c.execute(
+            "INSERT INTO p VALUES ($1, $2, $3)",
+            &[&i, &format!("n{i}"), &(i as f64 / 2.0)],
+        )
+        .await
+        .unwrap();
     }
-    let stmt = c.prepare("SELECT name FROM p WHERE id >= $1 AND score < $2 ORDER BY id").await.unwrap();
+    let stmt = c
+        .prepare("SELECT name FROM p WHERE id >= $1 AND score < $2 ORDER BY id")
+        .await
+        .unwrap();
     assert_eq!(stmt.params(), &[Type::INT8, Type::FLOAT8]);
     let rows = c.query(&stmt, &[&10i64, &6.0f64]).await.unwrap();
     let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -141,13 +208,26 @@ async fn parameters_filter_and_errors_keep_the_session() {
         let e = c.query(sql, &[]).await.unwrap_err();
         assert_eq!(code(&e), expected, "{sql} (extended): {e:?}");
     }
-    let n: i64 = c.query_one("SELECT count(*) FROM p", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM p", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 50);
 
     // RETURNING over the extended protocol, with its tag's row count.
-    let rows = c.query("UPDATE p SET score = score + 1 WHERE id < $1 RETURNING id", &[&3i64]).await.unwrap();
+    let rows = c
+        .query(
+            "UPDATE p SET score = score + 1 WHERE id < $1 RETURNING id",
+            &[&3i64],
+        )
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 3);
-    let affected = c.execute("DELETE FROM p WHERE id >= $1", &[&45i64]).await.unwrap();
+    let affected = c
+        .execute("DELETE FROM p WHERE id >= $1", &[&45i64])
+        .await
+        .unwrap();
     assert_eq!(affected, 5);
 }
 
@@ -155,22 +235,45 @@ async fn parameters_filter_and_errors_keep_the_session() {
 async fn statements_are_atomic_across_shards() {
     let cluster = TestCluster::builder().shards(16).start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE atomic (id int PRIMARY KEY, v int)").await.unwrap();
-    c.execute("INSERT INTO atomic SELECT i, 0 FROM generate_series(1, 100) AS g(i)", &[]).await.unwrap();
+    c.batch_execute("CREATE TABLE atomic (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO atomic SELECT i, 0 FROM generate_series(1, 100) AS g(i)",
+        &[],
+    )
+    .await
+    .unwrap();
     // 100 rows over 16 shards on 3 data engines: the duplicate at the end
     // aborts the whole statement on every engine.
     let e = c.execute("INSERT INTO atomic SELECT i, 1 FROM generate_series(101, 300) AS g(i) UNION ALL SELECT 50, 1", &[]).await.unwrap_err();
     assert_eq!(code(&e), "23505");
-    let n: i64 = c.query_one("SELECT count(*) FROM atomic", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM atomic", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 100);
     // A multi-shard UPDATE either changes every row or none.
     c.execute("UPDATE atomic SET v = v + 1", &[]).await.unwrap();
-    let s: i64 = c.query_one("SELECT sum(v) FROM atomic", &[]).await.unwrap().get(0);
+    let s: i64 = c
+        .query_one("SELECT sum(v) FROM atomic", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(s, 100);
     // Keys swapped in one statement: uniqueness holds for the statement as
     // a whole (PostgreSQL, checking row by row, refuses this).
-    c.execute("UPDATE atomic SET id = 201 - id WHERE id IN (100, 101)", &[]).await.unwrap_or_else(|e| panic!("{e:?}"));
-    let e = c.execute("UPDATE atomic SET id = 1 WHERE id IN (2, 3)", &[]).await.unwrap_err();
+    c.execute(
+        "UPDATE atomic SET id = 201 - id WHERE id IN (100, 101)",
+        &[],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let e = c
+        .execute("UPDATE atomic SET id = 1 WHERE id IN (2, 3)", &[])
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "23505");
 }
 
@@ -178,19 +281,30 @@ async fn statements_are_atomic_across_shards() {
 async fn concurrent_updates_do_not_lose_increments() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)",
+    )
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let client = cluster.pg().await.unwrap();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                client.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[]).await.unwrap();
+                client
+                    .execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[])
+                    .await
+                    .unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let n: i32 = c.query_one("SELECT n FROM counter", &[]).await.unwrap().get(0);
+    let n: i32 = c
+        .query_one("SELECT n FROM counter", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 100, "every increment counted once");
 }

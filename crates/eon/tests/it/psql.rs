@@ -11,7 +11,11 @@ fn psql(cluster: &TestCluster, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("psql is installed (scripts/setup.sh installs postgresql-client)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -33,10 +37,22 @@ async fn psql_smoke_test() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("CREATE TABLE") && out.contains("INSERT 0 2"), "{out}");
-    assert!(out.contains(" sprocket |  9.99") && out.contains(" widget   |  0.50"), "{out}");
-    assert!(err.contains("relation \"no_such_table\" does not exist"), "{err}");
-    assert!(out.contains(" n \n---\n 2\n"), "the session went on after the error:\n{out}");
+    assert!(
+        out.contains("CREATE TABLE") && out.contains("INSERT 0 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" sprocket |  9.99") && out.contains(" widget   |  0.50"),
+        "{out}"
+    );
+    assert!(
+        err.contains("relation \"no_such_table\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        out.contains(" n \n---\n 2\n"),
+        "the session went on after the error:\n{out}"
+    );
 
     let (ok, out, err) = psql(&cluster, &["-c", "\\dt"]);
     assert!(ok, "{err}");

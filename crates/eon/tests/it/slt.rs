@@ -30,7 +30,12 @@ fn files(with_corpus: bool) -> Vec<PathBuf> {
         .collect();
     files.sort();
     if with_corpus {
-        for f in ["select1.slt", "select2.slt", "select3.slt", "random/aggregates/slt_good_0.slt"] {
+        for f in [
+            "select1.slt",
+            "select2.slt",
+            "select3.slt",
+            "random/aggregates/slt_good_0.slt",
+        ] {
             files.push(dir.join("sqlite").join(f));
         }
         // The rest of the corpus needs later issues (CREATE INDEX, views,
@@ -39,13 +44,20 @@ fn files(with_corpus: bool) -> Vec<PathBuf> {
             for f in ["select4.slt", "index/between/slt_good_0.slt"] {
                 files.push(dir.join("sqlite").join(f));
             }
-            let mut evidence: Vec<PathBuf> = std::fs::read_dir(dir.join("sqlite/evidence")).unwrap().flatten().map(|e| e.path()).collect();
+            let mut evidence: Vec<PathBuf> = std::fs::read_dir(dir.join("sqlite/evidence"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
             evidence.sort();
             files.extend(evidence);
         }
     }
     match std::env::var("EON_SLT") {
-        Ok(filter) => files.into_iter().filter(|f| f.to_string_lossy().contains(&filter)).collect(),
+        Ok(filter) => files
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains(&filter))
+            .collect(),
         Err(_) => files,
     }
 }
@@ -73,7 +85,10 @@ impl sqllogictest::AsyncDB for Pg {
     type Error = PgError;
     type ColumnType = DefaultColumnType;
 
-    async fn run(&mut self, sql: &str) -> Result<sqllogictest::DBOutput<DefaultColumnType>, PgError> {
+    async fn run(
+        &mut self,
+        sql: &str,
+    ) -> Result<sqllogictest::DBOutput<DefaultColumnType>, PgError> {
         self.0.run(sql).await.map_err(PgError)
     }
 
@@ -103,13 +118,22 @@ async fn run_file(url: &str, path: &Path, labels: &[&str]) -> Outcome {
     let config: tokio_postgres::Config = url.parse().unwrap();
     let mut runner = sqllogictest::Runner::new(move || {
         let config = config.clone();
-        async move { PostgresSimple::connect(config).await.map(Pg).map_err(PgError) }
+        async move {
+            PostgresSimple::connect(config)
+                .await
+                .map(Pg)
+                .map_err(PgError)
+        }
     });
     for l in labels {
         runner.add_label(l);
     }
-    let records = sqllogictest::parse_file::<DefaultColumnType>(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut outcome = Outcome { records: 0, failures: vec![] };
+    let records = sqllogictest::parse_file::<DefaultColumnType>(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut outcome = Outcome {
+        records: 0,
+        failures: vec![],
+    };
     for record in records {
         let counted = matches!(record, Record::Statement { .. } | Record::Query { .. });
         if counted {
@@ -125,15 +149,23 @@ async fn run_file(url: &str, path: &Path, labels: &[&str]) -> Outcome {
 
 /// Drop every table, so the next file starts from an empty database.
 async fn drop_all(url: &str) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let rows = client
-        .query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", &[])
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
         .await
         .unwrap();
     for r in rows {
         let name: String = r.get(0);
-        client.batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\"")).await.unwrap();
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+            .await
+            .unwrap();
     }
 }
 
@@ -160,7 +192,10 @@ async fn sqllogictest_files_pass() {
             started.elapsed().as_secs_f64()
         );
         total += outcome.records;
-        let show = std::env::var("EON_SLT_SHOW").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+        let show = std::env::var("EON_SLT_SHOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
         for e in outcome.failures.iter().take(show) {
             eprintln!("{e}\n");
         }
