@@ -90,6 +90,7 @@ pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::
         state.qe_samples.lock().unwrap().push(load);
         if n % DECIDE_EVERY == 0 {
             state.decide_query_engines();
+            state.host_tick();
         }
     }
 }

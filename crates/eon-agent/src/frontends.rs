@@ -37,6 +37,7 @@ use eon_common::recipe::{LoadSignal, Recipe};
 use eon_proto::v1 as pb;
 
 use crate::AgentState;
+use crate::hosts::Placement;
 use crate::ingress::{Backend, Pool};
 use crate::supervisor::{self, Launch};
 
@@ -47,6 +48,8 @@ const DECISIONS_KEPT: usize = 1000;
 pub struct Frontend {
     pub name: String,
     pub recipe: RwLock<Arc<Recipe>>,
+    /// The recipe as written (other hosts' agents parse it themselves).
+    text: RwLock<String>,
     /// The directory the recipe's `dir` is relative to.
     base_dir: RwLock<PathBuf>,
     pub pool: Arc<Pool>,
@@ -132,6 +135,27 @@ fn signal_number(name: &str) -> i32 {
     }
 }
 
+/// How to run an instance of `recipe` on this host: its command with a free
+/// port and eon's addresses (`env`) before the recipe's own environment.
+pub(crate) fn shell_launch(
+    recipe: &Recipe,
+    base_dir: &Path,
+    env: &[(String, String)],
+) -> std::io::Result<Launch> {
+    let mut all: Vec<(String, String)> = env.to_vec();
+    all.extend(recipe.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(Launch::Shell {
+        command: recipe.command.clone(),
+        dir: base_dir.join(&recipe.dir),
+        env: all,
+        port: free_port()?,
+        stop_signal: signal_number(&recipe.stop.signal),
+        stop_timeout: recipe.stop.timeout,
+        ready: recipe.ready.clone(),
+        live: recipe.live.clone(),
+    })
+}
+
 /// Whether instances of `old` must be replaced to run `new` (anything but
 /// scaling, load and routing changed).
 fn launch_changed(old: &Recipe, new: &Recipe) -> bool {
@@ -179,6 +203,7 @@ impl AgentState {
             }
             *fe.pool.hold_timeout.write().unwrap() = recipe.ready.grace;
             *fe.recipe.write().unwrap() = Arc::new(recipe);
+            *fe.text.write().unwrap() = text.to_string();
             *fe.base_dir.write().unwrap() = base_dir.to_path_buf();
             return Ok(fe.clone());
         }
@@ -186,6 +211,7 @@ impl AgentState {
             name: recipe.name.clone(),
             pool: Pool::new(&recipe.name, "http", "frontend", recipe.ready.grace),
             recipe: RwLock::new(Arc::new(recipe)),
+            text: RwLock::new(text.to_string()),
             base_dir: RwLock::new(base_dir.to_path_buf()),
             scaler: Mutex::new(Scaler::new()),
             samples: Mutex::new(Vec::new()),
@@ -222,22 +248,37 @@ impl AgentState {
         Some(fe)
     }
 
+    /// Start one more instance of a front end on the host placement picks
+    /// (waking a parked host first when none has room: then the instance
+    /// is started by a later decision, once the host has joined).
     fn start_instance(self: &Arc<Self>, fe: &Arc<Frontend>) -> Result<String, String> {
-        let recipe = fe.recipe.read().unwrap().clone();
+        let host = match self.place() {
+            Placement::On(host) => host,
+            Placement::Wake(host) => {
+                self.wake(&host, &fe.name);
+                return Err(format!("place on {host} once it wakes"));
+            }
+            Placement::Wait(host) => return Err(format!("waiting for host {host} to wake")),
+        };
         let id = fe.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let name = format!("{}-{id}", fe.name);
-        let port = free_port().map_err(|e| format!("no free port for {name}: {e}"))?;
-        let mut env: Vec<(String, String)> = self.frontend_env.clone();
-        env.extend(recipe.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let launch = Launch::Shell {
-            command: recipe.command.clone(),
-            dir: fe.base_dir.read().unwrap().join(&recipe.dir),
-            env,
-            port,
-            stop_signal: signal_number(&recipe.stop.signal),
-            stop_timeout: recipe.stop.timeout,
-            ready: recipe.ready.clone(),
-            live: recipe.live.clone(),
+        let base_dir = fe.base_dir.read().unwrap().clone();
+        let launch = match host.address {
+            None => {
+                let recipe = fe.recipe.read().unwrap().clone();
+                shell_launch(&recipe, &base_dir, &self.frontend_env)
+                    .map_err(|e| format!("no free port for {name}: {e}"))?
+            }
+            Some(agent) => Launch::Remote {
+                host: host.name.clone(),
+                agent,
+                request: pb::StartFrontendRequest {
+                    instance: name.clone(),
+                    id,
+                    recipe_toml: fe.text.read().unwrap().clone(),
+                    base_dir: base_dir.display().to_string(),
+                },
+            },
         };
         let inst = supervisor::spawn(launch, &name, "frontend", id, vec![], self.log_path(&name));
         self.instances.write().unwrap().push(inst.clone());
@@ -309,6 +350,18 @@ impl AgentState {
     pub(crate) async fn decide(self: &Arc<Self>, fe: &Arc<Frontend>) {
         let recipe = fe.recipe.read().unwrap().clone();
         let load = self.measure(fe, &recipe).await;
+        // Instances lost with their host (or that could not start there)
+        // are forgotten; the rule below replaces them.
+        for b in fe.pool.backends() {
+            if !b.draining() && b.instance.status().state == crate::supervisor::State::Stopped {
+                tracing::warn!(instance = %b.instance.name, why = ?b.instance.status().last_exit, "instance lost");
+                fe.pool.remove(&b.instance.name);
+                self.instances
+                    .write()
+                    .unwrap()
+                    .retain(|i| !Arc::ptr_eq(i, &b.instance));
+            }
+        }
         let live: Vec<Arc<Backend>> = fe
             .pool
             .backends()
@@ -373,10 +426,21 @@ impl AgentState {
                     );
                 }
             } else if desired < n {
-                // Drain those not ready first, then the least busy, then the
-                // newest.
+                // Drain those not ready first, then those on the emptiest
+                // other host (so hosts empty out and can be parked), then
+                // the least busy, then the newest.
+                let per_host = self.instances_per_host();
                 let mut order = fresh.clone();
-                order.sort_by_key(|b| (b.ready(), b.in_flight(), std::cmp::Reverse(b.instance.id)));
+                order.sort_by_key(|b| {
+                    let host = b.instance.launch.host();
+                    (
+                        b.ready(),
+                        host == "local",
+                        per_host.get(host).copied().unwrap_or(0),
+                        b.in_flight(),
+                        std::cmp::Reverse(b.instance.id),
+                    )
+                });
                 for b in order.into_iter().take((n - desired) as usize) {
                     actions.push(format!("drain {}", b.instance.name));
                     self.drain(fe, b);
@@ -384,7 +448,8 @@ impl AgentState {
             }
             *fe.last.lock().unwrap() = Some((load, d));
         }
-        if !actions.is_empty() {
+        // Waiting for a host to wake is not news after the first time.
+        if actions.iter().any(|a| !a.starts_with("waiting for host")) {
             self.frontends.record(pb::Decision {
                 at_unix_ms: eon_common::unix_ms(),
                 service: fe.name.clone(),
@@ -430,7 +495,13 @@ impl AgentState {
                 instance: Some(b.instance.to_proto()),
                 port: match &b.instance.launch {
                     Launch::Shell { port, .. } => *port as u32,
-                    Launch::Eon { .. } => 0,
+                    _ => b
+                        .instance
+                        .status()
+                        .addresses
+                        .get("http")
+                        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+                        .unwrap_or(0),
                 },
                 in_flight: b.in_flight(),
                 draining: b.draining(),

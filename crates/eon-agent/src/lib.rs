@@ -28,7 +28,9 @@
 
 pub mod control;
 pub mod frontends;
+pub mod hosts;
 pub mod ingress;
+pub mod joined;
 pub mod router;
 pub mod supervisor;
 
@@ -65,6 +67,8 @@ pub struct UpOptions {
     pub query_engine_scaling: control::QueryEngineScaling,
     /// Extra flags for every data engine (`--gc-retention 300`, …).
     pub data_engine_args: Vec<String>,
+    /// Hosts declared with power commands (`eon up --hosts`).
+    pub hosts: Vec<eon_common::hosts::HostSpec>,
     /// Front ends to run: each recipe's text and the directory it is
     /// relative to (checked by the caller; refused again here if bad).
     pub recipes: Vec<(String, PathBuf)>,
@@ -106,6 +110,9 @@ pub struct AgentState {
     qe_pg: Arc<Pool>,
     qe_http: Arc<Pool>,
     frontends: Frontends,
+    hosts: hosts::HostTable,
+    /// This agent's gRPC address, once it listens.
+    agent_addr: std::sync::OnceLock<String>,
     /// What every front end finds in its environment: EON_PG_URL,
     /// EON_REST_URL.
     frontend_env: Vec<(String, String)>,
@@ -305,7 +312,7 @@ fn check_dir(dir: &Path) -> Result<(), UpError> {
 }
 
 /// Take the data directory's lock, or say who holds it.
-fn lock(dir: &Path) -> Result<std::fs::File, UpError> {
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, UpError> {
     let path = dir.join("eon.lock");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -413,6 +420,8 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         qe_pg: Pool::new("query-engine", "pg", "router", router::HOLD),
         qe_http: Pool::new("query-engine", "http", "router", router::HOLD),
         frontends: Frontends::default(),
+        hosts: std::sync::Mutex::new(hosts::initial(&opts.hosts)),
+        agent_addr: std::sync::OnceLock::new(),
         frontend_env: vec![
             ("EON_PG_URL".into(), pg_url(&pg_addr)),
             (
@@ -438,9 +447,10 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     }
 
     // The Agent interface, on a free port.
-    let (agent_listener, agent_addr) = eon_common::node::bind("127.0.0.1", 0)
+    let (agent_listener, agent_addr) = eon_common::node::bind(&opts.listen, 0)
         .await
         .map_err(|e| UpError(e.to_string()))?;
+    let _ = state.agent_addr.set(agent_addr.to_string());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent_service = AgentServer::new(AgentService {
         state: state.clone(),
@@ -734,13 +744,13 @@ pub fn read_cluster_file(dir: &Path) -> Option<ClusterFile> {
 }
 
 /// SIGINT and SIGTERM, both meaning "stop".
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> Signals {
+    pub(crate) fn new() -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Signals {
             term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
@@ -748,7 +758,7 @@ impl Signals {
         }
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
@@ -856,5 +866,31 @@ impl Agent for AgentService {
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
         Ok(Response::new(self.state.own_stats()))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
+        self.state
+            .join(&req.into_inner())
+            .map_err(Status::invalid_argument)?;
+        let env: HashMap<String, String> = self.state.frontend_env.iter().cloned().collect();
+        Ok(Response::new(pb::JoinResponse {
+            pg_url: env.get("EON_PG_URL").cloned().unwrap_or_default(),
+            rest_url: env.get("EON_REST_URL").cloned().unwrap_or_default(),
+        }))
+    }
+
+    async fn start_frontend(&self, _req: Request<pb::StartFrontendRequest>) -> Reply<pb::Instance> {
+        Err(Status::failed_precondition(
+            "the cluster's agent places front-end instances itself; apply a recipe",
+        ))
+    }
+
+    async fn list_hosts(
+        &self,
+        _req: Request<pb::ListHostsRequest>,
+    ) -> Reply<pb::ListHostsResponse> {
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: self.state.hosts_proto(),
+        }))
     }
 }

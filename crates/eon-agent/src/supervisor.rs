@@ -93,20 +93,35 @@ pub enum Launch {
         ready: Check,
         live: Option<Check>,
     },
+    /// A front-end instance on another host: its agent runs it (as
+    /// `Shell`), this one mirrors its state.
+    Remote {
+        host: String,
+        agent: String,
+        request: pb::StartFrontendRequest,
+    },
 }
 
 impl Launch {
     fn stop_signal(&self) -> i32 {
         match self {
-            Launch::Eon { .. } => libc::SIGTERM,
             Launch::Shell { stop_signal, .. } => *stop_signal,
+            _ => libc::SIGTERM,
         }
     }
 
     fn stop_timeout(&self) -> Duration {
         match self {
-            Launch::Eon { .. } => STOP_TIMEOUT,
             Launch::Shell { stop_timeout, .. } => *stop_timeout,
+            _ => STOP_TIMEOUT,
+        }
+    }
+
+    /// The host it runs on.
+    pub fn host(&self) -> &str {
+        match self {
+            Launch::Remote { host, .. } => host,
+            _ => "local",
         }
     }
 }
@@ -155,6 +170,7 @@ impl Instance {
                 .or_else(|| s.addresses.get("http"))
                 .cloned()
                 .unwrap_or_default(),
+            host: self.launch.host().to_string(),
         }
     }
 
@@ -281,6 +297,7 @@ fn start_child(inst: &Instance) -> std::io::Result<Child> {
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
             cmd
         }
+        Launch::Remote { .. } => unreachable!("remote instances are mirrored, not started here"),
     };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -307,6 +324,9 @@ fn signal_group(pid: u32, sig: i32) {
 }
 
 async fn supervise(inst: Arc<Instance>) {
+    if let Launch::Remote { agent, request, .. } = &inst.launch {
+        return mirror(inst.clone(), agent.clone(), request.clone()).await;
+    }
     let mut backoff = BACKOFF_START;
     loop {
         if *inst.stopping.lock().unwrap() {
@@ -356,7 +376,6 @@ async fn supervise(inst: Arc<Instance>) {
         });
         // A front end is ready when its checks say so.
         let probe = match &inst.launch {
-            Launch::Eon { .. } => None,
             Launch::Shell {
                 port, ready, live, ..
             } => Some(tokio::spawn(probe(
@@ -366,6 +385,7 @@ async fn supervise(inst: Arc<Instance>) {
                 ready.clone(),
                 live.clone(),
             ))),
+            _ => None,
         };
         let exit = tokio::select! {
             status = child.wait() => Some(status),
@@ -498,7 +518,7 @@ async fn run_check(check: &Check, port: u16, inst: &Instance) -> bool {
         } else if let Some(command) = &check.command {
             let (dir, env) = match &inst.launch {
                 Launch::Shell { dir, env, .. } => (dir.clone(), env.clone()),
-                Launch::Eon { .. } => (PathBuf::from("."), vec![]),
+                _ => (PathBuf::from("."), vec![]),
             };
             Command::new("sh")
                 .arg("-c")
@@ -522,6 +542,98 @@ async fn run_check(check: &Check, port: u16, inst: &Instance) -> bool {
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or(false)
+}
+
+/// Supervise an instance another host's agent runs: start it there, mirror
+/// its state here every 200 ms, stop it there when asked. When that agent
+/// cannot be reached for two seconds the instance counts as lost (stopped)
+/// and the balancer replaces it.
+async fn mirror(inst: Arc<Instance>, agent: String, request: pb::StartFrontendRequest) {
+    use eon_proto::v1::agent_client::AgentClient;
+    let finish = |why: String| {
+        inst.status_tx.send_modify(|s| {
+            s.state = State::Stopped;
+            s.addresses.clear();
+            s.last_exit = Some(why);
+        })
+    };
+    let Ok(channel) = eon_common::node::channel(&agent) else {
+        return finish(format!("bad agent address {agent}"));
+    };
+    let mut client = AgentClient::new(channel);
+    let remote = tokio::select! {
+        r = client.start_frontend(request.clone()) => r,
+        _ = inst.stop.notified() => return finish("stopped before it started".into()),
+    };
+    if let Err(e) = remote {
+        let msg = format!("{} could not start on {agent}: {}", inst.name, e.message());
+        tracing::warn!("{msg}");
+        return finish(msg);
+    }
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = inst.stop.notified() => {
+                let stop = pb::StopInstanceRequest { name: inst.name.clone(), timeout_ms: 0 };
+                let _ = tokio::time::timeout(STOP_TIMEOUT + Duration::from_secs(2), client.stop(stop)).await;
+                return finish("stopped".into());
+            }
+        }
+        let listed = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.list(pb::ListInstancesRequest {}),
+        )
+        .await;
+        match listed {
+            Ok(Ok(list)) => {
+                unreachable_since = None;
+                let Some(r) = list
+                    .into_inner()
+                    .instances
+                    .into_iter()
+                    .find(|i| i.name == inst.name)
+                else {
+                    return finish(format!("{} is gone from its host", inst.name));
+                };
+                inst.status_tx.send_if_modified(|s| {
+                    let state = match r.state.as_str() {
+                        "running" => State::Running,
+                        "backoff" => State::Backoff,
+                        "stopped" => State::Stopped,
+                        "stopping" => State::Stopping,
+                        _ => State::Starting,
+                    };
+                    let addresses = if r.address.is_empty() {
+                        HashMap::new()
+                    } else {
+                        HashMap::from([("http".to_string(), r.address.clone())])
+                    };
+                    let changed = s.state != state
+                        || s.pid != r.pid
+                        || s.addresses != addresses
+                        || s.restarts != r.restarts;
+                    (
+                        s.state,
+                        s.pid,
+                        s.addresses,
+                        s.restarts,
+                        s.started_at_unix_ms,
+                    ) = (state, r.pid, addresses, r.restarts, r.started_at_unix_ms);
+                    changed
+                });
+                if inst.status().state == State::Stopped {
+                    return finish(format!("{} stopped on its host", inst.name));
+                }
+            }
+            _ => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) {
+                    return finish(format!("{}'s host agent {agent} is unreachable", inst.name));
+                }
+            }
+        }
+    }
 }
 
 fn describe_exit(s: &std::process::ExitStatus) -> String {

@@ -15,6 +15,7 @@
 //! - [`recipe`]: the TOML recipe that says how to run a user's front end.
 
 pub mod error;
+pub mod hosts;
 pub mod ipc;
 pub mod key;
 pub mod node;

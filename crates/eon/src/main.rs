@@ -4,6 +4,7 @@
 //!   eon up              start a local cluster (meta, data engines, query engines, front ends) and supervise it
 //!   eon status          show the components of a running cluster and where each table's shards live
 //!   eon recipe          check, apply, list and remove front ends' recipes
+//!   eon agent --join    run the agent of another host (front ends placed there)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
@@ -97,6 +98,10 @@ enum Command {
         /// Front ends to run (recipe files; see `eon recipe check`).
         #[arg(long = "recipe", num_args = 1..)]
         recipes: Vec<PathBuf>,
+        /// Hosts for front ends, with their slots and power commands (TOML;
+        /// see `eon_common::hosts`). Default: this machine only.
+        #[arg(long)]
+        hosts: Option<PathBuf>,
         /// Address the PostgreSQL, REST and ingress ports listen on.
         #[arg(long, default_value = "127.0.0.1")]
         listen: String,
@@ -119,6 +124,24 @@ enum Command {
     Recipe {
         #[command(subcommand)]
         action: RecipeAction,
+    },
+    /// Run the agent of another host: join the cluster whose agent is at
+    /// ADDR and run the front-end instances it places here.
+    Agent {
+        /// The cluster's agent (`eon status` shows its address).
+        #[arg(long)]
+        join: String,
+        /// This host's name in the cluster.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "./eon-agent-data")]
+        data_dir: PathBuf,
+        /// Address the agent's gRPC port listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        /// Address the cluster reaches this host at (default: --listen).
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Show the components of a running cluster and its tables' shards.
     Status {
@@ -237,6 +260,7 @@ fn main() -> ExitCode {
             http_port,
             ingress_port,
             recipes,
+            hosts,
             listen,
             shards,
             gc_retention,
@@ -250,6 +274,16 @@ fn main() -> ExitCode {
                     "--query-engine-target must be a positive number, not {query_engine_target}"
                 ));
             }
+            let hosts = match hosts {
+                None => vec![],
+                Some(file) => match std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read it: {e}"))
+                    .and_then(|t| eon_common::hosts::HostsFile::parse(&t))
+                {
+                    Ok(f) => f.host,
+                    Err(e) => return fail(format!("{}: {e}", file.display())),
+                },
+            };
             // Every recipe is checked before anything starts.
             let mut loaded = Vec::new();
             for file in &recipes {
@@ -286,6 +320,7 @@ fn main() -> ExitCode {
                     max_query_engines,
                     query_engine_target,
                 ),
+                hosts,
                 recipes: loaded
                     .iter()
                     .map(|(text, _, dir)| (text.clone(), dir.clone()))
@@ -359,6 +394,39 @@ fn main() -> ExitCode {
             match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Agent {
+            join,
+            name,
+            data_dir,
+            listen,
+            advertise,
+        } => {
+            let _ = std::fs::create_dir_all(data_dir.join("logs"));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.join("logs").join("agent.log"))
+                .ok();
+            init_logging(log);
+            let advertise = advertise.unwrap_or_else(|| {
+                if listen == "0.0.0.0" {
+                    "127.0.0.1".into()
+                } else {
+                    listen.clone()
+                }
+            });
+            let opts = eon_agent::joined::JoinOptions {
+                join,
+                name,
+                data_dir,
+                listen,
+                advertise,
+            };
+            match runtime().block_on(eon_agent::joined::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
             }
         }
         Command::Status {

@@ -40,17 +40,25 @@ pub async fn decisions(find: &Find, limit: u32) -> anyhow::Result<()> {
             "{:.1}s ago",
             (eon_common::unix_ms() - d.at_unix_ms).max(0) as f64 / 1000.0
         );
-        println!(
-            "{:<12} {:<16} {:>7.1} {:>5} {:>5} {:>7.1}  {:>7}  {}",
-            age,
-            d.service,
-            d.load,
-            d.ready,
-            d.starting,
-            d.target,
-            format!("{}→{}", d.current, d.desired),
-            d.rule
-        );
+        if d.service.starts_with("host ") {
+            // Power and membership decisions have no load inputs.
+            println!(
+                "{:<12} {:<16} {:>7} {:>5} {:>5} {:>7}  {:>7}  {}",
+                age, d.service, "-", "-", "-", "-", "-", d.rule
+            );
+        } else {
+            println!(
+                "{:<12} {:<16} {:>7.1} {:>5} {:>5} {:>7.1}  {:>7}  {}",
+                age,
+                d.service,
+                d.load,
+                d.ready,
+                d.starting,
+                d.target,
+                format!("{}→{}", d.current, d.desired),
+                d.rule
+            );
+        }
         if !d.actions.is_empty() {
             println!("{:>70}{}", "", d.actions.join(", "));
         }
@@ -157,11 +165,46 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
             if !up {
                 "-".into()
             } else if i.kind == "frontend" {
-                format!("http {}", i.address)
+                if i.host.is_empty() || i.host == "local" {
+                    format!("http {}", i.address)
+                } else {
+                    format!("http {} on host {}", i.address, i.host)
+                }
             } else {
                 address_of(&i.kind, i.id)
             }
         );
+    }
+    if let Some(a) = &agent_addr {
+        let mut client = AgentClient::new(eon_common::node::channel(a)?);
+        let hosts = client
+            .list_hosts(pb::ListHostsRequest {})
+            .await
+            .map(|r| r.into_inner().hosts)
+            .unwrap_or_default();
+        if hosts.len() > 1 {
+            println!();
+            println!(
+                "{:<16} {:<12} {:>9}  {:>6}  ADDRESS",
+                "HOST", "STATE", "INSTANCES", "SLOTS"
+            );
+            for h in &hosts {
+                let slots = if h.slots == u32::MAX {
+                    "-".to_string()
+                } else {
+                    h.slots.to_string()
+                };
+                let addr = if h.address.is_empty() {
+                    "(this agent)".to_string()
+                } else {
+                    h.address.clone()
+                };
+                println!(
+                    "{:<16} {:<12} {:>9}  {:>6}  {addr}",
+                    h.name, h.state, h.instances, slots
+                );
+            }
+        }
     }
     println!();
     if catalog.tables.is_empty() {

@@ -504,3 +504,169 @@ async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_parked_host_is_woken_when_load_returns_and_parked_again_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host_dir = tmp.path().join("host-b");
+    let hosts = tmp.path().join("hosts.toml");
+    std::fs::write(
+        &hosts,
+        format!(
+            r#"
+[[host]]
+name = "local"
+slots = 1
+
+# Host b: "powering on" starts its agent, "powering off" stops it.
+[[host]]
+name = "b"
+slots = 2
+power_on = 'exec "$EON_BIN" agent --join "$EON_AGENT" --name "$EON_HOST" --data-dir {dir}'
+power_off = 'kill $(cat {dir}/agent.pid)'
+park_after = "2s"
+"#,
+            dir = host_dir.display()
+        ),
+    )
+    .unwrap();
+    let recipe = tmp.path().join("gb.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"gb\"\ncommand = \"exec python3 app.py\"\ndir = \"{}\"\n[ready]\nhttp = \"/healthz\"\ninterval = \"100ms\"\n\
+             [load]\ntarget = 2\n[scale]\nmin = 1\nmax = 3\ndown_window = \"2s\"\n[stop]\ndrain = \"200ms\"\n",
+            example("python-guestbook").display()
+        ),
+    )
+    .unwrap();
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .arg("--hosts")
+        .arg(hosts.display().to_string())
+        .arg("--recipe")
+        .arg(recipe.display().to_string())
+        .start()
+        .unwrap();
+    let mut agent =
+        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let url = format!("http://127.0.0.1:{}/gb/work?ms=200", cluster.ingress_port);
+    let host_state = |hosts: &[pb::Host], name: &str| {
+        hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.state.clone())
+            .unwrap_or_default()
+    };
+    let hosts_now = |agent: &mut AgentClient<tonic::transport::Channel>| {
+        let mut agent = agent.clone();
+        async move {
+            agent
+                .list_hosts(pb::ListHostsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .hosts
+        }
+    };
+    assert_eq!(host_state(&hosts_now(&mut agent).await, "b"), "parked");
+    let tally = Arc::new(Tally::default());
+
+    for round in 1..=2 {
+        // Load that needs three instances; local has room for one.
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = load(url.clone(), 6, stop.clone(), tally.clone());
+        let f = wait_for(
+            &mut agent,
+            "gb",
+            "instances on host b",
+            Duration::from_secs(60),
+            |f| {
+                f.instances
+                    .iter()
+                    .filter(|i| {
+                        i.instance
+                            .as_ref()
+                            .is_some_and(|x| x.host == "b" && x.state == "running")
+                    })
+                    .count()
+                    == 2
+            },
+        )
+        .await;
+        assert_eq!(
+            host_state(&hosts_now(&mut agent).await, "b"),
+            "awake",
+            "round {round}"
+        );
+        assert!(host_dir.join("agent.pid").exists());
+        // Host b's instances serve requests.
+        let on_b: Vec<String> = f
+            .instances
+            .iter()
+            .filter_map(|i| i.instance.as_ref())
+            .filter(|x| x.host == "b")
+            .map(|x| x.name.clone())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !on_b
+            .iter()
+            .any(|n| tally.served_by.lock().unwrap().contains(n))
+        {
+            assert!(Instant::now() < deadline, "no request served by {on_b:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        futures::future::join_all(tasks).await;
+        // Load gone: instances on b drain first, then b is parked (its agent
+        // stopped) and runs nothing.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while host_state(&hosts_now(&mut agent).await, "b") != "parked" {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: host b not parked: {:#?}",
+                hosts_now(&mut agent).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let f = frontend(&mut agent, "gb").await;
+        assert!(
+            f.instances
+                .iter()
+                .all(|i| i.instance.as_ref().is_some_and(|x| x.host == "local")),
+            "{f:#?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while host_dir.join("agent.pid").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "host b's agent still runs after parking"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let failures = tally.failures.lock().unwrap().clone();
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {failures:?}"
+    );
+    let decisions = agent
+        .decisions(pb::DecisionsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let actions: Vec<String> = decisions.iter().flat_map(|d| d.actions.clone()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "wake b").count(),
+        2,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "park b").count(),
+        2,
+        "{actions:?}"
+    );
+}
