@@ -7,5 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/cargo-env.sh
+# The tree is rustfmt-formatted; keep it so (skipped if rustfmt is absent).
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check >/dev/null || { echo "test: run \`cargo fmt --all\` (the tree is not formatted)" >&2; exit 1; }
+fi
 cargo test --workspace --no-run
 cargo test --workspace "$@"

@@ -50,14 +50,7 @@ impl Joined {
             "instances".into(),
             self.instances.read().unwrap().len() as u64,
         );
-        let (cpus, mem_total, mem_available, load1) = eon_common::stats::host_usage();
-        s.counters.insert("host_cpus".into(), cpus);
-        s.counters
-            .insert("host_memory_total_bytes".into(), mem_total);
-        s.counters
-            .insert("host_memory_available_bytes".into(), mem_available);
-        s.counters
-            .insert("host_load1_percent".into(), (load1 * 100.0) as u64);
+        eon_common::stats::add_host_counters(&mut s);
         s
     }
 

@@ -211,6 +211,18 @@ pub fn host_usage() -> (u64, u64, u64, f64) {
     (cpus, field("MemTotal:"), field("MemAvailable:"), load1)
 }
 
+/// Add the host's CPUs, memory and load to an agent's statistics.
+pub fn add_host_counters(s: &mut pb::Stats) {
+    let (cpus, mem_total, mem_available, load1) = host_usage();
+    s.counters.insert("host_cpus".into(), cpus);
+    s.counters
+        .insert("host_memory_total_bytes".into(), mem_total);
+    s.counters
+        .insert("host_memory_available_bytes".into(), mem_available);
+    s.counters
+        .insert("host_load1_percent".into(), (load1 * 100.0) as u64);
+}
+
 /// The `instance` label of a snapshot: `data-engine-2`, `meta`, ...
 pub fn instance_name(s: &pb::Stats) -> String {
     if s.node_id == 0 {

@@ -6,6 +6,7 @@
 //!   eon recipe          check, apply, list and remove front ends' recipes
 //!   eon agent --join    run the agent of another host (front ends placed there)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
+//!   eon bench-scale     measure the balancer and the ingress on a cluster of its own
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
 //! ```
@@ -14,6 +15,7 @@
 //! which.
 
 mod bench;
+mod bench_scale;
 mod client;
 mod recipe_cmd;
 mod status;
@@ -156,6 +158,10 @@ enum Command {
     },
     /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire.
     Bench(bench::BenchArgs),
+    /// Measure the balancer on a cluster of its own: reaction to a 5× load
+    /// step, actions under ±20 % noise, failed requests on scale-down,
+    /// ingress against direct throughput.
+    BenchScale(bench_scale::ScaleArgs),
     /// Run the conformance suite of an interface against a running service.
     Conformance {
         /// meta, data-engine, query-engine or agent
@@ -446,6 +452,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::BenchScale(args) => match runtime().block_on(bench_scale::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{e:#}")),
+        },
         Command::Bench(args) => match runtime().block_on(bench::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),
