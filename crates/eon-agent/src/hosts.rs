@@ -90,10 +90,6 @@ impl Host {
             self.since_unix_ms = eon_common::unix_ms();
         }
     }
-
-    fn can_park(&self) -> bool {
-        self.spec.power_off.is_some() && self.address.is_some()
-    }
 }
 
 /// Where a new instance goes.
@@ -126,36 +122,24 @@ impl AgentState {
         n
     }
 
+    /// Where the next front-end instance goes (the rule is
+    /// `eon_balancer::place`).
     pub(crate) fn place(&self) -> Placement {
         let per_host = self.instances_per_host();
         let hosts = self.hosts.lock().unwrap();
-        let count = |h: &Host| per_host.get(&h.spec.name).copied().unwrap_or(0);
-        let awake = || hosts.values().filter(|h| h.state == HostState::Awake);
-        let best = awake()
-            .filter(|h| count(h) < h.spec.slots)
-            .max_by_key(|h| (count(h), h.address.is_none()));
-        if let Some(h) = best {
-            return Placement::On(Chosen {
+        let chosen = |name: &str| {
+            let h = &hosts[name];
+            Chosen {
                 name: h.spec.name.clone(),
                 address: h.address.clone(),
-            });
+            }
+        };
+        match eon_balancer::place(&views(&hosts, &per_host)) {
+            Some(eon_balancer::Place::On(n)) => Placement::On(chosen(&n)),
+            Some(eon_balancer::Place::Wake(n)) => Placement::Wake(n),
+            Some(eon_balancer::Place::Wait(n)) => Placement::Wait(n),
+            None => Placement::On(chosen("local")),
         }
-        if let Some(h) = hosts.values().find(|h| h.state == HostState::Waking) {
-            return Placement::Wait(h.spec.name.clone());
-        }
-        if let Some(h) = hosts
-            .values()
-            .find(|h| h.state == HostState::Parked && h.spec.power_on.is_some())
-        {
-            return Placement::Wake(h.spec.name.clone());
-        }
-        let h = awake()
-            .min_by_key(|h| (count(h), h.address.is_some()))
-            .expect("the local host is always awake");
-        Placement::On(Chosen {
-            name: h.spec.name.clone(),
-            address: h.address.clone(),
-        })
     }
 
     /// Run a parked host's power-on command.
@@ -278,27 +262,6 @@ impl AgentState {
                             format!("lose {name}"),
                         ));
                     }
-                    HostState::Awake if h.can_park() => {
-                        if per_host.get(&name).copied().unwrap_or(0) > 0 {
-                            h.empty_since = None;
-                            continue;
-                        }
-                        let since = *h.empty_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= h.spec.park_after {
-                            h.set(HostState::Parked);
-                            h.empty_since = None;
-                            off.push((name.clone(), h.spec.power_off.clone().unwrap_or_default()));
-                            decisions.push((
-                                name.clone(),
-                                format!(
-                                    "no instance for {}s (park_after {}s)",
-                                    since.elapsed().as_secs(),
-                                    h.spec.park_after.as_secs()
-                                ),
-                                format!("park {name}"),
-                            ));
-                        }
-                    }
                     HostState::Waking if h.since.elapsed() >= WAKE_TIMEOUT => {
                         h.set(HostState::Parked);
                         decisions.push((
@@ -309,6 +272,29 @@ impl AgentState {
                     }
                     _ => {}
                 }
+                let empty = h.state == HostState::Awake
+                    && per_host.get(&h.spec.name).copied().unwrap_or(0) == 0;
+                if !empty {
+                    h.empty_since = None;
+                } else if h.empty_since.is_none() {
+                    h.empty_since = Some(Instant::now());
+                }
+            }
+            for name in eon_balancer::to_park(&views(&hosts, &per_host)) {
+                let h = hosts.get_mut(&name).expect("a viewed host");
+                let empty_for = h.empty_since.map(|t| t.elapsed()).unwrap_or_default();
+                h.set(HostState::Parked);
+                h.empty_since = None;
+                off.push((name.clone(), h.spec.power_off.clone().unwrap_or_default()));
+                decisions.push((
+                    name.clone(),
+                    format!(
+                        "no instance for {}s (park_after {}s)",
+                        empty_for.as_secs(),
+                        h.spec.park_after.as_secs()
+                    ),
+                    format!("park {name}"),
+                ));
             }
         }
         for (name, cmd) in off {
@@ -342,6 +328,31 @@ impl AgentState {
             })
             .collect()
     }
+}
+
+/// The hosts as the balancer's rules see them.
+fn views(
+    hosts: &BTreeMap<String, Host>,
+    per_host: &HashMap<String, u32>,
+) -> Vec<eon_balancer::HostView> {
+    hosts
+        .values()
+        .map(|h| eon_balancer::HostView {
+            name: h.spec.name.clone(),
+            local: h.spec.name == "local",
+            power: match h.state {
+                HostState::Awake => eon_balancer::Power::Awake,
+                HostState::Waking => eon_balancer::Power::Waking,
+                HostState::Parked => eon_balancer::Power::Parked,
+                HostState::Unreachable => eon_balancer::Power::Unreachable,
+            },
+            slots: h.spec.slots,
+            instances: per_host.get(&h.spec.name).copied().unwrap_or(0),
+            can_power: h.spec.power_on.is_some() && h.spec.power_off.is_some(),
+            empty_for: h.empty_since.map(|t| t.elapsed()).unwrap_or_default(),
+            park_after: h.spec.park_after,
+        })
+        .collect()
 }
 
 /// The hosts a cluster starts with: `local`, and those declared (parked

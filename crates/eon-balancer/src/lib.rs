@@ -21,6 +21,12 @@
 //! With `min = 0`, a service that had no load for `idle` goes to zero, and
 //! any load (a request held at the ingress) brings it back to at least one
 //! instance at once.
+//!
+//! Hosts have rules of their own, as pure: [`place`] packs new instances
+//! onto the fullest awake host with room (so others stay empty), wakes a
+//! parked host only when no awake one has room, and waits while one wakes;
+//! [`to_park`] names the hosts that have been empty for their `park_after`.
+//! The simulation tests below run load traces through both.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -189,6 +195,86 @@ impl Scaler {
         }
         decision(desired, rule)
     }
+}
+
+/// A host's power state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Awake,
+    Waking,
+    Parked,
+    Unreachable,
+}
+
+/// What the balancer sees of one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostView {
+    pub name: String,
+    /// The cluster's own host (never parked; first among equals).
+    pub local: bool,
+    pub power: Power,
+    /// Instances it takes.
+    pub slots: u32,
+    /// Instances on it now (not draining).
+    pub instances: u32,
+    /// It has power commands.
+    pub can_power: bool,
+    /// How long it has had no instance (zero while it has some).
+    pub empty_for: Duration,
+    pub park_after: Duration,
+}
+
+/// Where a new instance goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    On(String),
+    /// No awake host has room: wake this one first.
+    Wake(String),
+    /// A host is waking; place once it has joined.
+    Wait(String),
+}
+
+/// Where the next instance goes: pack onto the awake host with a free slot
+/// that runs the most (the local host first among equals), so the others
+/// stay empty and can be parked; with no room, wake a parked host (or wait
+/// for one waking); with nothing to wake, the least-busy awake host takes
+/// it beyond its slots — serving beats refusing.
+pub fn place(hosts: &[HostView]) -> Option<Place> {
+    let awake = || hosts.iter().filter(|h| h.power == Power::Awake);
+    if let Some(h) = awake()
+        .filter(|h| h.instances < h.slots)
+        .max_by_key(|h| (h.instances, h.local))
+    {
+        return Some(Place::On(h.name.clone()));
+    }
+    if let Some(h) = hosts.iter().find(|h| h.power == Power::Waking) {
+        return Some(Place::Wait(h.name.clone()));
+    }
+    if let Some(h) = hosts
+        .iter()
+        .find(|h| h.power == Power::Parked && h.can_power)
+    {
+        return Some(Place::Wake(h.name.clone()));
+    }
+    awake()
+        .min_by_key(|h| (h.instances, !h.local))
+        .map(|h| Place::On(h.name.clone()))
+}
+
+/// Hosts to park now: awake, not local, able to power off, and empty for
+/// their `park_after`.
+pub fn to_park(hosts: &[HostView]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter(|h| {
+            h.power == Power::Awake
+                && !h.local
+                && h.can_power
+                && h.instances == 0
+                && h.empty_for >= h.park_after
+        })
+        .map(|h| h.name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -370,5 +456,180 @@ mod tests {
             "{}",
             d.rule
         );
+    }
+
+    #[test]
+    fn a_ramp_is_followed_without_going_back_down() {
+        let sc = scale(1, 8, 0, 30);
+        // 0 → 16 over 60 s, held for 20 s.
+        let mut trace: Vec<f64> = (0..60).map(|s| s as f64 * 16.0 / 60.0).collect();
+        trace.extend(vec![16.0; 20]);
+        let counts = simulate(&sc, 2.0, 2, &trace);
+        assert!(
+            counts.windows(2).all(|w| w[1] >= w[0]),
+            "went down on a ramp: {counts:?}"
+        );
+        assert!(counts.iter().all(|&c| (1..=8).contains(&c)), "{counts:?}");
+        // Keeps up: within 3 s of the ramp, enough instances (± tolerance).
+        for (sec, &load) in trace.iter().enumerate().skip(3) {
+            let needed = ((trace[sec - 3] / 2.0) * (1.0 - TOLERANCE)).floor() as u32;
+            assert!(
+                counts[sec] >= needed.min(8),
+                "second {sec}: load {load}, {} instances: {counts:?}",
+                counts[sec]
+            );
+        }
+        assert_eq!(*counts.last().unwrap(), 8);
+    }
+
+    /// Hosts over time: a load trace scaled by the core, instances placed
+    /// by [`place`], hosts woken (ready `wake` seconds later) and parked by
+    /// [`to_park`]. Returns, per second, the instances on each host and
+    /// each host's power state.
+    fn simulate_hosts(trace: &[f64], wake: u64) -> Vec<Vec<(u32, Power)>> {
+        let sc = Scale {
+            idle: Duration::from_secs(3600),
+            ..scale(1, 5, 0, 3)
+        };
+        let mut s = Scaler::new();
+        let mut hosts = vec![
+            HostView {
+                name: "local".into(),
+                local: true,
+                power: Power::Awake,
+                slots: 1,
+                instances: 0,
+                can_power: false,
+                empty_for: Duration::ZERO,
+                park_after: Duration::from_secs(5),
+            },
+            HostView {
+                name: "b".into(),
+                local: false,
+                power: Power::Parked,
+                slots: 2,
+                instances: 0,
+                can_power: true,
+                empty_for: Duration::ZERO,
+                park_after: Duration::from_secs(5),
+            },
+            HostView {
+                name: "c".into(),
+                local: false,
+                power: Power::Parked,
+                slots: 2,
+                instances: 0,
+                can_power: true,
+                empty_for: Duration::ZERO,
+                park_after: Duration::from_secs(5),
+            },
+        ];
+        let mut woken_at: Vec<Option<u64>> = vec![None; 3];
+        let mut out = Vec::new();
+        for (sec, &load) in trace.iter().enumerate() {
+            let now = sec as u64;
+            for (h, at) in hosts.iter_mut().zip(woken_at.iter_mut()) {
+                if h.power == Power::Waking && at.is_some_and(|t| now >= t + wake) {
+                    h.power = Power::Awake;
+                    *at = None;
+                }
+            }
+            let current: u32 = hosts.iter().map(|h| h.instances).sum();
+            let d = s.decide(
+                &sc,
+                2.0,
+                Observation {
+                    at: Duration::from_secs(now),
+                    load,
+                    ready: current,
+                    starting: 0,
+                },
+            );
+            for _ in current..d.desired {
+                match place(&hosts) {
+                    Some(Place::On(n)) => {
+                        hosts.iter_mut().find(|h| h.name == n).unwrap().instances += 1
+                    }
+                    Some(Place::Wake(n)) => {
+                        let i = hosts.iter().position(|h| h.name == n).unwrap();
+                        hosts[i].power = Power::Waking;
+                        woken_at[i] = Some(now);
+                        break;
+                    }
+                    Some(Place::Wait(_)) | None => break,
+                }
+            }
+            for _ in d.desired..current {
+                // Drain from the emptiest non-local host first.
+                let h = hosts
+                    .iter_mut()
+                    .filter(|h| h.instances > 0)
+                    .min_by_key(|h| (h.local, h.instances))
+                    .unwrap();
+                h.instances -= 1;
+            }
+            for h in hosts.iter_mut() {
+                h.empty_for = if h.instances == 0 {
+                    h.empty_for + Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                };
+            }
+            for n in to_park(&hosts) {
+                hosts.iter_mut().find(|h| h.name == n).unwrap().power = Power::Parked;
+            }
+            out.push(hosts.iter().map(|h| (h.instances, h.power)).collect());
+        }
+        out
+    }
+
+    #[test]
+    fn hosts_are_woken_only_when_needed_and_parked_when_empty() {
+        // Load for 1, then for 3, then 1 again, then 5, then 1.
+        let mut trace = vec![2.0; 10];
+        trace.extend(vec![6.0; 20]);
+        trace.extend(vec![2.0; 20]);
+        trace.extend(vec![10.0; 20]);
+        trace.extend(vec![2.0; 25]);
+        let states = simulate_hosts(&trace, 2);
+        // Never an instance on a host that is not awake.
+        for (sec, hs) in states.iter().enumerate() {
+            for (i, (n, p)) in hs.iter().enumerate() {
+                assert!(
+                    *n == 0 || *p == Power::Awake,
+                    "second {sec}: host {i} has {n} instances while {p:?}"
+                );
+            }
+        }
+        // Low load: only the local host.
+        assert_eq!(
+            states[9],
+            vec![(1, Power::Awake), (0, Power::Parked), (0, Power::Parked)]
+        );
+        // Three instances: b is woken (c stays parked) and takes two.
+        assert_eq!(
+            states[29],
+            vec![(1, Power::Awake), (2, Power::Awake), (0, Power::Parked)]
+        );
+        // Load gone: b drained and parked again.
+        assert_eq!(
+            states[49],
+            vec![(1, Power::Awake), (0, Power::Parked), (0, Power::Parked)]
+        );
+        // Five: b woken again first, then c.
+        assert_eq!(
+            states[69],
+            vec![(1, Power::Awake), (2, Power::Awake), (2, Power::Awake)]
+        );
+        // And both parked at the end.
+        assert_eq!(
+            states[94],
+            vec![(1, Power::Awake), (0, Power::Parked), (0, Power::Parked)]
+        );
+        // No flapping: each host changes power state only at those steps
+        // (b: wake, park, wake, park; c: wake, park).
+        let flips = |i: usize| states.windows(2).filter(|w| w[0][i].1 != w[1][i].1).count();
+        assert_eq!(flips(1), 6, "b: parked→waking→awake→parked twice");
+        assert_eq!(flips(2), 3, "c: parked→waking→awake→parked once");
     }
 }
