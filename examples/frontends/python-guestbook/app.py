@@ -7,6 +7,7 @@ in $EON_REST_URL; it keeps its entries in an eon table.
     POST /            add an entry: the body is the message (?name=who)
     GET  /healthz     readiness and liveness
     GET  /work?ms=N   a request that takes N milliseconds (for load tests)
+    GET  /metrics     Prometheus text: guestbook_in_flight (requests being served)
 """
 
 import json
@@ -21,6 +22,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REST = os.environ.get("EON_REST_URL", "http://127.0.0.1:8080")
 INSTANCE = os.environ.get("EON_INSTANCE", "guestbook")
+IN_FLIGHT = 0
+IN_FLIGHT_LOCK = threading.Lock()
+
+
+def counted(handler):
+    """Count the requests being served (a load signal eon can scrape)."""
+
+    def wrapper(*args):
+        global IN_FLIGHT
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT += 1
+        try:
+            return handler(*args)
+        finally:
+            with IN_FLIGHT_LOCK:
+                IN_FLIGHT -= 1
+
+    return wrapper
 
 
 def sql(statement, params=()):
@@ -48,6 +67,12 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlparse(self.path)
         if url.path == "/healthz":
             return self.reply(200, "ok\n")
+        if url.path == "/metrics":
+            return self.reply(200, f"# TYPE guestbook_in_flight gauge\nguestbook_in_flight {IN_FLIGHT}\n")
+        self.serve_get(url)
+
+    @counted
+    def serve_get(self, url):
         if url.path == "/work":
             ms = int(urllib.parse.parse_qs(url.query).get("ms", ["10"])[0])
             time.sleep(min(ms, 10_000) / 1000)
@@ -63,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         lines += [f"  {name}: {message}" for name, message in rows]
         self.reply(200, "\n".join(lines) + "\n")
 
+    @counted
     def do_POST(self):
         url = urllib.parse.urlparse(self.path)
         if url.path != "/":

@@ -670,3 +670,140 @@ park_after = "2s"
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn a_prometheus_signal_scales_a_host_routed_front_end_and_a_front_end_that_never_gets_ready_gets_503()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-guestbook");
+    // Scaled on the instances' own gauge of requests being served, and
+    // reached by its Host header.
+    let pm = tmp.path().join("pm.toml");
+    std::fs::write(
+        &pm,
+        format!(
+            "name = \"pm\"\ncommand = \"exec python3 app.py\"\ndir = \"{}\"\n[ready]\nhttp = \"/healthz\"\ninterval = \"100ms\"\n\
+             [load]\nsignal = \"prometheus\"\nmetric = \"guestbook_in_flight\"\ntarget = 2\n\
+             [scale]\nmin = 1\nmax = 3\n[route]\nhost = \"pm.test\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    // Never ready: its readiness command always fails.
+    let never = tmp.path().join("never.toml");
+    std::fs::write(
+        &never,
+        format!(
+            "name = \"never\"\ncommand = \"exec python3 app.py\"\ndir = \"{}\"\n[ready]\ncommand = \"false\"\ninterval = \"100ms\"\ngrace = \"1s\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .arg("--recipe")
+        .arg(pm.display().to_string())
+        .arg(never.display().to_string())
+        .start()
+        .unwrap();
+    let mut agent =
+        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let ingress = format!("http://127.0.0.1:{}", cluster.ingress_port);
+    let http = reqwest::Client::new();
+
+    // Routed by Host only.
+    let r = http
+        .get(format!("{ingress}/work?ms=1"))
+        .header("host", "pm.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        http.get(format!("{ingress}/work?ms=1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Six clients, each request 200 ms, straight at the first instance —
+    // not through the ingress, which therefore counts nothing in flight:
+    // only the instance's own gauge (about six, against a target of two
+    // each) can tell the balancer.
+    let first = frontend(&mut agent, "pm").await.instances[0]
+        .instance
+        .clone()
+        .unwrap()
+        .address;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, tally, http, url) = (
+                stop.clone(),
+                tally.clone(),
+                http.clone(),
+                format!("http://{first}/work?ms=200"),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = matches!(http.get(&url).send().await, Ok(r) if r.status() == 200);
+                    if ok { &tally.ok } else { &tally.failed }.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let f = wait_for(
+        &mut agent,
+        "pm",
+        "scale to 3 on the metric",
+        Duration::from_secs(30),
+        |f| counts(f).1 == 3,
+    )
+    .await;
+    assert_eq!(f.signal, "guestbook_in_flight");
+    stop.store(true, Ordering::Relaxed);
+    futures::future::join_all(tasks).await;
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
+    let decisions = agent
+        .decisions(pb::DecisionsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.service == "pm" && d.desired > d.current && d.load >= 3.0),
+        "{decisions:#?}"
+    );
+
+    // A front end whose instances never pass their readiness check: a
+    // request is held for the start-up grace, then refused with 503 and
+    // Retry-After — and the instance never got it.
+    let started = Instant::now();
+    let r = http.get(format!("{ingress}/never/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no instance became ready in time")
+    );
+    let f = frontend(&mut agent, "never").await;
+    assert!(
+        f.instances
+            .iter()
+            .all(|i| i.instance.as_ref().is_some_and(|x| x.state != "running")),
+        "{f:#?}"
+    );
+}
