@@ -523,6 +523,7 @@ impl AgentState {
             desired: last.as_ref().map(|(_, d)| d.desired).unwrap_or(0),
             rule: last.map(|(_, d)| d.rule).unwrap_or_default(),
             instances,
+            stats: Some(fe.pool.snapshot().1),
         }
     }
 }

@@ -91,6 +91,16 @@ pub async fn list(find: &Find) -> anyhow::Result<()> {
             f.target,
             f.held
         );
+        if let Some(s) = &f.stats {
+            println!(
+                "  requests {}  errors {}  in flight {}  cpu {:.1}s  memory {} MiB",
+                s.requests_total,
+                s.errors_total,
+                s.in_flight,
+                s.cpu_seconds,
+                s.memory_bytes >> 20
+            );
+        }
         if !f.rule.is_empty() {
             println!("  last decision: {}", f.rule);
         }

@@ -68,6 +68,12 @@ fn load(
         .collect()
 }
 
+async fn agent_frontend(cluster: &TestCluster, name: &str) -> pb::Frontend {
+    let mut agent =
+        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    frontend(&mut agent, name).await
+}
+
 async fn frontend(agent: &mut AgentClient<tonic::transport::Channel>, name: &str) -> pb::Frontend {
     let list = agent
         .list_frontends(pb::ListFrontendsRequest {})
@@ -426,6 +432,16 @@ async fn recipes_are_applied_listed_and_removed_on_a_running_cluster() {
             "{line}"
         );
     }
+    let visits = agent_frontend(&cluster, "visits").await;
+    let s = visits.stats.expect("a front end's Stats over gRPC");
+    assert_eq!(
+        (s.component.as_str(), s.requests_total, s.errors_total),
+        ("frontend", 2, 0)
+    );
+    assert!(
+        s.memory_bytes > 0 && s.latency_counts.iter().sum::<u64>() == 2,
+        "{s:?}"
+    );
     let visits_requests = text
         .lines()
         .find(|l| l.starts_with("eon_requests_total{component=\"frontend\",instance=\"visits\"}"))
