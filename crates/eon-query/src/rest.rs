@@ -14,7 +14,9 @@
 //! `{"statements": [{"sql": ..., "params": [...]}, ...]}` atomically and
 //! answers `{"results": [...]}` (each as `/v1/sql` would), or the first
 //! error with nothing applied. `GET /v1/health` reports whether this query
-//! engine can reach meta and how many data engines are up.
+//! engine can reach meta and how many data engines are up. Tables are also
+//! resources (`/v1/tables/{table}`, PostgREST's conventions) described by an
+//! OpenAPI document at `/v1/openapi.json` — see [`resources`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,8 @@ use eon_proto::v1 as pb;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 
+mod resources;
+
 use crate::errors::from_df;
 use crate::pgtypes::{ColumnEncoder, sql_type_of};
 use crate::session::{Engine, Output};
@@ -43,6 +47,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/transaction", post(transaction))
         .route("/v1/health", get(health))
+        .route(
+            "/v1/tables/{table}",
+            get(resources::list)
+                .post(resources::insert)
+                .patch(resources::update)
+                .delete(resources::remove),
+        )
+        .route("/v1/openapi.json", get(resources::openapi))
         .fallback(|| async {
             ApiError(Error::user(
                 "42704",

@@ -160,3 +160,220 @@ async fn rest_errors_have_codes_and_statuses() {
         "{v}"
     );
 }
+
+/// A request to a table resource: status and JSON answer.
+async fn resource(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn tables_are_resources_with_filters_aggregates_and_an_openapi_document() {
+    use reqwest::Method;
+    let cluster = TestCluster::builder()
+        .data_engines(2)
+        .shards(4)
+        .start()
+        .unwrap();
+    let (s, v) = sql(
+        &cluster,
+        "CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, total numeric(10,2), placed date, note text)",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let base = format!("{}/v1/tables/orders", cluster.http_url());
+
+    // POST one object or many; the rows come back, 201.
+    let (s, v) = resource(
+        Method::POST,
+        base.clone(),
+        Some(json!({"id": 1, "customer": "ann", "total": "12.50", "placed": "2024-03-01"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v,
+        json!([{"id": 1, "customer": "ann", "total": "12.50", "placed": "2024-03-01", "note": null}])
+    );
+    let many: Vec<Value> = (2..=20)
+        .map(|i| (i, ["ann", "bob", "cy"][i as usize % 3]))
+        .map(|(i, who)| json!({"id": i, "customer": who, "total": format!("{}.00", i * 10), "placed": format!("2024-03-{:02}", i)}))
+        .collect();
+    let (s, v) = resource(Method::POST, base.clone(), Some(Value::Array(many))).await;
+    assert_eq!((s, v.as_array().unwrap().len()), (201, 19), "{v}");
+
+    // Filters, selection, order, limit and offset — checked against SQL.
+    let (s, v) = resource(Method::GET, format!("{base}?select=id,who:customer&customer=eq.bob&total=gte.50&order=id.desc&limit=3&offset=1"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, want) = sql(&cluster, "SELECT id FROM orders WHERE customer = 'bob' AND total >= 50 ORDER BY id DESC LIMIT 3 OFFSET 1", json!([])).await;
+    let ids: Vec<Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    let want: Vec<Value> = want["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(ids, want);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["who"] == "bob" && r.as_object().unwrap().len() == 2),
+        "{v}"
+    );
+    let (_, v) = resource(
+        Method::GET,
+        format!("{base}?id=in.(3,5,7)&customer=not.eq.cy&select=id&order=id"),
+        None,
+    )
+    .await;
+    assert_eq!(v, json!([{"id": 3}, {"id": 7}]));
+    let (_, v) = resource(
+        Method::GET,
+        format!("{base}?customer=like.a*&note=is.null&placed=lt.2024-03-04&select=id&order=id"),
+        None,
+    )
+    .await;
+    assert_eq!(v, json!([{"id": 1}, {"id": 3}]));
+    // Aggregates, grouped by the plain columns beside them.
+    let (_, v) = resource(
+        Method::GET,
+        format!("{base}?select=customer,n:count(),total.sum(),total.max()&order=customer"),
+        None,
+    )
+    .await;
+    let (_, want) = sql(&cluster, "SELECT customer, count(*), sum(total), max(total) FROM orders GROUP BY customer ORDER BY customer", json!([])).await;
+    let got: Vec<Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!([r["customer"], r["n"], r["sum"], r["max"]]))
+        .collect();
+    assert_eq!(Value::Array(got), want["rows"], "{v}");
+
+    // PATCH and DELETE by filter; without one they refuse.
+    let (s, v) = resource(
+        Method::PATCH,
+        format!("{base}?customer=eq.cy&id=lt.10"),
+        Some(json!({"note": "vip"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let patched: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(patched.len(), 3, "{v}");
+    assert!(v.as_array().unwrap().iter().all(|r| r["note"] == "vip"));
+    let (s, v) = resource(Method::DELETE, base.clone(), None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("08P01")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("?all=true")
+    );
+    let (s, v) = resource(Method::DELETE, format!("{base}?note=eq.vip"), None).await;
+    assert_eq!((s, v.as_array().map(|a| a.len())), (200, Some(3)), "{v}");
+    let (_, v) = sql(&cluster, "SELECT count(*) FROM orders", json!([])).await;
+    assert_eq!(v["rows"], json!([[17]]));
+
+    // Errors: unknown table, unknown column, bad operator, bad value, a
+    // duplicate key — each with its SQLSTATE, and nothing half done.
+    for (method, url, body, status, code) in [
+        (
+            Method::GET,
+            format!("{}/v1/tables/nope", cluster.http_url()),
+            None,
+            404,
+            "42P01",
+        ),
+        (
+            Method::GET,
+            format!("{base}?colour=eq.red"),
+            None,
+            400,
+            "42703",
+        ),
+        (
+            Method::GET,
+            format!("{base}?id=about.3"),
+            None,
+            400,
+            "08P01",
+        ),
+        (
+            Method::GET,
+            format!("{base}?id=eq.three"),
+            None,
+            400,
+            "22P02",
+        ),
+        (
+            Method::POST,
+            base.clone(),
+            Some(json!([{"id": 100, "customer": "dan"}, {"id": 1, "customer": "dup"}])),
+            409,
+            "23505",
+        ),
+        (
+            Method::POST,
+            base.clone(),
+            Some(json!({"id": 101})),
+            400,
+            "23502",
+        ),
+    ] {
+        let (s, v) = resource(method.clone(), url.clone(), body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {url}: {v}"
+        );
+    }
+    let (_, v) = sql(
+        &cluster,
+        "SELECT count(*) FROM orders WHERE id IN (100, 101)",
+        json!([]),
+    )
+    .await;
+    assert_eq!(v["rows"], json!([[0]]));
+
+    // The OpenAPI document describes the table from the catalog.
+    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", cluster.http_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let path = &doc["paths"]["/v1/tables/orders"];
+    for verb in ["get", "post", "patch", "delete"] {
+        assert!(path[verb].is_object(), "no {verb}: {doc}");
+    }
+    let schema = &doc["components"]["schemas"]["orders"];
+    assert_eq!(schema["properties"]["id"]["format"], "int64");
+    assert_eq!(schema["properties"]["placed"]["format"], "date");
+    assert_eq!(
+        schema["properties"]["total"]["description"],
+        "numeric(10,2)"
+    );
+    assert_eq!(schema["required"], json!(["id", "customer"]));
+}
