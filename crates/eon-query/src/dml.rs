@@ -314,7 +314,14 @@ fn sql_literal(v: &ScalarValue) -> Result<String> {
 fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Result<Statement> {
     let table = &shape.table;
     let mut query = match shape.source {
-        Some(q) => q.clone(),
+        Some(q) => {
+            // Columns go in by position, so duplicate names (`SELECT i, i`)
+            // are fine: give them unique internal aliases as a query's
+            // select list gets.
+            let mut q = q.clone();
+            let _ = crate::naming::prepare(&mut q);
+            q
+        }
         None => {
             // DEFAULT VALUES: one row of defaults.
             let cells: Vec<String> = shape

@@ -139,6 +139,24 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
+        // version() as PostgreSQL words it (drivers and ORMs parse
+        // "PostgreSQL X.Y"), not DataFusion's.
+        let version = format!(
+            "PostgreSQL {SERVER_VERSION} (eon {}) on {}-pc-linux-gnu, compiled by rustc, 64-bit",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH
+        );
+        ctx.register_udf(datafusion::logical_expr::create_udf(
+            "version",
+            vec![],
+            datafusion::arrow::datatypes::DataType::Utf8,
+            datafusion::logical_expr::Volatility::Stable,
+            Arc::new(move |_| {
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                    ScalarValue::Utf8(Some(version.clone())),
+                ))
+            }),
+        ));
         let db = ctx
             .catalog(DATABASE)
             .ok_or_else(|| Error::internal("no database catalog"))?;
@@ -686,6 +704,7 @@ impl Session {
                 ..
             } => ddl::drop_tables(self, names, *if_exists).await,
             Statement::Set(set) => self.set(set),
+            Statement::Reset(r) => self.reset(&r.reset),
             Statement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -842,6 +861,30 @@ impl Session {
             _ => {}
         }
         Ok(Output::Command("SET".into()))
+    }
+
+    /// RESET name | RESET ALL: back to the server's default.
+    fn reset(&self, what: &datafusion::sql::sqlparser::ast::Reset) -> Result<Output> {
+        use datafusion::sql::sqlparser::ast::Reset;
+        match what {
+            Reset::ALL => {
+                self.vars.lock().unwrap().clear();
+                *self.default_isolation.lock().unwrap() = Isolation::Serializable;
+            }
+            Reset::ConfigurationParameter(name) => {
+                let name = name.to_string().to_ascii_lowercase();
+                if name == "default_transaction_isolation" || name == "transaction_isolation" {
+                    *self.default_isolation.lock().unwrap() = Isolation::Serializable;
+                }
+                let name = if name == "time zone" {
+                    "timezone".to_string()
+                } else {
+                    name
+                };
+                self.vars.lock().unwrap().remove(&name);
+            }
+        }
+        Ok(Output::Command("RESET".into()))
     }
 
     /// SET TRANSACTION ISOLATION LEVEL (this block) or the session default.

@@ -308,3 +308,64 @@ async fn concurrent_updates_do_not_lose_increments() {
         .get(0);
     assert_eq!(n, 100, "every increment counted once");
 }
+
+#[tokio::test]
+async fn set_show_reset_version_and_insert_select_with_repeated_names() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let c = cluster.pg().await.unwrap();
+    let show = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    c.batch_execute("SET application_name = 'tour'")
+        .await
+        .unwrap();
+    assert_eq!(show("application_name").await, "tour");
+    c.batch_execute("RESET application_name").await.unwrap();
+    assert_eq!(show("application_name").await, "");
+    c.batch_execute("SET default_transaction_isolation = 'read committed'")
+        .await
+        .unwrap();
+    assert_eq!(
+        show("default_transaction_isolation").await,
+        "read committed"
+    );
+    c.batch_execute("SET TimeZone = 'Europe/Paris'")
+        .await
+        .unwrap();
+    c.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(show("default_transaction_isolation").await, "serializable");
+    assert_eq!(show("TimeZone").await, "UTC");
+
+    // version() as PostgreSQL words it: drivers parse "PostgreSQL X.Y".
+    let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("PostgreSQL 15.") && v.contains("eon"), "{v}");
+
+    // Columns of INSERT … SELECT go in by position: repeated names are fine.
+    c.batch_execute("CREATE TABLE twice (a int PRIMARY KEY, b int)")
+        .await
+        .unwrap();
+    let n = c
+        .execute(
+            "INSERT INTO twice SELECT i, i FROM generate_series(1, 5) AS g(i)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    let sum: i64 = c
+        .query_one("SELECT sum(a + b) FROM twice", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 30);
+}
