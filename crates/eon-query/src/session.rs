@@ -501,25 +501,62 @@ impl Session {
     /// the block.
     pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
         let request = self.cluster().stats.start();
-        let out = match statement {
-            Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. } => self.transaction_control(statement).await,
-            _ if self.in_transaction() => {
-                let out = self.execute_once(statement, params).await;
-                if out.is_err() {
-                    self.note_error();
+        let limit = self.statement_timeout();
+        let deadline = limit.map(|t| tokio::time::Instant::now() + t);
+        let run = async {
+            match statement {
+                Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. } => self.transaction_control(statement).await,
+                _ if self.in_transaction() => {
+                    let out = self.execute_once(statement, params).await;
+                    if out.is_err() {
+                        self.note_error();
+                    }
+                    out
                 }
-                out
+                _ => self.execute_retrying(statement, params).await,
             }
-            _ => self.execute_retrying(statement, params).await,
+        };
+        let out = match deadline {
+            None => run.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                // Rows still to come get the rest of the time.
+                Ok(Ok(Output::Rows {
+                    schema,
+                    stream,
+                    tag,
+                })) => Ok(Output::Rows {
+                    schema,
+                    stream: with_deadline(stream, deadline),
+                    tag,
+                }),
+                Ok(other) => other,
+                Err(_) => {
+                    if self.in_transaction() {
+                        self.note_error();
+                    }
+                    Err(statement_timeout_error())
+                }
+            },
         };
         if out.is_ok() {
             request.ok();
         }
         out
+    }
+
+    /// The session's statement timeout (checked when it was SET).
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let v = self
+            .vars
+            .lock()
+            .unwrap()
+            .get("statement_timeout")
+            .cloned()?;
+        parse_statement_timeout(&v).ok().flatten()
     }
 
     /// BEGIN, COMMIT, ROLLBACK, and savepoints.
@@ -819,6 +856,9 @@ impl Session {
                     drop(vars);
                     return self.set_isolation(level, name == "default_transaction_isolation");
                 }
+                if name == "statement_timeout" {
+                    parse_statement_timeout(&value)?;
+                }
                 vars.insert(name, value);
             }
             S::SetTransaction { modes, session, .. } => {
@@ -1034,6 +1074,57 @@ fn explain_schema() -> SchemaRef {
         DataType::Utf8,
         false,
     )]))
+}
+
+/// `statement_timeout`: milliseconds, or with a unit (ms, s, min, h, d) as
+/// PostgreSQL reads it; 0 (the default) is no limit.
+fn parse_statement_timeout(v: &str) -> Result<Option<std::time::Duration>> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"statement_timeout\": \"{v}\""),
+        )
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(bad()),
+    };
+    Ok((ms > 0).then(|| std::time::Duration::from_millis(ms)))
+}
+
+fn statement_timeout_error() -> Error {
+    Error::user("57014", "canceling statement due to statement timeout")
+}
+
+/// A result stream that fails with the statement-timeout error once
+/// `deadline` passes.
+fn with_deadline(
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let rows = futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream)).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(datafusion::error::DataFusionError::External(Box::new(
+                    statement_timeout_error(),
+                ))),
+                None,
+            )),
+        }
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
 }
 
 fn show_schema(name: &str) -> SchemaRef {

@@ -369,3 +369,64 @@ async fn set_show_reset_version_and_insert_select_with_repeated_names() {
         .get(0);
     assert_eq!(sum, 30);
 }
+
+#[tokio::test]
+async fn statement_timeout_cancels_a_long_statement_and_the_session_goes_on() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let c = cluster.pg().await.unwrap();
+    let slow = "SELECT count(*) FROM generate_series(1, 30000) AS a(i), generate_series(1, 30000) AS b(i) WHERE a.i + b.i = 7";
+    let e = c
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22023");
+    c.batch_execute("SET statement_timeout = '200ms'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = c.query_one(slow, &[]).await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "57014", "{e:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    // Inside a block the block fails, as any error makes it.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        c.query_one(slow, &[])
+            .await
+            .unwrap_err()
+            .code()
+            .unwrap()
+            .code(),
+        "57014"
+    );
+    assert_eq!(
+        c.query_one("SELECT 1", &[])
+            .await
+            .unwrap_err()
+            .code()
+            .unwrap()
+            .code(),
+        "25P02"
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // 0 is no limit.
+    c.batch_execute("SET statement_timeout = 0").await.unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM generate_series(1, 300) a, generate_series(1, 300) b",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 90_000);
+}
