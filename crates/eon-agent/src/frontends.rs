@@ -116,13 +116,6 @@ impl Frontends {
     }
 }
 
-/// A port nobody listens on now (the instance binds it right after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
-}
-
 fn signal_number(name: &str) -> i32 {
     match name {
         "SIGINT" => libc::SIGINT,
@@ -148,7 +141,7 @@ pub(crate) fn shell_launch(
         command: recipe.command.clone(),
         dir: base_dir.join(&recipe.dir),
         env: all,
-        port: free_port()?,
+        port: eon_common::node::free_port()?,
         stop_signal: signal_number(&recipe.stop.signal),
         stop_timeout: recipe.stop.timeout,
         ready: recipe.ready.clone(),

@@ -186,3 +186,24 @@ pub fn metrics_routes(
     );
     tonic::service::Routes::from(router)
 }
+
+/// A port nobody listens on now, for a process that will bind it soon. The
+/// kernel may hand the same free port to two binds in a row, so ports this
+/// process handed out recently are not handed out again.
+pub fn free_port() -> std::io::Result<u16> {
+    static RECENT: std::sync::Mutex<std::collections::VecDeque<u16>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let mut recent = RECENT.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        if !recent.contains(&port) {
+            if recent.len() == 1024 {
+                recent.pop_front();
+            }
+            recent.push_back(port);
+            return Ok(port);
+        }
+    }
+}

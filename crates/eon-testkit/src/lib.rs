@@ -30,13 +30,10 @@ pub fn eon_bin() -> PathBuf {
     dir.join("eon")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now (and not handed out before by this
+/// process: a cluster needs distinct ones).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    eon_common::node::free_port().expect("a free port")
 }
 
 #[derive(Debug, Clone)]

@@ -105,10 +105,7 @@ impl Load {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    eon_common::node::free_port().unwrap_or(0)
 }
 
 /// `eon up` in a temporary directory; killed on drop.
