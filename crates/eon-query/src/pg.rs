@@ -274,17 +274,19 @@ impl SimpleQueryHandler for Handler {
         self._on_query(client, query).await
     }
 
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let before = self.session.reported_settings();
         let outputs = self.session.run(query, &[]).await;
         if outputs.iter().any(|o| o.is_err()) {
             self.session.note_error();
         }
+        report_changes(client, &before, &self.session).await?;
         Ok(outputs
             .into_iter()
             .map(|o| match o {
@@ -293,6 +295,30 @@ impl SimpleQueryHandler for Handler {
             })
             .collect())
     }
+}
+
+/// ParameterStatus for every reported parameter a statement changed (as
+/// PostgreSQL sends after `SET application_name …`, `SET TimeZone …`).
+async fn report_changes<C>(
+    client: &mut C,
+    before: &[(&'static str, String)],
+    session: &Session,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::SinkExt;
+    for ((name, old), (_, new)) in before.iter().zip(session.reported_settings()) {
+        if *old != new {
+            client
+                .send(PgWireBackendMessage::ParameterStatus(
+                    pgwire::messages::startup::ParameterStatus::new(name.to_string(), new),
+                ))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A statement prepared with the extended protocol.
@@ -396,7 +422,7 @@ impl ExtendedQueryHandler for Handler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<PgStatement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -435,11 +461,13 @@ impl ExtendedQueryHandler for Handler {
                 ),
             )));
         }
-        match self
+        let before = self.session.reported_settings();
+        let out = self
             .session
             .execute(&stmt.statement.prepared.statement, &params)
-            .await
-        {
+            .await;
+        report_changes(client, &before, &self.session).await?;
+        match out {
             Ok(out) => Ok(respond(out, &portal.result_column_format, &self.session)),
             Err(e) => Err(pg_error(e)),
         }

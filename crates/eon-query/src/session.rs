@@ -968,30 +968,12 @@ impl Session {
                 "SHOW",
             );
         }
-        let value = match self.vars.lock().unwrap().get(name) {
-            Some(v) => v.clone(),
-            None => match name {
-                "server_version" => SERVER_VERSION.into(),
-                "server_version_num" => "150000".into(),
-                "server_encoding" | "client_encoding" => "UTF8".into(),
-                "datestyle" => "ISO, MDY".into(),
-                "timezone" | "time zone" => "UTC".into(),
-                "intervalstyle" => "postgres".into(),
-                "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
-                "search_path" => "\"$user\", public".into(),
-                "max_identifier_length" => "63".into(),
-                "application_name" => String::new(),
-                "lc_collate" | "lc_ctype" => "C".into(),
-                "extra_float_digits" => "1".into(),
-                "statement_timeout" => "0".into(),
-                _ => {
-                    return Err(Error::user(
-                        sqlstate::UNDEFINED_OBJECT,
-                        format!("unrecognized configuration parameter \"{name}\""),
-                    ));
-                }
-            },
-        };
+        let value = self.setting(name).ok_or_else(|| {
+            Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("unrecognized configuration parameter \"{name}\""),
+            )
+        })?;
         let schema = show_schema(name);
         let col: ArrayRef = Arc::new(StringArray::from(vec![value]));
         Output::rows(
@@ -999,6 +981,45 @@ impl Session {
             schema,
             "SHOW",
         )
+    }
+
+    /// A configuration parameter's value (lower-case name), set or default.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.vars.lock().unwrap().get(name) {
+            return Some(v.clone());
+        }
+        Some(match name {
+            "server_version" => SERVER_VERSION.into(),
+            "server_version_num" => "150000".into(),
+            "server_encoding" | "client_encoding" => "UTF8".into(),
+            "datestyle" => "ISO, MDY".into(),
+            "timezone" | "time zone" => "UTC".into(),
+            "intervalstyle" => "postgres".into(),
+            "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
+            "search_path" => "\"$user\", public".into(),
+            "max_identifier_length" => "63".into(),
+            "application_name" => String::new(),
+            "lc_collate" | "lc_ctype" => "C".into(),
+            "extra_float_digits" => "1".into(),
+            "statement_timeout" => "0".into(),
+            _ => return None,
+        })
+    }
+
+    /// The parameters PostgreSQL reports to the client (ParameterStatus)
+    /// whenever they change, with their values now.
+    pub fn reported_settings(&self) -> Vec<(&'static str, String)> {
+        [
+            ("application_name", "application_name"),
+            ("client_encoding", "client_encoding"),
+            ("DateStyle", "datestyle"),
+            ("IntervalStyle", "intervalstyle"),
+            ("TimeZone", "timezone"),
+            ("standard_conforming_strings", "standard_conforming_strings"),
+        ]
+        .into_iter()
+        .map(|(reported, name)| (reported, self.setting(name).unwrap_or_default()))
+        .collect()
     }
 
     /// Parse and run a whole SQL string (simple query protocol, REST):

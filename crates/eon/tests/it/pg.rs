@@ -430,3 +430,95 @@ async fn statement_timeout_cancels_a_long_statement_and_the_session_goes_on() {
         .get(0);
     assert_eq!(n, 90_000);
 }
+
+/// The messages a raw PostgreSQL connection receives until ReadyForQuery:
+/// (type byte, body).
+async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    loop {
+        let kind = s.read_u8().await.unwrap();
+        let len = s.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        out.push((kind, body));
+        if kind == b'Z' {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn set_reports_changed_parameters_with_parameter_status() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", cluster.pg_port))
+        .await
+        .unwrap();
+    // StartupMessage: protocol 3.0, user, database.
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for kv in ["user", "eon", "database", "eon"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).await.unwrap();
+    let startup = read_until_ready(&mut s).await;
+    let reported = |msgs: &[(u8, Vec<u8>)]| -> Vec<(String, String)> {
+        msgs.iter()
+            .filter(|(k, _)| *k == b'S')
+            .map(|(_, b)| {
+                let parts: Vec<String> = b
+                    .split(|c| *c == 0)
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+                (parts[0].clone(), parts[1].clone())
+            })
+            .collect()
+    };
+    assert!(
+        reported(&startup)
+            .iter()
+            .any(|(k, v)| k == "TimeZone" && v == "UTC"),
+        "{:?}",
+        reported(&startup)
+    );
+    let query = |sql: &str| {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        m.extend_from_slice(sql.as_bytes());
+        m.push(0);
+        m
+    };
+    s.write_all(&query(
+        "SET application_name = 'tour'; SET TimeZone = 'Europe/Paris'",
+    ))
+    .await
+    .unwrap();
+    let msgs = read_until_ready(&mut s).await;
+    let r = reported(&msgs);
+    assert!(
+        r.contains(&("application_name".into(), "tour".into())),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&("TimeZone".into(), "Europe/Paris".into())),
+        "{r:?}"
+    );
+    // Nothing changed: nothing reported.
+    s.write_all(&query("SELECT 1")).await.unwrap();
+    assert!(reported(&read_until_ready(&mut s).await).is_empty());
+    s.write_all(&query("RESET ALL")).await.unwrap();
+    let r = reported(&read_until_ready(&mut s).await);
+    assert!(
+        r.contains(&("application_name".into(), String::new()))
+            && r.contains(&("TimeZone".into(), "UTC".into())),
+        "{r:?}"
+    );
+}
