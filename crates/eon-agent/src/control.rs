@@ -12,7 +12,8 @@
 //! decision. Every two seconds it also reports every component's
 //! statistics to meta's history window.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eon_balancer::Observation;
@@ -31,6 +32,36 @@ const DECIDE_EVERY: u64 = 10;
 const REPORT_EVERY: u64 = 20;
 /// How long a drained query engine's clients may keep their connections.
 pub const QE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Decisions kept for `eon status --decisions`.
+const DECISIONS_KEPT: usize = 1000;
+
+/// The balancer's decisions — front ends, query engines, hosts — newest
+/// last, the latest [`DECISIONS_KEPT`] of them.
+#[derive(Default)]
+pub struct DecisionLog(Mutex<VecDeque<pb::Decision>>);
+
+impl DecisionLog {
+    pub fn record(&self, d: pb::Decision) {
+        tracing::info!(service = %d.service, current = d.current, desired = d.desired, actions = ?d.actions, "{}", d.rule);
+        let mut log = self.0.lock().unwrap();
+        if log.len() == DECISIONS_KEPT {
+            log.pop_front();
+        }
+        log.push_back(d);
+    }
+
+    /// The latest `limit` decisions (all when 0), oldest first.
+    pub fn latest(&self, limit: usize) -> Vec<pb::Decision> {
+        let log = self.0.lock().unwrap();
+        let skip = if limit == 0 {
+            0
+        } else {
+            log.len().saturating_sub(limit)
+        };
+        log.iter().skip(skip).cloned().collect()
+    }
+}
 
 /// How the balancer scales query engines (`eon up` flags).
 #[derive(Debug, Clone)]
@@ -173,7 +204,7 @@ impl AgentState {
             }
         }
         if !actions.is_empty() {
-            self.frontends.record(pb::Decision {
+            self.decisions.record(pb::Decision {
                 at_unix_ms: eon_common::unix_ms(),
                 service: "query-engine".into(),
                 load,
@@ -198,20 +229,11 @@ impl AgentState {
         self.qe_http.drain(&http);
         let state = self.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + QE_DRAIN_TIMEOUT;
-            while (pg.in_flight() > 0 || http.in_flight() > 0)
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            crate::ingress::wait_idle(&[&pg, &http], QE_DRAIN_TIMEOUT).await;
             pg.instance.stop(STOP_TIMEOUT).await;
             state.qe_pg.remove(&pg.instance.name);
             state.qe_http.remove(&pg.instance.name);
-            state
-                .instances
-                .write()
-                .unwrap()
-                .retain(|i| !Arc::ptr_eq(i, &pg.instance));
+            state.forget(&pg.instance);
         });
     }
 }

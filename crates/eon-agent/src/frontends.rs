@@ -22,11 +22,11 @@
 //! - **new recipe**: applying a changed recipe starts instances of the new
 //!   version and drains the old ones once the new ones are ready.
 //!
-//! Every action is recorded as an `eon.v1.Decision` (inputs, rule, result),
-//! kept in a bounded log that `eon status --decisions` and
-//! `GET /v1/cluster/decisions` show.
+//! Every action is recorded as an `eon.v1.Decision` (inputs, rule, result)
+//! in the agent's [`DecisionLog`](crate::control::DecisionLog), which
+//! `eon status --decisions` and `GET /v1/cluster/decisions` show.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,9 +40,6 @@ use crate::AgentState;
 use crate::hosts::Placement;
 use crate::ingress::{Backend, Pool};
 use crate::supervisor::{self, Launch};
-
-/// Decisions kept for `eon status --decisions`.
-const DECISIONS_KEPT: usize = 1000;
 
 /// One front end.
 pub struct Frontend {
@@ -65,7 +62,6 @@ pub struct Frontend {
 #[derive(Default)]
 pub struct Frontends {
     pub by_name: RwLock<BTreeMap<String, Arc<Frontend>>>,
-    decisions: Mutex<VecDeque<pb::Decision>>,
 }
 
 impl Frontends {
@@ -93,26 +89,6 @@ impl Frontends {
             }
         }
         best
-    }
-
-    pub fn record(&self, d: pb::Decision) {
-        tracing::info!(service = %d.service, current = d.current, desired = d.desired, actions = ?d.actions, "{}", d.rule);
-        let mut log = self.decisions.lock().unwrap();
-        if log.len() == DECISIONS_KEPT {
-            log.pop_front();
-        }
-        log.push_back(d);
-    }
-
-    /// The latest `limit` decisions (all when 0), oldest first.
-    pub fn decisions(&self, limit: usize) -> Vec<pb::Decision> {
-        let log = self.decisions.lock().unwrap();
-        let skip = if limit == 0 {
-            0
-        } else {
-            log.len().saturating_sub(limit)
-        };
-        log.iter().skip(skip).cloned().collect()
     }
 }
 
@@ -159,14 +135,6 @@ fn launch_changed(old: &Recipe, new: &Recipe) -> bool {
     &a != new
 }
 
-fn route_text(r: &Recipe) -> String {
-    match (&r.route.host, &r.route.prefix) {
-        (Some(h), _) => format!("host {h}"),
-        (None, Some(p)) => p.clone(),
-        (None, None) => "-".into(),
-    }
-}
-
 impl AgentState {
     /// Run a front end from recipe text, or update the one of that name.
     pub(crate) fn apply_recipe(
@@ -181,7 +149,7 @@ impl AgentState {
             if other.name != recipe.name && r.route == recipe.route {
                 return Err(format!(
                     "route: {} is already the route of front end {:?}",
-                    route_text(&recipe),
+                    recipe.route.describe(),
                     other.name
                 ));
             }
@@ -230,7 +198,7 @@ impl AgentState {
                 self.drain(&fe, b);
             }
         }
-        self.frontends.record(pb::Decision {
+        self.decisions.record(pb::Decision {
             at_unix_ms: eon_common::unix_ms(),
             service: fe.name.clone(),
             current: names.len() as u32,
@@ -288,17 +256,10 @@ impl AgentState {
         tokio::spawn(async move {
             let stop = fe.recipe.read().unwrap().stop.clone();
             tokio::time::sleep(stop.drain).await;
-            let deadline = tokio::time::Instant::now() + stop.timeout;
-            while b.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            crate::ingress::wait_idle(&[&b], stop.timeout).await;
             b.instance.stop(stop.timeout).await;
             fe.pool.remove(&b.instance.name);
-            state
-                .instances
-                .write()
-                .unwrap()
-                .retain(|i| !Arc::ptr_eq(i, &b.instance));
+            state.forget(&b.instance);
         });
     }
 
@@ -349,10 +310,7 @@ impl AgentState {
             if !b.draining() && b.instance.status().state == crate::supervisor::State::Stopped {
                 tracing::warn!(instance = %b.instance.name, why = ?b.instance.status().last_exit, "instance lost");
                 fe.pool.remove(&b.instance.name);
-                self.instances
-                    .write()
-                    .unwrap()
-                    .retain(|i| !Arc::ptr_eq(i, &b.instance));
+                self.forget(&b.instance);
             }
         }
         let live: Vec<Arc<Backend>> = fe
@@ -443,7 +401,7 @@ impl AgentState {
         }
         // Waiting for a host to wake is not news after the first time.
         if actions.iter().any(|a| !a.starts_with("waiting for host")) {
-            self.frontends.record(pb::Decision {
+            self.decisions.record(pb::Decision {
                 at_unix_ms: eon_common::unix_ms(),
                 service: fe.name.clone(),
                 load,
@@ -503,7 +461,7 @@ impl AgentState {
             .collect();
         pb::Frontend {
             name: fe.name.clone(),
-            route: route_text(&recipe),
+            route: recipe.route.describe(),
             min: recipe.scale.min,
             max: recipe.scale.max,
             signal: match (recipe.load.signal, &recipe.load.metric) {

@@ -152,7 +152,7 @@ impl AgentState {
         h.set(HostState::Waking);
         drop(hosts);
         self.run_power_command(name, "power_on", &cmd);
-        self.frontends.record(pb::Decision {
+        self.decisions.record(pb::Decision {
             at_unix_ms: eon_common::unix_ms(),
             service: format!("host {name}"),
             rule: format!(
@@ -230,7 +230,7 @@ impl AgentState {
             let was = h.state;
             h.set(HostState::Awake);
             drop(hosts);
-            self.frontends.record(pb::Decision {
+            self.decisions.record(pb::Decision {
                 at_unix_ms: eon_common::unix_ms(),
                 service: format!("host {}", req.name),
                 rule: format!("its agent joined (was {})", was.as_str()),
@@ -301,7 +301,7 @@ impl AgentState {
             self.run_power_command(&name, "power_off", &cmd);
         }
         for (name, rule, action) in decisions {
-            self.frontends.record(pb::Decision {
+            self.decisions.record(pb::Decision {
                 at_unix_ms: eon_common::unix_ms(),
                 service: format!("host {name}"),
                 rule,

@@ -281,6 +281,15 @@ impl Pool {
     }
 }
 
+/// Wait until no request is in flight on any of `backends` (drained ones,
+/// whose requests are finishing), or `timeout` has passed.
+pub async fn wait_idle(backends: &[&Arc<Backend>], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while backends.iter().any(|b| b.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The HTTP client the proxy and the health checks use.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

@@ -17,7 +17,7 @@ use eon_common::recipe::Recipe;
 use eon_common::stats::Recorder;
 use eon_proto::v1 as pb;
 use eon_proto::v1::agent_client::AgentClient;
-use eon_proto::v1::agent_server::{Agent, AgentServer};
+use eon_proto::v1::agent_server::Agent;
 use tonic::{Request, Response, Status};
 
 use crate::supervisor::{self, Instance, STOP_TIMEOUT};
@@ -101,23 +101,16 @@ pub async fn run(opts: JoinOptions) -> Result<(), UpError> {
         env: RwLock::new(Vec::new()),
         stats: Recorder::new("agent", 0),
     });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let service = AgentServer::new(JoinedService {
-        state: state.clone(),
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = state.clone();
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(eon_common::node::metrics_routes(move || {
-                metrics.own_stats()
-            }))
-            .add_service(service)
-            .serve_with_incoming_shutdown(eon_common::node::incoming(listener), async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let server = crate::serve_agent(
+        listener,
+        JoinedService {
+            state: state.clone(),
+        },
+        move || metrics.own_stats(),
+        stop_rx,
+    );
     // Join, then keep calling in.
     let heartbeat_state = state.clone();
     let heartbeat = tokio::spawn(async move {

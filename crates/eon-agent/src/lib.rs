@@ -110,6 +110,7 @@ pub struct AgentState {
     qe_pg: Arc<Pool>,
     qe_http: Arc<Pool>,
     frontends: Frontends,
+    decisions: control::DecisionLog,
     hosts: hosts::HostTable,
     /// This agent's gRPC address, once it listens.
     agent_addr: std::sync::OnceLock<String>,
@@ -266,6 +267,14 @@ impl AgentState {
         out
     }
 
+    /// Drop a stopped (or lost) instance from what `List` shows.
+    fn forget(&self, inst: &Arc<Instance>) {
+        self.instances
+            .write()
+            .unwrap()
+            .retain(|i| !Arc::ptr_eq(i, inst));
+    }
+
     fn find(&self, name: &str) -> Option<Arc<Instance>> {
         self.instances
             .read()
@@ -413,6 +422,7 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         qe_pg: Pool::new("query-engine", "pg", "router", router::HOLD),
         qe_http: Pool::new("query-engine", "http", "router", router::HOLD),
         frontends: Frontends::default(),
+        decisions: control::DecisionLog::default(),
         hosts: std::sync::Mutex::new(hosts::initial(&opts.hosts)),
         agent_addr: std::sync::OnceLock::new(),
         frontend_env: vec![
@@ -445,23 +455,15 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         .map_err(|e| UpError(e.to_string()))?;
     let _ = state.agent_addr.set(agent_addr.to_string());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let agent_service = AgentServer::new(AgentService {
-        state: state.clone(),
-    });
-    let mut agent_stop = stop_rx.clone();
     let metrics_state = state.clone();
-    let agent_task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(eon_common::node::metrics_routes(move || {
-                metrics_state.own_stats()
-            }))
-            .add_service(agent_service)
-            .serve_with_incoming_shutdown(eon_common::node::incoming(agent_listener), async move {
-                let _ = agent_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let agent_task = serve_agent(
+        agent_listener,
+        AgentService {
+            state: state.clone(),
+        },
+        move || metrics_state.own_stats(),
+        stop_rx.clone(),
+    );
     let cluster = ClusterFile {
         pid: std::process::id(),
         agent: agent_addr.to_string(),
@@ -563,8 +565,8 @@ fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handle
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(100);
                     let list: Vec<serde_json::Value> = state
-                        .frontends
-                        .decisions(limit)
+                        .decisions
+                        .latest(limit)
                         .iter()
                         .map(decision_json)
                         .collect();
@@ -724,6 +726,26 @@ pub fn frontend_json(f: &pb::Frontend) -> serde_json::Value {
     })
 }
 
+/// Serve the `Agent` interface (and `GET /metrics` of `stats`) on
+/// `listener` until `stop` fires — the cluster's agent and joined ones alike.
+pub(crate) fn serve_agent<A: Agent>(
+    listener: tokio::net::TcpListener,
+    service: A,
+    stats: impl Fn() -> pb::Stats + Clone + Send + Sync + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(eon_common::node::metrics_routes(stats))
+            .add_service(AgentServer::new(service))
+            .serve_with_incoming_shutdown(eon_common::node::incoming(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    })
+}
+
 fn write_cluster_file(dir: &Path, c: &ClusterFile) {
     let tmp = dir.join(format!("{CLUSTER_FILE}.tmp"));
     if std::fs::write(&tmp, serde_json::to_vec_pretty(c).unwrap_or_default()).is_ok() {
@@ -850,10 +872,7 @@ impl Agent for AgentService {
     }
 
     async fn decisions(&self, req: Request<pb::DecisionsRequest>) -> Reply<pb::DecisionsResponse> {
-        let decisions = self
-            .state
-            .frontends
-            .decisions(req.into_inner().limit as usize);
+        let decisions = self.state.decisions.latest(req.into_inner().limit as usize);
         Ok(Response::new(pb::DecisionsResponse { decisions }))
     }
 

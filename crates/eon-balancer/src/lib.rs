@@ -482,6 +482,21 @@ mod tests {
         assert_eq!(*counts.last().unwrap(), 8);
     }
 
+    /// An empty host; all but the local one can be powered on and off,
+    /// and park after 5 s empty.
+    fn host(name: &str, local: bool, power: Power, slots: u32) -> HostView {
+        HostView {
+            name: name.into(),
+            local,
+            power,
+            slots,
+            instances: 0,
+            can_power: !local,
+            empty_for: Duration::ZERO,
+            park_after: Duration::from_secs(5),
+        }
+    }
+
     /// Hosts over time: a load trace scaled by the core, instances placed
     /// by [`place`], hosts woken (ready `wake` seconds later) and parked by
     /// [`to_park`]. Returns, per second, the instances on each host and
@@ -493,36 +508,11 @@ mod tests {
         };
         let mut s = Scaler::new();
         let mut hosts = vec![
-            HostView {
-                name: "local".into(),
-                local: true,
-                power: Power::Awake,
-                slots: 1,
-                instances: 0,
-                can_power: false,
-                empty_for: Duration::ZERO,
-                park_after: Duration::from_secs(5),
-            },
-            HostView {
-                name: "b".into(),
-                local: false,
-                power: Power::Parked,
-                slots: 2,
-                instances: 0,
-                can_power: true,
-                empty_for: Duration::ZERO,
-                park_after: Duration::from_secs(5),
-            },
-            HostView {
-                name: "c".into(),
-                local: false,
-                power: Power::Parked,
-                slots: 2,
-                instances: 0,
-                can_power: true,
-                empty_for: Duration::ZERO,
-                park_after: Duration::from_secs(5),
-            },
+            // The local host: one slot, no power commands.
+            host("local", true, Power::Awake, 1),
+            // b and c: two slots each, parked until needed.
+            host("b", false, Power::Parked, 2),
+            host("c", false, Power::Parked, 2),
         ];
         let mut woken_at: Vec<Option<u64>> = vec![None; 3];
         let mut out = Vec::new();

@@ -270,6 +270,17 @@ pub struct Route {
     pub host: Option<String>,
 }
 
+impl Route {
+    /// `/prefix` or `host example.com` (a checked recipe has exactly one).
+    pub fn describe(&self) -> String {
+        match (&self.host, &self.prefix) {
+            (Some(h), _) => format!("host {h}"),
+            (None, Some(p)) => p.clone(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
 /// Durations as people write them: "500ms", "10s", "5m", "1h 30m".
 pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;

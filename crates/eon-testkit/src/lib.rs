@@ -243,9 +243,17 @@ impl TestCluster {
     }
 
     /// Every instance the agent supervises.
+    /// A client of the cluster's agent.
+    pub fn agent(
+        &self,
+    ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
+        Ok(pb::agent_client::AgentClient::new(
+            eon_common::node::channel(&self.agent_addr()?)?,
+        ))
+    }
+
     pub async fn instances(&self) -> anyhow::Result<Vec<pb::Instance>> {
-        let mut agent =
-            pb::agent_client::AgentClient::new(eon_common::node::channel(&self.agent_addr()?)?);
+        let mut agent = self.agent()?;
         Ok(agent
             .list(pb::ListInstancesRequest {})
             .await?

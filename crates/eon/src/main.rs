@@ -242,6 +242,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// How a command that returns nothing ends: success, or its error (with its
+/// causes) as one line.
+fn exit(r: Result<(), impl std::fmt::Display>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
 /// One line on stderr and a failure exit: how every command reports errors.
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("eon: {msg}");
@@ -397,10 +406,7 @@ fn main() -> ExitCode {
                     RecipeAction::Check { .. } => unreachable!("handled above"),
                 }
             });
-            match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            exit(r)
         }
         Command::Agent {
             join,
@@ -430,10 +436,7 @@ fn main() -> ExitCode {
                 listen,
                 advertise,
             };
-            match runtime().block_on(eon_agent::joined::run(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            exit(runtime().block_on(eon_agent::joined::run(opts)))
         }
         Command::Status {
             find,
@@ -447,19 +450,10 @@ fn main() -> ExitCode {
                     status::run(&find).await
                 }
             });
-            match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            exit(r)
         }
-        Command::BenchScale(args) => match runtime().block_on(bench_scale::run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(format!("{e:#}")),
-        },
-        Command::Bench(args) => match runtime().block_on(bench::run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(format!("{e:#}")),
-        },
+        Command::BenchScale(args) => exit(runtime().block_on(bench_scale::run(args))),
+        Command::Bench(args) => exit(runtime().block_on(bench::run(args))),
         Command::Conformance {
             interface,
             addr,
@@ -480,14 +474,11 @@ fn main() -> ExitCode {
             port,
         } => {
             init_logging(None);
-            match runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
+            exit(runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
                 dir: data_dir,
                 listen,
                 port,
-            })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            })))
         }
         Command::DataEngine {
             id,
@@ -513,10 +504,7 @@ fn main() -> ExitCode {
                 port,
                 store,
             };
-            match runtime().block_on(eon_data::run(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            exit(runtime().block_on(eon_data::run(opts)))
         }
         Command::QueryEngine {
             id,
@@ -537,10 +525,7 @@ fn main() -> ExitCode {
                 grpc_port,
                 default_shards,
             };
-            match runtime().block_on(eon_query::run(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            exit(runtime().block_on(eon_query::run(opts)))
         }
     }
 }

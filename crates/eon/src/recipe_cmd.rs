@@ -29,11 +29,7 @@ pub fn describe(r: &Recipe) -> String {
         r.command,
         r.scale.min,
         r.scale.max,
-        r.route
-            .prefix
-            .clone()
-            .or_else(|| r.route.host.clone().map(|h| format!("host {h}")))
-            .unwrap_or_default()
+        r.route.describe()
     )
 }
 

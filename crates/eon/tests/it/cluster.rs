@@ -294,9 +294,7 @@ async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections()
         .batch_execute("INSERT INTO busy SELECT i, i % 97 FROM generate_series(1, 3000) AS s(i)")
         .await
         .unwrap();
-    let mut agent = eon_proto::v1::agent_client::AgentClient::new(
-        eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap(),
-    );
+    let mut agent = cluster.agent().unwrap();
 
     // Six connections, each running aggregates back to back: about six
     // statements in flight against a target of two per query engine.

@@ -69,8 +69,7 @@ fn load(
 }
 
 async fn agent_frontend(cluster: &TestCluster, name: &str) -> pb::Frontend {
-    let mut agent =
-        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let mut agent = cluster.agent().unwrap();
     frontend(&mut agent, name).await
 }
 
@@ -153,8 +152,7 @@ timeout = "5s"
         .arg(recipe.display().to_string())
         .start()
         .unwrap();
-    let mut agent =
-        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let mut agent = cluster.agent().unwrap();
     let base = format!("http://127.0.0.1:{}/gb", cluster.ingress_port);
 
     // min = 0: nothing runs until a request comes; the first request is
@@ -565,8 +563,7 @@ park_after = "2s"
         .arg(recipe.display().to_string())
         .start()
         .unwrap();
-    let mut agent =
-        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let mut agent = cluster.agent().unwrap();
     let url = format!("http://127.0.0.1:{}/gb/work?ms=200", cluster.ingress_port);
     let host_state = |hosts: &[pb::Host], name: &str| {
         hosts
@@ -723,8 +720,7 @@ async fn a_prometheus_signal_scales_a_host_routed_front_end_and_a_front_end_that
         .arg(never.display().to_string())
         .start()
         .unwrap();
-    let mut agent =
-        AgentClient::new(eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap());
+    let mut agent = cluster.agent().unwrap();
     let ingress = format!("http://127.0.0.1:{}", cluster.ingress_port);
     let http = reqwest::Client::new();
 
@@ -756,22 +752,12 @@ async fn a_prometheus_signal_scales_a_host_routed_front_end_and_a_front_end_that
         .address;
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
-            let (stop, tally, http, url) = (
-                stop.clone(),
-                tally.clone(),
-                http.clone(),
-                format!("http://{first}/work?ms=200"),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let ok = matches!(http.get(&url).send().await, Ok(r) if r.status() == 200);
-                    if ok { &tally.ok } else { &tally.failed }.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let tasks = load(
+        format!("http://{first}/work?ms=200"),
+        6,
+        stop.clone(),
+        tally.clone(),
+    );
     let f = wait_for(
         &mut agent,
         "pm",

@@ -141,9 +141,7 @@ async fn rest_errors_have_codes_and_statuses() {
     assert_eq!(h["data_engines"]["up"], 3);
 
     // With every data engine stopped, a query needing them is a 503.
-    let mut agent = eon_proto::v1::agent_client::AgentClient::new(
-        eon_common::node::channel(&cluster.agent_addr().unwrap()).unwrap(),
-    );
+    let mut agent = cluster.agent().unwrap();
     for n in 1..=3 {
         agent
             .stop(eon_proto::v1::StopInstanceRequest {
