@@ -64,6 +64,10 @@ pub mod sqlstate {
     pub const DATA_EXCEPTION: &str = "22000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
+    pub const INVALID_FOREIGN_KEY: &str = "42830";
+    pub const DUPLICATE_OBJECT: &str = "42710";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
@@ -75,6 +79,7 @@ pub mod sqlstate {
     pub const INDETERMINATE_DATATYPE: &str = "42P18";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
 }
 

@@ -33,6 +33,31 @@ pub struct ColumnDef {
     pub hidden: bool,
 }
 
+/// FOREIGN KEY (columns) REFERENCES ref_schema.ref_table (ref_columns),
+/// where ref_columns are the referenced table's primary key, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyDef {
+    pub name: String,
+    /// Indexes into this table's columns.
+    pub columns: Vec<usize>,
+    pub ref_schema: String,
+    pub ref_table: String,
+    /// Indexes into the referenced table's columns.
+    pub ref_columns: Vec<usize>,
+}
+
+impl ForeignKeyDef {
+    pub fn to_proto(&self) -> pb::ForeignKey {
+        pb::ForeignKey {
+            name: self.name.clone(),
+            columns: self.columns.iter().map(|&i| i as u32).collect(),
+            ref_schema: self.ref_schema.clone(),
+            ref_table: self.ref_table.clone(),
+            ref_columns: self.ref_columns.iter().map(|&i| i as u32).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TableDef {
     pub id: u64,
@@ -44,6 +69,8 @@ pub struct TableDef {
     pub shard_count: u32,
     /// `placement[shard]` is the id of the data engine holding the shard.
     pub placement: Vec<u64>,
+    /// Its FOREIGN KEY constraints.
+    pub foreign_keys: Vec<ForeignKeyDef>,
     /// All columns, hidden ones included.
     arrow_schema: SchemaRef,
     /// Only the columns a user sees.
@@ -96,6 +123,17 @@ impl TableDef {
             primary_key,
             shard_count: t.shard_count,
             placement: t.placement.clone(),
+            foreign_keys: t
+                .foreign_keys
+                .iter()
+                .map(|f| ForeignKeyDef {
+                    name: f.name.clone(),
+                    columns: f.columns.iter().map(|&i| i as usize).collect(),
+                    ref_schema: f.ref_schema.clone(),
+                    ref_table: f.ref_table.clone(),
+                    ref_columns: f.ref_columns.iter().map(|&i| i as usize).collect(),
+                })
+                .collect(),
             arrow_schema,
             visible_schema,
             proto: t,
@@ -127,6 +165,7 @@ impl TableDef {
             primary_key: primary_key.into_iter().map(|i| i as u32).collect(),
             shard_count,
             placement: vec![],
+            foreign_keys: vec![],
         }
     }
 

@@ -120,6 +120,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
         .create_table(pb::CreateTableRequest {
             table: Some(table.clone()),
             if_not_exists: false,
+            restore: false,
         })
         .await
         .context("CreateTable")?
@@ -147,6 +148,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
         .create_table(pb::CreateTableRequest {
             table: Some(table.clone()),
             if_not_exists: false,
+            restore: false,
         })
         .await;
     ensure!(
@@ -157,6 +159,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
         .create_table(pb::CreateTableRequest {
             table: Some(table),
             if_not_exists: true,
+            restore: false,
         })
         .await?
         .into_inner();

@@ -167,6 +167,20 @@ impl MetaService {
                 "CreateTable needs columns and a primary key",
             ));
         }
+        for f in &table.foreign_keys {
+            let self_reference = f.ref_schema == table.schema && f.ref_table == table.name;
+            let exists = inner
+                .persisted
+                .tables
+                .iter()
+                .any(|t| t.schema == f.ref_schema && t.name == f.ref_table);
+            if !exists && !self_reference {
+                return Err(Error::user(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("relation \"{}\" does not exist", f.ref_table),
+                ));
+            }
+        }
         let engines = Self::up_data_engines(&inner);
         if engines.is_empty() {
             return Err(Error::unavailable(
@@ -182,13 +196,24 @@ impl MetaService {
                 "a table can have at most 4096 shards",
             ));
         }
-        inner.persisted.next_table_id += 1;
-        table.id = inner.persisted.next_table_id;
-        // Start each table at a different engine so small tables spread too.
-        let offset = table.id as usize;
-        table.placement = (0..table.shard_count as usize)
-            .map(|i| engines[(i + offset) % engines.len()])
-            .collect();
+        if req.restore {
+            if table.id == 0
+                || table.id > inner.persisted.next_table_id
+                || table.placement.len() != table.shard_count as usize
+            {
+                return Err(Error::internal(
+                    "a restored table keeps its id and placement",
+                ));
+            }
+        } else {
+            inner.persisted.next_table_id += 1;
+            table.id = inner.persisted.next_table_id;
+            // Start each table at a different engine so small tables spread too.
+            let offset = table.id as usize;
+            table.placement = (0..table.shard_count as usize)
+                .map(|i| engines[(i + offset) % engines.len()])
+                .collect();
+        }
         inner.persisted.tables.push(table.clone());
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -224,6 +249,24 @@ impl MetaService {
                 format!("table \"{}\" does not exist", req.name),
             ));
         };
+        let dropped = &inner.persisted.tables[pos];
+        let referencing = inner.persisted.tables.iter().find_map(|t| {
+            t.foreign_keys
+                .iter()
+                .find(|f| {
+                    t.id != dropped.id && f.ref_schema == schema && f.ref_table == dropped.name
+                })
+                .map(|f| (t, f))
+        });
+        if let Some((t, f)) = referencing {
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop table {} because other objects depend on it: constraint {} on table {} depends on table {}",
+                    req.name, f.name, t.name, req.name
+                ),
+            ));
+        }
         let table = inner.persisted.tables.remove(pos);
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -445,7 +488,8 @@ mod tests {
             assert_eq!(
                 meta.create_table(pb::CreateTableRequest {
                     table: Some(table("t")),
-                    if_not_exists: false
+                    if_not_exists: false,
+                    restore: false,
                 })
                 .unwrap_err()
                 .code,
@@ -458,6 +502,7 @@ mod tests {
                 .create_table(pb::CreateTableRequest {
                     table: Some(table("t")),
                     if_not_exists: false,
+                    restore: false,
                 })
                 .unwrap()
                 .table
@@ -467,12 +512,14 @@ mod tests {
             let dup = meta.create_table(pb::CreateTableRequest {
                 table: Some(table("t")),
                 if_not_exists: false,
+                restore: false,
             });
             assert_eq!(dup.unwrap_err().code, sqlstate::DUPLICATE_TABLE);
             let again = meta
                 .create_table(pb::CreateTableRequest {
                     table: Some(table("t")),
                     if_not_exists: true,
+                    restore: false,
                 })
                 .unwrap();
             assert!(!again.created);

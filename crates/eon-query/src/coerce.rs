@@ -103,6 +103,10 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
                         .collect::<StringArray>(),
                 )
             }
+            (SqlType::Date, DataType::Utf8) => {
+                let dates = map_strings(&array, |s| Ok(date_part(s).to_string()))?;
+                cast_checked(&dates, &col.ty)?
+            }
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,
         }
@@ -159,6 +163,16 @@ fn out_of_range(ty: &SqlType) -> Error {
         other => format!("value out of range for type {other}"),
     };
     Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, msg)
+}
+
+/// The date of a date input: PostgreSQL ignores a time and zone after it
+/// ('2024-02-29 +00', as JDBC sends a java.sql.Date).
+pub fn date_part(s: &str) -> &str {
+    let t = s.trim();
+    match t.find([' ', 'T']) {
+        Some(i) if i >= 8 && t[..i].bytes().filter(|b| *b == b'-').count() == 2 => &t[..i],
+        _ => t,
+    }
 }
 
 fn invalid_input(ty: &str, value: &str) -> Error {

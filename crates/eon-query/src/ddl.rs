@@ -1,4 +1,4 @@
-//! CREATE TABLE and DROP TABLE.
+//! CREATE TABLE and DROP TABLE, in or out of a transaction block.
 //!
 //! The query engine validates the definition (types, keys, defaults), meta
 //! stores it and places the shards, and — for DROP — every data engine that
@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     CharacterLength, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType,
-    ExactNumberInfo, Expr as SqlExpr, ObjectName, SqlOption, TableConstraint, TimezoneInfo,
-    Value as SqlValue,
+    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, ObjectName, ReferentialAction,
+    SqlOption, TableConstraint, TimezoneInfo, Value as SqlValue,
 };
 use eon_common::error::sqlstate;
-use eon_common::schema::{ColumnDef, ROWID_COLUMN};
+use eon_common::schema::{ColumnDef, ForeignKeyDef, ROWID_COLUMN};
 use eon_common::{Error, Result, SqlType, TableDef};
 use eon_proto::v1 as pb;
 
+use crate::cluster::Cluster;
 use crate::dml::{ident, table_name};
 use crate::session::{Output, Session};
 
@@ -106,6 +107,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     let (schema, name) = table_name(&ct.name)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len() + 1);
     let mut primary_key: Option<Vec<usize>> = None;
+    let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
     let pk_twice = || {
         Error::user(
             sqlstate::INVALID_TABLE_DEFINITION,
@@ -150,9 +152,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                         "UNIQUE constraints are not supported yet",
                     ));
                 }
-                ColumnOption::ForeignKey(_) => {
-                    return Err(Error::unsupported("foreign keys are not supported yet"));
-                }
+                ColumnOption::ForeignKey(fk) => pending_fks.push((fk, Some(columns.len()))),
                 ColumnOption::Check(_) => {
                     return Err(Error::unsupported(
                         "CHECK constraints are not supported yet",
@@ -208,9 +208,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                     "UNIQUE constraints are not supported yet",
                 ));
             }
-            TableConstraint::ForeignKey(_) => {
-                return Err(Error::unsupported("foreign keys are not supported yet"));
-            }
+            TableConstraint::ForeignKey(fk) => pending_fks.push((fk, None)),
             TableConstraint::Check(_) => {
                 return Err(Error::unsupported(
                     "CHECK constraints are not supported yet",
@@ -316,20 +314,221 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             }
         }
     }
-    let table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
+    let mut foreign_keys = Vec::with_capacity(pending_fks.len());
+    for (fk, column) in pending_fks {
+        let def = foreign_key(session, &schema, &name, &columns, &primary_key, fk, column)?;
+        if foreign_keys
+            .iter()
+            .any(|f: &ForeignKeyDef| f.name == def.name)
+        {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_OBJECT,
+                format!(
+                    "constraint \"{}\" for relation \"{name}\" already exists",
+                    def.name
+                ),
+            ));
+        }
+        foreign_keys.push(def);
+    }
+    let mut table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
+    table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
     let r = session
         .cluster()
         .meta()
         .create_table(pb::CreateTableRequest {
             table: Some(table),
             if_not_exists: ct.if_not_exists,
+            restore: false,
         })
         .await
         .map_err(Error::from_status)?
         .into_inner();
     session.cluster().refresh_catalog().await?;
-    let _ = r.created;
+    if r.created {
+        if let Some(t) = r.table {
+            session.note_ddl(DdlUndo::Created(t));
+        }
+    }
     Ok(Output::Command("CREATE TABLE".into()))
+}
+
+/// Resolve a FOREIGN KEY of a table being created: its columns (`column`
+/// for one written on a column), and the referenced table's primary key,
+/// which is what it must reference (eon has no other unique constraints).
+fn foreign_key(
+    session: &Session,
+    schema: &str,
+    table: &str,
+    columns: &[ColumnDef],
+    primary_key: &[usize],
+    fk: &ForeignKeyConstraint,
+    column: Option<usize>,
+) -> Result<ForeignKeyDef> {
+    for action in [&fk.on_delete, &fk.on_update].into_iter().flatten() {
+        if !matches!(
+            action,
+            ReferentialAction::NoAction | ReferentialAction::Restrict
+        ) {
+            return Err(Error::unsupported(format!(
+                "foreign keys with ON DELETE/UPDATE {action} are not supported yet"
+            )));
+        }
+    }
+    let find = |cols: &[ColumnDef], id: &datafusion::sql::sqlparser::ast::Ident| {
+        let cname = ident(id);
+        cols.iter()
+            .position(|c| c.name == cname && !c.hidden)
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!(
+                        "column \"{cname}\" referenced in foreign key constraint does not exist"
+                    ),
+                )
+            })
+    };
+    let mut local: Vec<usize> = match column {
+        Some(i) => vec![i],
+        None => fk
+            .columns
+            .iter()
+            .map(|c| find(columns, c))
+            .collect::<Result<_>>()?,
+    };
+    let (ref_schema, ref_table) = table_name(&fk.foreign_table)?;
+    let (ref_columns, ref_key): (Vec<ColumnDef>, Vec<usize>) =
+        if ref_schema == schema && ref_table == table {
+            (columns.to_vec(), primary_key.to_vec())
+        } else {
+            let t = session
+                .cluster()
+                .table(&ref_schema, &ref_table)
+                .ok_or_else(|| {
+                    Error::user(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("relation \"{ref_table}\" does not exist"),
+                    )
+                })?;
+            (t.columns.clone(), t.primary_key.clone())
+        };
+    let referred: Vec<usize> = if fk.referred_columns.is_empty() {
+        ref_key.clone()
+    } else {
+        fk.referred_columns
+            .iter()
+            .map(|c| find(&ref_columns, c))
+            .collect::<Result<_>>()?
+    };
+    if referred.len() != local.len() {
+        return Err(Error::user(
+            sqlstate::INVALID_FOREIGN_KEY,
+            "number of referencing and referenced columns for foreign key disagree",
+        ));
+    }
+    let mut sorted = referred.clone();
+    sorted.sort();
+    let mut key_sorted = ref_key.clone();
+    key_sorted.sort();
+    if sorted != key_sorted || ref_columns[ref_key[0]].hidden {
+        return Err(Error::user(
+            sqlstate::INVALID_FOREIGN_KEY,
+            format!(
+                "there is no unique constraint matching given keys for referenced table \"{ref_table}\""
+            ),
+        ));
+    }
+    // Pair the local columns with the key in key order.
+    local = ref_key
+        .iter()
+        .map(|k| local[referred.iter().position(|r| r == k).unwrap()])
+        .collect();
+    for (&l, &r) in local.iter().zip(&ref_key) {
+        let (a, b) = (&columns[l].ty, &ref_columns[r].ty);
+        let integer = |t: &SqlType| matches!(t, SqlType::Int2 | SqlType::Int4 | SqlType::Int8);
+        let text = |t: &SqlType| matches!(t, SqlType::Text | SqlType::Varchar { .. });
+        if !(a.short_name() == b.short_name() || (integer(a) && integer(b)) || (text(a) && text(b)))
+        {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "foreign key constraint cannot be implemented: key columns \"{}\" and \"{}\" are of incompatible types: {a} and {b}",
+                    columns[l].name, ref_columns[r].name
+                ),
+            ));
+        }
+    }
+    let name = match &fk.name {
+        Some(n) => ident(n),
+        None => format!(
+            "{table}_{}_fkey",
+            local
+                .iter()
+                .map(|&i| columns[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join("_")
+        ),
+    };
+    Ok(ForeignKeyDef {
+        name,
+        columns: local,
+        ref_schema,
+        ref_table,
+        ref_columns: ref_key,
+    })
+}
+
+/// How to undo one DDL statement of a transaction block.
+///
+/// eon's catalog changes are not versioned with transactions: DDL in a
+/// block takes effect at once (other sessions see it before COMMIT), and
+/// ROLLBACK — of the block, or to a savepoint before the statement —
+/// undoes it: a created table is dropped, a dropped table put back as it
+/// was. Its data is only dropped once the block commits, so a rolled back
+/// DROP loses nothing.
+#[derive(Debug, Clone)]
+pub enum DdlUndo {
+    Created(pb::Table),
+    Dropped(pb::Table),
+}
+
+/// Undo a block's DDL, newest first.
+pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
+    for (_, step) in ddl.into_iter().rev() {
+        let result = match &step {
+            DdlUndo::Created(t) => match detach(cluster, &t.schema, &t.name).await {
+                Ok(Some(t)) => {
+                    forget_data(cluster, &t).await;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            DdlUndo::Dropped(t) => cluster
+                .meta()
+                .create_table(pb::CreateTableRequest {
+                    table: Some(t.clone()),
+                    if_not_exists: false,
+                    restore: true,
+                })
+                .await
+                .map(|_| ())
+                .map_err(Error::from_status),
+        };
+        if let Err(e) = result {
+            tracing::error!(?step, "could not undo DDL of a rolled back block: {e}");
+        }
+    }
+    let _ = cluster.refresh_catalog().await;
+}
+
+/// The block committed: the data of the tables it dropped goes.
+pub async fn committed(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
+    for (_, step) in ddl {
+        if let DdlUndo::Dropped(t) = step {
+            forget_data(cluster, &t).await;
+        }
+    }
 }
 
 pub async fn drop_tables(
@@ -337,11 +536,12 @@ pub async fn drop_tables(
     names: &[ObjectName],
     if_exists: bool,
 ) -> Result<Output> {
-    session.cluster().timestamp().await?;
+    let cluster = session.cluster();
+    cluster.timestamp().await?;
     let mut targets = Vec::with_capacity(names.len());
     for n in names {
         let (schema, name) = table_name(n)?;
-        if session.cluster().table(&schema, &name).is_none() {
+        if cluster.table(&schema, &name).is_none() {
             if if_exists {
                 continue;
             }
@@ -352,37 +552,73 @@ pub async fn drop_tables(
         }
         targets.push((schema, name));
     }
-    for (schema, name) in targets {
-        let r = session
-            .cluster()
-            .meta()
-            .drop_table(pb::DropTableRequest {
-                schema,
-                name,
-                if_exists: true,
+    // Tables that reference others go first, so that dropping a parent
+    // with its children in one statement works.
+    let references = |(s, n): &(String, String), (ps, pn): &(String, String)| {
+        cluster.table(s, n).is_some_and(|t| {
+            t.foreign_keys
+                .iter()
+                .any(|f| &f.ref_schema == ps && &f.ref_table == pn && (s, n) != (ps, pn))
+        })
+    };
+    let mut ordered = Vec::with_capacity(targets.len());
+    while !targets.is_empty() {
+        let next = (0..targets.len())
+            .find(|&i| {
+                !targets
+                    .iter()
+                    .enumerate()
+                    .any(|(j, other)| j != i && references(other, &targets[i]))
             })
-            .await
-            .map_err(Error::from_status)?
-            .into_inner();
-        let Some(table) = r.table else { continue };
-        let engines: BTreeSet<u64> = table.placement.iter().copied().collect();
-        for engine in engines {
-            let id = table.id;
-            let r = session
-                .cluster()
-                .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
-                    c.drop_table(pb::DropTableDataRequest { table_id: id })
-                        .await
-                })
-                .await;
-            if let Err(e) = r {
-                // Meta no longer knows the table, so nothing can read the
-                // data; the engine frees it when it next starts (it drops
-                // the data of tables meta no longer has).
-                tracing::warn!(table = id, engine, "could not drop table data: {e}");
-            }
+            .unwrap_or(0);
+        ordered.push(targets.remove(next));
+    }
+    for (schema, name) in ordered {
+        let Some(table) = detach(cluster, &schema, &name).await? else {
+            continue;
+        };
+        if session.in_transaction() {
+            session.note_ddl(DdlUndo::Dropped(table));
+        } else {
+            forget_data(cluster, &table).await;
         }
     }
-    session.cluster().refresh_catalog().await?;
+    cluster.refresh_catalog().await?;
     Ok(Output::Command("DROP TABLE".into()))
+}
+
+/// Take a table out of the catalog (nothing can read it after), keeping
+/// its data: the dropped table, if there was one.
+async fn detach(cluster: &Cluster, schema: &str, name: &str) -> Result<Option<pb::Table>> {
+    let r = cluster
+        .meta()
+        .drop_table(pb::DropTableRequest {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            if_exists: true,
+        })
+        .await
+        .map_err(Error::from_status)?
+        .into_inner();
+    Ok(r.table)
+}
+
+/// Every data engine that held a shard of a dropped table forgets it.
+async fn forget_data(cluster: &Cluster, table: &pb::Table) {
+    let engines: BTreeSet<u64> = table.placement.iter().copied().collect();
+    for engine in engines {
+        let id = table.id;
+        let r = cluster
+            .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {
+                c.drop_table(pb::DropTableDataRequest { table_id: id })
+                    .await
+            })
+            .await;
+        if let Err(e) = r {
+            // Meta no longer knows the table, so nothing can read the
+            // data; the engine frees it when it next starts (it drops the
+            // data of tables meta no longer has).
+            tracing::warn!(table = id, engine, "could not drop table data: {e}");
+        }
+    }
 }

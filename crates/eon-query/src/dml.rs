@@ -123,6 +123,16 @@ async fn collect(
     Ok((schema, batches))
 }
 
+/// Run generated SQL at a statement's snapshot, in its transaction.
+pub(crate) async fn query_rows(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    let state = session.statement_state(ctx.clone());
+    Ok(collect(session, &state, parse_query(sql)?, &[]).await?.1)
+}
+
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
     Ok(concat_batches(&schema, &batches)?)
 }
@@ -270,7 +280,7 @@ fn substitute_params(query: &mut Query, params: &[ScalarValue]) -> Result<()> {
 
 /// SQL text for a parameter value, typed so DataFusion reads it back as the
 /// same value.
-fn sql_literal(v: &ScalarValue) -> Result<String> {
+pub(crate) fn sql_literal(v: &ScalarValue) -> Result<String> {
     if v.is_null() {
         return Ok("NULL".into());
     }
@@ -456,6 +466,7 @@ async fn insert(
         columns,
         &RecordBatchOptions::new().with_row_count(Some(n)),
     )?;
+    crate::fk::check_references(session, &ctx, &table, &rows).await?;
     let kind = if shape.ignore_conflicts {
         pb::WriteKind::InsertIgnore
     } else {
@@ -674,6 +685,26 @@ async fn update(
             moved.push(i as u32)
         }
     }
+    let fk_columns_set = table
+        .foreign_keys
+        .iter()
+        .any(|f| f.columns.iter().any(|c| shape.assigned.contains(c)));
+    if fk_columns_set {
+        let written: Vec<u32> = same.iter().chain(&moved).copied().collect();
+        let rows = take_record_batch(&new, &UInt32Array::from(written))?;
+        crate::fk::check_references(session, &ctx, &table, &rows).await?;
+    }
+    if !moved.is_empty() {
+        // Keys that no row has any more (another row may take a key over).
+        let kept: HashSet<&Key> = (0..found.num_rows()).map(|i| &new_keys[i]).collect();
+        let gone: Vec<u32> = moved
+            .iter()
+            .copied()
+            .filter(|&i| !kept.contains(&old_keys[i as usize]))
+            .collect();
+        let gone = take_record_batch(&old, &UInt32Array::from(gone))?.project(pk)?;
+        crate::fk::check_unreferenced(session, &ctx, &table, &gone).await?;
+    }
     let mut writes = Writes::default();
     let key_cols: Vec<usize> = pk.clone();
     if !moved.is_empty() {
@@ -778,8 +809,9 @@ async fn delete(
         .map(|i| i as u32)
         .collect();
     let rows = take_record_batch(&rows, &UInt32Array::from(unique))?;
-    let mut writes = Writes::default();
     let key_batch = rows.project(&table.primary_key)?;
+    crate::fk::check_unreferenced(session, &ctx, &table, &key_batch).await?;
+    let mut writes = Writes::default();
     writes.add(
         &table,
         pb::WriteKind::Delete,

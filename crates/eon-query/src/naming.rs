@@ -16,7 +16,8 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, Query, Select, SelectItem, SetExpr, Value,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, Select,
+    SelectItem, SetExpr, Value,
 };
 use futures::StreamExt;
 
@@ -27,7 +28,23 @@ pub fn pg_name(e: &Expr) -> Option<String> {
     match e {
         Expr::Identifier(i) => Some(ident(i)),
         Expr::CompoundIdentifier(parts) => parts.last().map(ident),
-        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident),
+        Expr::Function(f) => {
+            let name = f.name.0.last().and_then(|p| p.as_ident()).map(ident)?;
+            // Calls made by pgfuncs::rewrite are named as what they
+            // replace: a cast, or a scalar subquery's value.
+            let arg = || match &f.args {
+                FunctionArguments::List(l) => match l.args.first() {
+                    Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) => pg_name(arg),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match name.strip_prefix("eon_cast_") {
+                Some(ty) => arg().or_else(|| Some(ty.to_string())),
+                None if name == "eon_single" => arg(),
+                None => Some(name),
+            }
+        }
         Expr::Cast {
             expr, data_type, ..
         } => pg_name(expr).or_else(|| Some(type_name(data_type))),

@@ -283,6 +283,9 @@ impl SimpleQueryHandler for Handler {
     {
         let before = self.session.reported_settings();
         let outputs = self.session.run(query, &[]).await;
+        if let Some(name) = deallocated(query) {
+            client.portal_store().rm_statement(&name);
+        }
         if outputs.iter().any(|o| o.is_err()) {
             self.session.note_error();
         }
@@ -295,6 +298,24 @@ impl SimpleQueryHandler for Handler {
             })
             .collect())
     }
+}
+
+/// The prepared statement a simple `DEALLOCATE [PREPARE] name` drops.
+fn deallocated(query: &str) -> Option<String> {
+    let mut words = query.trim().trim_end_matches(';').split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    Some(
+        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => quoted.to_string(),
+            None => name.to_ascii_lowercase(),
+        },
+    )
 }
 
 /// ParameterStatus for every reported parameter a statement changed (as
@@ -397,6 +418,51 @@ impl ExtendedQueryHandler for Handler {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         self.parser.clone()
+    }
+
+    /// Describe of a statement that returns no rows but takes parameters
+    /// (an INSERT with `$1`) must answer ParameterDescription and NoData;
+    /// pgwire 0.41 sends an empty RowDescription there, which the JDBC
+    /// driver takes for a result ("A result was returned when none was
+    /// expected"). Everything else is pgwire's own.
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT;
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(stmt)) =
+                client.portal_store().get_statement(name)
+            {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                if described.fields.is_empty() {
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            pgwire::messages::data::ParameterDescription::new(
+                                described.parameters.iter().map(|t| t.oid()).collect(),
+                            ),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(
+                            pgwire::messages::data::NoData::new(),
+                        ))
+                        .await?;
+                    return Ok(());
+                }
+                return pgwire::api::query::send_describe_response(client, &described).await;
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn on_execute<C>(

@@ -500,7 +500,10 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
         )),
         Some(SqlType::Numeric { .. }) => parse_numeric(s)?,
         Some(SqlType::Bytea) => ScalarValue::Binary(Some(crate::coerce::parse_bytea(s)?)),
-        Some(t @ (SqlType::Date | SqlType::Timestamp | SqlType::TimestampTz)) => {
+        Some(SqlType::Date) => ScalarValue::Utf8(Some(crate::coerce::date_part(s).to_string()))
+            .cast_to(&DataType::Date32)
+            .map_err(|_| invalid("date"))?,
+        Some(t @ (SqlType::Timestamp | SqlType::TimestampTz)) => {
             ScalarValue::Utf8(Some(s.to_string()))
                 .cast_to(&t.arrow_type())
                 .map_err(|_| invalid(&t.to_string()))?

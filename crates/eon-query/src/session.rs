@@ -103,7 +103,8 @@ impl Engine {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
+            // eon's own information_schema (infoschema.rs), not DataFusion's.
+            .with_information_schema(false)
             .with_target_partitions(4);
         let opts = config.options_mut();
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
@@ -139,24 +140,7 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
-        // version() as PostgreSQL words it (drivers and ORMs parse
-        // "PostgreSQL X.Y"), not DataFusion's.
-        let version = format!(
-            "PostgreSQL {SERVER_VERSION} (eon {}) on {}-pc-linux-gnu, compiled by rustc, 64-bit",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::ARCH
-        );
-        ctx.register_udf(datafusion::logical_expr::create_udf(
-            "version",
-            vec![],
-            datafusion::arrow::datatypes::DataType::Utf8,
-            datafusion::logical_expr::Volatility::Stable,
-            Arc::new(move |_| {
-                Ok(datafusion::logical_expr::ColumnarValue::Scalar(
-                    ScalarValue::Utf8(Some(version.clone())),
-                ))
-            }),
-        ));
+        crate::pgfuncs::register(&ctx);
         let db = ctx
             .catalog(DATABASE)
             .ok_or_else(|| Error::internal("no database catalog"))?;
@@ -167,6 +151,13 @@ impl Engine {
             "pg_catalog",
             Arc::new(crate::pgcatalog::EonPgCatalog {
                 inner,
+                cluster: cluster.clone(),
+            }),
+        )
+        .map_err(from_df)?;
+        db.register_schema(
+            "information_schema",
+            Arc::new(crate::infoschema::InformationSchema {
                 cluster: cluster.clone(),
             }),
         )
@@ -210,11 +201,14 @@ pub enum WriteMode {
 impl Drop for Session {
     fn drop(&mut self) {
         // A client that goes away in a transaction block rolls it back.
-        if let Some(t) = self.txn.get_mut().unwrap().take() {
-            if !t.touched.is_empty() {
+        if let Some(mut t) = self.txn.get_mut().unwrap().take() {
+            if !t.touched.is_empty() || !t.ddl.is_empty() {
                 let cluster = self.engine.cluster.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move { crate::txn::abort(&cluster, t.id, &t.touched).await });
+                    rt.spawn(async move {
+                        crate::txn::abort(&cluster, t.id, &t.touched).await;
+                        crate::ddl::undo(&cluster, std::mem::take(&mut t.ddl)).await;
+                    });
                 }
             }
         }
@@ -307,12 +301,15 @@ impl Session {
     /// datafusion-pg-catalog's parser, which matches the exact text psql and
     /// drivers send and rewrites what DataFusion cannot plan.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        if is_catalog_query(sql) {
-            if let Ok(statements) = self.engine.compat.parse(sql) {
-                return Ok(statements);
-            }
-        }
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)
+        let mut statements = match is_catalog_query(sql)
+            .then(|| self.engine.compat.parse(sql).ok())
+            .flatten()
+        {
+            Some(statements) => statements,
+            None => Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?,
+        };
+        crate::pgfuncs::rewrite(&mut statements);
+        Ok(statements)
     }
 
     /// A copy of the session state for one statement, carrying its context.
@@ -606,6 +603,7 @@ impl Session {
                     anchor: None,
                     heartbeat: None,
                     aborted_remotely: Default::default(),
+                    ddl: vec![],
                 });
                 Ok(Output::TxnStart("BEGIN".into()))
             }
@@ -628,14 +626,18 @@ impl Session {
                 savepoint: Some(name),
                 ..
             } => {
-                let (id, seq, touched) = {
+                let (id, seq, touched, ddl) = {
                     let mut guard = self.txn.lock().unwrap();
                     let t = savepoint_block(&mut guard, "ROLLBACK TO SAVEPOINT", true)?;
                     let pos = find_savepoint(t, name)?;
                     // The savepoint stays; later ones are gone.
                     t.savepoints.truncate(pos + 1);
-                    (t.id, t.savepoints[pos].1, t.touched.clone())
+                    let seq = t.savepoints[pos].1;
+                    let later = t.ddl.iter().position(|(s, _)| *s > seq);
+                    let ddl = later.map(|i| t.ddl.split_off(i)).unwrap_or_default();
+                    (t.id, seq, t.touched.clone(), ddl)
                 };
+                crate::ddl::undo(self.cluster(), ddl).await;
                 if let Err(e) = crate::txn::rollback_to(self.cluster(), id, seq, &touched).await {
                     self.note_error();
                     return Err(e);
@@ -648,17 +650,17 @@ impl Session {
             Statement::Rollback { .. } => {
                 let t = self.txn.lock().unwrap().take();
                 if let Some(t) = t {
-                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
+                    self.abort(t).await;
                 }
                 Ok(Output::TxnEnd("ROLLBACK".into()))
             }
             Statement::Commit { .. } => {
                 let t = self.txn.lock().unwrap().take();
-                let Some(t) = t else {
+                let Some(mut t) = t else {
                     return Ok(Output::TxnEnd("COMMIT".into()));
                 };
                 if t.failed {
-                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
+                    self.abort(t).await;
                     return Ok(Output::TxnEnd("ROLLBACK".into()));
                 }
                 let reads: Vec<crate::provider::ReadSpan> = t
@@ -667,17 +669,45 @@ impl Session {
                     .flat_map(|s| s.reads.lock().unwrap().clone())
                     .collect();
                 if t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst) {
-                    crate::txn::abort(self.cluster(), t.id, &t.touched).await;
+                    self.abort(t).await;
                     return Err(Error::write_conflict(
                         "the transaction was aborted: it was idle longer than its data engines wait",
                     ));
                 }
                 let refresh = (t.isolation == Isolation::Serializable)
                     .then_some((t.read_ts, reads.as_slice()));
-                crate::txn::commit(self.cluster(), t.id, &t.engines, t.anchor, refresh).await?;
+                let committed =
+                    crate::txn::commit(self.cluster(), t.id, &t.engines, t.anchor, refresh).await;
+                match committed {
+                    Ok(_) => {
+                        crate::ddl::committed(self.cluster(), std::mem::take(&mut t.ddl)).await
+                    }
+                    // The block is gone either way; its writes were
+                    // rolled back, so its DDL is too.
+                    Err(e) => {
+                        crate::ddl::undo(self.cluster(), std::mem::take(&mut t.ddl)).await;
+                        return Err(e);
+                    }
+                }
                 Ok(Output::TxnEnd("COMMIT".into()))
             }
             _ => Err(Error::internal("not a transaction statement")),
+        }
+    }
+
+    /// Roll back a block: its staged writes, then its DDL.
+    async fn abort(&self, mut t: TxnState) {
+        crate::txn::abort(self.cluster(), t.id, &t.touched).await;
+        crate::ddl::undo(self.cluster(), std::mem::take(&mut t.ddl)).await;
+    }
+
+    /// Note DDL done in the open block (nothing outside one: it is final).
+    pub fn note_ddl(&self, step: crate::ddl::DdlUndo) {
+        if let Some(t) = self.txn.lock().unwrap().as_mut() {
+            t.started = true;
+            t.seq += 1;
+            let seq = t.seq;
+            t.ddl.push((seq, step));
         }
     }
 
@@ -710,12 +740,15 @@ impl Session {
             if t.failed {
                 return Err(crate::txn::aborted_error());
             }
-            if matches!(
-                statement,
-                Statement::CreateTable(_) | Statement::Drop { .. }
-            ) {
-                return Err(Error::unsupported(
-                    "CREATE and DROP inside a transaction block are not supported yet",
+            if t.read_only
+                && matches!(
+                    statement,
+                    Statement::CreateTable(_) | Statement::Drop { .. }
+                )
+            {
+                return Err(Error::user(
+                    sqlstate::READ_ONLY_SQL_TRANSACTION,
+                    "cannot execute DDL in a read-only transaction",
                 ));
             }
         }
@@ -740,6 +773,17 @@ impl Session {
                 names,
                 ..
             } => ddl::drop_tables(self, names, *if_exists).await,
+            // Prepared statements live in the connection (pgwire's store),
+            // which drops a named one itself (see pg.rs); DEALLOCATE ALL
+            // needs nothing more, as Parse replaces a statement of the same
+            // name.
+            Statement::Deallocate { name, .. } => {
+                Ok(Output::Command(if name.value.eq_ignore_ascii_case("all") {
+                    "DEALLOCATE ALL".into()
+                } else {
+                    "DEALLOCATE".into()
+                }))
+            }
             Statement::Set(set) => self.set(set),
             Statement::Reset(r) => self.reset(&r.reset),
             Statement::ShowVariable { variable } => {

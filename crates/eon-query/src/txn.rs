@@ -110,6 +110,9 @@ pub struct TxnState {
     /// The anchor reported the transaction aborted (its heartbeats were
     /// late): it can only roll back.
     pub aborted_remotely: Arc<std::sync::atomic::AtomicBool>,
+    /// Its DDL, oldest first, with the statement number of each: undone
+    /// on rollback (see [`crate::ddl::DdlUndo`]).
+    pub ddl: Vec<(u32, crate::ddl::DdlUndo)>,
 }
 
 impl Drop for TxnState {
@@ -164,7 +167,7 @@ pub fn aborted_error() -> Error {
 
 pub fn read_only_error(what: &str) -> Error {
     Error::user(
-        "25006",
+        sqlstate::READ_ONLY_SQL_TRANSACTION,
         format!("cannot execute {what} in a read-only transaction"),
     )
 }

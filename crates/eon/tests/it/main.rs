@@ -3,6 +3,7 @@
 //! One test binary, one module per area.
 
 mod bank;
+mod clients;
 mod cluster;
 mod conformance;
 mod durability;

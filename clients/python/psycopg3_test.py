@@ -1,0 +1,94 @@
+"""psycopg 3 against eon: connect, DDL, parameterized CRUD, transactions,
+every type in text and binary, errors with SQLSTATE, type introspection."""
+
+import sys
+
+import psycopg
+from psycopg.types import TypeInfo
+
+from common import TYPES, check, check_row, columns_ddl
+
+url = sys.argv[1]
+
+with psycopg.connect(url, autocommit=True) as conn:
+    check("server_version reported", conn.info.parameter_status("server_version").startswith("15"), True)
+    conn.execute("DROP TABLE IF EXISTS psycopg3_types")
+    conn.execute(f"CREATE TABLE psycopg3_types (id int PRIMARY KEY, {columns_ddl()})")
+    placeholders = ", ".join(["%s"] * (len(TYPES) + 1))
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            key = int(binary)
+            cur.execute(
+                f"INSERT INTO psycopg3_types VALUES ({placeholders})",
+                [key] + [v for _, v in TYPES],
+            )
+            cur.execute("SELECT * FROM psycopg3_types WHERE id = %s", (key,))
+            row = cur.fetchone()
+            check_row(f"{'binary' if binary else 'text'} round trip", row[1:])
+
+    # CRUD with parameters, and rowcount.
+    conn.execute("DROP TABLE IF EXISTS psycopg3_items")
+    conn.execute("CREATE TABLE psycopg3_items (id int PRIMARY KEY, name text NOT NULL, qty int)")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO psycopg3_items VALUES (%s, %s, %s)",
+            [(i, f"item{i}", i * 10) for i in range(1, 6)],
+        )
+        cur.execute("UPDATE psycopg3_items SET qty = qty + %s WHERE id >= %s", (1, 4))
+        check("update rowcount", cur.rowcount, 2)
+        cur.execute("DELETE FROM psycopg3_items WHERE id = %s", (1,))
+        check("delete rowcount", cur.rowcount, 1)
+        cur.execute("SELECT id, qty FROM psycopg3_items ORDER BY id")
+        check("rows after CRUD", cur.fetchall(), [(2, 20), (3, 30), (4, 41), (5, 51)])
+
+    # Transactions: commit keeps, rollback (an exception in the block) undoes.
+    with conn.transaction():
+        conn.execute("INSERT INTO psycopg3_items VALUES (10, 'kept', 1)")
+    try:
+        with conn.transaction():
+            conn.execute("INSERT INTO psycopg3_items VALUES (11, 'undone', 1)")
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    ids = [r[0] for r in conn.execute("SELECT id FROM psycopg3_items WHERE id >= 10 ORDER BY id")]
+    check("commit kept, rollback undone", ids, [10])
+
+    # Errors carry SQLSTATE, and the session goes on.
+    for sql, state in [
+        ("INSERT INTO psycopg3_items VALUES (2, 'dup', 0)", "23505"),
+        ("INSERT INTO psycopg3_items (id) VALUES (99)", "23502"),
+        ("SELECT * FROM psycopg3_nothing", "42P01"),
+        ("SELECT 1/0", "22012"),
+        ("SELEC 1", "42601"),
+    ]:
+        try:
+            conn.execute(sql)
+            check(f"error for {sql}", "no error", state)
+        except psycopg.Error as e:
+            check(f"SQLSTATE of {sql}", e.sqlstate, state)
+
+    # A failed statement inside a transaction block poisons the block (25P02).
+    conn.autocommit = False
+    try:
+        conn.execute("SELECT * FROM psycopg3_nothing")
+    except psycopg.Error:
+        pass
+    try:
+        conn.execute("SELECT 1")
+        check("aborted block", "no error", "25P02")
+    except psycopg.Error as e:
+        check("statement in an aborted block", e.sqlstate, "25P02")
+    conn.rollback()
+    conn.autocommit = True
+
+    # Introspection the driver does itself (TypeInfo reads pg_type).
+    info = TypeInfo.fetch(conn, "numeric")
+    check("TypeInfo numeric oid", info.oid, 1700)
+    check("TypeInfo of a missing type", TypeInfo.fetch(conn, "no_such_type"), None)
+    cols = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'psycopg3_items' ORDER BY ordinal_position"
+    ).fetchall()
+    check("information_schema.columns", cols, [("id", "integer"), ("name", "text"), ("qty", "integer")])
+
+print("psycopg3: all checks passed")

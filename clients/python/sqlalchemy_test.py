@@ -1,0 +1,86 @@
+"""SQLAlchemy 2 (over psycopg 3) against eon: the ORM's create_all with a
+foreign key, relationships, CRUD through a Session, and the inspector."""
+
+import sys
+
+from sqlalchemy import ForeignKey, Numeric, String, create_engine, delete, func, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from common import check
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Author(Base):
+    __tablename__ = "sqlalchemy_author"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(50))
+    books: Mapped[list["Book"]] = relationship(back_populates="author", order_by="Book.id")
+
+
+class Book(Base):
+    __tablename__ = "sqlalchemy_book"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    title: Mapped[str]
+    price: Mapped[float] = mapped_column(Numeric(8, 2))
+    author_id: Mapped[int] = mapped_column(ForeignKey("sqlalchemy_author.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+engine = create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"))
+Base.metadata.drop_all(engine)
+Base.metadata.create_all(engine)
+
+with Session(engine) as s:
+    s.add(
+        Author(
+            id=1,
+            name="Ursula",
+            books=[Book(id=1, title="Earthsea", price=9.5), Book(id=2, title="Lathe", price=7)],
+        )
+    )
+    s.add(Author(id=2, name="Iain", books=[Book(id=3, title="Excession", price=11)]))
+    s.commit()
+
+with Session(engine) as s:
+    ursula = s.scalars(select(Author).where(Author.name == "Ursula")).one()
+    check("relationship loads", [b.title for b in ursula.books], ["Earthsea", "Lathe"])
+    book = s.get(Book, 3)
+    check("many-to-one loads", book.author.name, "Iain")
+    book.price = 12
+    s.delete(s.get(Book, 2))
+    s.commit()
+    counts = s.execute(
+        select(Author.name, func.count(Book.id))
+        .join(Book)
+        .group_by(Author.name)
+        .order_by(Author.name)
+    ).all()
+    check("join and aggregate", [tuple(r) for r in counts], [("Iain", 1), ("Ursula", 1)])
+    check("update persisted", float(s.get(Book, 3).price), 12.0)
+
+inspector = inspect(engine)
+check(
+    "reflected tables",
+    sorted(t for t in inspector.get_table_names() if t.startswith("sqlalchemy_")),
+    ["sqlalchemy_author", "sqlalchemy_book"],
+)
+# The foreign key is enforced: a book of no author, or deleting an author
+# who still has books, fails with 23503.
+for bad in (
+    lambda s: s.add(Book(id=9, title="Orphan", price=1, author_id=99)),
+    lambda s: s.execute(delete(Author).where(Author.id == 1)),
+):
+    with Session(engine) as s:
+        try:
+            bad(s)
+            s.commit()
+            check("foreign key enforced", "committed", "IntegrityError")
+        except IntegrityError as e:
+            check("foreign key enforced", e.orig.sqlstate, "23503")
+# Not yet: get_columns, get_pk_constraint and get_indexes need pg_index and
+# pg_constraint with their array columns (the catalog part of issue 5).
+print("sqlalchemy: all checks passed")

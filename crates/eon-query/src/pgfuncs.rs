@@ -1,0 +1,626 @@
+//! PostgreSQL functions that drivers call and that neither DataFusion nor
+//! datafusion-pg-catalog provides.
+//!
+//! - `version()` worded as PostgreSQL's (drivers and ORMs parse
+//!   "PostgreSQL X.Y"), not DataFusion's;
+//! - `to_regtype(text)`: the oid of a type name, NULL when there is none —
+//!   psycopg's `TypeInfo.fetch` (and so SQLAlchemy on connect) looks types up
+//!   with it. Names resolve as PostgreSQL's parser resolves them: SQL
+//!   spellings (`integer`, `double precision`, `character varying(10)`),
+//!   internal names (`int4`), `pg_catalog.` qualified, `[]` for arrays. The
+//!   oids are PostgreSQL's own (postgres-types' table, the same one
+//!   `pg_type` is built from).
+//! - casts to the types eon stores as text — `'…'::uuid`, `::jsonb`,
+//!   `::json`, `uuid '…'` — which DataFusion cannot plan, and to bytea,
+//!   which DataFusion plans as the string's own bytes where PostgreSQL
+//!   reads `\x…` hex and escapes: [`rewrite`] turns them into calls of
+//!   `eon_cast_uuid` / `eon_cast_jsonb` / `eon_cast_bytea`, which convert
+//!   the value as a column of that type would (22P02 for a bad one) and give
+//!   the result the column type's metadata, so clients see a uuid or jsonb
+//!   column, not text;
+//! - `pg_typeof(any)`: the PostgreSQL type name of its argument;
+//! - `json_build_object(k, v, …)`, which SQLAlchemy's reflection uses;
+//! - scalar subqueries that are not aggregates, correlated with the outer
+//!   row (`(SELECT d.text FROM defaults d WHERE d.col = c.id)` in a select
+//!   list), which DataFusion refuses ("must be aggregated"): [`rewrite`]
+//!   wraps their value in `eon_single(…)`, an aggregate that is the one
+//!   value of its rows, NULL over none, and fails with 21000 over more —
+//!   PostgreSQL's semantics for any scalar subquery;
+//! - catalog helpers with eon's answers: `pg_get_serial_sequence` (NULL:
+//!   eon has no sequences yet), `pg_collation_is_visible` (true: there is
+//!   one schema search path).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int32Builder};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, create_udf,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    DataType as SqlDataType, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, visit_expressions_mut,
+};
+use eon_common::SqlType;
+use eon_common::schema::ColumnDef;
+use pgwire::api::Type;
+
+use crate::session::SERVER_VERSION;
+
+/// Register the functions on a session context.
+pub fn register(ctx: &SessionContext) {
+    let version = format!(
+        "PostgreSQL {SERVER_VERSION} (eon {}) on {}-pc-linux-gnu, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
+    ));
+    ctx.register_udf(to_regtype());
+    for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
+        ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));
+    }
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        Single {
+            signature: Signature::any(1, Volatility::Immutable),
+        },
+    ));
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
+    ctx.register_udf(create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    ));
+    ctx.register_udf(create_udf(
+        "pg_collation_is_visible",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
+    ));
+}
+
+/// `json_build_object(k1, v1, …)`: a JSON object of the pairs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        v if v.is_null() => J::Null,
+        ScalarValue::Boolean(Some(b)) => J::Bool(*b),
+        ScalarValue::Int8(Some(i)) => J::from(*i),
+        ScalarValue::Int16(Some(i)) => J::from(*i),
+        ScalarValue::Int32(Some(i)) => J::from(*i),
+        ScalarValue::Int64(Some(i)) => J::from(*i),
+        ScalarValue::UInt32(Some(i)) => J::from(*i),
+        ScalarValue::UInt64(Some(i)) => J::from(*i),
+        ScalarValue::Float32(Some(f)) => J::from(*f as f64),
+        ScalarValue::Float64(Some(f)) => J::from(*f),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => J::String(s.clone()),
+        other => J::String(other.to_string()),
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        Ok(Arc::new(SqlType::Jsonb.field(self.name(), true)))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        if args.args.len() % 2 != 0 {
+            return Err(DataFusionError::External(Box::new(
+                eon_common::Error::user(
+                    eon_common::error::sqlstate::INVALID_PARAMETER_VALUE,
+                    "argument list must have even number of elements",
+                ),
+            )));
+        }
+        let n = args.number_rows.max(1);
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for row in 0..n {
+            let mut map = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                let key = match json_value(&key) {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                map.insert(key, json_value(&value));
+            }
+            out.append_value(serde_json::Value::Object(map).to_string());
+        }
+        let out: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
+        Ok(
+            if args
+                .args
+                .iter()
+                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
+            } else {
+                ColumnarValue::Array(out)
+            },
+        )
+    }
+}
+
+/// `pg_typeof(x)`: the type of its argument, named as PostgreSQL names it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let field = &args.arg_fields[0];
+        let name = match crate::pgtypes::sql_type_of(field) {
+            Some(ty) => crate::infoschema::data_type_name(&ty).to_string(),
+            None if field.data_type() == &DataType::Null => "unknown".to_string(),
+            None => field.data_type().to_string().to_lowercase(),
+        };
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+    }
+}
+
+/// The function a cast to `ty` becomes, when eon stores `ty` as text.
+fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
+    match ty {
+        SqlDataType::Uuid => Some("eon_cast_uuid"),
+        SqlDataType::Bytea => Some("eon_cast_bytea"),
+        SqlDataType::JSON | SqlDataType::JSONB => Some("eon_cast_jsonb"),
+        SqlDataType::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
+            "uuid" | "pg_catalog.uuid" => Some("eon_cast_uuid"),
+            "bytea" | "pg_catalog.bytea" => Some("eon_cast_bytea"),
+            "json" | "jsonb" | "pg_catalog.jsonb" | "pg_catalog.json" => Some("eon_cast_jsonb"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Rewrite casts DataFusion cannot plan into eon's cast functions (see the
+/// module docs), in every expression of the statements.
+pub fn rewrite(statements: &mut [Statement]) {
+    for statement in statements.iter_mut() {
+        let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
+            let cast = match e {
+                SqlExpr::Cast {
+                    expr, data_type, ..
+                } => text_type_cast(data_type).map(|f| (f, (**expr).clone())),
+                SqlExpr::TypedString(t) => {
+                    text_type_cast(&t.data_type).map(|f| (f, SqlExpr::Value(t.value.clone())))
+                }
+                _ => None,
+            };
+            if let SqlExpr::Subquery(q) = e {
+                wrap_single(q);
+            }
+            if let Some((name, arg)) = cast {
+                *e = call(name, arg);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+}
+
+/// A function call `name(arg)`.
+fn call(name: &str, arg: SqlExpr) -> SqlExpr {
+    SqlExpr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Aggregate functions: a select item calling one is already aggregated.
+const AGGREGATES: [&str; 24] = [
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "string_agg",
+    "array_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "bit_and",
+    "bit_or",
+    "median",
+    "eon_single",
+];
+
+/// Wrap the value of a plain one-column scalar subquery in `eon_single`
+/// (see the module docs). Subqueries that aggregate, group, sort, limit,
+/// are DISTINCT or set operations are left alone.
+fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, visit_expressions};
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || q.with.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
+        return;
+    }
+    let [SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }] =
+        select.projection.as_mut_slice()
+    else {
+        return;
+    };
+    let mut aggregated = false;
+    let _ = visit_expressions(&*value, |e: &SqlExpr| {
+        if let SqlExpr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let name = name.rsplit('.').next().unwrap_or_default();
+            if f.over.is_some() || AGGREGATES.contains(&name) {
+                aggregated = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if !aggregated {
+        *value = call("eon_single", value.clone());
+    }
+}
+
+/// `eon_single(x)`: the value of its only row; NULL over no rows; an error
+/// (21000) over more than one.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Single {
+    signature: Signature,
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for Single {
+    fn name(&self) -> &str {
+        "eon_single"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn accumulator(
+        &self,
+        args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+        Ok(Box::new(SingleAcc {
+            value: ScalarValue::try_from(args.return_field.data_type())?,
+            rows: 0,
+        }))
+    }
+
+    fn state_fields(
+        &self,
+        args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> datafusion::common::Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(
+                args.return_field
+                    .as_ref()
+                    .clone()
+                    .with_name("value")
+                    .with_nullable(true),
+            ),
+            Arc::new(datafusion::arrow::datatypes::Field::new(
+                "rows",
+                DataType::Int64,
+                false,
+            )),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct SingleAcc {
+    value: ScalarValue,
+    rows: i64,
+}
+
+impl SingleAcc {
+    fn add(&mut self, value: ScalarValue, rows: i64) -> datafusion::common::Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        self.rows += rows;
+        if self.rows > 1 {
+            return Err(DataFusionError::External(Box::new(
+                eon_common::Error::user(
+                    eon_common::error::sqlstate::CARDINALITY_VIOLATION,
+                    "more than one row returned by a subquery used as an expression",
+                ),
+            )));
+        }
+        self.value = value;
+        Ok(())
+    }
+}
+
+impl datafusion::logical_expr::Accumulator for SingleAcc {
+    fn update_batch(
+        &mut self,
+        values: &[datafusion::arrow::array::ArrayRef],
+    ) -> datafusion::common::Result<()> {
+        for i in 0..values[0].len() {
+            self.add(ScalarValue::try_from_array(&values[0], i)?, 1)?;
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        states: &[datafusion::arrow::array::ArrayRef],
+    ) -> datafusion::common::Result<()> {
+        let rows = states[1].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for i in 0..states[0].len() {
+            self.add(ScalarValue::try_from_array(&states[0], i)?, rows.value(i))?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
+        Ok(vec![
+            self.value.clone(),
+            ScalarValue::Int64(Some(self.rows)),
+        ])
+    }
+
+    fn evaluate(&mut self) -> datafusion::common::Result<ScalarValue> {
+        Ok(self.value.clone())
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.value.size()
+    }
+}
+
+/// A cast to a type eon stores as text (uuid, jsonb).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TextTypeCast {
+    name: String,
+    ty: SqlType,
+    signature: Signature,
+}
+
+impl TextTypeCast {
+    fn new(ty: SqlType) -> TextTypeCast {
+        TextTypeCast {
+            name: format!("eon_cast_{}", ty.short_name()),
+            ty,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TextTypeCast {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(self.ty.arrow_type())
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        Ok(Arc::new(self.ty.field(self.name(), true)))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let input = args.args[0].to_array(args.number_rows.max(1))?;
+        let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
+        let column = ColumnDef {
+            name: self.name.clone(),
+            ty: self.ty,
+            nullable: true,
+            default_sql: None,
+            hidden: false,
+        };
+        let out = crate::coerce::coerce(&input, &column, "")
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+}
+
+fn to_regtype() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+            let names = names.as_string::<i32>();
+            let mut out = Int32Builder::with_capacity(names.len());
+            for i in 0..names.len() {
+                match (!names.is_null(i))
+                    .then(|| type_oid(names.value(i)))
+                    .flatten()
+                {
+                    Some(oid) => out.append_value(oid as i32),
+                    None => out.append_null(),
+                }
+            }
+            let out = Arc::new(out.finish());
+            Ok(
+                if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
+                } else {
+                    ColumnarValue::Array(out)
+                },
+            )
+        }),
+    )
+}
+
+/// The oid of a type name as PostgreSQL resolves it, if it names a type.
+pub fn type_oid(name: &str) -> Option<u32> {
+    let mut name = name.trim().to_ascii_lowercase();
+    if let Some(rest) = name.strip_prefix("pg_catalog.") {
+        name = rest.to_string();
+    }
+    let array = name.ends_with("[]");
+    let base = name.trim_end_matches("[]").trim();
+    // A type modifier does not change the type: varchar(10), numeric(8,2).
+    let base = match base.find('(') {
+        Some(open) => {
+            let close = base.rfind(')')?;
+            let rest = base[close + 1..].trim();
+            format!("{} {rest}", base[..open].trim()).trim().to_string()
+        }
+        None => base.to_string(),
+    };
+    let internal = match base.as_str() {
+        "smallint" => "int2",
+        "integer" | "int" => "int4",
+        "bigint" => "int8",
+        "real" => "float4",
+        "double precision" | "float" => "float8",
+        "decimal" => "numeric",
+        "boolean" => "bool",
+        "character varying" | "char varying" => "varchar",
+        "character" | "char" => "bpchar",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "time without time zone" => "time",
+        "time with time zone" => "timetz",
+        "bit varying" => "varbit",
+        other => other,
+    };
+    let wanted = if array {
+        format!("_{internal}")
+    } else {
+        internal.to_string()
+    };
+    // postgres-types knows PostgreSQL's built-in types by oid; the highest
+    // built-in oid is below 16384 (FirstNormalObjectId).
+    (1..16384u32)
+        .filter_map(Type::from_oid)
+        .find(|t| t.name() == wanted)
+        .map(|t| t.oid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_oid;
+
+    #[test]
+    fn type_names_resolve_as_postgresql_resolves_them() {
+        assert_eq!(type_oid("numeric"), Some(1700));
+        assert_eq!(type_oid("integer"), Some(23));
+        assert_eq!(type_oid("INT4"), Some(23));
+        assert_eq!(type_oid("pg_catalog.int8"), Some(20));
+        assert_eq!(type_oid("double precision"), Some(701));
+        assert_eq!(type_oid("character varying(10)"), Some(1043));
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("int4[]"), Some(1007));
+        assert_eq!(type_oid("text[]"), Some(1009));
+        assert_eq!(type_oid("jsonb"), Some(3802));
+        assert_eq!(type_oid("hstore"), None);
+        assert_eq!(type_oid("no_such_type"), None);
+    }
+}
