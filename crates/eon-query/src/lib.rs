@@ -13,13 +13,16 @@
 //! | [`session`]  | statement dispatch, snapshots, SET/SHOW                     |
 //! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
-//! | [`ddl`]      | CREATE/DROP TABLE                                           |
+//! | [`ddl`]      | CREATE/DROP TABLE, DDL undone by a block's ROLLBACK         |
+//! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
+//! | [`infoschema`]| information_schema from eon's catalog                      |
+//! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`rest`]     | REST/JSON (axum)                                            |
