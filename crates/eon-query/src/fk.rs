@@ -67,6 +67,19 @@ fn tuples(rows: &RecordBatch, columns: &[usize]) -> Result<Vec<Vec<ScalarValue>>
     Ok(out)
 }
 
+/// The names of some of a table's columns.
+fn names<'a>(table: &'a TableDef, columns: &[usize]) -> Vec<&'a str> {
+    columns
+        .iter()
+        .map(|&i| table.columns[i].name.as_str())
+        .collect()
+}
+
+/// The same, quoted for generated SQL.
+fn quoted(table: &TableDef, columns: &[usize]) -> Vec<String> {
+    names(table, columns).into_iter().map(quote).collect()
+}
+
 /// `(a = 1 AND b = 2) OR …` over `names`, one disjunct per tuple.
 fn any_of(names: &[String], tuples: &[Vec<ScalarValue>]) -> Result<String> {
     if names.len() == 1 {
@@ -113,11 +126,7 @@ pub async fn check_references(
                 fk.name
             )));
         };
-        let ref_names: Vec<String> = fk
-            .ref_columns
-            .iter()
-            .map(|&i| quote(&parent.columns[i].name))
-            .collect();
+        let ref_names = quoted(&parent, &fk.ref_columns);
         let mut found: HashSet<Vec<ScalarValue>> = HashSet::new();
         // A self-reference may name a row of this very statement.
         if parent.id == table.id {
@@ -136,11 +145,6 @@ pub async fn check_references(
             }
         }
         if let Some(missing) = wanted.iter().find(|t| !contains(&found, t)) {
-            let names: Vec<&str> = fk
-                .columns
-                .iter()
-                .map(|&i| table.columns[i].name.as_str())
-                .collect();
             return Err(Error::user(
                 sqlstate::FOREIGN_KEY_VIOLATION,
                 format!(
@@ -150,7 +154,7 @@ pub async fn check_references(
             )
             .with_detail(format!(
                 "Key {} is not present in table \"{}\".",
-                describe(&names, missing),
+                describe(&names(table, &fk.columns), missing),
                 parent.name
             )));
         }
@@ -196,37 +200,24 @@ pub async fn check_unreferenced(
         return Ok(());
     }
     for (child, fk) in referencing {
-        let names: Vec<String> = fk
-            .columns
-            .iter()
-            .map(|&i| quote(&child.columns[i].name))
-            .collect();
+        let child_names = quoted(&child, &fk.columns);
         for chunk in gone.chunks(CHUNK) {
             let mut sql = format!(
                 "SELECT {} FROM {}.{} WHERE ({})",
-                names.join(", "),
+                child_names.join(", "),
                 quote(&child.schema),
                 quote(&child.name),
-                any_of(&names, chunk)?
+                any_of(&child_names, chunk)?
             );
             if child.id == table.id {
                 // Rows deleted by this statement do not count.
-                let key_names: Vec<String> = table
-                    .primary_key
-                    .iter()
-                    .map(|&i| quote(&table.columns[i].name))
-                    .collect();
+                let key_names = quoted(table, &table.primary_key);
                 sql.push_str(&format!(" AND NOT ({})", any_of(&key_names, chunk)?));
             }
             sql.push_str(" LIMIT 1");
             let batches = crate::dml::query_rows(session, ctx, &sql).await?;
             if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
                 let key = tuple(b.columns(), 0)?.unwrap_or_default();
-                let key_names: Vec<&str> = table
-                    .primary_key
-                    .iter()
-                    .map(|&i| table.columns[i].name.as_str())
-                    .collect();
                 return Err(Error::user(
                     sqlstate::FOREIGN_KEY_VIOLATION,
                     format!(
@@ -236,7 +227,7 @@ pub async fn check_unreferenced(
                 )
                 .with_detail(format!(
                     "Key {} is still referenced from table \"{}\".",
-                    describe(&key_names, &key),
+                    describe(&names(table, &table.primary_key), &key),
                     child.name
                 )));
             }

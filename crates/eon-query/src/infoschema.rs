@@ -67,6 +67,28 @@ impl SchemaProvider for InformationSchema {
 /// A column of a view: its name and whether it is a number (else text).
 type Columns = Vec<(&'static str, bool)>;
 
+/// The columns that name a constraint and its table.
+const CONSTRAINT_AND_TABLE: [(&str, bool); 6] = [
+    ("constraint_catalog", false),
+    ("constraint_schema", false),
+    ("constraint_name", false),
+    ("table_catalog", false),
+    ("table_schema", false),
+    ("table_name", false),
+];
+
+/// Their values for a table's primary key.
+fn constraint_and_table(t: &TableDef) -> [ScalarValue; 6] {
+    [
+        text(DATABASE),
+        text(&t.schema),
+        text(pkey_name(t)),
+        text(DATABASE),
+        text(&t.schema),
+        text(&t.name),
+    ]
+}
+
 fn text(s: impl Into<String>) -> ScalarValue {
     ScalarValue::Utf8(Some(s.into()))
 }
@@ -269,33 +291,31 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
         }
         "table_constraints" => {
             for t in tables.iter().filter(|t| has_declared_key(t)) {
-                rows.push(vec![
-                    text(DATABASE),
-                    text(&t.schema),
-                    text(pkey_name(t)),
-                    text(DATABASE),
-                    text(&t.schema),
-                    text(&t.name),
-                    text("PRIMARY KEY"),
-                    text("NO"),
-                    text("NO"),
-                    text("YES"),
-                    null(),
-                ]);
+                rows.push(
+                    vec![
+                        constraint_and_table(t).to_vec(),
+                        vec![
+                            text("PRIMARY KEY"),
+                            text("NO"),
+                            text("NO"),
+                            text("YES"),
+                            null(),
+                        ],
+                    ]
+                    .concat(),
+                );
             }
-            vec![
-                ("constraint_catalog", false),
-                ("constraint_schema", false),
-                ("constraint_name", false),
-                ("table_catalog", false),
-                ("table_schema", false),
-                ("table_name", false),
-                ("constraint_type", false),
-                ("is_deferrable", false),
-                ("initially_deferred", false),
-                ("enforced", false),
-                ("nulls_distinct", false),
+            [
+                &CONSTRAINT_AND_TABLE[..],
+                &[
+                    ("constraint_type", false),
+                    ("is_deferrable", false),
+                    ("initially_deferred", false),
+                    ("enforced", false),
+                    ("nulls_distinct", false),
+                ],
             ]
+            .concat()
         }
         "key_column_usage" | "constraint_column_usage" => {
             let key_usage = name == "key_column_usage";
@@ -303,17 +323,11 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                 for (pos, &i) in t.primary_key.iter().enumerate() {
                     let column = &t.columns[i].name;
                     rows.push(if key_usage {
-                        vec![
-                            text(DATABASE),
-                            text(&t.schema),
-                            text(pkey_name(t)),
-                            text(DATABASE),
-                            text(&t.schema),
-                            text(&t.name),
-                            text(column),
-                            int(pos + 1),
-                            null(),
+                        [
+                            constraint_and_table(t).to_vec(),
+                            vec![text(column), int(pos + 1), null()],
                         ]
+                        .concat()
                     } else {
                         vec![
                             text(DATABASE),
@@ -328,17 +342,15 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                 }
             }
             if key_usage {
-                vec![
-                    ("constraint_catalog", false),
-                    ("constraint_schema", false),
-                    ("constraint_name", false),
-                    ("table_catalog", false),
-                    ("table_schema", false),
-                    ("table_name", false),
-                    ("column_name", false),
-                    ("ordinal_position", true),
-                    ("position_in_unique_constraint", true),
+                [
+                    &CONSTRAINT_AND_TABLE[..],
+                    &[
+                        ("column_name", false),
+                        ("ordinal_position", true),
+                        ("position_in_unique_constraint", true),
+                    ],
                 ]
+                .concat()
             } else {
                 vec![
                     ("table_catalog", false),
