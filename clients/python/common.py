@@ -23,6 +23,7 @@ TYPES = [
     ("numeric", decimal.Decimal("1234567.0123456789")),
     ("text", "a'b\"c ünï"),
     ("varchar(10)", "short"),
+    ("character(4)", "ab  "),
     ("boolean", True),
     ("date", datetime.date(2024, 2, 29)),
     ("timestamp", datetime.datetime(2024, 2, 29, 13, 14, 15, 123456)),

@@ -91,4 +91,32 @@ with psycopg.connect(url, autocommit=True) as conn:
     ).fetchall()
     check("information_schema.columns", cols, [("id", "integer"), ("name", "text"), ("qty", "integer")])
 
+# COPY: rows in and out through psycopg's copy API (text format), CSV with a
+# header, one statement that is all or nothing; TRUNCATE.
+with psycopg.connect(url, autocommit=True) as conn:
+    conn.execute("DROP TABLE IF EXISTS psycopg3_copy")
+    conn.execute("CREATE TABLE psycopg3_copy (id int PRIMARY KEY, name text, at date)")
+    with conn.cursor() as cur:
+        with cur.copy("COPY psycopg3_copy (id, name, at) FROM STDIN") as copy:
+            for i in range(1, 1001):
+                copy.write_row((i, None if i % 10 == 0 else f"tab\there {i}", f"2024-01-{i % 28 + 1:02d}"))
+        check("COPY FROM STDIN row count", cur.rowcount, 1000)
+        with cur.copy("COPY (SELECT id, name FROM psycopg3_copy WHERE id IN (9, 10) ORDER BY id) TO STDOUT") as copy:
+            check("COPY TO STDOUT rows", [tuple(r) for r in copy.rows()], [("9", "tab\there 9"), ("10", None)])
+        with cur.copy("COPY psycopg3_copy FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            copy.write('id,name,at\n2001,"quoted, ""name""",2024-02-29\n2002,,\n')
+        cur.execute("SELECT name, at IS NULL FROM psycopg3_copy WHERE id > 2000 ORDER BY id")
+        check("COPY CSV with header, NULL vs quoted", cur.fetchall(), [('quoted, "name"', False), (None, True)])
+        try:
+            with cur.copy("COPY psycopg3_copy FROM STDIN") as copy:
+                copy.write("3001\tok\t2024-01-01\n3002\tbad date\tnot-a-date\n")
+            check("bad COPY row", "accepted", "rejected")
+        except psycopg.Error as e:
+            check("bad COPY row SQLSTATE", e.sqlstate, "22007")
+        cur.execute("SELECT count(*) FROM psycopg3_copy")
+        check("a failed COPY writes nothing", cur.fetchone()[0], 1002)
+        cur.execute("TRUNCATE psycopg3_copy")
+        cur.execute("SELECT count(*) FROM psycopg3_copy")
+        check("TRUNCATE empties the table", cur.fetchone()[0], 0)
+
 print("psycopg3: all checks passed")

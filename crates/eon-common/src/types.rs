@@ -55,6 +55,11 @@ pub enum SqlType {
     Varchar {
         max_length: Option<u32>,
     },
+    /// character(n) (bpchar): stored without trailing spaces (PostgreSQL
+    /// ignores them in comparisons and `length`), padded to n when sent.
+    Char {
+        length: u32,
+    },
     Bool,
     Date,
     Timestamp,
@@ -79,9 +84,11 @@ impl SqlType {
                 DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE)
             }
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb => {
-                DataType::Utf8
-            }
+            SqlType::Text
+            | SqlType::Varchar { .. }
+            | SqlType::Char { .. }
+            | SqlType::Uuid
+            | SqlType::Jsonb => DataType::Utf8,
             SqlType::Bool => DataType::Boolean,
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -152,6 +159,7 @@ impl SqlType {
             SqlType::Numeric { .. } => 1700,
             SqlType::Text => 25,
             SqlType::Varchar { .. } => 1043,
+            SqlType::Char { .. } => 1042,
             SqlType::Bool => 16,
             SqlType::Date => 1082,
             SqlType::Timestamp => 1114,
@@ -173,6 +181,7 @@ impl SqlType {
             SqlType::Numeric { .. } => "numeric",
             SqlType::Text => "text",
             SqlType::Varchar { .. } => "varchar",
+            SqlType::Char { .. } => "bpchar",
             SqlType::Bool => "bool",
             SqlType::Date => "date",
             SqlType::Timestamp => "timestamp",
@@ -212,6 +221,9 @@ impl SqlType {
             },
             "text" => SqlType::Text,
             "varchar" | "character varying" => SqlType::Varchar { max_length: num(0) },
+            "char" | "character" | "bpchar" => SqlType::Char {
+                length: num(0).unwrap_or(1),
+            },
             "boolean" | "bool" => SqlType::Bool,
             "date" => SqlType::Date,
             "timestamp" | "timestamp without time zone" => SqlType::Timestamp,
@@ -236,6 +248,7 @@ impl SqlType {
             }
             SqlType::Text => (K::Text, 0, 0, 0),
             SqlType::Varchar { max_length } => (K::Varchar, 0, 0, max_length.unwrap_or(0)),
+            SqlType::Char { length } => (K::Char, 0, 0, length),
             SqlType::Bool => (K::Bool, 0, 0, 0),
             SqlType::Date => (K::Date, 0, 0, 0),
             SqlType::Timestamp => (K::Timestamp, 0, 0, 0),
@@ -269,6 +282,9 @@ impl SqlType {
             K::Varchar => SqlType::Varchar {
                 max_length: (t.max_length > 0).then_some(t.max_length),
             },
+            K::Char => SqlType::Char {
+                length: t.max_length.max(1),
+            },
             K::Bool => SqlType::Bool,
             K::Date => SqlType::Date,
             K::Timestamp => SqlType::Timestamp,
@@ -296,6 +312,7 @@ impl fmt::Display for SqlType {
                 max_length: Some(n),
             } => write!(f, "character varying({n})"),
             SqlType::Varchar { max_length: None } => write!(f, "character varying"),
+            SqlType::Char { length } => write!(f, "character({length})"),
             SqlType::Bool => write!(f, "boolean"),
             SqlType::Date => write!(f, "date"),
             SqlType::Timestamp => write!(f, "timestamp without time zone"),

@@ -94,7 +94,7 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
                 let rounded = rounded.with_precision_and_scale(38, 0)?;
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
             }
-            (SqlType::Text | SqlType::Varchar { .. }, DataType::Boolean) => {
+            (SqlType::Text | SqlType::Varchar { .. } | SqlType::Char { .. }, DataType::Boolean) => {
                 // PostgreSQL's text form of booleans.
                 let a = array.as_boolean();
                 Arc::new(
@@ -110,6 +110,24 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,
         }
+    };
+    // character(n): trailing spaces are not significant (they are added
+    // back on output); what is left must fit.
+    let out = if let SqlType::Char { length } = col.ty {
+        let trimmed = map_strings(&out, |s| Ok(s.trim_end_matches(' ').to_string()))?;
+        let a = trimmed.as_string::<i32>();
+        if a.iter()
+            .flatten()
+            .any(|s| s.chars().count() > length as usize)
+        {
+            return Err(Error::user(
+                sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                format!("value too long for type character({length})"),
+            ));
+        }
+        trimmed
+    } else {
+        out
     };
     if let SqlType::Varchar {
         max_length: Some(n),
@@ -146,7 +164,15 @@ fn cast_checked(array: &ArrayRef, ty: &SqlType) -> Result<ArrayRef> {
             let bad = (0..array.len()).find(|&i| !array.is_null(i) && lenient.is_null(i));
             if let (Some(i), DataType::Utf8) = (bad, array.data_type()) {
                 let s = array.as_string::<i32>().value(i);
-                Err(invalid_input(&ty.to_string(), s))
+                let e = invalid_input(&ty.to_string(), s);
+                // Dates and times that do not parse are 22007 in PostgreSQL.
+                Err(match ty {
+                    SqlType::Date | SqlType::Timestamp | SqlType::TimestampTz => Error {
+                        code: sqlstate::INVALID_DATETIME_FORMAT.into(),
+                        ..e
+                    },
+                    _ => e,
+                })
             } else {
                 Err(out_of_range(ty))
             }

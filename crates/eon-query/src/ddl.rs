@@ -51,6 +51,20 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         D::Numeric(info) | D::Decimal(info) | D::Dec(info) => numeric(info)?,
         D::Text | D::String(_) => SqlType::Text,
         D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => varchar(len),
+        D::Char(len) | D::Character(len) => SqlType::Char {
+            length: match len {
+                Some(CharacterLength::IntegerLength { length, .. }) if *length >= 1 => {
+                    *length as u32
+                }
+                Some(_) => {
+                    return Err(Error::user(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "length for type char must be at least 1",
+                    ));
+                }
+                None => 1,
+            },
+        },
         D::Boolean | D::Bool => SqlType::Bool,
         D::Date => SqlType::Date,
         D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
@@ -272,6 +286,14 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                     )
                 })?;
             }
+            // PostgreSQL's heap storage parameters mean nothing to eon's
+            // storage; accepted so that DDL written for PostgreSQL (pgbench's
+            // `WITH (fillfactor=100)`) runs.
+            SqlOption::KeyValue { key, .. }
+                if ident(key) == "fillfactor"
+                    || ident(key).starts_with("autovacuum_")
+                    || ident(key).starts_with("toast.")
+                    || ident(key) == "parallel_workers" => {}
             other => {
                 return Err(Error::user(
                     sqlstate::INVALID_PARAMETER_VALUE,
@@ -446,7 +468,12 @@ fn foreign_key(
     for (&l, &r) in local.iter().zip(&ref_key) {
         let (a, b) = (&columns[l].ty, &ref_columns[r].ty);
         let integer = |t: &SqlType| matches!(t, SqlType::Int2 | SqlType::Int4 | SqlType::Int8);
-        let text = |t: &SqlType| matches!(t, SqlType::Text | SqlType::Varchar { .. });
+        let text = |t: &SqlType| {
+            matches!(
+                t,
+                SqlType::Text | SqlType::Varchar { .. } | SqlType::Char { .. }
+            )
+        };
         if !(a.short_name() == b.short_name() || (integer(a) && integer(b)) || (text(a) && text(b)))
         {
             return Err(Error::user(

@@ -399,7 +399,7 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
         T::Timestamp => "TIMESTAMP".into(),
         T::TimestampTz => "TIMESTAMPTZ".into(),
         T::Bytea => "BYTEA".into(),
-        T::Text | T::Varchar { .. } | T::Uuid | T::Jsonb => "VARCHAR".into(),
+        T::Text | T::Varchar { .. } | T::Char { .. } | T::Uuid | T::Jsonb => "VARCHAR".into(),
     }
 }
 
@@ -437,10 +437,42 @@ async fn insert(
             "INSERT has more target columns than expressions"
         }));
     }
+    let kind = if shape.ignore_conflicts {
+        pb::WriteKind::InsertIgnore
+    } else {
+        pb::WriteKind::Insert
+    };
+    let (rows, written) =
+        insert_rows(session, &ctx, mode, &table, &shape.targets, &src, kind).await?;
+    let count = written.len();
+    match shape.returning {
+        Some(items) => {
+            let batch = take_record_batch(&rows, &UInt32Array::from(written))?;
+            returning(&table, &shape.alias, batch, items, "INSERT 0").await
+        }
+        None => Ok(Output::Command(format!("INSERT 0 {count}"))),
+    }
+}
+
+/// Write `src` (one column per target column of `table`) as new rows:
+/// converts each column with PostgreSQL's assignment rules, fills the
+/// others (defaults, row ids, NULL), checks foreign keys, and writes. The
+/// rows as written and the indexes of those not skipped (ON CONFLICT DO
+/// NOTHING) come back.
+pub(crate) async fn insert_rows(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    mode: WriteMode,
+    table: &TableDef,
+    targets: &[usize],
+    src: &RecordBatch,
+    kind: pb::WriteKind,
+) -> Result<(RecordBatch, Vec<u32>)> {
+    let state = session.statement_state(ctx.clone());
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
-        let array = if let Some(p) = shape.targets.iter().position(|&t| t == i) {
+        let array = if let Some(p) = targets.iter().position(|&t| t == i) {
             coerce(src.column(p), col, &table.name)?
         } else if col.hidden {
             let start = session.cluster().rowids(n as u64).await? as i64;
@@ -466,15 +498,10 @@ async fn insert(
         columns,
         &RecordBatchOptions::new().with_row_count(Some(n)),
     )?;
-    crate::fk::check_references(session, &ctx, &table, &rows).await?;
-    let kind = if shape.ignore_conflicts {
-        pb::WriteKind::InsertIgnore
-    } else {
-        pb::WriteKind::Insert
-    };
+    crate::fk::check_references(session, ctx, table, &rows).await?;
     let mut writes = Writes::default();
-    let op_rows = writes.add(&table, kind, &rows, &table.primary_key)?;
-    let results = writes.apply(session, &ctx, mode).await?;
+    let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
+    let results = writes.apply(session, ctx, mode).await?;
     let mut written: Vec<u32> = Vec::with_capacity(n);
     for (op, rows_of_op) in op_rows {
         let skipped = &results[&op].skipped;
@@ -487,14 +514,7 @@ async fn insert(
         );
     }
     written.sort();
-    let count = written.len();
-    match shape.returning {
-        Some(items) => {
-            let batch = take_record_batch(&rows, &UInt32Array::from(written))?;
-            returning(&table, &shape.alias, batch, items, "INSERT 0").await
-        }
-        None => Ok(Output::Command(format!("INSERT 0 {count}"))),
-    }
+    Ok((rows, written))
 }
 
 /// Evaluate a constant expression (a column default).
@@ -961,6 +981,79 @@ pub async fn describe(
     Ok((params, result))
 }
 
+/// TRUNCATE: every row of the tables goes, as by `DELETE FROM` each
+/// (within the session's transaction, so a block's ROLLBACK brings them
+/// back). Tables referencing one of them by a foreign key must be in the
+/// list (or are added with CASCADE); referencing tables are emptied first.
+pub async fn truncate(
+    session: &Session,
+    t: &datafusion::sql::sqlparser::ast::Truncate,
+) -> Result<Output> {
+    session.cluster().timestamp().await?;
+    let mut tables: Vec<Arc<TableDef>> = Vec::new();
+    for target in &t.table_names {
+        match resolve_table(session, &target.name) {
+            Ok(table) if !tables.iter().any(|x| x.id == table.id) => tables.push(table),
+            Ok(_) => {}
+            Err(_) if t.if_exists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let cascade = matches!(
+        t.cascade,
+        Some(datafusion::sql::sqlparser::ast::CascadeOption::Cascade)
+    );
+    let references = |child: &TableDef, parent: &TableDef| {
+        child.id != parent.id
+            && child
+                .foreign_keys
+                .iter()
+                .any(|f| f.ref_schema == parent.schema && f.ref_table == parent.name)
+    };
+    // Tables referencing a truncated one: added (CASCADE) or an error.
+    loop {
+        let all = session.cluster().tables();
+        let missing = all.iter().find(|c| {
+            !tables.iter().any(|t| t.id == c.id) && tables.iter().any(|p| references(c, p))
+        });
+        let Some(child) = missing else { break };
+        if !cascade {
+            let parent = tables.iter().find(|p| references(child, p)).unwrap();
+            return Err(Error::user(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "cannot truncate a table referenced in a foreign key constraint",
+            )
+            .with_detail(format!(
+                "Table \"{}\" references \"{}\".",
+                child.name, parent.name
+            )));
+        }
+        tables.push(child.clone());
+    }
+    // Children before parents.
+    let mut ordered = Vec::with_capacity(tables.len());
+    while !tables.is_empty() {
+        let next = (0..tables.len())
+            .find(|&i| {
+                !tables
+                    .iter()
+                    .enumerate()
+                    .any(|(j, c)| j != i && references(c, &tables[i]))
+            })
+            .unwrap_or(0);
+        ordered.push(tables.remove(next));
+    }
+    for table in ordered {
+        let delete = parse_query(&format!(
+            "DELETE FROM {}.{}",
+            quote(&table.schema),
+            quote(&table.name)
+        ))?;
+        execute(session, &delete, &[]).await?;
+    }
+    Ok(Output::Command("TRUNCATE TABLE".into()))
+}
+
 /// Run an INSERT, UPDATE or DELETE.
 pub async fn execute(
     session: &Session,
@@ -980,7 +1073,7 @@ pub async fn execute(
 
 // ---------------------------------------------------------------- writing
 
-fn check_writable(mode: WriteMode, what: &str) -> Result<()> {
+pub(crate) fn check_writable(mode: WriteMode, what: &str) -> Result<()> {
     match mode {
         WriteMode::Txn {
             read_only: true, ..

@@ -48,6 +48,7 @@ impl QueryEngine for QueryEngineService {
             let result: Result<String, eon_common::Error> = async {
                 match last? {
                     Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => Ok(tag),
+                    Output::CopyIn(_) | Output::CopyOut { .. } => Err(crate::copy::wire_only()),
                     Output::Rows {
                         schema,
                         mut stream,

@@ -142,6 +142,7 @@ pub fn data_type_name(ty: &SqlType) -> &'static str {
     match ty {
         SqlType::Numeric { .. } => "numeric",
         SqlType::Varchar { .. } => "character varying",
+        SqlType::Char { .. } => "character",
         SqlType::Int2 => "smallint",
         SqlType::Int4 => "integer",
         SqlType::Int8 => "bigint",
@@ -221,6 +222,7 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                     let (precision, radix, scale) = numeric_info(&c.ty);
                     let length = match c.ty {
                         SqlType::Varchar { max_length } => max_length.map(|n| n as i32),
+                        SqlType::Char { length } => Some(length as i32),
                         _ => None,
                     };
                     let datetime = matches!(c.ty, SqlType::Timestamp | SqlType::TimestampTz)
@@ -237,7 +239,10 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                         text(data_type_name(&c.ty)),
                         length.map(int).unwrap_or(null()),
                         length.map(|n| int(n.saturating_mul(4))).unwrap_or(
-                            if matches!(c.ty, SqlType::Text | SqlType::Varchar { .. }) {
+                            if matches!(
+                                c.ty,
+                                SqlType::Text | SqlType::Varchar { .. } | SqlType::Char { .. }
+                            ) {
                                 int(1_073_741_824)
                             } else {
                                 null()

@@ -17,6 +17,7 @@
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
+//! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
@@ -31,6 +32,7 @@
 
 pub mod cluster;
 pub mod coerce;
+pub mod copy;
 pub mod ddl;
 pub mod decorrelate;
 pub mod dml;

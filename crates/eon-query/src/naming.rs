@@ -76,6 +76,7 @@ fn type_name(t: &DataType) -> String {
         Ok(ty) => match ty {
             eon_common::SqlType::Numeric { .. } => "numeric".into(),
             eon_common::SqlType::Varchar { .. } => "varchar".into(),
+            eon_common::SqlType::Char { .. } => "bpchar".into(),
             other => other.short_name().into(),
         },
         Err(_) => t.to_string().to_lowercase(),

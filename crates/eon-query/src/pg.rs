@@ -23,9 +23,10 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, ServerParameterProvider, StartupHandler, finish_authentication,
     protocol_negotiation, save_startup_parameters_to_metadata,
 };
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -33,6 +34,7 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -84,6 +86,7 @@ impl Connection {
                     session: session.clone(),
                 }),
                 session,
+                copy_in: Default::default(),
             }),
             startup: Arc::new(Startup { pids }),
         }
@@ -99,6 +102,9 @@ impl PgWireServerHandlers for Connection {
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.handler.clone()
     }
 }
 
@@ -150,6 +156,84 @@ impl StartupHandler for Startup {
 pub struct Handler {
     session: Arc<Session>,
     parser: Arc<StatementParser>,
+    /// The COPY FROM STDIN in progress and the data received so far.
+    copy_in: std::sync::Mutex<Option<(crate::copy::CopyIn, Vec<u8>)>>,
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.copy_in.lock().unwrap();
+        let Some((_, buf)) = guard.as_mut() else {
+            return Err(pg_error(Error::user(
+                sqlstate::PROTOCOL_VIOLATION,
+                "CopyData without a COPY in progress",
+            )));
+        };
+        if buf.len() + data.data.len() > crate::copy::MAX_COPY_BYTES {
+            *guard = None;
+            drop(guard);
+            self.session.note_error();
+            return Err(pg_error(Error::user(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "COPY data exceeds {} bytes; split it into several COPY statements",
+                    crate::copy::MAX_COPY_BYTES
+                ),
+            )));
+        }
+        buf.extend_from_slice(&data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let taken = self.copy_in.lock().unwrap().take();
+        let Some((copy, data)) = taken else {
+            return Err(pg_error(Error::user(
+                sqlstate::PROTOCOL_VIOLATION,
+                "CopyDone without a COPY in progress",
+            )));
+        };
+        match crate::copy::finish(&self.session, &copy, &data).await {
+            Ok(n) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("COPY").with_rows(n as usize).into(),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.session.note_error();
+                Err(pg_error(e))
+            }
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        *self.copy_in.lock().unwrap() = None;
+        self.session.note_error();
+        pg_error(Error::user(
+            sqlstate::QUERY_CANCELED,
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
 }
 
 /// An eon error as a PostgreSQL ErrorResponse.
@@ -209,8 +293,34 @@ fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> eon_common::Result
 
 /// Turn a statement's output into a pgwire response. An error while rows
 /// stream aborts the session's transaction block, like any other error.
-fn respond(output: Output, format: &Format, session: &Arc<Session>) -> Response {
+fn respond(output: Output, format: &Format, handler: &Handler) -> Response {
+    let session = &handler.session;
     match output {
+        Output::CopyIn(copy) => {
+            let columns = copy.columns.len();
+            *handler.copy_in.lock().unwrap() = Some((copy, Vec::new()));
+            Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+        }
+        Output::CopyOut {
+            format,
+            schema,
+            stream,
+        } => {
+            let header = format
+                .header
+                .then(|| Ok(crate::copy::header(&schema, &format)));
+            let session = session.clone();
+            let rows = futures::stream::iter(header)
+                .chain(crate::copy::rows_of(stream, format))
+                .map(move |r| match r {
+                    Ok(data) => Ok(CopyData::new(data)),
+                    Err(e) => {
+                        session.note_error();
+                        Err(pg_error(e))
+                    }
+                });
+            Response::CopyOut(CopyResponse::new(0, schema.fields().len(), rows))
+        }
         Output::Command(tag) => Response::Execution(Tag::new(&tag)),
         Output::TxnStart(tag) => Response::TransactionStart(Tag::new(&tag)),
         Output::TxnEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
@@ -293,7 +403,7 @@ impl SimpleQueryHandler for Handler {
         Ok(outputs
             .into_iter()
             .map(|o| match o {
-                Ok(out) => respond(out, &Format::UnifiedText, &self.session),
+                Ok(out) => respond(out, &Format::UnifiedText, self),
                 Err(e) => Response::Error(Box::new(error_info(e))),
             })
             .collect())
@@ -534,7 +644,7 @@ impl ExtendedQueryHandler for Handler {
             .await;
         report_changes(client, &before, &self.session).await?;
         match out {
-            Ok(out) => Ok(respond(out, &portal.result_column_format, &self.session)),
+            Ok(out) => Ok(respond(out, &portal.result_column_format, self)),
             Err(e) => Err(pg_error(e)),
         }
     }

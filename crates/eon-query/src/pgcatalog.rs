@@ -81,7 +81,8 @@ fn typmod(t: &SqlType) -> i32 {
     match t {
         SqlType::Varchar {
             max_length: Some(n),
-        } => *n as i32 + 4,
+        }
+        | SqlType::Char { length: n } => *n as i32 + 4,
         SqlType::Numeric { precision, scale } if *precision > 0 => {
             ((*precision as i32) << 16 | (*scale as i32 & 0xffff)) + 4
         }

@@ -46,6 +46,15 @@ pub fn pg_type_of(field: &Field) -> Type {
     pg_type(sql_type_of(field))
 }
 
+/// A character(n) value as sent: padded with spaces to n characters.
+fn pad(s: &str, n: u32) -> String {
+    let len = s.chars().count();
+    let mut out = String::with_capacity(s.len() + (n as usize).saturating_sub(len));
+    out.push_str(s);
+    out.extend(std::iter::repeat_n(' ', (n as usize).saturating_sub(len)));
+    out
+}
+
 /// An encoder for one result column.
 pub struct ColumnEncoder {
     ty: Option<SqlType>,
@@ -123,6 +132,7 @@ impl ColumnEncoder {
             Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb) => {
                 a.as_string::<i32>().value(i).to_string()
             }
+            Some(SqlType::Char { length }) => pad(a.as_string::<i32>().value(i), length),
             Some(SqlType::Bytea) => {
                 let b = a.as_binary::<i32>().value(i);
                 let mut s = String::with_capacity(2 + b.len() * 2);
@@ -171,6 +181,9 @@ impl ColumnEncoder {
             }
             Some(SqlType::Text | SqlType::Varchar { .. }) => {
                 buf.put_slice(a.as_string::<i32>().value(i).as_bytes())
+            }
+            Some(SqlType::Char { length }) => {
+                buf.put_slice(pad(a.as_string::<i32>().value(i), length).as_bytes())
             }
             Some(SqlType::Jsonb) => {
                 buf.put_u8(1);

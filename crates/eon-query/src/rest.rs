@@ -181,6 +181,9 @@ async fn transaction(
 /// A statement's output as `/v1/sql` answers it.
 async fn output_json(out: Output) -> Result<Value, ApiError> {
     Ok(match out {
+        Output::CopyIn(_) | Output::CopyOut { .. } => {
+            return Err(ApiError(crate::copy::wire_only()));
+        }
         Output::Command(tag) | Output::TxnStart(tag) | Output::TxnEnd(tag) => {
             let count: u64 = tag
                 .rsplit(' ')

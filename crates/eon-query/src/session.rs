@@ -67,6 +67,15 @@ pub enum Output {
     TxnStart(String),
     /// COMMIT or ROLLBACK: the transaction block ended (the tag says how).
     TxnEnd(String),
+    /// COPY FROM STDIN: the client sends the rows next (PostgreSQL wire
+    /// only), then `copy::finish` writes them.
+    CopyIn(crate::copy::CopyIn),
+    /// COPY TO STDOUT: rows to send in a COPY format.
+    CopyOut {
+        format: crate::copy::CopyFormat,
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
 }
 
 impl Output {
@@ -301,6 +310,11 @@ impl Session {
     /// datafusion-pg-catalog's parser, which matches the exact text psql and
     /// drivers send and rewrites what DataFusion cannot plan.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if let Some(statement) = self.maintenance(sql) {
+            return Ok(vec![statement?]);
+        }
+        let normalized = crate::copy::normalize_options(sql);
+        let sql = normalized.as_deref().unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
             .then(|| self.engine.compat.parse(sql).ok())
             .flatten()
@@ -310,6 +324,84 @@ impl Session {
         };
         crate::pgfuncs::rewrite(&mut statements);
         Ok(statements)
+    }
+
+    /// `VACUUM` and `ANALYZE` as PostgreSQL writes them (`VACUUM (VERBOSE)
+    /// ANALYZE a, b`), which the SQL parser does not read. eon's storage
+    /// needs neither — old versions are collected by the data engines, and
+    /// the planner reads no statistics yet — so they check that the tables
+    /// exist and do nothing else. None when `sql` is neither.
+    fn maintenance(&self, sql: &str) -> Option<Result<Statement>> {
+        let text = sql.trim().trim_end_matches(';').trim();
+        let (word, mut rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let word = word.to_ascii_lowercase();
+        if !matches!(word.as_str(), "vacuum" | "analyze" | "analyse") {
+            return None;
+        }
+        rest = rest.trim_start();
+        if rest.starts_with('(') {
+            rest = rest
+                .split_once(')')
+                .map(|(_, r)| r)
+                .unwrap_or("")
+                .trim_start();
+        }
+        loop {
+            let (w, r) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let option = [
+                "full",
+                "freeze",
+                "verbose",
+                "analyze",
+                "analyse",
+                "skip_locked",
+            ];
+            if w.is_empty() || !option.contains(&w.to_ascii_lowercase().as_str()) {
+                break;
+            }
+            rest = r.trim_start();
+        }
+        let check = || -> Result<()> {
+            for name in rest
+                .split(',')
+                .map(|n| n.split('(').next().unwrap_or("").trim())
+            {
+                if name.is_empty() {
+                    continue;
+                }
+                let object = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(name)
+                    .and_then(|mut p| p.parse_object_name(false))
+                    .map_err(syntax_error)?;
+                crate::dml::resolve_table(self, &object)?;
+            }
+            Ok(())
+        };
+        Some(check().map(|()| {
+            if word == "vacuum" {
+                Statement::Vacuum(datafusion::sql::sqlparser::ast::VacuumStatement {
+                    full: false,
+                    sort_only: false,
+                    delete_only: false,
+                    reindex: false,
+                    recluster: false,
+                    table_name: None,
+                    threshold: None,
+                    boost: false,
+                })
+            } else {
+                Statement::Analyze(datafusion::sql::sqlparser::ast::Analyze {
+                    table_name: None,
+                    partitions: None,
+                    for_columns: false,
+                    columns: vec![],
+                    cache_metadata: false,
+                    noscan: false,
+                    compute_statistics: false,
+                    has_table_keyword: false,
+                })
+            }
+        }))
     }
 
     /// A copy of the session state for one statement, carrying its context.
@@ -784,6 +876,21 @@ impl Session {
                     "DEALLOCATE".into()
                 }))
             }
+            Statement::Truncate(t) => dml::truncate(self, t).await,
+            Statement::Vacuum(_) => Ok(Output::Command("VACUUM".into())),
+            Statement::Analyze(_) => Ok(Output::Command("ANALYZE".into())),
+            Statement::Copy { .. } => match crate::copy::start(self, statement).await? {
+                crate::copy::Start::In(copy) => Ok(Output::CopyIn(copy)),
+                crate::copy::Start::Out { format, query } => match self.query(query, params).await?
+                {
+                    Output::Rows { schema, stream, .. } => Ok(Output::CopyOut {
+                        format,
+                        schema,
+                        stream,
+                    }),
+                    _ => Err(Error::syntax("COPY query must return rows")),
+                },
+            },
             Statement::Set(set) => self.set(set),
             Statement::Reset(r) => self.reset(&r.reset),
             Statement::ShowVariable { variable } => {

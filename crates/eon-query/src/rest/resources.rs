@@ -501,6 +501,7 @@ fn json_schema(ty: &SqlType) -> Value {
         SqlType::Varchar {
             max_length: Some(n),
         } => json!({"type": "string", "maxLength": n}),
+        SqlType::Char { length } => json!({"type": "string", "maxLength": length}),
         SqlType::Text | SqlType::Varchar { .. } => json!({"type": "string"}),
     }
 }

@@ -522,3 +522,76 @@ async fn set_reports_changed_parameters_with_parameter_status() {
         "{r:?}"
     );
 }
+
+/// COPY over the extended protocol (tokio-postgres' copy_in / copy_out),
+/// inside a transaction block: rows staged with the block, gone on ROLLBACK.
+#[tokio::test]
+async fn copy_in_and_out_through_the_extended_protocol() {
+    use futures::{SinkExt, TryStreamExt};
+    let cluster = TestCluster::builder().data_engines(2).start().unwrap();
+    let mut c = cluster.pg().await.unwrap();
+    c.batch_execute("CREATE TABLE cp (id bigint PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let t = c.transaction().await.unwrap();
+    let sink = t
+        .copy_in("COPY cp FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1,one\n2,two\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let n: i64 = t
+        .query_one("SELECT count(*) FROM cp", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the block sees its own copied rows");
+    t.rollback().await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM cp", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "ROLLBACK undid the COPY");
+
+    let t = c.transaction().await.unwrap();
+    let sink = t
+        .copy_in("COPY cp FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    for chunk in 0..10i64 {
+        let rows: String = (chunk * 100..chunk * 100 + 100)
+            .map(|i| format!("{i},value {i}\n"))
+            .collect();
+        sink.send(bytes::Bytes::from(rows)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 1000);
+    t.commit().await.unwrap();
+
+    let out: Vec<bytes::Bytes> = c
+        .copy_out("COPY (SELECT id, v FROM cp WHERE id < 3 ORDER BY id) TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out.concat(), b"0\tvalue 0\n1\tvalue 1\n2\tvalue 2\n");
+    // The connection goes on after a failed COPY.
+    let sink = c.copy_in("COPY cp FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"5000\n"))
+        .await
+        .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(code(&e), "22P04", "{e}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM cp", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+}

@@ -73,3 +73,71 @@ async fn psql_smoke_test() {
     }
     assert!(out.contains("not null"), "{out}");
 }
+
+/// psql's `\copy` (COPY FROM STDIN / TO STDOUT underneath) in text and CSV,
+/// character(n), TRUNCATE and VACUUM ANALYZE as pgbench uses them.
+#[tokio::test]
+async fn psql_copies_rows_in_and_out() {
+    let cluster = TestCluster::builder().data_engines(2).start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("rows.txt");
+    let csv = dir.path().join("rows.csv");
+    let mut data = String::new();
+    for i in 1..=5000 {
+        data.push_str(&format!(
+            "{i}\tname {i}\t{}\n",
+            if i % 7 == 0 { "\\N" } else { "x" }
+        ));
+    }
+    std::fs::write(&text, data).unwrap();
+    std::fs::write(&csv, "id,name,code\n9001,\"a, \"\"b\"\"\",\n9002,\"\",zz\n").unwrap();
+    let (ok, out, err) = psql(
+        &cluster,
+        &[
+            "-c",
+            "CREATE TABLE copied (id int PRIMARY KEY, name text, code char(3)) WITH (fillfactor = 100)",
+            "-c",
+            &format!("\\copy copied from '{}'", text.display()),
+            "-c",
+            &format!(
+                "\\copy copied from '{}' with (format csv, header true)",
+                csv.display()
+            ),
+            "-c",
+            "SELECT count(*) AS n, count(code) AS codes FROM copied",
+            "-c",
+            "\\copy (SELECT id, name, code FROM copied WHERE id > 9000 ORDER BY id) to stdout with (format csv)",
+            "-c",
+            "\\copy (SELECT id, name FROM copied WHERE id IN (6, 7) ORDER BY id) to stdout",
+            "-c",
+            "VACUUM ANALYZE copied",
+            "-c",
+            &format!("\\copy copied from '{}'", text.display()),
+            "-c",
+            "TRUNCATE copied",
+            "-c",
+            "SELECT count(*) AS after_truncate FROM copied",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("COPY 5000") && out.contains("COPY 2"), "{out}");
+    // 714 of 5000 have a NULL code; the CSV rows have NULL and 'zz '.
+    assert!(out.contains(" 5002 |  4287\n"), "{out}");
+    assert!(
+        out.contains("9001,\"a, \"\"b\"\"\",\n9002,\"\",zz \n"),
+        "CSV out pads character(3) and quotes as PostgreSQL:\n{out}"
+    );
+    assert!(out.contains("6\tname 6\n7\tname 7\n"), "{out}");
+    assert!(out.contains("VACUUM"), "{out}");
+    // Copying the same rows again fails on the first duplicate, and writes
+    // nothing.
+    assert!(
+        err.contains("duplicate key value violates unique constraint"),
+        "{err}"
+    );
+    assert!(
+        out.contains("TRUNCATE TABLE")
+            && out.contains(" after_truncate \n----------------\n              0\n"),
+        "{out}"
+    );
+}
