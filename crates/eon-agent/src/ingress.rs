@@ -216,6 +216,22 @@ impl Pool {
     }
 
     /// Least in-flight of two random ready instances (skipping `exclude`).
+    /// The addresses of every running instance, draining ones included
+    /// (they still have clients).
+    pub fn addresses(&self) -> Vec<String> {
+        self.backends
+            .read()
+            .unwrap()
+            .iter()
+            .filter_map(|b| {
+                let s = b.instance.status();
+                (s.state == State::Running)
+                    .then(|| s.addresses.get(self.key).cloned())
+                    .flatten()
+            })
+            .collect()
+    }
+
     pub fn pick(&self, exclude: &[String]) -> Option<(Lease, String)> {
         let backends = self.backends.read().unwrap();
         let ready: Vec<(&Arc<Backend>, String)> = backends

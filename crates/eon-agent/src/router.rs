@@ -38,8 +38,40 @@ pub async fn serve_pg(
     }
 }
 
+/// PostgreSQL's CancelRequest: length 16, code 80877102, then the process
+/// id and secret key of the connection to cancel.
+const CANCEL_REQUEST: [u8; 8] = [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+
+/// A cancel request arrives on a connection of its own, so it may land on
+/// another query engine than the session it names: it goes to every query
+/// engine (only the one holding that process id and key acts on it).
+async fn forward_cancel(pool: &Pool, client: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = [0u8; 16];
+    if client.read_exact(&mut request).await.is_err() {
+        return;
+    }
+    for addr in pool.addresses() {
+        if let Ok(Ok(mut upstream)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(&addr)).await
+        {
+            let _ = upstream.write_all(&request).await;
+            let _ = upstream.shutdown().await;
+        }
+    }
+}
+
 async fn proxy(pool: Arc<Pool>, mut client: TcpStream) {
     let _ = client.set_nodelay(true);
+    let mut first = [0u8; 8];
+    let peeked =
+        tokio::time::timeout(std::time::Duration::from_secs(5), client.peek(&mut first)).await;
+    if let Ok(Ok(8)) = peeked {
+        if first == CANCEL_REQUEST {
+            forward_cancel(&pool, &mut client).await;
+            return;
+        }
+    }
     let tracked = pool.stats.start();
     let mut tried = Vec::new();
     loop {

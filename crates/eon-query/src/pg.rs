@@ -51,6 +51,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let pids = Arc::new(RandomPidSecretKeyGenerator::default());
+    let cancels = Arc::new(Cancels::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -58,7 +59,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, addr)) => {
                     let _ = socket.set_nodelay(true);
-                    let conn = Arc::new(Connection::new(engine.clone(), pids.clone()));
+                    let conn = Arc::new(Connection::new(engine.clone(), pids.clone(), cancels.clone()));
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, conn).await {
                             tracing::debug!(%addr, "connection ended: {e}");
@@ -71,24 +72,68 @@ pub async fn serve(
     }
 }
 
+/// The sessions a cancel request can reach, by the process id and secret
+/// key each connection was given at startup (BackendKeyData).
+#[derive(Default)]
+pub struct Cancels {
+    sessions: std::sync::Mutex<HashMap<(i32, bytes::Bytes), std::sync::Weak<Session>>>,
+}
+
+impl Cancels {
+    fn register(&self, pid: i32, key: bytes::Bytes, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock().unwrap();
+        sessions.retain(|_, s| s.strong_count() > 0);
+        sessions.insert((pid, key), Arc::downgrade(session));
+    }
+}
+
+#[async_trait]
+impl pgwire::api::cancel::CancelHandler for Cancels {
+    /// A CancelRequest (on a connection of its own, as PostgreSQL clients
+    /// send it) stops the statement its session is running; a wrong key
+    /// does nothing, as in PostgreSQL.
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes());
+        let session = self
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&key)
+            .and_then(|s| s.upgrade());
+        if let Some(session) = session {
+            session.cancel();
+        }
+    }
+}
+
 /// The handlers of one client connection.
 pub struct Connection {
     handler: Arc<Handler>,
     startup: Arc<Startup>,
+    cancels: Arc<Cancels>,
 }
 
 impl Connection {
-    fn new(engine: Arc<Engine>, pids: Arc<RandomPidSecretKeyGenerator>) -> Connection {
+    fn new(
+        engine: Arc<Engine>,
+        pids: Arc<RandomPidSecretKeyGenerator>,
+        cancels: Arc<Cancels>,
+    ) -> Connection {
         let session = Arc::new(engine.session());
         Connection {
             handler: Arc::new(Handler {
                 parser: Arc::new(StatementParser {
                     session: session.clone(),
                 }),
-                session,
+                session: session.clone(),
                 copy_in: Default::default(),
             }),
-            startup: Arc::new(Startup { pids }),
+            startup: Arc::new(Startup {
+                pids,
+                cancels: cancels.clone(),
+                session,
+            }),
+            cancels,
         }
     }
 }
@@ -106,12 +151,17 @@ impl PgWireServerHandlers for Connection {
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
     }
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancels.clone()
+    }
 }
 
 /// No authentication yet (the front-doors issue adds SCRAM and TLS); the
 /// server parameters say which PostgreSQL eon behaves like.
 pub struct Startup {
     pids: Arc<RandomPidSecretKeyGenerator>,
+    cancels: Arc<Cancels>,
+    session: Arc<Session>,
 }
 
 struct Params(DefaultServerParameterProvider);
@@ -145,6 +195,7 @@ impl StartupHandler for Startup {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let (pid, key) = self.pids.generate(client);
+            self.cancels.register(pid, key.to_bytes(), &self.session);
             client.set_pid_and_secret_key(pid, key);
             finish_authentication(client, &Params(DefaultServerParameterProvider::default()))
                 .await?;

@@ -181,6 +181,7 @@ impl Engine {
     pub fn session(self: &Arc<Self>) -> Session {
         Session {
             engine: self.clone(),
+            cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
             txn: Mutex::new(None),
             default_isolation: Mutex::new(Isolation::Serializable),
@@ -190,6 +191,8 @@ impl Engine {
 
 pub struct Session {
     pub engine: Arc<Engine>,
+    /// Bumped by a cancel request: the running statement stops (57014).
+    cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
     /// The open transaction block, if any.
     txn: Mutex<Option<TxnState>>,
@@ -609,32 +612,42 @@ impl Session {
                 _ => self.execute_retrying(statement, params).await,
             }
         };
-        let out = match deadline {
-            None => run.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
-                // Rows still to come get the rest of the time.
-                Ok(Ok(Output::Rows {
-                    schema,
-                    stream,
-                    tag,
-                })) => Ok(Output::Rows {
-                    schema,
-                    stream: with_deadline(stream, deadline),
-                    tag,
-                }),
-                Ok(other) => other,
-                Err(_) => {
-                    if self.in_transaction() {
-                        self.note_error();
-                    }
-                    Err(statement_timeout_error())
+        let cancel = self.cancel.subscribe();
+        let start = *cancel.borrow();
+        let interrupt = Interrupt {
+            deadline,
+            start,
+            cancel,
+        };
+        let out = match interrupt.clone().run(run).await {
+            // Rows still to come can be interrupted too.
+            Ok(Output::Rows {
+                schema,
+                stream,
+                tag,
+            }) => Ok(Output::Rows {
+                schema,
+                stream: interrupt.stream(stream),
+                tag,
+            }),
+            Err(e) => {
+                if e.code == sqlstate::QUERY_CANCELED && self.in_transaction() {
+                    self.note_error();
                 }
-            },
+                Err(e)
+            }
+            other => other,
         };
         if out.is_ok() {
             request.ok();
         }
         out
+    }
+
+    /// Stop the statement running now, if any (PostgreSQL's cancel
+    /// request).
+    pub fn cancel(&self) {
+        self.cancel.send_modify(|v| *v += 1);
     }
 
     /// The session's statement timeout (checked when it was SET).
@@ -1276,27 +1289,70 @@ fn statement_timeout_error() -> Error {
     Error::user("57014", "canceling statement due to statement timeout")
 }
 
-/// A result stream that fails with the statement-timeout error once
-/// `deadline` passes.
-fn with_deadline(
-    stream: SendableRecordBatchStream,
-    deadline: tokio::time::Instant,
-) -> SendableRecordBatchStream {
-    let schema = stream.schema();
-    let rows = futures::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream)).await {
-            Ok(Some(item)) => Some((item, Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(datafusion::error::DataFusionError::External(Box::new(
-                    statement_timeout_error(),
-                ))),
-                None,
-            )),
+/// What ends a statement early: its statement_timeout deadline, or a
+/// cancel request (PostgreSQL's CancelRequest, which bumps the session's
+/// cancel counter).
+#[derive(Clone)]
+struct Interrupt {
+    deadline: Option<tokio::time::Instant>,
+    cancel: tokio::sync::watch::Receiver<u64>,
+    /// The cancel counter when the statement started.
+    start: u64,
+}
+
+impl Interrupt {
+    /// Resolves when the statement must stop, with the error to give.
+    async fn fired(&mut self) -> Error {
+        let start = self.start;
+        let deadline = async {
+            match self.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancel = self.cancel.clone();
+        let cancelled = async move {
+            let mut cancel = cancel;
+            // A closed channel (the session is gone) never cancels.
+            if cancel.wait_for(|v| *v != start).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = deadline => statement_timeout_error(),
+            _ = cancelled => Error::user(
+                sqlstate::QUERY_CANCELED,
+                "canceling statement due to user request",
+            ),
         }
-    });
-    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+    }
+
+    async fn run<T>(mut self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            out = work => out,
+            e = self.fired() => Err(e),
+        }
+    }
+
+    /// A result stream that fails with the interrupt's error once it fires
+    /// (checked between batches: an operator computing inside one poll is
+    /// not interrupted until it yields).
+    fn stream(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        let rows = futures::stream::unfold(Some((stream, self)), move |state| async move {
+            let (mut stream, mut interrupt) = state?;
+            tokio::select! {
+                item = futures::StreamExt::next(&mut stream) => {
+                    item.map(|item| (item, Some((stream, interrupt))))
+                }
+                e = interrupt.fired() => Some((
+                    Err(datafusion::error::DataFusionError::External(Box::new(e))),
+                    None,
+                )),
+            }
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+    }
 }
 
 fn show_schema(name: &str) -> SchemaRef {

@@ -595,3 +595,50 @@ async fn copy_in_and_out_through_the_extended_protocol() {
         .get(0);
     assert_eq!(n, 1000);
 }
+
+/// A CancelRequest (sent on its own connection, through the cluster's
+/// PostgreSQL port, which may route it to any query engine) stops the
+/// running statement with 57014; the session goes on, and a block it
+/// happened in is failed.
+#[tokio::test]
+async fn a_cancel_request_stops_the_running_statement() {
+    let cluster = TestCluster::builder()
+        .query_engines(2)
+        .max_query_engines(2)
+        .start()
+        .unwrap();
+    // About 20 s of work on this machine (90000² pairs).
+    let slow = "SELECT count(*) FROM generate_series(1, 90000) AS a(x), \
+                generate_series(1, 90000) AS b(y) WHERE x * y % 1000003 = 7";
+    for in_block in [false, true] {
+        let c = cluster.pg().await.unwrap();
+        if in_block {
+            c.batch_execute("BEGIN").await.unwrap();
+        }
+        let token = c.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        });
+        let started = std::time::Instant::now();
+        let e = c.query_one(slow, &[]).await.unwrap_err();
+        canceller.await.unwrap();
+        assert_eq!(code(&e), "57014", "{e:?}");
+        assert!(
+            format!("{e:?}").contains("canceling statement due to user request"),
+            "{e:?}"
+        );
+        eprintln!("cancelled after {:?}", started.elapsed());
+        // 57014 says the cancel stopped it (finished, it returns a count).
+        // It stops between batches of its operators, so not at once: about
+        // 10 s here while its partitions keep both cores busy.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        if in_block {
+            let e = c.query_one("SELECT 1", &[]).await.unwrap_err();
+            assert_eq!(code(&e), "25P02", "{e}");
+            c.batch_execute("ROLLBACK").await.unwrap();
+        }
+        let one: i32 = c.query_one("SELECT 1::int4", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "the session goes on");
+    }
+}
