@@ -588,19 +588,7 @@ pub async fn drop_tables(
                 .any(|f| &f.ref_schema == ps && &f.ref_table == pn && (s, n) != (ps, pn))
         })
     };
-    let mut ordered = Vec::with_capacity(targets.len());
-    while !targets.is_empty() {
-        let next = (0..targets.len())
-            .find(|&i| {
-                !targets
-                    .iter()
-                    .enumerate()
-                    .any(|(j, other)| j != i && references(other, &targets[i]))
-            })
-            .unwrap_or(0);
-        ordered.push(targets.remove(next));
-    }
-    for (schema, name) in ordered {
+    for (schema, name) in children_first(targets, references) {
         let Some(table) = detach(cluster, &schema, &name).await? else {
             continue;
         };
@@ -612,6 +600,25 @@ pub async fn drop_tables(
     }
     cluster.refresh_catalog().await?;
     Ok(Output::Command("DROP TABLE".into()))
+}
+
+/// `items` ordered so that each comes before those it references
+/// (`references(a, b)`: a references b) — children before parents, for
+/// DROP and TRUNCATE of several tables. A cycle is broken anywhere.
+pub(crate) fn children_first<T>(mut items: Vec<T>, references: impl Fn(&T, &T) -> bool) -> Vec<T> {
+    let mut ordered = Vec::with_capacity(items.len());
+    while !items.is_empty() {
+        let next = (0..items.len())
+            .find(|&i| {
+                !items
+                    .iter()
+                    .enumerate()
+                    .any(|(j, other)| j != i && references(other, &items[i]))
+            })
+            .unwrap_or(0);
+        ordered.push(items.remove(next));
+    }
+    ordered
 }
 
 /// Take a table out of the catalog (nothing can read it after), keeping

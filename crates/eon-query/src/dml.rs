@@ -1030,20 +1030,7 @@ pub async fn truncate(
         }
         tables.push(child.clone());
     }
-    // Children before parents.
-    let mut ordered = Vec::with_capacity(tables.len());
-    while !tables.is_empty() {
-        let next = (0..tables.len())
-            .find(|&i| {
-                !tables
-                    .iter()
-                    .enumerate()
-                    .any(|(j, c)| j != i && references(c, &tables[i]))
-            })
-            .unwrap_or(0);
-        ordered.push(tables.remove(next));
-    }
-    for table in ordered {
+    for table in crate::ddl::children_first(tables, |c, p| references(c, p)) {
         let delete = parse_query(&format!(
             "DELETE FROM {}.{}",
             quote(&table.schema),

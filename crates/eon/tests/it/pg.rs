@@ -642,3 +642,51 @@ async fn a_cancel_request_stops_the_running_statement() {
         assert_eq!(one, 1, "the session goes on");
     }
 }
+
+/// Foreign keys across shards: a missing parent and a still-referenced key
+/// fail with 23503; TRUNCATE and DROP of a parent need its children too
+/// (emptied or dropped first, in one statement).
+#[tokio::test]
+async fn foreign_keys_hold_across_shards_through_truncate_and_drop() {
+    let cluster = TestCluster::builder().data_engines(2).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE fk_parent (id int PRIMARY KEY, name text);
+         CREATE TABLE fk_child (id int PRIMARY KEY, parent int REFERENCES fk_parent, note text);
+         INSERT INTO fk_parent SELECT i, 'p' || i FROM generate_series(1, 50) AS g(i);
+         INSERT INTO fk_child SELECT i, i % 50 + 1, NULL FROM generate_series(1, 200) AS g(i);
+         INSERT INTO fk_child VALUES (500, NULL, 'no parent is fine')",
+    )
+    .await
+    .unwrap();
+    for (sql, state) in [
+        ("INSERT INTO fk_child VALUES (501, 99, NULL)", "23503"),
+        ("UPDATE fk_child SET parent = 77 WHERE id = 3", "23503"),
+        ("DELETE FROM fk_parent WHERE id = 7", "23503"),
+        ("UPDATE fk_parent SET id = 1007 WHERE id = 7", "23503"),
+        ("TRUNCATE fk_parent", "0A000"),
+        ("DROP TABLE fk_parent", "2BP01"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(code(&e), state, "{sql}: {e:?}");
+    }
+    // Removing the children first lets the parent go.
+    c.batch_execute("DELETE FROM fk_child WHERE parent = 8; DELETE FROM fk_parent WHERE id = 8")
+        .await
+        .unwrap();
+    c.batch_execute("TRUNCATE fk_parent, fk_child")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM fk_parent) + (SELECT count(*) FROM fk_child)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.batch_execute("DROP TABLE fk_parent, fk_child")
+        .await
+        .unwrap();
+}
