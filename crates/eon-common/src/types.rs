@@ -296,30 +296,44 @@ impl SqlType {
     }
 }
 
-impl fmt::Display for SqlType {
-    /// PostgreSQL's `format_type` spelling.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl SqlType {
+    /// The type's SQL name without a modifier (`character varying`,
+    /// `numeric`): information_schema's `data_type`, `pg_typeof`'s answer.
+    pub fn sql_name(&self) -> &'static str {
         match self {
-            SqlType::Int2 => write!(f, "smallint"),
-            SqlType::Int4 => write!(f, "integer"),
-            SqlType::Int8 => write!(f, "bigint"),
-            SqlType::Float4 => write!(f, "real"),
-            SqlType::Float8 => write!(f, "double precision"),
-            SqlType::Numeric { precision: 0, .. } => write!(f, "numeric"),
-            SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
-            SqlType::Text => write!(f, "text"),
+            SqlType::Int2 => "smallint",
+            SqlType::Int4 => "integer",
+            SqlType::Int8 => "bigint",
+            SqlType::Float4 => "real",
+            SqlType::Float8 => "double precision",
+            SqlType::Numeric { .. } => "numeric",
+            SqlType::Text => "text",
+            SqlType::Varchar { .. } => "character varying",
+            SqlType::Char { .. } => "character",
+            SqlType::Bool => "boolean",
+            SqlType::Date => "date",
+            SqlType::Timestamp => "timestamp without time zone",
+            SqlType::TimestampTz => "timestamp with time zone",
+            SqlType::Bytea => "bytea",
+            SqlType::Uuid => "uuid",
+            SqlType::Jsonb => "jsonb",
+        }
+    }
+}
+
+impl fmt::Display for SqlType {
+    /// PostgreSQL's `format_type` spelling: the name with its modifier.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.sql_name();
+        match self {
+            SqlType::Numeric { precision, scale } if *precision > 0 => {
+                write!(f, "{name}({precision},{scale})")
+            }
             SqlType::Varchar {
                 max_length: Some(n),
-            } => write!(f, "character varying({n})"),
-            SqlType::Varchar { max_length: None } => write!(f, "character varying"),
-            SqlType::Char { length } => write!(f, "character({length})"),
-            SqlType::Bool => write!(f, "boolean"),
-            SqlType::Date => write!(f, "date"),
-            SqlType::Timestamp => write!(f, "timestamp without time zone"),
-            SqlType::TimestampTz => write!(f, "timestamp with time zone"),
-            SqlType::Bytea => write!(f, "bytea"),
-            SqlType::Uuid => write!(f, "uuid"),
-            SqlType::Jsonb => write!(f, "jsonb"),
+            } => write!(f, "{name}({n})"),
+            SqlType::Char { length } => write!(f, "{name}({length})"),
+            _ => f.write_str(name),
         }
     }
 }

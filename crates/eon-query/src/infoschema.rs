@@ -137,28 +137,6 @@ fn numeric_info(ty: &SqlType) -> (Option<i32>, Option<i32>, Option<i32>) {
     }
 }
 
-/// `data_type` spelling: format_type's without the modifier.
-pub fn data_type_name(ty: &SqlType) -> &'static str {
-    match ty {
-        SqlType::Numeric { .. } => "numeric",
-        SqlType::Varchar { .. } => "character varying",
-        SqlType::Char { .. } => "character",
-        SqlType::Int2 => "smallint",
-        SqlType::Int4 => "integer",
-        SqlType::Int8 => "bigint",
-        SqlType::Float4 => "real",
-        SqlType::Float8 => "double precision",
-        SqlType::Text => "text",
-        SqlType::Bool => "boolean",
-        SqlType::Date => "date",
-        SqlType::Timestamp => "timestamp without time zone",
-        SqlType::TimestampTz => "timestamp with time zone",
-        SqlType::Bytea => "bytea",
-        SqlType::Uuid => "uuid",
-        SqlType::Jsonb => "jsonb",
-    }
-}
-
 fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>) {
     let mut rows = Vec::new();
     let cols: Columns = match name {
@@ -236,7 +214,7 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                         int(n + 1),
                         c.default_sql.clone().map(text).unwrap_or(null()),
                         yes_no(c.nullable),
-                        text(data_type_name(&c.ty)),
+                        text(c.ty.sql_name()),
                         length.map(int).unwrap_or(null()),
                         length.map(|n| int(n.saturating_mul(4))).unwrap_or(
                             if matches!(
