@@ -213,18 +213,21 @@ pub enum WriteMode {
 impl Drop for Session {
     fn drop(&mut self) {
         // A client that goes away in a transaction block rolls it back.
-        if let Some(mut t) = self.txn.get_mut().unwrap().take() {
+        if let Some(t) = self.txn.get_mut().unwrap().take() {
             if !t.touched.is_empty() || !t.ddl.is_empty() {
                 let cluster = self.engine.cluster.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        crate::txn::abort(&cluster, t.id, &t.touched).await;
-                        crate::ddl::undo(&cluster, std::mem::take(&mut t.ddl)).await;
-                    });
+                    rt.spawn(async move { roll_back(&cluster, t).await });
                 }
             }
         }
     }
+}
+
+/// Roll back a block: its staged writes, then its DDL.
+async fn roll_back(cluster: &Arc<Cluster>, mut t: TxnState) {
+    crate::txn::abort(cluster, t.id, &t.touched).await;
+    crate::ddl::undo(cluster, std::mem::take(&mut t.ddl)).await;
 }
 
 /// True when a statement reads PostgreSQL's system catalogs: only those
@@ -800,10 +803,9 @@ impl Session {
         }
     }
 
-    /// Roll back a block: its staged writes, then its DDL.
-    async fn abort(&self, mut t: TxnState) {
-        crate::txn::abort(self.cluster(), t.id, &t.touched).await;
-        crate::ddl::undo(self.cluster(), std::mem::take(&mut t.ddl)).await;
+    /// Roll back a block (see [`roll_back`]).
+    async fn abort(&self, t: TxnState) {
+        roll_back(self.cluster(), t).await;
     }
 
     /// Note DDL done in the open block (nothing outside one: it is final).
@@ -851,10 +853,7 @@ impl Session {
                     Statement::CreateTable(_) | Statement::Drop { .. }
                 )
             {
-                return Err(Error::user(
-                    sqlstate::READ_ONLY_SQL_TRANSACTION,
-                    "cannot execute DDL in a read-only transaction",
-                ));
+                return Err(crate::txn::read_only_error("DDL"));
             }
         }
         match statement {
@@ -1302,7 +1301,7 @@ struct Interrupt {
 
 impl Interrupt {
     /// Resolves when the statement must stop, with the error to give.
-    async fn fired(&mut self) -> Error {
+    async fn fired(&self) -> Error {
         let start = self.start;
         let deadline = async {
             match self.deadline {
@@ -1327,7 +1326,7 @@ impl Interrupt {
         }
     }
 
-    async fn run<T>(mut self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    async fn run<T>(self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         tokio::select! {
             out = work => out,
             e = self.fired() => Err(e),
@@ -1340,7 +1339,7 @@ impl Interrupt {
     fn stream(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
         let schema = stream.schema();
         let rows = futures::stream::unfold(Some((stream, self)), move |state| async move {
-            let (mut stream, mut interrupt) = state?;
+            let (mut stream, interrupt) = state?;
             tokio::select! {
                 item = futures::StreamExt::next(&mut stream) => {
                     item.map(|item| (item, Some((stream, interrupt))))
