@@ -325,9 +325,11 @@ pub async fn finish(session: &Session, copy: &CopyIn, data: &[u8]) -> Result<u64
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
     let (ctx, mode) = session.begin_statement().await?;
     crate::dml::check_writable(mode, "COPY FROM")?;
+    let state = session.statement_state(ctx.clone());
     let (_, written) = crate::dml::insert_rows(
         session,
         &ctx,
+        &state,
         mode,
         &copy.table,
         &copy.columns,

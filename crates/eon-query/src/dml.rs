@@ -442,8 +442,17 @@ async fn insert(
     } else {
         pb::WriteKind::Insert
     };
-    let (rows, written) =
-        insert_rows(session, &ctx, mode, &table, &shape.targets, &src, kind).await?;
+    let (rows, written) = insert_rows(
+        session,
+        &ctx,
+        &state,
+        mode,
+        &table,
+        &shape.targets,
+        &src,
+        kind,
+    )
+    .await?;
     let count = written.len();
     match shape.returning {
         Some(items) => {
@@ -459,16 +468,17 @@ async fn insert(
 /// others (defaults, row ids, NULL), checks foreign keys, and writes. The
 /// rows as written and the indexes of those not skipped (ON CONFLICT DO
 /// NOTHING) come back.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_rows(
     session: &Session,
     ctx: &Arc<StatementContext>,
+    state: &SessionState,
     mode: WriteMode,
     table: &TableDef,
     targets: &[usize],
     src: &RecordBatch,
     kind: pb::WriteKind,
 ) -> Result<(RecordBatch, Vec<u32>)> {
-    let state = session.statement_state(ctx.clone());
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
@@ -478,7 +488,7 @@ pub(crate) async fn insert_rows(
             let start = session.cluster().rowids(n as u64).await? as i64;
             Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
         } else if let Some(default) = &col.default_sql {
-            let value = constant(session, &state, default).await?;
+            let value = constant(session, state, default).await?;
             coerce(
                 &value.to_array_of_size(n).map_err(from_df)?,
                 col,
