@@ -33,7 +33,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int32Builder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Builder};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
@@ -178,18 +178,7 @@ impl ScalarUDFImpl for JsonBuildObject {
             }
             out.append_value(serde_json::Value::Object(map).to_string());
         }
-        let out: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
-        Ok(
-            if args
-                .args
-                .iter()
-                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
-            } else {
-                ColumnarValue::Array(out)
-            },
-        )
+        shaped_like(&args.args, Arc::new(out.finish()))
     }
 }
 
@@ -505,7 +494,6 @@ impl ScalarUDFImpl for TextTypeCast {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
         let input = args.args[0].to_array(args.number_rows.max(1))?;
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let column = ColumnDef {
@@ -517,11 +505,7 @@ impl ScalarUDFImpl for TextTypeCast {
         };
         let out = crate::coerce::coerce(&input, &column, "")
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        shaped_like(&args.args, out)
     }
 }
 
@@ -545,15 +529,20 @@ fn to_regtype() -> ScalarUDF {
                     None => out.append_null(),
                 }
             }
-            let out = Arc::new(out.finish());
-            Ok(
-                if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
-                } else {
-                    ColumnarValue::Array(out)
-                },
-            )
+            shaped_like(args, Arc::new(out.finish()))
         }),
+    )
+}
+
+/// A function's result in the shape of its arguments: one value when they
+/// were all constants, else a column.
+fn shaped_like(args: &[ColumnarValue], out: ArrayRef) -> datafusion::common::Result<ColumnarValue> {
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        },
     )
 }
 
