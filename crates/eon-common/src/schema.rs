@@ -47,6 +47,11 @@ pub struct ForeignKeyDef {
 }
 
 impl ForeignKeyDef {
+    /// True when it references table `schema.name`.
+    pub fn references(&self, schema: &str, name: &str) -> bool {
+        self.ref_schema == schema && self.ref_table == name
+    }
+
     pub fn to_proto(&self) -> pb::ForeignKey {
         pb::ForeignKey {
             name: self.name.clone(),

@@ -585,7 +585,7 @@ pub async fn drop_tables(
         cluster.table(s, n).is_some_and(|t| {
             t.foreign_keys
                 .iter()
-                .any(|f| &f.ref_schema == ps && &f.ref_table == pn && (s, n) != (ps, pn))
+                .any(|f| f.references(ps, pn) && (s, n) != (ps, pn))
         })
     };
     for (schema, name) in children_first(targets, references) {

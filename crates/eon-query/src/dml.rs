@@ -1018,7 +1018,7 @@ pub async fn truncate(
             && child
                 .foreign_keys
                 .iter()
-                .any(|f| f.ref_schema == parent.schema && f.ref_table == parent.name)
+                .any(|f| f.references(&parent.schema, &parent.name))
     };
     // Tables referencing a truncated one: added (CASCADE) or an error.
     loop {

@@ -186,7 +186,7 @@ pub async fn check_unreferenced(
         .flat_map(|t| {
             t.foreign_keys
                 .iter()
-                .filter(|f| f.ref_schema == table.schema && f.ref_table == table.name)
+                .filter(|f| f.references(&table.schema, &table.name))
                 .cloned()
                 .map(|f| (t.clone(), f))
                 .collect::<Vec<_>>()
