@@ -81,6 +81,42 @@ for bad in (
             check("foreign key enforced", "committed", "IntegrityError")
         except IntegrityError as e:
             check("foreign key enforced", e.orig.sqlstate, "23503")
-# Not yet: get_columns, get_pk_constraint and get_indexes need pg_index and
-# pg_constraint with their array columns (the catalog part of issue 5).
+columns = inspector.get_columns("sqlalchemy_book")
+check(
+    "reflected columns",
+    [(c["name"], str(c["type"]), c["nullable"]) for c in columns],
+    [
+        ("id", "INTEGER", False),
+        ("title", "VARCHAR", False),
+        ("price", "NUMERIC(8, 2)", False),
+        ("author_id", "INTEGER", False),
+    ],
+)
+check(
+    "reflected primary key",
+    inspector.get_pk_constraint("sqlalchemy_book"),
+    {
+        "constrained_columns": ["id"],
+        "name": "sqlalchemy_book_pkey",
+        "comment": None,
+        "dialect_options": {"postgresql_include": []},
+    },
+)
+check(
+    "reflected foreign key",
+    [
+        (f["constrained_columns"], f["referred_table"], f["referred_columns"])
+        for f in inspector.get_foreign_keys("sqlalchemy_book")
+    ],
+    [(["author_id"], "sqlalchemy_author", ["id"])],
+)
+check("reflected indexes", inspector.get_indexes("sqlalchemy_book"), [])
+# A Table reflected from the live catalog works like a declared one.
+from sqlalchemy import MetaData, Table
+
+books = Table("sqlalchemy_book", MetaData(), autoload_with=engine)
+check("reflected table's key", [c.name for c in books.primary_key], ["id"])
+with engine.connect() as conn:
+    titles = conn.execute(select(books.c.title).order_by(books.c.id)).scalars().all()
+    check("select through the reflected table", titles, ["Earthsea", "Excession"])
 print("sqlalchemy: all checks passed")

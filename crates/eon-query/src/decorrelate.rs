@@ -87,10 +87,18 @@ fn shape(plan: &LogicalPlan) -> Option<Shape> {
     if !is_outer(&filter.predicate) || filter.input.contains_outer_reference() {
         return None;
     }
+    // DataFusion decorrelates equality-only correlation itself, unless the
+    // subquery's value refers to the outer row too (`(SELECT f(o.x, i.y)
+    // FROM i WHERE i.k = o.k)`, as SQLAlchemy's reflection asks).
     if agg.aggr_expr.iter().any(is_outer) || value.as_ref().is_some_and(is_outer) {
-        return None;
+        let value =
+            value.unwrap_or_else(|| Expr::Column(Column::from_name(agg.schema.field(0).name())));
+        return Some(Shape {
+            value,
+            aggregate: agg.clone(),
+            filter: filter.clone(),
+        });
     }
-    // DataFusion decorrelates equality-only correlation itself.
     let mut conjuncts = Vec::new();
     split_and(&filter.predicate, &mut conjuncts);
     let only_equalities = conjuncts.iter().filter(|c| is_outer(c)).all(|c| {
@@ -154,17 +162,64 @@ impl DecorrelateScalarSubquery {
         for (k, (sq, s)) in subqueries.into_iter().enumerate() {
             // Outer columns the subquery refers to.
             let mut outer: Vec<Column> = Vec::new();
-            s.filter.predicate.apply(|x| {
-                if let Expr::OuterReferenceColumn(_, c) = x {
-                    if !outer.contains(c) {
-                        outer.push(c.clone());
+            let uses = std::iter::once(&s.filter.predicate)
+                .chain(&s.aggregate.aggr_expr)
+                .chain(std::iter::once(&s.value));
+            for e in uses {
+                e.apply(|x| {
+                    if let Expr::OuterReferenceColumn(_, c) = x {
+                        if !outer.contains(c) {
+                            outer.push(c.clone());
+                        }
                     }
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })?;
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
             let dnames: Vec<String> = (0..outer.len())
                 .map(|j| format!("__eon_d{k}_{j}"))
                 .collect();
+            // An outer reference becomes the domain's column inside the
+            // subquery, and the outer column itself outside it.
+            let to_domain = |e: Expr| -> Result<Expr> {
+                Ok(e.transform(|x| {
+                    Ok(match x {
+                        Expr::OuterReferenceColumn(_, c) => {
+                            let j = outer.iter().position(|o| *o == c).unwrap();
+                            Transformed::yes(col(Column::from_name(dnames[j].clone())))
+                        }
+                        other => Transformed::no(other),
+                    })
+                })?
+                .data)
+            };
+            let to_outer = |e: Expr| -> Result<Expr> {
+                Ok(e.transform(|x| {
+                    Ok(match x {
+                        Expr::OuterReferenceColumn(_, c) => Transformed::yes(Expr::Column(c)),
+                        other => Transformed::no(other),
+                    })
+                })?
+                .data)
+            };
+            // The aggregates keep their names, which the value refers to.
+            let aggr_exprs = s
+                .aggregate
+                .aggr_expr
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let name = s.aggregate.schema.field(i).name().clone();
+                    let e = match e {
+                        Expr::Alias(a) => a.expr.as_ref().clone(),
+                        e => e.clone(),
+                    };
+                    Ok(if is_outer(&e) {
+                        to_domain(e)?.alias(name)
+                    } else {
+                        e.alias_if_changed(name)?
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let domain = LogicalPlanBuilder::from(input.clone())
                 .project(
                     outer
@@ -174,20 +229,7 @@ impl DecorrelateScalarSubquery {
                 )?
                 .distinct()?
                 .build()?;
-            let predicate = s
-                .filter
-                .predicate
-                .clone()
-                .transform(|x| {
-                    Ok(match x {
-                        Expr::OuterReferenceColumn(_, c) => {
-                            let j = outer.iter().position(|o| *o == c).unwrap();
-                            Transformed::yes(col(Column::from_name(dnames[j].clone())))
-                        }
-                        other => Transformed::no(other),
-                    })
-                })?
-                .data;
+            let predicate = to_domain(s.filter.predicate.clone())?;
             let dcols: Vec<Expr> = dnames
                 .iter()
                 .map(|n| col(Column::from_name(n.clone())))
@@ -212,18 +254,18 @@ impl DecorrelateScalarSubquery {
                     })?
                     .data;
                 let ty = s.value.get_type(&agg_schema)?;
-                replaced.cast_to(&ty, &agg_schema)?
+                to_outer(replaced.cast_to(&ty, &agg_schema)?)?
             };
             let value_name = format!("__eon_v{k}");
             let present_name = format!("__eon_p{k}");
             let alias = format!("__eon_sq{k}");
             let mut projection = dcols.clone();
-            projection.push(s.value.clone().alias(value_name.as_str()));
+            projection.push(to_domain(s.value.clone())?.alias(value_name.as_str()));
             projection.push(lit(true).alias(present_name.as_str()));
             let sub = LogicalPlanBuilder::from(s.filter.input.as_ref().clone())
                 .cross_join(domain)?
                 .filter(predicate)?
-                .aggregate(dcols.clone(), s.aggregate.aggr_expr.clone())?
+                .aggregate(dcols.clone(), aggr_exprs)?
                 .project(projection)?
                 .alias(alias.as_str())?
                 .build()?;

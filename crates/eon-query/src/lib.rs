@@ -22,6 +22,7 @@
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
+//! | [`catalogsql`]| parsing the catalog queries tools send                    |
 //! | [`infoschema`]| information_schema from eon's catalog                      |
 //! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
@@ -30,6 +31,7 @@
 //! | [`txn`]      | transaction blocks: isolation, commit protocol, refresh     |
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
 
+pub mod catalogsql;
 pub mod cluster;
 pub mod coerce;
 pub mod copy;

@@ -14,16 +14,22 @@
 //! so that `\d table` in psql describes columns as PostgreSQL would.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StringArray,
+    new_empty_array, new_null_array,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::{MemTable, TableType};
-use datafusion::logical_expr::Expr;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use eon_common::{SqlType, TableDef};
 
@@ -33,7 +39,33 @@ use crate::cluster::Cluster;
 pub struct EonPgCatalog {
     pub inner: Arc<dyn SchemaProvider>,
     pub cluster: Arc<Cluster>,
+    pub definitions: Arc<Definitions>,
 }
+
+/// The text `pg_get_constraintdef` and `pg_get_indexdef` answer, by oid.
+/// Filled from eon's catalog whenever a statement reads one of the tables
+/// completed here — the oids come from those tables, so a statement that
+/// asks for a definition has just read them.
+#[derive(Debug, Default)]
+pub struct Definitions {
+    relations: RwLock<HashMap<i32, String>>,
+    constraints: RwLock<HashMap<i32, String>>,
+    indexes: RwLock<HashMap<i32, IndexText>>,
+}
+
+/// An index: its CREATE statement and its key columns' names.
+#[derive(Debug, Clone)]
+struct IndexText {
+    create: String,
+    columns: Vec<String>,
+}
+
+// Oids of the objects eon's catalog implies, derived from their table's
+// oid (datafusion-pg-catalog numbers relations from 16384 upwards).
+const PKEY_INDEX_OID: i32 = 1_000_000_000;
+const PKEY_CONSTRAINT_OID: i32 = 1_100_000_000;
+const FOREIGN_KEY_OID: i32 = 1_200_000_000;
+const BTREE: i32 = 403;
 
 #[async_trait]
 impl SchemaProvider for EonPgCatalog {
@@ -42,16 +74,30 @@ impl SchemaProvider for EonPgCatalog {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let kind = match name {
+            "pg_attribute" => Kind::Attribute,
+            "pg_attrdef" => Kind::Attrdef,
+            "pg_class" => Kind::Class,
+            "pg_index" => Kind::Index,
+            "pg_constraint" => Kind::Constraint,
+            _ => return self.inner.table(name).await,
+        };
         let inner = self.inner.table(name).await?;
-        Ok(match (name, inner) {
-            ("pg_attribute" | "pg_attrdef", Some(t)) => Some(Arc::new(Completed {
-                kind: name.to_string(),
-                inner: t,
-                catalog: self.inner.clone(),
-                cluster: self.cluster.clone(),
-            })),
-            (_, other) => other,
-        })
+        let schema = match (kind, &inner) {
+            (Kind::Index, _) => pg_index_schema(),
+            (Kind::Constraint, _) => pg_constraint_schema(),
+            (Kind::Class, Some(t)) => with_reloptions(t.schema()),
+            (_, Some(t)) => t.schema(),
+            (_, None) => return Ok(None),
+        };
+        Ok(Some(Arc::new(Completed {
+            kind,
+            schema,
+            inner,
+            catalog: self.inner.clone(),
+            cluster: self.cluster.clone(),
+            definitions: self.definitions.clone(),
+        })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -59,13 +105,27 @@ impl SchemaProvider for EonPgCatalog {
     }
 }
 
-/// `pg_attribute` or `pg_attrdef`, completed from eon's definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Attribute,
+    Attrdef,
+    Class,
+    Index,
+    Constraint,
+}
+
+/// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
+/// from eon's definitions.
 #[derive(Debug)]
 struct Completed {
-    kind: String,
-    inner: Arc<dyn TableProvider>,
+    kind: Kind,
+    schema: SchemaRef,
+    /// datafusion-pg-catalog's table (static and empty for pg_index and
+    /// pg_constraint).
+    inner: Option<Arc<dyn TableProvider>>,
     catalog: Arc<dyn SchemaProvider>,
     cluster: Arc<Cluster>,
+    definitions: Arc<Definitions>,
 }
 
 async fn rows_of(
@@ -100,51 +160,210 @@ fn int32(a: &ArrayRef) -> Result<Vec<Option<i32>>, DataFusionError> {
     Ok(a.as_primitive::<Int32Type>().iter().collect())
 }
 
+/// eon's tables as pg_class numbers them.
+struct Tables {
+    by_oid: Vec<(i32, i32, Arc<TableDef>)>,
+}
+
+impl Tables {
+    fn get(&self, oid: i32) -> Option<&Arc<TableDef>> {
+        self.by_oid.iter().find(|(o, _, _)| *o == oid).map(|t| &t.2)
+    }
+
+    fn oid_of(&self, schema: &str, name: &str) -> Option<i32> {
+        self.by_oid
+            .iter()
+            .find(|(_, _, t)| t.schema == schema && t.name == name)
+            .map(|t| t.0)
+    }
+
+    /// True when some table's foreign key references `t`.
+    fn is_referenced(&self, t: &TableDef) -> bool {
+        self.by_oid.iter().any(|(_, _, other)| {
+            other
+                .foreign_keys
+                .iter()
+                .any(|fk| fk.references(&t.schema, &t.name))
+        })
+    }
+}
+
+/// PostgreSQL's attribute number of column `index` of `t`: its position
+/// among the columns a user sees, from 1.
+fn attnum(t: &TableDef, index: usize) -> i16 {
+    t.columns[..index].iter().filter(|c| !c.hidden).count() as i16 + 1
+}
+
+fn column_names(t: &TableDef, indexes: &[usize]) -> Vec<String> {
+    indexes.iter().map(|&i| t.columns[i].name.clone()).collect()
+}
+
+fn attnums(t: &TableDef, indexes: &[usize]) -> ScalarValue {
+    let nums: Vec<ScalarValue> = indexes
+        .iter()
+        .map(|&i| ScalarValue::Int16(Some(attnum(t, i))))
+        .collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&nums, &DataType::Int16))
+}
+
+/// An identifier as PostgreSQL's deparser writes it: quoted unless plain.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn ident_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Completed {
-    /// eon's tables by their pg_class oid.
-    async fn tables_by_oid(
-        &self,
-        state: &dyn Session,
-    ) -> Result<HashMap<i32, Arc<TableDef>>, DataFusionError> {
-        let mut out = HashMap::new();
+    /// eon's tables by their pg_class oid (and namespace oid).
+    async fn tables(&self, state: &dyn Session) -> Result<Tables, DataFusionError> {
+        let mut by_oid = Vec::new();
         let Some(pg_class) = self.catalog.table("pg_class").await? else {
-            return Ok(out);
+            return Ok(Tables { by_oid });
         };
         for b in rows_of(&pg_class, state).await? {
             let oids = int32(column(&b, "oid")?)?;
+            let namespaces = int32(column(&b, "relnamespace")?)?;
             let names = cast(column(&b, "relname")?, &DataType::Utf8)?;
             let names = names.as_string::<i32>();
             for (i, oid) in oids.into_iter().enumerate() {
                 if let (Some(oid), false) = (oid, names.is_null(i)) {
                     if let Some(t) = self.cluster.table("public", names.value(i)) {
-                        out.insert(oid, t);
+                        by_oid.push((oid, namespaces[i].unwrap_or(0), t));
                     }
                 }
             }
         }
-        Ok(out)
+        by_oid.sort_by_key(|t| t.0);
+        Ok(Tables { by_oid })
     }
 
     async fn complete(&self, state: &dyn Session) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let tables = self.tables_by_oid(state).await?;
-        let batches = rows_of(&self.inner, state).await?;
-        if self.kind == "pg_attribute" {
-            batches
-                .into_iter()
-                .map(|b| patch_attributes(b, &tables))
-                .collect()
-        } else {
-            let mut out = batches;
-            out.push(attrdefs(&self.inner.schema(), &tables)?);
-            Ok(out)
+        let tables = self.tables(state).await?;
+        self.definitions.refresh(&tables);
+        let mut batches = match &self.inner {
+            Some(t) if !matches!(self.kind, Kind::Index | Kind::Constraint) => {
+                rows_of(t, state).await?
+            }
+            _ => Vec::new(),
+        };
+        match self.kind {
+            Kind::Attribute => {
+                batches = batches
+                    .into_iter()
+                    .map(|b| patch_attributes(b, &tables))
+                    .collect::<Result<_, _>>()?
+            }
+            Kind::Attrdef => batches.push(attrdefs(&self.schema, &tables)?),
+            Kind::Class => {
+                batches = batches
+                    .into_iter()
+                    .map(|b| patch_classes(b, &self.schema, &tables))
+                    .collect::<Result<_, _>>()?;
+                batches.push(index_classes(&self.schema, &tables)?);
+            }
+            Kind::Index => batches.push(indexes(&self.schema, &tables)?),
+            Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
         }
+        Ok(batches)
     }
 }
 
-fn patch_attributes(
-    b: RecordBatch,
-    tables: &HashMap<i32, Arc<TableDef>>,
-) -> Result<RecordBatch, DataFusionError> {
+impl Definitions {
+    fn refresh(&self, tables: &Tables) {
+        let mut constraints = HashMap::new();
+        let mut indexes = HashMap::new();
+        let mut relations = HashMap::new();
+        for (oid, _, t) in &tables.by_oid {
+            relations.insert(*oid, quote_ident(&t.name));
+            if !t.has_rowid() {
+                let columns = column_names(t, &t.primary_key);
+                constraints.insert(
+                    PKEY_CONSTRAINT_OID + oid,
+                    format!("PRIMARY KEY ({})", ident_list(&columns)),
+                );
+                let create = format!(
+                    "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
+                    quote_ident(&t.pkey_name()),
+                    quote_ident(&t.schema),
+                    quote_ident(&t.name),
+                    ident_list(&columns)
+                );
+                indexes.insert(PKEY_INDEX_OID + oid, IndexText { create, columns });
+            }
+            for (i, fk) in t.foreign_keys.iter().enumerate() {
+                let referenced = self_or_named(t, tables, fk);
+                let ref_columns = referenced
+                    .map(|r| column_names(&r, &fk.ref_columns))
+                    .unwrap_or_default();
+                constraints.insert(
+                    FOREIGN_KEY_OID + oid * 64 + i as i32,
+                    format!(
+                        "FOREIGN KEY ({}) REFERENCES {}({})",
+                        ident_list(&column_names(t, &fk.columns)),
+                        quote_ident(&fk.ref_table),
+                        ident_list(&ref_columns)
+                    ),
+                );
+            }
+        }
+        *self.relations.write().expect("definitions lock") = relations;
+        *self.constraints.write().expect("definitions lock") = constraints;
+        *self.indexes.write().expect("definitions lock") = indexes;
+    }
+
+    /// A relation's name as `oid::regclass` prints it: the name of one of
+    /// eon's tables, else the number.
+    fn relation(&self, oid: i32) -> String {
+        let map = self.relations.read().expect("definitions lock");
+        map.get(&oid).cloned().unwrap_or_else(|| oid.to_string())
+    }
+
+    fn constraint(&self, oid: i32) -> Option<String> {
+        let map = self.constraints.read().expect("definitions lock");
+        map.get(&oid).cloned()
+    }
+
+    /// `pg_get_indexdef(oid, column)`: the CREATE statement for column 0,
+    /// else the name of key column `column` (from 1).
+    fn index(&self, oid: i32, column: i64) -> Option<String> {
+        let map = self.indexes.read().expect("definitions lock");
+        let index = map.get(&oid)?;
+        if column == 0 {
+            return Some(index.create.clone());
+        }
+        let n = usize::try_from(column).ok()?.checked_sub(1)?;
+        index.columns.get(n).map(|c| quote_ident(c))
+    }
+}
+
+/// The table a foreign key references.
+fn self_or_named(
+    t: &Arc<TableDef>,
+    tables: &Tables,
+    fk: &eon_common::schema::ForeignKeyDef,
+) -> Option<Arc<TableDef>> {
+    let oid = tables.oid_of(&fk.ref_schema, &fk.ref_table)?;
+    tables.get(oid).cloned().or_else(|| Some(t.clone()))
+}
+
+fn patch_attributes(b: RecordBatch, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let rel = int32(column(&b, "attrelid")?)?;
     let names = cast(column(&b, "attname")?, &DataType::Utf8)?;
     let names = names.as_string::<i32>();
@@ -153,7 +372,7 @@ fn patch_attributes(
     let hasdef_col = column(&b, "atthasdef")?.as_boolean().clone();
     let mut hasdef: Vec<Option<bool>> = hasdef_col.iter().collect();
     for i in 0..b.num_rows() {
-        let Some(t) = rel[i].and_then(|r| tables.get(&r)) else {
+        let Some(t) = rel[i].and_then(|r| tables.get(r)) else {
             continue;
         };
         let Some(c) = t
@@ -183,41 +402,331 @@ fn patch_attributes(
 }
 
 /// One pg_attrdef row per column default of eon's tables.
-fn attrdefs(
-    schema: &SchemaRef,
-    tables: &HashMap<i32, Arc<TableDef>>,
-) -> Result<RecordBatch, DataFusionError> {
-    let mut rows: Vec<(i32, i32, i16, String)> = Vec::new();
-    let mut ordered: Vec<(&i32, &Arc<TableDef>)> = tables.iter().collect();
-    ordered.sort_by_key(|(oid, _)| **oid);
-    for (oid, t) in ordered {
-        let visible = t.columns.iter().filter(|c| !c.hidden);
-        for (n, c) in visible.enumerate() {
+fn attrdefs(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, _, t) in &tables.by_oid {
+        for (i, c) in t.columns.iter().enumerate() {
             if let Some(d) = &c.default_sql {
-                rows.push((1_000_000 + rows.len() as i32, *oid, n as i16 + 1, d.clone()));
+                let id = 1_000_000 + rows.len() as i32;
+                rows.push(vec![
+                    ("oid", ScalarValue::Int32(Some(id))),
+                    ("adrelid", ScalarValue::Int32(Some(*oid))),
+                    ("adnum", ScalarValue::Int16(Some(attnum(t, i)))),
+                    ("adbin", ScalarValue::Utf8(Some(d.clone()))),
+                ]);
             }
+        }
+    }
+    batch(schema, rows)
+}
+
+/// pg_class with `reloptions` (SQLAlchemy reads it; datafusion-pg-catalog
+/// has no such column), every column nullable as the rows of indexes
+/// leave some out.
+fn with_reloptions(schema: SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    if schema.index_of("reloptions").is_err() {
+        fields.push(Field::new(
+            "reloptions",
+            DataType::new_list(DataType::Utf8, true),
+            true,
+        ));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// pg_class rows of eon's tables say whether they have an index (their
+/// primary key) and triggers (PostgreSQL enforces foreign keys with
+/// triggers; psql shows them only then).
+fn patch_classes(
+    b: RecordBatch,
+    schema: &SchemaRef,
+    tables: &Tables,
+) -> Result<RecordBatch, DataFusionError> {
+    let oids = int32(column(&b, "oid")?)?;
+    let mut has_index: Vec<Option<bool>> = column(&b, "relhasindex")?.as_boolean().iter().collect();
+    let mut has_triggers: Vec<Option<bool>> =
+        column(&b, "relhastriggers")?.as_boolean().iter().collect();
+    for (i, oid) in oids.iter().enumerate() {
+        if let Some(t) = oid.and_then(|o| tables.get(o)) {
+            has_index[i] = Some(!t.has_rowid());
+            has_triggers[i] = Some(!t.foreign_keys.is_empty() || tables.is_referenced(t));
         }
     }
     let mut columns = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
-        let values: Vec<ScalarValue> = rows
-            .iter()
-            .map(|(id, rel, num, text)| match f.name().as_str() {
-                "oid" => ScalarValue::Int32(Some(*id)),
-                "adrelid" => ScalarValue::Int32(Some(*rel)),
-                "adnum" => ScalarValue::Int16(Some(*num)),
-                "adbin" => ScalarValue::Utf8(Some(text.clone())),
-                _ => ScalarValue::Null,
-            })
-            .collect();
-        let array = if values.is_empty() {
-            datafusion::arrow::array::new_empty_array(f.data_type())
+        columns.push(match f.name().as_str() {
+            "relhasindex" => Arc::new(BooleanArray::from(has_index.clone())) as ArrayRef,
+            "relhastriggers" => Arc::new(BooleanArray::from(has_triggers.clone())),
+            name => match b.column_by_name(name) {
+                Some(c) => c.clone(),
+                None => new_null_array(f.data_type(), b.num_rows()),
+            },
+        });
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A pg_class row (relkind 'i') for each primary key's index.
+fn index_classes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, namespace, t) in &tables.by_oid {
+        if t.has_rowid() {
+            continue;
+        }
+        rows.push(vec![
+            ("oid", ScalarValue::Int32(Some(PKEY_INDEX_OID + oid))),
+            ("relname", ScalarValue::Utf8(Some(t.pkey_name()))),
+            ("relnamespace", ScalarValue::Int32(Some(*namespace))),
+            ("reltype", ScalarValue::Int32(Some(0))),
+            ("reloftype", ScalarValue::Int32(Some(0))),
+            ("relowner", ScalarValue::Int32(Some(10))),
+            ("relam", ScalarValue::Int32(Some(BTREE))),
+            (
+                "relfilenode",
+                ScalarValue::Int32(Some(PKEY_INDEX_OID + oid)),
+            ),
+            ("reltablespace", ScalarValue::Int32(Some(0))),
+            ("relpages", ScalarValue::Int32(Some(0))),
+            ("reltuples", ScalarValue::Float64(Some(-1.0))),
+            ("relallvisible", ScalarValue::Int32(Some(0))),
+            ("reltoastrelid", ScalarValue::Int32(Some(0))),
+            ("relhasindex", ScalarValue::Boolean(Some(false))),
+            ("relisshared", ScalarValue::Boolean(Some(false))),
+            ("relpersistence", ScalarValue::Utf8(Some("p".into()))),
+            ("relkind", ScalarValue::Utf8(Some("i".into()))),
+            (
+                "relnatts",
+                ScalarValue::Int16(Some(t.primary_key.len() as i16)),
+            ),
+            ("relchecks", ScalarValue::Int16(Some(0))),
+            ("relhasrules", ScalarValue::Boolean(Some(false))),
+            ("relhastriggers", ScalarValue::Boolean(Some(false))),
+            ("relhassubclass", ScalarValue::Boolean(Some(false))),
+            ("relrowsecurity", ScalarValue::Boolean(Some(false))),
+            ("relforcerowsecurity", ScalarValue::Boolean(Some(false))),
+            ("relispopulated", ScalarValue::Boolean(Some(true))),
+            ("relreplident", ScalarValue::Utf8(Some("n".into()))),
+            ("relispartition", ScalarValue::Boolean(Some(false))),
+            ("relrewrite", ScalarValue::Int32(Some(0))),
+            ("relfrozenxid", ScalarValue::Int32(Some(0))),
+            ("relminmxid", ScalarValue::Int32(Some(0))),
+        ]);
+    }
+    batch(schema, rows)
+}
+
+fn oid_list() -> DataType {
+    DataType::new_list(DataType::Int32, true)
+}
+
+fn int2_list() -> DataType {
+    DataType::new_list(DataType::Int16, true)
+}
+
+fn fields(spec: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        spec.iter()
+            .map(|(n, t)| Field::new(*n, t.clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// PostgreSQL 15's pg_index; `int2vector` and `oidvector` as arrays.
+fn pg_index_schema() -> SchemaRef {
+    use DataType::{Boolean, Int16, Int32, Utf8};
+    fields(&[
+        ("indexrelid", Int32),
+        ("indrelid", Int32),
+        ("indnatts", Int16),
+        ("indnkeyatts", Int16),
+        ("indisunique", Boolean),
+        ("indnullsnotdistinct", Boolean),
+        ("indisprimary", Boolean),
+        ("indisexclusion", Boolean),
+        ("indimmediate", Boolean),
+        ("indisclustered", Boolean),
+        ("indisvalid", Boolean),
+        ("indcheckxmin", Boolean),
+        ("indisready", Boolean),
+        ("indislive", Boolean),
+        ("indisreplident", Boolean),
+        ("indkey", int2_list()),
+        ("indcollation", oid_list()),
+        ("indclass", oid_list()),
+        ("indoption", int2_list()),
+        ("indexprs", Utf8),
+        ("indpred", Utf8),
+    ])
+}
+
+/// PostgreSQL 15's pg_constraint.
+fn pg_constraint_schema() -> SchemaRef {
+    use DataType::{Boolean, Int16, Int32, Utf8};
+    fields(&[
+        ("oid", Int32),
+        ("conname", Utf8),
+        ("connamespace", Int32),
+        ("contype", Utf8),
+        ("condeferrable", Boolean),
+        ("condeferred", Boolean),
+        ("convalidated", Boolean),
+        ("conrelid", Int32),
+        ("contypid", Int32),
+        ("conindid", Int32),
+        ("conparentid", Int32),
+        ("confrelid", Int32),
+        ("confupdtype", Utf8),
+        ("confdeltype", Utf8),
+        ("confmatchtype", Utf8),
+        ("conislocal", Boolean),
+        ("coninhcount", Int16),
+        ("connoinherit", Boolean),
+        ("conkey", int2_list()),
+        ("confkey", int2_list()),
+        ("conpfeqop", oid_list()),
+        ("conppeqop", oid_list()),
+        ("conffeqop", oid_list()),
+        ("confdelsetcols", int2_list()),
+        ("conexclop", oid_list()),
+        ("conbin", Utf8),
+    ])
+}
+
+/// One pg_index row per primary key.
+fn indexes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, _, t) in &tables.by_oid {
+        if t.has_rowid() {
+            continue;
+        }
+        let n = t.primary_key.len();
+        let zeros = |ty: &DataType| {
+            let zero = match ty {
+                DataType::Int16 => ScalarValue::Int16(Some(0)),
+                _ => ScalarValue::Int32(Some(0)),
+            };
+            ScalarValue::List(ScalarValue::new_list_nullable(&vec![zero; n], ty))
+        };
+        let mut row = vec![
+            ("indexrelid", ScalarValue::Int32(Some(PKEY_INDEX_OID + oid))),
+            ("indrelid", ScalarValue::Int32(Some(*oid))),
+            ("indnatts", ScalarValue::Int16(Some(n as i16))),
+            ("indnkeyatts", ScalarValue::Int16(Some(n as i16))),
+            ("indkey", attnums(t, &t.primary_key)),
+            ("indcollation", zeros(&DataType::Int32)),
+            ("indclass", zeros(&DataType::Int32)),
+            ("indoption", zeros(&DataType::Int16)),
+        ];
+        for (name, value) in [
+            ("indisunique", true),
+            ("indnullsnotdistinct", false),
+            ("indisprimary", true),
+            ("indisexclusion", false),
+            ("indimmediate", true),
+            ("indisclustered", false),
+            ("indisvalid", true),
+            ("indcheckxmin", false),
+            ("indisready", true),
+            ("indislive", true),
+            ("indisreplident", false),
+        ] {
+            row.push((name, ScalarValue::Boolean(Some(value))));
+        }
+        rows.push(row);
+    }
+    batch(schema, rows)
+}
+
+/// pg_constraint: each table's primary key and foreign keys.
+fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, namespace, t) in &tables.by_oid {
+        let common = |id: i32, name: String, kind: &str| {
+            vec![
+                ("oid", ScalarValue::Int32(Some(id))),
+                ("conname", ScalarValue::Utf8(Some(name))),
+                ("connamespace", ScalarValue::Int32(Some(*namespace))),
+                ("contype", ScalarValue::Utf8(Some(kind.to_string()))),
+                ("condeferrable", ScalarValue::Boolean(Some(false))),
+                ("condeferred", ScalarValue::Boolean(Some(false))),
+                ("convalidated", ScalarValue::Boolean(Some(true))),
+                ("conrelid", ScalarValue::Int32(Some(*oid))),
+                ("contypid", ScalarValue::Int32(Some(0))),
+                ("conparentid", ScalarValue::Int32(Some(0))),
+                ("conislocal", ScalarValue::Boolean(Some(true))),
+                ("coninhcount", ScalarValue::Int16(Some(0))),
+                ("connoinherit", ScalarValue::Boolean(Some(true))),
+            ]
+        };
+        if !t.has_rowid() {
+            let mut row = common(PKEY_CONSTRAINT_OID + oid, t.pkey_name(), "p");
+            row.push(("conindid", ScalarValue::Int32(Some(PKEY_INDEX_OID + oid))));
+            row.push(("confrelid", ScalarValue::Int32(Some(0))));
+            row.push(("conkey", attnums(t, &t.primary_key)));
+            rows.push(row);
+        }
+        for (i, fk) in t.foreign_keys.iter().enumerate() {
+            let ref_oid = tables.oid_of(&fk.ref_schema, &fk.ref_table).unwrap_or(0);
+            let referenced = self_or_named(t, tables, fk);
+            let mut row = common(FOREIGN_KEY_OID + oid * 64 + i as i32, fk.name.clone(), "f");
+            row.push((
+                "conindid",
+                ScalarValue::Int32(Some(PKEY_INDEX_OID + ref_oid)),
+            ));
+            row.push(("confrelid", ScalarValue::Int32(Some(ref_oid))));
+            // NO ACTION on update and delete, MATCH SIMPLE.
+            row.push(("confupdtype", ScalarValue::Utf8(Some("a".into()))));
+            row.push(("confdeltype", ScalarValue::Utf8(Some("a".into()))));
+            row.push(("confmatchtype", ScalarValue::Utf8(Some("s".into()))));
+            row.push(("conkey", attnums(t, &fk.columns)));
+            if let Some(r) = referenced {
+                row.push(("confkey", attnums(&r, &fk.ref_columns)));
+            }
+            rows.push(row);
+        }
+    }
+    batch(schema, rows)
+}
+
+/// A batch of `schema` from rows given as (column, value) pairs; columns a
+/// row does not name are NULL.
+fn batch(
+    schema: &SchemaRef,
+    rows: Vec<Vec<(&str, ScalarValue)>>,
+) -> Result<RecordBatch, DataFusionError> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let values = rows.iter().map(|row| {
+            row.iter()
+                .find(|(name, _)| name == f.name())
+                .map(|(_, v)| v.clone())
+                .unwrap_or(ScalarValue::Null)
+        });
+        let array = if rows.is_empty() {
+            new_empty_array(f.data_type())
         } else {
-            let a = ScalarValue::iter_to_array(values)?;
-            if a.data_type() == &DataType::Null {
-                datafusion::arrow::array::new_null_array(f.data_type(), a.len())
+            let values: Vec<ScalarValue> = values.collect();
+            if values.iter().all(ScalarValue::is_null) {
+                new_null_array(f.data_type(), values.len())
             } else {
-                cast(&a, f.data_type())?
+                let ty = values
+                    .iter()
+                    .find(|v| !v.is_null())
+                    .map(ScalarValue::data_type)
+                    .unwrap_or(DataType::Null);
+                let values = values.into_iter().map(|v| {
+                    if v.is_null() {
+                        ScalarValue::try_from(&ty).unwrap_or(ScalarValue::Null)
+                    } else {
+                        v
+                    }
+                });
+                cast(&ScalarValue::iter_to_array(values)?, f.data_type())?
             }
         };
         columns.push(array);
@@ -225,15 +734,14 @@ fn attrdefs(
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         columns,
-        &datafusion::arrow::record_batch::RecordBatchOptions::new()
-            .with_row_count(Some(rows.len())),
+        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )?)
 }
 
 #[async_trait]
 impl TableProvider for Completed {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -250,5 +758,129 @@ impl TableProvider for Completed {
         let batches = self.complete(state).await?;
         let mem = MemTable::try_new(self.schema(), vec![batches])?;
         mem.scan(state, projection, filters, limit).await
+    }
+}
+
+/// `pg_get_expr`, `pg_get_constraintdef` and `pg_get_indexdef`, answering
+/// from eon's definitions (datafusion-pg-catalog's answer empty strings).
+pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>) {
+    for kind in [
+        Definition::Expr,
+        Definition::Constraint,
+        Definition::Index,
+        Definition::Trigger,
+        Definition::Relation,
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(DefinitionFn {
+            kind,
+            definitions: definitions.clone(),
+            signature: Signature::variadic_any(Volatility::Stable),
+        }));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Definition {
+    /// `pg_get_expr(text, relation)`: eon keeps a default's SQL text, which
+    /// is what PostgreSQL decompiles its expression trees into.
+    Expr,
+    Constraint,
+    Index,
+    /// eon has no triggers (pg_trigger is empty): NULL, as PostgreSQL
+    /// answers for an oid that names none.
+    Trigger,
+    /// `eon_regclass_name(oid)`: what a regclass value prints (see
+    /// [`crate::catalogsql`]).
+    Relation,
+}
+
+#[derive(Debug)]
+struct DefinitionFn {
+    kind: Definition,
+    definitions: Arc<Definitions>,
+    signature: Signature,
+}
+
+impl PartialEq for DefinitionFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+    }
+}
+
+impl Eq for DefinitionFn {}
+
+impl std::hash::Hash for DefinitionFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state)
+    }
+}
+
+impl ScalarUDFImpl for DefinitionFn {
+    fn name(&self) -> &str {
+        match self.kind {
+            Definition::Expr => "pg_get_expr",
+            Definition::Constraint => "pg_get_constraintdef",
+            Definition::Index => "pg_get_indexdef",
+            Definition::Trigger => "pg_get_triggerdef",
+            Definition::Relation => "eon_regclass_name",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(first) = arrays.first() else {
+            return Err(DataFusionError::Plan(format!(
+                "function {}() does not exist",
+                self.name()
+            )));
+        };
+        let out: StringArray = match self.kind {
+            Definition::Trigger => StringArray::new_null(first.len()),
+            Definition::Relation => {
+                let oids = cast(first, &DataType::Int32)?;
+                oids.as_primitive::<Int32Type>()
+                    .iter()
+                    .map(|oid| oid.map(|o| self.definitions.relation(o)))
+                    .collect()
+            }
+            Definition::Expr => cast(first, &DataType::Utf8)?
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect(),
+            Definition::Constraint => {
+                let oids = cast(first, &DataType::Int32)?;
+                oids.as_primitive::<Int32Type>()
+                    .iter()
+                    .map(|oid| oid.and_then(|o| self.definitions.constraint(o)))
+                    .collect()
+            }
+            Definition::Index => {
+                let oids = cast(first, &DataType::Int32)?;
+                let columns = match arrays.get(1) {
+                    Some(c) => cast(c, &DataType::Int64)?,
+                    None => Arc::new(datafusion::arrow::array::Int64Array::from(vec![0; rows])),
+                };
+                let columns = columns.as_primitive::<Int64Type>();
+                oids.as_primitive::<Int32Type>()
+                    .iter()
+                    .zip(columns.iter())
+                    .map(|(oid, n)| self.definitions.index(oid?, n.unwrap_or(0)))
+                    .collect()
+            }
+        };
+        crate::pgfuncs::shaped_like(&args.args, Arc::new(out))
     }
 }

@@ -251,20 +251,64 @@ pub fn rewrite(statements: &mut [Statement]) {
             if let Some((name, arg)) = cast {
                 *e = call(name, arg);
             }
+            if let Some(array) = subscripts_of(e) {
+                *e = call("unnest", subscripts(array));
+            }
             ControlFlow::<()>::Continue(())
         });
     }
 }
 
+/// The array of `generate_subscripts(array, 1)`, a set-returning function
+/// catalog queries use beside `unnest(array)` to number its elements.
+fn subscripts_of(e: &SqlExpr) -> Option<SqlExpr> {
+    let SqlExpr::Function(f) = e else {
+        return None;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if !matches!(
+        name.as_str(),
+        "generate_subscripts" | "pg_catalog.generate_subscripts"
+    ) {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), _] => Some(array.clone()),
+        _ => None,
+    }
+}
+
+/// `generate_series(1, cardinality(array))`: the list of an array's
+/// subscripts, which `unnest` beside `unnest(array)` pairs element by
+/// element as PostgreSQL's `generate_subscripts(array, 1)` does.
+fn subscripts(array: SqlExpr) -> SqlExpr {
+    let one = SqlExpr::value(datafusion::sql::sqlparser::ast::Value::Number(
+        "1".into(),
+        false,
+    ));
+    call_with("generate_series", vec![one, call("cardinality", array)])
+}
+
 /// A function call `name(arg)`.
-fn call(name: &str, arg: SqlExpr) -> SqlExpr {
+pub(crate) fn call(name: &str, arg: SqlExpr) -> SqlExpr {
+    call_with(name, vec![arg])
+}
+
+/// A function call `name(args…)`.
+fn call_with(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
     SqlExpr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -303,11 +347,33 @@ const AGGREGATES: [&str; 24] = [
 ];
 
 /// Wrap the value of a plain one-column scalar subquery in `eon_single`
-/// (see the module docs). Subqueries that aggregate, group, sort, limit,
-/// are DISTINCT or set operations are left alone.
+/// (see the module docs), or, when it ends in `[ORDER BY …] LIMIT 1`, in
+/// `first_value(value ORDER BY …)`: the first row's value, NULL over no
+/// rows — an aggregate DataFusion can decorrelate, where it cannot
+/// decorrelate a LIMIT. Subqueries that aggregate, group, are DISTINCT,
+/// set operations, or sort without LIMIT 1 are left alone.
 fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
-    use datafusion::sql::sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, visit_expressions};
-    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || q.with.is_some() {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArgumentClause, GroupByExpr, LimitClause, OrderByKind, SelectItem, SetExpr, Value,
+        visit_expressions,
+    };
+    let limit_one = match &q.limit_clause {
+        None => false,
+        Some(LimitClause::LimitOffset {
+            limit: Some(SqlExpr::Value(v)),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty() && v.value == Value::Number("1".into(), false) => true,
+        Some(_) => return,
+    };
+    let order = match &q.order_by {
+        None => Vec::new(),
+        Some(o) => match &o.kind {
+            OrderByKind::Expressions(e) if limit_one => e.clone(),
+            _ => return,
+        },
+    };
+    if q.fetch.is_some() || q.with.is_some() {
         return;
     }
     let SetExpr::Select(select) = q.body.as_mut() else {
@@ -317,10 +383,10 @@ fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
     if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
         return;
     }
-    let [SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }] =
-        select.projection.as_mut_slice()
-    else {
-        return;
+    let (value, alias) = match select.projection.as_mut_slice() {
+        [SelectItem::UnnamedExpr(value)] => (value, None),
+        [SelectItem::ExprWithAlias { expr, alias }] => (expr, Some(alias.value.clone())),
+        _ => return,
     };
     let mut aggregated = false;
     let _ = visit_expressions(&*value, |e: &SqlExpr| {
@@ -333,9 +399,34 @@ fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
         }
         ControlFlow::<()>::Continue(())
     });
-    if !aggregated {
-        *value = call("eon_single", value.clone());
+    if aggregated {
+        return;
     }
+    if !limit_one {
+        *value = call("eon_single", value.clone());
+        return;
+    }
+    // ORDER BY 1 or the column's alias name the value itself.
+    let mut order = order;
+    for o in &mut order {
+        let names_value = match &o.expr {
+            SqlExpr::Value(v) => v.value == Value::Number("1".into(), false),
+            SqlExpr::Identifier(i) => alias.as_deref() == Some(i.value.as_str()),
+            _ => false,
+        };
+        if names_value {
+            o.expr = value.clone();
+        }
+    }
+    let mut first = call("first_value", value.clone());
+    if let (SqlExpr::Function(f), false) = (&mut first, order.is_empty()) {
+        if let FunctionArguments::List(list) = &mut f.args {
+            list.clauses.push(FunctionArgumentClause::OrderBy(order));
+        }
+    }
+    *value = first;
+    q.order_by = None;
+    q.limit_clause = None;
 }
 
 /// `eon_single(x)`: the value of its only row; NULL over no rows; an error
@@ -536,13 +627,75 @@ fn to_regtype() -> ScalarUDF {
 
 /// A function's result in the shape of its arguments: one value when they
 /// were all constants, else a column.
-fn shaped_like(args: &[ColumnarValue], out: ArrayRef) -> datafusion::common::Result<ColumnarValue> {
+pub(crate) fn shaped_like(
+    args: &[ColumnarValue],
+    out: ArrayRef,
+) -> datafusion::common::Result<ColumnarValue> {
     Ok(
         if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
             ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?)
         } else {
             ColumnarValue::Array(out)
         },
+    )
+}
+
+/// `current_setting(name [, missing_ok])` over a session's settings as a
+/// statement starts (its SETs, else the defaults SHOW also answers).
+pub fn current_setting(settings: std::collections::BTreeMap<String, String>) -> ScalarUDF {
+    let lookup = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let missing_ok = match arrays.get(1) {
+            Some(a) => datafusion::arrow::compute::cast(a, &DataType::Boolean)?
+                .as_boolean()
+                .iter()
+                .map(|b| b.unwrap_or(false))
+                .collect(),
+            None => vec![false; names.len()],
+        };
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for (name, ok) in names.as_string::<i32>().iter().zip(missing_ok) {
+            let Some(name) = name else {
+                out.append_null();
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            match settings
+                .get(&name)
+                .cloned()
+                .or_else(|| crate::session::default_setting(&name))
+            {
+                Some(v) => out.append_value(v),
+                None if ok => out.append_null(),
+                None => {
+                    return Err(DataFusionError::External(Box::new(
+                        eon_common::Error::user(
+                            eon_common::error::sqlstate::UNDEFINED_OBJECT,
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        ),
+                    )));
+                }
+            }
+        }
+        shaped_like(args, Arc::new(out.finish()))
+    };
+    ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "current_setting",
+            Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8]),
+                    datafusion::logical_expr::TypeSignature::Exact(vec![
+                        DataType::Utf8,
+                        DataType::Boolean,
+                    ]),
+                ],
+                Volatility::Stable,
+            ),
+            DataType::Utf8,
+            Arc::new(lookup),
+        ),
     )
 }
 

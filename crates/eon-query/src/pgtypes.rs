@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::*;
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
 use datafusion::common::ScalarValue;
@@ -43,7 +44,65 @@ pub fn pg_type(ty: Option<SqlType>) -> Type {
 }
 
 pub fn pg_type_of(field: &Field) -> Type {
+    if let Some(item) = list_item(field) {
+        if let Some(t) = sql_type_of(item).and_then(|t| array_oid(t.pg_oid())) {
+            return Type::from_oid(t).unwrap_or(Type::TEXT);
+        }
+    }
     pg_type(sql_type_of(field))
+}
+
+/// The element field of a list column.
+fn list_item(field: &Field) -> Option<&FieldRef> {
+    match field.data_type() {
+        DataType::List(item) | DataType::LargeList(item) => Some(item),
+        _ => None,
+    }
+}
+
+/// The oid of the array type of an element type.
+pub fn array_oid(element: u32) -> Option<u32> {
+    Some(match element {
+        16 => 1000,   // bool
+        17 => 1001,   // bytea
+        20 => 1016,   // int8
+        21 => 1005,   // int2
+        23 => 1007,   // int4
+        25 => 1009,   // text
+        700 => 1021,  // float4
+        701 => 1022,  // float8
+        1042 => 1014, // bpchar
+        1043 => 1015, // varchar
+        1082 => 1182, // date
+        1114 => 1115, // timestamp
+        1184 => 1185, // timestamptz
+        1700 => 1231, // numeric
+        2950 => 2951, // uuid
+        3802 => 3807, // jsonb
+        _ => return None,
+    })
+}
+
+/// An element as it appears in an array's text form: double-quoted (with
+/// `"` and `\` escaped) when empty, `NULL`, or holding a character that
+/// would end or split it.
+fn array_element(s: &str, out: &mut String) {
+    let quote = s.is_empty()
+        || s.eq_ignore_ascii_case("null")
+        || s.chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+    if !quote {
+        out.push_str(s);
+        return;
+    }
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// A character(n) value as sent: padded with spaces to n characters.
@@ -60,11 +119,26 @@ pub struct ColumnEncoder {
     ty: Option<SqlType>,
     binary: bool,
     array: ArrayRef,
+    /// For an array column: its offsets and an encoder of all its elements.
+    elements: Option<(OffsetBuffer<i32>, Box<ColumnEncoder>)>,
 }
 
 impl ColumnEncoder {
     /// Prepare `array` (of `field`) for encoding in text or binary format.
     pub fn new(field: &Field, array: &ArrayRef, binary: bool) -> Result<ColumnEncoder> {
+        if let Some(item) = list_item(field) {
+            if let Some(t) = sql_type_of(item).filter(|t| array_oid(t.pg_oid()).is_some()) {
+                let list = cast(array, &DataType::List(item.clone()))?;
+                let list = list.as_list::<i32>();
+                let values = ColumnEncoder::new(item, list.values(), binary)?;
+                return Ok(ColumnEncoder {
+                    ty: Some(t),
+                    binary,
+                    array: array.clone(),
+                    elements: Some((list.offsets().clone(), Box::new(values))),
+                });
+            }
+        }
         let ty = sql_type_of(field);
         let array = match ty {
             Some(t) => {
@@ -82,7 +156,50 @@ impl ColumnEncoder {
             ty,
             binary: binary && ty.is_some(),
             array,
+            elements: None,
         })
+    }
+
+    /// An array in binary: PostgreSQL's array_send (one dimension counted
+    /// from 1, a null flag, the element type, then each element with its
+    /// length).
+    fn array_send(
+        &self,
+        i: usize,
+        offsets: &OffsetBuffer<i32>,
+        values: &ColumnEncoder,
+        buf: &mut BytesMut,
+    ) {
+        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+        let has_null = (start..end).any(|j| values.array.is_null(j));
+        buf.put_i32(if end > start { 1 } else { 0 });
+        buf.put_i32(has_null as i32);
+        buf.put_u32(self.ty.map(|t| t.pg_oid()).unwrap_or(25));
+        if end > start {
+            buf.put_i32((end - start) as i32);
+            buf.put_i32(1);
+        }
+        for j in start..end {
+            values.encode(j, buf);
+        }
+    }
+
+    /// An array in text: `{a,"b c",NULL}`.
+    fn array_text(i: usize, offsets: &OffsetBuffer<i32>, values: &ColumnEncoder) -> String {
+        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+        let mut s = String::from("{");
+        for j in start..end {
+            if j > start {
+                s.push(',');
+            }
+            if values.array.is_null(j) {
+                s.push_str("NULL");
+            } else {
+                array_element(&values.text_value(j), &mut s);
+            }
+        }
+        s.push('}');
+        s
     }
 
     /// Append the field (length word and bytes) for row `i`.
@@ -93,7 +210,9 @@ impl ColumnEncoder {
         }
         let at = buf.len();
         buf.put_i32(0);
-        if self.binary {
+        if let (Some((offsets, values)), true) = (&self.elements, self.binary) {
+            self.array_send(i, offsets, values, buf);
+        } else if self.binary {
             self.binary_value(i, buf);
         } else {
             let s = self.text_value(i);
@@ -105,6 +224,9 @@ impl ColumnEncoder {
 
     /// PostgreSQL's text output of row `i` (not null).
     pub fn text_value(&self, i: usize) -> String {
+        if let Some((offsets, values)) = &self.elements {
+            return Self::array_text(i, offsets, values);
+        }
         let a = &self.array;
         match self.ty {
             None => a.as_string::<i32>().value(i).to_string(),

@@ -33,7 +33,6 @@ use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use eon_common::error::sqlstate;
 use eon_common::{Error, Result, SqlType};
 use futures::TryStreamExt;
@@ -104,7 +103,7 @@ pub struct Prepared {
 pub struct Engine {
     pub cluster: Arc<Cluster>,
     base: SessionState,
-    compat: PostgresCompatibilityParser,
+    catalog_sql: crate::catalogsql::CatalogParser,
 }
 
 impl Engine {
@@ -150,6 +149,8 @@ impl Engine {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
         crate::pgfuncs::register(&ctx);
+        let definitions = Arc::new(crate::pgcatalog::Definitions::default());
+        crate::pgcatalog::register(&ctx, &definitions);
         let db = ctx
             .catalog(DATABASE)
             .ok_or_else(|| Error::internal("no database catalog"))?;
@@ -161,6 +162,7 @@ impl Engine {
             Arc::new(crate::pgcatalog::EonPgCatalog {
                 inner,
                 cluster: cluster.clone(),
+                definitions,
             }),
         )
         .map_err(from_df)?;
@@ -174,7 +176,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             cluster,
             base: ctx.state(),
-            compat: PostgresCompatibilityParser::new(),
+            catalog_sql: Default::default(),
         }))
     }
 
@@ -322,7 +324,7 @@ impl Session {
         let normalized = crate::copy::normalize_options(sql);
         let sql = normalized.as_deref().unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
-            .then(|| self.engine.compat.parse(sql).ok())
+            .then(|| self.engine.catalog_sql.parse(sql))
             .flatten()
         {
             Some(statements) => statements,
@@ -414,6 +416,22 @@ impl Session {
     pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
         let mut state = self.engine.base.clone();
         state.config_mut().set_extension(ctx);
+        // current_setting() sees this session's SETs as of the statement.
+        let mut settings = self.vars.lock().unwrap().clone();
+        let default_isolation = *self.default_isolation.lock().unwrap();
+        let isolation = match self.txn.lock().unwrap().as_ref() {
+            Some(t) => t.isolation,
+            None => default_isolation,
+        };
+        settings.insert("transaction_isolation".into(), isolation.name().into());
+        settings.insert(
+            "default_transaction_isolation".into(),
+            default_isolation.name().into(),
+        );
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(crate::pgfuncs::current_setting(settings)),
+        );
         state
     }
 
@@ -1151,22 +1169,7 @@ impl Session {
         if let Some(v) = self.vars.lock().unwrap().get(name) {
             return Some(v.clone());
         }
-        Some(match name {
-            "server_version" => SERVER_VERSION.into(),
-            "server_version_num" => "150000".into(),
-            "server_encoding" | "client_encoding" => "UTF8".into(),
-            "datestyle" => "ISO, MDY".into(),
-            "timezone" | "time zone" => "UTC".into(),
-            "intervalstyle" => "postgres".into(),
-            "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
-            "search_path" => "\"$user\", public".into(),
-            "max_identifier_length" => "63".into(),
-            "application_name" => String::new(),
-            "lc_collate" | "lc_ctype" => "C".into(),
-            "extra_float_digits" => "1".into(),
-            "statement_timeout" => "0".into(),
-            _ => return None,
-        })
+        default_setting(name)
     }
 
     /// The parameters PostgreSQL reports to the client (ParameterStatus)
@@ -1363,4 +1366,25 @@ fn rand_jitter() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(eon_common::unix_us());
     h.finish()
+}
+
+/// A configuration parameter's value when the session has not set it.
+pub fn default_setting(name: &str) -> Option<String> {
+    Some(match name {
+        "server_version" => SERVER_VERSION.into(),
+        "server_version_num" => "150000".into(),
+        "server_encoding" | "client_encoding" => "UTF8".into(),
+        "datestyle" => "ISO, MDY".into(),
+        "timezone" | "time zone" => "UTC".into(),
+        "intervalstyle" => "postgres".into(),
+        "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
+        "search_path" => "\"$user\", public".into(),
+        "max_identifier_length" => "63".into(),
+        "application_name" => String::new(),
+        "lc_collate" | "lc_ctype" => "C".into(),
+        "extra_float_digits" => "1".into(),
+        "statement_timeout" => "0".into(),
+        "default_table_access_method" => "heap".into(),
+        _ => return None,
+    })
 }

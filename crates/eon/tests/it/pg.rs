@@ -690,3 +690,69 @@ async fn foreign_keys_hold_across_shards_through_truncate_and_drop() {
         .await
         .unwrap();
 }
+
+/// Scalar subqueries as PostgreSQL runs them: correlated ones whose value
+/// uses the outer row, `ORDER BY … LIMIT 1` ones (the latest row per
+/// key), and array results in binary and text.
+#[tokio::test]
+async fn correlated_subqueries_and_array_results() {
+    let cluster = TestCluster::builder().data_engines(2).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE sensors (id int PRIMARY KEY, name text);
+         CREATE TABLE readings (id int PRIMARY KEY, sensor int, at int, value int);
+         INSERT INTO sensors VALUES (1, 'north'), (2, 'south'), (3, 'idle');
+         INSERT INTO readings VALUES (1, 1, 10, 5), (2, 1, 30, 7), (3, 1, 20, 9),
+                                     (4, 2, 15, 1), (5, 2, 5, 2);",
+    )
+    .await
+    .unwrap();
+    let rows = c
+        .query(
+            "SELECT s.name,
+                    (SELECT r.value FROM readings r WHERE r.sensor = s.id ORDER BY r.at DESC LIMIT 1),
+                    (SELECT s.name || ':' || r.value FROM readings r WHERE r.sensor = s.id AND r.at = 5)
+             FROM sensors s ORDER BY s.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<i32>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("north".into(), Some(7), None),
+            ("south".into(), Some(1), Some("south:2".into())),
+            ("idle".into(), None, None),
+        ]
+    );
+    // More than one row where one is expected is an error, as in PostgreSQL.
+    let e = c
+        .query(
+            "SELECT (SELECT s.name || r.value FROM readings r WHERE r.sensor = s.id) FROM sensors s",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "21000", "{e}");
+
+    let sql = "SELECT s.name, array_agg(r.value ORDER BY r.at) AS v, array_agg(s.name || ' x') AS n
+               FROM sensors s JOIN readings r ON r.sensor = s.id GROUP BY s.name ORDER BY s.name";
+    let rows = c.query(sql, &[]).await.unwrap();
+    assert_eq!(rows[0].columns()[1].type_(), &Type::INT4_ARRAY);
+    assert_eq!(rows[0].get::<_, Vec<i32>>(1), vec![5, 9, 7]);
+    assert_eq!(rows[1].get::<_, Vec<String>>(2), vec!["south x", "south x"]);
+    let text = c.simple_query(sql).await.unwrap();
+    let first = text
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(first.get(1), Some("{5,9,7}"));
+    assert_eq!(first.get(2), Some("{\"north x\",\"north x\",\"north x\"}"));
+}

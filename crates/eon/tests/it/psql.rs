@@ -72,6 +72,30 @@ async fn psql_smoke_test() {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
     assert!(out.contains("not null"), "{out}");
+
+    // The footers: the primary key's index, foreign keys both ways, a
+    // column's default.
+    let (ok, out, err) = psql(
+        &cluster,
+        &[
+            "-c",
+            "CREATE TABLE orders (id int PRIMARY KEY, gadget int REFERENCES gadgets (id), state text DEFAULT 'new')",
+            "-c",
+            "\\d orders",
+            "-c",
+            "\\d gadgets",
+        ],
+    );
+    assert!(ok, "{err}");
+    for line in [
+        "state  | text    |           |          | 'new'",
+        "Indexes:\n    \"orders_pkey\" PRIMARY KEY, btree (id)\n",
+        "Foreign-key constraints:\n    \"orders_gadget_fkey\" FOREIGN KEY (gadget) REFERENCES gadgets(id)\n",
+        "Indexes:\n    \"gadgets_pkey\" PRIMARY KEY, btree (id)\n",
+        "Referenced by:\n    TABLE \"orders\" CONSTRAINT \"orders_gadget_fkey\" FOREIGN KEY (gadget) REFERENCES gadgets(id)\n",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
 }
 
 /// psql's `\copy` (COPY FROM STDIN / TO STDOUT underneath) in text and CSV,

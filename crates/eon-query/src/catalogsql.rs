@@ -1,0 +1,265 @@
+//! Parsing the catalog queries drivers and tools send.
+//!
+//! psql, JDBC, SQLAlchemy and friends introspect a database with long
+//! queries over `pg_catalog`. datafusion-pg-catalog's parser makes many of
+//! them plannable: it swaps a handful of known texts for simpler ones (its
+//! *blacklist*) and applies rewrite rules (`'t'::regclass` → a lookup,
+//! `OPERATOR(pg_catalog.~)` → `~`, …). One of its rules, though, replaces
+//! every correlated scalar subquery in a select list by NULL — written for
+//! an engine that could not run them. eon runs them (see [`crate::pgfuncs`]
+//! and [`crate::decorrelate`]), and that rule would blank out exactly what
+//! the tools ask for: a column's default in `\d`, SQLAlchemy's reflected
+//! defaults. So this parser applies the crate's rules itself, without that
+//! one, and takes the crate's own result only when its blacklist swapped
+//! the text.
+//!
+//! A select item `x::regclass` becomes `eon_regclass_name(x)`, so that the
+//! result shows the relation's name as PostgreSQL prints a regclass
+//! (datafusion-pg-catalog plans regclass as a plain integer, which is what
+//! comparisons need).
+//!
+//! It also removes `pg_partition_ancestors(rel)` from FROM lists (psql's
+//! `\d` joins with it, correlated, to find constraints and triggers
+//! inherited from partitions): eon has no partitions, so its only row is
+//! `rel` itself at depth 1, and the join is the same as writing `rel`
+//! and 1 where its columns are used.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, Ident, OrderByKind, Query, SelectItem,
+    SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{
+    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
+    FixArrayLiteral, FixVersionColumnName, PrependUnqualifiedPgTableName,
+    RemoveSubqueryFromProjection, ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation,
+    RewritePgCatalogOperator, RewriteRegCastToSubquery, SqlStatementRewriteRule,
+    StripCallableQualifier, StripCollate,
+};
+
+#[derive(Debug)]
+pub struct CatalogParser {
+    compat: PostgresCompatibilityParser,
+    /// The crate's rules in its order, without RemoveSubqueryFromProjection.
+    rules: Vec<Box<dyn SqlStatementRewriteRule>>,
+}
+
+impl Default for CatalogParser {
+    fn default() -> Self {
+        CatalogParser {
+            compat: PostgresCompatibilityParser::new(),
+            rules: vec![
+                Box::new(AliasDuplicatedProjectionRewrite),
+                Box::new(ResolveUnqualifiedIdentifier),
+                Box::new(RewriteArrayAnyAllOperation),
+                Box::new(PrependUnqualifiedPgTableName),
+                Box::new(StripCallableQualifier),
+                Box::new(FixArrayLiteral),
+                Box::new(CurrentUserVariableToSessionUserFunctionCall),
+                Box::new(StripCollate),
+                Box::new(RewritePgCatalogOperator),
+                Box::new(RewriteRegCastToSubquery::new()),
+                Box::new(FixVersionColumnName),
+            ],
+        }
+    }
+}
+
+impl CatalogParser {
+    /// The statements of a catalog query, rewritten; None when the text
+    /// does not parse this way (the caller then parses it plainly, for the
+    /// user's error message).
+    pub fn parse(&self, sql: &str) -> Option<Vec<Statement>> {
+        let theirs = self.compat.parse(sql).ok()?;
+        let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+            return Some(theirs);
+        };
+        let ours: Vec<Statement> = plain
+            .into_iter()
+            .map(|s| self.rules.iter().fold(s, |s, r| r.rewrite(s)))
+            .collect();
+        // Without a blacklist swap, the crate's result is ours with the
+        // subqueries removed: compare to tell.
+        let swapped = ours.len() != theirs.len()
+            || ours.iter().zip(&theirs).any(|(o, t)| {
+                RemoveSubqueryFromProjection.rewrite(o.clone()).to_string() != t.to_string()
+            });
+        let mut chosen = if swapped { theirs } else { ours };
+        for s in &mut chosen {
+            let _ = s.visit(&mut NoPartitions);
+        }
+        Some(chosen)
+    }
+}
+
+/// Removes `pg_partition_ancestors(…)` from FROM lists (see the module docs).
+struct NoPartitions;
+
+impl VisitorMut for NoPartitions {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        // An unnamed item gets the operand's name, as in PostgreSQL —
+        // unless an ORDER BY might then find that name twice.
+        let sorted = query.order_by.is_some();
+        for item in &mut select.projection {
+            let unnamed = matches!(item, SelectItem::UnnamedExpr(_));
+            if unnamed && sorted {
+                continue;
+            }
+            let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
+            else {
+                continue;
+            };
+            if let Expr::Cast {
+                expr, data_type, ..
+            } = e
+            {
+                let name = data_type.to_string().to_ascii_lowercase();
+                if name == "regclass" || name == "pg_catalog.regclass" {
+                    let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
+                    if unnamed {
+                        // PostgreSQL names the column after the cast's operand.
+                        *item = SelectItem::ExprWithAlias {
+                            expr: crate::pgfuncs::call("eon_regclass_name", inner.clone()),
+                            alias: output_name(&inner),
+                        };
+                    } else if let SelectItem::ExprWithAlias { expr, .. } = item {
+                        *expr = crate::pgfuncs::call("eon_regclass_name", inner);
+                    }
+                }
+            }
+        }
+        if select.from.len() < 2 {
+            return ControlFlow::Continue(());
+        }
+        let found = select
+            .from
+            .iter()
+            .position(|t| t.joins.is_empty() && ancestors_of(&t.relation).is_some());
+        let Some(i) = found else {
+            return ControlFlow::Continue(());
+        };
+        let removed = select.from.remove(i);
+        let Some((relation, alias, relid, depth)) = ancestors_of(&removed.relation) else {
+            return ControlFlow::Continue(());
+        };
+        let relation = Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(relation),
+            data_type: DataType::Integer(None),
+            array: false,
+            format: None,
+        };
+        // Ordering by the constant depth orders nothing.
+        if let Some(order) = &mut query.order_by {
+            if let OrderByKind::Expressions(items) = &mut order.kind {
+                items.retain(|o| !names_column(&o.expr, alias.as_deref(), &depth));
+            }
+            if matches!(&order.kind, OrderByKind::Expressions(items) if items.is_empty()) {
+                query.order_by = None;
+            }
+        }
+        let one = Expr::value(Value::Number("1".into(), false));
+        let substitute = |e: &mut Expr| {
+            if names_column(e, alias.as_deref(), &relid) {
+                *e = relation.clone();
+            } else if names_column(e, alias.as_deref(), &depth) {
+                *e = one.clone();
+            }
+            ControlFlow::<()>::Continue(())
+        };
+        let _ = visit_expressions_mut(query, substitute);
+        ControlFlow::Continue(())
+    }
+}
+
+/// The column name PostgreSQL gives an expression: its last identifier.
+fn output_name(e: &Expr) -> Ident {
+    match e {
+        Expr::Identifier(i) => i.clone(),
+        Expr::CompoundIdentifier(parts) => parts.last().cloned().unwrap_or(Ident::new("regclass")),
+        _ => Ident::new("regclass"),
+    }
+}
+
+/// True when `e` is `column` or `alias.column`.
+fn names_column(e: &Expr, alias: Option<&str>, column: &str) -> bool {
+    match e {
+        Expr::Identifier(c) => c.value == column,
+        Expr::CompoundIdentifier(parts) => {
+            parts.len() == 2 && Some(parts[0].value.as_str()) == alias && parts[1].value == column
+        }
+        _ => false,
+    }
+}
+
+/// For `pg_partition_ancestors(rel) [WITH ORDINALITY] [AS a(relid, depth)]`:
+/// the relation, the alias, and the names of its two columns.
+fn ancestors_of(t: &TableFactor) -> Option<(Expr, Option<String>, String, String)> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = t
+    else {
+        return None;
+    };
+    let last = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    if last != "pg_partition_ancestors" {
+        return None;
+    }
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(relation))] = args.args.as_slice() else {
+        return None;
+    };
+    let column = |i: usize, default: &str| {
+        alias
+            .as_ref()
+            .and_then(|a| a.columns.get(i))
+            .map(|c| c.name.value.clone())
+            .unwrap_or_else(|| default.to_string())
+    };
+    Some((
+        relation.clone(),
+        alias.as_ref().map(|a| a.name.value.clone()),
+        column(0, "relid"),
+        column(1, "ordinality"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlated_subqueries_survive_and_the_blacklist_still_applies() {
+        let p = CatalogParser::default();
+        let sql = "SELECT a.attname, (SELECT d.adbin FROM pg_catalog.pg_attrdef d \
+                   WHERE d.adrelid = a.attrelid) FROM pg_catalog.pg_attribute a";
+        let s = p.parse(sql).unwrap();
+        assert!(s[0].to_string().contains("SELECT d.adbin"), "{}", s[0]);
+        // psql's row-policy query is one the crate swaps for an empty one.
+        let policies = "SELECT pol.polname, pol.polpermissive,
+          CASE WHEN pol.polroles = '{0}' THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END,
+          pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+          pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),
+          CASE pol.polcmd
+            WHEN 'r' THEN 'SELECT'
+            WHEN 'a' THEN 'INSERT'
+            WHEN 'w' THEN 'UPDATE'
+            WHEN 'd' THEN 'DELETE'
+            END AS cmd
+        FROM pg_catalog.pg_policy pol
+        WHERE pol.polrelid = '16466' ORDER BY 1;";
+        let s = p.parse(policies).unwrap();
+        assert!(s[0].to_string().contains("WHERE false"), "{}", s[0]);
+    }
+}
