@@ -296,7 +296,14 @@ fn error_info(e: Error) -> ErrorInfo {
     if e.kind == eon_common::ErrorKind::Internal {
         tracing::error!(code = %e.code, "internal error: {}", e.message);
     }
-    let mut info = ErrorInfo::new("ERROR".into(), e.code, e.message);
+    // Errors that end the session are FATAL: pgwire then closes the
+    // connection after sending them.
+    let severity = if e.code == crate::session::IDLE_IN_TRANSACTION_TIMEOUT {
+        "FATAL"
+    } else {
+        "ERROR"
+    };
+    let mut info = ErrorInfo::new(severity.into(), e.code, e.message);
     info.detail = e.detail;
     info
 }

@@ -185,7 +185,8 @@ impl Engine {
             engine: self.clone(),
             cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
-            txn: Mutex::new(None),
+            txn: Arc::new(Mutex::new(None)),
+            idle: Arc::new(Idle::default()),
             default_isolation: Mutex::new(Isolation::Serializable),
         }
     }
@@ -197,10 +198,47 @@ pub struct Session {
     cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
     /// The open transaction block, if any.
-    txn: Mutex<Option<TxnState>>,
+    txn: Arc<Mutex<Option<TxnState>>>,
+    /// Watch for idle_in_transaction_session_timeout.
+    idle: Arc<Idle>,
     /// Isolation of new transactions (SET SESSION CHARACTERISTICS, SET
     /// default_transaction_isolation).
     default_isolation: Mutex<Isolation>,
+}
+
+/// SQLSTATE of the error that ends a session idle too long in a block.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+
+/// idle_in_transaction_session_timeout: a session that stays idle inside a
+/// transaction block longer than that has its block rolled back (releasing
+/// what its writes hold) and is then ended, as PostgreSQL ends it — eon
+/// sends the FATAL error when the client next speaks.
+#[derive(Default)]
+struct Idle {
+    /// Bumped, under the block's lock, as each statement starts.
+    epoch: std::sync::atomic::AtomicU64,
+    /// Result streams still being sent.
+    busy: std::sync::atomic::AtomicU64,
+    /// The timeout ended the block: the session ends at its next statement.
+    expired: std::sync::atomic::AtomicBool,
+}
+
+/// Keeps a session counted busy while a result stream is being sent.
+struct Busy(Arc<Idle>);
+
+impl Busy {
+    fn new(idle: &Arc<Idle>) -> Busy {
+        idle.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(idle.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How a statement's writes are made.
@@ -215,7 +253,7 @@ pub enum WriteMode {
 impl Drop for Session {
     fn drop(&mut self) {
         // A client that goes away in a transaction block rolls it back.
-        if let Some(t) = self.txn.get_mut().unwrap().take() {
+        if let Some(t) = self.txn.lock().unwrap().take() {
             if !t.touched.is_empty() || !t.ddl.is_empty() {
                 let cluster = self.engine.cluster.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -613,8 +651,90 @@ impl Session {
     /// is all-or-nothing, so a retry is safe); inside one, any error aborts
     /// the block.
     pub async fn execute(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let epoch = {
+            let _block = self.txn.lock().unwrap();
+            if self.idle.expired.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::user(
+                    IDLE_IN_TRANSACTION_TIMEOUT,
+                    "terminating connection due to idle-in-transaction timeout",
+                ));
+            }
+            self.idle
+                .epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1
+        };
+        let out = self.execute_interruptible(statement, params).await;
+        if let Some(after) = self.duration_setting("idle_in_transaction_session_timeout") {
+            if self.in_transaction() {
+                self.arm_idle_timeout(epoch, after);
+            }
+        }
+        match out {
+            Ok(Output::Rows {
+                schema,
+                stream,
+                tag,
+            }) => {
+                let busy = Busy::new(&self.idle);
+                let batches_schema = stream.schema();
+                let batches = futures::StreamExt::inspect(stream, move |_| {
+                    let _ = &busy;
+                });
+                Ok(Output::Rows {
+                    schema,
+                    stream: Box::pin(
+                        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                            batches_schema,
+                            batches,
+                        ),
+                    ),
+                    tag,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Roll the block back if the session is still idle in it `after` from
+    /// now (see [`Idle`]).
+    fn arm_idle_timeout(&self, epoch: u64, after: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (idle, txn, cluster) = (
+            self.idle.clone(),
+            self.txn.clone(),
+            self.engine.cluster.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(after).await;
+                let taken = {
+                    let mut block = txn.lock().unwrap();
+                    if idle.epoch.load(SeqCst) != epoch {
+                        return;
+                    }
+                    if idle.busy.load(SeqCst) > 0 {
+                        continue;
+                    }
+                    idle.expired.store(true, SeqCst);
+                    block.take()
+                };
+                if let Some(t) = taken {
+                    tracing::info!(txn = t.id, "idle in transaction too long: rolled back");
+                    roll_back(&cluster, t).await;
+                }
+                return;
+            }
+        });
+    }
+
+    async fn execute_interruptible(
+        &self,
+        statement: &Statement,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let request = self.cluster().stats.start();
-        let limit = self.statement_timeout();
+        let limit = self.duration_setting("statement_timeout");
         let deadline = limit.map(|t| tokio::time::Instant::now() + t);
         let run = async {
             match statement {
@@ -671,15 +791,10 @@ impl Session {
         self.cancel.send_modify(|v| *v += 1);
     }
 
-    /// The session's statement timeout (checked when it was SET).
-    fn statement_timeout(&self) -> Option<std::time::Duration> {
-        let v = self
-            .vars
-            .lock()
-            .unwrap()
-            .get("statement_timeout")
-            .cloned()?;
-        parse_statement_timeout(&v).ok().flatten()
+    /// A timeout setting's value (checked when it was SET); None when 0.
+    fn duration_setting(&self, name: &str) -> Option<std::time::Duration> {
+        let v = self.vars.lock().unwrap().get(name).cloned()?;
+        parse_duration(name, &v).ok().flatten()
     }
 
     /// BEGIN, COMMIT, ROLLBACK, and savepoints.
@@ -1037,8 +1152,8 @@ impl Session {
                     drop(vars);
                     return self.set_isolation(level, name == "default_transaction_isolation");
                 }
-                if name == "statement_timeout" {
-                    parse_statement_timeout(&value)?;
+                if name == "statement_timeout" || name == "idle_in_transaction_session_timeout" {
+                    parse_duration(&name, &value)?;
                 }
                 vars.insert(name, value);
             }
@@ -1263,16 +1378,17 @@ fn explain_schema() -> SchemaRef {
     )]))
 }
 
-/// `statement_timeout`: milliseconds, or with a unit (ms, s, min, h, d) as
-/// PostgreSQL reads it; 0 (the default) is no limit.
-fn parse_statement_timeout(v: &str) -> Result<Option<std::time::Duration>> {
+/// A timeout (`statement_timeout`, `idle_in_transaction_session_timeout`):
+/// milliseconds, or with a unit (ms, s, min, h, d) as PostgreSQL reads it;
+/// 0 (the default) is no limit.
+fn parse_duration(name: &str, v: &str) -> Result<Option<std::time::Duration>> {
     let t = v.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let bad = || {
         Error::user(
             sqlstate::INVALID_PARAMETER_VALUE,
-            format!("invalid value for parameter \"statement_timeout\": \"{v}\""),
+            format!("invalid value for parameter \"{name}\": \"{v}\""),
         )
     };
     let n: u64 = num.parse().map_err(|_| bad())?;

@@ -756,3 +756,58 @@ async fn correlated_subqueries_and_array_results() {
     assert_eq!(first.get(1), Some("{5,9,7}"));
     assert_eq!(first.get(2), Some("{\"north x\",\"north x\",\"north x\"}"));
 }
+
+/// idle_in_transaction_session_timeout: a block left idle longer is rolled
+/// back (its staged writes no longer hold their rows) and the session ends
+/// with FATAL 25P03; a busy block and sessions outside blocks are left alone.
+#[tokio::test]
+async fn idle_in_transaction_timeout_rolls_back_and_ends_the_session() {
+    let cluster = TestCluster::builder().data_engines(1).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE idle (id int PRIMARY KEY, v int); INSERT INTO idle VALUES (1, 0);",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("SET idle_in_transaction_session_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    c.batch_execute("SET idle_in_transaction_session_timeout = '400ms'")
+        .await
+        .unwrap();
+    // Idle outside a block: nothing happens.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Statements that keep coming keep the block alive.
+    c.batch_execute("BEGIN").await.unwrap();
+    for i in 1..=4 {
+        c.execute("UPDATE idle SET v = $1 WHERE id = 1", &[&i])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("BEGIN; UPDATE idle SET v = 100 WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // The row is free again: another session updates it at once.
+    let other = cluster.pg().await.unwrap();
+    other
+        .execute("UPDATE idle SET v = v + 1 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let e = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25P03", "{e}");
+    assert!(c.is_closed() || c.query("SELECT 1", &[]).await.is_err());
+    let v: i32 = other
+        .query_one("SELECT v FROM idle WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        v, 5,
+        "the committed block's 4, plus one; the idle block's 100 rolled back"
+    );
+}
