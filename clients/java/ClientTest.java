@@ -18,6 +18,7 @@ public class ClientTest {
     public static void main(String[] args) throws Exception {
         try (Connection c = DriverManager.getConnection(args[0], "eon", "")) {
             Statement s = c.createStatement();
+            s.execute("DROP TABLE IF EXISTS jdbc_parts");
             s.execute("DROP TABLE IF EXISTS jdbc_items");
             s.execute("CREATE TABLE jdbc_items (id int PRIMARY KEY, name varchar(20) NOT NULL, "
                     + "price numeric(8,2), big bigint, f double precision, ok boolean, day date, at timestamp, tag uuid)");
@@ -93,6 +94,22 @@ public class ClientTest {
             check("getColumns", cols, List.of("id:int4:10:NO", "name:varchar:20:NO", "price:numeric:8:YES",
                     "big:int8:19:YES", "f:float8:17:YES", "ok:bool:1:YES", "day:date:13:YES",
                     "at:timestamp:29:YES", "tag:uuid:2147483647:YES"));
+            List<String> keys = new ArrayList<>();
+            try (ResultSet r = md.getPrimaryKeys(null, "public", "jdbc_items")) {
+                while (r.next()) {
+                    keys.add(r.getString("COLUMN_NAME") + ":" + r.getInt("KEY_SEQ") + ":" + r.getString("PK_NAME"));
+                }
+            }
+            check("getPrimaryKeys", keys, List.of("id:1:jdbc_items_pkey"));
+            s.execute("CREATE TABLE jdbc_parts (id int PRIMARY KEY, item int REFERENCES jdbc_items (id))");
+            List<String> fks = new ArrayList<>();
+            try (ResultSet r = md.getImportedKeys(null, "public", "jdbc_parts")) {
+                while (r.next()) {
+                    fks.add(r.getString("FKCOLUMN_NAME") + "->" + r.getString("PKTABLE_NAME") + "."
+                            + r.getString("PKCOLUMN_NAME") + ":" + r.getString("FK_NAME"));
+                }
+            }
+            check("getImportedKeys", fks, List.of("item->jdbc_items.id:jdbc_parts_item_fkey"));
         }
         System.out.println("jdbc: all checks passed");
     }

@@ -80,6 +80,7 @@ impl SchemaProvider for EonPgCatalog {
             "pg_class" => Kind::Class,
             "pg_index" => Kind::Index,
             "pg_constraint" => Kind::Constraint,
+            "pg_settings" => Kind::Settings,
             _ => return self.inner.table(name).await,
         };
         let inner = self.inner.table(name).await?;
@@ -87,6 +88,7 @@ impl SchemaProvider for EonPgCatalog {
             (Kind::Index, _) => pg_index_schema(),
             (Kind::Constraint, _) => pg_constraint_schema(),
             (Kind::Class, Some(t)) => with_reloptions(t.schema()),
+            (Kind::Settings, Some(t)) => nullable(t.schema()),
             (_, Some(t)) => t.schema(),
             (_, None) => return Ok(None),
         };
@@ -112,6 +114,7 @@ enum Kind {
     Class,
     Index,
     Constraint,
+    Settings,
 }
 
 /// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
@@ -258,7 +261,7 @@ impl Completed {
         let tables = self.tables(state).await?;
         self.definitions.refresh(&tables);
         let mut batches = match &self.inner {
-            Some(t) if !matches!(self.kind, Kind::Index | Kind::Constraint) => {
+            Some(t) if !matches!(self.kind, Kind::Index | Kind::Constraint | Kind::Settings) => {
                 rows_of(t, state).await?
             }
             _ => Vec::new(),
@@ -280,6 +283,14 @@ impl Completed {
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
+            Kind::Settings => {
+                let session = state
+                    .config()
+                    .get_extension::<crate::session::SessionSettings>()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default();
+                batches.push(settings(&self.schema, &session)?)
+            }
         }
         Ok(batches)
     }
@@ -424,10 +435,10 @@ fn attrdefs(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusi
 /// has no such column), every column nullable as the rows of indexes
 /// leave some out.
 fn with_reloptions(schema: SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema
+    let mut fields: Vec<Field> = nullable(schema.clone())
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
+        .map(|f| f.as_ref().clone())
         .collect();
     if schema.index_of("reloptions").is_err() {
         fields.push(Field::new(
@@ -518,6 +529,44 @@ fn index_classes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, Dat
         ]);
     }
     batch(schema, rows)
+}
+
+/// pg_settings: every parameter eon knows, with the session's value.
+fn settings(
+    schema: &SchemaRef,
+    session: &std::collections::BTreeMap<String, String>,
+) -> Result<RecordBatch, DataFusionError> {
+    let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+    let rows = crate::session::SETTINGS
+        .iter()
+        .map(|(name, default)| {
+            let set = session.get(&name.to_ascii_lowercase());
+            vec![
+                ("name", text(name)),
+                ("setting", text(set.map(String::as_str).unwrap_or(default))),
+                ("category", text("eon")),
+                ("context", text("user")),
+                ("vartype", text("string")),
+                (
+                    "source",
+                    text(if set.is_some() { "session" } else { "default" }),
+                ),
+                ("reset_val", text(default)),
+                ("pending_restart", ScalarValue::Boolean(Some(false))),
+            ]
+        })
+        .collect();
+    batch(schema, rows)
+}
+
+fn nullable(schema: SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn oid_list() -> DataType {

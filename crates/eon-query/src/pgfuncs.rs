@@ -70,6 +70,7 @@ pub fn register(ctx: &SessionContext) {
         }),
     ));
     ctx.register_udf(to_regtype());
+    ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));
     }
@@ -254,6 +255,7 @@ pub fn rewrite(statements: &mut [Statement]) {
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }
+            expand_array(e);
             ControlFlow::<()>::Continue(())
         });
     }
@@ -279,6 +281,141 @@ fn subscripts_of(e: &SqlExpr) -> Option<SqlExpr> {
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), _] => Some(array.clone()),
         _ => None,
     }
+}
+
+/// `information_schema._pg_expandarray(a)`, the set-returning function
+/// JDBC's getPrimaryKeys numbers key columns with: one row `(x, n)` per
+/// element. It becomes `unnest(eon_expandarray(a))` (a struct per row),
+/// and `(_pg_expandarray(a)).n` — which PostgreSQL evaluates as a second
+/// set-returning call in step with the first — `unnest(generate_series(1,
+/// cardinality(a)))`, which DataFusion's unnest pairs the same way.
+/// (Children are rewritten before their parent, so the parent sees the
+/// first form.)
+fn expand_array(e: &mut SqlExpr) {
+    let array_of = |f: &SqlExpr, name: &str| -> Option<SqlExpr> {
+        let SqlExpr::Function(f) = f else {
+            return None;
+        };
+        let fname = f.name.to_string().to_ascii_lowercase();
+        if fname.rsplit('.').next() != Some(name) {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a.clone()),
+            _ => None,
+        }
+    };
+    if let Some(array) = array_of(e, "_pg_expandarray") {
+        *e = call("unnest", call("eon_expandarray", array));
+        return;
+    }
+    let SqlExpr::CompoundFieldAccess { root, access_chain } = e else {
+        return;
+    };
+    let SqlExpr::Nested(root) = root.as_ref() else {
+        return;
+    };
+    let root = root.as_ref();
+    let [datafusion::sql::sqlparser::ast::AccessExpr::Dot(SqlExpr::Identifier(field))] =
+        access_chain.as_slice()
+    else {
+        return;
+    };
+    let array = array_of(root, "unnest").and_then(|inner| array_of(&inner, "eon_expandarray"));
+    match array {
+        Some(array) if field.value.eq_ignore_ascii_case("n") => {
+            *e = call("unnest", subscripts(array))
+        }
+        // `(composite).field` in general: DataFusion's get_field.
+        _ => {
+            let name = SqlExpr::value(datafusion::sql::sqlparser::ast::Value::SingleQuotedString(
+                field.value.to_ascii_lowercase(),
+            ));
+            *e = call_with("get_field", vec![root.clone(), name]);
+        }
+    }
+}
+
+/// `eon_expandarray(a)`: the list of `{x: element, n: position from 1}`.
+fn expandarray() -> ScalarUDF {
+    fn element_type(args: &[DataType]) -> datafusion::common::Result<DataType> {
+        match args {
+            [DataType::List(f) | DataType::LargeList(f)] => Ok(f.data_type().clone()),
+            _ => Err(DataFusionError::Plan(
+                "_pg_expandarray takes an array".into(),
+            )),
+        }
+    }
+    fn struct_fields(element: DataType) -> datafusion::arrow::datatypes::Fields {
+        vec![
+            datafusion::arrow::datatypes::Field::new("x", element, true),
+            datafusion::arrow::datatypes::Field::new("n", DataType::Int32, false),
+        ]
+        .into()
+    }
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Expand(Signature);
+    impl ScalarUDFImpl for Expand {
+        fn name(&self) -> &str {
+            "eon_expandarray"
+        }
+        fn signature(&self) -> &Signature {
+            &self.0
+        }
+        fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+            let fields = struct_fields(element_type(args)?);
+            Ok(DataType::new_list(DataType::Struct(fields), true))
+        }
+        fn invoke_with_args(
+            &self,
+            args: ScalarFunctionArgs,
+        ) -> datafusion::common::Result<ColumnarValue> {
+            use datafusion::arrow::array::{Int32Array, ListArray, StructArray};
+            let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+            let element = element_type(&[arrays[0].data_type().clone()])?;
+            let list = datafusion::arrow::compute::cast(
+                &arrays[0],
+                &DataType::new_list(element.clone(), true),
+            )?;
+            let list = list.as_list::<i32>();
+            let offsets = list.offsets();
+            let first = offsets[0];
+            let last = offsets[offsets.len() - 1];
+            let values = list.values().slice(first as usize, (last - first) as usize);
+            let mut positions = Vec::with_capacity(values.len());
+            for w in offsets.windows(2) {
+                positions.extend(1..=(w[1] - w[0]));
+            }
+            let fields = struct_fields(element);
+            let structs = StructArray::try_new(
+                fields.clone(),
+                vec![values, Arc::new(Int32Array::from(positions))],
+                None,
+            )?;
+            let offsets = datafusion::arrow::buffer::OffsetBuffer::new(
+                offsets
+                    .iter()
+                    .map(|o| o - first)
+                    .collect::<Vec<i32>>()
+                    .into(),
+            );
+            let out = ListArray::try_new(
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "item",
+                    DataType::Struct(fields),
+                    true,
+                )),
+                offsets,
+                Arc::new(structs),
+                list.nulls().cloned(),
+            )?;
+            shaped_like(&args.args, Arc::new(out))
+        }
+    }
+    ScalarUDF::new_from_impl(Expand(Signature::any(1, Volatility::Stable)))
 }
 
 /// `generate_series(1, cardinality(array))`: the list of an array's

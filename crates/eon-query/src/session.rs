@@ -466,6 +466,9 @@ impl Session {
             "default_transaction_isolation".into(),
             default_isolation.name().into(),
         );
+        state
+            .config_mut()
+            .set_extension(Arc::new(SessionSettings(settings.clone())));
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
@@ -1484,23 +1487,48 @@ fn rand_jitter() -> u64 {
     h.finish()
 }
 
-/// A configuration parameter's value when the session has not set it.
+/// The configuration parameters eon knows, as pg_settings names them,
+/// with their values when a session has not set them.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("block_size", "8192"),
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"),
+    ("default_table_access_method", "heap"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("IntervalStyle", "postgres"),
+    ("is_superuser", "on"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("max_function_args", "100"),
+    ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", "150000"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("TimeZone", "UTC"),
+];
+
+/// A configuration parameter's value (lower-case name) when the session
+/// has not set it.
 pub fn default_setting(name: &str) -> Option<String> {
-    Some(match name {
-        "server_version" => SERVER_VERSION.into(),
-        "server_version_num" => "150000".into(),
-        "server_encoding" | "client_encoding" => "UTF8".into(),
-        "datestyle" => "ISO, MDY".into(),
-        "timezone" | "time zone" => "UTC".into(),
-        "intervalstyle" => "postgres".into(),
-        "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on".into(),
-        "search_path" => "\"$user\", public".into(),
-        "max_identifier_length" => "63".into(),
-        "application_name" => String::new(),
-        "lc_collate" | "lc_ctype" => "C".into(),
-        "extra_float_digits" => "1".into(),
-        "statement_timeout" => "0".into(),
-        "default_table_access_method" => "heap".into(),
-        _ => return None,
-    })
+    let name = if name == "time zone" {
+        "timezone"
+    } else {
+        name
+    };
+    SETTINGS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_string())
 }
+
+/// A session's settings as a statement starts, for what reads them while
+/// it runs (`current_setting()`, pg_settings).
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings(pub BTreeMap<String, String>);
