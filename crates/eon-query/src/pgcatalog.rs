@@ -2,16 +2,30 @@
 //!
 //! datafusion-pg-catalog builds PostgreSQL's catalog tables from DataFusion's
 //! catalog, which knows only Arrow types: a uuid column would show as text,
-//! `varchar(10)` and `numeric(10,2)` lose their modifiers, and no column has
-//! a default. This schema provider passes every table through, except that
-//! it completes two from eon's own table definitions:
+//! `varchar(10)` and `numeric(10,2)` lose their modifiers, no column has a
+//! default, and there are no keys. This schema provider passes every table
+//! through, except the ones it completes (or builds) from eon's own table
+//! definitions:
 //!
-//! - `pg_attribute`: `atttypid` and `atttypmod` of eon's columns from their
-//!   SQL types, `atthasdef` from their defaults;
+//! - `pg_attribute`: `atttypid` and `atttypmod` from the columns' SQL types,
+//!   `atthasdef` from their defaults;
 //! - `pg_attrdef`: one row per column default, its text in `adbin` (what
-//!   `pg_get_expr` shows).
+//!   `pg_get_expr` shows);
+//! - `pg_class`: a row (relkind `i`) for each primary key's index, and
+//!   `relhasindex`/`relhastriggers` (PostgreSQL enforces foreign keys with
+//!   triggers; psql looks for them only then);
+//! - `pg_index` and `pg_constraint`: primary and foreign keys, their column
+//!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
+//! - `pg_settings`: the parameters eon knows, with the session's values.
 //!
-//! so that `\d table` in psql describes columns as PostgreSQL would.
+//! The oids of indexes and constraints derive from their table's oid. The
+//! definitions `pg_get_constraintdef` and `pg_get_indexdef` print are kept
+//! in [`Definitions`], refreshed whenever a statement reads these tables —
+//! which a statement asking for a definition by oid has just done.
+//!
+//! With these, psql's `\d` shows a table's keys, SQLAlchemy reflects
+//! columns, keys and foreign keys, and JDBC's getPrimaryKeys and
+//! getImportedKeys answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
