@@ -143,6 +143,9 @@ struct InsertShape<'a> {
     table: Arc<TableDef>,
     /// Table column index for each source column.
     targets: Vec<usize>,
+    /// No column list: a source with fewer columns fills the first ones
+    /// (the rest get their defaults), as in PostgreSQL.
+    implicit: bool,
     source: Option<&'a Query>,
     ignore_conflicts: bool,
     alias: String,
@@ -154,7 +157,7 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         return Err(Error::unsupported("INSERT into a table function"));
     };
     let table = resolve_table(session, name)?;
-    let targets: Vec<usize> = if ins.columns.is_empty() {
+    let mut targets: Vec<usize> = if ins.columns.is_empty() {
         (0..table.columns.len())
             .filter(|&i| !table.columns[i].hidden)
             .collect()
@@ -230,9 +233,17 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         .as_ref()
         .map(|a| ident(&a.alias))
         .unwrap_or_else(|| table.name.clone());
+    let implicit = ins.columns.is_empty();
+    if let (true, Some(SetExpr::Values(values))) =
+        (implicit, ins.source.as_deref().map(|q| q.body.as_ref()))
+    {
+        let widest = values.rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        targets.truncate(widest.max(1));
+    }
     Ok(InsertShape {
         table,
         targets,
+        implicit,
         source: ins.source.as_deref(),
         ignore_conflicts,
         alias,
@@ -346,6 +357,9 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
         }
     };
     if let SetExpr::Values(values) = query.body.as_mut() {
+        if values.rows.iter().any(|r| r.len() != values.rows[0].len()) {
+            return Err(Error::syntax("VALUES lists must all be the same length"));
+        }
         for row in values.rows.iter_mut() {
             if row.len() != shape.targets.len() {
                 return Err(Error::syntax(if row.len() > shape.targets.len() {
@@ -411,7 +425,7 @@ async fn insert(
     mode: WriteMode,
 ) -> Result<Output> {
     check_writable(mode, "INSERT")?;
-    let shape = insert_shape(session, ins)?;
+    let mut shape = insert_shape(session, ins)?;
     let table = shape.table.clone();
     let state = session.statement_state(ctx.clone());
     let source = match collect(session, &state, insert_source(&shape, params, false)?, &[]).await {
@@ -430,6 +444,9 @@ async fn insert(
         Err(e) => return Err(e),
     };
     let src = one_batch(source.0, source.1)?;
+    if shape.implicit && src.num_columns() < shape.targets.len() {
+        shape.targets.truncate(src.num_columns());
+    }
     if src.num_columns() != shape.targets.len() {
         return Err(Error::syntax(if src.num_columns() > shape.targets.len() {
             "INSERT has more expressions than target columns"

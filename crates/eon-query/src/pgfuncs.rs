@@ -236,6 +236,7 @@ fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
 /// module docs), in every expression of the statements.
 pub fn rewrite(statements: &mut [Statement]) {
     for statement in statements.iter_mut() {
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut ExistsAsValue);
         let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
             let cast = match e {
                 SqlExpr::Cast {
@@ -427,6 +428,91 @@ fn subscripts(array: SqlExpr) -> SqlExpr {
         false,
     ));
     call_with("generate_series", vec![one, call("cardinality", array)])
+}
+
+/// `EXISTS (SELECT … FROM … WHERE …)` used as a value (in a select list,
+/// as psql's `\\d index` does): DataFusion plans EXISTS only as a filter.
+/// It becomes `(SELECT count(*) > 0 FROM … WHERE …)` — the same truth
+/// value, as a scalar subquery DataFusion decorrelates. EXISTS in WHERE
+/// and elsewhere stays (a semi join there).
+struct ExistsAsValue;
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for ExistsAsValue {
+    type Break = ();
+
+    fn pre_visit_query(
+        &mut self,
+        query: &mut datafusion::sql::sqlparser::ast::Query,
+    ) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr};
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        for item in &mut select.projection {
+            let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
+            else {
+                continue;
+            };
+            let _ = visit_expressions_mut(e, |x: &mut SqlExpr| {
+                if let SqlExpr::Exists { subquery, negated } = x {
+                    if let Some(found) = exists_as_count(subquery) {
+                        *x = if *negated {
+                            SqlExpr::UnaryOp {
+                                op: datafusion::sql::sqlparser::ast::UnaryOperator::Not,
+                                expr: Box::new(found),
+                            }
+                        } else {
+                            found
+                        };
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `(SELECT count(*) > 0 FROM … WHERE …)` for a plain EXISTS subquery.
+fn exists_as_count(q: &datafusion::sql::sqlparser::ast::Query) -> Option<SqlExpr> {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, GroupByExpr, SelectItem, SetExpr, Value,
+    };
+    if q.limit_clause.is_some() || q.fetch.is_some() || q.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
+        return None;
+    }
+    let mut counted = q.clone();
+    counted.order_by = None;
+    let SetExpr::Select(select) = counted.body.as_mut() else {
+        return None;
+    };
+    let count = SqlExpr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("count")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    });
+    select.projection = vec![SelectItem::UnnamedExpr(SqlExpr::BinaryOp {
+        left: Box::new(count),
+        op: BinaryOperator::Gt,
+        right: Box::new(SqlExpr::value(Value::Number("0".into(), false))),
+    })];
+    Some(SqlExpr::Subquery(Box::new(counted)))
 }
 
 /// A function call `name(arg)`.

@@ -754,6 +754,33 @@ async fn correlated_subqueries_and_array_results() {
         })
         .unwrap();
     assert_eq!(first.get(1), Some("{5,9,7}"));
+    // EXISTS as a value; an INSERT without a column list that gives fewer
+    // values fills the first columns, the rest get their defaults.
+    c.batch_execute("INSERT INTO sensors VALUES (4), (5); INSERT INTO sensors SELECT 6")
+        .await
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT s.id, s.name, EXISTS (SELECT 1 FROM readings r WHERE r.sensor = s.id),
+                    NOT EXISTS (SELECT 1 FROM readings r WHERE r.sensor = s.id AND r.value > 8)
+             FROM sensors s ORDER BY s.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, Option<String>, bool, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(got[0], (1, Some("north".into()), true, false));
+    assert_eq!(got[1], (2, Some("south".into()), true, true));
+    assert_eq!(got[2], (3, Some("idle".into()), false, true));
+    assert_eq!(got[5], (6, None, false, true));
+    let e = c
+        .batch_execute("INSERT INTO sensors VALUES (7, 'a'), (8)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42601", "{e}");
     assert_eq!(first.get(2), Some("{\"north x\",\"north x\",\"north x\"}"));
 }
 
