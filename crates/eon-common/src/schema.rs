@@ -202,6 +202,14 @@ impl TableDef {
         self.primary_key.len() == 1 && self.columns[self.primary_key[0]].hidden
     }
 
+    /// The names of some of its columns (indexes into `columns`).
+    pub fn column_names(&self, indexes: &[usize]) -> Vec<&str> {
+        indexes
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect()
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

@@ -90,16 +90,17 @@ impl CatalogParser {
             });
         let mut chosen = if swapped { theirs } else { ours };
         for s in &mut chosen {
-            let _ = s.visit(&mut NoPartitions);
+            let _ = s.visit(&mut Rewrites);
         }
         Some(chosen)
     }
 }
 
-/// Removes `pg_partition_ancestors(…)` from FROM lists (see the module docs).
-struct NoPartitions;
+/// eon's own rewrites of catalog queries (see the module docs): select
+/// items cast to regclass, and `pg_partition_ancestors(…)` in FROM lists.
+struct Rewrites;
 
-impl VisitorMut for NoPartitions {
+impl VisitorMut for Rewrites {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {

@@ -90,22 +90,15 @@ fn shape(plan: &LogicalPlan) -> Option<Shape> {
     // DataFusion decorrelates equality-only correlation itself, unless the
     // subquery's value refers to the outer row too (`(SELECT f(o.x, i.y)
     // FROM i WHERE i.k = o.k)`, as SQLAlchemy's reflection asks).
-    if agg.aggr_expr.iter().any(is_outer) || value.as_ref().is_some_and(is_outer) {
-        let value =
-            value.unwrap_or_else(|| Expr::Column(Column::from_name(agg.schema.field(0).name())));
-        return Some(Shape {
-            value,
-            aggregate: agg.clone(),
-            filter: filter.clone(),
-        });
-    }
+    let value_uses_outer =
+        agg.aggr_expr.iter().any(is_outer) || value.as_ref().is_some_and(is_outer);
     let mut conjuncts = Vec::new();
     split_and(&filter.predicate, &mut conjuncts);
     let only_equalities = conjuncts.iter().filter(|c| is_outer(c)).all(|c| {
         matches!(c, Expr::BinaryExpr(BinaryExpr { op: Operator::Eq, left, right })
             if matches!((left.as_ref(), right.as_ref()), (Expr::Column(_), Expr::OuterReferenceColumn(..)) | (Expr::OuterReferenceColumn(..), Expr::Column(_))))
     });
-    if only_equalities {
+    if only_equalities && !value_uses_outer {
         return None;
     }
     let value =

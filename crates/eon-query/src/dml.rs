@@ -237,8 +237,10 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
     if let (true, Some(SetExpr::Values(values))) =
         (implicit, ins.source.as_deref().map(|q| q.body.as_ref()))
     {
-        let widest = values.rows.iter().map(|r| r.len()).max().unwrap_or(0);
-        targets.truncate(widest.max(1));
+        // Rows of other lengths are refused with the source (42601).
+        if let Some(row) = values.rows.first() {
+            targets.truncate(row.len());
+        }
     }
     Ok(InsertShape {
         table,

@@ -67,17 +67,9 @@ fn tuples(rows: &RecordBatch, columns: &[usize]) -> Result<Vec<Vec<ScalarValue>>
     Ok(out)
 }
 
-/// The names of some of a table's columns.
-fn names<'a>(table: &'a TableDef, columns: &[usize]) -> Vec<&'a str> {
-    columns
-        .iter()
-        .map(|&i| table.columns[i].name.as_str())
-        .collect()
-}
-
 /// The same, quoted for generated SQL.
 fn quoted(table: &TableDef, columns: &[usize]) -> Vec<String> {
-    names(table, columns).into_iter().map(quote).collect()
+    table.column_names(columns).into_iter().map(quote).collect()
 }
 
 /// `(a = 1 AND b = 2) OR …` over `names`, one disjunct per tuple.
@@ -154,7 +146,7 @@ pub async fn check_references(
             )
             .with_detail(format!(
                 "Key {} is not present in table \"{}\".",
-                describe(&names(table, &fk.columns), missing),
+                describe(&table.column_names(&fk.columns), missing),
                 parent.name
             )));
         }
@@ -227,7 +219,7 @@ pub async fn check_unreferenced(
                 )
                 .with_detail(format!(
                     "Key {} is still referenced from table \"{}\".",
-                    describe(&names(table, &table.primary_key), &key),
+                    describe(&table.column_names(&table.primary_key), &key),
                     child.name
                 )));
             }

@@ -27,7 +27,7 @@
 //! columns, keys and foreign keys, and JDBC's getPrimaryKeys and
 //! getImportedKeys answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -177,26 +177,28 @@ fn int32(a: &ArrayRef) -> Result<Vec<Option<i32>>, DataFusionError> {
     Ok(a.as_primitive::<Int32Type>().iter().collect())
 }
 
-/// eon's tables as pg_class numbers them.
+/// eon's tables as pg_class numbers them: oid → (namespace oid, table),
+/// in oid order.
 struct Tables {
-    by_oid: Vec<(i32, i32, Arc<TableDef>)>,
+    by_oid: BTreeMap<i32, (i32, Arc<TableDef>)>,
 }
 
 impl Tables {
     fn get(&self, oid: i32) -> Option<&Arc<TableDef>> {
-        self.by_oid.iter().find(|(o, _, _)| *o == oid).map(|t| &t.2)
+        self.by_oid.get(&oid).map(|(_, t)| t)
     }
 
-    fn oid_of(&self, schema: &str, name: &str) -> Option<i32> {
+    /// The oid and definition of table `schema.name`.
+    fn named(&self, schema: &str, name: &str) -> Option<(i32, &Arc<TableDef>)> {
         self.by_oid
             .iter()
-            .find(|(_, _, t)| t.schema == schema && t.name == name)
-            .map(|t| t.0)
+            .find(|(_, (_, t))| t.schema == schema && t.name == name)
+            .map(|(oid, (_, t))| (*oid, t))
     }
 
     /// True when some table's foreign key references `t`.
     fn is_referenced(&self, t: &TableDef) -> bool {
-        self.by_oid.iter().any(|(_, _, other)| {
+        self.by_oid.values().any(|(_, other)| {
             other
                 .foreign_keys
                 .iter()
@@ -209,10 +211,6 @@ impl Tables {
 /// among the columns a user sees, from 1.
 fn attnum(t: &TableDef, index: usize) -> i16 {
     t.columns[..index].iter().filter(|c| !c.hidden).count() as i16 + 1
-}
-
-fn column_names(t: &TableDef, indexes: &[usize]) -> Vec<String> {
-    indexes.iter().map(|&i| t.columns[i].name.clone()).collect()
 }
 
 fn attnums(t: &TableDef, indexes: &[usize]) -> ScalarValue {
@@ -235,11 +233,11 @@ fn quote_ident(name: &str) -> String {
     if plain {
         name.to_string()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        crate::dml::quote(name)
     }
 }
 
-fn ident_list(names: &[String]) -> String {
+fn ident_list(names: &[&str]) -> String {
     names
         .iter()
         .map(|n| quote_ident(n))
@@ -248,36 +246,44 @@ fn ident_list(names: &[String]) -> String {
 }
 
 impl Completed {
-    /// eon's tables by their pg_class oid (and namespace oid).
-    async fn tables(&self, state: &dyn Session) -> Result<Tables, DataFusionError> {
-        let mut by_oid = Vec::new();
-        let Some(pg_class) = self.catalog.table("pg_class").await? else {
-            return Ok(Tables { by_oid });
-        };
-        for b in rows_of(&pg_class, state).await? {
-            let oids = int32(column(&b, "oid")?)?;
-            let namespaces = int32(column(&b, "relnamespace")?)?;
-            let names = cast(column(&b, "relname")?, &DataType::Utf8)?;
+    /// eon's tables, found in pg_class's rows by name.
+    fn tables(&self, class_rows: &[RecordBatch]) -> Result<Tables, DataFusionError> {
+        let mut by_oid = BTreeMap::new();
+        for b in class_rows {
+            let oids = int32(column(b, "oid")?)?;
+            let namespaces = int32(column(b, "relnamespace")?)?;
+            let names = cast(column(b, "relname")?, &DataType::Utf8)?;
             let names = names.as_string::<i32>();
             for (i, oid) in oids.into_iter().enumerate() {
                 if let (Some(oid), false) = (oid, names.is_null(i)) {
                     if let Some(t) = self.cluster.table("public", names.value(i)) {
-                        by_oid.push((oid, namespaces[i].unwrap_or(0), t));
+                        by_oid.insert(oid, (namespaces[i].unwrap_or(0), t));
                     }
                 }
             }
         }
-        by_oid.sort_by_key(|t| t.0);
         Ok(Tables { by_oid })
     }
 
     async fn complete(&self, state: &dyn Session) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let tables = self.tables(state).await?;
+        if self.kind == Kind::Settings {
+            let session = state
+                .config()
+                .get_extension::<crate::session::SessionSettings>()
+                .unwrap_or_default();
+            return Ok(vec![settings(&self.schema, &session)?]);
+        }
+        // datafusion-pg-catalog's pg_class, read once: it numbers the tables
+        // (and is the table being completed when that is pg_class).
+        let class_rows = match self.catalog.table("pg_class").await? {
+            Some(pg_class) => rows_of(&pg_class, state).await?,
+            None => Vec::new(),
+        };
+        let tables = self.tables(&class_rows)?;
         self.definitions.refresh(&tables);
-        let mut batches = match &self.inner {
-            Some(t) if !matches!(self.kind, Kind::Index | Kind::Constraint | Kind::Settings) => {
-                rows_of(t, state).await?
-            }
+        let mut batches = match (&self.inner, self.kind) {
+            (_, Kind::Class) => class_rows,
+            (Some(t), Kind::Attribute | Kind::Attrdef) => rows_of(t, state).await?,
             _ => Vec::new(),
         };
         match self.kind {
@@ -297,14 +303,7 @@ impl Completed {
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
-            Kind::Settings => {
-                let session = state
-                    .config()
-                    .get_extension::<crate::session::SessionSettings>()
-                    .map(|s| s.0.clone())
-                    .unwrap_or_default();
-                batches.push(settings(&self.schema, &session)?)
-            }
+            Kind::Settings => unreachable!("answered above"),
         }
         Ok(batches)
     }
@@ -315,10 +314,10 @@ impl Definitions {
         let mut constraints = HashMap::new();
         let mut indexes = HashMap::new();
         let mut relations = HashMap::new();
-        for (oid, _, t) in &tables.by_oid {
+        for (oid, (_, t)) in &tables.by_oid {
             relations.insert(*oid, quote_ident(&t.name));
             if !t.has_rowid() {
-                let columns = column_names(t, &t.primary_key);
+                let columns = t.column_names(&t.primary_key);
                 constraints.insert(
                     PKEY_CONSTRAINT_OID + oid,
                     format!("PRIMARY KEY ({})", ident_list(&columns)),
@@ -330,18 +329,19 @@ impl Definitions {
                     quote_ident(&t.name),
                     ident_list(&columns)
                 );
+                let columns = columns.iter().map(|c| c.to_string()).collect();
                 indexes.insert(PKEY_INDEX_OID + oid, IndexText { create, columns });
             }
             for (i, fk) in t.foreign_keys.iter().enumerate() {
-                let referenced = self_or_named(t, tables, fk);
-                let ref_columns = referenced
-                    .map(|r| column_names(&r, &fk.ref_columns))
+                let ref_columns = tables
+                    .named(&fk.ref_schema, &fk.ref_table)
+                    .map(|(_, r)| r.column_names(&fk.ref_columns))
                     .unwrap_or_default();
                 constraints.insert(
                     FOREIGN_KEY_OID + oid * 64 + i as i32,
                     format!(
                         "FOREIGN KEY ({}) REFERENCES {}({})",
-                        ident_list(&column_names(t, &fk.columns)),
+                        ident_list(&t.column_names(&fk.columns)),
                         quote_ident(&fk.ref_table),
                         ident_list(&ref_columns)
                     ),
@@ -376,16 +376,6 @@ impl Definitions {
         let n = usize::try_from(column).ok()?.checked_sub(1)?;
         index.columns.get(n).map(|c| quote_ident(c))
     }
-}
-
-/// The table a foreign key references.
-fn self_or_named(
-    t: &Arc<TableDef>,
-    tables: &Tables,
-    fk: &eon_common::schema::ForeignKeyDef,
-) -> Option<Arc<TableDef>> {
-    let oid = tables.oid_of(&fk.ref_schema, &fk.ref_table)?;
-    tables.get(oid).cloned().or_else(|| Some(t.clone()))
 }
 
 fn patch_attributes(b: RecordBatch, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
@@ -429,7 +419,7 @@ fn patch_attributes(b: RecordBatch, tables: &Tables) -> Result<RecordBatch, Data
 /// One pg_attrdef row per column default of eon's tables.
 fn attrdefs(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
-    for (oid, _, t) in &tables.by_oid {
+    for (oid, (_, t)) in &tables.by_oid {
         for (i, c) in t.columns.iter().enumerate() {
             if let Some(d) = &c.default_sql {
                 let id = 1_000_000 + rows.len() as i32;
@@ -499,7 +489,7 @@ fn patch_classes(
 /// A pg_class row (relkind 'i') for each primary key's index.
 fn index_classes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
-    for (oid, namespace, t) in &tables.by_oid {
+    for (oid, (namespace, t)) in &tables.by_oid {
         if t.has_rowid() {
             continue;
         }
@@ -548,23 +538,26 @@ fn index_classes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, Dat
 /// pg_settings: every parameter eon knows, with the session's value.
 fn settings(
     schema: &SchemaRef,
-    session: &std::collections::BTreeMap<String, String>,
+    session: &crate::session::SessionSettings,
 ) -> Result<RecordBatch, DataFusionError> {
     let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
     let rows = crate::session::SETTINGS
         .iter()
         .map(|(name, default)| {
-            let set = session.get(&name.to_ascii_lowercase());
+            let key = name.to_ascii_lowercase();
+            let value = session.value(&key).unwrap_or_else(|| default.to_string());
+            let source = if session.is_set(&key) {
+                "session"
+            } else {
+                "default"
+            };
             vec![
                 ("name", text(name)),
-                ("setting", text(set.map(String::as_str).unwrap_or(default))),
+                ("setting", text(&value)),
                 ("category", text("eon")),
                 ("context", text("user")),
                 ("vartype", text("string")),
-                (
-                    "source",
-                    text(if set.is_some() { "session" } else { "default" }),
-                ),
+                ("source", text(source)),
                 ("reset_val", text(default)),
                 ("pending_restart", ScalarValue::Boolean(Some(false))),
             ]
@@ -663,7 +656,7 @@ fn pg_constraint_schema() -> SchemaRef {
 /// One pg_index row per primary key.
 fn indexes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
-    for (oid, _, t) in &tables.by_oid {
+    for (oid, (_, t)) in &tables.by_oid {
         if t.has_rowid() {
             continue;
         }
@@ -708,7 +701,7 @@ fn indexes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusio
 /// pg_constraint: each table's primary key and foreign keys.
 fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
-    for (oid, namespace, t) in &tables.by_oid {
+    for (oid, (namespace, t)) in &tables.by_oid {
         let common = |id: i32, name: String, kind: &str| {
             vec![
                 ("oid", ScalarValue::Int32(Some(id))),
@@ -734,8 +727,8 @@ fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataF
             rows.push(row);
         }
         for (i, fk) in t.foreign_keys.iter().enumerate() {
-            let ref_oid = tables.oid_of(&fk.ref_schema, &fk.ref_table).unwrap_or(0);
-            let referenced = self_or_named(t, tables, fk);
+            let referenced = tables.named(&fk.ref_schema, &fk.ref_table);
+            let ref_oid = referenced.map_or(0, |(oid, _)| oid);
             let mut row = common(FOREIGN_KEY_OID + oid * 64 + i as i32, fk.name.clone(), "f");
             row.push((
                 "conindid",
@@ -747,8 +740,8 @@ fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataF
             row.push(("confdeltype", ScalarValue::Utf8(Some("a".into()))));
             row.push(("confmatchtype", ScalarValue::Utf8(Some("s".into()))));
             row.push(("conkey", attnums(t, &fk.columns)));
-            if let Some(r) = referenced {
-                row.push(("confkey", attnums(&r, &fk.ref_columns)));
+            if let Some((_, r)) = referenced {
+                row.push(("confkey", attnums(r, &fk.ref_columns)));
             }
             rows.push(row);
         }

@@ -262,24 +262,33 @@ pub fn rewrite(statements: &mut [Statement]) {
     }
 }
 
-/// The array of `generate_subscripts(array, 1)`, a set-returning function
-/// catalog queries use beside `unnest(array)` to number its elements.
-fn subscripts_of(e: &SqlExpr) -> Option<SqlExpr> {
+/// The arguments of a call to function `name` (schema-qualified or not),
+/// when all are plain unnamed expressions.
+fn call_args<'a>(e: &'a SqlExpr, name: &str) -> Option<Vec<&'a SqlExpr>> {
     let SqlExpr::Function(f) = e else {
         return None;
     };
-    let name = f.name.to_string().to_ascii_lowercase();
-    if !matches!(
-        name.as_str(),
-        "generate_subscripts" | "pg_catalog.generate_subscripts"
-    ) {
+    let fname = f.name.to_string().to_ascii_lowercase();
+    if fname.rsplit('.').next() != Some(name) {
         return None;
     }
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), _] => Some(array.clone()),
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The array of `generate_subscripts(array, 1)`, a set-returning function
+/// catalog queries use beside `unnest(array)` to number its elements.
+fn subscripts_of(e: &SqlExpr) -> Option<SqlExpr> {
+    match call_args(e, "generate_subscripts")?.as_slice() {
+        [array, _] => Some((*array).clone()),
         _ => None,
     }
 }
@@ -294,18 +303,8 @@ fn subscripts_of(e: &SqlExpr) -> Option<SqlExpr> {
 /// first form.)
 fn expand_array(e: &mut SqlExpr) {
     let array_of = |f: &SqlExpr, name: &str| -> Option<SqlExpr> {
-        let SqlExpr::Function(f) = f else {
-            return None;
-        };
-        let fname = f.name.to_string().to_ascii_lowercase();
-        if fname.rsplit('.').next() != Some(name) {
-            return None;
-        }
-        let FunctionArguments::List(list) = &f.args else {
-            return None;
-        };
-        match list.args.as_slice() {
-            [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a.clone()),
+        match call_args(f, name)?.as_slice() {
+            [a] => Some((*a).clone()),
             _ => None,
         }
     };
@@ -473,40 +472,30 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for ExistsAsValue {
     }
 }
 
+/// A SELECT that reads rows from somewhere and neither groups nor is
+/// DISTINCT: one output row per row it reads.
+fn plain_select(select: &datafusion::sql::sqlparser::ast::Select) -> bool {
+    use datafusion::sql::sqlparser::ast::GroupByExpr;
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+    !grouped && select.having.is_none() && select.distinct.is_none() && !select.from.is_empty()
+}
+
 /// `(SELECT count(*) > 0 FROM … WHERE …)` for a plain EXISTS subquery.
 fn exists_as_count(q: &datafusion::sql::sqlparser::ast::Query) -> Option<SqlExpr> {
-    use datafusion::sql::sqlparser::ast::{
-        BinaryOperator, GroupByExpr, SelectItem, SetExpr, Value,
-    };
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, SelectItem, SetExpr, Value};
     if q.limit_clause.is_some() || q.fetch.is_some() || q.with.is_some() {
         return None;
     }
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return None;
-    };
-    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
-    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
-        return None;
+    match q.body.as_ref() {
+        SetExpr::Select(select) if plain_select(select) => {}
+        _ => return None,
     }
     let mut counted = q.clone();
     counted.order_by = None;
     let SetExpr::Select(select) = counted.body.as_mut() else {
         return None;
     };
-    let count = SqlExpr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("count")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    });
+    let count = call_of("count", vec![FunctionArgExpr::Wildcard]);
     select.projection = vec![SelectItem::UnnamedExpr(SqlExpr::BinaryOp {
         left: Box::new(count),
         op: BinaryOperator::Gt,
@@ -522,16 +511,18 @@ pub(crate) fn call(name: &str, arg: SqlExpr) -> SqlExpr {
 
 /// A function call `name(args…)`.
 fn call_with(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+    call_of(name, args.into_iter().map(FunctionArgExpr::Expr).collect())
+}
+
+/// A function call `name(args…)`, `*` among them allowed.
+fn call_of(name: &str, args: Vec<FunctionArgExpr>) -> SqlExpr {
     SqlExpr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
-                .collect(),
+            args: args.into_iter().map(FunctionArg::Unnamed).collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -577,7 +568,7 @@ const AGGREGATES: [&str; 24] = [
 /// set operations, or sort without LIMIT 1 are left alone.
 fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
     use datafusion::sql::sqlparser::ast::{
-        FunctionArgumentClause, GroupByExpr, LimitClause, OrderByKind, SelectItem, SetExpr, Value,
+        FunctionArgumentClause, LimitClause, OrderByKind, SelectItem, SetExpr, Value,
         visit_expressions,
     };
     let limit_one = match &q.limit_clause {
@@ -602,8 +593,7 @@ fn wrap_single(q: &mut datafusion::sql::sqlparser::ast::Query) {
     let SetExpr::Select(select) = q.body.as_mut() else {
         return;
     };
-    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
-    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
+    if !plain_select(select) {
         return;
     }
     let (value, alias) = match select.projection.as_mut_slice() {
@@ -865,7 +855,7 @@ pub(crate) fn shaped_like(
 
 /// `current_setting(name [, missing_ok])` over a session's settings as a
 /// statement starts (its SETs, else the defaults SHOW also answers).
-pub fn current_setting(settings: std::collections::BTreeMap<String, String>) -> ScalarUDF {
+pub fn current_setting(settings: Arc<crate::session::SessionSettings>) -> ScalarUDF {
     let lookup = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(args)?;
         let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
@@ -884,11 +874,7 @@ pub fn current_setting(settings: std::collections::BTreeMap<String, String>) -> 
                 continue;
             };
             let name = name.to_ascii_lowercase();
-            match settings
-                .get(&name)
-                .cloned()
-                .or_else(|| crate::session::default_setting(&name))
-            {
+            match settings.value(&name) {
                 Some(v) => out.append_value(v),
                 None if ok => out.append_null(),
                 None => {

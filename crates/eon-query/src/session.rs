@@ -454,21 +454,17 @@ impl Session {
     pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
         let mut state = self.engine.base.clone();
         state.config_mut().set_extension(ctx);
-        // current_setting() sees this session's SETs as of the statement.
+        // current_setting() and pg_settings see this session's SETs as of
+        // the statement.
         let mut settings = self.vars.lock().unwrap().clone();
-        let default_isolation = *self.default_isolation.lock().unwrap();
-        let isolation = match self.txn.lock().unwrap().as_ref() {
-            Some(t) => t.isolation,
-            None => default_isolation,
-        };
+        let (isolation, default_isolation) = self.isolations();
         settings.insert("transaction_isolation".into(), isolation.name().into());
         settings.insert(
             "default_transaction_isolation".into(),
             default_isolation.name().into(),
         );
-        state
-            .config_mut()
-            .set_extension(Arc::new(SessionSettings(settings.clone())));
+        let settings = Arc::new(SessionSettings(settings));
+        state.config_mut().set_extension(settings.clone());
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
@@ -673,30 +669,7 @@ impl Session {
                 self.arm_idle_timeout(epoch, after);
             }
         }
-        match out {
-            Ok(Output::Rows {
-                schema,
-                stream,
-                tag,
-            }) => {
-                let busy = Busy::new(&self.idle);
-                let batches_schema = stream.schema();
-                let batches = futures::StreamExt::inspect(stream, move |_| {
-                    let _ = &busy;
-                });
-                Ok(Output::Rows {
-                    schema,
-                    stream: Box::pin(
-                        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                            batches_schema,
-                            batches,
-                        ),
-                    ),
-                    tag,
-                })
-            }
-            other => other,
-        }
+        out
     }
 
     /// Roll the block back if the session is still idle in it `after` from
@@ -771,7 +744,7 @@ impl Session {
                 tag,
             }) => Ok(Output::Rows {
                 schema,
-                stream: interrupt.stream(stream),
+                stream: interrupt.stream(stream, Busy::new(&self.idle)),
                 tag,
             }),
             Err(e) => {
@@ -1253,11 +1226,11 @@ impl Session {
                 | "transaction_isolation"
                 | "default_transaction_isolation"
         ) {
-            let level = match (name, self.txn.lock().unwrap().as_ref()) {
-                ("default_transaction_isolation", _) | (_, None) => {
-                    *self.default_isolation.lock().unwrap()
-                }
-                (_, Some(t)) => t.isolation,
+            let (current, default) = self.isolations();
+            let level = if name == "default_transaction_isolation" {
+                default
+            } else {
+                current
             };
             let schema = show_schema(name);
             let col: ArrayRef = Arc::new(StringArray::from(vec![level.name()]));
@@ -1282,12 +1255,19 @@ impl Session {
         )
     }
 
+    /// The isolation of the open block (else of new ones), and of new ones.
+    fn isolations(&self) -> (Isolation, Isolation) {
+        let default = *self.default_isolation.lock().unwrap();
+        let current = match self.txn.lock().unwrap().as_ref() {
+            Some(t) => t.isolation,
+            None => default,
+        };
+        (current, default)
+    }
+
     /// A configuration parameter's value (lower-case name), set or default.
     pub fn setting(&self, name: &str) -> Option<String> {
-        if let Some(v) = self.vars.lock().unwrap().get(name) {
-            return Some(v.clone());
-        }
-        default_setting(name)
+        lookup(&self.vars.lock().unwrap(), name)
     }
 
     /// The parameters PostgreSQL reports to the client (ParameterStatus)
@@ -1458,13 +1438,14 @@ impl Interrupt {
     /// A result stream that fails with the interrupt's error once it fires
     /// (checked between batches: an operator computing inside one poll is
     /// not interrupted until it yields).
-    fn stream(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    /// `busy` is held until the stream is done with (see [`Idle`]).
+    fn stream(self, stream: SendableRecordBatchStream, busy: Busy) -> SendableRecordBatchStream {
         let schema = stream.schema();
-        let rows = futures::stream::unfold(Some((stream, self)), move |state| async move {
-            let (mut stream, interrupt) = state?;
+        let rows = futures::stream::unfold(Some((stream, self, busy)), move |state| async move {
+            let (mut stream, interrupt, busy) = state?;
             tokio::select! {
                 item = futures::StreamExt::next(&mut stream) => {
-                    item.map(|item| (item, Some((stream, interrupt))))
+                    item.map(|item| (item, Some((stream, interrupt, busy))))
                 }
                 e = interrupt.fired() => Some((
                     Err(datafusion::error::DataFusionError::External(Box::new(e))),
@@ -1528,7 +1509,25 @@ pub fn default_setting(name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// A configuration parameter's value (lower-case name) among a session's
+/// SETs, else its default.
+fn lookup(set: &BTreeMap<String, String>, name: &str) -> Option<String> {
+    set.get(name).cloned().or_else(|| default_setting(name))
+}
+
 /// A session's settings as a statement starts, for what reads them while
 /// it runs (`current_setting()`, pg_settings).
 #[derive(Debug, Clone, Default)]
-pub struct SessionSettings(pub BTreeMap<String, String>);
+pub struct SessionSettings(BTreeMap<String, String>);
+
+impl SessionSettings {
+    /// A parameter's value (lower-case name): set, or its default.
+    pub fn value(&self, name: &str) -> Option<String> {
+        lookup(&self.0, name)
+    }
+
+    /// True when the session SET it.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}

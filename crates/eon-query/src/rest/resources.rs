@@ -40,9 +40,7 @@ use crate::session::Engine;
 
 type Params = Query<Vec<(String, String)>>;
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+use crate::dml::quote;
 
 /// A table resource; an unknown one is 404 (it is a missing resource).
 async fn table(engine: &Engine, name: &str) -> Result<Arc<TableDef>, Response> {
