@@ -41,7 +41,7 @@ async fn bank_transfers_survive_kill_9() {
     // A small memory limit, so committed rows keep moving to columnar
     // segments while engines are killed.
     let cluster = TestCluster::builder()
-        .env("EON_MEMORY_LIMIT", "64KiB")
+        .env("EON_MEMORY_LIMIT", "16KiB")
         .env("EON_GC_RETENTION", "5")
         .start()
         .unwrap();
