@@ -70,6 +70,8 @@ pub mod sqlstate {
     pub const INVALID_FOREIGN_KEY: &str = "42830";
     pub const DUPLICATE_OBJECT: &str = "42710";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";

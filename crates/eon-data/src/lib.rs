@@ -14,6 +14,9 @@
 //! - **Write** checks and stages, or commits at once, inserts, updates and
 //!   deletes sent as Arrow batches; **Commit**/**Abort** finish staged
 //!   writes (the query engine's two-phase commit).
+//! - **FenceTable** refuses writes to a table being rewritten (a lease, once
+//!   the writes staged on it resolve); **DropTable** forgets a table's data
+//!   and keeps refusing writes to it.
 //!
 //! The engine does not keep a copy of the catalog: every request carries the
 //! table definition it was planned against.

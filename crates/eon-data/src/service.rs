@@ -1,9 +1,10 @@
 //! The `DataEngine` gRPC service and the `eon data-engine` process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
 use eon_common::key::{encode_batch_keys, encode_key, shard_of};
@@ -33,6 +34,16 @@ pub struct DataEngineService {
     conflicts: Arc<AtomicU64>,
     /// This incarnation of the engine (see `WriteResponse.epoch`).
     epoch: u64,
+    /// Tables whose writes are refused: until the instant (`FenceTable`: a
+    /// table being rewritten), or for good (None: dropped — a query engine
+    /// whose catalog is a moment old must not bring a dropped table's
+    /// shards back). Forgotten at a restart; see `serve`.
+    fences: Mutex<HashMap<u64, Option<Instant>>>,
+    /// Writes hold it shared from the fence check until they are staged; a
+    /// fence is put up holding it exclusively, so no write that passed the
+    /// check is still on its way when the fence waits for the table's
+    /// staged writes to resolve.
+    fence_gate: tokio::sync::RwLock<()>,
 }
 
 impl DataEngineService {
@@ -51,6 +62,33 @@ impl DataEngineService {
             conflicts: stats.counter("write_conflicts"),
             stats,
             epoch: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
+            fences: Mutex::new(HashMap::new()),
+            fence_gate: tokio::sync::RwLock::new(()),
+        }
+    }
+
+    /// Refuse a write to a fenced table, with a serialization failure: the
+    /// statement runs again (at a new snapshot, with the catalog that
+    /// names the rewritten table) or the client retries.
+    fn check_fences(&self, tables: &[TableDef]) -> Result<(), Error> {
+        let fences = self.fences.lock().unwrap();
+        if fences.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        match tables.iter().find(|t| {
+            fences
+                .get(&t.id)
+                .is_some_and(|until| until.is_none_or(|u| u > now))
+        }) {
+            Some(t) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                Err(Error::write_conflict(format!(
+                    "could not serialize access: relation \"{}\" was dropped or is being rewritten",
+                    t.name
+                )))
+            }
+            None => Ok(()),
         }
     }
 
@@ -157,6 +195,8 @@ impl DataEngineService {
             tables.push(t);
             ops.push(o);
         }
+        let _gate = self.fence_gate.read().await;
+        self.check_fences(&tables)?;
         let result = self
             .store
             .write(
@@ -419,12 +459,52 @@ impl DataEngine for DataEngineService {
         req: Request<pb::DropTableDataRequest>,
     ) -> Reply<pb::DropTableDataResponse> {
         let r = self.stats.start();
+        let table = req.into_inner().table_id;
+        {
+            // No write that passed the fence check is still on its way
+            // when the data goes.
+            let _gate = self.fence_gate.write().await;
+            self.fences.lock().unwrap().insert(table, None);
+        }
         self.store
-            .drop_table(req.into_inner().table_id)
+            .drop_table(table)
             .await
             .map_err(|e| Error::internal(format!("drop: {e}")))?;
         r.ok();
         Ok(Response::new(pb::DropTableDataResponse {}))
+    }
+
+    async fn fence_table(
+        &self,
+        req: Request<pb::FenceTableRequest>,
+    ) -> Reply<pb::FenceTableResponse> {
+        let req = req.into_inner();
+        let reply = Response::new(pb::FenceTableResponse { epoch: self.epoch });
+        {
+            let _gate = self.fence_gate.write().await;
+            let mut fences = self.fences.lock().unwrap();
+            if fences.get(&req.table_id) == Some(&None) {
+                // Dropped: it stays fenced.
+                return Ok(reply);
+            }
+            if req.lease_ms == 0 {
+                fences.remove(&req.table_id);
+                return Ok(reply);
+            }
+            fences.insert(
+                req.table_id,
+                Some(Instant::now() + Duration::from_millis(req.lease_ms)),
+            );
+        }
+        let wait = Duration::from_millis(req.wait_ms);
+        if !self.store.wait_table_resolved(req.table_id, wait).await {
+            return Err(Error::user(
+                eon_common::error::sqlstate::LOCK_NOT_AVAILABLE,
+                "could not rewrite the table: a transaction with uncommitted writes to it is still open",
+            )
+            .into());
+        }
+        Ok(reply)
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {

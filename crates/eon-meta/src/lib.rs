@@ -8,7 +8,9 @@
 //!   reused) and places the table's shards on the data engines that are up,
 //!   round-robin; the placement is part of the table definition
 //!   (`Table.placement`), so a query engine that has the catalog knows where
-//!   every shard lives. Every DDL bumps the catalog version.
+//!   every shard lives. Every DDL bumps the catalog version. `SwapTable`
+//!   replaces a table by a rewritten copy (new id, built under a temporary
+//!   name) in one step.
 //! - **Timestamps.** `GetTimestamp` hands out strictly increasing timestamps
 //!   (microseconds since the epoch, or one more than the last when the clock
 //!   lags). To stay increasing across restarts without a disk write per call,
@@ -276,6 +278,44 @@ impl MetaService {
             catalog_version: inner.persisted.catalog_version,
         })
     }
+
+    fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
+        let schema = if req.schema.is_empty() {
+            "public"
+        } else {
+            &req.schema
+        };
+        let mut inner = self.inner.lock().unwrap();
+        let tables = &mut inner.persisted.tables;
+        let find = |name: &str| {
+            tables
+                .iter()
+                .position(|t| t.schema == schema && t.name == name)
+        };
+        let (Some(old), Some(new)) = (find(&req.name), find(&req.new_name)) else {
+            return Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("table \"{}\" does not exist", req.name),
+            ));
+        };
+        if tables[old].id != req.old_id {
+            return Err(Error::write_conflict(format!(
+                "table \"{}\" was replaced meanwhile",
+                req.name
+            )));
+        }
+        tables[new].name = req.name.clone();
+        let table = tables[new].clone();
+        let old = tables.remove(old);
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        tracing::info!(table = %table.name, old = old.id, id = table.id, "table replaced");
+        Ok(pb::SwapTableResponse {
+            old: Some(old),
+            table: Some(table),
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -345,6 +385,13 @@ impl Meta for MetaService {
     async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Reply<pb::DropTableResponse> {
         let r = self.stats.start();
         let out = self.drop_table(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn swap_table(&self, req: Request<pb::SwapTableRequest>) -> Reply<pb::SwapTableResponse> {
+        let r = self.stats.start();
+        let out = self.swap_table(req.into_inner()).map_err(Status::from)?;
         r.ok();
         Ok(Response::new(out))
     }

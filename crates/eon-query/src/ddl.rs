@@ -1,4 +1,5 @@
-//! CREATE TABLE and DROP TABLE, in or out of a transaction block.
+//! CREATE TABLE and DROP TABLE, in or out of a transaction block (ALTER
+//! TABLE is in `alter`).
 //!
 //! The query engine validates the definition (types, keys, defaults), meta
 //! stores it and places the shards, and — for DROP — every data engine that
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     CharacterLength, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType,
-    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, ObjectName, ReferentialAction,
-    SqlOption, TableConstraint, TimezoneInfo, Value as SqlValue,
+    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, IndexColumn, ObjectName,
+    ReferentialAction, SqlOption, TableConstraint, TimezoneInfo, Value as SqlValue,
 };
 use eon_common::error::sqlstate;
 use eon_common::schema::{ColumnDef, ForeignKeyDef, ROWID_COLUMN};
@@ -192,30 +193,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                 if primary_key.is_some() {
                     return Err(pk_twice());
                 }
-                let mut key = Vec::with_capacity(pk.columns.len());
-                for ic in &pk.columns {
-                    let SqlExpr::Identifier(id) = &ic.column.expr else {
-                        return Err(Error::unsupported("expressions in a primary key"));
-                    };
-                    let cname = ident(id);
-                    let idx = columns
-                        .iter()
-                        .position(|c| c.name == cname)
-                        .ok_or_else(|| {
-                            Error::user(
-                                sqlstate::UNDEFINED_COLUMN,
-                                format!("column \"{cname}\" named in key does not exist"),
-                            )
-                        })?;
-                    if key.contains(&idx) {
-                        return Err(Error::user(
-                            sqlstate::DUPLICATE_COLUMN,
-                            format!("column \"{cname}\" appears twice in primary key constraint"),
-                        ));
-                    }
-                    key.push(idx);
-                }
-                primary_key = Some(key);
+                primary_key = Some(key_columns(&pk.columns, &columns)?);
             }
             TableConstraint::Unique(_) => {
                 return Err(Error::unsupported(
@@ -373,6 +351,34 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         }
     }
     Ok(Output::Command("CREATE TABLE".into()))
+}
+
+/// The columns a PRIMARY KEY constraint names, as indexes into `columns`.
+pub(crate) fn key_columns(named: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>> {
+    let mut key = Vec::with_capacity(named.len());
+    for ic in named {
+        let SqlExpr::Identifier(id) = &ic.column.expr else {
+            return Err(Error::unsupported("expressions in a primary key"));
+        };
+        let cname = ident(id);
+        let idx = columns
+            .iter()
+            .position(|c| c.name == cname && !c.hidden)
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{cname}\" named in key does not exist"),
+                )
+            })?;
+        if key.contains(&idx) {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{cname}\" appears twice in primary key constraint"),
+            ));
+        }
+        key.push(idx);
+    }
+    Ok(key)
 }
 
 /// Resolve a FOREIGN KEY of a table being created: its columns (`column`
@@ -623,7 +629,11 @@ pub(crate) fn children_first<T>(mut items: Vec<T>, references: impl Fn(&T, &T) -
 
 /// Take a table out of the catalog (nothing can read it after), keeping
 /// its data: the dropped table, if there was one.
-async fn detach(cluster: &Cluster, schema: &str, name: &str) -> Result<Option<pb::Table>> {
+pub(crate) async fn detach(
+    cluster: &Cluster,
+    schema: &str,
+    name: &str,
+) -> Result<Option<pb::Table>> {
     let r = cluster
         .meta()
         .drop_table(pb::DropTableRequest {
@@ -638,7 +648,7 @@ async fn detach(cluster: &Cluster, schema: &str, name: &str) -> Result<Option<pb
 }
 
 /// Every data engine that held a shard of a dropped table forgets it.
-async fn forget_data(cluster: &Cluster, table: &pb::Table) {
+pub(crate) async fn forget_data(cluster: &Cluster, table: &pb::Table) {
     let engines: BTreeSet<u64> = table.placement.iter().copied().collect();
     for engine in engines {
         let id = table.id;

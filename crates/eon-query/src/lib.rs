@@ -14,6 +14,7 @@
 //! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
 //! | [`ddl`]      | CREATE/DROP TABLE, DDL undone by a block's ROLLBACK         |
+//! | [`alter`]    | ALTER TABLE; rewriting a table under a new key (fences)     |
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
@@ -31,6 +32,7 @@
 //! | [`txn`]      | transaction blocks: isolation, commit protocol, refresh     |
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
 
+pub mod alter;
 pub mod catalogsql;
 pub mod cluster;
 pub mod coerce;

@@ -959,7 +959,7 @@ impl Session {
             if t.read_only
                 && matches!(
                     statement,
-                    Statement::CreateTable(_) | Statement::Drop { .. }
+                    Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { .. }
                 )
             {
                 return Err(crate::txn::read_only_error("DDL"));
@@ -980,6 +980,7 @@ impl Session {
                 dml::execute(self, statement, params).await
             }
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
+            Statement::AlterTable(at) => crate::alter::alter_table(self, at).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
@@ -1207,7 +1208,7 @@ impl Session {
         }
         match self.txn.lock().unwrap().as_mut() {
             Some(t) if t.started => Err(Error::user(
-                "25001",
+                sqlstate::ACTIVE_SQL_TRANSACTION,
                 "SET TRANSACTION ISOLATION LEVEL must be called before any query",
             )),
             Some(t) => {

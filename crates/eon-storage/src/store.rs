@@ -578,6 +578,29 @@ impl Store {
         self.prepared.lock().unwrap().keys().copied().collect()
     }
 
+    /// Wait until no transaction has staged, unresolved writes on `table`
+    /// here, or the timeout passes. Returns false on timeout.
+    pub async fn wait_table_resolved(&self, table: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.resolved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let pending = self
+                .prepared
+                .lock()
+                .unwrap()
+                .values()
+                .any(|staged| staged.keys.iter().any(|((t, _), _)| *t == table));
+            if !pending {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// The record of a transaction anchored here, if any.
     pub fn record(&self, txn: TxnId) -> Option<TxnRecord> {
         self.records.lock().unwrap().get(&txn).copied()
@@ -969,6 +992,8 @@ impl Store {
         }
         self.resolve(txn, &keys, Some(commit_ts));
         self.prepared.lock().unwrap().remove(&txn);
+        // Again, for those waiting on the transaction rather than a key.
+        self.resolved.notify_waiters();
         self.set_record(txn, TxnStatus::Committed(commit_ts), false);
         Ok(commit_ts)
     }
@@ -1000,6 +1025,7 @@ impl Store {
         self.wal.append_unsynced(&Record::Abort { txn }).await?;
         self.resolve(txn, &keys, None);
         self.prepared.lock().unwrap().remove(&txn);
+        self.resolved.notify_waiters();
         self.set_record(txn, TxnStatus::Aborted, false);
         Ok(())
     }

@@ -6,6 +6,7 @@ mod bank;
 mod clients;
 mod cluster;
 mod conformance;
+mod ddl;
 mod durability;
 mod frontends;
 mod history;

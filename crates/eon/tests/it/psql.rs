@@ -165,3 +165,69 @@ async fn psql_copies_rows_in_and_out() {
         "{out}"
     );
 }
+
+/// pgbench's own initialization (tables, client-side data, VACUUM, then
+/// `ALTER TABLE … ADD PRIMARY KEY` on each table) and its TPC-B-like run
+/// at the default isolation: serialization failures are retried by
+/// pgbench, none fails for good, and the balances agree with the history.
+#[tokio::test]
+async fn pgbench_initializes_and_runs_without_failed_transactions() {
+    let cluster = TestCluster::start().unwrap();
+    let url = cluster.pg_url();
+    let pgbench = |args: &[&str]| {
+        let out = Command::new("pgbench")
+            .args(args)
+            .arg(&url)
+            .output()
+            .expect("pgbench is installed (scripts/setup.sh installs postgresql-client)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+        text
+    };
+    let init = pgbench(&["-i", "-s", "1"]);
+    assert!(
+        init.contains("creating primary keys...") && init.contains("done in"),
+        "{init}"
+    );
+    let run = pgbench(&["-c", "4", "-j", "2", "-T", "10", "--max-tries", "20"]);
+    let number = |label: &str| -> u64 {
+        let line = run
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} in:\n{run}"));
+        line[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad {line:?}"))
+    };
+    let processed = number("number of transactions actually processed:");
+    let failed = number("number of failed transactions:");
+    eprintln!("pgbench: {processed} transactions, {failed} failed\n{run}");
+    assert!(processed > 0, "{run}");
+    assert_eq!(failed, 0, "{run}");
+
+    let c = cluster.pg().await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts)::bigint,
+                    (SELECT sum(tbalance) FROM pgbench_tellers)::bigint,
+                    (SELECT sum(bbalance) FROM pgbench_branches)::bigint,
+                    (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::bigint,
+                    (SELECT count(*) FROM pgbench_history)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (a, t, b, h, n): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!((a, t, b), (h, h, h), "balances disagree with the history");
+    assert_eq!(
+        n as u64, processed,
+        "history rows vs committed transactions"
+    );
+}
