@@ -551,6 +551,49 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
     );
     r.pass("transaction records: pending, committed at EndTxn, aborted when stale, final once final; Finalize checks the incarnation");
 
+    // FenceTable: writes are refused while the fence holds, once the
+    // writes staged on the table have resolved.
+    let write = |txn: u64, one_phase: bool, key: i64| pb::WriteRequest {
+        anchor: engine,
+        seq: 1,
+        txn_id: txn,
+        read_ts: eon_common::unix_us(),
+        one_phase,
+        ops: ops(&t, pb::WriteKind::Put, &rows(&t, &[key], "fenced")),
+    };
+    let fence = |lease_ms: u64, wait_ms: u64| pb::FenceTableRequest {
+        table_id: t.id,
+        lease_ms,
+        wait_ms,
+    };
+    c.write(write(base + 40, false, 60))
+        .await
+        .context("Write")?;
+    let busy = c.fence_table(fence(60_000, 100)).await;
+    ensure!(
+        busy.as_ref().err().map(sqlstate).as_deref() == Some("55P03"),
+        "a fence waits for staged writes, then fails with 55P03"
+    );
+    c.abort(pb::AbortRequest { txn_id: base + 40 })
+        .await
+        .context("Abort")?;
+    let fenced = c
+        .fence_table(fence(60_000, 1000))
+        .await
+        .context("FenceTable")?
+        .into_inner();
+    ensure!(fenced.epoch != 0, "FenceTable reports the incarnation");
+    let refused = c.write(write(base + 41, true, 61)).await;
+    ensure!(
+        refused.as_ref().err().map(sqlstate).as_deref() == Some("40001"),
+        "a write to a fenced table fails with 40001"
+    );
+    c.fence_table(fence(0, 0)).await.context("FenceTable")?;
+    c.write(write(base + 42, true, 62))
+        .await
+        .context("a write once the fence is lifted")?;
+    r.pass("FenceTable refuses writes (40001) once staged ones resolve (55P03 while they do not), until lifted");
+
     let s = c.stats(pb::StatsRequest {}).await?.into_inner();
     ensure!(
         s.component == "data-engine"
@@ -565,7 +608,12 @@ pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
         .context("DropTable")?;
     let (empty, _, _) = scan(&mut c, scan_req(&t, eon_common::unix_us())).await?;
     ensure!(keys_of(&empty).is_empty(), "a dropped table has no rows");
-    r.pass("DropTable forgets the data");
+    let late = c.write(write(base + 43, true, 63)).await;
+    ensure!(
+        late.as_ref().err().map(sqlstate).as_deref() == Some("40001"),
+        "a write to a dropped table fails with 40001"
+    );
+    r.pass("DropTable forgets the data and refuses later writes");
     let _ = empty.first().map(|b| b.column(0).len());
     Ok(r)
 }

@@ -176,6 +176,67 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
     );
     r.pass("GetCatalog lists tables");
 
+    // SwapTable: a rewritten copy built under another name takes the
+    // table's place in one step.
+    let mut copy = t.clone();
+    copy.name = format!("{name}$copy");
+    copy.id = 0;
+    copy.placement.clear();
+    let copy = m
+        .create_table(pb::CreateTableRequest {
+            table: Some(copy),
+            if_not_exists: false,
+            restore: false,
+        })
+        .await
+        .context("CreateTable")?
+        .into_inner()
+        .table
+        .context("CreateTable returns the table")?;
+    let stale = m
+        .swap_table(pb::SwapTableRequest {
+            schema: "public".into(),
+            name: name.clone(),
+            old_id: copy.id,
+            new_name: copy.name.clone(),
+        })
+        .await;
+    ensure!(
+        stale.as_ref().err().map(sqlstate).as_deref() == Some("40001"),
+        "SwapTable naming the wrong old table fails with 40001"
+    );
+    let swapped = m
+        .swap_table(pb::SwapTableRequest {
+            schema: "public".into(),
+            name: name.clone(),
+            old_id: t.id,
+            new_name: copy.name.clone(),
+        })
+        .await
+        .context("SwapTable")?
+        .into_inner();
+    ensure!(
+        swapped.old.map(|x| x.id) == Some(t.id)
+            && swapped.table.as_ref().map(|x| (x.id, x.name.as_str()))
+                == Some((copy.id, name.as_str())),
+        "SwapTable returns the old table and the new one under the name"
+    );
+    let catalog = m.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
+    ensure!(
+        catalog.version == swapped.catalog_version
+            && !catalog
+                .tables
+                .iter()
+                .any(|x| x.id == t.id || x.name == copy.name)
+            && catalog
+                .tables
+                .iter()
+                .any(|x| x.id == copy.id && x.name == name),
+        "after SwapTable the catalog has the new table under the name only"
+    );
+    r.pass("SwapTable replaces a table by its copy in one step (40001 if it changed)");
+    let t = swapped.table.unwrap();
+
     let dropped = m
         .drop_table(pb::DropTableRequest {
             schema: "public".into(),

@@ -29,7 +29,7 @@ async fn meta_conforms() {
     let _ = child.kill();
     let _ = child.wait();
     let report = report.unwrap();
-    assert_eq!(report.passed.len(), 10, "{report}");
+    assert_eq!(report.passed.len(), 11, "{report}");
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn data_engine_query_engine_and_agent_conform() {
     let cluster = TestCluster::start().unwrap();
     let (_, de) = cluster.data_engines().await.unwrap().remove(0);
     let report = eon_conformance::data_engine(&de).await.unwrap();
-    assert_eq!(report.passed.len(), 15, "{report}");
+    assert_eq!(report.passed.len(), 16, "{report}");
 
     let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
     let nodes = meta
