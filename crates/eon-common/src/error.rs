@@ -40,6 +40,11 @@ pub struct Error {
     pub detail: Option<String>,
 }
 
+/// How a write conflict with another open transaction's write begins; the
+/// holder's transaction id follows (a block retrying its statement reads it
+/// back: see the query engine's `Session::undo_for_retry`).
+pub const WRITTEN_BY_TRANSACTION: &str = "row is being written by transaction ";
+
 /// SQLSTATEs eon raises, by name (PostgreSQL Appendix A).
 pub mod sqlstate {
     pub const SYNTAX_ERROR: &str = "42601";

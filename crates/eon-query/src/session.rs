@@ -45,6 +45,9 @@ use crate::{ddl, dml};
 
 /// The database name clients see (`current_database()`).
 pub const DATABASE: &str = "eon";
+/// How long a block waits for a row another block is writing when that
+/// block has the smaller id (see `Session::undo_for_retry`).
+const DIE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a statement keeps retrying write conflicts.
 pub const CONFLICT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -720,7 +723,7 @@ impl Session {
                 | Statement::Savepoint { .. }
                 | Statement::ReleaseSavepoint { .. } => self.transaction_control(statement).await,
                 _ if self.in_transaction() => {
-                    let out = self.execute_once(statement, params).await;
+                    let out = self.execute_retrying(statement, params).await;
                     if out.is_err() {
                         self.note_error();
                     }
@@ -931,16 +934,40 @@ impl Session {
     /// snapshot — where PostgreSQL would wait for the other writer's row
     /// lock — with jittered back-off (0.5 ms doubling to 16 ms), for up to
     /// [`CONFLICT_PATIENCE`]; then the 40001 reaches the client.
+    ///
+    /// In a transaction block only INSERT, UPDATE and DELETE are run again,
+    /// once [`Session::undo_for_retry`] has undone what they staged and
+    /// moved the block's snapshot.
     async fn execute_retrying(
         &self,
         statement: &Statement,
         params: &[ScalarValue],
     ) -> Result<Output> {
-        let deadline = tokio::time::Instant::now() + CONFLICT_PATIENCE;
+        let start = tokio::time::Instant::now();
+        let deadline = start + CONFLICT_PATIENCE;
         let mut attempt = 0u32;
+        let dml = matches!(
+            statement,
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+        );
         loop {
+            let mark = self
+                .txn
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|t| (t.seq, t.statements.len()));
             match self.execute_once(statement, params).await {
-                Err(e) if e.is_retryable_conflict() && tokio::time::Instant::now() < deadline => {
+                Err(e)
+                    if e.is_retryable_conflict()
+                        && tokio::time::Instant::now() < deadline
+                        && match mark {
+                            None => true,
+                            Some(mark) => {
+                                dml && self.undo_for_retry(mark, &e, start.elapsed()).await
+                            }
+                        } =>
+                {
                     attempt += 1;
                     let base = 500u64 << attempt.min(5);
                     let backoff = std::time::Duration::from_micros(base / 2 + rand_jitter() % base);
@@ -948,6 +975,91 @@ impl Session {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Make a block's statement that lost a write conflict ready to run
+    /// again (false: it cannot; its 40001 stands). `mark` is the block's
+    /// statement number and count of tracked statements before it ran.
+    ///
+    /// What the statement staged is rolled back (as to a savepoint just
+    /// before it). Under READ COMMITTED the next attempt takes a new
+    /// snapshot anyway; under SERIALIZABLE the block's snapshot moves up to
+    /// a new timestamp if nothing the block read so far changed in between
+    /// — the commit's Refresh check, done early: the block could as well
+    /// have started there, so no anomaly is possible (CockroachDB's read
+    /// refresh). Without it a busy row (pgbench's branch) would fail most
+    /// blocks that write it. REPEATABLE READ does not track its reads, so
+    /// its 40001 stands, as in PostgreSQL.
+    async fn undo_for_retry(
+        &self,
+        (seq, tracked): (u32, usize),
+        e: &Error,
+        waited: std::time::Duration,
+    ) -> bool {
+        if e.message.contains("transaction was aborted") {
+            return false;
+        }
+        // The row holds another open block's write. The block with the
+        // smaller id may wait for it as long as any conflict; the other
+        // only briefly (wait-die, softened: most holders are about to
+        // commit), so two blocks waiting for each other's rows — a
+        // deadlock — end within DIE_AFTER with one of them failing.
+        let holder = e
+            .message
+            .split(eon_common::error::WRITTEN_BY_TRANSACTION)
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse::<u64>().ok());
+        let (id, touched, isolation, read_ts, reads) = {
+            let mut guard = self.txn.lock().unwrap();
+            let Some(t) = guard.as_mut() else {
+                return false;
+            };
+            if t.failed
+                || t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst)
+                || (holder.is_some_and(|h| h < t.id) && waited >= DIE_AFTER)
+            {
+                return false;
+            }
+            // The failed attempt's reads are not the block's.
+            t.statements.truncate(tracked);
+            let reads: Vec<crate::provider::ReadSpan> = t
+                .statements
+                .iter()
+                .flat_map(|s| s.reads.lock().unwrap().clone())
+                .collect();
+            (t.id, t.touched.clone(), t.isolation, t.read_ts, reads)
+        };
+        if crate::txn::rollback_to(self.cluster(), id, seq, &touched)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        match isolation {
+            Isolation::ReadCommitted => return true,
+            // Its reads are not tracked: nothing tells whether moving its
+            // snapshot would be safe.
+            Isolation::RepeatableRead => return false,
+            Isolation::Serializable => {}
+        }
+        let Ok(ts) = self.cluster().timestamp().await else {
+            return false;
+        };
+        if !reads.is_empty()
+            && !crate::txn::refresh_reads(self.cluster(), id, read_ts, ts, &reads)
+                .await
+                .unwrap_or(false)
+        {
+            return false;
+        }
+        match self.txn.lock().unwrap().as_mut() {
+            Some(t) if t.id == id => {
+                t.read_ts = ts;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -34,9 +34,14 @@
 //! the transaction's earlier statements wrote there; ROLLBACK TO SAVEPOINT
 //! asks every engine the transaction wrote to to drop what statements after
 //! the savepoint wrote (`DataEngine.RollbackTo`, logged like any write).
-//! Conflicts with other writers are not waited for: the statement fails
-//! with 40001 and the transaction must be retried by the client (so no
-//! transaction ever waits for another: no deadlocks).
+//! Conflicts with other writers are not waited for (so no transaction ever
+//! waits for another: no deadlocks): the data engine refuses the write with
+//! 40001. The session then undoes what the statement staged and runs it
+//! again — under READ COMMITTED at a new snapshot, under SERIALIZABLE after
+//! moving the block's snapshot up if a Refresh of what it read so far
+//! succeeds (see `Session::undo_for_retry`); under REPEATABLE READ, or if
+//! the refresh fails, the 40001 reaches the client, who retries the
+//! transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -337,7 +342,7 @@ pub async fn commit(
 
 /// Ask every engine whether what the transaction read there is unchanged
 /// over `(from, to]`.
-async fn refresh_reads(
+pub(crate) async fn refresh_reads(
     cluster: &Arc<Cluster>,
     txn: u64,
     from: u64,

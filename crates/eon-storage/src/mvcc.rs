@@ -192,7 +192,8 @@ impl Versions {
         if let Some(intent) = &self.intent {
             if intent.txn != txn {
                 return Err(Refusal::Conflict(format!(
-                    "row is being written by transaction {}",
+                    "{}{}",
+                    eon_common::error::WRITTEN_BY_TRANSACTION,
                     intent.txn
                 )));
             }

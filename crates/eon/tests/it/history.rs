@@ -352,7 +352,11 @@ async fn concurrent_histories_are_serializable() {
             .into_inner()
             .counters["segments"];
     }
-    assert!(segments > 0, "versions moved to segments during the run");
+    assert!(
+        segments > 0,
+        "versions moved to segments during the run ({} transactions, {committed} committed)",
+        history.len()
+    );
     eprintln!(
         "history: {} transactions, {committed} committed, serializable; {segments} segment files",
         history.len()
