@@ -165,6 +165,7 @@ impl TableDef {
                     nullable: c.nullable,
                     default_sql: c.default_sql.unwrap_or_default(),
                     hidden: c.hidden,
+                    identity: String::new(),
                 })
                 .collect(),
             primary_key: primary_key.into_iter().map(|i| i as u32).collect(),
@@ -172,6 +173,16 @@ impl TableDef {
             placement: vec![],
             foreign_keys: vec![],
         }
+    }
+
+    /// Column `i`'s identity kind: "a" (GENERATED ALWAYS), "d" (BY
+    /// DEFAULT) or "" (not an identity column).
+    pub fn identity(&self, i: usize) -> &str {
+        self.proto
+            .columns
+            .get(i)
+            .map(|c| c.identity.as_str())
+            .unwrap_or("")
     }
 
     pub fn proto(&self) -> &pb::Table {

@@ -121,6 +121,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
             table: Some(table.clone()),
             if_not_exists: false,
             restore: false,
+            sequences: vec![],
         })
         .await
         .context("CreateTable")?
@@ -149,6 +150,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
             table: Some(table.clone()),
             if_not_exists: false,
             restore: false,
+            sequences: vec![],
         })
         .await;
     ensure!(
@@ -160,6 +162,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
             table: Some(table),
             if_not_exists: true,
             restore: false,
+            sequences: vec![],
         })
         .await?
         .into_inner();
@@ -187,6 +190,7 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
             table: Some(copy),
             if_not_exists: false,
             restore: false,
+            sequences: vec![],
         })
         .await
         .context("CreateTable")?

@@ -45,6 +45,9 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How far ahead of the last issued timestamp the persisted limit is set.
 const TS_WINDOW_US: u64 = 3_000_000;
 const ID_WINDOW: u64 = 100_000;
+/// How many values of a sequence meta hands out per write of its state
+/// (PostgreSQL logs 32 ahead): a restart skips at most this many.
+const SEQ_WINDOW: i64 = 1000;
 
 pub struct MetaService {
     dir: PathBuf,
@@ -63,6 +66,9 @@ struct Inner {
     persisted: Persisted,
     last_ts: u64,
     next_id: u64,
+    /// Each sequence's last value handed out and whether one was, by id
+    /// (the persisted `last_value` runs ahead of it).
+    seq_values: HashMap<u64, (i64, bool)>,
     nodes: HashMap<(i32, u64), (pb::NodeInfo, i64)>,
 }
 
@@ -74,6 +80,11 @@ impl MetaService {
         let inner = Inner {
             last_ts: persisted.ts_limit,
             next_id: persisted.id_limit,
+            seq_values: persisted
+                .sequences
+                .iter()
+                .map(|q| (q.id, (q.last_value, q.is_called)))
+                .collect(),
             persisted,
             nodes: HashMap::new(),
         };
@@ -169,6 +180,10 @@ impl MetaService {
                 "CreateTable needs columns and a primary key",
             ));
         }
+        Self::check_relation_name(&inner, &table.schema, &table.name)?;
+        for q in &req.sequences {
+            Self::check_relation_name(&inner, &table.schema, &q.name)?;
+        }
         for f in &table.foreign_keys {
             let self_reference = f.ref_schema == table.schema && f.ref_table == table.name;
             let exists = inner
@@ -217,6 +232,9 @@ impl MetaService {
                 .collect();
         }
         inner.persisted.tables.push(table.clone());
+        for q in req.sequences {
+            Self::add_sequence(&mut inner, q, &table.schema, req.restore);
+        }
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
         tracing::info!(table = %table.name, id = table.id, shards = table.shard_count, "table created");
@@ -244,6 +262,7 @@ impl MetaService {
                 return Ok(pb::DropTableResponse {
                     table: None,
                     catalog_version: inner.persisted.catalog_version,
+                    sequences: vec![],
                 });
             }
             return Err(Error::user(
@@ -270,13 +289,227 @@ impl MetaService {
             ));
         }
         let table = inner.persisted.tables.remove(pos);
+        let (owned, kept): (Vec<pb::Sequence>, Vec<pb::Sequence>) =
+            std::mem::take(&mut inner.persisted.sequences)
+                .into_iter()
+                .partition(|q| q.schema == table.schema && q.owner_table == table.name);
+        inner.persisted.sequences = kept;
+        let mut sequences = owned;
+        for q in &mut sequences {
+            // Put back as it was if a rolled back block restores the table.
+            if let Some((last, called)) = inner.seq_values.remove(&q.id) {
+                (q.last_value, q.is_called) = (last, called);
+            }
+        }
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
         tracing::info!(table = %table.name, id = table.id, "table dropped");
         Ok(pb::DropTableResponse {
             table: Some(table),
             catalog_version: inner.persisted.catalog_version,
+            sequences,
         })
+    }
+
+    /// Tables and sequences share a namespace (PostgreSQL's relations).
+    fn check_relation_name(inner: &Inner, schema: &str, name: &str) -> Result<(), Error> {
+        let p = &inner.persisted;
+        if p.tables
+            .iter()
+            .any(|t| t.schema == schema && t.name == name)
+            || p.sequences
+                .iter()
+                .any(|q| q.schema == schema && q.name == name)
+        {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Add a sequence (a new id unless restored) to the state.
+    fn add_sequence(
+        inner: &mut Inner,
+        mut q: pb::Sequence,
+        schema: &str,
+        restore: bool,
+    ) -> pb::Sequence {
+        if q.schema.is_empty() {
+            q.schema = schema.to_string();
+        }
+        if !restore || q.id == 0 {
+            inner.persisted.next_table_id += 1;
+            q.id = inner.persisted.next_table_id;
+            q.last_value = q.start;
+            q.is_called = false;
+        }
+        inner.seq_values.insert(q.id, (q.last_value, q.is_called));
+        inner.persisted.sequences.push(q.clone());
+        q
+    }
+
+    fn create_sequence(
+        &self,
+        req: pb::CreateSequenceRequest,
+    ) -> Result<pb::CreateSequenceResponse, Error> {
+        let q = req
+            .sequence
+            .ok_or_else(|| Error::internal("CreateSequence without a sequence"))?;
+        let schema = if q.schema.is_empty() {
+            "public".to_string()
+        } else {
+            q.schema.clone()
+        };
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(existing) = inner
+            .persisted
+            .sequences
+            .iter()
+            .find(|x| x.schema == schema && x.name == q.name)
+        {
+            if req.if_not_exists {
+                return Ok(pb::CreateSequenceResponse {
+                    sequence: Some(existing.clone()),
+                    created: false,
+                });
+            }
+        }
+        Self::check_relation_name(&inner, &schema, &q.name)?;
+        let q = Self::add_sequence(&mut inner, q, &schema, false);
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        Ok(pb::CreateSequenceResponse {
+            sequence: Some(q),
+            created: true,
+        })
+    }
+
+    fn sequence_pos(inner: &Inner, schema: &str, name: &str) -> Result<usize, Error> {
+        let schema = if schema.is_empty() { "public" } else { schema };
+        inner
+            .persisted
+            .sequences
+            .iter()
+            .position(|q| q.schema == schema && q.name == name)
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                )
+            })
+    }
+
+    fn drop_sequence(
+        &self,
+        req: pb::DropSequenceRequest,
+    ) -> Result<pb::DropSequenceResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let pos = match Self::sequence_pos(&inner, &req.schema, &req.name) {
+            Ok(pos) => pos,
+            Err(_) if req.if_exists => return Ok(pb::DropSequenceResponse { sequence: None }),
+            Err(_) => {
+                return Err(Error::user(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("sequence \"{}\" does not exist", req.name),
+                ));
+            }
+        };
+        let q = inner.persisted.sequences.remove(pos);
+        inner.seq_values.remove(&q.id);
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        Ok(pb::DropSequenceResponse { sequence: Some(q) })
+    }
+
+    /// Hand out `count` values of a sequence, persisting its state
+    /// [`SEQ_WINDOW`] values ahead when it gets there.
+    fn next_val(&self, req: pb::NextValRequest) -> Result<pb::NextValResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let pos = Self::sequence_pos(&inner, &req.schema, &req.name)?;
+        let q = inner.persisted.sequences[pos].clone();
+        let (mut last, mut called) = inner
+            .seq_values
+            .get(&q.id)
+            .copied()
+            .unwrap_or((q.start, false));
+        let count = req.count.max(1) as usize;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            let next = if !called {
+                Some(last)
+            } else {
+                last.checked_add(q.increment)
+                    .filter(|v| (q.min_value..=q.max_value).contains(v))
+            };
+            let next = match next {
+                Some(v) => v,
+                None if q.cycle => {
+                    if q.increment > 0 {
+                        q.min_value
+                    } else {
+                        q.max_value
+                    }
+                }
+                None => {
+                    let (which, bound) = if q.increment > 0 {
+                        ("maximum", q.max_value)
+                    } else {
+                        ("minimum", q.min_value)
+                    };
+                    // What was handed out stays handed out.
+                    inner.seq_values.insert(q.id, (last, called));
+                    return Err(Error::user(
+                        "2200H",
+                        format!(
+                            "nextval: reached {which} value of sequence \"{}\" ({bound})",
+                            q.name
+                        ),
+                    ));
+                }
+            };
+            values.push(next);
+            (last, called) = (next, true);
+        }
+        inner.seq_values.insert(q.id, (last, true));
+        let stored = &inner.persisted.sequences[pos];
+        let beyond = if q.increment > 0 {
+            last > stored.last_value
+        } else {
+            last < stored.last_value
+        };
+        if beyond || q.cycle || !stored.is_called {
+            let ahead = last
+                .saturating_add(q.increment.saturating_mul(SEQ_WINDOW - 1))
+                .clamp(q.min_value, q.max_value);
+            let stored = &mut inner.persisted.sequences[pos];
+            stored.last_value = if q.cycle { last } else { ahead };
+            stored.is_called = true;
+            self.save(&inner)?;
+        }
+        Ok(pb::NextValResponse { values })
+    }
+
+    fn set_val(&self, req: pb::SetValRequest) -> Result<pb::SetValResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let pos = Self::sequence_pos(&inner, &req.schema, &req.name)?;
+        let q = &inner.persisted.sequences[pos];
+        if !(q.min_value..=q.max_value).contains(&req.value) {
+            return Err(Error::user(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!(
+                    "setval: value {} is out of bounds for sequence \"{}\" ({}..{})",
+                    req.value, q.name, q.min_value, q.max_value
+                ),
+            ));
+        }
+        let id = q.id;
+        inner.seq_values.insert(id, (req.value, req.is_called));
+        let stored = &mut inner.persisted.sequences[pos];
+        (stored.last_value, stored.is_called) = (req.value, req.is_called);
+        self.save(&inner)?;
+        Ok(pb::SetValResponse {})
     }
 
     fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
@@ -389,6 +622,42 @@ impl Meta for MetaService {
         Ok(Response::new(out))
     }
 
+    async fn create_sequence(
+        &self,
+        req: Request<pb::CreateSequenceRequest>,
+    ) -> Reply<pb::CreateSequenceResponse> {
+        let r = self.stats.start();
+        let out = self
+            .create_sequence(req.into_inner())
+            .map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn drop_sequence(
+        &self,
+        req: Request<pb::DropSequenceRequest>,
+    ) -> Reply<pb::DropSequenceResponse> {
+        let r = self.stats.start();
+        let out = self.drop_sequence(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn next_val(&self, req: Request<pb::NextValRequest>) -> Reply<pb::NextValResponse> {
+        let r = self.stats.start();
+        let out = self.next_val(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
+    async fn set_val(&self, req: Request<pb::SetValRequest>) -> Reply<pb::SetValResponse> {
+        let r = self.stats.start();
+        let out = self.set_val(req.into_inner()).map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+
     async fn swap_table(&self, req: Request<pb::SwapTableRequest>) -> Reply<pb::SwapTableResponse> {
         let r = self.stats.start();
         let out = self.swap_table(req.into_inner()).map_err(Status::from)?;
@@ -404,6 +673,7 @@ impl Meta for MetaService {
         Ok(Response::new(pb::GetCatalogResponse {
             version: inner.persisted.catalog_version,
             tables: inner.persisted.tables.clone(),
+            sequences: inner.persisted.sequences.clone(),
         }))
     }
 
@@ -537,6 +807,7 @@ mod tests {
                     table: Some(table("t")),
                     if_not_exists: false,
                     restore: false,
+                    sequences: vec![],
                 })
                 .unwrap_err()
                 .code,
@@ -550,6 +821,7 @@ mod tests {
                     table: Some(table("t")),
                     if_not_exists: false,
                     restore: false,
+                    sequences: vec![],
                 })
                 .unwrap()
                 .table
@@ -560,6 +832,7 @@ mod tests {
                 table: Some(table("t")),
                 if_not_exists: false,
                 restore: false,
+                sequences: vec![],
             });
             assert_eq!(dup.unwrap_err().code, sqlstate::DUPLICATE_TABLE);
             let again = meta
@@ -567,6 +840,7 @@ mod tests {
                     table: Some(table("t")),
                     if_not_exists: true,
                     restore: false,
+                    sequences: vec![],
                 })
                 .unwrap();
             assert!(!again.created);

@@ -25,6 +25,9 @@ pub struct Persisted {
     pub id_limit: u64,
     #[prost(message, repeated, tag = "5")]
     pub tables: Vec<pb::Table>,
+    /// Each with `last_value` persisted ahead of what was handed out.
+    #[prost(message, repeated, tag = "6")]
+    pub sequences: Vec<pb::Sequence>,
 }
 
 impl Persisted {

@@ -118,7 +118,7 @@ async fn add_primary_key(
     let cluster = session.cluster();
     let temp = format!("{}$rewrite{}", table.name, table.id);
     // What an earlier attempt that died half way left behind.
-    if let Some(left) = crate::ddl::detach(cluster, &table.schema, &temp).await? {
+    if let Some((left, _)) = crate::ddl::detach(cluster, &table.schema, &temp).await? {
         crate::ddl::forget_data(cluster, &left).await;
     }
     let mut def = TableDef::new_proto(
@@ -139,6 +139,7 @@ async fn add_primary_key(
             table: Some(def),
             if_not_exists: false,
             restore: false,
+            sequences: vec![],
         })
         .await
         .map_err(Error::from_status)?

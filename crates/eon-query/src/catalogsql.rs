@@ -78,17 +78,28 @@ impl CatalogParser {
         let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
             return Some(theirs);
         };
-        let ours: Vec<Statement> = plain
-            .into_iter()
-            .map(|s| self.rules.iter().fold(s, |s, r| r.rewrite(s)))
-            .collect();
+        // A sequence named as `'s'::regclass` stays a name (the lookup the
+        // rules make of it is not what nextval takes).
+        let mut named = plain.clone();
+        let renamed = crate::pgfuncs::sequence_names_as_text(&mut named);
+        let apply = |statements: Vec<Statement>| -> Vec<Statement> {
+            statements
+                .into_iter()
+                .map(|s| self.rules.iter().fold(s, |s, r| r.rewrite(s)))
+                .collect()
+        };
+        let ours = apply(plain);
         // Without a blacklist swap, the crate's result is ours with the
         // subqueries removed: compare to tell.
         let swapped = ours.len() != theirs.len()
             || ours.iter().zip(&theirs).any(|(o, t)| {
                 RemoveSubqueryFromProjection.rewrite(o.clone()).to_string() != t.to_string()
             });
-        let mut chosen = if swapped { theirs } else { ours };
+        let mut chosen = match (swapped, renamed) {
+            (true, _) => theirs,
+            (false, true) => apply(named),
+            (false, false) => ours,
+        };
         for s in &mut chosen {
             let _ = s.visit(&mut Rewrites);
         }

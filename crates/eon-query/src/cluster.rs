@@ -30,6 +30,7 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 struct CatalogCache {
     version: u64,
     by_name: HashMap<(String, String), Arc<TableDef>>,
+    sequences: Vec<pb::Sequence>,
 }
 
 type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
@@ -136,6 +137,7 @@ impl Cluster {
             *cache = CatalogCache {
                 version: r.version,
                 by_name,
+                sequences: r.sequences,
             };
         }
         Ok(())
@@ -148,6 +150,12 @@ impl Cluster {
             .by_name
             .get(&(schema.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// Every sequence (as of the cached catalog: its `last_value` is only
+    /// what meta had persisted).
+    pub fn sequences(&self) -> Vec<pb::Sequence> {
+        self.catalog.read().unwrap().sequences.clone()
     }
 
     /// Names of the tables of a schema, sorted.

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     CharacterLength, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType,
-    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, IndexColumn, ObjectName,
-    ReferentialAction, SqlOption, TableConstraint, TimezoneInfo, Value as SqlValue,
+    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, GeneratedAs, IndexColumn, ObjectName,
+    ReferentialAction, SequenceOptions, SqlOption, TableConstraint, TimezoneInfo,
+    Value as SqlValue,
 };
 use eon_common::error::sqlstate;
 use eon_common::schema::{ColumnDef, ForeignKeyDef, ROWID_COLUMN};
@@ -75,11 +76,6 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         D::JSONB | D::JSON => SqlType::Jsonb,
         D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
             "timestamptz" => SqlType::TimestampTz,
-            "serial" | "bigserial" | "smallserial" => {
-                return Err(Error::unsupported(
-                    "serial columns are not supported yet; use an integer key with explicit values",
-                ));
-            }
             other => {
                 return Err(Error::user(
                     sqlstate::UNDEFINED_OBJECT,
@@ -123,6 +119,10 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len() + 1);
     let mut primary_key: Option<Vec<usize>> = None;
     let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
+    // Sequences its SERIAL and identity columns own, and which columns are
+    // identity columns ("a": ALWAYS, "d": BY DEFAULT).
+    let mut sequences: Vec<pb::Sequence> = vec![];
+    let mut identities: Vec<(usize, &'static str)> = vec![];
     let pk_twice = || {
         Error::user(
             sqlstate::INVALID_TABLE_DEFINITION,
@@ -143,7 +143,11 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                 format!("column name \"{cname}\" is reserved"),
             ));
         }
-        let ty = sql_type(&c.data_type)?;
+        let serial = crate::sequences::serial_type(&c.data_type);
+        let ty = match &serial {
+            Some(t) => t.clone(),
+            None => sql_type(&c.data_type)?,
+        };
         let mut col = ColumnDef {
             name: cname.clone(),
             ty,
@@ -151,11 +155,49 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             default_sql: None,
             hidden: false,
         };
+        let mut owned = |col: &mut ColumnDef, options: &[SequenceOptions]| -> Result<()> {
+            if col.default_sql.is_some() {
+                return Err(Error::syntax(format!(
+                    "both default and identity specified for column \"{}\" of table \"{name}\"",
+                    col.name
+                )));
+            }
+            let (q, default) =
+                crate::sequences::owned(&schema, &name, &col.name, &col.ty, options)?;
+            sequences.push(q);
+            col.default_sql = Some(default);
+            col.nullable = false;
+            Ok(())
+        };
+        if serial.is_some() {
+            owned(&mut col, &[])?;
+        }
         for opt in &c.options {
             match &opt.option {
                 ColumnOption::Null => col.nullable = true,
                 ColumnOption::NotNull => col.nullable = false,
+                ColumnOption::Default(_) if col.default_sql.is_some() => {
+                    return Err(Error::syntax(format!(
+                        "multiple default values specified for column \"{cname}\" of table \"{name}\""
+                    )));
+                }
                 ColumnOption::Default(e) => col.default_sql = Some(e.to_string()),
+                ColumnOption::Generated {
+                    generated_as: kind @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    owned(&mut col, sequence_options.as_deref().unwrap_or(&[]))?;
+                    identities.push((
+                        columns.len(),
+                        if matches!(kind, GeneratedAs::Always) {
+                            "a"
+                        } else {
+                            "d"
+                        },
+                    ));
+                }
                 ColumnOption::PrimaryKey(_) => {
                     if primary_key.is_some() {
                         return Err(pk_twice());
@@ -287,7 +329,11 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         ..Default::default()
     }));
     for col in &columns {
-        if let Some(d) = &col.default_sql {
+        if let Some(d) = col
+            .default_sql
+            .as_ref()
+            .filter(|d| !crate::sequences::is_volatile_default(d))
+        {
             let stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
                 &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
                 &format!("SELECT {d}"),
@@ -333,6 +379,9 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     }
     let mut table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
+    for (i, kind) in identities {
+        table.columns[i].identity = kind.to_string();
+    }
     let r = session
         .cluster()
         .meta()
@@ -340,6 +389,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             table: Some(table),
             if_not_exists: ct.if_not_exists,
             restore: false,
+            sequences,
         })
         .await
         .map_err(Error::from_status)?
@@ -522,7 +572,8 @@ fn foreign_key(
 #[derive(Debug, Clone)]
 pub enum DdlUndo {
     Created(pb::Table),
-    Dropped(pb::Table),
+    /// With the sequences it owned (dropped with it).
+    Dropped(pb::Table, Vec<pb::Sequence>),
 }
 
 /// Undo a block's DDL, newest first.
@@ -530,19 +581,20 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
     for (_, step) in ddl.into_iter().rev() {
         let result = match &step {
             DdlUndo::Created(t) => match detach(cluster, &t.schema, &t.name).await {
-                Ok(Some(t)) => {
+                Ok(Some((t, _))) => {
                     forget_data(cluster, &t).await;
                     Ok(())
                 }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             },
-            DdlUndo::Dropped(t) => cluster
+            DdlUndo::Dropped(t, sequences) => cluster
                 .meta()
                 .create_table(pb::CreateTableRequest {
                     table: Some(t.clone()),
                     if_not_exists: false,
                     restore: true,
+                    sequences: sequences.clone(),
                 })
                 .await
                 .map(|_| ())
@@ -558,7 +610,7 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
 /// The block committed: the data of the tables it dropped goes.
 pub async fn committed(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
     for (_, step) in ddl {
-        if let DdlUndo::Dropped(t) = step {
+        if let DdlUndo::Dropped(t, _) = step {
             forget_data(cluster, &t).await;
         }
     }
@@ -595,11 +647,11 @@ pub async fn drop_tables(
         })
     };
     for (schema, name) in children_first(targets, references) {
-        let Some(table) = detach(cluster, &schema, &name).await? else {
+        let Some((table, sequences)) = detach(cluster, &schema, &name).await? else {
             continue;
         };
         if session.in_transaction() {
-            session.note_ddl(DdlUndo::Dropped(table));
+            session.note_ddl(DdlUndo::Dropped(table, sequences));
         } else {
             forget_data(cluster, &table).await;
         }
@@ -628,12 +680,13 @@ pub(crate) fn children_first<T>(mut items: Vec<T>, references: impl Fn(&T, &T) -
 }
 
 /// Take a table out of the catalog (nothing can read it after), keeping
-/// its data: the dropped table, if there was one.
+/// its data: the dropped table, if there was one, and the sequences it
+/// owned (dropped with it).
 pub(crate) async fn detach(
     cluster: &Cluster,
     schema: &str,
     name: &str,
-) -> Result<Option<pb::Table>> {
+) -> Result<Option<(pb::Table, Vec<pb::Sequence>)>> {
     let r = cluster
         .meta()
         .drop_table(pb::DropTableRequest {
@@ -644,7 +697,7 @@ pub(crate) async fn detach(
         .await
         .map_err(Error::from_status)?
         .into_inner();
-    Ok(r.table)
+    Ok(r.table.map(|t| (t, r.sequences)))
 }
 
 /// Every data engine that held a shard of a dropped table forgets it.

@@ -332,10 +332,33 @@ pub(crate) fn sql_literal(v: &ScalarValue) -> Result<String> {
     })
 }
 
+/// A value written by hand into a GENERATED ALWAYS AS IDENTITY column.
+fn generated_always(column: &str) -> Error {
+    Error::user(
+        "428C9",
+        format!("cannot insert a non-DEFAULT value into column \"{column}\""),
+    )
+    .with_detail(format!(
+        "Column \"{column}\" is an identity column defined as GENERATED ALWAYS."
+    ))
+}
+
 /// The source query of an INSERT, with DEFAULT cells replaced and, when
 /// `cast` is set, every cell cast to its target column's type.
 fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Result<Statement> {
     let table = &shape.table;
+    // A query's values are all written by hand (VALUES cells are checked
+    // one by one below).
+    let by_query = shape
+        .source
+        .is_some_and(|q| !matches!(q.body.as_ref(), SetExpr::Values(_)));
+    if let Some(&c) = shape
+        .targets
+        .iter()
+        .find(|&&c| by_query && table.identity(c) == "a")
+    {
+        return Err(generated_always(&table.columns[c].name));
+    }
     let mut query = match shape.source {
         Some(q) => {
             // Columns go in by position, so duplicate names (`SELECT i, i`)
@@ -372,6 +395,9 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
             }
             for (cell, &col) in row.iter_mut().zip(&shape.targets) {
                 let is_default = matches!(cell, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+                if !is_default && table.identity(col) == "a" {
+                    return Err(generated_always(&table.columns[col].name));
+                }
                 if is_default {
                     let sql = table.columns[col]
                         .default_sql
@@ -507,12 +533,15 @@ pub(crate) async fn insert_rows(
             let start = session.cluster().rowids(n as u64).await? as i64;
             Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
         } else if let Some(default) = &col.default_sql {
-            let value = constant(session, state, default).await?;
-            coerce(
-                &value.to_array_of_size(n).map_err(from_df)?,
-                col,
-                &table.name,
-            )?
+            let values = if crate::sequences::is_volatile_default(default) && n > 0 {
+                per_row(session, state, default, n).await?
+            } else {
+                constant(session, state, default)
+                    .await?
+                    .to_array_of_size(n)
+                    .map_err(from_df)?
+            };
+            coerce(&values, col, &table.name)?
         } else {
             coerce(
                 &datafusion::arrow::array::new_null_array(&DataType::Null, n),
@@ -544,6 +573,15 @@ pub(crate) async fn insert_rows(
     }
     written.sort();
     Ok((rows, written))
+}
+
+/// Evaluate a default that differs per row (`nextval(…)`) `n` times.
+async fn per_row(session: &Session, state: &SessionState, sql: &str, n: usize) -> Result<ArrayRef> {
+    let query = parse_query(&format!("SELECT {sql} FROM generate_series(1, {n})"))?;
+    let (_, batches) = collect(session, state, query, &[]).await?;
+    let columns: Vec<&dyn datafusion::arrow::array::Array> =
+        batches.iter().map(|b| b.column(0).as_ref()).collect();
+    Ok(datafusion::arrow::compute::concat(&columns)?)
 }
 
 /// Evaluate a constant expression (a column default).

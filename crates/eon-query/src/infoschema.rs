@@ -212,7 +212,10 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                         text(&t.name),
                         text(&c.name),
                         int(n + 1),
-                        c.default_sql.clone().map(text).unwrap_or(null()),
+                        c.default_sql
+                            .as_deref()
+                            .map(|d| text(crate::sequences::display_default(d)))
+                            .unwrap_or(null()),
                         yes_no(c.nullable),
                         text(c.ty.sql_name()),
                         length.map(int).unwrap_or(null()),

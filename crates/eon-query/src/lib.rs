@@ -15,6 +15,7 @@
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
 //! | [`ddl`]      | CREATE/DROP TABLE, DDL undone by a block's ROLLBACK         |
 //! | [`alter`]    | ALTER TABLE; rewriting a table under a new key (fences)     |
+//! | [`sequences`]| sequences, SERIAL/IDENTITY, nextval & co.                   |
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
@@ -52,6 +53,7 @@ pub mod pgfuncs;
 pub mod pgtypes;
 pub mod provider;
 pub mod rest;
+pub mod sequences;
 pub mod session;
 pub mod txn;
 

@@ -11,7 +11,8 @@
 //!   `atthasdef` from their defaults;
 //! - `pg_attrdef`: one row per column default, its text in `adbin` (what
 //!   `pg_get_expr` shows);
-//! - `pg_class`: a row (relkind `i`) for each primary key's index, and
+//! - `pg_class`: a row (relkind `i`) for each primary key's index, one
+//!   (relkind `S`) for each sequence, and
 //!   `relhasindex`/`relhastriggers` (PostgreSQL enforces foreign keys with
 //!   triggers; psql looks for them only then);
 //! - `pg_index` and `pg_constraint`: primary and foreign keys, their column
@@ -80,6 +81,8 @@ const PKEY_INDEX_OID: i32 = 1_000_000_000;
 const PKEY_CONSTRAINT_OID: i32 = 1_100_000_000;
 const FOREIGN_KEY_OID: i32 = 1_200_000_000;
 const BTREE: i32 = 403;
+/// Sequences are numbered from their own id (not a table's oid).
+pub(crate) const SEQUENCE_OID: i32 = 1_300_000_000;
 
 #[async_trait]
 impl SchemaProvider for EonPgCatalog {
@@ -299,7 +302,11 @@ impl Completed {
                     .into_iter()
                     .map(|b| patch_classes(b, &self.schema, &tables))
                     .collect::<Result<_, _>>()?;
-                batches.push(index_classes(&self.schema, &tables)?);
+                batches.push(index_classes(
+                    &self.schema,
+                    &tables,
+                    &self.cluster.sequences(),
+                )?);
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
@@ -427,7 +434,10 @@ fn attrdefs(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusi
                     ("oid", ScalarValue::Int32(Some(id))),
                     ("adrelid", ScalarValue::Int32(Some(*oid))),
                     ("adnum", ScalarValue::Int16(Some(attnum(t, i)))),
-                    ("adbin", ScalarValue::Utf8(Some(d.clone()))),
+                    (
+                        "adbin",
+                        ScalarValue::Utf8(Some(crate::sequences::display_default(d))),
+                    ),
                 ]);
             }
         }
@@ -486,53 +496,88 @@ fn patch_classes(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// A pg_class row (relkind 'i') for each primary key's index.
-fn index_classes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+/// A pg_class row (relkind 'i') for each primary key's index, and one
+/// (relkind 'S') for each sequence.
+fn index_classes(
+    schema: &SchemaRef,
+    tables: &Tables,
+    sequences: &[eon_proto::v1::Sequence],
+) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
     for (oid, (namespace, t)) in &tables.by_oid {
         if t.has_rowid() {
             continue;
         }
-        rows.push(vec![
-            ("oid", ScalarValue::Int32(Some(PKEY_INDEX_OID + oid))),
-            ("relname", ScalarValue::Utf8(Some(t.pkey_name()))),
-            ("relnamespace", ScalarValue::Int32(Some(*namespace))),
-            ("reltype", ScalarValue::Int32(Some(0))),
-            ("reloftype", ScalarValue::Int32(Some(0))),
-            ("relowner", ScalarValue::Int32(Some(10))),
-            ("relam", ScalarValue::Int32(Some(BTREE))),
-            (
-                "relfilenode",
-                ScalarValue::Int32(Some(PKEY_INDEX_OID + oid)),
-            ),
-            ("reltablespace", ScalarValue::Int32(Some(0))),
-            ("relpages", ScalarValue::Int32(Some(0))),
-            ("reltuples", ScalarValue::Float64(Some(-1.0))),
-            ("relallvisible", ScalarValue::Int32(Some(0))),
-            ("reltoastrelid", ScalarValue::Int32(Some(0))),
-            ("relhasindex", ScalarValue::Boolean(Some(false))),
-            ("relisshared", ScalarValue::Boolean(Some(false))),
-            ("relpersistence", ScalarValue::Utf8(Some("p".into()))),
-            ("relkind", ScalarValue::Utf8(Some("i".into()))),
-            (
-                "relnatts",
-                ScalarValue::Int16(Some(t.primary_key.len() as i16)),
-            ),
-            ("relchecks", ScalarValue::Int16(Some(0))),
-            ("relhasrules", ScalarValue::Boolean(Some(false))),
-            ("relhastriggers", ScalarValue::Boolean(Some(false))),
-            ("relhassubclass", ScalarValue::Boolean(Some(false))),
-            ("relrowsecurity", ScalarValue::Boolean(Some(false))),
-            ("relforcerowsecurity", ScalarValue::Boolean(Some(false))),
-            ("relispopulated", ScalarValue::Boolean(Some(true))),
-            ("relreplident", ScalarValue::Utf8(Some("n".into()))),
-            ("relispartition", ScalarValue::Boolean(Some(false))),
-            ("relrewrite", ScalarValue::Int32(Some(0))),
-            ("relfrozenxid", ScalarValue::Int32(Some(0))),
-            ("relminmxid", ScalarValue::Int32(Some(0))),
-        ]);
+        rows.push(class_row(
+            PKEY_INDEX_OID + oid,
+            t.pkey_name(),
+            *namespace,
+            "i",
+            BTREE,
+            t.primary_key.len() as i16,
+        ));
+    }
+    // (eon has one schema: the namespace of its tables.)
+    let public = tables
+        .by_oid
+        .values()
+        .next()
+        .map(|(ns, _)| *ns)
+        .unwrap_or(2200);
+    for q in sequences {
+        rows.push(class_row(
+            SEQUENCE_OID + q.id as i32,
+            q.name.clone(),
+            public,
+            "S",
+            0,
+            3,
+        ));
     }
     batch(schema, rows)
+}
+
+/// A pg_class row of a relation eon's catalog implies.
+fn class_row(
+    oid: i32,
+    name: String,
+    namespace: i32,
+    relkind: &str,
+    am: i32,
+    natts: i16,
+) -> Vec<(&'static str, ScalarValue)> {
+    vec![
+        ("oid", ScalarValue::Int32(Some(oid))),
+        ("relname", ScalarValue::Utf8(Some(name))),
+        ("relnamespace", ScalarValue::Int32(Some(namespace))),
+        ("reltype", ScalarValue::Int32(Some(0))),
+        ("reloftype", ScalarValue::Int32(Some(0))),
+        ("relowner", ScalarValue::Int32(Some(10))),
+        ("relam", ScalarValue::Int32(Some(am))),
+        ("relfilenode", ScalarValue::Int32(Some(oid))),
+        ("reltablespace", ScalarValue::Int32(Some(0))),
+        ("relpages", ScalarValue::Int32(Some(0))),
+        ("reltuples", ScalarValue::Float64(Some(-1.0))),
+        ("relallvisible", ScalarValue::Int32(Some(0))),
+        ("reltoastrelid", ScalarValue::Int32(Some(0))),
+        ("relhasindex", ScalarValue::Boolean(Some(false))),
+        ("relisshared", ScalarValue::Boolean(Some(false))),
+        ("relpersistence", ScalarValue::Utf8(Some("p".into()))),
+        ("relkind", ScalarValue::Utf8(Some(relkind.into()))),
+        ("relnatts", ScalarValue::Int16(Some(natts))),
+        ("relchecks", ScalarValue::Int16(Some(0))),
+        ("relhasrules", ScalarValue::Boolean(Some(false))),
+        ("relhastriggers", ScalarValue::Boolean(Some(false))),
+        ("relhassubclass", ScalarValue::Boolean(Some(false))),
+        ("relrowsecurity", ScalarValue::Boolean(Some(false))),
+        ("relforcerowsecurity", ScalarValue::Boolean(Some(false))),
+        ("relispopulated", ScalarValue::Boolean(Some(true))),
+        ("relreplident", ScalarValue::Utf8(Some("n".into()))),
+        ("relispartition", ScalarValue::Boolean(Some(false))),
+        ("relrewrite", ScalarValue::Int32(Some(0))),
+        ("relfrozenxid", ScalarValue::Int32(Some(0))),
+        ("relminmxid", ScalarValue::Int32(Some(0))),
+    ]
 }
 
 /// pg_settings: every parameter eon knows, with the session's value.

@@ -262,6 +262,49 @@ pub fn rewrite(statements: &mut [Statement]) {
     }
 }
 
+/// `nextval('s'::regclass)` (how PostgreSQL prints a SERIAL default, and
+/// so how pg_dump writes it) → `nextval('s')`: eon's sequence functions take
+/// the name as text. Done before the catalog rules, which would turn the
+/// cast into a pg_class lookup. True when something changed.
+pub fn sequence_names_as_text(statements: &mut [Statement]) -> bool {
+    let mut changed = false;
+    for statement in statements.iter_mut() {
+        let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
+            changed |= sequence_name_text(e);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    changed
+}
+
+fn sequence_name_text(e: &mut SqlExpr) -> bool {
+    let SqlExpr::Function(f) = e else {
+        return false;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    let name = name.rsplit('.').next().unwrap_or_default();
+    if !matches!(name, "nextval" | "currval" | "setval") {
+        return false;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return false;
+    };
+    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first_mut() {
+        if let SqlExpr::Cast {
+            expr, data_type, ..
+        } = arg
+        {
+            let regclass = matches!(data_type, SqlDataType::Regclass)
+                || data_type.to_string().eq_ignore_ascii_case("regclass");
+            if regclass {
+                *arg = (**expr).clone();
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The arguments of a call to function `name` (schema-qualified or not),
 /// when all are plain unnamed expressions.
 fn call_args<'a>(e: &'a SqlExpr, name: &str) -> Option<Vec<&'a SqlExpr>> {

@@ -191,6 +191,7 @@ impl Engine {
             txn: Arc::new(Mutex::new(None)),
             idle: Arc::new(Idle::default()),
             default_isolation: Mutex::new(Isolation::Serializable),
+            sequences: Default::default(),
         }
     }
 }
@@ -207,6 +208,8 @@ pub struct Session {
     /// Isolation of new transactions (SET SESSION CHARACTERISTICS, SET
     /// default_transaction_isolation).
     default_isolation: Mutex<Isolation>,
+    /// What its nextval calls returned (currval, lastval).
+    sequences: Arc<Mutex<crate::sequences::SeqSession>>,
 }
 
 /// SQLSTATE of the error that ends a session idle too long in a block.
@@ -369,8 +372,9 @@ impl Session {
             .flatten()
         {
             Some(statements) => statements,
-            None => Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?,
+            None => crate::sequences::parse_statements(sql).map_err(syntax_error)?,
         };
+        crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
         Ok(statements)
     }
@@ -472,6 +476,9 @@ impl Session {
             &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
         );
+        for f in crate::sequences::functions(self.cluster(), &self.sequences) {
+            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(f));
+        }
         state
     }
 
@@ -1071,7 +1078,10 @@ impl Session {
             if t.read_only
                 && matches!(
                     statement,
-                    Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { .. }
+                    Statement::CreateTable(_)
+                        | Statement::AlterTable(_)
+                        | Statement::CreateSequence { .. }
+                        | Statement::Drop { .. }
                 )
             {
                 return Err(crate::txn::read_only_error("DDL"));
@@ -1099,6 +1109,30 @@ impl Session {
                 names,
                 ..
             } => ddl::drop_tables(self, names, *if_exists).await,
+            Statement::Drop {
+                object_type: ObjectType::Sequence,
+                if_exists,
+                names,
+                ..
+            } => crate::sequences::drop_sequences(self, names, *if_exists).await,
+            Statement::CreateSequence {
+                temporary: false,
+                if_not_exists,
+                name,
+                data_type,
+                sequence_options,
+                owned_by,
+            } => {
+                crate::sequences::create_sequence(
+                    self,
+                    *if_not_exists,
+                    name,
+                    data_type.as_ref(),
+                    sequence_options,
+                    owned_by.as_ref(),
+                )
+                .await
+            }
             // Prepared statements live in the connection (pgwire's store),
             // which drops a named one itself (see pg.rs); DEALLOCATE ALL
             // needs nothing more, as Parse replaces a statement of the same
