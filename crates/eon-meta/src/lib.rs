@@ -17,6 +17,10 @@
 //!   meta persists a *limit* a few seconds ahead and never hands out a
 //!   timestamp at or above it without first raising it (the same trick as
 //!   TiDB's TSO). Ids come from the same kind of allocator.
+//! - **Sequences.** Defined with the catalog (alone, or owned by a SERIAL
+//!   or identity column and dropped with its table); `NextVal` hands out
+//!   blocks of values, persisting the sequence's state [`SEQ_WINDOW`]
+//!   values ahead, so a restart skips values but never repeats one.
 //! - **Membership.** Components register their freshly chosen addresses and
 //!   heartbeat; a node whose heartbeat is older than [`NODE_TIMEOUT`] is down.
 //!
