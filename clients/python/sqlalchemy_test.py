@@ -23,7 +23,8 @@ class Author(Base):
 
 class Book(Base):
     __tablename__ = "sqlalchemy_book"
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    # SERIAL: the ids come back from INSERT … RETURNING.
+    id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str]
     price: Mapped[float] = mapped_column(Numeric(8, 2))
     author_id: Mapped[int] = mapped_column(ForeignKey("sqlalchemy_author.id"))
@@ -39,11 +40,16 @@ with Session(engine) as s:
         Author(
             id=1,
             name="Ursula",
-            books=[Book(id=1, title="Earthsea", price=9.5), Book(id=2, title="Lathe", price=7)],
+            books=[Book(title="Earthsea", price=9.5), Book(title="Lathe", price=7)],
         )
     )
-    s.add(Author(id=2, name="Iain", books=[Book(id=3, title="Excession", price=11)]))
+    s.add(Author(id=2, name="Iain", books=[Book(title="Excession", price=11)]))
     s.commit()
+    check(
+        "serial ids assigned in order",
+        [b.id for b in s.scalars(select(Book).order_by(Book.id))],
+        [1, 2, 3],
+    )
 
 with Session(engine) as s:
     ursula = s.scalars(select(Author).where(Author.name == "Ursula")).one()
