@@ -38,6 +38,9 @@ const SILENT_AFTER: Duration = Duration::from_secs(6);
 /// A woken host that has not joined within this is considered still off
 /// (and may be woken again).
 const WAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A parked host's agent may call in a last time while its power-off
+/// command stops it: for this long after parking that is not a return.
+const PARK_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostState {
@@ -221,6 +224,9 @@ impl AgentState {
         let h = hosts.entry(req.name.clone()).or_insert_with(|| {
             Host::new(HostSpec::joined(&req.name), None, HostState::Unreachable)
         });
+        if h.state == HostState::Parked && h.since.elapsed() < PARK_GRACE {
+            return Ok(());
+        }
         if h.address.as_deref() != Some(&req.address) {
             tracing::info!(host = %req.name, address = %req.address, "host joined");
         }

@@ -557,6 +557,16 @@ impl MetaService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl MetaService {
+    /// Answer a request with `f`'s result, counted in the statistics.
+    fn counted<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Reply<T> {
+        let r = self.stats.start();
+        let out = f().map_err(Status::from)?;
+        r.ok();
+        Ok(Response::new(out))
+    }
+}
+
 #[tonic::async_trait]
 impl Meta for MetaService {
     async fn register_node(
@@ -613,60 +623,37 @@ impl Meta for MetaService {
         &self,
         req: Request<pb::CreateTableRequest>,
     ) -> Reply<pb::CreateTableResponse> {
-        let r = self.stats.start();
-        let out = self.create_table(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.create_table(req.into_inner()))
     }
 
     async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Reply<pb::DropTableResponse> {
-        let r = self.stats.start();
-        let out = self.drop_table(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.drop_table(req.into_inner()))
     }
 
     async fn create_sequence(
         &self,
         req: Request<pb::CreateSequenceRequest>,
     ) -> Reply<pb::CreateSequenceResponse> {
-        let r = self.stats.start();
-        let out = self
-            .create_sequence(req.into_inner())
-            .map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.create_sequence(req.into_inner()))
     }
 
     async fn drop_sequence(
         &self,
         req: Request<pb::DropSequenceRequest>,
     ) -> Reply<pb::DropSequenceResponse> {
-        let r = self.stats.start();
-        let out = self.drop_sequence(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.drop_sequence(req.into_inner()))
     }
 
     async fn next_val(&self, req: Request<pb::NextValRequest>) -> Reply<pb::NextValResponse> {
-        let r = self.stats.start();
-        let out = self.next_val(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.next_val(req.into_inner()))
     }
 
     async fn set_val(&self, req: Request<pb::SetValRequest>) -> Reply<pb::SetValResponse> {
-        let r = self.stats.start();
-        let out = self.set_val(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.set_val(req.into_inner()))
     }
 
     async fn swap_table(&self, req: Request<pb::SwapTableRequest>) -> Reply<pb::SwapTableResponse> {
-        let r = self.stats.start();
-        let out = self.swap_table(req.into_inner()).map_err(Status::from)?;
-        r.ok();
-        Ok(Response::new(out))
+        self.counted(|| self.swap_table(req.into_inner()))
     }
 
     async fn get_catalog(

@@ -581,18 +581,26 @@ impl Store {
     /// Wait until no transaction has staged, unresolved writes on `table`
     /// here, or the timeout passes. Returns false on timeout.
     pub async fn wait_table_resolved(&self, table: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.resolved.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let pending = self
-                .prepared
+        self.wait_until_resolved(timeout, || {
+            self.prepared
                 .lock()
                 .unwrap()
                 .values()
-                .any(|staged| staged.keys.iter().any(|((t, _), _)| *t == table));
-            if !pending {
+                .any(|staged| staged.keys.iter().any(|((t, _), _)| *t == table))
+        })
+        .await
+    }
+
+    /// Wait until `pending()` is false — checked again whenever intents are
+    /// resolved — or the timeout passes. Returns false on timeout.
+    async fn wait_until_resolved(&self, timeout: Duration, pending: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a resolution in between wakes it.
+            let notified = self.resolved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !pending() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -1475,22 +1483,12 @@ impl Store {
         txn: TxnId,
         timeout: Duration,
     ) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.resolved.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let pending = self
-                .shard(shard)
+        self.wait_until_resolved(timeout, || {
+            self.shard(shard)
                 .map(|c| matches!(c.data.read().unwrap().rows.get(key).and_then(|v| v.intent.as_ref()), Some(i) if i.txn == txn))
-                .unwrap_or(false);
-            if !pending {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return false;
-            }
-        }
+                .unwrap_or(false)
+        })
+        .await
     }
 
     // ----------------------------------------------------------- checkpoints

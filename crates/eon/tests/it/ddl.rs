@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eon_testkit::TestCluster;
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+use crate::code;
+
+/// Run `sql`, which must fail with `sqlstate`; the error.
+async fn refused(c: &tokio_postgres::Client, sql: &str, sqlstate: &str) -> tokio_postgres::Error {
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(code(&e), sqlstate, "{sql}: {e:?}");
+    e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,11 +32,7 @@ async fn add_primary_key_rewrites_the_table_without_losing_concurrent_writes() {
 
     // Keys that cannot be a primary key: PostgreSQL's errors, the table
     // unchanged and still writable.
-    let e = c
-        .batch_execute("ALTER TABLE dup ADD PRIMARY KEY (k)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "23505", "{e:?}");
+    let e = refused(&c, "ALTER TABLE dup ADD PRIMARY KEY (k)", "23505").await;
     let db = e.as_db_error().unwrap();
     assert_eq!(db.message(), "could not create unique index \"dup_pkey\"");
     assert_eq!(db.detail(), Some("Key (k)=(1) is duplicated."));
@@ -46,33 +45,17 @@ async fn add_primary_key_rewrites_the_table_without_losing_concurrent_writes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 4);
-    let e = c
-        .batch_execute("ALTER TABLE holes ADD PRIMARY KEY (k)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "23502", "{e:?}");
+    let e = refused(&c, "ALTER TABLE holes ADD PRIMARY KEY (k)", "23502").await;
     assert_eq!(
         e.as_db_error().unwrap().message(),
         "column \"k\" of relation \"holes\" contains null values"
     );
-    let e = c
-        .batch_execute("ALTER TABLE holes ADD PRIMARY KEY (nope)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42703", "{e:?}");
-    let e = c
-        .batch_execute("ALTER TABLE missing ADD PRIMARY KEY (k)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42P01", "{e:?}");
+    refused(&c, "ALTER TABLE holes ADD PRIMARY KEY (nope)", "42703").await;
+    refused(&c, "ALTER TABLE missing ADD PRIMARY KEY (k)", "42P01").await;
     c.batch_execute("ALTER TABLE IF EXISTS missing ADD PRIMARY KEY (k)")
         .await
         .unwrap();
-    let e = c
-        .batch_execute("BEGIN; ALTER TABLE holes ADD PRIMARY KEY (v)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "25001", "{e:?}");
+    refused(&c, "BEGIN; ALTER TABLE holes ADD PRIMARY KEY (v)", "25001").await;
     c.batch_execute("ROLLBACK").await.unwrap();
     // The catalog shows no leftover of the failed rewrites.
     let n: i64 = c
@@ -154,22 +137,14 @@ async fn add_primary_key_rewrites_the_table_without_losing_concurrent_writes() {
         .unwrap()
         .get(0);
     assert_eq!(def, "PRIMARY KEY (id)");
-    let e = c
-        .batch_execute("INSERT INTO items VALUES (5, 0, 'again')")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "23505", "{e:?}");
+    refused(&c, "INSERT INTO items VALUES (5, 0, 'again')", "23505").await;
     let label: String = c
         .query_one("SELECT label FROM items WHERE id = 12345", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(label, "item 12345");
-    let e = c
-        .batch_execute("ALTER TABLE items ADD PRIMARY KEY (grp)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42P16", "{e:?}");
+    refused(&c, "ALTER TABLE items ADD PRIMARY KEY (grp)", "42P16").await;
 }
 
 /// Sequences, SERIAL and identity columns: values are handed out once each
@@ -187,11 +162,7 @@ async fn sequences_serial_and_identity_columns() {
     )
     .await
     .unwrap();
-    let e = c
-        .batch_execute("SELECT currval('counter')")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "55000", "{e:?}");
+    refused(&c, "SELECT currval('counter')", "55000").await;
     let r = c
         .query_one(
             "SELECT nextval('counter'), nextval('counter'::regclass), currval('counter'), lastval()",
@@ -206,23 +177,10 @@ async fn sequences_serial_and_identity_columns() {
         .await
         .unwrap();
     assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (25, 30));
-    let e = c
-        .batch_execute("SELECT nextval('counter')")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "2200H", "{e:?}");
-    let e = c.batch_execute("SELECT nextval('nope')").await.unwrap_err();
-    assert_eq!(code(&e), "42P01", "{e:?}");
-    let e = c
-        .batch_execute("CREATE SEQUENCE bad START 0")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "22023", "{e:?}");
-    let e = c
-        .batch_execute("CREATE TABLE counter (id int)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42P07", "{e:?}");
+    refused(&c, "SELECT nextval('counter')", "2200H").await;
+    refused(&c, "SELECT nextval('nope')", "42P01").await;
+    refused(&c, "CREATE SEQUENCE bad START 0", "22023").await;
+    refused(&c, "CREATE TABLE counter (id int)", "42P07").await;
 
     // SERIAL: one sequence per column, named as PostgreSQL names it.
     c.batch_execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
@@ -264,11 +222,7 @@ async fn sequences_serial_and_identity_columns() {
     assert_eq!(r.get::<_, String>(0), "public.notes_id_seq");
     assert_eq!(r.get::<_, String>(1), "nextval('notes_id_seq'::regclass)");
     assert_eq!(r.get::<_, i64>(2), 2);
-    let e = c
-        .batch_execute("DROP SEQUENCE notes_id_seq")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "2BP01", "{e:?}");
+    refused(&c, "DROP SEQUENCE notes_id_seq", "2BP01").await;
 
     // A rolled back DROP TABLE brings the sequence back where it was; a
     // crash of meta skips values but never repeats one.
@@ -318,8 +272,7 @@ async fn sequences_serial_and_identity_columns() {
         "INSERT INTO tickets (id, who) VALUES (5, 'z')",
         "INSERT INTO tickets (id, who) SELECT 6, 'z'",
     ] {
-        let e = c.batch_execute(sql).await.unwrap_err();
-        assert_eq!(code(&e), "428C9", "{sql}: {e:?}");
+        refused(&c, sql, "428C9").await;
     }
 
     // Dropping a table drops the sequences it owns; a free-standing one
@@ -333,8 +286,7 @@ async fn sequences_serial_and_identity_columns() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
-    let e = c.batch_execute("DROP SEQUENCE counter").await.unwrap_err();
-    assert_eq!(code(&e), "42P01", "{e:?}");
+    refused(&c, "DROP SEQUENCE counter", "42P01").await;
     c.batch_execute("DROP SEQUENCE IF EXISTS counter")
         .await
         .unwrap();

@@ -16,3 +16,10 @@ mod pushdown;
 mod rest;
 mod slt;
 mod txn;
+
+/// The SQLSTATE of a failed statement (or why there is none).
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}

@@ -7,11 +7,7 @@ use eon_testkit::TestCluster;
 use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
+use crate::code;
 
 #[tokio::test]
 async fn every_type_round_trips_in_binary_and_text() {
