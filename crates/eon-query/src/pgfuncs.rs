@@ -491,6 +491,13 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for ExistsAsValue {
             return ControlFlow::Continue(());
         };
         for item in &mut select.projection {
+            // PostgreSQL names a bare EXISTS column "exists".
+            if let SelectItem::UnnamedExpr(e @ SqlExpr::Exists { negated: false, .. }) = item {
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::new("exists"),
+                };
+            }
             let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
             else {
                 continue;

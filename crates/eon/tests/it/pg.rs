@@ -772,6 +772,9 @@ async fn correlated_subqueries_and_array_results() {
     assert_eq!(got[1], (2, Some("south".into()), true, true));
     assert_eq!(got[2], (3, Some("idle".into()), false, true));
     assert_eq!(got[5], (6, None, false, true));
+    // Named as PostgreSQL names them.
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "name", "exists", "?column?"]);
     let e = c
         .batch_execute("INSERT INTO sensors VALUES (7, 'a'), (8)")
         .await
