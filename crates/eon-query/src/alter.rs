@@ -31,7 +31,6 @@ use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, PrimaryKeyConstraint, TableConstraint,
 };
 use eon_common::error::sqlstate;
-use eon_common::schema::ForeignKeyDef;
 use eon_common::{Error, Result, TableDef};
 use eon_proto::v1 as pb;
 
@@ -128,11 +127,7 @@ async fn add_primary_key(
         key.clone(),
         table.shard_count,
     );
-    def.foreign_keys = table
-        .foreign_keys
-        .iter()
-        .map(ForeignKeyDef::to_proto)
-        .collect();
+    def.foreign_keys = table.proto().foreign_keys.clone();
     let new = cluster
         .meta()
         .create_table(pb::CreateTableRequest {
@@ -149,28 +144,28 @@ async fn add_primary_key(
     cluster.refresh_catalog().await?;
     let copied = async {
         let epochs = fence(cluster, table, FENCE_WAIT).await?;
-        let renew = async {
+        // Renew the fence; an engine with another incarnation lost it.
+        let renew = || async {
+            if fence(cluster, table, Duration::ZERO).await? != epochs {
+                return Err(Error::write_conflict(format!(
+                    "a data engine holding \"{}\" restarted during ALTER TABLE; run it again",
+                    table.name
+                )));
+            }
+            Ok(())
+        };
+        let renewing = async {
             loop {
                 tokio::time::sleep(FENCE_RENEW).await;
-                if fence(cluster, table, Duration::ZERO).await? != epochs {
-                    return Err::<(), _>(Error::write_conflict(format!(
-                        "a data engine holding \"{}\" restarted during ALTER TABLE; run it again",
-                        table.name
-                    )));
-                }
+                renew().await?;
             }
         };
         tokio::select! {
             r = copy_rows(session, table, &temp, &columns, &key) => r?,
-            e = renew => e?,
+            e = renewing => return e,
         }
         // The fence must still have held when the copy finished.
-        if fence(cluster, table, Duration::ZERO).await? != epochs {
-            return Err(Error::write_conflict(format!(
-                "a data engine holding \"{}\" restarted during ALTER TABLE; run it again",
-                table.name
-            )));
-        }
+        renew().await?;
         cluster
             .meta()
             .swap_table(pb::SwapTableRequest {

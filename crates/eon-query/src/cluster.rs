@@ -158,6 +158,17 @@ impl Cluster {
         self.catalog.read().unwrap().sequences.clone()
     }
 
+    /// The first sequence that `matches`.
+    pub fn find_sequence(&self, matches: impl Fn(&pb::Sequence) -> bool) -> Option<pb::Sequence> {
+        self.catalog
+            .read()
+            .unwrap()
+            .sequences
+            .iter()
+            .find(|q| matches(q))
+            .cloned()
+    }
+
     /// Names of the tables of a schema, sorted.
     pub fn table_names(&self, schema: &str) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -339,9 +339,7 @@ pub async fn drop_sequences(
     for n in names {
         let (schema, name) = table_name(n)?;
         if let Some(q) = cluster
-            .sequences()
-            .into_iter()
-            .find(|q| q.schema == schema && q.name == name && !q.owner_table.is_empty())
+            .find_sequence(|q| q.schema == schema && q.name == name && !q.owner_table.is_empty())
         {
             return Err(Error::user(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
@@ -460,12 +458,7 @@ impl SeqFn {
     fn resolve(&self, text: &str) -> (String, String) {
         if let Ok(oid) = text.parse::<i64>() {
             let id = oid - crate::pgcatalog::SEQUENCE_OID as i64;
-            if let Some(q) = self
-                .cluster
-                .sequences()
-                .into_iter()
-                .find(|q| q.id as i64 == id)
-            {
+            if let Some(q) = self.cluster.find_sequence(|q| q.id as i64 == id) {
                 return (q.schema, q.name);
             }
         }
@@ -475,9 +468,8 @@ impl SeqFn {
     fn known(&self, schema: &str, name: &str) -> datafusion::common::Result<()> {
         if self
             .cluster
-            .sequences()
-            .iter()
-            .any(|q| q.schema == schema && q.name == name)
+            .find_sequence(|q| q.schema == schema && q.name == name)
+            .is_some()
         {
             return Ok(());
         }
@@ -546,16 +538,14 @@ impl ScalarUDFImpl for SeqFn {
             // `schema.name`; the column name is taken as written.
             let tables = Self::names(&args.args[0], rows)?;
             let columns = Self::names(&args.args[1], rows)?;
-            let sequences = self.cluster.sequences();
             let out: datafusion::arrow::array::StringArray = tables
                 .into_iter()
                 .zip(columns)
                 .map(|(t, c)| {
                     let (schema, table) = parse_name(&t?);
                     let c = c?;
-                    sequences
-                        .iter()
-                        .find(|q| {
+                    self.cluster
+                        .find_sequence(|q| {
                             q.schema == schema && q.owner_table == table && q.owner_column == c
                         })
                         .map(|q| format!("{}.{}", q.schema, q.name))

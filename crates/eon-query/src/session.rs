@@ -191,7 +191,10 @@ impl Engine {
             txn: Arc::new(Mutex::new(None)),
             idle: Arc::new(Idle::default()),
             default_isolation: Mutex::new(Isolation::Serializable),
-            sequences: Default::default(),
+            sequence_functions: crate::sequences::functions(&self.cluster, &Default::default())
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         }
     }
 }
@@ -208,8 +211,9 @@ pub struct Session {
     /// Isolation of new transactions (SET SESSION CHARACTERISTICS, SET
     /// default_transaction_isolation).
     default_isolation: Mutex<Isolation>,
-    /// What its nextval calls returned (currval, lastval).
-    sequences: Arc<Mutex<crate::sequences::SeqSession>>,
+    /// nextval & co., bound to its memory of what its nextval calls
+    /// returned (currval, lastval); made once, registered per statement.
+    sequence_functions: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// SQLSTATE of the error that ends a session idle too long in a block.
@@ -476,8 +480,8 @@ impl Session {
             &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
         );
-        for f in crate::sequences::functions(self.cluster(), &self.sequences) {
-            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(f));
+        for f in &self.sequence_functions {
+            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, f.clone());
         }
         state
     }
@@ -890,11 +894,7 @@ impl Session {
                     self.abort(t).await;
                     return Ok(Output::TxnEnd("ROLLBACK".into()));
                 }
-                let reads: Vec<crate::provider::ReadSpan> = t
-                    .statements
-                    .iter()
-                    .flat_map(|s| s.reads.lock().unwrap().clone())
-                    .collect();
+                let reads = t.reads();
                 if t.aborted_remotely.load(std::sync::atomic::Ordering::SeqCst) {
                     self.abort(t).await;
                     return Err(Error::write_conflict(
@@ -1031,12 +1031,7 @@ impl Session {
             }
             // The failed attempt's reads are not the block's.
             t.statements.truncate(tracked);
-            let reads: Vec<crate::provider::ReadSpan> = t
-                .statements
-                .iter()
-                .flat_map(|s| s.reads.lock().unwrap().clone())
-                .collect();
-            (t.id, t.touched.clone(), t.isolation, t.read_ts, reads)
+            (t.id, t.touched.clone(), t.isolation, t.read_ts, t.reads())
         };
         if crate::txn::rollback_to(self.cluster(), id, seq, &touched)
             .await

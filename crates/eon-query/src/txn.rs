@@ -120,6 +120,16 @@ pub struct TxnState {
     pub ddl: Vec<(u32, crate::ddl::DdlUndo)>,
 }
 
+impl TxnState {
+    /// Everything its tracked statements read (what a Refresh checks).
+    pub fn reads(&self) -> Vec<ReadSpan> {
+        self.statements
+            .iter()
+            .flat_map(|s| s.reads.lock().unwrap().clone())
+            .collect()
+    }
+}
+
 impl Drop for TxnState {
     fn drop(&mut self) {
         if let Some(h) = self.heartbeat.take() {
