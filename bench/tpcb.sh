@@ -78,7 +78,8 @@ for _ in $(seq 100); do
 done
 grep -q "is up" "$work/eon.out" || { cat "$work/eon.out" >&2; exit 1; }
 echo "eon on port $eon_port: the pgbench tables by SQL, scale $scale" >&2
-psql -q -v ON_ERROR_STOP=1 "postgresql://eon@127.0.0.1:$eon_port/eon?sslmode=disable" >/dev/null <<SQL
+eon_url="postgresql://eon:$(cat "$work/eon/admin-password")@127.0.0.1:$eon_port/eon?sslmode=disable"
+psql -q -v ON_ERROR_STOP=1 "$eon_url" >/dev/null <<SQL
 CREATE TABLE pgbench_branches (bid int PRIMARY KEY, bbalance int, filler varchar(88));
 CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler varchar(84));
 CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler varchar(84));
@@ -107,7 +108,6 @@ run() {
 }
 
 pg_url="postgresql://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
-eon_url="postgresql://eon@127.0.0.1:$eon_port/eon?sslmode=disable"
 rows=()
 rows+=("$(run "postgresql (read committed)" "$pg_url")")
 rows+=("$(run "postgresql (serializable)" "$pg_url" "-c default_transaction_isolation=serializable")")

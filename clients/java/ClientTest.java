@@ -16,7 +16,7 @@ public class ClientTest {
     }
 
     public static void main(String[] args) throws Exception {
-        try (Connection c = DriverManager.getConnection(args[0], "eon", "")) {
+        try (Connection c = DriverManager.getConnection(args[0])) {
             Statement s = c.createStatement();
             s.execute("DROP TABLE IF EXISTS jdbc_parts");
             s.execute("DROP TABLE IF EXISTS jdbc_items");

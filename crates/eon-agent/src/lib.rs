@@ -72,6 +72,8 @@ pub struct UpOptions {
     /// Front ends to run: each recipe's text and the directory it is
     /// relative to (checked by the caller; refused again here if bad).
     pub recipes: Vec<(String, PathBuf)>,
+    /// Accept every client without a password (`eon up --trust`).
+    pub trust: bool,
 }
 
 /// Where a running cluster can be reached; written to `cluster.json`.
@@ -105,6 +107,8 @@ pub struct AgentState {
     meta_addr: String,
     shards: u32,
     data_engine_args: Vec<String>,
+    /// Query engines accept clients without passwords.
+    trust: bool,
     instances: RwLock<Vec<Arc<Instance>>>,
     /// Query engines behind the PostgreSQL port and behind the REST port.
     qe_pg: Arc<Pool>,
@@ -160,14 +164,22 @@ impl AgentState {
                 self.data_engine_args.clone(),
             ]
             .concat(),
-            "query-engine" => vec![
-                "--id".into(),
-                id.to_string(),
-                "--meta".into(),
-                self.meta_addr.clone(),
-                "--default-shards".into(),
-                self.shards.to_string(),
-            ],
+            "query-engine" => [
+                vec![
+                    "--id".into(),
+                    id.to_string(),
+                    "--meta".into(),
+                    self.meta_addr.clone(),
+                    "--default-shards".into(),
+                    self.shards.to_string(),
+                ],
+                if self.trust {
+                    vec!["--trust".into()]
+                } else {
+                    vec![]
+                },
+            ]
+            .concat(),
             other => {
                 return Err(format!(
                     "cannot start a {other:?}; kinds are data-engine and query-engine"
@@ -384,9 +396,15 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     // Meta first: everyone else needs its address. After the first start it
     // keeps its port, so restarts are invisible to the other components.
     let meta_log = opts.data_dir.join("logs").join("meta.log");
+    let admin_password = admin_password(&opts.data_dir).map_err(UpError)?;
     let meta_args = vec![
         "--data-dir".to_string(),
         opts.data_dir.join("meta").display().to_string(),
+        "--admin-password-file".to_string(),
+        opts.data_dir
+            .join(ADMIN_PASSWORD_FILE)
+            .display()
+            .to_string(),
     ];
     let meta = supervisor::spawn(
         Launch::Eon {
@@ -426,12 +444,10 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         hosts: std::sync::Mutex::new(hosts::initial(&opts.hosts)),
         agent_addr: std::sync::OnceLock::new(),
         frontend_env: vec![
-            ("EON_PG_URL".into(), pg_url(&pg_addr)),
-            (
-                "EON_REST_URL".into(),
-                format!("http://{}", connect_addr(&http_addr)),
-            ),
+            ("EON_PG_URL".into(), pg_url(&pg_addr, &admin_password)),
+            ("EON_REST_URL".into(), rest_url(&http_addr, &admin_password)),
         ],
+        trust: opts.trust,
         clock: std::time::Instant::now(),
         qe_scaling: opts.query_engine_scaling.clone(),
         qe_scaler: Mutex::new(eon_balancer::Scaler::new()),
@@ -537,12 +553,57 @@ fn connect_addr(addr: &std::net::SocketAddr) -> String {
     }
 }
 
-/// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`.
-pub fn pg_url(addr: &std::net::SocketAddr) -> String {
+/// The superuser `eon up` makes at the first start; its password is in
+/// [`ADMIN_PASSWORD_FILE`] in the data dir.
+pub use eon_common::ADMIN_ROLE;
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// The admin's password: read from the data dir, or made up (24 letters
+/// and digits) and written there, readable by its owner only, at the first
+/// start. Meta sets the admin's password from this file at every start.
+pub fn admin_password(data_dir: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(ADMIN_PASSWORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let password = text.trim_end_matches(['\n', '\r']).to_string();
+            if password.is_empty() {
+                return Err(format!("{} is empty", path.display()));
+            }
+            return Ok(password);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let password = eon_common::scram::random_password();
+    std::fs::create_dir_all(data_dir)
+        .and_then(|_| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            writeln!(f, "{password}")?;
+            f.sync_all()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(password)
+}
+
+/// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`, logging
+/// in as the admin.
+pub fn pg_url(addr: &std::net::SocketAddr, password: &str) -> String {
     format!(
-        "postgresql://eon@{}/eon?sslmode=disable",
+        "postgresql://{ADMIN_ROLE}:{password}@{}/eon?sslmode=disable",
         connect_addr(addr)
     )
+}
+
+/// The REST URL of a cluster whose REST port is `addr`, with the admin's
+/// credentials (HTTP basic authentication).
+pub fn rest_url(addr: &std::net::SocketAddr, password: &str) -> String {
+    format!("http://{ADMIN_ROLE}:{password}@{}", connect_addr(addr))
 }
 
 fn json_response(v: serde_json::Value) -> hyper::Response<Body> {

@@ -89,6 +89,12 @@ pub mod sqlstate {
     pub const QUERY_CANCELED: &str = "57014";
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const INVALID_NAME: &str = "42602";
+    pub const RESERVED_NAME: &str = "42939";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub const OBJECT_IN_USE: &str = "55006";
 }
 
 impl Error {

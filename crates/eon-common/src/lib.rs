@@ -14,6 +14,10 @@
 //! - [`stats`]: the one statistics shape every component reports.
 //! - [`recipe`]: the TOML recipe that says how to run a user's front end.
 
+/// The superuser `eon up` makes at the first start (its password is in the
+/// data dir's `admin-password`).
+pub const ADMIN_ROLE: &str = "eon";
+
 pub mod error;
 pub mod hosts;
 pub mod ipc;
@@ -21,6 +25,7 @@ pub mod key;
 pub mod node;
 pub mod recipe;
 pub mod schema;
+pub mod scram;
 pub mod stats;
 pub mod types;
 pub mod value;

@@ -275,6 +275,74 @@ pub async fn meta(addr: &str) -> anyhow::Result<Report> {
     ensure!(quiet.table.is_none(), "IF EXISTS drops nothing quietly");
     r.pass("DropTable removes tables (42P01 when missing, unless IF EXISTS)");
 
+    let role_name = format!("conformance_role_{}", eon_common::unix_us());
+    let before = m.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
+    let created = m
+        .create_role(pb::CreateRoleRequest {
+            role: Some(pb::Role {
+                name: role_name.clone(),
+                login: true,
+                connection_limit: -1,
+                ..Default::default()
+            }),
+            if_not_exists: false,
+        })
+        .await
+        .context("CreateRole")?
+        .into_inner();
+    ensure!(
+        created.created && created.role.as_ref().is_some_and(|r| r.id > 0),
+        "CreateRole returns the role with its id"
+    );
+    let again = m
+        .create_role(pb::CreateRoleRequest {
+            role: Some(pb::Role {
+                name: role_name.clone(),
+                ..Default::default()
+            }),
+            if_not_exists: false,
+        })
+        .await;
+    ensure!(
+        again.as_ref().err().map(sqlstate).as_deref() == Some("42710"),
+        "creating an existing role fails with 42710"
+    );
+    let mut renamed = created.role.clone().unwrap();
+    renamed.name = format!("{role_name}_2");
+    renamed.superuser = true;
+    m.alter_role(pb::AlterRoleRequest {
+        name: role_name.clone(),
+        role: Some(renamed.clone()),
+    })
+    .await
+    .context("AlterRole")?;
+    let catalog = m.get_catalog(pb::GetCatalogRequest {}).await?.into_inner();
+    ensure!(
+        catalog.version > before.version
+            && catalog.roles.iter().any(|r| r == &renamed)
+            && !catalog.roles.iter().any(|r| r.name == role_name),
+        "AlterRole replaces the role (a new name renames it) and bumps the catalog version"
+    );
+    let dropped = m
+        .drop_role(pb::DropRoleRequest {
+            name: renamed.name.clone(),
+            if_exists: false,
+        })
+        .await?
+        .into_inner();
+    let missing = m
+        .drop_role(pb::DropRoleRequest {
+            name: renamed.name.clone(),
+            if_exists: false,
+        })
+        .await;
+    ensure!(
+        dropped.role.map(|r| r.id) == Some(renamed.id)
+            && missing.as_ref().err().map(sqlstate).as_deref() == Some("42704"),
+        "DropRole returns the dropped role; a missing one fails with 42704"
+    );
+    r.pass("CreateRole, AlterRole and DropRole keep roles in the catalog (42710, 42704)");
+
     let s = m.stats(pb::StatsRequest {}).await?.into_inner();
     ensure!(
         s.component == "meta" && s.requests_total > 0,

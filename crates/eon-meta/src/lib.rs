@@ -21,6 +21,8 @@
 //!   or identity column and dropped with its table); `NextVal` hands out
 //!   blocks of values, persisting the sequence's state [`SEQ_WINDOW`]
 //!   values ahead, so a restart skips values but never repeats one.
+//! - **Roles.** Created, changed and dropped whole (`roles`); the admin
+//!   `eon up` prints a URL for is made at the first start.
 //! - **Membership.** Components register their freshly chosen addresses and
 //!   heartbeat; a node whose heartbeat is older than [`NODE_TIMEOUT`] is down.
 //!
@@ -28,6 +30,7 @@
 //! rename), so a restarted meta comes back with every table. Replication of
 //! meta (openraft) comes with the replication issue.
 
+mod roles;
 mod state;
 
 use std::collections::HashMap;
@@ -656,6 +659,21 @@ impl Meta for MetaService {
         self.counted(|| self.swap_table(req.into_inner()))
     }
 
+    async fn create_role(
+        &self,
+        req: Request<pb::CreateRoleRequest>,
+    ) -> Reply<pb::CreateRoleResponse> {
+        self.counted(|| self.create_role(req.into_inner()))
+    }
+
+    async fn alter_role(&self, req: Request<pb::AlterRoleRequest>) -> Reply<pb::AlterRoleResponse> {
+        self.counted(|| self.alter_role(req.into_inner()))
+    }
+
+    async fn drop_role(&self, req: Request<pb::DropRoleRequest>) -> Reply<pb::DropRoleResponse> {
+        self.counted(|| self.drop_role(req.into_inner()))
+    }
+
     async fn get_catalog(
         &self,
         _req: Request<pb::GetCatalogRequest>,
@@ -665,6 +683,7 @@ impl Meta for MetaService {
             version: inner.persisted.catalog_version,
             tables: inner.persisted.tables.clone(),
             sequences: inner.persisted.sequences.clone(),
+            roles: inner.persisted.roles.clone(),
         }))
     }
 
@@ -871,6 +890,9 @@ pub struct MetaOptions {
     pub listen: String,
     /// 0: a free port.
     pub port: u16,
+    /// The admin's name and the file holding its password (see
+    /// [`MetaService::ensure_admin`]); none: roles are left as they are.
+    pub admin: Option<(String, PathBuf)>,
 }
 
 /// Run `eon meta` until SIGTERM/SIGINT.
@@ -878,6 +900,11 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
     std::fs::create_dir_all(&opts.dir)?;
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
     let service = MetaService::open(&opts.dir)?;
+    if let Some((name, file)) = &opts.admin {
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| Error::internal(format!("cannot read {}: {e}", file.display())))?;
+        service.ensure_admin(name, password.trim_end_matches(['\n', '\r']))?;
+    }
     let (listener, addr) = eon_common::node::bind(&opts.listen, opts.port).await?;
     tracing::info!(%addr, "meta serving");
     eon_common::node::announce_ready(&[("grpc", addr.to_string())]);

@@ -28,6 +28,12 @@ pub struct Persisted {
     /// Each with `last_value` persisted ahead of what was handed out.
     #[prost(message, repeated, tag = "6")]
     pub sequences: Vec<pb::Sequence>,
+    #[prost(message, repeated, tag = "7")]
+    pub roles: Vec<pb::Role>,
+    /// The superuser made at the first start (`eon up`'s admin): it cannot
+    /// be dropped nor stop being a superuser, so the cluster keeps a way in.
+    #[prost(uint64, tag = "8")]
+    pub bootstrap_role: u64,
 }
 
 impl Persisted {

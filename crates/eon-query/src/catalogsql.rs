@@ -108,11 +108,32 @@ impl CatalogParser {
 }
 
 /// eon's own rewrites of catalog queries (see the module docs): select
-/// items cast to regclass, and `pg_partition_ancestors(…)` in FROM lists.
+/// items cast to regclass, `pg_partition_ancestors(…)` in FROM lists, and
+/// `pg_user` qualified.
 struct Rewrites;
 
 impl VisitorMut for Rewrites {
     type Break = ();
+
+    /// Catalog tables eon adds (the crate's rules qualify only its own).
+    fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = t
+            && let [part] = name.0.as_slice()
+            && part
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_user"))
+        {
+            name.0.insert(
+                0,
+                datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(Ident::new(
+                    "pg_catalog",
+                )),
+            );
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         let SetExpr::Select(select) = query.body.as_mut() else {

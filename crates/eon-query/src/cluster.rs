@@ -31,6 +31,7 @@ struct CatalogCache {
     version: u64,
     by_name: HashMap<(String, String), Arc<TableDef>>,
     sequences: Vec<pb::Sequence>,
+    roles: Vec<pb::Role>,
 }
 
 type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
@@ -138,6 +139,7 @@ impl Cluster {
                 version: r.version,
                 by_name,
                 sequences: r.sequences,
+                roles: r.roles,
             };
         }
         Ok(())
@@ -167,6 +169,19 @@ impl Cluster {
             .iter()
             .find(|q| matches(q))
             .cloned()
+    }
+
+    /// The role called `name` (as of the cached catalog).
+    pub fn role(&self, name: &str) -> Option<pb::Role> {
+        let cache = self.catalog.read().unwrap();
+        cache.roles.iter().find(|r| r.name == name).cloned()
+    }
+
+    /// Every role, by id.
+    pub fn roles(&self) -> Vec<pb::Role> {
+        let mut roles = self.catalog.read().unwrap().roles.clone();
+        roles.sort_by_key(|r| r.id);
+        roles
     }
 
     /// Names of the tables of a schema, sorted.

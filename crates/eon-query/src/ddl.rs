@@ -574,6 +574,12 @@ pub enum DdlUndo {
     Created(pb::Table),
     /// With the sequences it owned (dropped with it).
     Dropped(pb::Table, Vec<pb::Sequence>),
+    /// A role as it was before the statement and after it (none: it did
+    /// not exist).
+    Role {
+        before: Option<pb::Role>,
+        after: Option<pb::Role>,
+    },
 }
 
 /// Undo a block's DDL, newest first.
@@ -598,6 +604,9 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
                 })
                 .await
                 .map(|_| ())
+                .map_err(Error::from_status),
+            DdlUndo::Role { before, after } => crate::roles::undo(cluster, before, after)
+                .await
                 .map_err(Error::from_status),
         };
         if let Err(e) = result {

@@ -35,7 +35,9 @@ impl QueryEngine for QueryEngineService {
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let session = engine.session();
+            // Only the cluster's components call this service: they act as the
+            // admin (component authentication: see ARCHITECTURE.md).
+            let session = engine.session(eon_common::ADMIN_ROLE);
             let mut outputs = session.run(&req.sql, &params).await;
             let Some(last) = outputs.pop() else {
                 let _ = tx

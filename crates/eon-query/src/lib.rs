@@ -29,11 +29,14 @@
 //! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
+//! | [`auth`]     | SCRAM-SHA-256 on the wire, HTTP basic over REST, `--trust`  |
+//! | [`roles`]    | CREATE/ALTER/DROP ROLE and USER, who may run them           |
 //! | [`rest`]     | REST/JSON (axum)                                            |
 //! | [`txn`]      | transaction blocks: isolation, commit protocol, refresh     |
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
 
 pub mod alter;
+pub mod auth;
 pub mod catalogsql;
 pub mod cluster;
 pub mod coerce;
@@ -53,6 +56,7 @@ pub mod pgfuncs;
 pub mod pgtypes;
 pub mod provider;
 pub mod rest;
+pub mod roles;
 pub mod sequences;
 pub mod session;
 pub mod txn;
@@ -76,6 +80,8 @@ pub struct QueryEngineOptions {
     pub http_port: u16,
     pub grpc_port: u16,
     pub default_shards: u32,
+    /// Accept clients without passwords (`eon up --trust`).
+    pub trust: bool,
 }
 
 /// Run `eon query-engine` until SIGTERM/SIGINT.
@@ -99,7 +105,7 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
     node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     node::spawn_heartbeat(meta, info);
     cluster.refresh_catalog().await?;
-    let engine = Engine::new(cluster)?;
+    let engine = Engine::new(cluster, opts.trust)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

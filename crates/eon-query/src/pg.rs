@@ -5,7 +5,8 @@
 //! (Parse/Bind/Describe/Execute/Sync) prepares a statement once — working out
 //! its parameter types and result columns — and executes it with decoded
 //! parameters. A failed statement answers with an ErrorResponse carrying
-//! its SQLSTATE; the connection stays usable.
+//! its SQLSTATE; the connection stays usable. Authentication (SCRAM-SHA-256)
+//! is [`crate::auth`]'s.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -19,10 +20,7 @@ use datafusion::common::ScalarValue;
 use eon_common::Error;
 use eon_common::error::sqlstate;
 use futures::{Sink, StreamExt};
-use pgwire::api::auth::{
-    DefaultServerParameterProvider, ServerParameterProvider, StartupHandler, finish_authentication,
-    protocol_negotiation, save_startup_parameters_to_metadata,
-};
+use pgwire::api::auth::StartupHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -30,19 +28,19 @@ use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, 
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::response::TransactionStatus;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
+use crate::auth::Startup;
 use crate::errors::from_df;
 use crate::pgtypes::{ColumnEncoder, decode_param, param_pg_type, pg_type_of};
-use crate::session::{Engine, Output, Prepared, SERVER_VERSION, Session};
+use crate::session::{Engine, Output, Prepared, Session};
 
 /// Serve PostgreSQL clients on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -80,7 +78,7 @@ pub struct Cancels {
 }
 
 impl Cancels {
-    fn register(&self, pid: i32, key: bytes::Bytes, session: &Arc<Session>) {
+    pub(crate) fn register(&self, pid: i32, key: bytes::Bytes, session: &Arc<Session>) {
         let mut sessions = self.sessions.lock().unwrap();
         sessions.retain(|_, s| s.strong_count() > 0);
         sessions.insert((pid, key), Arc::downgrade(session));
@@ -119,7 +117,8 @@ impl Connection {
         pids: Arc<RandomPidSecretKeyGenerator>,
         cancels: Arc<Cancels>,
     ) -> Connection {
-        let session = Arc::new(engine.session());
+        // Whose session it is is known once the client has authenticated.
+        let session = Arc::new(engine.session(""));
         Connection {
             handler: Arc::new(Handler {
                 parser: Arc::new(StatementParser {
@@ -132,6 +131,7 @@ impl Connection {
                 pids,
                 cancels: cancels.clone(),
                 session,
+                exchange: Default::default(),
             }),
             cancels,
         }
@@ -153,54 +153,6 @@ impl PgWireServerHandlers for Connection {
     }
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancels.clone()
-    }
-}
-
-/// No authentication yet (the front-doors issue adds SCRAM and TLS); the
-/// server parameters say which PostgreSQL eon behaves like.
-pub struct Startup {
-    pids: Arc<RandomPidSecretKeyGenerator>,
-    cancels: Arc<Cancels>,
-    session: Arc<Session>,
-}
-
-struct Params(DefaultServerParameterProvider);
-
-impl ServerParameterProvider for Params {
-    fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
-        let mut p = self.0.server_parameters(client)?;
-        p.insert(
-            "server_version".into(),
-            format!("{SERVER_VERSION} (eon {})", env!("CARGO_PKG_VERSION")),
-        );
-        p.insert("DateStyle".into(), "ISO, MDY".into());
-        p.insert("TimeZone".into(), "UTC".into());
-        Some(p)
-    }
-}
-
-#[async_trait]
-impl StartupHandler for Startup {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let (pid, key) = self.pids.generate(client);
-            self.cancels.register(pid, key.to_bytes(), &self.session);
-            client.set_pid_and_secret_key(pid, key);
-            finish_authentication(client, &Params(DefaultServerParameterProvider::default()))
-                .await?;
-        }
-        Ok(())
     }
 }
 

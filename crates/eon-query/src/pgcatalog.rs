@@ -17,7 +17,8 @@
 //!   triggers; psql looks for them only then);
 //! - `pg_index` and `pg_constraint`: primary and foreign keys, their column
 //!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
-//! - `pg_settings`: the parameters eon knows, with the session's values.
+//! - `pg_settings`: the parameters eon knows, with the session's values;
+//! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles.
 //!
 //! The oids of indexes and constraints derive from their table's oid. The
 //! definitions `pg_get_constraintdef` and `pg_get_indexdef` print are kept
@@ -83,11 +84,15 @@ const FOREIGN_KEY_OID: i32 = 1_200_000_000;
 const BTREE: i32 = 403;
 /// Sequences are numbered from their own id (not a table's oid).
 pub(crate) const SEQUENCE_OID: i32 = 1_300_000_000;
+/// Roles other than the admin are numbered from their own id.
+const ROLE_OID: i32 = 1_400_000_000;
 
 #[async_trait]
 impl SchemaProvider for EonPgCatalog {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.push("pg_user".into());
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
@@ -98,6 +103,8 @@ impl SchemaProvider for EonPgCatalog {
             "pg_index" => Kind::Index,
             "pg_constraint" => Kind::Constraint,
             "pg_settings" => Kind::Settings,
+            "pg_roles" | "pg_authid" => Kind::Roles,
+            "pg_user" => Kind::User,
             _ => return self.inner.table(name).await,
         };
         let inner = self.inner.table(name).await?;
@@ -105,7 +112,8 @@ impl SchemaProvider for EonPgCatalog {
             (Kind::Index, _) => pg_index_schema(),
             (Kind::Constraint, _) => pg_constraint_schema(),
             (Kind::Class, Some(t)) => with_reloptions(t.schema()),
-            (Kind::Settings, Some(t)) => nullable(t.schema()),
+            (Kind::Settings | Kind::Roles, Some(t)) => nullable(t.schema()),
+            (Kind::User, _) => pg_user_schema(),
             (_, Some(t)) => t.schema(),
             (_, None) => return Ok(None),
         };
@@ -120,7 +128,7 @@ impl SchemaProvider for EonPgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == "pg_user" || self.inner.table_exist(name)
     }
 }
 
@@ -132,6 +140,9 @@ enum Kind {
     Index,
     Constraint,
     Settings,
+    /// pg_roles and pg_authid, from eon's roles.
+    Roles,
+    User,
 }
 
 /// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
@@ -276,6 +287,9 @@ impl Completed {
                 .unwrap_or_default();
             return Ok(vec![settings(&self.schema, &session)?]);
         }
+        if matches!(self.kind, Kind::Roles | Kind::User) {
+            return Ok(vec![roles(&self.schema, &self.cluster.roles())?]);
+        }
         // datafusion-pg-catalog's pg_class, read once: it numbers the tables
         // (and is the table being completed when that is pg_class).
         let class_rows = match self.catalog.table("pg_class").await? {
@@ -310,7 +324,7 @@ impl Completed {
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
-            Kind::Settings => unreachable!("answered above"),
+            Kind::Settings | Kind::Roles | Kind::User => unreachable!("answered above"),
         }
         Ok(batches)
     }
@@ -609,6 +623,85 @@ fn settings(
         })
         .collect();
     batch(schema, rows)
+}
+
+/// A role's oid: the admin is 10, PostgreSQL's bootstrap superuser (the
+/// owner datafusion-pg-catalog gives every relation); others derive from
+/// their id.
+pub(crate) fn role_oid(role: &eon_proto::v1::Role) -> i32 {
+    if role.name == eon_common::ADMIN_ROLE {
+        10
+    } else {
+        ROLE_OID + role.id as i32
+    }
+}
+
+/// pg_roles, pg_authid and pg_user: one row per role. Passwords show as
+/// `********` (pg_roles, pg_user) or not at all (pg_authid: its verifiers
+/// are for superusers' eyes only, and eon does not restrict reading
+/// catalogs yet).
+fn roles(
+    schema: &SchemaRef,
+    roles: &[eon_proto::v1::Role],
+) -> Result<RecordBatch, DataFusionError> {
+    let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+    let flag = |b: bool| ScalarValue::Boolean(Some(b));
+    // pg_user lists only the roles that can log in.
+    let users_only = schema.index_of("usename").is_ok();
+    let rows = roles
+        .iter()
+        .filter(|r| r.login || !users_only)
+        .map(|r| {
+            let oid = ScalarValue::Int32(Some(role_oid(r)));
+            let masked = if r.password.is_empty() {
+                ScalarValue::Utf8(None)
+            } else {
+                text("********")
+            };
+            vec![
+                ("oid", oid.clone()),
+                ("rolname", text(&r.name)),
+                ("rolsuper", flag(r.superuser)),
+                ("rolinherit", flag(r.inherit)),
+                ("rolcreaterole", flag(r.create_role)),
+                ("rolcreatedb", flag(r.create_db)),
+                ("rolcanlogin", flag(r.login)),
+                ("rolreplication", flag(false)),
+                ("rolbypassrls", flag(r.superuser)),
+                ("rolconnlimit", ScalarValue::Int32(Some(r.connection_limit))),
+                ("rolpassword", masked.clone()),
+                ("usename", text(&r.name)),
+                ("usesysid", oid),
+                ("usecreatedb", flag(r.create_db)),
+                ("usesuper", flag(r.superuser)),
+                ("userepl", flag(false)),
+                ("usebypassrls", flag(r.superuser)),
+                ("passwd", masked),
+            ]
+        })
+        .collect();
+    batch(schema, rows)
+}
+
+/// pg_user: the roles that can log in.
+fn pg_user_schema() -> SchemaRef {
+    fields(&[
+        ("usename", DataType::Utf8),
+        ("usesysid", DataType::Int32),
+        ("usecreatedb", DataType::Boolean),
+        ("usesuper", DataType::Boolean),
+        ("userepl", DataType::Boolean),
+        ("usebypassrls", DataType::Boolean),
+        ("passwd", DataType::Utf8),
+        (
+            "valuntil",
+            DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                Some("UTC".into()),
+            ),
+        ),
+        ("useconfig", DataType::new_list(DataType::Utf8, true)),
+    ])
 }
 
 fn nullable(schema: SchemaRef) -> SchemaRef {

@@ -256,10 +256,34 @@ pub fn rewrite(statements: &mut [Statement]) {
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }
+            if is_user_keyword(e) {
+                *e = call_with("session_user", vec![]);
+            }
             expand_array(e);
             ControlFlow::<()>::Continue(())
         });
     }
+}
+
+/// `current_user`, `session_user`, `current_role`, `user`: SQL's special
+/// values without parentheses, which the planner would take for columns.
+fn is_user_keyword(e: &SqlExpr) -> bool {
+    let name = match e {
+        SqlExpr::Identifier(i) if i.quote_style.is_none() => &i.value,
+        SqlExpr::Function(f) if matches!(f.args, FunctionArguments::None) => {
+            match f.name.0.as_slice() {
+                [part] => match part.as_ident() {
+                    Some(i) if i.quote_style.is_none() => &i.value,
+                    _ => return false,
+                },
+                _ => return false,
+            }
+        }
+        _ => return false,
+    };
+    ["current_user", "session_user", "current_role", "user"]
+        .iter()
+        .any(|k| name.eq_ignore_ascii_case(k))
 }
 
 /// `nextval('s'::regclass)` (how PostgreSQL prints a SERIAL default, and
@@ -900,6 +924,22 @@ pub(crate) fn shaped_like(
         } else {
             ColumnarValue::Array(out)
         },
+    )
+}
+
+/// `session_user` (and `current_user`, `user`, which the catalog rules
+/// rewrite to it): the role the session logged in as.
+pub fn session_user(name: String) -> ScalarUDF {
+    let value = move |_args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name.clone()))))
+    };
+    ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "session_user",
+            Signature::exact(vec![], Volatility::Stable),
+            DataType::Utf8,
+            Arc::new(value),
+        ),
     )
 }
 

@@ -16,7 +16,9 @@
 //! error with nothing applied. `GET /v1/health` reports whether this query
 //! engine can reach meta and how many data engines are up. Tables are also
 //! resources (`/v1/tables/{table}`, PostgREST's conventions) described by an
-//! OpenAPI document at `/v1/openapi.json` — see [`resources`].
+//! OpenAPI document at `/v1/openapi.json` — see [`resources`]. Every
+//! endpoint but health needs a role's name and password (HTTP basic
+//! authentication, [`crate::auth`]) and runs as that role.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/transaction", post(transaction))
-        .route("/v1/health", get(health))
         .route(
             "/v1/tables/{table}",
             get(resources::list)
@@ -55,6 +56,12 @@ pub fn router(engine: Arc<Engine>) -> Router {
                 .delete(resources::remove),
         )
         .route("/v1/openapi.json", get(resources::openapi))
+        // Everything above needs a role's credentials; health does not.
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            crate::auth::rest_auth,
+        ))
+        .route("/v1/health", get(health))
         .fallback(|| async {
             ApiError(Error::user(
                 "42704",
@@ -63,6 +70,37 @@ pub fn router(engine: Arc<Engine>) -> Router {
             .into_response_with(StatusCode::NOT_FOUND)
         })
         .with_state(engine)
+}
+
+/// What a REST handler runs with: the engine and the role the request
+/// authenticated as ([`crate::auth::rest_auth`] put it there).
+pub(crate) struct Caller(Arc<Engine>, String);
+
+impl Caller {
+    /// A session of the request's role.
+    pub(crate) fn session(&self) -> crate::session::Session {
+        self.0.session(&self.1)
+    }
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Arc<Engine>;
+    fn deref(&self) -> &Arc<Engine> {
+        &self.0
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Engine>> for Caller {
+    type Rejection = Response;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        engine: &Arc<Engine>,
+    ) -> Result<Caller, Response> {
+        match parts.extensions.get::<crate::auth::RestUser>() {
+            Some(user) => Ok(Caller(engine.clone(), user.0.clone())),
+            None => Err(ApiError(Error::internal("request was not authenticated")).into_response()),
+        }
+    }
 }
 
 struct ApiError(Error);
@@ -133,10 +171,7 @@ async fn run(
     output_json(last.map_err(ApiError)?).await
 }
 
-async fn sql(
-    State(engine): State<Arc<Engine>>,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
+async fn sql(engine: Caller, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
     let req: Value = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
     let (sql, params) = statement(&req)?;
@@ -147,10 +182,7 @@ async fn sql(
 /// `POST /v1/transaction`: `{"statements": [{"sql": ..., "params": [...]}, ...]}`
 /// run in one transaction; all their results, or the first error and
 /// nothing applied.
-async fn transaction(
-    State(engine): State<Arc<Engine>>,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
+async fn transaction(engine: Caller, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
     let req: Value = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("malformed JSON body: {e}")))?;
     let Some(items) = req.get("statements").and_then(Value::as_array) else {

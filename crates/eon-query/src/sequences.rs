@@ -221,7 +221,8 @@ pub fn is_volatile_default(sql: &str) -> bool {
 
 /// Parse `sql` as the SQL parser does, except that `CREATE SEQUENCE`
 /// takes its options in any order, as PostgreSQL does (pg_dump writes
-/// `START WITH … INCREMENT BY …`; the parser wants one fixed order).
+/// `START WITH … INCREMENT BY …`; the parser wants one fixed order), and
+/// `CREATE USER` / `ALTER USER` are PostgreSQL's (see [`crate::roles`]).
 pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
     let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?;
     let mut statements = Vec::new();
@@ -239,6 +240,12 @@ pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, Parser
         }
         let statement = if parser.parse_keywords(&[Keyword::CREATE, Keyword::SEQUENCE]) {
             create_sequence_statement(&mut parser)?
+        } else if let Some(create) = crate::roles::at_user_statement(&mut parser) {
+            if create {
+                crate::roles::parse_create_user(&mut parser)?
+            } else {
+                crate::roles::parse_alter_user(&mut parser)?
+            }
         } else {
             parser.parse_statement()?
         };

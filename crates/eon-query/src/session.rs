@@ -105,12 +105,14 @@ pub struct Prepared {
 /// What all sessions of a query engine share.
 pub struct Engine {
     pub cluster: Arc<Cluster>,
+    /// How clients log in (both front doors).
+    pub auth: crate::auth::Authenticator,
     base: SessionState,
     catalog_sql: crate::catalogsql::CatalogParser,
 }
 
 impl Engine {
-    pub fn new(cluster: Arc<Cluster>) -> Result<Arc<Engine>> {
+    pub fn new(cluster: Arc<Cluster>, trust: bool) -> Result<Arc<Engine>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(false)
@@ -178,14 +180,18 @@ impl Engine {
         .map_err(from_df)?;
         Ok(Arc::new(Engine {
             cluster,
+            auth: crate::auth::Authenticator::new(trust),
             base: ctx.state(),
             catalog_sql: Default::default(),
         }))
     }
 
-    pub fn session(self: &Arc<Self>) -> Session {
+    /// A session of role `user` (empty until a PostgreSQL client has
+    /// authenticated).
+    pub fn session(self: &Arc<Self>, user: &str) -> Session {
         Session {
             engine: self.clone(),
+            user: std::sync::RwLock::new(user.to_string()),
             cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
             txn: Arc::new(Mutex::new(None)),
@@ -201,6 +207,8 @@ impl Engine {
 
 pub struct Session {
     pub engine: Arc<Engine>,
+    /// The role it runs as (`session_user`, `current_user`).
+    user: std::sync::RwLock<String>,
     /// Bumped by a cancel request: the running statement stops (57014).
     cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
@@ -362,6 +370,21 @@ impl Session {
         &self.engine.cluster
     }
 
+    /// The role this session runs as.
+    pub fn user(&self) -> String {
+        self.user.read().unwrap().clone()
+    }
+
+    pub fn set_user(&self, user: &str) {
+        *self.user.write().unwrap() = user.to_string();
+    }
+
+    /// This session's role, as of the cached catalog (none if it was
+    /// dropped meanwhile).
+    pub fn role(&self) -> Option<eon_proto::v1::Role> {
+        self.engine.cluster.role(&self.user.read().unwrap())
+    }
+
     /// Split SQL text into statements. Catalog queries go through
     /// datafusion-pg-catalog's parser, which matches the exact text psql and
     /// drivers send and rewrites what DataFusion cannot plan.
@@ -474,8 +497,14 @@ impl Session {
             "default_transaction_isolation".into(),
             default_isolation.name().into(),
         );
+        let user = self.user();
+        settings.insert("session_authorization".into(), user.clone());
         let settings = Arc::new(SessionSettings(settings));
         state.config_mut().set_extension(settings.clone());
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(crate::pgfuncs::session_user(user)),
+        );
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
@@ -1077,6 +1106,8 @@ impl Session {
                         | Statement::AlterTable(_)
                         | Statement::CreateSequence { .. }
                         | Statement::Drop { .. }
+                        | Statement::CreateRole(_)
+                        | Statement::AlterRole { .. }
                 )
             {
                 return Err(crate::txn::read_only_error("DDL"));
@@ -1110,6 +1141,16 @@ impl Session {
                 names,
                 ..
             } => crate::sequences::drop_sequences(self, names, *if_exists).await,
+            Statement::Drop {
+                object_type: ObjectType::Role | ObjectType::User,
+                if_exists,
+                names,
+                ..
+            } => crate::roles::drop_roles(self, names, *if_exists).await,
+            Statement::CreateRole(c) => crate::roles::create_role(self, c).await,
+            Statement::AlterRole { name, operation } => {
+                crate::roles::alter_role(self, name, operation).await
+            }
             Statement::CreateSequence {
                 temporary: false,
                 if_not_exists,

@@ -199,15 +199,87 @@ impl TestCluster {
         Builder::default().start()
     }
 
+    /// The admin's password (`eon up` keeps it in the data dir).
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin-password"))
+            .map(|p| p.trim_end().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The admin's PostgreSQL URL.
     pub fn pg_url(&self) -> String {
+        self.pg_url_as(eon_common::ADMIN_ROLE, &self.admin_password())
+    }
+
+    pub fn pg_url_as(&self, user: &str, password: &str) -> String {
         format!(
-            "postgresql://eon@127.0.0.1:{}/eon?sslmode=disable",
+            "postgresql://{user}:{password}@127.0.0.1:{}/eon?sslmode=disable",
             self.pg_port
         )
     }
 
+    /// The REST base URL with the admin's credentials (clients such as
+    /// reqwest, requests and curl send them as HTTP basic authentication).
     pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!(
+            "http://{}:{}@127.0.0.1:{}",
+            eon_common::ADMIN_ROLE,
+            self.admin_password(),
+            self.http_port
+        )
+    }
+
+    /// A raw connection to the PostgreSQL port, logged in as the admin
+    /// (startup and SCRAM-SHA-256 done, up to AuthenticationOk): for tests
+    /// that read the protocol's messages themselves.
+    pub async fn pg_raw(&self) -> anyhow::Result<tokio::net::TcpStream> {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+        use postgres_protocol::message::frontend;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.pg_port)).await?;
+        // One authentication message: its code and the rest of its body.
+        async fn auth(s: &mut tokio::net::TcpStream) -> anyhow::Result<(i32, Vec<u8>)> {
+            let tag = s.read_u8().await?;
+            let len = s.read_u32().await? as usize - 4;
+            let mut body = vec![0u8; len];
+            s.read_exact(&mut body).await?;
+            if tag != b'R' {
+                bail!(
+                    "expected an authentication request, got {:?}: {}",
+                    tag as char,
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Ok((
+                i32::from_be_bytes(body[..4].try_into()?),
+                body[4..].to_vec(),
+            ))
+        }
+        let mut buf = bytes::BytesMut::new();
+        frontend::startup_message(
+            [("user", eon_common::ADMIN_ROLE), ("database", "eon")],
+            &mut buf,
+        )?;
+        s.write_all(&buf).await?;
+        let (code, _) = auth(&mut s).await?;
+        if code != 10 {
+            bail!("expected SASL authentication, got code {code}");
+        }
+        let mut scram = ScramSha256::new(
+            self.admin_password().as_bytes(),
+            ChannelBinding::unrequested(),
+        );
+        buf.clear();
+        frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut buf)?;
+        s.write_all(&buf).await?;
+        let (_, server_first) = auth(&mut s).await?;
+        scram.update(&server_first)?;
+        buf.clear();
+        frontend::sasl_response(scram.message(), &mut buf)?;
+        s.write_all(&buf).await?;
+        let (_, server_final) = auth(&mut s).await?;
+        scram.finish(&server_final)?;
+        Ok(s)
     }
 
     /// A new PostgreSQL client connection.

@@ -18,12 +18,10 @@ use tokio_postgres::{Client, NoTls};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The cluster to measure.
-    #[arg(
-        long,
-        default_value = "postgresql://eon@127.0.0.1:5433/eon?sslmode=disable"
-    )]
-    url: String,
+    /// The cluster to measure (default: `eon up`'s defaults — 127.0.0.1:5433
+    /// as the admin, whose password is in ./eon-data/admin-password).
+    #[arg(long)]
+    url: Option<String>,
     /// Another server to run the same workloads against, for comparison.
     #[arg(long)]
     baseline: Option<String>,
@@ -214,7 +212,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let mut results = run_target("eon", &args.url, &args).await?;
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let file = std::path::Path::new("./eon-data").join(eon_agent::ADMIN_PASSWORD_FILE);
+            let password = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {} (or give --url)", file.display()))?;
+            eon_agent::pg_url(&"127.0.0.1:5433".parse()?, password.trim_end())
+        }
+    };
+    let mut results = run_target("eon", &url, &args).await?;
     if let Some(b) = &args.baseline {
         results.extend(run_target("baseline", b, &args).await?);
     }

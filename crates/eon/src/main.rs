@@ -120,6 +120,10 @@ enum Command {
         /// no limit.
         #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
         memory_limit: Option<u64>,
+        /// Accept every client without a password, on the PostgreSQL wire
+        /// and over REST (for experiments on a machine of your own only).
+        #[arg(long)]
+        trust: bool,
     },
     /// Work with front-end recipes (TOML files describing how to run a
     /// front end).
@@ -181,6 +185,11 @@ enum Command {
         listen: String,
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// The admin's password, in a file: the admin role (`eon`) is made
+        /// at the first start and its password set from this file at every
+        /// start.
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
     },
     /// Run a data engine (started by `eon up`).
     DataEngine {
@@ -220,6 +229,9 @@ enum Command {
         grpc_port: u16,
         #[arg(long, default_value_t = 8)]
         default_shards: u32,
+        /// Accept every client without a password.
+        #[arg(long)]
+        trust: bool,
     },
 }
 
@@ -280,6 +292,7 @@ fn main() -> ExitCode {
             shards,
             gc_retention,
             memory_limit,
+            trust,
         } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
@@ -347,10 +360,13 @@ fn main() -> ExitCode {
                         .unwrap_or_default(),
                 ]
                 .concat(),
+                trust,
             };
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
-                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a)).unwrap_or_default();
+                let password = eon_agent::admin_password(&data_dir).unwrap_or_default();
+                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, &password)).unwrap_or_default();
+                let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, &password)).unwrap_or_default();
                 println!(
                     "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()
@@ -360,7 +376,12 @@ fn main() -> ExitCode {
                 println!();
                 println!("  PostgreSQL URL:  {url}");
                 println!("  psql:            psql \"{url}\"");
-                println!("  REST:            curl -s http://{}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'", c.http);
+                println!("  REST:            curl -s {rest}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'");
+                if trust {
+                    println!("  (--trust: clients connect without a password)");
+                } else {
+                    println!("  admin password:  {} (user {})", data_dir.join(eon_agent::ADMIN_PASSWORD_FILE).display(), eon_agent::ADMIN_ROLE);
+                }
                 println!("  status:          eon status --data-dir {}", data_dir.display());
                 println!("  ingress:         http://{}/  (front ends: eon recipe list --data-dir {})", c.ingress, data_dir.display());
                 for (_, r, _) in &loaded {
@@ -472,12 +493,14 @@ fn main() -> ExitCode {
             data_dir,
             listen,
             port,
+            admin_password_file,
         } => {
             init_logging(None);
             exit(runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
                 dir: data_dir,
                 listen,
                 port,
+                admin: admin_password_file.map(|f| (eon_agent::ADMIN_ROLE.to_string(), f)),
             })))
         }
         Command::DataEngine {
@@ -514,6 +537,7 @@ fn main() -> ExitCode {
             http_port,
             grpc_port,
             default_shards,
+            trust,
         } => {
             init_logging(None);
             let opts = eon_query::QueryEngineOptions {
@@ -524,6 +548,7 @@ fn main() -> ExitCode {
                 http_port,
                 grpc_port,
                 default_shards,
+                trust,
             };
             exit(runtime().block_on(eon_query::run(opts)))
         }

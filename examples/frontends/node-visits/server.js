@@ -1,7 +1,8 @@
 // A visit counter front end for eon, in Node.js (no packages).
 //
 // eon starts it from recipe.toml with its port in $PORT and eon's REST
-// address in $EON_REST_URL; every visit is a row in an eon table.
+// address in $EON_REST_URL (with credentials: http://user:password@host);
+// every visit is a row in an eon table.
 //
 //   GET /          count this visit, answer how many there were
 //   GET /healthz   readiness and liveness
@@ -10,13 +11,18 @@
 const http = require('node:http');
 const crypto = require('node:crypto');
 
-const REST = process.env.EON_REST_URL || 'http://127.0.0.1:8080';
+// fetch() refuses URLs with credentials: they go in a header instead.
+const REST_URL = new URL(process.env.EON_REST_URL || 'http://127.0.0.1:8080');
+const AUTH = REST_URL.username
+  ? { authorization: 'Basic ' + Buffer.from(`${decodeURIComponent(REST_URL.username)}:${decodeURIComponent(REST_URL.password)}`).toString('base64') }
+  : {};
+const REST = REST_URL.origin;
 const INSTANCE = process.env.EON_INSTANCE || 'visits';
 
 async function sql(statement, params = []) {
   const resp = await fetch(`${REST}/v1/sql`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...AUTH },
     body: JSON.stringify({ sql: statement, params }),
   });
   const body = await resp.json();

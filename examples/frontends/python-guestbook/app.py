@@ -1,7 +1,8 @@
 """A guestbook front end for eon, in Python with only its standard library.
 
 eon starts it from recipe.toml with its port in $PORT and eon's REST address
-in $EON_REST_URL; it keeps its entries in an eon table.
+in $EON_REST_URL (with credentials: http://user:password@host); it keeps its
+entries in an eon table.
 
     GET  /            the latest entries (text)
     POST /            add an entry: the body is the message (?name=who)
@@ -10,6 +11,7 @@ in $EON_REST_URL; it keeps its entries in an eon table.
     GET  /metrics     Prometheus text: guestbook_in_flight (requests being served)
 """
 
+import base64
 import json
 import os
 import signal
@@ -20,7 +22,13 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-REST = os.environ.get("EON_REST_URL", "http://127.0.0.1:8080")
+# urllib does not take credentials from a URL: they go in a header instead.
+_REST = urllib.parse.urlsplit(os.environ.get("EON_REST_URL", "http://127.0.0.1:8080"))
+REST = f"{_REST.scheme}://{_REST.hostname}:{_REST.port}"
+AUTH = {}
+if _REST.username:
+    _creds = f"{urllib.parse.unquote(_REST.username)}:{urllib.parse.unquote(_REST.password or '')}"
+    AUTH = {"authorization": "Basic " + base64.b64encode(_creds.encode()).decode()}
 INSTANCE = os.environ.get("EON_INSTANCE", "guestbook")
 IN_FLIGHT = 0
 IN_FLIGHT_LOCK = threading.Lock()
@@ -44,7 +52,7 @@ def counted(handler):
 
 def sql(statement, params=()):
     body = json.dumps({"sql": statement, "params": list(params)}).encode()
-    req = urllib.request.Request(REST + "/v1/sql", data=body, headers={"content-type": "application/json"})
+    req = urllib.request.Request(REST + "/v1/sql", data=body, headers={"content-type": "application/json", **AUTH})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)

@@ -2,7 +2,8 @@
 //! (compiled by `rustc` when eon starts an instance; see recipe.toml).
 //!
 //! eon starts it with its port in $PORT and eon's REST address in
-//! $EON_REST_URL; the pairs live in an eon table.
+//! $EON_REST_URL (with credentials: `http://user:password@host`); the pairs
+//! live in an eon table.
 //!
 //!   GET /           how many keys there are
 //!   GET /KEY        a value
@@ -12,13 +13,35 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
+/// Base64 (RFC 4648), for the basic authentication header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// POST a statement to eon's REST API; the JSON answer as text.
 fn sql(rest: &str, statement: &str, params: &[&str]) -> Result<String, String> {
-    let addr = rest.trim_start_matches("http://").trim_end_matches('/');
+    let authority = rest.trim_start_matches("http://").trim_end_matches('/');
+    // Credentials in the URL (user:password@host) become basic authentication.
+    let (auth, addr) = match authority.rsplit_once('@') {
+        Some((creds, addr)) => (format!("authorization: Basic {}\r\n", base64(creds.as_bytes())), addr),
+        None => (String::new(), authority),
+    };
     let params: Vec<String> = params.iter().map(|p| json_string(p)).collect();
     let body = format!("{{\"sql\":{},\"params\":[{}]}}", json_string(statement), params.join(","));
     let mut s = TcpStream::connect(addr).map_err(|e| format!("cannot reach eon at {addr}: {e}"))?;
-    write!(s, "POST /v1/sql HTTP/1.0\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+    write!(s, "POST /v1/sql HTTP/1.0\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).map_err(|e| e.to_string())?;

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use datafusion::common::ScalarValue;
@@ -35,7 +35,7 @@ use eon_common::schema::TableDef;
 use eon_common::{Error, SqlType};
 use serde_json::{Value, json};
 
-use super::{ApiError, bad_request, param, run};
+use super::{ApiError, Caller, bad_request, param, run};
 use crate::session::Engine;
 
 type Params = Query<Vec<(String, String)>>;
@@ -281,7 +281,7 @@ fn number(params: &[(String, String)], key: &str) -> Result<Option<u64>, ApiErro
 }
 
 /// Rows of a statement's answer as JSON objects.
-async fn objects(engine: &Arc<Engine>, sql: Sql) -> Result<Vec<Value>, ApiError> {
+async fn objects(engine: &Caller, sql: Sql) -> Result<Vec<Value>, ApiError> {
     let session = engine.session();
     let out = run(&session, &sql.text, &sql.params).await?;
     let names: Vec<String> = out["columns"]
@@ -303,7 +303,7 @@ async fn objects(engine: &Arc<Engine>, sql: Sql) -> Result<Vec<Value>, ApiError>
 }
 
 pub(super) async fn list(
-    State(engine): State<Arc<Engine>>,
+    engine: Caller,
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Result<Json<Value>, Response> {
@@ -374,7 +374,7 @@ fn json_param(v: &Value) -> ScalarValue {
 }
 
 pub(super) async fn insert(
-    State(engine): State<Arc<Engine>>,
+    engine: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, Response> {
@@ -432,7 +432,7 @@ fn require_filter(
 }
 
 pub(super) async fn update(
-    State(engine): State<Arc<Engine>>,
+    engine: Caller,
     Path(name): Path<String>,
     Query(params): Params,
     body: Bytes,
@@ -463,7 +463,7 @@ pub(super) async fn update(
 }
 
 pub(super) async fn remove(
-    State(engine): State<Arc<Engine>>,
+    engine: Caller,
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Result<Json<Value>, Response> {
@@ -505,7 +505,7 @@ fn json_schema(ty: &SqlType) -> Value {
 }
 
 /// `GET /v1/openapi.json`: every table's resource, from the live catalog.
-pub(super) async fn openapi(State(engine): State<Arc<Engine>>) -> Json<Value> {
+pub(super) async fn openapi(engine: Caller) -> Json<Value> {
     let _ = engine.cluster.refresh_catalog().await;
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();

@@ -65,8 +65,13 @@ async fn every_driver_passes_its_own_test_program() {
     run("node-postgres", node);
     let jdbc_url = url.replacen("postgresql://", "jdbc:postgresql://", 1);
     let jdbc_url = match jdbc_url.split_once('@') {
-        // JDBC takes the user as a property, not in the authority.
-        Some((_, host)) => format!("jdbc:postgresql://{host}"),
+        // JDBC takes the user and password as properties, not in the
+        // authority.
+        Some((_, host)) => format!(
+            "jdbc:postgresql://{host}&user={}&password={}",
+            eon_common::ADMIN_ROLE,
+            cluster.admin_password()
+        ),
         None => jdbc_url,
     };
     let mut java = Command::new("java");

@@ -29,7 +29,7 @@ async fn meta_conforms() {
     let _ = child.kill();
     let _ = child.wait();
     let report = report.unwrap();
-    assert_eq!(report.passed.len(), 11, "{report}");
+    assert_eq!(report.passed.len(), 12, "{report}");
 }
 
 #[tokio::test]

@@ -6,14 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eon_testkit::TestCluster;
 
-use crate::code;
-
-/// Run `sql`, which must fail with `sqlstate`; the error.
-async fn refused(c: &tokio_postgres::Client, sql: &str, sqlstate: &str) -> tokio_postgres::Error {
-    let e = c.batch_execute(sql).await.expect_err(sql);
-    assert_eq!(code(&e), sqlstate, "{sql}: {e:?}");
-    e
-}
+use crate::{code, refused};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_primary_key_rewrites_the_table_without_losing_concurrent_writes() {

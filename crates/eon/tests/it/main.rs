@@ -2,6 +2,7 @@
 //! `eon_testkit::TestCluster`) on real sockets, driven by real clients.
 //! One test binary, one module per area.
 
+mod auth;
 mod bank;
 mod clients;
 mod cluster;
@@ -22,4 +23,11 @@ fn code(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// Run `sql`, which must fail with `sqlstate`; the error.
+async fn refused(c: &tokio_postgres::Client, sql: &str, sqlstate: &str) -> tokio_postgres::Error {
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(code(&e), sqlstate, "{sql}: {e:?}");
+    e
 }

@@ -452,19 +452,8 @@ async fn set_reports_changed_parameters_with_parameter_status() {
         .shards(2)
         .start()
         .unwrap();
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", cluster.pg_port))
-        .await
-        .unwrap();
-    // StartupMessage: protocol 3.0, user, database.
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for kv in ["user", "eon", "database", "eon"] {
-        body.extend_from_slice(kv.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).await.unwrap();
+    // Startup and SCRAM; the server parameters follow AuthenticationOk.
+    let mut s = cluster.pg_raw().await.unwrap();
     let startup = read_until_ready(&mut s).await;
     let reported = |msgs: &[(u8, Vec<u8>)]| -> Vec<(String, String)> {
         msgs.iter()

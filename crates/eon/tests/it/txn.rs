@@ -26,21 +26,7 @@ struct Answer {
 
 impl Raw {
     async fn connect(cluster: &TestCluster) -> Raw {
-        let mut s = TcpStream::connect(("127.0.0.1", cluster.pg_port))
-            .await
-            .unwrap();
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608u32.to_be_bytes());
-        for (k, v) in [("user", "eon"), ("database", "eon")] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        msg.extend(body);
-        s.write_all(&msg).await.unwrap();
+        let s = cluster.pg_raw().await.unwrap();
         let mut raw = Raw { s };
         raw.answer().await;
         raw

@@ -1,0 +1,306 @@
+//! Roles and authentication: SCRAM-SHA-256 on the PostgreSQL wire (tokio-
+//! postgres and psql's libpq as clients), HTTP basic over REST, the admin
+//! `eon up` makes, CREATE/ALTER/DROP ROLE and who may run them, `--trust`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use eon_testkit::TestCluster;
+use serde_json::{Value, json};
+
+use crate::{code, refused};
+
+/// Connect as `user` with `password`: the client, or the error.
+async fn login(
+    cluster: &TestCluster,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) =
+        tokio_postgres::connect(&cluster.pg_url_as(user, password), tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE and message of a refused login.
+async fn login_refused(cluster: &TestCluster, user: &str, password: &str) -> (String, String) {
+    match login(cluster, user, password).await {
+        Ok(_) => panic!("{user} logged in with {password:?}"),
+        Err(e) => (
+            code(&e),
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+async fn first_text(c: &tokio_postgres::Client, sql: &str) -> String {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_log_in_with_scram_and_only_with_the_right_password() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+
+    // The admin's password file: readable by its owner only.
+    let file = cluster.dir.join("admin-password");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+    let admin = cluster.pg().await.unwrap();
+    assert_eq!(first_text(&admin, "SELECT current_user").await, "eon");
+
+    // Wrong password, unknown role: the same answer, as PostgreSQL.
+    let wrong = login_refused(&cluster, "eon", "not-the-password").await;
+    assert_eq!(
+        wrong,
+        (
+            "28P01".into(),
+            "password authentication failed for user \"eon\"".into()
+        )
+    );
+    let unknown = login_refused(&cluster, "nobody", "x").await;
+    assert_eq!(
+        unknown,
+        (
+            "28P01".into(),
+            "password authentication failed for user \"nobody\"".into()
+        )
+    );
+
+    // A new role logs in, and is who the session says it is.
+    admin
+        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'first secret'")
+        .await
+        .unwrap();
+    let app = login(&cluster, "app", "first secret").await.unwrap();
+    let row = app
+        .query_one("SELECT current_user, session_user", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("app".into(), "app".into())
+    );
+    // It is no superuser: it cannot make roles, nor make itself one…
+    refused(&app, "CREATE ROLE other", "42501").await;
+    refused(&app, "ALTER ROLE app SUPERUSER", "42501").await;
+    refused(&app, "DROP ROLE eon", "42501").await;
+    // …but it may change its own password.
+    app.batch_execute("ALTER ROLE app PASSWORD 'second secret'")
+        .await
+        .unwrap();
+    assert_eq!(
+        login_refused(&cluster, "app", "first secret").await.0,
+        "28P01"
+    );
+    login(&cluster, "app", "second secret").await.unwrap();
+    // The admin sets it again; psql (libpq's SCRAM) logs in with it.
+    admin
+        .batch_execute("ALTER USER app WITH PASSWORD 'third secret'")
+        .await
+        .unwrap();
+    let out = Command::new("psql")
+        .arg(cluster.pg_url_as("app", "third secret"))
+        .args(["-X", "-At", "-c", "SELECT current_user"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+
+    // NOLOGIN: the password is right, the login is still refused.
+    admin
+        .batch_execute("CREATE ROLE reader NOLOGIN PASSWORD 'r'")
+        .await
+        .unwrap();
+    assert_eq!(
+        login_refused(&cluster, "reader", "r").await,
+        (
+            "28000".into(),
+            "role \"reader\" is not permitted to log in".into()
+        )
+    );
+    // CREATE USER may log in; a verifier as pg_dump writes it is kept, and
+    // the password it was made from logs in.
+    let verifier = postgres_protocol::password::scram_sha_256(b"dumped");
+    admin
+        .batch_execute(&format!("CREATE USER restored PASSWORD '{verifier}'"))
+        .await
+        .unwrap();
+    login(&cluster, "restored", "dumped").await.unwrap();
+
+    // The catalog shows them; passwords never.
+    let rows = admin
+        .query(
+            "SELECT rolname, rolsuper, rolcanlogin, rolpassword FROM pg_roles ORDER BY rolname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let roles: Vec<(String, bool, bool, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let masked = Some("********".to_string());
+    assert_eq!(
+        roles,
+        vec![
+            ("app".into(), false, true, masked.clone()),
+            ("eon".into(), true, true, masked.clone()),
+            ("reader".into(), false, false, masked.clone()),
+            ("restored".into(), false, true, masked.clone()),
+        ]
+    );
+    let users: Vec<String> = admin
+        .query("SELECT usename FROM pg_user ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(users, ["app", "eon", "restored"]);
+
+    // PostgreSQL's errors for the rest.
+    refused(&admin, "CREATE ROLE app", "42710").await;
+    refused(&admin, "DROP ROLE ghost", "42704").await;
+    admin
+        .batch_execute("DROP ROLE IF EXISTS ghost")
+        .await
+        .unwrap();
+    refused(&admin, "DROP ROLE eon", "55006").await;
+    refused(&admin, "CREATE ROLE pg_mine", "42939").await;
+    // A role statement in a rolled back block is undone.
+    admin
+        .batch_execute("BEGIN; CREATE ROLE passing; ALTER ROLE app NOLOGIN; ROLLBACK")
+        .await
+        .unwrap();
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'passing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    login(&cluster, "app", "third secret").await.unwrap();
+    // A dropped role cannot log in any more.
+    admin.batch_execute("DROP ROLE app").await.unwrap();
+    assert_eq!(
+        login_refused(&cluster, "app", "third secret").await.0,
+        "28P01"
+    );
+
+    // REST: the same roles, by HTTP basic authentication.
+    admin
+        .batch_execute("CREATE ROLE web LOGIN PASSWORD 'w'")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", cluster.http_port);
+    let sql = json!({"sql": "SELECT current_user AS who"});
+    let anonymous = http
+        .post(format!("{base}/v1/sql"))
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().get("www-authenticate").is_some());
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "28000", "{body}");
+    let wrong = http
+        .post(format!("{base}/v1/sql"))
+        .basic_auth("web", Some("nope"))
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "28P01", "{body}");
+    for _ in 0..2 {
+        // Twice: the second is answered from the remembered check.
+        let ok = http
+            .post(format!("{base}/v1/sql"))
+            .basic_auth("web", Some("w"))
+            .json(&sql)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let body: Value = ok.json().await.unwrap();
+        assert_eq!(body["rows"], json!([["web"]]), "{body}");
+    }
+    // A changed password stops working at once.
+    admin
+        .batch_execute("ALTER ROLE web PASSWORD 'w2'")
+        .await
+        .unwrap();
+    let stale = http
+        .post(format!("{base}/v1/sql"))
+        .basic_auth("web", Some("w"))
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+    // Credentials in the URL (what front ends get) work too; health needs none.
+    let ok = http
+        .post(format!("{}/v1/sql", cluster.http_url()))
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let health = http.get(format!("{base}/v1/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// `eon up --trust`: clients need no password (the role must still exist),
+/// and REST without credentials runs as the admin.
+#[tokio::test]
+async fn trust_lets_clients_in_without_passwords() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .arg("--trust")
+        .start()
+        .unwrap();
+    let admin = login(&cluster, "eon", "anything").await.unwrap();
+    let url = format!(
+        "postgresql://eon@127.0.0.1:{}/eon?sslmode=disable",
+        cluster.pg_port
+    );
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(first_text(&c, "SELECT current_user").await, "eon");
+    assert_eq!(login_refused(&cluster, "nobody", "").await.0, "28000");
+    admin
+        .batch_execute("CREATE ROLE guest LOGIN")
+        .await
+        .unwrap();
+    login(&cluster, "guest", "").await.unwrap();
+    let body: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/sql", cluster.http_port))
+        .json(&json!({"sql": "SELECT current_user"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["rows"], json!([["eon"]]), "{body}");
+}
