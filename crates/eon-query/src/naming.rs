@@ -42,6 +42,7 @@ pub fn pg_name(e: &Expr) -> Option<String> {
             match name.strip_prefix("eon_cast_") {
                 Some(ty) => arg().or_else(|| Some(ty.to_string())),
                 None if name == "eon_single" => arg(),
+                None if name == "eon_array" => Some("array".into()),
                 None => Some(name),
             }
         }

@@ -77,6 +77,9 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof {
         signature: Signature::any(1, Volatility::Immutable),
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(ArrayOrEmpty {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
         Single {
             signature: Signature::any(1, Volatility::Immutable),
@@ -216,6 +219,53 @@ impl ScalarUDFImpl for PgTypeof {
     }
 }
 
+/// `eon_array(list)`: the list, or an empty one for NULL — what
+/// `ARRAY(subquery)` becomes around the subquery's `array_agg` (see
+/// [`array_of_subquery`]); named `array` in results.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ArrayOrEmpty {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ArrayOrEmpty {
+    fn name(&self) -> &str {
+        "eon_array"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(match &args[0] {
+            // No rows can even be typed: an empty array of text.
+            DataType::Null => DataType::new_list(DataType::Utf8, true),
+            other => other.clone(),
+        })
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let ty = args.return_field.data_type().clone();
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let list = datafusion::arrow::compute::cast(&arrays[0], &ty)?;
+        let DataType::List(field) = &ty else {
+            return shaped_like(&args.args, list);
+        };
+        let list = list.as_list::<i32>();
+        // Null entries become empty lists: same values, offsets kept.
+        let out = datafusion::arrow::array::ListArray::try_new(
+            field.clone(),
+            list.offsets().clone(),
+            list.values().clone(),
+            None,
+        )?;
+        shaped_like(&args.args, Arc::new(out))
+    }
+}
+
 /// The function a cast to `ty` becomes, when eon stores `ty` as text.
 fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
     match ty {
@@ -259,10 +309,113 @@ pub fn rewrite(statements: &mut [Statement]) {
             if is_user_keyword(e) {
                 *e = call_with("session_user", vec![]);
             }
+            array_of_subquery(e);
             expand_array(e);
             ControlFlow::<()>::Continue(())
         });
     }
+}
+
+/// `ARRAY(SELECT x FROM … [ORDER BY …])` — the subquery's rows as an
+/// array, `{}` when there are none — as the aggregate DataFusion can plan
+/// (correlated or not): `eon_array((SELECT array_agg(x ORDER BY …) FROM
+/// …))`, `eon_array` making NULL (no rows) an empty array. A subquery that
+/// aggregates without grouping is one element (`make_array(subquery)`);
+/// one that groups, is DISTINCT or has a LIMIT aggregates over itself as a
+/// derived table (which cannot be correlated). psql's `\du` asks for an
+/// array this way.
+fn array_of_subquery(e: &mut SqlExpr) {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArgumentClause, OrderByKind, SelectItem, SetExpr, TableFactor, TableWithJoins,
+    };
+    let SqlExpr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("array") {
+        return;
+    }
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return;
+    };
+    let mut query = (**query).clone();
+    let order_by = query.order_by.clone();
+    let order = match query.order_by.take().map(|o| o.kind) {
+        Some(OrderByKind::Expressions(exprs)) => exprs,
+        Some(OrderByKind::All(_)) => return,
+        None => vec![],
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let [item] = select.projection.as_slice() else {
+        return;
+    };
+    let item = match item {
+        SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => x.clone(),
+        _ => return,
+    };
+    let ungrouped = select.distinct.is_none()
+        && query.limit_clause.is_none()
+        && matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+        && select.having.is_none();
+    if ungrouped && contains_aggregate(&item) {
+        // An aggregate without GROUP BY: exactly one row, one element.
+        *e = call("make_array", SqlExpr::Subquery(Box::new(query)));
+        return;
+    }
+    let simple = ungrouped;
+    let aggregate = |arg: SqlExpr, order: Vec<datafusion::sql::sqlparser::ast::OrderByExpr>| {
+        let mut agg = call("array_agg", arg);
+        if let SqlExpr::Function(Function {
+            args: FunctionArguments::List(list),
+            ..
+        }) = &mut agg
+            && !order.is_empty()
+        {
+            list.clauses.push(FunctionArgumentClause::OrderBy(order));
+        }
+        agg
+    };
+    let aggregated = if simple {
+        select.projection = vec![SelectItem::UnnamedExpr(aggregate(item, order))];
+        query
+    } else {
+        // SELECT array_agg(eon_array.x) FROM (subquery) AS eon_array(x)
+        query.order_by = order_by;
+        let mut outer =
+            parse_query("SELECT array_agg(eon_array.x) FROM (SELECT 1) AS eon_array(x)");
+        if let SetExpr::Select(s) = outer.body.as_mut()
+            && let Some(TableWithJoins {
+                relation: TableFactor::Derived { subquery, .. },
+                ..
+            }) = s.from.first_mut()
+        {
+            **subquery = query;
+        }
+        outer
+    };
+    *e = call("eon_array", SqlExpr::Subquery(Box::new(aggregated)));
+}
+
+/// A query eon writes itself (a template that parses).
+fn parse_query(sql: &str) -> datafusion::sql::sqlparser::ast::Query {
+    let mut p = datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(sql)
+    .expect("eon's own SQL tokenizes");
+    *p.parse_query().expect("eon's own SQL parses")
+}
+
+/// Whether an expression calls an aggregate function.
+fn contains_aggregate(e: &SqlExpr) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &SqlExpr| {
+        if let SqlExpr::Function(f) = x {
+            let name = f.name.to_string().to_ascii_lowercase();
+            found |= AGGREGATES.contains(&name.as_str());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 /// `current_user`, `session_user`, `current_role`, `user`: SQL's special

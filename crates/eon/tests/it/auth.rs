@@ -169,6 +169,23 @@ async fn roles_log_in_with_scram_and_only_with_the_right_password() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(users, ["app", "eon", "restored"]);
+    // psql's \du reads them (with an ARRAY(subquery) of memberships).
+    let out = Command::new("psql")
+        .arg(cluster.pg_url())
+        .args(["-X", "-c", "\\du"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("reader    | Cannot login"), "{text}");
+    assert!(
+        text.contains("eon       | Superuser, Create role, Create DB"),
+        "{text}"
+    );
 
     // PostgreSQL's errors for the rest.
     refused(&admin, "CREATE ROLE app", "42710").await;

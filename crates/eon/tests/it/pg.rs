@@ -739,6 +739,31 @@ async fn correlated_subqueries_and_array_results() {
         })
         .unwrap();
     assert_eq!(first.get(1), Some("{5,9,7}"));
+    // ARRAY(subquery): correlated or not, ordered, empty as {} (not NULL),
+    // over an aggregate or a LIMIT; named "array".
+    let rows = c
+        .query(
+            "SELECT s.id, ARRAY(SELECT r.value FROM readings r WHERE r.sensor = s.id ORDER BY r.at),
+                    ARRAY(SELECT r.value FROM readings r ORDER BY r.value DESC LIMIT 1),
+                    ARRAY(SELECT count(*) FROM readings r WHERE r.sensor = s.id)
+             FROM sensors s ORDER BY s.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].columns()[1].name(), "array");
+    let got: Vec<(i32, Vec<i32>, Vec<i32>, Vec<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, vec![5, 9, 7], vec![9], vec![3]),
+            (2, vec![2, 1], vec![9], vec![2]),
+            (3, vec![], vec![9], vec![0]),
+        ]
+    );
     // EXISTS as a value; an INSERT without a column list that gives fewer
     // values fills the first columns, the rest get their defaults.
     c.batch_execute("INSERT INTO sensors VALUES (4), (5); INSERT INTO sensors SELECT 6")
