@@ -95,6 +95,7 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const OBJECT_IN_USE: &str = "55006";
+    pub const INVALID_GRANT_OPERATION: &str = "0LP01";
 }
 
 impl Error {
@@ -168,6 +169,8 @@ impl Error {
     /// The HTTP status REST answers with for this error.
     pub fn http_status(&self) -> u16 {
         match self.kind {
+            // Authenticated, but not allowed.
+            ErrorKind::User if self.code == sqlstate::INSUFFICIENT_PRIVILEGE => 403,
             ErrorKind::User => 400,
             ErrorKind::Conflict => 409,
             ErrorKind::Unavailable => 503,

@@ -172,6 +172,8 @@ impl TableDef {
             shard_count,
             placement: vec![],
             foreign_keys: vec![],
+            owner: String::new(),
+            grants: vec![],
         }
     }
 

@@ -545,6 +545,10 @@ impl MetaService {
             )));
         }
         tables[new].name = req.name.clone();
+        // The replacement is the same table to its users: same owner, and
+        // the grants as they are now.
+        tables[new].owner = tables[old].owner.clone();
+        tables[new].grants = tables[old].grants.clone();
         let table = tables[new].clone();
         let old = tables.remove(old);
         inner.persisted.catalog_version += 1;
@@ -672,6 +676,13 @@ impl Meta for MetaService {
 
     async fn drop_role(&self, req: Request<pb::DropRoleRequest>) -> Reply<pb::DropRoleResponse> {
         self.counted(|| self.drop_role(req.into_inner()))
+    }
+
+    async fn set_table_grants(
+        &self,
+        req: Request<pb::SetTableGrantsRequest>,
+    ) -> Reply<pb::SetTableGrantsResponse> {
+        self.counted(|| self.set_table_grants(req.into_inner()))
     }
 
     async fn get_catalog(

@@ -103,6 +103,19 @@ impl MetaService {
                 ),
             ));
         }
+        if role.name != req.name {
+            // Ownership and grants follow the role to its new name.
+            for t in &mut inner.persisted.tables {
+                if t.owner == req.name {
+                    t.owner = role.name.clone();
+                }
+                for g in &mut t.grants {
+                    if g.role == req.name {
+                        g.role = role.name.clone();
+                    }
+                }
+            }
+        }
         inner.persisted.roles[pos] = role.clone();
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -129,10 +142,72 @@ impl MetaService {
                 ),
             ));
         }
+        // As PostgreSQL: a role that owns tables or holds privileges on
+        // them stays until those are dropped or revoked.
+        let depends: Vec<String> = inner
+            .persisted
+            .tables
+            .iter()
+            .filter_map(|t| {
+                if t.owner == req.name {
+                    Some(format!("owner of table {}", t.name))
+                } else if t.grants.iter().any(|g| g.role == req.name) {
+                    Some(format!("privileges for table {}", t.name))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if !depends.is_empty() {
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "role \"{}\" cannot be dropped because some objects depend on it",
+                    req.name
+                ),
+            )
+            .with_detail(depends.join("\n")));
+        }
         let role = inner.persisted.roles.remove(pos);
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
         Ok(pb::DropRoleResponse { role: Some(role) })
+    }
+
+    pub(crate) fn set_table_grants(
+        &self,
+        req: pb::SetTableGrantsRequest,
+    ) -> Result<pb::SetTableGrantsResponse, Error> {
+        let schema = if req.schema.is_empty() {
+            "public"
+        } else {
+            &req.schema
+        };
+        let mut inner = self.inner.lock().unwrap();
+        for g in &req.grants {
+            if g.role != "public" && Self::role_pos(&inner, &g.role).is_none() {
+                return Err(undefined(&g.role));
+            }
+        }
+        let Some(t) = inner
+            .persisted
+            .tables
+            .iter_mut()
+            .find(|t| t.schema == schema && t.name == req.name)
+        else {
+            return Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", req.name),
+            ));
+        };
+        t.grants = req.grants;
+        let table = t.clone();
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        Ok(pb::SetTableGrantsResponse {
+            table: Some(table),
+            catalog_version: inner.persisted.catalog_version,
+        })
     }
 
     /// The admin `eon up` prints a URL for: at the first start (no roles

@@ -59,6 +59,7 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             format!("relation \"{name}\" does not exist"),
         ));
     };
+    crate::privileges::require_owner(&session.actor(), &table)?;
     let [operation] = at.operations.as_slice() else {
         return Err(Error::unsupported(
             "ALTER TABLE with several operations is not supported yet",

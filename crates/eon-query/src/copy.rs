@@ -234,6 +234,7 @@ pub async fn start(session: &Session, statement: &Statement) -> Result<Start> {
             };
             session.cluster().timestamp().await?;
             let table = crate::dml::resolve_table(session, table_name)?;
+            crate::privileges::require(&session.actor(), &table, "INSERT")?;
             let columns = if columns.is_empty() {
                 (0..table.columns.len())
                     .filter(|&i| !table.columns[i].hidden)

@@ -378,6 +378,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         foreign_keys.push(def);
     }
     let mut table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
+    table.owner = session.user();
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
     for (i, kind) in identities {
         table.columns[i].identity = kind.to_string();
@@ -580,6 +581,12 @@ pub enum DdlUndo {
         before: Option<pb::Role>,
         after: Option<pb::Role>,
     },
+    /// A table's grants before a GRANT or REVOKE.
+    Grants {
+        schema: String,
+        name: String,
+        grants: Vec<pb::TableGrant>,
+    },
 }
 
 /// Undo a block's DDL, newest first.
@@ -607,6 +614,20 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
                 .map_err(Error::from_status),
             DdlUndo::Role { before, after } => crate::roles::undo(cluster, before, after)
                 .await
+                .map_err(Error::from_status),
+            DdlUndo::Grants {
+                schema,
+                name,
+                grants,
+            } => cluster
+                .meta()
+                .set_table_grants(pb::SetTableGrantsRequest {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    grants: grants.clone(),
+                })
+                .await
+                .map(|_| ())
                 .map_err(Error::from_status),
         };
         if let Err(e) = result {
@@ -643,6 +664,9 @@ pub async fn drop_tables(
                 sqlstate::UNDEFINED_TABLE,
                 format!("table \"{name}\" does not exist"),
             ));
+        }
+        if let Some(t) = cluster.table(&schema, &name) {
+            crate::privileges::require_owner(&session.actor(), &t)?;
         }
         targets.push((schema, name));
     }

@@ -129,7 +129,12 @@ pub(crate) async fn query_rows(
     ctx: &Arc<StatementContext>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>> {
-    let state = session.statement_state(ctx.clone());
+    let mut state = session.statement_state(ctx.clone());
+    // eon's own lookups (foreign keys, rewrites): no privilege checks, as
+    // PostgreSQL runs its referential checks as the table's owner.
+    state
+        .config_mut()
+        .set_extension(Arc::new(crate::privileges::Actor(None)));
     Ok(collect(session, &state, parse_query(sql)?, &[]).await?.1)
 }
 
@@ -157,6 +162,7 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         return Err(Error::unsupported("INSERT into a table function"));
     };
     let table = resolve_table(session, name)?;
+    crate::privileges::require(&session.actor(), &table, "INSERT")?;
     let mut targets: Vec<usize> = if ins.columns.is_empty() {
         (0..table.columns.len())
             .filter(|&i| !table.columns[i].hidden)
@@ -597,7 +603,11 @@ async fn constant(session: &Session, state: &SessionState, sql: &str) -> Result<
 // ------------------------------------------------------- UPDATE and DELETE
 
 /// The target table of an UPDATE/DELETE and the name it is referred by.
-fn target(session: &Session, twj: &TableWithJoins) -> Result<(Arc<TableDef>, String)> {
+fn target(
+    session: &Session,
+    twj: &TableWithJoins,
+    privilege: &str,
+) -> Result<(Arc<TableDef>, String)> {
     if !twj.joins.is_empty() {
         return Err(Error::unsupported(
             "joins in the target of UPDATE or DELETE",
@@ -607,6 +617,7 @@ fn target(session: &Session, twj: &TableWithJoins) -> Result<(Arc<TableDef>, Str
         return Err(Error::syntax("UPDATE/DELETE needs a table"));
     };
     let table = resolve_table(session, name)?;
+    crate::privileges::require(&session.actor(), &table, privilege)?;
     let alias = alias
         .as_ref()
         .map(|a| ident(&a.name))
@@ -678,7 +689,7 @@ struct UpdateShape {
 }
 
 fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
-    let (table, alias) = target(session, &up.table)?;
+    let (table, alias) = target(session, &up.table, "UPDATE")?;
     let mut assigned = Vec::new();
     let mut extra = Vec::new();
     for (i, a) in up.assignments.iter().enumerate() {
@@ -851,7 +862,7 @@ fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
     let [twj] = from.as_slice() else {
         return Err(Error::unsupported("DELETE from more than one table"));
     };
-    let (table, alias) = target(session, twj)?;
+    let (table, alias) = target(session, twj, "DELETE")?;
     let more = del.using.clone().unwrap_or_default();
     let select = parse_query(&select_rows(
         &table,
@@ -1060,7 +1071,10 @@ pub async fn truncate(
     let mut tables: Vec<Arc<TableDef>> = Vec::new();
     for target in &t.table_names {
         match resolve_table(session, &target.name) {
-            Ok(table) if !tables.iter().any(|x| x.id == table.id) => tables.push(table),
+            Ok(table) if !tables.iter().any(|x| x.id == table.id) => {
+                crate::privileges::require(&session.actor(), &table, "TRUNCATE")?;
+                tables.push(table)
+            }
             Ok(_) => {}
             Err(_) if t.if_exists => {}
             Err(e) => return Err(e),

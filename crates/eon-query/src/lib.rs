@@ -31,6 +31,7 @@
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`auth`]     | SCRAM-SHA-256 on the wire, HTTP basic over REST, `--trust`  |
 //! | [`roles`]    | CREATE/ALTER/DROP ROLE and USER, who may run them           |
+//! | [`privileges`]| table owners, GRANT/REVOKE, the checks statements pass     |
 //! | [`rest`]     | REST/JSON (axum)                                            |
 //! | [`txn`]      | transaction blocks: isolation, commit protocol, refresh     |
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
@@ -54,6 +55,7 @@ pub mod pgcasts;
 pub mod pgcatalog;
 pub mod pgfuncs;
 pub mod pgtypes;
+pub mod privileges;
 pub mod provider;
 pub mod rest;
 pub mod roles;

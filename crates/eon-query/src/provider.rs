@@ -139,6 +139,9 @@ pub struct EonTable {
     /// Table column index of each schema field.
     columns: Vec<usize>,
     constraints: Constraints,
+    /// A user's read (SELECT privilege checked), not the row lookup of an
+    /// UPDATE or DELETE of the table (with its hidden columns).
+    user_read: bool,
 }
 
 impl EonTable {
@@ -162,6 +165,7 @@ impl EonTable {
             schema,
             columns,
             constraints,
+            user_read: !with_hidden,
         }
     }
 }
@@ -448,6 +452,12 @@ impl TableProvider for EonTable {
             .config()
             .get_extension::<StatementContext>()
             .ok_or_else(|| DataFusionError::Internal("scan planned outside a statement".into()))?;
+        if self.user_read
+            && let Some(actor) = state.config().get_extension::<crate::privileges::Actor>()
+            && let Some(role) = &actor.0
+        {
+            crate::privileges::require(role, &self.def, "SELECT").map_err(to_df)?;
+        }
         let (schema, columns): (SchemaRef, Vec<u32>) = match projection {
             Some(p) => (
                 Arc::new(self.schema.project(p)?),

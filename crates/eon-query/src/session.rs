@@ -379,6 +379,15 @@ impl Session {
         *self.user.write().unwrap() = user.to_string();
     }
 
+    /// Whom this session's privileges are checked for: its role, or (if
+    /// it was dropped meanwhile) a role of that name with no rights.
+    pub fn actor(&self) -> eon_proto::v1::Role {
+        self.role().unwrap_or_else(|| eon_proto::v1::Role {
+            name: self.user(),
+            ..Default::default()
+        })
+    }
+
     /// This session's role, as of the cached catalog (none if it was
     /// dropped meanwhile).
     pub fn role(&self) -> Option<eon_proto::v1::Role> {
@@ -499,6 +508,9 @@ impl Session {
         );
         let user = self.user();
         settings.insert("session_authorization".into(), user.clone());
+        state
+            .config_mut()
+            .set_extension(Arc::new(crate::privileges::Actor(Some(self.actor()))));
         let settings = Arc::new(SessionSettings(settings));
         state.config_mut().set_extension(settings.clone());
         let _ = datafusion::execution::FunctionRegistry::register_udf(
@@ -1108,6 +1120,8 @@ impl Session {
                         | Statement::Drop { .. }
                         | Statement::CreateRole(_)
                         | Statement::AlterRole { .. }
+                        | Statement::Grant(_)
+                        | Statement::Revoke(_)
                 )
             {
                 return Err(crate::txn::read_only_error("DDL"));
@@ -1148,6 +1162,26 @@ impl Session {
                 ..
             } => crate::roles::drop_roles(self, names, *if_exists).await,
             Statement::CreateRole(c) => crate::roles::create_role(self, c).await,
+            Statement::Grant(g) => {
+                crate::privileges::grant_or_revoke(
+                    self,
+                    &g.privileges,
+                    g.objects.as_ref(),
+                    &g.grantees,
+                    false,
+                )
+                .await
+            }
+            Statement::Revoke(r) => {
+                crate::privileges::grant_or_revoke(
+                    self,
+                    &r.privileges,
+                    r.objects.as_ref(),
+                    &r.grantees,
+                    true,
+                )
+                .await
+            }
             Statement::AlterRole { name, operation } => {
                 crate::roles::alter_role(self, name, operation).await
             }

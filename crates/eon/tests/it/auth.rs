@@ -284,6 +284,139 @@ async fn roles_log_in_with_scram_and_only_with_the_right_password() {
     assert_eq!(health.status(), 200);
 }
 
+/// Table privileges: the owner's, GRANTed, REVOKEd, PUBLIC; checked on the
+/// wire and over REST, in subqueries, for every kind of write.
+#[tokio::test]
+async fn grants_decide_who_reads_and_writes_a_table() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let admin = cluster.pg().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, label text);
+             INSERT INTO items VALUES (1, 'one'), (2, 'two');
+             CREATE ROLE clerk LOGIN PASSWORD 'c';
+             CREATE ROLE viewer LOGIN PASSWORD 'v';",
+        )
+        .await
+        .unwrap();
+    let clerk = login(&cluster, "clerk", "c").await.unwrap();
+    let e = refused(&clerk, "SELECT * FROM items", "42501").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "permission denied for table items"
+    );
+    admin
+        .batch_execute("GRANT SELECT ON items TO clerk")
+        .await
+        .unwrap();
+    let n: i64 = clerk
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    refused(&clerk, "INSERT INTO items VALUES (3, 'three')", "42501").await;
+    admin
+        .batch_execute("GRANT INSERT, UPDATE ON TABLE items TO clerk")
+        .await
+        .unwrap();
+    clerk
+        .batch_execute(
+            "INSERT INTO items VALUES (3, 'three'); UPDATE items SET label = 'THREE' WHERE id = 3",
+        )
+        .await
+        .unwrap();
+    refused(&clerk, "DELETE FROM items WHERE id = 3", "42501").await;
+    refused(&clerk, "TRUNCATE items", "42501").await;
+    let e = refused(&clerk, "DROP TABLE items", "42501").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "must be owner of table items"
+    );
+    refused(&clerk, "GRANT SELECT ON items TO viewer", "42501").await;
+
+    // A table of its own: the owner may do anything and grant to PUBLIC.
+    clerk
+        .batch_execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text);
+             INSERT INTO notes VALUES (1, 'hi');
+             GRANT SELECT ON notes TO PUBLIC",
+        )
+        .await
+        .unwrap();
+    let viewer = login(&cluster, "viewer", "v").await.unwrap();
+    let body: String = viewer
+        .query_one("SELECT body FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "hi");
+    // A subquery reads too.
+    refused(
+        &viewer,
+        "SELECT * FROM notes WHERE id IN (SELECT id FROM items)",
+        "42501",
+    )
+    .await;
+    refused(&viewer, "COPY items TO STDOUT", "42501").await;
+
+    // REVOKE, and a rolled back GRANT, take the privilege away.
+    admin
+        .batch_execute(
+            "REVOKE SELECT ON items FROM clerk;
+             BEGIN; GRANT ALL PRIVILEGES ON items TO viewer; ROLLBACK",
+        )
+        .await
+        .unwrap();
+    refused(&clerk, "SELECT * FROM items", "42501").await;
+    refused(&viewer, "SELECT * FROM items", "42501").await;
+    // A role that owns a table or holds privileges stays.
+    let e = refused(&admin, "DROP ROLE clerk", "2BP01").await;
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap_or_default()
+            .contains("owner of table notes"),
+        "{e:?}"
+    );
+
+    // REST: the same checks, 403 when refused.
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", cluster.http_port);
+    let denied = http
+        .get(format!("{base}/v1/tables/items"))
+        .basic_auth("viewer", Some("v"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "42501", "{body}");
+    let notes: Value = http
+        .get(format!("{base}/v1/tables/notes"))
+        .basic_auth("viewer", Some("v"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(notes, json!([{"id": 1, "body": "hi"}]));
+    let write = http
+        .post(format!("{base}/v1/tables/notes"))
+        .basic_auth("viewer", Some("v"))
+        .json(&json!({"id": 2, "body": "no"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403);
+}
+
 /// `eon up --trust`: clients need no password (the role must still exist),
 /// and REST without credentials runs as the admin.
 #[tokio::test]
