@@ -37,6 +37,34 @@ async fn login_refused(cluster: &TestCluster, user: &str, password: &str) -> (St
     }
 }
 
+/// A REST request (`POST` with a JSON body, else `GET`) as `user` (none:
+/// no credentials): its status and JSON body.
+async fn rest(
+    cluster: &TestCluster,
+    path: &str,
+    user: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{}{path}", cluster.http_port);
+    let http = reqwest::Client::new();
+    let mut req = match &body {
+        Some(b) => http.post(url).json(b),
+        None => http.get(url),
+    };
+    if let Some((name, password)) = user {
+        req = req.basic_auth(name, Some(password));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let challenged = resp.headers().contains_key("www-authenticate");
+    assert_eq!(
+        challenged,
+        status == 401,
+        "WWW-Authenticate goes with 401 only"
+    );
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 async fn first_text(c: &tokio_postgres::Client, sql: &str) -> String {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -223,65 +251,40 @@ async fn roles_log_in_with_scram_and_only_with_the_right_password() {
         .batch_execute("CREATE ROLE web LOGIN PASSWORD 'w'")
         .await
         .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{}", cluster.http_port);
-    let sql = json!({"sql": "SELECT current_user AS who"});
-    let anonymous = http
-        .post(format!("{base}/v1/sql"))
-        .json(&sql)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
-    assert!(anonymous.headers().get("www-authenticate").is_some());
-    let body: Value = anonymous.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "28000", "{body}");
-    let wrong = http
-        .post(format!("{base}/v1/sql"))
-        .basic_auth("web", Some("nope"))
-        .json(&sql)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    let body: Value = wrong.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "28P01", "{body}");
+    let sql = || Some(json!({"sql": "SELECT current_user AS who"}));
+    let (status, body) = rest(&cluster, "/v1/sql", None, sql()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("28000")),
+        "{body}"
+    );
+    let (status, body) = rest(&cluster, "/v1/sql", Some(("web", "nope")), sql()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("28P01")),
+        "{body}"
+    );
     for _ in 0..2 {
         // Twice: the second is answered from the remembered check.
-        let ok = http
-            .post(format!("{base}/v1/sql"))
-            .basic_auth("web", Some("w"))
-            .json(&sql)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ok.status(), 200);
-        let body: Value = ok.json().await.unwrap();
-        assert_eq!(body["rows"], json!([["web"]]), "{body}");
+        let (status, body) = rest(&cluster, "/v1/sql", Some(("web", "w")), sql()).await;
+        assert_eq!((status, &body["rows"]), (200, &json!([["web"]])), "{body}");
     }
     // A changed password stops working at once.
     admin
         .batch_execute("ALTER ROLE web PASSWORD 'w2'")
         .await
         .unwrap();
-    let stale = http
-        .post(format!("{base}/v1/sql"))
-        .basic_auth("web", Some("w"))
-        .json(&sql)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), 401);
+    let (status, _) = rest(&cluster, "/v1/sql", Some(("web", "w")), sql()).await;
+    assert_eq!(status, 401);
     // Credentials in the URL (what front ends get) work too; health needs none.
-    let ok = http
+    let ok = reqwest::Client::new()
         .post(format!("{}/v1/sql", cluster.http_url()))
-        .json(&sql)
+        .json(&sql())
         .send()
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let health = http.get(format!("{base}/v1/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(rest(&cluster, "/v1/health", None, None).await.0, 200);
 }
 
 /// Table privileges: the owner's, GRANTed, REVOKEd, PUBLIC; checked on the
@@ -386,35 +389,20 @@ async fn grants_decide_who_reads_and_writes_a_table() {
     );
 
     // REST: the same checks, 403 when refused.
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{}", cluster.http_port);
-    let denied = http
-        .get(format!("{base}/v1/tables/items"))
-        .basic_auth("viewer", Some("v"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    let body: Value = denied.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "42501", "{body}");
-    let notes: Value = http
-        .get(format!("{base}/v1/tables/notes"))
-        .basic_auth("viewer", Some("v"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(notes, json!([{"id": 1, "body": "hi"}]));
-    let write = http
-        .post(format!("{base}/v1/tables/notes"))
-        .basic_auth("viewer", Some("v"))
-        .json(&json!({"id": 2, "body": "no"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status(), 403);
+    let viewer = Some(("viewer", "v"));
+    let (status, body) = rest(&cluster, "/v1/tables/items", viewer, None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("42501")),
+        "{body}"
+    );
+    let (status, body) = rest(&cluster, "/v1/tables/notes", viewer, None).await;
+    assert_eq!((status, body), (200, json!([{"id": 1, "body": "hi"}])));
+    let write = Some(json!({"id": 2, "body": "no"}));
+    assert_eq!(
+        rest(&cluster, "/v1/tables/notes", viewer, write).await.0,
+        403
+    );
 }
 
 /// `eon up --trust`: clients need no password (the role must still exist),
@@ -443,14 +431,7 @@ async fn trust_lets_clients_in_without_passwords() {
         .await
         .unwrap();
     login(&cluster, "guest", "").await.unwrap();
-    let body: Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/sql", cluster.http_port))
-        .json(&json!({"sql": "SELECT current_user"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["rows"], json!([["eon"]]), "{body}");
+    let sql = Some(json!({"sql": "SELECT current_user"}));
+    let (status, body) = rest(&cluster, "/v1/sql", None, sql).await;
+    assert_eq!((status, &body["rows"]), (200, &json!([["eon"]])), "{body}");
 }
