@@ -3,7 +3,9 @@
 //! A recipe (see `eon_common::recipe`) names a command; every instance of
 //! the front end is that command run by the [`supervisor`](crate::supervisor)
 //! with its own port in `$PORT` and eon's addresses in `EON_PG_URL` and
-//! `EON_REST_URL`. Its instances form a [`Pool`] behind the ingress port,
+//! `EON_REST_URL`, with the credentials of the front end's own role (named
+//! as the recipe; it owns the tables the front end creates, and needs a
+//! GRANT for any other). Its instances form a [`Pool`] behind the ingress port,
 //! reached by the recipe's route (a path prefix, or a Host header).
 //!
 //! The control loop (`control`) is the balancer acting on this host:
@@ -56,6 +58,9 @@ pub struct Frontend {
     /// The last decision: the load it saw and what it said.
     last: Mutex<Option<(f64, eon_balancer::Decision)>>,
     next_id: AtomicU64,
+    /// EON_PG_URL and EON_REST_URL with the credentials of its recipe's
+    /// role (see [`AgentState::recipe_role`]).
+    env: RwLock<Vec<(String, String)>>,
 }
 
 /// The front ends of this host, by name.
@@ -125,6 +130,13 @@ pub(crate) fn shell_launch(
     })
 }
 
+fn env_value(env: &[(String, String)], key: &str) -> String {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 /// Whether instances of `old` must be replaced to run `new` (anything but
 /// scaling, load and routing changed).
 fn launch_changed(old: &Recipe, new: &Recipe) -> bool {
@@ -137,12 +149,23 @@ fn launch_changed(old: &Recipe, new: &Recipe) -> bool {
 
 impl AgentState {
     /// Run a front end from recipe text, or update the one of that name.
-    pub(crate) fn apply_recipe(
+    pub(crate) async fn apply_recipe(
         self: &Arc<Self>,
         text: &str,
         base_dir: &Path,
     ) -> Result<Arc<Frontend>, String> {
         let recipe = Recipe::parse(text)?;
+        let env = self.recipe_role(&recipe.name).await?;
+        self.install_recipe(recipe, text, base_dir, env)
+    }
+
+    fn install_recipe(
+        self: &Arc<Self>,
+        recipe: Recipe,
+        text: &str,
+        base_dir: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Arc<Frontend>, String> {
         let mut all = self.frontends.by_name.write().unwrap();
         for other in all.values() {
             let r = other.recipe.read().unwrap();
@@ -166,6 +189,7 @@ impl AgentState {
             *fe.recipe.write().unwrap() = Arc::new(recipe);
             *fe.text.write().unwrap() = text.to_string();
             *fe.base_dir.write().unwrap() = base_dir.to_path_buf();
+            *fe.env.write().unwrap() = env;
             return Ok(fe.clone());
         }
         let fe = Arc::new(Frontend {
@@ -178,6 +202,7 @@ impl AgentState {
             samples: Mutex::new(Vec::new()),
             last: Mutex::new(None),
             next_id: AtomicU64::new(0),
+            env: RwLock::new(env),
         });
         all.insert(fe.name.clone(), fe.clone());
         Ok(fe)
@@ -227,7 +252,7 @@ impl AgentState {
         let launch = match host.address {
             None => {
                 let recipe = fe.recipe.read().unwrap().clone();
-                shell_launch(&recipe, &base_dir, &self.frontend_env)
+                shell_launch(&recipe, &base_dir, &fe.env.read().unwrap())
                     .map_err(|e| format!("no free port for {name}: {e}"))?
             }
             Some(agent) => Launch::Remote {
@@ -238,6 +263,8 @@ impl AgentState {
                     id,
                     recipe_toml: fe.text.read().unwrap().clone(),
                     base_dir: base_dir.display().to_string(),
+                    pg_url: env_value(&fe.env.read().unwrap(), "EON_PG_URL"),
+                    rest_url: env_value(&fe.env.read().unwrap(), "EON_REST_URL"),
                 },
             },
         };

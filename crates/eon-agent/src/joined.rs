@@ -240,7 +240,14 @@ impl Agent for JoinedService {
                 req.instance
             )));
         }
-        let env = self.state.env.read().unwrap().clone();
+        let mut env = self.state.env.read().unwrap().clone();
+        // The front end's own credentials, when the cluster sent them.
+        for (key, value) in [("EON_PG_URL", &req.pg_url), ("EON_REST_URL", &req.rest_url)] {
+            if !value.is_empty() {
+                env.retain(|(k, _)| k != key);
+                env.push((key.to_string(), value.clone()));
+            }
+        }
         let launch =
             crate::frontends::shell_launch(&recipe, std::path::Path::new(&req.base_dir), &env)
                 .map_err(|e| Status::resource_exhausted(format!("no free port: {e}")))?;

@@ -118,9 +118,12 @@ pub struct AgentState {
     hosts: hosts::HostTable,
     /// This agent's gRPC address, once it listens.
     agent_addr: std::sync::OnceLock<String>,
-    /// What every front end finds in its environment: EON_PG_URL,
-    /// EON_REST_URL.
+    /// The admin's EON_PG_URL and EON_REST_URL (joined hosts get them;
+    /// each front end gets its own role's, see `recipe_role`).
     frontend_env: Vec<(String, String)>,
+    /// The cluster's PostgreSQL and REST ports.
+    pg_addr: std::net::SocketAddr,
+    http_addr: std::net::SocketAddr,
     /// The balancer's clock.
     clock: std::time::Instant,
     qe_scaling: control::QueryEngineScaling,
@@ -444,9 +447,17 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         hosts: std::sync::Mutex::new(hosts::initial(&opts.hosts)),
         agent_addr: std::sync::OnceLock::new(),
         frontend_env: vec![
-            ("EON_PG_URL".into(), pg_url(&pg_addr, &admin_password)),
-            ("EON_REST_URL".into(), rest_url(&http_addr, &admin_password)),
+            (
+                "EON_PG_URL".into(),
+                pg_url(&pg_addr, ADMIN_ROLE, &admin_password),
+            ),
+            (
+                "EON_REST_URL".into(),
+                rest_url(&http_addr, ADMIN_ROLE, &admin_password),
+            ),
         ],
+        pg_addr,
+        http_addr,
         trust: opts.trust,
         clock: std::time::Instant::now(),
         qe_scaling: opts.query_engine_scaling.clone(),
@@ -511,12 +522,16 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         _ = signals.recv() => Ok(false),
     };
     let outcome = match outcome {
-        Ok(true) => opts
-            .recipes
-            .iter()
-            .try_for_each(|(text, dir)| state.apply_recipe(text, dir).map(|_| ()))
-            .map(|_| true)
-            .map_err(|e| UpError(format!("recipe refused: {e}"))),
+        Ok(true) => {
+            let mut applied = Ok(true);
+            for (text, dir) in &opts.recipes {
+                if let Err(e) = state.apply_recipe(text, dir).await {
+                    applied = Err(UpError(format!("recipe refused: {e}")));
+                    break;
+                }
+            }
+            applied
+        }
         other => other,
     };
     let result = match outcome {
@@ -562,10 +577,30 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 /// and digits) and written there, readable by its owner only, at the first
 /// start. Meta sets the admin's password from this file at every start.
 pub fn admin_password(data_dir: &std::path::Path) -> Result<String, String> {
+    kept_password(&data_dir.join(ADMIN_PASSWORD_FILE))
+}
+
+/// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`, logging
+/// in as `user`.
+pub fn pg_url(addr: &std::net::SocketAddr, user: &str, password: &str) -> String {
+    format!(
+        "postgresql://{user}:{password}@{}/eon?sslmode=disable",
+        connect_addr(addr)
+    )
+}
+
+/// The REST URL of a cluster whose REST port is `addr`, with `user`'s
+/// credentials (HTTP basic authentication).
+pub fn rest_url(addr: &std::net::SocketAddr, user: &str, password: &str) -> String {
+    format!("http://{user}:{password}@{}", connect_addr(addr))
+}
+
+/// A password kept in a file readable by its owner only: read, or made up
+/// and written there.
+fn kept_password(path: &std::path::Path) -> Result<String, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join(ADMIN_PASSWORD_FILE);
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
             let password = text.trim_end_matches(['\n', '\r']).to_string();
             if password.is_empty() {
@@ -577,13 +612,15 @@ pub fn admin_password(data_dir: &std::path::Path) -> Result<String, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
     let password = eon_common::scram::random_password();
-    std::fs::create_dir_all(data_dir)
+    path.parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
         .and_then(|_| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)?;
+                .open(path)?;
             writeln!(f, "{password}")?;
             f.sync_all()
         })
@@ -591,19 +628,69 @@ pub fn admin_password(data_dir: &std::path::Path) -> Result<String, String> {
     Ok(password)
 }
 
-/// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`, logging
-/// in as the admin.
-pub fn pg_url(addr: &std::net::SocketAddr, password: &str) -> String {
-    format!(
-        "postgresql://{ADMIN_ROLE}:{password}@{}/eon?sslmode=disable",
-        connect_addr(addr)
-    )
-}
-
-/// The REST URL of a cluster whose REST port is `addr`, with the admin's
-/// credentials (HTTP basic authentication).
-pub fn rest_url(addr: &std::net::SocketAddr, password: &str) -> String {
-    format!("http://{ADMIN_ROLE}:{password}@{}", connect_addr(addr))
+impl AgentState {
+    /// The role a recipe's front end runs as — named as the recipe, able
+    /// to log in, its password kept in `<data-dir>/recipe-roles/<name>` —
+    /// made (or its password set back) in meta; the front end's
+    /// EON_PG_URL and EON_REST_URL with its credentials. The role owns the
+    /// tables the front end creates; others it must be granted.
+    pub(crate) async fn recipe_role(&self, name: &str) -> Result<Vec<(String, String)>, String> {
+        let password = kept_password(&self.data_dir.join("recipe-roles").join(name))?;
+        let mut meta = eon_common::node::meta_client(&self.meta_addr).map_err(|e| e.to_string())?;
+        let catalog = meta
+            .get_catalog(pb::GetCatalogRequest {})
+            .await
+            .map_err(|e| format!("meta: {}", e.message()))?
+            .into_inner();
+        let existing = catalog.roles.into_iter().find(|r| r.name == name);
+        let verifier = || eon_common::scram::Verifier::generate(&password).to_string();
+        let result = match existing {
+            Some(r)
+                if r.login
+                    && eon_common::scram::Verifier::parse(&r.password)
+                        .is_some_and(|v| v.matches(&password)) =>
+            {
+                Ok(())
+            }
+            Some(mut r) => {
+                r.login = true;
+                r.password = verifier();
+                meta.alter_role(pb::AlterRoleRequest {
+                    name: name.to_string(),
+                    role: Some(r),
+                })
+                .await
+                .map(|_| ())
+            }
+            None => meta
+                .create_role(pb::CreateRoleRequest {
+                    role: Some(pb::Role {
+                        name: name.to_string(),
+                        login: true,
+                        inherit: true,
+                        password: verifier(),
+                        connection_limit: -1,
+                        ..Default::default()
+                    }),
+                    if_not_exists: false,
+                })
+                .await
+                .map(|_| ()),
+        };
+        result.map_err(|e| {
+            format!(
+                "cannot make the role of front end {name:?}: {}",
+                e.message()
+            )
+        })?;
+        Ok(vec![
+            ("EON_PG_URL".into(), pg_url(&self.pg_addr, name, &password)),
+            (
+                "EON_REST_URL".into(),
+                rest_url(&self.http_addr, name, &password),
+            ),
+        ])
+    }
 }
 
 fn json_response(v: serde_json::Value) -> hyper::Response<Body> {
@@ -903,6 +990,7 @@ impl Agent for AgentService {
         let fe = self
             .state
             .apply_recipe(&req.toml, Path::new(&req.base_dir))
+            .await
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(self.state.frontend_proto(&fe)))
     }

@@ -365,8 +365,8 @@ fn main() -> ExitCode {
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
                 let password = eon_agent::admin_password(&data_dir).unwrap_or_default();
-                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, &password)).unwrap_or_default();
-                let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, &password)).unwrap_or_default();
+                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, eon_agent::ADMIN_ROLE, &password)).unwrap_or_default();
+                let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, eon_agent::ADMIN_ROLE, &password)).unwrap_or_default();
                 println!(
                     "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()

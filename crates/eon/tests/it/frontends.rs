@@ -162,6 +162,47 @@ timeout = "5s"
     let first = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(first.status(), 200);
     assert!(first.text().await.unwrap().contains("served by gb-1"));
+    // It runs as its recipe's own role (not the admin): it owns the table
+    // it made, and cannot read one it was not granted.
+    let admin = cluster.pg().await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE admins_only (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let owner: String = admin
+        .query_one(
+            "SELECT rolname FROM pg_roles WHERE rolname = 'gb' AND rolcanlogin",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "gb");
+    let file = cluster.dir.join("recipe-roles").join("gb");
+    let password = std::fs::read_to_string(&file).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let gb = reqwest::Client::new();
+    let as_gb = |sql: &str| {
+        gb.post(format!("http://127.0.0.1:{}/v1/sql", cluster.http_port))
+            .basic_auth("gb", Some(password.trim()))
+            .json(&serde_json::json!({"sql": sql}))
+            .send()
+    };
+    assert_eq!(
+        as_gb("SELECT count(*) FROM guestbook")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        as_gb("SELECT * FROM admins_only").await.unwrap().status(),
+        403
+    );
 
     // Load: 8 clients; the target is 2 in flight per instance, so the
     // balancer goes to its max of 3.
