@@ -314,7 +314,7 @@ impl Completed {
             Kind::Class => {
                 batches = batches
                     .into_iter()
-                    .map(|b| patch_classes(b, &self.schema, &tables))
+                    .map(|b| patch_classes(b, &self.schema, &tables, &self.cluster.roles()))
                     .collect::<Result<_, _>>()?;
                 batches.push(index_classes(
                     &self.schema,
@@ -468,12 +468,14 @@ fn with_reloptions(schema: SchemaRef) -> SchemaRef {
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    if schema.index_of("reloptions").is_err() {
-        fields.push(Field::new(
-            "reloptions",
-            DataType::new_list(DataType::Utf8, true),
-            true,
-        ));
+    for name in ["reloptions", "relacl"] {
+        if schema.index_of(name).is_err() {
+            fields.push(Field::new(
+                name,
+                DataType::new_list(DataType::Utf8, true),
+                true,
+            ));
+        }
     }
     Arc::new(Schema::new(fields))
 }
@@ -485,8 +487,20 @@ fn patch_classes(
     b: RecordBatch,
     schema: &SchemaRef,
     tables: &Tables,
+    roles: &[eon_proto::v1::Role],
 ) -> Result<RecordBatch, DataFusionError> {
     let oids = int32(column(&b, "oid")?)?;
+    // Owners as role oids, grants as PostgreSQL's aclitem text (psql \dp).
+    let mut owners: Vec<Option<i32>> = int32(column(&b, "relowner")?)?;
+    let mut acls: Vec<Option<Vec<Option<String>>>> = vec![None; b.num_rows()];
+    for (i, oid) in oids.iter().enumerate() {
+        if let Some(t) = oid.and_then(|o| tables.get(o)) {
+            if let Some(owner) = roles.iter().find(|r| r.name == t.proto().owner) {
+                owners[i] = Some(role_oid(owner));
+            }
+            acls[i] = crate::privileges::acl(t).map(|items| items.into_iter().map(Some).collect());
+        }
+    }
     let mut has_index: Vec<Option<bool>> = column(&b, "relhasindex")?.as_boolean().iter().collect();
     let mut has_triggers: Vec<Option<bool>> =
         column(&b, "relhastriggers")?.as_boolean().iter().collect();
@@ -501,6 +515,11 @@ fn patch_classes(
         columns.push(match f.name().as_str() {
             "relhasindex" => Arc::new(BooleanArray::from(has_index.clone())) as ArrayRef,
             "relhastriggers" => Arc::new(BooleanArray::from(has_triggers.clone())),
+            "relowner" => cast(
+                &(Arc::new(datafusion::arrow::array::Int32Array::from(owners.clone())) as ArrayRef),
+                f.data_type(),
+            )?,
+            "relacl" => text_lists(&acls),
             name => match b.column_by_name(name) {
                 Some(c) => c.clone(),
                 None => new_null_array(f.data_type(), b.num_rows()),
@@ -702,6 +721,24 @@ fn pg_user_schema() -> SchemaRef {
         ),
         ("useconfig", DataType::new_list(DataType::Utf8, true)),
     ])
+}
+
+/// A list-of-text column.
+fn text_lists(rows: &[Option<Vec<Option<String>>>]) -> ArrayRef {
+    let mut b =
+        datafusion::arrow::array::ListBuilder::new(datafusion::arrow::array::StringBuilder::new());
+    for row in rows {
+        match row {
+            Some(items) => {
+                for item in items {
+                    b.values().append_option(item.as_deref());
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
 }
 
 fn nullable(schema: SchemaRef) -> SchemaRef {
@@ -957,7 +994,40 @@ impl TableProvider for Completed {
 
 /// `pg_get_expr`, `pg_get_constraintdef` and `pg_get_indexdef`, answering
 /// from eon's definitions (datafusion-pg-catalog's answer empty strings).
-pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>) {
+pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &Arc<Cluster>) {
+    // pg_get_userbyid(oid): the role's name, from eon's roles (psql's
+    // "Owner" columns).
+    let roles = cluster.clone();
+    let by_id = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let oids = cast(&arrays[0], &DataType::Int64)?;
+        let known = roles.roles();
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for oid in oids.as_primitive::<Int64Type>().iter() {
+            match oid {
+                None => out.append_null(),
+                Some(oid) => match known.iter().find(|r| role_oid(r) as i64 == oid) {
+                    Some(r) => out.append_value(&r.name),
+                    None => out.append_value(format!("unknown (OID={oid})")),
+                },
+            }
+        }
+        let out: ArrayRef = Arc::new(out.finish());
+        Ok(match &args[0] {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(out),
+        })
+    };
+    ctx.register_udf(ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "pg_get_userbyid",
+            Signature::any(1, Volatility::Stable),
+            DataType::Utf8,
+            Arc::new(by_id),
+        ),
+    ));
     for kind in [
         Definition::Expr,
         Definition::Constraint,

@@ -8,6 +8,9 @@
 //! refusal is 42501 "permission denied for table t" on the wire and 403
 //! over REST, where the same roles and checks apply.
 //!
+//! pg_class shows a table's owner (`relowner`, named by
+//! `pg_get_userbyid`) and its grants (`relacl`, see [`acl`]).
+//!
 //! The grants live in the table's definition in meta's catalog
 //! (`Table.grants`, replaced whole by `Meta.SetTableGrants`), so every
 //! query engine sees a GRANT at its next statement. Reads are checked
@@ -229,4 +232,29 @@ pub async fn set_grants(
         .await
         .map_err(Error::from_status)?;
     Ok(())
+}
+
+/// A table's ACL as PostgreSQL prints `relacl` (`owner=arwdDxt/owner`,
+/// `role=r/owner`, `=r/owner` for PUBLIC); none when nothing was granted
+/// (the owner's implicit rights), as in PostgreSQL.
+pub fn acl(table: &TableDef) -> Option<Vec<String>> {
+    let t = table.proto();
+    if t.grants.is_empty() {
+        return None;
+    }
+    let letters = |privileges: &[String]| -> String {
+        TABLE_PRIVILEGES
+            .iter()
+            .zip(['a', 'r', 'w', 'd', 'D', 'x', 't'])
+            .filter(|(p, _)| privileges.iter().any(|q| q == *p))
+            .map(|(_, c)| c)
+            .collect()
+    };
+    let owner = &t.owner;
+    let mut items = vec![format!("{owner}=arwdDxt/{owner}")];
+    for g in &t.grants {
+        let who = if g.role == PUBLIC { "" } else { &g.role };
+        items.push(format!("{who}={}/{owner}", letters(&g.privileges)));
+    }
+    Some(items)
 }

@@ -155,7 +155,7 @@ impl Engine {
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
         crate::pgfuncs::register(&ctx);
         let definitions = Arc::new(crate::pgcatalog::Definitions::default());
-        crate::pgcatalog::register(&ctx, &definitions);
+        crate::pgcatalog::register(&ctx, &definitions, &cluster);
         let db = ctx
             .catalog(DATABASE)
             .ok_or_else(|| Error::internal("no database catalog"))?;

@@ -351,6 +351,19 @@ async fn grants_decide_who_reads_and_writes_a_table() {
         )
         .await
         .unwrap();
+    // The catalog shows owner and grants as PostgreSQL does (psql \dt, \dp).
+    let row = admin
+        .query_one(
+            "SELECT pg_get_userbyid(relowner), relacl FROM pg_class WHERE relname = 'notes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "clerk");
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        ["clerk=arwdDxt/clerk", "=r/clerk"]
+    );
     let viewer = login(&cluster, "viewer", "v").await.unwrap();
     let body: String = viewer
         .query_one("SELECT body FROM notes", &[])
