@@ -600,14 +600,8 @@ pub fn rest_url(addr: &std::net::SocketAddr, user: &str, password: &str) -> Stri
 fn kept_password(path: &std::path::Path) -> Result<String, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let password = text.trim_end_matches(['\n', '\r']).to_string();
-            if password.is_empty() {
-                return Err(format!("{} is empty", path.display()));
-            }
-            return Ok(password);
-        }
+    match eon_common::scram::read_password(path) {
+        Ok(password) => return Ok(password),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -645,13 +639,7 @@ impl AgentState {
         let existing = catalog.roles.into_iter().find(|r| r.name == name);
         let verifier = || eon_common::scram::Verifier::generate(&password).to_string();
         let result = match existing {
-            Some(r)
-                if r.login
-                    && eon_common::scram::Verifier::parse(&r.password)
-                        .is_some_and(|v| v.matches(&password)) =>
-            {
-                Ok(())
-            }
+            Some(r) if r.login && eon_common::scram::verifies(&r.password, &password) => Ok(()),
             Some(mut r) => {
                 r.login = true;
                 r.password = verifier();

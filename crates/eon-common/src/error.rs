@@ -169,6 +169,13 @@ impl Error {
     /// The HTTP status REST answers with for this error.
     pub fn http_status(&self) -> u16 {
         match self.kind {
+            // Not authenticated (a missing or wrong password).
+            ErrorKind::User
+                if self.code == sqlstate::INVALID_PASSWORD
+                    || self.code == sqlstate::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                401
+            }
             // Authenticated, but not allowed.
             ErrorKind::User if self.code == sqlstate::INSUFFICIENT_PRIVILEGE => 403,
             ErrorKind::User => 400,

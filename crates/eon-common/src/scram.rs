@@ -254,6 +254,26 @@ impl ServerExchange {
     }
 }
 
+/// Whether `verifier` (a stored verifier's text) was made from `password`;
+/// false for no or a malformed verifier.
+pub fn verifies(verifier: &str, password: &str) -> bool {
+    Verifier::parse(verifier).is_some_and(|v| v.matches(password))
+}
+
+/// A password kept in a file (the admin's, a recipe role's): its first
+/// line; an empty one is an error.
+pub fn read_password(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let password = text.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the password file is empty",
+        ));
+    }
+    Ok(password.to_string())
+}
+
 /// A new password: 24 random letters and digits (safe in URLs).
 pub fn random_password() -> String {
     use rand::Rng;

@@ -79,6 +79,14 @@ struct Inner {
     nodes: HashMap<(i32, u64), (pb::NodeInfo, i64)>,
 }
 
+impl Inner {
+    /// A new id for a catalog object (table, sequence, role): never reused.
+    fn new_catalog_id(&mut self) -> u64 {
+        self.persisted.next_table_id += 1;
+        self.persisted.next_table_id
+    }
+}
+
 impl MetaService {
     /// Open meta's state in `dir` (creating it).
     pub fn open(dir: &Path) -> Result<MetaService, Error> {
@@ -230,8 +238,7 @@ impl MetaService {
                 ));
             }
         } else {
-            inner.persisted.next_table_id += 1;
-            table.id = inner.persisted.next_table_id;
+            table.id = inner.new_catalog_id();
             // Start each table at a different engine so small tables spread too.
             let offset = table.id as usize;
             table.placement = (0..table.shard_count as usize)
@@ -347,8 +354,7 @@ impl MetaService {
             q.schema = schema.to_string();
         }
         if !restore || q.id == 0 {
-            inner.persisted.next_table_id += 1;
-            q.id = inner.persisted.next_table_id;
+            q.id = inner.new_catalog_id();
             q.last_value = q.start;
             q.is_called = false;
         }
@@ -912,9 +918,9 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
     let service = MetaService::open(&opts.dir)?;
     if let Some((name, file)) = &opts.admin {
-        let password = std::fs::read_to_string(file)
+        let password = eon_common::scram::read_password(file)
             .map_err(|e| Error::internal(format!("cannot read {}: {e}", file.display())))?;
-        service.ensure_admin(name, password.trim_end_matches(['\n', '\r']))?;
+        service.ensure_admin(name, &password)?;
     }
     let (listener, addr) = eon_common::node::bind(&opts.listen, opts.port).await?;
     tracing::info!(%addr, "meta serving");

@@ -66,8 +66,7 @@ impl MetaService {
             }
             return Err(duplicate(&role.name));
         }
-        inner.persisted.next_table_id += 1;
-        role.id = inner.persisted.next_table_id;
+        role.id = inner.new_catalog_id();
         inner.persisted.roles.push(role.clone());
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -219,15 +218,13 @@ impl MetaService {
         let mut inner = self.inner.lock().unwrap();
         let bootstrap = inner.persisted.bootstrap_role;
         if let Some(admin) = inner.persisted.roles.iter_mut().find(|r| r.id == bootstrap) {
-            let current = eon_common::scram::Verifier::parse(&admin.password);
-            if current.is_some_and(|v| v.matches(password)) {
+            if eon_common::scram::verifies(&admin.password, password) {
                 return Ok(());
             }
             admin.password = eon_common::scram::Verifier::generate(password).to_string();
             tracing::info!(role = %admin.name, "admin password set from the password file");
         } else {
-            inner.persisted.next_table_id += 1;
-            let id = inner.persisted.next_table_id;
+            let id = inner.new_catalog_id();
             inner.persisted.roles.retain(|r| r.name != name);
             inner.persisted.roles.push(pb::Role {
                 id,

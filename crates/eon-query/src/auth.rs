@@ -290,16 +290,8 @@ pub async fn rest_auth(
             next.run(request).await
         }
         Err(e) => {
-            let status = if e.code == sqlstate::INVALID_PASSWORD
-                || e.code == sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
-            {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            };
-            let body = serde_json::json!({"error": {"code": e.code, "message": e.message}});
-            let mut response = (status, axum::Json(body)).into_response();
-            if status == StatusCode::UNAUTHORIZED {
+            let mut response = crate::rest::ApiError(e).into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"eon\", charset=\"UTF-8\""),

@@ -103,7 +103,7 @@ impl axum::extract::FromRequestParts<Arc<Engine>> for Caller {
     }
 }
 
-struct ApiError(Error);
+pub(crate) struct ApiError(pub(crate) Error);
 
 impl ApiError {
     fn into_response_with(self, status: StatusCode) -> Response {

@@ -73,16 +73,6 @@ fn denied(message: impl Into<String>) -> Error {
     Error::user(sqlstate::INSUFFICIENT_PRIVILEGE, message)
 }
 
-/// The session's role, which every role statement needs to check rights.
-fn acting_role(session: &Session) -> Result<pb::Role> {
-    session.role().ok_or_else(|| {
-        denied(format!(
-            "role \"{}\" does not exist anymore",
-            session.user()
-        ))
-    })
-}
-
 /// A password as stored: a verifier given as is, a clear one made into
 /// one, NULL as none.
 fn password_verifier(password: &Password) -> Result<String> {
@@ -204,7 +194,7 @@ pub async fn create_role(session: &Session, c: &CreateRole) -> Result<Output> {
     }
     let cluster = session.cluster();
     cluster.timestamp().await?;
-    let actor = acting_role(session)?;
+    let actor = session.actor();
     let options = create_options(c);
     for name in &c.names {
         let mut role = pb::Role {
@@ -249,7 +239,7 @@ pub async fn alter_role(
 ) -> Result<Output> {
     let cluster = session.cluster();
     cluster.timestamp().await?;
-    let actor = acting_role(session)?;
+    let actor = session.actor();
     let name = crate::dml::ident(name);
     let before = cluster.role(&name).ok_or_else(|| {
         Error::user(
@@ -312,7 +302,7 @@ pub async fn drop_roles(
 ) -> Result<Output> {
     let cluster = session.cluster();
     cluster.timestamp().await?;
-    let actor = acting_role(session)?;
+    let actor = session.actor();
     for n in names {
         let name = role_name(n)?;
         let Some(role) = cluster.role(&name) else {

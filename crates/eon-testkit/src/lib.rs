@@ -201,9 +201,7 @@ impl TestCluster {
 
     /// The admin's password (`eon up` keeps it in the data dir).
     pub fn admin_password(&self) -> String {
-        std::fs::read_to_string(self.dir.join("admin-password"))
-            .map(|p| p.trim_end().to_string())
-            .unwrap_or_default()
+        eon_common::scram::read_password(&self.dir.join("admin-password")).unwrap_or_default()
     }
 
     /// The admin's PostgreSQL URL.
