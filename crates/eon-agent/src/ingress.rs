@@ -530,10 +530,22 @@ pub type Handler = Arc<
         + Sync,
 >;
 
-/// Serve HTTP/1.1 on `listener` with `handler` until `stop` fires.
+/// What a public HTTP port offers besides plain HTTP.
+#[derive(Clone, Default)]
+pub struct Doors {
+    /// HTTPS on the same port: a connection whose first byte starts a TLS
+    /// handshake is served over TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Plain HTTP requests get 400 and a JSON error instead.
+    pub require_tls: bool,
+}
+
+/// Serve HTTP/1.1 (and HTTPS, per `doors`) on `listener` with `handler`
+/// until `stop` fires.
 pub async fn serve_http(
     listener: TcpListener,
     handler: Handler,
+    doors: Doors,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -543,17 +555,50 @@ pub async fn serve_http(
                 let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let doors = doors.clone();
                 tokio::spawn(async move {
+                    let tls = match &doors.tls {
+                        Some(acceptor) if eon_common::tls::starts_tls(&stream).await => {
+                            match acceptor.accept(stream).await {
+                                Ok(tls) => Ok(tls),
+                                Err(e) => {
+                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                            }
+                        }
+                        _ => Err(stream),
+                    };
+                    let handler = if tls.is_err() && doors.require_tls {
+                        plain_refused()
+                    } else {
+                        handler
+                    };
                     let service = hyper::service::service_fn(move |req| {
                         let fut = handler(req, peer);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.keep_alive(true);
+                    let _ = match tls {
+                        Ok(tls) => http.serve_connection(TokioIo::new(tls), service).await,
+                        Err(plain) => http.serve_connection(TokioIo::new(plain), service).await,
+                    };
                 });
             }
         }
     }
+}
+
+/// The answer to plain HTTP on a port that requires TLS.
+fn plain_refused() -> Handler {
+    Arc::new(|_req, _peer| {
+        Box::pin(async {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "28000",
+                "this port accepts HTTPS only (eon up --require-tls)",
+            )
+        })
+    })
 }

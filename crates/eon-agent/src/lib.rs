@@ -74,6 +74,11 @@ pub struct UpOptions {
     pub recipes: Vec<(String, PathBuf)>,
     /// Accept every client without a password (`eon up --trust`).
     pub trust: bool,
+    /// The operator's certificate for the public ports (default: one from
+    /// the cluster's own CA in `<data-dir>/tls`).
+    pub tls: Option<eon_common::tls::CertFiles>,
+    /// Refuse clients that do not use TLS, on every public port.
+    pub require_tls: bool,
 }
 
 /// Where a running cluster can be reached; written to `cluster.json`.
@@ -86,6 +91,10 @@ pub struct ClusterFile {
     pub http: String,
     #[serde(default)]
     pub ingress: String,
+    /// The CA certificate clients verify the cluster with (when it is the
+    /// cluster's own).
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -124,6 +133,13 @@ pub struct AgentState {
     /// The cluster's PostgreSQL and REST ports.
     pg_addr: std::net::SocketAddr,
     http_addr: std::net::SocketAddr,
+    /// How front ends reach them: in the clear on this host unless the
+    /// operator requires TLS.
+    frontend_link: Link,
+    /// The certificate query engines offer PostgreSQL clients.
+    tls: eon_common::tls::CertFiles,
+    /// Clients must use TLS (`eon up --require-tls`).
+    require_tls: bool,
     /// The balancer's clock.
     clock: std::time::Instant,
     qe_scaling: control::QueryEngineScaling,
@@ -178,6 +194,17 @@ impl AgentState {
                 ],
                 if self.trust {
                     vec!["--trust".into()]
+                } else {
+                    vec![]
+                },
+                vec![
+                    "--tls-cert".into(),
+                    self.tls.cert.display().to_string(),
+                    "--tls-key".into(),
+                    self.tls.key.display().to_string(),
+                ],
+                if self.require_tls {
+                    vec!["--require-tls".into()]
                 } else {
                     vec![]
                 },
@@ -395,6 +422,28 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         .local_addr()
         .map_err(|e| UpError(e.to_string()))?;
     let mut signals = Signals::new();
+    let (tls_files, ca_cert) = match &opts.tls {
+        Some(files) => (files.clone(), None),
+        None => {
+            let dir = opts.data_dir.join(eon_common::tls::TLS_DIR);
+            let (files, ca) = eon_common::tls::cluster_certificates(
+                &dir,
+                &eon_common::tls::host_names(&opts.listen),
+            )
+            .map_err(UpError)?;
+            (files, Some(ca))
+        }
+    };
+    // Read now, so a bad certificate stops `eon up` with its reason.
+    let https = eon_common::tls::acceptor(&tls_files, &[b"http/1.1"])
+        .map_err(|e| UpError(format!("TLS: {e}")))?;
+    let frontend_link = if opts.require_tls {
+        Link::Tls {
+            ca: ca_cert.clone(),
+        }
+    } else {
+        Link::Plain
+    };
 
     // Meta first: everyone else needs its address. After the first start it
     // keeps its port, so restarts are invisible to the other components.
@@ -449,15 +498,18 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         frontend_env: vec![
             (
                 "EON_PG_URL".into(),
-                pg_url(&pg_addr, ADMIN_ROLE, &admin_password),
+                pg_url(&pg_addr, ADMIN_ROLE, &admin_password, &frontend_link),
             ),
             (
                 "EON_REST_URL".into(),
-                rest_url(&http_addr, ADMIN_ROLE, &admin_password),
+                rest_url(&http_addr, ADMIN_ROLE, &admin_password, &frontend_link),
             ),
         ],
         pg_addr,
         http_addr,
+        frontend_link,
+        tls: tls_files.clone(),
+        require_tls: opts.require_tls,
         trust: opts.trust,
         clock: std::time::Instant::now(),
         qe_scaling: opts.query_engine_scaling.clone(),
@@ -498,6 +550,11 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         pg: pg_addr.to_string(),
         http: http_addr.to_string(),
         ingress: ingress_addr.to_string(),
+        ca_cert,
+    };
+    let doors = ingress::Doors {
+        tls: Some(https),
+        require_tls: opts.require_tls,
     };
     let pg_task = tokio::spawn(router::serve_pg(
         state.qe_pg.clone(),
@@ -507,11 +564,13 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     let http_task = tokio::spawn(ingress::serve_http(
         http_listener,
         rest_handler(state.clone(), cluster.clone()),
+        doors.clone(),
         stop_rx.clone(),
     ));
     let ingress_task = tokio::spawn(ingress::serve_http(
         ingress_listener,
         ingress_handler(state.clone()),
+        doors,
         stop_rx.clone(),
     ));
     let control_task = tokio::spawn(control::control_loop(state.clone(), stop_rx.clone()));
@@ -580,19 +639,40 @@ pub fn admin_password(data_dir: &std::path::Path) -> Result<String, String> {
     kept_password(&data_dir.join(ADMIN_PASSWORD_FILE))
 }
 
+/// How a client reaches the cluster's public ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// In the clear.
+    Plain,
+    /// Over TLS, verifying the server against `ca` (the cluster's own CA),
+    /// or — with an operator's certificate, `None` — only requiring TLS.
+    Tls { ca: Option<PathBuf> },
+}
+
 /// The PostgreSQL URL of a cluster whose PostgreSQL port is `addr`, logging
 /// in as `user`.
-pub fn pg_url(addr: &std::net::SocketAddr, user: &str, password: &str) -> String {
+pub fn pg_url(addr: &std::net::SocketAddr, user: &str, password: &str, link: &Link) -> String {
+    let ssl = match link {
+        Link::Plain => "sslmode=disable".to_string(),
+        Link::Tls { ca: Some(ca) } => {
+            format!("sslmode=verify-full&sslrootcert={}", ca.display())
+        }
+        Link::Tls { ca: None } => "sslmode=require".to_string(),
+    };
     format!(
-        "postgresql://{user}:{password}@{}/eon?sslmode=disable",
+        "postgresql://{user}:{password}@{}/eon?{ssl}",
         connect_addr(addr)
     )
 }
 
 /// The REST URL of a cluster whose REST port is `addr`, with `user`'s
 /// credentials (HTTP basic authentication).
-pub fn rest_url(addr: &std::net::SocketAddr, user: &str, password: &str) -> String {
-    format!("http://{user}:{password}@{}", connect_addr(addr))
+pub fn rest_url(addr: &std::net::SocketAddr, user: &str, password: &str, link: &Link) -> String {
+    let scheme = match link {
+        Link::Plain => "http",
+        Link::Tls { .. } => "https",
+    };
+    format!("{scheme}://{user}:{password}@{}", connect_addr(addr))
 }
 
 /// A password kept in a file readable by its owner only: read, or made up
@@ -672,10 +752,13 @@ impl AgentState {
             )
         })?;
         Ok(vec![
-            ("EON_PG_URL".into(), pg_url(&self.pg_addr, name, &password)),
+            (
+                "EON_PG_URL".into(),
+                pg_url(&self.pg_addr, name, &password, &self.frontend_link),
+            ),
             (
                 "EON_REST_URL".into(),
-                rest_url(&self.http_addr, name, &password),
+                rest_url(&self.http_addr, name, &password, &self.frontend_link),
             ),
         ])
     }

@@ -13,6 +13,9 @@
 //!   PostgreSQL SQLSTATE, and their mapping to and from gRPC status.
 //! - [`stats`]: the one statistics shape every component reports.
 //! - [`recipe`]: the TOML recipe that says how to run a user's front end.
+//! - [`scram`]: SCRAM-SHA-256 verifiers and exchanges (passwords).
+//! - [`tls`]: the cluster's certificates and rustls configuration of the
+//!   front doors.
 
 /// The superuser `eon up` makes at the first start (its password is in the
 /// data dir's `admin-password`).
@@ -27,6 +30,7 @@ pub mod recipe;
 pub mod schema;
 pub mod scram;
 pub mod stats;
+pub mod tls;
 pub mod types;
 pub mod value;
 

@@ -57,6 +57,8 @@ use crate::session::{Engine, SERVER_VERSION, Session};
 pub struct Authenticator {
     /// `--trust`: nobody needs a password.
     pub trust: bool,
+    /// `--require-tls`: PostgreSQL clients must have asked for TLS.
+    pub require_tls: bool,
     /// Key of the made-up verifiers of unknown roles (random per process).
     mock_key: [u8; 32],
     /// Right REST passwords seen: hash of (name, password) → the verifier
@@ -65,9 +67,10 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(trust: bool) -> Authenticator {
+    pub fn new(trust: bool, require_tls: bool) -> Authenticator {
         Authenticator {
             trust,
+            require_tls,
             mock_key: rand::random(),
             basic_seen: Mutex::new(HashMap::new()),
         }
@@ -176,6 +179,16 @@ impl StartupHandler for Startup {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
+                if self.session.engine.auth.require_tls && !client.is_secure() {
+                    // PostgreSQL's answer when only `hostssl` lines match.
+                    return Err(fatal(
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        format!(
+                            "no encryption: this server accepts TLS connections only (user \"{}\"; connect with sslmode=require)",
+                            client_user(client)
+                        ),
+                    ));
+                }
                 // A fresh catalog: a role created a moment ago through
                 // another query engine can log in here.
                 let _ = self.session.engine.cluster.timestamp().await;

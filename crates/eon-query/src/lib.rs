@@ -84,10 +84,26 @@ pub struct QueryEngineOptions {
     pub default_shards: u32,
     /// Accept clients without passwords (`eon up --trust`).
     pub trust: bool,
+    /// Offer TLS on the PostgreSQL port with this certificate.
+    pub tls: Option<eon_common::tls::CertFiles>,
+    /// Refuse PostgreSQL clients that did not ask for TLS.
+    pub require_tls: bool,
 }
 
 /// Run `eon query-engine` until SIGTERM/SIGINT.
 pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
+    let tls = match &opts.tls {
+        Some(files) => Some(
+            eon_common::tls::acceptor(files, &[b"postgresql"])
+                .map_err(|e| Error::internal(format!("TLS: {e}")))?,
+        ),
+        None if opts.require_tls => {
+            return Err(Error::internal(
+                "--require-tls needs --tls-cert and --tls-key",
+            ));
+        }
+        None => None,
+    };
     let stats = Recorder::new("query-engine", opts.id);
     let cluster = cluster::Cluster::new(&opts.meta, stats, opts.default_shards)?;
     let (pg_listener, pg_addr) = node::bind(&opts.listen, opts.pg_port).await?;
@@ -107,7 +123,10 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
     node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     node::spawn_heartbeat(meta, info);
     cluster.refresh_catalog().await?;
-    let engine = Engine::new(cluster, opts.trust)?;
+    let engine = Engine::new(
+        cluster,
+        auth::Authenticator::new(opts.trust, opts.require_tls),
+    )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -116,6 +135,7 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
     let pg = tokio::spawn(pg::serve(
         engine.clone(),
         pg_listener,
+        tls,
         stopped(stop_rx.clone()),
     ));
     let http = {

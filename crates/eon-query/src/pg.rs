@@ -42,10 +42,13 @@ use crate::errors::from_df;
 use crate::pgtypes::{ColumnEncoder, decode_param, param_pg_type, pg_type_of};
 use crate::session::{Engine, Output, Prepared, Session};
 
-/// Serve PostgreSQL clients on `listener` until `shutdown` resolves.
+/// Serve PostgreSQL clients on `listener` until `shutdown` resolves; a
+/// client that sends an SSLRequest gets TLS if `tls` is given (a refusal,
+/// `N`, otherwise — and the client decides whether to go on in the clear).
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let pids = Arc::new(RandomPidSecretKeyGenerator::default());
@@ -58,8 +61,9 @@ pub async fn serve(
                 Ok((socket, addr)) => {
                     let _ = socket.set_nodelay(true);
                     let conn = Arc::new(Connection::new(engine.clone(), pids.clone(), cancels.clone()));
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, conn).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, conn).await {
                             tracing::debug!(%addr, "connection ended: {e}");
                         }
                     });

@@ -112,7 +112,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cluster: Arc<Cluster>, trust: bool) -> Result<Arc<Engine>> {
+    pub fn new(cluster: Arc<Cluster>, auth: crate::auth::Authenticator) -> Result<Arc<Engine>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(false)
@@ -180,7 +180,7 @@ impl Engine {
         .map_err(from_df)?;
         Ok(Arc::new(Engine {
             cluster,
-            auth: crate::auth::Authenticator::new(trust),
+            auth,
             base: ctx.state(),
             catalog_sql: Default::default(),
         }))

@@ -218,7 +218,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let file = std::path::Path::new("./eon-data").join(eon_agent::ADMIN_PASSWORD_FILE);
             let password = eon_common::scram::read_password(&file)
                 .with_context(|| format!("cannot read {} (or give --url)", file.display()))?;
-            eon_agent::pg_url(&"127.0.0.1:5433".parse()?, eon_agent::ADMIN_ROLE, &password)
+            eon_agent::pg_url(
+                &"127.0.0.1:5433".parse()?,
+                eon_agent::ADMIN_ROLE,
+                &password,
+                &eon_agent::Link::Plain,
+            )
         }
     };
     let mut results = run_target("eon", &url, &args).await?;

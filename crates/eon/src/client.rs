@@ -66,6 +66,7 @@ impl Find {
                 pg: String::new(),
                 http: String::new(),
                 ingress: String::new(),
+                ca_cert: None,
             }),
             (None, _, None) => bail!(
                 "no eon cluster is running on {} (no cluster.json; is `eon up` running? or pass --http-port)",

@@ -124,6 +124,8 @@ enum Command {
         /// and over REST (for experiments on a machine of your own only).
         #[arg(long)]
         trust: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Work with front-end recipes (TOML files describing how to run a
     /// front end).
@@ -232,7 +234,34 @@ enum Command {
         /// Accept every client without a password.
         #[arg(long)]
         trust: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// TLS on the PostgreSQL and REST ports (see `eon_common::tls`).
+#[derive(clap::Args, Debug, Clone)]
+struct TlsArgs {
+    /// The server's certificate chain (PEM). Default for `eon up`: one
+    /// issued at every start by the cluster's own CA, `<data-dir>/tls/ca.crt`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS (PostgreSQL clients without
+    /// sslmode=require or stronger, plain HTTP on the REST port).
+    #[arg(long)]
+    require_tls: bool,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<eon_common::tls::CertFiles> {
+        Some(eon_common::tls::CertFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
 }
 
 fn init_logging(writer: Option<std::fs::File>) {
@@ -293,6 +322,7 @@ fn main() -> ExitCode {
             gc_retention,
             memory_limit,
             trust,
+            tls,
         } => {
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
@@ -361,12 +391,17 @@ fn main() -> ExitCode {
                 ]
                 .concat(),
                 trust,
+                tls: tls.files(),
+                require_tls: tls.require_tls,
             };
+            let require_tls = tls.require_tls;
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
                 let password = eon_agent::admin_password(&data_dir).unwrap_or_default();
-                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, eon_agent::ADMIN_ROLE, &password)).unwrap_or_default();
-                let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, eon_agent::ADMIN_ROLE, &password)).unwrap_or_default();
+                let link = eon_agent::Link::Tls { ca: c.ca_cert.as_ref().map(|ca| std::path::absolute(ca).unwrap_or(ca.clone())) };
+                let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
+                let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
+                let cacert = c.ca_cert.as_ref().map(|ca| format!("--cacert {} ", ca.display())).unwrap_or_default();
                 println!(
                     "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()
@@ -376,7 +411,10 @@ fn main() -> ExitCode {
                 println!();
                 println!("  PostgreSQL URL:  {url}");
                 println!("  psql:            psql \"{url}\"");
-                println!("  REST:            curl -s {rest}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'");
+                println!("  REST:            curl -s {cacert}{rest}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'");
+                if let Some(ca) = &c.ca_cert {
+                    println!("  TLS:             the cluster's CA is {} ({})", ca.display(), if require_tls { "clients must use TLS" } else { "plain connections are accepted too; --require-tls refuses them" });
+                }
                 if trust {
                     println!("  (--trust: clients connect without a password)");
                 } else {
@@ -538,6 +576,7 @@ fn main() -> ExitCode {
             grpc_port,
             default_shards,
             trust,
+            tls,
         } => {
             init_logging(None);
             let opts = eon_query::QueryEngineOptions {
@@ -549,6 +588,8 @@ fn main() -> ExitCode {
                 grpc_port,
                 default_shards,
                 trust,
+                tls: tls.files(),
+                require_tls: tls.require_tls,
             };
             exit(runtime().block_on(eon_query::run(opts)))
         }

@@ -16,6 +16,7 @@ mod psql;
 mod pushdown;
 mod rest;
 mod slt;
+mod tls;
 mod txn;
 
 /// The SQLSTATE of a failed statement (or why there is none).
