@@ -181,7 +181,13 @@ impl AgentState {
                 "EON_AGENT",
                 self.agent_addr.get().cloned().unwrap_or_default(),
             )
-            .env("EON_BIN", &self.exe);
+            .env("EON_BIN", &self.exe)
+            // For the host's `eon agent --join` (the agents of a cluster
+            // share its secret).
+            .env(
+                eon_common::node::SECRET_ENV,
+                eon_common::node::cluster_secret().unwrap_or_default(),
+            );
         // A command that *is* the host (a local `eon agent`, as in tests)
         // ends with this agent.
         // SAFETY: only async-signal-safe calls between fork and exec.

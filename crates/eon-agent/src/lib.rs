@@ -20,6 +20,10 @@
 //!
 //! ```text
 //!   <data-dir>/eon.lock           held by the running `eon up`
+//!   <data-dir>/admin-password     the admin role's password (0600)
+//!   <data-dir>/cluster-secret     what components show each other (0600)
+//!   <data-dir>/tls/               the cluster's CA and the server's certificate
+//!   <data-dir>/recipe-roles/      the passwords of the front ends' roles
 //!   <data-dir>/cluster.json       addresses of the running cluster (for `eon status`)
 //!   <data-dir>/meta/              meta's state
 //!   <data-dir>/data-engine-<n>/   a data engine's log and checkpoints
@@ -150,7 +154,7 @@ pub struct AgentState {
     http_client: HttpClient,
     /// gRPC channels to components, by address (kept: statistics are
     /// asked for ten times a second).
-    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    channels: Mutex<HashMap<String, eon_common::node::Channel>>,
     next_id: Mutex<HashMap<String, u64>>,
     stats: Arc<Recorder>,
 }
@@ -235,7 +239,7 @@ impl AgentState {
     }
 
     /// A (shared) gRPC channel to a component.
-    pub(crate) fn channel_to(&self, addr: &str) -> Option<tonic::transport::Channel> {
+    pub(crate) fn channel_to(&self, addr: &str) -> Option<eon_common::node::Channel> {
         let mut channels = self.channels.lock().unwrap();
         if let Some(c) = channels.get(addr) {
             return Some(c.clone());
@@ -449,6 +453,11 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
     // keeps its port, so restarts are invisible to the other components.
     let meta_log = opts.data_dir.join("logs").join("meta.log");
     let admin_password = admin_password(&opts.data_dir).map_err(UpError)?;
+    // The cluster's secret: every component this agent starts gets it, and
+    // presents it on every gRPC call (see `eon_common::node`).
+    eon_common::node::set_cluster_secret(
+        kept_password(&opts.data_dir.join(eon_common::node::SECRET_FILE)).map_err(UpError)?,
+    );
     let meta_args = vec![
         "--data-dir".to_string(),
         opts.data_dir.join("meta").display().to_string(),
@@ -957,7 +966,7 @@ pub(crate) fn serve_agent<A: Agent>(
         let _ = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(eon_common::node::metrics_routes(stats))
-            .add_service(AgentServer::new(service))
+            .add_service(eon_common::node::guarded(AgentServer::new(service)))
             .serve_with_incoming_shutdown(eon_common::node::incoming(listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             })

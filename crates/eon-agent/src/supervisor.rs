@@ -279,6 +279,9 @@ fn start_child(inst: &Instance) -> std::io::Result<Child> {
             // The role is the first argument, so `ps` shows which process is
             // which.
             cmd.arg(&inst.kind).args(inst.args.lock().unwrap().iter());
+            if let Some(secret) = eon_common::node::cluster_secret() {
+                cmd.env(eon_common::node::SECRET_ENV, secret);
+            }
             cmd
         }
         Launch::Shell {
@@ -293,7 +296,9 @@ fn start_child(inst: &Instance) -> std::io::Result<Child> {
                 .arg(command)
                 .current_dir(dir)
                 .env("PORT", port.to_string())
-                .env("EON_INSTANCE", &inst.name);
+                .env("EON_INSTANCE", &inst.name)
+                // Front ends are users' code, not members of the cluster.
+                .env_remove(eon_common::node::SECRET_ENV);
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
             cmd
         }
@@ -525,6 +530,7 @@ async fn run_check(check: &Check, port: u16, inst: &Instance) -> bool {
                 .arg(command)
                 .current_dir(dir)
                 .envs(env)
+                .env_remove(eon_common::node::SECRET_ENV)
                 .env("PORT", port.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -5,6 +5,18 @@
 //! Readiness is one line on standard output, `EON-READY {json}`, printed
 //! once the process serves requests; the supervisor (`eon up`) waits for it
 //! to learn the addresses the process chose. Logs go to standard error.
+//!
+//! Components prove to each other that they belong to the cluster with the
+//! cluster's secret: `eon up` keeps it in `<data-dir>/cluster-secret`
+//! (readable by its owner only) and gives it to the processes it starts in
+//! the environment (`EON_CLUSTER_SECRET`, never on the command line, where
+//! `ps` would show it). Every gRPC request carries it
+//! (`authorization: Bearer …`, added by [`channel`]), and every component's
+//! gRPC services refuse a request without it ([`SecretCheck`]) with
+//! UNAUTHENTICATED — so a process that is not part of the cluster cannot
+//! call a data engine, meta, a query engine or an agent. (`GET /metrics`
+//! stays open: statistics only.) A component started by hand without a
+//! secret accepts every caller, as before.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +25,9 @@ use std::time::Duration;
 use eon_proto::v1 as pb;
 use eon_proto::v1::meta_client::MetaClient;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
 
@@ -29,15 +43,125 @@ pub async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
-/// A lazily connecting gRPC channel to `addr` ("host:port").
+/// The environment variable that hands a component the cluster's secret.
+pub const SECRET_ENV: &str = "EON_CLUSTER_SECRET";
+
+/// Where `eon up` keeps the cluster's secret, in its data dir.
+pub const SECRET_FILE: &str = "cluster-secret";
+
+static SECRET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// This process's cluster secret: the one set with [`set_cluster_secret`]
+/// (the agent), else `EON_CLUSTER_SECRET` (the components it starts).
+pub fn cluster_secret() -> Option<&'static str> {
+    SECRET
+        .get_or_init(|| std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()))
+        .as_deref()
+}
+
+/// Make `secret` this process's cluster secret (before any channel is
+/// made or service served; later calls change nothing).
+pub fn set_cluster_secret(secret: String) {
+    let _ = SECRET.set(Some(secret));
+}
+
+/// A gRPC channel whose requests carry a cluster secret.
+pub type Channel = InterceptedService<tonic::transport::Channel, WithSecret>;
+
+/// Adds the cluster secret to each request (see the module doc).
+#[derive(Clone)]
+pub struct WithSecret(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Interceptor for WithSecret {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A lazily connecting gRPC channel to `addr` ("host:port"), with this
+/// process's cluster secret.
 pub fn channel(addr: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
+    channel_with(addr, cluster_secret())
+}
+
+/// A lazily connecting gRPC channel to `addr` ("host:port") whose requests
+/// carry `secret` (tools and tests that talk to a cluster of their choice).
+pub fn channel_with(addr: &str, secret: Option<&str>) -> Result<Channel> {
+    let inner = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::internal(format!("bad address {addr}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .connect_lazy();
+    let header = match secret {
+        Some(s) => Some(
+            format!("Bearer {s}")
+                .parse()
+                .map_err(|_| Error::internal("the cluster secret is not printable ASCII"))?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(inner, WithSecret(header)))
+}
+
+/// A component's gRPC service behind the cluster-secret check.
+pub fn guarded<S>(service: S) -> InterceptedService<S, SecretCheck> {
+    InterceptedService::new(service, SecretCheck::new())
+}
+
+/// Checks that a request carries the cluster secret: the interceptor of
+/// every component's gRPC services (see [`guarded`]).
+#[derive(Clone)]
+pub struct SecretCheck(Option<std::sync::Arc<[u8]>>);
+
+impl SecretCheck {
+    /// A check against this process's cluster secret (none: let all in).
+    pub fn new() -> SecretCheck {
+        SecretCheck(cluster_secret().map(|s| format!("Bearer {s}").into_bytes().into()))
+    }
+}
+
+impl Default for SecretCheck {
+    fn default() -> Self {
+        SecretCheck::new()
+    }
+}
+
+impl Interceptor for SecretCheck {
+    fn call(
+        &mut self,
+        req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        let Some(expected) = &self.0 else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // In constant time: how much of a guess was right must not show.
+        let same = given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "not a member of this cluster: the request lacks the cluster's secret",
+            ))
+        }
+    }
 }
 
 pub fn meta_client(addr: &str) -> Result<MetaClient<Channel>> {

@@ -7,9 +7,9 @@ use crate::Report;
 
 /// The Agent contract: List, Start, Stop, Stats. Starts one extra query
 /// engine and stops it again.
-pub async fn agent(addr: &str) -> anyhow::Result<Report> {
+pub async fn agent(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
     let mut r = Report::new("agent");
-    let mut c = AgentClient::new(node::channel(addr)?);
+    let mut c = AgentClient::new(node::channel_with(addr, secret)?);
     let list = c
         .list(pb::ListInstancesRequest {})
         .await

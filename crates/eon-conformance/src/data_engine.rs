@@ -6,11 +6,11 @@ use arrow::datatypes::Int64Type;
 use datafusion::prelude::{col, lit};
 use datafusion_proto::bytes::Serializeable;
 use eon_common::key::{encode_batch_keys, shard_of};
+use eon_common::node::Channel;
 use eon_common::schema::ColumnDef;
 use eon_common::{SqlType, TableDef, ipc, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::data_engine_client::DataEngineClient;
-use tonic::transport::Channel;
 
 use crate::{Report, sqlstate};
 
@@ -113,9 +113,9 @@ fn scan_req(t: &TableDef, ts: u64) -> pb::ScanRequest {
 
 /// The DataEngine contract, on a scratch table the suite places entirely on
 /// the engine under test (it drops the table at the end).
-pub async fn data_engine(addr: &str) -> anyhow::Result<Report> {
+pub async fn data_engine(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
     let mut r = Report::new("data-engine");
-    let mut c = DataEngineClient::new(node::channel(addr)?);
+    let mut c = DataEngineClient::new(node::channel_with(addr, secret)?);
     let engine = c
         .stats(pb::StatsRequest {})
         .await

@@ -58,13 +58,19 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Run the suite for `interface` against `addr`.
-pub async fn run(interface: &str, addr: &str, meta_addr: Option<&str>) -> anyhow::Result<Report> {
+/// Run the suite for `interface` against `addr`, presenting the cluster's
+/// `secret` (see `eon_common::node`).
+pub async fn run(
+    interface: &str,
+    addr: &str,
+    meta_addr: Option<&str>,
+    secret: Option<&str>,
+) -> anyhow::Result<Report> {
     match interface {
-        "meta" => meta(addr).await,
-        "data-engine" => data_engine(addr).await,
-        "query-engine" => query_engine(addr).await,
-        "agent" => agent(addr).await,
+        "meta" => meta(addr, secret).await,
+        "data-engine" => data_engine(addr, secret).await,
+        "query-engine" => query_engine(addr, secret).await,
+        "agent" => agent(addr, secret).await,
         other => {
             let _ = meta_addr;
             anyhow::bail!(

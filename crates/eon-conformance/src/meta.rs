@@ -7,9 +7,9 @@ use crate::{Report, sqlstate};
 
 /// The Meta contract. Registers a data engine node (id 900001) with a
 /// placeholder address, so run it against a scratch meta.
-pub async fn meta(addr: &str) -> anyhow::Result<Report> {
+pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
     let mut r = Report::new("meta");
-    let mut m = node::meta_client(addr)?;
+    let mut m = eon_proto::v1::meta_client::MetaClient::new(node::channel_with(addr, secret)?);
 
     let fake = pb::NodeInfo {
         kind: pb::NodeKind::DataEngine as i32,

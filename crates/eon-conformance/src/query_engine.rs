@@ -1,10 +1,10 @@
 use anyhow::{Context, ensure};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
+use eon_common::node::Channel;
 use eon_common::{ipc, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::query_engine_client::QueryEngineClient;
-use tonic::transport::Channel;
 
 use crate::{Report, sqlstate};
 
@@ -44,9 +44,9 @@ async fn exec(
 
 /// The QueryEngine contract: SQL in, Arrow IPC and command tags out, errors
 /// with SQLSTATEs. Creates and drops its own table.
-pub async fn query_engine(addr: &str) -> anyhow::Result<Report> {
+pub async fn query_engine(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
     let mut r = Report::new("query-engine");
-    let mut c = QueryEngineClient::new(node::channel(addr)?);
+    let mut c = QueryEngineClient::new(node::channel_with(addr, secret)?);
     let table = format!("conformance_qe_{}", eon_common::unix_us());
 
     let (_, tag) = exec(

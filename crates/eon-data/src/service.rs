@@ -591,11 +591,11 @@ pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 async fn resolve_leftovers(
     id: u64,
     store: Arc<Store>,
-    meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>,
+    meta: eon_proto::v1::meta_client::MetaClient<eon_common::node::Channel>,
 ) {
     let mut peers: std::collections::HashMap<
         u64,
-        (String, DataEngineClient<tonic::transport::Channel>),
+        (String, DataEngineClient<eon_common::node::Channel>),
     > = Default::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -623,9 +623,9 @@ async fn resolve_leftovers(
 async fn ask_anchor(
     peers: &mut std::collections::HashMap<
         u64,
-        (String, DataEngineClient<tonic::transport::Channel>),
+        (String, DataEngineClient<eon_common::node::Channel>),
     >,
-    mut meta: eon_proto::v1::meta_client::MetaClient<tonic::transport::Channel>,
+    mut meta: eon_proto::v1::meta_client::MetaClient<eon_common::node::Channel>,
     anchor: u64,
     txn: u64,
 ) -> Result<TxnStatus, String> {
@@ -756,7 +756,9 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(node::metrics_routes(move || metrics.stats_snapshot()))
-        .add_service(DataEngineServer::from_arc(service).max_decoding_message_size(256 << 20))
+        .add_service(node::guarded(
+            DataEngineServer::from_arc(service).max_decoding_message_size(256 << 20),
+        ))
         .serve_with_incoming_shutdown(node::incoming(listener), node::shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;

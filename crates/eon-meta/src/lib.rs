@@ -932,7 +932,7 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
         .add_routes(eon_common::node::metrics_routes(move || {
             metrics.stats_snapshot()
         }))
-        .add_service(MetaServer::from_arc(service))
+        .add_service(eon_common::node::guarded(MetaServer::from_arc(service)))
         .serve_with_incoming_shutdown(
             eon_common::node::incoming(listener),
             eon_common::node::shutdown_signal(),

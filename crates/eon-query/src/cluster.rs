@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use eon_common::node::Channel;
 use eon_common::stats::Recorder;
 use eon_common::{Error, Result, TableDef, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::data_engine_client::DataEngineClient;
 use eon_proto::v1::meta_client::MetaClient;
-use tonic::transport::Channel;
 
 /// Largest gRPC message a query engine accepts (scan batches of wide rows).
 pub const MAX_MESSAGE: usize = 256 << 20;

@@ -160,7 +160,7 @@ pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
             if let Err(e) = tonic::transport::Server::builder()
                 .accept_http1(true)
                 .add_routes(node::metrics_routes(move || stats.snapshot(0)))
-                .add_service(service)
+                .add_service(node::guarded(service))
                 .serve_with_incoming_shutdown(node::incoming(grpc_listener), shutdown)
                 .await
             {

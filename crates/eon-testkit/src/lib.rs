@@ -312,15 +312,35 @@ impl TestCluster {
             .to_string())
     }
 
-    /// Every instance the agent supervises.
+    /// The cluster's secret (`eon up` keeps it in the data dir): what its
+    /// components show each other on every gRPC call.
+    pub fn secret(&self) -> String {
+        eon_common::scram::read_password(&self.dir.join(eon_common::node::SECRET_FILE))
+            .unwrap_or_default()
+    }
+
+    /// A gRPC channel to one of the cluster's components, with its secret.
+    pub fn channel(&self, addr: &str) -> anyhow::Result<eon_common::node::Channel> {
+        Ok(eon_common::node::channel_with(addr, Some(&self.secret()))?)
+    }
+
+    /// A client of the cluster's meta.
+    pub fn meta(&self) -> anyhow::Result<pb::meta_client::MetaClient<eon_common::node::Channel>> {
+        Ok(pb::meta_client::MetaClient::new(
+            self.channel(&self.meta_addr()?)?,
+        ))
+    }
+
     /// A client of the cluster's agent.
     pub fn agent(
         &self,
-    ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
+    ) -> anyhow::Result<pb::agent_client::AgentClient<eon_common::node::Channel>> {
         Ok(pb::agent_client::AgentClient::new(
-            eon_common::node::channel(&self.agent_addr()?)?,
+            self.channel(&self.agent_addr()?)?,
         ))
     }
+
+    /// Every instance the agent supervises.
 
     pub async fn instances(&self) -> anyhow::Result<Vec<pb::Instance>> {
         let mut agent = self.agent()?;
@@ -366,7 +386,7 @@ impl TestCluster {
 
     /// Data engine gRPC addresses by id, from meta.
     pub async fn data_engines(&self) -> anyhow::Result<Vec<(u64, String)>> {
-        let mut meta = eon_common::node::meta_client(&self.meta_addr()?)?;
+        let mut meta = self.meta()?;
         let nodes = meta
             .list_nodes(pb::ListNodesRequest {})
             .await?

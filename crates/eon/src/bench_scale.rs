@@ -114,6 +114,8 @@ struct Cluster {
     _dir: tempfile::TempDir,
     ingress: String,
     agent: String,
+    /// The cluster's secret, for calls to its agent.
+    secret: String,
     /// The front end's recipe, and its directory.
     recipe: String,
     recipe_dir: PathBuf,
@@ -174,18 +176,22 @@ fn start_cluster(example: &std::path::Path) -> anyhow::Result<Cluster> {
     }
     std::thread::spawn(move || lines.for_each(drop));
     let file = eon_agent::read_cluster_file(&dir.path().join("data")).context("no cluster.json")?;
+    let secret = eon_common::scram::read_password(
+        &dir.path().join("data").join(eon_common::node::SECRET_FILE),
+    )?;
     Ok(Cluster {
         child,
         recipe_dir: dir.path().to_path_buf(),
         _dir: dir,
         ingress: format!("127.0.0.1:{ingress_port}"),
         agent: file.agent,
+        secret,
         recipe: text,
     })
 }
 
 async fn frontend(
-    agent: &mut AgentClient<tonic::transport::Channel>,
+    agent: &mut AgentClient<eon_common::node::Channel>,
 ) -> anyhow::Result<pb::Frontend> {
     let list = agent
         .list_frontends(pb::ListFrontendsRequest {})
@@ -203,7 +209,7 @@ fn ready(f: &pb::Frontend) -> usize {
 }
 
 async fn actions_since(
-    agent: &mut AgentClient<tonic::transport::Channel>,
+    agent: &mut AgentClient<eon_common::node::Channel>,
     since_ms: i64,
 ) -> anyhow::Result<Vec<(i64, String)>> {
     let d = agent
@@ -238,7 +244,10 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         args.example.display()
     );
     let cluster = start_cluster(&args.example)?;
-    let mut agent = AgentClient::new(eon_common::node::channel(&cluster.agent)?);
+    let mut agent = AgentClient::new(eon_common::node::channel_with(
+        &cluster.agent,
+        Some(&cluster.secret),
+    )?);
     let url = format!("http://{}/app/work?ms=100", cluster.ingress);
     let load = Load::new(url, 16);
     let mut total_failed = 0;

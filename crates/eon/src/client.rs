@@ -75,11 +75,31 @@ impl Find {
         }
     }
 
-    pub async fn agent(&self) -> anyhow::Result<AgentClient<tonic::transport::Channel>> {
+    pub async fn agent(&self) -> anyhow::Result<AgentClient<eon_common::node::Channel>> {
         let c = self.cluster().await?;
         if c.agent.is_empty() {
             bail!("the cluster's agent address is unknown (pass --agent)");
         }
-        Ok(AgentClient::new(eon_common::node::channel(&c.agent)?))
+        Ok(AgentClient::new(self.channel(&c.agent)?))
+    }
+
+    /// The cluster's secret: EON_CLUSTER_SECRET, or the data dir's
+    /// `cluster-secret` (readable by the cluster's owner only — who alone
+    /// may run client commands against its components).
+    pub fn secret(&self) -> Option<String> {
+        eon_common::node::cluster_secret()
+            .map(str::to_string)
+            .or_else(|| {
+                eon_common::scram::read_password(&self.data_dir.join(eon_common::node::SECRET_FILE))
+                    .ok()
+            })
+    }
+
+    /// A gRPC channel to one of the cluster's components, with its secret.
+    pub fn channel(&self, addr: &str) -> anyhow::Result<eon_common::node::Channel> {
+        Ok(eon_common::node::channel_with(
+            addr,
+            self.secret().as_deref(),
+        )?)
     }
 }

@@ -139,6 +139,10 @@ enum Command {
         /// The cluster's agent (`eon status` shows its address).
         #[arg(long)]
         join: String,
+        /// A file holding the cluster's secret (the cluster's
+        /// `<data-dir>/cluster-secret`); or give it in EON_CLUSTER_SECRET.
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
         /// This host's name in the cluster.
         #[arg(long)]
         name: String,
@@ -168,7 +172,9 @@ enum Command {
     /// step, actions under ±20 % noise, failed requests on scale-down,
     /// ingress against direct throughput.
     BenchScale(bench_scale::ScaleArgs),
-    /// Run the conformance suite of an interface against a running service.
+    /// Run the conformance suite of an interface against a running service
+    /// (a cluster's: with its secret in EON_CLUSTER_SECRET, e.g.
+    /// `EON_CLUSTER_SECRET=$(cat eon-data/cluster-secret)`).
     Conformance {
         /// meta, data-engine, query-engine or agent
         interface: String,
@@ -473,7 +479,19 @@ fn main() -> ExitCode {
             data_dir,
             listen,
             advertise,
+            cluster_secret_file,
         } => {
+            if let Some(file) = cluster_secret_file {
+                match eon_common::scram::read_password(&file) {
+                    Ok(secret) => eon_common::node::set_cluster_secret(secret),
+                    Err(e) => return fail(format!("{}: {e}", file.display())),
+                }
+            }
+            if eon_common::node::cluster_secret().is_none() {
+                return fail(
+                    "eon agent needs the cluster's secret (the cluster's <data-dir>/cluster-secret): --cluster-secret-file FILE or EON_CLUSTER_SECRET",
+                );
+            }
             let _ = std::fs::create_dir_all(data_dir.join("logs"));
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -518,7 +536,12 @@ fn main() -> ExitCode {
             addr,
             meta,
         } => {
-            let r = runtime().block_on(eon_conformance::run(&interface, &addr, meta.as_deref()));
+            let r = runtime().block_on(eon_conformance::run(
+                &interface,
+                &addr,
+                meta.as_deref(),
+                eon_common::node::cluster_secret(),
+            ));
             match r {
                 Ok(report) => {
                     println!("{report}");

@@ -71,7 +71,7 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
     let agent_addr = (!file.agent.is_empty()).then(|| file.agent.clone());
     let meta_addr = file.meta.clone();
     let file = (file.pid != 0).then_some(file);
-    let mut meta = eon_common::node::meta_client(&meta_addr)?;
+    let mut meta = pb::meta_client::MetaClient::new(find.channel(&meta_addr)?);
     let nodes = meta
         .list_nodes(pb::ListNodesRequest {})
         .await
@@ -84,7 +84,7 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
         .into_inner();
     let instances = match &agent_addr {
         Some(a) => {
-            let mut client = AgentClient::new(eon_common::node::channel(a)?);
+            let mut client = AgentClient::new(find.channel(a)?);
             client
                 .list(pb::ListInstancesRequest {})
                 .await
@@ -176,7 +176,7 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
         );
     }
     if let Some(a) = &agent_addr {
-        let mut client = AgentClient::new(eon_common::node::channel(a)?);
+        let mut client = AgentClient::new(find.channel(a)?);
         let hosts = client
             .list_hosts(pb::ListHostsRequest {})
             .await

@@ -448,3 +448,111 @@ async fn trust_lets_clients_in_without_passwords() {
     let (status, body) = rest(&cluster, "/v1/sql", None, sql).await;
     assert_eq!((status, &body["rows"]), (200, &json!([["eon"]])), "{body}");
 }
+
+/// Components authenticate each other with the cluster's secret: a process
+/// that is not part of the cluster (no secret, or a wrong one) cannot call
+/// a data engine, meta, a query engine or the agent; the secret is kept
+/// readable by its owner only and never shows on a command line.
+#[tokio::test]
+async fn components_refuse_callers_without_the_cluster_secret() {
+    use eon_proto::v1 as pb;
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let secret_file = cluster.dir.join("cluster-secret");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = cluster.secret();
+    assert!(secret.len() >= 24, "{secret:?}");
+
+    let nodes = cluster
+        .meta()
+        .unwrap()
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let addr_of = |kind: pb::NodeKind| {
+        nodes
+            .iter()
+            .find(|n| n.kind == kind as i32)
+            .unwrap()
+            .grpc_address
+            .clone()
+    };
+    let (de, qe) = (
+        addr_of(pb::NodeKind::DataEngine),
+        addr_of(pb::NodeKind::QueryEngine),
+    );
+    let (meta, agent) = (cluster.meta_addr().unwrap(), cluster.agent_addr().unwrap());
+    let wrong = format!("{secret}x");
+    for (who, secret) in [("nobody", None), ("a wrong secret", Some(wrong.as_str()))] {
+        let ch = |addr: &str| eon_common::node::channel_with(addr, secret).unwrap();
+        let refused = [
+            pb::data_engine_client::DataEngineClient::new(ch(&de))
+                .stats(pb::StatsRequest {})
+                .await
+                .map(|_| ()),
+            pb::meta_client::MetaClient::new(ch(&meta))
+                .list_nodes(pb::ListNodesRequest {})
+                .await
+                .map(|_| ()),
+            pb::query_engine_client::QueryEngineClient::new(ch(&qe))
+                .stats(pb::StatsRequest {})
+                .await
+                .map(|_| ()),
+            pb::agent_client::AgentClient::new(ch(&agent))
+                .list(pb::ListInstancesRequest {})
+                .await
+                .map(|_| ()),
+        ];
+        for (component, r) in ["data engine", "meta", "query engine", "agent"]
+            .iter()
+            .zip(refused)
+        {
+            let e = r.expect_err(&format!("{component} answered {who}"));
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{component}: {e}");
+        }
+    }
+    // With the secret, the data engine answers (its statistics stay open
+    // over plain HTTP too, for Prometheus).
+    let stats = pb::data_engine_client::DataEngineClient::new(cluster.channel(&de).unwrap())
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap();
+    assert!(!stats.into_inner().counters.is_empty());
+    let metrics = reqwest::get(format!("http://{de}/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    // The secret reaches the components in their environment, not in
+    // their arguments.
+    let pid = cluster.pid_of("data-engine-1").await.unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&secret));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains(&format!("EON_CLUSTER_SECRET={secret}")));
+
+    // An agent cannot join without it.
+    let out = Command::new(eon_testkit::eon_bin())
+        .args([
+            "agent",
+            "--join",
+            &agent,
+            "--name",
+            "intruder",
+            "--data-dir",
+        ])
+        .arg(cluster.dir.join("intruder"))
+        .env_remove("EON_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs the cluster's secret"), "{err}");
+}

@@ -207,7 +207,7 @@ async fn bank_transfers_survive_kill_9() {
     let mut segments = 0;
     for (_, addr) in cluster.data_engines().await.unwrap() {
         let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(
-            eon_common::node::channel(&addr).unwrap(),
+            cluster.channel(&addr).unwrap(),
         );
         segments += de
             .stats(eon_proto::v1::StatsRequest {})

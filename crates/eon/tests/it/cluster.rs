@@ -258,7 +258,7 @@ async fn several_query_engines_share_the_ports() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
+    let mut meta = cluster.meta().unwrap();
     let nodes = meta
         .list_nodes(eon_proto::v1::ListNodesRequest {})
         .await
@@ -346,7 +346,7 @@ async fn sql_load_makes_the_balancer_add_a_query_engine_that_takes_connections()
     );
     // New connections go to the new engine (it has none yet): it serves them.
     let mut qe2 = eon_proto::v1::query_engine_client::QueryEngineClient::new(
-        eon_common::node::channel(&second.address).unwrap(),
+        cluster.channel(&second.address).unwrap(),
     );
     let before = qe2
         .stats(pb::StatsRequest {})

@@ -25,7 +25,7 @@ async fn meta_conforms() {
     let ready: serde_json::Value =
         serde_json::from_str(line.strip_prefix("EON-READY ").unwrap()).unwrap();
     let addr = ready["grpc"].as_str().unwrap().to_string();
-    let report = eon_conformance::meta(&addr).await;
+    let report = eon_conformance::meta(&addr, None).await;
     let _ = child.kill();
     let _ = child.wait();
     let report = report.unwrap();
@@ -36,10 +36,12 @@ async fn meta_conforms() {
 async fn data_engine_query_engine_and_agent_conform() {
     let cluster = TestCluster::start().unwrap();
     let (_, de) = cluster.data_engines().await.unwrap().remove(0);
-    let report = eon_conformance::data_engine(&de).await.unwrap();
+    let report = eon_conformance::data_engine(&de, Some(&cluster.secret()))
+        .await
+        .unwrap();
     assert_eq!(report.passed.len(), 16, "{report}");
 
-    let mut meta = eon_common::node::meta_client(&cluster.meta_addr().unwrap()).unwrap();
+    let mut meta = cluster.meta().unwrap();
     let nodes = meta
         .list_nodes(pb::ListNodesRequest {})
         .await
@@ -50,12 +52,12 @@ async fn data_engine_query_engine_and_agent_conform() {
         .iter()
         .find(|n| n.kind == pb::NodeKind::QueryEngine as i32)
         .unwrap();
-    let report = eon_conformance::query_engine(&qe.grpc_address)
+    let report = eon_conformance::query_engine(&qe.grpc_address, Some(&cluster.secret()))
         .await
         .unwrap();
     assert_eq!(report.passed.len(), 7, "{report}");
 
-    let report = eon_conformance::agent(&cluster.agent_addr().unwrap())
+    let report = eon_conformance::agent(&cluster.agent_addr().unwrap(), Some(&cluster.secret()))
         .await
         .unwrap();
     assert_eq!(report.passed.len(), 4, "{report}");
@@ -64,6 +66,7 @@ async fn data_engine_query_engine_and_agent_conform() {
     // would run them.
     let out = Command::new(eon_bin())
         .args(["conformance", "data-engine", "--addr", &de])
+        .env("EON_CLUSTER_SECRET", cluster.secret())
         .output()
         .unwrap();
     assert!(

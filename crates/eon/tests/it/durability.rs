@@ -103,8 +103,7 @@ async fn checkpoints_bound_the_log_and_keep_the_data() {
         .unwrap();
     // The background checkpointer runs once a second.
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de =
-        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let mut de = pb::data_engine_client::DataEngineClient::new(cluster.channel(&addr).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let s = de.stats(pb::StatsRequest {}).await.unwrap().into_inner();
@@ -176,8 +175,7 @@ async fn old_versions_are_collected_after_the_retention_window() {
     // The background pass removes the 30 superseded versions (and the
     // data engine goes on serving meanwhile).
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de =
-        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let mut de = pb::data_engine_client::DataEngineClient::new(cluster.channel(&addr).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let stats = de.stats(pb::StatsRequest {}).await.unwrap().into_inner();
@@ -216,8 +214,7 @@ async fn old_versions_are_collected_after_the_retention_window() {
 /// One data engine's counters.
 async fn engine_counters(cluster: &TestCluster) -> std::collections::HashMap<String, u64> {
     let (_, addr) = cluster.data_engines().await.unwrap().remove(0);
-    let mut de =
-        pb::data_engine_client::DataEngineClient::new(eon_common::node::channel(&addr).unwrap());
+    let mut de = pb::data_engine_client::DataEngineClient::new(cluster.channel(&addr).unwrap());
     de.stats(pb::StatsRequest {})
         .await
         .unwrap()

@@ -73,7 +73,7 @@ async fn agent_frontend(cluster: &TestCluster, name: &str) -> pb::Frontend {
     frontend(&mut agent, name).await
 }
 
-async fn frontend(agent: &mut AgentClient<tonic::transport::Channel>, name: &str) -> pb::Frontend {
+async fn frontend(agent: &mut AgentClient<eon_common::node::Channel>, name: &str) -> pb::Frontend {
     let list = agent
         .list_frontends(pb::ListFrontendsRequest {})
         .await
@@ -96,7 +96,7 @@ fn counts(f: &pb::Frontend) -> (usize, usize) {
 }
 
 async fn wait_for(
-    agent: &mut AgentClient<tonic::transport::Channel>,
+    agent: &mut AgentClient<eon_common::node::Channel>,
     name: &str,
     what: &str,
     within: Duration,
@@ -323,6 +323,7 @@ timeout = "5s"
             "--http-port",
             &cluster.http_port.to_string(),
         ])
+        .env("EON_CLUSTER_SECRET", cluster.secret())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -613,7 +614,7 @@ park_after = "2s"
             .map(|h| h.state.clone())
             .unwrap_or_default()
     };
-    let hosts_now = |agent: &mut AgentClient<tonic::transport::Channel>| {
+    let hosts_now = |agent: &mut AgentClient<eon_common::node::Channel>| {
         let mut agent = agent.clone();
         async move {
             agent

@@ -343,7 +343,7 @@ async fn concurrent_histories_are_serializable() {
     let mut segments = 0;
     for (_, addr) in cluster.data_engines().await.unwrap() {
         let mut de = eon_proto::v1::data_engine_client::DataEngineClient::new(
-            eon_common::node::channel(&addr).unwrap(),
+            cluster.channel(&addr).unwrap(),
         );
         segments += de
             .stats(eon_proto::v1::StatsRequest {})

@@ -10,9 +10,7 @@ use eon_testkit::TestCluster;
 async fn counters(cluster: &TestCluster) -> HashMap<u64, HashMap<String, u64>> {
     let mut out = HashMap::new();
     for (id, addr) in cluster.data_engines().await.unwrap() {
-        let mut de = pb::data_engine_client::DataEngineClient::new(
-            eon_common::node::channel(&addr).unwrap(),
-        );
+        let mut de = pb::data_engine_client::DataEngineClient::new(cluster.channel(&addr).unwrap());
         out.insert(
             id,
             de.stats(pb::StatsRequest {})
