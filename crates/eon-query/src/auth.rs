@@ -19,6 +19,15 @@
 //!   remembered (by a hash of name and password) while its role's verifier
 //!   is unchanged.
 //!
+//! - **REST bearer tokens**: `SELECT eon_create_token()` (or
+//!   `eon_create_token(seconds)`; a day by default) gives the session's role
+//!   a token to send as `Authorization: Bearer …` — PostgREST's way, with a
+//!   token signed like a JWT: `eon1.<role, expiry, nonce>.<HMAC-SHA256>`,
+//!   keyed by the cluster's secret (so every query engine accepts it) and
+//!   the role's password verifier (so changing the password revokes the
+//!   role's tokens). Nothing is stored; a token lasts until it expires, its
+//!   role's password changes, or the role is dropped.
+//!
 //! `eon up --trust` turns both off: every client is whoever it says it is
 //! (the role must still exist and may log in, as PostgreSQL's `trust`).
 
@@ -307,7 +316,9 @@ pub async fn rest_auth(
             if response.status() == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"eon\", charset=\"UTF-8\""),
+                    HeaderValue::from_static(
+                        "Basic realm=\"eon\", charset=\"UTF-8\", Bearer realm=\"eon\"",
+                    ),
                 );
             }
             response
@@ -315,9 +326,114 @@ pub async fn rest_auth(
     }
 }
 
-/// Who an `Authorization: Basic` header says the client is, checked.
+/// How long `eon_create_token()` tokens last unless told.
+pub const TOKEN_TTL_SECONDS: i64 = 24 * 3600;
+
+const TOKEN_PREFIX: &str = "eon1.";
+
+/// The key a role's tokens are signed with: the cluster's secret (or, in a
+/// query engine started without one, this process's random key) and the
+/// role's password verifier.
+fn token_key(engine: &Engine, role: &pb::Role) -> Vec<u8> {
+    let secret = match eon_common::node::cluster_secret() {
+        Some(s) => s.as_bytes().to_vec(),
+        None => engine.auth.mock_key.to_vec(),
+    };
+    sha2::Sha256::new()
+        .chain_update(b"eon rest token\0")
+        .chain_update(&secret)
+        .chain_update([0])
+        .chain_update(role.password.as_bytes())
+        .finalize()
+        .to_vec()
+}
+
+fn token_mac(key: &[u8], payload: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key)
+        .expect("HMAC takes keys of any length");
+    mac.update(payload);
+    mac
+}
+
+/// A bearer token for `role`, valid for `seconds`.
+pub fn create_token(engine: &Engine, role: &pb::Role, seconds: i64) -> Result<String, Error> {
+    if seconds <= 0 {
+        return Err(Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("a token must last a positive number of seconds, not {seconds}"),
+        ));
+    }
+    use hmac::Mac;
+    let expires = eon_common::unix_ms() / 1000 + seconds;
+    let nonce: [u8; 12] = rand::random();
+    let payload = format!("{}\n{expires}\n{}", role.name, hex_of(&nonce));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mac = token_mac(&token_key(engine, role), payload.as_bytes()).finalize();
+    Ok(format!(
+        "{TOKEN_PREFIX}{}.{}",
+        b64.encode(payload),
+        b64.encode(mac.into_bytes())
+    ))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The role a bearer token was made for, if it is genuine, unexpired, and
+/// its role still has the password it had then.
+fn token_role(engine: &Engine, token: &str) -> Result<pb::Role, Error> {
+    use hmac::Mac;
+    let invalid = || {
+        Error::user(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "invalid or expired bearer token",
+        )
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (payload, mac) = token
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|t| t.split_once('.'))
+        .ok_or_else(invalid)?;
+    let payload = b64.decode(payload).map_err(|_| invalid())?;
+    let mac = b64.decode(mac).map_err(|_| invalid())?;
+    let text = std::str::from_utf8(&payload).map_err(|_| invalid())?;
+    let mut parts = text.split('\n');
+    let (Some(name), Some(expires)) = (parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let role = engine.cluster.role(name).ok_or_else(invalid)?;
+    token_mac(&token_key(engine, &role), &payload)
+        .verify_slice(&mac)
+        .map_err(|_| invalid())?;
+    let expires: i64 = expires.parse().map_err(|_| invalid())?;
+    if expires <= eon_common::unix_ms() / 1000 {
+        return Err(invalid());
+    }
+    Ok(role)
+}
+
+/// Who an `Authorization: Basic` (or `Bearer`) header says the client is,
+/// checked.
 async fn basic_user(engine: &Arc<Engine>, header: Option<&HeaderValue>) -> Result<String, Error> {
     let unauthorized = |m: &str| Error::user(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, m);
+    if let Some(token) = header.and_then(|v| v.to_str().ok()).and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) {
+        // A fresh catalog: a changed password or a dropped role counts now.
+        engine.cluster.timestamp().await?;
+        let role = token_role(engine, token.trim())?;
+        return if role.login {
+            Ok(role.name)
+        } else {
+            Err(unauthorized(&format!(
+                "role \"{}\" is not permitted to log in",
+                role.name
+            )))
+        };
+    }
     let Some(value) = header else {
         if engine.auth.trust {
             // Trusted and anonymous: the admin, as `eon up --trust` promises.
@@ -330,7 +446,7 @@ async fn basic_user(engine: &Arc<Engine>, header: Option<&HeaderValue>) -> Resul
                 .ok_or_else(|| unauthorized("no role may log in"))?);
         }
         return Err(unauthorized(
-            "authentication required: HTTP basic authentication with a role's name and password",
+            "authentication required: HTTP basic authentication with a role's name and password, or a bearer token (SELECT eon_create_token())",
         ));
     };
     let encoded = value
@@ -340,7 +456,9 @@ async fn basic_user(engine: &Arc<Engine>, header: Option<&HeaderValue>) -> Resul
             v.strip_prefix("Basic ")
                 .or_else(|| v.strip_prefix("basic "))
         })
-        .ok_or_else(|| unauthorized("only HTTP basic authentication is supported"))?;
+        .ok_or_else(|| {
+            unauthorized("only HTTP basic authentication and bearer tokens are supported")
+        })?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
@@ -393,4 +511,58 @@ async fn basic_user(engine: &Arc<Engine>, header: Option<&HeaderValue>) -> Resul
         ))),
         None => Err(password_failed(name)),
     }
+}
+
+/// `eon_create_token([seconds])`: a REST bearer token for `role` (the
+/// statement's session's), valid for `seconds` (a day by default).
+pub fn create_token_udf(
+    engine: Arc<Engine>,
+    role: pb::Role,
+) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::common::{DataFusionError, ScalarValue};
+    use datafusion::logical_expr::{ColumnarValue, Signature, TypeSignature, Volatility};
+    let make = move |seconds: i64| {
+        create_token(&engine, &role, seconds).map_err(|e| DataFusionError::External(Box::new(e)))
+    };
+    let f = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        match args.first() {
+            None => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(make(
+                TOKEN_TTL_SECONDS,
+            )?)))),
+            Some(ColumnarValue::Scalar(s)) => {
+                let seconds = match s.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(v) => v,
+                    _ => None,
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                    seconds.map(&make).transpose()?,
+                )))
+            }
+            Some(ColumnarValue::Array(a)) => {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Int64)?;
+                let tokens = a
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .map(|s| s.map(&make).transpose())
+                    .collect::<datafusion::common::Result<StringArray>>()?;
+                Ok(ColumnarValue::Array(Arc::new(tokens)))
+            }
+        }
+    };
+    datafusion::logical_expr::ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "eon_create_token",
+            Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![]),
+                    TypeSignature::Exact(vec![DataType::Int64]),
+                ],
+                Volatility::Volatile,
+            ),
+            DataType::Utf8,
+            Arc::new(f),
+        ),
+    )
 }

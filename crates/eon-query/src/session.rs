@@ -519,6 +519,13 @@ impl Session {
         );
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
+            Arc::new(crate::auth::create_token_udf(
+                self.engine.clone(),
+                self.actor(),
+            )),
+        );
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
             Arc::new(crate::pgfuncs::current_setting(settings)),
         );
         for f in &self.sequence_functions {

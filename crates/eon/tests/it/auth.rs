@@ -45,15 +45,36 @@ async fn rest(
     user: Option<(&str, &str)>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let auth = match user {
+        Some((name, password)) => Auth::Basic(name, password),
+        None => Auth::Nothing,
+    };
+    rest_with(cluster, path, auth, body).await
+}
+
+enum Auth<'a> {
+    Nothing,
+    Basic(&'a str, &'a str),
+    Bearer(&'a str),
+}
+
+async fn rest_with(
+    cluster: &TestCluster,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let url = format!("http://127.0.0.1:{}{path}", cluster.http_port);
     let http = reqwest::Client::new();
     let mut req = match &body {
         Some(b) => http.post(url).json(b),
         None => http.get(url),
     };
-    if let Some((name, password)) = user {
-        req = req.basic_auth(name, Some(password));
-    }
+    req = match auth {
+        Auth::Nothing => req,
+        Auth::Basic(name, password) => req.basic_auth(name, Some(password)),
+        Auth::Bearer(token) => req.bearer_auth(token),
+    };
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let challenged = resp.headers().contains_key("www-authenticate");
@@ -555,4 +576,78 @@ async fn components_refuse_callers_without_the_cluster_secret() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs the cluster's secret"), "{err}");
+}
+
+/// REST bearer tokens made by SQL: `eon_create_token()` gives the session's
+/// role a token every query engine accepts, under that role's privileges,
+/// until it expires or the role's password changes.
+#[tokio::test]
+async fn rest_bearer_tokens_created_by_sql() {
+    let cluster = TestCluster::builder()
+        .data_engines(1)
+        .shards(2)
+        .start()
+        .unwrap();
+    let admin = cluster.pg().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN PASSWORD 'app pw';
+             CREATE TABLE notes (id int PRIMARY KEY, body text);
+             INSERT INTO notes VALUES (1, 'one');
+             CREATE TABLE secrets (id int PRIMARY KEY);
+             GRANT SELECT ON notes TO app",
+        )
+        .await
+        .unwrap();
+    let app = login(&cluster, "app", "app pw").await.unwrap();
+    let token = first_text(&app, "SELECT eon_create_token()").await;
+    assert!(token.starts_with("eon1."), "{token}");
+
+    let sql = |q: &str| Some(json!({ "sql": q }));
+    let (status, body) = rest_with(
+        &cluster,
+        "/v1/sql",
+        Auth::Bearer(&token),
+        sql("SELECT current_user"),
+    )
+    .await;
+    assert_eq!((status, &body["rows"]), (200, &json!([["app"]])), "{body}");
+    let (status, body) = rest_with(&cluster, "/v1/tables/notes", Auth::Bearer(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([{"id": 1, "body": "one"}]));
+    // The token's role's privileges, not more.
+    let (status, body) =
+        rest_with(&cluster, "/v1/tables/secrets", Auth::Bearer(&token), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("42501")),
+        "{body}"
+    );
+
+    // Forged, tampered, expired: 401.
+    let mut tampered = token.clone().into_bytes();
+    tampered[8] ^= 1;
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in ["eon1.bm9ib2R5.AAAA", "not-a-token", tampered.as_str()] {
+        let (status, body) =
+            rest_with(&cluster, "/v1/sql", Auth::Bearer(bad), sql("SELECT 1")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("28000")),
+            "{bad}: {body}"
+        );
+    }
+    let short = first_text(&app, "SELECT eon_create_token(1)").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, _) = rest_with(&cluster, "/v1/sql", Auth::Bearer(&short), sql("SELECT 1")).await;
+    assert_eq!(status, 401);
+    refused(&app, "SELECT eon_create_token(0)", "22023").await;
+
+    // A changed password revokes the role's tokens.
+    admin
+        .batch_execute("ALTER ROLE app PASSWORD 'new pw'")
+        .await
+        .unwrap();
+    let (status, _) = rest_with(&cluster, "/v1/sql", Auth::Bearer(&token), sql("SELECT 1")).await;
+    assert_eq!(status, 401);
 }
