@@ -13,8 +13,8 @@
 //!
 //! The REST port answers a few paths itself — `GET /v1/cluster` (where the
 //! cluster's parts are), `GET /v1/cluster/decisions` (the balancer's
-//! decisions), `GET /v1/cluster/frontends` — and sends every other request
-//! to a query engine.
+//! decisions), `GET /v1/cluster/frontends`, `GET /metrics` — for
+//! superusers only, and sends every other request to a query engine.
 //!
 //! Layout of a data directory:
 //!
@@ -641,6 +641,11 @@ fn connect_addr(addr: &std::net::SocketAddr) -> String {
 pub use eon_common::ADMIN_ROLE;
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
+/// The admin's password, if the data dir keeps one (and it is readable).
+pub fn admin_password_if_kept(data_dir: &std::path::Path) -> Option<String> {
+    eon_common::scram::read_password(&data_dir.join(ADMIN_PASSWORD_FILE)).ok()
+}
+
 /// The admin's password: read from the data dir, or made up (24 letters
 /// and digits) and written there, readable by its owner only, at the first
 /// start. Meta sets the admin's password from this file at every start.
@@ -777,6 +782,70 @@ fn json_response(v: serde_json::Value) -> hyper::Response<Body> {
     ingress::respond(hyper::StatusCode::OK, "application/json", v.to_string())
 }
 
+/// The cluster's own paths (`/v1/cluster…`, `/metrics`) are a superuser's:
+/// a query engine says whose the request's credentials are (`GET
+/// /v1/whoami`, where passwords and tokens are checked), so they are the
+/// same credentials as for SQL. A refusal is the response to send.
+async fn superuser_only(
+    state: &AgentState,
+    headers: &hyper::HeaderMap,
+) -> Result<(), hyper::Response<Body>> {
+    use http_body_util::BodyExt;
+    let unavailable =
+        |why: String| ingress::json_error(hyper::StatusCode::SERVICE_UNAVAILABLE, "57P03", &why);
+    let (_lease, addr) = state
+        .qe_http
+        .pick_or_hold(&[])
+        .await
+        .map_err(|_| unavailable("no query engine is ready to check credentials".into()))?;
+    let mut ask = hyper::Request::get(format!("http://{addr}/v1/whoami"));
+    if let Some(auth) = headers.get(hyper::header::AUTHORIZATION) {
+        ask = ask.header(hyper::header::AUTHORIZATION, auth.clone());
+    }
+    let ask = ask
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| unavailable(e.to_string()))?;
+    let answer = state
+        .http_client
+        .request(ask)
+        .await
+        .map_err(|e| unavailable(format!("query engine {addr}: {e}")))?;
+    let status = answer.status();
+    let challenge = answer
+        .headers()
+        .get(hyper::header::WWW_AUTHENTICATE)
+        .cloned();
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unavailable(format!("query engine {addr}: {e}")))?
+        .to_bytes();
+    if !status.is_success() {
+        // 401 with its challenge, 503, …: as the query engine said.
+        let mut refused = ingress::respond(status, "application/json", body);
+        if let Some(c) = challenge {
+            refused
+                .headers_mut()
+                .insert(hyper::header::WWW_AUTHENTICATE, c);
+        }
+        return Err(refused);
+    }
+    let who: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if who["superuser"] == true {
+        Ok(())
+    } else {
+        Err(ingress::json_error(
+            hyper::StatusCode::FORBIDDEN,
+            "42501",
+            &format!(
+                "permission denied: only a superuser may see the cluster (you are {})",
+                who["user"]
+            ),
+        ))
+    }
+}
+
 /// The REST port: the cluster's own paths here, SQL to a query engine.
 fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handler {
     Arc::new(move |req, peer| {
@@ -784,6 +853,12 @@ fn rest_handler(state: Arc<AgentState>, cluster: ClusterFile) -> ingress::Handle
         let cluster = cluster.clone();
         Box::pin(async move {
             let get = req.method() == hyper::Method::GET;
+            let path = req.uri().path();
+            if path == "/metrics" || path.starts_with("/v1/cluster") {
+                if let Err(refused) = superuser_only(&state, req.headers()).await {
+                    return refused;
+                }
+            }
             match req.uri().path() {
                 "/v1/cluster" if get => {
                     json_response(serde_json::to_value(&cluster).unwrap_or_default())

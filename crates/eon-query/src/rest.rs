@@ -16,7 +16,8 @@
 //! error with nothing applied. `GET /v1/health` reports whether this query
 //! engine can reach meta and how many data engines are up. Tables are also
 //! resources (`/v1/tables/{table}`, PostgREST's conventions) described by an
-//! OpenAPI document at `/v1/openapi.json` — see [`resources`]. Every
+//! OpenAPI document at `/v1/openapi.json` — see [`resources`]. `GET
+//! /v1/whoami` names the role the credentials log in as. Every
 //! endpoint but health needs a role's name and password (HTTP basic
 //! authentication, [`crate::auth`]) and runs as that role.
 
@@ -56,6 +57,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
                 .delete(resources::remove),
         )
         .route("/v1/openapi.json", get(resources::openapi))
+        .route("/v1/whoami", get(whoami))
         // Everything above needs a role's credentials; health does not.
         .route_layer(axum::middleware::from_fn_with_state(
             engine.clone(),
@@ -70,6 +72,18 @@ pub fn router(engine: Arc<Engine>) -> Router {
             .into_response_with(StatusCode::NOT_FOUND)
         })
         .with_state(engine)
+}
+
+/// `GET /v1/whoami`: the role the credentials name, as
+/// `{"user": "eon", "superuser": true}` (the agent asks it before it
+/// shows `/v1/cluster`).
+async fn whoami(caller: Caller) -> Response {
+    let role = caller.cluster.role(&caller.1);
+    axum::Json(json!({
+        "user": caller.1,
+        "superuser": role.is_some_and(|r| r.superuser),
+    }))
+    .into_response()
 }
 
 /// What a REST handler runs with: the engine and the role the request

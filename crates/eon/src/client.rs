@@ -15,7 +15,8 @@ pub struct Find {
     /// The data directory of the cluster (`eon up --data-dir`).
     #[arg(long, default_value = "./eon-data")]
     pub data_dir: PathBuf,
-    /// Find the cluster by its REST port on this machine instead.
+    /// Find the cluster by its REST port on this machine instead (as the
+    /// admin: the password from EON_PASSWORD or the data dir).
     #[arg(long)]
     pub http_port: Option<u16>,
     /// The agent's gRPC address (default: found as above).
@@ -32,7 +33,15 @@ impl Find {
         let found = match self.http_port {
             Some(port) => {
                 let url = format!("http://127.0.0.1:{port}/v1/cluster");
-                let resp = reqwest::get(&url)
+                // The cluster's paths are a superuser's: the admin's
+                // password from EON_PASSWORD or the data dir.
+                let password = std::env::var("EON_PASSWORD")
+                    .ok()
+                    .or_else(|| eon_agent::admin_password_if_kept(&self.data_dir));
+                let resp = reqwest::Client::new()
+                    .get(&url)
+                    .basic_auth(eon_agent::ADMIN_ROLE, password)
+                    .send()
                     .await
                     .with_context(|| format!("no eon cluster answers at {url}"))?;
                 if !resp.status().is_success() {

@@ -643,6 +643,33 @@ async fn rest_bearer_tokens_created_by_sql() {
     assert_eq!(status, 401);
     refused(&app, "SELECT eon_create_token(0)", "22023").await;
 
+    // The cluster's own paths on the REST port are a superuser's.
+    let (status, _) = rest_with(&cluster, "/v1/cluster", Auth::Nothing, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = rest_with(
+        &cluster,
+        "/v1/cluster/frontends",
+        Auth::Bearer(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("42501")),
+        "{body}"
+    );
+    let (status, _) = rest_with(&cluster, "/metrics", Auth::Basic("app", "app pw"), None).await;
+    assert_eq!(status, 403);
+    let (status, body) = rest_with(&cluster, "/v1/whoami", Auth::Bearer(&token), None).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"user": "app", "superuser": false}))
+    );
+    let admin_token = first_text(&admin, "SELECT eon_create_token()").await;
+    let (status, body) = rest_with(&cluster, "/v1/cluster", Auth::Bearer(&admin_token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pg"], format!("127.0.0.1:{}", cluster.pg_port));
+
     // A changed password revokes the role's tokens.
     admin
         .batch_execute("ALTER ROLE app PASSWORD 'new pw'")

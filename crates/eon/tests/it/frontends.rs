@@ -324,6 +324,7 @@ timeout = "5s"
             &cluster.http_port.to_string(),
         ])
         .env("EON_CLUSTER_SECRET", cluster.secret())
+        .env("EON_PASSWORD", cluster.admin_password())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
