@@ -65,6 +65,7 @@ pub struct EonPgCatalog {
 #[derive(Debug, Default)]
 pub struct Definitions {
     relations: RwLock<HashMap<i32, String>>,
+    tables: RwLock<HashMap<i32, Arc<TableDef>>>,
     constraints: RwLock<HashMap<i32, String>>,
     indexes: RwLock<HashMap<i32, IndexText>>,
 }
@@ -370,6 +371,11 @@ impl Definitions {
             }
         }
         *self.relations.write().expect("definitions lock") = relations;
+        *self.tables.write().expect("definitions lock") = tables
+            .by_oid
+            .iter()
+            .map(|(oid, (_, t))| (*oid, t.clone()))
+            .collect();
         *self.constraints.write().expect("definitions lock") = constraints;
         *self.indexes.write().expect("definitions lock") = indexes;
     }
@@ -379,6 +385,13 @@ impl Definitions {
     fn relation(&self, oid: i32) -> String {
         let map = self.relations.read().expect("definitions lock");
         map.get(&oid).cloned().unwrap_or_else(|| oid.to_string())
+    }
+
+    /// One of eon's tables by its pg_class oid (as of the last statement
+    /// that read pg_class — as one asking by oid has).
+    pub fn table(&self, oid: i32) -> Option<Arc<TableDef>> {
+        let map = self.tables.read().expect("definitions lock");
+        map.get(&oid).cloned()
     }
 
     fn constraint(&self, oid: i32) -> Option<String> {

@@ -9,7 +9,8 @@
 //! over REST, where the same roles and checks apply.
 //!
 //! pg_class shows a table's owner (`relowner`, named by
-//! `pg_get_userbyid`) and its grants (`relacl`, see [`acl`]).
+//! `pg_get_userbyid`) and its grants (`relacl`, see [`acl`]);
+//! `has_table_privilege` answers from them ([`has_table_privilege`]).
 //!
 //! The grants live in the table's definition in meta's catalog
 //! (`Table.grants`, replaced whole by `Meta.SetTableGrants`), so every
@@ -257,4 +258,167 @@ pub fn acl(table: &TableDef) -> Option<Vec<String>> {
         items.push(format!("{who}={}/{owner}", letters(&g.privileges)));
     }
     Some(items)
+}
+
+/// `has_table_privilege([role,] table, privilege)`: whether the role (the
+/// session's unless named) holds the privilege — any of a comma-separated
+/// list, `WITH GRANT OPTION` ignored — on the table, named (`'orders'`,
+/// `'public.orders'`) or by pg_class oid. Tables of pg_catalog and
+/// information_schema are readable by everyone, as in PostgreSQL. An
+/// unknown table is 42P01, an unknown role 42704, an unknown privilege
+/// 22023.
+pub fn has_table_privilege(
+    engine: std::sync::Arc<crate::session::Engine>,
+    actor: pb::Role,
+) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::{DataFusionError, ScalarValue};
+    use datafusion::logical_expr::{ColumnarValue, Signature, TypeSignature, Volatility};
+    let external = |e: Error| DataFusionError::External(Box::new(e));
+    let f = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let (role, table, privilege) = match arrays.as_slice() {
+            [t, p] => (None, t, p),
+            [r, t, p] => (Some(r), t, p),
+            _ => unreachable!("the signature takes 2 or 3 arguments"),
+        };
+        let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
+        let roles = role.map(text).transpose()?;
+        let by_oid = table.data_type().is_integer();
+        let tables = text(table)?;
+        let privileges = text(privilege)?;
+        let mut out = BooleanBuilder::new();
+        for i in 0..tables.len() {
+            let role_name = roles
+                .as_ref()
+                .map(|r| r.as_string::<i32>())
+                .map(|r| (!r.is_null(i)).then(|| r.value(i).to_string()));
+            let (t, p) = (tables.as_string::<i32>(), privileges.as_string::<i32>());
+            if t.is_null(i) || p.is_null(i) || matches!(role_name, Some(None)) {
+                out.append_null();
+                continue;
+            }
+            let who = match role_name.flatten() {
+                None => actor.clone(),
+                Some(name) => named_role(&engine, &name).map_err(external)?,
+            };
+            let wanted = privilege_list(p.value(i)).map_err(external)?;
+            let table = if by_oid {
+                t.value(i)
+                    .parse()
+                    .ok()
+                    .and_then(|oid| engine.definitions.table(oid))
+            } else {
+                named_table(&engine, t.value(i)).map_err(external)?
+            };
+            out.append_value(match table {
+                // Not one of eon's tables: the catalog's, readable by all.
+                None => wanted.iter().any(|p| p == "SELECT") || who.superuser,
+                Some(table) => wanted.iter().any(|p| allowed(&who, &table, p)),
+            });
+        }
+        let out: ArrayRef = std::sync::Arc::new(out.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    };
+    datafusion::logical_expr::ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "has_table_privilege",
+            Signature::one_of(
+                vec![TypeSignature::Any(2), TypeSignature::Any(3)],
+                Volatility::Stable,
+            ),
+            DataType::Boolean,
+            std::sync::Arc::new(f),
+        ),
+    )
+}
+
+/// A role named in a privilege function (or its oid, as pg_roles shows it).
+fn named_role(engine: &crate::session::Engine, name: &str) -> Result<pb::Role> {
+    let roles = engine.cluster.roles();
+    roles
+        .iter()
+        .find(|r| r.name == name)
+        .or_else(|| {
+            let oid: i64 = name.parse().ok()?;
+            roles
+                .iter()
+                .find(|r| crate::pgcatalog::role_oid(r) as i64 == oid)
+        })
+        .cloned()
+        .ok_or_else(|| {
+            Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("role \"{name}\" does not exist"),
+            )
+        })
+}
+
+/// `'SELECT, INSERT WITH GRANT OPTION'` → `["SELECT", "INSERT"]`, each
+/// checked.
+fn privilege_list(text: &str) -> Result<Vec<String>> {
+    text.split(',')
+        .map(|p| {
+            let p = p.trim().to_ascii_uppercase();
+            let p = p
+                .strip_suffix(" WITH GRANT OPTION")
+                .unwrap_or(&p)
+                .trim()
+                .to_string();
+            if TABLE_PRIVILEGES.contains(&p.as_str()) {
+                Ok(p)
+            } else {
+                Err(Error::user(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unrecognized privilege type: \"{}\"", text.trim()),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// A table named as `regclass` text: `name` or `schema.name`, quoted parts
+/// as written, unquoted ones folded to lower case. None: a catalog table.
+fn named_table(
+    engine: &crate::session::Engine,
+    text: &str,
+) -> Result<Option<std::sync::Arc<TableDef>>> {
+    let part = |s: &str| {
+        let s = s.trim();
+        match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => s.to_lowercase(),
+        }
+    };
+    let (schema, name) = match text.split_once('.') {
+        Some((s, n)) => (Some(part(s)), part(n)),
+        None => (None, part(text)),
+    };
+    let catalog = ["pg_catalog", "information_schema"];
+    match schema.as_deref() {
+        Some(s) if catalog.contains(&s) => return Ok(None),
+        Some(s) => {
+            if let Some(t) = engine.cluster.table(s, &name) {
+                return Ok(Some(t));
+            }
+        }
+        None => {
+            if let Some(t) = engine.cluster.table("public", &name) {
+                return Ok(Some(t));
+            }
+            if name.starts_with("pg_") {
+                return Ok(None);
+            }
+        }
+    }
+    Err(Error::user(
+        sqlstate::UNDEFINED_TABLE,
+        format!("relation \"{}\" does not exist", text.trim()),
+    ))
 }

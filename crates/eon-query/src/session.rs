@@ -107,6 +107,8 @@ pub struct Engine {
     pub cluster: Arc<Cluster>,
     /// How clients log in (both front doors).
     pub auth: crate::auth::Authenticator,
+    /// What pg_catalog's oids stand for (see `pgcatalog`).
+    pub definitions: Arc<crate::pgcatalog::Definitions>,
     base: SessionState,
     catalog_sql: crate::catalogsql::CatalogParser,
 }
@@ -167,7 +169,7 @@ impl Engine {
             Arc::new(crate::pgcatalog::EonPgCatalog {
                 inner,
                 cluster: cluster.clone(),
-                definitions,
+                definitions: definitions.clone(),
             }),
         )
         .map_err(from_df)?;
@@ -180,6 +182,7 @@ impl Engine {
         .map_err(from_df)?;
         Ok(Arc::new(Engine {
             cluster,
+            definitions,
             auth,
             base: ctx.state(),
             catalog_sql: Default::default(),
@@ -520,6 +523,13 @@ impl Session {
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
             Arc::new(crate::auth::create_token_udf(
+                self.engine.clone(),
+                self.actor(),
+            )),
+        );
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(crate::privileges::has_table_privilege(
                 self.engine.clone(),
                 self.actor(),
             )),

@@ -344,6 +344,43 @@ async fn grants_decide_who_reads_and_writes_a_table() {
         .get(0);
     assert_eq!(n, 2);
     refused(&clerk, "INSERT INTO items VALUES (3, 'three')", "42501").await;
+
+    // has_table_privilege answers from the grants: the session's role, a
+    // named one, by name or by pg_class oid.
+    let row = clerk
+        .query_one(
+            "SELECT has_table_privilege('items', 'SELECT'),
+                    has_table_privilege('public.items', 'insert'),
+                    has_table_privilege('items', 'UPDATE, SELECT WITH GRANT OPTION'),
+                    has_table_privilege('viewer', 'items', 'SELECT'),
+                    has_table_privilege('eon', 'items', 'DELETE'),
+                    has_table_privilege('pg_class', 'SELECT'),
+                    (SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c
+                      WHERE c.relname = 'items')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<bool> = (0..7).map(|i| row.get(i)).collect();
+    assert_eq!(got, [true, false, true, false, true, true, true]);
+    refused(
+        &clerk,
+        "SELECT has_table_privilege('nope', 'SELECT')",
+        "42P01",
+    )
+    .await;
+    refused(
+        &clerk,
+        "SELECT has_table_privilege('ghost', 'items', 'SELECT')",
+        "42704",
+    )
+    .await;
+    refused(
+        &clerk,
+        "SELECT has_table_privilege('items', 'FLY')",
+        "22023",
+    )
+    .await;
     admin
         .batch_execute("GRANT INSERT, UPDATE ON TABLE items TO clerk")
         .await
