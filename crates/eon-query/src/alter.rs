@@ -23,6 +23,13 @@
 //!
 //! Readers are never stopped; writers wait (retrying) while the rows are
 //! copied.
+//!
+//! Changing the columns — `ADD COLUMN` (with its default, or NULL, for the
+//! rows there are), `DROP COLUMN`, `RENAME COLUMN … TO` — is the same
+//! rewrite with another column list. (PostgreSQL does these in the
+//! catalog alone; eon's stored rows are Arrow batches of the table's
+//! columns, so they are written again — in the background of readers,
+//! like the rest.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,7 +42,7 @@ use eon_common::{Error, Result, TableDef};
 use eon_proto::v1 as pb;
 
 use crate::cluster::Cluster;
-use crate::dml::{quote, table_name};
+use crate::dml::{ident, quote, table_name};
 use crate::session::{Output, Session};
 
 /// How long a fence holds unless renewed, and how often it is renewed.
@@ -70,6 +77,37 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             constraint: TableConstraint::PrimaryKey(pk),
             ..
         } => add_primary_key(session, &table, pk).await?,
+        AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def,
+            column_position: None,
+            ..
+        } => add_column(session, &table, column_def, *if_not_exists).await?,
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            ..
+        } => {
+            for c in column_names {
+                // Each drop works on the table the previous one left.
+                let table = cluster
+                    .table(&schema, &name)
+                    .ok_or_else(|| Error::internal("the table went away"))?;
+                drop_column(session, &table, &ident(c), *if_exists).await?;
+            }
+        }
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => {
+            rename_column(
+                session,
+                &table,
+                &ident(old_column_name),
+                &ident(new_column_name),
+            )
+            .await?
+        }
         other => {
             return Err(Error::unsupported(format!(
                 "ALTER TABLE … {} is not supported yet",
@@ -99,12 +137,6 @@ async fn add_primary_key(
             ),
         ));
     }
-    if session.in_transaction() {
-        return Err(Error::user(
-            sqlstate::ACTIVE_SQL_TRANSACTION,
-            "ALTER TABLE … ADD PRIMARY KEY cannot run inside a transaction block",
-        ));
-    }
     let mut columns: Vec<_> = table
         .columns
         .iter()
@@ -115,20 +147,73 @@ async fn add_primary_key(
     for &i in &key {
         columns[i].nullable = false;
     }
+    let mut def = TableDef::new_proto(
+        &table.schema,
+        &table.name,
+        columns.clone(),
+        key.clone(),
+        table.shard_count,
+    );
+    // Identity columns stay identity columns.
+    for (new, old) in def
+        .columns
+        .iter_mut()
+        .zip(table.proto().columns.iter().filter(|c| !c.hidden))
+    {
+        new.identity = old.identity.clone();
+    }
+    def.foreign_keys = table.proto().foreign_keys.clone();
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    rewrite(
+        session,
+        table,
+        def,
+        Copy {
+            targets: names.clone(),
+            sources: names.iter().map(|n| quote(n)).collect(),
+            new_key: Some(key),
+        },
+        "ADD PRIMARY KEY",
+    )
+    .await
+}
+
+/// How a rewrite fills the new table: `INSERT INTO new (targets) SELECT
+/// sources FROM old`; `new_key` when the rewrite makes a primary key (its
+/// columns must hold no NULLs nor duplicates).
+struct Copy {
+    targets: Vec<String>,
+    sources: Vec<String>,
+    new_key: Option<Vec<usize>>,
+}
+
+/// Rewrite `table` as `def` (see the module doc), copying its rows as
+/// `copy` says; `what` names the operation in errors.
+async fn rewrite(
+    session: &Session,
+    table: &TableDef,
+    mut def: pb::Table,
+    copy: Copy,
+    what: &str,
+) -> Result<()> {
+    if session.in_transaction() {
+        return Err(Error::user(
+            sqlstate::ACTIVE_SQL_TRANSACTION,
+            format!("ALTER TABLE … {what} cannot run inside a transaction block"),
+        ));
+    }
     let cluster = session.cluster();
     let temp = format!("{}$rewrite{}", table.name, table.id);
     // What an earlier attempt that died half way left behind.
     if let Some((left, _)) = crate::ddl::detach(cluster, &table.schema, &temp).await? {
         crate::ddl::forget_data(cluster, &left).await;
     }
-    let mut def = TableDef::new_proto(
-        &table.schema,
-        &temp,
-        columns.clone(),
-        key.clone(),
-        table.shard_count,
-    );
-    def.foreign_keys = table.proto().foreign_keys.clone();
+    def.id = 0;
+    def.name = temp.clone();
+    def.placement = vec![];
+    def.owner = table.proto().owner.clone();
+    def.grants = vec![];
+    def.shard_count = table.shard_count;
     let new = cluster
         .meta()
         .create_table(pb::CreateTableRequest {
@@ -162,7 +247,7 @@ async fn add_primary_key(
             }
         };
         tokio::select! {
-            r = copy_rows(session, table, &temp, &columns, &key) => r?,
+            r = copy_rows(session, table, &temp, &copy) => r?,
             e = renewing => return e,
         }
         // The fence must still have held when the copy finished.
@@ -197,53 +282,261 @@ async fn add_primary_key(
     }
 }
 
-/// Copy the rows of `table` into `temp` (keyed by `key`), with
-/// PostgreSQL's errors for keys that cannot be a primary key.
-async fn copy_rows(
+/// The index of visible column `name`, or 42703.
+fn column_index(table: &TableDef, name: &str) -> Option<usize> {
+    table
+        .columns
+        .iter()
+        .position(|c| c.name == name && !c.hidden)
+}
+
+fn no_column(table: &TableDef, name: &str) -> Error {
+    Error::user(
+        sqlstate::UNDEFINED_COLUMN,
+        format!(
+            "column \"{name}\" of relation \"{}\" does not exist",
+            table.name
+        ),
+    )
+}
+
+/// The visible columns' names, quoted, and the hidden ones left out.
+fn visible(table: &TableDef) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter(|c| !c.hidden)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+async fn add_column(
     session: &Session,
     table: &TableDef,
-    temp: &str,
-    columns: &[eon_common::schema::ColumnDef],
-    key: &[usize],
+    c: &datafusion::sql::sqlparser::ast::ColumnDef,
+    if_not_exists: bool,
 ) -> Result<()> {
-    let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
-    let from = format!("{}.{}", quote(&table.schema), quote(&table.name));
-    // NULL keys first: the copy would name the temporary table.
-    let (ctx, _) = session.begin_statement().await?;
-    let counts: Vec<String> = key
-        .iter()
-        .map(|&i| format!("count({})", names[i]))
-        .chain(["count(*)".to_string()])
-        .collect();
-    let sql = format!("SELECT {} FROM {from}", counts.join(", "));
-    let batches = crate::dml::query_rows(session, &ctx, &sql).await?;
-    if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
-        let count = |c: usize| {
-            datafusion::common::ScalarValue::try_from_array(b.column(c), 0)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        };
-        let all = count(key.len());
-        if let Some(j) = (0..key.len()).find(|&j| count(j) != all) {
+    use datafusion::sql::sqlparser::ast::ColumnOption;
+    let name = ident(&c.name);
+    if table.columns.iter().any(|x| x.name == name) {
+        if if_not_exists {
+            // PostgreSQL adds a NOTICE; eon sends none yet.
+            return Ok(());
+        }
+        return Err(Error::user(
+            sqlstate::DUPLICATE_COLUMN,
+            format!(
+                "column \"{name}\" of relation \"{}\" already exists",
+                table.name
+            ),
+        ));
+    }
+    if crate::sequences::serial_type(&c.data_type).is_some() {
+        return Err(Error::unsupported(
+            "ALTER TABLE … ADD COLUMN of a serial column is not supported yet",
+        ));
+    }
+    let mut column = pb::Column {
+        name: name.clone(),
+        r#type: Some(crate::ddl::sql_type(&c.data_type)?.to_proto()),
+        nullable: true,
+        ..Default::default()
+    };
+    for opt in &c.options {
+        match &opt.option {
+            ColumnOption::Null => column.nullable = true,
+            ColumnOption::NotNull => column.nullable = false,
+            ColumnOption::Default(e) => column.default_sql = e.to_string(),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "ALTER TABLE … ADD COLUMN with {other} is not supported yet"
+                )));
+            }
+        }
+    }
+    if !column.nullable && column.default_sql.is_empty() {
+        // PostgreSQL's check: only an empty table can take it.
+        let (ctx, _) = session.begin_statement().await?;
+        let sql = format!(
+            "SELECT 1 FROM {}.{} LIMIT 1",
+            quote(&table.schema),
+            quote(&table.name)
+        );
+        let rows = crate::dml::query_rows(session, &ctx, &sql).await?;
+        if rows.iter().any(|b| b.num_rows() > 0) {
             return Err(Error::user(
                 sqlstate::NOT_NULL_VIOLATION,
                 format!(
-                    "column \"{}\" of relation \"{}\" contains null values",
-                    columns[key[j]].name, table.name
+                    "column \"{name}\" of relation \"{}\" contains null values",
+                    table.name
                 ),
             ));
         }
     }
+    let mut def = table.proto().clone();
+    def.columns.push(column);
+    let names = visible(table);
+    rewrite(
+        session,
+        table,
+        def,
+        // The new column is left out: the INSERT fills in its default.
+        Copy {
+            targets: names.clone(),
+            sources: names.iter().map(|n| quote(n)).collect(),
+            new_key: None,
+        },
+        "ADD COLUMN",
+    )
+    .await
+}
+
+async fn drop_column(
+    session: &Session,
+    table: &TableDef,
+    name: &str,
+    if_exists: bool,
+) -> Result<()> {
+    let Some(i) = column_index(table, name) else {
+        if if_exists {
+            // PostgreSQL adds a NOTICE; eon sends none yet.
+            return Ok(());
+        }
+        return Err(no_column(table, name));
+    };
+    let depends = |what: String| {
+        Error::user(
+            sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!(
+                "cannot drop column {name} of table {} because {what} depends on it",
+                table.name
+            ),
+        )
+    };
+    if table.primary_key.contains(&i) {
+        return Err(depends(format!("constraint {}", table.pkey_name())));
+    }
+    if table.columns.iter().filter(|c| !c.hidden).count() == 1 {
+        return Err(Error::unsupported(
+            "a table without columns is not supported",
+        ));
+    }
+    if let Some(fk) = table.foreign_keys.iter().find(|fk| fk.columns.contains(&i)) {
+        return Err(depends(format!("constraint {}", fk.name)));
+    }
+    // Other tables' foreign keys name this table's key columns by position.
+    let shifted = table.primary_key.iter().any(|&k| k > i);
+    if shifted {
+        let cluster = session.cluster();
+        if let Some(other) = cluster.tables().into_iter().find(|t| {
+            t.foreign_keys
+                .iter()
+                .any(|fk| fk.ref_schema == table.schema && fk.ref_table == table.name)
+        }) {
+            return Err(Error::unsupported(format!(
+                "dropping a column before the primary key of a table that \"{}\" references is not supported yet",
+                other.name
+            )));
+        }
+    }
+    let shift = |k: u32| if k as usize > i { k - 1 } else { k };
+    let mut def = table.proto().clone();
+    def.columns.remove(i);
+    def.primary_key = def.primary_key.iter().map(|&k| shift(k)).collect();
+    for fk in &mut def.foreign_keys {
+        fk.columns = fk.columns.iter().map(|&k| shift(k)).collect();
+    }
+    let names: Vec<String> = visible(table).into_iter().filter(|n| n != name).collect();
+    rewrite(
+        session,
+        table,
+        def,
+        Copy {
+            targets: names.clone(),
+            sources: names.iter().map(|n| quote(n)).collect(),
+            new_key: None,
+        },
+        "DROP COLUMN",
+    )
+    .await
+}
+
+async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str) -> Result<()> {
+    let i = column_index(table, old).ok_or_else(|| no_column(table, old))?;
+    if table.columns.iter().any(|c| c.name == new) {
+        return Err(Error::user(
+            sqlstate::DUPLICATE_COLUMN,
+            format!(
+                "column \"{new}\" of relation \"{}\" already exists",
+                table.name
+            ),
+        ));
+    }
+    let mut def = table.proto().clone();
+    def.columns[i].name = new.to_string();
+    let sources: Vec<String> = visible(table).iter().map(|n| quote(n)).collect();
+    let targets: Vec<String> = visible(table)
+        .into_iter()
+        .map(|n| if n == old { new.to_string() } else { n })
+        .collect();
+    rewrite(
+        session,
+        table,
+        def,
+        Copy {
+            targets,
+            sources,
+            new_key: None,
+        },
+        "RENAME COLUMN",
+    )
+    .await
+}
+
+/// Copy the rows of `table` into `temp` (keyed by `key`), with
+/// PostgreSQL's errors for keys that cannot be a primary key.
+async fn copy_rows(session: &Session, table: &TableDef, temp: &str, copy: &Copy) -> Result<()> {
+    let from = format!("{}.{}", quote(&table.schema), quote(&table.name));
+    if let Some(key) = &copy.new_key {
+        // NULL keys first: the copy would name the temporary table.
+        let (ctx, _) = session.begin_statement().await?;
+        let counts: Vec<String> = key
+            .iter()
+            .map(|&i| format!("count({})", copy.sources[i]))
+            .chain(["count(*)".to_string()])
+            .collect();
+        let sql = format!("SELECT {} FROM {from}", counts.join(", "));
+        let batches = crate::dml::query_rows(session, &ctx, &sql).await?;
+        if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+            let count = |c: usize| {
+                datafusion::common::ScalarValue::try_from_array(b.column(c), 0)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            let all = count(key.len());
+            if let Some(j) = (0..key.len()).find(|&j| count(j) != all) {
+                return Err(Error::user(
+                    sqlstate::NOT_NULL_VIOLATION,
+                    format!(
+                        "column \"{}\" of relation \"{}\" contains null values",
+                        copy.targets[key[j]], table.name
+                    ),
+                ));
+            }
+        }
+    }
+    let targets: Vec<String> = copy.targets.iter().map(|n| quote(n)).collect();
     let sql = format!(
-        "INSERT INTO {}.{} ({list}) SELECT {list} FROM {from}",
+        "INSERT INTO {}.{} ({}) SELECT {} FROM {from}",
         quote(&table.schema),
         quote(temp),
-        list = names.join(", ")
+        targets.join(", "),
+        copy.sources.join(", ")
     );
     let insert = session.parse(&sql)?.remove(0);
     match crate::dml::execute(session, &insert, &[]).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == sqlstate::UNIQUE_VIOLATION => {
+        Err(e) if e.code == sqlstate::UNIQUE_VIOLATION && copy.new_key.is_some() => {
             let mut out = Error::user(
                 sqlstate::UNIQUE_VIOLATION,
                 format!("could not create unique index \"{}\"", table.pkey_name()),

@@ -1,5 +1,6 @@
-//! Schema changes on a live table: ALTER TABLE … ADD PRIMARY KEY rewrites
-//! the table while other sessions read and write it.
+//! Schema changes on a live table: ALTER TABLE … ADD PRIMARY KEY and ADD,
+//! RENAME, DROP COLUMN rewrite the table while other sessions read and
+//! write it; sequences, SERIAL and identity columns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -283,4 +284,128 @@ async fn sequences_serial_and_identity_columns() {
     c.batch_execute("DROP SEQUENCE IF EXISTS counter")
         .await
         .unwrap();
+}
+
+/// ADD COLUMN, RENAME COLUMN and DROP COLUMN rewrite the table as ADD
+/// PRIMARY KEY does, keeping its rows, keys, foreign keys and grants, with
+/// PostgreSQL's errors — while another session keeps reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
+    let cluster = TestCluster::builder()
+        .data_engines(2)
+        .shards(4)
+        .start()
+        .unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         INSERT INTO parent VALUES (1), (2);
+         CREATE TABLE items (id int PRIMARY KEY, qty int, pid int REFERENCES parent(id));
+         INSERT INTO items SELECT i, i * 10, 1 + i % 2 FROM generate_series(1, 2000) AS g(i);
+         CREATE ROLE reader LOGIN PASSWORD 'r';
+         GRANT SELECT ON items TO reader;",
+    )
+    .await
+    .unwrap();
+    // A reader that never stops while the columns change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        let r = cluster.pg().await.unwrap();
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = r
+                    .query_one("SELECT count(*) FROM items", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                // (Row 2001 comes and goes below.)
+                assert!(n == 2000 || n == 2001, "{n} rows");
+                reads += 1;
+            }
+            reads
+        })
+    };
+
+    c.batch_execute("ALTER TABLE items ADD COLUMN note text DEFAULT 'new'")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO items (id, qty, pid) VALUES (2001, 1, 1)")
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE note = 'new') FROM items",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2001, 2001));
+    c.batch_execute("DELETE FROM items WHERE id = 2001")
+        .await
+        .unwrap();
+    refused(
+        &c,
+        "ALTER TABLE items ADD COLUMN must int NOT NULL",
+        "23502",
+    )
+    .await;
+    refused(&c, "ALTER TABLE items ADD COLUMN qty int", "42701").await;
+    c.batch_execute("ALTER TABLE items ADD COLUMN IF NOT EXISTS qty int")
+        .await
+        .unwrap();
+
+    c.batch_execute("ALTER TABLE items RENAME COLUMN qty TO quantity")
+        .await
+        .unwrap();
+    refused(&c, "SELECT qty FROM items", "42703").await;
+    let total: i64 = c
+        .query_one("SELECT sum(quantity)::int8 FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 10 * 2000 * 2001 / 2);
+
+    refused(&c, "ALTER TABLE items DROP COLUMN id", "2BP01").await;
+    refused(&c, "ALTER TABLE items DROP COLUMN pid", "2BP01").await;
+    refused(&c, "ALTER TABLE items DROP COLUMN nope", "42703").await;
+    c.batch_execute(
+        "ALTER TABLE items DROP COLUMN IF EXISTS nope; ALTER TABLE items DROP COLUMN note",
+    )
+    .await
+    .unwrap();
+    let columns: Vec<String> = c
+        .query(
+            "SELECT column_name::text FROM information_schema.columns
+              WHERE table_name = 'items' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, ["id", "quantity", "pid"]);
+    // Keys and foreign keys hold; the grant is kept.
+    refused(&c, "INSERT INTO items VALUES (1, 1, 1)", "23505").await;
+    refused(&c, "INSERT INTO items VALUES (5000, 1, 9)", "23503").await;
+    let reader = tokio_postgres::connect(&cluster.pg_url_as("reader", "r"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(reader.1);
+    let n: i64 = reader
+        .0
+        .query_one("SELECT count(quantity) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2000);
+    // Not inside a transaction block (yet).
+    c.batch_execute("BEGIN").await.unwrap();
+    refused(&c, "ALTER TABLE items ADD COLUMN x int", "25001").await;
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    stop.store(true, Ordering::Relaxed);
+    assert!(reading.await.unwrap() > 0);
 }
