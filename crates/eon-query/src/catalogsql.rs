@@ -108,12 +108,44 @@ impl CatalogParser {
 }
 
 /// eon's own rewrites of catalog queries (see the module docs): select
-/// items cast to regclass, `pg_partition_ancestors(…)` in FROM lists, and
-/// `pg_user` qualified.
+/// items cast to regclass, `pg_partition_ancestors(…)` in FROM lists,
+/// `pg_user` qualified, and an oid array compared with a literal
+/// (`polroles <> '{0}'`, in psql's `\dp`) compared with an array.
 struct Rewrites;
+
+/// Catalog columns that are oid arrays, compared with `'{…}'` literals.
+const OID_ARRAY_COLUMNS: [&str; 1] = ["polroles"];
 
 impl VisitorMut for Rewrites {
     type Break = ();
+
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq | BinaryOperator::NotEq,
+            right,
+        } = e
+        {
+            let column = match left.as_ref() {
+                Expr::Identifier(i) => Some(&i.value),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+                _ => None,
+            };
+            if column.is_some_and(|c| OID_ARRAY_COLUMNS.contains(&c.as_str()))
+                && let Expr::Value(v) = right.as_ref()
+                && let Value::SingleQuotedString(text) = &v.value
+                && let Some(items) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
+                && items.split(',').all(|i| i.trim().parse::<i64>().is_ok())
+                && let Ok(array) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&format!("make_array({items})"))
+                    .and_then(|mut p| p.parse_expr())
+            {
+                **right = array;
+            }
+        }
+        ControlFlow::Continue(())
+    }
 
     /// Catalog tables eon adds (the crate's rules qualify only its own).
     fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {

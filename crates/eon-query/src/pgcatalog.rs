@@ -18,7 +18,10 @@
 //! - `pg_index` and `pg_constraint`: primary and foreign keys, their column
 //!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
 //! - `pg_settings`: the parameters eon knows, with the session's values;
-//! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles.
+//! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles;
+//! - `pg_attribute.attacl` and `pg_policy.polroles` as arrays (NULL / no
+//!   rows: eon has neither column privileges nor row security), so psql's
+//!   `\dp` runs.
 //!
 //! The oids of indexes and constraints derive from their table's oid. The
 //! definitions `pg_get_constraintdef` and `pg_get_indexdef` print are kept
@@ -106,6 +109,7 @@ impl SchemaProvider for EonPgCatalog {
             "pg_settings" => Kind::Settings,
             "pg_roles" | "pg_authid" => Kind::Roles,
             "pg_user" => Kind::User,
+            "pg_policy" => Kind::Policy,
             _ => return self.inner.table(name).await,
         };
         let inner = self.inner.table(name).await?;
@@ -113,6 +117,17 @@ impl SchemaProvider for EonPgCatalog {
             (Kind::Index, _) => pg_index_schema(),
             (Kind::Constraint, _) => pg_constraint_schema(),
             (Kind::Class, Some(t)) => with_reloptions(t.schema()),
+            (Kind::Attribute, Some(t)) => with_acl_lists(t.schema()),
+            (Kind::Policy, Some(t)) => Arc::new(Schema::new(
+                t.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| match f.name().as_str() {
+                        "polroles" => Field::new("polroles", oid_list(), true),
+                        _ => f.as_ref().clone().with_nullable(true),
+                    })
+                    .collect::<Vec<_>>(),
+            )),
             (Kind::Settings | Kind::Roles, Some(t)) => nullable(t.schema()),
             (Kind::User, _) => pg_user_schema(),
             (_, Some(t)) => t.schema(),
@@ -144,6 +159,9 @@ enum Kind {
     /// pg_roles and pg_authid, from eon's roles.
     Roles,
     User,
+    /// pg_policy: eon has no row security policies (an empty table, with
+    /// `polroles` an oid array as psql's `\dp` expects).
+    Policy,
 }
 
 /// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
@@ -291,6 +309,9 @@ impl Completed {
         if matches!(self.kind, Kind::Roles | Kind::User) {
             return Ok(vec![roles(&self.schema, &self.cluster.roles())?]);
         }
+        if self.kind == Kind::Policy {
+            return Ok(vec![]);
+        }
         // datafusion-pg-catalog's pg_class, read once: it numbers the tables
         // (and is the table being completed when that is pg_class).
         let class_rows = match self.catalog.table("pg_class").await? {
@@ -308,7 +329,7 @@ impl Completed {
             Kind::Attribute => {
                 batches = batches
                     .into_iter()
-                    .map(|b| patch_attributes(b, &tables))
+                    .map(|b| patch_attributes(b, &tables, &self.schema))
                     .collect::<Result<_, _>>()?
             }
             Kind::Attrdef => batches.push(attrdefs(&self.schema, &tables)?),
@@ -325,7 +346,9 @@ impl Completed {
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
-            Kind::Settings | Kind::Roles | Kind::User => unreachable!("answered above"),
+            Kind::Settings | Kind::Roles | Kind::User | Kind::Policy => {
+                unreachable!("answered above")
+            }
         }
         Ok(batches)
     }
@@ -412,7 +435,26 @@ impl Definitions {
     }
 }
 
-fn patch_attributes(b: RecordBatch, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+/// pg_attribute with `attacl` an array of aclitem text, as in PostgreSQL
+/// (psql's `\dp` runs array_to_string over it).
+fn with_acl_lists(schema: SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "attacl" => Field::new("attacl", DataType::new_list(DataType::Utf8, true), true),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn patch_attributes(
+    b: RecordBatch,
+    tables: &Tables,
+    target: &SchemaRef,
+) -> Result<RecordBatch, DataFusionError> {
     let rel = int32(column(&b, "attrelid")?)?;
     let names = cast(column(&b, "attname")?, &DataType::Utf8)?;
     let names = names.as_string::<i32>();
@@ -447,7 +489,11 @@ fn patch_attributes(b: RecordBatch, tables: &Tables) -> Result<RecordBatch, Data
     }
     let idx = schema.index_of("atthasdef")?;
     columns[idx] = Arc::new(datafusion::arrow::array::BooleanArray::from(hasdef));
-    Ok(RecordBatch::try_new(schema, columns)?)
+    // No column privileges (yet): every attacl is NULL.
+    if let Ok(idx) = target.index_of("attacl") {
+        columns[idx] = new_null_array(target.field(idx).data_type(), b.num_rows());
+    }
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
 /// One pg_attrdef row per column default of eon's tables.
