@@ -169,9 +169,8 @@ async fn add_primary_key(
         table,
         def,
         Copy {
-            targets: names.clone(),
-            sources: names.iter().map(|n| quote(n)).collect(),
             new_key: Some(key),
+            ..Copy::same(names)
         },
         "ADD PRIMARY KEY",
     )
@@ -185,6 +184,17 @@ struct Copy {
     targets: Vec<String>,
     sources: Vec<String>,
     new_key: Option<Vec<usize>>,
+}
+
+impl Copy {
+    /// Columns `names` copied as they are.
+    fn same(names: Vec<String>) -> Copy {
+        Copy {
+            sources: names.iter().map(|n| quote(n)).collect(),
+            targets: names,
+            new_key: None,
+        }
+    }
 }
 
 /// Rewrite `table` as `def` (see the module doc), copying its rows as
@@ -300,7 +310,7 @@ fn no_column(table: &TableDef, name: &str) -> Error {
     )
 }
 
-/// The visible columns' names, quoted, and the hidden ones left out.
+/// The visible columns' names (the hidden row id left out).
 fn visible(table: &TableDef) -> Vec<String> {
     table
         .columns
@@ -381,11 +391,7 @@ async fn add_column(
         table,
         def,
         // The new column is left out: the INSERT fills in its default.
-        Copy {
-            targets: names.clone(),
-            sources: names.iter().map(|n| quote(n)).collect(),
-            new_key: None,
-        },
+        Copy::same(names),
         "ADD COLUMN",
     )
     .await
@@ -447,18 +453,7 @@ async fn drop_column(
         fk.columns = fk.columns.iter().map(|&k| shift(k)).collect();
     }
     let names: Vec<String> = visible(table).into_iter().filter(|n| n != name).collect();
-    rewrite(
-        session,
-        table,
-        def,
-        Copy {
-            targets: names.clone(),
-            sources: names.iter().map(|n| quote(n)).collect(),
-            new_key: None,
-        },
-        "DROP COLUMN",
-    )
-    .await
+    rewrite(session, table, def, Copy::same(names), "DROP COLUMN").await
 }
 
 async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str) -> Result<()> {
@@ -493,8 +488,8 @@ async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str
     .await
 }
 
-/// Copy the rows of `table` into `temp` (keyed by `key`), with
-/// PostgreSQL's errors for keys that cannot be a primary key.
+/// Copy the rows of `table` into `temp` as `copy` says, with PostgreSQL's
+/// errors for keys that cannot be a primary key when it makes one.
 async fn copy_rows(session: &Session, table: &TableDef, temp: &str, copy: &Copy) -> Result<()> {
     let from = format!("{}.{}", quote(&table.schema), quote(&table.name));
     if let Some(key) = &copy.new_key {
