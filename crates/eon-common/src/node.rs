@@ -59,6 +59,12 @@ pub fn cluster_secret() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The secret of the cluster whose data dir is `data_dir` (for tools
+/// that talk to its components from outside).
+pub fn read_cluster_secret(data_dir: &Path) -> std::io::Result<String> {
+    crate::scram::read_password(&data_dir.join(SECRET_FILE))
+}
+
 /// Make `secret` this process's cluster secret (before any channel is
 /// made or service served; later calls change nothing).
 pub fn set_cluster_secret(secret: String) {

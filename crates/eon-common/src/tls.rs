@@ -137,7 +137,6 @@ pub fn host_names(listen: &str) -> Vec<String> {
     if !wildcard && !listen.is_empty() {
         names.push(listen.to_string());
     }
-    names.dedup();
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     names

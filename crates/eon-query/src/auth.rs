@@ -366,8 +366,8 @@ pub fn create_token(engine: &Engine, role: &pb::Role, seconds: i64) -> Result<St
     }
     use hmac::Mac;
     let expires = eon_common::unix_ms() / 1000 + seconds;
-    let nonce: [u8; 12] = rand::random();
-    let payload = format!("{}\n{expires}\n{}", role.name, hex_of(&nonce));
+    let nonce: u128 = rand::random();
+    let payload = format!("{}\n{expires}\n{nonce:032x}", role.name);
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mac = token_mac(&token_key(engine, role), payload.as_bytes()).finalize();
     Ok(format!(
@@ -375,10 +375,6 @@ pub fn create_token(engine: &Engine, role: &pb::Role, seconds: i64) -> Result<St
         b64.encode(payload),
         b64.encode(mac.into_bytes())
     ))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The role a bearer token was made for, if it is genuine, unexpired, and

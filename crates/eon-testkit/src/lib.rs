@@ -315,8 +315,7 @@ impl TestCluster {
     /// The cluster's secret (`eon up` keeps it in the data dir): what its
     /// components show each other on every gRPC call.
     pub fn secret(&self) -> String {
-        eon_common::scram::read_password(&self.dir.join(eon_common::node::SECRET_FILE))
-            .unwrap_or_default()
+        eon_common::node::read_cluster_secret(&self.dir).unwrap_or_default()
     }
 
     /// A gRPC channel to one of the cluster's components, with its secret.

@@ -176,9 +176,7 @@ fn start_cluster(example: &std::path::Path) -> anyhow::Result<Cluster> {
     }
     std::thread::spawn(move || lines.for_each(drop));
     let file = eon_agent::read_cluster_file(&dir.path().join("data")).context("no cluster.json")?;
-    let secret = eon_common::scram::read_password(
-        &dir.path().join("data").join(eon_common::node::SECRET_FILE),
-    )?;
+    let secret = eon_common::node::read_cluster_secret(&dir.path().join("data"))?;
     Ok(Cluster {
         child,
         recipe_dir: dir.path().to_path_buf(),

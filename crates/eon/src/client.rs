@@ -98,10 +98,7 @@ impl Find {
     pub fn secret(&self) -> Option<String> {
         eon_common::node::cluster_secret()
             .map(str::to_string)
-            .or_else(|| {
-                eon_common::scram::read_password(&self.data_dir.join(eon_common::node::SECRET_FILE))
-                    .ok()
-            })
+            .or_else(|| eon_common::node::read_cluster_secret(&self.data_dir).ok())
     }
 
     /// A gRPC channel to one of the cluster's components, with its secret.

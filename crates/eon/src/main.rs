@@ -404,10 +404,12 @@ fn main() -> ExitCode {
             let started = std::time::Instant::now();
             let result = runtime().block_on(eon_agent::up(opts, |c| {
                 let password = eon_agent::admin_password(&data_dir).unwrap_or_default();
-                let link = eon_agent::Link::Tls { ca: c.ca_cert.as_ref().map(|ca| std::path::absolute(ca).unwrap_or(ca.clone())) };
+                // The CA's path as clients anywhere can use it.
+                let ca_cert = c.ca_cert.as_ref().map(|ca| std::path::absolute(ca).unwrap_or(ca.clone()));
+                let link = eon_agent::Link::Tls { ca: ca_cert.clone() };
                 let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
                 let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
-                let cacert = c.ca_cert.as_ref().map(|ca| format!("--cacert {} ", ca.display())).unwrap_or_default();
+                let cacert = ca_cert.as_ref().map(|ca| format!("--cacert {} ", ca.display())).unwrap_or_default();
                 println!(
                     "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()
@@ -418,7 +420,7 @@ fn main() -> ExitCode {
                 println!("  PostgreSQL URL:  {url}");
                 println!("  psql:            psql \"{url}\"");
                 println!("  REST:            curl -s {cacert}{rest}/v1/sql -d '{{\"sql\": \"SELECT 1 AS one\"}}'");
-                if let Some(ca) = &c.ca_cert {
+                if let Some(ca) = &ca_cert {
                     println!("  TLS:             the cluster's CA is {} ({})", ca.display(), if require_tls { "clients must use TLS" } else { "plain connections are accepted too; --require-tls refuses them" });
                 }
                 if trust {
