@@ -172,6 +172,7 @@ impl TableDef {
             shard_count,
             placement: vec![],
             foreign_keys: vec![],
+            checks: vec![],
             owner: String::new(),
             grants: vec![],
         }

@@ -44,6 +44,68 @@ pub struct DataEngineService {
     /// check is still on its way when the fence waits for the table's
     /// staged writes to resolve.
     fence_gate: tokio::sync::RwLock<()>,
+    /// Scans under way, by table: dropping a table's data waits for them.
+    reads: Arc<Reads>,
+}
+
+/// How long dropping a table's data waits for the scans under way on it
+/// (each reads at a snapshot from before the table was dropped or
+/// rewritten, where its rows are still the answer).
+const DROP_WAIT: Duration = Duration::from_secs(30);
+
+/// The scans under way on each table. A table's data is dropped — at
+/// `DROP TABLE`, or when `ALTER TABLE` has swapped in the rewritten copy —
+/// while query engines may still be reading it at a snapshot from before;
+/// pulling the rows from under them would make them answer with a part of
+/// the table. So a drop first refuses new scans (40001: the statement runs
+/// again with the catalog that no longer names the table) and then waits
+/// for the running ones to finish. One that outlives [`DROP_WAIT`] fails
+/// instead of answering with what was left.
+#[derive(Default)]
+struct Reads {
+    tables: Mutex<ReadTables>,
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ReadTables {
+    running: HashMap<u64, usize>,
+    /// Tables dropped while scans were still reading them.
+    torn: std::collections::HashSet<u64>,
+}
+
+/// One scan under way on a table (see [`Reads`]).
+struct Reading {
+    reads: Arc<Reads>,
+    table: u64,
+}
+
+impl Reading {
+    /// Whether the table's data is still all there (it was not dropped
+    /// from under this scan).
+    fn intact(&self) -> bool {
+        !self.reads.tables.lock().unwrap().torn.contains(&self.table)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut t = self.reads.tables.lock().unwrap();
+        if let Some(n) = t.running.get_mut(&self.table) {
+            *n -= 1;
+            if *n == 0 {
+                t.running.remove(&self.table);
+            }
+        }
+        drop(t);
+        self.reads.finished.notify_waiters();
+    }
+}
+
+fn dropped(name: &str) -> Error {
+    Error::write_conflict(format!(
+        "could not serialize access: relation \"{name}\" was dropped or rewritten while it was read"
+    ))
 }
 
 impl DataEngineService {
@@ -64,6 +126,7 @@ impl DataEngineService {
             epoch: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
             fences: Mutex::new(HashMap::new()),
             fence_gate: tokio::sync::RwLock::new(()),
+            reads: Arc::default(),
         }
     }
 
@@ -104,6 +167,55 @@ impl DataEngineService {
             )));
         }
         Ok(())
+    }
+
+    /// Register a scan of `table`, or refuse it if the table is dropped
+    /// (see [`Reads`]).
+    fn start_reading(&self, table: &TableDef) -> Result<Reading, Error> {
+        // The fences' lock is held while the scan is counted, so a drop
+        // (which marks the table under that lock) either sees it or is
+        // seen by it.
+        let fences = self.fences.lock().unwrap();
+        if fences.get(&table.id) == Some(&None) {
+            return Err(dropped(&table.name));
+        }
+        *self
+            .reads
+            .tables
+            .lock()
+            .unwrap()
+            .running
+            .entry(table.id)
+            .or_default() += 1;
+        Ok(Reading {
+            reads: self.reads.clone(),
+            table: table.id,
+        })
+    }
+
+    /// Wait up to [`DROP_WAIT`] for the scans of a table marked dropped to
+    /// finish; the ones still running then are told their table was torn.
+    async fn wait_for_reads(&self, table: u64) {
+        let deadline = tokio::time::Instant::now() + DROP_WAIT;
+        loop {
+            // Registered before the count is read: no wake-up is missed.
+            let finished = self.reads.finished.notified();
+            {
+                let mut t = self.reads.tables.lock().unwrap();
+                if !t.running.contains_key(&table) {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        table,
+                        "dropping a table's data under scans still reading it"
+                    );
+                    t.torn.insert(table);
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, finished).await;
+        }
     }
 
     fn table(&self, t: Option<pb::Table>) -> Result<TableDef, Error> {
@@ -296,6 +408,7 @@ impl DataEngine for DataEngineService {
         for &s in &req.shards {
             self.check_placement(&table, s)?;
         }
+        let reading = self.start_reading(&table)?;
         let keys = if req.keys.is_empty() {
             None
         } else {
@@ -329,7 +442,12 @@ impl DataEngine for DataEngineService {
         let bytes = self.bytes_returned.clone();
         tokio::spawn(async move {
             let own = (req.txn_id != 0).then_some(req.txn_id);
-            let result = run_scan(&store, &plan, &req.shards, req.read_ts, keys, own, &tx).await;
+            let mut result =
+                run_scan(&store, &plan, &req.shards, req.read_ts, keys, own, &tx).await;
+            if result.is_ok() && !reading.intact() {
+                result = Err(dropped(&plan.table.name));
+            }
+            drop(reading);
             let msg = match result {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);
@@ -466,6 +584,8 @@ impl DataEngine for DataEngineService {
             let _gate = self.fence_gate.write().await;
             self.fences.lock().unwrap().insert(table, None);
         }
+        // Nor a scan (see `Reads`).
+        self.wait_for_reads(table).await;
         self.store
             .drop_table(table)
             .await

@@ -77,6 +77,15 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             constraint: TableConstraint::PrimaryKey(pk),
             ..
         } => add_primary_key(session, &table, pk).await?,
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Check(check),
+            ..
+        } => add_check(session, &table, check).await?,
+        AlterTableOperation::DropConstraint {
+            if_exists,
+            name: constraint,
+            ..
+        } => drop_constraint(session, &table, &ident(constraint), *if_exists).await?,
         AlterTableOperation::AddColumn {
             if_not_exists,
             column_def,
@@ -163,6 +172,7 @@ async fn add_primary_key(
         new.identity = old.identity.clone();
     }
     def.foreign_keys = table.proto().foreign_keys.clone();
+    def.checks = table.proto().checks.clone();
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
     rewrite(
         session,
@@ -397,6 +407,95 @@ async fn add_column(
     .await
 }
 
+async fn add_check(
+    session: &Session,
+    table: &TableDef,
+    check: &datafusion::sql::sqlparser::ast::CheckConstraint,
+) -> Result<()> {
+    let taken = constraint_names(table);
+    let name = match check.name.as_ref().map(ident) {
+        Some(n) if taken.contains(&n) => {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_OBJECT,
+                format!(
+                    "constraint \"{n}\" for relation \"{}\" already exists",
+                    table.name
+                ),
+            ));
+        }
+        Some(n) => n,
+        None => crate::checks::default_name(&table.name, &visible(table), &check.expr, &taken),
+    };
+    let columns: Vec<_> = table.columns.clone();
+    let mut def = table.proto().clone();
+    def.checks.push(crate::checks::define(
+        session,
+        &table.name,
+        &columns,
+        name,
+        &check.expr,
+    )?);
+    // The copy checks every row against the new constraint.
+    rewrite(
+        session,
+        table,
+        def,
+        Copy::same(visible(table)),
+        "ADD CONSTRAINT",
+    )
+    .await
+}
+
+/// The names of `table`'s constraints.
+fn constraint_names(table: &TableDef) -> Vec<String> {
+    let mut names: Vec<String> = table.foreign_keys.iter().map(|f| f.name.clone()).collect();
+    names.extend(table.proto().checks.iter().map(|c| c.name.clone()));
+    if !table.has_rowid() {
+        names.push(table.pkey_name());
+    }
+    names
+}
+
+/// DROP CONSTRAINT of a CHECK constraint or a foreign key. (Neither needs
+/// the rows rewritten — PostgreSQL only changes its catalog — but a
+/// rewrite is the one way eon changes a table's definition yet.)
+async fn drop_constraint(
+    session: &Session,
+    table: &TableDef,
+    name: &str,
+    if_exists: bool,
+) -> Result<()> {
+    let mut def = table.proto().clone();
+    let before = def.checks.len() + def.foreign_keys.len();
+    def.checks.retain(|c| c.name != name);
+    def.foreign_keys.retain(|f| f.name != name);
+    if def.checks.len() + def.foreign_keys.len() == before {
+        if !table.has_rowid() && table.pkey_name() == name {
+            return Err(Error::unsupported(
+                "dropping a table's primary key is not supported",
+            ));
+        }
+        if if_exists {
+            return Ok(());
+        }
+        return Err(Error::user(
+            sqlstate::UNDEFINED_OBJECT,
+            format!(
+                "constraint \"{name}\" of relation \"{}\" does not exist",
+                table.name
+            ),
+        ));
+    }
+    rewrite(
+        session,
+        table,
+        def,
+        Copy::same(visible(table)),
+        "DROP CONSTRAINT",
+    )
+    .await
+}
+
 async fn drop_column(
     session: &Session,
     table: &TableDef,
@@ -448,6 +547,9 @@ async fn drop_column(
     let shift = |k: u32| if k as usize > i { k - 1 } else { k };
     let mut def = table.proto().clone();
     def.columns.remove(i);
+    // CHECK constraints on the column go with it, as in PostgreSQL.
+    def.checks
+        .retain(|c| !crate::checks::columns(table, c).contains(&i));
     def.primary_key = def.primary_key.iter().map(|&k| shift(k)).collect();
     for fk in &mut def.foreign_keys {
         fk.columns = fk.columns.iter().map(|&k| shift(k)).collect();
@@ -469,6 +571,9 @@ async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str
     }
     let mut def = table.proto().clone();
     def.columns[i].name = new.to_string();
+    for check in &mut def.checks {
+        check.expr = crate::checks::rename_column(&check.expr, old, new);
+    }
     let sources: Vec<String> = visible(table).iter().map(|n| quote(n)).collect();
     let targets: Vec<String> = visible(table)
         .into_iter()
@@ -531,6 +636,20 @@ async fn copy_rows(session: &Session, table: &TableDef, temp: &str, copy: &Copy)
     let insert = session.parse(&sql)?.remove(0);
     match crate::dml::execute(session, &insert, &[]).await {
         Ok(_) => Ok(()),
+        Err(e) if e.code == sqlstate::CHECK_VIOLATION => {
+            // Only a new constraint can fail: the rows met the others.
+            let name = e
+                .message
+                .rsplit_once("check constraint ")
+                .map_or("", |(_, n)| n);
+            Err(Error::user(
+                sqlstate::CHECK_VIOLATION,
+                format!(
+                    "check constraint {name} of relation \"{}\" is violated by some row",
+                    table.name
+                ),
+            ))
+        }
         Err(e) if e.code == sqlstate::UNIQUE_VIOLATION && copy.new_key.is_some() => {
             let mut out = Error::user(
                 sqlstate::UNIQUE_VIOLATION,

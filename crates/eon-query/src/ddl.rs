@@ -119,6 +119,8 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len() + 1);
     let mut primary_key: Option<Vec<usize>> = None;
     let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
+    // CHECK constraints: a name if given, the expression.
+    let mut pending_checks: Vec<(Option<String>, &SqlExpr)> = vec![];
     // Sequences its SERIAL and identity columns own, and which columns are
     // identity columns ("a": ALWAYS, "d": BY DEFAULT).
     let mut sequences: Vec<pb::Sequence> = vec![];
@@ -210,11 +212,10 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                     ));
                 }
                 ColumnOption::ForeignKey(fk) => pending_fks.push((fk, Some(columns.len()))),
-                ColumnOption::Check(_) => {
-                    return Err(Error::unsupported(
-                        "CHECK constraints are not supported yet",
-                    ));
-                }
+                ColumnOption::Check(check) => pending_checks.push((
+                    opt.name.as_ref().or(check.name.as_ref()).map(ident),
+                    &check.expr,
+                )),
                 ColumnOption::Generated { .. } => {
                     return Err(Error::unsupported(
                         "generated columns are not supported yet",
@@ -243,10 +244,8 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                 ));
             }
             TableConstraint::ForeignKey(fk) => pending_fks.push((fk, None)),
-            TableConstraint::Check(_) => {
-                return Err(Error::unsupported(
-                    "CHECK constraints are not supported yet",
-                ));
+            TableConstraint::Check(check) => {
+                pending_checks.push((check.name.as_ref().map(ident), &check.expr))
             }
             other => {
                 return Err(Error::unsupported(format!(
@@ -377,8 +376,33 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         }
         foreign_keys.push(def);
     }
+    let mut taken: Vec<String> = foreign_keys.iter().map(|f| f.name.clone()).collect();
+    taken.push(format!("{name}_pkey"));
+    let visible: Vec<String> = columns
+        .iter()
+        .filter(|c| !c.hidden)
+        .map(|c| c.name.clone())
+        .collect();
+    let mut checks = Vec::with_capacity(pending_checks.len());
+    for (given, expr) in pending_checks {
+        let cname = match given {
+            Some(n) if taken.contains(&n) => {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_OBJECT,
+                    format!("constraint \"{n}\" for relation \"{name}\" already exists"),
+                ));
+            }
+            Some(n) => n,
+            None => crate::checks::default_name(&name, &visible, expr, &taken),
+        };
+        taken.push(cname.clone());
+        checks.push(crate::checks::define(
+            session, &name, &columns, cname, expr,
+        )?);
+    }
     let mut table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
     table.owner = session.user();
+    table.checks = checks;
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
     for (i, kind) in identities {
         table.columns[i].identity = kind.to_string();

@@ -562,6 +562,7 @@ pub(crate) async fn insert_rows(
         columns,
         &RecordBatchOptions::new().with_row_count(Some(n)),
     )?;
+    crate::checks::enforce(session, table, &rows)?;
     crate::fk::check_references(session, ctx, table, &rows).await?;
     let mut writes = Writes::default();
     let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
@@ -759,6 +760,7 @@ async fn update(
     }
     let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
     let new = table_rows(&table, &found, new_columns)?;
+    crate::checks::enforce(session, &table, &new)?;
     let pk = &table.primary_key;
     let old_keys = encode_keys(
         &pk.iter()

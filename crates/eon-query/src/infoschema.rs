@@ -26,11 +26,12 @@ use crate::session::DATABASE;
 /// The schemas a client sees.
 const SCHEMAS: [&str; 3] = ["information_schema", "pg_catalog", "public"];
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "schemata",
     "tables",
     "columns",
     "table_constraints",
+    "check_constraints",
     "key_column_usage",
     "constraint_column_usage",
     "referential_constraints",
@@ -79,10 +80,15 @@ const CONSTRAINT_AND_TABLE: [(&str, bool); 6] = [
 
 /// Their values for a table's primary key.
 fn constraint_and_table(t: &TableDef) -> [ScalarValue; 6] {
+    named_constraint(t, &pkey_name(t))
+}
+
+/// Their values for constraint `name` of `t`.
+fn named_constraint(t: &TableDef, name: &str) -> [ScalarValue; 6] {
     [
         text(DATABASE),
         text(&t.schema),
-        text(pkey_name(t)),
+        text(name),
         text(DATABASE),
         text(&t.schema),
         text(&t.name),
@@ -276,20 +282,23 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
             ]
         }
         "table_constraints" => {
-            for t in tables.iter().filter(|t| has_declared_key(t)) {
-                rows.push(
-                    vec![
-                        constraint_and_table(t).to_vec(),
-                        vec![
-                            text("PRIMARY KEY"),
-                            text("NO"),
-                            text("NO"),
-                            text("YES"),
-                            null(),
-                        ],
-                    ]
-                    .concat(),
-                );
+            let kind = |t: &TableDef, name: &str, kind: &str| {
+                [
+                    named_constraint(t, name).to_vec(),
+                    vec![text(kind), text("NO"), text("NO"), text("YES"), null()],
+                ]
+                .concat()
+            };
+            for t in tables.iter() {
+                if has_declared_key(t) {
+                    rows.push(kind(t, &pkey_name(t), "PRIMARY KEY"));
+                }
+                for fk in &t.foreign_keys {
+                    rows.push(kind(t, &fk.name, "FOREIGN KEY"));
+                }
+                for check in &t.proto().checks {
+                    rows.push(kind(t, &check.name, "CHECK"));
+                }
             }
             [
                 &CONSTRAINT_AND_TABLE[..],
@@ -302,6 +311,26 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                 ],
             ]
             .concat()
+        }
+        "check_constraints" => {
+            for t in tables.iter() {
+                for check in &t.proto().checks {
+                    let clause = crate::checks::definition(check);
+                    rows.push(vec![
+                        text(DATABASE),
+                        text(&t.schema),
+                        text(&check.name),
+                        // "CHECK (x)" without the keyword, as PostgreSQL.
+                        text(&clause["CHECK ".len()..]),
+                    ]);
+                }
+            }
+            vec![
+                ("constraint_catalog", false),
+                ("constraint_schema", false),
+                ("constraint_name", false),
+                ("check_clause", false),
+            ]
         }
         "key_column_usage" | "constraint_column_usage" => {
             let key_usage = name == "key_column_usage";
@@ -349,8 +378,9 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                 ]
             }
         }
-        // eon has no foreign keys, views or sequences yet: the views exist,
-        // empty, so that tools that read them work.
+        // Not filled in yet (foreign keys are in pg_constraint; eon has no
+        // views, sequences here come later): the views exist, empty, so
+        // that tools that read them work.
         "referential_constraints" => vec![
             ("constraint_catalog", false),
             ("constraint_schema", false),

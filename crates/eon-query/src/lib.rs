@@ -39,6 +39,7 @@
 pub mod alter;
 pub mod auth;
 pub mod catalogsql;
+pub mod checks;
 pub mod cluster;
 pub mod coerce;
 pub mod copy;

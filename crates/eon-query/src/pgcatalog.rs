@@ -85,6 +85,7 @@ struct IndexText {
 const PKEY_INDEX_OID: i32 = 1_000_000_000;
 const PKEY_CONSTRAINT_OID: i32 = 1_100_000_000;
 const FOREIGN_KEY_OID: i32 = 1_200_000_000;
+const CHECK_OID: i32 = 1_500_000_000;
 const BTREE: i32 = 403;
 /// Sequences are numbered from their own id (not a table's oid).
 pub(crate) const SEQUENCE_OID: i32 = 1_300_000_000;
@@ -390,6 +391,12 @@ impl Definitions {
                         quote_ident(&fk.ref_table),
                         ident_list(&ref_columns)
                     ),
+                );
+            }
+            for (i, check) in t.proto().checks.iter().enumerate() {
+                constraints.insert(
+                    CHECK_OID + oid * 64 + i as i32,
+                    crate::checks::definition(check),
                 );
             }
         }
@@ -932,7 +939,7 @@ fn indexes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusio
     batch(schema, rows)
 }
 
-/// pg_constraint: each table's primary key and foreign keys.
+/// pg_constraint: each table's primary key, foreign keys and CHECK constraints.
 fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
     for (oid, (namespace, t)) in &tables.by_oid {
@@ -977,6 +984,14 @@ fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataF
             if let Some((_, r)) = referenced {
                 row.push(("confkey", attnums(r, &fk.ref_columns)));
             }
+            rows.push(row);
+        }
+        for (i, check) in t.proto().checks.iter().enumerate() {
+            let mut row = common(CHECK_OID + oid * 64 + i as i32, check.name.clone(), "c");
+            row.push(("conindid", ScalarValue::Int32(Some(0))));
+            row.push(("confrelid", ScalarValue::Int32(Some(0))));
+            row.push(("conkey", attnums(t, &crate::checks::columns(t, check))));
+            row.push(("conbin", ScalarValue::Utf8(Some(check.expr.clone()))));
             rows.push(row);
         }
     }

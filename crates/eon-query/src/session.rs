@@ -91,6 +91,42 @@ impl Output {
     }
 }
 
+/// How many bytes of a query's first rows are held back before any goes
+/// to the client (see [`hold_back`]).
+const RETRY_BUFFER: usize = 512 * 1024;
+
+/// Read the first `limit` bytes of `stream` (or all of it) before handing
+/// it on, so that an error there — a serialization failure from a data
+/// engine whose table was dropped or rewritten under the statement's
+/// catalog — comes back as the statement's error, which can be retried,
+/// rather than after rows were sent (CockroachDB's result buffer, for the
+/// same reason).
+async fn hold_back(
+    mut stream: SendableRecordBatchStream,
+    limit: usize,
+) -> Result<SendableRecordBatchStream> {
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let mut held = vec![];
+    let mut size = 0;
+    while size < limit {
+        match stream.next().await {
+            None => {
+                let all = MemoryStream::try_new(held, schema, None).map_err(from_df)?;
+                return Ok(Box::pin(all));
+            }
+            Some(Err(e)) => return Err(from_df(e)),
+            Some(Ok(batch)) => {
+                size += batch.get_array_memory_size();
+                held.push(batch);
+            }
+        }
+    }
+    let rest = futures::stream::iter(held.into_iter().map(Ok)).chain(stream);
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+}
+
 /// A parsed statement with what a client may ask about it before running it
 /// (the extended protocol's Describe).
 #[derive(Clone, Debug)]
@@ -114,6 +150,12 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The session state every statement's is cloned from (functions,
+    /// settings; no statement context).
+    pub(crate) fn base_state(&self) -> &SessionState {
+        &self.base
+    }
+
     pub fn new(cluster: Arc<Cluster>, auth: crate::auth::Authenticator) -> Result<Arc<Engine>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
@@ -1281,6 +1323,12 @@ impl Session {
         let mut stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
         if let Some(names) = names {
             stream = crate::naming::rename_stream(stream, &names);
+        }
+        if !self.in_transaction() {
+            // A serialization failure outside a block runs the statement
+            // again (`execute_retrying`), but only until its first rows
+            // have gone to the client.
+            stream = hold_back(stream, RETRY_BUFFER).await?;
         }
         Ok(Output::Rows {
             schema: stream.schema(),

@@ -1,6 +1,6 @@
 //! Schema changes on a live table: ALTER TABLE … ADD PRIMARY KEY and ADD,
 //! RENAME, DROP COLUMN rewrite the table while other sessions read and
-//! write it; sequences, SERIAL and identity columns.
+//! write it; sequences, SERIAL and identity columns; CHECK constraints.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,6 +328,18 @@ async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
         })
     };
 
+    // Each rewrite drops the old table's data while the reader may be
+    // scanning it at a snapshot from before the swap: a few rounds made
+    // the reader see a part of the table (0 rows) before data engines
+    // waited for such scans.
+    for k in 0..10 {
+        c.batch_execute(&format!("ALTER TABLE items ADD COLUMN x{k} int"))
+            .await
+            .unwrap();
+        c.batch_execute(&format!("ALTER TABLE items DROP COLUMN x{k}"))
+            .await
+            .unwrap();
+    }
     c.batch_execute("ALTER TABLE items ADD COLUMN note text DEFAULT 'new'")
         .await
         .unwrap();
@@ -408,4 +420,177 @@ async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
 
     stop.store(true, Ordering::Relaxed);
     assert!(reading.await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_constraints_hold_for_every_write() {
+    let cluster = TestCluster::builder().shards(2).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE products (
+             id int PRIMARY KEY,
+             name text NOT NULL CHECK (length(name) > 0),
+             price numeric(10,2) CONSTRAINT positive_price CHECK (price > 0),
+             discounted numeric(10,2),
+             CHECK (discounted < price));
+         INSERT INTO products VALUES (1, 'a', 10, 5), (2, 'b', NULL, NULL);",
+    )
+    .await
+    .unwrap();
+    // False is refused; NULL passes.
+    let e = refused(
+        &c,
+        "INSERT INTO products VALUES (3, 'c', -1, NULL)",
+        "23514",
+    )
+    .await;
+    let db = e.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "new row for relation \"products\" violates check constraint \"positive_price\""
+    );
+    assert_eq!(
+        db.detail(),
+        Some("Failing row contains (3, c, -1.00, null).")
+    );
+    refused(&c, "INSERT INTO products VALUES (3, '', 1, NULL)", "23514").await;
+    refused(
+        &c,
+        "UPDATE products SET discounted = 20 WHERE id = 1",
+        "23514",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO products SELECT 4, 'd', -i, NULL FROM generate_series(1, 3) g(i)",
+        "23514",
+    )
+    .await;
+    c.batch_execute("UPDATE products SET discounted = 9 WHERE id = 1")
+        .await
+        .unwrap();
+
+    let rows: Vec<String> = c
+        .query(
+            "SELECT conname::text || ' ' || contype::text || ' ' || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE conrelid = 'products'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "positive_price c CHECK ((price > 0))",
+            "products_check c CHECK ((discounted < price))",
+            "products_name_check c CHECK ((length(name) > 0))",
+            "products_pkey p PRIMARY KEY (id)",
+        ]
+    );
+    let clauses: Vec<String> = c
+        .query(
+            "SELECT constraint_name::text || ': ' || check_clause::text
+               FROM information_schema.check_constraints ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(clauses[0], "positive_price: ((price > 0))");
+
+    // Definitions PostgreSQL refuses.
+    refused(&c, "CREATE TABLE bad (a int CHECK (a))", "42804").await;
+    refused(&c, "CREATE TABLE bad (a int CHECK (b > 0))", "42703").await;
+    refused(
+        &c,
+        "CREATE TABLE bad (a int CHECK (a > (SELECT 1)))",
+        "0A000",
+    )
+    .await;
+    refused(
+        &c,
+        "CREATE TABLE bad (a int CONSTRAINT x CHECK (a > 0), CONSTRAINT x CHECK (a < 9))",
+        "42710",
+    )
+    .await;
+
+    // ALTER TABLE: a new constraint must hold for the rows there are.
+    let e = refused(
+        &c,
+        "ALTER TABLE products ADD CONSTRAINT cheap CHECK (price < 5)",
+        "23514",
+    )
+    .await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "check constraint \"cheap\" of relation \"products\" is violated by some row"
+    );
+    c.batch_execute("ALTER TABLE products ADD CHECK (price < 1000)")
+        .await
+        .unwrap();
+    let e = refused(
+        &c,
+        "INSERT INTO products VALUES (5, 'e', 2000, NULL)",
+        "23514",
+    )
+    .await;
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("\"products_price_check\""),
+        "{e:?}"
+    );
+    // Constraints follow their column's new name, go with a dropped one.
+    c.batch_execute("ALTER TABLE products RENAME COLUMN price TO cost")
+        .await
+        .unwrap();
+    refused(
+        &c,
+        "INSERT INTO products VALUES (5, 'e', -1, NULL)",
+        "23514",
+    )
+    .await;
+    c.batch_execute("ALTER TABLE products DROP COLUMN discounted")
+        .await
+        .unwrap();
+    let rows: Vec<String> = c
+        .query(
+            "SELECT conname::text || ' ' || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE conrelid = 'products'::regclass AND contype = 'c'
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "positive_price CHECK ((cost > 0))",
+            "products_name_check CHECK ((length(name) > 0))",
+            "products_price_check CHECK ((cost < 1000))",
+        ]
+    );
+    refused(&c, "ALTER TABLE products DROP CONSTRAINT nope", "42704").await;
+    c.batch_execute(
+        "ALTER TABLE products DROP CONSTRAINT IF EXISTS nope;
+         ALTER TABLE products DROP CONSTRAINT positive_price;
+         INSERT INTO products VALUES (5, 'e', -1);",
+    )
+    .await
+    .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
 }
