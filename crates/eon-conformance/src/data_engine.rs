@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, ensure};
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use datafusion::prelude::{col, lit};
 use datafusion_proto::bytes::Serializeable;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eon_testkit::TestCluster;
 
-use crate::{code, refused};
+use crate::{code, refused, texts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_primary_key_rewrites_the_table_without_losing_concurrent_writes() {
@@ -387,17 +387,12 @@ async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
     )
     .await
     .unwrap();
-    let columns: Vec<String> = c
-        .query(
-            "SELECT column_name::text FROM information_schema.columns
+    let columns = texts(
+        &c,
+        "SELECT column_name::text FROM information_schema.columns
               WHERE table_name = 'items' ORDER BY ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(columns, ["id", "quantity", "pid"]);
     // Keys and foreign keys hold; the grant is kept.
     refused(&c, "INSERT INTO items VALUES (1, 1, 1)", "23505").await;
@@ -470,17 +465,12 @@ async fn check_constraints_hold_for_every_write() {
         .await
         .unwrap();
 
-    let rows: Vec<String> = c
-        .query(
-            "SELECT conname::text || ' ' || contype::text || ' ' || pg_get_constraintdef(oid)
+    let rows = texts(
+        &c,
+        "SELECT conname::text || ' ' || contype::text || ' ' || pg_get_constraintdef(oid)
                FROM pg_constraint WHERE conrelid = 'products'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -490,17 +480,12 @@ async fn check_constraints_hold_for_every_write() {
             "products_pkey p PRIMARY KEY (id)",
         ]
     );
-    let clauses: Vec<String> = c
-        .query(
-            "SELECT constraint_name::text || ': ' || check_clause::text
+    let clauses = texts(
+        &c,
+        "SELECT constraint_name::text || ': ' || check_clause::text
                FROM information_schema.check_constraints ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(clauses[0], "positive_price: ((price > 0))");
 
     // Definitions PostgreSQL refuses.
@@ -559,18 +544,13 @@ async fn check_constraints_hold_for_every_write() {
     c.batch_execute("ALTER TABLE products DROP COLUMN discounted")
         .await
         .unwrap();
-    let rows: Vec<String> = c
-        .query(
-            "SELECT conname::text || ' ' || pg_get_constraintdef(oid)
+    let rows = texts(
+        &c,
+        "SELECT conname::text || ' ' || pg_get_constraintdef(oid)
                FROM pg_constraint WHERE conrelid = 'products'::regclass AND contype = 'c'
               ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         rows,
         [

@@ -32,3 +32,13 @@ async fn refused(c: &tokio_postgres::Client, sql: &str, sqlstate: &str) -> tokio
     assert_eq!(code(&e), sqlstate, "{sql}: {e:?}");
     e
 }
+
+/// The first column of every row `sql` returns, as text.
+async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
