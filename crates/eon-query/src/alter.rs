@@ -412,30 +412,23 @@ async fn add_check(
     table: &TableDef,
     check: &datafusion::sql::sqlparser::ast::CheckConstraint,
 ) -> Result<()> {
-    let taken = constraint_names(table);
-    let name = match check.name.as_ref().map(ident) {
-        Some(n) if taken.contains(&n) => {
-            return Err(Error::user(
-                sqlstate::DUPLICATE_OBJECT,
-                format!(
-                    "constraint \"{n}\" for relation \"{}\" already exists",
-                    table.name
-                ),
-            ));
-        }
-        Some(n) => n,
-        None => crate::checks::default_name(&table.name, &visible(table), &check.expr, &taken),
-    };
-    let columns: Vec<_> = table.columns.clone();
+    let name = crate::checks::name(
+        &table.name,
+        check.name.as_ref().map(ident),
+        &visible(table),
+        &check.expr,
+        &constraint_names(table),
+    )?;
     let mut def = table.proto().clone();
     def.checks.push(crate::checks::define(
         session,
         &table.name,
-        &columns,
-        name,
+        &table.columns,
+        name.clone(),
         &check.expr,
     )?);
-    // The copy checks every row against the new constraint.
+    // The copy checks every row against the new constraint — the only one
+    // they can fail: they met the others.
     rewrite(
         session,
         table,
@@ -444,6 +437,18 @@ async fn add_check(
         "ADD CONSTRAINT",
     )
     .await
+    .map_err(|e| {
+        if e.code != sqlstate::CHECK_VIOLATION {
+            return e;
+        }
+        Error::user(
+            sqlstate::CHECK_VIOLATION,
+            format!(
+                "check constraint \"{name}\" of relation \"{}\" is violated by some row",
+                table.name
+            ),
+        )
+    })
 }
 
 /// The names of `table`'s constraints.
@@ -636,20 +641,6 @@ async fn copy_rows(session: &Session, table: &TableDef, temp: &str, copy: &Copy)
     let insert = session.parse(&sql)?.remove(0);
     match crate::dml::execute(session, &insert, &[]).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == sqlstate::CHECK_VIOLATION => {
-            // Only a new constraint can fail: the rows met the others.
-            let name = e
-                .message
-                .rsplit_once("check constraint ")
-                .map_or("", |(_, n)| n);
-            Err(Error::user(
-                sqlstate::CHECK_VIOLATION,
-                format!(
-                    "check constraint {name} of relation \"{}\" is violated by some row",
-                    table.name
-                ),
-            ))
-        }
         Err(e) if e.code == sqlstate::UNIQUE_VIOLATION && copy.new_key.is_some() => {
             let mut out = Error::user(
                 sqlstate::UNIQUE_VIOLATION,

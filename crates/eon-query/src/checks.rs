@@ -50,6 +50,34 @@ pub fn default_name(table: &str, columns: &[String], expr: &SqlExpr, taken: &[St
     name
 }
 
+/// The name a new CHECK constraint of `table` gets: the `given` one
+/// (42710 if `taken`), else [`default_name`].
+pub fn name(
+    table: &str,
+    given: Option<String>,
+    columns: &[String],
+    expr: &SqlExpr,
+    taken: &[String],
+) -> Result<String> {
+    match given {
+        Some(n) if taken.contains(&n) => Err(Error::user(
+            sqlstate::DUPLICATE_OBJECT,
+            format!("constraint \"{n}\" for relation \"{table}\" already exists"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(default_name(table, columns, expr, taken)),
+    }
+}
+
+/// A stored CHECK expression parsed again (None: it no longer parses).
+fn parse(expr: &str) -> Option<SqlExpr> {
+    use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(expr)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
 /// The table's columns `expr` names, in the order of `columns`.
 fn columns_read(expr: &SqlExpr, columns: &[String]) -> Vec<String> {
     struct Names(Vec<String>);
@@ -220,11 +248,7 @@ pub fn definition(check: &pb::Check) -> String {
 
 /// The columns of `table` that `check` reads (pg_constraint.conkey).
 pub fn columns(table: &TableDef, check: &pb::Check) -> Vec<usize> {
-    use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
-    let Ok(expr) = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&check.expr)
-        .and_then(|mut p| p.parse_expr())
-    else {
+    let Some(expr) = parse(&check.expr) else {
         return vec![];
     };
     let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
@@ -237,11 +261,7 @@ pub fn columns(table: &TableDef, check: &pb::Check) -> Vec<usize> {
 /// `expr` with column `old` called `new` (RENAME COLUMN).
 pub fn rename_column(expr: &str, old: &str, new: &str) -> String {
     use datafusion::sql::sqlparser::ast::{Ident, visit_expressions_mut};
-    use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
-    let Ok(mut e) = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(expr)
-        .and_then(|mut p| p.parse_expr())
-    else {
+    let Some(mut e) = parse(expr) else {
         return expr.to_string();
     };
     let _ = visit_expressions_mut(&mut e, |e: &mut SqlExpr| {

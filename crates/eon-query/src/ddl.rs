@@ -385,16 +385,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         .collect();
     let mut checks = Vec::with_capacity(pending_checks.len());
     for (given, expr) in pending_checks {
-        let cname = match given {
-            Some(n) if taken.contains(&n) => {
-                return Err(Error::user(
-                    sqlstate::DUPLICATE_OBJECT,
-                    format!("constraint \"{n}\" for relation \"{name}\" already exists"),
-                ));
-            }
-            Some(n) => n,
-            None => crate::checks::default_name(&name, &visible, expr, &taken),
-        };
+        let cname = crate::checks::name(&name, given, &visible, expr, &taken)?;
         taken.push(cname.clone());
         checks.push(crate::checks::define(
             session, &name, &columns, cname, expr,
