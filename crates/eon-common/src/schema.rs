@@ -63,6 +63,34 @@ impl ForeignKeyDef {
     }
 }
 
+/// A secondary index (see `pb::Index`).
+#[derive(Debug, Clone)]
+pub struct IndexDef {
+    pub name: String,
+    /// Indexes into the table's columns.
+    pub columns: Vec<usize>,
+    pub unique: bool,
+    /// Made by a UNIQUE constraint.
+    pub constraint: bool,
+    /// Where its entries live: columns `columns`, then the table's primary
+    /// key columns not among them.
+    pub storage: Arc<TableDef>,
+}
+
+impl IndexDef {
+    /// The table's column behind each column of an entry.
+    pub fn entry_columns(&self, table: &TableDef) -> Vec<usize> {
+        entry_of(&table.primary_key, &self.columns)
+    }
+}
+
+/// An index entry's columns: the indexed ones, then the primary key's others.
+fn entry_of(primary_key: &[usize], columns: &[usize]) -> Vec<usize> {
+    let mut entry = columns.to_vec();
+    entry.extend(primary_key.iter().filter(|k| !columns.contains(k)));
+    entry
+}
+
 #[derive(Debug, Clone)]
 pub struct TableDef {
     pub id: u64,
@@ -76,6 +104,8 @@ pub struct TableDef {
     pub placement: Vec<u64>,
     /// Its FOREIGN KEY constraints.
     pub foreign_keys: Vec<ForeignKeyDef>,
+    /// Its secondary indexes.
+    pub indexes: Vec<IndexDef>,
     /// All columns, hidden ones included.
     arrow_schema: SchemaRef,
     /// Only the columns a user sees.
@@ -139,6 +169,22 @@ impl TableDef {
                     ref_columns: f.ref_columns.iter().map(|&i| i as usize).collect(),
                 })
                 .collect(),
+            indexes: t
+                .indexes
+                .iter()
+                .map(|ix| {
+                    let storage = ix.storage.clone().ok_or_else(|| {
+                        Error::internal(format!("index {} has no storage table", ix.name))
+                    })?;
+                    Ok(IndexDef {
+                        name: ix.name.clone(),
+                        columns: ix.columns.iter().map(|&i| i as usize).collect(),
+                        unique: ix.unique,
+                        constraint: ix.constraint,
+                        storage: Arc::new(TableDef::from_proto(storage)?),
+                    })
+                })
+                .collect::<Result<_>>()?,
             arrow_schema,
             visible_schema,
             proto: t,
@@ -175,6 +221,8 @@ impl TableDef {
             checks: vec![],
             owner: String::new(),
             grants: vec![],
+            indexes: vec![],
+            index_name: String::new(),
         }
     }
 
@@ -249,8 +297,37 @@ impl TableDef {
         self.placement.get(shard as usize).copied()
     }
 
-    /// Name of the primary key constraint, as PostgreSQL names it.
+    /// Name of the primary key constraint, as PostgreSQL names it (an
+    /// index's storage table: the index's name).
     pub fn pkey_name(&self) -> String {
-        format!("{}_pkey", self.name)
+        if self.proto.index_name.is_empty() {
+            format!("{}_pkey", self.name)
+        } else {
+            self.proto.index_name.clone()
+        }
+    }
+
+    /// The storage table of a new index on `columns` (meta gives it an id
+    /// and shards): the indexed columns, then the primary key columns not
+    /// among them, keyed by the indexed columns alone when unique.
+    pub fn index_storage(&self, name: &str, columns: &[usize], unique: bool) -> pb::Table {
+        let entry = entry_of(&self.primary_key, columns);
+        let key: Vec<usize> = if unique {
+            (0..columns.len()).collect()
+        } else {
+            (0..entry.len()).collect()
+        };
+        // Entries hold no NULLs: rows with one in an indexed column have none.
+        let cols = entry
+            .iter()
+            .map(|&i| ColumnDef {
+                nullable: false,
+                default_sql: None,
+                ..self.columns[i].clone()
+            })
+            .collect();
+        let mut t = TableDef::new_proto(&self.schema, name, cols, key, self.shard_count);
+        t.index_name = name.to_string();
+        t
     }
 }

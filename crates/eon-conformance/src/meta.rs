@@ -122,6 +122,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
             if_not_exists: false,
             restore: false,
             sequences: vec![],
+            replaces: 0,
         })
         .await
         .context("CreateTable")?
@@ -151,6 +152,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
             if_not_exists: false,
             restore: false,
             sequences: vec![],
+            replaces: 0,
         })
         .await;
     ensure!(
@@ -163,6 +165,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
             if_not_exists: true,
             restore: false,
             sequences: vec![],
+            replaces: 0,
         })
         .await?
         .into_inner();
@@ -191,6 +194,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
             if_not_exists: false,
             restore: false,
             sequences: vec![],
+            replaces: 0,
         })
         .await
         .context("CreateTable")?

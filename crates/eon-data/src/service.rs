@@ -818,7 +818,18 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         .await
         .map_err(Error::from_status)?
         .into_inner();
-    let live: std::collections::HashSet<u64> = catalog.tables.iter().map(|t| t.id).collect();
+    // An index's entries are a table of their own.
+    let live: std::collections::HashSet<u64> = catalog
+        .tables
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.id).chain(
+                t.indexes
+                    .iter()
+                    .filter_map(|i| i.storage.as_ref().map(|s| s.id)),
+            )
+        })
+        .collect();
     for table in store.table_ids() {
         if !live.contains(&table) {
             tracing::info!(table, "dropping data of a table meta no longer has");

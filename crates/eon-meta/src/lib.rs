@@ -195,9 +195,21 @@ impl MetaService {
                 "CreateTable needs columns and a primary key",
             ));
         }
-        Self::check_relation_name(&inner, &table.schema, &table.name)?;
+        Self::check_relation_name(&inner, &table.schema, &table.name, req.replaces)?;
         for q in &req.sequences {
-            Self::check_relation_name(&inner, &table.schema, &q.name)?;
+            Self::check_relation_name(&inner, &table.schema, &q.name, 0)?;
+        }
+        for (i, ix) in table.indexes.iter().enumerate() {
+            Self::check_relation_name(&inner, &table.schema, &ix.name, req.replaces)?;
+            let again = table.indexes[..i].iter().any(|o| o.name == ix.name)
+                || ix.name == table.name
+                || req.sequences.iter().any(|q| q.name == ix.name);
+            if again {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_TABLE,
+                    format!("relation \"{}\" already exists", ix.name),
+                ));
+            }
         }
         for f in &table.foreign_keys {
             let self_reference = f.ref_schema == table.schema && f.ref_table == table.name;
@@ -244,6 +256,10 @@ impl MetaService {
             table.placement = (0..table.shard_count as usize)
                 .map(|i| engines[(i + offset) % engines.len()])
                 .collect();
+            let (schema, shards) = (table.schema.clone(), table.shard_count);
+            for ix in &mut table.indexes {
+                Self::place_index(&mut inner, &schema, ix, shards, &engines)?;
+            }
         }
         inner.persisted.tables.push(table.clone());
         for q in req.sequences {
@@ -325,12 +341,50 @@ impl MetaService {
         })
     }
 
-    /// Tables and sequences share a namespace (PostgreSQL's relations).
-    fn check_relation_name(inner: &Inner, schema: &str, name: &str) -> Result<(), Error> {
+    /// Give a new index's storage table an id and shards: as many as its
+    /// table has, spread like a table's.
+    fn place_index(
+        inner: &mut Inner,
+        schema: &str,
+        ix: &mut pb::Index,
+        shard_count: u32,
+        engines: &[u64],
+    ) -> Result<(), Error> {
+        let storage = ix
+            .storage
+            .as_mut()
+            .ok_or_else(|| Error::internal("an index without a storage table"))?;
+        if storage.columns.is_empty() || storage.primary_key.is_empty() {
+            return Err(Error::internal("an index storage needs columns and a key"));
+        }
+        storage.id = inner.new_catalog_id();
+        storage.schema = schema.to_string();
+        storage.name = ix.name.clone();
+        storage.index_name = ix.name.clone();
+        storage.shard_count = shard_count;
+        let offset = storage.id as usize;
+        storage.placement = (0..storage.shard_count as usize)
+            .map(|i| engines[(i + offset) % engines.len()])
+            .collect();
+        Ok(())
+    }
+
+    /// Tables, their indexes and sequences share a namespace (PostgreSQL's
+    /// relations). The indexes of table `replacing` (the one a rewrite
+    /// replaces) do not count.
+    fn check_relation_name(
+        inner: &Inner,
+        schema: &str,
+        name: &str,
+        replacing: u64,
+    ) -> Result<(), Error> {
         let p = &inner.persisted;
         if p.tables
             .iter()
             .any(|t| t.schema == schema && t.name == name)
+            || p.tables.iter().any(|t| {
+                t.schema == schema && t.id != replacing && t.indexes.iter().any(|i| i.name == name)
+            })
             || p.sequences
                 .iter()
                 .any(|q| q.schema == schema && q.name == name)
@@ -389,7 +443,7 @@ impl MetaService {
                 });
             }
         }
-        Self::check_relation_name(&inner, &schema, &q.name)?;
+        Self::check_relation_name(&inner, &schema, &q.name, 0)?;
         let q = Self::add_sequence(&mut inner, q, &schema, false);
         inner.persisted.catalog_version += 1;
         self.save(&inner)?;
@@ -523,6 +577,75 @@ impl MetaService {
         (stored.last_value, stored.is_called) = (req.value, req.is_called);
         self.save(&inner)?;
         Ok(pb::SetValResponse {})
+    }
+
+    fn update_table(&self, req: pb::UpdateTableRequest) -> Result<pb::UpdateTableResponse, Error> {
+        let mut table = req
+            .table
+            .ok_or_else(|| Error::internal("UpdateTable without a table"))?;
+        let mut inner = self.inner.lock().unwrap();
+        let Some(pos) = inner.persisted.tables.iter().position(|t| t.id == table.id) else {
+            return Err(Error::write_conflict(format!(
+                "table \"{}\" was replaced meanwhile",
+                table.name
+            )));
+        };
+        let old = inner.persisted.tables[pos].clone();
+        let types = |t: &pb::Table| -> Vec<_> {
+            t.columns
+                .iter()
+                .map(|c| (c.r#type.clone(), c.hidden))
+                .collect()
+        };
+        if types(&old) != types(&table)
+            || old.primary_key != table.primary_key
+            || old.shard_count != table.shard_count
+            || old.placement != table.placement
+            || old.schema != table.schema
+        {
+            return Err(Error::internal(
+                "UpdateTable cannot change how a table is stored",
+            ));
+        }
+        if table.name != old.name {
+            Self::check_relation_name(&inner, &table.schema, &table.name, table.id)?;
+        }
+        // Indexes are kept or dropped here, never made (they need their
+        // entries written: a rewrite does that).
+        for ix in &table.indexes {
+            let id = ix.storage.as_ref().map_or(0, |s| s.id);
+            if !old
+                .indexes
+                .iter()
+                .any(|o| o.storage.as_ref().map_or(0, |s| s.id) == id)
+            {
+                return Err(Error::internal("UpdateTable cannot add an index"));
+            }
+        }
+        let dropped: Vec<pb::Table> = old
+            .indexes
+            .iter()
+            .filter(|o| {
+                let id = o.storage.as_ref().map_or(0, |s| s.id);
+                !table
+                    .indexes
+                    .iter()
+                    .any(|i| i.storage.as_ref().map_or(0, |s| s.id) == id)
+            })
+            .filter_map(|o| o.storage.clone())
+            .collect();
+        // What stays the table's own: owner and grants change elsewhere.
+        table.owner = old.owner.clone();
+        table.grants = old.grants.clone();
+        inner.persisted.tables[pos] = table.clone();
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        tracing::info!(table = %table.name, id = table.id, "table changed in the catalog");
+        Ok(pb::UpdateTableResponse {
+            table: Some(table),
+            dropped,
+            catalog_version: inner.persisted.catalog_version,
+        })
     }
 
     fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
@@ -667,6 +790,13 @@ impl Meta for MetaService {
 
     async fn swap_table(&self, req: Request<pb::SwapTableRequest>) -> Reply<pb::SwapTableResponse> {
         self.counted(|| self.swap_table(req.into_inner()))
+    }
+
+    async fn update_table(
+        &self,
+        req: Request<pb::UpdateTableRequest>,
+    ) -> Reply<pb::UpdateTableResponse> {
+        self.counted(|| self.update_table(req.into_inner()))
     }
 
     async fn create_role(
@@ -835,6 +965,7 @@ mod tests {
                     if_not_exists: false,
                     restore: false,
                     sequences: vec![],
+                    replaces: 0,
                 })
                 .unwrap_err()
                 .code,
@@ -849,6 +980,7 @@ mod tests {
                     if_not_exists: false,
                     restore: false,
                     sequences: vec![],
+                    replaces: 0,
                 })
                 .unwrap()
                 .table
@@ -860,6 +992,7 @@ mod tests {
                 if_not_exists: false,
                 restore: false,
                 sequences: vec![],
+                replaces: 0,
             });
             assert_eq!(dup.unwrap_err().code, sqlstate::DUPLICATE_TABLE);
             let again = meta
@@ -868,6 +1001,7 @@ mod tests {
                     if_not_exists: true,
                     restore: false,
                     sequences: vec![],
+                    replaces: 0,
                 })
                 .unwrap();
             assert!(!again.created);
@@ -898,6 +1032,65 @@ mod tests {
             if_exists: false,
         });
         assert_eq!(missing.unwrap_err().code, sqlstate::UNDEFINED_TABLE);
+    }
+
+    #[test]
+    fn indexes_get_storage_share_names_and_drop_in_the_catalog_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaService::open(dir.path()).unwrap();
+        register(&meta, 1);
+        let create = |t: pb::Table, replaces: u64| {
+            meta.create_table(pb::CreateTableRequest {
+                table: Some(t),
+                if_not_exists: false,
+                restore: false,
+                sequences: vec![],
+                replaces,
+            })
+        };
+        let mut t = table("t");
+        t.indexes.push(pb::Index {
+            name: "t_id_key".into(),
+            columns: vec![0],
+            unique: true,
+            constraint: true,
+            storage: Some(table("")),
+        });
+        let t = create(t, 0).unwrap().table.unwrap();
+        let storage = t.indexes[0].storage.clone().unwrap();
+        assert!(storage.id > t.id);
+        assert_eq!(
+            (storage.name.as_str(), storage.index_name.as_str()),
+            ("t_id_key", "t_id_key")
+        );
+        assert_eq!(storage.placement.len(), t.shard_count as usize);
+        // Index names are relation names...
+        assert_eq!(
+            create(table("t_id_key"), 0).unwrap_err().code,
+            sqlstate::DUPLICATE_TABLE
+        );
+        // ...except for the table a rewrite replaces.
+        let mut copy = t.clone();
+        copy.name = "t$rewrite".into();
+        assert!(create(copy.clone(), t.id).is_ok());
+        // UpdateTable drops an index, hands back its storage, and refuses
+        // to change how rows are stored.
+        let mut changed = t.clone();
+        changed.indexes.clear();
+        let r = meta
+            .update_table(pb::UpdateTableRequest {
+                table: Some(changed.clone()),
+            })
+            .unwrap();
+        assert_eq!(r.dropped, vec![storage]);
+        assert!(r.table.unwrap().indexes.is_empty());
+        changed.primary_key = vec![];
+        assert!(
+            meta.update_table(pb::UpdateTableRequest {
+                table: Some(changed),
+            })
+            .is_err()
+        );
     }
 }
 

@@ -81,6 +81,10 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             constraint: TableConstraint::Check(check),
             ..
         } => add_check(session, &table, check).await?,
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Unique(unique),
+            ..
+        } => add_unique(session, &table, unique).await?,
         AlterTableOperation::DropConstraint {
             if_exists,
             name: constraint,
@@ -173,6 +177,7 @@ async fn add_primary_key(
     }
     def.foreign_keys = table.proto().foreign_keys.clone();
     def.checks = table.proto().checks.clone();
+    def.indexes = table.proto().indexes.clone();
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
     rewrite(
         session,
@@ -182,7 +187,7 @@ async fn add_primary_key(
             new_key: Some(key),
             ..Copy::same(names)
         },
-        "ADD PRIMARY KEY",
+        "ALTER TABLE … ADD PRIMARY KEY",
     )
     .await
 }
@@ -194,6 +199,9 @@ struct Copy {
     targets: Vec<String>,
     sources: Vec<String>,
     new_key: Option<Vec<usize>>,
+    /// A unique index the rewrite makes: duplicates fail the copy with
+    /// PostgreSQL's "could not create unique index".
+    new_unique: Option<String>,
 }
 
 impl Copy {
@@ -203,8 +211,62 @@ impl Copy {
             sources: names.iter().map(|n| quote(n)).collect(),
             targets: names,
             new_key: None,
+            new_unique: None,
         }
     }
+
+    /// The new name of column `old` (None: not copied).
+    fn renamed(&self, old: &str) -> Option<&str> {
+        let source = quote(old);
+        self.sources
+            .iter()
+            .position(|s| *s == source)
+            .map(|i| self.targets[i].as_str())
+    }
+}
+
+/// Rewrite `table` as `def`, an index added or a constraint that needs
+/// every row checked (see the module doc): the rows are copied as they
+/// are. `unique` names a unique index being made.
+pub(crate) async fn rebuild(
+    session: &Session,
+    table: &TableDef,
+    def: pb::Table,
+    what: &str,
+    unique: Option<&str>,
+) -> Result<()> {
+    let copy = Copy {
+        new_unique: unique.map(str::to_string),
+        ..Copy::same(visible(table))
+    };
+    rewrite(session, table, def, copy, what).await
+}
+
+/// Carry `def`'s indexes (columns numbered as in `table`) over to `def`'s
+/// columns, following renames; an index on a column the copy leaves out
+/// goes, as PostgreSQL drops an index with its column. Storage tables are
+/// shaped anew.
+fn carry_indexes(table: &TableDef, def: &mut pb::Table, copy: &Copy) -> Result<()> {
+    let new_position = |old: u32| -> Option<u32> {
+        let name = copy.renamed(&table.columns.get(old as usize)?.name)?;
+        def.columns
+            .iter()
+            .position(|c| c.name == name)
+            .map(|p| p as u32)
+    };
+    let carried: Vec<pb::Index> = def
+        .indexes
+        .iter()
+        .filter_map(|ix| {
+            let columns: Option<Vec<u32>> = ix.columns.iter().map(|&c| new_position(c)).collect();
+            columns.map(|columns| pb::Index {
+                columns,
+                ..ix.clone()
+            })
+        })
+        .collect();
+    def.indexes = carried;
+    crate::indexes::shape_storage(def)
 }
 
 /// Rewrite `table` as `def` (see the module doc), copying its rows as
@@ -219,11 +281,12 @@ async fn rewrite(
     if session.in_transaction() {
         return Err(Error::user(
             sqlstate::ACTIVE_SQL_TRANSACTION,
-            format!("ALTER TABLE … {what} cannot run inside a transaction block"),
+            format!("{what} cannot run inside a transaction block"),
         ));
     }
     let cluster = session.cluster();
     let temp = format!("{}$rewrite{}", table.name, table.id);
+    carry_indexes(table, &mut def, &copy)?;
     // What an earlier attempt that died half way left behind.
     if let Some((left, _)) = crate::ddl::detach(cluster, &table.schema, &temp).await? {
         crate::ddl::forget_data(cluster, &left).await;
@@ -241,6 +304,7 @@ async fn rewrite(
             if_not_exists: false,
             restore: false,
             sequences: vec![],
+            replaces: table.id,
         })
         .await
         .map_err(Error::from_status)?
@@ -402,7 +466,7 @@ async fn add_column(
         def,
         // The new column is left out: the INSERT fills in its default.
         Copy::same(names),
-        "ADD COLUMN",
+        "ALTER TABLE … ADD COLUMN",
     )
     .await
 }
@@ -434,7 +498,7 @@ async fn add_check(
         table,
         def,
         Copy::same(visible(table)),
-        "ADD CONSTRAINT",
+        "ALTER TABLE … ADD CONSTRAINT",
     )
     .await
     .map_err(|e| {
@@ -451,10 +515,45 @@ async fn add_check(
     })
 }
 
+/// ADD [CONSTRAINT name] UNIQUE (columns): a unique index, filled by a
+/// rewrite whose copy finds any duplicates.
+async fn add_unique(
+    session: &Session,
+    table: &TableDef,
+    unique: &datafusion::sql::sqlparser::ast::UniqueConstraint,
+) -> Result<()> {
+    let columns = crate::indexes::columns(table, &unique.columns, "UNIQUE constraints")?;
+    let name = crate::indexes::constraint_name(
+        session,
+        table,
+        unique.name.as_ref().map(ident),
+        &columns,
+        &constraint_names(table),
+    )?;
+    let mut def = table.proto().clone();
+    def.indexes
+        .push(crate::indexes::define(&name, columns, true, true));
+    rebuild(
+        session,
+        table,
+        def,
+        "ALTER TABLE … ADD CONSTRAINT",
+        Some(&name),
+    )
+    .await
+}
+
 /// The names of `table`'s constraints.
 fn constraint_names(table: &TableDef) -> Vec<String> {
     let mut names: Vec<String> = table.foreign_keys.iter().map(|f| f.name.clone()).collect();
     names.extend(table.proto().checks.iter().map(|c| c.name.clone()));
+    names.extend(
+        table
+            .indexes
+            .iter()
+            .filter(|i| i.constraint)
+            .map(|i| i.name.clone()),
+    );
     if !table.has_rowid() {
         names.push(table.pkey_name());
     }
@@ -471,10 +570,12 @@ async fn drop_constraint(
     if_exists: bool,
 ) -> Result<()> {
     let mut def = table.proto().clone();
-    let before = def.checks.len() + def.foreign_keys.len();
+    let count = |d: &pb::Table| d.checks.len() + d.foreign_keys.len() + d.indexes.len();
+    let before = count(&def);
     def.checks.retain(|c| c.name != name);
     def.foreign_keys.retain(|f| f.name != name);
-    if def.checks.len() + def.foreign_keys.len() == before {
+    def.indexes.retain(|i| !(i.constraint && i.name == name));
+    if count(&def) == before {
         if !table.has_rowid() && table.pkey_name() == name {
             return Err(Error::unsupported(
                 "dropping a table's primary key is not supported",
@@ -491,14 +592,8 @@ async fn drop_constraint(
             ),
         ));
     }
-    rewrite(
-        session,
-        table,
-        def,
-        Copy::same(visible(table)),
-        "DROP CONSTRAINT",
-    )
-    .await
+    // Rows stay as they are: only the catalog changes.
+    crate::indexes::update_table(session, def, "ALTER TABLE … DROP CONSTRAINT").await
 }
 
 async fn drop_column(
@@ -560,7 +655,14 @@ async fn drop_column(
         fk.columns = fk.columns.iter().map(|&k| shift(k)).collect();
     }
     let names: Vec<String> = visible(table).into_iter().filter(|n| n != name).collect();
-    rewrite(session, table, def, Copy::same(names), "DROP COLUMN").await
+    rewrite(
+        session,
+        table,
+        def,
+        Copy::same(names),
+        "ALTER TABLE … DROP COLUMN",
+    )
+    .await
 }
 
 async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str) -> Result<()> {
@@ -592,8 +694,9 @@ async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str
             targets,
             sources,
             new_key: None,
+            new_unique: None,
         },
-        "RENAME COLUMN",
+        "ALTER TABLE … RENAME COLUMN",
     )
     .await
 }
@@ -641,10 +744,17 @@ async fn copy_rows(session: &Session, table: &TableDef, temp: &str, copy: &Copy)
     let insert = session.parse(&sql)?.remove(0);
     match crate::dml::execute(session, &insert, &[]).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == sqlstate::UNIQUE_VIOLATION && copy.new_key.is_some() => {
+        Err(e)
+            if e.code == sqlstate::UNIQUE_VIOLATION
+                && (copy.new_key.is_some() || copy.new_unique.is_some()) =>
+        {
+            let index = match &copy.new_unique {
+                Some(name) => name.clone(),
+                None => table.pkey_name(),
+            };
             let mut out = Error::user(
                 sqlstate::UNIQUE_VIOLATION,
-                format!("could not create unique index \"{}\"", table.pkey_name()),
+                format!("could not create unique index \"{index}\""),
             );
             if let Some(d) = &e.detail {
                 out = out.with_detail(d.replace("already exists", "is duplicated"));

@@ -109,9 +109,12 @@ impl CatalogParser {
 
 /// eon's own rewrites of catalog queries (see the module docs): select
 /// items cast to regclass, `pg_partition_ancestors(…)` in FROM lists,
-/// `pg_user` qualified, and an oid array compared with a literal
+/// `pg_user` and `pg_indexes` qualified, and an oid array compared with a literal
 /// (`polroles <> '{0}'`, in psql's `\dp`) compared with an array.
 struct Rewrites;
+
+/// pg_catalog tables eon adds to datafusion-pg-catalog's.
+const EXTRA_TABLES: [&str; 2] = ["pg_user", "pg_indexes"];
 
 /// Catalog columns that are oid arrays, compared with `'{…}'` literals.
 const OID_ARRAY_COLUMNS: [&str; 1] = ["polroles"];
@@ -155,7 +158,7 @@ impl VisitorMut for Rewrites {
             && let [part] = name.0.as_slice()
             && part
                 .as_ident()
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_user"))
+                .is_some_and(|i| EXTRA_TABLES.iter().any(|t| i.value.eq_ignore_ascii_case(t)))
         {
             name.0.insert(
                 0,

@@ -121,6 +121,8 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
     // CHECK constraints: a name if given, the expression.
     let mut pending_checks: Vec<(Option<String>, &SqlExpr)> = vec![];
+    // UNIQUE constraints: a name if given, the columns.
+    let mut pending_unique: Vec<(Option<String>, Vec<usize>)> = vec![];
     // Sequences its SERIAL and identity columns own, and which columns are
     // identity columns ("a": ALWAYS, "d": BY DEFAULT).
     let mut sequences: Vec<pb::Sequence> = vec![];
@@ -206,11 +208,10 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                     }
                     primary_key = Some(vec![columns.len()]);
                 }
-                ColumnOption::Unique(_) => {
-                    return Err(Error::unsupported(
-                        "UNIQUE constraints are not supported yet",
-                    ));
-                }
+                ColumnOption::Unique(u) => pending_unique.push((
+                    opt.name.as_ref().or(u.name.as_ref()).map(ident),
+                    vec![columns.len()],
+                )),
                 ColumnOption::ForeignKey(fk) => pending_fks.push((fk, Some(columns.len()))),
                 ColumnOption::Check(check) => pending_checks.push((
                     opt.name.as_ref().or(check.name.as_ref()).map(ident),
@@ -238,11 +239,10 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                 }
                 primary_key = Some(key_columns(&pk.columns, &columns)?);
             }
-            TableConstraint::Unique(_) => {
-                return Err(Error::unsupported(
-                    "UNIQUE constraints are not supported yet",
-                ));
-            }
+            TableConstraint::Unique(u) => pending_unique.push((
+                u.name.as_ref().map(ident),
+                constraint_columns(&u.columns, &columns, "unique")?,
+            )),
             TableConstraint::ForeignKey(fk) => pending_fks.push((fk, None)),
             TableConstraint::Check(check) => {
                 pending_checks.push((check.name.as_ref().map(ident), &check.expr))
@@ -391,7 +391,30 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             session, &name, &columns, cname, expr,
         )?);
     }
+    let mut indexes: Vec<pb::Index> = Vec::with_capacity(pending_unique.len());
+    for (given, cols) in pending_unique {
+        let names: Vec<&str> = cols.iter().map(|&c| columns[c].name.as_str()).collect();
+        let taken = |n: &str| {
+            taken.iter().any(|t| t == n)
+                || n == name
+                || indexes.iter().any(|i| i.name == n)
+                || crate::indexes::relation_exists(session, &schema, n)
+        };
+        let cname = match given {
+            Some(n) if taken(&n) => {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_TABLE,
+                    format!("relation \"{n}\" already exists"),
+                ));
+            }
+            Some(n) => n,
+            None => crate::indexes::default_name(&name, &names, "key", taken),
+        };
+        indexes.push(crate::indexes::define(&cname, cols, true, true));
+    }
     let mut table = TableDef::new_proto(&schema, &name, columns, primary_key, shard_count);
+    table.indexes = indexes;
+    crate::indexes::shape_storage(&mut table)?;
     table.owner = session.user();
     table.checks = checks;
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
@@ -406,6 +429,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             if_not_exists: ct.if_not_exists,
             restore: false,
             sequences,
+            replaces: 0,
         })
         .await
         .map_err(Error::from_status)?
@@ -421,10 +445,19 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
 
 /// The columns a PRIMARY KEY constraint names, as indexes into `columns`.
 pub(crate) fn key_columns(named: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>> {
+    constraint_columns(named, columns, "primary key")
+}
+
+/// The columns a PRIMARY KEY or UNIQUE constraint (`what`) names.
+pub(crate) fn constraint_columns(
+    named: &[IndexColumn],
+    columns: &[ColumnDef],
+    what: &str,
+) -> Result<Vec<usize>> {
     let mut key = Vec::with_capacity(named.len());
     for ic in named {
         let SqlExpr::Identifier(id) = &ic.column.expr else {
-            return Err(Error::unsupported("expressions in a primary key"));
+            return Err(Error::unsupported(format!("expressions in a {what}")));
         };
         let cname = ident(id);
         let idx = columns
@@ -439,7 +472,7 @@ pub(crate) fn key_columns(named: &[IndexColumn], columns: &[ColumnDef]) -> Resul
         if key.contains(&idx) {
             return Err(Error::user(
                 sqlstate::DUPLICATE_COLUMN,
-                format!("column \"{cname}\" appears twice in primary key constraint"),
+                format!("column \"{cname}\" appears twice in {what} constraint"),
             ));
         }
         key.push(idx);
@@ -623,6 +656,7 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
                     if_not_exists: false,
                     restore: true,
                     sequences: sequences.clone(),
+                    replaces: 0,
                 })
                 .await
                 .map(|_| ())
@@ -748,8 +782,18 @@ pub(crate) async fn detach(
     Ok(r.table.map(|t| (t, r.sequences)))
 }
 
-/// Every data engine that held a shard of a dropped table forgets it.
+/// Every data engine that held a shard of a dropped table (or of one of
+/// its indexes) forgets it.
 pub(crate) async fn forget_data(cluster: &Cluster, table: &pb::Table) {
+    for ix in &table.indexes {
+        if let Some(storage) = &ix.storage {
+            forget_shards(cluster, storage).await;
+        }
+    }
+    forget_shards(cluster, table).await;
+}
+
+async fn forget_shards(cluster: &Cluster, table: &pb::Table) {
     let engines: BTreeSet<u64> = table.placement.iter().copied().collect();
     for engine in engines {
         let id = table.id;

@@ -19,6 +19,10 @@
 //! query engine between the two phases is the transactions issue's
 //! subject: then a durable transaction record decides.)
 //!
+//! Every write also keeps the table's secondary indexes in step: their
+//! entries are written in the same statement, to the indexes' own storage
+//! tables ([`crate::indexes`]), so they commit or abort with the rows.
+//!
 //! `RETURNING` is evaluated by DataFusion over the rows written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -199,7 +203,12 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
                     let mut pk = table.primary_key.clone();
                     named.sort();
                     pk.sort();
-                    if named != pk || table.has_rowid() {
+                    let is_unique_index = table.indexes.iter().any(|i| {
+                        let mut cols = i.columns.clone();
+                        cols.sort();
+                        i.unique && cols == named
+                    });
+                    if (named != pk || table.has_rowid()) && !is_unique_index {
                         return Err(Error::user(
                             sqlstate::INVALID_COLUMN_REFERENCE,
                             "there is no unique or exclusion constraint matching the ON CONFLICT specification",
@@ -212,7 +221,11 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
                             .and_then(|p| p.as_ident())
                             .map(ident)
                             .unwrap_or_default();
-                    if cname != table.pkey_name() {
+                    let unique_index = table
+                        .indexes
+                        .iter()
+                        .any(|i| i.unique && i.constraint && i.name == cname);
+                    if cname != table.pkey_name() && !unique_index {
                         return Err(Error::user(
                             sqlstate::UNDEFINED_OBJECT,
                             format!(
@@ -564,8 +577,29 @@ pub(crate) async fn insert_rows(
     )?;
     crate::checks::enforce(session, table, &rows)?;
     crate::fk::check_references(session, ctx, table, &rows).await?;
+    if kind == pb::WriteKind::InsertIgnore && !table.indexes.is_empty() {
+        // ON CONFLICT DO NOTHING on a table with indexes: a skipped row
+        // must leave no index entry, so the rows that would conflict are
+        // found first and the others inserted. (One inserted meanwhile by
+        // another transaction makes this statement fail with 23505.)
+        let mut skip = crate::indexes::repeated_in_batch(table, &rows)?;
+        for (s, e) in skip
+            .iter_mut()
+            .zip(crate::indexes::existing(session, ctx, table, &rows).await?)
+        {
+            *s |= e;
+        }
+        let written: Vec<u32> = (0..n as u32).filter(|&r| !skip[r as usize]).collect();
+        let to_write = crate::indexes::keep(&rows, &skip)?;
+        let mut writes = Writes::default();
+        writes.add(table, pb::WriteKind::Insert, &to_write, &table.primary_key)?;
+        writes.add_index_changes(table, None, Some(&to_write))?;
+        writes.apply(session, ctx, mode).await?;
+        return Ok((rows, written));
+    }
     let mut writes = Writes::default();
     let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
+    writes.add_index_changes(table, None, Some(&rows))?;
     let results = writes.apply(session, ctx, mode).await?;
     let mut written: Vec<u32> = Vec::with_capacity(n);
     for (op, rows_of_op) in op_rows {
@@ -806,6 +840,15 @@ async fn update(
         crate::fk::check_unreferenced(session, &ctx, &table, &gone).await?;
     }
     let mut writes = Writes::default();
+    let touched: Vec<u32> = same.iter().chain(&moved).copied().collect();
+    if !table.indexes.is_empty() && !touched.is_empty() {
+        let at = UInt32Array::from(touched);
+        writes.add_index_changes(
+            &table,
+            Some(&take_record_batch(&old, &at)?),
+            Some(&take_record_batch(&new, &at)?),
+        )?;
+    }
     let key_cols: Vec<usize> = pk.clone();
     if !moved.is_empty() {
         let moved_idx = UInt32Array::from(moved.clone());
@@ -912,6 +955,7 @@ async fn delete(
     let key_batch = rows.project(&table.primary_key)?;
     crate::fk::check_unreferenced(session, &ctx, &table, &key_batch).await?;
     let mut writes = Writes::default();
+    writes.add_index_changes(&table, Some(&rows), None)?;
     writes.add(
         &table,
         pb::WriteKind::Delete,
@@ -1205,6 +1249,24 @@ impl Writes {
             self.next_op += 1;
         }
         Ok(out)
+    }
+
+    /// The index writes that keep `table`'s indexes in step with rows
+    /// changing from `old` to `new` (see [`crate::indexes::changes`]).
+    fn add_index_changes(
+        &mut self,
+        table: &TableDef,
+        old: Option<&RecordBatch>,
+        new: Option<&RecordBatch>,
+    ) -> Result<()> {
+        for w in crate::indexes::changes(table, old, new)? {
+            let key: Vec<usize> = match w.kind {
+                pb::WriteKind::Delete => (0..w.storage.primary_key.len()).collect(),
+                _ => w.storage.primary_key.clone(),
+            };
+            self.add(&w.storage, w.kind, &w.rows, &key)?;
+        }
+        Ok(())
     }
 
     /// Write everything: all or nothing now (autocommit), or staged under

@@ -17,6 +17,8 @@
 //! | [`alter`]    | ALTER TABLE; rewriting a table under a new key (fences)     |
 //! | [`sequences`]| sequences, SERIAL/IDENTITY, nextval & co.                   |
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
+//! | [`checks`]   | CHECK constraints                                           |
+//! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
@@ -49,6 +51,7 @@ pub mod dml;
 pub mod errors;
 pub mod fk;
 pub mod grpc;
+pub mod indexes;
 pub mod infoschema;
 pub mod naming;
 pub mod pg;

@@ -11,11 +11,12 @@
 //!   `atthasdef` from their defaults;
 //! - `pg_attrdef`: one row per column default, its text in `adbin` (what
 //!   `pg_get_expr` shows);
-//! - `pg_class`: a row (relkind `i`) for each primary key's index, one
-//!   (relkind `S`) for each sequence, and
+//! - `pg_class`: a row (relkind `i`) for each primary key's index and each
+//!   secondary index, one (relkind `S`) for each sequence, and
 //!   `relhasindex`/`relhastriggers` (PostgreSQL enforces foreign keys with
 //!   triggers; psql looks for them only then);
-//! - `pg_index` and `pg_constraint`: primary and foreign keys, their column
+//! - `pg_index` and `pg_constraint`: primary keys, secondary indexes,
+//!   UNIQUE, CHECK and foreign key constraints, their column
 //!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
 //! - `pg_settings`: the parameters eon knows, with the session's values;
 //! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles;
@@ -86,6 +87,8 @@ const PKEY_INDEX_OID: i32 = 1_000_000_000;
 const PKEY_CONSTRAINT_OID: i32 = 1_100_000_000;
 const FOREIGN_KEY_OID: i32 = 1_200_000_000;
 const CHECK_OID: i32 = 1_500_000_000;
+const INDEX_OID: i32 = 1_600_000_000;
+const UNIQUE_OID: i32 = 1_700_000_000;
 const BTREE: i32 = 403;
 /// Sequences are numbered from their own id (not a table's oid).
 pub(crate) const SEQUENCE_OID: i32 = 1_300_000_000;
@@ -97,6 +100,7 @@ impl SchemaProvider for EonPgCatalog {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
         names.push("pg_user".into());
+        names.push("pg_indexes".into());
         names
     }
 
@@ -110,6 +114,7 @@ impl SchemaProvider for EonPgCatalog {
             "pg_settings" => Kind::Settings,
             "pg_roles" | "pg_authid" => Kind::Roles,
             "pg_user" => Kind::User,
+            "pg_indexes" => Kind::Indexes,
             "pg_policy" => Kind::Policy,
             _ => return self.inner.table(name).await,
         };
@@ -131,6 +136,13 @@ impl SchemaProvider for EonPgCatalog {
             )),
             (Kind::Settings | Kind::Roles, Some(t)) => nullable(t.schema()),
             (Kind::User, _) => pg_user_schema(),
+            (Kind::Indexes, _) => fields(&[
+                ("schemaname", DataType::Utf8),
+                ("tablename", DataType::Utf8),
+                ("indexname", DataType::Utf8),
+                ("tablespace", DataType::Utf8),
+                ("indexdef", DataType::Utf8),
+            ]),
             (_, Some(t)) => t.schema(),
             (_, None) => return Ok(None),
         };
@@ -145,7 +157,7 @@ impl SchemaProvider for EonPgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "pg_user" || self.inner.table_exist(name)
+        matches!(name, "pg_user" | "pg_indexes") || self.inner.table_exist(name)
     }
 }
 
@@ -160,6 +172,8 @@ enum Kind {
     /// pg_roles and pg_authid, from eon's roles.
     Roles,
     User,
+    /// pg_indexes (a view in PostgreSQL): every index with its definition.
+    Indexes,
     /// pg_policy: eon has no row security policies (an empty table, with
     /// `polroles` an oid array as psql's `\dp` expects).
     Policy,
@@ -346,6 +360,7 @@ impl Completed {
                 )?);
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
+            Kind::Indexes => batches.push(index_definitions(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
             Kind::Settings | Kind::Roles | Kind::User | Kind::Policy => {
                 unreachable!("answered above")
@@ -368,16 +383,8 @@ impl Definitions {
                     PKEY_CONSTRAINT_OID + oid,
                     format!("PRIMARY KEY ({})", ident_list(&columns)),
                 );
-                let create = format!(
-                    "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
-                    quote_ident(&t.pkey_name()),
-                    quote_ident(&t.schema),
-                    quote_ident(&t.name),
-                    ident_list(&columns)
-                );
-                let columns = columns.iter().map(|c| c.to_string()).collect();
-                indexes.insert(PKEY_INDEX_OID + oid, IndexText { create, columns });
             }
+            indexes.extend(index_texts(*oid, t));
             for (i, fk) in t.foreign_keys.iter().enumerate() {
                 let ref_columns = tables
                     .named(&fk.ref_schema, &fk.ref_table)
@@ -398,6 +405,15 @@ impl Definitions {
                     CHECK_OID + oid * 64 + i as i32,
                     crate::checks::definition(check),
                 );
+            }
+            for (i, ix) in t.indexes.iter().enumerate() {
+                relations.insert(INDEX_OID + oid * 64 + i as i32, quote_ident(&ix.name));
+                if ix.constraint {
+                    constraints.insert(
+                        UNIQUE_OID + oid * 64 + i as i32,
+                        format!("UNIQUE ({})", ident_list(&t.column_names(&ix.columns))),
+                    );
+                }
             }
         }
         *self.relations.write().expect("definitions lock") = relations;
@@ -572,7 +588,7 @@ fn patch_classes(
         column(&b, "relhastriggers")?.as_boolean().iter().collect();
     for (i, oid) in oids.iter().enumerate() {
         if let Some(t) = oid.and_then(|o| tables.get(o)) {
-            has_index[i] = Some(!t.has_rowid());
+            has_index[i] = Some(!t.has_rowid() || !t.indexes.is_empty());
             has_triggers[i] = Some(!t.foreign_keys.is_empty() || tables.is_referenced(t));
         }
     }
@@ -615,6 +631,18 @@ fn index_classes(
             BTREE,
             t.primary_key.len() as i16,
         ));
+    }
+    for (oid, (namespace, t)) in &tables.by_oid {
+        for (i, ix) in t.indexes.iter().enumerate() {
+            rows.push(class_row(
+                INDEX_OID + oid * 64 + i as i32,
+                ix.name.clone(),
+                *namespace,
+                "i",
+                BTREE,
+                ix.columns.len() as i16,
+            ));
+        }
     }
     // (eon has one schema: the namespace of its tables.)
     let public = tables
@@ -894,49 +922,129 @@ fn pg_constraint_schema() -> SchemaRef {
     ])
 }
 
-/// One pg_index row per primary key.
+/// The indexes of table `t` (pg_class oid `oid`) by their oids: primary
+/// key first, then secondary indexes.
+fn index_texts(oid: i32, t: &TableDef) -> Vec<(i32, IndexText)> {
+    let text = |name: &str, unique: bool, columns: &[usize]| {
+        let columns = t.column_names(columns);
+        let create = format!(
+            "CREATE {}INDEX {} ON {}.{} USING btree ({})",
+            if unique { "UNIQUE " } else { "" },
+            quote_ident(name),
+            quote_ident(&t.schema),
+            quote_ident(&t.name),
+            ident_list(&columns)
+        );
+        let columns = columns.iter().map(|c| c.to_string()).collect();
+        IndexText { create, columns }
+    };
+    let mut out = Vec::new();
+    if !t.has_rowid() {
+        out.push((
+            PKEY_INDEX_OID + oid,
+            text(&t.pkey_name(), true, &t.primary_key),
+        ));
+    }
+    for (i, ix) in t.indexes.iter().enumerate() {
+        out.push((
+            INDEX_OID + oid * 64 + i as i32,
+            text(&ix.name, ix.unique, &ix.columns),
+        ));
+    }
+    out
+}
+
+/// pg_indexes: schema, table, name and CREATE statement of every index.
+fn index_definitions(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, (_, t)) in &tables.by_oid {
+        let names = (!t.has_rowid())
+            .then(|| t.pkey_name())
+            .into_iter()
+            .chain(t.indexes.iter().map(|i| i.name.clone()));
+        for (name, (_, text)) in names.zip(index_texts(*oid, t)) {
+            rows.push(vec![
+                ("schemaname", ScalarValue::Utf8(Some(t.schema.clone()))),
+                ("tablename", ScalarValue::Utf8(Some(t.name.clone()))),
+                ("indexname", ScalarValue::Utf8(Some(name))),
+                ("indexdef", ScalarValue::Utf8(Some(text.create))),
+            ]);
+        }
+    }
+    batch(schema, rows)
+}
+
+/// One pg_index row per primary key and per secondary index.
 fn indexes(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
     for (oid, (_, t)) in &tables.by_oid {
-        if t.has_rowid() {
-            continue;
+        if !t.has_rowid() {
+            rows.push(index_row(
+                PKEY_INDEX_OID + oid,
+                *oid,
+                t,
+                &t.primary_key,
+                true,
+                true,
+            ));
         }
-        let n = t.primary_key.len();
-        let zeros = |ty: &DataType| {
-            let zero = match ty {
-                DataType::Int16 => ScalarValue::Int16(Some(0)),
-                _ => ScalarValue::Int32(Some(0)),
-            };
-            ScalarValue::List(ScalarValue::new_list_nullable(&vec![zero; n], ty))
-        };
-        let mut row = vec![
-            ("indexrelid", ScalarValue::Int32(Some(PKEY_INDEX_OID + oid))),
-            ("indrelid", ScalarValue::Int32(Some(*oid))),
-            ("indnatts", ScalarValue::Int16(Some(n as i16))),
-            ("indnkeyatts", ScalarValue::Int16(Some(n as i16))),
-            ("indkey", attnums(t, &t.primary_key)),
-            ("indcollation", zeros(&DataType::Int32)),
-            ("indclass", zeros(&DataType::Int32)),
-            ("indoption", zeros(&DataType::Int16)),
-        ];
-        for (name, value) in [
-            ("indisunique", true),
-            ("indnullsnotdistinct", false),
-            ("indisprimary", true),
-            ("indisexclusion", false),
-            ("indimmediate", true),
-            ("indisclustered", false),
-            ("indisvalid", true),
-            ("indcheckxmin", false),
-            ("indisready", true),
-            ("indislive", true),
-            ("indisreplident", false),
-        ] {
-            row.push((name, ScalarValue::Boolean(Some(value))));
+        for (i, ix) in t.indexes.iter().enumerate() {
+            rows.push(index_row(
+                INDEX_OID + oid * 64 + i as i32,
+                *oid,
+                t,
+                &ix.columns,
+                ix.unique,
+                false,
+            ));
         }
-        rows.push(row);
     }
     batch(schema, rows)
+}
+
+/// The pg_index row of index `id` on `columns` of table `t` (oid `table`).
+fn index_row(
+    id: i32,
+    table: i32,
+    t: &TableDef,
+    columns: &[usize],
+    unique: bool,
+    primary: bool,
+) -> Vec<(&'static str, ScalarValue)> {
+    let n = columns.len();
+    let zeros = |ty: &DataType| {
+        let zero = match ty {
+            DataType::Int16 => ScalarValue::Int16(Some(0)),
+            _ => ScalarValue::Int32(Some(0)),
+        };
+        ScalarValue::List(ScalarValue::new_list_nullable(&vec![zero; n], ty))
+    };
+    let mut row = vec![
+        ("indexrelid", ScalarValue::Int32(Some(id))),
+        ("indrelid", ScalarValue::Int32(Some(table))),
+        ("indnatts", ScalarValue::Int16(Some(n as i16))),
+        ("indnkeyatts", ScalarValue::Int16(Some(n as i16))),
+        ("indkey", attnums(t, columns)),
+        ("indcollation", zeros(&DataType::Int32)),
+        ("indclass", zeros(&DataType::Int32)),
+        ("indoption", zeros(&DataType::Int16)),
+    ];
+    for (name, value) in [
+        ("indisunique", unique),
+        ("indnullsnotdistinct", false),
+        ("indisprimary", primary),
+        ("indisexclusion", false),
+        ("indimmediate", true),
+        ("indisclustered", false),
+        ("indisvalid", true),
+        ("indcheckxmin", false),
+        ("indisready", true),
+        ("indislive", true),
+        ("indisreplident", false),
+    ] {
+        row.push((name, ScalarValue::Boolean(Some(value))));
+    }
+    row
 }
 
 /// pg_constraint: each table's primary key, foreign keys and CHECK constraints.
@@ -992,6 +1100,16 @@ fn constraints(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataF
             row.push(("confrelid", ScalarValue::Int32(Some(0))));
             row.push(("conkey", attnums(t, &crate::checks::columns(t, check))));
             row.push(("conbin", ScalarValue::Utf8(Some(check.expr.clone()))));
+            rows.push(row);
+        }
+        for (i, ix) in t.indexes.iter().enumerate().filter(|(_, ix)| ix.constraint) {
+            let mut row = common(UNIQUE_OID + oid * 64 + i as i32, ix.name.clone(), "u");
+            row.push((
+                "conindid",
+                ScalarValue::Int32(Some(INDEX_OID + oid * 64 + i as i32)),
+            ));
+            row.push(("confrelid", ScalarValue::Int32(Some(0))));
+            row.push(("conkey", attnums(t, &ix.columns)));
             rows.push(row);
         }
     }

@@ -18,7 +18,12 @@
 //! - **key ranges**: comparisons of the first key column with constants
 //!   (`pk >= 10 AND pk < 20`, `BETWEEN`) become a range of encoded keys, and
 //!   each shard reads only that part of its B-tree;
-//! - **limit**, when DataFusion passes one.
+//! - **limit**, when DataFusion passes one;
+//! - **secondary indexes**: when the primary key does not narrow the read
+//!   but an index's first column is compared with constants, the plan is
+//!   an [`EonIndexScanExec`] — the index's entries in that range (or, in a
+//!   unique index with every column pinned, at those keys), then the rows
+//!   they point at by primary key (see [`crate::indexes`]).
 //!
 //! Each partition reads one shard, and a shard returns its rows in primary
 //! key order, so the scan declares that order: `ORDER BY pk` merges the
@@ -63,6 +68,7 @@ use datafusion_proto::bytes::Serializeable;
 use eon_common::key::{encode_batch_keys, shard_of};
 use eon_common::{Error, TableDef, ipc};
 use eon_proto::v1 as pb;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::cluster::Cluster;
@@ -478,35 +484,10 @@ impl TableProvider for EonTable {
         let mut encoded_keys = None;
         let mut shards: Vec<u32> = (0..self.def.shard_count).collect();
         if let Some(tuples) = point_keys(&self.def, filters) {
-            let key_schema = self.def.key_schema();
-            let mut arrays = Vec::with_capacity(key_schema.fields().len());
-            for i in 0..key_schema.fields().len() {
-                arrays.push(
-                    ScalarValue::iter_to_array(tuples.iter().map(|t| t[i].clone())).unwrap_or_else(
-                        |_| {
-                            datafusion::arrow::array::new_empty_array(
-                                key_schema.field(i).data_type(),
-                            )
-                        },
-                    ),
-                );
-            }
-            let batch = RecordBatch::try_new_with_options(
-                key_schema,
-                arrays,
-                &RecordBatchOptions::new().with_row_count(Some(tuples.len())),
-            )?;
-            let encoded = encode_batch_keys(&batch).map_err(to_df)?;
-            shards = encoded
-                .iter()
-                .map(|k| shard_of(k, self.def.shard_count))
-                .collect();
-            shards.sort();
-            shards.dedup();
-            keys = Some((
-                tuples.len(),
-                Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?),
-            ));
+            let (found, lookup, encoded) =
+                lookup_keys(&self.def, &tuple_batch(&self.def, &tuples)?)?;
+            shards = found;
+            keys = Some(lookup);
             encoded_keys = Some(encoded);
         }
         let range = if keys.is_none() {
@@ -514,14 +495,7 @@ impl TableProvider for EonTable {
         } else {
             (vec![], vec![])
         };
-        let mut parts = Vec::with_capacity(shards.len());
-        for s in shards {
-            let engine = self
-                .def
-                .engine_of(s)
-                .ok_or_else(|| DataFusionError::Internal(format!("shard {s} has no placement")))?;
-            parts.push((engine, s));
-        }
+        let parts = parts_of(&self.def, shards)?;
         // Each partition is one shard, read in key order: the longest prefix
         // of the key columns that the projection keeps is the output order.
         let projected: Vec<usize> = match projection {
@@ -544,7 +518,7 @@ impl TableProvider for EonTable {
                 },
             ));
         }
-        Ok(Arc::new(EonScanExec::new(ScanSpec {
+        let spec = ScanSpec {
             def: self.def.clone(),
             cluster: self.cluster.clone(),
             read_ts: stmt.read_ts,
@@ -558,10 +532,211 @@ impl TableProvider for EonTable {
             limit,
             schema,
             ordering,
-        })))
+        };
+        // Nothing narrows the scan by primary key: an index may.
+        if spec.keys.is_none()
+            && spec.range.0.is_empty()
+            && spec.range.1.is_empty()
+            && let Some(index) = index_scan(&self.def, &spec, filters)?
+        {
+            return Ok(Arc::new(EonIndexScanExec::new(index, spec)));
+        }
+        Ok(Arc::new(EonScanExec::new(spec)))
     }
 }
 
+/// A batch of key tuples (one value per key column) shaped as `def`'s key.
+fn tuple_batch(
+    def: &TableDef,
+    tuples: &[Vec<ScalarValue>],
+) -> Result<RecordBatch, DataFusionError> {
+    let key_schema = def.key_schema();
+    let mut arrays = Vec::with_capacity(key_schema.fields().len());
+    for i in 0..key_schema.fields().len() {
+        arrays.push(
+            ScalarValue::iter_to_array(tuples.iter().map(|t| t[i].clone())).unwrap_or_else(|_| {
+                datafusion::arrow::array::new_empty_array(key_schema.field(i).data_type())
+            }),
+        );
+    }
+    Ok(RecordBatch::try_new_with_options(
+        key_schema,
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(tuples.len())),
+    )?)
+}
+
+/// A point lookup of `keys` (a batch of `def`'s key columns, in key
+/// order): the shards they hash to, the request's key count and batch,
+/// and the encoded keys.
+#[allow(clippy::type_complexity)]
+fn lookup_keys(
+    def: &TableDef,
+    keys: &RecordBatch,
+) -> Result<(Vec<u32>, (usize, Bytes), Vec<Vec<u8>>), DataFusionError> {
+    let batch = RecordBatch::try_new_with_options(
+        def.key_schema(),
+        keys.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(keys.num_rows())),
+    )?;
+    let encoded = encode_batch_keys(&batch).map_err(to_df)?;
+    let mut shards: Vec<u32> = encoded
+        .iter()
+        .map(|k| shard_of(k, def.shard_count))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    let ipc = Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?);
+    Ok((shards, (batch.num_rows(), ipc), encoded))
+}
+
+/// (data engine, shard) of each shard to read.
+fn parts_of(def: &TableDef, shards: Vec<u32>) -> Result<Vec<(u64, u32)>, DataFusionError> {
+    shards
+        .into_iter()
+        .map(|s| {
+            def.engine_of(s)
+                .map(|e| (e, s))
+                .ok_or_else(|| DataFusionError::Internal(format!("shard {s} has no placement")))
+        })
+        .collect()
+}
+
+/// Whether the conjuncts make `name` non-NULL in every row they keep (a
+/// comparison, BETWEEN, IN or IS NOT NULL on it).
+fn null_rejected(name: &str, conjuncts: &[&Expr]) -> bool {
+    let is = |e: &Expr| matches!(e, Expr::Column(c) if c.name == name);
+    conjuncts.iter().any(|c| match c {
+        Expr::BinaryExpr(b)
+            if matches!(
+                b.op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+            ) =>
+        {
+            (is(&b.left) && matches!(&*b.right, Expr::Literal(v, _) if !v.is_null()))
+                || (is(&b.right) && matches!(&*b.left, Expr::Literal(v, _) if !v.is_null()))
+        }
+        Expr::Between(bt) => !bt.negated && is(&bt.expr),
+        Expr::InList(il) => !il.negated && is(&il.expr),
+        Expr::IsNotNull(e) => is(e),
+        _ => false,
+    })
+}
+
+/// The read of an index that answers `filters` better than scanning the
+/// table, if one does: a point lookup in a unique index (every indexed
+/// column pinned), else a range of the first indexed column, bounded on
+/// both sides before one side. Rows with NULL in an indexed column are not
+/// in an index, so every indexed column must be NOT NULL or compared by
+/// the filters.
+fn index_scan(
+    def: &TableDef,
+    base: &ScanSpec,
+    filters: &[Expr],
+) -> Result<Option<IndexRead>, DataFusionError> {
+    let mut conjuncts = Vec::new();
+    for f in filters {
+        split_and(f, &mut conjuncts);
+    }
+    let mut best: Option<(u8, IndexRead)> = None;
+    for ix in &def.indexes {
+        let storage = &ix.storage;
+        let covered = ix
+            .columns
+            .iter()
+            .all(|&c| !def.columns[c].nullable || null_rejected(&def.columns[c].name, &conjuncts));
+        if !covered || !key_order_is_sql_order(&def.columns[ix.columns[0]].ty) {
+            continue;
+        }
+        let tuples = if ix.unique {
+            point_keys(storage, filters)
+        } else {
+            None
+        };
+        let range = match tuples {
+            Some(_) => (vec![], vec![]),
+            None => key_range(storage, filters)?,
+        };
+        let score = match (&tuples, range.0.is_empty(), range.1.is_empty()) {
+            (Some(_), _, _) => 3,
+            (None, false, false) => 2,
+            (None, true, true) => continue,
+            (None, _, _) => 1,
+        };
+        if best.as_ref().is_some_and(|(s, _)| *s >= score) {
+            continue;
+        }
+        // Entries hold the row's primary key: that is what comes back.
+        let entry = ix.entry_columns(def);
+        let columns: Vec<u32> = def
+            .primary_key
+            .iter()
+            .map(|k| {
+                entry
+                    .iter()
+                    .position(|e| e == k)
+                    .expect("entries hold the key") as u32
+            })
+            .collect();
+        // Conditions on the entry's columns alone are checked on the
+        // entries too, before any row is fetched.
+        let on_entries: Vec<Expr> = conjuncts
+            .iter()
+            .filter(|c| {
+                c.column_refs()
+                    .iter()
+                    .all(|col| storage.column_index(&col.name).is_some())
+            })
+            .map(|c| (*c).clone())
+            .collect();
+        let filter = conjunction(on_entries).and_then(|f| {
+            let bytes = ship(&f)?;
+            Some((unqualify(f).to_string(), bytes))
+        });
+        let (shards, keys, encoded_keys) = match &tuples {
+            Some(t) => {
+                let (shards, keys, encoded) = lookup_keys(storage, &tuple_batch(storage, t)?)?;
+                (shards, Some(keys), Some(encoded))
+            }
+            None => ((0..storage.shard_count).collect(), None, None),
+        };
+        let schema = Arc::new(
+            storage
+                .arrow_schema()
+                .project(&columns.iter().map(|&c| c as usize).collect::<Vec<_>>())?,
+        );
+        let spec = ScanSpec {
+            def: storage.clone(),
+            cluster: base.cluster.clone(),
+            read_ts: base.read_ts,
+            stmt: base.stmt.clone(),
+            encoded_keys,
+            columns,
+            filter,
+            keys,
+            range,
+            parts: parts_of(storage, shards)?,
+            limit: None,
+            schema,
+            ordering: vec![],
+        };
+        best = Some((
+            score,
+            IndexRead {
+                name: ix.name.clone(),
+                spec: Arc::new(spec),
+            },
+        ));
+    }
+    Ok(best.map(|(_, r)| r))
+}
+
+#[derive(Clone)]
 struct ScanSpec {
     def: Arc<TableDef>,
     cluster: Arc<Cluster>,
@@ -696,88 +871,306 @@ impl ExecutionPlan for EonScanExec {
         partition: usize,
         _ctx: Arc<TaskContext>,
     ) -> datafusion::common::Result<SendableRecordBatchStream> {
-        let spec = self.spec.clone();
-        let schema = spec.schema.clone();
-        let Some((engine, shard)) = spec.parts.get(partition).cloned() else {
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.spec.schema.clone(),
+            scan_partition(self.spec.clone(), partition),
+        )))
+    }
+}
+
+/// The rows of one partition (one shard) of a scan, streamed from the data
+/// engine holding it; the read is recorded when the statement tracks reads.
+fn scan_partition(
+    spec: Arc<ScanSpec>,
+    partition: usize,
+) -> BoxStream<'static, datafusion::common::Result<RecordBatch>> {
+    let schema = spec.schema.clone();
+    let Some((engine, shard)) = spec.parts.get(partition).cloned() else {
+        return Box::pin(futures::stream::empty());
+    };
+    let shards = vec![shard];
+    if spec.stmt.track_reads {
+        let mut reads = spec.stmt.reads.lock().unwrap();
+        for &shard in &shards {
+            let keys = spec.encoded_keys.as_ref().map(|all| {
+                all.iter()
+                    .filter(|k| shard_of(k, spec.def.shard_count) == shard)
+                    .cloned()
+                    .collect()
+            });
+            reads.push(ReadSpan {
+                engine,
+                table: spec.def.id,
+                shard,
+                keys,
+            });
+        }
+    }
+    let req = pb::ScanRequest {
+        txn_id: spec.stmt.txn_id,
+        table: Some(spec.def.proto().clone()),
+        shards,
+        read_ts: spec.read_ts,
+        projection: Some(pb::Projection {
+            columns: spec.columns.clone(),
+        }),
+        filter: spec
+            .filter
+            .as_ref()
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default(),
+        keys: spec
+            .keys
+            .as_ref()
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default(),
+        limit: spec.limit.unwrap_or(0) as u64,
+        start_key: spec.range.0.clone().into(),
+        end_key: spec.range.1.clone().into(),
+    };
+    let out_schema = schema.clone();
+    let responses = futures::stream::once(async move {
+        spec.cluster
+            .with_engine(engine, SCAN_PATIENCE, true, |mut c| {
+                let req = req.clone();
+                async move { c.scan(req).await }
+            })
+            .await
+            .map(|r| r.into_inner().map_err(|s| to_df(Error::from_status(s))))
+            .map_err(to_df)
+    })
+    .try_flatten();
+    let batches = responses
+        .map(move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
+            let msg = msg?;
+            if msg.arrow_ipc.is_empty() {
+                return Ok(vec![]);
+            }
+            let (_, batches) = ipc::decode(&msg.arrow_ipc).map_err(to_df)?;
+            batches
+                .into_iter()
+                .map(|b| {
+                    // Same columns; adopt the plan's schema (field metadata
+                    // and nullability as DataFusion planned them).
+                    Ok(RecordBatch::try_new_with_options(
+                        out_schema.clone(),
+                        b.columns().to_vec(),
+                        &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+                    )?)
+                })
+                .collect()
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten();
+    Box::pin(batches)
+}
+
+/// Point lookups with more keys than this are split into several requests.
+const LOOKUP_CHUNK: usize = 8192;
+
+/// The rows of `def` with the primary keys in `keys` (a batch of its key
+/// columns, in key order), projected to `columns`: a point lookup on the
+/// shards the keys hash to, in the statement's snapshot.
+pub(crate) async fn lookup(
+    cluster: Arc<Cluster>,
+    stmt: Arc<StatementContext>,
+    def: Arc<TableDef>,
+    keys: &RecordBatch,
+    columns: Vec<u32>,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let schema = Arc::new(
+        def.arrow_schema()
+            .project(&columns.iter().map(|&c| c as usize).collect::<Vec<_>>())?,
+    );
+    let template = ScanSpec {
+        def,
+        cluster,
+        read_ts: stmt.read_ts,
+        stmt,
+        encoded_keys: None,
+        columns,
+        filter: None,
+        keys: None,
+        range: (vec![], vec![]),
+        parts: vec![],
+        limit: None,
+        schema,
+        ordering: vec![],
+    };
+    lookup_stream(template, keys.clone())?.try_collect().await
+}
+
+/// Point lookups of `keys` with `template`'s projection, filter and limit,
+/// a chunk of keys at a time.
+fn lookup_stream(
+    template: ScanSpec,
+    keys: RecordBatch,
+) -> Result<BoxStream<'static, datafusion::common::Result<RecordBatch>>, DataFusionError> {
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    while offset < keys.num_rows() {
+        let chunk = keys.slice(offset, LOOKUP_CHUNK.min(keys.num_rows() - offset));
+        offset += chunk.num_rows();
+        let (shards, lookup, encoded) = lookup_keys(&template.def, &chunk)?;
+        let spec = Arc::new(ScanSpec {
+            keys: Some(lookup),
+            encoded_keys: Some(encoded),
+            parts: parts_of(&template.def, shards)?,
+            ..template.clone()
+        });
+        parts.extend((0..spec.parts.len()).map(|p| (spec.clone(), p)));
+    }
+    Ok(Box::pin(
+        futures::stream::iter(parts)
+            .map(|(spec, p)| scan_partition(spec, p))
+            .flatten(),
+    ))
+}
+
+/// How a scan reads an index: its storage's entries (the key columns of the
+/// rows they point at), per `spec`.
+struct IndexRead {
+    name: String,
+    spec: Arc<ScanSpec>,
+}
+
+/// A scan through a secondary index: reads the index entries the filters
+/// allow, then fetches those rows by primary key (with the filters checked
+/// again on them, and the projection). One partition.
+pub struct EonIndexScanExec {
+    index: IndexRead,
+    rows: Arc<ScanSpec>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for EonIndexScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EonIndexScanExec({}, {})",
+            self.rows.def.name, self.index.name
+        )
+    }
+}
+
+impl EonIndexScanExec {
+    fn new(index: IndexRead, rows: ScanSpec) -> EonIndexScanExec {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(rows.schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        EonIndexScanExec {
+            index,
+            rows: Arc::new(rows),
+            props: Arc::new(props),
+        }
+    }
+}
+
+impl DisplayAs for EonIndexScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let (s, ix) = (&self.rows, &self.index.spec);
+        write!(
+            f,
+            "EonIndexScanExec: table={}, index={}",
+            s.def.name, self.index.name
+        )?;
+        match &ix.keys {
+            Some((n, _)) => write!(f, " (point lookup of {n} key(s))")?,
+            None => write!(f, " (key range)")?,
+        }
+        if let Some((text, _)) = &ix.filter {
+            write!(f, ", index filter={text}")?;
+        }
+        let cols: Vec<&str> = s
+            .columns
+            .iter()
+            .map(|&c| s.def.columns[c as usize].name.as_str())
+            .collect();
+        write!(f, ", projection=[{}]", cols.join(", "))?;
+        if let Some((text, _)) = &s.filter {
+            write!(f, ", filter={text} (on data engines)")?;
+        }
+        if let Some(l) = s.limit {
+            write!(f, ", limit={l}")?;
+        }
+        let mut by_engine: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (e, shard) in &ix.parts {
+            by_engine.entry(*e).or_default().push(shard.to_string());
+        }
+        let parts: Vec<String> = by_engine
+            .iter()
+            .map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(",")))
+            .collect();
+        write!(f, ", reads=[index {}; rows by key]", parts.join("; "))
+    }
+}
+
+impl ExecutionPlan for EonIndexScanExec {
+    fn name(&self) -> &str {
+        "EonIndexScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
+    ) -> datafusion::common::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        let schema = self.rows.schema.clone();
+        if partition > 0 {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
                 futures::stream::empty(),
             )));
-        };
-        let shards = vec![shard];
-        if spec.stmt.track_reads {
-            let mut reads = spec.stmt.reads.lock().unwrap();
-            for &shard in &shards {
-                let keys = spec.encoded_keys.as_ref().map(|all| {
-                    all.iter()
-                        .filter(|k| shard_of(k, spec.def.shard_count) == shard)
-                        .cloned()
-                        .collect()
-                });
-                reads.push(ReadSpan {
-                    engine,
-                    table: spec.def.id,
-                    shard,
-                    keys,
-                });
-            }
         }
-        let req = pb::ScanRequest {
-            txn_id: spec.stmt.txn_id,
-            table: Some(spec.def.proto().clone()),
-            shards,
-            read_ts: spec.read_ts,
-            projection: Some(pb::Projection {
-                columns: spec.columns.clone(),
-            }),
-            filter: spec
-                .filter
-                .as_ref()
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default(),
-            keys: spec
-                .keys
-                .as_ref()
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default(),
-            limit: spec.limit.unwrap_or(0) as u64,
-            start_key: spec.range.0.clone().into(),
-            end_key: spec.range.1.clone().into(),
-        };
-        let out_schema = schema.clone();
-        let responses = futures::stream::once(async move {
-            spec.cluster
-                .with_engine(engine, SCAN_PATIENCE, true, |mut c| {
-                    let req = req.clone();
-                    async move { c.scan(req).await }
-                })
-                .await
-                .map(|r| r.into_inner().map_err(|s| to_df(Error::from_status(s))))
-                .map_err(to_df)
+        let (index, rows) = (self.index.spec.clone(), self.rows.clone());
+        let stream = futures::stream::once(async move {
+            // The entries, from every shard of the index the read touches.
+            let mut entries = Vec::new();
+            for p in 0..index.parts.len() {
+                let batches: Vec<RecordBatch> =
+                    scan_partition(index.clone(), p).try_collect().await?;
+                entries.extend(batches);
+            }
+            let keys = datafusion::arrow::compute::concat_batches(&index.schema, &entries)?;
+            lookup_stream(ScanSpec::clone(&rows), keys)
         })
         .try_flatten();
-        let batches = responses
-            .map(move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
-                let msg = msg?;
-                if msg.arrow_ipc.is_empty() {
-                    return Ok(vec![]);
-                }
-                let (_, batches) = ipc::decode(&msg.arrow_ipc).map_err(to_df)?;
-                batches
-                    .into_iter()
-                    .map(|b| {
-                        // Same columns; adopt the plan's schema (field metadata
-                        // and nullability as DataFusion planned them).
-                        Ok(RecordBatch::try_new_with_options(
-                            out_schema.clone(),
-                            b.columns().to_vec(),
-                            &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-                        )?)
-                    })
-                    .collect()
-            })
-            .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
-            .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

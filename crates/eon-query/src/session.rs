@@ -1174,6 +1174,7 @@ impl Session {
                 && matches!(
                     statement,
                     Statement::CreateTable(_)
+                        | Statement::CreateIndex(_)
                         | Statement::AlterTable(_)
                         | Statement::CreateSequence { .. }
                         | Statement::Drop { .. }
@@ -1202,6 +1203,13 @@ impl Session {
             }
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
             Statement::AlterTable(at) => crate::alter::alter_table(self, at).await,
+            Statement::CreateIndex(ci) => crate::indexes::create_index(self, ci).await,
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => crate::indexes::drop_indexes(self, names, *if_exists).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,

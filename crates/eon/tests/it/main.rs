@@ -11,6 +11,7 @@ mod ddl;
 mod durability;
 mod frontends;
 mod history;
+mod indexes;
 mod pg;
 mod psql;
 mod pushdown;

@@ -7,7 +7,7 @@ use eon_proto::v1 as pb;
 use eon_testkit::TestCluster;
 
 /// Every data engine's counters, by engine id.
-async fn counters(cluster: &TestCluster) -> HashMap<u64, HashMap<String, u64>> {
+pub(crate) async fn counters(cluster: &TestCluster) -> HashMap<u64, HashMap<String, u64>> {
     let mut out = HashMap::new();
     for (id, addr) in cluster.data_engines().await.unwrap() {
         let mut de = pb::data_engine_client::DataEngineClient::new(cluster.channel(&addr).unwrap());
@@ -25,7 +25,7 @@ async fn counters(cluster: &TestCluster) -> HashMap<u64, HashMap<String, u64>> {
 
 /// How much each counter grew, summed over engines, and which engines
 /// served scans.
-fn delta(
+pub(crate) fn delta(
     before: &HashMap<u64, HashMap<String, u64>>,
     after: &HashMap<u64, HashMap<String, u64>>,
     name: &str,
@@ -149,7 +149,7 @@ async fn filters_projections_and_point_lookups_run_where_the_data_is() {
 }
 
 /// EXPLAIN's lines, joined.
-async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
+pub(crate) async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
     let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
     rows.iter()
         .map(|r| r.get::<_, String>(0))
