@@ -78,11 +78,6 @@ const CONSTRAINT_AND_TABLE: [(&str, bool); 6] = [
     ("table_name", false),
 ];
 
-/// Their values for a table's primary key.
-fn constraint_and_table(t: &TableDef) -> [ScalarValue; 6] {
-    named_constraint(t, &pkey_name(t))
-}
-
 /// Their values for constraint `name` of `t`.
 fn named_constraint(t: &TableDef, name: &str) -> [ScalarValue; 6] {
     [
@@ -299,6 +294,9 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                 for check in &t.proto().checks {
                     rows.push(kind(t, &check.name, "CHECK"));
                 }
+                for ix in t.indexes.iter().filter(|i| i.constraint) {
+                    rows.push(kind(t, &ix.name, "UNIQUE"));
+                }
             }
             [
                 &CONSTRAINT_AND_TABLE[..],
@@ -334,26 +332,59 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
         }
         "key_column_usage" | "constraint_column_usage" => {
             let key_usage = name == "key_column_usage";
-            for t in tables.iter().filter(|t| has_declared_key(t)) {
-                for (pos, &i) in t.primary_key.iter().enumerate() {
-                    let column = &t.columns[i].name;
-                    rows.push(if key_usage {
-                        [
-                            constraint_and_table(t).to_vec(),
-                            vec![text(column), int(pos + 1), null()],
-                        ]
-                        .concat()
-                    } else {
-                        vec![
+            for t in tables.iter() {
+                // (constraint, its columns here, the key they point at: the
+                // referenced table and columns of a foreign key, else these)
+                let mut keys: Vec<(String, Vec<usize>, Option<(&TableDef, Vec<usize>)>)> =
+                    Vec::new();
+                if has_declared_key(t) {
+                    keys.push((pkey_name(t), t.primary_key.clone(), None));
+                }
+                for ix in t.indexes.iter().filter(|i| i.constraint) {
+                    keys.push((ix.name.clone(), ix.columns.clone(), None));
+                }
+                for fk in &t.foreign_keys {
+                    let parent = tables
+                        .iter()
+                        .find(|p| fk.references(&p.schema, &p.name))
+                        .map(|p| (p.as_ref(), fk.ref_columns.clone()));
+                    keys.push((fk.name.clone(), fk.columns.clone(), parent));
+                }
+                for (constraint, columns, target) in keys {
+                    if key_usage {
+                        for (pos, &i) in columns.iter().enumerate() {
+                            rows.push(
+                                [
+                                    named_constraint(t, &constraint).to_vec(),
+                                    vec![
+                                        text(&t.columns[i].name),
+                                        int(pos + 1),
+                                        if target.is_some() {
+                                            int(pos + 1)
+                                        } else {
+                                            null()
+                                        },
+                                    ],
+                                ]
+                                .concat(),
+                            );
+                        }
+                        continue;
+                    }
+                    // constraint_column_usage: the columns a constraint
+                    // uses — for a foreign key, the referenced ones.
+                    let (owner, used) = target.unwrap_or((t.as_ref(), columns));
+                    for i in used {
+                        rows.push(vec![
+                            text(DATABASE),
+                            text(&owner.schema),
+                            text(&owner.name),
+                            text(&owner.columns[i].name),
                             text(DATABASE),
                             text(&t.schema),
-                            text(&t.name),
-                            text(column),
-                            text(DATABASE),
-                            text(&t.schema),
-                            text(pkey_name(t)),
-                        ]
-                    });
+                            text(&constraint),
+                        ]);
+                    }
                 }
             }
             if key_usage {

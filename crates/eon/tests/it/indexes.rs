@@ -250,6 +250,17 @@ async fn unique_constraints_hold_across_shards_and_sessions() {
             "users_pkey p PRIMARY KEY (id)"
         ]
     );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT k.column_name::text FROM information_schema.table_constraints t
+             JOIN information_schema.key_column_usage k ON k.constraint_name = t.constraint_name
+             WHERE t.table_name = 'users' AND t.constraint_type = 'UNIQUE'
+             ORDER BY k.constraint_name, k.ordinal_position",
+        )
+        .await,
+        ["email", "org", "login"]
+    );
     // Made later, on rows that break it: refused, nothing changed.
     let e = refused(&c, "CREATE UNIQUE INDEX users_org ON users (org)", "23505").await;
     assert_eq!(

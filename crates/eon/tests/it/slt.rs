@@ -134,6 +134,11 @@ async fn run_file(url: &str, path: &Path, labels: &[&str]) -> Outcome {
         failures: vec![],
     };
     for record in records {
+        // As the reference runner (`Runner::run_multi_async`, what
+        // `sqllogictest -e postgres` runs): a file ends at `halt`.
+        if matches!(record, Record::Halt { .. }) {
+            break;
+        }
         let counted = matches!(record, Record::Statement { .. } | Record::Query { .. });
         if counted {
             outcome.records += 1;
