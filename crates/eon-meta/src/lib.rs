@@ -388,6 +388,7 @@ impl MetaService {
             || p.sequences
                 .iter()
                 .any(|q| q.schema == schema && q.name == name)
+            || p.views.iter().any(|v| v.schema == schema && v.name == name)
         {
             return Err(Error::user(
                 sqlstate::DUPLICATE_TABLE,
@@ -648,6 +649,73 @@ impl MetaService {
         })
     }
 
+    fn create_view(&self, req: pb::CreateViewRequest) -> Result<pb::CreateViewResponse, Error> {
+        let mut view = req
+            .view
+            .ok_or_else(|| Error::internal("CreateView without a view"))?;
+        if view.schema.is_empty() {
+            view.schema = "public".into();
+        }
+        let mut inner = self.inner.lock().unwrap();
+        let existing = inner
+            .persisted
+            .views
+            .iter()
+            .position(|v| v.schema == view.schema && v.name == view.name);
+        match existing {
+            Some(pos) if req.or_replace => {
+                view.id = inner.persisted.views[pos].id;
+                view.owner = inner.persisted.views[pos].owner.clone();
+                inner.persisted.views[pos] = view.clone();
+            }
+            _ => {
+                Self::check_relation_name(&inner, &view.schema, &view.name, 0)?;
+                view.id = inner.new_catalog_id();
+                inner.persisted.views.push(view.clone());
+            }
+        }
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        tracing::info!(view = %view.name, id = view.id, "view created");
+        Ok(pb::CreateViewResponse {
+            view: Some(view),
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
+
+    fn drop_view(&self, req: pb::DropViewRequest) -> Result<pb::DropViewResponse, Error> {
+        let schema = if req.schema.is_empty() {
+            "public"
+        } else {
+            &req.schema
+        };
+        let mut inner = self.inner.lock().unwrap();
+        let pos = inner
+            .persisted
+            .views
+            .iter()
+            .position(|v| v.schema == schema && v.name == req.name);
+        let Some(pos) = pos else {
+            if req.if_exists {
+                return Ok(pb::DropViewResponse {
+                    view: None,
+                    catalog_version: inner.persisted.catalog_version,
+                });
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("view \"{}\" does not exist", req.name),
+            ));
+        };
+        let view = inner.persisted.views.remove(pos);
+        inner.persisted.catalog_version += 1;
+        self.save(&inner)?;
+        Ok(pb::DropViewResponse {
+            view: Some(view),
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
+
     fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
         let schema = if req.schema.is_empty() {
             "public"
@@ -799,6 +867,17 @@ impl Meta for MetaService {
         self.counted(|| self.update_table(req.into_inner()))
     }
 
+    async fn create_view(
+        &self,
+        req: Request<pb::CreateViewRequest>,
+    ) -> Reply<pb::CreateViewResponse> {
+        self.counted(|| self.create_view(req.into_inner()))
+    }
+
+    async fn drop_view(&self, req: Request<pb::DropViewRequest>) -> Reply<pb::DropViewResponse> {
+        self.counted(|| self.drop_view(req.into_inner()))
+    }
+
     async fn create_role(
         &self,
         req: Request<pb::CreateRoleRequest>,
@@ -831,6 +910,7 @@ impl Meta for MetaService {
             tables: inner.persisted.tables.clone(),
             sequences: inner.persisted.sequences.clone(),
             roles: inner.persisted.roles.clone(),
+            views: inner.persisted.views.clone(),
         }))
     }
 

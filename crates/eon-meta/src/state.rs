@@ -34,6 +34,8 @@ pub struct Persisted {
     /// be dropped nor stop being a superuser, so the cluster keeps a way in.
     #[prost(uint64, tag = "8")]
     pub bootstrap_role: u64,
+    #[prost(message, repeated, tag = "9")]
+    pub views: Vec<pb::View>,
 }
 
 impl Persisted {

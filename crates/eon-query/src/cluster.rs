@@ -32,6 +32,7 @@ struct CatalogCache {
     by_name: HashMap<(String, String), Arc<TableDef>>,
     sequences: Vec<pb::Sequence>,
     roles: Vec<pb::Role>,
+    views: Vec<pb::View>,
 }
 
 type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
@@ -140,6 +141,7 @@ impl Cluster {
                 by_name,
                 sequences: r.sequences,
                 roles: r.roles,
+                views: r.views,
             };
         }
         Ok(())
@@ -152,6 +154,22 @@ impl Cluster {
             .by_name
             .get(&(schema.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// View `name` of `schema`, if there is one.
+    pub fn view(&self, schema: &str, name: &str) -> Option<pb::View> {
+        self.catalog
+            .read()
+            .unwrap()
+            .views
+            .iter()
+            .find(|v| v.schema == schema && v.name == name)
+            .cloned()
+    }
+
+    /// Every view.
+    pub fn views(&self) -> Vec<pb::View> {
+        self.catalog.read().unwrap().views.clone()
     }
 
     /// Every sequence (as of the cached catalog: its `last_value` is only

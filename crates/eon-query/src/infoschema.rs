@@ -56,7 +56,7 @@ impl SchemaProvider for InformationSchema {
         }
         let mut tables = self.cluster.tables();
         tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-        let (fields, rows) = view(name, &tables);
+        let (fields, rows) = view(name, &tables, &self.cluster.views());
         Ok(Some(Arc::new(mem_table(&fields, rows)?)))
     }
 
@@ -138,7 +138,11 @@ fn numeric_info(ty: &SqlType) -> (Option<i32>, Option<i32>, Option<i32>) {
     }
 }
 
-fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>) {
+fn view(
+    name: &str,
+    tables: &[Arc<TableDef>],
+    views: &[eon_proto::v1::View],
+) -> (Columns, Vec<Vec<ScalarValue>>) {
     let mut rows = Vec::new();
     let cols: Columns = match name {
         "schemata" => {
@@ -176,6 +180,22 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
                     null(),
                     null(),
                     text("YES"),
+                    text("NO"),
+                    null(),
+                ]);
+            }
+            for v in views {
+                rows.push(vec![
+                    text(DATABASE),
+                    text(&v.schema),
+                    text(&v.name),
+                    text("VIEW"),
+                    null(),
+                    null(),
+                    null(),
+                    null(),
+                    null(),
+                    text("NO"),
                     text("NO"),
                     null(),
                 ]);
@@ -423,18 +443,34 @@ fn view(name: &str, tables: &[Arc<TableDef>]) -> (Columns, Vec<Vec<ScalarValue>>
             ("update_rule", false),
             ("delete_rule", false),
         ],
-        "views" => vec![
-            ("table_catalog", false),
-            ("table_schema", false),
-            ("table_name", false),
-            ("view_definition", false),
-            ("check_option", false),
-            ("is_updatable", false),
-            ("is_insertable_into", false),
-            ("is_trigger_updatable", false),
-            ("is_trigger_deletable", false),
-            ("is_trigger_insertable_into", false),
-        ],
+        "views" => {
+            for v in views {
+                rows.push(vec![
+                    text(DATABASE),
+                    text(&v.schema),
+                    text(&v.name),
+                    text(format!("{};", v.query)),
+                    text("NONE"),
+                    text("NO"),
+                    text("NO"),
+                    text("NO"),
+                    text("NO"),
+                    text("NO"),
+                ]);
+            }
+            vec![
+                ("table_catalog", false),
+                ("table_schema", false),
+                ("table_name", false),
+                ("view_definition", false),
+                ("check_option", false),
+                ("is_updatable", false),
+                ("is_insertable_into", false),
+                ("is_trigger_updatable", false),
+                ("is_trigger_deletable", false),
+                ("is_trigger_insertable_into", false),
+            ]
+        }
         _ => vec![
             ("sequence_catalog", false),
             ("sequence_schema", false),

@@ -19,6 +19,7 @@
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`checks`]   | CHECK constraints                                           |
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
+//! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
@@ -66,6 +67,7 @@ pub mod roles;
 pub mod sequences;
 pub mod session;
 pub mod txn;
+pub mod views;
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@
 //! - `pg_attrdef`: one row per column default, its text in `adbin` (what
 //!   `pg_get_expr` shows);
 //! - `pg_class`: a row (relkind `i`) for each primary key's index and each
-//!   secondary index, one (relkind `S`) for each sequence, and
+//!   secondary index, one (relkind `S`) for each sequence, one (relkind `v`)
+//!   for each view, and
 //!   `relhasindex`/`relhastriggers` (PostgreSQL enforces foreign keys with
 //!   triggers; psql looks for them only then);
 //! - `pg_index` and `pg_constraint`: primary keys, secondary indexes,
@@ -88,6 +89,8 @@ const PKEY_CONSTRAINT_OID: i32 = 1_100_000_000;
 const FOREIGN_KEY_OID: i32 = 1_200_000_000;
 const CHECK_OID: i32 = 1_500_000_000;
 const INDEX_OID: i32 = 1_600_000_000;
+/// Views are numbered from their own id.
+const VIEW_OID: i32 = 1_800_000_000;
 const UNIQUE_OID: i32 = 1_700_000_000;
 const BTREE: i32 = 403;
 /// Sequences are numbered from their own id (not a table's oid).
@@ -357,6 +360,7 @@ impl Completed {
                     &self.schema,
                     &tables,
                     &self.cluster.sequences(),
+                    &self.cluster.views(),
                 )?);
             }
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
@@ -611,12 +615,13 @@ fn patch_classes(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// A pg_class row (relkind 'i') for each primary key's index, and one
-/// (relkind 'S') for each sequence.
+/// A pg_class row (relkind 'i') for each index, one (relkind 'S') for each
+/// sequence and one (relkind 'v') for each view.
 fn index_classes(
     schema: &SchemaRef,
     tables: &Tables,
     sequences: &[eon_proto::v1::Sequence],
+    views: &[eon_proto::v1::View],
 ) -> Result<RecordBatch, DataFusionError> {
     let mut rows = Vec::new();
     for (oid, (namespace, t)) in &tables.by_oid {
@@ -659,6 +664,16 @@ fn index_classes(
             "S",
             0,
             3,
+        ));
+    }
+    for v in views {
+        rows.push(class_row(
+            VIEW_OID + v.id as i32,
+            v.name.clone(),
+            public,
+            "v",
+            0,
+            0,
         ));
     }
     batch(schema, rows)

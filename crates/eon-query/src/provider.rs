@@ -816,16 +816,21 @@ impl DisplayAs for EonScanExec {
         if let Some(l) = s.limit {
             write!(f, ", limit={l}")?;
         }
-        let mut by_engine: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for (e, shard) in &s.parts {
-            by_engine.entry(*e).or_default().push(shard.to_string());
-        }
-        let parts: Vec<String> = by_engine
-            .iter()
-            .map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(",")))
-            .collect();
-        write!(f, ", reads=[{}]", parts.join("; "))
+        write!(f, ", reads=[{}]", shards_by_engine(&s.parts))
     }
+}
+
+/// `data-engine-1: shards [0,3]; data-engine-2: shards [1]` (EXPLAIN).
+fn shards_by_engine(parts: &[(u64, u32)]) -> String {
+    let mut by_engine: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (e, shard) in parts {
+        by_engine.entry(*e).or_default().push(shard.to_string());
+    }
+    by_engine
+        .iter()
+        .map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(",")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ExecutionPlan for EonScanExec {
@@ -1096,15 +1101,11 @@ impl DisplayAs for EonIndexScanExec {
         if let Some(l) = s.limit {
             write!(f, ", limit={l}")?;
         }
-        let mut by_engine: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for (e, shard) in &ix.parts {
-            by_engine.entry(*e).or_default().push(shard.to_string());
-        }
-        let parts: Vec<String> = by_engine
-            .iter()
-            .map(|(e, list)| format!("data-engine-{e}: shards [{}]", list.join(",")))
-            .collect();
-        write!(f, ", reads=[index {}; rows by key]", parts.join("; "))
+        write!(
+            f,
+            ", reads=[index {}; rows by key]",
+            shards_by_engine(&ix.parts)
+        )
     }
 }
 

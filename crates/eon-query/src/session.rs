@@ -707,8 +707,9 @@ impl Session {
     pub async fn plan_query(
         &self,
         state: &SessionState,
-        statement: Statement,
+        mut statement: Statement,
     ) -> Result<LogicalPlan> {
+        crate::views::expand(self.cluster(), &mut statement)?;
         state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
@@ -1175,6 +1176,7 @@ impl Session {
                     statement,
                     Statement::CreateTable(_)
                         | Statement::CreateIndex(_)
+                        | Statement::CreateView(_)
                         | Statement::AlterTable(_)
                         | Statement::CreateSequence { .. }
                         | Statement::Drop { .. }
@@ -1204,6 +1206,13 @@ impl Session {
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
             Statement::AlterTable(at) => crate::alter::alter_table(self, at).await,
             Statement::CreateIndex(ci) => crate::indexes::create_index(self, ci).await,
+            Statement::CreateView(cv) => crate::views::create_view(self, cv).await,
+            Statement::Drop {
+                object_type: ObjectType::View,
+                if_exists,
+                names,
+                ..
+            } => crate::views::drop_views(self, names, *if_exists).await,
             Statement::Drop {
                 object_type: ObjectType::Index,
                 if_exists,

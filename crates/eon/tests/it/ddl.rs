@@ -574,3 +574,67 @@ async fn check_constraints_hold_for_every_write() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn views_are_stored_queries_read_like_tables() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer text, total int);
+         INSERT INTO orders SELECT i, 'c' || (i % 3), i FROM generate_series(1, 30) g(i);
+         CREATE VIEW big_orders AS SELECT id, customer, total FROM orders WHERE total > 20;
+         CREATE VIEW per_customer (who, n) AS
+             SELECT customer, count(*) FROM big_orders GROUP BY customer;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT who || '=' || n FROM per_customer ORDER BY who").await,
+        ["c0=4", "c1=3", "c2=3"]
+    );
+    // Filters reach the scan under the view.
+    let plan = crate::pushdown::explain(&c, "SELECT id FROM big_orders WHERE id = 25").await;
+    assert!(plan.contains("point lookup of 1 key(s)"), "{plan}");
+    // Joined, aliased, shadowed by a CTE of the same name.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT b.id::text FROM big_orders b JOIN orders o ON o.id = b.id - 20 WHERE o.total = 5"
+        )
+        .await,
+        ["25"]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "WITH big_orders AS (SELECT 'cte' AS x) SELECT x FROM big_orders"
+        )
+        .await,
+        ["cte"]
+    );
+    // OR REPLACE, catalog, bad input, DROP.
+    c.batch_execute("CREATE OR REPLACE VIEW big_orders AS SELECT id, customer, total FROM orders WHERE total > 28")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT count(*)::text FROM big_orders").await,
+        ["2"]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT table_name::text || ' ' || table_type::text FROM information_schema.tables
+             WHERE table_schema = 'public' ORDER BY table_name"
+        )
+        .await,
+        ["big_orders VIEW", "orders BASE TABLE", "per_customer VIEW"]
+    );
+    refused(&c, "CREATE VIEW orders AS SELECT 1", "42P07").await;
+    refused(&c, "CREATE VIEW v AS SELECT * FROM missing", "42P01").await;
+    refused(&c, "CREATE VIEW v (a, b) AS SELECT 1", "42601").await;
+    refused(&c, "DROP VIEW nope", "42P01").await;
+    c.batch_execute("DROP VIEW per_customer, big_orders; DROP VIEW IF EXISTS big_orders")
+        .await
+        .unwrap();
+    refused(&c, "SELECT * FROM big_orders", "42P01").await;
+}

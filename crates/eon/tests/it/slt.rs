@@ -18,8 +18,7 @@ fn slt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt")
 }
 
-/// The files of this issue's scope: eon's own, plus the SQLite files that
-/// need nothing beyond it.
+/// eon's own files, plus (with the corpus) all 14 SQLite files.
 fn files(with_corpus: bool) -> Vec<PathBuf> {
     let dir = slt_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -40,17 +39,13 @@ fn files(with_corpus: bool) -> Vec<PathBuf> {
         ] {
             files.push(dir.join("sqlite").join(f));
         }
-        // The rest of the corpus needs later issues (views, triggers, ...);
-        // `EON_SLT_ALL=1` runs it too, to see how far eon is.
-        if std::env::var("EON_SLT_ALL").is_ok() {
-            let mut evidence: Vec<PathBuf> = std::fs::read_dir(dir.join("sqlite/evidence"))
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            evidence.sort();
-            files.extend(evidence);
-        }
+        let mut evidence: Vec<PathBuf> = std::fs::read_dir(dir.join("sqlite/evidence"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        evidence.sort();
+        files.extend(evidence);
     }
     match std::env::var("EON_SLT") {
         Ok(filter) => files

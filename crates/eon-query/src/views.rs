@@ -1,0 +1,247 @@
+//! Views: `CREATE [OR REPLACE] VIEW`, `DROP VIEW`, and reading them.
+//!
+//! A view is a stored SELECT (`pb::View`, kept by meta as SQL text in the
+//! namespace of tables, indexes and sequences). Reading one is expanding
+//! it: before a statement is planned, [`expand`] replaces every reference
+//! to a view in its FROM clauses by the view's query as a derived table
+//! under the view's name (and column names) — so DataFusion plans it with
+//! the rest of the statement, pushing filters and projections through it
+//! into the scans like any subquery:
+//!
+//! ```text
+//!  SELECT * FROM big WHERE x > 5        big = CREATE VIEW big AS SELECT x FROM t1 WHERE x > 0
+//!  ──►  SELECT * FROM (SELECT x FROM t1 WHERE x > 0) AS big WHERE x > 5
+//! ```
+//!
+//! A view is read with the privileges of whoever reads it (PostgreSQL
+//! checks the view owner's): the tables under it need their SELECT grant.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::{
+    CreateView, ObjectName, Query, Statement, TableAlias, TableAliasColumnDef, TableFactor,
+    VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use eon_common::error::sqlstate;
+use eon_common::{Error, Result};
+use eon_proto::v1 as pb;
+
+use crate::cluster::Cluster;
+use crate::dml::{ident, table_name};
+use crate::provider::StatementContext;
+use crate::session::{Output, Session};
+
+/// Views may name views; this many expansions means a cycle.
+const MAX_EXPANSIONS: usize = 256;
+
+/// Replace every view `statement` reads by its query (see the module doc).
+pub fn expand(cluster: &Cluster, statement: &mut Statement) -> Result<()> {
+    let views = cluster.views();
+    if views.is_empty() {
+        return Ok(());
+    }
+    // Names a WITH clause gives shadow views of the same name.
+    struct CteNames(HashSet<String>);
+    impl VisitorMut for CteNames {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let Some(with) = &q.with {
+                self.0
+                    .extend(with.cte_tables.iter().map(|c| ident(&c.alias.name)));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut ctes = CteNames(HashSet::new());
+    let _ = statement.visit(&mut ctes);
+
+    struct Expander {
+        views: Vec<pb::View>,
+        ctes: HashSet<String>,
+        done: usize,
+        error: Option<Error>,
+    }
+    impl VisitorMut for Expander {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = t
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Ok((schema, view_name)) = table_name(name) else {
+                return ControlFlow::Continue(());
+            };
+            if name.0.len() == 1 && self.ctes.contains(&view_name) {
+                return ControlFlow::Continue(());
+            }
+            let Some(view) = self
+                .views
+                .iter()
+                .find(|v| v.schema == schema && v.name == view_name)
+            else {
+                return ControlFlow::Continue(());
+            };
+            self.done += 1;
+            if self.done > MAX_EXPANSIONS {
+                self.error = Some(Error::user(
+                    sqlstate::INVALID_OBJECT_DEFINITION,
+                    format!("infinite recursion detected in view \"{view_name}\""),
+                ));
+                return ControlFlow::Break(());
+            }
+            let query = match parse(&view.query) {
+                Ok(q) => q,
+                Err(e) => {
+                    self.error = Some(e);
+                    return ControlFlow::Break(());
+                }
+            };
+            let mut alias = alias.clone().unwrap_or(TableAlias {
+                explicit: true,
+                name: datafusion::sql::sqlparser::ast::Ident::with_quote('"', &view.name),
+                columns: vec![],
+                at: None,
+            });
+            if alias.columns.is_empty() {
+                alias.columns = view
+                    .columns
+                    .iter()
+                    .map(|c| TableAliasColumnDef {
+                        name: datafusion::sql::sqlparser::ast::Ident::with_quote('"', c),
+                        data_type: None,
+                    })
+                    .collect();
+            }
+            *t = TableFactor::Derived {
+                lateral: false,
+                subquery: Box::new(query),
+                alias: Some(alias),
+                sample: None,
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    let mut expander = Expander {
+        views,
+        ctes: ctes.0,
+        done: 0,
+        error: None,
+    };
+    let _ = statement.visit(&mut expander);
+    match expander.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A stored view query parsed again.
+fn parse(sql: &str) -> Result<Query> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .map(|q| *q)
+        .map_err(|e| Error::internal(format!("stored view query does not parse: {e}")))
+}
+
+/// CREATE [OR REPLACE] VIEW name [(columns)] AS query.
+pub async fn create_view(session: &Session, cv: &CreateView) -> Result<Output> {
+    if cv.materialized {
+        return Err(Error::unsupported(
+            "materialized views are not supported yet",
+        ));
+    }
+    if cv.temporary {
+        return Err(Error::unsupported("temporary views are not supported yet"));
+    }
+    let (schema, name) = table_name(&cv.name)?;
+    let cluster = session.cluster();
+    let ts = cluster.timestamp().await?;
+    if cv.if_not_exists && cluster.view(&schema, &name).is_some() {
+        return Ok(Output::Command("CREATE VIEW".into()));
+    }
+    // Planned now, so a view that cannot run is refused now (42P01, 42703…).
+    let state = session.statement_state(Arc::new(StatementContext {
+        read_ts: ts,
+        ..Default::default()
+    }));
+    let plan = session
+        .plan_query(&state, Statement::Query(cv.query.clone()))
+        .await?;
+    let columns: Vec<String> = cv.columns.iter().map(|c| ident(&c.name)).collect();
+    if columns.len() > plan.schema().fields().len() {
+        return Err(Error::user(
+            sqlstate::SYNTAX_ERROR,
+            "CREATE VIEW specifies more column names than columns",
+        ));
+    }
+    if cv.or_replace
+        && let Some(old) = cluster.view(&schema, &name)
+        && old.owner != session.user()
+        && !session.actor().superuser
+    {
+        return Err(not_owner(&name));
+    }
+    cluster
+        .meta()
+        .create_view(pb::CreateViewRequest {
+            view: Some(pb::View {
+                id: 0,
+                schema,
+                name,
+                query: cv.query.to_string(),
+                columns,
+                owner: session.user(),
+            }),
+            or_replace: cv.or_replace,
+        })
+        .await
+        .map_err(Error::from_status)?;
+    cluster.refresh_catalog().await?;
+    Ok(Output::Command("CREATE VIEW".into()))
+}
+
+/// DROP VIEW [IF EXISTS] names.
+pub async fn drop_views(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<Output> {
+    let cluster = session.cluster();
+    cluster.timestamp().await?;
+    for n in names {
+        let (schema, name) = table_name(n)?;
+        if let Some(view) = cluster.view(&schema, &name)
+            && view.owner != session.user()
+            && !session.actor().superuser
+        {
+            return Err(not_owner(&name));
+        }
+        cluster
+            .meta()
+            .drop_view(pb::DropViewRequest {
+                schema,
+                name,
+                if_exists,
+            })
+            .await
+            .map_err(Error::from_status)?;
+    }
+    cluster.refresh_catalog().await?;
+    Ok(Output::Command("DROP VIEW".into()))
+}
+
+fn not_owner(name: &str) -> Error {
+    Error::user(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("must be owner of view {name}"),
+    )
+}
