@@ -119,6 +119,13 @@ impl MetaService {
         inner.persisted.save(&self.dir)
     }
 
+    /// A change of the catalog: a new version, on disk before anyone hears
+    /// of it.
+    fn bump(&self, inner: &mut Inner) -> Result<(), Error> {
+        inner.persisted.catalog_version += 1;
+        self.save(inner)
+    }
+
     /// The next timestamp (see the module docs).
     fn next_ts(&self) -> Result<(u64, u64), Error> {
         self.next_ts_block(1)
@@ -265,8 +272,7 @@ impl MetaService {
         for q in req.sequences {
             Self::add_sequence(&mut inner, q, &table.schema, req.restore);
         }
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         tracing::info!(table = %table.name, id = table.id, shards = table.shard_count, "table created");
         Ok(pb::CreateTableResponse {
             table: Some(table),
@@ -276,11 +282,7 @@ impl MetaService {
     }
 
     fn drop_table(&self, req: pb::DropTableRequest) -> Result<pb::DropTableResponse, Error> {
-        let schema = if req.schema.is_empty() {
-            "public"
-        } else {
-            &req.schema
-        };
+        let schema = schema_or_public(&req.schema);
         let mut inner = self.inner.lock().unwrap();
         let pos = inner
             .persisted
@@ -331,8 +333,7 @@ impl MetaService {
                 (q.last_value, q.is_called) = (last, called);
             }
         }
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         tracing::info!(table = %table.name, id = table.id, "table dropped");
         Ok(pb::DropTableResponse {
             table: Some(table),
@@ -446,8 +447,7 @@ impl MetaService {
         }
         Self::check_relation_name(&inner, &schema, &q.name, 0)?;
         let q = Self::add_sequence(&mut inner, q, &schema, false);
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::CreateSequenceResponse {
             sequence: Some(q),
             created: true,
@@ -486,8 +486,7 @@ impl MetaService {
         };
         let q = inner.persisted.sequences.remove(pos);
         inner.seq_values.remove(&q.id);
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::DropSequenceResponse { sequence: Some(q) })
     }
 
@@ -639,8 +638,7 @@ impl MetaService {
         table.owner = old.owner.clone();
         table.grants = old.grants.clone();
         inner.persisted.tables[pos] = table.clone();
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         tracing::info!(table = %table.name, id = table.id, "table changed in the catalog");
         Ok(pb::UpdateTableResponse {
             table: Some(table),
@@ -674,8 +672,7 @@ impl MetaService {
                 inner.persisted.views.push(view.clone());
             }
         }
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         tracing::info!(view = %view.name, id = view.id, "view created");
         Ok(pb::CreateViewResponse {
             view: Some(view),
@@ -684,11 +681,7 @@ impl MetaService {
     }
 
     fn drop_view(&self, req: pb::DropViewRequest) -> Result<pb::DropViewResponse, Error> {
-        let schema = if req.schema.is_empty() {
-            "public"
-        } else {
-            &req.schema
-        };
+        let schema = schema_or_public(&req.schema);
         let mut inner = self.inner.lock().unwrap();
         let pos = inner
             .persisted
@@ -708,8 +701,7 @@ impl MetaService {
             ));
         };
         let view = inner.persisted.views.remove(pos);
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::DropViewResponse {
             view: Some(view),
             catalog_version: inner.persisted.catalog_version,
@@ -717,11 +709,7 @@ impl MetaService {
     }
 
     fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
-        let schema = if req.schema.is_empty() {
-            "public"
-        } else {
-            &req.schema
-        };
+        let schema = schema_or_public(&req.schema);
         let mut inner = self.inner.lock().unwrap();
         let tables = &mut inner.persisted.tables;
         let find = |name: &str| {
@@ -748,8 +736,7 @@ impl MetaService {
         tables[new].grants = tables[old].grants.clone();
         let table = tables[new].clone();
         let old = tables.remove(old);
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         tracing::info!(table = %table.name, old = old.id, id = table.id, "table replaced");
         Ok(pb::SwapTableResponse {
             old: Some(old),
@@ -760,6 +747,11 @@ impl MetaService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// A request's schema: the one named, or `public`.
+fn schema_or_public(schema: &str) -> &str {
+    if schema.is_empty() { "public" } else { schema }
+}
 
 impl MetaService {
     /// Answer a request with `f`'s result, counted in the statistics.

@@ -68,8 +68,7 @@ impl MetaService {
         }
         role.id = inner.new_catalog_id();
         inner.persisted.roles.push(role.clone());
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::CreateRoleResponse {
             role: Some(role),
             created: true,
@@ -116,8 +115,7 @@ impl MetaService {
             }
         }
         inner.persisted.roles[pos] = role.clone();
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::AlterRoleResponse { role: Some(role) })
     }
 
@@ -168,8 +166,7 @@ impl MetaService {
             .with_detail(depends.join("\n")));
         }
         let role = inner.persisted.roles.remove(pos);
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::DropRoleResponse { role: Some(role) })
     }
 
@@ -201,8 +198,7 @@ impl MetaService {
         };
         t.grants = req.grants;
         let table = t.clone();
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)?;
+        self.bump(&mut inner)?;
         Ok(pb::SetTableGrantsResponse {
             table: Some(table),
             catalog_version: inner.persisted.catalog_version,
@@ -240,7 +236,6 @@ impl MetaService {
             inner.persisted.bootstrap_role = id;
             tracing::info!(role = name, "bootstrap superuser created");
         }
-        inner.persisted.catalog_version += 1;
-        self.save(&inner)
+        self.bump(&mut inner)
     }
 }
