@@ -38,6 +38,10 @@ pub struct Error {
     pub code: String,
     pub message: String,
     pub detail: Option<String>,
+    /// Where in the statement's text the error is (1-based, in
+    /// characters): PostgreSQL's error cursor, which psql shows as `LINE n:`
+    /// with a caret.
+    pub position: Option<u32>,
 }
 
 /// How a write conflict with another open transaction's write begins; the
@@ -107,6 +111,7 @@ impl Error {
             code: code.to_string(),
             message: message.into(),
             detail: None,
+            position: None,
         }
     }
 
@@ -150,6 +155,12 @@ impl Error {
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// The error cursor (see [`Error::position`]).
+    pub fn with_position(mut self, position: u32) -> Self {
+        self.position = Some(position);
         self
     }
 
@@ -230,6 +241,7 @@ impl Error {
                 code,
                 message: status.message().to_string(),
                 detail,
+                position: None,
             },
             None => match status.code() {
                 tonic::Code::Unavailable

@@ -164,6 +164,16 @@ fn cast_checked(array: &ArrayRef, ty: &SqlType) -> Result<ArrayRef> {
             let bad = (0..array.len()).find(|&i| !array.is_null(i) && lenient.is_null(i));
             if let (Some(i), DataType::Utf8) = (bad, array.data_type()) {
                 let s = array.as_string::<i32>().value(i);
+                let digits = s.trim().trim_start_matches(['+', '-']);
+                if matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8)
+                    && !digits.is_empty()
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(Error::user(
+                        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                        format!("value \"{s}\" is out of range for type {ty}"),
+                    ));
+                }
                 let e = invalid_input(&ty.to_string(), s);
                 // Dates and times that do not parse are 22007 in PostgreSQL.
                 Err(match ty {

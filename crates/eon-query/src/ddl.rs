@@ -11,9 +11,11 @@ use std::time::Duration;
 use datafusion::sql::sqlparser::ast::{
     CharacterLength, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType,
     ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, GeneratedAs, IndexColumn, ObjectName,
-    ReferentialAction, SequenceOptions, SqlOption, TableConstraint, TimezoneInfo,
+    ReferentialAction, SequenceOptions, SqlOption, Statement, TableConstraint, TimezoneInfo,
     Value as SqlValue,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use eon_common::error::sqlstate;
 use eon_common::schema::{ColumnDef, ForeignKeyDef, ROWID_COLUMN};
 use eon_common::{Error, Result, SqlType, TableDef};
@@ -76,6 +78,8 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         D::JSONB | D::JSON => SqlType::Jsonb,
         D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
             "timestamptz" => SqlType::TimestampTz,
+            // PostgreSQL's type of identifiers (up to 63 bytes): text here.
+            "name" | "pg_catalog.name" => SqlType::Text,
             other => {
                 return Err(Error::user(
                     sqlstate::UNDEFINED_OBJECT,
@@ -85,6 +89,85 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         },
         other => return Err(Error::unsupported(format!("type {other} is not supported"))),
     })
+}
+
+/// CREATE TABLE name [(column names)] AS query: a table (without a
+/// primary key) whose columns take the query's names and types, then
+/// `INSERT INTO name SELECT …` — the command tag is `SELECT n`, as in
+/// PostgreSQL. In a transaction block both are part of the transaction;
+/// outside one, a failing insert drops the new table again.
+async fn create_table_as(
+    session: &Session,
+    ct: &CreateTable,
+    query: &datafusion::sql::sqlparser::ast::Query,
+) -> Result<Output> {
+    let (schema, name) = table_name(&ct.name)?;
+    if ct.if_not_exists && session.cluster().table(&schema, &name).is_some() {
+        return Ok(Output::Command("CREATE TABLE AS".into()));
+    }
+    let ts = session.cluster().timestamp().await?;
+    let state = session.statement_state(std::sync::Arc::new(crate::provider::StatementContext {
+        read_ts: ts,
+        ..Default::default()
+    }));
+    let plan = session
+        .plan_query(&state, Statement::Query(Box::new(query.clone())))
+        .await?;
+    let fields = plan.schema().fields();
+    if ct.columns.len() > fields.len() {
+        return Err(Error::user(
+            sqlstate::SYNTAX_ERROR,
+            "too many column names were specified",
+        ));
+    }
+    let mut columns = Vec::with_capacity(fields.len());
+    for (i, field) in fields.iter().enumerate() {
+        let cname = match ct.columns.get(i) {
+            Some(c) => ident(&c.name),
+            None => field.name().clone(),
+        };
+        let ty = SqlType::from_field(field)
+            .or_else(|| SqlType::from_arrow(field.data_type()))
+            .ok_or_else(|| {
+                Error::unsupported(format!(
+                    "column \"{cname}\" has a type eon cannot store ({})",
+                    field.data_type()
+                ))
+            })?;
+        columns.push(format!("\"{}\" {ty}", cname.replace('"', "\"\"")));
+    }
+    let target = ct.name.to_string();
+    let definition = format!("CREATE TABLE {target} ({})", columns.join(", "));
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &definition)
+        .map_err(|e| Error::syntax(e.to_string()))?;
+    let Some(Statement::CreateTable(mut plain)) = parsed.into_iter().next() else {
+        return Err(Error::internal("CREATE TABLE AS: no table definition"));
+    };
+    plain.temporary = ct.temporary;
+    plain.table_options = ct.table_options.clone();
+    create_table(session, &plain).await?;
+    let names: Vec<String> = plain.columns.iter().map(|c| c.name.to_string()).collect();
+    let insert = format!("INSERT INTO {target} ({}) {query}", names.join(", "));
+    let inserted = async {
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, &insert)
+            .map_err(|e| Error::syntax(e.to_string()))?
+            .remove(0);
+        crate::dml::execute(session, &statement, &[]).await
+    }
+    .await;
+    match inserted {
+        Ok(Output::Command(tag)) => Ok(Output::Command(format!(
+            "SELECT {}",
+            tag.rsplit(' ').next().unwrap_or("0")
+        ))),
+        Ok(_) => Ok(Output::Command("SELECT 0".into())),
+        Err(e) => {
+            if !session.in_transaction() {
+                let _ = drop_tables(session, std::slice::from_ref(&ct.name), true).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
@@ -107,10 +190,11 @@ fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
 }
 
 pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
-    if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
-        return Err(Error::unsupported(
-            "CREATE TABLE AS / LIKE is not supported yet",
-        ));
+    if ct.like.is_some() || ct.clone.is_some() {
+        return Err(Error::unsupported("CREATE TABLE LIKE is not supported yet"));
+    }
+    if let Some(query) = &ct.query {
+        return Box::pin(create_table_as(session, ct, query)).await;
     }
     if ct.or_replace {
         return Err(Error::unsupported("CREATE OR REPLACE TABLE"));

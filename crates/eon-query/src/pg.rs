@@ -245,10 +245,56 @@ impl CopyHandler for Handler {
 
 /// An eon error as a PostgreSQL ErrorResponse.
 pub fn pg_error(e: Error) -> PgWireError {
-    PgWireError::UserError(Box::new(error_info(e)))
+    PgWireError::UserError(Box::new(error_info(e, None)))
 }
 
-fn error_info(e: Error) -> ErrorInfo {
+/// Where in `query` an error that names a piece of it (a literal that is
+/// not valid input, a relation, column or function that does not exist)
+/// is, as PostgreSQL's error cursor: the first place the piece occurs —
+/// the quoted literal, or the name as a whole word, case-insensitively.
+/// An error raised while the statement ran (a value read from a table)
+/// names nothing in the text and gets no cursor, as in PostgreSQL.
+fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
+    let quoted = || -> Option<&str> {
+        let start = message.find('"')? + 1;
+        let len = message[start..].find('"')?;
+        Some(&message[start..start + len])
+    };
+    let byte = match code {
+        sqlstate::INVALID_TEXT_REPRESENTATION | sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+            if message.starts_with("invalid input syntax for type ")
+                || message.starts_with("value \"") =>
+        {
+            let value = message
+                .rsplit_once(": \"")
+                .map_or_else(|| quoted(), |(_, v)| v.strip_suffix('"'))?;
+            query.find(&format!("'{}'", value.replace('\'', "''")))?
+        }
+        sqlstate::UNDEFINED_TABLE | sqlstate::UNDEFINED_COLUMN | sqlstate::UNDEFINED_FUNCTION
+            if message.ends_with("does not exist")
+                && ["relation \"", "column \"", "function "]
+                    .iter()
+                    .any(|p| message.starts_with(p)) =>
+        {
+            let name = quoted()?.rsplit('.').next()?.to_ascii_lowercase();
+            let lower = query.to_ascii_lowercase();
+            let is_word = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            lower.match_indices(&name).map(|(i, _)| i).find(|&i| {
+                is_word(lower[..i].chars().next_back())
+                    && is_word(lower[i + name.len()..].chars().next())
+            })?
+        }
+        _ => return None,
+    };
+    u32::try_from(query[..byte].chars().count() + 1).ok()
+}
+
+/// An eon error as a PostgreSQL ErrorResponse for `query`, the text the
+/// client sent, with the error cursor when eon knows it.
+fn error_info(e: Error, query: Option<&str>) -> ErrorInfo {
+    let position = e
+        .position
+        .or_else(|| error_position(query?, &e.code, &e.message));
     if e.kind == eon_common::ErrorKind::Internal {
         tracing::error!(code = %e.code, "internal error: {}", e.message);
     }
@@ -261,6 +307,7 @@ fn error_info(e: Error) -> ErrorInfo {
     };
     let mut info = ErrorInfo::new(severity.into(), e.code, e.message);
     info.detail = e.detail;
+    info.position = position.map(|p| p.to_string());
     info
 }
 
@@ -418,7 +465,7 @@ impl SimpleQueryHandler for Handler {
             .into_iter()
             .map(|o| match o {
                 Ok(out) => respond(out, &Format::UnifiedText, self),
-                Err(e) => Response::Error(Box::new(error_info(e))),
+                Err(e) => Response::Error(Box::new(error_info(e, Some(query)))),
             })
             .collect())
     }
@@ -661,5 +708,45 @@ impl ExtendedQueryHandler for Handler {
             Ok(out) => Ok(respond(out, &portal.result_column_format, self)),
             Err(e) => Err(pg_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_position;
+
+    #[test]
+    fn the_error_cursor_points_at_what_the_error_names() {
+        let q = "INSERT INTO t (f1) VALUES ('34.5')";
+        let p = error_position(
+            q,
+            "22P02",
+            "invalid input syntax for type integer: \"34.5\"",
+        );
+        assert_eq!(p, Some(28), "at the literal's quote");
+        let p = error_position(
+            q,
+            "22003",
+            "value \"34.5\" is out of range for type integer",
+        );
+        assert_eq!(p, Some(28));
+        let q = "select t.nosuch, nosuchx from nosuch_t t";
+        assert_eq!(
+            error_position(q, "42703", "column \"nosuch\" does not exist"),
+            Some(10)
+        );
+        assert_eq!(
+            error_position(q, "42P01", "relation \"nosuch_t\" does not exist"),
+            Some(31)
+        );
+        // An error about a table's value, or a name not in the text: none.
+        assert_eq!(
+            error_position(q, "22P02", "invalid input syntax for type integer: \"x\""),
+            None
+        );
+        assert_eq!(
+            error_position(q, "42P01", "table \"nosuch_t\" does not exist"),
+            None
+        );
     }
 }

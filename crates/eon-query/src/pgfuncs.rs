@@ -287,6 +287,7 @@ fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
 pub fn rewrite(statements: &mut [Statement]) {
     for statement in statements.iter_mut() {
         let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut ExistsAsValue);
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut FunctionColumns);
         let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
             let cast = match e {
                 SqlExpr::Cast {
@@ -303,6 +304,7 @@ pub fn rewrite(statements: &mut [Statement]) {
             if let Some((name, arg)) = cast {
                 *e = call(name, arg);
             }
+            text_alias(e);
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }
@@ -313,6 +315,24 @@ pub fn rewrite(statements: &mut [Statement]) {
             expand_array(e);
             ControlFlow::<()>::Continue(())
         });
+    }
+}
+
+/// Casts to PostgreSQL's `name` (the type of identifiers) are casts to
+/// text, as eon stores `name` columns.
+fn text_alias(e: &mut SqlExpr) {
+    let data_type = match e {
+        SqlExpr::Cast { data_type, .. } => data_type,
+        SqlExpr::TypedString(t) => &mut t.data_type,
+        _ => return,
+    };
+    if let SqlDataType::Custom(name, _) = data_type
+        && matches!(
+            name.to_string().to_ascii_lowercase().as_str(),
+            "name" | "pg_catalog.name"
+        )
+    {
+        *data_type = SqlDataType::Text;
     }
 }
 
@@ -654,6 +674,61 @@ fn subscripts(array: SqlExpr) -> SqlExpr {
 /// It becomes `(SELECT count(*) > 0 FROM … WHERE …)` — the same truth
 /// value, as a scalar subquery DataFusion decorrelates. EXISTS in WHERE
 /// and elsewhere stays (a semi join there).
+/// PostgreSQL names the one column of a set-returning function in FROM
+/// after its alias (`FROM generate_series(1, 3) x` has a column `x`), or
+/// after the function when there is none (`generate_series`); DataFusion
+/// calls it `value`. Both spelled out as the alias's column list.
+struct FunctionColumns;
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for FunctionColumns {
+    type Break = ();
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &mut datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{TableAlias, TableAliasColumnDef, TableFactor};
+        let (function, alias) = match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                ..
+            } => {
+                let function = name.to_string().to_ascii_lowercase();
+                let single = match function.as_str() {
+                    "generate_series" | "pg_catalog.generate_series" => true,
+                    "unnest" | "pg_catalog.unnest" => args.args.len() == 1,
+                    _ => false,
+                };
+                if !single {
+                    return ControlFlow::Continue(());
+                }
+                (function, alias)
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if array_exprs.len() == 1 => ("unnest".to_string(), alias),
+            _ => return ControlFlow::Continue(()),
+        };
+        let function = function.rsplit('.').next().unwrap_or(&function).to_string();
+        let alias = alias.get_or_insert_with(|| TableAlias {
+            explicit: false,
+            name: Ident::new(function),
+            columns: vec![],
+            at: None,
+        });
+        if alias.columns.is_empty() {
+            alias.columns = vec![TableAliasColumnDef::from_name(alias.name.value.clone())];
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 struct ExistsAsValue;
 
 impl datafusion::sql::sqlparser::ast::VisitorMut for ExistsAsValue {

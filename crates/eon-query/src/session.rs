@@ -389,24 +389,40 @@ fn find_savepoint(
         })
 }
 
-/// sqlparser's error as PostgreSQL words it.
-fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError) -> Error {
+/// sqlparser's error as PostgreSQL words it, with the error cursor at the
+/// offending token when `sql` is the text that was parsed.
+fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError, sql: Option<&str>) -> Error {
     let msg = e.to_string();
     let msg = msg
         .strip_prefix("sql parser error: ")
         .unwrap_or(&msg)
         .to_string();
-    match msg.split_once(", found: ") {
-        Some((expected, found)) => {
+    let position = sql.and_then(|sql| {
+        let (_, at) = msg.rsplit_once(" at Line: ")?;
+        let (line, column) = at.split_once(", Column: ")?;
+        let line: usize = line.trim().parse().ok()?;
+        let column: usize = column.trim().parse().ok()?;
+        let before: usize = sql
+            .split('\n')
+            .take(line - 1)
+            .map(|l| l.chars().count() + 1)
+            .sum();
+        u32::try_from(before + column).ok()
+    });
+    let error = match msg.split_once(", found: ") {
+        Some((_, found)) => {
             let token = found.split(" at Line").next().unwrap_or(found).trim();
-            let near = if token == "EOF" {
+            Error::syntax(if token == "EOF" {
                 "syntax error at end of input".to_string()
             } else {
                 format!("syntax error at or near \"{token}\"")
-            };
-            Error::syntax(near).with_detail(expected.to_string())
+            })
         }
-        None => Error::syntax(msg),
+        None => Error::syntax(msg.split(" at Line: ").next().unwrap_or(&msg).to_string()),
+    };
+    match position {
+        Some(p) => error.with_position(p),
+        None => error,
     }
 }
 
@@ -453,7 +469,9 @@ impl Session {
             .flatten()
         {
             Some(statements) => statements,
-            None => crate::sequences::parse_statements(sql).map_err(syntax_error)?,
+            None => {
+                crate::sequences::parse_statements(sql).map_err(|e| syntax_error(e, Some(sql)))?
+            }
         };
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
@@ -506,7 +524,7 @@ impl Session {
                 let object = Parser::new(&PostgreSqlDialect {})
                     .try_with_sql(name)
                     .and_then(|mut p| p.parse_object_name(false))
-                    .map_err(syntax_error)?;
+                    .map_err(|e| syntax_error(e, None))?;
                 crate::dml::resolve_table(self, &object)?;
             }
             Ok(())
@@ -1539,7 +1557,25 @@ impl Session {
                 "SHOW",
             );
         }
-        let value = self.setting(name).ok_or_else(|| {
+        let value = match name {
+            // The current transaction's access mode (eon has no deferrable
+            // transactions: every read-only one already reads a snapshot).
+            "transaction_read_only" => Some(
+                match self
+                    .txn
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|t| t.read_only)
+                {
+                    true => "on".to_string(),
+                    false => "off".to_string(),
+                },
+            ),
+            "transaction_deferrable" => Some("off".to_string()),
+            _ => self.setting(name),
+        }
+        .ok_or_else(|| {
             Error::user(
                 sqlstate::UNDEFINED_OBJECT,
                 format!("unrecognized configuration parameter \"{name}\""),

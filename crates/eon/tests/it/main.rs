@@ -15,6 +15,7 @@ mod indexes;
 mod pg;
 mod psql;
 mod pushdown;
+mod regress;
 mod rest;
 mod slt;
 mod tls;

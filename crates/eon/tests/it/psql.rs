@@ -49,6 +49,11 @@ async fn psql_smoke_test() {
         err.contains("relation \"no_such_table\" does not exist"),
         "{err}"
     );
+    // PostgreSQL's error cursor: psql marks the name in the statement.
+    assert!(
+        err.contains("LINE 1: SELECT * FROM no_such_table\n                      ^"),
+        "{err}"
+    );
     assert!(
         out.contains(" n \n---\n 2\n"),
         "the session went on after the error:\n{out}"
