@@ -426,6 +426,77 @@ fn parse_query(sql: &str) -> datafusion::sql::sqlparser::ast::Query {
 }
 
 /// Whether an expression calls an aggregate function.
+/// Refuses what PostgreSQL refuses in the recursive term of a recursive
+/// CTE — an aggregate (42P19), ORDER BY or OFFSET (0A000) — which
+/// DataFusion would otherwise run until memory runs out: `WITH RECURSIVE
+/// x(n) AS (SELECT 1 UNION ALL SELECT count(*) FROM x)` never ends.
+pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
+    use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr, Visit, Visitor};
+    struct Check(Option<eon_common::Error>);
+    impl Visitor for Check {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let Some(with) = query.with.as_ref().filter(|w| w.recursive) else {
+                return ControlFlow::Continue(());
+            };
+            for cte in &with.cte_tables {
+                let SetExpr::SetOperation { right, .. } = cte.query.body.as_ref() else {
+                    continue;
+                };
+                let name = cte.alias.name.value.to_ascii_lowercase();
+                let text = right.to_string().to_ascii_lowercase();
+                let recursive = text.match_indices(&name).any(|(i, _)| {
+                    let word =
+                        |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                    word(text[..i].chars().next_back())
+                        && word(text[i + name.len()..].chars().next())
+                });
+                if !recursive {
+                    continue;
+                }
+                let refuse = |code: &str, what: &str| {
+                    ControlFlow::Break(eon_common::Error::user(code, what.to_string()))
+                };
+                let aggregates = matches!(right.as_ref(), SetExpr::Select(select)
+                    if select.projection.iter().any(|item| matches!(item,
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
+                            if contains_aggregate(e))));
+                let found = if aggregates {
+                    refuse(
+                        "42P19",
+                        "aggregate functions are not allowed in a recursive query's recursive term",
+                    )
+                } else if cte.query.order_by.is_some() {
+                    refuse("0A000", "ORDER BY in a recursive query is not implemented")
+                } else if cte.query.limit_clause.as_ref().is_some_and(|l| {
+                    matches!(
+                        l,
+                        datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
+                            offset: Some(_),
+                            ..
+                        }
+                    )
+                }) {
+                    refuse("0A000", "OFFSET in a recursive query is not implemented")
+                } else {
+                    ControlFlow::Continue(())
+                };
+                if let ControlFlow::Break(e) = found {
+                    self.0 = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut check = Check(None);
+    let _ = statement.visit(&mut check);
+    match check.0 {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn contains_aggregate(e: &SqlExpr) -> bool {
     let mut found = false;
     let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &SqlExpr| {

@@ -728,6 +728,7 @@ impl Session {
         mut statement: Statement,
     ) -> Result<LogicalPlan> {
         crate::views::expand(self.cluster(), &mut statement)?;
+        crate::pgfuncs::check_recursion(&statement)?;
         state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
