@@ -42,6 +42,8 @@ pub struct Error {
     /// characters): PostgreSQL's error cursor, which psql shows as `LINE n:`
     /// with a caret.
     pub position: Option<u32>,
+    /// A suggestion for fixing the problem (PostgreSQL's HINT).
+    pub hint: Option<String>,
 }
 
 /// How a write conflict with another open transaction's write begins; the
@@ -112,6 +114,7 @@ impl Error {
             message: message.into(),
             detail: None,
             position: None,
+            hint: None,
         }
     }
 
@@ -155,6 +158,12 @@ impl Error {
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// A hint (see [`Error::hint`]).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
         self
     }
 
@@ -242,6 +251,7 @@ impl Error {
                 message: status.message().to_string(),
                 detail,
                 position: None,
+                hint: None,
             },
             None => match status.code() {
                 tonic::Code::Unavailable

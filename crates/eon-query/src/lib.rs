@@ -58,6 +58,7 @@ pub mod naming;
 pub mod pg;
 pub mod pgcasts;
 pub mod pgcatalog;
+pub mod pgformat;
 pub mod pgfuncs;
 pub mod pgtypes;
 pub mod privileges;

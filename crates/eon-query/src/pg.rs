@@ -307,6 +307,7 @@ fn error_info(e: Error, query: Option<&str>) -> ErrorInfo {
     };
     let mut info = ErrorInfo::new(severity.into(), e.code, e.message);
     info.detail = e.detail;
+    info.hint = e.hint;
     info.position = position.map(|p| p.to_string());
     info
 }

@@ -70,6 +70,7 @@ pub fn register(ctx: &SessionContext) {
         }),
     ));
     ctx.register_udf(to_regtype());
+    ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));

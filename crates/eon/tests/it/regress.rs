@@ -17,7 +17,7 @@
 //! statement's echo in an output and takes what lies between it and the
 //! next statement's echo (less the comment lines echoed in between).
 //!
-//! The only change made to the files: the setup script's server-side
+//! The only change made to the files: a server-side
 //! `COPY t FROM :'filename'` (reading the server's file system, which a
 //! distributed eon has no business doing) becomes psql's client-side
 //! `\copy`. Where a file has alternative expected outputs (`numeric_1.out`,
@@ -261,13 +261,17 @@ struct Outcome {
     diff: String,
 }
 
-fn compare(sql: &str, expected: &str, actual: &str) -> Outcome {
+/// Compares PostgreSQL's `expected` output of the file `sql` with eon's
+/// `actual` output of `run` (the file as run: `sql` line for line, with
+/// server-side COPY made client-side).
+fn compare(sql: &str, run: &str, expected: &str, actual: &str) -> Outcome {
     let lines: Vec<&str> = sql.lines().collect();
+    let run: Vec<&str> = run.lines().collect();
     let units = units(&lines);
     let expected: Vec<&str> = expected.lines().collect();
     let actual: Vec<&str> = actual.lines().collect();
     let want = results(&lines, &units, &expected);
-    let got = results(&lines, &units, &actual);
+    let got = results(&run, &units, &actual);
     let mut matching = 0;
     let mut diff = String::new();
     for (k, unit) in units.iter().enumerate() {
@@ -300,6 +304,30 @@ fn compare(sql: &str, expected: &str, actual: &str) -> Outcome {
         matching,
         diff,
     }
+}
+
+/// A test file with its server-side `COPY t FROM :'filename'` (reading the
+/// server's file system, which a distributed eon has no business doing)
+/// turned into psql's client-side `\copy`, line for line. `\copy` takes
+/// its line as it is, without psql's variables: the file named by the
+/// `\set filename :abs_srcdir '/data/…'` before it goes in.
+fn client_side_copy(sql: &str, dir: &Path) -> String {
+    let mut filename = String::new();
+    let mut out = String::with_capacity(sql.len());
+    for line in sql.lines() {
+        if let Some(rest) = line.strip_prefix("\\set filename :abs_srcdir ") {
+            filename = format!("{}{}", dir.display(), rest.trim_matches('\''));
+        }
+        match line.strip_prefix("COPY ") {
+            Some(rest) if rest.ends_with(" FROM :'filename';") => {
+                let table = rest.trim_end_matches(" FROM :'filename';");
+                out.push_str(&format!("\\copy {table} FROM '{filename}'"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs one script through psql as pg_regress does; returns its output.
@@ -353,27 +381,8 @@ fn postgres_regression_tests_match_statement_by_statement() {
     std::fs::create_dir_all(&work).unwrap();
     let cluster = TestCluster::start().unwrap();
 
-    // The setup script, with server-side COPY turned into psql's \copy.
     let setup = std::fs::read_to_string(dir.join("sql/test_setup.sql")).unwrap();
-    // (\copy takes its line as it is, without psql's variables: the file
-    // named by the `\set filename :abs_srcdir '/data/…'` before it goes in.)
-    let mut filename = String::new();
-    let setup: String = setup
-        .lines()
-        .map(|l| {
-            if let Some(rest) = l.strip_prefix("\\set filename :abs_srcdir ") {
-                filename = format!("{}{}", dir.display(), rest.trim_matches('\''));
-            }
-            match l.strip_prefix("COPY ") {
-                Some(rest) if rest.ends_with(" FROM :'filename';") => format!(
-                    "\\copy {} FROM '{filename}'",
-                    rest.trim_end_matches(" FROM :'filename';")
-                ),
-                _ => l.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let setup = client_side_copy(&setup, &dir);
     let setup_sql = work.join("test_setup.sql");
     std::fs::write(&setup_sql, setup + "\n").unwrap();
     let out = run_psql(&cluster, &dir, &setup_sql, &work.join("test_setup.out"));
@@ -395,7 +404,10 @@ fn postgres_regression_tests_match_statement_by_statement() {
     for name in &files {
         let sql_path = dir.join(format!("sql/{name}.sql"));
         let sql = std::fs::read_to_string(&sql_path).unwrap();
-        let actual = run_psql(&cluster, &dir, &sql_path, &work.join(format!("{name}.out")));
+        let run = client_side_copy(&sql, &dir);
+        let run_path = work.join(format!("{name}.sql"));
+        std::fs::write(&run_path, &run).unwrap();
+        let actual = run_psql(&cluster, &dir, &run_path, &work.join(format!("{name}.out")));
         // pg_regress accepts any of a file's expected outputs: take the best.
         let outcome = std::fs::read_dir(dir.join("expected"))
             .unwrap()
@@ -410,7 +422,7 @@ fn postgres_regression_tests_match_statement_by_statement() {
                             .and_then(|r| r.strip_prefix('_'))
                             .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
             })
-            .map(|p| compare(&sql, &std::fs::read_to_string(p).unwrap(), &actual))
+            .map(|p| compare(&sql, &run, &std::fs::read_to_string(p).unwrap(), &actual))
             .max_by_key(|o| o.matching)
             .expect("an expected output");
         std::fs::write(work.join(format!("{name}.diff")), &outcome.diff).unwrap();
