@@ -131,6 +131,8 @@ pub struct Startup {
 
 struct Params {
     superuser: bool,
+    /// The session's reported parameters, after the startup message's.
+    settings: Vec<(&'static str, String)>,
 }
 
 impl ServerParameterProvider for Params {
@@ -140,8 +142,9 @@ impl ServerParameterProvider for Params {
             "server_version".into(),
             format!("{SERVER_VERSION} (eon {})", env!("CARGO_PKG_VERSION")),
         );
-        p.insert("DateStyle".into(), "ISO, MDY".into());
-        p.insert("TimeZone".into(), "UTC".into());
+        for (name, value) in &self.settings {
+            p.insert(name.to_string(), value.clone());
+        }
         p.insert(
             "is_superuser".into(),
             if self.superuser { "on" } else { "off" }.into(),
@@ -159,6 +162,14 @@ impl Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.session.set_user(&role.name);
+        let params: Vec<(String, String)> = client
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.session
+            .apply_startup(&params)
+            .map_err(|e| fatal(&e.code, e.message))?;
         let (pid, key) = self.pids.generate(client);
         self.cancels.register(pid, key.to_bytes(), &self.session);
         client.set_pid_and_secret_key(pid, key);
@@ -166,6 +177,7 @@ impl Startup {
             client,
             &Params {
                 superuser: role.superuser,
+                settings: self.session.reported_settings(),
             },
         )
         .await

@@ -12,6 +12,8 @@ use eon_common::error::sqlstate;
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, Result, SqlType};
 
+use crate::datetime::{self, Order};
+
 const STRICT: CastOptions<'static> = CastOptions {
     safe: false,
     format_options: datafusion::arrow::util::display::FormatOptions::new(),
@@ -21,8 +23,20 @@ const LENIENT: CastOptions<'static> = CastOptions {
     format_options: datafusion::arrow::util::display::FormatOptions::new(),
 };
 
-/// Convert `array` to what column `col` of table `table` stores.
+/// Convert `array` to what column `col` of table `table` stores (text
+/// dates read in PostgreSQL's default month-day-year order).
 pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef> {
+    coerce_with(array, col, table, Order::Mdy)
+}
+
+/// [`coerce`], reading ambiguous text dates in `order` (the session's
+/// DateStyle).
+pub fn coerce_with(
+    array: &ArrayRef,
+    col: &ColumnDef,
+    table: &str,
+    order: Order,
+) -> Result<ArrayRef> {
     let target = col.ty.arrow_type();
     let mut array = array.clone();
     if matches!(
@@ -103,9 +117,28 @@ pub fn coerce(array: &ArrayRef, col: &ColumnDef, table: &str) -> Result<ArrayRef
                         .collect::<StringArray>(),
                 )
             }
+            // PostgreSQL's free-form date/time input (see crate::datetime).
             (SqlType::Date, DataType::Utf8) => {
-                let dates = map_strings(&array, |s| Ok(date_part(s).to_string()))?;
-                cast_checked(&dates, &col.ty)?
+                let now = datetime::now_us();
+                let a = array.as_string::<i32>();
+                Arc::new(
+                    a.iter()
+                        .map(|v| v.map(|s| datetime::parse_date(s, order, now)).transpose())
+                        .collect::<Result<Date32Array>>()?,
+                )
+            }
+            (SqlType::Timestamp | SqlType::TimestampTz, DataType::Utf8) => {
+                let now = datetime::now_us();
+                let zone = col.ty == SqlType::TimestampTz;
+                let a = array.as_string::<i32>();
+                let us = a
+                    .iter()
+                    .map(|v| {
+                        v.map(|s| datetime::parse_timestamp(s, order, zone, now))
+                            .transpose()
+                    })
+                    .collect::<Result<TimestampMicrosecondArray>>()?;
+                cast_with_options(&(Arc::new(us) as ArrayRef), &target, &STRICT)?
             }
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,
@@ -199,16 +232,6 @@ fn out_of_range(ty: &SqlType) -> Error {
         other => format!("value out of range for type {other}"),
     };
     Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, msg)
-}
-
-/// The date of a date input: PostgreSQL ignores a time and zone after it
-/// ('2024-02-29 +00', as JDBC sends a java.sql.Date).
-pub fn date_part(s: &str) -> &str {
-    let t = s.trim();
-    match t.find([' ', 'T']) {
-        Some(i) if i >= 8 && t[..i].bytes().filter(|b| *b == b'-').count() == 2 => &t[..i],
-        _ => t,
-    }
 }
 
 fn invalid_input(ty: &str, value: &str) -> Error {

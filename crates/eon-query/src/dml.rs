@@ -52,7 +52,7 @@ use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
 use eon_proto::v1 as pb;
 use futures::TryStreamExt;
 
-use crate::coerce::coerce;
+use crate::coerce::{coerce, coerce_with};
 use crate::errors::from_df;
 use crate::provider::DML_SUFFIX;
 use crate::provider::StatementContext;
@@ -547,7 +547,7 @@ pub(crate) async fn insert_rows(
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
         let array = if let Some(p) = targets.iter().position(|&t| t == i) {
-            coerce(src.column(p), col, &table.name)?
+            coerce_with(src.column(p), col, &table.name, session.date_style().order)?
         } else if col.hidden {
             let start = session.cluster().rowids(n as u64).await? as i64;
             Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
@@ -790,7 +790,12 @@ async fn update(
     let ncols = table.columns.len();
     let mut new_columns: Vec<ArrayRef> = found.columns()[..ncols].to_vec();
     for (i, &col) in shape.assigned.iter().enumerate() {
-        new_columns[col] = coerce(found.column(ncols + i), &table.columns[col], &table.name)?;
+        new_columns[col] = coerce_with(
+            found.column(ncols + i),
+            &table.columns[col],
+            &table.name,
+            session.date_style().order,
+        )?;
     }
     let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
     let new = table_rows(&table, &found, new_columns)?;

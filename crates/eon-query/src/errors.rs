@@ -76,9 +76,21 @@ fn plan_error(m: &str) -> Error {
             format!("relation \"{short}\" does not exist"),
         );
     }
-    if msg.contains("Invalid function")
-        || msg.contains("No function matches")
-        || msg.contains("function") && msg.contains("not found")
+    if let Some(rest) = msg.strip_prefix("Invalid function '") {
+        // DataFusion: "Invalid function 'foo'.\nDid you mean 'floor'?";
+        // PostgreSQL names the function (with its argument types, which
+        // this message does not carry) and hints at casts.
+        let name = rest.split('\'').next().unwrap_or(rest);
+        return Error::user(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!("function {name} does not exist"),
+        )
+        .with_hint(
+            "No function matches the given name and argument types. \
+             You might need to add explicit type casts.",
+        );
+    }
+    if msg.contains("No function matches") || msg.contains("function") && msg.contains("not found")
     {
         return Error::user(sqlstate::UNDEFINED_FUNCTION, msg);
     }

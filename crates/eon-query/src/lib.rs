@@ -30,7 +30,9 @@
 //! | [`catalogsql`]| parsing the catalog queries tools send                    |
 //! | [`infoschema`]| information_schema from eon's catalog                      |
 //! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
+//! | [`pgformat`] | format(), quote_ident, quote_literal as PostgreSQL has them |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
+//! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`auth`]     | SCRAM-SHA-256 on the wire, HTTP basic over REST, `--trust`  |
 //! | [`roles`]    | CREATE/ALTER/DROP ROLE and USER, who may run them           |
@@ -46,6 +48,7 @@ pub mod checks;
 pub mod cluster;
 pub mod coerce;
 pub mod copy;
+pub mod datetime;
 pub mod ddl;
 pub mod decorrelate;
 pub mod dml;

@@ -276,13 +276,12 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
                     .iter()
                     .any(|p| message.starts_with(p)) =>
         {
-            let name = quoted()?.rsplit('.').next()?.to_ascii_lowercase();
-            let lower = query.to_ascii_lowercase();
-            let is_word = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-            lower.match_indices(&name).map(|(i, _)| i).find(|&i| {
-                is_word(lower[..i].chars().next_back())
-                    && is_word(lower[i + name.len()..].chars().next())
-            })?
+            let name = match message.strip_prefix("function ") {
+                Some(rest) => rest.split(['(', ' ']).next()?,
+                None => quoted()?,
+            };
+            let name = name.rsplit('.').next()?.to_ascii_lowercase();
+            crate::pgfuncs::find_word(&query.to_ascii_lowercase(), &name)?
         }
         _ => return None,
     };
@@ -333,14 +332,23 @@ fn fields(schema: &SchemaRef, format: &Format) -> Arc<Vec<FieldInfo>> {
 }
 
 /// Encode a batch as DataRows.
-fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> eon_common::Result<Vec<DataRow>> {
+fn encode_batch(
+    batch: &RecordBatch,
+    fields: &[FieldInfo],
+    style: crate::datetime::DateStyle,
+) -> eon_common::Result<Vec<DataRow>> {
     let schema = batch.schema();
     let encoders: Vec<ColumnEncoder> = schema
         .fields()
         .iter()
         .zip(batch.columns())
         .zip(fields)
-        .map(|((f, a), info)| ColumnEncoder::new(f, a, info.format() == FieldFormat::Binary))
+        .map(|((f, a), info)| {
+            Ok(
+                ColumnEncoder::new(f, a, info.format() == FieldFormat::Binary)?
+                    .with_date_style(style),
+            )
+        })
         .collect::<eon_common::Result<_>>()?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
@@ -394,11 +402,12 @@ fn respond(output: Output, format: &Format, handler: &Handler) -> Response {
             let fields = fields(&schema, format);
             let encode_fields = fields.clone();
             let session = session.clone();
+            let style = session.date_style();
             let rows = stream
                 .map(move |batch| -> Vec<PgWireResult<DataRow>> {
                     match batch
                         .map_err(from_df)
-                        .and_then(|b| encode_batch(&b, &encode_fields))
+                        .and_then(|b| encode_batch(&b, &encode_fields, style))
                     {
                         Ok(rows) => rows.into_iter().map(Ok).collect(),
                         Err(e) => {

@@ -37,6 +37,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use crate::pgformat::quote_ident; // as the deparser writes identifiers: reserved words quoted too
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StringArray,
@@ -270,22 +271,6 @@ fn attnums(t: &TableDef, indexes: &[usize]) -> ScalarValue {
         .map(|&i| ScalarValue::Int16(Some(attnum(t, i))))
         .collect();
     ScalarValue::List(ScalarValue::new_list_nullable(&nums, &DataType::Int16))
-}
-
-/// An identifier as PostgreSQL's deparser writes it: quoted unless plain.
-fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        crate::dml::quote(name)
-    }
 }
 
 fn ident_list(names: &[&str]) -> String {

@@ -446,13 +446,7 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
                 };
                 let name = cte.alias.name.value.to_ascii_lowercase();
                 let text = right.to_string().to_ascii_lowercase();
-                let recursive = text.match_indices(&name).any(|(i, _)| {
-                    let word =
-                        |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-                    word(text[..i].chars().next_back())
-                        && word(text[i + name.len()..].chars().next())
-                });
-                if !recursive {
+                if find_word(&text, &name).is_none() {
                     continue;
                 }
                 let refuse = |code: &str, what: &str| {
@@ -466,6 +460,11 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
                     refuse(
                         "42P19",
                         "aggregate functions are not allowed in a recursive query's recursive term",
+                    )
+                } else if !cte.query.locks.is_empty() {
+                    refuse(
+                        "0A000",
+                        "FOR UPDATE/SHARE in a recursive query is not implemented",
                     )
                 } else if cte.query.order_by.is_some() {
                     refuse("0A000", "ORDER BY in a recursive query is not implemented")
@@ -1364,4 +1363,13 @@ mod tests {
         assert_eq!(type_oid("hstore"), None);
         assert_eq!(type_oid("no_such_type"), None);
     }
+}
+
+/// Where `word` first occurs in `text` as a whole word (not inside a longer
+/// identifier). Both are expected in the same case.
+pub(crate) fn find_word(text: &str, word: &str) -> Option<usize> {
+    let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        boundary(text[..i].chars().next_back()) && boundary(text[i + word.len()..].chars().next())
+    })
 }

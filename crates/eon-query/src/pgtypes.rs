@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
+use crate::datetime::{self, DateStyle};
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::*;
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
@@ -121,6 +121,9 @@ pub struct ColumnEncoder {
     array: ArrayRef,
     /// For an array column: its offsets and an encoder of all its elements.
     elements: Option<(OffsetBuffer<i32>, Box<ColumnEncoder>)>,
+    /// How dates and timestamps are written in text (the session's
+    /// DateStyle).
+    style: DateStyle,
 }
 
 impl ColumnEncoder {
@@ -136,6 +139,7 @@ impl ColumnEncoder {
                     binary,
                     array: array.clone(),
                     elements: Some((list.offsets().clone(), Box::new(values))),
+                    style: DateStyle::default(),
                 });
             }
         }
@@ -157,7 +161,17 @@ impl ColumnEncoder {
             binary: binary && ty.is_some(),
             array,
             elements: None,
+            style: DateStyle::default(),
         })
+    }
+
+    /// Write dates and timestamps in `style` (text format).
+    pub fn with_date_style(mut self, style: DateStyle) -> ColumnEncoder {
+        self.style = style;
+        if let Some((_, values)) = &mut self.elements {
+            values.style = style;
+        }
+        self
     }
 
     /// An array in binary: PostgreSQL's array_send (one dimension counted
@@ -264,16 +278,14 @@ impl ColumnEncoder {
                 }
                 s
             }
-            Some(SqlType::Date) => format_date(a.as_primitive::<Date32Type>().value(i)),
-            Some(SqlType::Timestamp) => {
-                format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+            Some(SqlType::Date) => {
+                datetime::format_date(a.as_primitive::<Date32Type>().value(i), self.style)
             }
-            Some(SqlType::TimestampTz) => {
-                format!(
-                    "{}+00",
-                    format_timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
-                )
-            }
+            Some(t @ (SqlType::Timestamp | SqlType::TimestampTz)) => datetime::format_timestamp(
+                a.as_primitive::<TimestampMicrosecondType>().value(i),
+                self.style,
+                t == SqlType::TimestampTz,
+            ),
         }
     }
 
@@ -319,12 +331,17 @@ impl ColumnEncoder {
                 }
             }
             Some(SqlType::Bytea) => buf.put_slice(a.as_binary::<i32>().value(i)),
-            Some(SqlType::Date) => {
-                buf.put_i32(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_DAYS)
-            }
-            Some(SqlType::Timestamp | SqlType::TimestampTz) => {
-                buf.put_i64(a.as_primitive::<TimestampMicrosecondType>().value(i) - PG_EPOCH_US)
-            }
+            // ±infinity are the extreme values, in PostgreSQL as in eon.
+            Some(SqlType::Date) => buf.put_i32(match a.as_primitive::<Date32Type>().value(i) {
+                d @ (datetime::DATE_INFINITY | datetime::DATE_NEG_INFINITY) => d,
+                d => d - PG_EPOCH_DAYS,
+            }),
+            Some(SqlType::Timestamp | SqlType::TimestampTz) => buf.put_i64(
+                match a.as_primitive::<TimestampMicrosecondType>().value(i) {
+                    t @ (datetime::TS_INFINITY | datetime::TS_NEG_INFINITY) => t,
+                    t => t - PG_EPOCH_US,
+                },
+            ),
         }
     }
 }
@@ -379,30 +396,12 @@ pub fn format_float(v: f64, max_exp: i32, single: bool) -> String {
 }
 
 pub fn format_date(days: i32) -> String {
-    match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
-        Some(d) if d.year_ce().0 => d.format("%Y-%m-%d").to_string(),
-        Some(d) => format!("{:04}-{} BC", d.year_ce().1, d.format("%m-%d")),
-        None => days.to_string(),
-    }
+    datetime::format_date(days, DateStyle::default())
 }
 
-use chrono::Datelike;
-
+/// A timestamp in ISO style.
 pub fn format_timestamp(us: i64) -> String {
-    match DateTime::from_timestamp_micros(us) {
-        Some(dt) => {
-            let dt = dt.naive_utc();
-            let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
-            let micros = dt.and_utc().timestamp_subsec_micros();
-            if micros != 0 {
-                let frac = format!("{micros:06}");
-                s.push('.');
-                s.push_str(frac.trim_end_matches('0'));
-            }
-            s
-        }
-        None => us.to_string(),
-    }
+    datetime::format_timestamp(us, DateStyle::default(), false)
 }
 
 /// PostgreSQL's binary numeric: base-10000 digit groups with a weight.
@@ -635,11 +634,19 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
         )),
         Some(SqlType::Numeric { .. }) => parse_numeric(s)?,
         Some(SqlType::Bytea) => ScalarValue::Binary(Some(crate::coerce::parse_bytea(s)?)),
-        Some(SqlType::Date) => ScalarValue::Utf8(Some(crate::coerce::date_part(s).to_string()))
-            .cast_to(&DataType::Date32)
-            .map_err(|_| invalid("date"))?,
+        Some(SqlType::Date) => ScalarValue::Date32(Some(datetime::parse_date(
+            s,
+            datetime::Order::Mdy,
+            datetime::now_us(),
+        )?)),
         Some(t @ (SqlType::Timestamp | SqlType::TimestampTz)) => {
-            ScalarValue::Utf8(Some(s.to_string()))
+            let us = datetime::parse_timestamp(
+                s,
+                datetime::Order::Mdy,
+                t == SqlType::TimestampTz,
+                datetime::now_us(),
+            )?;
+            ScalarValue::TimestampMicrosecond(Some(us), None)
                 .cast_to(&t.arrow_type())
                 .map_err(|_| invalid(&t.to_string()))?
         }

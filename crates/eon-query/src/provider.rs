@@ -29,6 +29,13 @@
 //! key order, so the scan declares that order: `ORDER BY pk` merges the
 //! partitions (SortPreservingMergeExec) instead of sorting.
 //!
+//! A table without a primary key is keyed by a row id that grows with
+//! every insert. A user's read of such a table merges its shards by row
+//! id into one partition, so `SELECT * FROM t` lists rows in the order
+//! they were inserted — what PostgreSQL's heap gives a table that was only
+//! inserted into, and what people (and PostgreSQL's own tests) expect of
+//! a small table read without ORDER BY.
+//!
 //! `EXPLAIN` prints the scan with all of this, per data engine.
 //!
 //! Tables without a primary key have a hidden row id column. It is invisible
@@ -58,6 +65,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
@@ -518,7 +526,7 @@ impl TableProvider for EonTable {
                 },
             ));
         }
-        let spec = ScanSpec {
+        let mut spec = ScanSpec {
             def: self.def.clone(),
             cluster: self.cluster.clone(),
             read_ts: stmt.read_ts,
@@ -540,6 +548,29 @@ impl TableProvider for EonTable {
             && let Some(index) = index_scan(&self.def, &spec, filters)?
         {
             return Ok(Arc::new(EonIndexScanExec::new(index, spec)));
+        }
+        // A user's read of a table without a primary key comes back in
+        // insertion order, as PostgreSQL's heap returns a table that was
+        // only inserted into: row ids grow with every insert, so the
+        // shards' rows are merged by row id (read, then dropped).
+        if self.user_read && self.def.has_rowid() && spec.keys.is_none() {
+            let rowid = self.def.primary_key[0];
+            let visible = spec.schema.clone();
+            let mut fields: Vec<_> = visible.fields().iter().cloned().collect();
+            fields.push(Arc::new(self.def.arrow_schema().field(rowid).clone()));
+            spec.columns.push(rowid as u32);
+            spec.schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            spec.ordering = vec![PhysicalSortExpr::new(
+                Arc::new(PhysicalColumn::new(
+                    &self.def.columns[rowid].name,
+                    visible.fields().len(),
+                )),
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            )];
+            return Ok(Arc::new(EonScanExec::merged(spec, visible)));
         }
         Ok(Arc::new(EonScanExec::new(spec)))
     }
@@ -759,10 +790,15 @@ struct ScanSpec {
     ordering: Vec<PhysicalSortExpr>,
 }
 
-/// Streams rows from data engines, one partition per shard.
+/// Streams rows from data engines, one partition per shard — or, for a
+/// table read in insertion order, one partition merging every shard's rows
+/// by row id.
 pub struct EonScanExec {
     spec: Arc<ScanSpec>,
     props: Arc<PlanProperties>,
+    /// Merged by row id (the spec's last column, ordered by it), with this
+    /// schema: the spec's without the row id.
+    merged: Option<SchemaRef>,
 }
 
 impl fmt::Debug for EonScanExec {
@@ -786,6 +822,23 @@ impl EonScanExec {
         EonScanExec {
             spec: Arc::new(spec),
             props: Arc::new(props),
+            merged: None,
+        }
+    }
+
+    /// One partition: the shards' rows merged by row id (the last column
+    /// of `spec`, which is ordered by it), shaped as `schema`.
+    fn merged(spec: ScanSpec, schema: SchemaRef) -> EonScanExec {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        EonScanExec {
+            spec: Arc::new(spec),
+            props: Arc::new(props),
+            merged: Some(schema),
         }
     }
 }
@@ -796,6 +849,11 @@ impl DisplayAs for EonScanExec {
         let cols: Vec<&str> = s
             .columns
             .iter()
+            .take(
+                self.merged
+                    .as_ref()
+                    .map_or(s.columns.len(), |m| m.fields().len()),
+            )
             .map(|&c| s.def.columns[c as usize].name.as_str())
             .collect();
         write!(
@@ -816,7 +874,11 @@ impl DisplayAs for EonScanExec {
         if let Some(l) = s.limit {
             write!(f, ", limit={l}")?;
         }
-        write!(f, ", reads=[{}]", shards_by_engine(&s.parts))
+        write!(f, ", reads=[{}]", shards_by_engine(&s.parts))?;
+        if self.merged.is_some() {
+            write!(f, ", merged in insertion order")?;
+        }
+        Ok(())
     }
 }
 
@@ -874,8 +936,31 @@ impl ExecutionPlan for EonScanExec {
     fn execute(
         &self,
         partition: usize,
-        _ctx: Arc<TaskContext>,
+        ctx: Arc<TaskContext>,
     ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        if let Some(schema) = &self.merged {
+            // DataFusion's own merge of sorted streams, over this scan's
+            // per-shard partitions.
+            let shards = Arc::new(EonScanExec::new((*self.spec).clone()));
+            let order = LexOrdering::new(self.spec.ordering.clone()).ok_or_else(|| {
+                DataFusionError::Internal("a merged scan needs its row order".into())
+            })?;
+            let merge = SortPreservingMergeExec::new(order, shards).with_fetch(self.spec.limit);
+            let keep: Vec<usize> = (0..schema.fields().len()).collect();
+            let out = schema.clone();
+            let rows = merge.execute(0, ctx)?.map(move |b| {
+                let b = b?.project(&keep)?;
+                Ok(RecordBatch::try_new_with_options(
+                    out.clone(),
+                    b.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+                )?)
+            });
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema.clone(),
+                rows,
+            )));
+        }
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.spec.schema.clone(),
             scan_partition(self.spec.clone(), partition),

@@ -475,6 +475,7 @@ impl Session {
         };
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
+        crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         Ok(statements)
     }
 
@@ -1423,9 +1424,77 @@ impl Session {
         )
     }
 
+    /// Set parameter `name` (lower case) to `value` for the session, as
+    /// `SET name = value` does: checked, and stored in its canonical form.
+    pub fn set_parameter(&self, name: &str, value: &str) -> Result<()> {
+        let invalid = || {
+            Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"{name}\": \"{value}\""),
+            )
+        };
+        let name = if name == "time zone" {
+            "timezone"
+        } else {
+            name
+        };
+        if name == "default_transaction_isolation" || name == "transaction_isolation" {
+            let level = Isolation::parse(value).ok_or_else(invalid)?;
+            self.set_isolation(level, name == "default_transaction_isolation")?;
+            return Ok(());
+        }
+        if name == "statement_timeout" || name == "idle_in_transaction_session_timeout" {
+            parse_duration(name, value)?;
+        }
+        let mut vars = self.vars.lock().unwrap();
+        let value = if name == "datestyle" {
+            let current = crate::datetime::DateStyle::of(lookup(&vars, name).as_deref());
+            crate::datetime::DateStyle::apply(current, value)
+                .ok_or_else(invalid)?
+                .setting()
+        } else {
+            value.to_string()
+        };
+        vars.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// The session's DateStyle.
+    pub fn date_style(&self) -> crate::datetime::DateStyle {
+        crate::datetime::DateStyle::of(self.setting("datestyle").as_deref())
+    }
+
+    /// The parameters a client sent in its startup message (libpq sends
+    /// PGDATESTYLE and PGTZ so, and PGOPTIONS as `options`: `-c name=value`
+    /// and `--name=value`), applied as SETs, as PostgreSQL does.
+    pub fn apply_startup(&self, params: &[(String, String)]) -> Result<()> {
+        for (name, value) in params {
+            match name.to_ascii_lowercase().as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => {
+                    let mut words = value.split_whitespace();
+                    while let Some(word) = words.next() {
+                        let setting = match word {
+                            "-c" => words.next().unwrap_or_default(),
+                            w => w.strip_prefix("--").or(w.strip_prefix("-c")).unwrap_or(w),
+                        };
+                        let Some((n, v)) = setting.split_once('=') else {
+                            return Err(Error::user(
+                                sqlstate::SYNTAX_ERROR,
+                                format!("invalid command-line argument for server process: {word}"),
+                            ));
+                        };
+                        self.set_parameter(&n.to_ascii_lowercase().replace('-', "_"), v)?;
+                    }
+                }
+                other => self.set_parameter(other, value)?,
+            }
+        }
+        Ok(())
+    }
+
     fn set(&self, set: &datafusion::sql::sqlparser::ast::Set) -> Result<Output> {
         use datafusion::sql::sqlparser::ast::Set as S;
-        let mut vars = self.vars.lock().unwrap();
         match set {
             S::SingleAssignment {
                 variable, values, ..
@@ -1436,26 +1505,12 @@ impl Session {
                     .map(|v| v.to_string().trim_matches('\'').to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
-                if name == "default_transaction_isolation" || name == "transaction_isolation" {
-                    let level = Isolation::parse(&value).ok_or_else(|| {
-                        Error::user(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!("invalid value for parameter \"{name}\": \"{value}\""),
-                        )
-                    })?;
-                    drop(vars);
-                    return self.set_isolation(level, name == "default_transaction_isolation");
-                }
-                if name == "statement_timeout" || name == "idle_in_transaction_session_timeout" {
-                    parse_duration(&name, &value)?;
-                }
-                vars.insert(name, value);
+                self.set_parameter(&name, &value)?;
             }
             S::SetTransaction { modes, session, .. } => {
                 use datafusion::sql::sqlparser::ast::{
                     TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
                 };
-                drop(vars);
                 for m in modes {
                     match m {
                         TransactionMode::IsolationLevel(l) => {
@@ -1480,13 +1535,10 @@ impl Session {
                 return Ok(Output::Command("SET".into()));
             }
             S::SetTimeZone { value, .. } => {
-                vars.insert(
-                    "timezone".into(),
-                    value.to_string().trim_matches('\'').to_string(),
-                );
+                self.set_parameter("timezone", value.to_string().trim_matches('\''))?;
             }
             S::SetNames { charset_name, .. } => {
-                vars.insert("client_encoding".into(), charset_name.value.clone());
+                self.set_parameter("client_encoding", &charset_name.value)?;
             }
             _ => {}
         }
