@@ -627,7 +627,9 @@ fn read(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Bad> 
         } else {
             let month = p.month.ok_or(Bad::Syntax)?;
             let day = p.day.ok_or(Bad::Syntax)?;
-            if !(1..=12).contains(&month) {
+            // A month or day no calendar has may be the field order's
+            // fault: PostgreSQL hints at DateStyle then.
+            if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
                 return Err(Bad::RangeHint);
             }
             NaiveDate::from_ymd_opt(year, month, day).ok_or(Bad::Range)?
@@ -790,11 +792,7 @@ fn place_loose(p: &mut Parts, nums: &[(i64, usize)], order: Order) -> Result<(),
                 };
                 set_year(p, y)?;
                 set_month(p, m)?;
-                set_day(p, d)?;
-                if m > 12 {
-                    return Err(Bad::RangeHint);
-                }
-                Ok(())
+                set_day(p, d)
             }
             _ => Err(Bad::Syntax),
         }

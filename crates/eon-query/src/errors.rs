@@ -50,7 +50,7 @@ fn from_arrow(a: &ArrowError) -> Error {
         ArrowError::DivideByZero => Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero"),
         ArrowError::ArithmeticOverflow(m) => Error::user(
             sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-            format!("value out of range: {m}"),
+            integer_overflow(m).unwrap_or_else(|| format!("value out of range: {m}")),
         ),
         ArrowError::CastError(m)
         | ArrowError::ParseError(m)
@@ -64,6 +64,30 @@ fn from_arrow(a: &ArrowError) -> Error {
         ArrowError::ComputeError(m) => exec_error(m),
         other => Error::internal(other.to_string()),
     }
+}
+
+/// PostgreSQL's message for an integer overflow, from Arrow's "Overflow
+/// happened on: A + B": the exact result tells the type that overflowed —
+/// beyond 64 bits a bigint, beyond 32 an integer, else a smallint.
+fn integer_overflow(m: &str) -> Option<String> {
+    let expr = m.strip_prefix("Overflow happened on: ")?;
+    let (op, (a, b)) = [" + ", " - ", " * "]
+        .iter()
+        .find_map(|op| expr.split_once(op).map(|parts| (*op, parts)))?;
+    let (a, b): (i128, i128) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    let exact = match op {
+        " + " => a + b,
+        " - " => a - b,
+        _ => a.checked_mul(b)?,
+    };
+    let ty = if i64::try_from(exact).is_err() {
+        "bigint"
+    } else if i32::try_from(exact).is_err() {
+        "integer"
+    } else {
+        "smallint"
+    };
+    Some(format!("{ty} out of range"))
 }
 
 fn plan_error(m: &str) -> Error {

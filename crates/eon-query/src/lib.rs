@@ -25,6 +25,7 @@
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
+//! | [`overflow`] | integer +, -, * that fail on overflow (22003) as in PostgreSQL |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
 //! | [`catalogsql`]| parsing the catalog queries tools send                    |
@@ -58,6 +59,7 @@ pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
 pub mod naming;
+pub mod overflow;
 pub mod pg;
 pub mod pgcasts;
 pub mod pgcatalog;

@@ -261,14 +261,32 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
         Some(&message[start..start + len])
     };
     let byte = match code {
-        sqlstate::INVALID_TEXT_REPRESENTATION | sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+        sqlstate::INVALID_TEXT_REPRESENTATION
+        | sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+        | sqlstate::INVALID_DATETIME_FORMAT
+        | sqlstate::DATETIME_FIELD_OVERFLOW
             if message.starts_with("invalid input syntax for type ")
-                || message.starts_with("value \"") =>
+                || message.starts_with("value \"")
+                || message.starts_with("date/time field value out of range: ") =>
         {
             let value = message
                 .rsplit_once(": \"")
                 .map_or_else(|| quoted(), |(_, v)| v.strip_suffix('"'))?;
             query.find(&format!("'{}'", value.replace('\'', "''")))?
+        }
+        sqlstate::AMBIGUOUS_COLUMN if message.starts_with("column reference \"") => {
+            crate::pgfuncs::find_word(&query.to_ascii_lowercase(), &quoted()?.to_ascii_lowercase())?
+        }
+        sqlstate::UNDEFINED_COLUMN
+            if message.starts_with("column ")
+                && !message.starts_with("column \"")
+                && message.ends_with(" does not exist") =>
+        {
+            // `column t1.x does not exist`: the qualified name as written.
+            let name = message
+                .strip_prefix("column ")?
+                .strip_suffix(" does not exist")?;
+            crate::pgfuncs::find_word(&query.to_ascii_lowercase(), &name.to_ascii_lowercase())?
         }
         sqlstate::UNDEFINED_TABLE | sqlstate::UNDEFINED_COLUMN | sqlstate::UNDEFINED_FUNCTION
             if message.ends_with("does not exist")

@@ -193,6 +193,7 @@ impl Engine {
             .with_catalog_list(catalogs)
             .with_default_features()
             .with_optimizer_rules(rules)
+            .with_physical_optimizer_rule(Arc::new(crate::overflow::CheckedArithmetic))
             .build();
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
