@@ -303,10 +303,16 @@ fn split_fields(s: &str) -> Option<Vec<Field>> {
             match chars.get(i) {
                 // "Jan-08-1999", "Jan/08/1999"
                 Some(&sep @ ('-' | '/'))
-                    if chars.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) =>
+                    if month_of(&word).is_some()
+                        && chars.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) =>
                 {
                     let rest = take(&mut i, &|c| c.is_ascii_alphanumeric() || c == sep);
                     out.push(Field::Date(word + &rest, sep));
+                }
+                // A zone name: "America/New_York".
+                Some('/') => {
+                    let rest = take(&mut i, &|c| c.is_alphanumeric() || "/_+-".contains(c));
+                    out.push(Field::Word(word + &rest.to_lowercase()));
                 }
                 _ => out.push(Field::Word(word.replace('.', ""))),
             }
@@ -512,6 +518,10 @@ fn read(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Bad> 
                     } else if is_day_name(w) {
                     } else if let Some(z) = zone_of(w) {
                         p.zone = Some(z);
+                    } else if w.contains('/') && target != Target::TimestampTz {
+                        // A zone name; a timestamp without time zone
+                        // ignores its zone (eon has no zone database to
+                        // convert a timestamptz with).
                     } else {
                         return Err(Bad::Syntax);
                     }

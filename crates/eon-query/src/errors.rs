@@ -55,7 +55,12 @@ fn from_arrow(a: &ArrowError) -> Error {
         ArrowError::CastError(m)
         | ArrowError::ParseError(m)
         | ArrowError::InvalidArgumentError(m) => {
-            if m.contains("overflow") || m.contains("too large") || m.contains("out of range") {
+            if let Some(e) = cast_error(m) {
+                e
+            } else if m.contains("overflow")
+                || m.contains("too large")
+                || m.contains("out of range")
+            {
                 Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
             } else {
                 Error::user(sqlstate::INVALID_TEXT_REPRESENTATION, clean(m))
@@ -71,14 +76,19 @@ fn from_arrow(a: &ArrowError) -> Error {
 /// beyond 64 bits a bigint, beyond 32 an integer, else a smallint.
 fn integer_overflow(m: &str) -> Option<String> {
     let expr = m.strip_prefix("Overflow happened on: ")?;
-    let (op, (a, b)) = [" + ", " - ", " * "]
-        .iter()
-        .find_map(|op| expr.split_once(op).map(|parts| (*op, parts)))?;
-    let (a, b): (i128, i128) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    let exact = match op {
-        " + " => a + b,
-        " - " => a - b,
-        _ => a.checked_mul(b)?,
+    let exact = if let Some(negated) = expr.strip_prefix("- ") {
+        -negated.trim().parse::<i128>().ok()?
+    } else {
+        let (op, (a, b)) = [" + ", " - ", " * ", " / "]
+            .iter()
+            .find_map(|op| expr.split_once(op).map(|parts| (*op, parts)))?;
+        let (a, b): (i128, i128) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        match op {
+            " + " => a + b,
+            " - " => a - b,
+            " / " => a.checked_div(b)?,
+            _ => a.checked_mul(b)?,
+        }
     };
     let ty = if i64::try_from(exact).is_err() {
         "bigint"
@@ -88,6 +98,57 @@ fn integer_overflow(m: &str) -> Option<String> {
         "smallint"
     };
     Some(format!("{ty} out of range"))
+}
+
+/// PostgreSQL's name of an Arrow type, in cast errors.
+fn pg_type_name(arrow: &str) -> Option<&'static str> {
+    Some(match arrow {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Date32" => "date",
+        a if a.starts_with("Decimal") => "numeric",
+        a if a.starts_with("Timestamp") => "timestamp without time zone",
+        _ => return None,
+    })
+}
+
+/// Arrow's cast failures worded as PostgreSQL's input and range errors:
+/// "Cannot cast string 'x' to value of Int64 type" is bad input (or, for
+/// an integer too long for the type, out of range), "Can't cast value
+/// 4567890123456789 to type Int32" an integer out of range.
+fn cast_error(m: &str) -> Option<Error> {
+    if let Some(rest) = m.strip_prefix("Cannot cast string '") {
+        let (value, ty) = rest.rsplit_once("' to value of ")?;
+        let ty = pg_type_name(ty.strip_suffix(" type")?)?;
+        let digits = value.trim().trim_start_matches(['+', '-']);
+        let integer = matches!(ty, "smallint" | "integer" | "bigint");
+        return Some(
+            if integer && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Error::user(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("value \"{value}\" is out of range for type {ty}"),
+                )
+            } else {
+                Error::user(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!("invalid input syntax for type {ty}: \"{value}\""),
+                )
+            },
+        );
+    }
+    let rest = m.strip_prefix("Can't cast value ")?;
+    let (_, ty) = rest.rsplit_once(" to type ")?;
+    let ty = pg_type_name(ty)?;
+    matches!(ty, "smallint" | "integer" | "bigint").then(|| {
+        Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("{ty} out of range"),
+        )
+    })
 }
 
 fn plan_error(m: &str) -> Error {

@@ -70,6 +70,19 @@ pub fn register(ctx: &SessionContext) {
         }),
     ));
     ctx.register_udf(to_regtype());
+    ctx.register_udf(create_udf(
+        "pg_sleep",
+        vec![DataType::Float64],
+        DataType::Null,
+        Volatility::Volatile,
+        Arc::new(pg_sleep),
+    ));
+    // PostgreSQL's names of DataFusion's functions.
+    for (name, alias) in [("ceil", "ceiling"), ("signum", "sign")] {
+        if let Ok(f) = datafusion::execution::FunctionRegistry::udf(ctx, name) {
+            ctx.register_udf(f.as_ref().clone().with_aliases([alias]));
+        }
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
@@ -311,6 +324,20 @@ pub fn rewrite(statements: &mut [Statement]) {
             }
             if is_user_keyword(e) {
                 *e = call_with("session_user", vec![]);
+            }
+            // PostgreSQL's prefix operators |/ (square root), ||/ (cube
+            // root) and @ (absolute value) are these functions.
+            if let SqlExpr::UnaryOp { op, expr } = e {
+                use datafusion::sql::sqlparser::ast::UnaryOperator as U;
+                let function = match op {
+                    U::PGSquareRoot => Some("sqrt"),
+                    U::PGCubeRoot => Some("cbrt"),
+                    U::PGAbs => Some("abs"),
+                    _ => None,
+                };
+                if let Some(function) = function {
+                    *e = call(function, (**expr).clone());
+                }
             }
             array_of_subquery(e);
             expand_array(e);
@@ -875,6 +902,32 @@ fn exists_as_count(q: &datafusion::sql::sqlparser::ast::Query) -> Option<SqlExpr
         right: Box::new(SqlExpr::value(Value::Number("0".into(), false))),
     })];
     Some(SqlExpr::Subquery(Box::new(counted)))
+}
+
+/// pg_sleep(seconds): the statement waits. Functions are synchronous, so
+/// the wait blocks its thread — moved out of the runtime's way when the
+/// runtime has threads to spare.
+fn pg_sleep(args: &[ColumnarValue]) -> datafusion::common::Result<ColumnarValue> {
+    let seconds = match &args[0] {
+        ColumnarValue::Scalar(ScalarValue::Float64(Some(s))) => *s,
+        ColumnarValue::Scalar(_) => 0.0,
+        ColumnarValue::Array(a) => datafusion::arrow::array::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::Float64Type,
+        >(a)
+        .iter()
+        .flatten()
+        .sum(),
+    };
+    if seconds > 0.0 && seconds.is_finite() {
+        let wait = std::time::Duration::from_secs_f64(seconds);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| std::thread::sleep(wait))
+            }
+            _ => std::thread::sleep(wait),
+        }
+    }
+    Ok(ColumnarValue::Scalar(ScalarValue::Null))
 }
 
 /// A function call `name(arg)`.
