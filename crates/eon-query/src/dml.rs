@@ -1196,7 +1196,8 @@ pub(crate) fn check_writable(mode: WriteMode, what: &str) -> Result<()> {
     match mode {
         WriteMode::Txn {
             read_only: true, ..
-        } => Err(crate::txn::read_only_error(what)),
+        }
+        | WriteMode::Autocommit { read_only: true } => Err(crate::txn::read_only_error(what)),
         _ => Ok(()),
     }
 }
@@ -1285,7 +1286,7 @@ impl Writes {
         let cluster = session.cluster();
         let read_ts = ctx.read_ts;
         let (txn, staged_only, seq) = match mode {
-            WriteMode::Autocommit => (crate::txn::new_txn_id(), false, 0),
+            WriteMode::Autocommit { .. } => (crate::txn::new_txn_id(), false, 0),
             WriteMode::Txn { id, seq, .. } => (id, true, seq),
         };
         // A SERIALIZABLE statement outside a block is a transaction of its

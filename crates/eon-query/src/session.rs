@@ -308,8 +308,9 @@ impl Drop for Busy {
 /// How a statement's writes are made.
 #[derive(Debug, Clone, Copy)]
 pub enum WriteMode {
-    /// All or nothing, committed before the statement answers.
-    Autocommit,
+    /// All or nothing, committed before the statement answers (refused
+    /// when the session's default_transaction_read_only is on).
+    Autocommit { read_only: bool },
     /// Staged under the open transaction.
     Txn { id: u64, read_only: bool, seq: u32 },
 }
@@ -465,6 +466,8 @@ impl Session {
         }
         let normalized = crate::copy::normalize_options(sql);
         let sql = normalized.as_deref().unwrap_or(sql);
+        let without_deferrable = without_deferrable(sql);
+        let sql = without_deferrable.as_deref().unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
             .then(|| self.engine.catalog_sql.parse(sql))
             .flatten()
@@ -634,7 +637,8 @@ impl Session {
                 track_reads,
                 ..Default::default()
             };
-            return Ok((Arc::new(ctx), WriteMode::Autocommit));
+            let read_only = self.default_read_only();
+            return Ok((Arc::new(ctx), WriteMode::Autocommit { read_only }));
         };
         if t.failed {
             return Err(crate::txn::aborted_error());
@@ -917,7 +921,7 @@ impl Session {
         match statement {
             Statement::StartTransaction { modes, .. } => {
                 let mut isolation = *self.default_isolation.lock().unwrap();
-                let mut read_only = false;
+                let mut read_only = self.default_read_only();
                 for m in modes {
                     match m {
                         TransactionMode::IsolationLevel(l) => {
@@ -1188,11 +1192,13 @@ impl Session {
     }
 
     async fn execute_once(&self, statement: &Statement, params: &[ScalarValue]) -> Result<Output> {
-        if let Some(t) = self.txn.lock().unwrap().as_ref() {
-            if t.failed {
-                return Err(crate::txn::aborted_error());
-            }
-            if t.read_only
+        let read_only = match self.txn.lock().unwrap().as_ref() {
+            Some(t) if t.failed => return Err(crate::txn::aborted_error()),
+            Some(t) => t.read_only,
+            None => self.default_read_only(),
+        };
+        {
+            if read_only
                 && matches!(
                     statement,
                     Statement::CreateTable(_)
@@ -1207,7 +1213,7 @@ impl Session {
                         | Statement::Revoke(_)
                 )
             {
-                return Err(crate::txn::read_only_error("DDL"));
+                return Err(crate::txn::read_only_error(&command_name(statement)));
             }
         }
         match statement {
@@ -1460,6 +1466,14 @@ impl Session {
         Ok(())
     }
 
+    /// Whether transactions start read-only (default_transaction_read_only,
+    /// or SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY).
+    fn default_read_only(&self) -> bool {
+        self.setting("default_transaction_read_only")
+            .and_then(|v| crate::coerce::parse_bool(&v).ok())
+            .unwrap_or(false)
+    }
+
     /// The session's DateStyle.
     pub fn date_style(&self) -> crate::datetime::DateStyle {
         crate::datetime::DateStyle::of(self.setting("datestyle").as_deref())
@@ -1527,8 +1541,14 @@ impl Session {
                             self.set_isolation(level, *session)?;
                         }
                         TransactionMode::AccessMode(a) => {
-                            if let Some(t) = self.txn.lock().unwrap().as_mut() {
-                                t.read_only = matches!(a, TransactionAccessMode::ReadOnly);
+                            let read_only = matches!(a, TransactionAccessMode::ReadOnly);
+                            if *session {
+                                self.set_parameter(
+                                    "default_transaction_read_only",
+                                    if read_only { "on" } else { "off" },
+                                )?;
+                            } else if let Some(t) = self.txn.lock().unwrap().as_mut() {
+                                t.read_only = read_only;
                             }
                         }
                     }
@@ -1614,18 +1634,13 @@ impl Session {
         let value = match name {
             // The current transaction's access mode (eon has no deferrable
             // transactions: every read-only one already reads a snapshot).
-            "transaction_read_only" => Some(
-                match self
-                    .txn
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .is_some_and(|t| t.read_only)
-                {
-                    true => "on".to_string(),
-                    false => "off".to_string(),
-                },
-            ),
+            "transaction_read_only" => {
+                let read_only = match self.txn.lock().unwrap().as_ref() {
+                    Some(t) => t.read_only,
+                    None => self.default_read_only(),
+                };
+                Some(if read_only { "on" } else { "off" }.to_string())
+            }
             "transaction_deferrable" => Some("off".to_string()),
             _ => self.setting(name),
         }
@@ -1919,4 +1934,63 @@ impl SessionSettings {
     pub fn is_set(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
+}
+
+/// A DDL statement's command as PostgreSQL names it in errors
+/// (`cannot execute DROP TABLE in a read-only transaction`).
+fn command_name(statement: &Statement) -> String {
+    match statement {
+        Statement::CreateTable(t) if t.query.is_some() => "CREATE TABLE AS".into(),
+        Statement::CreateTable(_) => "CREATE TABLE".into(),
+        Statement::CreateIndex(_) => "CREATE INDEX".into(),
+        Statement::CreateView(_) => "CREATE VIEW".into(),
+        Statement::AlterTable(_) => "ALTER TABLE".into(),
+        Statement::CreateSequence { .. } => "CREATE SEQUENCE".into(),
+        Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
+        Statement::CreateRole(_) => "CREATE ROLE".into(),
+        Statement::AlterRole { .. } => "ALTER ROLE".into(),
+        Statement::Grant(_) => "GRANT".into(),
+        Statement::Revoke(_) => "REVOKE".into(),
+        _ => "DDL".into(),
+    }
+}
+
+/// A transaction statement without its `[NOT] DEFERRABLE` mode, which the
+/// SQL parser does not read: in eon it changes nothing (a read-only
+/// SERIALIZABLE transaction already reads one consistent snapshot without
+/// waiting), as for a transaction that is not both. None when `sql` is not
+/// such a statement.
+fn without_deferrable(sql: &str) -> Option<String> {
+    let lower = sql.trim_start().to_ascii_lowercase();
+    let is_transaction = [
+        "start transaction",
+        "begin",
+        "set transaction",
+        "set session characteristics",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p));
+    let one_statement = !lower.trim_end().trim_end_matches(';').contains(';');
+    if !is_transaction || !one_statement || !lower.contains("deferrable") {
+        return None;
+    }
+    let mut out = sql.to_string();
+    while let Some(at) = out.to_ascii_lowercase().find("deferrable") {
+        let mut start = at;
+        let before = out[..start].trim_end();
+        if before.to_ascii_lowercase().ends_with("not") {
+            start = before.len() - 3;
+        }
+        let mut end = at + "deferrable".len();
+        let before = out[..start].trim_end();
+        if before.ends_with(',') {
+            start = before.len() - 1;
+        } else if let Some(comma) = out[end..].find(|c: char| !c.is_whitespace()) {
+            if out[end + comma..].starts_with(',') {
+                end += comma + 1;
+            }
+        }
+        out.replace_range(start..end, " ");
+    }
+    Some(out)
 }
