@@ -791,6 +791,11 @@ pub async fn drop_tables(
         let (schema, name) = table_name(n)?;
         if cluster.table(&schema, &name).is_none() {
             if if_exists {
+                session.notice(
+                    "NOTICE",
+                    "00000",
+                    format!("table \"{name}\" does not exist, skipping"),
+                );
                 continue;
             }
             return Err(Error::user(

@@ -718,8 +718,10 @@ fn table_rows(
 struct UpdateShape {
     table: Arc<TableDef>,
     alias: String,
-    /// Column index per assignment.
+    /// Column index per assignment (a tuple assignment counts per column).
     assigned: Vec<usize>,
+    /// The value assigned to each.
+    values: Vec<SqlExpr>,
     select: Statement,
 }
 
@@ -727,10 +729,44 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
     let (table, alias) = target(session, &up.table, "UPDATE")?;
     let mut assigned = Vec::new();
     let mut extra = Vec::new();
-    for (i, a) in up.assignments.iter().enumerate() {
-        let AssignmentTarget::ColumnName(c) = &a.target else {
-            return Err(Error::unsupported("UPDATE ... SET (a, b) = (...)"));
-        };
+    // `SET (a, b) = (x, y)` is `SET a = x, b = y`.
+    let mut pairs: Vec<(&ObjectName, &SqlExpr)> = Vec::new();
+    for a in &up.assignments {
+        match &a.target {
+            AssignmentTarget::ColumnName(c) => pairs.push((c, &a.value)),
+            AssignmentTarget::Tuple(names) => {
+                let values: &[SqlExpr] = match &a.value {
+                    SqlExpr::Tuple(values) => values,
+                    SqlExpr::Nested(one) if names.len() == 1 => std::slice::from_ref(one.as_ref()),
+                    SqlExpr::Subquery(_) => {
+                        return Err(Error::unsupported(
+                            "UPDATE … SET (a, b) = (SELECT …) is not supported yet",
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::unsupported(format!(
+                            "UPDATE … SET ({}) = {} is not supported yet",
+                            names
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            a.value
+                        )));
+                    }
+                };
+                if values.len() != names.len() {
+                    return Err(Error::syntax(
+                        "number of columns does not match number of values",
+                    ));
+                }
+                pairs.extend(names.iter().zip(values));
+            }
+        }
+    }
+    let mut values = Vec::new();
+    for (i, (c, value)) in pairs.into_iter().enumerate() {
+        values.push(value.clone());
         let name =
             c.0.last()
                 .and_then(|p| p.as_ident())
@@ -744,14 +780,14 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
             ));
         }
         assigned.push(idx);
-        let value = if matches!(&a.value, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
+        let value = if matches!(value, SqlExpr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
         {
             table.columns[idx]
                 .default_sql
                 .clone()
                 .unwrap_or_else(|| "NULL".into())
         } else {
-            a.value.to_string()
+            value.to_string()
         };
         extra.push(format!("({value}) AS \"__eon_set_{i}\""));
     }
@@ -772,6 +808,7 @@ fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
         table,
         alias,
         assigned,
+        values,
         select,
     })
 }
@@ -1069,8 +1106,8 @@ pub async fn describe(
             let plan = session.plan_query(state, shape.select).await?;
             let mut types = param_types_of(&plan)?;
             // `SET col = $n`: the column's type.
-            for (a, &col) in up.assignments.iter().zip(&shape.assigned) {
-                if let SqlExpr::Value(v) = &a.value {
+            for (value, &col) in shape.values.iter().zip(&shape.assigned) {
+                if let SqlExpr::Value(v) = value {
                     if let SqlValue::Placeholder(p) = &v.value {
                         if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
                             if types.len() < n {

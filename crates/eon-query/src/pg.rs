@@ -489,6 +489,7 @@ impl SimpleQueryHandler for Handler {
             self.session.note_error();
         }
         report_changes(client, &before, &self.session).await?;
+        send_notices(client, &self.session).await?;
         Ok(outputs
             .into_iter()
             .map(|o| match o {
@@ -537,6 +538,22 @@ where
                 ))
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// The session's queued notices and warnings, as NoticeResponses.
+async fn send_notices<C>(client: &mut C, session: &Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::SinkExt;
+    for n in session.take_notices() {
+        let info = ErrorInfo::new(n.severity.to_string(), n.code.to_string(), n.message);
+        client
+            .send(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await?;
     }
     Ok(())
 }
@@ -732,6 +749,7 @@ impl ExtendedQueryHandler for Handler {
             .execute(&stmt.statement.prepared.statement, &params)
             .await;
         report_changes(client, &before, &self.session).await?;
+        send_notices(client, &self.session).await?;
         match out {
             Ok(out) => Ok(respond(out, &portal.result_column_format, self)),
             Err(e) => Err(pg_error(e)),

@@ -240,6 +240,7 @@ impl Engine {
             user: std::sync::RwLock::new(user.to_string()),
             cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
+            notices: Mutex::new(Vec::new()),
             txn: Arc::new(Mutex::new(None)),
             idle: Arc::new(Idle::default()),
             default_isolation: Mutex::new(Isolation::Serializable),
@@ -258,6 +259,9 @@ pub struct Session {
     /// Bumped by a cancel request: the running statement stops (57014).
     cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
+    /// Notices and warnings for the client, sent before the statement's
+    /// result (PostgreSQL's NoticeResponse).
+    notices: Mutex<Vec<Notice>>,
     /// The open transaction block, if any.
     txn: Arc<Mutex<Option<TxnState>>>,
     /// Watch for idle_in_transaction_session_timeout.
@@ -268,6 +272,17 @@ pub struct Session {
     /// nextval & co., bound to its memory of what its nextval calls
     /// returned (currval, lastval); made once, registered per statement.
     sequence_functions: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+}
+
+/// A message for the client that is not an error: PostgreSQL's NOTICE
+/// (`table "x" does not exist, skipping`) and WARNING (`there is no
+/// transaction in progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `NOTICE` or `WARNING`.
+    pub severity: &'static str,
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// SQLSTATE of the error that ends a session idle too long in a block.
@@ -466,8 +481,8 @@ impl Session {
         }
         let normalized = crate::copy::normalize_options(sql);
         let sql = normalized.as_deref().unwrap_or(sql);
-        let without_deferrable = without_deferrable(sql);
-        let sql = without_deferrable.as_deref().unwrap_or(sql);
+        let respelled = transaction_spelling(sql);
+        let sql = respelled.as_deref().unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
             .then(|| self.engine.catalog_sql.parse(sql))
             .flatten()
@@ -913,8 +928,77 @@ impl Session {
         parse_duration(name, &v).ok().flatten()
     }
 
-    /// BEGIN, COMMIT, ROLLBACK, and savepoints.
+    /// A new transaction block.
+    async fn open_block(&self, isolation: Isolation, read_only: bool) -> Result<()> {
+        let read_ts = self.cluster().timestamp().await?;
+        *self.txn.lock().unwrap() = Some(TxnState {
+            id: crate::txn::new_txn_id(),
+            read_ts,
+            isolation,
+            read_only,
+            failed: false,
+            started: false,
+            engines: Default::default(),
+            touched: Default::default(),
+            seq: 0,
+            savepoints: vec![],
+            statements: vec![],
+            anchor: None,
+            heartbeat: None,
+            aborted_remotely: Default::default(),
+            ddl: vec![],
+        });
+        Ok(())
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK (AND CHAIN: a new block with the same
+    /// characteristics starts at once), and savepoints.
     async fn transaction_control(&self, statement: &Statement) -> Result<Output> {
+        let chained = match statement {
+            Statement::Commit { chain: true, .. } => Some("COMMIT"),
+            Statement::Rollback {
+                chain: true,
+                savepoint: None,
+            } => Some("ROLLBACK"),
+            _ => None,
+        };
+        let Some(what) = chained else {
+            return self.end_or_mark(statement).await;
+        };
+        let Some((isolation, read_only)) = self
+            .txn
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|t| (t.isolation, t.read_only))
+        else {
+            return Err(Error::user(
+                "25P01",
+                format!("{what} AND CHAIN can only be used in transaction blocks"),
+            ));
+        };
+        let plain = match statement.clone() {
+            Statement::Commit { end, modifier, .. } => Statement::Commit {
+                chain: false,
+                end,
+                modifier,
+            },
+            _ => Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            },
+        };
+        let ended = self.end_or_mark(&plain).await;
+        self.open_block(isolation, read_only).await?;
+        // Still in a block: the tag alone, not the end of the block.
+        ended.map(|out| match out {
+            Output::TxnEnd(tag) => Output::Command(tag),
+            other => other,
+        })
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK, and savepoints.
+    async fn end_or_mark(&self, statement: &Statement) -> Result<Output> {
         use datafusion::sql::sqlparser::ast::{
             TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
         };
@@ -942,26 +1026,14 @@ impl Session {
                 }
                 if self.in_transaction() {
                     // PostgreSQL warns and stays in the block.
+                    self.notice(
+                        "WARNING",
+                        "25001",
+                        "there is already a transaction in progress",
+                    );
                     return Ok(Output::TxnStart("BEGIN".into()));
                 }
-                let read_ts = self.cluster().timestamp().await?;
-                *self.txn.lock().unwrap() = Some(TxnState {
-                    id: crate::txn::new_txn_id(),
-                    read_ts,
-                    isolation,
-                    read_only,
-                    failed: false,
-                    started: false,
-                    engines: Default::default(),
-                    touched: Default::default(),
-                    seq: 0,
-                    savepoints: vec![],
-                    statements: vec![],
-                    anchor: None,
-                    heartbeat: None,
-                    aborted_remotely: Default::default(),
-                    ddl: vec![],
-                });
+                self.open_block(isolation, read_only).await?;
                 Ok(Output::TxnStart("BEGIN".into()))
             }
             Statement::Savepoint { name } => {
@@ -1006,14 +1078,16 @@ impl Session {
             }
             Statement::Rollback { .. } => {
                 let t = self.txn.lock().unwrap().take();
-                if let Some(t) = t {
-                    self.abort(t).await;
+                match t {
+                    Some(t) => self.abort(t).await,
+                    None => self.no_transaction(),
                 }
                 Ok(Output::TxnEnd("ROLLBACK".into()))
             }
             Statement::Commit { .. } => {
                 let t = self.txn.lock().unwrap().take();
                 let Some(mut t) = t else {
+                    self.no_transaction();
                     return Ok(Output::TxnEnd("COMMIT".into()));
                 };
                 if t.failed {
@@ -1472,6 +1546,30 @@ impl Session {
         self.setting("default_transaction_read_only")
             .and_then(|v| crate::coerce::parse_bool(&v).ok())
             .unwrap_or(false)
+    }
+
+    /// COMMIT or ROLLBACK outside a block: PostgreSQL warns.
+    fn no_transaction(&self) {
+        self.notice("WARNING", "25P01", "there is no transaction in progress");
+    }
+
+    /// Queue a notice for the client.
+    pub fn notice(&self, severity: &'static str, code: &'static str, message: impl Into<String>) {
+        let mut notices = self.notices.lock().unwrap();
+        // A front door that sends none (REST) keeps only the latest.
+        if notices.len() >= 64 {
+            notices.remove(0);
+        }
+        notices.push(Notice {
+            severity,
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// The notices queued since the last call.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut *self.notices.lock().unwrap())
     }
 
     /// The session's DateStyle.
@@ -1955,13 +2053,23 @@ fn command_name(statement: &Statement) -> String {
     }
 }
 
-/// A transaction statement without its `[NOT] DEFERRABLE` mode, which the
-/// SQL parser does not read: in eon it changes nothing (a read-only
-/// SERIALIZABLE transaction already reads one consistent snapshot without
-/// waiting), as for a transaction that is not both. None when `sql` is not
+/// A transaction statement as the SQL parser reads it: `ABORT` is
+/// PostgreSQL's `ROLLBACK`, and the `[NOT] DEFERRABLE` mode is dropped —
+/// in eon it changes nothing (a read-only SERIALIZABLE transaction already
+/// reads one consistent snapshot without waiting). None when `sql` is not
 /// such a statement.
-fn without_deferrable(sql: &str) -> Option<String> {
+fn transaction_spelling(sql: &str) -> Option<String> {
     let lower = sql.trim_start().to_ascii_lowercase();
+    let one_statement = !lower.trim_end().trim_end_matches(';').contains(';');
+    if one_statement
+        && lower.starts_with("abort")
+        && lower[5..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || c == ';')
+    {
+        return Some(format!("ROLLBACK{}", &sql.trim_start()[5..]));
+    }
     let is_transaction = [
         "start transaction",
         "begin",
