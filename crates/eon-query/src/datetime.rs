@@ -238,8 +238,8 @@ enum Field {
     Time(String),
     /// A word, lower case (a leading '-' kept: `-infinity`).
     Word(String),
-    /// A numeric zone offset: `+05`, `-08:00`, `+0530`.
-    Zone(i32, String),
+    /// A numeric zone offset in seconds: `+05`, `-08:00`, `+0530`.
+    Zone(i32),
 }
 
 fn split_fields(s: &str) -> Option<Vec<Field>> {
@@ -329,7 +329,7 @@ fn split_fields(s: &str) -> Option<Vec<Field>> {
                     }
                     None => (text.parse().ok()?, 0),
                 };
-                out.push(Field::Zone(sign * (h * 3600 + m * 60), text));
+                out.push(Field::Zone(sign * (h * 3600 + m * 60)));
             } else if chars.get(i).is_some_and(|c| c.is_alphabetic()) {
                 let word = take(&mut i, &|c| c.is_alphabetic()).to_lowercase();
                 out.push(Field::Word(format!("{c}{word}")));
@@ -527,10 +527,9 @@ fn read(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Bad> 
                     }
                 }
             },
-            Field::Zone(z, text) => {
+            Field::Zone(z) => {
                 // "-08" after a date alone, with no time yet, may be part of
                 // nothing else: a zone.
-                let _ = text;
                 p.zone = Some(*z);
             }
             Field::Time(t) => {
@@ -664,10 +663,7 @@ fn time_us(p: &Parts) -> Result<i64, Bad> {
         };
     };
     match p.pm {
-        Some(pm) if h == 0 || h > 12 => {
-            let _ = pm;
-            return Err(Bad::Range);
-        }
+        Some(_) if h == 0 || h > 12 => return Err(Bad::Range),
         Some(true) if h < 12 => h += 12,
         Some(false) if h == 12 => h = 0,
         _ => {}
@@ -827,7 +823,7 @@ pub fn rewrite_literals(
     order: Order,
 ) -> Result<(), Error> {
     use datafusion::sql::sqlparser::ast::{
-        DataType as T, Expr as E, TimezoneInfo, Value, visit_expressions_mut,
+        CastKind, DataType as T, Expr as E, TimezoneInfo, Value, visit_expressions_mut,
     };
     use std::ops::ControlFlow;
     let now = now_us();
@@ -865,14 +861,12 @@ pub fn rewrite_literals(
                     return ControlFlow::Break(());
                 }
             };
-            let (ty, sql_type) = match target {
-                Target::Date => ("'Date32'", "DATE"),
-                Target::Timestamp => ("'Timestamp(Microsecond, None)'", "TIMESTAMP"),
-                Target::TimestampTz => (
-                    "'Timestamp(Microsecond, Some(\"UTC\"))'",
-                    "TIMESTAMP WITH TIME ZONE",
-                ),
+            let arrow_type = match target {
+                Target::Date => "Date32",
+                Target::Timestamp => "Timestamp(Microsecond, None)",
+                Target::TimestampTz => "Timestamp(Microsecond, Some(\"UTC\"))",
             };
+            let sql_type = data_type.clone();
             let value_sql = match target {
                 Target::Date => match us {
                     TS_INFINITY => DATE_INFINITY as i64,
@@ -894,14 +888,21 @@ pub fn rewrite_literals(
                 };
                 *text = iso;
             } else {
-                let sql = format!("CAST(arrow_cast({value_sql}, {ty}) AS {sql_type})");
-                let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-                if let Ok(expr) = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-                    .try_with_sql(&sql)
-                    .and_then(|mut p| p.parse_expr())
-                {
-                    *e = expr;
-                }
+                // Beyond ISO's four-digit years: the number of days or
+                // microseconds itself, cast to the type.
+                *e = E::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(crate::pgfuncs::call_with(
+                        "arrow_cast",
+                        vec![
+                            E::value(Value::Number(value_sql.to_string(), false)),
+                            E::value(Value::SingleQuotedString(arrow_type.to_string())),
+                        ],
+                    )),
+                    data_type: sql_type,
+                    array: false,
+                    format: None,
+                };
             }
             ControlFlow::Continue(())
         });

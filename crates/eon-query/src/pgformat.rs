@@ -362,12 +362,10 @@ impl ScalarUDFImpl for Format {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let n = args.number_rows.max(1);
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+        // All-scalar arguments become one-row arrays (and the answer a
+        // scalar again, by shaped_like).
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = arrays.first().map_or(0, |a| a.len());
         let Some((template, rest)) = arrays.split_first() else {
             return Err(fail(
                 "42883",

@@ -936,7 +936,7 @@ pub(crate) fn call(name: &str, arg: SqlExpr) -> SqlExpr {
 }
 
 /// A function call `name(args…)`.
-fn call_with(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+pub(crate) fn call_with(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
     call_of(name, args.into_iter().map(FunctionArgExpr::Expr).collect())
 }
 

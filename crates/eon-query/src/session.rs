@@ -1271,24 +1271,22 @@ impl Session {
             Some(t) => t.read_only,
             None => self.default_read_only(),
         };
+        if read_only
+            && matches!(
+                statement,
+                Statement::CreateTable(_)
+                    | Statement::CreateIndex(_)
+                    | Statement::CreateView(_)
+                    | Statement::AlterTable(_)
+                    | Statement::CreateSequence { .. }
+                    | Statement::Drop { .. }
+                    | Statement::CreateRole(_)
+                    | Statement::AlterRole { .. }
+                    | Statement::Grant(_)
+                    | Statement::Revoke(_)
+            )
         {
-            if read_only
-                && matches!(
-                    statement,
-                    Statement::CreateTable(_)
-                        | Statement::CreateIndex(_)
-                        | Statement::CreateView(_)
-                        | Statement::AlterTable(_)
-                        | Statement::CreateSequence { .. }
-                        | Statement::Drop { .. }
-                        | Statement::CreateRole(_)
-                        | Statement::AlterRole { .. }
-                        | Statement::Grant(_)
-                        | Statement::Revoke(_)
-                )
-            {
-                return Err(crate::txn::read_only_error(&command_name(statement)));
-            }
+            return Err(crate::txn::read_only_error(&command_name(statement)));
         }
         match statement {
             Statement::Query(_) => self.query(statement.clone(), params).await,
