@@ -13,7 +13,7 @@
 //! | bigint              | Int64                      | 20             |
 //! | real                | Float32                    | 700            |
 //! | double precision    | Float64                    | 701            |
-//! | numeric(p,s)        | Decimal128(p,s)            | 1700           |
+//! | numeric(p,s)        | Decimal128(min(p,38),s) ¹  | 1700           |
 //! | text                | Utf8                       | 25             |
 //! | varchar(n)          | Utf8 (+ metadata)          | 1043           |
 //! | boolean             | Boolean                    | 16             |
@@ -23,6 +23,10 @@
 //! | bytea               | Binary                     | 17             |
 //! | uuid                | Utf8 (+ metadata)          | 2950           |
 //! | jsonb               | Utf8 (+ metadata)          | 3802           |
+//!
+//! ¹ At most 38 digits are stored whatever the declared precision (up to
+//! PostgreSQL's 1000); NaN and ±Infinity are integers beyond 38 digits
+//! (`value::special`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +41,11 @@ pub const SQL_TYPE_KEY: &str = "eon.sql_type";
 /// precision 0) is stored as the widest Decimal128 with a scale that keeps
 /// common fractions exact, and printed without trailing zeros.
 pub const NUMERIC_DEFAULT_PRECISION: u8 = 38;
+/// The most digits a numeric value holds in eon (an Arrow Decimal128).
+/// PostgreSQL's numeric is arbitrary-precision; eon accepts its declared
+/// precisions up to 1000 but stores at most this many digits, and a value
+/// that needs more fails with `22003 numeric field overflow`.
+pub const NUMERIC_MAX_DIGITS: u8 = 38;
 pub const NUMERIC_DEFAULT_SCALE: i8 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +57,7 @@ pub enum SqlType {
     Float8,
     /// numeric(precision, scale); precision 0: unconstrained `numeric`.
     Numeric {
-        precision: u8,
+        precision: u16,
         scale: i8,
     },
     Text,
@@ -83,7 +92,11 @@ impl SqlType {
             SqlType::Numeric { precision: 0, .. } => {
                 DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE)
             }
-            SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            // Declared precisions above 38 (PostgreSQL allows 1000) are
+            // stored at 38 digits: see NUMERIC_MAX_DIGITS.
+            SqlType::Numeric { precision, scale } => {
+                DataType::Decimal128((*precision).min(NUMERIC_MAX_DIGITS as u16) as u8, *scale)
+            }
             SqlType::Text
             | SqlType::Varchar { .. }
             | SqlType::Char { .. }
@@ -122,7 +135,7 @@ impl SqlType {
             DataType::Float16 | DataType::Float32 => SqlType::Float4,
             DataType::Float64 => SqlType::Float8,
             DataType::Decimal128(p, s) => SqlType::Numeric {
-                precision: *p,
+                precision: *p as u16,
                 scale: *s,
             },
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
@@ -211,7 +224,7 @@ impl SqlType {
             "double precision" | "float8" | "double" => SqlType::Float8,
             "numeric" | "decimal" => match (num(0), num(1)) {
                 (Some(p), s) => SqlType::Numeric {
-                    precision: p as u8,
+                    precision: p as u16,
                     scale: s.unwrap_or(0) as i8,
                 },
                 _ => SqlType::Numeric {
@@ -275,7 +288,7 @@ impl SqlType {
             K::Float4 => SqlType::Float4,
             K::Float8 => SqlType::Float8,
             K::Numeric => SqlType::Numeric {
-                precision: t.precision as u8,
+                precision: t.precision as u16,
                 scale: t.scale as i8,
             },
             K::Text => SqlType::Text,

@@ -348,8 +348,39 @@ pub fn display_value(v: &Value, ty: &crate::types::SqlType) -> String {
     }
 }
 
-/// An unscaled decimal as text with `scale` digits after the point.
+/// numeric's special values, stored in a Decimal128 as unscaled integers
+/// beyond any 38-digit value (|v| < 10^38 < these), so that Arrow's and the
+/// key encoding's ordinary integer order is PostgreSQL's order for them:
+/// `-Infinity` < every number < `Infinity` < `NaN` (and NaN = NaN, as
+/// PostgreSQL's numeric has it). Arithmetic and casts that meet them go
+/// through eon-query's `numeric` module, which gives PostgreSQL's answers.
+pub mod special {
+    pub const NAN: i128 = i128::MAX;
+    pub const INFINITY: i128 = i128::MAX - 1;
+    pub const NEG_INFINITY: i128 = i128::MIN + 1;
+
+    /// PostgreSQL's spelling of a special value, or None for a number.
+    pub fn name(v: i128) -> Option<&'static str> {
+        match v {
+            NAN => Some("NaN"),
+            INFINITY => Some("Infinity"),
+            NEG_INFINITY => Some("-Infinity"),
+            _ => None,
+        }
+    }
+
+    /// True for NaN and ±Infinity.
+    pub fn is_special(v: i128) -> bool {
+        name(v).is_some()
+    }
+}
+
+/// An unscaled decimal as text with `scale` digits after the point
+/// (`NaN`, `Infinity`, `-Infinity` for the [`special`] values).
 pub fn format_decimal(v: i128, scale: i8) -> String {
+    if let Some(name) = special::name(v) {
+        return name.to_string();
+    }
     if scale <= 0 {
         return (v * 10i128.pow((-scale) as u32)).to_string();
     }

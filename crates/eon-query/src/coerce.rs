@@ -13,6 +13,8 @@ use eon_common::schema::ColumnDef;
 use eon_common::{Error, Result, SqlType};
 
 use crate::datetime::{self, Order};
+use crate::numeric;
+use eon_common::value::special;
 
 const STRICT: CastOptions<'static> = CastOptions {
     safe: false,
@@ -139,6 +141,45 @@ pub fn coerce_with(
                     })
                     .collect::<Result<TimestampMicrosecondArray>>()?;
                 cast_with_options(&(Arc::new(us) as ArrayRef), &target, &STRICT)?
+            }
+            // numeric: PostgreSQL's rounding, overflow errors and special
+            // values (see crate::numeric).
+            (SqlType::Numeric { .. }, DataType::Utf8) => {
+                let DataType::Decimal128(p, s) = target else {
+                    unreachable!("numeric is a Decimal128")
+                };
+                let infinity_ok = col.ty.is_unconstrained_numeric();
+                let declared = match col.ty {
+                    SqlType::Numeric { precision, .. } if precision > 0 => precision,
+                    _ => p as u16,
+                };
+                let out = array
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| numeric::parse_to(v, declared, s, infinity_ok))
+                            .transpose()
+                    })
+                    .collect::<Result<Decimal128Array>>()?;
+                Arc::new(out.with_precision_and_scale(p, s)?)
+            }
+            (
+                SqlType::Numeric { .. },
+                DataType::Decimal128(..) | DataType::Float32 | DataType::Float64,
+            ) => {
+                let out = numeric::cast_array(&array, &target)?;
+                let infinite = out
+                    .as_primitive::<Decimal128Type>()
+                    .iter()
+                    .flatten()
+                    .any(|v| v == special::INFINITY || v == special::NEG_INFINITY);
+                if infinite && !col.ty.is_unconstrained_numeric() {
+                    let SqlType::Numeric { precision, scale } = col.ty else {
+                        unreachable!("a numeric column")
+                    };
+                    return Err(numeric::parse_to("Infinity", precision, scale, false).unwrap_err());
+                }
+                out
             }
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,

@@ -171,10 +171,12 @@ async fn create_table_as(
 }
 
 fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
-    if !(1..=38).contains(&p) {
+    // PostgreSQL's limits; eon stores at most NUMERIC_MAX_DIGITS digits of
+    // them (a value needing more is a numeric field overflow).
+    if !(1..=1000).contains(&p) {
         return Err(Error::user(
             sqlstate::INVALID_PARAMETER_VALUE,
-            format!("NUMERIC precision {p} must be between 1 and 38"),
+            format!("NUMERIC precision {p} must be between 1 and 1000"),
         ));
     }
     if s < 0 || s as u64 > p {
@@ -183,8 +185,14 @@ fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
             format!("NUMERIC scale {s} must be between 0 and precision {p}"),
         ));
     }
+    let max = eon_common::types::NUMERIC_MAX_DIGITS;
+    if s > max as i64 {
+        return Err(Error::unsupported(format!(
+            "NUMERIC scale {s}: eon stores at most {max} digits after the decimal point"
+        )));
+    }
     Ok(SqlType::Numeric {
-        precision: p as u8,
+        precision: p as u16,
         scale: s as i8,
     })
 }

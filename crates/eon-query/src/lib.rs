@@ -25,7 +25,8 @@
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
-//! | [`overflow`] | integer +, -, * that fail on overflow (22003) as in PostgreSQL |
+//! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
+//! | [`overflow`] | integer +, -, * that fail on overflow (22003); decimal arithmetic and casts handed to [`numeric`] |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
 //! | [`catalogsql`]| parsing the catalog queries tools send                    |
@@ -59,6 +60,7 @@ pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
 pub mod naming;
+pub mod numeric;
 pub mod overflow;
 pub mod pg;
 pub mod pgcasts;

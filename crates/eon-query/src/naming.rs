@@ -46,9 +46,15 @@ pub fn pg_name(e: &Expr) -> Option<String> {
                 None => Some(name),
             }
         }
+        // A cast names its column after what it casts, unless that is a
+        // constant or another cast (PostgreSQL's FigureColname gives those
+        // a weaker name): `'1'::numeric::float8` is float8.
         Expr::Cast {
             expr, data_type, ..
-        } => pg_name(expr).or_else(|| Some(type_name(data_type))),
+        } => match expr.as_ref() {
+            Expr::Cast { .. } | Expr::TypedString(_) => Some(type_name(data_type)),
+            _ => pg_name(expr).or_else(|| Some(type_name(data_type))),
+        },
         Expr::Nested(inner) => pg_name(inner),
         Expr::Case { .. } => Some("case".into()),
         Expr::Exists { .. } => Some("exists".into()),

@@ -7,30 +7,69 @@
 //! wrapping, but its planner never asks it to; this physical optimizer
 //! rule does, for the expressions of projections and filters — where a
 //! query's arithmetic lives. [`crate::errors`] then words the overflow as
-//! PostgreSQL does.
+//! PostgreSQL does. The same rule hands decimal `+ - * / %` and casts to
+//! and from decimals to [`crate::numeric`], which knows numeric's NaN and
+//! ±Infinity.
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
+use crate::numeric::{self, NumericExpr};
+
 #[derive(Debug, Default)]
 pub struct CheckedArithmetic;
 
-/// `expr` with every `+`, `-` and `*` checking for overflow.
-fn checked(expr: &Arc<dyn PhysicalExpr>) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+/// `expr` with every `+`, `-` and `*` checking for overflow, and decimal
+/// arithmetic and casts computed by [`crate::numeric`] (`schema`: the
+/// input's).
+fn checked(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
     Arc::clone(expr).transform_up(|e| {
+        if let Some(c) = e.downcast_ref::<CastExpr>() {
+            let from = c.expr().data_type(schema)?;
+            if numeric::handles_cast(&from, c.cast_type()) {
+                return Ok(Transformed::yes(Arc::new(NumericExpr::cast(
+                    Arc::clone(c.expr()),
+                    c.cast_type().clone(),
+                ))
+                    as Arc<dyn PhysicalExpr>));
+            }
+            return Ok(Transformed::no(e));
+        }
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(e));
         };
+        let decimal =
+            |x: &Arc<dyn PhysicalExpr>| matches!(x.data_type(schema), Ok(DataType::Decimal128(..)));
+        if matches!(
+            b.op(),
+            Operator::Plus
+                | Operator::Minus
+                | Operator::Multiply
+                | Operator::Divide
+                | Operator::Modulo
+        ) && decimal(b.left())
+            && decimal(b.right())
+        {
+            return Ok(Transformed::yes(Arc::new(NumericExpr::arithmetic(
+                Arc::clone(b.left()),
+                *b.op(),
+                Arc::clone(b.right()),
+            )) as Arc<dyn PhysicalExpr>));
+        }
         if !matches!(
             b.op(),
             Operator::Plus | Operator::Minus | Operator::Multiply
@@ -55,7 +94,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                 let mut changed = false;
                 let mut exprs = Vec::with_capacity(p.expr().len());
                 for pe in p.expr() {
-                    let t = checked(&pe.expr)?;
+                    let t = checked(&pe.expr, &p.input().schema())?;
                     changed |= t.transformed;
                     exprs.push(ProjectionExpr {
                         expr: t.data,
@@ -74,7 +113,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                 return Ok(Transformed::yes(Arc::new(new) as Arc<dyn ExecutionPlan>));
             }
             if let Some(f) = node.downcast_ref::<FilterExec>() {
-                let t = checked(f.predicate())?;
+                let t = checked(f.predicate(), &f.input().schema())?;
                 if !t.transformed {
                     return Ok(Transformed::no(node));
                 }

@@ -6,11 +6,13 @@
 //! (`CAST(2.5::float8 AS int)` is 2). And `ceil`, `floor`, `trunc` and
 //! `round` of a numeric have no fraction digits left. This rule rewrites
 //! those expressions before the rest of the optimizer sees them, using only
-//! built-in functions, so data engines can still evaluate them.
+//! built-in functions, so data engines can still evaluate them. Casts of
+//! literals to and from numeric are folded here with
+//! [`crate::numeric`]'s conversion (NaN, ±Infinity, PostgreSQL's rounding).
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchemaRef, Result};
+use datafusion::common::{DFSchemaRef, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit, when};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
@@ -23,6 +25,19 @@ fn is_int(t: &DataType) -> bool {
         t,
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
     )
+}
+
+/// A literal cast to or from numeric, folded here with eon's numeric
+/// conversion (NaN, ±Infinity, PostgreSQL's rounding and errors) before the
+/// simplifier would fold it with Arrow's; and a cast of a text literal that
+/// Arrow can do (so that `'NaN'::float8::numeric` becomes a float literal
+/// cast to numeric first).
+fn foldable(expr: &Expr, to: &DataType) -> bool {
+    let Expr::Literal(v, _) = expr else {
+        return false;
+    };
+    crate::numeric::handles_cast(&v.data_type(), to)
+        || matches!(v, ScalarValue::Utf8(Some(_))) && v.cast_to(to).is_ok()
 }
 
 fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
@@ -40,6 +55,20 @@ fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
 
 fn rewrite(e: Expr, schema: &DFSchemaRef) -> Result<Transformed<Expr>> {
     match &e {
+        // A literal cast to or from numeric: folded here with eon's
+        // numeric conversion (NaN, ±Infinity, PostgreSQL's rounding and
+        // errors) before the simplifier would fold it with Arrow's.
+        Expr::Cast(Cast { expr, field }) if foldable(expr, field.data_type()) => {
+            let Expr::Literal(v, _) = expr.as_ref() else {
+                unreachable!("foldable: a literal")
+            };
+            let folded = match crate::numeric::fold_literal_cast(v, field.data_type()) {
+                Some(folded) => folded
+                    .map_err(|err| datafusion::common::DataFusionError::External(Box::new(err)))?,
+                None => v.cast_to(field.data_type())?,
+            };
+            Ok(Transformed::yes(Expr::Literal(folded, None)))
+        }
         Expr::Cast(Cast { expr, field }) if is_int(field.data_type()) => {
             let Ok(from) = expr.get_type(schema) else {
                 return Ok(Transformed::no(e));
@@ -136,6 +165,29 @@ impl OptimizerRule for PostgresNumericCasts {
                     t.data, f.input,
                 )?);
                 Ok(if t.transformed {
+                    Transformed::yes(plan)
+                } else {
+                    Transformed::no(plan)
+                })
+            }
+            LogicalPlan::Values(v) => {
+                let schema = v.schema.clone();
+                let mut changed = false;
+                let mut rows = Vec::with_capacity(v.values.len());
+                for row in v.values {
+                    let mut out = Vec::with_capacity(row.len());
+                    for e in row {
+                        let t = e.transform_up(|x| rewrite(x, &schema))?;
+                        changed |= t.transformed;
+                        out.push(t.data);
+                    }
+                    rows.push(out);
+                }
+                let plan = LogicalPlan::Values(datafusion::logical_expr::Values {
+                    schema: v.schema,
+                    values: rows,
+                });
+                Ok(if changed {
                     Transformed::yes(plan)
                 } else {
                     Transformed::no(plan)

@@ -19,7 +19,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
 use datafusion::common::ScalarValue;
 use eon_common::error::sqlstate;
-use eon_common::value::{format_decimal, trim_fraction};
+use eon_common::value::{format_decimal, special, trim_fraction};
 use eon_common::{Error, Result, SqlType};
 use pgwire::api::Type;
 
@@ -302,7 +302,9 @@ impl ColumnEncoder {
             Some(t @ SqlType::Numeric { .. }) => {
                 let v = a.as_primitive::<Decimal128Type>().value(i);
                 let scale = t.decimal_scale();
-                let shown = if t.is_unconstrained_numeric() {
+                let shown = if special::is_special(v) {
+                    scale
+                } else if t.is_unconstrained_numeric() {
                     // Display scale: the digits the value actually has.
                     let text = trim_fraction(&format_decimal(v, scale));
                     text.split_once('.')
@@ -406,6 +408,20 @@ pub fn format_timestamp(us: i64) -> String {
 
 /// PostgreSQL's binary numeric: base-10000 digit groups with a weight.
 fn numeric_send(v: i128, scale: i8, buf: &mut BytesMut) {
+    let flag = match v {
+        special::NAN => Some(0xC000),
+        special::INFINITY => Some(0xD000),
+        special::NEG_INFINITY => Some(0xF000),
+        _ => None,
+    };
+    if let Some(flag) = flag {
+        // No digits, weight 0, the special's sign word, display scale 0.
+        buf.put_i16(0);
+        buf.put_i16(0);
+        buf.put_u16(flag);
+        buf.put_i16(0);
+        return;
+    }
     let scale = scale.max(0) as usize;
     let text = format_decimal(v, scale as i8);
     let neg = text.starts_with('-');
@@ -453,8 +469,11 @@ fn numeric_recv(b: &[u8]) -> Result<String> {
     if b.len() < 8 + 2 * n {
         return Err(bad());
     }
-    if sign == 0xC000 {
-        return Ok("NaN".into());
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
     }
     let digits: Vec<i16> = (0..n).map(|i| rd(8 + 2 * i)).collect();
     let mut int = String::new();
@@ -489,47 +508,12 @@ fn numeric_recv(b: &[u8]) -> Result<String> {
     })
 }
 
-/// The text of a numeric as a Decimal128 keeping its digits exactly.
+/// The text of a numeric as a Decimal128 keeping its digits exactly (NaN
+/// and ±Infinity, in PostgreSQL's spellings, as eon's special values at
+/// scale 0).
 pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
-    let t = s.trim();
-    let bad = || {
-        Error::user(
-            sqlstate::INVALID_TEXT_REPRESENTATION,
-            format!("invalid input syntax for type numeric: \"{s}\""),
-        )
-    };
-    let (mantissa, exp) = match t.find(['e', 'E']) {
-        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| bad())?),
-        None => (t, 0),
-    };
-    let neg = mantissa.starts_with('-');
-    let m = mantissa.trim_start_matches(['-', '+']);
-    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let mut digits = format!("{int}{frac}");
-    let mut scale = frac.len() as i32 - exp;
-    if scale < 0 {
-        digits.push_str(&"0".repeat((-scale) as usize));
-        scale = 0;
-    }
-    let digits = digits.trim_start_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    if digits.len() > 38 || scale > 38 {
-        return Err(Error::user(
-            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-            "numeric value out of range",
-        ));
-    }
-    let v: i128 = digits.parse().map_err(|_| bad())?;
-    Ok(ScalarValue::Decimal128(
-        Some(if neg { -v } else { v }),
-        38,
-        scale as i8,
-    ))
+    let (v, scale) = crate::numeric::parse(s)?;
+    Ok(ScalarValue::Decimal128(Some(v), 38, scale))
 }
 
 /// Decode a bound parameter of type `ty` (`None` bytes: NULL).

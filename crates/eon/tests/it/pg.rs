@@ -7,7 +7,7 @@ use eon_testkit::TestCluster;
 use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
 
-use crate::code;
+use crate::{code, refused};
 
 #[tokio::test]
 async fn every_type_round_trips_in_binary_and_text() {
@@ -850,4 +850,155 @@ async fn idle_in_transaction_timeout_rolls_back_and_ends_the_session() {
         v, 5,
         "the committed block's 4, plus one; the idle block's 100 rolled back"
     );
+}
+
+/// A numeric's raw binary form (tokio-postgres' own numeric types know no
+/// NaN or Infinity).
+struct RawNumeric(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawNumeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawNumeric(raw.to_vec()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+/// Text results of `sql`, row by row.
+async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    // A precision above the 38 digits eon stores is accepted (PostgreSQL
+    // allows 1000); its values hold 38 digits.
+    c.batch_execute(
+        "CREATE TABLE nums (id int PRIMARY KEY, big numeric(60,10), u numeric, small numeric(5,2));
+         INSERT INTO nums VALUES
+           (1, '1234567890123456789012345678.0123456789', 'NaN', '1.005'),
+           (2, '-0.00000000005', 'Infinity', '-1.005'),
+           (3, 'NaN', '-inf', 'nan'),
+           (4, '2', '2', '999.994'),
+           (5, NULL, '1.1', NULL)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT id, big, u, small FROM nums ORDER BY id").await,
+        vec![
+            vec![
+                "1",
+                "1234567890123456789012345678.0123456789",
+                "NaN",
+                "1.01"
+            ],
+            vec!["2", "-0.0000000001", "Infinity", "-1.01"],
+            vec!["3", "NaN", "-Infinity", "NaN"],
+            vec!["4", "2.0000000000", "2", "999.99"],
+            vec!["5", "NULL", "1.1", "NULL"],
+        ]
+    );
+    // PostgreSQL's order: -Infinity, the numbers, Infinity, NaN.
+    assert_eq!(
+        texts(&c, "SELECT u FROM nums ORDER BY u").await,
+        vec![
+            vec!["-Infinity"],
+            vec!["1.1"],
+            vec!["2"],
+            vec!["Infinity"],
+            vec!["NaN"]
+        ]
+    );
+    // Arithmetic with the special values gives PostgreSQL's answers.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT a.u + b.u, a.u - b.u, a.u * b.u, a.u / b.u FROM nums a, nums b
+             WHERE a.id = 2 AND b.id IN (2, 3, 4) ORDER BY b.id"
+        )
+        .await,
+        vec![
+            vec!["Infinity", "NaN", "Infinity", "NaN"],
+            vec!["NaN", "Infinity", "-Infinity", "NaN"],
+            vec!["Infinity", "Infinity", "Infinity", "Infinity"],
+        ]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT 2 / 'Infinity'::numeric = 0, 'NaN'::numeric = 'NaN'::numeric, \
+             '-Infinity'::numeric::float8, 'NaN'::float8::numeric, '12.345'::numeric(4,2)"
+        )
+        .await,
+        vec![vec!["t", "t", "-Infinity", "NaN", "12.35"]]
+    );
+    // Errors: PostgreSQL's codes and details; the session goes on.
+    let e = refused(&c, "SELECT 'Infinity'::numeric / 0", "22012").await;
+    assert_eq!(e.as_db_error().unwrap().message(), "division by zero");
+    let e = refused(&c, "INSERT INTO nums VALUES (6, 0, 0, 'Infinity')", "22003").await;
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.message(), "numeric field overflow");
+    assert_eq!(
+        db.detail(),
+        Some("A field with precision 5, scale 2 cannot hold an infinite value.")
+    );
+    let e = refused(&c, "INSERT INTO nums VALUES (6, 0, 0, '1000')", "22003").await;
+    assert_eq!(
+        e.as_db_error().unwrap().detail(),
+        Some("A field with precision 5, scale 2 must round to an absolute value less than 10^3.")
+    );
+    // Beyond the 38 digits eon stores, even where the declared precision
+    // allows more.
+    let e = refused(
+        &c,
+        "INSERT INTO nums VALUES (6, '123456789012345678901234567890', 0, 0)",
+        "22003",
+    )
+    .await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "value overflows numeric format"
+    );
+    refused(&c, "SELECT big * big FROM nums WHERE id = 1", "22003").await;
+    refused(&c, "INSERT INTO nums VALUES (6, 0, 'abc', 0)", "22P02").await;
+
+    // Binary results: the special values' sign words, no digits.
+    let rows = c
+        .query("SELECT u FROM nums WHERE id <= 3 ORDER BY id", &[])
+        .await
+        .unwrap();
+    let raw: Vec<Vec<u8>> = rows.iter().map(|r| r.get::<_, RawNumeric>(0).0).collect();
+    assert_eq!(raw[0], [0, 0, 0, 0, 0xC0, 0, 0, 0]);
+    assert_eq!(raw[1], [0, 0, 0, 0, 0xD0, 0, 0, 0]);
+    assert_eq!(raw[2], [0, 0, 0, 0, 0xF0, 0, 0, 0]);
+    // And the numbers still decode as numbers.
+    let d: Decimal = c
+        .query_one("SELECT small FROM nums WHERE id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(d.to_string(), "999.99");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM nums", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
 }

@@ -1,0 +1,675 @@
+//! PostgreSQL's numeric on Arrow's Decimal128: input, rounding, the
+//! special values, and arithmetic and casts that meet them.
+//!
+//! A numeric in eon is an Arrow `Decimal128(p, s)`: an integer of at most
+//! 38 digits and a scale fixed per column (see `eon_common::types`).
+//! PostgreSQL's numeric also has `NaN`, `Infinity` and `-Infinity`; eon
+//! stores them as three integers beyond any 38-digit value
+//! (`eon_common::value::special`), chosen so that the integer order Arrow
+//! sorts and compares by is PostgreSQL's order for them. Storage, sorting,
+//! comparison, `min`/`max` and the key encoding therefore need nothing
+//! more. Arithmetic and casts do: Arrow would add to the sentinel or scale
+//! it like a number. So:
+//!
+//! - text becomes a numeric through [`parse`] / [`parse_to`] (rounding half
+//!   away from zero to the target scale, as PostgreSQL does, and checking
+//!   the precision with PostgreSQL's `numeric field overflow`);
+//! - [`cast_array`] converts to and from Decimal128 keeping the specials
+//!   what they are (NaN to a float is NaN, a float's infinity is Infinity);
+//! - [`NumericExpr`] wraps the physical `+ - * / %` and casts of decimals
+//!   ([`crate::overflow`]'s rule puts it in place): rows without a special
+//!   value go through DataFusion's own checked kernels, rows with one get
+//!   PostgreSQL's answer (`Infinity - Infinity` is NaN, `x / Infinity` is
+//!   0, `Infinity * 0` is NaN, …);
+//! - [`fold_literal_cast`] does the same for casts of literals, which the
+//!   logical optimizer would otherwise fold with Arrow's cast.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, new_null_array,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+use eon_common::error::sqlstate;
+use eon_common::value::format_decimal;
+use eon_common::value::special::{self, INFINITY, NAN, NEG_INFINITY};
+use eon_common::{Error, Result};
+
+/// The most digits a Decimal128 numeric holds.
+const MAX_DIGITS: usize = eon_common::types::NUMERIC_MAX_DIGITS as usize;
+
+/// A numeric read from text: a special value, or sign, digits (no leading
+/// zeros, at least one digit) and how many of them follow the point.
+enum Parsed {
+    Special(i128),
+    Finite {
+        neg: bool,
+        digits: String,
+        scale: i32,
+    },
+}
+
+fn invalid(s: &str) -> Error {
+    Error::user(
+        sqlstate::INVALID_TEXT_REPRESENTATION,
+        format!("invalid input syntax for type numeric: \"{s}\""),
+    )
+}
+
+fn read(s: &str) -> Result<Parsed> {
+    let t = s.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "nan" => return Ok(Parsed::Special(NAN)),
+        "infinity" | "+infinity" | "inf" | "+inf" => return Ok(Parsed::Special(INFINITY)),
+        "-infinity" | "-inf" => return Ok(Parsed::Special(NEG_INFINITY)),
+        _ => {}
+    }
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| invalid(s))?),
+        None => (t, 0),
+    };
+    let neg = mantissa.starts_with('-');
+    let m = mantissa.strip_prefix(['-', '+']).unwrap_or(mantissa);
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
+        return Err(invalid(s));
+    }
+    let mut digits = format!("{int}{frac}");
+    let mut scale = frac.len() as i32 - exp;
+    if scale < 0 {
+        if digits.len() as i64 - scale as i64 > 1000 {
+            return Err(overflows());
+        }
+        digits.push_str(&"0".repeat((-scale) as usize));
+        scale = 0;
+    }
+    let digits = digits.trim_start_matches('0');
+    Ok(Parsed::Finite {
+        neg,
+        digits: if digits.is_empty() { "0" } else { digits }.to_string(),
+        scale,
+    })
+}
+
+/// `digits` without its last `drop` digits, rounded half away from zero.
+fn round_off(digits: &str, drop: usize) -> String {
+    if drop == 0 {
+        return digits.to_string();
+    }
+    if drop > digits.len() {
+        return "0".into();
+    }
+    let keep = &digits[..digits.len() - drop];
+    let mut out: Vec<u8> = if keep.is_empty() {
+        b"0".to_vec()
+    } else {
+        keep.bytes().collect()
+    };
+    if digits.as_bytes()[digits.len() - drop] >= b'5' {
+        let mut i = out.len();
+        loop {
+            if i == 0 {
+                out.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if out[i] == b'9' {
+                out[i] = b'0';
+            } else {
+                out[i] += 1;
+                break;
+            }
+        }
+    }
+    let s = String::from_utf8(out).expect("digits");
+    let s = s.trim_start_matches('0');
+    if s.is_empty() { "0" } else { s }.to_string()
+}
+
+fn overflows() -> Error {
+    Error::user(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        "value overflows numeric format",
+    )
+    .with_detail(format!(
+        "eon's numeric holds at most {MAX_DIGITS} significant digits."
+    ))
+}
+
+fn field_overflow(precision: u16, scale: i8) -> Error {
+    Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow").with_detail(
+        format!(
+            "A field with precision {precision}, scale {scale} must round to an absolute value less than {}.",
+            if precision as i32 - scale as i32 <= 0 {
+                "1".to_string()
+            } else {
+                format!("10^{}", precision as i32 - scale as i32)
+            }
+        ),
+    )
+}
+
+fn to_i128(neg: bool, digits: &str) -> i128 {
+    let v: i128 = digits.parse().expect("at most 38 digits");
+    if neg { -v } else { v }
+}
+
+/// The text of a numeric, keeping its digits (rounded to 38 significant
+/// digits where it has more after the point): the unscaled value and its
+/// scale. Special values come back at scale 0.
+pub fn parse(s: &str) -> Result<(i128, i8)> {
+    match read(s)? {
+        Parsed::Special(v) => Ok((v, 0)),
+        Parsed::Finite { neg, digits, scale } => {
+            let too_many = digits.len().saturating_sub(MAX_DIGITS);
+            let too_fine = (scale - MAX_DIGITS as i32).max(0) as usize;
+            let drop = too_many.max(too_fine);
+            if drop as i32 > scale {
+                return Err(overflows());
+            }
+            let mut digits = round_off(&digits, drop);
+            let mut scale = scale - drop as i32;
+            if digits.len() > MAX_DIGITS {
+                // 99…9 rounded up to a 39th digit.
+                if scale == 0 {
+                    return Err(overflows());
+                }
+                digits = round_off(&digits, 1);
+                scale -= 1;
+            }
+            Ok((to_i128(neg, &digits), scale as i8))
+        }
+    }
+}
+
+/// The text of a numeric as a `numeric(precision, scale)` value: rounded
+/// to `scale` digits after the point, PostgreSQL's `numeric field overflow`
+/// when it does not fit the declared precision (and eon's `value overflows
+/// numeric format` beyond the 38 digits it stores). `Infinity` fits only an
+/// unconstrained numeric (`infinity_ok`); NaN fits every numeric.
+pub fn parse_to(s: &str, precision: u16, scale: i8, infinity_ok: bool) -> Result<i128> {
+    match read(s)? {
+        Parsed::Special(NAN) => Ok(NAN),
+        Parsed::Special(v) if infinity_ok => Ok(v),
+        Parsed::Special(_) => Err(Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            "numeric field overflow",
+        )
+        .with_detail(format!(
+            "A field with precision {precision}, scale {scale} cannot hold an infinite value."
+        ))),
+        Parsed::Finite {
+            neg,
+            digits,
+            scale: from,
+        } => {
+            let to = scale as i32;
+            let digits = if from > to {
+                round_off(&digits, (from - to) as usize)
+            } else if digits == "0" {
+                digits
+            } else {
+                format!("{digits}{}", "0".repeat((to - from) as usize))
+            };
+            if digits != "0" && digits.len() > precision as usize {
+                return Err(field_overflow(precision, scale));
+            }
+            if digits.len() > MAX_DIGITS {
+                return Err(overflows());
+            }
+            Ok(to_i128(neg, &digits))
+        }
+    }
+}
+
+/// `v` at scale `from` as a `numeric(precision, to)`: rounded half away
+/// from zero, special values kept.
+pub fn rescale(v: i128, from: i8, precision: u8, to: i8) -> Result<i128> {
+    if special::is_special(v) {
+        return Ok(v);
+    }
+    let out = if to >= from {
+        10i128
+            .checked_pow((to - from) as u32)
+            .and_then(|m| v.checked_mul(m))
+            .ok_or_else(|| field_overflow(precision as u16, to))?
+    } else {
+        let d = 10i128.pow((from - to) as u32);
+        let (q, r) = (v / d, v % d);
+        if r.abs() * 2 >= d { q + v.signum() } else { q }
+    };
+    if out.unsigned_abs() >= 10u128.pow(precision as u32) {
+        return Err(field_overflow(precision as u16, to));
+    }
+    Ok(out)
+}
+
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
+};
+
+/// Whether eon's own conversion handles a cast from `from` to `to` (one of
+/// them a Decimal128 and the other something it knows): see [`cast_array`].
+pub fn handles_cast(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        (from, to),
+        (Decimal128(..), Decimal128(..) | Float32 | Float64 | Utf8)
+            | (
+                Float32 | Float64 | Utf8 | Utf8View | LargeUtf8,
+                Decimal128(..)
+            )
+    )
+}
+
+/// Arrow's cast, with PostgreSQL's numeric rules where [`handles_cast`]
+/// says so.
+pub fn cast_array(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    let arrow = |a: &ArrayRef| -> Result<ArrayRef> {
+        cast_with_options(a, to, &STRICT).map_err(|e| crate::errors::from_df(e.into()))
+    };
+    match (array.data_type(), to) {
+        (DataType::Decimal128(_, from), DataType::Decimal128(p, s)) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            let out: Decimal128Array = a.try_unary(|v| rescale(v, *from, *p, *s))?;
+            Ok(Arc::new(out.with_precision_and_scale(*p, *s).map_err(ae)?))
+        }
+        (DataType::Decimal128(_, scale), DataType::Utf8) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            Ok(Arc::new(
+                a.iter()
+                    .map(|v| v.map(|v| format_decimal(v, *scale)))
+                    .collect::<StringArray>(),
+            ))
+        }
+        (DataType::Decimal128(_, _), DataType::Float32 | DataType::Float64) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            let finite: Decimal128Array = a.unary(|v| if special::is_special(v) { 0 } else { v });
+            let finite = finite.with_precision_and_scale(38, a.scale()).map_err(ae)?;
+            let cast = cast_with_options(&finite, &DataType::Float64, &STRICT).map_err(ae)?;
+            let cast = cast.as_primitive::<Float64Type>();
+            let out: Float64Array = cast
+                .iter()
+                .zip(a.iter())
+                .map(|(f, v)| {
+                    v.map(|v| match v {
+                        NAN => f64::NAN,
+                        INFINITY => f64::INFINITY,
+                        NEG_INFINITY => f64::NEG_INFINITY,
+                        _ => f.unwrap_or(0.0),
+                    })
+                })
+                .collect();
+            arrow(&(Arc::new(out) as ArrayRef))
+        }
+        (DataType::Float32 | DataType::Float64, DataType::Decimal128(p, s)) => {
+            let f = cast_with_options(array, &DataType::Float64, &STRICT).map_err(ae)?;
+            let f = f.as_primitive::<Float64Type>();
+            let finite: Float64Array = f.unary(|v| if v.is_finite() { v } else { 0.0 });
+            let cast = arrow(&(Arc::new(finite) as ArrayRef))?;
+            let cast = cast.as_primitive::<Decimal128Type>();
+            let out: Decimal128Array = cast
+                .iter()
+                .zip(f.iter())
+                .map(|(d, v)| {
+                    v.map(|v| {
+                        if v.is_nan() {
+                            NAN
+                        } else if v == f64::INFINITY {
+                            INFINITY
+                        } else if v == f64::NEG_INFINITY {
+                            NEG_INFINITY
+                        } else {
+                            d.unwrap_or(0)
+                        }
+                    })
+                })
+                .collect();
+            Ok(Arc::new(out.with_precision_and_scale(*p, *s).map_err(ae)?))
+        }
+        (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Decimal128(p, s)) => {
+            let text = cast_with_options(array, &DataType::Utf8, &STRICT).map_err(ae)?;
+            let out = text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(|v| parse_to(v, *p as u16, *s, true)).transpose())
+                .collect::<Result<Decimal128Array>>()?;
+            Ok(Arc::new(out.with_precision_and_scale(*p, *s).map_err(ae)?))
+        }
+        _ => arrow(array),
+    }
+}
+
+fn ae(e: datafusion::arrow::error::ArrowError) -> Error {
+    crate::errors::from_df(e.into())
+}
+
+/// PostgreSQL's answer for `a op b` when `a` or `b` is special (`a_scale`:
+/// `a`'s scale, `to`: the result's).
+fn special_result(op: Operator, a: i128, b: i128, a_scale: i8, to: i8) -> Result<i128> {
+    let sign = |v: i128| match v {
+        INFINITY => 1,
+        NEG_INFINITY => -1,
+        v => v.signum(),
+    };
+    let inf = |s: i128| if s > 0 { INFINITY } else { NEG_INFINITY };
+    let is_inf = |v: i128| v == INFINITY || v == NEG_INFINITY;
+    let zero_division = || Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero");
+    if a == NAN || b == NAN {
+        return Ok(NAN);
+    }
+    let (ai, bi) = (is_inf(a), is_inf(b));
+    Ok(match op {
+        Operator::Plus => match (ai, bi) {
+            (true, true) if a != b => NAN,
+            (true, _) => a,
+            _ => b,
+        },
+        Operator::Minus => match (ai, bi) {
+            (true, true) if a == b => NAN,
+            (true, _) => a,
+            _ => inf(-sign(b)),
+        },
+        Operator::Multiply => match sign(a) * sign(b) {
+            0 => NAN,
+            s => inf(s),
+        },
+        Operator::Divide => match (ai, bi) {
+            (true, true) => NAN,
+            (true, false) if b == 0 => return Err(zero_division()),
+            (true, false) => inf(sign(a) * sign(b)),
+            _ => 0,
+        },
+        Operator::Modulo => match (ai, bi) {
+            (true, false) if b == 0 => return Err(zero_division()),
+            (true, _) => NAN,
+            _ => rescale(a, a_scale, 38, to)?,
+        },
+        _ => NAN,
+    })
+}
+
+/// What a [`NumericExpr`] computes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NumericOp {
+    /// `left op right`, both Decimal128.
+    Arithmetic(Operator),
+    /// A cast of its one child to this type.
+    Cast(DataType),
+}
+
+/// A decimal `+ - * / %` or cast that gives PostgreSQL's answers for the
+/// special values (see the module docs).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct NumericExpr {
+    op: NumericOp,
+    children: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl NumericExpr {
+    pub fn arithmetic(
+        left: Arc<dyn PhysicalExpr>,
+        op: Operator,
+        right: Arc<dyn PhysicalExpr>,
+    ) -> Self {
+        NumericExpr {
+            op: NumericOp::Arithmetic(op),
+            children: vec![left, right],
+        }
+    }
+
+    pub fn cast(expr: Arc<dyn PhysicalExpr>, to: DataType) -> Self {
+        NumericExpr {
+            op: NumericOp::Cast(to),
+            children: vec![expr],
+        }
+    }
+
+    fn kernel(&self, schema: &Schema) -> datafusion::common::Result<(BinaryExpr, Schema)> {
+        let NumericOp::Arithmetic(op) = &self.op else {
+            unreachable!("only arithmetic has a kernel")
+        };
+        let tmp = Schema::new(vec![
+            Field::new("l", self.children[0].data_type(schema)?, true),
+            Field::new("r", self.children[1].data_type(schema)?, true),
+        ]);
+        let kernel = BinaryExpr::new(
+            Arc::new(Column::new("l", 0)),
+            *op,
+            Arc::new(Column::new("r", 1)),
+        )
+        .with_fail_on_overflow(true);
+        Ok((kernel, tmp))
+    }
+
+    fn arithmetic_rows(
+        &self,
+        op: Operator,
+        left: ArrayRef,
+        right: ArrayRef,
+        schema: &Schema,
+    ) -> Result<ArrayRef> {
+        let (kernel, tmp) = self.kernel(schema).map_err(crate::errors::from_df)?;
+        let (l, r) = (
+            left.as_primitive::<Decimal128Type>(),
+            right.as_primitive::<Decimal128Type>(),
+        );
+        let special_row = |i: usize| {
+            (l.is_valid(i) && special::is_special(l.value(i)))
+                || (r.is_valid(i) && special::is_special(r.value(i)))
+        };
+        let any = (0..l.len()).any(special_row);
+        // Rows with a special value compute 1 op 1 in the kernel (no
+        // overflow, no division by zero) and are overwritten after.
+        let (lk, rk): (ArrayRef, ArrayRef) = if any {
+            let one = |a: &Decimal128Array| -> Result<ArrayRef> {
+                let unit = 10i128.pow(a.scale().max(0) as u32);
+                let v: Decimal128Array = (0..a.len())
+                    .map(|i| {
+                        a.is_valid(i)
+                            .then(|| if special_row(i) { unit } else { a.value(i) })
+                    })
+                    .collect();
+                Ok(Arc::new(
+                    v.with_precision_and_scale(a.precision(), a.scale())
+                        .map_err(ae)?,
+                ))
+            };
+            (one(l)?, one(r)?)
+        } else {
+            (left.clone(), right.clone())
+        };
+        let batch = RecordBatch::try_new(Arc::new(tmp), vec![lk, rk]).map_err(ae)?;
+        let out = kernel
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| match crate::errors::from_df(e) {
+                e if e.code == sqlstate::NUMERIC_VALUE_OUT_OF_RANGE => overflows(),
+                e => e,
+            })?;
+        let out = out.as_primitive::<Decimal128Type>();
+        let (p, s) = (out.precision(), out.scale());
+        let limit = 10u128.pow(MAX_DIGITS as u32);
+        let mut values = Vec::with_capacity(out.len());
+        for i in 0..out.len() {
+            if out.is_null(i) {
+                values.push(None);
+            } else if special_row(i) {
+                values.push(Some(special_result(
+                    op,
+                    l.value(i),
+                    r.value(i),
+                    l.scale(),
+                    s,
+                )?));
+            } else if out.value(i).unsigned_abs() >= limit {
+                return Err(overflows());
+            } else {
+                values.push(Some(out.value(i)));
+            }
+        }
+        let values: Decimal128Array = values.into_iter().collect();
+        Ok(Arc::new(values.with_precision_and_scale(p, s).map_err(ae)?))
+    }
+}
+
+impl fmt::Display for NumericExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.op {
+            NumericOp::Arithmetic(op) => {
+                write!(f, "{} {op} {}", self.children[0], self.children[1])
+            }
+            NumericOp::Cast(to) => write!(f, "CAST({} AS {to})", self.children[0]),
+        }
+    }
+}
+
+impl PhysicalExpr for NumericExpr {
+    fn data_type(&self, schema: &Schema) -> datafusion::common::Result<DataType> {
+        match &self.op {
+            NumericOp::Arithmetic(_) => {
+                let (kernel, tmp) = self.kernel(schema)?;
+                kernel.data_type(&tmp)
+            }
+            NumericOp::Cast(to) => Ok(to.clone()),
+        }
+    }
+
+    fn nullable(&self, schema: &Schema) -> datafusion::common::Result<bool> {
+        let mut nullable = false;
+        for c in &self.children {
+            nullable |= c.nullable(schema)?;
+        }
+        Ok(nullable)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> datafusion::common::Result<ColumnarValue> {
+        let values = self
+            .children
+            .iter()
+            .map(|c| c.evaluate(batch))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let all_scalar = values.iter().all(|v| matches!(v, ColumnarValue::Scalar(_)));
+        let n = if all_scalar { 1 } else { batch.num_rows() };
+        let arrays = values
+            .into_iter()
+            .map(|v| v.into_array(n))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let out = match &self.op {
+            NumericOp::Arithmetic(op) => {
+                self.arithmetic_rows(*op, arrays[0].clone(), arrays[1].clone(), &batch.schema())
+            }
+            NumericOp::Cast(to) => cast_array(&arrays[0], to),
+        }
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(if all_scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.children.iter().collect()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(NumericExpr {
+            op: self.op.clone(),
+            children,
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A cast of a literal folded with eon's conversion where [`handles_cast`]
+/// says so (None: leave it to DataFusion).
+pub fn fold_literal_cast(value: &ScalarValue, to: &DataType) -> Option<Result<ScalarValue>> {
+    if !handles_cast(&value.data_type(), to) {
+        return None;
+    }
+    Some((|| {
+        let array = if value.is_null() {
+            new_null_array(&value.data_type(), 1)
+        } else {
+            value.to_array().map_err(crate::errors::from_df)?
+        };
+        let out = cast_array(&array, to)?;
+        ScalarValue::try_from_array(&out, 0).map_err(crate::errors::from_df)
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rounds_half_away_from_zero_to_the_target_scale() {
+        assert_eq!(parse_to("1.005", 10, 2, true).unwrap(), 101);
+        assert_eq!(parse_to("-1.005", 10, 2, true).unwrap(), -101);
+        assert_eq!(parse_to("1.004", 10, 2, true).unwrap(), 100);
+        assert_eq!(parse_to("9.995", 10, 2, true).unwrap(), 1000);
+        assert_eq!(parse_to("1e3", 10, 2, true).unwrap(), 100000);
+        assert_eq!(parse_to(" NaN ", 5, 2, false).unwrap(), NAN);
+        assert_eq!(parse_to("-inf", 38, 10, true).unwrap(), NEG_INFINITY);
+        let e = parse_to("Infinity", 5, 2, false).unwrap_err();
+        assert_eq!(e.message, "numeric field overflow");
+        let e = parse_to("1000", 5, 2, true).unwrap_err();
+        assert_eq!(
+            e.detail.as_deref(),
+            Some(
+                "A field with precision 5, scale 2 must round to an absolute value less than 10^3."
+            )
+        );
+        assert_eq!(parse_to("abc", 5, 2, true).unwrap_err().code, "22P02");
+        // 39 significant digits, rounded to 38 where the fraction allows.
+        assert_eq!(
+            parse("1234567890123456789.01234567890123456789").unwrap(),
+            (12345678901234567890123456789012345679, 19)
+        );
+        assert_eq!(parse("0.5").unwrap(), (5, 1));
+    }
+
+    #[test]
+    fn special_values_follow_postgresql() {
+        use Operator::*;
+        let r = |op, a, b| special_result(op, a, b, 0, 0).unwrap();
+        assert_eq!(r(Plus, INFINITY, 5), INFINITY);
+        assert_eq!(r(Plus, INFINITY, NEG_INFINITY), NAN);
+        assert_eq!(r(Minus, INFINITY, INFINITY), NAN);
+        assert_eq!(r(Minus, 5, INFINITY), NEG_INFINITY);
+        assert_eq!(r(Multiply, INFINITY, 0), NAN);
+        assert_eq!(r(Multiply, NEG_INFINITY, -2), INFINITY);
+        assert_eq!(r(Divide, 7, INFINITY), 0);
+        assert_eq!(r(Divide, INFINITY, -7), NEG_INFINITY);
+        assert_eq!(r(Modulo, 7, INFINITY), 7);
+        assert_eq!(r(Modulo, INFINITY, 7), NAN);
+        assert_eq!(r(Plus, NAN, INFINITY), NAN);
+        assert_eq!(
+            special_result(Divide, INFINITY, 0, 0, 0).unwrap_err().code,
+            "22012"
+        );
+        // Rescaling keeps them.
+        assert_eq!(rescale(NAN, 0, 10, 4).unwrap(), NAN);
+        assert_eq!(rescale(12345, 3, 10, 1).unwrap(), 123);
+        assert_eq!(rescale(-12355, 3, 10, 1).unwrap(), -124);
+        assert!(rescale(12345, 0, 5, 2).is_err());
+    }
+}
