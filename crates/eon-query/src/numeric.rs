@@ -22,7 +22,11 @@
 //!   PostgreSQL's answer (`Infinity - Infinity` is NaN, `x / Infinity` is
 //!   0, `Infinity * 0` is NaN, …);
 //! - [`fold_literal_cast`] does the same for casts of literals, which the
-//!   logical optimizer would otherwise fold with Arrow's cast.
+//!   logical optimizer would otherwise fold with Arrow's cast;
+//! - functions and aggregates that would compute with the sentinels as
+//!   numbers (`sum`, `avg`, `abs`, `round`, …) get their argument through
+//!   [`FiniteGuard`] ([`GuardSpecials`] puts it there), which refuses the
+//!   special values with a clear error rather than a wrong answer.
 
 use std::fmt;
 use std::hash::Hash;
@@ -32,10 +36,17 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::FieldRef;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr as LogicalExpr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, WindowFunctionDefinition,
+};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use eon_common::error::sqlstate;
@@ -614,6 +625,171 @@ pub fn fold_literal_cast(value: &ScalarValue, to: &DataType) -> Option<Result<Sc
         let out = cast_array(&array, to)?;
         ScalarValue::try_from_array(&out, 0).map_err(crate::errors::from_df)
     })())
+}
+
+/// Functions whose DataFusion implementation would compute with the
+/// special values' sentinel integers as if they were numbers: their numeric
+/// arguments pass through [`FiniteGuard`], which refuses NaN and ±Infinity
+/// with a clear error instead of a wrong answer.
+const GUARDED: [&str; 8] = [
+    "sum", "avg", "abs", "round", "trunc", "ceil", "floor", "signum",
+];
+
+/// `eon_finite(x, 'function')`: `x` itself, or an error if it holds NaN or
+/// ±Infinity (see [`GUARDED`]). Named and typed exactly as `x`, so the
+/// expressions around it keep their names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FiniteGuard {
+    signature: Signature,
+}
+
+impl FiniteGuard {
+    pub const NAME: &'static str = "eon_finite";
+
+    pub fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(FiniteGuard {
+            signature: Signature::any(2, Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for FiniteGuard {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        Ok(Arc::clone(&args.arg_fields[0]))
+    }
+
+    fn schema_name(&self, args: &[LogicalExpr]) -> datafusion::common::Result<String> {
+        Ok(args[0].schema_name().to_string())
+    }
+
+    fn display_name(&self, args: &[LogicalExpr]) -> datafusion::common::Result<String> {
+        Ok(args[0].to_string())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let array = args.args[0].to_array(1)?;
+        let special = array
+            .as_primitive::<Decimal128Type>()
+            .iter()
+            .flatten()
+            .any(special::is_special);
+        if special {
+            let function = match &args.args[1] {
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => f.clone(),
+                _ => "this function".into(),
+            };
+            return Err(DataFusionError::External(Box::new(Error::unsupported(
+                format!("{function}() of NaN or Infinity is not supported yet"),
+            ))));
+        }
+        Ok(args.args[0].clone())
+    }
+}
+
+/// Puts [`FiniteGuard`] around the numeric arguments of [`GUARDED`]
+/// functions and aggregates.
+#[derive(Debug, Default)]
+pub struct GuardSpecials;
+
+fn guard(
+    e: LogicalExpr,
+    schema: &DFSchema,
+) -> datafusion::common::Result<Transformed<LogicalExpr>> {
+    let wrap = |name: &str, args: &mut Vec<LogicalExpr>| -> bool {
+        let Some(first) = args.first() else {
+            return false;
+        };
+        if !GUARDED.contains(&name)
+            || !matches!(first.get_type(schema), Ok(DataType::Decimal128(..)))
+            || matches!(first, LogicalExpr::ScalarFunction(f) if f.func.name() == FiniteGuard::NAME)
+        {
+            return false;
+        }
+        let x = args.remove(0);
+        args.insert(
+            0,
+            LogicalExpr::ScalarFunction(ScalarFunction::new_udf(
+                FiniteGuard::udf(),
+                vec![x, datafusion::logical_expr::lit(name)],
+            )),
+        );
+        true
+    };
+    match e {
+        LogicalExpr::ScalarFunction(mut f) => {
+            let name = f.func.name().to_string();
+            let changed = wrap(&name, &mut f.args);
+            let e = LogicalExpr::ScalarFunction(f);
+            Ok(if changed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
+        }
+        LogicalExpr::AggregateFunction(mut f) => {
+            let name = f.func.name().to_string();
+            let changed = wrap(&name, &mut f.params.args);
+            let e = LogicalExpr::AggregateFunction(f);
+            Ok(if changed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
+        }
+        LogicalExpr::WindowFunction(mut w) => {
+            let name = w.fun.name().to_string();
+            let changed = matches!(w.fun, WindowFunctionDefinition::AggregateUDF(_))
+                && wrap(&name, &mut w.params.args);
+            let e = LogicalExpr::WindowFunction(w);
+            Ok(if changed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
+        }
+        e => Ok(Transformed::no(e)),
+    }
+}
+
+impl OptimizerRule for GuardSpecials {
+    fn name(&self) -> &str {
+        "eon_numeric_guard_specials"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> datafusion::common::Result<Transformed<LogicalPlan>> {
+        let inputs = plan.inputs();
+        if inputs.len() != 1 {
+            return Ok(Transformed::no(plan));
+        }
+        let schema = Arc::clone(inputs[0].schema());
+        plan.map_expressions(|e| e.transform_up(|x| guard(x, &schema)))
+    }
 }
 
 #[cfg(test)]

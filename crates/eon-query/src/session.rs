@@ -186,6 +186,7 @@ impl Engine {
         let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> = vec![
             Arc::new(crate::decorrelate::DecorrelateScalarSubquery),
             Arc::new(crate::pgcasts::PostgresNumericCasts),
+            Arc::new(crate::numeric::GuardSpecials),
         ];
         rules.extend(datafusion::optimizer::Optimizer::new().rules);
         let state = SessionStateBuilder::new()

@@ -978,6 +978,22 @@ async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
     );
     refused(&c, "SELECT big * big FROM nums WHERE id = 1", "22003").await;
     refused(&c, "INSERT INTO nums VALUES (6, 0, 'abc', 0)", "22P02").await;
+    // Aggregates and functions not yet taught the special values refuse
+    // them rather than compute with their stored integers.
+    let e = refused(&c, "SELECT sum(u) FROM nums", "0A000").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "sum() of NaN or Infinity is not supported yet"
+    );
+    refused(&c, "SELECT abs(u) FROM nums", "0A000").await;
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT sum(u) = 3.1, avg(small) FROM nums WHERE id >= 4"
+        )
+        .await,
+        vec![vec!["t", "999.99"]]
+    );
 
     // Binary results: the special values' sign words, no digits.
     let rows = c
