@@ -989,10 +989,10 @@ async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
     assert_eq!(
         texts(
             &c,
-            "SELECT sum(u) = 3.1, avg(small) FROM nums WHERE id >= 4"
+            "SELECT sum(u) = 3.1, avg(small) = 999.99 FROM nums WHERE id >= 4"
         )
         .await,
-        vec![vec!["t", "999.99"]]
+        vec![vec!["t", "t"]]
     );
 
     // Binary results: the special values' sign words, no digits.
