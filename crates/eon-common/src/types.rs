@@ -131,7 +131,7 @@ impl SqlType {
         Some(match dt {
             DataType::Int8 | DataType::Int16 | DataType::UInt8 => SqlType::Int2,
             DataType::Int32 | DataType::UInt16 => SqlType::Int4,
-            DataType::Int64 | DataType::UInt32 => SqlType::Int8,
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::Int8,
             DataType::Float16 | DataType::Float32 => SqlType::Float4,
             DataType::Float64 => SqlType::Float8,
             DataType::Decimal128(p, s) => SqlType::Numeric {

@@ -83,6 +83,17 @@ pub fn coerce_with(
                 }
                 Arc::new(b.finish())
             }
+            // A numeric's NaN and ±Infinity are floats' NaN and ±infinity,
+            // and no integer.
+            (SqlType::Float4 | SqlType::Float8, DataType::Decimal128(..)) => {
+                numeric::cast_array(&array, &target)?
+            }
+            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(..))
+                if numeric::special_in(&array).is_some() =>
+            {
+                let v = numeric::special_in(&array).expect("checked");
+                return Err(numeric::not_an_integer(v, &col.ty));
+            }
             (
                 SqlType::Int2 | SqlType::Int4 | SqlType::Int8,
                 DataType::Float32 | DataType::Float64,

@@ -362,6 +362,21 @@ pub fn cast_array(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     }
 }
 
+/// The first special value in a Decimal128 array, if any.
+pub fn special_in(array: &ArrayRef) -> Option<i128> {
+    array
+        .as_primitive::<Decimal128Type>()
+        .iter()
+        .flatten()
+        .find(|v| special::is_special(*v))
+}
+
+/// PostgreSQL's error for a special value converted to an integer type.
+pub fn not_an_integer(v: i128, ty: &eon_common::SqlType) -> Error {
+    let what = if v == NAN { "NaN" } else { "infinity" };
+    Error::unsupported(format!("cannot convert {what} to {}", ty.sql_name()))
+}
+
 fn ae(e: datafusion::arrow::error::ArrowError) -> Error {
     crate::errors::from_df(e.into())
 }
@@ -685,13 +700,7 @@ impl ScalarUDFImpl for FiniteGuard {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let array = args.args[0].to_array(1)?;
-        let special = array
-            .as_primitive::<Decimal128Type>()
-            .iter()
-            .flatten()
-            .any(special::is_special);
-        if special {
+        if special_in(&args.args[0].to_array(1)?).is_some() {
             let function = match &args.args[1] {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => f.clone(),
                 _ => "this function".into(),
@@ -738,32 +747,20 @@ fn guard(
             let name = f.func.name().to_string();
             let changed = wrap(&name, &mut f.args);
             let e = LogicalExpr::ScalarFunction(f);
-            Ok(if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            })
+            Ok(Transformed::new_transformed(e, changed))
         }
         LogicalExpr::AggregateFunction(mut f) => {
             let name = f.func.name().to_string();
             let changed = wrap(&name, &mut f.params.args);
             let e = LogicalExpr::AggregateFunction(f);
-            Ok(if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            })
+            Ok(Transformed::new_transformed(e, changed))
         }
         LogicalExpr::WindowFunction(mut w) => {
             let name = w.fun.name().to_string();
             let changed = matches!(w.fun, WindowFunctionDefinition::AggregateUDF(_))
                 && wrap(&name, &mut w.params.args);
             let e = LogicalExpr::WindowFunction(w);
-            Ok(if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            })
+            Ok(Transformed::new_transformed(e, changed))
         }
         e => Ok(Transformed::no(e)),
     }

@@ -995,6 +995,30 @@ async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
         vec![vec!["t", "t"]]
     );
 
+    // Into float and integer columns: the floats' NaN and infinities; no
+    // integer (PostgreSQL's 0A000).
+    c.batch_execute(
+        "CREATE TABLE fl (id int, f float8, i int);
+         INSERT INTO fl VALUES (1, '-infinity', 0), (2, 1.5, 1);
+         INSERT INTO fl SELECT 3, u, 0 FROM nums WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT f FROM fl ORDER BY id").await,
+        vec![vec!["-Infinity"], vec!["1.5"], vec!["NaN"]]
+    );
+    let e = refused(
+        &c,
+        "INSERT INTO fl SELECT 4, 0, u FROM nums WHERE id = 1",
+        "0A000",
+    )
+    .await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "cannot convert NaN to integer"
+    );
+
     // Binary results: the special values' sign words, no digits.
     let rows = c
         .query("SELECT u FROM nums WHERE id <= 3 ORDER BY id", &[])
