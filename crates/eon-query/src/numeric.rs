@@ -789,6 +789,229 @@ impl OptimizerRule for GuardSpecials {
     }
 }
 
+/// PostgreSQL's numeric functions eon adds: `width_bucket` and `div`.
+pub fn register(ctx: &datafusion::prelude::SessionContext) {
+    for f in [NumericFn::WidthBucket, NumericFn::Div] {
+        ctx.register_udf(ScalarUDF::new_from_impl(NumericUdf {
+            f,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NumericFn {
+    /// `width_bucket(operand, low, high, count)`: the bucket of `operand`
+    /// among `count` equal ones between `low` and `high` (0 below, count+1
+    /// above); numeric computed exactly, float8 as PostgreSQL's float8
+    /// version.
+    WidthBucket,
+    /// `div(a, b)`: the integer quotient, truncated towards zero.
+    Div,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NumericUdf {
+    f: NumericFn,
+    signature: Signature,
+}
+
+fn bucket_error(message: &str) -> Error {
+    Error::user("2201G", message)
+}
+
+fn width_bucket_decimal(a: i128, b: i128, c: i128, count: i64) -> Result<i32> {
+    if a == NAN || b == NAN || c == NAN {
+        return Err(bucket_error(
+            "operand, lower bound, and upper bound cannot be NaN",
+        ));
+    }
+    if special::is_special(b) || special::is_special(c) {
+        return Err(bucket_error("lower and upper bounds must be finite"));
+    }
+    bucket_of(count, b == c, || {
+        let (num, den, below, above) = if b < c {
+            (a.checked_sub(b), c - b, a < b, a >= c)
+        } else {
+            (b.checked_sub(a), b - c, a > b, a <= c)
+        };
+        if below {
+            return Ok(0);
+        }
+        if above {
+            return Ok(count + 1);
+        }
+        // Both differences are non-negative: integer division floors.
+        let num = num.ok_or_else(overflows)?;
+        match num.checked_mul(count as i128) {
+            Some(m) => Ok((m / den) as i64 + 1),
+            None => Ok(((num as f64 / den as f64) * count as f64) as i64 + 1),
+        }
+    })
+}
+
+fn width_bucket_float(a: f64, b: f64, c: f64, count: i64) -> Result<i32> {
+    if a.is_nan() || b.is_nan() || c.is_nan() {
+        return Err(bucket_error(
+            "operand, lower bound, and upper bound cannot be NaN",
+        ));
+    }
+    if b.is_infinite() || c.is_infinite() {
+        return Err(bucket_error("lower and upper bounds must be finite"));
+    }
+    bucket_of(count, b == c, || {
+        let (share, below, above) = if b < c {
+            ((a - b) / (c - b), a < b, a >= c)
+        } else {
+            ((b - a) / (b - c), a > b, a <= c)
+        };
+        if below {
+            return Ok(0);
+        }
+        if above {
+            return Ok(count + 1);
+        }
+        // The quotient may round up to 1.0: keep it in the last bucket.
+        Ok(((count as f64 * share) as i64).min(count - 1) + 1)
+    })
+}
+
+/// The checks common to both width_buckets, then `bucket`.
+fn bucket_of(count: i64, equal: bool, bucket: impl Fn() -> Result<i64>) -> Result<i32> {
+    if count <= 0 {
+        return Err(bucket_error("count must be greater than zero"));
+    }
+    if equal {
+        return Err(bucket_error("lower bound cannot equal upper bound"));
+    }
+    i32::try_from(bucket()?)
+        .map_err(|_| Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range"))
+}
+
+fn div_decimal(a: i128, b: i128) -> Result<i128> {
+    if a == NAN || b == NAN {
+        return Ok(NAN);
+    }
+    if b == 0 {
+        return Err(Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero"));
+    }
+    if special::is_special(a) || special::is_special(b) {
+        return special_result(Operator::Divide, a, b, 0, 0);
+    }
+    // Same scale on both sides: the unscaled quotient is the answer.
+    Ok(a / b)
+}
+
+impl ScalarUDFImpl for NumericUdf {
+    fn name(&self) -> &str {
+        match self.f {
+            NumericFn::WidthBucket => "width_bucket",
+            NumericFn::Div => "div",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> datafusion::common::Result<Vec<DataType>> {
+        let numbers = match self.f {
+            NumericFn::WidthBucket => 3,
+            NumericFn::Div => 2,
+        };
+        if args.len() != numbers + usize::from(self.f == NumericFn::WidthBucket) {
+            return Err(DataFusionError::External(Box::new(Error::user(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!("function {}() does not exist", self.name()),
+            ))));
+        }
+        let float = args[..numbers]
+            .iter()
+            .any(|t| matches!(t, DataType::Float32 | DataType::Float64))
+            && self.f == NumericFn::WidthBucket;
+        // One decimal type for all (the finest scale; text constants, which
+        // PostgreSQL reads as numeric, at eon's unconstrained scale).
+        let scale = args[..numbers]
+            .iter()
+            .map(|t| match t {
+                DataType::Decimal128(_, s) => *s,
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                    eon_common::types::NUMERIC_DEFAULT_SCALE
+                }
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let number = if float {
+            DataType::Float64
+        } else {
+            DataType::Decimal128(MAX_DIGITS as u8, scale)
+        };
+        let mut out = vec![number; numbers];
+        if self.f == NumericFn::WidthBucket {
+            out.push(DataType::Int64);
+        }
+        Ok(out)
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(match self.f {
+            NumericFn::WidthBucket => DataType::Int32,
+            NumericFn::Div => DataType::Decimal128(MAX_DIGITS as u8, 0),
+        })
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = arrays.first().map_or(0, |a| a.len());
+        let fail = |e: Error| DataFusionError::External(Box::new(e));
+        let out: ArrayRef = match self.f {
+            NumericFn::WidthBucket => {
+                let count = arrays[3].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    if (0..4).any(|k| arrays[k].is_null(i)) {
+                        out.push(None);
+                        continue;
+                    }
+                    let bucket = if arrays[0].data_type() == &DataType::Float64 {
+                        let f = |k: usize| arrays[k].as_primitive::<Float64Type>().value(i);
+                        width_bucket_float(f(0), f(1), f(2), count.value(i))
+                    } else {
+                        let d = |k: usize| arrays[k].as_primitive::<Decimal128Type>().value(i);
+                        width_bucket_decimal(d(0), d(1), d(2), count.value(i))
+                    };
+                    out.push(Some(bucket.map_err(fail)?));
+                }
+                Arc::new(datafusion::arrow::array::Int32Array::from(out))
+            }
+            NumericFn::Div => {
+                let (a, b) = (
+                    arrays[0].as_primitive::<Decimal128Type>(),
+                    arrays[1].as_primitive::<Decimal128Type>(),
+                );
+                let out = a
+                    .iter()
+                    .zip(b.iter())
+                    .map(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => div_decimal(a, b).map(Some),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<Decimal128Array>>()
+                    .map_err(fail)?;
+                Arc::new(
+                    out.with_precision_and_scale(MAX_DIGITS as u8, 0)
+                        .map_err(|e| fail(ae(e)))?,
+                )
+            }
+        };
+        crate::pgfuncs::shaped_like(&args.args, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,5 +1067,43 @@ mod tests {
         assert_eq!(rescale(12345, 3, 10, 1).unwrap(), 123);
         assert_eq!(rescale(-12355, 3, 10, 1).unwrap(), -124);
         assert!(rescale(12345, 0, 5, 2).is_err());
+    }
+
+    #[test]
+    fn width_bucket_and_div_follow_postgresql() {
+        // numeric(…, 1): 5.35 in 20 buckets of 5.0 … 5.5 is exactly in 15.
+        assert_eq!(width_bucket_decimal(535, 500, 550, 20).unwrap(), 15);
+        assert_eq!(width_bucket_decimal(499, 500, 550, 20).unwrap(), 0);
+        assert_eq!(width_bucket_decimal(550, 500, 550, 20).unwrap(), 21);
+        assert_eq!(width_bucket_decimal(INFINITY, 10, 100, 10).unwrap(), 11);
+        // Reversed bounds count downwards.
+        assert_eq!(width_bucket_decimal(2, 10, 0, 5).unwrap(), 5);
+        assert_eq!(width_bucket_float(5.0, 0.0, 10.0, 5).unwrap(), 3);
+        for (result, message) in [
+            (
+                width_bucket_decimal(5, 3, 4, 0),
+                "count must be greater than zero",
+            ),
+            (
+                width_bucket_decimal(3, 3, 3, 888),
+                "lower bound cannot equal upper bound",
+            ),
+            (
+                width_bucket_decimal(NAN, 3, 4, 8),
+                "operand, lower bound, and upper bound cannot be NaN",
+            ),
+            (
+                width_bucket_float(0.0, f64::NEG_INFINITY, 4.0, 8),
+                "lower and upper bounds must be finite",
+            ),
+        ] {
+            let e = result.unwrap_err();
+            assert_eq!((e.code.as_str(), e.message.as_str()), ("2201G", message));
+        }
+        assert_eq!(div_decimal(-75, 20).unwrap(), -3);
+        assert_eq!(div_decimal(NAN, 0).unwrap(), NAN);
+        assert_eq!(div_decimal(INFINITY, -2).unwrap(), NEG_INFINITY);
+        assert_eq!(div_decimal(5, INFINITY).unwrap(), 0);
+        assert_eq!(div_decimal(0, 0).unwrap_err().code, "22012");
     }
 }
