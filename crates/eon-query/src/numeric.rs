@@ -789,9 +789,16 @@ impl OptimizerRule for GuardSpecials {
     }
 }
 
-/// PostgreSQL's numeric functions eon adds: `width_bucket` and `div`.
+/// PostgreSQL's numeric functions eon adds: `width_bucket`, `div`,
+/// `scale`, `min_scale` and `trim_scale`.
 pub fn register(ctx: &datafusion::prelude::SessionContext) {
-    for f in [NumericFn::WidthBucket, NumericFn::Div] {
+    for f in [
+        NumericFn::WidthBucket,
+        NumericFn::Div,
+        NumericFn::Scale,
+        NumericFn::MinScale,
+        NumericFn::TrimScale,
+    ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NumericUdf {
             f,
             signature: Signature::user_defined(Volatility::Immutable),
@@ -808,6 +815,25 @@ enum NumericFn {
     WidthBucket,
     /// `div(a, b)`: the integer quotient, truncated towards zero.
     Div,
+    /// `scale(x)`: the digits after the point (NULL for NaN, ±Infinity).
+    Scale,
+    /// `min_scale(x)`: the fewest digits after the point that represent
+    /// `x` exactly.
+    MinScale,
+    /// `trim_scale(x)`: `x` with its trailing fractional zeros dropped (at
+    /// the scale of a constant argument; a column keeps its type's scale).
+    TrimScale,
+}
+
+/// The fewest fraction digits that represent `v` at scale `s` exactly.
+fn min_scale(v: i128, s: i8) -> i8 {
+    let mut s = s.max(0);
+    let mut v = v;
+    while s > 0 && v % 10 == 0 {
+        v /= 10;
+        s -= 1;
+    }
+    s
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -907,6 +933,9 @@ impl ScalarUDFImpl for NumericUdf {
         match self.f {
             NumericFn::WidthBucket => "width_bucket",
             NumericFn::Div => "div",
+            NumericFn::Scale => "scale",
+            NumericFn::MinScale => "min_scale",
+            NumericFn::TrimScale => "trim_scale",
         }
     }
 
@@ -918,6 +947,7 @@ impl ScalarUDFImpl for NumericUdf {
         let numbers = match self.f {
             NumericFn::WidthBucket => 3,
             NumericFn::Div => 2,
+            _ => 1,
         };
         if args.len() != numbers + usize::from(self.f == NumericFn::WidthBucket) {
             return Err(DataFusionError::External(Box::new(Error::user(
@@ -947,6 +977,11 @@ impl ScalarUDFImpl for NumericUdf {
         } else {
             DataType::Decimal128(MAX_DIGITS as u8, scale)
         };
+        // One numeric argument keeps its own type.
+        let number = match (numbers, &args[0]) {
+            (1, DataType::Decimal128(..)) => args[0].clone(),
+            _ => number,
+        };
         let mut out = vec![number; numbers];
         if self.f == NumericFn::WidthBucket {
             out.push(DataType::Int64);
@@ -954,11 +989,38 @@ impl ScalarUDFImpl for NumericUdf {
         Ok(out)
     }
 
-    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
         Ok(match self.f {
-            NumericFn::WidthBucket => DataType::Int32,
+            NumericFn::WidthBucket | NumericFn::Scale | NumericFn::MinScale => DataType::Int32,
             NumericFn::Div => DataType::Decimal128(MAX_DIGITS as u8, 0),
+            NumericFn::TrimScale => args[0].clone(),
         })
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut ty = self.return_type(&types)?;
+        if self.f == NumericFn::TrimScale {
+            // A constant's own digits decide the scale.
+            let scale = match args.scalar_arguments.first().copied().flatten() {
+                Some(ScalarValue::Decimal128(Some(v), _, s)) if !special::is_special(*v) => {
+                    Some(min_scale(*v, *s))
+                }
+                Some(ScalarValue::Int64(_) | ScalarValue::Int32(_)) => Some(0),
+                _ => None,
+            };
+            if let Some(scale) = scale {
+                ty = DataType::Decimal128(MAX_DIGITS as u8, scale);
+            }
+        }
+        Ok(Arc::new(Field::new(self.name(), ty, true)))
     }
 
     fn invoke_with_args(
@@ -968,7 +1030,29 @@ impl ScalarUDFImpl for NumericUdf {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let n = arrays.first().map_or(0, |a| a.len());
         let fail = |e: Error| DataFusionError::External(Box::new(e));
+        let decimals = || arrays[0].as_primitive::<Decimal128Type>();
         let out: ArrayRef = match self.f {
+            NumericFn::Scale | NumericFn::MinScale => {
+                let a = decimals();
+                let s = a.scale();
+                Arc::new(
+                    a.iter()
+                        .map(|v| {
+                            v.filter(|v| !special::is_special(*v)).map(|v| {
+                                if self.f == NumericFn::Scale {
+                                    s as i32
+                                } else {
+                                    min_scale(v, s) as i32
+                                }
+                            })
+                        })
+                        .collect::<datafusion::arrow::array::Int32Array>(),
+                )
+            }
+            NumericFn::TrimScale => {
+                let a: ArrayRef = Arc::new(decimals().clone());
+                cast_array(&a, args.return_field.data_type()).map_err(fail)?
+            }
             NumericFn::WidthBucket => {
                 let count = arrays[3].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
                 let mut out = Vec::with_capacity(n);
@@ -1105,5 +1189,8 @@ mod tests {
         assert_eq!(div_decimal(INFINITY, -2).unwrap(), NEG_INFINITY);
         assert_eq!(div_decimal(5, INFINITY).unwrap(), 0);
         assert_eq!(div_decimal(0, 0).unwrap_err().code, "22012");
+        assert_eq!(min_scale(11000, 4), 1);
+        assert_eq!(min_scale(0, 2), 0);
+        assert_eq!(min_scale(112345, 5), 5);
     }
 }
