@@ -83,16 +83,9 @@ pub fn coerce_with(
                 }
                 Arc::new(b.finish())
             }
-            // A numeric's NaN and ±Infinity are floats' NaN and ±infinity,
-            // and no integer.
+            // A numeric's NaN and ±Infinity are floats' NaN and ±infinity.
             (SqlType::Float4 | SqlType::Float8, DataType::Decimal128(..)) => {
                 numeric::cast_array(&array, &target)?
-            }
-            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(..))
-                if numeric::special_in(&array).is_some() =>
-            {
-                let v = numeric::special_in(&array).expect("checked");
-                return Err(numeric::not_an_integer(v, &col.ty));
             }
             (
                 SqlType::Int2 | SqlType::Int4 | SqlType::Int8,
@@ -105,19 +98,14 @@ pub fn coerce_with(
                     .unary(|v| v.round_ties_even());
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
             }
-            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(_, scale))
-                if *scale > 0 =>
-            {
+            (SqlType::Int2 | SqlType::Int4 | SqlType::Int8, DataType::Decimal128(_, scale)) => {
+                if let Some(v) = numeric::special_in(&array) {
+                    return Err(numeric::not_an_integer(v, &col.ty));
+                }
                 // numeric → integer rounds half away from zero.
-                let div = 10i128.pow(*scale as u32);
-                let rounded: Decimal128Array = array.as_primitive::<Decimal128Type>().unary(|v| {
-                    let (q, r) = (v / div, v % div);
-                    if r.abs() * 2 >= div {
-                        q + v.signum()
-                    } else {
-                        q
-                    }
-                });
+                let rounded: Decimal128Array = array
+                    .as_primitive::<Decimal128Type>()
+                    .try_unary(|v| numeric::rescale(v, *scale, 38, 0))?;
                 let rounded = rounded.with_precision_and_scale(38, 0)?;
                 cast_checked(&(Arc::new(rounded) as ArrayRef), &col.ty)?
             }
@@ -184,11 +172,10 @@ pub fn coerce_with(
                     .iter()
                     .flatten()
                     .any(|v| v == special::INFINITY || v == special::NEG_INFINITY);
-                if infinite && !col.ty.is_unconstrained_numeric() {
-                    let SqlType::Numeric { precision, scale } = col.ty else {
-                        unreachable!("a numeric column")
-                    };
-                    return Err(numeric::parse_to("Infinity", precision, scale, false).unwrap_err());
+                if let (true, SqlType::Numeric { precision, scale }) = (infinite, col.ty) {
+                    if precision > 0 {
+                        return Err(numeric::infinite_overflow(precision, scale));
+                    }
                 }
                 out
             }

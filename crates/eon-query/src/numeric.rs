@@ -33,7 +33,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, StringArray,
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::FieldRef;
@@ -170,6 +170,18 @@ fn field_overflow(precision: u16, scale: i8) -> Error {
     )
 }
 
+/// PostgreSQL's error for ±Infinity into a numeric with a declared
+/// precision.
+pub fn infinite_overflow(precision: u16, scale: i8) -> Error {
+    Error::user(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        "numeric field overflow",
+    )
+    .with_detail(format!(
+        "A field with precision {precision}, scale {scale} cannot hold an infinite value."
+    ))
+}
+
 fn to_i128(neg: bool, digits: &str) -> i128 {
     let v: i128 = digits.parse().expect("at most 38 digits");
     if neg { -v } else { v }
@@ -212,13 +224,7 @@ pub fn parse_to(s: &str, precision: u16, scale: i8, infinity_ok: bool) -> Result
     match read(s)? {
         Parsed::Special(NAN) => Ok(NAN),
         Parsed::Special(v) if infinity_ok => Ok(v),
-        Parsed::Special(_) => Err(Error::user(
-            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-            "numeric field overflow",
-        )
-        .with_detail(format!(
-            "A field with precision {precision}, scale {scale} cannot hold an infinite value."
-        ))),
+        Parsed::Special(_) => Err(infinite_overflow(precision, scale)),
         Parsed::Finite {
             neg,
             digits,
@@ -287,9 +293,7 @@ pub fn handles_cast(from: &DataType, to: &DataType) -> bool {
 /// Arrow's cast, with PostgreSQL's numeric rules where [`handles_cast`]
 /// says so.
 pub fn cast_array(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
-    let arrow = |a: &ArrayRef| -> Result<ArrayRef> {
-        cast_with_options(a, to, &STRICT).map_err(|e| crate::errors::from_df(e.into()))
-    };
+    let arrow = |a: &ArrayRef| cast_with_options(a, to, &STRICT).map_err(ae);
     match (array.data_type(), to) {
         (DataType::Decimal128(_, from), DataType::Decimal128(p, s)) => {
             let a = array.as_primitive::<Decimal128Type>();
@@ -586,12 +590,7 @@ impl PhysicalExpr for NumericExpr {
             .iter()
             .map(|c| c.evaluate(batch))
             .collect::<datafusion::common::Result<Vec<_>>>()?;
-        let all_scalar = values.iter().all(|v| matches!(v, ColumnarValue::Scalar(_)));
-        let n = if all_scalar { 1 } else { batch.num_rows() };
-        let arrays = values
-            .into_iter()
-            .map(|v| v.into_array(n))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let arrays = ColumnarValue::values_to_arrays(&values)?;
         let out = match &self.op {
             NumericOp::Arithmetic(op) => {
                 self.arithmetic_rows(*op, arrays[0].clone(), arrays[1].clone(), &batch.schema())
@@ -599,11 +598,7 @@ impl PhysicalExpr for NumericExpr {
             NumericOp::Cast(to) => cast_array(&arrays[0], to),
         }
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(if all_scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        crate::pgfuncs::shaped_like(&values, out)
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
@@ -632,11 +627,7 @@ pub fn fold_literal_cast(value: &ScalarValue, to: &DataType) -> Option<Result<Sc
         return None;
     }
     Some((|| {
-        let array = if value.is_null() {
-            new_null_array(&value.data_type(), 1)
-        } else {
-            value.to_array().map_err(crate::errors::from_df)?
-        };
+        let array = value.to_array().map_err(crate::errors::from_df)?;
         let out = cast_array(&array, to)?;
         ScalarValue::try_from_array(&out, 0).map_err(crate::errors::from_df)
     })())
@@ -842,20 +833,14 @@ struct NumericUdf {
     signature: Signature,
 }
 
-fn bucket_error(message: &str) -> Error {
-    Error::user("2201G", message)
-}
-
 fn width_bucket_decimal(a: i128, b: i128, c: i128, count: i64) -> Result<i32> {
-    if a == NAN || b == NAN || c == NAN {
-        return Err(bucket_error(
-            "operand, lower bound, and upper bound cannot be NaN",
-        ));
-    }
-    if special::is_special(b) || special::is_special(c) {
-        return Err(bucket_error("lower and upper bounds must be finite"));
-    }
-    bucket_of(count, b == c, || {
+    let checks = Checks {
+        count,
+        nan: a == NAN || b == NAN || c == NAN,
+        infinite_bound: special::is_special(b) || special::is_special(c),
+        equal: b == c,
+    };
+    checks.bucket(|| {
         let (num, den, below, above) = if b < c {
             (a.checked_sub(b), c - b, a < b, a >= c)
         } else {
@@ -877,15 +862,13 @@ fn width_bucket_decimal(a: i128, b: i128, c: i128, count: i64) -> Result<i32> {
 }
 
 fn width_bucket_float(a: f64, b: f64, c: f64, count: i64) -> Result<i32> {
-    if a.is_nan() || b.is_nan() || c.is_nan() {
-        return Err(bucket_error(
-            "operand, lower bound, and upper bound cannot be NaN",
-        ));
-    }
-    if b.is_infinite() || c.is_infinite() {
-        return Err(bucket_error("lower and upper bounds must be finite"));
-    }
-    bucket_of(count, b == c, || {
+    let checks = Checks {
+        count,
+        nan: a.is_nan() || b.is_nan() || c.is_nan(),
+        infinite_bound: b.is_infinite() || c.is_infinite(),
+        equal: b == c,
+    };
+    checks.bucket(|| {
         let (share, below, above) = if b < c {
             ((a - b) / (c - b), a < b, a >= c)
         } else {
@@ -902,16 +885,33 @@ fn width_bucket_float(a: f64, b: f64, c: f64, count: i64) -> Result<i32> {
     })
 }
 
-/// The checks common to both width_buckets, then `bucket`.
-fn bucket_of(count: i64, equal: bool, bucket: impl Fn() -> Result<i64>) -> Result<i32> {
-    if count <= 0 {
-        return Err(bucket_error("count must be greater than zero"));
+/// What both width_buckets check of their arguments before computing.
+struct Checks {
+    count: i64,
+    nan: bool,
+    infinite_bound: bool,
+    equal: bool,
+}
+
+impl Checks {
+    /// PostgreSQL's errors in PostgreSQL's order, else `bucket`.
+    fn bucket(&self, bucket: impl Fn() -> Result<i64>) -> Result<i32> {
+        let refuse = |message: &str| Err(Error::user("2201G", message));
+        if self.count <= 0 {
+            return refuse("count must be greater than zero");
+        }
+        if self.nan {
+            return refuse("operand, lower bound, and upper bound cannot be NaN");
+        }
+        if self.infinite_bound {
+            return refuse("lower and upper bounds must be finite");
+        }
+        if self.equal {
+            return refuse("lower bound cannot equal upper bound");
+        }
+        i32::try_from(bucket()?)
+            .map_err(|_| Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range"))
     }
-    if equal {
-        return Err(bucket_error("lower bound cannot equal upper bound"));
-    }
-    i32::try_from(bucket()?)
-        .map_err(|_| Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range"))
 }
 
 fn div_decimal(a: i128, b: i128) -> Result<i128> {

@@ -31,13 +31,19 @@ fn is_int(t: &DataType) -> bool {
 /// conversion (NaN, ±Infinity, PostgreSQL's rounding and errors) before the
 /// simplifier would fold it with Arrow's; and a cast of a text literal that
 /// Arrow can do (so that `'NaN'::float8::numeric` becomes a float literal
-/// cast to numeric first).
-fn foldable(expr: &Expr, to: &DataType) -> bool {
+/// cast to numeric first). None: not such a cast, or one left to the
+/// simplifier (which reports a failing text cast).
+fn fold_literal(expr: &Expr, to: &DataType) -> Result<Option<ScalarValue>> {
     let Expr::Literal(v, _) = expr else {
-        return false;
+        return Ok(None);
     };
-    crate::numeric::handles_cast(&v.data_type(), to)
-        || matches!(v, ScalarValue::Utf8(Some(_))) && v.cast_to(to).is_ok()
+    match crate::numeric::fold_literal_cast(v, to) {
+        Some(folded) => folded
+            .map(Some)
+            .map_err(|err| datafusion::common::DataFusionError::External(Box::new(err))),
+        None if matches!(v, ScalarValue::Utf8(Some(_))) => Ok(v.cast_to(to).ok()),
+        None => Ok(None),
+    }
 }
 
 fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
@@ -54,21 +60,12 @@ fn call(name: &str, args: Vec<Expr>, like: &ScalarFunction) -> Option<Expr> {
 }
 
 fn rewrite(e: Expr, schema: &DFSchemaRef) -> Result<Transformed<Expr>> {
-    match &e {
-        // A literal cast to or from numeric: folded here with eon's
-        // numeric conversion (NaN, ±Infinity, PostgreSQL's rounding and
-        // errors) before the simplifier would fold it with Arrow's.
-        Expr::Cast(Cast { expr, field }) if foldable(expr, field.data_type()) => {
-            let Expr::Literal(v, _) = expr.as_ref() else {
-                unreachable!("foldable: a literal")
-            };
-            let folded = match crate::numeric::fold_literal_cast(v, field.data_type()) {
-                Some(folded) => folded
-                    .map_err(|err| datafusion::common::DataFusionError::External(Box::new(err)))?,
-                None => v.cast_to(field.data_type())?,
-            };
-            Ok(Transformed::yes(Expr::Literal(folded, None)))
+    if let Expr::Cast(Cast { expr, field }) = &e {
+        if let Some(folded) = fold_literal(expr, field.data_type())? {
+            return Ok(Transformed::yes(Expr::Literal(folded, None)));
         }
+    }
+    match &e {
         Expr::Cast(Cast { expr, field }) if is_int(field.data_type()) => {
             let Ok(from) = expr.get_type(schema) else {
                 return Ok(Transformed::no(e));
@@ -170,28 +167,11 @@ impl OptimizerRule for PostgresNumericCasts {
                     Transformed::no(plan)
                 })
             }
-            LogicalPlan::Values(v) => {
-                let schema = v.schema.clone();
-                let mut changed = false;
-                let mut rows = Vec::with_capacity(v.values.len());
-                for row in v.values {
-                    let mut out = Vec::with_capacity(row.len());
-                    for e in row {
-                        let t = e.transform_up(|x| rewrite(x, &schema))?;
-                        changed |= t.transformed;
-                        out.push(t.data);
-                    }
-                    rows.push(out);
-                }
-                let plan = LogicalPlan::Values(datafusion::logical_expr::Values {
-                    schema: v.schema,
-                    values: rows,
-                });
-                Ok(if changed {
-                    Transformed::yes(plan)
-                } else {
-                    Transformed::no(plan)
-                })
+            // VALUES rows: rewritten like a projection's expressions (a row
+            // names nothing, so no aliases are needed).
+            values @ LogicalPlan::Values(_) => {
+                let schema = values.schema().clone();
+                values.map_expressions(|e| e.transform_up(|x| rewrite(x, &schema)))
             }
             other => Ok(Transformed::no(other)),
         }
