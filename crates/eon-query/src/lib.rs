@@ -35,6 +35,7 @@
 //! | [`pgformat`] | format(), quote_ident, quote_literal as PostgreSQL has them |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
+//! | [`extract`]  | EXTRACT and date_part with PostgreSQL's calendar, units and types |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`auth`]     | SCRAM-SHA-256 on the wire, HTTP basic over REST, `--trust`  |
 //! | [`roles`]    | CREATE/ALTER/DROP ROLE and USER, who may run them           |
@@ -55,6 +56,7 @@ pub mod ddl;
 pub mod decorrelate;
 pub mod dml;
 pub mod errors;
+pub mod extract;
 pub mod fk;
 pub mod grpc;
 pub mod indexes;

@@ -43,6 +43,7 @@ pub fn pg_name(e: &Expr) -> Option<String> {
                 Some(ty) => arg().or_else(|| Some(ty.to_string())),
                 None if name == "eon_single" => arg(),
                 None if name == "eon_array" => Some("array".into()),
+                None if name == crate::extract::EXTRACT => Some("extract".into()),
                 None => Some(name),
             }
         }

@@ -85,6 +85,7 @@ pub fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     crate::numeric::register(ctx);
+    crate::extract::register(ctx);
     ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));
@@ -340,6 +341,7 @@ pub fn rewrite(statements: &mut [Statement]) {
                     *e = call(function, (**expr).clone());
                 }
             }
+            crate::extract::rewrite(e);
             array_of_subquery(e);
             expand_array(e);
             ControlFlow::<()>::Continue(())

@@ -241,6 +241,7 @@ impl Engine {
             user: std::sync::RwLock::new(user.to_string()),
             cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
+            startup_vars: Mutex::new(BTreeMap::new()),
             notices: Mutex::new(Vec::new()),
             txn: Arc::new(Mutex::new(None)),
             idle: Arc::new(Idle::default()),
@@ -260,6 +261,9 @@ pub struct Session {
     /// Bumped by a cancel request: the running statement stops (57014).
     cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
+    /// The parameters as the client's startup message set them: what
+    /// RESET goes back to (PostgreSQL's "session default").
+    startup_vars: Mutex<BTreeMap<String, String>>,
     /// Notices and warnings for the client, sent before the statement's
     /// result (PostgreSQL's NoticeResponse).
     notices: Mutex<Vec<Notice>>,
@@ -1602,6 +1606,7 @@ impl Session {
                 other => self.set_parameter(other, value)?,
             }
         }
+        *self.startup_vars.lock().unwrap() = self.vars.lock().unwrap().clone();
         Ok(())
     }
 
@@ -1663,12 +1668,13 @@ impl Session {
         Ok(Output::Command("SET".into()))
     }
 
-    /// RESET name | RESET ALL: back to the server's default.
+    /// RESET name | RESET ALL: back to the session's default — the value
+    /// the client's startup message gave, else the server's.
     fn reset(&self, what: &datafusion::sql::sqlparser::ast::Reset) -> Result<Output> {
         use datafusion::sql::sqlparser::ast::Reset;
         match what {
             Reset::ALL => {
-                self.vars.lock().unwrap().clear();
+                *self.vars.lock().unwrap() = self.startup_vars.lock().unwrap().clone();
                 *self.default_isolation.lock().unwrap() = Isolation::Serializable;
             }
             Reset::ConfigurationParameter(name) => {
@@ -1681,7 +1687,12 @@ impl Session {
                 } else {
                     name
                 };
-                self.vars.lock().unwrap().remove(&name);
+                let startup = self.startup_vars.lock().unwrap().get(&name).cloned();
+                let mut vars = self.vars.lock().unwrap();
+                match startup {
+                    Some(value) => vars.insert(name, value),
+                    None => vars.remove(&name),
+                };
             }
         }
         Ok(Output::Command("RESET".into()))
