@@ -26,6 +26,7 @@
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
+//! | [`numfmt`]   | to_char and to_number for numbers: PostgreSQL's number pictures |
 //! | [`overflow`] | integer +, -, * that fail on overflow (22003); decimal arithmetic and casts handed to [`numeric`] |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
@@ -63,6 +64,7 @@ pub mod indexes;
 pub mod infoschema;
 pub mod naming;
 pub mod numeric;
+pub mod numfmt;
 pub mod overflow;
 pub mod pg;
 pub mod pgcasts;

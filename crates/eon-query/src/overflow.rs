@@ -14,10 +14,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::logical_expr::Operator;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -131,5 +132,83 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+/// Integer `+`, `-` and `*` of constants computed with overflow checks
+/// before DataFusion's simplifier would fold them with its wrapping
+/// kernels (`'9223372036854775800'::int8 + '9223372036854775800'::int8`
+/// is PostgreSQL's `bigint out of range`, not -16). A logical rule, ahead
+/// of the simplifier; the physical rule above covers computed values.
+#[derive(Debug, Default)]
+pub struct CheckedConstants;
+
+/// The constant value of `e`: a literal or a cast of one.
+fn constant(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        _ => None,
+    }
+}
+
+fn fold(e: Expr) -> Result<Transformed<Expr>> {
+    let Expr::BinaryExpr(b) = &e else {
+        return Ok(Transformed::no(e));
+    };
+    let (Some(l), Some(r)) = (constant(&b.left), constant(&b.right)) else {
+        return Ok(Transformed::no(e));
+    };
+    macro_rules! checked {
+        ($a:expr, $b:expr, $variant:ident, $name:literal) => {{
+            let v = match b.op {
+                Operator::Plus => $a.checked_add($b),
+                Operator::Minus => $a.checked_sub($b),
+                Operator::Multiply => $a.checked_mul($b),
+                _ => return Ok(Transformed::no(e)),
+            };
+            match v {
+                Some(v) => ScalarValue::$variant(Some(v)),
+                None => {
+                    return Err(DataFusionError::External(Box::new(
+                        eon_common::Error::user(
+                            eon_common::error::sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                            concat!($name, " out of range"),
+                        ),
+                    )));
+                }
+            }
+        }};
+    }
+    let value = match (&l, &r) {
+        (ScalarValue::Int16(Some(a)), ScalarValue::Int16(Some(b2))) => {
+            checked!(a, *b2, Int16, "smallint")
+        }
+        (ScalarValue::Int32(Some(a)), ScalarValue::Int32(Some(b2))) => {
+            checked!(a, *b2, Int32, "integer")
+        }
+        (ScalarValue::Int64(Some(a)), ScalarValue::Int64(Some(b2))) => {
+            checked!(a, *b2, Int64, "bigint")
+        }
+        _ => return Ok(Transformed::no(e)),
+    };
+    Ok(Transformed::yes(Expr::Literal(value, None)))
+}
+
+impl OptimizerRule for CheckedConstants {
+    fn name(&self) -> &str {
+        "eon_checked_constants"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        plan.map_expressions(|e| e.transform_up(fold))
     }
 }

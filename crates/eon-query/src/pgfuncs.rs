@@ -86,6 +86,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     crate::numeric::register(ctx);
     crate::extract::register(ctx);
+    crate::numfmt::register(ctx);
     ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));

@@ -187,6 +187,7 @@ impl Engine {
             Arc::new(crate::decorrelate::DecorrelateScalarSubquery),
             Arc::new(crate::pgcasts::PostgresNumericCasts),
             Arc::new(crate::numeric::GuardSpecials),
+            Arc::new(crate::overflow::CheckedConstants),
         ];
         rules.extend(datafusion::optimizer::Optimizer::new().rules);
         let state = SessionStateBuilder::new()
