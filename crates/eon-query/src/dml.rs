@@ -506,7 +506,10 @@ async fn insert(
     } else {
         pb::WriteKind::Insert
     };
-    let (rows, written) = insert_rows(
+    let returning_items = shape
+        .returning
+        .map(|items| (shape.alias.as_str(), items.as_slice()));
+    let (_, written, returned) = insert_rows(
         session,
         &ctx,
         &state,
@@ -515,15 +518,12 @@ async fn insert(
         &shape.targets,
         &src,
         kind,
+        returning_items,
     )
     .await?;
-    let count = written.len();
-    match shape.returning {
-        Some(items) => {
-            let batch = take_record_batch(&rows, &UInt32Array::from(written))?;
-            returning(&table, &shape.alias, batch, items, "INSERT 0").await
-        }
-        None => Ok(Output::Command(format!("INSERT 0 {count}"))),
+    match returned {
+        Some(r) => r.output(&written, "INSERT 0"),
+        None => Ok(Output::Command(format!("INSERT 0 {}", written.len()))),
     }
 }
 
@@ -531,7 +531,8 @@ async fn insert(
 /// converts each column with PostgreSQL's assignment rules, fills the
 /// others (defaults, row ids, NULL), checks foreign keys, and writes. The
 /// rows as written and the indexes of those not skipped (ON CONFLICT DO
-/// NOTHING) come back.
+/// NOTHING) come back, with the RETURNING list (`alias`, items) evaluated
+/// over the rows before anything is written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_rows(
     session: &Session,
@@ -542,7 +543,8 @@ pub(crate) async fn insert_rows(
     targets: &[usize],
     src: &RecordBatch,
     kind: pb::WriteKind,
-) -> Result<(RecordBatch, Vec<u32>)> {
+    returning_items: Option<(&str, &[SelectItem])>,
+) -> Result<(RecordBatch, Vec<u32>, Option<Returned>)> {
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
@@ -591,12 +593,14 @@ pub(crate) async fn insert_rows(
         }
         let written: Vec<u32> = (0..n as u32).filter(|&r| !skip[r as usize]).collect();
         let to_write = crate::indexes::keep(&rows, &skip)?;
+        let returned = returning_before_write(table, &rows, returning_items).await?;
         let mut writes = Writes::default();
         writes.add(table, pb::WriteKind::Insert, &to_write, &table.primary_key)?;
         writes.add_index_changes(table, None, Some(&to_write))?;
         writes.apply(session, ctx, mode).await?;
-        return Ok((rows, written));
+        return Ok((rows, written, returned));
     }
+    let returned = returning_before_write(table, &rows, returning_items).await?;
     let mut writes = Writes::default();
     let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
     writes.add_index_changes(table, None, Some(&rows))?;
@@ -613,7 +617,21 @@ pub(crate) async fn insert_rows(
         );
     }
     written.sort();
-    Ok((rows, written))
+    Ok((rows, written, returned))
+}
+
+/// The RETURNING list over every row about to be written, if there is one.
+async fn returning_before_write(
+    table: &TableDef,
+    rows: &RecordBatch,
+    items: Option<(&str, &[SelectItem])>,
+) -> Result<Option<Returned>> {
+    match items {
+        Some((alias, items)) => Ok(Some(
+            Returned::evaluate(table, alias, rows.clone(), items).await?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Evaluate a default that differs per row (`nextval(…)`) `n` times.
@@ -917,21 +935,26 @@ async fn update(
             pk,
         )?;
     }
-    writes.apply(session, &ctx, mode).await?;
     let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
     touched.sort();
     let count = touched.len();
-    match &up.returning {
-        Some(items) => {
-            returning(
+    // RETURNING is computed before the write: an error in it leaves the
+    // table as it was.
+    let returned = match &up.returning {
+        Some(items) => Some(
+            Returned::evaluate(
                 &table,
                 &shape.alias,
                 take_record_batch(&new, &UInt32Array::from(touched))?,
                 items,
-                "UPDATE",
             )
-            .await
-        }
+            .await?,
+        ),
+        None => None,
+    };
+    writes.apply(session, &ctx, mode).await?;
+    match returned {
+        Some(r) => r.output(&(0..count as u32).collect::<Vec<_>>(), "UPDATE"),
         None => Ok(Output::Command(format!("UPDATE {count}"))),
     }
 }
@@ -1004,29 +1027,90 @@ async fn delete(
         &key_batch,
         &(0..table.primary_key.len()).collect::<Vec<_>>(),
     )?;
-    writes.apply(session, &ctx, mode).await?;
     let count = rows.num_rows();
-    match &del.returning {
-        Some(items) => returning(&table, &shape.alias, rows, items, "DELETE").await,
+    let returned = match &del.returning {
+        Some(items) => Some(Returned::evaluate(&table, &shape.alias, rows, items).await?),
+        None => None,
+    };
+    writes.apply(session, &ctx, mode).await?;
+    match returned {
+        Some(r) => r.output(&(0..count as u32).collect::<Vec<_>>(), "DELETE"),
         None => Ok(Output::Command(format!("DELETE {count}"))),
     }
 }
 
 // ---------------------------------------------------------------- RETURNING
 
-/// Evaluate RETURNING items over the rows a statement wrote.
-async fn returning(
-    table: &TableDef,
-    alias: &str,
-    rows: RecordBatch,
-    items: &[SelectItem],
-    tag: &str,
-) -> Result<Output> {
-    let (ctx, sql) = returning_context(table, alias, Some(rows), items)?;
-    let df = ctx.sql(&sql).await.map_err(from_df)?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(from_df)?;
-    Output::rows(batches, schema, tag)
+/// RETURNING items evaluated over the rows a statement is about to write:
+/// one result row per written row. They are computed before the write is
+/// applied, so that an error in them (a division by zero, a bad cast)
+/// fails the statement with nothing written.
+pub(crate) struct Returned {
+    batch: RecordBatch,
+}
+
+impl Returned {
+    async fn evaluate(
+        table: &TableDef,
+        alias: &str,
+        rows: RecordBatch,
+        items: &[SelectItem],
+    ) -> Result<Returned> {
+        let (ctx, sql) = returning_context(table, alias, Some(rows), items)?;
+        let plan = ctx
+            .state()
+            .create_logical_plan(&sql)
+            .await
+            .map_err(from_df)?;
+        refuse_in_returning(&plan)?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(from_df)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(from_df)?;
+        let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        Ok(Returned { batch })
+    }
+
+    /// The rows of those `written` (indexes into the evaluated rows).
+    fn output(self, written: &[u32], tag: &str) -> Result<Output> {
+        let schema = self.batch.schema();
+        let batch = if written.len() == self.batch.num_rows() {
+            self.batch
+        } else {
+            take_record_batch(&self.batch, &UInt32Array::from(written.to_vec()))?
+        };
+        Output::rows(vec![batch], schema, tag)
+    }
+}
+
+/// PostgreSQL refuses aggregates and window functions in RETURNING (a
+/// row per written row is what it means).
+fn refuse_in_returning(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan as P;
+    let mut refused = None;
+    plan.apply(|p| {
+        refused = match p {
+            P::Aggregate(_) => Some((
+                sqlstate::GROUPING_ERROR,
+                "aggregate functions are not allowed in RETURNING",
+            )),
+            P::Window(_) => Some((
+                sqlstate::WINDOWING_ERROR,
+                "window functions are not allowed in RETURNING",
+            )),
+            _ => None,
+        };
+        Ok(if refused.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })
+    .map_err(from_df)?;
+    match refused {
+        Some((code, message)) => Err(Error::user(code, message)),
+        None => Ok(()),
+    }
 }
 
 /// A context where `alias` names the written rows (visible columns only).

@@ -1042,3 +1042,122 @@ async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
         .get(0);
     assert_eq!(n, 5);
 }
+
+#[tokio::test]
+async fn a_failing_returning_list_writes_nothing() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE pay (id int PRIMARY KEY, salary int);
+         INSERT INTO pay VALUES (1, 5000), (2, 6000), (3, 0)",
+    )
+    .await
+    .unwrap();
+    // RETURNING is evaluated before the write is applied: its error is
+    // the statement's, and the rows stay as they were.
+    refused(&c, "DELETE FROM pay RETURNING 1 / salary", "22012").await;
+    refused(
+        &c,
+        "UPDATE pay SET salary = 0 RETURNING 1 / salary",
+        "22012",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO pay VALUES (4, 0) RETURNING 1 / salary",
+        "22012",
+    )
+    .await;
+    refused(
+        &c,
+        "DELETE FROM pay RETURNING rank() OVER (ORDER BY salary)",
+        "42P20",
+    )
+    .await;
+    refused(&c, "DELETE FROM pay RETURNING count(*)", "42803").await;
+    assert_eq!(
+        texts(&c, "SELECT id, salary FROM pay ORDER BY id").await,
+        vec![vec!["1", "5000"], vec!["2", "6000"], vec!["3", "0"]]
+    );
+    // ON CONFLICT DO NOTHING returns the rows it wrote, and only those.
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO pay VALUES (3, 1), (5, 1) ON CONFLICT DO NOTHING RETURNING id, salary * 2"
+        )
+        .await,
+        vec![vec!["5", "2"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "UPDATE pay SET salary = salary + 1 WHERE id <= 2 RETURNING id, salary"
+        )
+        .await,
+        vec![vec!["1", "5001"], vec!["2", "6001"]]
+    );
+}
+
+#[tokio::test]
+async fn to_char_to_number_and_extract_answer_as_postgresql() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT to_char(-34338492.215397047::numeric, '9G999G999G999D99'),
+                    to_char(-4.31::numeric, 'FM9990.999PR'),
+                    to_char(1999, 'RN'),
+                    to_char(42::int8, '99th'),
+                    to_char(4200000000::float8, '9.999EEEE'),
+                    to_char(12.5::numeric, 'S000.00'),
+                    to_number('-34,338,492.654', '99G999G999D999'),
+                    to_number('<564646.654564>', '999999.999999PR')"
+        )
+        .await,
+        vec![vec![
+            "   -34,338,492.22",
+            "<4.31>",
+            "        MCMXCIX",
+            " 42nd",
+            " 4.200e+09",
+            "+012.50",
+            "-34338492.654",
+            "-564646.654564"
+        ]]
+    );
+    // EXTRACT is numeric with the unit's scale, date_part float8; BC
+    // years, centuries and infinities as PostgreSQL counts them.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT EXTRACT(second FROM timestamp '1997-02-10 17:32:01.4'),
+                    date_part('epoch', timestamp '1997-02-10 17:32:01.4'),
+                    EXTRACT(century FROM date '0101-12-31 BC'),
+                    EXTRACT(millennium FROM date '2001-01-01'),
+                    EXTRACT(isodow FROM date '2020-08-16'),
+                    EXTRACT(year FROM date 'infinity'),
+                    EXTRACT(month FROM date 'infinity')"
+        )
+        .await,
+        vec![vec![
+            "1.400000",
+            "855595921.4",
+            "-2",
+            "3",
+            "7",
+            "Infinity",
+            "NULL"
+        ]]
+    );
+    refused(&c, "SELECT EXTRACT(hour FROM date '2020-08-11')", "0A000").await;
+    refused(&c, "SELECT date_part('fortnight', now())", "22023").await;
+    refused(&c, "SELECT to_char(1, '9.9.9')", "42601").await;
+    // Constant integer arithmetic overflows as computed arithmetic does.
+    refused(
+        &c,
+        "SELECT '9223372036854775800'::int8 + '9223372036854775800'::int8",
+        "22003",
+    )
+    .await;
+}
