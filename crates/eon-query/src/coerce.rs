@@ -141,6 +141,19 @@ pub fn coerce_with(
                     .collect::<Result<TimestampMicrosecondArray>>()?;
                 cast_with_options(&(Arc::new(us) as ArrayRef), &target, &STRICT)?
             }
+            // float4/float8: PostgreSQL's input (its range errors).
+            (SqlType::Float4 | SqlType::Float8, DataType::Utf8) => {
+                let float4 = col.ty == SqlType::Float4;
+                let out = array
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| crate::pgtypes::parse_float_as(v, float4))
+                            .transpose()
+                    })
+                    .collect::<Result<Float64Array>>()?;
+                cast_with_options(&(Arc::new(out) as ArrayRef), &target, &STRICT)?
+            }
             // numeric: PostgreSQL's rounding, overflow errors and special
             // values (see crate::numeric).
             (SqlType::Numeric { .. }, DataType::Utf8) => {

@@ -267,6 +267,8 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
         | sqlstate::DATETIME_FIELD_OVERFLOW
             if message.starts_with("invalid input syntax for type ")
                 || message.starts_with("value \"")
+                || (message.starts_with('"')
+                    && message.contains("\" is out of range for type "))
                 || message.starts_with("date/time field value out of range: ") =>
         {
             let value = message
@@ -793,6 +795,15 @@ mod tests {
         assert_eq!(
             error_position(q, "42P01", "table \"nosuch_t\" does not exist"),
             None
+        );
+        let q = "SELECT '10e400'::float8";
+        assert_eq!(
+            error_position(
+                q,
+                "22003",
+                "\"10e400\" is out of range for type double precision"
+            ),
+            Some(8)
         );
     }
 }

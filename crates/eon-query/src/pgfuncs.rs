@@ -83,6 +83,10 @@ pub fn register(ctx: &SessionContext) {
             ctx.register_udf(f.as_ref().clone().with_aliases([alias]));
         }
     }
+    // variance is PostgreSQL's name for the sample variance.
+    if let Ok(f) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
+        ctx.register_udaf(f.as_ref().clone().with_aliases(["variance"]));
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     crate::numeric::register(ctx);
     crate::extract::register(ctx);

@@ -639,12 +639,47 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
 }
 
 fn parse_float(s: &str) -> std::result::Result<f64, ()> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "nan" => Ok(f64::NAN),
-        "infinity" | "inf" | "+infinity" => Ok(f64::INFINITY),
-        "-infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-        t => t.parse().map_err(|_| ()),
+    parse_float_as(s, false).map_err(|_| ())
+}
+
+/// PostgreSQL's float8in / float4in (`real` when `float4`): NaN and the
+/// infinities in any case, surrounding blanks allowed; a number too large
+/// for the type, or so small it would become zero, is 22003 `"10e400" is
+/// out of range for type double precision`; anything else 22P02.
+pub fn parse_float_as(s: &str, float4: bool) -> Result<f64> {
+    let ty = if float4 { "real" } else { "double precision" };
+    let t = s.trim().to_ascii_lowercase();
+    let v = match t.as_str() {
+        "nan" | "+nan" | "-nan" => return Ok(f64::NAN),
+        "infinity" | "inf" | "+infinity" | "+inf" => return Ok(f64::INFINITY),
+        "-infinity" | "-inf" => return Ok(f64::NEG_INFINITY),
+        // Rust reads these words too; PostgreSQL only as above.
+        t if t.contains("inf") || t.contains("nan") => Err(()),
+        t => t.parse::<f64>().map_err(|_| ()),
     }
+    .map_err(|_| {
+        Error::user(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type {ty}: \"{s}\""),
+        )
+    })?;
+    let mantissa_nonzero = t
+        .split(['e', 'E'])
+        .next()
+        .is_some_and(|m| m.bytes().any(|b| (b'1'..=b'9').contains(&b)));
+    let (too_big, too_small) = if float4 {
+        let f = v as f32;
+        (f.is_infinite(), f == 0.0 && mantissa_nonzero)
+    } else {
+        (v.is_infinite(), v == 0.0 && mantissa_nonzero)
+    };
+    if too_big || too_small {
+        return Err(Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("\"{s}\" is out of range for type {ty}"),
+        ));
+    }
+    Ok(v)
 }
 
 /// The type a parameter is described with (text when the plan does not
@@ -656,6 +691,29 @@ pub fn param_pg_type(ty: &Option<SqlType>) -> Type {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_read_like_postgres_with_its_range_errors() {
+        assert_eq!(parse_float_as(" 1.5 ", false).unwrap(), 1.5);
+        assert!(parse_float_as("-INFINITY", false).unwrap().is_infinite());
+        assert!(parse_float_as("NaN", true).unwrap().is_nan());
+        assert_eq!(parse_float_as("1e-320", false).unwrap(), 1e-320);
+        assert_eq!(parse_float_as("0e-400", false).unwrap(), 0.0);
+        for (text, float4, code) in [
+            ("10e400", false, "22003"),
+            ("-10e-400", false, "22003"),
+            ("1e39", true, "22003"),
+            ("1e-50", true, "22003"),
+            ("xyz", false, "22P02"),
+            ("infinityx", false, "22P02"),
+        ] {
+            assert_eq!(
+                parse_float_as(text, float4).unwrap_err().code,
+                code,
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn floats_print_like_postgres() {
