@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Builder, Float64Builder, new_null_array,
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
@@ -457,55 +457,54 @@ impl ScalarUDFImpl for DatePart {
         };
         let out_type = args.return_field.data_type().clone();
         let rows = raw.len();
+        // Each row's unit, part and value (None: a NULL argument).
+        let parts = (0..rows)
+            .map(|i| {
+                if raw.is_null(i) || units.is_null(i) {
+                    return Ok(None);
+                }
+                let unit = self.unit(units.value(i), kind)?;
+                Ok(Some((
+                    unit,
+                    part_of(unit, kind, raw.value(i)),
+                    raw.value(i),
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let out: ArrayRef = if let DataType::Decimal128(p, s) = out_type {
-            let mut b = Decimal128Builder::with_capacity(rows);
-            for i in 0..rows {
-                if raw.is_null(i) || units.is_null(i) {
-                    b.append_null();
-                    continue;
-                }
-                let unit = self.unit(units.value(i), kind)?;
-                if unit.scale(kind) != s {
-                    return Err(DataFusionError::External(Box::new(Error::unsupported(
-                        "EXTRACT of a unit that is not a constant is not supported yet",
-                    ))));
-                }
-                match part_of(unit, kind, raw.value(i)) {
-                    Part::Exact(v) => b.append_value(v),
-                    Part::Infinite(true) => b.append_value(special::INFINITY),
-                    Part::Infinite(false) => b.append_value(special::NEG_INFINITY),
-                    Part::Null => b.append_null(),
-                }
+            if parts
+                .iter()
+                .flatten()
+                .any(|(unit, ..)| unit.scale(kind) != s)
+            {
+                return Err(DataFusionError::External(Box::new(Error::unsupported(
+                    "EXTRACT of a unit that is not a constant is not supported yet",
+                ))));
             }
-            Arc::new(b.finish().with_precision_and_scale(p, s)?)
+            let values = parts.into_iter().map(|p| match p?.1 {
+                Part::Exact(v) => Some(v),
+                Part::Infinite(true) => Some(special::INFINITY),
+                Part::Infinite(false) => Some(special::NEG_INFINITY),
+                Part::Null => None,
+            });
+            Arc::new(Decimal128Array::from_iter(values).with_precision_and_scale(p, s)?)
         } else {
-            let mut b = Float64Builder::with_capacity(rows);
-            for i in 0..rows {
-                if raw.is_null(i) || units.is_null(i) {
-                    b.append_null();
-                    continue;
+            let values = parts.into_iter().map(|p| {
+                let (unit, part, us) = p?;
+                match part {
+                    // PostgreSQL's float8 Julian day: the day plus the time
+                    // of day as a fraction.
+                    Part::Exact(_) if unit == Unit::Julian => Some(
+                        (us.div_euclid(US_PER_DAY) + UNIX_JULIAN) as f64
+                            + us.rem_euclid(US_PER_DAY) as f64 / US_PER_DAY as f64,
+                    ),
+                    Part::Exact(v) => Some(v as f64 / 10f64.powi(unit.scale(kind).into())),
+                    Part::Infinite(true) => Some(f64::INFINITY),
+                    Part::Infinite(false) => Some(f64::NEG_INFINITY),
+                    Part::Null => None,
                 }
-                let unit = self.unit(units.value(i), kind)?;
-                match part_of(unit, kind, raw.value(i)) {
-                    Part::Exact(v) => {
-                        let scale = 10f64.powi(unit.scale(kind).into());
-                        b.append_value(match unit {
-                            // PostgreSQL's float8 Julian day: the day plus
-                            // the time of day as a fraction.
-                            Unit::Julian => {
-                                let us = raw.value(i);
-                                (us.div_euclid(US_PER_DAY) + UNIX_JULIAN) as f64
-                                    + us.rem_euclid(US_PER_DAY) as f64 / US_PER_DAY as f64
-                            }
-                            _ => v as f64 / scale,
-                        })
-                    }
-                    Part::Infinite(true) => b.append_value(f64::INFINITY),
-                    Part::Infinite(false) => b.append_value(f64::NEG_INFINITY),
-                    Part::Null => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
+            });
+            Arc::new(Float64Array::from_iter(values))
         };
         if rows == 0 {
             return Ok(ColumnarValue::Array(new_null_array(&out_type, 0)));
