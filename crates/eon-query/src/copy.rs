@@ -327,7 +327,7 @@ pub async fn finish(session: &Session, copy: &CopyIn, data: &[u8]) -> Result<u64
     let (ctx, mode) = session.begin_statement().await?;
     crate::dml::check_writable(mode, "COPY FROM")?;
     let state = session.statement_state(ctx.clone());
-    let (_, written, _) = crate::dml::insert_rows(
+    let (written, _) = crate::dml::insert_rows(
         session,
         &ctx,
         &state,

@@ -509,7 +509,7 @@ async fn insert(
     let returning_items = shape
         .returning
         .map(|items| (shape.alias.as_str(), items.as_slice()));
-    let (_, written, returned) = insert_rows(
+    let (written, returned) = insert_rows(
         session,
         &ctx,
         &state,
@@ -522,7 +522,7 @@ async fn insert(
     )
     .await?;
     match returned {
-        Some(r) => r.output(&written, "INSERT 0"),
+        Some(r) => r.output(Some(&written), "INSERT 0"),
         None => Ok(Output::Command(format!("INSERT 0 {}", written.len()))),
     }
 }
@@ -530,9 +530,9 @@ async fn insert(
 /// Write `src` (one column per target column of `table`) as new rows:
 /// converts each column with PostgreSQL's assignment rules, fills the
 /// others (defaults, row ids, NULL), checks foreign keys, and writes. The
-/// rows as written and the indexes of those not skipped (ON CONFLICT DO
-/// NOTHING) come back, with the RETURNING list (`alias`, items) evaluated
-/// over the rows before anything is written.
+/// indexes of the rows not skipped (ON CONFLICT DO NOTHING) come back,
+/// with the RETURNING list (`alias`, items) evaluated over the rows before
+/// anything is written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_rows(
     session: &Session,
@@ -544,7 +544,7 @@ pub(crate) async fn insert_rows(
     src: &RecordBatch,
     kind: pb::WriteKind,
     returning_items: Option<(&str, &[SelectItem])>,
-) -> Result<(RecordBatch, Vec<u32>, Option<Returned>)> {
+) -> Result<(Vec<u32>, Option<Returned>)> {
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
@@ -598,7 +598,7 @@ pub(crate) async fn insert_rows(
         writes.add(table, pb::WriteKind::Insert, &to_write, &table.primary_key)?;
         writes.add_index_changes(table, None, Some(&to_write))?;
         writes.apply(session, ctx, mode).await?;
-        return Ok((rows, written, returned));
+        return Ok((written, returned));
     }
     let returned = returning_before_write(table, &rows, returning_items).await?;
     let mut writes = Writes::default();
@@ -617,7 +617,7 @@ pub(crate) async fn insert_rows(
         );
     }
     written.sort();
-    Ok((rows, written, returned))
+    Ok((written, returned))
 }
 
 /// The RETURNING list over every row about to be written, if there is one.
@@ -954,7 +954,7 @@ async fn update(
     };
     writes.apply(session, &ctx, mode).await?;
     match returned {
-        Some(r) => r.output(&(0..count as u32).collect::<Vec<_>>(), "UPDATE"),
+        Some(r) => r.output(None, "UPDATE"),
         None => Ok(Output::Command(format!("UPDATE {count}"))),
     }
 }
@@ -1034,7 +1034,7 @@ async fn delete(
     };
     writes.apply(session, &ctx, mode).await?;
     match returned {
-        Some(r) => r.output(&(0..count as u32).collect::<Vec<_>>(), "DELETE"),
+        Some(r) => r.output(None, "DELETE"),
         None => Ok(Output::Command(format!("DELETE {count}"))),
     }
 }
@@ -1070,13 +1070,15 @@ impl Returned {
         Ok(Returned { batch })
     }
 
-    /// The rows of those `written` (indexes into the evaluated rows).
-    fn output(self, written: &[u32], tag: &str) -> Result<Output> {
+    /// The rows of those `written` (indexes into the evaluated rows), or
+    /// all of them.
+    fn output(self, written: Option<&[u32]>, tag: &str) -> Result<Output> {
         let schema = self.batch.schema();
-        let batch = if written.len() == self.batch.num_rows() {
-            self.batch
-        } else {
-            take_record_batch(&self.batch, &UInt32Array::from(written.to_vec()))?
+        let batch = match written {
+            Some(w) if w.len() != self.batch.num_rows() => {
+                take_record_batch(&self.batch, &UInt32Array::from(w.to_vec()))?
+            }
+            _ => self.batch,
         };
         Output::rows(vec![batch], schema, tag)
     }

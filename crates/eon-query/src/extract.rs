@@ -46,6 +46,7 @@ use eon_common::error::sqlstate;
 use eon_common::value::special;
 
 use crate::datetime::{DATE_INFINITY, DATE_NEG_INFINITY, TS_INFINITY, TS_NEG_INFINITY};
+use crate::provider::to_df;
 
 /// Register `date_part` (replacing DataFusion's) and `eon_extract`.
 pub fn register(ctx: &SessionContext) {
@@ -372,7 +373,7 @@ fn unit_error(text: &str, kind: Kind) -> DataFusionError {
             format!("unit \"{lower}\" not recognized for type {}", kind.name()),
         ),
     };
-    DataFusionError::External(Box::new(error))
+    to_df(error)
 }
 
 impl DatePart {
@@ -477,9 +478,9 @@ impl ScalarUDFImpl for DatePart {
                 .flatten()
                 .any(|(unit, ..)| unit.scale(kind) != s)
             {
-                return Err(DataFusionError::External(Box::new(Error::unsupported(
+                return Err(to_df(Error::unsupported(
                     "EXTRACT of a unit that is not a constant is not supported yet",
-                ))));
+                )));
             }
             let values = parts.into_iter().map(|p| match p?.1 {
                 Part::Exact(v) => Some(v),

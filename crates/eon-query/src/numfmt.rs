@@ -30,7 +30,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Builder, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
@@ -39,6 +39,8 @@ use datafusion::prelude::SessionContext;
 use eon_common::Error;
 use eon_common::error::sqlstate;
 use eon_common::value::special;
+
+use crate::provider::to_df;
 
 /// Register `to_char` (numbers here, the rest DataFusion's) and
 /// `to_number`.
@@ -1098,10 +1100,6 @@ impl Reader<'_> {
 
 // ------------------------------------------------------------ the UDFs
 
-fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 /// The number in row `i` of `a`, when `a` is of a number type.
 fn number_at(a: &ArrayRef, i: usize) -> Option<Number> {
     use datafusion::arrow::datatypes as t;
@@ -1146,7 +1144,7 @@ struct ToChar {
 impl ToChar {
     fn fallback(&self) -> Result<&Arc<ScalarUDF>> {
         self.fallback.as_ref().ok_or_else(|| {
-            external(Error::user(
+            to_df(Error::user(
                 sqlstate::UNDEFINED_FUNCTION,
                 "function to_char does not exist",
             ))
@@ -1188,7 +1186,7 @@ impl ScalarUDFImpl for ToChar {
                 continue;
             }
             let n = number_at(&arrays[0], i).expect("a number type");
-            b.append_value(to_char(n, formats.value(i)).map_err(external)?);
+            b.append_value(to_char(n, formats.value(i)).map_err(to_df)?);
         }
         crate::pgfuncs::shaped_like(&args.args, Arc::new(b.finish()))
     }
@@ -1260,8 +1258,8 @@ impl ScalarUDFImpl for ToNumber {
                 b.append_null();
                 continue;
             }
-            let (m, scale) = to_number(inputs.value(i), formats.value(i)).map_err(external)?;
-            let value = crate::numeric::rescale(m, scale, p, s).map_err(external)?;
+            let (m, scale) = to_number(inputs.value(i), formats.value(i)).map_err(to_df)?;
+            let value = crate::numeric::rescale(m, scale, p, s).map_err(to_df)?;
             b.append_value(value);
         }
         let out = b.finish().with_precision_and_scale(p, s)?;

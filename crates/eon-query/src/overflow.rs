@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
@@ -171,11 +171,9 @@ fn fold(e: Expr) -> Result<Transformed<Expr>> {
             match v {
                 Some(v) => ScalarValue::$variant(Some(v)),
                 None => {
-                    return Err(DataFusionError::External(Box::new(
-                        eon_common::Error::user(
-                            eon_common::error::sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-                            concat!($name, " out of range"),
-                        ),
+                    return Err(crate::provider::to_df(eon_common::Error::user(
+                        eon_common::error::sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                        concat!($name, " out of range"),
                     )));
                 }
             }

@@ -38,15 +38,13 @@ fn fold_literal(expr: &Expr, to: &DataType) -> Result<Option<ScalarValue>> {
         return Ok(None);
     };
     match crate::numeric::fold_literal_cast(v, to) {
-        Some(folded) => folded
-            .map(Some)
-            .map_err(|err| datafusion::common::DataFusionError::External(Box::new(err))),
+        Some(folded) => folded.map(Some).map_err(crate::provider::to_df),
         // A float from text: PostgreSQL's input, with its range errors.
         None if matches!(to, DataType::Float32 | DataType::Float64) => match v {
             ScalarValue::Utf8(Some(text)) => {
                 let float4 = to == &DataType::Float32;
-                let f = crate::pgtypes::parse_float_as(text, float4)
-                    .map_err(|err| datafusion::common::DataFusionError::External(Box::new(err)))?;
+                let f =
+                    crate::pgtypes::parse_float_as(text, float4).map_err(crate::provider::to_df)?;
                 Ok(ScalarValue::Float64(Some(f)).cast_to(to).ok())
             }
             _ => Ok(None),

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
@@ -42,6 +42,7 @@ use eon_proto::v1 as pb;
 
 use crate::cluster::Cluster;
 use crate::dml::table_name;
+use crate::provider::to_df;
 use crate::session::{Output, Session};
 
 /// The integer type of a `SERIAL`-family type name, if it is one.
@@ -406,10 +407,6 @@ pub struct SeqSession {
     lastval: Option<i64>,
 }
 
-fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 /// Run a meta call from inside a (synchronous) function evaluation: the
 /// query engine's runtime is multi-threaded, so this worker may block while
 /// another drives the call.
@@ -480,7 +477,7 @@ impl SeqFn {
         {
             return Ok(());
         }
-        Err(external(Error::user(
+        Err(to_df(Error::user(
             sqlstate::UNDEFINED_TABLE,
             format!("relation \"{name}\" does not exist"),
         )))
@@ -506,7 +503,7 @@ impl SeqFn {
                 name: name.clone(),
                 count: run as u32,
             }))
-            .map_err(|e| external(Error::from_status(e)))?
+            .map_err(|e| to_df(Error::from_status(e)))?
             .into_inner()
             .values;
             if let Some(&v) = values.last() {
@@ -576,7 +573,7 @@ impl ScalarUDFImpl for SeqFn {
                     match s.last.get(&(schema, name.clone())) {
                         Some(v) => out.push(Some(*v)),
                         None => {
-                            return Err(external(Error::user(
+                            return Err(to_df(Error::user(
                                 "55000",
                                 format!(
                                     "currval of sequence \"{name}\" is not yet defined in this session"
@@ -590,7 +587,7 @@ impl ScalarUDFImpl for SeqFn {
             "lastval" => match self.session.lock().unwrap().lastval {
                 Some(v) => Int64Array::from(vec![v; rows]),
                 None => {
-                    return Err(external(Error::user(
+                    return Err(to_df(Error::user(
                         "55000",
                         "lastval is not yet defined in this session",
                     )));
@@ -628,7 +625,7 @@ impl ScalarUDFImpl for SeqFn {
                         value,
                         is_called,
                     }))
-                    .map_err(|e| external(Error::from_status(e)))?;
+                    .map_err(|e| to_df(Error::from_status(e)))?;
                     if is_called {
                         self.session
                             .lock()
