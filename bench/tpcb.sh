@@ -29,56 +29,13 @@ while [ $# -gt 0 ]; do
 done
 threads=$(( clients < 2 ? clients : 2 ))
 
-scripts/setup.sh --postgres
-source scripts/cargo-env.sh
-if [ -z "${EON_BIN:-}" ]; then
-    cargo build --release -p eon >&2
-    EON_BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/eon
-    [ -x "$EON_BIN" ] || EON_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/eon
-fi
-
-free_port() {
-    while :; do
-        local p=$(( 20000 + RANDOM % 30000 ))
-        if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo $p; return; fi
-    done
-}
-
-work=$(mktemp -d /tmp/eon-tpcb.XXXXXX)
-chmod 755 "$work"
-pg_pid_file=""
-eon_pid=""
-cleanup() {
-    [ -n "$eon_pid" ] && kill "$eon_pid" 2>/dev/null && wait "$eon_pid" 2>/dev/null || true
-    if [ -n "$pg_pid_file" ]; then as_pg "$pg_bin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# PostgreSQL refuses to run as root: use its own account then.
-pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-pg_port=$(free_port)
-as_pg mkdir -p "$work/pg" 2>/dev/null || { mkdir -p "$work/pg"; chown postgres "$work/pg"; }
-[ "$(id -u)" -eq 0 ] && chown postgres "$work/pg"
-as_pg "$pg_bin/initdb" -D "$work/pg" -U postgres --auth=trust >/dev/null
-as_pg "$pg_bin/pg_ctl" -D "$work/pg" -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" -l "$work/pg/log" -w start >/dev/null
-pg_pid_file=$work/pg/postmaster.pid
-echo "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on port $pg_port: pgbench -i -s $scale" >&2
+source bench/lib.sh
+bench_setup tpcb
+start_postgres
+echo "pgbench -i -s $scale" >&2
 pgbench -h 127.0.0.1 -p "$pg_port" -U postgres -i -q -s "$scale" postgres >/dev/null 2>&1
-
-eon_port=$(free_port) http_port=$(free_port)
-"$EON_BIN" up --data-dir "$work/eon" --pg-port "$eon_port" --http-port "$http_port" >"$work/eon.out" 2>&1 &
-eon_pid=$!
-for _ in $(seq 100); do
-    grep -q "is up" "$work/eon.out" 2>/dev/null && break
-    sleep 0.2
-done
-grep -q "is up" "$work/eon.out" || { cat "$work/eon.out" >&2; exit 1; }
-echo "eon on port $eon_port: the pgbench tables by SQL, scale $scale" >&2
-eon_url="postgresql://eon:$(cat "$work/eon/admin-password")@127.0.0.1:$eon_port/eon?sslmode=disable"
+start_eon
+echo "eon: the pgbench tables by SQL, scale $scale" >&2
 psql -q -v ON_ERROR_STOP=1 "$eon_url" >/dev/null <<SQL
 CREATE TABLE pgbench_branches (bid int PRIMARY KEY, bbalance int, filler varchar(88));
 CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler varchar(84));
@@ -107,7 +64,6 @@ run() {
     printf '%s|%s|%s|%s|%s|%s\n' "$name" "$tps" "$lat" "$done_" "${retried:-0}" "${failed:-0}"
 }
 
-pg_url="postgresql://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 rows=()
 rows+=("$(run "postgresql (read committed)" "$pg_url")")
 rows+=("$(run "postgresql (serializable)" "$pg_url" "-c default_transaction_isolation=serializable")")

@@ -327,7 +327,7 @@ pub async fn finish(session: &Session, copy: &CopyIn, data: &[u8]) -> Result<u64
     let (ctx, mode) = session.begin_statement().await?;
     crate::dml::check_writable(mode, "COPY FROM")?;
     let state = session.statement_state(ctx.clone());
-    let (written, _) = crate::dml::insert_rows(
+    let written = crate::dml::insert_rows(
         session,
         &ctx,
         &state,
@@ -338,8 +338,41 @@ pub async fn finish(session: &Session, copy: &CopyIn, data: &[u8]) -> Result<u64
         pb::WriteKind::Insert,
         None,
     )
-    .await?;
+    .await
+    .map_err(|e| locate(e, session, copy, &batch))?
+    .0;
     Ok(written.len() as u64)
+}
+
+/// A value COPY could not convert fails the whole batch of rows at once;
+/// PostgreSQL names its line, column and text, and so does this: the
+/// values are converted again one by one (only on this error path) to
+/// find the first that fails.
+fn locate(e: Error, session: &Session, copy: &CopyIn, batch: &RecordBatch) -> Error {
+    use datafusion::arrow::array::{Array, AsArray};
+    if e.detail.is_some() || !e.code.starts_with("22") {
+        return e;
+    }
+    let order = session.date_style().order;
+    for row in 0..batch.num_rows() {
+        for (p, &c) in copy.columns.iter().enumerate() {
+            let column = batch.column(p);
+            let col = &copy.table.columns[c];
+            if column.is_null(row)
+                || crate::coerce::coerce_with(&column.slice(row, 1), col, &copy.table.name, order)
+                    .is_ok()
+            {
+                continue;
+            }
+            let line = row + 1 + usize::from(copy.format.header);
+            let value = column.as_string::<i32>().value(row);
+            return e.with_detail(format!(
+                "COPY {}, line {line}, column {}: \"{value}\"",
+                copy.table.name, col.name
+            ));
+        }
+    }
+    e
 }
 
 /// A bad line of COPY data.

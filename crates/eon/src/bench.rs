@@ -13,8 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::client::pg_connect as connect;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -39,16 +40,6 @@ struct Result_ {
     rows: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
-}
-
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
 }
 
 /// Run `clients` loops of `op` for `seconds`; `op(client, client_no, i)`
@@ -212,20 +203,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let url = match &args.url {
-        Some(url) => url.clone(),
-        None => {
-            let file = std::path::Path::new("./eon-data").join(eon_agent::ADMIN_PASSWORD_FILE);
-            let password = eon_common::scram::read_password(&file)
-                .with_context(|| format!("cannot read {} (or give --url)", file.display()))?;
-            eon_agent::pg_url(
-                &"127.0.0.1:5433".parse()?,
-                eon_agent::ADMIN_ROLE,
-                &password,
-                &eon_agent::Link::Plain,
-            )
-        }
-    };
+    let url = crate::client::pg_url_or_default(args.url.as_deref())?;
     let mut results = run_target("eon", &url, &args).await?;
     if let Some(b) = &args.baseline {
         results.extend(run_target("baseline", b, &args).await?);

@@ -1,7 +1,8 @@
 //! How client subcommands (`eon status`, `eon recipe …`) find a running
 //! cluster: from the `cluster.json` that `eon up` writes into its data
 //! directory, or by asking its REST port (`GET /v1/cluster`), or from
-//! addresses given outright.
+//! addresses given outright; and how the PostgreSQL-wire client commands
+//! (`eon bench`, `eon load`, `eon bench-load`) connect.
 
 use std::path::PathBuf;
 
@@ -108,4 +109,32 @@ impl Find {
             self.secret().as_deref(),
         )?)
     }
+}
+
+/// The connection string given, or `eon up`'s defaults: 127.0.0.1:5433 as
+/// the admin, whose password is in ./eon-data/admin-password.
+pub fn pg_url_or_default(url: Option<&str>) -> anyhow::Result<String> {
+    if let Some(url) = url {
+        return Ok(url.to_string());
+    }
+    let file = std::path::Path::new("./eon-data").join(eon_agent::ADMIN_PASSWORD_FILE);
+    let password = eon_common::scram::read_password(&file)
+        .with_context(|| format!("cannot read {} (or give --url)", file.display()))?;
+    Ok(eon_agent::pg_url(
+        &"127.0.0.1:5433".parse()?,
+        eon_agent::ADMIN_ROLE,
+        &password,
+        &eon_agent::Link::Plain,
+    ))
+}
+
+/// A PostgreSQL-wire connection, its driver running on a task of its own.
+pub async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("cannot connect")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
 }

@@ -15,8 +15,10 @@
 //! which.
 
 mod bench;
+mod bench_load;
 mod bench_scale;
 mod client;
+mod load;
 mod recipe_cmd;
 mod status;
 
@@ -166,8 +168,14 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         limit: u32,
     },
+    /// Load a CSV or Parquet file into a table (COPY over the PostgreSQL
+    /// wire, in batches, with a progress bar).
+    Load(load::LoadArgs),
     /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire.
     Bench(bench::BenchArgs),
+    /// Measure `eon load` rows/s for CSV and Parquet, against a baseline
+    /// server's COPY in the same run.
+    BenchLoad(bench_load::BenchLoadArgs),
     /// Measure the balancer on a cluster of its own: reaction to a 5× load
     /// step, actions under ±20 % noise, failed requests on scale-down,
     /// ingress against direct throughput.
@@ -533,6 +541,8 @@ fn main() -> ExitCode {
         }
         Command::BenchScale(args) => exit(runtime().block_on(bench_scale::run(args))),
         Command::Bench(args) => exit(runtime().block_on(bench::run(args))),
+        Command::Load(args) => exit(runtime().block_on(load::run(args))),
+        Command::BenchLoad(args) => exit(runtime().block_on(bench_load::run(args))),
         Command::Conformance {
             interface,
             addr,

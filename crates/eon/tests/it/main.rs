@@ -12,6 +12,7 @@ mod durability;
 mod frontends;
 mod history;
 mod indexes;
+mod load;
 mod pg;
 mod psql;
 mod pushdown;
