@@ -5,7 +5,9 @@
 //!   eon status          show the components of a running cluster and where each table's shards live
 //!   eon recipe          check, apply, list and remove front ends' recipes
 //!   eon agent --join    run the agent of another host (front ends placed there)
+//!   eon load            load a CSV or Parquet file into a table (COPY over the PostgreSQL wire)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
+//!   eon bench-load      measure `eon load` rows/s against another server's COPY
 //!   eon bench-scale     measure the balancer and the ingress on a cluster of its own
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
