@@ -212,6 +212,7 @@ impl TableDef {
                     default_sql: c.default_sql.unwrap_or_default(),
                     hidden: c.hidden,
                     identity: String::new(),
+                    comment: String::new(),
                 })
                 .collect(),
             primary_key: primary_key.into_iter().map(|i| i as u32).collect(),
@@ -223,6 +224,7 @@ impl TableDef {
             grants: vec![],
             indexes: vec![],
             index_name: String::new(),
+            comment: String::new(),
         }
     }
 

@@ -30,12 +30,18 @@
 //! catalog alone; eon's stored rows are Arrow batches of the table's
 //! columns, so they are written again — in the background of readers,
 //! like the rest.)
+//!
+//! `COMMENT ON TABLE` and `COMMENT ON COLUMN` change the catalog alone
+//! (meta's UpdateTable): the text is kept in the table's definition, where
+//! pg_description (psql's `\dt+`, `\d+`), `obj_description` and
+//! `col_description` find it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, PrimaryKeyConstraint, TableConstraint,
+    AlterTable, AlterTableOperation, CommentObject, ObjectName, PrimaryKeyConstraint,
+    TableConstraint,
 };
 use eon_common::error::sqlstate;
 use eon_common::{Error, Result, TableDef};
@@ -367,6 +373,61 @@ async fn rewrite(
 }
 
 /// The index of visible column `name`, or 42703.
+/// COMMENT ON TABLE t | COLUMN t.c IS 'text' | NULL (NULL or '' removes it).
+pub async fn comment_on(
+    session: &Session,
+    object_type: &CommentObject,
+    object: &ObjectName,
+    comment: Option<&str>,
+    if_exists: bool,
+) -> Result<Output> {
+    let (table_part, column) = match object_type {
+        CommentObject::Table => (object.clone(), None),
+        CommentObject::Column => {
+            let mut parts = object.0.clone();
+            let column = parts.pop().and_then(|p| p.as_ident().map(ident));
+            match column {
+                Some(c) if !parts.is_empty() => (ObjectName(parts), Some(c)),
+                _ => {
+                    return Err(Error::syntax(format!(
+                        "column name must be qualified: {object}"
+                    )));
+                }
+            }
+        }
+        other => {
+            return Err(Error::unsupported(format!(
+                "COMMENT ON {other} is not supported yet"
+            )));
+        }
+    };
+    let (schema, name) = table_name(&table_part)?;
+    let cluster = session.cluster();
+    // A fresh timestamp brings the catalog up to date.
+    cluster.timestamp().await?;
+    let Some(table) = cluster.table(&schema, &name) else {
+        if if_exists {
+            return Ok(Output::Command("COMMENT".into()));
+        }
+        return Err(Error::user(
+            sqlstate::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        ));
+    };
+    crate::privileges::require_owner(&session.actor(), &table)?;
+    let text = comment.unwrap_or_default().to_string();
+    let mut def = table.proto().clone();
+    match column {
+        None => def.comment = text,
+        Some(c) => {
+            let i = column_index(&table, &c).ok_or_else(|| no_column(&table, &c))?;
+            def.columns[i].comment = text;
+        }
+    }
+    crate::indexes::update_table(session, def, "COMMENT").await?;
+    Ok(Output::Command("COMMENT".into()))
+}
+
 fn column_index(table: &TableDef, name: &str) -> Option<usize> {
     table
         .columns

@@ -21,6 +21,9 @@
 //!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
 //! - `pg_settings`: the parameters eon knows, with the session's values;
 //! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles;
+//! - `pg_description`: the comments of tables and columns (COMMENT ON),
+//!   after PostgreSQL's own, which `obj_description` and `col_description`
+//!   also answer;
 //! - `pg_attribute.attacl` and `pg_policy.polroles` as arrays (NULL / no
 //!   rows: eon has neither column privileges nor row security), so psql's
 //!   `\dp` runs.
@@ -120,6 +123,7 @@ impl SchemaProvider for EonPgCatalog {
             "pg_user" => Kind::User,
             "pg_indexes" => Kind::Indexes,
             "pg_policy" => Kind::Policy,
+            "pg_description" => Kind::Description,
             _ => return self.inner.table(name).await,
         };
         let inner = self.inner.table(name).await?;
@@ -181,6 +185,8 @@ enum Kind {
     /// pg_policy: eon has no row security policies (an empty table, with
     /// `polroles` an oid array as psql's `\dp` expects).
     Policy,
+    /// pg_description: PostgreSQL's own rows, then eon's comments.
+    Description,
 }
 
 /// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
@@ -325,7 +331,9 @@ impl Completed {
         self.definitions.refresh(&tables);
         let mut batches = match (&self.inner, self.kind) {
             (_, Kind::Class) => class_rows,
-            (Some(t), Kind::Attribute | Kind::Attrdef) => rows_of(t, state).await?,
+            (Some(t), Kind::Attribute | Kind::Attrdef | Kind::Description) => {
+                rows_of(t, state).await?
+            }
             _ => Vec::new(),
         };
         match self.kind {
@@ -336,6 +344,7 @@ impl Completed {
                     .collect::<Result<_, _>>()?
             }
             Kind::Attrdef => batches.push(attrdefs(&self.schema, &tables)?),
+            Kind::Description => batches.push(descriptions(&self.schema, &tables)?),
             Kind::Class => {
                 batches = batches
                     .into_iter()
@@ -427,6 +436,20 @@ impl Definitions {
     pub fn table(&self, oid: i32) -> Option<Arc<TableDef>> {
         let map = self.tables.read().expect("definitions lock");
         map.get(&oid).cloned()
+    }
+
+    /// The comment on table `oid` (`column` 0) or on its column numbered
+    /// `column`.
+    fn description(&self, oid: i32, column: i64) -> Option<String> {
+        let map = self.tables.read().expect("definitions lock");
+        let t = map.get(&oid)?;
+        let text = if column == 0 {
+            &t.proto().comment
+        } else {
+            let i = (0..t.columns.len()).find(|&i| i64::from(attnum(t, i)) == column)?;
+            &t.proto().columns[i].comment
+        };
+        (!text.is_empty()).then(|| text.clone())
     }
 
     fn constraint(&self, oid: i32) -> Option<String> {
@@ -523,6 +546,33 @@ fn attrdefs(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusi
                         "adbin",
                         ScalarValue::Utf8(Some(crate::sequences::display_default(d))),
                     ),
+                ]);
+            }
+        }
+    }
+    batch(schema, rows)
+}
+
+/// The oid of pg_class, the `classoid` of a relation's description.
+const PG_CLASS_OID: i32 = 1259;
+
+/// One pg_description row per comment on eon's tables and their columns.
+fn descriptions(schema: &SchemaRef, tables: &Tables) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for (oid, (_, t)) in &tables.by_oid {
+        let columns = t
+            .proto()
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (attnum(t, i), &c.comment));
+        for (sub, text) in [(0, &t.proto().comment)].into_iter().chain(columns) {
+            if !text.is_empty() {
+                rows.push(vec![
+                    ("objoid", ScalarValue::Int32(Some(*oid))),
+                    ("classoid", ScalarValue::Int32(Some(PG_CLASS_OID))),
+                    ("objsubid", ScalarValue::Int32(Some(sub.into()))),
+                    ("description", ScalarValue::Utf8(Some(text.clone()))),
                 ]);
             }
         }
@@ -1226,6 +1276,8 @@ pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &
         Definition::Index,
         Definition::Trigger,
         Definition::Relation,
+        Definition::ObjDescription,
+        Definition::ColDescription,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(DefinitionFn {
             kind,
@@ -1248,6 +1300,11 @@ enum Definition {
     /// `eon_regclass_name(oid)`: what a regclass value prints (see
     /// [`crate::catalogsql`]).
     Relation,
+    /// `obj_description(oid [, catalog])`: a table's comment (NULL for
+    /// another catalog's objects: eon keeps comments on relations only).
+    ObjDescription,
+    /// `col_description(oid, attnum)`: a column's comment.
+    ColDescription,
 }
 
 #[derive(Debug)]
@@ -1279,6 +1336,8 @@ impl ScalarUDFImpl for DefinitionFn {
             Definition::Index => "pg_get_indexdef",
             Definition::Trigger => "pg_get_triggerdef",
             Definition::Relation => "eon_regclass_name",
+            Definition::ObjDescription => "obj_description",
+            Definition::ColDescription => "col_description",
         }
     }
 
@@ -1321,6 +1380,37 @@ impl ScalarUDFImpl for DefinitionFn {
                 oids.as_primitive::<Int32Type>()
                     .iter()
                     .map(|oid| oid.and_then(|o| self.definitions.constraint(o)))
+                    .collect()
+            }
+            Definition::ObjDescription => {
+                let oids = cast(first, &DataType::Int32)?;
+                let catalogs = match arrays.get(1) {
+                    Some(c) => cast(c, &DataType::Utf8)?,
+                    None => Arc::new(StringArray::from(vec!["pg_class"; rows])),
+                };
+                oids.as_primitive::<Int32Type>()
+                    .iter()
+                    .zip(catalogs.as_string::<i32>().iter())
+                    .map(|(oid, catalog)| match catalog {
+                        Some("pg_class" | "pg_catalog.pg_class") => {
+                            self.definitions.description(oid?, 0)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Definition::ColDescription => {
+                let oids = cast(first, &DataType::Int32)?;
+                let Some(columns) = arrays.get(1) else {
+                    return Err(DataFusionError::Plan(
+                        "function col_description(oid) does not exist".into(),
+                    ));
+                };
+                let columns = cast(columns, &DataType::Int64)?;
+                oids.as_primitive::<Int32Type>()
+                    .iter()
+                    .zip(columns.as_primitive::<Int64Type>().iter())
+                    .map(|(oid, n)| self.definitions.description(oid?, n?))
                     .collect()
             }
             Definition::Index => {

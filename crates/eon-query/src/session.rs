@@ -1284,6 +1284,7 @@ impl Session {
                     | Statement::CreateIndex(_)
                     | Statement::CreateView(_)
                     | Statement::AlterTable(_)
+                    | Statement::Comment { .. }
                     | Statement::CreateSequence { .. }
                     | Statement::Drop { .. }
                     | Statement::CreateRole(_)
@@ -1310,6 +1311,21 @@ impl Session {
             }
             Statement::CreateTable(ct) => ddl::create_table(self, ct).await,
             Statement::AlterTable(at) => crate::alter::alter_table(self, at).await,
+            Statement::Comment {
+                object_type,
+                object_name,
+                comment,
+                if_exists,
+            } => {
+                crate::alter::comment_on(
+                    self,
+                    object_type,
+                    object_name,
+                    comment.as_deref(),
+                    *if_exists,
+                )
+                .await
+            }
             Statement::CreateIndex(ci) => crate::indexes::create_index(self, ci).await,
             Statement::CreateView(cv) => crate::views::create_view(self, cv).await,
             Statement::Drop {
@@ -2054,6 +2070,7 @@ fn command_name(statement: &Statement) -> String {
         Statement::CreateIndex(_) => "CREATE INDEX".into(),
         Statement::CreateView(_) => "CREATE VIEW".into(),
         Statement::AlterTable(_) => "ALTER TABLE".into(),
+        Statement::Comment { .. } => "COMMENT".into(),
         Statement::CreateSequence { .. } => "CREATE SEQUENCE".into(),
         Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
         Statement::CreateRole(_) => "CREATE ROLE".into(),

@@ -413,6 +413,53 @@ async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
     refused(&c, "ALTER TABLE items ADD COLUMN x int", "25001").await;
     c.batch_execute("ROLLBACK").await.unwrap();
 
+    // COMMENT ON: kept in the catalog, through a rewrite, and shown where
+    // psql and drivers look (pg_description, obj_description,
+    // col_description).
+    c.batch_execute(
+        "COMMENT ON TABLE items IS 'what is in stock';
+         COMMENT ON COLUMN items.quantity IS 'units on hand';
+         COMMENT ON COLUMN public.items.pid IS 'the parent';
+         COMMENT ON COLUMN items.pid IS NULL;
+         ALTER TABLE items ADD COLUMN note text",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT d.objsubid || ': ' || d.description FROM pg_description d \
+             JOIN pg_class c ON c.oid = d.objoid WHERE c.relname = 'items' ORDER BY d.objsubid"
+        )
+        .await,
+        ["0: what is in stock", "2: units on hand"]
+    );
+    let row = c
+        .query_one(
+            "SELECT obj_description('items'::regclass, 'pg_class'), \
+             col_description('items'::regclass, 2), col_description('items'::regclass, 3)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("what is in stock")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("units on hand")
+    );
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    refused(&c, "COMMENT ON COLUMN items.nope IS 'x'", "42703").await;
+    refused(&c, "COMMENT ON TABLE nope IS 'x'", "42P01").await;
+    let e = reader
+        .0
+        .batch_execute("COMMENT ON TABLE items IS 'mine'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+
     stop.store(true, Ordering::Relaxed);
     assert!(reading.await.unwrap() > 0);
 }
