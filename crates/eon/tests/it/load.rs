@@ -269,16 +269,9 @@ async fn a_bad_record_stops_the_load_and_says_where() {
 
     // Over the wire, COPY's error names the line, column and value, as
     // PostgreSQL's does.
-    let sink = c
-        .copy_in::<_, bytes::Bytes>("COPY t FROM STDIN (FORMAT csv)")
+    let e = crate::copy_in(&c, "COPY t FROM STDIN (FORMAT csv)", b"7,a\n8x,b\n")
         .await
-        .unwrap();
-    futures::pin_mut!(sink);
-    use futures::SinkExt;
-    sink.send(bytes::Bytes::from_static(b"7,a\n8x,b\n"))
-        .await
-        .unwrap();
-    let e = sink.finish().await.unwrap_err();
+        .unwrap_err();
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "22P02");
     assert_eq!(db.detail(), Some("COPY t, line 2, column id: \"8x\""));

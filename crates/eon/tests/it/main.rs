@@ -36,6 +36,20 @@ async fn refused(c: &tokio_postgres::Client, sql: &str, sqlstate: &str) -> tokio
     e
 }
 
+/// `COPY … FROM STDIN` (`sql`) of `data`, sent as one CopyData message:
+/// the rows copied, or the error.
+async fn copy_in(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    data: &'static [u8],
+) -> Result<u64, tokio_postgres::Error> {
+    use futures::SinkExt;
+    let sink = c.copy_in::<_, bytes::Bytes>(sql).await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(data)).await?;
+    sink.finish().await
+}
+
 /// The first column of every row `sql` returns, as text.
 async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])

@@ -566,12 +566,9 @@ async fn copy_in_and_out_through_the_extended_protocol() {
         .unwrap();
     assert_eq!(out.concat(), b"0\tvalue 0\n1\tvalue 1\n2\tvalue 2\n");
     // The connection goes on after a failed COPY.
-    let sink = c.copy_in("COPY cp FROM STDIN").await.unwrap();
-    futures::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"5000\n"))
+    let e = crate::copy_in(&c, "COPY cp FROM STDIN", b"5000\n")
         .await
-        .unwrap();
-    let e = sink.finish().await.unwrap_err();
+        .unwrap_err();
     assert_eq!(code(&e), "22P04", "{e}");
     let n: i64 = c
         .query_one("SELECT count(*) FROM cp", &[])
