@@ -33,8 +33,7 @@
 //!
 //! `COMMENT ON TABLE` and `COMMENT ON COLUMN` change the catalog alone
 //! (meta's UpdateTable): the text is kept in the table's definition, where
-//! pg_description (psql's `\dt+`, `\d+`), `obj_description` and
-//! `col_description` find it.
+//! pg_description, `obj_description` and `col_description` find it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -372,7 +371,6 @@ async fn rewrite(
     }
 }
 
-/// The index of visible column `name`, or 42703.
 /// COMMENT ON TABLE t | COLUMN t.c IS 'text' | NULL (NULL or '' removes it).
 pub async fn comment_on(
     session: &Session,
@@ -428,6 +426,7 @@ pub async fn comment_on(
     Ok(Output::Command("COMMENT".into()))
 }
 
+/// The index of visible column `name`, or 42703.
 fn column_index(table: &TableDef, name: &str) -> Option<usize> {
     table
         .columns

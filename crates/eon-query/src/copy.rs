@@ -347,7 +347,9 @@ pub async fn finish(session: &Session, copy: &CopyIn, data: &[u8]) -> Result<u64
 /// A value COPY could not convert fails the whole batch of rows at once;
 /// PostgreSQL names its line, column and text, and so does this: the
 /// values are converted again one by one (only on this error path) to
-/// find the first that fails.
+/// find the first that fails. Its line is its row's number (after the
+/// header): a CSV value holding a newline would make PostgreSQL's count
+/// larger.
 fn locate(e: Error, session: &Session, copy: &CopyIn, batch: &RecordBatch) -> Error {
     use datafusion::arrow::array::{Array, AsArray};
     if e.detail.is_some() || !e.code.starts_with("22") {
