@@ -377,8 +377,12 @@ pub fn special_in(array: &ArrayRef) -> Option<i128> {
 
 /// PostgreSQL's error for a special value converted to an integer type.
 pub fn not_an_integer(v: i128, ty: &eon_common::SqlType) -> Error {
+    cannot_convert(v, ty.sql_name())
+}
+
+fn cannot_convert(v: i128, type_name: &str) -> Error {
     let what = if v == NAN { "NaN" } else { "infinity" };
-    Error::unsupported(format!("cannot convert {what} to {}", ty.sql_name()))
+    Error::unsupported(format!("cannot convert {what} to {type_name}"))
 }
 
 fn ae(e: datafusion::arrow::error::ArrowError) -> Error {
@@ -691,13 +695,17 @@ impl ScalarUDFImpl for FiniteGuard {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        if special_in(&args.args[0].to_array(1)?).is_some() {
+        if let Some(v) = special_in(&args.args[0].to_array(1)?) {
             let function = match &args.args[1] {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => f.clone(),
                 _ => "this function".into(),
             };
-            return Err(DataFusionError::External(Box::new(Error::unsupported(
-                format!("{function}() of NaN or Infinity is not supported yet"),
+            // "::smallint": the guard of a cast to an integer type.
+            if let Some(type_name) = function.strip_prefix("::") {
+                return Err(crate::provider::to_df(cannot_convert(v, type_name)));
+            }
+            return Err(crate::provider::to_df(Error::unsupported(format!(
+                "{function}() of NaN or Infinity is not supported yet"
             ))));
         }
         Ok(args.args[0].clone())

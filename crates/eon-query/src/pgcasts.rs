@@ -8,7 +8,9 @@
 //! those expressions before the rest of the optimizer sees them, using only
 //! built-in functions, so data engines can still evaluate them. Casts of
 //! literals to and from numeric are folded here with
-//! [`crate::numeric`]'s conversion (NaN, ±Infinity, PostgreSQL's rounding).
+//! [`crate::numeric`]'s conversion (NaN, ±Infinity, PostgreSQL's rounding);
+//! a column's NaN or ±Infinity cast to an integer fails as PostgreSQL's
+//! does (`cannot convert NaN to smallint`, through numeric's FiniteGuard).
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -80,9 +82,21 @@ fn rewrite(e: Expr, schema: &DFSchemaRef) -> Result<Transformed<Expr>> {
             };
             let dummy = ScalarFunction::new_udf(datafusion::functions::math::round(), vec![]);
             let rounded = match from {
-                DataType::Decimal128(..) | DataType::Decimal256(..) => {
-                    call("round", vec![*expr.clone()], &dummy)
+                DataType::Decimal128(..) => {
+                    // NaN and ±Infinity cannot become integers: the guard
+                    // fails with PostgreSQL's error for the target type.
+                    let target = match field.data_type() {
+                        DataType::Int16 => "::smallint",
+                        DataType::Int32 => "::integer",
+                        _ => "::bigint",
+                    };
+                    let guarded = Expr::ScalarFunction(ScalarFunction::new_udf(
+                        crate::numeric::FiniteGuard::udf(),
+                        vec![*expr.clone(), lit(target)],
+                    ));
+                    call("round", vec![guarded], &dummy)
                 }
+                DataType::Decimal256(..) => call("round", vec![*expr.clone()], &dummy),
                 DataType::Float32 | DataType::Float64 => {
                     // Ties to even: an exact .5 rounds to the even neighbour.
                     let x = *expr.clone();

@@ -1038,6 +1038,21 @@ async fn numeric_keeps_nan_and_infinity_and_rounds_like_postgresql() {
         .unwrap()
         .get(0);
     assert_eq!(n, 5);
+    // A special value is no integer: PostgreSQL's error names the type.
+    let e = refused(&c, "SELECT u::int2 FROM nums WHERE id = 1", "0A000").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "cannot convert NaN to smallint"
+    );
+    let e = refused(&c, "SELECT u::int8 FROM nums WHERE id = 3", "0A000").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "cannot convert infinity to bigint"
+    );
+    assert_eq!(
+        texts(&c, "SELECT u::int4 FROM nums WHERE id = 5").await,
+        vec![vec!["1"]]
+    );
 }
 
 #[tokio::test]
