@@ -224,7 +224,7 @@ fn copy_statement(table: &str, columns: Option<&[String]>, options: &Options) ->
             " ({})",
             names
                 .iter()
-                .map(|n| quote_ident(n))
+                .map(|n| eon_query::dml::quote(n))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -237,10 +237,6 @@ fn copy_statement(table: &str, columns: Option<&[String]>, options: &Options) ->
         }
         Format::Parquet => format!("COPY {table}{columns} FROM STDIN"),
     }
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 async fn send(
@@ -305,10 +301,14 @@ fn read_csv(
     let mut cutter = RecordCutter::default();
     let mut pending: Vec<u8> = Vec::new();
     let mut reached = 0u64;
-    let mut columns = None;
     let mut plan = Some(plan);
     if !options.header {
-        let _ = plan.take().map(|p| p.send(Plan { columns, total }));
+        let _ = plan.take().map(|p| {
+            p.send(Plan {
+                columns: None,
+                total,
+            })
+        });
     }
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
@@ -332,10 +332,9 @@ fn read_csv(
                 pending.drain(..end);
                 cutter.reset();
                 from = 0;
-                columns = Some(names);
                 let _ = plan.take().map(|p| {
                     p.send(Plan {
-                        columns: columns.clone(),
+                        columns: Some(names),
                         total,
                     })
                 });
