@@ -47,7 +47,7 @@ use eon_common::{Error, Result, TableDef};
 use eon_proto::v1 as pb;
 
 use crate::cluster::Cluster;
-use crate::dml::{ident, quote, table_name};
+use crate::dml::{ident, quote};
 use crate::session::{Output, Session};
 
 /// How long a fence holds unless renewed, and how often it is renewed.
@@ -58,7 +58,7 @@ const FENCE_RENEW: Duration = Duration::from_secs(5);
 const FENCE_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
-    let (schema, name) = table_name(&at.name)?;
+    let (schema, name) = session.relation(&at.name)?;
     let cluster = session.cluster();
     // A fresh timestamp brings the catalog up to date.
     cluster.timestamp().await?;
@@ -399,7 +399,7 @@ pub async fn comment_on(
             )));
         }
     };
-    let (schema, name) = table_name(&table_part)?;
+    let (schema, name) = session.relation(&table_part)?;
     let cluster = session.cluster();
     // A fresh timestamp brings the catalog up to date.
     cluster.timestamp().await?;

@@ -203,6 +203,14 @@ impl Cluster {
     }
 
     /// Names of the tables of a schema, sorted.
+    /// The schemas that hold tables, in order.
+    pub fn schema_names(&self) -> Vec<String> {
+        let cache = self.catalog.read().unwrap();
+        let names: std::collections::BTreeSet<&String> =
+            cache.by_name.keys().map(|(s, _)| s).collect();
+        names.into_iter().cloned().collect()
+    }
+
     pub fn table_names(&self, schema: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .catalog

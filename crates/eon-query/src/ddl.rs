@@ -6,6 +6,7 @@
 //! held a shard forgets the data.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
@@ -22,7 +23,7 @@ use eon_common::{Error, Result, SqlType, TableDef};
 use eon_proto::v1 as pb;
 
 use crate::cluster::Cluster;
-use crate::dml::{ident, table_name};
+use crate::dml::ident;
 use crate::session::{Output, Session};
 
 /// Map a SQL type name to eon's type.
@@ -101,7 +102,7 @@ async fn create_table_as(
     ct: &CreateTable,
     query: &datafusion::sql::sqlparser::ast::Query,
 ) -> Result<Output> {
-    let (schema, name) = table_name(&ct.name)?;
+    let (schema, name) = session.new_relation(&ct.name, ct.temporary)?;
     if ct.if_not_exists && session.cluster().table(&schema, &name).is_some() {
         return Ok(Output::Command("CREATE TABLE AS".into()));
     }
@@ -207,7 +208,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     if ct.or_replace {
         return Err(Error::unsupported("CREATE OR REPLACE TABLE"));
     }
-    let (schema, name) = table_name(&ct.name)?;
+    let (schema, name) = session.new_relation(&ct.name, ct.temporary)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len() + 1);
     let mut primary_key: Option<Vec<usize>> = None;
     let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
@@ -615,7 +616,22 @@ fn foreign_key(
             .map(|c| find(columns, c))
             .collect::<Result<_>>()?,
     };
-    let (ref_schema, ref_table) = table_name(&fk.foreign_table)?;
+    let (ref_schema, ref_table) = match crate::dml::name_parts(&fk.foreign_table)? {
+        // The table being created, referencing itself.
+        (None, t) if t == table => (schema.to_string(), t),
+        _ => session.relation(&fk.foreign_table)?,
+    };
+    let temp = |s: &str| s.starts_with(crate::session::TEMP_SCHEMA_PREFIX);
+    if temp(&ref_schema) != temp(schema) {
+        return Err(Error::user(
+            sqlstate::INVALID_TABLE_DEFINITION,
+            if temp(schema) {
+                "constraints on temporary tables may reference only temporary tables"
+            } else {
+                "constraints on permanent tables may reference only permanent tables"
+            },
+        ));
+    }
     let (ref_columns, ref_key): (Vec<ColumnDef>, Vec<usize>) =
         if ref_schema == schema && ref_table == table {
             (columns.to_vec(), primary_key.to_vec())
@@ -796,7 +812,7 @@ pub async fn drop_tables(
     cluster.timestamp().await?;
     let mut targets = Vec::with_capacity(names.len());
     for n in names {
-        let (schema, name) = table_name(n)?;
+        let (schema, name) = session.relation(n)?;
         if cluster.table(&schema, &name).is_none() {
             if if_exists {
                 session.notice(
@@ -837,6 +853,52 @@ pub async fn drop_tables(
     }
     cluster.refresh_catalog().await?;
     Ok(Output::Command("DROP TABLE".into()))
+}
+
+/// Drop every view and table of `schema`, children first: a session's
+/// temporary ones, when it ends (no client waits; failures are logged).
+pub(crate) async fn drop_schema_tables(cluster: &Cluster, schema: &str) {
+    let _ = cluster.refresh_catalog().await;
+    for v in cluster.views().into_iter().filter(|v| v.schema == schema) {
+        let dropped = cluster
+            .meta()
+            .drop_view(pb::DropViewRequest {
+                schema: v.schema,
+                name: v.name.clone(),
+                if_exists: true,
+            })
+            .await;
+        if let Err(e) = dropped {
+            tracing::warn!(
+                schema,
+                view = v.name,
+                "could not drop a temporary view: {e}"
+            );
+        }
+    }
+    let tables: Vec<Arc<TableDef>> = cluster
+        .tables()
+        .into_iter()
+        .filter(|t| t.schema == schema)
+        .collect();
+    let references = |a: &Arc<TableDef>, b: &Arc<TableDef>| {
+        a.name != b.name
+            && a.foreign_keys
+                .iter()
+                .any(|f| f.references(&b.schema, &b.name))
+    };
+    for t in children_first(tables, references) {
+        match detach(cluster, schema, &t.name).await {
+            Ok(Some((table, _))) => forget_data(cluster, &table).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                schema,
+                table = t.name,
+                "could not drop a temporary table: {e}"
+            ),
+        }
+    }
+    let _ = cluster.refresh_catalog().await;
 }
 
 /// `items` ordered so that each comes before those it references

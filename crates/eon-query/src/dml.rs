@@ -72,32 +72,25 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Split a table name (`t`, `public.t`, `eon.public.t`) into schema and
-/// table; `public` is the only schema so far.
-pub fn table_name(name: &ObjectName) -> Result<(String, String)> {
+/// Split a relation name (`t`, `s.t`, `eon.s.t`) into its schema, if
+/// named, and its name.
+pub fn name_parts(name: &ObjectName) -> Result<(Option<String>, String)> {
     let parts: Vec<String> = name
         .0
         .iter()
         .filter_map(|p| p.as_ident())
         .map(ident)
         .collect();
-    let (schema, table) = match parts.as_slice() {
-        [t] => ("public".to_string(), t.clone()),
-        [s, t] | [_, s, t] => (s.clone(), t.clone()),
-        _ => return Err(Error::syntax(format!("improper relation name: {name}"))),
-    };
-    if schema != "public" {
-        return Err(Error::user(
-            sqlstate::INVALID_SCHEMA_NAME,
-            format!("schema \"{schema}\" does not exist"),
-        ));
+    match parts.as_slice() {
+        [t] => Ok((None, t.clone())),
+        [s, t] | [_, s, t] => Ok((Some(s.clone()), t.clone())),
+        _ => Err(Error::syntax(format!("improper relation name: {name}"))),
     }
-    Ok((schema, table))
 }
 
 /// Resolve a table name to its definition, or 42P01.
 pub fn resolve_table(session: &Session, name: &ObjectName) -> Result<Arc<TableDef>> {
-    let (schema, table) = table_name(name)?;
+    let (schema, table) = session.relation(name)?;
     session.cluster().table(&schema, &table).ok_or_else(|| {
         Error::user(
             sqlstate::UNDEFINED_TABLE,

@@ -45,7 +45,7 @@ use eon_common::schema::IndexDef;
 use eon_common::{Error, Result, TableDef};
 use eon_proto::v1 as pb;
 
-use crate::dml::{ident, table_name};
+use crate::dml::ident;
 use crate::provider::StatementContext;
 use crate::session::{Output, Session};
 
@@ -331,6 +331,7 @@ pub fn relation_exists(session: &Session, schema: &str, name: &str) -> bool {
             .sequences()
             .iter()
             .any(|q| q.schema == schema && q.name == name)
+        || cluster.view(schema, name).is_some()
 }
 
 /// The table holding index `name` of `schema`, and the index's position.
@@ -429,7 +430,7 @@ pub async fn create_index(session: &Session, ci: &CreateIndex) -> Result<Output>
     let cols = columns(&table, &ci.columns, "indexes")?;
     let name = match &ci.name {
         Some(n) => {
-            let (_, n) = table_name(n)?;
+            let (_, n) = crate::dml::name_parts(n)?;
             if relation_exists(session, &table.schema, &n) {
                 if ci.if_not_exists {
                     return Ok(Output::Command("CREATE INDEX".into()));
@@ -467,7 +468,7 @@ pub async fn drop_indexes(
     let cluster = session.cluster();
     cluster.timestamp().await?;
     for n in names {
-        let (schema, name) = table_name(n)?;
+        let (schema, name) = session.relation(n)?;
         let Some((table, pos)) = find(session, &schema, &name) else {
             if if_exists {
                 continue;

@@ -173,7 +173,13 @@ fn view(
                     text(DATABASE),
                     text(&t.schema),
                     text(&t.name),
-                    text("BASE TABLE"),
+                    text(
+                        if t.schema.starts_with(crate::session::TEMP_SCHEMA_PREFIX) {
+                            "LOCAL TEMPORARY"
+                        } else {
+                            "BASE TABLE"
+                        },
+                    ),
                     null(),
                     null(),
                     null(),

@@ -288,18 +288,35 @@ fn ident_list(names: &[&str]) -> String {
 }
 
 impl Completed {
-    /// eon's tables, found in pg_class's rows by name.
-    fn tables(&self, class_rows: &[RecordBatch]) -> Result<Tables, DataFusionError> {
+    /// eon's tables, found in pg_class's rows by namespace and name.
+    fn tables(
+        &self,
+        class_rows: &[RecordBatch],
+        namespace_rows: &[RecordBatch],
+    ) -> Result<Tables, DataFusionError> {
+        let mut namespaces = HashMap::new();
+        for b in namespace_rows {
+            let oids = int32(column(b, "oid")?)?;
+            let names = cast(column(b, "nspname")?, &DataType::Utf8)?;
+            let names = names.as_string::<i32>();
+            for (i, oid) in oids.into_iter().enumerate() {
+                if let (Some(oid), false) = (oid, names.is_null(i)) {
+                    namespaces.insert(oid, names.value(i).to_string());
+                }
+            }
+        }
         let mut by_oid = BTreeMap::new();
         for b in class_rows {
             let oids = int32(column(b, "oid")?)?;
-            let namespaces = int32(column(b, "relnamespace")?)?;
+            let relnamespaces = int32(column(b, "relnamespace")?)?;
             let names = cast(column(b, "relname")?, &DataType::Utf8)?;
             let names = names.as_string::<i32>();
             for (i, oid) in oids.into_iter().enumerate() {
                 if let (Some(oid), false) = (oid, names.is_null(i)) {
-                    if let Some(t) = self.cluster.table("public", names.value(i)) {
-                        by_oid.insert(oid, (namespaces[i].unwrap_or(0), t));
+                    let namespace = relnamespaces[i].unwrap_or(0);
+                    let schema = namespaces.get(&namespace).map_or("public", |s| s.as_str());
+                    if let Some(t) = self.cluster.table(schema, names.value(i)) {
+                        by_oid.insert(oid, (namespace, t));
                     }
                 }
             }
@@ -327,7 +344,11 @@ impl Completed {
             Some(pg_class) => rows_of(&pg_class, state).await?,
             None => Vec::new(),
         };
-        let tables = self.tables(&class_rows)?;
+        let namespace_rows = match self.catalog.table("pg_namespace").await? {
+            Some(pg_namespace) => rows_of(&pg_namespace, state).await?,
+            None => Vec::new(),
+        };
+        let tables = self.tables(&class_rows, &namespace_rows)?;
         self.definitions.refresh(&tables);
         let mut batches = match (&self.inner, self.kind) {
             (_, Kind::Class) => class_rows,

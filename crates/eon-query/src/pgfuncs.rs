@@ -1303,6 +1303,47 @@ pub fn session_user(name: String) -> ScalarUDF {
     )
 }
 
+/// `pg_table_is_visible(oid)` for a session whose temporary tables are in
+/// `temp` (if it has any): whether an unqualified name finds the relation
+/// — not another session's temporary table, nor a permanent one that one
+/// of the session's shadows. Relations that are not eon's tables (views,
+/// sequences, the catalog's own) are visible.
+pub fn table_is_visible(
+    definitions: Arc<crate::pgcatalog::Definitions>,
+    cluster: Arc<crate::cluster::Cluster>,
+    temp: Option<String>,
+) -> ScalarUDF {
+    let visible = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let oids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int32)?;
+        let out: datafusion::arrow::array::BooleanArray = oids
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+            .iter()
+            .map(|oid| {
+                let t = definitions.table(oid?)?;
+                Some(
+                    if t.schema.starts_with(crate::session::TEMP_SCHEMA_PREFIX) {
+                        temp.as_deref() == Some(t.schema.as_str())
+                    } else {
+                        temp.as_ref()
+                            .is_none_or(|s| cluster.table(s, &t.name).is_none())
+                    },
+                )
+            })
+            .map(|v| Some(v.unwrap_or(true)))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    };
+    ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "pg_table_is_visible",
+            Signature::exact(vec![DataType::Int32], Volatility::Stable),
+            DataType::Boolean,
+            Arc::new(visible),
+        ),
+    )
+}
+
 /// `current_setting(name [, missing_ok])` over a session's settings as a
 /// statement starts (its SETs, else the defaults SHOW also answers).
 pub fn current_setting(settings: Arc<crate::session::SessionSettings>) -> ScalarUDF {

@@ -54,7 +54,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, SchemaProvider, Session, TableProvider,
+};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Constraint, Constraints, DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
@@ -115,11 +117,69 @@ pub fn to_df(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The `public` schema: eon's tables.
+/// The database: eon's schemas — `public` and those of sessions'
+/// temporary tables (`pg_temp_N`) — as its catalog names them, beside the
+/// fixed ones (`pg_catalog`, `information_schema`).
+#[derive(Debug)]
+pub struct EonCatalog {
+    pub cluster: Arc<Cluster>,
+    pub fixed: MemoryCatalogProvider,
+}
+
+impl CatalogProvider for EonCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = self.fixed.schema_names();
+        names.push("public".into());
+        for s in self.cluster.schema_names() {
+            if !names.contains(&s) {
+                names.push(s);
+            }
+        }
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(s) = self.fixed.schema(name) {
+            return Some(s);
+        }
+        let temp = name.starts_with(crate::session::TEMP_SCHEMA_PREFIX);
+        (name == "public" || temp).then(|| {
+            Arc::new(EonSchema {
+                cluster: self.cluster.clone(),
+                name: name.to_string(),
+                // A session's default schema is its temporary one when it
+                // has temporary tables: what they do not shadow is public.
+                fallback: temp.then(|| "public".to_string()),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>, DataFusionError> {
+        self.fixed.register_schema(name, schema)
+    }
+}
+
+/// One of eon's schemas: its tables.
 #[derive(Debug)]
 pub struct EonSchema {
     pub cluster: Arc<Cluster>,
     pub name: String,
+    /// Where names this schema lacks are looked up next.
+    pub fallback: Option<String>,
+}
+
+impl EonSchema {
+    fn find(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.cluster.table(&self.name, name).or_else(|| {
+            self.fallback
+                .as_ref()
+                .and_then(|f| self.cluster.table(f, name))
+        })
+    }
 }
 
 #[async_trait]
@@ -133,14 +193,13 @@ impl SchemaProvider for EonSchema {
             Some(b) => (b, true),
             None => (name, false),
         };
-        Ok(self.cluster.table(&self.name, base).map(|def| {
+        Ok(self.find(base).map(|def| {
             Arc::new(EonTable::new(def, self.cluster.clone(), hidden)) as Arc<dyn TableProvider>
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.cluster
-            .table(&self.name, name.strip_suffix(DML_SUFFIX).unwrap_or(name))
+        self.find(name.strip_suffix(DML_SUFFIX).unwrap_or(name))
             .is_some()
     }
 }

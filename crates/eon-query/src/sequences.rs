@@ -41,7 +41,6 @@ use eon_common::{Error, Result, SqlType};
 use eon_proto::v1 as pb;
 
 use crate::cluster::Cluster;
-use crate::dml::table_name;
 use crate::provider::to_df;
 use crate::session::{Output, Session};
 
@@ -319,7 +318,7 @@ pub async fn create_sequence(
             "CREATE SEQUENCE … OWNED BY is not supported yet",
         ));
     }
-    let (schema, name) = table_name(name)?;
+    let (schema, name) = session.new_relation(name, false)?;
     let ty = match data_type {
         Some(t) => crate::ddl::sql_type(t)?,
         None => SqlType::Int8,
@@ -345,7 +344,7 @@ pub async fn drop_sequences(
 ) -> Result<Output> {
     let cluster = session.cluster();
     for n in names {
-        let (schema, name) = table_name(n)?;
+        let (schema, name) = session.relation(n)?;
         if let Some(q) = cluster
             .find_sequence(|q| q.schema == schema && q.name == name && !q.owner_table.is_empty())
         {

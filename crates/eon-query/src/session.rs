@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList};
+use datafusion::catalog::{MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SessionState;
@@ -29,7 +29,7 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -39,7 +39,7 @@ use futures::TryStreamExt;
 
 use crate::cluster::Cluster;
 use crate::errors::from_df;
-use crate::provider::{EonSchema, StatementContext};
+use crate::provider::{EonCatalog, StatementContext};
 use crate::txn::{Isolation, TxnState};
 use crate::{ddl, dml};
 
@@ -168,16 +168,10 @@ impl Engine {
         // 1.5 is numeric in PostgreSQL, not double precision.
         opts.sql_parser.parse_float_as_decimal = true;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
-        let catalog = Arc::new(MemoryCatalogProvider::new());
-        catalog
-            .register_schema(
-                "public",
-                Arc::new(EonSchema {
-                    cluster: cluster.clone(),
-                    name: "public".into(),
-                }),
-            )
-            .map_err(from_df)?;
+        let catalog = Arc::new(EonCatalog {
+            cluster: cluster.clone(),
+            fixed: MemoryCatalogProvider::new(),
+        });
         datafusion::catalog::CatalogProviderList::register_catalog(
             catalogs.as_ref(),
             DATABASE.into(),
@@ -251,9 +245,15 @@ impl Engine {
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
+            temp_schema: format!("{TEMP_SCHEMA_PREFIX}{}", rand::random::<u32>()),
+            has_temp: Default::default(),
         }
     }
 }
+
+/// What the schemas of sessions' temporary tables are called, before the
+/// session's number.
+pub const TEMP_SCHEMA_PREFIX: &str = "pg_temp_";
 
 pub struct Session {
     pub engine: Arc<Engine>,
@@ -278,6 +278,12 @@ pub struct Session {
     /// nextval & co., bound to its memory of what its nextval calls
     /// returned (currval, lastval); made once, registered per statement.
     sequence_functions: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// The schema of its temporary tables (PostgreSQL's `pg_temp_N`; N is
+    /// random, so unique across query engines), and whether it has made
+    /// any: they shadow permanent tables of the same name and are dropped
+    /// when the session ends.
+    temp_schema: String,
+    has_temp: std::sync::atomic::AtomicBool,
 }
 
 /// A message for the client that is not an error: PostgreSQL's NOTICE
@@ -338,14 +344,31 @@ pub enum WriteMode {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // A client that goes away in a transaction block rolls it back.
-        if let Some(t) = self.txn.lock().unwrap().take() {
-            if !t.touched.is_empty() || !t.ddl.is_empty() {
-                let cluster = self.engine.cluster.clone();
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move { roll_back(&cluster, t).await });
+        // A client that goes away in a transaction block rolls it back;
+        // then its temporary tables go.
+        let txn = self
+            .txn
+            .lock()
+            .unwrap()
+            .take()
+            .filter(|t| !t.touched.is_empty() || !t.ddl.is_empty());
+        let temp = self
+            .has_temp
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.temp_schema.clone());
+        if txn.is_none() && temp.is_none() {
+            return;
+        }
+        let cluster = self.engine.cluster.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Some(t) = txn {
+                    roll_back(&cluster, t).await;
                 }
-            }
+                if let Some(schema) = temp {
+                    ddl::drop_schema_tables(&cluster, &schema).await;
+                }
+            });
         }
     }
 }
@@ -452,6 +475,78 @@ fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError, sql: Option<
 impl Session {
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.engine.cluster
+    }
+
+    /// The schema of this session's temporary tables (`pg_temp_N`).
+    pub fn temp_schema(&self) -> &str {
+        &self.temp_schema
+    }
+
+    /// Schema and name of the relation `name` as this session sees it: an
+    /// unqualified name is a temporary relation (table, index, sequence) of
+    /// the session if it has one of that name, else one of `public` (PostgreSQL searches `pg_temp`
+    /// first); `pg_temp.x` is the session's own; a schema that does not
+    /// exist is 3F000.
+    pub fn relation(&self, name: &ObjectName) -> Result<(String, String)> {
+        let (schema, table) = dml::name_parts(name)?;
+        let schema = match schema {
+            None if self.has_temp()
+                && crate::indexes::relation_exists(self, &self.temp_schema, &table) =>
+            {
+                self.temp_schema.clone()
+            }
+            None => "public".to_string(),
+            Some(s) if s == "pg_temp" => self.temp_schema.clone(),
+            Some(s) if s == "public" || s.starts_with(TEMP_SCHEMA_PREFIX) => s,
+            Some(s) => {
+                return Err(Error::user(
+                    sqlstate::INVALID_SCHEMA_NAME,
+                    format!("schema \"{s}\" does not exist"),
+                ));
+            }
+        };
+        Ok((schema, table))
+    }
+
+    /// Schema and name of a relation CREATE makes: a temporary one (or
+    /// one named `pg_temp.x`) goes into the session's temporary schema.
+    pub fn new_relation(&self, name: &ObjectName, temporary: bool) -> Result<(String, String)> {
+        let (schema, table) = dml::name_parts(name)?;
+        match schema.as_deref() {
+            None if !temporary => return Ok(("public".to_string(), table)),
+            None | Some("pg_temp") => {}
+            Some(s) if s == self.temp_schema => {}
+            Some(_) if temporary => {
+                return Err(Error::user(
+                    sqlstate::INVALID_TABLE_DEFINITION,
+                    "cannot create temporary relation in non-temporary schema",
+                ));
+            }
+            Some(_) => return self.relation(name),
+        }
+        self.has_temp
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok((self.temp_schema.clone(), table))
+    }
+
+    /// `pg_temp.x` in a query names the session's own temporary schema.
+    fn own_temp_schema(&self, statement: &mut Statement) {
+        use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart, visit_relations_mut};
+        let _ = visit_relations_mut(statement, |name| {
+            if name.0.len() == 2
+                && name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| dml::ident(i) == "pg_temp")
+            {
+                name.0[0] = ObjectNamePart::Identifier(Ident::with_quote('"', &self.temp_schema));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
+
+    /// Whether the session has made temporary tables.
+    fn has_temp(&self) -> bool {
+        self.has_temp.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The role this session runs as.
@@ -586,6 +681,11 @@ impl Session {
     pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
         let mut state = self.engine.base.clone();
         state.config_mut().set_extension(ctx);
+        if self.has_temp() {
+            // Unqualified names find the session's temporary tables first
+            // (that schema's provider falls back to `public`).
+            state.config_mut().options_mut().catalog.default_schema = self.temp_schema.clone();
+        }
         // current_setting() and pg_settings see this session's SETs as of
         // the statement.
         let mut settings = self.vars.lock().unwrap().clone();
@@ -605,6 +705,14 @@ impl Session {
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
             Arc::new(crate::pgfuncs::session_user(user)),
+        );
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(crate::pgfuncs::table_is_visible(
+                self.engine.definitions.clone(),
+                self.engine.cluster.clone(),
+                self.has_temp().then(|| self.temp_schema.clone()),
+            )),
         );
         let _ = datafusion::execution::FunctionRegistry::register_udf(
             &mut state,
@@ -754,7 +862,8 @@ impl Session {
         state: &SessionState,
         mut statement: Statement,
     ) -> Result<LogicalPlan> {
-        crate::views::expand(self.cluster(), &mut statement)?;
+        self.own_temp_schema(&mut statement);
+        crate::views::expand(self, &mut statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
         state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))

@@ -30,8 +30,7 @@ use eon_common::error::sqlstate;
 use eon_common::{Error, Result};
 use eon_proto::v1 as pb;
 
-use crate::cluster::Cluster;
-use crate::dml::{ident, table_name};
+use crate::dml::ident;
 use crate::provider::StatementContext;
 use crate::session::{Output, Session};
 
@@ -39,8 +38,8 @@ use crate::session::{Output, Session};
 const MAX_EXPANSIONS: usize = 256;
 
 /// Replace every view `statement` reads by its query (see the module doc).
-pub fn expand(cluster: &Cluster, statement: &mut Statement) -> Result<()> {
-    let views = cluster.views();
+pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
+    let views = session.cluster().views();
     if views.is_empty() {
         return Ok(());
     }
@@ -59,13 +58,14 @@ pub fn expand(cluster: &Cluster, statement: &mut Statement) -> Result<()> {
     let mut ctes = CteNames(HashSet::new());
     let _ = statement.visit(&mut ctes);
 
-    struct Expander {
+    struct Expander<'a> {
+        session: &'a Session,
         views: Vec<pb::View>,
         ctes: HashSet<String>,
         done: usize,
         error: Option<Error>,
     }
-    impl VisitorMut for Expander {
+    impl VisitorMut for Expander<'_> {
         type Break = ();
         fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
             let TableFactor::Table {
@@ -77,7 +77,8 @@ pub fn expand(cluster: &Cluster, statement: &mut Statement) -> Result<()> {
             else {
                 return ControlFlow::Continue(());
             };
-            let Ok((schema, view_name)) = table_name(name) else {
+            // (A temporary table shadows a view of the same name.)
+            let Ok((schema, view_name)) = self.session.relation(name) else {
                 return ControlFlow::Continue(());
             };
             if name.0.len() == 1 && self.ctes.contains(&view_name) {
@@ -131,6 +132,7 @@ pub fn expand(cluster: &Cluster, statement: &mut Statement) -> Result<()> {
         }
     }
     let mut expander = Expander {
+        session,
         views,
         ctes: ctes.0,
         done: 0,
@@ -159,10 +161,7 @@ pub async fn create_view(session: &Session, cv: &CreateView) -> Result<Output> {
             "materialized views are not supported yet",
         ));
     }
-    if cv.temporary {
-        return Err(Error::unsupported("temporary views are not supported yet"));
-    }
-    let (schema, name) = table_name(&cv.name)?;
+    let (schema, name) = session.new_relation(&cv.name, cv.temporary)?;
     let cluster = session.cluster();
     let ts = cluster.timestamp().await?;
     if cv.if_not_exists && cluster.view(&schema, &name).is_some() {
@@ -218,7 +217,7 @@ pub async fn drop_views(
     let cluster = session.cluster();
     cluster.timestamp().await?;
     for n in names {
-        let (schema, name) = table_name(n)?;
+        let (schema, name) = session.relation(n)?;
         if let Some(view) = cluster.view(&schema, &name)
             && view.owner != session.user()
             && !session.actor().superuser

@@ -1,6 +1,7 @@
 //! Schema changes on a live table: ALTER TABLE … ADD PRIMARY KEY and ADD,
 //! RENAME, DROP COLUMN rewrite the table while other sessions read and
-//! write it; sequences, SERIAL and identity columns; CHECK constraints.
+//! write it; sequences, SERIAL and identity columns; CHECK constraints;
+//! views; temporary tables.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -684,4 +685,89 @@ async fn views_are_stored_queries_read_like_tables() {
         .await
         .unwrap();
     refused(&c, "SELECT * FROM big_orders", "42P01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_belong_to_their_session_and_go_with_it() {
+    let cluster = TestCluster::start().unwrap();
+    let a = cluster.pg().await.unwrap();
+    let b = cluster.pg().await.unwrap();
+    a.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, label text);
+         INSERT INTO items VALUES (1, 'permanent');
+         CREATE TEMP TABLE items (id int, note text);
+         INSERT INTO items VALUES (2, 'temporary');
+         CREATE TEMPORARY TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree);
+         INSERT INTO tree VALUES (1, NULL), (2, 1);
+         CREATE INDEX items_note ON items (note);
+         CREATE TEMP VIEW notes AS SELECT note FROM items;",
+    )
+    .await
+    .unwrap();
+    // The temporary table shadows the permanent one in its own session
+    // only; schema-qualified names reach either.
+    assert_eq!(texts(&a, "SELECT note FROM items").await, ["temporary"]);
+    assert_eq!(
+        texts(&a, "SELECT note FROM pg_temp.items").await,
+        ["temporary"]
+    );
+    assert_eq!(
+        texts(&a, "SELECT label FROM public.items").await,
+        ["permanent"]
+    );
+    assert_eq!(texts(&a, "SELECT note FROM notes").await, ["temporary"]);
+    assert_eq!(texts(&b, "SELECT label FROM items").await, ["permanent"]);
+    refused(&b, "SELECT * FROM tree", "42P01").await;
+    refused(&b, "SELECT * FROM notes", "42P01").await;
+    // Writes go to the temporary table; its foreign key holds.
+    a.batch_execute("UPDATE items SET note = 'changed'; DELETE FROM public.items WHERE id = 9")
+        .await
+        .unwrap();
+    assert_eq!(texts(&a, "SELECT note FROM items").await, ["changed"]);
+    refused(&a, "INSERT INTO tree VALUES (3, 7)", "23503").await;
+    // A permanent table cannot reference a temporary one.
+    refused(
+        &a,
+        "CREATE TABLE child (id int PRIMARY KEY, t int REFERENCES tree)",
+        "42P16",
+    )
+    .await;
+    refused(&a, "CREATE TEMP TABLE public.x (a int)", "42P16").await;
+    // The catalog: its schema is pg_temp_N; psql's visibility test hides
+    // the permanent table it shadows, and other sessions' temporary ones.
+    let schema: String = texts(
+        &a,
+        "SELECT table_schema::text FROM information_schema.tables
+         WHERE table_name = 'items' AND table_type = 'LOCAL TEMPORARY'",
+    )
+    .await
+    .remove(0);
+    assert!(schema.starts_with("pg_temp_"), "{schema}");
+    let visible = "SELECT n.nspname::text FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = 'items' AND c.relkind = 'r' AND pg_catalog.pg_table_is_visible(c.oid)";
+    assert_eq!(texts(&a, visible).await, [schema.clone()]);
+    assert_eq!(texts(&b, visible).await, ["public"]);
+    // DROP takes the temporary table first, then the permanent one is seen.
+    a.batch_execute("DROP VIEW notes; DROP TABLE items")
+        .await
+        .unwrap();
+    assert_eq!(texts(&a, "SELECT label FROM items").await, ["permanent"]);
+    // The session's end drops what is left.
+    a.batch_execute("CREATE TEMP TABLE items (id int)")
+        .await
+        .unwrap();
+    drop(a);
+    let left = format!(
+        "SELECT count(*)::text FROM information_schema.tables WHERE table_schema = '{schema}'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while texts(&b, &left).await != ["0"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temporary tables outlived their session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(texts(&b, "SELECT label FROM items").await, ["permanent"]);
 }
