@@ -64,6 +64,7 @@ pub mod sqlstate {
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const DUPLICATE_SCHEMA: &str = "42P06";
     pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
     pub const GROUPING_ERROR: &str = "42803";
     pub const WINDOWING_ERROR: &str = "42P20";

@@ -379,6 +379,7 @@ impl MetaService {
         name: &str,
         replacing: u64,
     ) -> Result<(), Error> {
+        Self::check_schema(inner, schema)?;
         let p = &inner.persisted;
         if p.tables
             .iter()
@@ -637,6 +638,28 @@ impl MetaService {
         // What stays the table's own: owner and grants change elsewhere.
         table.owner = old.owner.clone();
         table.grants = old.grants.clone();
+        if table.name != old.name {
+            // A rename: what refers to the table by name follows.
+            let new_name = table.name.clone();
+            let p = &mut inner.persisted;
+            for t in p.tables.iter_mut().chain(std::iter::once(&mut table)) {
+                for fk in &mut t.foreign_keys {
+                    if fk.ref_schema == old.schema && fk.ref_table == old.name {
+                        fk.ref_table = new_name.clone();
+                    }
+                }
+            }
+            for q in &mut p.sequences {
+                if q.schema == old.schema && q.owner_table == old.name {
+                    q.owner_table = new_name.clone();
+                }
+            }
+        }
+        for view in req.views {
+            if let Some(v) = inner.persisted.views.iter_mut().find(|v| v.id == view.id) {
+                v.query = view.query;
+            }
+        }
         inner.persisted.tables[pos] = table.clone();
         self.bump(&mut inner)?;
         tracing::info!(table = %table.name, id = table.id, "table changed in the catalog");
@@ -706,6 +729,108 @@ impl MetaService {
             view: Some(view),
             catalog_version: inner.persisted.catalog_version,
         })
+    }
+
+    fn create_schema(
+        &self,
+        req: pb::CreateSchemaRequest,
+    ) -> Result<pb::CreateSchemaResponse, Error> {
+        let mut schema = req
+            .schema
+            .ok_or_else(|| Error::internal("CreateSchema without a schema"))?;
+        let mut inner = self.inner.lock().unwrap();
+        if Self::check_schema(&inner, &schema.name).is_ok() {
+            if req.if_not_exists {
+                let existing = inner
+                    .persisted
+                    .schemas
+                    .iter()
+                    .find(|s| s.name == schema.name)
+                    .cloned();
+                return Ok(pb::CreateSchemaResponse {
+                    schema: existing,
+                    created: false,
+                    catalog_version: inner.persisted.catalog_version,
+                });
+            }
+            return Err(Error::user(
+                sqlstate::DUPLICATE_SCHEMA,
+                format!("schema \"{}\" already exists", schema.name),
+            ));
+        }
+        if schema.name.starts_with("pg_") {
+            return Err(Error::user(
+                sqlstate::RESERVED_NAME,
+                format!("unacceptable schema name \"{}\"", schema.name),
+            ));
+        }
+        schema.id = inner.new_catalog_id();
+        inner.persisted.schemas.push(schema.clone());
+        self.bump(&mut inner)?;
+        tracing::info!(schema = %schema.name, "schema created");
+        Ok(pb::CreateSchemaResponse {
+            schema: Some(schema),
+            created: true,
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
+
+    fn drop_schema(&self, req: pb::DropSchemaRequest) -> Result<pb::DropSchemaResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(pos) = inner
+            .persisted
+            .schemas
+            .iter()
+            .position(|s| s.name == req.name)
+        else {
+            if req.if_exists {
+                return Ok(pb::DropSchemaResponse {
+                    schema: None,
+                    catalog_version: inner.persisted.catalog_version,
+                });
+            }
+            if req.name == "public" {
+                return Err(Error::unsupported("dropping schema public"));
+            }
+            return Err(Error::user(
+                sqlstate::INVALID_SCHEMA_NAME,
+                format!("schema \"{}\" does not exist", req.name),
+            ));
+        };
+        let p = &inner.persisted;
+        if p.tables.iter().any(|t| t.schema == req.name)
+            || p.views.iter().any(|v| v.schema == req.name)
+            || p.sequences.iter().any(|q| q.schema == req.name)
+        {
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop schema {} because other objects depend on it",
+                    req.name
+                ),
+            ));
+        }
+        let schema = inner.persisted.schemas.remove(pos);
+        self.bump(&mut inner)?;
+        Ok(pb::DropSchemaResponse {
+            schema: Some(schema),
+            catalog_version: inner.persisted.catalog_version,
+        })
+    }
+
+    /// `schema` exists: `public`, a session's temporary one, or made by
+    /// CREATE SCHEMA (3F000 otherwise).
+    fn check_schema(inner: &Inner, schema: &str) -> Result<(), Error> {
+        if schema == "public"
+            || schema.starts_with("pg_temp_")
+            || inner.persisted.schemas.iter().any(|s| s.name == schema)
+        {
+            return Ok(());
+        }
+        Err(Error::user(
+            sqlstate::INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" does not exist"),
+        ))
     }
 
     fn swap_table(&self, req: pb::SwapTableRequest) -> Result<pb::SwapTableResponse, Error> {
@@ -870,6 +995,20 @@ impl Meta for MetaService {
         self.counted(|| self.drop_view(req.into_inner()))
     }
 
+    async fn create_schema(
+        &self,
+        req: Request<pb::CreateSchemaRequest>,
+    ) -> Reply<pb::CreateSchemaResponse> {
+        self.counted(|| self.create_schema(req.into_inner()))
+    }
+
+    async fn drop_schema(
+        &self,
+        req: Request<pb::DropSchemaRequest>,
+    ) -> Reply<pb::DropSchemaResponse> {
+        self.counted(|| self.drop_schema(req.into_inner()))
+    }
+
     async fn create_role(
         &self,
         req: Request<pb::CreateRoleRequest>,
@@ -903,6 +1042,7 @@ impl Meta for MetaService {
             sequences: inner.persisted.sequences.clone(),
             roles: inner.persisted.roles.clone(),
             views: inner.persisted.views.clone(),
+            schemas: inner.persisted.schemas.clone(),
         }))
     }
 
@@ -1152,6 +1292,7 @@ mod tests {
         let r = meta
             .update_table(pb::UpdateTableRequest {
                 table: Some(changed.clone()),
+                views: vec![],
             })
             .unwrap();
         assert_eq!(r.dropped, vec![storage]);
@@ -1160,6 +1301,7 @@ mod tests {
         assert!(
             meta.update_table(pb::UpdateTableRequest {
                 table: Some(changed),
+                views: vec![],
             })
             .is_err()
         );

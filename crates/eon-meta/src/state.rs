@@ -36,6 +36,9 @@ pub struct Persisted {
     pub bootstrap_role: u64,
     #[prost(message, repeated, tag = "9")]
     pub views: Vec<pb::View>,
+    /// Those CREATE SCHEMA made (`public` is implied).
+    #[prost(message, repeated, tag = "10")]
+    pub schemas: Vec<pb::Schema>,
 }
 
 impl Persisted {

@@ -33,14 +33,17 @@
 //!
 //! `COMMENT ON TABLE` and `COMMENT ON COLUMN` change the catalog alone
 //! (meta's UpdateTable): the text is kept in the table's definition, where
-//! pg_description, `obj_description` and `col_description` find it.
+//! pg_description, `obj_description` and `col_description` find it. So
+//! does `RENAME TO`: rows are stored under the table's id, meta points the
+//! foreign keys and owned sequences at the new name, and the views that
+//! name the table get their stored query rewritten in the same change.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, CommentObject, ObjectName, PrimaryKeyConstraint,
-    TableConstraint,
+    RenameTableNameKind, TableConstraint,
 };
 use eon_common::error::sqlstate;
 use eon_common::{Error, Result, TableDef};
@@ -114,6 +117,9 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
                 drop_column(session, &table, &ident(c), *if_exists).await?;
             }
         }
+        AlterTableOperation::RenameTable {
+            table_name: RenameTableNameKind::To(new) | RenameTableNameKind::As(new),
+        } => rename_table(session, &table, new).await?,
         AlterTableOperation::RenameColumn {
             old_column_name,
             new_column_name,
@@ -422,7 +428,7 @@ pub async fn comment_on(
             def.columns[i].comment = text;
         }
     }
-    crate::indexes::update_table(session, def, "COMMENT").await?;
+    crate::indexes::update_table(session, def, vec![], "COMMENT").await?;
     Ok(Output::Command("COMMENT".into()))
 }
 
@@ -653,7 +659,7 @@ async fn drop_constraint(
         ));
     }
     // Rows stay as they are: only the catalog changes.
-    crate::indexes::update_table(session, def, "ALTER TABLE … DROP CONSTRAINT").await
+    crate::indexes::update_table(session, def, vec![], "ALTER TABLE … DROP CONSTRAINT").await
 }
 
 async fn drop_column(
@@ -723,6 +729,53 @@ async fn drop_column(
         "ALTER TABLE … DROP COLUMN",
     )
     .await
+}
+
+/// ALTER TABLE … RENAME TO new: a change of the catalog alone (rows are
+/// stored under the table's id, not its name). In the same change meta
+/// points the foreign keys that reference it and the sequences it owns at
+/// the new name, and the views that name it get their query rewritten.
+async fn rename_table(session: &Session, table: &TableDef, new: &ObjectName) -> Result<()> {
+    let (schema, name) = crate::dml::name_parts(new)?;
+    if schema.is_some() {
+        return Err(Error::syntax(format!(
+            "syntax error at or near \".\": RENAME TO takes a name without a schema ({new})"
+        )));
+    }
+    let mut def = table.proto().clone();
+    def.name = name.clone();
+    let mut views = Vec::new();
+    for mut view in session.cluster().views() {
+        let mut query = crate::views::parse(&view.query)?;
+        let mut changed = false;
+        let _ = datafusion::sql::sqlparser::ast::visit_relations_mut(&mut query, |rel| {
+            let names: Vec<String> = rel
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident())
+                .map(ident)
+                .collect();
+            let refers = match names.as_slice() {
+                [t] => {
+                    t == &table.name && (table.schema == "public" || table.schema == view.schema)
+                }
+                [s, t] | [_, s, t] => t == &table.name && s == &table.schema,
+                _ => false,
+            };
+            if refers && let Some(last) = rel.0.last_mut() {
+                *last = datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(
+                    datafusion::sql::sqlparser::ast::Ident::with_quote('"', &name),
+                );
+                changed = true;
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if changed {
+            view.query = query.to_string();
+            views.push(view);
+        }
+    }
+    crate::indexes::update_table(session, def, views, "ALTER TABLE … RENAME").await
 }
 
 async fn rename_column(session: &Session, table: &TableDef, old: &str, new: &str) -> Result<()> {

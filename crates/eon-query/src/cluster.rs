@@ -33,6 +33,7 @@ struct CatalogCache {
     sequences: Vec<pb::Sequence>,
     roles: Vec<pb::Role>,
     views: Vec<pb::View>,
+    schemas: Vec<pb::Schema>,
 }
 
 type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
@@ -142,6 +143,7 @@ impl Cluster {
                 sequences: r.sequences,
                 roles: r.roles,
                 views: r.views,
+                schemas: r.schemas,
             };
         }
         Ok(())
@@ -203,12 +205,36 @@ impl Cluster {
     }
 
     /// Names of the tables of a schema, sorted.
-    /// The schemas that hold tables, in order.
+    /// The schemas CREATE SCHEMA made and those that hold tables (sessions'
+    /// temporary ones), in order.
     pub fn schema_names(&self) -> Vec<String> {
         let cache = self.catalog.read().unwrap();
-        let names: std::collections::BTreeSet<&String> =
-            cache.by_name.keys().map(|(s, _)| s).collect();
+        let names: std::collections::BTreeSet<&String> = cache
+            .by_name
+            .keys()
+            .map(|(s, _)| s)
+            .chain(cache.schemas.iter().map(|s| &s.name))
+            .collect();
         names.into_iter().cloned().collect()
+    }
+
+    /// The schema CREATE SCHEMA made called `name`.
+    pub fn schema(&self, name: &str) -> Option<pb::Schema> {
+        let cache = self.catalog.read().unwrap();
+        cache.schemas.iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Every schema CREATE SCHEMA made.
+    pub fn schemas(&self) -> Vec<pb::Schema> {
+        self.catalog.read().unwrap().schemas.clone()
+    }
+
+    /// Whether a relation can be in schema `name`: `public`, a session's
+    /// temporary schema, or one CREATE SCHEMA made.
+    pub fn schema_exists(&self, name: &str) -> bool {
+        name == "public"
+            || name.starts_with(crate::session::TEMP_SCHEMA_PREFIX)
+            || self.schema(name).is_some()
     }
 
     pub fn table_names(&self, schema: &str) -> Vec<String> {

@@ -743,6 +743,11 @@ pub enum DdlUndo {
         name: String,
         grants: Vec<pb::TableGrant>,
     },
+    /// A schema CREATE SCHEMA made, or DROP SCHEMA dropped.
+    Schema {
+        created: Option<pb::Schema>,
+        dropped: Option<pb::Schema>,
+    },
 }
 
 /// Undo a block's DDL, newest first.
@@ -768,6 +773,9 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
                 })
                 .await
                 .map(|_| ())
+                .map_err(Error::from_status),
+            DdlUndo::Schema { created, dropped } => crate::schemas::undo(cluster, created, dropped)
+                .await
                 .map_err(Error::from_status),
             DdlUndo::Role { before, after } => crate::roles::undo(cluster, before, after)
                 .await

@@ -494,7 +494,7 @@ pub async fn drop_indexes(
         }
         let mut def = table.proto().clone();
         def.indexes.remove(pos);
-        update_table(session, def, "DROP INDEX").await?;
+        update_table(session, def, vec![], "DROP INDEX").await?;
     }
     Ok(Output::Command("DROP INDEX".into()))
 }
@@ -502,7 +502,12 @@ pub async fn drop_indexes(
 /// Change `def`'s table in the catalog alone (meta's UpdateTable) and free
 /// the storage of the indexes it no longer has. Not transactional, so not
 /// inside a transaction block.
-pub async fn update_table(session: &Session, def: pb::Table, what: &str) -> Result<()> {
+pub async fn update_table(
+    session: &Session,
+    def: pb::Table,
+    views: Vec<pb::View>,
+    what: &str,
+) -> Result<()> {
     if session.in_transaction() {
         return Err(Error::user(
             sqlstate::ACTIVE_SQL_TRANSACTION,
@@ -512,7 +517,10 @@ pub async fn update_table(session: &Session, def: pb::Table, what: &str) -> Resu
     let cluster = session.cluster();
     let r = cluster
         .meta()
-        .update_table(pb::UpdateTableRequest { table: Some(def) })
+        .update_table(pb::UpdateTableRequest {
+            table: Some(def),
+            views,
+        })
         .await
         .map_err(Error::from_status)?
         .into_inner();

@@ -56,7 +56,12 @@ impl SchemaProvider for InformationSchema {
         }
         let mut tables = self.cluster.tables();
         tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-        let (fields, rows) = view(name, &tables, &self.cluster.views());
+        let (fields, rows) = view(
+            name,
+            &tables,
+            &self.cluster.views(),
+            &self.cluster.schemas(),
+        );
         Ok(Some(Arc::new(mem_table(&fields, rows)?)))
     }
 
@@ -142,15 +147,18 @@ fn view(
     name: &str,
     tables: &[Arc<TableDef>],
     views: &[eon_proto::v1::View],
+    schemas: &[eon_proto::v1::Schema],
 ) -> (Columns, Vec<Vec<ScalarValue>>) {
     let mut rows = Vec::new();
     let cols: Columns = match name {
         "schemata" => {
-            for s in SCHEMAS {
+            let fixed = SCHEMAS.iter().map(|s| (*s, "eon"));
+            let made = schemas.iter().map(|s| (s.name.as_str(), s.owner.as_str()));
+            for (s, owner) in fixed.chain(made) {
                 rows.push(vec![
                     text(DATABASE),
                     text(s),
-                    text("eon"),
+                    text(owner),
                     null(),
                     null(),
                     null(),

@@ -76,6 +76,7 @@ pub mod privileges;
 pub mod provider;
 pub mod rest;
 pub mod roles;
+pub mod schemas;
 pub mod sequences;
 pub mod session;
 pub mod txn;

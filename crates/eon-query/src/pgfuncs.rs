@@ -1303,15 +1303,17 @@ pub fn session_user(name: String) -> ScalarUDF {
     )
 }
 
-/// `pg_table_is_visible(oid)` for a session whose temporary tables are in
-/// `temp` (if it has any): whether an unqualified name finds the relation
-/// — not another session's temporary table, nor a permanent one that one
-/// of the session's shadows. Relations that are not eon's tables (views,
-/// sequences, the catalog's own) are visible.
+/// `pg_table_is_visible(oid)` for a session whose search path (its
+/// temporary schema first, if it has one) is `path`: whether an
+/// unqualified name finds the table — its schema is on the path and no
+/// schema before it there has a table of that name (so not another
+/// session's temporary table, nor a permanent one that a temporary one
+/// shadows). Relations that are not eon's tables (views, sequences, the
+/// catalog's own) are visible.
 pub fn table_is_visible(
     definitions: Arc<crate::pgcatalog::Definitions>,
     cluster: Arc<crate::cluster::Cluster>,
-    temp: Option<String>,
+    path: Vec<String>,
 ) -> ScalarUDF {
     let visible = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(args)?;
@@ -1321,14 +1323,8 @@ pub fn table_is_visible(
             .iter()
             .map(|oid| {
                 let t = definitions.table(oid?)?;
-                Some(
-                    if t.schema.starts_with(crate::session::TEMP_SCHEMA_PREFIX) {
-                        temp.as_deref() == Some(t.schema.as_str())
-                    } else {
-                        temp.as_ref()
-                            .is_none_or(|s| cluster.table(s, &t.name).is_none())
-                    },
-                )
+                let first = path.iter().find(|s| cluster.table(s, &t.name).is_some());
+                Some(first == Some(&t.schema))
             })
             .map(|v| Some(v.unwrap_or(true)))
             .collect();

@@ -142,16 +142,16 @@ impl CatalogProvider for EonCatalog {
         if let Some(s) = self.fixed.schema(name) {
             return Some(s);
         }
-        let temp = name.starts_with(crate::session::TEMP_SCHEMA_PREFIX);
-        (name == "public" || temp).then(|| {
-            Arc::new(EonSchema {
-                cluster: self.cluster.clone(),
-                name: name.to_string(),
-                // A session's default schema is its temporary one when it
-                // has temporary tables: what they do not shadow is public.
-                fallback: temp.then(|| "public".to_string()),
-            }) as Arc<dyn SchemaProvider>
-        })
+        // A session's search path (crate::schemas), else one schema.
+        let path: Vec<String> = match name.strip_prefix(crate::schemas::PATH_PREFIX) {
+            Some(list) => list.split(',').map(str::to_string).collect(),
+            None if self.cluster.schema_exists(name) => vec![name.to_string()],
+            None => return None,
+        };
+        Some(Arc::new(EonSchema {
+            cluster: self.cluster.clone(),
+            path,
+        }))
     }
 
     fn register_schema(
@@ -163,29 +163,27 @@ impl CatalogProvider for EonCatalog {
     }
 }
 
-/// One of eon's schemas: its tables.
+/// One of eon's schemas (its tables), or a search path of them: a name
+/// is looked up in each in turn.
 #[derive(Debug)]
 pub struct EonSchema {
     pub cluster: Arc<Cluster>,
-    pub name: String,
-    /// Where names this schema lacks are looked up next.
-    pub fallback: Option<String>,
+    pub path: Vec<String>,
 }
 
 impl EonSchema {
     fn find(&self, name: &str) -> Option<Arc<TableDef>> {
-        self.cluster.table(&self.name, name).or_else(|| {
-            self.fallback
-                .as_ref()
-                .and_then(|f| self.cluster.table(f, name))
-        })
+        self.path.iter().find_map(|s| self.cluster.table(s, name))
     }
 }
 
 #[async_trait]
 impl SchemaProvider for EonSchema {
     fn table_names(&self) -> Vec<String> {
-        self.cluster.table_names(&self.name)
+        self.path
+            .first()
+            .map(|s| self.cluster.table_names(s))
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {

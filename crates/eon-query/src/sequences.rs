@@ -184,19 +184,26 @@ pub fn owned(
     let mut q = define(schema, &format!("{table}_{column}_seq"), ty, options)?;
     q.owner_table = table.to_string();
     q.owner_column = column.to_string();
-    let default = nextval_sql(&q.name);
+    let default = nextval_sql(schema, &q.name);
     Ok((q, default))
 }
 
-/// `nextval('<name>')`, quoting the name as a regclass text needs.
-pub fn nextval_sql(name: &str) -> String {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    let text = if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+/// `nextval('[<schema>.]<name>')` (the schema named unless `public`),
+/// quoting the names as a regclass text needs.
+pub fn nextval_sql(schema: &str, name: &str) -> String {
+    let quote = |name: &str| {
+        let plain = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if plain {
+            name.to_string()
+        } else {
+            format!("\"{}\"", name.replace('"', "\"\""))
+        }
+    };
+    let text = match schema {
+        "public" | "" => quote(name),
+        _ => format!("{}.{}", quote(schema), quote(name)),
     };
     format!("nextval('{}')", text.replace('\'', "''"))
 }
@@ -687,8 +694,9 @@ mod tests {
             parse_name("app.\"Odd\"\"Name\""),
             ("app".into(), "Odd\"Name".into())
         );
-        assert_eq!(nextval_sql("t_id_seq"), "nextval('t_id_seq')");
-        assert_eq!(nextval_sql("T's"), "nextval('\"T''s\"')");
+        assert_eq!(nextval_sql("public", "t_id_seq"), "nextval('t_id_seq')");
+        assert_eq!(nextval_sql("public", "T's"), "nextval('\"T''s\"')");
+        assert_eq!(nextval_sql("app", "t_id_seq"), "nextval('app.t_id_seq')");
     }
 
     #[test]

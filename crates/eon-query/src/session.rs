@@ -490,14 +490,17 @@ impl Session {
     pub fn relation(&self, name: &ObjectName) -> Result<(String, String)> {
         let (schema, table) = dml::name_parts(name)?;
         let schema = match schema {
-            None if self.has_temp()
-                && crate::indexes::relation_exists(self, &self.temp_schema, &table) =>
-            {
-                self.temp_schema.clone()
+            None => {
+                // Where it is along the path, else where it would be made.
+                let path = self.search_path();
+                path.iter()
+                    .find(|s| crate::indexes::relation_exists(self, s, &table))
+                    .or(path.iter().find(|s| !s.starts_with(TEMP_SCHEMA_PREFIX)))
+                    .cloned()
+                    .unwrap_or_else(|| "public".to_string())
             }
-            None => "public".to_string(),
             Some(s) if s == "pg_temp" => self.temp_schema.clone(),
-            Some(s) if s == "public" || s.starts_with(TEMP_SCHEMA_PREFIX) => s,
+            Some(s) if self.cluster().schema_exists(&s) => s,
             Some(s) => {
                 return Err(Error::user(
                     sqlstate::INVALID_SCHEMA_NAME,
@@ -513,7 +516,19 @@ impl Session {
     pub fn new_relation(&self, name: &ObjectName, temporary: bool) -> Result<(String, String)> {
         let (schema, table) = dml::name_parts(name)?;
         match schema.as_deref() {
-            None if !temporary => return Ok(("public".to_string(), table)),
+            None if !temporary => {
+                let schema = self
+                    .search_path()
+                    .into_iter()
+                    .find(|s| !s.starts_with(TEMP_SCHEMA_PREFIX))
+                    .ok_or_else(|| {
+                        Error::user(
+                            sqlstate::INVALID_SCHEMA_NAME,
+                            "no schema has been selected to create in",
+                        )
+                    })?;
+                return Ok((schema, table));
+            }
             None | Some("pg_temp") => {}
             Some(s) if s == self.temp_schema => {}
             Some(_) if temporary => {
@@ -542,6 +557,27 @@ impl Session {
             }
             std::ops::ControlFlow::<()>::Continue(())
         });
+    }
+
+    /// Where unqualified names are looked up, in order: the session's
+    /// temporary schema (once it has one), then the schemas of
+    /// `search_path` that exist (see [`crate::schemas`]).
+    pub fn search_path(&self) -> Vec<String> {
+        let setting = self
+            .vars
+            .lock()
+            .unwrap()
+            .get("search_path")
+            .cloned()
+            .unwrap_or_else(|| "\"$user\", public".to_string());
+        let cluster = self.cluster();
+        let mut path = crate::schemas::search_path(&setting, &self.user(), |s| {
+            !s.starts_with(TEMP_SCHEMA_PREFIX) && cluster.schema_exists(s)
+        });
+        if self.has_temp() {
+            path.insert(0, self.temp_schema.clone());
+        }
+        path
     }
 
     /// Whether the session has made temporary tables.
@@ -680,11 +716,13 @@ impl Session {
     /// A copy of the session state for one statement, carrying its context.
     pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
         let mut state = self.engine.base.clone();
+        let path = self.search_path();
         state.config_mut().set_extension(ctx);
-        if self.has_temp() {
-            // Unqualified names find the session's temporary tables first
-            // (that schema's provider falls back to `public`).
-            state.config_mut().options_mut().catalog.default_schema = self.temp_schema.clone();
+        if path != ["public"] {
+            // Unqualified names are looked up along the path (a provider
+            // made from this name; see crate::schemas).
+            state.config_mut().options_mut().catalog.default_schema =
+                format!("{}{}", crate::schemas::PATH_PREFIX, path.join(","));
         }
         // current_setting() and pg_settings see this session's SETs as of
         // the statement.
@@ -711,7 +749,7 @@ impl Session {
             Arc::new(crate::pgfuncs::table_is_visible(
                 self.engine.definitions.clone(),
                 self.engine.cluster.clone(),
-                self.has_temp().then(|| self.temp_schema.clone()),
+                path.clone(),
             )),
         );
         let _ = datafusion::execution::FunctionRegistry::register_udf(
@@ -1392,6 +1430,7 @@ impl Session {
                 Statement::CreateTable(_)
                     | Statement::CreateIndex(_)
                     | Statement::CreateView(_)
+                    | Statement::CreateSchema { .. }
                     | Statement::AlterTable(_)
                     | Statement::Comment { .. }
                     | Statement::CreateSequence { .. }
@@ -1443,6 +1482,18 @@ impl Session {
                 names,
                 ..
             } => crate::views::drop_views(self, names, *if_exists).await,
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => crate::schemas::create_schema(self, schema_name, *if_not_exists).await,
+            Statement::Drop {
+                object_type: ObjectType::Schema,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => crate::schemas::drop_schemas(self, names, *if_exists, *cascade).await,
             Statement::Drop {
                 object_type: ObjectType::Index,
                 if_exists,
@@ -2178,6 +2229,7 @@ fn command_name(statement: &Statement) -> String {
         Statement::CreateTable(_) => "CREATE TABLE".into(),
         Statement::CreateIndex(_) => "CREATE INDEX".into(),
         Statement::CreateView(_) => "CREATE VIEW".into(),
+        Statement::CreateSchema { .. } => "CREATE SCHEMA".into(),
         Statement::AlterTable(_) => "ALTER TABLE".into(),
         Statement::Comment { .. } => "COMMENT".into(),
         Statement::CreateSequence { .. } => "CREATE SEQUENCE".into(),

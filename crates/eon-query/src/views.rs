@@ -146,7 +146,7 @@ pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
 }
 
 /// A stored view query parsed again.
-fn parse(sql: &str) -> Result<Query> {
+pub(crate) fn parse(sql: &str) -> Result<Query> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_query())

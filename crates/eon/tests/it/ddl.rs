@@ -1,7 +1,7 @@
 //! Schema changes on a live table: ALTER TABLE … ADD PRIMARY KEY and ADD,
 //! RENAME, DROP COLUMN rewrite the table while other sessions read and
 //! write it; sequences, SERIAL and identity columns; CHECK constraints;
-//! views; temporary tables.
+//! views; temporary tables; schemas and the search path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -770,4 +770,121 @@ async fn temporary_tables_belong_to_their_session_and_go_with_it() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(texts(&b, "SELECT label FROM items").await, ["permanent"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_namespace_relations_along_the_search_path() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE SCHEMA app;
+         CREATE SCHEMA IF NOT EXISTS app;
+         CREATE TABLE items (id int PRIMARY KEY, label text);
+         INSERT INTO items VALUES (1, 'public');
+         CREATE TABLE app.items (id serial PRIMARY KEY, label text, ref int REFERENCES public.items);
+         INSERT INTO app.items (label, ref) VALUES ('app', 1);",
+    )
+    .await
+    .unwrap();
+    refused(&c, "CREATE SCHEMA app", "42P06").await;
+    refused(&c, "CREATE SCHEMA pg_mine", "42939").await;
+    refused(&c, "CREATE TABLE nope.t (a int)", "3F000").await;
+    refused(&c, "SELECT * FROM nope.t", "42P01").await;
+    assert_eq!(texts(&c, "SELECT label FROM items").await, ["public"]);
+    assert_eq!(texts(&c, "SELECT label FROM app.items").await, ["app"]);
+    // Along the search path: app first, then public.
+    c.batch_execute(
+        "SET search_path = app, public;
+         UPDATE items SET label = 'app, changed';
+         CREATE TABLE notes (n text);
+         INSERT INTO notes VALUES ('where?');
+         CREATE VIEW labels AS SELECT label FROM items;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT label FROM labels").await,
+        ["app, changed"]
+    );
+    assert_eq!(
+        texts(&c, "SELECT label FROM public.items").await,
+        ["public"]
+    );
+    refused(
+        &c,
+        "INSERT INTO items (label, ref) VALUES ('x', 7)",
+        "23503",
+    )
+    .await;
+    let visible = "SELECT n.nspname::text || '.' || c.relname::text FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname IN ('app', 'public')
+           AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1";
+    assert_eq!(texts(&c, visible).await, ["app.items", "app.notes"]);
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT schema_name::text FROM information_schema.schemata ORDER BY 1"
+        )
+        .await,
+        ["app", "information_schema", "pg_catalog", "public"]
+    );
+    c.batch_execute("RESET search_path").await.unwrap();
+    refused(&c, "SELECT * FROM notes", "42P01").await;
+    assert_eq!(texts(&c, "SELECT n FROM app.notes").await, ["where?"]);
+    // A schema that holds relations goes only with CASCADE.
+    refused(&c, "DROP SCHEMA app", "2BP01").await;
+    refused(&c, "DROP SCHEMA nope", "3F000").await;
+    c.batch_execute("DROP SCHEMA IF EXISTS nope; DROP SCHEMA app CASCADE")
+        .await
+        .unwrap();
+    refused(&c, "SELECT * FROM app.items", "42P01").await;
+    assert_eq!(texts(&c, "SELECT label FROM items").await, ["public"]);
+    // A rolled back block takes its CREATE SCHEMA with it.
+    c.batch_execute("BEGIN; CREATE SCHEMA tx; ROLLBACK")
+        .await
+        .unwrap();
+    refused(&c, "CREATE TABLE tx.t (a int)", "3F000").await;
+
+    // RENAME TO: the rows stay, and the foreign keys that reference the
+    // table, the sequence it owns and the views that name it follow.
+    c.batch_execute(
+        "CREATE TABLE parent (id serial PRIMARY KEY, v text);
+         CREATE TABLE child (id int PRIMARY KEY, p int REFERENCES parent);
+         INSERT INTO parent (v) VALUES ('a');
+         INSERT INTO child VALUES (1, 1);
+         CREATE VIEW family AS SELECT p.v FROM parent p JOIN public.child c ON c.p = p.id;
+         ALTER TABLE parent RENAME TO mother;
+         INSERT INTO mother (v) VALUES ('b');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&c, "SELECT v FROM family").await, ["a"]);
+    assert_eq!(
+        texts(&c, "SELECT id::text || v FROM mother ORDER BY id").await,
+        ["1a", "2b"]
+    );
+    refused(&c, "SELECT * FROM parent", "42P01").await;
+    let e = refused(&c, "INSERT INTO child VALUES (2, 9)", "23503").await;
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap()
+            .contains("\"mother\""),
+        "{e:?}"
+    );
+    refused(&c, "ALTER TABLE mother RENAME TO child", "42P07").await;
+    refused(&c, "ALTER TABLE nope RENAME TO x", "42P01").await;
+    c.batch_execute("DROP VIEW family; DROP TABLE child; DROP TABLE mother")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT count(*)::text FROM information_schema.sequences"
+        )
+        .await,
+        ["0"]
+    );
 }
