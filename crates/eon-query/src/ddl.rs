@@ -347,6 +347,16 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             }
         }
     }
+    if ct.inherits.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(Error::unsupported(
+            "table inheritance (INHERITS) is not supported yet",
+        ));
+    }
+    if ct.partition_of.is_some() {
+        return Err(Error::unsupported(
+            "partitions (CREATE TABLE … PARTITION OF) are not supported yet; eon shards every table by its primary key",
+        ));
+    }
     if columns.is_empty() {
         return Err(Error::unsupported(
             "tables without columns are not supported",

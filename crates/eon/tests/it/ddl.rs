@@ -790,6 +790,13 @@ async fn schemas_namespace_relations_along_the_search_path() {
     refused(&c, "CREATE SCHEMA pg_mine", "42939").await;
     refused(&c, "CREATE TABLE nope.t (a int)", "3F000").await;
     refused(&c, "SELECT * FROM nope.t", "42P01").await;
+    refused(&c, "CREATE TABLE kid () INHERITS (items)", "0A000").await;
+    refused(
+        &c,
+        "CREATE TABLE part PARTITION OF items FOR VALUES IN (1)",
+        "0A000",
+    )
+    .await;
     assert_eq!(texts(&c, "SELECT label FROM items").await, ["public"]);
     assert_eq!(texts(&c, "SELECT label FROM app.items").await, ["app"]);
     // Along the search path: app first, then public.
