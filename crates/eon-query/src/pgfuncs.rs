@@ -307,6 +307,7 @@ fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
 /// module docs), in every expression of the statements.
 pub fn rewrite(statements: &mut [Statement]) {
     for statement in statements.iter_mut() {
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut SeriesNames);
         let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut ExistsAsValue);
         let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut FunctionColumns);
         let _ = visit_expressions_mut(statement, |e: &mut SqlExpr| {
@@ -329,6 +330,7 @@ pub fn rewrite(statements: &mut [Statement]) {
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }
+            series_rows(e);
             if is_user_keyword(e) {
                 *e = call_with("session_user", vec![]);
             }
@@ -417,7 +419,8 @@ fn array_of_subquery(e: &mut SqlExpr) {
         *e = call("make_array", SqlExpr::Subquery(Box::new(query)));
         return;
     }
-    let simple = ungrouped;
+    // Rows a set-returning call makes are aggregated as a derived table.
+    let simple = ungrouped && !contains_call(&item, |name| name == "unnest");
     let aggregate = |arg: SqlExpr, order: Vec<datafusion::sql::sqlparser::ast::OrderByExpr>| {
         let mut agg = call("array_agg", arg);
         if let SqlExpr::Function(Function {
@@ -533,11 +536,16 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
 }
 
 fn contains_aggregate(e: &SqlExpr) -> bool {
+    contains_call(e, |name| AGGREGATES.contains(&name))
+}
+
+/// Whether `e` calls a function whose (lower-case) name `matches`.
+fn contains_call(e: &SqlExpr, matches: impl Fn(&str) -> bool) -> bool {
     let mut found = false;
     let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &SqlExpr| {
         if let SqlExpr::Function(f) = x {
             let name = f.name.to_string().to_ascii_lowercase();
-            found |= AGGREGATES.contains(&name.as_str());
+            found |= matches(&name);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -628,6 +636,60 @@ fn call_args<'a>(e: &'a SqlExpr, name: &str) -> Option<Vec<&'a SqlExpr>> {
             _ => None,
         })
         .collect()
+}
+
+/// A select list's bare `generate_series(…)` keeps PostgreSQL's column
+/// name (`generate_series`) once [`series_rows`] has wrapped it in
+/// `unnest`.
+struct SeriesNames;
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for SeriesNames {
+    type Break = ();
+    fn pre_visit_query(
+        &mut self,
+        q: &mut datafusion::sql::sqlparser::ast::Query,
+    ) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+        if let SetExpr::Select(select) = q.body.as_mut() {
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(e) = item
+                    && call_args(e, "generate_series").is_some()
+                {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::new("generate_series"),
+                    };
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `generate_series(…)` in an expression — a select list — is a
+/// set-returning function in PostgreSQL: a row per value, as many as the
+/// longest such call gives beside it. DataFusion's is one list, which
+/// `unnest` turns into those rows (several unnests in step, NULL-padded,
+/// as PostgreSQL pairs them). A series the query unnests itself is left
+/// as written. (`FROM generate_series(…)` is a table, not an expression.)
+fn series_rows(e: &mut SqlExpr) {
+    if call_args(e, "generate_series").is_some() {
+        *e = call("unnest", e.clone());
+        return;
+    }
+    // unnest(generate_series(…)): its argument was wrapped just before.
+    let written = match call_args(e, "unnest").as_deref() {
+        Some([inner]) => match call_args(inner, "unnest").as_deref() {
+            Some([series]) if call_args(series, "generate_series").is_some() => {
+                Some((*inner).clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(inner) = written {
+        *e = inner;
+    }
 }
 
 /// The array of `generate_subscripts(array, 1)`, a set-returning function

@@ -792,6 +792,29 @@ async fn correlated_subqueries_and_array_results() {
         .unwrap_err();
     assert_eq!(code(&e), "42601", "{e}");
     assert_eq!(first.get(2), Some("{\"north x\",\"north x\",\"north x\"}"));
+
+    // generate_series in a select list is set-returning, as in PostgreSQL:
+    // a row per value.
+    assert_eq!(
+        texts(&c, "SELECT generate_series(1, 3) AS n, 'x' AS tag").await,
+        [["1", "x"], ["2", "x"], ["3", "x"]]
+    );
+    assert_eq!(
+        texts(&c, "SELECT unnest(generate_series(1, 2))").await,
+        [["1"], ["2"]]
+    );
+    assert_eq!(
+        texts(&c, "SELECT array(SELECT generate_series(1, 3))").await,
+        [["{1,2,3}"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT count(*) FROM (SELECT generate_series(1, v.n) FROM (VALUES (1), (2), (3)) v(n)) q"
+        )
+        .await,
+        [["6"]]
+    );
 }
 
 /// idle_in_transaction_session_timeout: a block left idle longer is rolled
