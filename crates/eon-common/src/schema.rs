@@ -23,6 +23,21 @@ pub const ROWID_COLUMN: &str = "_eon_rowid";
 /// Default number of shards of a new table.
 pub const DEFAULT_SHARD_COUNT: u32 = 8;
 
+/// What the schemas of sessions' temporary tables are called, before the
+/// session's number (PostgreSQL's `pg_temp_N`).
+pub const TEMP_SCHEMA_PREFIX: &str = "pg_temp_";
+
+/// Whether `schema` holds a session's temporary relations.
+pub fn is_temp_schema(schema: &str) -> bool {
+    schema.starts_with(TEMP_SCHEMA_PREFIX)
+}
+
+/// Whether `schema` exists without CREATE SCHEMA: `public`, or a session's
+/// temporary schema (which exists while it holds relations).
+pub fn is_implied_schema(schema: &str) -> bool {
+    schema == "public" || is_temp_schema(schema)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDef {
     pub name: String,

@@ -821,8 +821,7 @@ impl MetaService {
     /// `schema` exists: `public`, a session's temporary one, or made by
     /// CREATE SCHEMA (3F000 otherwise).
     fn check_schema(inner: &Inner, schema: &str) -> Result<(), Error> {
-        if schema == "public"
-            || schema.starts_with("pg_temp_")
+        if eon_common::schema::is_implied_schema(schema)
             || inner.persisted.schemas.iter().any(|s| s.name == schema)
         {
             return Ok(());

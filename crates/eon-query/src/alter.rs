@@ -39,6 +39,7 @@
 //! name the table get their stored query rewritten in the same change.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
@@ -60,14 +61,20 @@ const FENCE_RENEW: Duration = Duration::from_secs(5);
 /// table to end (PostgreSQL would wait for the table lock).
 const FENCE_WAIT: Duration = Duration::from_secs(10);
 
-pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
-    let (schema, name) = session.relation(&at.name)?;
-    let cluster = session.cluster();
+/// The table `name` that a statement by its owner changes, as of a fresh
+/// catalog: none if it does not exist and `if_exists`, else 42P01; 42501
+/// for another role.
+async fn owned_table(
+    session: &Session,
+    name: &ObjectName,
+    if_exists: bool,
+) -> Result<Option<Arc<TableDef>>> {
+    let (schema, name) = session.relation(name)?;
     // A fresh timestamp brings the catalog up to date.
-    cluster.timestamp().await?;
-    let Some(table) = cluster.table(&schema, &name) else {
-        if at.if_exists {
-            return Ok(Output::Command("ALTER TABLE".into()));
+    session.cluster().timestamp().await?;
+    let Some(table) = session.cluster().table(&schema, &name) else {
+        if if_exists {
+            return Ok(None);
         }
         return Err(Error::user(
             sqlstate::UNDEFINED_TABLE,
@@ -75,6 +82,13 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         ));
     };
     crate::privileges::require_owner(&session.actor(), &table)?;
+    Ok(Some(table))
+}
+
+pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
+    let Some(table) = owned_table(session, &at.name, at.if_exists).await? else {
+        return Ok(Output::Command("ALTER TABLE".into()));
+    };
     let [operation] = at.operations.as_slice() else {
         return Err(Error::unsupported(
             "ALTER TABLE with several operations is not supported yet",
@@ -111,8 +125,9 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         } => {
             for c in column_names {
                 // Each drop works on the table the previous one left.
-                let table = cluster
-                    .table(&schema, &name)
+                let table = session
+                    .cluster()
+                    .table(&table.schema, &table.name)
                     .ok_or_else(|| Error::internal("the table went away"))?;
                 drop_column(session, &table, &ident(c), *if_exists).await?;
             }
@@ -405,20 +420,9 @@ pub async fn comment_on(
             )));
         }
     };
-    let (schema, name) = session.relation(&table_part)?;
-    let cluster = session.cluster();
-    // A fresh timestamp brings the catalog up to date.
-    cluster.timestamp().await?;
-    let Some(table) = cluster.table(&schema, &name) else {
-        if if_exists {
-            return Ok(Output::Command("COMMENT".into()));
-        }
-        return Err(Error::user(
-            sqlstate::UNDEFINED_TABLE,
-            format!("relation \"{name}\" does not exist"),
-        ));
+    let Some(table) = owned_table(session, &table_part, if_exists).await? else {
+        return Ok(Output::Command("COMMENT".into()));
     };
-    crate::privileges::require_owner(&session.actor(), &table)?;
     let text = comment.unwrap_or_default().to_string();
     let mut def = table.proto().clone();
     match column {

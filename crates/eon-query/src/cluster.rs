@@ -204,7 +204,6 @@ impl Cluster {
         roles
     }
 
-    /// Names of the tables of a schema, sorted.
     /// The schemas CREATE SCHEMA made and those that hold tables (sessions'
     /// temporary ones), in order.
     pub fn schema_names(&self) -> Vec<String> {
@@ -232,11 +231,10 @@ impl Cluster {
     /// Whether a relation can be in schema `name`: `public`, a session's
     /// temporary schema, or one CREATE SCHEMA made.
     pub fn schema_exists(&self, name: &str) -> bool {
-        name == "public"
-            || name.starts_with(crate::session::TEMP_SCHEMA_PREFIX)
-            || self.schema(name).is_some()
+        eon_common::schema::is_implied_schema(name) || self.schema(name).is_some()
     }
 
+    /// Names of the tables of a schema, sorted.
     pub fn table_names(&self, schema: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .catalog

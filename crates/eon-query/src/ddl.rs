@@ -631,7 +631,7 @@ fn foreign_key(
         (None, t) if t == table => (schema.to_string(), t),
         _ => session.relation(&fk.foreign_table)?,
     };
-    let temp = |s: &str| s.starts_with(crate::session::TEMP_SCHEMA_PREFIX);
+    let temp = eon_common::schema::is_temp_schema;
     if temp(&ref_schema) != temp(schema) {
         return Err(Error::user(
             sqlstate::INVALID_TABLE_DEFINITION,

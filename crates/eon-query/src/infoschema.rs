@@ -181,13 +181,11 @@ fn view(
                     text(DATABASE),
                     text(&t.schema),
                     text(&t.name),
-                    text(
-                        if t.schema.starts_with(crate::session::TEMP_SCHEMA_PREFIX) {
-                            "LOCAL TEMPORARY"
-                        } else {
-                            "BASE TABLE"
-                        },
-                    ),
+                    text(if eon_common::schema::is_temp_schema(&t.schema) {
+                        "LOCAL TEMPORARY"
+                    } else {
+                        "BASE TABLE"
+                    }),
                     null(),
                     null(),
                     null(),

@@ -117,9 +117,10 @@ pub fn to_df(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The database: eon's schemas — `public` and those of sessions'
-/// temporary tables (`pg_temp_N`) — as its catalog names them, beside the
-/// fixed ones (`pg_catalog`, `information_schema`).
+/// The database: eon's schemas — `public`, those CREATE SCHEMA made and
+/// those of sessions' temporary tables (`pg_temp_N`) — as its catalog
+/// names them, and sessions' search paths (see [`crate::schemas`]),
+/// beside the fixed ones (`pg_catalog`, `information_schema`).
 #[derive(Debug)]
 pub struct EonCatalog {
     pub cluster: Arc<Cluster>,

@@ -89,12 +89,7 @@ pub async fn create_schema(
             ));
         }
     }
-    if name.starts_with("pg_") {
-        return Err(Error::user(
-            sqlstate::RESERVED_NAME,
-            format!("unacceptable schema name \"{name}\""),
-        ));
-    }
+    // (Meta refuses `pg_…` names, 42939.)
     let r = cluster
         .meta()
         .create_schema(pb::CreateSchemaRequest {

@@ -251,9 +251,8 @@ impl Engine {
     }
 }
 
-/// What the schemas of sessions' temporary tables are called, before the
-/// session's number.
-pub const TEMP_SCHEMA_PREFIX: &str = "pg_temp_";
+use eon_common::schema::TEMP_SCHEMA_PREFIX;
+use eon_common::schema::is_temp_schema;
 
 pub struct Session {
     pub engine: Arc<Engine>,
@@ -477,16 +476,12 @@ impl Session {
         &self.engine.cluster
     }
 
-    /// The schema of this session's temporary tables (`pg_temp_N`).
-    pub fn temp_schema(&self) -> &str {
-        &self.temp_schema
-    }
-
     /// Schema and name of the relation `name` as this session sees it: an
-    /// unqualified name is a temporary relation (table, index, sequence) of
-    /// the session if it has one of that name, else one of `public` (PostgreSQL searches `pg_temp`
-    /// first); `pg_temp.x` is the session's own; a schema that does not
-    /// exist is 3F000.
+    /// unqualified name is found in the first schema of the search path
+    /// that has a relation (table, index, sequence, view) of that name —
+    /// the session's temporary schema first — else it names one in the
+    /// first schema new relations go to; `pg_temp.x` is the session's own;
+    /// a schema that does not exist is 3F000.
     pub fn relation(&self, name: &ObjectName) -> Result<(String, String)> {
         let (schema, table) = dml::name_parts(name)?;
         let schema = match schema {
@@ -495,7 +490,7 @@ impl Session {
                 let path = self.search_path();
                 path.iter()
                     .find(|s| crate::indexes::relation_exists(self, s, &table))
-                    .or(path.iter().find(|s| !s.starts_with(TEMP_SCHEMA_PREFIX)))
+                    .or_else(|| path.iter().find(|s| !is_temp_schema(s)))
                     .cloned()
                     .unwrap_or_else(|| "public".to_string())
             }
@@ -520,7 +515,7 @@ impl Session {
                 let schema = self
                     .search_path()
                     .into_iter()
-                    .find(|s| !s.starts_with(TEMP_SCHEMA_PREFIX))
+                    .find(|s| !is_temp_schema(s))
                     .ok_or_else(|| {
                         Error::user(
                             sqlstate::INVALID_SCHEMA_NAME,
@@ -572,7 +567,7 @@ impl Session {
             .unwrap_or_else(|| "\"$user\", public".to_string());
         let cluster = self.cluster();
         let mut path = crate::schemas::search_path(&setting, &self.user(), |s| {
-            !s.starts_with(TEMP_SCHEMA_PREFIX) && cluster.schema_exists(s)
+            !is_temp_schema(s) && cluster.schema_exists(s)
         });
         if self.has_temp() {
             path.insert(0, self.temp_schema.clone());
