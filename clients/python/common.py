@@ -33,6 +33,8 @@ TYPES = [
     ),
     ("bytea", b"\x00\x01\xfe\xff"),
     ("uuid", uuid.UUID("0b5e3c1c-8a0e-4f6b-9a3e-1c2d3e4f5a6b")),
+    ("interval", datetime.timedelta(days=3, hours=-2, microseconds=250)),
+    ("time", datetime.time(23, 59, 58, 999999)),
 ]
 
 

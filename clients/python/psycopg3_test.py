@@ -1,6 +1,8 @@
 """psycopg 3 against eon: connect, DDL, parameterized CRUD, transactions,
 every type in text and binary, errors with SQLSTATE, type introspection."""
 
+import datetime
+import decimal
 import sys
 
 import psycopg
@@ -25,6 +27,37 @@ with psycopg.connect(url, autocommit=True) as conn:
             cur.execute("SELECT * FROM psycopg3_types WHERE id = %s", (key,))
             row = cur.fetchone()
             check_row(f"{'binary' if binary else 'text'} round trip", row[1:])
+
+    # Array columns, in text and binary: NULL elements, quoting, element
+    # type modifiers, and the element type's errors.
+    conn.execute("DROP TABLE IF EXISTS psycopg3_arrays")
+    conn.execute(
+        "CREATE TABLE psycopg3_arrays (id int PRIMARY KEY, xs bigint[], ts text[], "
+        "ns numeric(6,2)[], ds date[], vs varchar(3)[])"
+    )
+    arrays = [
+        [1, None, 2**40],
+        ["a", "b c", 'q"r', "", None],
+        [decimal.Decimal("1.50"), decimal.Decimal("-2.25")],
+        [datetime.date(2024, 2, 29)],
+        ["abc", "d"],
+    ]
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            key = int(binary)
+            cur.execute("INSERT INTO psycopg3_arrays VALUES (%s, %s, %s, %s, %s, %s)", [key] + arrays)
+            cur.execute("SELECT xs, ts, ns, ds, vs FROM psycopg3_arrays WHERE id = %s", (key,))
+            check(f"arrays in {'binary' if binary else 'text'}", list(cur.fetchone()), arrays)
+    check(
+        "array functions and subscripts",
+        conn.execute("SELECT cardinality(ts), xs[3] FROM psycopg3_arrays WHERE id = 0").fetchone(),
+        (5, 2**40),
+    )
+    try:
+        conn.execute("INSERT INTO psycopg3_arrays (id, vs) VALUES (9, '{abcd}')")
+        check("varchar(3)[] element too long", "no error", "22001")
+    except psycopg.Error as e:
+        check("varchar(3)[] element too long", e.sqlstate, "22001")
 
     # CRUD with parameters, and rowcount.
     conn.execute("DROP TABLE IF EXISTS psycopg3_items")

@@ -6,7 +6,8 @@
 //!
 //! | value            | bytes                                                   |
 //! |------------------|---------------------------------------------------------|
-//! | integer, date, timestamp | sign bit flipped, big-endian                    |
+//! | integer, date, timestamp, time | sign bit flipped, big-endian              |
+//! | interval         | its span in ns (30-day months) as i128, sign flipped  |
 //! | float            | IEEE bits, all flipped if negative else sign flipped   |
 //! | numeric          | i128, sign bit flipped, big-endian                      |
 //! | bool             | 0 or 1                                                  |
@@ -37,6 +38,27 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) -> Result<()> {
         Value::Bool(b) => out.push(*b as u8),
         Value::Int(i) => out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes()),
         Value::Date(d) => out.extend_from_slice(&((*d as u32) ^ (1 << 31)).to_be_bytes()),
+        // An array: each element after a 1 (a NULL element: a 2, after
+        // every value, as PostgreSQL sorts them), then a 0 (so a prefix
+        // sorts first, as PostgreSQL compares arrays element by element).
+        Value::List(xs) => {
+            for x in xs {
+                if x.is_null() {
+                    out.push(2);
+                } else {
+                    out.push(1);
+                    encode_value(out, x)?;
+                }
+            }
+            out.push(0)
+        }
+        Value::Time(t) => out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes()),
+        // PostgreSQL orders (and equates) intervals by their span with a
+        // month of 30 days: '1 mon' = '30 days' is true, so they are one key.
+        Value::Interval(m, d, ns) => {
+            let span = (*m as i128 * 30 + *d as i128) * 86_400_000_000_000 + *ns as i128;
+            out.extend_from_slice(&((span as u128) ^ (1 << 127)).to_be_bytes())
+        }
         Value::Timestamp(t) => out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes()),
         Value::Float(f) => {
             // -0.0 and 0.0 are equal in SQL, so they must encode the same.

@@ -23,15 +23,21 @@
 //! | bytea               | Binary                     | 17             |
 //! | uuid                | Utf8 (+ metadata)          | 2950           |
 //! | jsonb               | Utf8 (+ metadata)          | 3802           |
+//! | interval            | Interval(MonthDayNano) ²   | 1186           |
+//! | time                | Time64(µs)                 | 1083           |
+//! | T[]                 | List(T's Arrow type)       | T's array type |
 //!
 //! ¹ At most 38 digits are stored whatever the declared precision (up to
 //! PostgreSQL's 1000); NaN and ±Infinity are integers beyond 38 digits
 //! (`value::special`).
+//!
+//! ² DataFusion's own interval type: months, days and nanoseconds, kept
+//! apart as PostgreSQL keeps months, days and microseconds apart.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use eon_proto::v1 as pb;
 
 /// Field metadata key holding the SQL type name of a column.
@@ -76,6 +82,14 @@ pub enum SqlType {
     Bytea,
     Uuid,
     Jsonb,
+    /// interval: months, days and a time (PostgreSQL's three fields).
+    Interval,
+    /// time without time zone: microseconds since midnight.
+    Time,
+    /// A one-dimensional array of a base type (`integer[]`). The element
+    /// type is interned (see [`SqlType::array_of`]) so that SqlType stays a
+    /// small `Copy` value.
+    Array(&'static SqlType),
 }
 
 /// The time zone string of timestamptz arrays: values are UTC instants.
@@ -107,6 +121,9 @@ impl SqlType {
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
             SqlType::Bytea => DataType::Binary,
+            SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
+            SqlType::Array(element) => DataType::new_list(element.arrow_type(), true),
         }
     }
 
@@ -144,6 +161,13 @@ impl SqlType {
             DataType::Timestamp(_, None) => SqlType::Timestamp,
             DataType::Timestamp(_, Some(_)) => SqlType::TimestampTz,
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
+            // A difference of timestamps (a Duration in Arrow) is an
+            // interval in PostgreSQL.
+            DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
+            DataType::Time32(_) | DataType::Time64(_) => SqlType::Time,
+            DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+                SqlType::array_of(SqlType::from_arrow(item.data_type())?)?
+            }
             _ => return None,
         })
     }
@@ -180,6 +204,9 @@ impl SqlType {
             SqlType::Bytea => 17,
             SqlType::Uuid => 2950,
             SqlType::Jsonb => 3802,
+            SqlType::Interval => 1186,
+            SqlType::Time => 1083,
+            SqlType::Array(element) => array_oid(element.pg_oid()).unwrap_or(1009),
         }
     }
 
@@ -202,12 +229,71 @@ impl SqlType {
             SqlType::Bytea => "bytea",
             SqlType::Uuid => "uuid",
             SqlType::Jsonb => "jsonb",
+            SqlType::Interval => "interval",
+            SqlType::Time => "time",
+            SqlType::Array(element) => match element {
+                SqlType::Int2 => "_int2",
+                SqlType::Int4 => "_int4",
+                SqlType::Int8 => "_int8",
+                SqlType::Float4 => "_float4",
+                SqlType::Float8 => "_float8",
+                SqlType::Numeric { .. } => "_numeric",
+                SqlType::Varchar { .. } => "_varchar",
+                SqlType::Char { .. } => "_bpchar",
+                SqlType::Bool => "_bool",
+                SqlType::Date => "_date",
+                SqlType::Timestamp => "_timestamp",
+                SqlType::TimestampTz => "_timestamptz",
+                SqlType::Bytea => "_bytea",
+                SqlType::Uuid => "_uuid",
+                SqlType::Jsonb => "_jsonb",
+                SqlType::Interval => "_interval",
+                SqlType::Time => "_time",
+                SqlType::Text | SqlType::Array(_) => "_text",
+            },
+        }
+    }
+
+    /// The type of one-dimensional arrays of `element`; None when
+    /// `element` is an array itself (eon has no multidimensional arrays).
+    pub fn array_of(element: SqlType) -> Option<SqlType> {
+        use std::collections::HashSet;
+        use std::sync::{Mutex, OnceLock};
+        if matches!(element, SqlType::Array(_)) {
+            return None;
+        }
+        // Each distinct element type is leaked once: there are only as many
+        // as the types (with their modifiers) tables declare.
+        static INTERNED: OnceLock<Mutex<HashSet<&'static SqlType>>> = OnceLock::new();
+        let mut set = INTERNED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let interned = match set.get(&element) {
+            Some(t) => *t,
+            None => {
+                let t: &'static SqlType = Box::leak(Box::new(element));
+                set.insert(t);
+                t
+            }
+        };
+        Some(SqlType::Array(interned))
+    }
+
+    /// The element type of an array type.
+    pub fn element(&self) -> Option<SqlType> {
+        match self {
+            SqlType::Array(e) => Some(**e),
+            _ => None,
         }
     }
 
     /// Parse the names [`fmt::Display`] writes (and common aliases).
     pub fn parse(s: &str) -> Option<SqlType> {
         let s = s.trim().to_ascii_lowercase();
+        if let Some(element) = s.strip_suffix("[]") {
+            return SqlType::array_of(SqlType::parse(element)?);
+        }
         let (base, args) = match s.find('(') {
             Some(i) if s.ends_with(')') => {
                 let args: Vec<&str> = s[i + 1..s.len() - 1].split(',').map(str::trim).collect();
@@ -244,12 +330,21 @@ impl SqlType {
             "bytea" => SqlType::Bytea,
             "uuid" => SqlType::Uuid,
             "jsonb" => SqlType::Jsonb,
+            "interval" => SqlType::Interval,
+            "time" | "time without time zone" => SqlType::Time,
             _ => return None,
         })
     }
 
     pub fn to_proto(&self) -> pb::ColumnType {
         use pb::TypeKind as K;
+        if let SqlType::Array(element) = self {
+            return pb::ColumnType {
+                kind: K::Array as i32,
+                element: Some(Box::new(element.to_proto())),
+                ..Default::default()
+            };
+        }
         let (kind, precision, scale, max_length) = match *self {
             SqlType::Int2 => (K::Int2, 0, 0, 0),
             SqlType::Int4 => (K::Int4, 0, 0, 0),
@@ -269,12 +364,16 @@ impl SqlType {
             SqlType::Bytea => (K::Bytea, 0, 0, 0),
             SqlType::Uuid => (K::Uuid, 0, 0, 0),
             SqlType::Jsonb => (K::Jsonb, 0, 0, 0),
+            SqlType::Interval => (K::Interval, 0, 0, 0),
+            SqlType::Time => (K::Time, 0, 0, 0),
+            SqlType::Array(_) => unreachable!("handled above"),
         };
         pb::ColumnType {
             kind: kind as i32,
             precision,
             scale,
             max_length,
+            element: None,
         }
     }
 
@@ -305,6 +404,9 @@ impl SqlType {
             K::Bytea => SqlType::Bytea,
             K::Uuid => SqlType::Uuid,
             K::Jsonb => SqlType::Jsonb,
+            K::Interval => SqlType::Interval,
+            K::Time => SqlType::Time,
+            K::Array => SqlType::array_of(SqlType::from_proto(t.element.as_deref()?)?)?,
         })
     }
 }
@@ -330,8 +432,54 @@ impl SqlType {
             SqlType::Bytea => "bytea",
             SqlType::Uuid => "uuid",
             SqlType::Jsonb => "jsonb",
+            SqlType::Interval => "interval",
+            SqlType::Time => "time without time zone",
+            SqlType::Array(_) => "ARRAY",
         }
     }
+
+    /// The name `pg_typeof` answers: the type without its modifier
+    /// (`integer[]` for an array).
+    pub fn type_name(&self) -> String {
+        match self {
+            SqlType::Array(element) => format!("{}[]", element.sql_name()),
+            other => other.sql_name().to_string(),
+        }
+    }
+}
+
+/// The oid of the element type of an array type.
+pub fn element_oid(array: u32) -> Option<u32> {
+    const ELEMENTS: [u32; 18] = [
+        16, 17, 20, 21, 23, 25, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 1083, 1186, 2950,
+        3802,
+    ];
+    ELEMENTS.into_iter().find(|&e| array_oid(e) == Some(array))
+}
+
+/// The oid of the array type of an element type.
+pub fn array_oid(element: u32) -> Option<u32> {
+    Some(match element {
+        16 => 1000,   // bool
+        17 => 1001,   // bytea
+        20 => 1016,   // int8
+        21 => 1005,   // int2
+        23 => 1007,   // int4
+        25 => 1009,   // text
+        700 => 1021,  // float4
+        701 => 1022,  // float8
+        1042 => 1014, // bpchar
+        1043 => 1015, // varchar
+        1082 => 1182, // date
+        1114 => 1115, // timestamp
+        1184 => 1185, // timestamptz
+        1700 => 1231, // numeric
+        1083 => 1183, // time
+        1186 => 1187, // interval
+        2950 => 2951, // uuid
+        3802 => 3807, // jsonb
+        _ => return None,
+    })
 }
 
 impl fmt::Display for SqlType {
@@ -346,6 +494,7 @@ impl fmt::Display for SqlType {
                 max_length: Some(n),
             } => write!(f, "{name}({n})"),
             SqlType::Char { length } => write!(f, "{name}({length})"),
+            SqlType::Array(element) => write!(f, "{element}[]"),
             _ => f.write_str(name),
         }
     }
@@ -383,7 +532,23 @@ mod tests {
             SqlType::Bytea,
             SqlType::Uuid,
             SqlType::Jsonb,
+            SqlType::Interval,
+            SqlType::Time,
+            SqlType::array_of(SqlType::Int4).unwrap(),
+            SqlType::array_of(SqlType::Varchar {
+                max_length: Some(3),
+            })
+            .unwrap(),
+            SqlType::array_of(SqlType::Numeric {
+                precision: 10,
+                scale: 2,
+            })
+            .unwrap(),
         ];
+        let ints = SqlType::array_of(SqlType::Int4).unwrap();
+        assert_eq!(SqlType::array_of(ints), None);
+        assert_eq!(ints.pg_oid(), 1007);
+        assert_eq!(ints.to_string(), "integer[]");
         for t in all {
             assert_eq!(SqlType::parse(&t.to_string()), Some(t), "{t}");
             assert_eq!(SqlType::from_proto(&t.to_proto()), Some(t), "{t}");

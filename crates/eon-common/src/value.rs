@@ -33,6 +33,13 @@ pub enum Value {
     Date(i32),
     /// microseconds since 1970-01-01 (UTC for timestamptz)
     Timestamp(i64),
+    /// interval: months, days, nanoseconds (Arrow's MonthDayNano; eon
+    /// keeps microseconds, as PostgreSQL does)
+    Interval(i32, i32, i64),
+    /// time: microseconds since midnight
+    Time(i64),
+    /// an array: its elements
+    List(Vec<Value>),
 }
 
 pub type Row = Vec<Value>;
@@ -96,6 +103,31 @@ pub fn column_values(array: &ArrayRef) -> Result<Vec<Value>> {
         DataType::Date32 => prim!(Date32Type, Date, |v: i32| v),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             prim!(TimestampMicrosecondType, Timestamp, |v: i64| v)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let a = array.as_primitive::<IntervalMonthDayNanoType>();
+            a.iter()
+                .map(|v| match v {
+                    Some(v) => Value::Interval(v.months, v.days, v.nanoseconds),
+                    None => Value::Null,
+                })
+                .collect()
+        }
+        DataType::Time64(TimeUnit::Microsecond) => prim!(Time64MicrosecondType, Time, |v: i64| v),
+        DataType::List(_) => {
+            let a = array.as_list::<i32>();
+            let elements = column_values(a.values())?;
+            let offsets = a.offsets();
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                        Value::List(elements[start..end].to_vec())
+                    }
+                })
+                .collect()
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -186,6 +218,46 @@ pub fn array_from_values<'a>(
                 }
             }
             Arc::new(b.finish().with_precision_and_scale(*p, *s)?)
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            prim!(Time64MicrosecondBuilder, Time, |v: i64| v)
+        }
+        DataType::List(field) => {
+            let mut offsets = Vec::with_capacity(n + 1);
+            offsets.push(0i32);
+            let mut valid = arrow::array::BooleanBufferBuilder::new(n);
+            let mut elements: Vec<&Value> = Vec::new();
+            for v in values {
+                match v {
+                    Value::List(xs) => {
+                        elements.extend(xs.iter());
+                        valid.append(true);
+                    }
+                    Value::Null => valid.append(false),
+                    other => return Err(mismatch(dt, other)),
+                }
+                offsets.push(elements.len() as i32);
+            }
+            let child = array_from_values(field.data_type(), elements.into_iter())?;
+            Arc::new(ListArray::try_new(
+                field.clone(),
+                arrow::buffer::OffsetBuffer::new(offsets.into()),
+                child,
+                Some(arrow::buffer::NullBuffer::new(valid.finish())),
+            )?)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let mut b = IntervalMonthDayNanoBuilder::with_capacity(n);
+            for v in values {
+                match v {
+                    Value::Interval(m, d, ns) => {
+                        b.append_value(IntervalMonthDayNano::new(*m, *d, *ns))
+                    }
+                    Value::Null => b.append_null(),
+                    other => return Err(mismatch(dt, other)),
+                }
+            }
+            Arc::new(b.finish())
         }
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let mut b = TimestampMicrosecondBuilder::with_capacity(n);
@@ -345,6 +417,19 @@ pub fn display_value(v: &Value, ty: &crate::types::SqlType) -> String {
         (Value::Timestamp(t), _) => chrono::DateTime::from_timestamp_micros(*t)
             .map(|d| d.naive_utc().to_string())
             .unwrap_or_else(|| t.to_string()),
+        (Value::Interval(m, d, ns), _) => format_interval(*m, *d, ns.div_euclid(1000)),
+        (Value::Time(us), _) => format_time(*us),
+        (Value::List(xs), t) => {
+            let element = t.element().unwrap_or(SqlType::Text);
+            let items: Vec<String> = xs
+                .iter()
+                .map(|x| match x {
+                    Value::Null => "NULL".to_string(),
+                    x => display_value(x, &element),
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
     }
 }
 
@@ -402,4 +487,97 @@ pub fn trim_fraction(text: &str) -> String {
         return text.to_string();
     }
     text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A time of day (microseconds since midnight) as PostgreSQL writes it:
+/// `HH:MM:SS` and the fraction's digits without trailing zeros.
+pub fn format_time(us: i64) -> String {
+    let (secs, frac) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    let mut s = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    push_fraction(&mut s, frac);
+    s
+}
+
+/// `.ffffff` without trailing zeros (nothing for a whole second).
+fn push_fraction(s: &mut String, micros: i64) {
+    if micros != 0 {
+        let digits = format!("{micros:06}");
+        s.push('.');
+        s.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+/// An interval as PostgreSQL writes it with `IntervalStyle = postgres`
+/// (its default): `1 year 2 mons -3 days +04:05:06.5`, after
+/// EncodeInterval in PostgreSQL's datetime.c — years and months from the
+/// months, then days, then the time as `[+-]HH:MM:SS` (hours may pass 24);
+/// a field after a negative one gets an explicit `+`; a zero interval is
+/// `00:00:00`.
+pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    let mut is_before = false;
+    let mut part = |value: i64, unit: &str, out: &mut String| {
+        if value == 0 {
+            return;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let plus = if is_before && value > 0 { "+" } else { "" };
+        let plural = if value != 1 { "s" } else { "" };
+        out.push_str(&format!("{plus}{value} {unit}{plural}"));
+        is_before = value < 0;
+    };
+    // C's truncating division, as PostgreSQL's.
+    part((months / 12) as i64, "year", &mut out);
+    part((months % 12) as i64, "mon", &mut out);
+    part(days as i64, "day", &mut out);
+    if out.is_empty() || micros != 0 {
+        let sign = if micros < 0 {
+            "-"
+        } else if is_before {
+            "+"
+        } else {
+            ""
+        };
+        let abs = micros.unsigned_abs();
+        let secs = abs / 1_000_000;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!(
+            "{sign}{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        ));
+        push_fraction(&mut out, (abs % 1_000_000) as i64);
+    }
+    out
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::*;
+
+    #[test]
+    fn intervals_print_as_postgresql_does() {
+        let hour = 3_600_000_000i64;
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(format_interval(0, 1, 2 * hour), "1 day 02:00:00");
+        assert_eq!(
+            format_interval(15, -2, 1_000_000),
+            "1 year 3 mons -2 days +00:00:01"
+        );
+        assert_eq!(
+            format_interval(-15, 2, -1),
+            "-1 years -3 mons +2 days -00:00:00.000001"
+        );
+        assert_eq!(format_interval(0, 0, 36 * hour + 1_500_000), "36:00:01.5");
+        assert_eq!(format_interval(2, 0, 0), "2 mons");
+        assert_eq!(format_interval(0, -1, 0), "-1 days");
+        assert_eq!(format_interval(12, 0, 0), "1 year");
+        assert_eq!(format_time(45_296_500_000), "12:34:56.5");
+        assert_eq!(format_time(0), "00:00:00");
+    }
 }

@@ -1,13 +1,18 @@
 //! Turning computed values into stored column values, with PostgreSQL's
 //! rules: assignment casts, `varchar(n)` lengths, `NOT NULL`, uuid and
 //! jsonb validation, and PostgreSQL's error codes and messages when a value
-//! does not fit.
+//! does not fit. An array column's values (array text `'{1,2,NULL}'` or
+//! lists) are coerced element by element as a column of the element type
+//! would be, so `varchar(3)[]` checks each element's length.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::*;
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Field, Float64Type, IntervalMonthDayNano,
+};
 use eon_common::error::sqlstate;
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, Result, SqlType};
@@ -51,6 +56,7 @@ pub fn coerce_with(
         new_null_array(&target, array.len())
     } else {
         match (&col.ty, array.data_type()) {
+            (SqlType::Array(element), _) => coerce_array(&array, element, col, table, order)?,
             (SqlType::Uuid, DataType::Utf8) => map_strings(&array, |s| {
                 uuid::Uuid::parse_str(s.trim())
                     .map(|u| u.hyphenated().to_string())
@@ -140,6 +146,31 @@ pub fn coerce_with(
                     })
                     .collect::<Result<TimestampMicrosecondArray>>()?;
                 cast_with_options(&(Arc::new(us) as ArrayRef), &target, &STRICT)?
+            }
+            (SqlType::Interval, DataType::Utf8) => {
+                let out = array
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|s| {
+                            crate::intervals::parse_interval(s)
+                                .map(|v| IntervalMonthDayNano::new(v.months, v.days, v.nanos()))
+                        })
+                        .transpose()
+                    })
+                    .collect::<Result<IntervalMonthDayNanoArray>>()?;
+                Arc::new(out)
+            }
+            (SqlType::Interval, DataType::Duration(_)) => {
+                crate::pgtypes::duration_to_interval(&array)?
+            }
+            (SqlType::Time, DataType::Utf8) => {
+                let out = array
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(crate::intervals::parse_time).transpose())
+                    .collect::<Result<Time64MicrosecondArray>>()?;
+                Arc::new(out)
             }
             // float4/float8: PostgreSQL's input (its range errors).
             (SqlType::Float4 | SqlType::Float8, DataType::Utf8) => {
@@ -236,6 +267,147 @@ pub fn coerce_with(
         ));
     }
     Ok(out)
+}
+
+/// Values for an array column: text in PostgreSQL's array syntax
+/// (`'{1,2,NULL}'`), or lists whose elements are coerced as a column of the
+/// element type would coerce them (so `ARRAY[1,2]` fits a `bigint[]` and
+/// `'{"a b",c}'` a `varchar(3)[]`, with the element type's errors).
+fn coerce_array(
+    array: &ArrayRef,
+    element: &SqlType,
+    col: &ColumnDef,
+    table: &str,
+    order: Order,
+) -> Result<ArrayRef> {
+    let element_col = ColumnDef {
+        ty: *element,
+        nullable: true,
+        ..col.clone()
+    };
+    let list: ArrayRef = match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            let mut offsets = vec![0i32];
+            let mut items: Vec<Option<String>> = Vec::new();
+            for v in a.iter() {
+                if let Some(s) = v {
+                    items.extend(parse_array_text(s)?);
+                }
+                offsets.push(items.len() as i32);
+            }
+            let values: ArrayRef = Arc::new(StringArray::from(items));
+            Arc::new(ListArray::try_new(
+                Arc::new(Field::new_list_field(DataType::Utf8, true)),
+                OffsetBuffer::new(offsets.into()),
+                values,
+                a.nulls().cloned(),
+            )?)
+        }
+        DataType::List(_) => array.clone(),
+        DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            cast_with_options(array, &DataType::List(f.clone()), &STRICT)?
+        }
+        other => {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "column \"{}\" is of type {} but expression is of type {}",
+                    col.name,
+                    col.ty,
+                    SqlType::from_arrow(other)
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| other.to_string())
+                ),
+            ));
+        }
+    };
+    let list = list.as_list::<i32>();
+    let values = coerce_with(list.values(), &element_col, table, order)?;
+    Ok(Arc::new(ListArray::try_new(
+        Arc::new(Field::new_list_field(element.arrow_type(), true)),
+        list.offsets().clone(),
+        values,
+        list.nulls().cloned(),
+    )?))
+}
+
+/// The elements of an array in PostgreSQL's text form (`{1,"a b",NULL}`):
+/// None for an unquoted NULL. Multidimensional arrays are refused.
+pub fn parse_array_text(s: &str) -> Result<Vec<Option<String>>> {
+    let malformed = |why: &str| {
+        Error::user(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("malformed array literal: \"{s}\""),
+        )
+        .with_detail(why.to_string())
+    };
+    let body = s.trim();
+    let body = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| malformed("Array value must start with \"{\" or dimension information."))?;
+    let mut out = Vec::new();
+    if body.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.extend(chars.next()),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(malformed("Unexpected end of input.")),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ',' => break,
+                    '{' | '}' | '"' => {
+                        return Err(if c == '{' {
+                            Error::unsupported("multidimensional arrays are not supported")
+                        } else {
+                            malformed("Unexpected array element.")
+                        });
+                    }
+                    '\\' => {
+                        chars.next();
+                        item.extend(chars.next());
+                        continue;
+                    }
+                    _ => item.push(c),
+                }
+                chars.next();
+            }
+            item = item.trim_end().to_string();
+            if item.is_empty() {
+                return Err(malformed("Unexpected \",\" character."));
+            }
+        }
+        out.push(if !quoted && item.eq_ignore_ascii_case("null") {
+            None
+        } else {
+            Some(item)
+        });
+        match chars.next() {
+            None => return Ok(out),
+            Some(',') => {}
+            Some(_) => return Err(malformed("Unexpected array element.")),
+        }
+    }
 }
 
 /// An Arrow cast that fails like PostgreSQL's input functions.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    CharacterLength, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType,
-    ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, GeneratedAs, IndexColumn, ObjectName,
-    ReferentialAction, SequenceOptions, SqlOption, Statement, TableConstraint, TimezoneInfo,
-    Value as SqlValue,
+    ArrayElemTypeDef, CharacterLength, ColumnOption, CreateTable, CreateTableOptions,
+    DataType as SqlDataType, ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, GeneratedAs,
+    IndexColumn, ObjectName, ReferentialAction, SequenceOptions, SqlOption, Statement,
+    TableConstraint, TimezoneInfo, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -77,6 +77,17 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         D::Bytea => SqlType::Bytea,
         D::Uuid => SqlType::Uuid,
         D::JSONB | D::JSON => SqlType::Jsonb,
+        D::Interval { .. } => SqlType::Interval,
+        D::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _)
+            | ArrayElemTypeDef::AngleBracket(inner)
+            | ArrayElemTypeDef::Parenthesis(inner),
+        ) => {
+            let element = sql_type(inner)?;
+            SqlType::array_of(element)
+                .ok_or_else(|| Error::unsupported("multidimensional arrays are not supported"))?
+        }
+        D::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Time,
         D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
             "timestamptz" => SqlType::TimestampTz,
             // PostgreSQL's type of identifiers (up to 63 bytes): text here.

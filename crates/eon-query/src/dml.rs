@@ -340,6 +340,31 @@ pub(crate) fn sql_literal(v: &ScalarValue) -> Result<String> {
                 Some(_) => format!("CAST({} AS TIMESTAMPTZ)", quoted(&format!("{text}+00"))),
             }
         }
+        ScalarValue::IntervalMonthDayNano(Some(v)) => {
+            let iv = crate::intervals::Interval {
+                months: v.months,
+                days: v.days,
+                micros: v.nanoseconds.div_euclid(1000),
+            };
+            format!("CAST({} AS INTERVAL)", quoted(&iv.to_arrow_text()))
+        }
+        ScalarValue::List(list) => {
+            let element = list.value_type();
+            let values = list.value(0);
+            let items = (0..values.len())
+                .map(|i| sql_literal(&ScalarValue::try_from_array(&values, i).map_err(from_df)?))
+                .collect::<Result<Vec<_>>>()?;
+            let ty = eon_common::SqlType::from_arrow(&element)
+                .map(|t| df_type_name(&t))
+                .unwrap_or_else(|| "VARCHAR".into());
+            format!("CAST(make_array({}) AS {ty}[])", items.join(", "))
+        }
+        ScalarValue::Time64Microsecond(Some(us)) => {
+            format!(
+                "CAST({} AS TIME)",
+                quoted(&eon_common::value::format_time(*us))
+            )
+        }
         other => quoted(&other.to_string()),
     })
 }
@@ -421,6 +446,7 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
                         .map_err(|e| Error::internal(e.to_string()))?;
                 }
                 if cast {
+                    crate::intervals::normalize_literal(&table.columns[col].ty, cell)?;
                     let ty = df_type_name(&table.columns[col].ty);
                     let text = format!("CAST(({cell}) AS {ty})");
                     *cell = Parser::new(&PostgreSqlDialect {})
@@ -453,6 +479,9 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
         T::Timestamp => "TIMESTAMP".into(),
         T::TimestampTz => "TIMESTAMPTZ".into(),
         T::Bytea => "BYTEA".into(),
+        T::Interval => "INTERVAL".into(),
+        T::Time => "TIME".into(),
+        T::Array(element) => format!("{}[]", df_type_name(element)),
         T::Text | T::Varchar { .. } | T::Char { .. } | T::Uuid | T::Jsonb => "VARCHAR".into(),
     }
 }

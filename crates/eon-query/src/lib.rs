@@ -62,6 +62,7 @@ pub mod fk;
 pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
+pub mod intervals;
 pub mod naming;
 pub mod numeric;
 pub mod numfmt;

@@ -221,6 +221,8 @@ fn typmod(t: &SqlType) -> i32 {
         SqlType::Numeric { precision, scale } if *precision > 0 => {
             ((*precision as i32) << 16 | (*scale as i32 & 0xffff)) + 4
         }
+        // An array column carries its element's modifier.
+        SqlType::Array(element) => typmod(element),
         _ => -1,
     }
 }

@@ -232,7 +232,7 @@ impl ScalarUDFImpl for PgTypeof {
     ) -> datafusion::common::Result<ColumnarValue> {
         let field = &args.arg_fields[0];
         let name = match crate::pgtypes::sql_type_of(field) {
-            Some(ty) => ty.sql_name().to_string(),
+            Some(ty) => ty.type_name(),
             None if field.data_type() == &DataType::Null => "unknown".to_string(),
             None => field.data_type().to_string().to_lowercase(),
         };

@@ -7,7 +7,11 @@
 //! scale, `\x` hex for bytea, ISO dates and timestamps (`+00` for
 //! timestamptz, the session time zone being UTC). The binary forms are
 //! PostgreSQL's `send` functions (numerics in base 10000, dates and
-//! timestamps counted from 2000-01-01).
+//! timestamps counted from 2000-01-01, intervals as microseconds, days and
+//! months). Arrays (`integer[]`, `varchar(3)[]`, …) are encoded element by
+//! element with their element type's encoder: `{1,"b c",NULL}` in text,
+//! array_send's header and elements in binary; array parameters are decoded
+//! from either form the same way.
 
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
 use datafusion::common::ScalarValue;
 use eon_common::error::sqlstate;
-use eon_common::value::{format_decimal, special, trim_fraction};
+use eon_common::value::{format_decimal, format_interval, format_time, special, trim_fraction};
 use eon_common::{Error, Result, SqlType};
 use pgwire::api::Type;
 
@@ -44,11 +48,6 @@ pub fn pg_type(ty: Option<SqlType>) -> Type {
 }
 
 pub fn pg_type_of(field: &Field) -> Type {
-    if let Some(item) = list_item(field) {
-        if let Some(t) = sql_type_of(item).and_then(|t| array_oid(t.pg_oid())) {
-            return Type::from_oid(t).unwrap_or(Type::TEXT);
-        }
-    }
     pg_type(sql_type_of(field))
 }
 
@@ -60,28 +59,7 @@ fn list_item(field: &Field) -> Option<&FieldRef> {
     }
 }
 
-/// The oid of the array type of an element type.
-pub fn array_oid(element: u32) -> Option<u32> {
-    Some(match element {
-        16 => 1000,   // bool
-        17 => 1001,   // bytea
-        20 => 1016,   // int8
-        21 => 1005,   // int2
-        23 => 1007,   // int4
-        25 => 1009,   // text
-        700 => 1021,  // float4
-        701 => 1022,  // float8
-        1042 => 1014, // bpchar
-        1043 => 1015, // varchar
-        1082 => 1182, // date
-        1114 => 1115, // timestamp
-        1184 => 1185, // timestamptz
-        1700 => 1231, // numeric
-        2950 => 2951, // uuid
-        3802 => 3807, // jsonb
-        _ => return None,
-    })
-}
+pub use eon_common::types::array_oid;
 
 /// An element as it appears in an array's text form: double-quoted (with
 /// `"` and `\` escaped) when empty, `NULL`, or holding a character that
@@ -130,10 +108,16 @@ impl ColumnEncoder {
     /// Prepare `array` (of `field`) for encoding in text or binary format.
     pub fn new(field: &Field, array: &ArrayRef, binary: bool) -> Result<ColumnEncoder> {
         if let Some(item) = list_item(field) {
-            if let Some(t) = sql_type_of(item).filter(|t| array_oid(t.pg_oid()).is_some()) {
+            // The element type: the column's declared one (varchar(3)[]),
+            // else what the list's items are.
+            let element = sql_type_of(field)
+                .and_then(|t| t.element())
+                .filter(|t| array_oid(t.pg_oid()).is_some());
+            if let Some(t) = element {
                 let list = cast(array, &DataType::List(item.clone()))?;
                 let list = list.as_list::<i32>();
-                let values = ColumnEncoder::new(item, list.values(), binary)?;
+                let item = t.field(item.name(), true);
+                let values = ColumnEncoder::new(&item, list.values(), binary)?;
                 return Ok(ColumnEncoder {
                     ty: Some(t),
                     binary,
@@ -145,6 +129,9 @@ impl ColumnEncoder {
         }
         let ty = sql_type_of(field);
         let array = match ty {
+            Some(SqlType::Interval) if matches!(array.data_type(), DataType::Duration(_)) => {
+                duration_to_interval(array)?
+            }
             Some(t) => {
                 let target = t.arrow_type();
                 if array.data_type() == &target {
@@ -286,6 +273,15 @@ impl ColumnEncoder {
                 self.style,
                 t == SqlType::TimestampTz,
             ),
+            Some(SqlType::Interval) => {
+                let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+                format_interval(v.months, v.days, v.nanoseconds.div_euclid(1000))
+            }
+            Some(SqlType::Time) => format_time(a.as_primitive::<Time64MicrosecondType>().value(i)),
+            // Lists of element types without an array type: Arrow's text.
+            Some(SqlType::Array(_)) => {
+                datafusion::arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
+            }
         }
     }
 
@@ -344,8 +340,29 @@ impl ColumnEncoder {
                     t => t - PG_EPOCH_US,
                 },
             ),
+            // interval_send: the time in microseconds, days, months.
+            Some(SqlType::Interval) => {
+                let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+                buf.put_i64(v.nanoseconds.div_euclid(1000));
+                buf.put_i32(v.days);
+                buf.put_i32(v.months);
+            }
+            Some(SqlType::Time) => buf.put_i64(a.as_primitive::<Time64MicrosecondType>().value(i)),
+            Some(SqlType::Array(_)) => buf.put_slice(self.text_value(i).as_bytes()),
         }
     }
+}
+
+/// A difference of timestamps (Arrow's Duration) as PostgreSQL's
+/// `timestamp - timestamp` gives it: whole days, and the rest as a time of
+/// the same sign (interval_justify_hours), no months.
+pub fn duration_to_interval(array: &ArrayRef) -> Result<ArrayRef> {
+    const US_PER_DAY: i64 = 86_400_000_000;
+    let us = cast(array, &DataType::Duration(TimeUnit::Microsecond))?;
+    let out: IntervalMonthDayNanoArray = us
+        .as_primitive::<DurationMicrosecondType>()
+        .unary(|v| IntervalMonthDayNano::new(0, (v / US_PER_DAY) as i32, (v % US_PER_DAY) * 1000));
+    Ok(Arc::new(out))
 }
 
 /// PostgreSQL's float output (extra_float_digits = 1): the shortest digits
@@ -518,6 +535,9 @@ pub fn parse_numeric(s: &str) -> Result<ScalarValue> {
 
 /// Decode a bound parameter of type `ty` (`None` bytes: NULL).
 pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<ScalarValue> {
+    if let Some(element) = eon_common::types::element_oid(ty.oid()).and_then(Type::from_oid) {
+        return decode_array_param(bytes, binary, &element);
+    }
     let sql = SqlType::parse(ty.name()).or(match ty.oid() {
         1043 => Some(SqlType::Varchar { max_length: None }),
         1184 => Some(SqlType::TimestampTz),
@@ -580,6 +600,20 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
                     .hyphenated()
                     .to_string(),
             )),
+            Some(SqlType::Interval) => {
+                let b = fixed(16, "interval")?;
+                let micros = i64::from_be_bytes(b[..8].try_into().unwrap());
+                let days = i32::from_be_bytes(b[8..12].try_into().unwrap());
+                let months = i32::from_be_bytes(b[12..].try_into().unwrap());
+                ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
+                    months,
+                    days,
+                    micros * 1000,
+                )))
+            }
+            Some(SqlType::Time) => ScalarValue::Time64Microsecond(Some(i64::from_be_bytes(
+                fixed(8, "time")?.try_into().unwrap(),
+            ))),
             Some(SqlType::Jsonb) => {
                 let text = if b.first() == Some(&1) { &b[1..] } else { b };
                 ScalarValue::Utf8(Some(
@@ -634,8 +668,90 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
                 .cast_to(&t.arrow_type())
                 .map_err(|_| invalid(&t.to_string()))?
         }
+        Some(SqlType::Interval) => {
+            let v = crate::intervals::parse_interval(s)?;
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
+                v.months,
+                v.days,
+                v.nanos(),
+            )))
+        }
+        Some(SqlType::Time) => {
+            ScalarValue::Time64Microsecond(Some(crate::intervals::parse_time(s)?))
+        }
         _ => ScalarValue::Utf8(Some(s.to_string())),
     })
+}
+
+/// A bound array parameter: text (`{1,2,NULL}`) or PostgreSQL's
+/// array_send form (one dimension), each element decoded as a parameter
+/// of the element type.
+fn decode_array_param(bytes: Option<&[u8]>, binary: bool, element: &Type) -> Result<ScalarValue> {
+    let probe = decode_param(None, false, element)?;
+    let item_type = probe.data_type();
+    let Some(b) = bytes else {
+        return ScalarValue::try_from(&DataType::new_list(item_type, true))
+            .map_err(crate::errors::from_df);
+    };
+    let bad = || {
+        Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid binary value for parameter of type {}[]",
+                element.name()
+            ),
+        )
+    };
+    let mut values = Vec::new();
+    if binary {
+        let word = |at: usize| -> Result<i32> {
+            b.get(at..at + 4)
+                .map(|w| i32::from_be_bytes(w.try_into().unwrap()))
+                .ok_or_else(bad)
+        };
+        let dims = word(0)?;
+        if dims > 1 {
+            return Err(Error::unsupported(
+                "multidimensional arrays are not supported",
+            ));
+        }
+        let mut at = 12;
+        let count = if dims == 1 {
+            at += 8;
+            word(12)?
+        } else {
+            0
+        };
+        for _ in 0..count {
+            let len = word(at)?;
+            at += 4;
+            if len < 0 {
+                values.push(decode_param(None, true, element)?);
+            } else {
+                let item = b.get(at..at + len as usize).ok_or_else(bad)?;
+                at += len as usize;
+                values.push(decode_param(Some(item), true, element)?);
+            }
+        }
+    } else {
+        let s = std::str::from_utf8(b)
+            .map_err(|_| Error::user("22021", "invalid byte sequence for encoding \"UTF8\""))?;
+        for item in crate::coerce::parse_array_text(s)? {
+            values.push(decode_param(
+                item.as_deref().map(str::as_bytes),
+                false,
+                element,
+            )?);
+        }
+    }
+    let values: Vec<ScalarValue> = values
+        .into_iter()
+        .map(|v| v.cast_to(&item_type))
+        .collect::<datafusion::common::Result<_>>()
+        .map_err(crate::errors::from_df)?;
+    Ok(ScalarValue::List(ScalarValue::new_list(
+        &values, &item_type, true,
+    )))
 }
 
 fn parse_float(s: &str) -> std::result::Result<f64, ()> {

@@ -627,7 +627,66 @@ impl Session {
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
+        crate::intervals::rewrite_literals(&mut statements)?;
+        self.apply_set_config(&mut statements)?;
         Ok(statements)
+    }
+
+    /// `set_config(name, value, is_local)` with literal arguments, as
+    /// drivers call it (asyncpg: `set_config('jit', 'off', false)`): the
+    /// setting is made as `SET` makes it and the call becomes its value.
+    /// eon has no transaction-scoped settings, so `is_local` sets it for the
+    /// session too.
+    fn apply_set_config(&self, statements: &mut [Statement]) -> Result<()> {
+        use datafusion::sql::sqlparser::ast::{
+            Expr as E, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+            visit_expressions_mut,
+        };
+        use std::ops::ControlFlow;
+        let text = |a: &FunctionArg| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(E::Value(v))) => match &v.value {
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        for statement in statements.iter_mut() {
+            let mut failed = None;
+            let _ = visit_expressions_mut(statement, |e: &mut E| {
+                let E::Function(f) = e else {
+                    return ControlFlow::Continue(());
+                };
+                if !f.name.to_string().eq_ignore_ascii_case("set_config") {
+                    return ControlFlow::Continue(());
+                }
+                let FunctionArguments::List(list) = &f.args else {
+                    return ControlFlow::Continue(());
+                };
+                let (Some(name), Some(value)) = (
+                    list.args.first().and_then(text),
+                    list.args.get(1).and_then(text),
+                ) else {
+                    return ControlFlow::Continue(());
+                };
+                if list.args.len() != 3 {
+                    return ControlFlow::Continue(());
+                }
+                match self.set_parameter(&name.to_ascii_lowercase(), &value) {
+                    Ok(()) => {
+                        *e = E::value(Value::SingleQuotedString(value));
+                        ControlFlow::Continue(())
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 
     /// `VACUUM` and `ANALYZE` as PostgreSQL writes them (`VACUUM (VERBOSE)
@@ -2165,6 +2224,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("integer_datetimes", "on"),
     ("IntervalStyle", "postgres"),
     ("is_superuser", "on"),
+    // eon compiles no query code (asyncpg turns PostgreSQL's off).
+    ("jit", "off"),
     ("lc_collate", "C"),
     ("lc_ctype", "C"),
     ("max_function_args", "100"),

@@ -9,6 +9,233 @@ use tokio_postgres::types::Type;
 
 use crate::{code, refused};
 
+/// An interval as PostgreSQL sends it in binary (interval_send): the time
+/// in microseconds, days, months. tokio-postgres has no interval type.
+#[derive(Debug, PartialEq)]
+struct PgInterval {
+    micros: i64,
+    days: i32,
+    months: i32,
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for PgInterval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(PgInterval {
+            micros: i64::from_be_bytes(raw[..8].try_into()?),
+            days: i32::from_be_bytes(raw[8..12].try_into()?),
+            months: i32::from_be_bytes(raw[12..16].try_into()?),
+        })
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+}
+
+impl tokio_postgres::types::ToSql for PgInterval {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_i64(self.micros);
+        out.put_i32(self.days);
+        out.put_i32(self.months);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+#[tokio::test]
+async fn intervals_times_and_arrays_are_column_types() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE spans (id int PRIMARY KEY, iv interval, at time, xs int[], \
+           tags varchar(3)[], days date[])",
+    )
+    .await
+    .unwrap();
+    let insert = c
+        .prepare("INSERT INTO spans VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .unwrap();
+    assert_eq!(
+        insert.params(),
+        &[
+            Type::INT4,
+            Type::INTERVAL,
+            Type::TIME,
+            Type::INT4_ARRAY,
+            Type::VARCHAR_ARRAY,
+            Type::DATE_ARRAY
+        ]
+    );
+    // Binary parameters and results.
+    let iv = PgInterval {
+        micros: -3_600_000_001,
+        days: 2,
+        months: 14,
+    };
+    let at = chrono::NaiveTime::from_hms_micro_opt(23, 59, 58, 5).unwrap();
+    let xs = vec![Some(1), None, Some(-3)];
+    let tags = vec!["a".to_string(), "b c".to_string()];
+    let days = vec![NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()];
+    c.execute(&insert, &[&1i32, &iv, &at, &xs, &tags, &days])
+        .await
+        .unwrap();
+    let row = c
+        .query_one("SELECT iv, at, xs, tags, days FROM spans WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, PgInterval>(0), iv);
+    assert_eq!(row.get::<_, chrono::NaiveTime>(1), at);
+    assert_eq!(row.get::<_, Vec<Option<i32>>>(2), xs);
+    assert_eq!(row.get::<_, Vec<String>>(3), tags);
+    assert_eq!(row.get::<_, Vec<NaiveDate>>(4), days);
+
+    // Text input in PostgreSQL's forms, and its text output.
+    c.batch_execute(
+        "INSERT INTO spans VALUES (2, '1 year 3 mons -2 days +00:00:01', '4:05 PM', \
+           '{1,NULL,3}', '{x,\"y,z\",NULL}', '{}'); \
+         INSERT INTO spans VALUES (3, interval '36 hours' + interval '30 minutes', \
+           time '01:00' + interval '90 minutes', ARRAY[7, 8], ARRAY['q'], NULL); \
+         INSERT INTO spans (id, iv) VALUES \
+           (4, timestamp '2021-01-01 10:00' - timestamp '2020-01-01'); \
+         INSERT INTO spans (id, iv) VALUES (5, '@ 3 minutes ago')",
+    )
+    .await
+    .unwrap();
+    let msgs = c
+        .simple_query("SELECT iv, at, xs, tags, days, pg_typeof(xs) FROM spans ORDER BY id")
+        .await
+        .unwrap();
+    let rows: Vec<Vec<Option<String>>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let text = |v: &[Option<&str>]| -> Vec<Option<String>> {
+        v.iter().map(|s| s.map(str::to_string)).collect()
+    };
+    assert_eq!(
+        rows,
+        vec![
+            text(&[
+                Some("1 year 2 mons 2 days -01:00:00.000001"),
+                Some("23:59:58.000005"),
+                Some("{1,NULL,-3}"),
+                Some("{a,\"b c\"}"),
+                Some("{2024-02-29}"),
+                Some("integer[]"),
+            ]),
+            text(&[
+                Some("1 year 3 mons -2 days +00:00:01"),
+                Some("16:05:00"),
+                Some("{1,NULL,3}"),
+                Some("{x,\"y,z\",NULL}"),
+                Some("{}"),
+                Some("integer[]"),
+            ]),
+            text(&[
+                Some("36:30:00"),
+                Some("02:30:00"),
+                Some("{7,8}"),
+                Some("{q}"),
+                None,
+                Some("integer[]"),
+            ]),
+            text(&[
+                Some("366 days 10:00:00"),
+                None,
+                None,
+                None,
+                None,
+                Some("integer[]")
+            ]),
+            text(&[Some("-00:03:00"), None, None, None, None, Some("integer[]")]),
+        ]
+    );
+    // Comparisons, subscripts and array functions over the stored values.
+    let ids: Vec<i32> = c
+        .query(
+            "SELECT id FROM spans WHERE iv > interval '1 day' AND 3 = ANY(xs) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![2]);
+    let row = c
+        .query_one(
+            "SELECT xs[2], cardinality(tags) FROM spans WHERE id = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 8);
+    assert_eq!(row.get::<_, i64>(1), 1);
+
+    // An interval key equates '1 mon' and '30 days', as PostgreSQL does.
+    c.batch_execute(
+        "CREATE TABLE by_span (k interval PRIMARY KEY); INSERT INTO by_span VALUES ('1 mon')",
+    )
+    .await
+    .unwrap();
+    refused(&c, "INSERT INTO by_span VALUES ('30 days')", "23505").await;
+    // Bad input: PostgreSQL's errors, and the session goes on.
+    refused(
+        &c,
+        "INSERT INTO spans (id, iv) VALUES (9, '1 fortnight')",
+        "22007",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO spans (id, at) VALUES (9, '25:00')",
+        "22007",
+    )
+    .await;
+    refused(&c, "INSERT INTO spans (id, xs) VALUES (9, '{1,2')", "22P02").await;
+    refused(
+        &c,
+        "INSERT INTO spans (id, xs) VALUES (9, '{{1},{2}}')",
+        "0A000",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO spans (id, xs) VALUES (9, '{1,x}')",
+        "22P02",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO spans (id, tags) VALUES (9, '{abcd}')",
+        "22001",
+    )
+    .await;
+    refused(&c, "CREATE TABLE grid (g int[][])", "0A000").await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+}
+
 #[tokio::test]
 async fn every_type_round_trips_in_binary_and_text() {
     let cluster = TestCluster::start().unwrap();
