@@ -31,7 +31,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::common::ScalarValue;
 use eon_common::error::sqlstate;
 use eon_common::{Error, SqlType};
@@ -306,6 +306,23 @@ fn json_value(ty: Option<SqlType>, enc: &ColumnEncoder, array: &dyn Array, i: us
         }
         Some(SqlType::Timestamp) => Value::String(text.replacen(' ', "T", 1)),
         Some(SqlType::TimestampTz) => Value::String(format!("{}:00", text.replacen(' ', "T", 1))),
+        // An array as a JSON array of its elements, each as a value of the
+        // element type would be.
+        Some(SqlType::Array(element)) => {
+            let Some(list) = array.as_list_opt::<i32>() else {
+                return Value::String(text);
+            };
+            let items = list.value(i);
+            let field = element.field("item", true);
+            match ColumnEncoder::new(&field, &items, false) {
+                Ok(enc) => Value::Array(
+                    (0..items.len())
+                        .map(|j| json_value(Some(*element), &enc, items.as_ref(), j))
+                        .collect(),
+                ),
+                Err(_) => Value::String(text),
+            }
+        }
         _ => Value::String(text),
     }
 }

@@ -365,11 +365,43 @@ fn body_objects(body: &Bytes) -> Result<Vec<serde_json::Map<String, Value>>, Api
     Ok(items)
 }
 
-/// A JSON value as a parameter for a column (objects and arrays as JSON text).
-fn json_param(v: &Value) -> ScalarValue {
-    match v {
-        Value::Object(_) | Value::Array(_) => ScalarValue::Utf8(Some(v.to_string())),
-        other => param(other),
+/// A JSON value as a parameter for a column of type `ty`: a JSON array
+/// for an array column as PostgreSQL's array text (`[1, null]` →
+/// `{1,NULL}`); other objects and arrays as JSON text (for jsonb).
+fn json_param(v: &Value, ty: &SqlType) -> Result<ScalarValue, ApiError> {
+    let v = json_scalar(v, ty);
+    // Text for the types DataFusion's casts read otherwise than PostgreSQL
+    // (intervals, times, arrays): read here with PostgreSQL's input rules.
+    match (&v, ty) {
+        (ScalarValue::Utf8(Some(s)), SqlType::Interval | SqlType::Time | SqlType::Array(_)) => {
+            crate::pgtypes::decode_param(
+                Some(s.as_bytes()),
+                false,
+                &crate::pgtypes::pg_type(Some(*ty)),
+            )
+            .map_err(ApiError)
+        }
+        _ => Ok(v),
+    }
+}
+
+fn json_scalar(v: &Value, ty: &SqlType) -> ScalarValue {
+    match (v, ty) {
+        (Value::Array(items), SqlType::Array(_)) => {
+            let elements: Vec<String> = items
+                .iter()
+                .map(|x| match x {
+                    Value::Null => "NULL".to_string(),
+                    Value::String(s) => {
+                        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+                    }
+                    other => format!("\"{other}\""),
+                })
+                .collect();
+            ScalarValue::Utf8(Some(format!("{{{}}}", elements.join(","))))
+        }
+        (Value::Object(_) | Value::Array(_), _) => ScalarValue::Utf8(Some(v.to_string())),
+        (other, _) => param(other),
     }
 }
 
@@ -397,7 +429,7 @@ pub(super) async fn insert(
             values.push(match r.get(c) {
                 Some(v) => {
                     let ty = column(&t, c)?.ty.clone();
-                    sql.value(json_param(v), &ty)
+                    sql.value(json_param(v, &ty)?, &ty)
                 }
                 None => "DEFAULT".to_string(),
             });
@@ -447,7 +479,7 @@ pub(super) async fn update(
     let mut assignments = Vec::new();
     for (k, v) in &set {
         let ty = column(&t, k)?.ty.clone();
-        let value = sql.value(json_param(v), &ty);
+        let value = sql.value(json_param(v, &ty)?, &ty);
         assignments.push(format!("{} = {value}", quote(k)));
     }
     let filters = where_clause(&mut sql, &t, &params)?;

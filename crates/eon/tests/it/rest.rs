@@ -374,4 +374,51 @@ async fn tables_are_resources_with_filters_aggregates_and_an_openapi_document() 
         "numeric(10,2)"
     );
     assert_eq!(schema["required"], json!(["id", "customer"]));
+
+    // Arrays are JSON arrays both ways; intervals are PostgreSQL's text.
+    let (s, v) = sql(
+        &cluster,
+        "CREATE TABLE shifts (id int PRIMARY KEY, days int[], tags text[], span interval)",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let shifts = format!("{}/v1/tables/shifts", cluster.http_url());
+    let (s, v) = resource(
+        Method::POST,
+        shifts.clone(),
+        Some(
+            json!({"id": 1, "days": [1, null, 5], "tags": ["a b", "c\"d"], "span": "1 day 02:00"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v,
+        json!([{"id": 1, "days": [1, null, 5], "tags": ["a b", "c\"d"], "span": "1 day 02:00:00"}])
+    );
+    let (s, v) = resource(
+        Method::PATCH,
+        format!("{shifts}?id=eq.1"),
+        Some(json!({"days": [], "span": "@ 2 hours ago"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v[0]["days"], json!([]));
+    assert_eq!(v[0]["span"], "-02:00:00");
+    let (s, v) = resource(Method::POST, shifts, Some(json!({"id": 2, "days": ["x"]}))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("22P02")),
+        "{v}"
+    );
+    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", cluster.http_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let days = &doc["components"]["schemas"]["shifts"]["properties"]["days"];
+    assert_eq!(days["type"], "array");
+    assert_eq!(days["items"]["type"], "integer");
 }
