@@ -23,6 +23,7 @@
 //! | bytea               | Binary                     | 17             |
 //! | uuid                | Utf8 (+ metadata)          | 2950           |
 //! | jsonb               | Utf8 (+ metadata)          | 3802           |
+//! | json                | Utf8 (+ metadata)          | 114            |
 //! | interval            | Interval(MonthDayNano) ²   | 1186           |
 //! | time                | Time64(µs)                 | 1083           |
 //! | T[]                 | List(T's Arrow type)       | T's array type |
@@ -82,6 +83,8 @@ pub enum SqlType {
     Bytea,
     Uuid,
     Jsonb,
+    /// json: the input text itself, checked to be JSON.
+    Json,
     /// interval: months, days and a time (PostgreSQL's three fields).
     Interval,
     /// time without time zone: microseconds since midnight.
@@ -115,7 +118,8 @@ impl SqlType {
             | SqlType::Varchar { .. }
             | SqlType::Char { .. }
             | SqlType::Uuid
-            | SqlType::Jsonb => DataType::Utf8,
+            | SqlType::Jsonb
+            | SqlType::Json => DataType::Utf8,
             SqlType::Bool => DataType::Boolean,
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -204,6 +208,7 @@ impl SqlType {
             SqlType::Bytea => 17,
             SqlType::Uuid => 2950,
             SqlType::Jsonb => 3802,
+            SqlType::Json => 114,
             SqlType::Interval => 1186,
             SqlType::Time => 1083,
             SqlType::Array(element) => array_oid(element.pg_oid()).unwrap_or(1009),
@@ -229,6 +234,7 @@ impl SqlType {
             SqlType::Bytea => "bytea",
             SqlType::Uuid => "uuid",
             SqlType::Jsonb => "jsonb",
+            SqlType::Json => "json",
             SqlType::Interval => "interval",
             SqlType::Time => "time",
             SqlType::Array(element) => match element {
@@ -247,6 +253,7 @@ impl SqlType {
                 SqlType::Bytea => "_bytea",
                 SqlType::Uuid => "_uuid",
                 SqlType::Jsonb => "_jsonb",
+                SqlType::Json => "_json",
                 SqlType::Interval => "_interval",
                 SqlType::Time => "_time",
                 SqlType::Text | SqlType::Array(_) => "_text",
@@ -330,6 +337,7 @@ impl SqlType {
             "bytea" => SqlType::Bytea,
             "uuid" => SqlType::Uuid,
             "jsonb" => SqlType::Jsonb,
+            "json" => SqlType::Json,
             "interval" => SqlType::Interval,
             "time" | "time without time zone" => SqlType::Time,
             _ => return None,
@@ -364,6 +372,7 @@ impl SqlType {
             SqlType::Bytea => (K::Bytea, 0, 0, 0),
             SqlType::Uuid => (K::Uuid, 0, 0, 0),
             SqlType::Jsonb => (K::Jsonb, 0, 0, 0),
+            SqlType::Json => (K::Json, 0, 0, 0),
             SqlType::Interval => (K::Interval, 0, 0, 0),
             SqlType::Time => (K::Time, 0, 0, 0),
             SqlType::Array(_) => unreachable!("handled above"),
@@ -404,6 +413,7 @@ impl SqlType {
             K::Bytea => SqlType::Bytea,
             K::Uuid => SqlType::Uuid,
             K::Jsonb => SqlType::Jsonb,
+            K::Json => SqlType::Json,
             K::Interval => SqlType::Interval,
             K::Time => SqlType::Time,
             K::Array => SqlType::array_of(SqlType::from_proto(t.element.as_deref()?)?)?,
@@ -432,6 +442,7 @@ impl SqlType {
             SqlType::Bytea => "bytea",
             SqlType::Uuid => "uuid",
             SqlType::Jsonb => "jsonb",
+            SqlType::Json => "json",
             SqlType::Interval => "interval",
             SqlType::Time => "time without time zone",
             SqlType::Array(_) => "ARRAY",
@@ -450,9 +461,9 @@ impl SqlType {
 
 /// The oid of the element type of an array type.
 pub fn element_oid(array: u32) -> Option<u32> {
-    const ELEMENTS: [u32; 18] = [
-        16, 17, 20, 21, 23, 25, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 1083, 1186, 2950,
-        3802,
+    const ELEMENTS: [u32; 19] = [
+        16, 17, 20, 21, 23, 25, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 1083, 1186,
+        2950, 3802,
     ];
     ELEMENTS.into_iter().find(|&e| array_oid(e) == Some(array))
 }
@@ -466,6 +477,7 @@ pub fn array_oid(element: u32) -> Option<u32> {
         21 => 1005,   // int2
         23 => 1007,   // int4
         25 => 1009,   // text
+        114 => 199,   // json
         700 => 1021,  // float4
         701 => 1022,  // float8
         1042 => 1014, // bpchar
@@ -532,6 +544,7 @@ mod tests {
             SqlType::Bytea,
             SqlType::Uuid,
             SqlType::Jsonb,
+            SqlType::Json,
             SqlType::Interval,
             SqlType::Time,
             SqlType::array_of(SqlType::Int4).unwrap(),

@@ -67,6 +67,13 @@ pub fn coerce_with(
                     .map(|v| jsonb_text(&v))
                     .map_err(|_| invalid_input("json", s))
             })?,
+            // json keeps its text as given (spacing, key order,
+            // duplicates), once it reads as JSON.
+            (SqlType::Json, DataType::Utf8) => map_strings(&array, |s| {
+                serde_json::from_str::<serde::de::IgnoredAny>(s)
+                    .map(|_| s.to_string())
+                    .map_err(|_| invalid_input("json", s))
+            })?,
             (SqlType::Bytea, DataType::Utf8) => {
                 let a = array.as_string::<i32>();
                 let mut b = BinaryBuilder::with_capacity(a.len(), a.len() * 8);

@@ -823,94 +823,78 @@ pub fn rewrite_literals(
     order: Order,
 ) -> Result<(), Error> {
     use datafusion::sql::sqlparser::ast::{
-        CastKind, DataType as T, Expr as E, TimezoneInfo, Value, visit_expressions_mut,
+        CastKind, DataType as T, Expr as E, TimezoneInfo, Value,
     };
-    use std::ops::ControlFlow;
     let now = now_us();
-    for statement in statements.iter_mut() {
-        let mut failed = None;
-        let _ = visit_expressions_mut(statement, |e: &mut E| {
-            let (data_type, value) = match e {
-                E::TypedString(t) => (&t.data_type, &mut t.value.value),
-                E::Cast {
-                    expr, data_type, ..
-                } => match expr.as_mut() {
-                    E::Value(v) => (&*data_type, &mut v.value),
-                    _ => return ControlFlow::Continue(()),
-                },
-                _ => return ControlFlow::Continue(()),
-            };
-            let target = match data_type {
-                T::Date => Target::Date,
-                T::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => {
-                    Target::TimestampTz
-                }
-                T::Timestamp(_, _) => Target::Timestamp,
-                T::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
-                    Target::TimestampTz
-                }
-                _ => return ControlFlow::Continue(()),
-            };
-            let Value::SingleQuotedString(text) = value else {
-                return ControlFlow::Continue(());
-            };
-            let us = match parse(text, order, target, now) {
-                Ok(us) => us,
-                Err(err) => {
-                    failed = Some(err);
-                    return ControlFlow::Break(());
-                }
-            };
-            let arrow_type = match target {
-                Target::Date => "Date32",
-                Target::Timestamp => "Timestamp(Microsecond, None)",
-                Target::TimestampTz => "Timestamp(Microsecond, Some(\"UTC\"))",
-            };
-            let sql_type = data_type.clone();
-            let value_sql = match target {
-                Target::Date => match us {
-                    TS_INFINITY => DATE_INFINITY as i64,
-                    TS_NEG_INFINITY => DATE_NEG_INFINITY as i64,
-                    us => us.div_euclid(86_400_000_000),
-                },
-                _ => us,
-            };
-            // 0001-01-01 up to 9999-12-31 in ISO; the rest as a number.
-            let iso_range = -62_135_596_800_000_000..253_402_300_800_000_000;
-            if iso_range.contains(&us) {
-                let iso = match target {
-                    Target::Date => format_date(value_sql as i32, DateStyle::default()),
-                    Target::Timestamp => format_timestamp(us, DateStyle::default(), false),
-                    Target::TimestampTz => format!(
-                        "{}+00:00",
-                        format_timestamp(us, DateStyle::default(), false)
-                    ),
-                };
-                *text = iso;
-            } else {
-                // Beyond ISO's four-digit years: the number of days or
-                // microseconds itself, cast to the type.
-                *e = E::Cast {
-                    kind: CastKind::Cast,
-                    expr: Box::new(crate::pgfuncs::call_with(
-                        "arrow_cast",
-                        vec![
-                            E::value(Value::Number(value_sql.to_string(), false)),
-                            E::value(Value::SingleQuotedString(arrow_type.to_string())),
-                        ],
-                    )),
-                    data_type: sql_type,
-                    array: false,
-                    format: None,
-                };
+    crate::pgfuncs::try_rewrite_expressions(statements, |e: &mut E| {
+        let (data_type, value) = match e {
+            E::TypedString(t) => (&t.data_type, &mut t.value.value),
+            E::Cast {
+                expr, data_type, ..
+            } => match expr.as_mut() {
+                E::Value(v) => (&*data_type, &mut v.value),
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let target = match data_type {
+            T::Date => Target::Date,
+            T::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => Target::TimestampTz,
+            T::Timestamp(_, _) => Target::Timestamp,
+            T::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
+                Target::TimestampTz
             }
-            ControlFlow::Continue(())
-        });
-        if let Some(err) = failed {
-            return Err(err);
+            _ => return Ok(()),
+        };
+        let Value::SingleQuotedString(text) = value else {
+            return Ok(());
+        };
+        let us = parse(text, order, target, now)?;
+        let arrow_type = match target {
+            Target::Date => "Date32",
+            Target::Timestamp => "Timestamp(Microsecond, None)",
+            Target::TimestampTz => "Timestamp(Microsecond, Some(\"UTC\"))",
+        };
+        let sql_type = data_type.clone();
+        let value_sql = match target {
+            Target::Date => match us {
+                TS_INFINITY => DATE_INFINITY as i64,
+                TS_NEG_INFINITY => DATE_NEG_INFINITY as i64,
+                us => us.div_euclid(86_400_000_000),
+            },
+            _ => us,
+        };
+        // 0001-01-01 up to 9999-12-31 in ISO; the rest as a number.
+        let iso_range = -62_135_596_800_000_000..253_402_300_800_000_000;
+        if iso_range.contains(&us) {
+            let iso = match target {
+                Target::Date => format_date(value_sql as i32, DateStyle::default()),
+                Target::Timestamp => format_timestamp(us, DateStyle::default(), false),
+                Target::TimestampTz => format!(
+                    "{}+00:00",
+                    format_timestamp(us, DateStyle::default(), false)
+                ),
+            };
+            *text = iso;
+        } else {
+            // Beyond ISO's four-digit years: the number of days or
+            // microseconds itself, cast to the type.
+            *e = E::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(crate::pgfuncs::call_with(
+                    "arrow_cast",
+                    vec![
+                        E::value(Value::Number(value_sql.to_string(), false)),
+                        E::value(Value::SingleQuotedString(arrow_type.to_string())),
+                    ],
+                )),
+                data_type: sql_type,
+                array: false,
+                format: None,
+            };
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub fn sql_type(t: &SqlDataType) -> Result<SqlType> {
         D::Timestamp(_, _) => SqlType::Timestamp,
         D::Bytea => SqlType::Bytea,
         D::Uuid => SqlType::Uuid,
-        D::JSONB | D::JSON => SqlType::Jsonb,
+        D::JSONB => SqlType::Jsonb,
+        D::JSON => SqlType::Json,
         D::Interval { .. } => SqlType::Interval,
         D::Array(
             ArrayElemTypeDef::SquareBracket(inner, _)

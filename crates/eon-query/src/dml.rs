@@ -482,7 +482,9 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
         T::Interval => "INTERVAL".into(),
         T::Time => "TIME".into(),
         T::Array(element) => format!("{}[]", df_type_name(element)),
-        T::Text | T::Varchar { .. } | T::Char { .. } | T::Uuid | T::Jsonb => "VARCHAR".into(),
+        T::Text | T::Varchar { .. } | T::Char { .. } | T::Uuid | T::Jsonb | T::Json => {
+            "VARCHAR".into()
+        }
     }
 }
 

@@ -241,54 +241,35 @@ pub fn parse_time(s: &str) -> Result<i64, Error> {
 pub fn rewrite_literals(
     statements: &mut [datafusion::sql::sqlparser::ast::Statement],
 ) -> Result<(), Error> {
-    use datafusion::sql::sqlparser::ast::{DataType as T, Expr as E, Value, visit_expressions_mut};
-    use std::ops::ControlFlow;
-    for statement in statements.iter_mut() {
-        let mut failed = None;
-        let _ = visit_expressions_mut(statement, |e: &mut E| {
-            let value = match e {
-                E::Interval(iv)
-                    if iv.leading_field.is_none()
-                        && iv.last_field.is_none()
-                        && iv.fractional_seconds_precision.is_none() =>
-                {
-                    match iv.value.as_mut() {
-                        E::Value(v) => &mut v.value,
-                        _ => return ControlFlow::Continue(()),
-                    }
-                }
-                E::TypedString(t) if matches!(t.data_type, T::Interval { .. }) => {
-                    &mut t.value.value
-                }
-                E::Cast {
-                    expr,
-                    data_type: T::Interval { .. },
-                    ..
-                } => match expr.as_mut() {
+    use datafusion::sql::sqlparser::ast::{DataType as T, Expr as E, Value};
+    crate::pgfuncs::try_rewrite_expressions(statements, |e: &mut E| {
+        let value = match e {
+            E::Interval(iv)
+                if iv.leading_field.is_none()
+                    && iv.last_field.is_none()
+                    && iv.fractional_seconds_precision.is_none() =>
+            {
+                match iv.value.as_mut() {
                     E::Value(v) => &mut v.value,
-                    _ => return ControlFlow::Continue(()),
-                },
-                _ => return ControlFlow::Continue(()),
-            };
-            let Value::SingleQuotedString(text) = value else {
-                return ControlFlow::Continue(());
-            };
-            match parse_interval(text) {
-                Ok(iv) => {
-                    *text = iv.to_arrow_text();
-                    ControlFlow::Continue(())
-                }
-                Err(err) => {
-                    failed = Some(err);
-                    ControlFlow::Break(())
+                    _ => return Ok(()),
                 }
             }
-        });
-        if let Some(err) = failed {
-            return Err(err);
+            E::TypedString(t) if matches!(t.data_type, T::Interval { .. }) => &mut t.value.value,
+            E::Cast {
+                expr,
+                data_type: T::Interval { .. },
+                ..
+            } => match expr.as_mut() {
+                E::Value(v) => &mut v.value,
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        if let Value::SingleQuotedString(text) = value {
+            *text = parse_interval(text)?.to_arrow_text();
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A text literal bound for an interval or time column, rewritten to the

@@ -63,6 +63,7 @@ pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
 pub mod intervals;
+pub mod jsonops;
 pub mod naming;
 pub mod numeric;
 pub mod numfmt;

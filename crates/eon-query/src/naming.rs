@@ -44,6 +44,8 @@ pub fn pg_name(e: &Expr) -> Option<String> {
                 None if name == "eon_single" => arg(),
                 None if name == "eon_array" => Some("array".into()),
                 None if name == crate::extract::EXTRACT => Some("extract".into()),
+                // An operator's column has no name of its own.
+                None if crate::jsonops::is_operator(&name) => None,
                 None => Some(name),
             }
         }

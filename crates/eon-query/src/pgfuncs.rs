@@ -14,7 +14,7 @@
 //!   `::json`, `uuid '…'` — which DataFusion cannot plan, and to bytea,
 //!   which DataFusion plans as the string's own bytes where PostgreSQL
 //!   reads `\x…` hex and escapes: [`rewrite`] turns them into calls of
-//!   `eon_cast_uuid` / `eon_cast_jsonb` / `eon_cast_bytea`, which convert
+//!   `eon_cast_uuid` / `eon_cast_jsonb` / `eon_cast_json` / `eon_cast_bytea`, which convert
 //!   the value as a column of that type would (22P02 for a bad one) and give
 //!   the result the column type's metadata, so clients see a uuid or jsonb
 //!   column, not text;
@@ -91,8 +91,9 @@ pub fn register(ctx: &SessionContext) {
     crate::numeric::register(ctx);
     crate::extract::register(ctx);
     crate::numfmt::register(ctx);
+    crate::jsonops::register(ctx);
     ctx.register_udf(expandarray());
-    for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Bytea] {
+    for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Json, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));
     }
     ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof {
@@ -292,11 +293,13 @@ fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
     match ty {
         SqlDataType::Uuid => Some("eon_cast_uuid"),
         SqlDataType::Bytea => Some("eon_cast_bytea"),
-        SqlDataType::JSON | SqlDataType::JSONB => Some("eon_cast_jsonb"),
+        SqlDataType::JSONB => Some("eon_cast_jsonb"),
+        SqlDataType::JSON => Some("eon_cast_json"),
         SqlDataType::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
             "uuid" | "pg_catalog.uuid" => Some("eon_cast_uuid"),
             "bytea" | "pg_catalog.bytea" => Some("eon_cast_bytea"),
-            "json" | "jsonb" | "pg_catalog.jsonb" | "pg_catalog.json" => Some("eon_cast_jsonb"),
+            "jsonb" | "pg_catalog.jsonb" => Some("eon_cast_jsonb"),
+            "json" | "pg_catalog.json" => Some("eon_cast_json"),
             _ => None,
         },
         _ => None,
@@ -305,6 +308,29 @@ fn text_type_cast(ty: &SqlDataType) -> Option<&'static str> {
 
 /// Rewrite casts DataFusion cannot plan into eon's cast functions (see the
 /// module docs), in every expression of the statements.
+/// Call `f` on every expression of the statements, stopping at the first
+/// error (the rewrites of literals that must be read as PostgreSQL reads
+/// them, where a bad one is the statement's error).
+pub fn try_rewrite_expressions(
+    statements: &mut [Statement],
+    mut f: impl FnMut(&mut SqlExpr) -> eon_common::Result<()>,
+) -> eon_common::Result<()> {
+    for statement in statements.iter_mut() {
+        let mut failed = None;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |e| match f(e) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(err) => {
+                failed = Some(err);
+                std::ops::ControlFlow::Break(())
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 pub fn rewrite(statements: &mut [Statement]) {
     for statement in statements.iter_mut() {
         let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement, &mut SeriesNames);

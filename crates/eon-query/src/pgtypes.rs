@@ -252,9 +252,13 @@ impl ColumnEncoder {
                     text
                 }
             }
-            Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Uuid | SqlType::Jsonb) => {
-                a.as_string::<i32>().value(i).to_string()
-            }
+            Some(
+                SqlType::Text
+                | SqlType::Varchar { .. }
+                | SqlType::Uuid
+                | SqlType::Jsonb
+                | SqlType::Json,
+            ) => a.as_string::<i32>().value(i).to_string(),
             Some(SqlType::Char { length }) => pad(a.as_string::<i32>().value(i), length),
             Some(SqlType::Bytea) => {
                 let b = a.as_binary::<i32>().value(i);
@@ -311,7 +315,7 @@ impl ColumnEncoder {
                 };
                 numeric_send(v / 10i128.pow((scale - shown) as u32), shown, buf)
             }
-            Some(SqlType::Text | SqlType::Varchar { .. }) => {
+            Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Json) => {
                 buf.put_slice(a.as_string::<i32>().value(i).as_bytes())
             }
             Some(SqlType::Char { length }) => {

@@ -470,7 +470,7 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// Whether rows in encoded-key order are in the SQL order of this type
 /// (everything but jsonb, whose order DataFusion does not know).
 fn key_order_is_sql_order(ty: &eon_common::SqlType) -> bool {
-    !matches!(ty, eon_common::SqlType::Jsonb)
+    !matches!(ty, eon_common::SqlType::Jsonb | eon_common::SqlType::Json)
 }
 
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {

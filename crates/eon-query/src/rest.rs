@@ -299,7 +299,9 @@ fn json_value(ty: Option<SqlType>, enc: &ColumnEncoder, array: &dyn Array, i: us
             _ => Value::String(text),
         },
         Some(SqlType::Bool) => Value::Bool(text == "t"),
-        Some(SqlType::Jsonb) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        Some(SqlType::Jsonb | SqlType::Json) => {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        }
         Some(SqlType::Bytea) => {
             let raw = crate::coerce::parse_bytea(&text).unwrap_or_default();
             Value::String(base64::engine::general_purpose::STANDARD.encode(raw))

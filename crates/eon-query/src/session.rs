@@ -626,6 +626,7 @@ impl Session {
         };
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
+        crate::jsonops::rewrite(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;
         self.apply_set_config(&mut statements)?;
@@ -640,9 +641,7 @@ impl Session {
     fn apply_set_config(&self, statements: &mut [Statement]) -> Result<()> {
         use datafusion::sql::sqlparser::ast::{
             Expr as E, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
-            visit_expressions_mut,
         };
-        use std::ops::ControlFlow;
         let text = |a: &FunctionArg| match a {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(E::Value(v))) => match &v.value {
                 Value::SingleQuotedString(s) => Some(s.clone()),
@@ -650,43 +649,25 @@ impl Session {
             },
             _ => None,
         };
-        for statement in statements.iter_mut() {
-            let mut failed = None;
-            let _ = visit_expressions_mut(statement, |e: &mut E| {
-                let E::Function(f) = e else {
-                    return ControlFlow::Continue(());
-                };
-                if !f.name.to_string().eq_ignore_ascii_case("set_config") {
-                    return ControlFlow::Continue(());
-                }
-                let FunctionArguments::List(list) = &f.args else {
-                    return ControlFlow::Continue(());
-                };
-                let (Some(name), Some(value)) = (
-                    list.args.first().and_then(text),
-                    list.args.get(1).and_then(text),
-                ) else {
-                    return ControlFlow::Continue(());
-                };
-                if list.args.len() != 3 {
-                    return ControlFlow::Continue(());
-                }
-                match self.set_parameter(&name.to_ascii_lowercase(), &value) {
-                    Ok(()) => {
-                        *e = E::value(Value::SingleQuotedString(value));
-                        ControlFlow::Continue(())
-                    }
-                    Err(err) => {
-                        failed = Some(err);
-                        ControlFlow::Break(())
-                    }
-                }
-            });
-            if let Some(err) = failed {
-                return Err(err);
+        crate::pgfuncs::try_rewrite_expressions(statements, |e: &mut E| {
+            let E::Function(f) = e else { return Ok(()) };
+            if !f.name.to_string().eq_ignore_ascii_case("set_config") {
+                return Ok(());
             }
-        }
-        Ok(())
+            let FunctionArguments::List(list) = &f.args else {
+                return Ok(());
+            };
+            let (3, Some(name), Some(value)) = (
+                list.args.len(),
+                list.args.first().and_then(text),
+                list.args.get(1).and_then(text),
+            ) else {
+                return Ok(());
+            };
+            self.set_parameter(&name.to_ascii_lowercase(), &value)?;
+            *e = E::value(Value::SingleQuotedString(value));
+            Ok(())
+        })
     }
 
     /// `VACUUM` and `ANALYZE` as PostgreSQL writes them (`VACUUM (VERBOSE)

@@ -527,7 +527,7 @@ fn json_schema(ty: &SqlType) -> Value {
         }
         SqlType::Bytea => json!({"type": "string", "format": "byte"}),
         SqlType::Uuid => json!({"type": "string", "format": "uuid"}),
-        SqlType::Jsonb => json!({}),
+        SqlType::Jsonb | SqlType::Json => json!({}),
         SqlType::Interval => json!({"type": "string", "format": "duration"}),
         SqlType::Time => json!({"type": "string", "format": "time"}),
         SqlType::Array(element) => json!({"type": "array", "items": json_schema(element)}),

@@ -9,6 +9,108 @@ use tokio_postgres::types::Type;
 
 use crate::{code, refused};
 
+#[tokio::test]
+async fn json_and_jsonb_with_their_operators() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, j jsonb, t json); \
+         INSERT INTO docs VALUES \
+           (1, '{\"a\": {\"b\": [1, 2]}, \"s\": \"x\", \"n\": null}', '{\"b\":  2, \"a\": 1}'), \
+           (2, '[10, \"k\", {\"z\": 1}]', '[1, 2]')",
+    )
+    .await
+    .unwrap();
+    let msgs = c
+        .simple_query(
+            "SELECT j -> 'a', j ->> 's', j -> 'n', j ->> 'n', j #> '{a,b}', j #>> '{a,b,1}', \
+               j -> 1, j ->> -1, j -> 'a' -> 'b' ->> 0, j @> '{\"s\": \"x\"}', j ? 'k', \
+               j ?| array['s', 'q'], j ?& array['s', 'q'], jsonb_typeof(j), t, t -> 'a', \
+               json_typeof(t) FROM docs ORDER BY id",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Vec<Option<&str>>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Some("{\"b\": [1, 2]}"),
+                Some("x"),
+                Some("null"),
+                None,
+                Some("[1, 2]"),
+                Some("2"),
+                None,
+                None,
+                Some("1"),
+                Some("t"),
+                Some("f"),
+                Some("t"),
+                Some("f"),
+                Some("object"),
+                // json keeps its text as written.
+                Some("{\"b\":  2, \"a\": 1}"),
+                Some("1"),
+                Some("object"),
+            ],
+            vec![
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("\"k\""),
+                Some("{\"z\": 1}"),
+                None,
+                Some("f"),
+                Some("t"),
+                Some("f"),
+                Some("f"),
+                Some("array"),
+                Some("[1, 2]"),
+                None,
+                Some("array"),
+            ],
+        ]
+    );
+    // Operators in WHERE, their column name, and the result types.
+    let rows = c
+        .query("SELECT j -> 'a', t FROM docs WHERE j ->> 's' = 'x'", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].columns()[0].name(), "?column?");
+    assert_eq!(rows[0].columns()[0].type_(), &Type::JSONB);
+    assert_eq!(rows[0].columns()[1].type_(), &Type::JSON);
+    // Arrays keep @> and <@.
+    let row = c
+        .query_one(
+            "SELECT ARRAY[1, 2, 3] @> ARRAY[2], ARRAY[4] <@ ARRAY[1, 2]",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert!(!row.get::<_, bool>(1));
+    refused(&c, "INSERT INTO docs (id, t) VALUES (3, '{bad')", "22P02").await;
+    refused(
+        &c,
+        "SELECT jsonb_array_length(j) FROM docs WHERE id = 1",
+        "22023",
+    )
+    .await;
+}
+
 /// An interval as PostgreSQL sends it in binary (interval_send): the time
 /// in microseconds, days, months. tokio-postgres has no interval type.
 #[derive(Debug, PartialEq)]
