@@ -218,7 +218,10 @@ fn results<'a>(lines: &[&str], units: &[Unit], out: &[&'a str]) -> Vec<Option<Ve
         })
         .collect();
     let find = |from: usize, echo: &[&str]| -> Option<usize> {
-        (from..=out.len().saturating_sub(echo.len())).find(|&p| out[p..p + echo.len()] == *echo)
+        if echo.len() > out.len() {
+            return None;
+        }
+        (from..=out.len() - echo.len()).find(|&p| out[p..p + echo.len()] == *echo)
     };
     let mut starts = Vec::with_capacity(units.len());
     let mut cursor = 0;
