@@ -40,6 +40,7 @@ use eon_common::SqlType;
 use serde_json::Value as J;
 
 use crate::coerce::jsonb_text;
+use crate::pgfuncs::shaped_like;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
@@ -172,7 +173,7 @@ impl ScalarUDFImpl for JsonOp {
             .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
         // Arrays (not JSON text) keep `@>`'s array meaning.
         if self.op == Op::Contains && matches!(arrays[0].data_type(), DataType::List(_)) {
-            return array_contains(&arrays, n).map(|a| shaped(&args.args, a));
+            return shaped_like(&args.args, array_contains(&arrays, n)?);
         }
         let out: ArrayRef = match self.op.returns() {
             DataType::Boolean => {
@@ -210,7 +211,7 @@ impl ScalarUDFImpl for JsonOp {
                 Arc::new(b.finish())
             }
         };
-        Ok(shaped(&args.args, out))
+        shaped_like(&args.args, out)
     }
 }
 
@@ -422,17 +423,6 @@ fn user_error(message: &str) -> DataFusionError {
         eon_common::error::sqlstate::INVALID_PARAMETER_VALUE,
         message.to_string(),
     )))
-}
-
-/// A scalar result when every argument was a scalar.
-fn shaped(args: &[ColumnarValue], out: ArrayRef) -> ColumnarValue {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        ScalarValue::try_from_array(&out, 0)
-            .map(ColumnarValue::Scalar)
-            .unwrap_or(ColumnarValue::Array(out))
-    } else {
-        ColumnarValue::Array(out)
-    }
 }
 
 #[cfg(test)]
