@@ -36,6 +36,9 @@
 //! | [`pgformat`] | format(), quote_ident, quote_literal as PostgreSQL has them |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
+//! | [`intervals`]| interval and time input as PostgreSQL reads it; interval literals |
+//! | [`jsonops`]  | jsonb's operators (`->`, `@>`, `?`, …) and JSON functions   |
+//! | [`schemas`]  | CREATE/DROP SCHEMA and the search path                      |
 //! | [`extract`]  | EXTRACT and date_part with PostgreSQL's calendar, units and types |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |
 //! | [`auth`]     | SCRAM-SHA-256 on the wire, HTTP basic over REST, `--trust`  |
