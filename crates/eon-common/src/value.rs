@@ -491,20 +491,18 @@ pub fn trim_fraction(text: &str) -> String {
 
 /// A time of day (microseconds since midnight) as PostgreSQL writes it:
 /// `HH:MM:SS` and the fraction's digits without trailing zeros.
+/// Hours may pass 24 (`24:00:00` ends a day; an interval's time is
+/// written the same way, its sign by the caller).
 pub fn format_time(us: i64) -> String {
-    let (secs, frac) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    let us = us.unsigned_abs();
+    let secs = us / 1_000_000;
     let mut s = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
-    push_fraction(&mut s, frac);
-    s
-}
-
-/// `.ffffff` without trailing zeros (nothing for a whole second).
-fn push_fraction(s: &mut String, micros: i64) {
+    let micros = us % 1_000_000;
     if micros != 0 {
-        let digits = format!("{micros:06}");
         s.push('.');
-        s.push_str(digits.trim_end_matches('0'));
+        s.push_str(format!("{micros:06}").trim_end_matches('0'));
     }
+    s
 }
 
 /// An interval as PostgreSQL writes it with `IntervalStyle = postgres`
@@ -540,18 +538,11 @@ pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
         } else {
             ""
         };
-        let abs = micros.unsigned_abs();
-        let secs = abs / 1_000_000;
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(&format!(
-            "{sign}{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        ));
-        push_fraction(&mut out, (abs % 1_000_000) as i64);
+        out.push_str(sign);
+        out.push_str(&format_time(micros));
     }
     out
 }

@@ -160,8 +160,7 @@ pub fn coerce_with(
                     .iter()
                     .map(|v| {
                         v.map(|s| {
-                            crate::intervals::parse_interval(s)
-                                .map(|v| IntervalMonthDayNano::new(v.months, v.days, v.nanos()))
+                            crate::intervals::parse_interval(s).map(IntervalMonthDayNano::from)
                         })
                         .transpose()
                     })

@@ -18,7 +18,7 @@
 //! values, as PostgreSQL stores them. chrono does the calendar arithmetic;
 //! no crate reads PostgreSQL's input forms, hence the hand-written lexer.
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use eon_common::Error;
 use eon_common::error::sqlstate;
 
@@ -173,24 +173,18 @@ pub fn format_timestamp(us: i64, style: DateStyle, with_zone: bool) -> String {
     };
     let (ad, year) = dt.year_ce();
     let (mo, d) = (dt.month(), dt.day());
-    let (h, mi) = (dt.hour(), dt.minute());
-    let micros = dt.and_utc().timestamp_subsec_micros();
-    let mut sec = format!("{:02}", dt.second());
-    if micros != 0 {
-        sec.push('.');
-        sec.push_str(format!("{micros:06}").trim_end_matches('0'));
-    }
+    let time = eon_common::value::format_time(us.rem_euclid(86_400_000_000));
     let mut s = match (style.style, style.order) {
-        (Style::Iso, _) => format!("{year:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{sec}"),
-        (Style::Sql, Order::Dmy) => format!("{d:02}/{mo:02}/{year:04} {h:02}:{mi:02}:{sec}"),
-        (Style::Sql, _) => format!("{mo:02}/{d:02}/{year:04} {h:02}:{mi:02}:{sec}"),
-        (Style::German, _) => format!("{d:02}.{mo:02}.{year:04} {h:02}:{mi:02}:{sec}"),
+        (Style::Iso, _) => format!("{year:04}-{mo:02}-{d:02} {time}"),
+        (Style::Sql, Order::Dmy) => format!("{d:02}/{mo:02}/{year:04} {time}"),
+        (Style::Sql, _) => format!("{mo:02}/{d:02}/{year:04} {time}"),
+        (Style::German, _) => format!("{d:02}.{mo:02}.{year:04} {time}"),
         (Style::Postgres, order) => {
             let dow = DAYS[dt.weekday().num_days_from_sunday() as usize];
             let mon = MONTHS[mo as usize - 1];
             match order {
-                Order::Dmy => format!("{dow} {d:02} {mon} {h:02}:{mi:02}:{sec} {year:04}"),
-                _ => format!("{dow} {mon} {d:02} {h:02}:{mi:02}:{sec} {year:04}"),
+                Order::Dmy => format!("{dow} {d:02} {mon} {time} {year:04}"),
+                _ => format!("{dow} {mon} {d:02} {time} {year:04}"),
             }
         }
     };

@@ -341,11 +341,7 @@ pub(crate) fn sql_literal(v: &ScalarValue) -> Result<String> {
             }
         }
         ScalarValue::IntervalMonthDayNano(Some(v)) => {
-            let iv = crate::intervals::Interval {
-                months: v.months,
-                days: v.days,
-                micros: v.nanoseconds.div_euclid(1000),
-            };
+            let iv = crate::intervals::Interval::from(*v);
             format!("CAST({} AS INTERVAL)", quoted(&iv.to_arrow_text()))
         }
         ScalarValue::List(list) => {

@@ -17,6 +17,7 @@
 //! day or week a time. The hand-written reader follows datetime.rs's: no
 //! crate reads PostgreSQL's interval syntax.
 
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use eon_common::Error;
 use eon_common::error::sqlstate;
 
@@ -33,10 +34,28 @@ pub struct Interval {
     pub micros: i64,
 }
 
+/// Arrow's form: the time in nanoseconds.
+impl From<Interval> for IntervalMonthDayNano {
+    fn from(v: Interval) -> Self {
+        IntervalMonthDayNano::new(v.months, v.days, v.micros * 1000)
+    }
+}
+
+/// From Arrow's form, to the microsecond (PostgreSQL's precision).
+impl From<IntervalMonthDayNano> for Interval {
+    fn from(v: IntervalMonthDayNano) -> Self {
+        Interval {
+            months: v.months,
+            days: v.days,
+            micros: v.nanoseconds.div_euclid(1000),
+        }
+    }
+}
+
 impl Interval {
-    /// In Arrow's MonthDayNano form.
-    pub fn nanos(&self) -> i64 {
-        self.micros * 1000
+    /// PostgreSQL's text form (IntervalStyle postgres).
+    pub fn to_text(&self) -> String {
+        eon_common::value::format_interval(self.months, self.days, self.micros)
     }
 
     /// The text Arrow's interval parser reads as this value exactly.

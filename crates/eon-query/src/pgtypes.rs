@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use crate::datetime::{self, DateStyle};
+use crate::intervals::Interval;
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::*;
 use datafusion::arrow::buffer::OffsetBuffer;
@@ -23,7 +24,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
 use datafusion::common::ScalarValue;
 use eon_common::error::sqlstate;
-use eon_common::value::{format_decimal, format_interval, format_time, special, trim_fraction};
+use eon_common::value::{format_decimal, format_time, special, trim_fraction};
 use eon_common::{Error, Result, SqlType};
 use pgwire::api::Type;
 
@@ -278,8 +279,7 @@ impl ColumnEncoder {
                 t == SqlType::TimestampTz,
             ),
             Some(SqlType::Interval) => {
-                let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
-                format_interval(v.months, v.days, v.nanoseconds.div_euclid(1000))
+                Interval::from(a.as_primitive::<IntervalMonthDayNanoType>().value(i)).to_text()
             }
             Some(SqlType::Time) => format_time(a.as_primitive::<Time64MicrosecondType>().value(i)),
             // Lists of element types without an array type: Arrow's text.
@@ -346,8 +346,8 @@ impl ColumnEncoder {
             ),
             // interval_send: the time in microseconds, days, months.
             Some(SqlType::Interval) => {
-                let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
-                buf.put_i64(v.nanoseconds.div_euclid(1000));
+                let v = Interval::from(a.as_primitive::<IntervalMonthDayNanoType>().value(i));
+                buf.put_i64(v.micros);
                 buf.put_i32(v.days);
                 buf.put_i32(v.months);
             }
@@ -606,14 +606,12 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
             )),
             Some(SqlType::Interval) => {
                 let b = fixed(16, "interval")?;
-                let micros = i64::from_be_bytes(b[..8].try_into().unwrap());
-                let days = i32::from_be_bytes(b[8..12].try_into().unwrap());
-                let months = i32::from_be_bytes(b[12..].try_into().unwrap());
-                ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
-                    months,
-                    days,
-                    micros * 1000,
-                )))
+                let v = Interval {
+                    micros: i64::from_be_bytes(b[..8].try_into().unwrap()),
+                    days: i32::from_be_bytes(b[8..12].try_into().unwrap()),
+                    months: i32::from_be_bytes(b[12..].try_into().unwrap()),
+                };
+                ScalarValue::IntervalMonthDayNano(Some(v.into()))
             }
             Some(SqlType::Time) => ScalarValue::Time64Microsecond(Some(i64::from_be_bytes(
                 fixed(8, "time")?.try_into().unwrap(),
@@ -673,12 +671,7 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
                 .map_err(|_| invalid(&t.to_string()))?
         }
         Some(SqlType::Interval) => {
-            let v = crate::intervals::parse_interval(s)?;
-            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
-                v.months,
-                v.days,
-                v.nanos(),
-            )))
+            ScalarValue::IntervalMonthDayNano(Some(crate::intervals::parse_interval(s)?.into()))
         }
         Some(SqlType::Time) => {
             ScalarValue::Time64Microsecond(Some(crate::intervals::parse_time(s)?))
