@@ -27,6 +27,9 @@
 //! | interval            | Interval(MonthDayNano) ²   | 1186           |
 //! | time                | Time64(µs)                 | 1083           |
 //! | T[]                 | List(T's Arrow type)       | T's array type |
+//! | an enum type        | Utf8 (+ metadata) ³        | the type's id  |
+//! | oid                 | Int32 ⁴                    | 26             |
+//! | "char"              | Utf8 (+ metadata) ⁴        | 18             |
 //!
 //! ¹ At most 38 digits are stored whatever the declared precision (up to
 //! PostgreSQL's 1000); NaN and ±Infinity are integers beyond 38 digits
@@ -34,12 +37,26 @@
 //!
 //! ² DataFusion's own interval type: months, days and nanoseconds, kept
 //! apart as PostgreSQL keeps months, days and microseconds apart.
+//!
+//! ³ A value is one of the type's labels, stored as its text; the field's
+//! metadata carries the whole type (labels in order) so that the query
+//! engine can check values and order them by their position in the type.
+//!
+//! ⁴ The catalogs' object identifiers (`pg_type.oid`, `pg_class.relnamespace`,
+//! …): datafusion-pg-catalog marks those columns with [`OID_ALIAS_KEY`]
+//! metadata, and the wire describes them, and parameters compared with
+//! them, as PostgreSQL does — drivers' type lookups bind and read `oid`.
+//! `"char"` is the one-byte type of codes such as `pg_type.typtype`.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use eon_proto::v1 as pb;
+
+/// Field metadata key with which datafusion-pg-catalog marks its oid
+/// columns.
+pub const OID_ALIAS_KEY: &str = "pg.oid_alias";
 
 /// Field metadata key holding the SQL type name of a column.
 pub const SQL_TYPE_KEY: &str = "eon.sql_type";
@@ -93,6 +110,93 @@ pub enum SqlType {
     /// type is interned (see [`SqlType::array_of`]) so that SqlType stays a
     /// small `Copy` value.
     Array(&'static SqlType),
+    /// oid: an object identifier of the catalogs.
+    Oid,
+    /// `"char"`: one byte, the catalogs' codes (`pg_type.typtype`).
+    PgChar,
+    /// A type made by `CREATE TYPE … AS ENUM`, interned like an array's
+    /// element (see [`SqlType::enum_of`]).
+    Enum(&'static EnumDef),
+}
+
+/// An enum type: its labels in their order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct EnumDef {
+    /// The PostgreSQL type oid (meta's id of the type).
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub labels: Vec<String>,
+}
+
+impl EnumDef {
+    /// The label's position (from 1, PostgreSQL's enumsortorder).
+    pub fn position(&self, label: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l == label).map(|i| i + 1)
+    }
+
+    /// The name `format_type` writes: qualified outside `public`.
+    pub fn display_name(&self) -> String {
+        if self.schema == "public" || self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
+    /// PostgreSQL's error for text that is not one of the labels.
+    pub fn invalid_input(&self, text: &str) -> crate::Error {
+        crate::Error::user(
+            crate::error::sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input value for enum {}: \"{text}\"", self.name),
+        )
+    }
+
+    pub fn from_proto(t: &pb::EnumType) -> EnumDef {
+        EnumDef {
+            oid: t.id as u32,
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            labels: t.labels.clone(),
+        }
+    }
+
+    pub fn to_proto(&self) -> pb::EnumType {
+        pb::EnumType {
+            id: self.oid as u64,
+            schema: self.schema.clone(),
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            owner: String::new(),
+        }
+    }
+}
+
+/// Enum types' oids are this plus meta's catalog id: above every oid
+/// PostgreSQL's own types and the catalog tables' rows use.
+pub const ENUM_OID_BASE: u32 = 1_950_000_000;
+
+/// Field metadata of enum columns: this prefix, then the type as JSON.
+const ENUM_PREFIX: &str = "enum ";
+
+/// Keep one copy of each distinct value for the life of the process:
+/// there are only as many as the types tables declare.
+fn intern<T: Eq + std::hash::Hash + Send + 'static>(
+    set: &std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static T>>>,
+    value: T,
+) -> &'static T {
+    let mut set = set
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match set.get(&value) {
+        Some(t) => t,
+        None => {
+            let t: &'static T = Box::leak(Box::new(value));
+            set.insert(t);
+            t
+        }
+    }
 }
 
 /// The time zone string of timestamptz arrays: values are UTC instants.
@@ -102,7 +206,7 @@ impl SqlType {
     pub fn arrow_type(&self) -> DataType {
         match self {
             SqlType::Int2 => DataType::Int16,
-            SqlType::Int4 => DataType::Int32,
+            SqlType::Int4 | SqlType::Oid => DataType::Int32,
             SqlType::Int8 => DataType::Int64,
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
@@ -119,7 +223,9 @@ impl SqlType {
             | SqlType::Char { .. }
             | SqlType::Uuid
             | SqlType::Jsonb
-            | SqlType::Json => DataType::Utf8,
+            | SqlType::Json
+            | SqlType::PgChar
+            | SqlType::Enum(_) => DataType::Utf8,
             SqlType::Bool => DataType::Boolean,
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -134,16 +240,25 @@ impl SqlType {
     /// The Arrow field for a column of this type.
     pub fn field(&self, name: &str, nullable: bool) -> Field {
         let mut metadata = HashMap::new();
-        metadata.insert(SQL_TYPE_KEY.to_string(), self.to_string());
+        let sql_type = match self {
+            SqlType::Enum(def) => format!(
+                "{ENUM_PREFIX}{}",
+                serde_json::to_string(def).expect("an enum type serializes")
+            ),
+            _ => self.to_string(),
+        };
+        metadata.insert(SQL_TYPE_KEY.to_string(), sql_type);
         Field::new(name, self.arrow_type(), nullable).with_metadata(metadata)
     }
 
     /// The SQL type recorded in a field's metadata, if any.
     pub fn from_field(field: &Field) -> Option<SqlType> {
-        field
-            .metadata()
-            .get(SQL_TYPE_KEY)
-            .and_then(|s| SqlType::parse(s))
+        let metadata = field.metadata();
+        if let Some(s) = metadata.get(SQL_TYPE_KEY) {
+            return SqlType::parse(s);
+        }
+        (metadata.contains_key(OID_ALIAS_KEY) && field.data_type() == &DataType::Int32)
+            .then_some(SqlType::Oid)
     }
 
     /// The SQL type an Arrow type naturally stands for (results of
@@ -212,6 +327,9 @@ impl SqlType {
             SqlType::Interval => 1186,
             SqlType::Time => 1083,
             SqlType::Array(element) => array_oid(element.pg_oid()).unwrap_or(1009),
+            SqlType::Enum(def) => def.oid,
+            SqlType::Oid => 26,
+            SqlType::PgChar => 18,
         }
     }
 
@@ -237,6 +355,8 @@ impl SqlType {
             SqlType::Json => "json",
             SqlType::Interval => "interval",
             SqlType::Time => "time",
+            SqlType::Oid => "oid",
+            SqlType::PgChar => "char",
             SqlType::Array(element) => match element {
                 SqlType::Int2 => "_int2",
                 SqlType::Int4 => "_int4",
@@ -256,8 +376,11 @@ impl SqlType {
                 SqlType::Json => "_json",
                 SqlType::Interval => "_interval",
                 SqlType::Time => "_time",
-                SqlType::Text | SqlType::Array(_) => "_text",
+                SqlType::Oid => "_oid",
+                SqlType::PgChar => "_char",
+                SqlType::Text | SqlType::Array(_) | SqlType::Enum(_) => "_text",
             },
+            SqlType::Enum(def) => def.name.as_str(),
         }
     }
 
@@ -266,25 +389,29 @@ impl SqlType {
     pub fn array_of(element: SqlType) -> Option<SqlType> {
         use std::collections::HashSet;
         use std::sync::{Mutex, OnceLock};
-        if matches!(element, SqlType::Array(_)) {
+        // Arrays of enums would need array types of their own (PostgreSQL
+        // makes `_mood` beside `mood`): not yet.
+        if matches!(element, SqlType::Array(_) | SqlType::Enum(_)) {
             return None;
         }
-        // Each distinct element type is leaked once: there are only as many
-        // as the types (with their modifiers) tables declare.
         static INTERNED: OnceLock<Mutex<HashSet<&'static SqlType>>> = OnceLock::new();
-        let mut set = INTERNED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let interned = match set.get(&element) {
-            Some(t) => *t,
-            None => {
-                let t: &'static SqlType = Box::leak(Box::new(element));
-                set.insert(t);
-                t
-            }
-        };
-        Some(SqlType::Array(interned))
+        Some(SqlType::Array(intern(&INTERNED, element)))
+    }
+
+    /// The type of an enum's values.
+    pub fn enum_of(def: EnumDef) -> SqlType {
+        use std::collections::HashSet;
+        use std::sync::{Mutex, OnceLock};
+        static INTERNED: OnceLock<Mutex<HashSet<&'static EnumDef>>> = OnceLock::new();
+        SqlType::Enum(intern(&INTERNED, def))
+    }
+
+    /// The enum type of an enum column.
+    pub fn enum_def(&self) -> Option<&'static EnumDef> {
+        match self {
+            SqlType::Enum(def) => Some(def),
+            _ => None,
+        }
     }
 
     /// The element type of an array type.
@@ -297,6 +424,9 @@ impl SqlType {
 
     /// Parse the names [`fmt::Display`] writes (and common aliases).
     pub fn parse(s: &str) -> Option<SqlType> {
+        if let Some(json) = s.strip_prefix(ENUM_PREFIX) {
+            return serde_json::from_str(json).ok().map(SqlType::enum_of);
+        }
         let s = s.trim().to_ascii_lowercase();
         if let Some(element) = s.strip_suffix("[]") {
             return SqlType::array_of(SqlType::parse(element)?);
@@ -340,6 +470,8 @@ impl SqlType {
             "json" => SqlType::Json,
             "interval" => SqlType::Interval,
             "time" | "time without time zone" => SqlType::Time,
+            "oid" => SqlType::Oid,
+            "\"char\"" => SqlType::PgChar,
             _ => return None,
         })
     }
@@ -350,6 +482,13 @@ impl SqlType {
             return pb::ColumnType {
                 kind: K::Array as i32,
                 element: Some(Box::new(element.to_proto())),
+                ..Default::default()
+            };
+        }
+        if let SqlType::Enum(def) = self {
+            return pb::ColumnType {
+                kind: K::Enum as i32,
+                enum_type: Some(def.to_proto()),
                 ..Default::default()
             };
         }
@@ -375,14 +514,16 @@ impl SqlType {
             SqlType::Json => (K::Json, 0, 0, 0),
             SqlType::Interval => (K::Interval, 0, 0, 0),
             SqlType::Time => (K::Time, 0, 0, 0),
-            SqlType::Array(_) => unreachable!("handled above"),
+            SqlType::Oid => (K::Oid, 0, 0, 0),
+            SqlType::PgChar => (K::PgChar, 0, 0, 0),
+            SqlType::Array(_) | SqlType::Enum(_) => unreachable!("handled above"),
         };
         pb::ColumnType {
             kind: kind as i32,
             precision,
             scale,
             max_length,
-            element: None,
+            ..Default::default()
         }
     }
 
@@ -416,7 +557,10 @@ impl SqlType {
             K::Json => SqlType::Json,
             K::Interval => SqlType::Interval,
             K::Time => SqlType::Time,
+            K::Oid => SqlType::Oid,
+            K::PgChar => SqlType::PgChar,
             K::Array => SqlType::array_of(SqlType::from_proto(t.element.as_deref()?)?)?,
+            K::Enum => SqlType::enum_of(EnumDef::from_proto(t.enum_type.as_ref()?)),
         })
     }
 }
@@ -445,7 +589,10 @@ impl SqlType {
             SqlType::Json => "json",
             SqlType::Interval => "interval",
             SqlType::Time => "time without time zone",
+            SqlType::Oid => "oid",
+            SqlType::PgChar => "\"char\"",
             SqlType::Array(_) => "ARRAY",
+            SqlType::Enum(_) => "USER-DEFINED",
         }
     }
 
@@ -454,6 +601,7 @@ impl SqlType {
     pub fn type_name(&self) -> String {
         match self {
             SqlType::Array(element) => format!("{}[]", element.sql_name()),
+            SqlType::Enum(def) => def.display_name(),
             other => other.sql_name().to_string(),
         }
     }
@@ -461,9 +609,9 @@ impl SqlType {
 
 /// The oid of the element type of an array type.
 pub fn element_oid(array: u32) -> Option<u32> {
-    const ELEMENTS: [u32; 19] = [
-        16, 17, 20, 21, 23, 25, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 1083, 1186,
-        2950, 3802,
+    const ELEMENTS: [u32; 21] = [
+        16, 17, 18, 20, 21, 23, 25, 26, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 1083,
+        1186, 2950, 3802,
     ];
     ELEMENTS.into_iter().find(|&e| array_oid(e) == Some(array))
 }
@@ -473,10 +621,12 @@ pub fn array_oid(element: u32) -> Option<u32> {
     Some(match element {
         16 => 1000,   // bool
         17 => 1001,   // bytea
+        18 => 1002,   // "char"
         20 => 1016,   // int8
         21 => 1005,   // int2
         23 => 1007,   // int4
         25 => 1009,   // text
+        26 => 1028,   // oid
         114 => 199,   // json
         700 => 1021,  // float4
         701 => 1022,  // float8
@@ -507,6 +657,7 @@ impl fmt::Display for SqlType {
             } => write!(f, "{name}({n})"),
             SqlType::Char { length } => write!(f, "{name}({length})"),
             SqlType::Array(element) => write!(f, "{element}[]"),
+            SqlType::Enum(def) => f.write_str(&def.display_name()),
             _ => f.write_str(name),
         }
     }
@@ -547,6 +698,8 @@ mod tests {
             SqlType::Json,
             SqlType::Interval,
             SqlType::Time,
+            SqlType::Oid,
+            SqlType::PgChar,
             SqlType::array_of(SqlType::Int4).unwrap(),
             SqlType::array_of(SqlType::Varchar {
                 max_length: Some(3),
@@ -558,6 +711,16 @@ mod tests {
             })
             .unwrap(),
         ];
+        let mood = SqlType::enum_of(EnumDef {
+            oid: 16400,
+            schema: "public".into(),
+            name: "Mood".into(),
+            labels: vec!["sad".into(), "o'k, \"fine\"".into()],
+        });
+        assert_eq!(SqlType::from_field(&mood.field("c", true)), Some(mood));
+        assert_eq!(SqlType::from_proto(&mood.to_proto()), Some(mood));
+        assert_eq!((mood.pg_oid(), mood.to_string()), (16400, "Mood".into()));
+        assert_eq!(SqlType::array_of(mood), None);
         let ints = SqlType::array_of(SqlType::Int4).unwrap();
         assert_eq!(SqlType::array_of(ints), None);
         assert_eq!(ints.pg_oid(), 1007);

@@ -32,6 +32,7 @@
 
 mod roles;
 mod state;
+mod types;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -203,6 +204,8 @@ impl MetaService {
             ));
         }
         Self::check_relation_name(&inner, &table.schema, &table.name, req.replaces)?;
+        Self::check_type_name(&inner, &table.schema, &table.name)?;
+        Self::fresh_enum_columns(&inner, &mut table)?;
         for q in &req.sequences {
             Self::check_relation_name(&inner, &table.schema, &q.name, 0)?;
         }
@@ -592,6 +595,7 @@ impl MetaService {
             )));
         };
         let old = inner.persisted.tables[pos].clone();
+        Self::fresh_enum_columns(&inner, &mut table)?;
         let types = |t: &pb::Table| -> Vec<_> {
             t.columns
                 .iter()
@@ -610,6 +614,7 @@ impl MetaService {
         }
         if table.name != old.name {
             Self::check_relation_name(&inner, &table.schema, &table.name, table.id)?;
+            Self::check_type_name(&inner, &table.schema, &table.name)?;
         }
         // Indexes are kept or dropped here, never made (they need their
         // entries written: a rewrite does that).
@@ -691,6 +696,7 @@ impl MetaService {
             }
             _ => {
                 Self::check_relation_name(&inner, &view.schema, &view.name, 0)?;
+                Self::check_type_name(&inner, &view.schema, &view.name)?;
                 view.id = inner.new_catalog_id();
                 inner.persisted.views.push(view.clone());
             }
@@ -801,6 +807,7 @@ impl MetaService {
         if p.tables.iter().any(|t| t.schema == req.name)
             || p.views.iter().any(|v| v.schema == req.name)
             || p.sequences.iter().any(|q| q.schema == req.name)
+            || p.types.iter().any(|t| t.schema == req.name)
         {
             return Err(Error::user(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
@@ -1008,6 +1015,21 @@ impl Meta for MetaService {
         self.counted(|| self.drop_schema(req.into_inner()))
     }
 
+    async fn create_type(
+        &self,
+        req: Request<pb::CreateTypeRequest>,
+    ) -> Reply<pb::CreateTypeResponse> {
+        self.counted(|| self.create_type(req.into_inner()))
+    }
+
+    async fn alter_type(&self, req: Request<pb::AlterTypeRequest>) -> Reply<pb::AlterTypeResponse> {
+        self.counted(|| self.alter_type(req.into_inner()))
+    }
+
+    async fn drop_type(&self, req: Request<pb::DropTypeRequest>) -> Reply<pb::DropTypeResponse> {
+        self.counted(|| self.drop_type(req.into_inner()))
+    }
+
     async fn create_role(
         &self,
         req: Request<pb::CreateRoleRequest>,
@@ -1042,6 +1064,7 @@ impl Meta for MetaService {
             roles: inner.persisted.roles.clone(),
             views: inner.persisted.views.clone(),
             schemas: inner.persisted.schemas.clone(),
+            types: inner.persisted.types.clone(),
         }))
     }
 

@@ -39,6 +39,9 @@ pub struct Persisted {
     /// Those CREATE SCHEMA made (`public` is implied).
     #[prost(message, repeated, tag = "10")]
     pub schemas: Vec<pb::Schema>,
+    /// Enum types (CREATE TYPE … AS ENUM).
+    #[prost(message, repeated, tag = "11")]
+    pub types: Vec<pb::EnumType>,
 }
 
 impl Persisted {

@@ -492,7 +492,7 @@ async fn add_column(
     }
     let mut column = pb::Column {
         name: name.clone(),
-        r#type: Some(crate::ddl::sql_type(&c.data_type)?.to_proto()),
+        r#type: Some(crate::enums::column_type(session, &c.data_type)?.to_proto()),
         nullable: true,
         ..Default::default()
     };

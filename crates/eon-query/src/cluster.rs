@@ -34,6 +34,7 @@ struct CatalogCache {
     roles: Vec<pb::Role>,
     views: Vec<pb::View>,
     schemas: Vec<pb::Schema>,
+    types: Vec<pb::EnumType>,
 }
 
 type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
@@ -144,6 +145,7 @@ impl Cluster {
                 roles: r.roles,
                 views: r.views,
                 schemas: r.schemas,
+                types: r.types,
             };
         }
         Ok(())
@@ -221,6 +223,21 @@ impl Cluster {
     pub fn schema(&self, name: &str) -> Option<pb::Schema> {
         let cache = self.catalog.read().unwrap();
         cache.schemas.iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Every enum type.
+    pub fn enum_types(&self) -> Vec<pb::EnumType> {
+        self.catalog.read().unwrap().types.clone()
+    }
+
+    /// Enum type `name` of `schema`, if there is one.
+    pub fn enum_type(&self, schema: &str, name: &str) -> Option<pb::EnumType> {
+        let cache = self.catalog.read().unwrap();
+        let found = cache
+            .types
+            .iter()
+            .find(|t| t.schema == schema && t.name == name);
+        found.cloned()
     }
 
     /// Every schema CREATE SCHEMA made.

@@ -57,6 +57,13 @@ pub fn coerce_with(
     } else {
         match (&col.ty, array.data_type()) {
             (SqlType::Array(element), _) => coerce_array(&array, element, col, table, order)?,
+            (SqlType::Enum(def), _) => {
+                let text = cast_with_options(&array, &DataType::Utf8, &STRICT)?;
+                map_strings(&text, |s| match def.position(s) {
+                    Some(_) => Ok(s.to_string()),
+                    None => Err(def.invalid_input(s)),
+                })?
+            }
             (SqlType::Uuid, DataType::Utf8) => map_strings(&array, |s| {
                 uuid::Uuid::parse_str(s.trim())
                     .map(|u| u.hyphenated().to_string())

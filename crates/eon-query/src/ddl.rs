@@ -255,7 +255,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         let serial = crate::sequences::serial_type(&c.data_type);
         let ty = match &serial {
             Some(t) => t.clone(),
-            None => sql_type(&c.data_type)?,
+            None => crate::enums::column_type(session, &c.data_type)?,
         };
         let mut col = ColumnDef {
             name: cname.clone(),
@@ -770,6 +770,11 @@ pub enum DdlUndo {
         created: Option<pb::Schema>,
         dropped: Option<pb::Schema>,
     },
+    /// An enum type CREATE TYPE made, or DROP TYPE dropped.
+    Type {
+        created: Option<pb::EnumType>,
+        dropped: Option<pb::EnumType>,
+    },
 }
 
 /// Undo a block's DDL, newest first.
@@ -797,6 +802,9 @@ pub async fn undo(cluster: &Cluster, ddl: Vec<(u32, DdlUndo)>) {
                 .map(|_| ())
                 .map_err(Error::from_status),
             DdlUndo::Schema { created, dropped } => crate::schemas::undo(cluster, created, dropped)
+                .await
+                .map_err(Error::from_status),
+            DdlUndo::Type { created, dropped } => crate::enums::undo(cluster, created, dropped)
                 .await
                 .map_err(Error::from_status),
             DdlUndo::Role { before, after } => crate::roles::undo(cluster, before, after)

@@ -462,7 +462,7 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
     use eon_common::SqlType as T;
     match ty {
         T::Int2 => "SMALLINT".into(),
-        T::Int4 => "INT".into(),
+        T::Int4 | T::Oid => "INT".into(),
         T::Int8 => "BIGINT".into(),
         T::Float4 => "REAL".into(),
         T::Float8 => "DOUBLE".into(),
@@ -478,9 +478,14 @@ fn df_type_name(ty: &eon_common::SqlType) -> String {
         T::Interval => "INTERVAL".into(),
         T::Time => "TIME".into(),
         T::Array(element) => format!("{}[]", df_type_name(element)),
-        T::Text | T::Varchar { .. } | T::Char { .. } | T::Uuid | T::Jsonb | T::Json => {
-            "VARCHAR".into()
-        }
+        T::Text
+        | T::Varchar { .. }
+        | T::Char { .. }
+        | T::Uuid
+        | T::Jsonb
+        | T::Json
+        | T::PgChar
+        | T::Enum(_) => "VARCHAR".into(),
     }
 }
 

@@ -59,6 +59,7 @@ pub mod datetime;
 pub mod ddl;
 pub mod decorrelate;
 pub mod dml;
+pub mod enums;
 pub mod errors;
 pub mod extract;
 pub mod fk;

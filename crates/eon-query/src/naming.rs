@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 
 use crate::dml::ident;
+use eon_common::SqlType;
 
 /// PostgreSQL's name for a result column computed by `e`.
 pub fn pg_name(e: &Expr) -> Option<String> {
@@ -40,6 +41,21 @@ pub fn pg_name(e: &Expr) -> Option<String> {
                 _ => None,
             };
             match name.strip_prefix("eon_cast_") {
+                // A cast to an enum type: its second argument is the type.
+                Some("enum") => arg().or_else(|| match &f.args {
+                    FunctionArguments::List(l) => match l.args.get(1) {
+                        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => {
+                            let Value::SingleQuotedString(s) = &v.value else {
+                                return None;
+                            };
+                            SqlType::parse(s)
+                                .and_then(|t| t.enum_def())
+                                .map(|d| d.name.clone())
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                }),
                 Some(ty) => arg().or_else(|| Some(ty.to_string())),
                 None if name == "eon_single" => arg(),
                 None if name == "eon_array" => Some("array".into()),

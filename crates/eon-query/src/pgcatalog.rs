@@ -21,6 +21,8 @@
 //!   numbers as arrays (`indkey`, `conkey`, `confkey`) as drivers unnest them;
 //! - `pg_settings`: the parameters eon knows, with the session's values;
 //! - `pg_roles`, `pg_authid` and `pg_user`: eon's roles;
+//! - `pg_type` and `pg_enum`: PostgreSQL's types, then eon's enum types
+//!   (typtype `e`) and their labels in order;
 //! - `pg_description`: the comments of tables and columns (COMMENT ON),
 //!   after PostgreSQL's own, which `obj_description` and `col_description`
 //!   also answer;
@@ -124,6 +126,8 @@ impl SchemaProvider for EonPgCatalog {
             "pg_indexes" => Kind::Indexes,
             "pg_policy" => Kind::Policy,
             "pg_description" => Kind::Description,
+            "pg_type" => Kind::Type,
+            "pg_enum" => Kind::Enum,
             _ => return self.inner.table(name).await,
         };
         let inner = self.inner.table(name).await?;
@@ -142,7 +146,27 @@ impl SchemaProvider for EonPgCatalog {
                     })
                     .collect::<Vec<_>>(),
             )),
-            (Kind::Settings | Kind::Roles, Some(t)) => nullable(t.schema()),
+            (Kind::Settings | Kind::Roles | Kind::Enum, Some(t)) => nullable(t.schema()),
+            // typacl as an array, as psql's `\dT+` reads it (eon has no
+            // privileges on types: NULL); the codes as `"char"`, which
+            // drivers' type lookups read (tokio-postgres: typtype as i8).
+            (Kind::Type, Some(t)) => Arc::new(Schema::new(
+                nullable(t.schema())
+                    .fields()
+                    .iter()
+                    .map(|f| match f.name().as_str() {
+                        "typacl" => {
+                            Field::new("typacl", DataType::new_list(DataType::Utf8, true), true)
+                        }
+                        "typtype" | "typcategory" | "typalign" | "typstorage" | "typdelim"
+                            if f.data_type() == &DataType::Utf8 =>
+                        {
+                            SqlType::PgChar.field(f.name(), true)
+                        }
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            )),
             (Kind::User, _) => pg_user_schema(),
             (Kind::Indexes, _) => fields(&[
                 ("schemaname", DataType::Utf8),
@@ -187,6 +211,10 @@ enum Kind {
     Policy,
     /// pg_description: PostgreSQL's own rows, then eon's comments.
     Description,
+    /// pg_type: PostgreSQL's own rows, then eon's enum types.
+    Type,
+    /// pg_enum: the labels of eon's enum types.
+    Enum,
 }
 
 /// A pg_catalog table completed (or, for pg_index and pg_constraint, made)
@@ -289,6 +317,95 @@ fn ident_list(names: &[&str]) -> String {
         .join(", ")
 }
 
+/// pg_namespace's rows: oid → schema name.
+fn namespace_names(
+    namespace_rows: &[RecordBatch],
+) -> Result<HashMap<i32, String>, DataFusionError> {
+    let mut namespaces = HashMap::new();
+    for b in namespace_rows {
+        let oids = int32(column(b, "oid")?)?;
+        let names = cast(column(b, "nspname")?, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        for (i, oid) in oids.into_iter().enumerate() {
+            if let (Some(oid), false) = (oid, names.is_null(i)) {
+                namespaces.insert(oid, names.value(i).to_string());
+            }
+        }
+    }
+    Ok(namespaces)
+}
+
+/// pg_type's rows of eon's enum types (typtype `e`, category `E`), in
+/// the schemas pg_namespace numbers.
+fn enum_types(
+    schema: &SchemaRef,
+    types: &[eon_proto::v1::EnumType],
+    namespaces: &HashMap<i32, String>,
+    roles: &[eon_proto::v1::Role],
+) -> Result<RecordBatch, DataFusionError> {
+    let rows = types
+        .iter()
+        .map(|t| {
+            let namespace = namespaces
+                .iter()
+                .find(|(_, n)| **n == t.schema)
+                .map(|(oid, _)| *oid);
+            let owner = roles.iter().find(|r| r.name == t.owner).map(role_oid);
+            let regproc = |name: &str| ScalarValue::Utf8(Some(name.into()));
+            vec![
+                ("oid", ScalarValue::Int32(Some(t.id as i32))),
+                ("typname", ScalarValue::Utf8(Some(t.name.clone()))),
+                ("typnamespace", ScalarValue::Int32(namespace)),
+                ("typowner", ScalarValue::Int32(owner)),
+                ("typlen", ScalarValue::Int16(Some(4))),
+                ("typbyval", ScalarValue::Boolean(Some(true))),
+                ("typtype", ScalarValue::Utf8(Some("e".into()))),
+                ("typcategory", ScalarValue::Utf8(Some("E".into()))),
+                ("typispreferred", ScalarValue::Boolean(Some(false))),
+                ("typisdefined", ScalarValue::Boolean(Some(true))),
+                ("typdelim", ScalarValue::Utf8(Some(",".into()))),
+                ("typrelid", ScalarValue::Int32(Some(0))),
+                ("typelem", ScalarValue::Int32(Some(0))),
+                ("typarray", ScalarValue::Int32(Some(0))),
+                ("typinput", regproc("enum_in")),
+                ("typoutput", regproc("enum_out")),
+                ("typreceive", regproc("enum_recv")),
+                ("typsend", regproc("enum_send")),
+                ("typalign", ScalarValue::Utf8(Some("i".into()))),
+                ("typstorage", ScalarValue::Utf8(Some("p".into()))),
+                ("typnotnull", ScalarValue::Boolean(Some(false))),
+                ("typbasetype", ScalarValue::Int32(Some(0))),
+                ("typtypmod", ScalarValue::Int32(Some(-1))),
+                ("typndims", ScalarValue::Int32(Some(0))),
+                ("typcollation", ScalarValue::Int32(Some(0))),
+            ]
+        })
+        .collect();
+    batch(schema, rows)
+}
+
+/// pg_enum: each label of each enum type, its sort order its position.
+fn enum_labels(
+    schema: &SchemaRef,
+    types: &[eon_proto::v1::EnumType],
+) -> Result<RecordBatch, DataFusionError> {
+    let mut rows = Vec::new();
+    for t in types {
+        for (i, label) in t.labels.iter().enumerate() {
+            rows.push(vec![
+                (
+                    "oid",
+                    ScalarValue::Int32(Some((t.id as i32).wrapping_add(i as i32 + 1))),
+                ),
+                ("enumtypid", ScalarValue::Int32(Some(t.id as i32))),
+                ("enumsortorder", ScalarValue::Float32(Some(i as f32 + 1.0))),
+                ("enumlabel", ScalarValue::Utf8(Some(label.clone()))),
+            ]);
+        }
+    }
+    batch(schema, rows)
+}
+
 impl Completed {
     /// eon's tables, found in pg_class's rows by namespace and name.
     fn tables(
@@ -296,17 +413,7 @@ impl Completed {
         class_rows: &[RecordBatch],
         namespace_rows: &[RecordBatch],
     ) -> Result<Tables, DataFusionError> {
-        let mut namespaces = HashMap::new();
-        for b in namespace_rows {
-            let oids = int32(column(b, "oid")?)?;
-            let names = cast(column(b, "nspname")?, &DataType::Utf8)?;
-            let names = names.as_string::<i32>();
-            for (i, oid) in oids.into_iter().enumerate() {
-                if let (Some(oid), false) = (oid, names.is_null(i)) {
-                    namespaces.insert(oid, names.value(i).to_string());
-                }
-            }
-        }
+        let namespaces = namespace_names(namespace_rows)?;
         let mut by_oid = BTreeMap::new();
         for b in class_rows {
             let oids = int32(column(b, "oid")?)?;
@@ -354,7 +461,7 @@ impl Completed {
         self.definitions.refresh(&tables);
         let mut batches = match (&self.inner, self.kind) {
             (_, Kind::Class) => class_rows,
-            (Some(t), Kind::Attribute | Kind::Attrdef | Kind::Description) => {
+            (Some(t), Kind::Attribute | Kind::Attrdef | Kind::Description | Kind::Type) => {
                 rows_of(t, state).await?
             }
             _ => Vec::new(),
@@ -368,6 +475,33 @@ impl Completed {
             }
             Kind::Attrdef => batches.push(attrdefs(&self.schema, &tables)?),
             Kind::Description => batches.push(descriptions(&self.schema, &tables)?),
+            Kind::Type => {
+                // The static rows in this table's schema (nullable, typacl
+                // an array).
+                batches = batches
+                    .into_iter()
+                    .map(|b| {
+                        let columns = self
+                            .schema
+                            .fields()
+                            .iter()
+                            .zip(b.columns())
+                            .map(|(f, c)| match f.data_type() {
+                                DataType::List(_) => new_null_array(f.data_type(), b.num_rows()),
+                                _ => c.clone(),
+                            })
+                            .collect();
+                        RecordBatch::try_new(self.schema.clone(), columns)
+                    })
+                    .collect::<Result<_, _>>()?;
+                batches.push(enum_types(
+                    &self.schema,
+                    &self.cluster.enum_types(),
+                    &namespace_names(&namespace_rows)?,
+                    &self.cluster.roles(),
+                )?);
+            }
+            Kind::Enum => batches.push(enum_labels(&self.schema, &self.cluster.enum_types())?),
             Kind::Class => {
                 batches = batches
                     .into_iter()
@@ -1293,6 +1427,19 @@ pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &
             Arc::new(by_id),
         ),
     ));
+    if let Ok(original) = datafusion::execution::FunctionRegistry::udf(ctx, "format_type") {
+        ctx.register_udf(ScalarUDF::new_from_impl(FormatType {
+            original: original.as_ref().clone(),
+            cluster: cluster.clone(),
+        }));
+    }
+    ctx.register_udf(datafusion::logical_expr::create_udf(
+        "pg_type_is_visible",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
+    ));
     for kind in [
         Definition::Expr,
         Definition::Constraint,
@@ -1328,6 +1475,67 @@ enum Definition {
     ObjDescription,
     /// `col_description(oid, attnum)`: a column's comment.
     ColDescription,
+}
+
+/// `format_type(oid, typmod)`: datafusion-pg-catalog's answer, with the
+/// names of eon's enum types.
+#[derive(Debug)]
+struct FormatType {
+    original: ScalarUDF,
+    cluster: Arc<Cluster>,
+}
+
+impl PartialEq for FormatType {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for FormatType {}
+
+impl std::hash::Hash for FormatType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "format_type".hash(state)
+    }
+}
+
+impl ScalarUDFImpl for FormatType {
+    fn name(&self) -> &str {
+        "format_type"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.original.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        self.original.return_type(args)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let rows = args.number_rows.max(1);
+        let oids = cast(&args.args[0].to_array(rows)?, &DataType::Int64)?;
+        let shape = args.args.clone();
+        let names = self.original.invoke_with_args(args)?.to_array(rows)?;
+        let names = cast(&names, &DataType::Utf8)?;
+        let types = self.cluster.enum_types();
+        let out: StringArray = oids
+            .as_primitive::<Int64Type>()
+            .iter()
+            .zip(names.as_string::<i32>().iter())
+            .map(|(oid, name)| {
+                let def = oid.and_then(|o| types.iter().find(|t| t.id as i64 == o));
+                match def {
+                    Some(t) => Some(eon_common::types::EnumDef::from_proto(t).display_name()),
+                    None => name.map(str::to_string),
+                }
+            })
+            .collect();
+        crate::pgfuncs::shaped_like(&shape, Arc::new(out))
+    }
 }
 
 #[derive(Debug)]

@@ -92,6 +92,7 @@ pub fn register(ctx: &SessionContext) {
     crate::extract::register(ctx);
     crate::numfmt::register(ctx);
     crate::jsonops::register(ctx);
+    crate::enums::register(ctx);
     ctx.register_udf(expandarray());
     for ty in [SqlType::Uuid, SqlType::Jsonb, SqlType::Json, SqlType::Bytea] {
         ctx.register_udf(ScalarUDF::new_from_impl(TextTypeCast::new(ty)));

@@ -43,6 +43,12 @@ pub fn sql_type_of(field: &Field) -> Option<SqlType> {
 /// The PostgreSQL type of a SQL type (text for anything eon does not store).
 pub fn pg_type(ty: Option<SqlType>) -> Type {
     match ty {
+        Some(SqlType::Enum(def)) => Type::new(
+            def.name.clone(),
+            def.oid,
+            postgres_types::Kind::Enum(def.labels.clone()),
+            def.schema.clone(),
+        ),
         Some(t) => Type::from_oid(t.pg_oid()).unwrap_or(Type::TEXT),
         None => Type::TEXT,
     }
@@ -235,6 +241,7 @@ impl ColumnEncoder {
             Some(SqlType::Bool) => if a.as_boolean().value(i) { "t" } else { "f" }.into(),
             Some(SqlType::Int2) => a.as_primitive::<Int16Type>().value(i).to_string(),
             Some(SqlType::Int4) => a.as_primitive::<Int32Type>().value(i).to_string(),
+            Some(SqlType::Oid) => (a.as_primitive::<Int32Type>().value(i) as u32).to_string(),
             Some(SqlType::Int8) => a.as_primitive::<Int64Type>().value(i).to_string(),
             Some(SqlType::Float4) => {
                 format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true)
@@ -258,7 +265,9 @@ impl ColumnEncoder {
                 | SqlType::Varchar { .. }
                 | SqlType::Uuid
                 | SqlType::Jsonb
-                | SqlType::Json,
+                | SqlType::Json
+                | SqlType::PgChar
+                | SqlType::Enum(_),
             ) => a.as_string::<i32>().value(i).to_string(),
             Some(SqlType::Char { length }) => pad(a.as_string::<i32>().value(i), length),
             Some(SqlType::Bytea) => {
@@ -295,7 +304,9 @@ impl ColumnEncoder {
             None => buf.put_slice(a.as_string::<i32>().value(i).as_bytes()),
             Some(SqlType::Bool) => buf.put_u8(a.as_boolean().value(i) as u8),
             Some(SqlType::Int2) => buf.put_i16(a.as_primitive::<Int16Type>().value(i)),
-            Some(SqlType::Int4) => buf.put_i32(a.as_primitive::<Int32Type>().value(i)),
+            Some(SqlType::Int4 | SqlType::Oid) => {
+                buf.put_i32(a.as_primitive::<Int32Type>().value(i))
+            }
             Some(SqlType::Int8) => buf.put_i64(a.as_primitive::<Int64Type>().value(i)),
             Some(SqlType::Float4) => buf.put_f32(a.as_primitive::<Float32Type>().value(i)),
             Some(SqlType::Float8) => buf.put_f64(a.as_primitive::<Float64Type>().value(i)),
@@ -315,12 +326,18 @@ impl ColumnEncoder {
                 };
                 numeric_send(v / 10i128.pow((scale - shown) as u32), shown, buf)
             }
-            Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Json) => {
+            // enum_send: the label's text.
+            Some(SqlType::Text | SqlType::Varchar { .. } | SqlType::Json | SqlType::Enum(_)) => {
                 buf.put_slice(a.as_string::<i32>().value(i).as_bytes())
             }
             Some(SqlType::Char { length }) => {
                 buf.put_slice(pad(a.as_string::<i32>().value(i), length).as_bytes())
             }
+            // char_send: one byte (none for the empty string).
+            Some(SqlType::PgChar) => buf.put_slice(
+                &a.as_string::<i32>().value(i).as_bytes()
+                    [..1.min(a.as_string::<i32>().value(i).len())],
+            ),
             Some(SqlType::Jsonb) => {
                 buf.put_u8(1);
                 buf.put_slice(a.as_string::<i32>().value(i).as_bytes());
@@ -571,7 +588,7 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
             Some(SqlType::Int2) => ScalarValue::Int16(Some(i16::from_be_bytes(
                 fixed(2, "smallint")?.try_into().unwrap(),
             ))),
-            Some(SqlType::Int4) => ScalarValue::Int32(Some(i32::from_be_bytes(
+            Some(SqlType::Int4 | SqlType::Oid) => ScalarValue::Int32(Some(i32::from_be_bytes(
                 fixed(4, "integer")?.try_into().unwrap(),
             ))),
             Some(SqlType::Int8) => ScalarValue::Int64(Some(i64::from_be_bytes(
@@ -643,6 +660,11 @@ pub fn decode_param(bytes: Option<&[u8]>, binary: bool, ty: &Type) -> Result<Sca
         Some(SqlType::Int4) => {
             ScalarValue::Int32(Some(s.trim().parse().map_err(|_| invalid("integer"))?))
         }
+        // Catalog oids are Int32 here: above 2^31 they wrap, as their
+        // binary form does.
+        Some(SqlType::Oid) => ScalarValue::Int32(Some(
+            s.trim().parse::<u32>().map_err(|_| invalid("oid"))? as i32,
+        )),
         Some(SqlType::Int8) => {
             ScalarValue::Int64(Some(s.trim().parse().map_err(|_| invalid("bigint"))?))
         }

@@ -288,7 +288,7 @@ fn json_value(ty: Option<SqlType>, enc: &ColumnEncoder, array: &dyn Array, i: us
     }
     let text = enc.text_value(i);
     match ty {
-        Some(SqlType::Int2 | SqlType::Int4 | SqlType::Int8) => text
+        Some(SqlType::Int2 | SqlType::Int4 | SqlType::Int8 | SqlType::Oid) => text
             .parse::<i64>()
             .map(Value::from)
             .unwrap_or(Value::String(text)),

@@ -629,6 +629,7 @@ impl Session {
         crate::jsonops::rewrite(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;
+        crate::enums::rewrite_casts(self, &mut statements)?;
         self.apply_set_config(&mut statements)?;
         Ok(statements)
     }
@@ -1466,6 +1467,8 @@ impl Session {
                     | Statement::CreateIndex(_)
                     | Statement::CreateView(_)
                     | Statement::CreateSchema { .. }
+                    | Statement::CreateType { .. }
+                    | Statement::AlterType(_)
                     | Statement::AlterTable(_)
                     | Statement::Comment { .. }
                     | Statement::CreateSequence { .. }
@@ -1529,6 +1532,17 @@ impl Session {
                 cascade,
                 ..
             } => crate::schemas::drop_schemas(self, names, *if_exists, *cascade).await,
+            Statement::CreateType {
+                name,
+                representation,
+            } => crate::enums::create_type(self, name, representation).await,
+            Statement::AlterType(at) => crate::enums::alter_type(self, at).await,
+            Statement::Drop {
+                object_type: ObjectType::Type,
+                if_exists,
+                names,
+                ..
+            } => crate::enums::drop_types(self, names, *if_exists).await,
             Statement::Drop {
                 object_type: ObjectType::Index,
                 if_exists,
@@ -2273,6 +2287,8 @@ fn command_name(statement: &Statement) -> String {
         Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
         Statement::CreateRole(_) => "CREATE ROLE".into(),
         Statement::AlterRole { .. } => "ALTER ROLE".into(),
+        Statement::CreateType { .. } => "CREATE TYPE".into(),
+        Statement::AlterType(_) => "ALTER TYPE".into(),
         Statement::Grant(_) => "GRANT".into(),
         Statement::Revoke(_) => "REVOKE".into(),
         _ => "DDL".into(),

@@ -515,7 +515,9 @@ pub(super) async fn remove(
 /// A column's JSON Schema.
 fn json_schema(ty: &SqlType) -> Value {
     match ty {
-        SqlType::Int2 | SqlType::Int4 => json!({"type": "integer", "format": "int32"}),
+        SqlType::Int2 | SqlType::Int4 | SqlType::Oid => {
+            json!({"type": "integer", "format": "int32"})
+        }
         SqlType::Int8 => json!({"type": "integer", "format": "int64"}),
         SqlType::Float4 => json!({"type": "number", "format": "float"}),
         SqlType::Float8 => json!({"type": "number", "format": "double"}),
@@ -535,7 +537,8 @@ fn json_schema(ty: &SqlType) -> Value {
             max_length: Some(n),
         } => json!({"type": "string", "maxLength": n}),
         SqlType::Char { length } => json!({"type": "string", "maxLength": length}),
-        SqlType::Text | SqlType::Varchar { .. } => json!({"type": "string"}),
+        SqlType::Text | SqlType::Varchar { .. } | SqlType::PgChar => json!({"type": "string"}),
+        SqlType::Enum(def) => json!({"type": "string", "enum": def.labels}),
     }
 }
 

@@ -155,6 +155,128 @@ impl tokio_postgres::types::ToSql for PgInterval {
 }
 
 #[tokio::test]
+async fn enum_types_order_by_their_labels() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+         CREATE TABLE person (id int PRIMARY KEY, name text, m mood); \
+         INSERT INTO person VALUES (1, 'a', 'happy'), (2, 'b', 'sad'), (3, 'c', 'ok'), \
+           (4, 'd', NULL)",
+    )
+    .await
+    .unwrap();
+    // Sorted and compared by position, not alphabetically.
+    let rows = texts(&c, "SELECT name, m FROM person ORDER BY m, id").await;
+    assert_eq!(
+        rows,
+        [["b", "sad"], ["c", "ok"], ["a", "happy"], ["d", "NULL"]]
+    );
+    let rows = texts(
+        &c,
+        "SELECT name FROM person WHERE m > 'sad' ORDER BY m DESC",
+    )
+    .await;
+    assert_eq!(rows, [["a"], ["c"]]);
+    let rows = texts(&c, "SELECT name FROM person WHERE m = 'ok'").await;
+    assert_eq!(rows, [["c"]]);
+    // Casts: the type's name, pg_typeof, and a label that is none of them.
+    let rows = texts(&c, "SELECT 'happy'::mood, pg_typeof('ok'::mood)").await;
+    assert_eq!(rows, [["happy", "mood"]]);
+    let e = refused(&c, "INSERT INTO person VALUES (5, 'e', 'angry')", "22P02").await;
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("invalid input value for enum mood: \"angry\"")
+    );
+    refused(&c, "UPDATE person SET m = 'x' WHERE id = 4", "22P02").await;
+    refused(&c, "SELECT 'nope'::mood", "22P02").await;
+    // The wire reports the type's own oid, in text and binary alike.
+    let oid: u32 = texts(&c, "SELECT oid FROM pg_type WHERE typname = 'mood'").await[0][0]
+        .parse()
+        .unwrap();
+    let st = c
+        .prepare("SELECT m FROM person WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(st.columns()[0].type_().oid(), oid);
+    assert_eq!(st.columns()[0].type_().name(), "mood");
+    // ADD VALUE before/after a neighbour reorders; the catalog follows.
+    c.batch_execute(
+        "ALTER TYPE mood ADD VALUE 'ecstatic' AFTER 'happy'; \
+         ALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok'; \
+         ALTER TYPE mood ADD VALUE IF NOT EXISTS 'meh'; \
+         INSERT INTO person VALUES (5, 'e', 'meh'), (6, 'f', 'ecstatic')",
+    )
+    .await
+    .unwrap();
+    refused(&c, "ALTER TYPE mood ADD VALUE 'meh'", "42710").await;
+    refused(
+        &c,
+        "ALTER TYPE mood ADD VALUE 'x' BEFORE 'nothing'",
+        "22023",
+    )
+    .await;
+    let rows = texts(&c, "SELECT name FROM person WHERE m IS NOT NULL ORDER BY m").await;
+    assert_eq!(rows, [["b"], ["e"], ["c"], ["a"], ["f"]]);
+    let rows = texts(
+        &c,
+        "SELECT e.enumlabel, e.enumsortorder FROM pg_enum e JOIN pg_type t \
+           ON t.oid = e.enumtypid WHERE t.typname = 'mood' ORDER BY e.enumsortorder",
+    )
+    .await;
+    let labels: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(labels, ["sad", "meh", "ok", "happy", "ecstatic"]);
+    let rows = texts(
+        &c,
+        "SELECT format_type(atttypid, atttypmod), t.typtype FROM pg_attribute a \
+           JOIN pg_type t ON t.oid = a.atttypid WHERE a.attname = 'm'",
+    )
+    .await;
+    assert_eq!(rows, [["mood", "e"]]);
+    let rows = texts(
+        &c,
+        "SELECT data_type, udt_name FROM information_schema.columns \
+           WHERE table_name = 'person' AND column_name = 'm'",
+    )
+    .await;
+    assert_eq!(rows, [["USER-DEFINED", "mood"]]);
+    // Types and relations share names; a used type stays; a type made in
+    // a rolled-back block is gone.
+    refused(&c, "CREATE TYPE person AS ENUM ('x')", "42710").await;
+    refused(&c, "CREATE TABLE mood (x int)", "42710").await;
+    refused(&c, "CREATE TYPE twice AS ENUM ('a', 'a')", "42710").await;
+    refused(&c, "CREATE TYPE pair AS (a int, b int)", "0A000").await;
+    refused(&c, "DROP TYPE mood", "2BP01").await;
+    refused(&c, "ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'", "0A000").await;
+    c.batch_execute(
+        "BEGIN; CREATE TYPE color AS ENUM ('red', 'green'); \
+         CREATE TABLE paint (id int PRIMARY KEY, c color); ROLLBACK",
+    )
+    .await
+    .unwrap();
+    refused(
+        &c,
+        "CREATE TABLE paint (id int PRIMARY KEY, c color)",
+        "42704",
+    )
+    .await;
+    c.batch_execute(
+        "CREATE TYPE color AS ENUM ('red'); ALTER TYPE color RENAME VALUE 'red' TO 'blue'; \
+         ALTER TYPE color RENAME TO hue; DROP TYPE hue; DROP TYPE IF EXISTS hue",
+    )
+    .await
+    .unwrap();
+    // Types and the values of their columns outlive a restart.
+    drop(c);
+    let cluster = cluster.restart().unwrap();
+    let c = cluster.pg().await.unwrap();
+    let rows = texts(&c, "SELECT name FROM person WHERE m < 'ok' ORDER BY m").await;
+    assert_eq!(rows, [["b"], ["e"]]);
+    refused(&c, "INSERT INTO person VALUES (9, 'z', 'angry')", "22P02").await;
+}
+
+#[tokio::test]
 async fn intervals_times_and_arrays_are_column_types() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
