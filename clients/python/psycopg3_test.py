@@ -7,6 +7,7 @@ import sys
 
 import psycopg
 from psycopg.types import TypeInfo
+from psycopg.types.enum import EnumInfo, register_enum
 
 from common import TYPES, check, check_row, columns_ddl
 
@@ -58,6 +59,34 @@ with psycopg.connect(url, autocommit=True) as conn:
         check("varchar(3)[] element too long", "no error", "22001")
     except psycopg.Error as e:
         check("varchar(3)[] element too long", e.sqlstate, "22001")
+
+    # An enum type: looked up as psycopg looks it up, its values Python
+    # enum members in text and binary, ordered by the labels' order.
+    conn.execute("DROP TABLE IF EXISTS psycopg3_moods")
+    conn.execute("DROP TYPE IF EXISTS psycopg3_mood")
+    conn.execute("CREATE TYPE psycopg3_mood AS ENUM ('sad', 'ok', 'happy')")
+    conn.execute("CREATE TABLE psycopg3_moods (id int PRIMARY KEY, m psycopg3_mood)")
+    info = EnumInfo.fetch(conn, "psycopg3_mood")
+    check("enum labels", info.labels if info else None, ["sad", "ok", "happy"])
+    register_enum(info, conn)
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            key = 10 * int(binary)
+            cur.execute(
+                "INSERT INTO psycopg3_moods VALUES (%s, %s), (%s, %s)",
+                (key, info.enum.happy, key + 1, "sad"),
+            )
+            cur.execute("SELECT m FROM psycopg3_moods WHERE id >= %s AND id < %s ORDER BY m", (key, key + 10))
+            check(
+                f"enum in {'binary' if binary else 'text'}",
+                [r[0] for r in cur.fetchall()],
+                [info.enum.sad, info.enum.happy],
+            )
+    try:
+        conn.execute("INSERT INTO psycopg3_moods VALUES (99, 'angry')")
+        check("enum label checked", "no error", "22P02")
+    except psycopg.Error as e:
+        check("enum label checked", e.sqlstate, "22P02")
 
     # CRUD with parameters, and rowcount.
     conn.execute("DROP TABLE IF EXISTS psycopg3_items")

@@ -21,6 +21,9 @@
 //!   or identity column and dropped with its table); `NextVal` hands out
 //!   blocks of values, persisting the sequence's state [`SEQ_WINDOW`]
 //!   values ahead, so a restart skips values but never repeats one.
+//! - **Enum types.** `CreateType`, `AlterType`, `DropType` (`types`): a
+//!   type's oid is its id; each column of the type carries a copy, which
+//!   meta rewrites when the type changes; a used type is not dropped.
 //! - **Roles.** Created, changed and dropped whole (`roles`); the admin
 //!   `eon up` prints a URL for is made at the first start.
 //! - **Membership.** Components register their freshly chosen addresses and

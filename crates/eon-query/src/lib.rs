@@ -38,6 +38,7 @@
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
 //! | [`intervals`]| interval and time input as PostgreSQL reads it; interval literals |
 //! | [`jsonops`]  | jsonb's operators (`->`, `@>`, `?`, …) and JSON functions   |
+//! | [`enums`]    | enum types: CREATE/ALTER/DROP TYPE, casts, label order      |
 //! | [`schemas`]  | CREATE/DROP SCHEMA and the search path                      |
 //! | [`extract`]  | EXTRACT and date_part with PostgreSQL's calendar, units and types |
 //! | [`pg`]       | the PostgreSQL wire protocol (pgwire)                       |

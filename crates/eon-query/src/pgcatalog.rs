@@ -1433,6 +1433,8 @@ pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &
             cluster: cluster.clone(),
         }));
     }
+    let types = cluster.clone();
+    ctx.register_udf(crate::pgfuncs::to_regtype(move || types.enum_types()));
     ctx.register_udf(datafusion::logical_expr::create_udf(
         "pg_type_is_visible",
         vec![DataType::Int64],

@@ -69,7 +69,6 @@ pub fn register(ctx: &SessionContext) {
             ))))
         }),
     ));
-    ctx.register_udf(to_regtype());
     ctx.register_udf(create_udf(
         "pg_sleep",
         vec![DataType::Float64],
@@ -1336,20 +1335,32 @@ impl ScalarUDFImpl for TextTypeCast {
     }
 }
 
-fn to_regtype() -> ScalarUDF {
+/// `to_regtype(name)`: a built-in type's oid, else the oid of one of
+/// `enums`' types (by name, qualified or not), else NULL.
+pub(crate) fn to_regtype(
+    enums: impl Fn() -> Vec<eon_proto::v1::EnumType> + Send + Sync + 'static,
+) -> ScalarUDF {
     create_udf(
         "to_regtype",
         vec![DataType::Utf8],
         DataType::Int32,
         Volatility::Stable,
-        Arc::new(|args| {
+        Arc::new(move |args| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
             let names = names.as_string::<i32>();
             let mut out = Int32Builder::with_capacity(names.len());
+            let types = enums();
+            let enum_oid = |name: &str| {
+                let name = name.trim_matches('"');
+                let found = types
+                    .iter()
+                    .find(|t| t.name == name || format!("{}.{}", t.schema, t.name) == name);
+                found.map(|t| t.id as u32)
+            };
             for i in 0..names.len() {
                 match (!names.is_null(i))
-                    .then(|| type_oid(names.value(i)))
+                    .then(|| type_oid(names.value(i)).or_else(|| enum_oid(names.value(i))))
                     .flatten()
                 {
                     Some(oid) => out.append_value(oid as i32),
