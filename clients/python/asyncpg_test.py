@@ -20,6 +20,19 @@ async def main(url):
     check_row("binary round trip", list(row.values())[1:])
     check("NULLs", await conn.fetchrow("SELECT NULL::int AS a, NULL::text AS b"), (None, None))
 
+    # An enum type and an array column: asyncpg looks up each type it has
+    # no codec for with its own introspection query, then sends both in
+    # binary.
+    await conn.execute("DROP TABLE IF EXISTS asyncpg_moods")
+    await conn.execute("DROP TYPE IF EXISTS asyncpg_mood")
+    await conn.execute("CREATE TYPE asyncpg_mood AS ENUM ('sad', 'ok', 'happy')")
+    await conn.execute("CREATE TABLE asyncpg_moods (id int PRIMARY KEY, m asyncpg_mood, xs int[])")
+    await conn.executemany(
+        "INSERT INTO asyncpg_moods VALUES ($1, $2, $3)", [(1, "happy", [1, None, 3]), (2, "sad", [])]
+    )
+    rows = await conn.fetch("SELECT m, xs FROM asyncpg_moods ORDER BY m")
+    check("enum and int[] in binary", [tuple(r) for r in rows], [("sad", []), ("happy", [1, None, 3])])
+
     # Prepared statements, executemany, CRUD.
     await conn.execute("DROP TABLE IF EXISTS asyncpg_items")
     await conn.execute("CREATE TABLE asyncpg_items (id bigint PRIMARY KEY, name text NOT NULL, qty int)")

@@ -1,9 +1,10 @@
 """SQLAlchemy 2 (over psycopg 3) against eon: the ORM's create_all with a
 foreign key, relationships, CRUD through a Session, and the inspector."""
 
+import enum
 import sys
 
-from sqlalchemy import ForeignKey, Numeric, String, create_engine, delete, func, inspect, select
+from sqlalchemy import Enum, ForeignKey, Numeric, String, create_engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -29,6 +30,20 @@ class Book(Base):
     price: Mapped[float] = mapped_column(Numeric(8, 2))
     author_id: Mapped[int] = mapped_column(ForeignKey("sqlalchemy_author.id"))
     author: Mapped[Author] = relationship(back_populates="books")
+
+
+class Mood(enum.Enum):
+    sad = "sad"
+    ok = "ok"
+    happy = "happy"
+
+
+class Reader(Base):
+    # An Enum column: create_all makes the type (CREATE TYPE … AS ENUM)
+    # before the table, drop_all drops it after.
+    __tablename__ = "sqlalchemy_reader"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    mood: Mapped[Mood] = mapped_column(Enum(Mood, name="sqlalchemy_mood"))
 
 
 engine = create_engine(sys.argv[1].replace("postgresql://", "postgresql+psycopg://"))
@@ -68,12 +83,29 @@ with Session(engine) as s:
     check("join and aggregate", [tuple(r) for r in counts], [("Iain", 1), ("Ursula", 1)])
     check("update persisted", float(s.get(Book, 3).price), 12.0)
 
+with Session(engine) as s:
+    s.add_all([Reader(id=1, mood=Mood.happy), Reader(id=2, mood=Mood.sad), Reader(id=3, mood=Mood.ok)])
+    s.commit()
+    check(
+        "enum ordered by its labels",
+        [r.mood for r in s.scalars(select(Reader).order_by(Reader.mood))],
+        [Mood.sad, Mood.ok, Mood.happy],
+    )
+    check("enum compared", [r.id for r in s.scalars(select(Reader).where(Reader.mood > Mood.ok))], [1])
+
 inspector = inspect(engine)
 check(
     "reflected tables",
     sorted(t for t in inspector.get_table_names() if t.startswith("sqlalchemy_")),
-    ["sqlalchemy_author", "sqlalchemy_book"],
+    ["sqlalchemy_author", "sqlalchemy_book", "sqlalchemy_reader"],
 )
+check(
+    "reflected enum",
+    [(e["name"], e["labels"]) for e in inspector.get_enums() if e["name"] == "sqlalchemy_mood"],
+    [("sqlalchemy_mood", ["sad", "ok", "happy"])],
+)
+mood_type = inspector.get_columns("sqlalchemy_reader")[1]["type"]
+check("reflected enum column", (type(mood_type).__name__, list(mood_type.enums)), ("ENUM", ["sad", "ok", "happy"]))
 # The foreign key is enforced: a book of no author, or deleting an author
 # who still has books, fails with 23503.
 for bad in (

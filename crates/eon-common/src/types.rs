@@ -285,7 +285,10 @@ impl SqlType {
             DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
             DataType::Time32(_) | DataType::Time64(_) => SqlType::Time,
             DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-                SqlType::array_of(SqlType::from_arrow(item.data_type())?)?
+                let element = SqlType::from_field(item)
+                    .filter(|t| &t.arrow_type() == item.data_type())
+                    .or_else(|| SqlType::from_arrow(item.data_type()))?;
+                SqlType::array_of(element)?
             }
             _ => return None,
         })

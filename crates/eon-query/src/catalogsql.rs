@@ -23,12 +23,21 @@
 //! inherited from partitions): eon has no partitions, so its only row is
 //! `rel` itself at depth 1, and the join is the same as writing `rel`
 //! and 1 where its columns are used.
+//!
+//! asyncpg's type introspection, which DataFusion cannot plan, is answered
+//! by a simpler query with the same columns ([`substitute`]), and casts to
+//! `oid` and `oid[]` are typed as such ([`plan_oid_types`]), so asyncpg can
+//! look up enum and array types and decode them in binary.
 
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
+use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, Ident, OrderByKind, Query, SelectItem,
-    SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions_mut,
+    ArrayElemTypeDef, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, Ident, OrderByKind,
+    Query, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -40,6 +49,82 @@ use datafusion_pg_catalog::sql::rules::{
     RewritePgCatalogOperator, RewriteRegCastToSubquery, SqlStatementRewriteRule,
     StripCallableQualifier, StripCollate,
 };
+use eon_common::SqlType;
+
+/// Casts to `oid` and `oid[]` typed as PostgreSQL types them: their
+/// fields carry eon's `oid` type (datafusion-pg-catalog's type planner,
+/// which this one wraps, plans every oid alias as a plain int4). A
+/// parameter `$1::oid[]` is then described as `oid[]`, the array type
+/// asyncpg decodes without looking it up.
+#[derive(Debug)]
+struct OidTypes {
+    inner: Arc<dyn TypePlanner>,
+}
+
+impl TypePlanner for OidTypes {
+    fn plan_type_field(
+        &self,
+        sql_type: &DataType,
+    ) -> datafusion::common::Result<Option<datafusion::arrow::datatypes::FieldRef>> {
+        let is_oid = |t: &DataType| match t {
+            DataType::Custom(name, modifiers) if modifiers.is_empty() => matches!(
+                name.to_string().to_ascii_lowercase().as_str(),
+                "oid" | "pg_catalog.oid"
+            ),
+            _ => false,
+        };
+        let planned = match sql_type {
+            t if is_oid(t) => Some(SqlType::Oid),
+            DataType::Array(
+                ArrayElemTypeDef::SquareBracket(element, _)
+                | ArrayElemTypeDef::AngleBracket(element),
+            ) if is_oid(element) => SqlType::array_of(SqlType::Oid),
+            _ => None,
+        };
+        match planned {
+            Some(t) => Ok(Some(Arc::new(t.field("", true)))),
+            None => self.inner.plan_type_field(sql_type),
+        }
+    }
+}
+
+/// Install [`OidTypes`] over the session's type planner.
+pub fn plan_oid_types(ctx: &datafusion::prelude::SessionContext) {
+    use datafusion::execution::session_state::SessionStateBuilder;
+    let state = ctx.state_ref();
+    let existing = state.read().clone();
+    let mut builder = SessionStateBuilder::new_from_existing(existing);
+    let Some(inner) = builder.type_planner().clone() else {
+        return;
+    };
+    *state.write() = builder
+        .with_type_planner(Arc::new(OidTypes { inner }))
+        .build();
+}
+
+/// asyncpg's type introspection (`INTRO_LOOKUP_TYPES`), which it runs for
+/// every type it has no codec for (an enum's, say): its scalar subqueries
+/// for domains' base types and composites' attributes are correlated in
+/// ways DataFusion cannot plan. eon has neither domains, composites nor
+/// ranges, so this is the same answer: each type with its namespace, kind
+/// and element type.
+const ASYNCPG_TYPE_LOOKUP: &str = "SELECT t.oid AS oid, ns.nspname AS ns, t.typname AS name, \
+       t.typtype AS kind, CAST(NULL AS integer) AS basetype, t.typelem AS elemtype, \
+       elem_t.typdelim AS elemdelim, CAST(NULL AS integer) AS range_subtype, \
+       CAST(NULL AS text[]) AS attrtypoids, CAST(NULL AS text[]) AS attrnames, 0 AS depth, \
+       CAST(NULL AS text) AS basetype_name, elem_t.typname AS elemtype_name, \
+       CAST(NULL AS text) AS range_subtype_name \
+     FROM pg_catalog.pg_type AS t \
+     INNER JOIN pg_catalog.pg_namespace AS ns ON ns.oid = t.typnamespace \
+     LEFT JOIN pg_catalog.pg_type AS elem_t ON t.typelem <> 0 AND t.typelem = elem_t.oid \
+     WHERE t.oid = any($1::oid[])";
+
+/// The query eon runs for a driver's catalog query it answers another
+/// way (see [`ASYNCPG_TYPE_LOOKUP`]).
+pub fn substitute(sql: &str) -> Option<&'static str> {
+    (sql.contains("typeinfo_tree(") && sql.contains("range_subtype_name"))
+        .then_some(ASYNCPG_TYPE_LOOKUP)
+}
 
 #[derive(Debug)]
 pub struct CatalogParser {

@@ -43,7 +43,6 @@ use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, ObjectName, Statement, UserDefinedTypeRepresentation, Value as SqlValue,
 };
 use eon_common::error::sqlstate;
-use eon_common::schema::ColumnDef;
 use eon_common::types::EnumDef;
 use eon_common::{Error, Result, SqlType};
 use eon_proto::v1 as pb;
@@ -377,17 +376,7 @@ impl ScalarUDFImpl for CastEnum {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let def = def_argument(&args.args)?;
-        let input = args.args[0].to_array(args.number_rows.max(1))?;
-        let column = ColumnDef {
-            name: def.name.clone(),
-            ty: SqlType::Enum(def),
-            nullable: true,
-            default_sql: None,
-            hidden: false,
-        };
-        let out = crate::coerce::coerce(&input, &column, "")
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        shaped_like(&args.args[..1], out)
+        crate::pgfuncs::cast_as_stored(&args, SqlType::Enum(def))
     }
 }
 

@@ -1320,19 +1320,28 @@ impl ScalarUDFImpl for TextTypeCast {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let input = args.args[0].to_array(args.number_rows.max(1))?;
-        let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
-        let column = ColumnDef {
-            name: self.name.clone(),
-            ty: self.ty,
-            nullable: true,
-            default_sql: None,
-            hidden: false,
-        };
-        let out = crate::coerce::coerce(&input, &column, "")
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        shaped_like(&args.args, out)
+        cast_as_stored(&args, self.ty)
     }
+}
+
+/// The first argument of a cast function as a column of type `ty` stores
+/// it (read from its text, with the column's checks and errors).
+pub(crate) fn cast_as_stored(
+    args: &ScalarFunctionArgs,
+    ty: SqlType,
+) -> datafusion::common::Result<ColumnarValue> {
+    let input = args.args[0].to_array(args.number_rows.max(1))?;
+    let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
+    let column = ColumnDef {
+        name: String::new(),
+        ty,
+        nullable: true,
+        default_sql: None,
+        hidden: false,
+    };
+    let out = crate::coerce::coerce(&input, &column, "")
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    shaped_like(&args.args[..1], out)
 }
 
 /// `to_regtype(name)`: a built-in type's oid, else the oid of one of

@@ -195,6 +195,7 @@ impl Engine {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
         crate::pgfuncs::register(&ctx);
+        crate::catalogsql::plan_oid_types(&ctx);
         let definitions = Arc::new(crate::pgcatalog::Definitions::default());
         crate::pgcatalog::register(&ctx, &definitions, &cluster);
         let db = ctx
@@ -615,6 +616,7 @@ impl Session {
         let sql = normalized.as_deref().unwrap_or(sql);
         let respelled = transaction_spelling(sql);
         let sql = respelled.as_deref().unwrap_or(sql);
+        let sql = crate::catalogsql::substitute(sql).unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
             .then(|| self.engine.catalog_sql.parse(sql))
             .flatten()
@@ -2072,9 +2074,29 @@ pub fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
     plan.with_param_values(params.to_vec()).map_err(from_df)
 }
 
-/// Parameter types of a plan, in `$1..$n` order.
+/// Parameter types of a plan, in `$1..$n` order. A parameter DataFusion
+/// leaves untyped but casts to a type eon marks (`$1::oid[]`, as asyncpg's
+/// type lookup writes it) has that type, as in PostgreSQL.
 pub fn param_types_of(plan: &LogicalPlan) -> Result<Vec<Option<SqlType>>> {
-    let fields = plan.get_parameter_fields().map_err(from_df)?;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    use datafusion::logical_expr::expr::{Cast, Placeholder};
+    let mut fields = plan.get_parameter_fields().map_err(from_df)?;
+    plan.apply_with_subqueries(|p| {
+        p.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) = e
+                    && let Expr::Placeholder(Placeholder { id, field: None }) = expr.as_ref()
+                    && SqlType::from_field(field).is_some()
+                    && fields.get(id).is_some_and(Option::is_none)
+                {
+                    fields.insert(id.clone(), Some(field.clone()));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(from_df)?;
     let max = fields
         .keys()
         .filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok())
