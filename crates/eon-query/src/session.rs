@@ -194,8 +194,11 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(format!("pg_catalog: {e}")))?;
-        crate::pgfuncs::register(&ctx);
+        // Before eon's functions are registered: rebuilding the state
+        // registers its functions again, in no fixed order, and a function
+        // eon replaces under an alias (to_char) could win back its name.
         crate::catalogsql::plan_oid_types(&ctx);
+        crate::pgfuncs::register(&ctx);
         let definitions = Arc::new(crate::pgcatalog::Definitions::default());
         crate::pgcatalog::register(&ctx, &definitions, &cluster);
         let db = ctx
