@@ -240,15 +240,21 @@ impl SqlType {
     /// The Arrow field for a column of this type.
     pub fn field(&self, name: &str, nullable: bool) -> Field {
         let mut metadata = HashMap::new();
-        let sql_type = match self {
+        metadata.insert(SQL_TYPE_KEY.to_string(), self.tag());
+        Field::new(name, self.arrow_type(), nullable).with_metadata(metadata)
+    }
+
+    /// The text a field's metadata holds under [`SQL_TYPE_KEY`], which
+    /// [`SqlType::parse`] reads back: the type's name, or for an enum the
+    /// whole type.
+    pub fn tag(&self) -> String {
+        match self {
             SqlType::Enum(def) => format!(
                 "{ENUM_PREFIX}{}",
                 serde_json::to_string(def).expect("an enum type serializes")
             ),
             _ => self.to_string(),
-        };
-        metadata.insert(SQL_TYPE_KEY.to_string(), sql_type);
-        Field::new(name, self.arrow_type(), nullable).with_metadata(metadata)
+        }
     }
 
     /// The SQL type recorded in a field's metadata, if any.

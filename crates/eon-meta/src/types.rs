@@ -55,9 +55,23 @@ impl MetaService {
             .position(|t| t.schema == schema && t.name == name)
     }
 
-    /// A table or view of this name has a row type of this name.
+    /// No enum type has this name (a table or view of this name would have
+    /// a row type of this name).
     pub(crate) fn check_type_name(inner: &Inner, schema: &str, name: &str) -> Result<(), Error> {
         if Self::type_pos(inner, schema, name).is_some() {
+            return Err(duplicate(name));
+        }
+        Ok(())
+    }
+
+    /// No table or view has this name (each has a row type of its name).
+    fn check_relations_leave_name(inner: &Inner, schema: &str, name: &str) -> Result<(), Error> {
+        let p = &inner.persisted;
+        if p.tables
+            .iter()
+            .any(|t| t.schema == schema && t.name == name)
+            || p.views.iter().any(|v| v.schema == schema && v.name == name)
+        {
             return Err(duplicate(name));
         }
         Ok(())
@@ -117,16 +131,7 @@ impl MetaService {
             }
             return Err(duplicate(&ty.name));
         }
-        let p = &inner.persisted;
-        if p.tables
-            .iter()
-            .any(|t| t.schema == ty.schema && t.name == ty.name)
-            || p.views
-                .iter()
-                .any(|v| v.schema == ty.schema && v.name == ty.name)
-        {
-            return Err(duplicate(&ty.name));
-        }
+        Self::check_relations_leave_name(&inner, &ty.schema, &ty.name)?;
         ty.id = ENUM_OID_BASE as u64 + inner.new_catalog_id();
         inner.persisted.types.push(ty.clone());
         self.bump(&mut inner)?;
@@ -178,15 +183,8 @@ impl MetaService {
             }
             ty.labels[at] = req.to.clone();
         } else if !req.new_name.is_empty() {
-            if Self::type_pos(&inner, schema, &req.new_name).is_some()
-                || inner
-                    .persisted
-                    .tables
-                    .iter()
-                    .any(|t| t.schema == schema && t.name == req.new_name)
-            {
-                return Err(duplicate(&req.new_name));
-            }
+            Self::check_type_name(&inner, schema, &req.new_name)?;
+            Self::check_relations_leave_name(&inner, schema, &req.new_name)?;
             ty.name = req.new_name.clone();
         } else {
             return Err(Error::internal("AlterType without a change"));

@@ -121,7 +121,7 @@ const ASYNCPG_TYPE_LOOKUP: &str = "SELECT t.oid AS oid, ns.nspname AS ns, t.typn
 
 /// The query eon runs for a driver's catalog query it answers another
 /// way (see [`ASYNCPG_TYPE_LOOKUP`]).
-pub fn substitute(sql: &str) -> Option<&'static str> {
+fn substitute(sql: &str) -> Option<&'static str> {
     (sql.contains("typeinfo_tree(") && sql.contains("range_subtype_name"))
         .then_some(ASYNCPG_TYPE_LOOKUP)
 }
@@ -159,6 +159,7 @@ impl CatalogParser {
     /// does not parse this way (the caller then parses it plainly, for the
     /// user's error message).
     pub fn parse(&self, sql: &str) -> Option<Vec<Statement>> {
+        let sql = substitute(sql).unwrap_or(sql);
         let theirs = self.compat.parse(sql).ok()?;
         let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
             return Some(theirs);

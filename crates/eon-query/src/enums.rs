@@ -283,19 +283,6 @@ pub(crate) async fn undo(
     Ok(())
 }
 
-/// The literal a rewritten call carries to name its enum type: the
-/// metadata string of the type's fields, which [`SqlType::parse`] reads.
-fn type_literal(def: &EnumDef) -> SqlExpr {
-    let ty = SqlType::enum_of(def.clone());
-    let field = ty.field("", true);
-    let text = field
-        .metadata()
-        .get(eon_common::types::SQL_TYPE_KEY)
-        .cloned()
-        .unwrap_or_default();
-    SqlExpr::value(SqlValue::SingleQuotedString(text))
-}
-
 /// `x::mood` and `mood 'x'` (casts to enum types, which DataFusion cannot
 /// plan) become `eon_cast_enum(x, '<type>')`.
 pub fn rewrite_casts(session: &Session, statements: &mut [Statement]) -> Result<()> {
@@ -314,7 +301,9 @@ pub fn rewrite_casts(session: &Session, statements: &mut [Statement]) -> Result<
             return Ok(());
         };
         if let Some(def) = lookup(session, name)? {
-            *e = call_with("eon_cast_enum", vec![value, type_literal(&def)]);
+            // The type travels as its tag, which SqlType::parse reads.
+            let ty = SqlExpr::value(SqlValue::SingleQuotedString(SqlType::enum_of(def).tag()));
+            *e = call_with("eon_cast_enum", vec![value, ty]);
         }
         Ok(())
     })
@@ -474,18 +463,12 @@ fn enum_type_of(expr: &Expr, schema: &DFSchema) -> Option<&'static EnumDef> {
     SqlType::from_field(&field)?.enum_def()
 }
 
-fn position(expr: Expr, def: &EnumDef) -> Expr {
+fn position(expr: Expr, def: &'static EnumDef) -> Expr {
     let udf = Arc::new(ScalarUDF::new_from_impl(EnumPosition {
         signature: Signature::any(2, Volatility::Immutable),
     }));
-    let SqlExpr::Value(v) = type_literal(def) else {
-        unreachable!("a literal")
-    };
-    let text = match v.value {
-        SqlValue::SingleQuotedString(s) => s,
-        _ => unreachable!("a string"),
-    };
-    Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![expr, lit(text)]))
+    let ty = lit(SqlType::Enum(def).tag());
+    Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![expr, ty]))
 }
 
 /// `a < b` (and `<=`, `>`, `>=`) where a or b is an enum value: compare

@@ -407,6 +407,42 @@ fn enum_labels(
 }
 
 impl Completed {
+    /// pg_type: PostgreSQL's static rows in this table's schema (nullable,
+    /// typacl an array), then eon's enum types.
+    async fn types(
+        &self,
+        state: &dyn Session,
+        namespace_rows: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let builtin = match &self.inner {
+            Some(t) => rows_of(t, state).await?,
+            None => Vec::new(),
+        };
+        let mut batches = builtin
+            .into_iter()
+            .map(|b| {
+                let columns = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .zip(b.columns())
+                    .map(|(f, c)| match f.data_type() {
+                        DataType::List(_) => new_null_array(f.data_type(), b.num_rows()),
+                        _ => c.clone(),
+                    })
+                    .collect();
+                RecordBatch::try_new(self.schema.clone(), columns)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        batches.push(enum_types(
+            &self.schema,
+            &self.cluster.enum_types(),
+            &namespace_names(namespace_rows)?,
+            &self.cluster.roles(),
+        )?);
+        Ok(batches)
+    }
+
     /// eon's tables, found in pg_class's rows by namespace and name.
     fn tables(
         &self,
@@ -447,21 +483,27 @@ impl Completed {
         if self.kind == Kind::Policy {
             return Ok(vec![]);
         }
+        if self.kind == Kind::Enum {
+            return Ok(vec![enum_labels(&self.schema, &self.cluster.enum_types())?]);
+        }
+        let namespace_rows = match self.catalog.table("pg_namespace").await? {
+            Some(pg_namespace) => rows_of(&pg_namespace, state).await?,
+            None => Vec::new(),
+        };
+        if self.kind == Kind::Type {
+            return self.types(state, &namespace_rows).await;
+        }
         // datafusion-pg-catalog's pg_class, read once: it numbers the tables
         // (and is the table being completed when that is pg_class).
         let class_rows = match self.catalog.table("pg_class").await? {
             Some(pg_class) => rows_of(&pg_class, state).await?,
             None => Vec::new(),
         };
-        let namespace_rows = match self.catalog.table("pg_namespace").await? {
-            Some(pg_namespace) => rows_of(&pg_namespace, state).await?,
-            None => Vec::new(),
-        };
         let tables = self.tables(&class_rows, &namespace_rows)?;
         self.definitions.refresh(&tables);
         let mut batches = match (&self.inner, self.kind) {
             (_, Kind::Class) => class_rows,
-            (Some(t), Kind::Attribute | Kind::Attrdef | Kind::Description | Kind::Type) => {
+            (Some(t), Kind::Attribute | Kind::Attrdef | Kind::Description) => {
                 rows_of(t, state).await?
             }
             _ => Vec::new(),
@@ -475,33 +517,6 @@ impl Completed {
             }
             Kind::Attrdef => batches.push(attrdefs(&self.schema, &tables)?),
             Kind::Description => batches.push(descriptions(&self.schema, &tables)?),
-            Kind::Type => {
-                // The static rows in this table's schema (nullable, typacl
-                // an array).
-                batches = batches
-                    .into_iter()
-                    .map(|b| {
-                        let columns = self
-                            .schema
-                            .fields()
-                            .iter()
-                            .zip(b.columns())
-                            .map(|(f, c)| match f.data_type() {
-                                DataType::List(_) => new_null_array(f.data_type(), b.num_rows()),
-                                _ => c.clone(),
-                            })
-                            .collect();
-                        RecordBatch::try_new(self.schema.clone(), columns)
-                    })
-                    .collect::<Result<_, _>>()?;
-                batches.push(enum_types(
-                    &self.schema,
-                    &self.cluster.enum_types(),
-                    &namespace_names(&namespace_rows)?,
-                    &self.cluster.roles(),
-                )?);
-            }
-            Kind::Enum => batches.push(enum_labels(&self.schema, &self.cluster.enum_types())?),
             Kind::Class => {
                 batches = batches
                     .into_iter()
@@ -517,7 +532,7 @@ impl Completed {
             Kind::Index => batches.push(indexes(&self.schema, &tables)?),
             Kind::Indexes => batches.push(index_definitions(&self.schema, &tables)?),
             Kind::Constraint => batches.push(constraints(&self.schema, &tables)?),
-            Kind::Settings | Kind::Roles | Kind::User | Kind::Policy => {
+            Kind::Settings | Kind::Roles | Kind::User | Kind::Policy | Kind::Type | Kind::Enum => {
                 unreachable!("answered above")
             }
         }

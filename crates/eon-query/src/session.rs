@@ -619,7 +619,6 @@ impl Session {
         let sql = normalized.as_deref().unwrap_or(sql);
         let respelled = transaction_spelling(sql);
         let sql = respelled.as_deref().unwrap_or(sql);
-        let sql = crate::catalogsql::substitute(sql).unwrap_or(sql);
         let mut statements = match is_catalog_query(sql)
             .then(|| self.engine.catalog_sql.parse(sql))
             .flatten()
