@@ -33,6 +33,7 @@
 //! | [`catalogsql`]| parsing the catalog queries tools send                    |
 //! | [`infoschema`]| information_schema from eon's catalog                      |
 //! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
+//! | [`pgmath`]   | untyped literals in arithmetic; ln, sqrt, power … with PostgreSQL's errors |
 //! | [`pgformat`] | format(), quote_ident, quote_literal as PostgreSQL has them |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
@@ -78,6 +79,7 @@ pub mod pgcasts;
 pub mod pgcatalog;
 pub mod pgformat;
 pub mod pgfuncs;
+pub mod pgmath;
 pub mod pgtypes;
 pub mod privileges;
 pub mod provider;

@@ -281,7 +281,8 @@ fn ship(expr: &Expr) -> Option<Bytes> {
                 | Expr::OuterReferenceColumn(..)
                 | Expr::AggregateFunction(_)
                 | Expr::WindowFunction(_)
-        ) {
+        ) || matches!(e, Expr::ScalarFunction(f) if crate::pgmath::is_pg_math(f))
+        {
             unsupported = true;
             return Ok(TreeNodeRecursion::Stop);
         }

@@ -167,6 +167,11 @@ impl Engine {
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         // 1.5 is numeric in PostgreSQL, not double precision.
         opts.sql_parser.parse_float_as_decimal = true;
+        // A window runs in one partition, sorted by its PARTITION BY and
+        // ORDER BY keys, as PostgreSQL runs it: rows come out grouped by
+        // partition in key order (what clients without an ORDER BY of their
+        // own see from PostgreSQL), not in the order of a hash split.
+        opts.optimizer.repartition_windows = false;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         let catalog = Arc::new(EonCatalog {
             cluster: cluster.clone(),
@@ -187,7 +192,14 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(catalogs)
+            // Before DataFusion's own (with_default_features adds them).
+            .with_expr_planners(vec![Arc::new(crate::pgmath::UnknownOperands)])
             .with_default_features()
+            .with_analyzer_rules(
+                std::iter::once(Arc::new(crate::pgmath::UnknownLiterals) as _)
+                    .chain(datafusion::optimizer::Analyzer::new().rules)
+                    .collect(),
+            )
             .with_optimizer_rules(rules)
             .with_physical_optimizer_rule(Arc::new(crate::overflow::CheckedArithmetic))
             .build();
