@@ -20,6 +20,7 @@
 //! | [`checks`]   | CHECK constraints                                           |
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
+//! | [`windows`]  | window frame offsets as PostgreSQL writes them              |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
@@ -90,6 +91,7 @@ pub mod sequences;
 pub mod session;
 pub mod txn;
 pub mod views;
+pub mod windows;
 
 use std::time::Duration;
 

@@ -231,7 +231,8 @@ pub fn is_volatile_default(sql: &str) -> bool {
 /// `START WITH … INCREMENT BY …`; the parser wants one fixed order), and
 /// `CREATE USER` / `ALTER USER` are PostgreSQL's (see [`crate::roles`]).
 pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
-    let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?;
+    let mut parser = Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(crate::windows::frame_tokens(sql)?);
     let mut statements = Vec::new();
     let mut expecting_delimiter = false;
     loop {

@@ -643,6 +643,7 @@ impl Session {
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
         crate::jsonops::rewrite(&mut statements);
+        crate::windows::rewrite(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;
         crate::enums::rewrite_casts(self, &mut statements)?;
