@@ -121,10 +121,19 @@ const ASYNCPG_TYPE_LOOKUP: &str = "SELECT t.oid AS oid, ns.nspname AS ns, t.typn
 
 /// The query eon runs for a driver's catalog query it answers another
 /// way (see [`ASYNCPG_TYPE_LOOKUP`]).
-fn substitute(sql: &str) -> Option<&'static str> {
-    (sql.contains("typeinfo_tree(") && sql.contains("range_subtype_name"))
-        .then_some(ASYNCPG_TYPE_LOOKUP)
+fn substitute(sql: &str) -> Option<String> {
+    if sql.contains("typeinfo_tree(") && sql.contains("range_subtype_name") {
+        return Some(ASYNCPG_TYPE_LOOKUP.to_string());
+    }
+    // psql's `\d+`: a table's options with its TOAST table's, which eon
+    // does not have (and the correlated unnest DataFusion cannot plan).
+    sql.contains(PSQL_TOAST_OPTIONS)
+        .then(|| sql.replace(PSQL_TOAST_OPTIONS, "c.reloptions"))
 }
+
+/// The part of psql's `\d+` query that adds the TOAST table's options.
+const PSQL_TOAST_OPTIONS: &str =
+    "c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)";
 
 #[derive(Debug)]
 pub struct CatalogParser {
@@ -159,7 +168,8 @@ impl CatalogParser {
     /// does not parse this way (the caller then parses it plainly, for the
     /// user's error message).
     pub fn parse(&self, sql: &str) -> Option<Vec<Statement>> {
-        let sql = substitute(sql).unwrap_or(sql);
+        let substituted = substitute(sql);
+        let sql = substituted.as_deref().unwrap_or(sql);
         let theirs = self.compat.parse(sql).ok()?;
         let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
             return Some(theirs);

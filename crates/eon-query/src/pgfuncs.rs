@@ -26,6 +26,8 @@
 //!   wraps their value in `eon_single(…)`, an aggregate that is the one
 //!   value of its rows, NULL over none, and fails with 21000 over more —
 //!   PostgreSQL's semantics for any scalar subquery;
+//! - `pg_size_pretty(bigint)`: a byte count as psql shows sizes (`10 kB`,
+//!   `123 MB`), PostgreSQL 15's units and rounding;
 //! - catalog helpers with eon's answers: `pg_get_serial_sequence` (NULL:
 //!   eon has no sequences yet), `pg_collation_is_visible` (true: there is
 //!   one schema search path).
@@ -67,6 +69,24 @@ pub fn register(ctx: &SessionContext) {
             Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
                 version.clone(),
             ))))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let sizes = args[0].to_array(1)?;
+            let sizes = sizes.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let out: datafusion::arrow::array::StringArray =
+                sizes.iter().map(|s| s.map(size_pretty)).collect();
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+            })
         }),
     ));
     ctx.register_udf(create_udf(
@@ -999,6 +1019,36 @@ fn exists_as_count(q: &datafusion::sql::sqlparser::ast::Query) -> Option<SqlExpr
         right: Box::new(SqlExpr::value(Value::Number("0".into(), false))),
     })];
     Some(SqlExpr::Subquery(Box::new(counted)))
+}
+
+/// PostgreSQL 15's `pg_size_pretty(bigint)` (dbsize.c): bytes below
+/// 10 kB, then each unit while under 20 of it, halves rounded away from
+/// zero.
+pub fn size_pretty(size: i64) -> String {
+    // (name, limit, round, unit bits)
+    const UNITS: [(&str, i64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    let mut size = size;
+    for (i, &(name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let last = i + 1 == UNITS.len();
+        if last || size.unsigned_abs() < limit as u64 {
+            if round {
+                size = half_rounded(size);
+            }
+            return format!("{size} {name}");
+        }
+        let (_, _, next_round, next_bits) = UNITS[i + 1];
+        let shift = next_bits - bits - u32::from(next_round) + u32::from(round);
+        size /= 1i64 << shift;
+    }
+    unreachable!("the last unit always answers")
 }
 
 /// pg_sleep(seconds): the statement waits. Functions are synchronous, so

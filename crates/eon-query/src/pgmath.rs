@@ -8,11 +8,18 @@
 //! numeric type of the other operand — double precision when there is
 //! none, the preferred type of the numeric category. DataFusion types the
 //! literal text, then finds no arithmetic or function over text. The
-//! planner extension [`UnknownOperands`] (for `+ - * / %`, whose type
-//! DataFusion's SQL planner needs at once) and the analyzer rule
-//! [`UnknownLiterals`] (for function arguments, run before DataFusion's
-//! type coercion) cast such literals to the type PostgreSQL would choose
-//! (a cast that fails gives 22P02, as PostgreSQL's input function does).
+//! planner extension [`UnknownOperands`] casts the untyped operand of
+//! `+ - * / % ^` to the other operand's type while DataFusion's SQL
+//! planner builds the expression (a cast that fails gives 22P02, as
+//! PostgreSQL's input function does). For the arguments of `power`, `ln`,
+//! `log`, `sqrt`, … — functions of double precision and numeric —
+//! [`rewrite_unknown_args`] casts them before planning: to numeric when an
+//! argument beside them is written as a numeric (`1.5`, `x::numeric`),
+//! else to double precision, PostgreSQL's preferred numeric type.
+//!
+//! **mod(x, y)**, PostgreSQL's name for `x % y` (the remainder with the
+//! sign of x; 22012 for a zero divisor), over two numbers of any types
+//! brought to a common one, as the operator is.
 //!
 //! **Errors.** `ln(0)` is -Infinity and `sqrt(-1)` NaN in IEEE arithmetic;
 //! PostgreSQL refuses them: `cannot take logarithm of zero` (2201E),
@@ -29,18 +36,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Float64Type};
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
-    Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature,
+    Cast, ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Statement, visit_expressions_mut};
 use eon_common::Error;
 use eon_common::error::sqlstate;
 
@@ -49,14 +53,8 @@ const INVALID_ARGUMENT_FOR_LOGARITHM: &str = "2201E";
 /// SQLSTATE 2201F, invalid_argument_for_power_function.
 const INVALID_ARGUMENT_FOR_POWER: &str = "2201F";
 
-/// The functions whose untyped literal arguments resolve to a number.
-const NUMERIC_FUNCTIONS: &[&str] = &[
-    "power", "pow", "ln", "log", "log10", "exp", "sqrt", "cbrt", "mod", "round", "trunc", "ceil",
-    "floor", "abs", "sign", "signum", "div", "gcd", "lcm",
-];
-
-/// Functions that exist for double precision and numeric only: an integer
-/// beside an untyped literal makes the literal double precision.
+/// Functions that exist for double precision and numeric only, whose
+/// untyped literal arguments [`rewrite_unknown_args`] casts.
 const FLOAT_OR_NUMERIC_FUNCTIONS: &[&str] =
     &["power", "pow", "ln", "log", "log10", "exp", "sqrt", "cbrt"];
 
@@ -71,6 +69,48 @@ pub fn register(ctx: &SessionContext) {
     ] {
         if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(ctx, name) {
             ctx.register_udf(ScalarUDF::new_from_impl(PgMath { inner, check }));
+        }
+    }
+    ctx.register_udf(ScalarUDF::new_from_impl(Mod {
+        signature: Signature::numeric(2, Volatility::Immutable),
+    }));
+}
+
+/// `mod(x, y)` (see the module docs).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let x = args.args[0].to_array(rows)?;
+        let y = args.args[1].to_array(rows)?;
+        let r = datafusion::arrow::compute::kernels::numeric::rem(&x, &y)?;
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&r, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(r))
         }
     }
 }
@@ -101,37 +141,6 @@ fn cast_to(e: Expr, t: &DataType) -> Expr {
     Expr::Cast(Cast::new(Box::new(e), t.clone()))
 }
 
-/// Untyped literals in arithmetic and numeric functions take the type of
-/// the number beside them (see the module docs).
-#[derive(Debug)]
-pub struct UnknownLiterals;
-
-impl AnalyzerRule for UnknownLiterals {
-    fn name(&self) -> &str {
-        "eon_unknown_literals"
-    }
-
-    fn analyze(
-        &self,
-        plan: LogicalPlan,
-        _config: &ConfigOptions,
-    ) -> datafusion::common::Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
-            if plan.inputs().is_empty() && !matches!(plan, LogicalPlan::Values(_)) {
-                return Ok(Transformed::no(plan));
-            }
-            let schema = merge_schema(&plan.inputs());
-            let out = plan.map_expressions(|expr| expr.transform_up(|e| resolve(e, &schema)))?;
-            if out.transformed {
-                out.map_data(|p| p.recompute_schema())
-            } else {
-                Ok(out)
-            }
-        })
-        .map(|t| t.data)
-    }
-}
-
 /// `x + '1'`, `'10' / x`, …: the untyped operand takes the type of the
 /// number beside it, while DataFusion's SQL planner builds the expression.
 #[derive(Debug)]
@@ -145,10 +154,21 @@ impl ExprPlanner for UnknownOperands {
     ) -> datafusion::common::Result<PlannerResult<RawBinaryExpr>> {
         use datafusion::sql::sqlparser::ast::BinaryOperator as B;
         let RawBinaryExpr { op, left, right } = expr;
-        if !matches!(op, B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo) {
+        if !matches!(
+            op,
+            B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo | B::PGExp
+        ) {
             return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
         }
-        let type_of = |x: &Expr| x.get_type(schema).ok().filter(is_number);
+        // `^` is defined for double precision and numeric only.
+        let type_of = |x: &Expr| {
+            x.get_type(schema).ok().filter(is_number).map(|t| match op {
+                B::PGExp if !matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+                    DataType::Float64
+                }
+                _ => t,
+            })
+        };
         let (left, right) = match (is_unknown_literal(&left), is_unknown_literal(&right)) {
             (true, false) => match type_of(&right) {
                 Some(t) => (cast_to(left, &t), right),
@@ -164,38 +184,66 @@ impl ExprPlanner for UnknownOperands {
     }
 }
 
-fn resolve(e: Expr, schema: &DFSchema) -> datafusion::common::Result<Transformed<Expr>> {
-    let type_of = |x: &Expr| x.get_type(schema).ok().filter(is_number);
-    match e {
-        Expr::ScalarFunction(mut f)
-            if NUMERIC_FUNCTIONS.contains(&f.func.name())
-                && f.args.iter().any(is_unknown_literal) =>
-        {
-            let known = f
-                .args
-                .iter()
-                .filter(|a| !is_unknown_literal(a))
-                .find_map(type_of);
-            let float_only = FLOAT_OR_NUMERIC_FUNCTIONS.contains(&f.func.name());
-            let t = match known {
-                Some(t) if float_only && t.is_integer() => DataType::Float64,
-                Some(t) => t,
-                None => DataType::Float64,
-            };
-            f.args = f
-                .args
-                .into_iter()
-                .map(|a| {
-                    if is_unknown_literal(&a) {
-                        cast_to(a, &t)
-                    } else {
-                        a
-                    }
-                })
-                .collect();
-            Ok(Transformed::yes(Expr::ScalarFunction(f)))
+/// Untyped literal arguments of `power`, `ln`, … cast to numeric or double
+/// precision (see the module docs).
+pub fn rewrite_unknown_args(statements: &mut [Statement]) {
+    use datafusion::sql::sqlparser::ast::{
+        DataType as T, Expr as E, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+        ValueWithSpan,
+    };
+    let unknown = |e: &E| {
+        matches!(
+            e,
+            E::Value(ValueWithSpan {
+                value: Value::SingleQuotedString(_),
+                ..
+            })
+        )
+    };
+    let numeric = |e: &E| match e {
+        E::Value(ValueWithSpan {
+            value: Value::Number(n, _),
+            ..
+        }) => n.contains(['.', 'e', 'E']),
+        E::Cast { data_type, .. } => {
+            matches!(data_type, T::Numeric(_) | T::Decimal(_) | T::Dec(_))
         }
-        e => Ok(Transformed::no(e)),
+        _ => false,
+    };
+    for statement in statements {
+        let _ = visit_expressions_mut(statement, |e: &mut E| {
+            if let E::Function(f) = e
+                && FLOAT_OR_NUMERIC_FUNCTIONS
+                    .contains(&f.name.to_string().to_ascii_lowercase().as_str())
+                && let FunctionArguments::List(list) = &mut f.args
+            {
+                let mut args: Vec<&mut E> = list
+                    .args
+                    .iter_mut()
+                    .filter_map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+                        _ => None,
+                    })
+                    .collect();
+                if args.iter().any(|a| unknown(a)) {
+                    let to = if args.iter().any(|a| numeric(a)) {
+                        T::Numeric(datafusion::sql::sqlparser::ast::ExactNumberInfo::None)
+                    } else {
+                        T::DoublePrecision
+                    };
+                    for a in args.iter_mut().filter(|a| unknown(a)) {
+                        **a = E::Cast {
+                            kind: datafusion::sql::sqlparser::ast::CastKind::DoubleColon,
+                            expr: Box::new(a.clone()),
+                            data_type: to.clone(),
+                            array: false,
+                            format: None,
+                        };
+                    }
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
     }
 }
 

@@ -195,11 +195,6 @@ impl Engine {
             // Before DataFusion's own (with_default_features adds them).
             .with_expr_planners(vec![Arc::new(crate::pgmath::UnknownOperands)])
             .with_default_features()
-            .with_analyzer_rules(
-                std::iter::once(Arc::new(crate::pgmath::UnknownLiterals) as _)
-                    .chain(datafusion::optimizer::Analyzer::new().rules)
-                    .collect(),
-            )
             .with_optimizer_rules(rules)
             .with_physical_optimizer_rule(Arc::new(crate::overflow::CheckedArithmetic))
             .build();
@@ -644,6 +639,7 @@ impl Session {
         crate::pgfuncs::rewrite(&mut statements);
         crate::jsonops::rewrite(&mut statements);
         crate::windows::rewrite(&mut statements);
+        crate::pgmath::rewrite_unknown_args(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;
         crate::enums::rewrite_casts(self, &mut statements)?;

@@ -8,8 +8,9 @@
 //! DataFusion takes a RANGE offset only as a number or a string, which it
 //! then casts to the ORDER BY column's type. So:
 //!
-//! - [`frame_tokens`] drops `::interval` between a string and `PRECEDING` /
-//!   `FOLLOWING` (the string is then read as the interval it is);
+//! - [`frame_tokens`] drops a one-word cast (`::interval`, `::int`)
+//!   between a string and `PRECEDING` / `FOLLOWING` (the string is then
+//!   read as sqlparser reads a string offset);
 //! - [`rewrite`] turns every offset into the plain constant DataFusion
 //!   casts: a cast of a literal loses the cast (`2::int8` → `2`), an
 //!   interval literal becomes its text — normalized for DataFusion's
@@ -26,7 +27,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, TokenizerError};
 
-/// The tokens of `sql`, with `'…'::interval PRECEDING` read as
+/// The tokens of `sql`, with `'…'::type PRECEDING` read as
 /// `'…' PRECEDING` (see the module docs).
 pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location()?;
@@ -38,7 +39,7 @@ pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     for w in solid.windows(4) {
         if matches!(tokens[w[0]].token, Token::SingleQuotedString(_))
             && tokens[w[1]].token == Token::DoubleColon
-            && is_word(w[2], &[Keyword::INTERVAL])
+            && matches!(tokens[w[2]].token, Token::Word(_))
             && is_word(w[3], &[Keyword::PRECEDING, Keyword::FOLLOWING])
         {
             drop[w[1]] = true;

@@ -1648,3 +1648,75 @@ async fn to_char_to_number_and_extract_answer_as_postgresql() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE m (id int PRIMARY KEY, f float8, g text, d date);
+         INSERT INTO m VALUES (1, 1.5, 'b', '2020-01-01'), (2, 2.5, 'a', '2020-06-01'),
+                              (3, -4, 'b', '2021-03-01'), (4, 10, 'a', '2023-01-01')",
+    )
+    .await
+    .unwrap();
+    // An untyped literal takes the type of the number beside it.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT f * '-10', f + '0.5', 2.0::float8 ^ '3', power(2, '10'),
+                    power(2.5, '2'), sqrt('16'), mod(-7, 3), mod(7::int2, 3::int8)
+             FROM m WHERE id = 1"
+        )
+        .await,
+        vec![vec!["-15", "2", "8", "1024", "6.25", "4", "-1", "1"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT pg_size_pretty(10239::bigint), pg_size_pretty(10240::bigint),
+                    pg_size_pretty(20971519::bigint), pg_size_pretty(-123456789)"
+        )
+        .await,
+        vec![vec!["10239 bytes", "10 kB", "20 MB", "-118 MB"]]
+    );
+    // PostgreSQL's errors where IEEE arithmetic would answer NaN or ±Infinity.
+    for (sql, code) in [
+        ("SELECT ln(f - f) FROM m", "2201E"),
+        ("SELECT log(f) FROM m", "2201E"),
+        ("SELECT sqrt(f) FROM m", "2201F"),
+        ("SELECT power(0::float8, -1)", "2201F"),
+        ("SELECT power(-8::float8, 0.5::float8)", "2201F"),
+        ("SELECT exp(1000::float8)", "22003"),
+        ("SELECT f ^ '1e200' FROM m", "22003"),
+        ("SELECT mod(id, id - 1) FROM m", "22012"),
+        ("SELECT f * 'x' FROM m", "22P02"),
+    ] {
+        refused(&c, sql, code).await;
+    }
+    // Rows of a window come out grouped by partition, in key order (the
+    // order within a partition is the sort's).
+    let rows = texts(&c, "SELECT g, id, sum(f) OVER (PARTITION BY g) FROM m").await;
+    let groups: Vec<(&str, &str)> = rows.iter().map(|r| (&*r[0], &*r[2])).collect();
+    assert_eq!(
+        groups,
+        [("a", "12.5"), ("a", "12.5"), ("b", "-2.5"), ("b", "-2.5")]
+    );
+    // Frame offsets written as PostgreSQL writes them.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT id, sum(f) OVER (ORDER BY d RANGE BETWEEN '1 year'::interval PRECEDING
+                                                  AND CURRENT ROW),
+                    count(*) OVER (ORDER BY id RANGE BETWEEN 2::int8 PRECEDING AND '0'::int FOLLOWING)
+             FROM m ORDER BY id"
+        )
+        .await,
+        vec![
+            vec!["1", "1.5", "1"],
+            vec!["2", "4", "2"],
+            vec!["3", "-1.5", "3"],
+            vec!["4", "10", "3"],
+        ]
+    );
+}

@@ -78,6 +78,15 @@ async fn psql_smoke_test() {
     }
     assert!(out.contains("not null"), "{out}");
 
+    // `\d+` adds storage, compression, statistics and description columns.
+    let (ok, out, err) = psql(&cluster, &["-c", "\\d+ gadgets"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("| Storage  | Compression | Stats target | Description"),
+        "{out}"
+    );
+    assert!(out.contains("id     | integer"), "{out}");
+
     // The footers: the primary key's index, foreign keys both ways, a
     // column's default.
     let (ok, out, err) = psql(
