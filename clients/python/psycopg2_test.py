@@ -66,6 +66,24 @@ conn.rollback()
 cur.execute("SELECT name FROM psycopg2_items WHERE id = %s", (7,))
 check("session goes on", cur.fetchone(), ("item7",))
 
+# A named (server-side) cursor: DECLARE … CURSOR, then FETCH FORWARD
+# itersize rows at a time; a scrollable one goes back.
+named = conn.cursor("psycopg2_stream")
+named.itersize = 30
+named.execute("SELECT id, name FROM psycopg2_items WHERE id > %s ORDER BY id", (10,))
+streamed = [row for row in named]
+check("named cursor rows", (len(streamed), streamed[0], streamed[-1]), (90, (11, "item11"), (100, "item100")))
+named.close()
+scroll = conn.cursor("psycopg2_scroll", scrollable=True)
+scroll.execute("SELECT id FROM psycopg2_items ORDER BY id")
+scroll.fetchmany(5)
+scroll.scroll(-3)
+check("scrollable cursor goes back", scroll.fetchone(), (3,))
+scroll.scroll(10, mode="absolute")
+check("scrollable cursor absolute", scroll.fetchone(), (11,))
+scroll.close()
+conn.commit()
+
 conn.commit()
 conn.autocommit = True
 cur.execute(

@@ -141,6 +141,18 @@ with psycopg.connect(url, autocommit=True) as conn:
     except psycopg.Error as e:
         check("statement in an aborted block", e.sqlstate, "25P02")
     conn.rollback()
+
+    # A server-side cursor: DECLARE with a parameter, Describe of the
+    # cursor's portal, FETCH FORWARD itersize rows at a time; scroll back.
+    with conn.cursor(name="psycopg3_stream", scrollable=True) as named:
+        named.itersize = 2
+        named.execute("SELECT id, name FROM psycopg3_items WHERE id >= %s ORDER BY id", (2,))
+        check("server cursor columns", [d.name for d in named.description], ["id", "name"])
+        first = named.fetchmany(2)
+        named.scroll(-1)
+        again = named.fetchone()
+        check("server cursor rows", (len(first), again == first[1]), (2, True))
+    conn.rollback()
     conn.autocommit = True
 
     # Introspection the driver does itself (TypeInfo reads pg_type).

@@ -157,4 +157,9 @@ check("reflected table's key", [c.name for c in books.primary_key], ["id"])
 with engine.connect() as conn:
     titles = conn.execute(select(books.c.title).order_by(books.c.id)).scalars().all()
     check("select through the reflected table", titles, ["Earthsea", "Excession"])
+    # stream_results: rows through a server-side cursor, a partition at a time.
+    streamed = conn.execution_options(stream_results=True, max_row_buffer=1).execute(
+        select(books.c.title).order_by(books.c.id)
+    )
+    check("stream_results", [[r[0] for r in p] for p in streamed.partitions(1)], [["Earthsea"], ["Excession"]])
 print("sqlalchemy: all checks passed")

@@ -23,6 +23,7 @@
 //! | [`windows`]  | window frame offsets as PostgreSQL writes them              |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
+//! | [`cursors`]  | DECLARE … CURSOR, FETCH, MOVE, CLOSE                        |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
@@ -58,6 +59,7 @@ pub mod checks;
 pub mod cluster;
 pub mod coerce;
 pub mod copy;
+pub mod cursors;
 pub mod datetime;
 pub mod ddl;
 pub mod decorrelate;

@@ -638,6 +638,8 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
+    /// A cursor's name is described as the portal it is in PostgreSQL.
+    ///
     /// Describe of a statement that returns no rows but takes parameters
     /// (an INSERT with `$1`) must answer ParameterDescription and NoData;
     /// pgwire 0.41 sends an empty RowDescription there, which the JDBC
@@ -677,6 +679,18 @@ impl ExtendedQueryHandler for Handler {
                         .await?;
                     return Ok(());
                 }
+                return pgwire::api::query::send_describe_response(client, &described).await;
+            }
+        } else if let Some(name) = message.name.as_deref()
+            && client.portal_store().get_portal(name).is_none()
+        {
+            // A cursor DECLAREd by name is a portal in PostgreSQL: psycopg
+            // describes it so before FETCHing from it.
+            let ident = datafusion::sql::sqlparser::ast::Ident::with_quote('"', name);
+            if let Ok(schema) = self.session.cursors().schema(&self.session, &ident) {
+                let described = pgwire::api::results::DescribePortalResponse::new(
+                    fields(&schema, &Format::UnifiedText).as_ref().clone(),
+                );
                 return pgwire::api::query::send_describe_response(client, &described).await;
             }
         }

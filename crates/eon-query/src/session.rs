@@ -258,6 +258,7 @@ impl Engine {
                 .collect(),
             temp_schema: format!("{TEMP_SCHEMA_PREFIX}{}", rand::random::<u32>()),
             has_temp: Default::default(),
+            cursors: Default::default(),
         }
     }
 }
@@ -294,6 +295,8 @@ pub struct Session {
     /// when the session ends.
     temp_schema: String,
     has_temp: std::sync::atomic::AtomicBool,
+    /// Its open cursors (DECLARE … CURSOR).
+    cursors: crate::cursors::Cursors,
 }
 
 /// A message for the client that is not an error: PostgreSQL's NOTICE
@@ -985,6 +988,17 @@ impl Session {
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 dml::describe(self, &state, &statement).await?
             }
+            Statement::Fetch { name, into, .. } if !crate::cursors::is_move(into) => {
+                (vec![], Some(self.cursors.schema(self, name)?))
+            }
+            Statement::Declare { stmts } => match stmts.as_slice() {
+                [d] if d.for_query.is_some() => {
+                    let query = Statement::Query(d.for_query.clone().unwrap());
+                    let plan = self.plan_query(&state, query).await?;
+                    (param_types_of(&plan)?, None)
+                }
+                _ => (vec![], None),
+            },
             Statement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -1309,6 +1323,7 @@ impl Session {
                     crate::txn::commit(self.cluster(), t.id, &t.engines, t.anchor, refresh).await;
                 match committed {
                     Ok(_) => {
+                        self.cursors.committed(t.id);
                         crate::ddl::committed(self.cluster(), std::mem::take(&mut t.ddl)).await
                     }
                     // The block is gone either way; its writes were
@@ -1634,6 +1649,14 @@ impl Session {
                 }))
             }
             Statement::Truncate(t) => dml::truncate(self, t).await,
+            Statement::Declare { stmts } => crate::cursors::declare(self, stmts, params).await,
+            Statement::Fetch {
+                name,
+                direction,
+                into,
+                ..
+            } => crate::cursors::fetch(self, name, direction, into).await,
+            Statement::Close { cursor } => crate::cursors::close(self, cursor),
             Statement::Vacuum(_) => Ok(Output::Command("VACUUM".into())),
             Statement::Analyze(_) => Ok(Output::Command("ANALYZE".into())),
             Statement::Copy { .. } => match crate::copy::start(self, statement).await? {
@@ -1670,7 +1693,21 @@ impl Session {
         }
     }
 
-    async fn query(&self, mut statement: Statement, params: &[ScalarValue]) -> Result<Output> {
+    /// The session's cursors.
+    pub(crate) fn cursors(&self) -> &crate::cursors::Cursors {
+        &self.cursors
+    }
+
+    /// The open transaction block's id, if there is one.
+    pub(crate) fn block_id(&self) -> Option<u64> {
+        self.txn.lock().unwrap().as_ref().map(|t| t.id)
+    }
+
+    pub(crate) async fn query(
+        &self,
+        mut statement: Statement,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let names = match &mut statement {
             Statement::Query(q) => crate::naming::prepare(q),
             _ => None,

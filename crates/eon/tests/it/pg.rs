@@ -1720,3 +1720,84 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
         ]
     );
 }
+
+#[tokio::test]
+async fn cursors_fetch_move_and_close_as_postgresql() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE cur (id int PRIMARY KEY, v text);
+         INSERT INTO cur SELECT g, 'v' || g FROM generate_series(1, 50) g",
+    )
+    .await
+    .unwrap();
+    // A cursor needs a transaction block unless it is held.
+    refused(&c, "DECLARE c CURSOR FOR SELECT id FROM cur", "25P01").await;
+    c.batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT id, v FROM cur ORDER BY id")
+        .await
+        .unwrap();
+    let ids = |rows: Vec<Vec<String>>| -> Vec<String> {
+        rows.into_iter().map(|r| r[0].clone()).collect()
+    };
+    assert_eq!(ids(texts(&c, "FETCH 3 FROM c").await), ["1", "2", "3"]);
+    assert_eq!(ids(texts(&c, "FETCH c").await), ["4"]);
+    let moved = c.simple_query("MOVE FORWARD 10 IN c").await.unwrap();
+    assert!(
+        matches!(
+            moved.last(),
+            Some(tokio_postgres::SimpleQueryMessage::CommandComplete(10))
+        ),
+        "{moved:?}"
+    );
+    // Through the extended protocol: FETCH is described as the cursor's rows.
+    let rows = c.query("FETCH FORWARD 2 FROM c", &[]).await.unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [(15, "v15".to_string()), (16, "v16".to_string())]);
+    // Without SCROLL a cursor goes forward only.
+    refused(&c, "FETCH PRIOR FROM c", "55000").await;
+    c.batch_execute("ROLLBACK").await.unwrap();
+    refused(&c, "FETCH c", "34000").await;
+
+    // SCROLL: backward, absolute, relative, past either end.
+    c.batch_execute("BEGIN; DECLARE s SCROLL CURSOR FOR SELECT id FROM cur ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids(texts(&c, "FETCH LAST FROM s").await), ["50"]);
+    assert_eq!(
+        ids(texts(&c, "FETCH BACKWARD 2 FROM s").await),
+        ["49", "48"]
+    );
+    assert_eq!(ids(texts(&c, "FETCH ABSOLUTE 5 FROM s").await), ["5"]);
+    assert_eq!(ids(texts(&c, "FETCH RELATIVE -2 FROM s").await), ["3"]);
+    assert_eq!(ids(texts(&c, "FETCH -5 FROM s").await), ["2", "1"]);
+    assert_eq!(ids(texts(&c, "FETCH NEXT FROM s").await), ["1"]);
+    assert_eq!(texts(&c, "FETCH ABSOLUTE 99 FROM s").await.len(), 0);
+    assert_eq!(ids(texts(&c, "FETCH PRIOR FROM s").await), ["50"]);
+    refused(&c, "DECLARE s CURSOR FOR SELECT 1", "42P03").await;
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    // WITH HOLD outlives its block's COMMIT (not its ROLLBACK); CLOSE ends it.
+    c.batch_execute(
+        "BEGIN; DECLARE h CURSOR WITH HOLD FOR SELECT id FROM cur WHERE id > 47 ORDER BY id;
+         DECLARE gone CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(texts(&c, "FETCH ALL FROM h").await), ["48", "49", "50"]);
+    c.batch_execute("CLOSE h").await.unwrap();
+    refused(&c, "FETCH h", "34000").await;
+    c.batch_execute("BEGIN; DECLARE r CURSOR WITH HOLD FOR SELECT 1; ROLLBACK")
+        .await
+        .unwrap();
+    refused(&c, "FETCH r", "34000").await;
+    c.batch_execute("CLOSE ALL").await.unwrap();
+    refused(&c, "FETCH gone", "34000").await;
+    // An error while fetching aborts the block, and the session goes on.
+    c.batch_execute("BEGIN; DECLARE z CURSOR FOR SELECT 1 / (id - 3) FROM cur ORDER BY id")
+        .await
+        .unwrap();
+    refused(&c, "FETCH 5 FROM z", "22012").await;
+    refused(&c, "FETCH z", "25P02").await;
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(texts(&c, "SELECT count(*) FROM cur").await, [["50"]]);
+}
