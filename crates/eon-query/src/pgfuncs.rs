@@ -516,6 +516,62 @@ fn parse_query(sql: &str) -> datafusion::sql::sqlparser::ast::Query {
 /// CTE — an aggregate (42P19), ORDER BY or OFFSET (0A000) — which
 /// DataFusion would otherwise run until memory runs out: `WITH RECURSIVE
 /// x(n) AS (SELECT 1 UNION ALL SELECT count(*) FROM x)` never ends.
+/// `VALUES` rows with a scalar subquery in a cell (`VALUES (1),
+/// ((SELECT 2))`) become `SELECT … AS column1 UNION ALL SELECT …`:
+/// DataFusion evaluates VALUES while it plans them, before any subquery
+/// has run ("ScalarSubqueryExpr evaluated before the subquery was
+/// executed"); a SELECT runs them first. Same rows, same column names.
+pub fn values_with_subqueries(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr, VisitMut, VisitorMut};
+    struct V;
+    impl VisitorMut for V {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            let SetExpr::Values(values) = q.body.as_ref() else {
+                return ControlFlow::Continue(());
+            };
+            let mut has_subquery = false;
+            for row in &values.rows {
+                for cell in row.iter() {
+                    let mut cell = cell.clone();
+                    let _ = visit_expressions_mut(&mut cell, |e: &mut SqlExpr| {
+                        if matches!(e, SqlExpr::Subquery(_)) {
+                            has_subquery = true;
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+            if !has_subquery {
+                return ControlFlow::Continue(());
+            }
+            let selects: Vec<String> = values
+                .rows
+                .iter()
+                .map(|row| {
+                    let items: Vec<String> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| format!("{c} AS column{}", j + 1))
+                        .collect();
+                    format!("SELECT {}", items.join(", "))
+                })
+                .collect();
+            let text = selects.join(" UNION ALL ");
+            let parsed = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_query());
+            if let Ok(select) = parsed {
+                *q.body = SetExpr::Query(select);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut V);
+}
+
 pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
     use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr, Visit, Visitor};
     struct Check(Option<eon_common::Error>);

@@ -955,6 +955,7 @@ impl Session {
         self.own_temp_schema(&mut statement);
         crate::views::expand(self, &mut statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
+        crate::pgfuncs::values_with_subqueries(&mut statement);
         state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await

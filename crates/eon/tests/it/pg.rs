@@ -1266,6 +1266,29 @@ async fn correlated_subqueries_and_array_results() {
         .await,
         [["6"]]
     );
+    // A scalar subquery in a VALUES row, in a query and in an INSERT
+    // (with DEFAULT in another row).
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT * FROM (VALUES (1, 'a'), ((SELECT min(id) + 1 FROM sensors), 'b')) v ORDER BY 1"
+        )
+        .await,
+        [["1", "a"], ["2", "b"]]
+    );
+    c.batch_execute(
+        "INSERT INTO readings VALUES (100, 3, 1, 1), ((SELECT 100 + count(*) FROM sensors WHERE id = 1), DEFAULT, 2, 2)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT id, sensor FROM readings WHERE id >= 100 ORDER BY id"
+        )
+        .await,
+        [["100", "3"], ["101", "NULL"]]
+    );
 }
 
 /// idle_in_transaction_session_timeout: a block left idle longer is rolled
