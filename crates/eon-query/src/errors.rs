@@ -121,7 +121,11 @@ fn pg_type_name(arrow: &str) -> Option<&'static str> {
 /// an integer too long for the type, out of range), "Can't cast value
 /// 4567890123456789 to type Int32" an integer out of range.
 fn cast_error(m: &str) -> Option<Error> {
-    if let Some(rest) = m.strip_prefix("Cannot cast string '") {
+    // (Arrow says "value" rather than "string" for text → boolean.)
+    if let Some(rest) = m
+        .strip_prefix("Cannot cast string '")
+        .or_else(|| m.strip_prefix("Cannot cast value '"))
+    {
         let (value, ty) = rest.rsplit_once("' to value of ")?;
         let ty = pg_type_name(ty.strip_suffix(" type")?)?;
         let digits = value.trim().trim_start_matches(['+', '-']);

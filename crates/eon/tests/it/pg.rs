@@ -1717,6 +1717,11 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
     ] {
         refused(&c, sql, code).await;
     }
+    let e = refused(&c, "SELECT 'maybe'::boolean", "22P02").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "invalid input syntax for type boolean: \"maybe\""
+    );
     // Rows of a window come out grouped by partition, in key order (the
     // order within a partition is the sort's).
     let rows = texts(&c, "SELECT g, id, sum(f) OVER (PARTITION BY g) FROM m").await;
