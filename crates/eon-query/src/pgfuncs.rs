@@ -530,18 +530,15 @@ pub fn values_with_subqueries(statement: &mut Statement) {
             let SetExpr::Values(values) = q.body.as_ref() else {
                 return ControlFlow::Continue(());
             };
-            let mut has_subquery = false;
-            for row in &values.rows {
-                for cell in row.iter() {
-                    let mut cell = cell.clone();
-                    let _ = visit_expressions_mut(&mut cell, |e: &mut SqlExpr| {
-                        if matches!(e, SqlExpr::Subquery(_)) {
-                            has_subquery = true;
-                        }
-                        ControlFlow::<()>::Continue(())
-                    });
-                }
-            }
+            let has_subquery =
+                datafusion::sql::sqlparser::ast::visit_expressions(&values.rows, |e: &SqlExpr| {
+                    if matches!(e, SqlExpr::Subquery(_)) {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .is_break();
             if !has_subquery {
                 return ControlFlow::Continue(());
             }
