@@ -419,10 +419,10 @@ fn path_arg(a: &ArrayRef, row: usize) -> datafusion::common::Result<Option<Vec<S
 }
 
 fn user_error(message: &str) -> DataFusionError {
-    DataFusionError::External(Box::new(eon_common::Error::user(
+    crate::pgformat::fail(
         eon_common::error::sqlstate::INVALID_PARAMETER_VALUE,
-        message.to_string(),
-    )))
+        message,
+    )
 }
 
 #[cfg(test)]

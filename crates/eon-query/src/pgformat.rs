@@ -48,7 +48,8 @@ impl Default for Format {
     }
 }
 
-fn fail(code: &str, message: impl Into<String>) -> DataFusionError {
+/// A PostgreSQL error (SQLSTATE `code`) raised inside a DataFusion function.
+pub(crate) fn fail(code: &str, message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(Error::user(code, message)))
 }
 

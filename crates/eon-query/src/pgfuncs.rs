@@ -81,12 +81,7 @@ pub fn register(ctx: &SessionContext) {
             let sizes = sizes.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let out: datafusion::arrow::array::StringArray =
                 sizes.iter().map(|s| s.map(size_pretty)).collect();
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
-            })
+            shaped_like(args, Arc::new(out))
         }),
     ));
     ctx.register_udf(create_udf(

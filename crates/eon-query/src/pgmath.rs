@@ -45,8 +45,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Statement, visit_expressions_mut};
-use eon_common::Error;
 use eon_common::error::sqlstate;
+
+use crate::pgformat::fail;
 
 /// SQLSTATE 2201E, invalid_argument_for_logarithm.
 const INVALID_ARGUMENT_FOR_LOGARITHM: &str = "2201E";
@@ -100,18 +101,10 @@ impl ScalarUDFImpl for Mod {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let x = args.args[0].to_array(rows)?;
         let y = args.args[1].to_array(rows)?;
         let r = datafusion::arrow::compute::kernels::numeric::rem(&x, &y)?;
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&r, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(r))
-        }
+        crate::pgfuncs::shaped_like(&args.args, r)
     }
 }
 
@@ -131,10 +124,6 @@ fn is_unknown_literal(e: &Expr) -> bool {
             None
         )
     )
-}
-
-fn is_number(t: &DataType) -> bool {
-    t.is_numeric()
 }
 
 fn cast_to(e: Expr, t: &DataType) -> Expr {
@@ -162,12 +151,17 @@ impl ExprPlanner for UnknownOperands {
         }
         // `^` is defined for double precision and numeric only.
         let type_of = |x: &Expr| {
-            x.get_type(schema).ok().filter(is_number).map(|t| match op {
-                B::PGExp if !matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
-                    DataType::Float64
-                }
-                _ => t,
-            })
+            x.get_type(schema)
+                .ok()
+                .filter(DataType::is_numeric)
+                .map(|t| match op {
+                    B::PGExp
+                        if !matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+                    {
+                        DataType::Float64
+                    }
+                    _ => t,
+                })
         };
         let (left, right) = match (is_unknown_literal(&left), is_unknown_literal(&right)) {
             (true, false) => match type_of(&right) {
@@ -269,14 +263,10 @@ pub struct PgMath {
     check: Check,
 }
 
-fn user(code: &str, message: &str) -> DataFusionError {
-    DataFusionError::External(Box::new(Error::user(code, message)))
-}
-
 fn out_of_range(what: &str) -> DataFusionError {
-    user(
+    fail(
         sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-        &format!("value out of range: {what}"),
+        format!("value out of range: {what}"),
     )
 }
 
@@ -290,21 +280,29 @@ fn as_floats(v: &ColumnarValue, rows: usize) -> datafusion::common::Result<Vec<O
 }
 
 impl PgMath {
+    /// `args` holds one or two arguments' values; rows with a NULL are
+    /// not checked.
     fn check_args(&self, args: &[Vec<Option<f64>>], rows: usize) -> datafusion::common::Result<()> {
         for row in 0..rows {
-            let vals: Option<Vec<f64>> = args.iter().map(|a| a[row]).collect();
-            let Some(vals) = vals else { continue };
+            let Some(x) = args[0][row] else { continue };
+            let y = match args.get(1) {
+                Some(a) => match a[row] {
+                    Some(y) => Some(y),
+                    None => continue,
+                },
+                None => None,
+            };
             match self.check {
                 Check::Log => {
-                    for &v in &vals {
+                    for v in std::iter::once(x).chain(y) {
                         if v == 0.0 {
-                            return Err(user(
+                            return Err(fail(
                                 INVALID_ARGUMENT_FOR_LOGARITHM,
                                 "cannot take logarithm of zero",
                             ));
                         }
                         if v < 0.0 {
-                            return Err(user(
+                            return Err(fail(
                                 INVALID_ARGUMENT_FOR_LOGARITHM,
                                 "cannot take logarithm of a negative number",
                             ));
@@ -312,23 +310,23 @@ impl PgMath {
                     }
                 }
                 Check::Sqrt => {
-                    if vals[0] < 0.0 {
-                        return Err(user(
+                    if x < 0.0 {
+                        return Err(fail(
                             INVALID_ARGUMENT_FOR_POWER,
                             "cannot take square root of a negative number",
                         ));
                     }
                 }
                 Check::Power => {
-                    let (x, y) = (vals[0], vals[1]);
+                    let Some(y) = y else { continue };
                     if x == 0.0 && y < 0.0 {
-                        return Err(user(
+                        return Err(fail(
                             INVALID_ARGUMENT_FOR_POWER,
                             "zero raised to a negative power is undefined",
                         ));
                     }
                     if x < 0.0 && y.is_finite() && y.fract() != 0.0 {
-                        return Err(user(
+                        return Err(fail(
                             INVALID_ARGUMENT_FOR_POWER,
                             "a negative number raised to a non-integer power yields a complex result",
                         ));
@@ -344,7 +342,7 @@ impl PgMath {
                     }
                 }
                 Check::Exp => {
-                    let (x, r) = (vals[0], vals[0].exp());
+                    let r = x.exp();
                     if x.is_finite() {
                         if r.is_infinite() {
                             return Err(out_of_range("overflow"));
