@@ -31,6 +31,7 @@ pub fn pg_name(e: &Expr) -> Option<String> {
         Expr::CompoundIdentifier(parts) => parts.last().map(ident),
         Expr::Function(f) => {
             let name = f.name.0.last().and_then(|p| p.as_ident()).map(ident)?;
+            let name = crate::windows::unmarked(&name).to_string();
             // Calls made by pgfuncs::rewrite are named as what they
             // replace: a cast, or a scalar subquery's value.
             let arg = || match &f.args {

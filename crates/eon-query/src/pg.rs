@@ -355,7 +355,7 @@ fn fields(schema: &SchemaRef, format: &Format) -> Arc<Vec<FieldInfo>> {
 fn encode_batch(
     batch: &RecordBatch,
     fields: &[FieldInfo],
-    style: crate::datetime::DateStyle,
+    (style, extra_float_digits): (crate::datetime::DateStyle, i32),
 ) -> eon_common::Result<Vec<DataRow>> {
     let schema = batch.schema();
     let encoders: Vec<ColumnEncoder> = schema
@@ -366,7 +366,7 @@ fn encode_batch(
         .map(|((f, a), info)| {
             Ok(
                 ColumnEncoder::new(f, a, info.format() == FieldFormat::Binary)?
-                    .with_date_style(style),
+                    .with_settings(style, extra_float_digits),
             )
         })
         .collect::<eon_common::Result<_>>()?;
@@ -422,7 +422,7 @@ fn respond(output: Output, format: &Format, handler: &Handler) -> Response {
             let fields = fields(&schema, format);
             let encode_fields = fields.clone();
             let session = session.clone();
-            let style = session.date_style();
+            let style = (session.date_style(), session.extra_float_digits());
             let rows = stream
                 .map(move |batch| -> Vec<PgWireResult<DataRow>> {
                     match batch

@@ -109,6 +109,8 @@ pub struct ColumnEncoder {
     /// How dates and timestamps are written in text (the session's
     /// DateStyle).
     style: DateStyle,
+    /// The session's extra_float_digits (text format).
+    extra_float_digits: i32,
 }
 
 impl ColumnEncoder {
@@ -131,6 +133,7 @@ impl ColumnEncoder {
                     array: array.clone(),
                     elements: Some((list.offsets().clone(), Box::new(values))),
                     style: DateStyle::default(),
+                    extra_float_digits: 1,
                 });
             }
         }
@@ -156,14 +159,18 @@ impl ColumnEncoder {
             array,
             elements: None,
             style: DateStyle::default(),
+            extra_float_digits: 1,
         })
     }
 
-    /// Write dates and timestamps in `style` (text format).
-    pub fn with_date_style(mut self, style: DateStyle) -> ColumnEncoder {
+    /// Write dates and timestamps in `style` and floats with
+    /// `extra_float_digits` (text format), as the session's settings say.
+    pub fn with_settings(mut self, style: DateStyle, extra_float_digits: i32) -> ColumnEncoder {
         self.style = style;
+        self.extra_float_digits = extra_float_digits;
         if let Some((_, values)) = &mut self.elements {
             values.style = style;
+            values.extra_float_digits = extra_float_digits;
         }
         self
     }
@@ -243,12 +250,16 @@ impl ColumnEncoder {
             Some(SqlType::Int4) => a.as_primitive::<Int32Type>().value(i).to_string(),
             Some(SqlType::Oid) => (a.as_primitive::<Int32Type>().value(i) as u32).to_string(),
             Some(SqlType::Int8) => a.as_primitive::<Int64Type>().value(i).to_string(),
-            Some(SqlType::Float4) => {
-                format_float(a.as_primitive::<Float32Type>().value(i) as f64, 6, true)
-            }
-            Some(SqlType::Float8) => {
-                format_float(a.as_primitive::<Float64Type>().value(i), 15, false)
-            }
+            Some(SqlType::Float4) => format_float_with(
+                a.as_primitive::<Float32Type>().value(i) as f64,
+                true,
+                self.extra_float_digits,
+            ),
+            Some(SqlType::Float8) => format_float_with(
+                a.as_primitive::<Float64Type>().value(i),
+                false,
+                self.extra_float_digits,
+            ),
             Some(t @ SqlType::Numeric { .. }) => {
                 let text = format_decimal(
                     a.as_primitive::<Decimal128Type>().value(i),
@@ -405,6 +416,33 @@ pub fn format_float(v: f64, max_exp: i32, single: bool) -> String {
     } else {
         format!("{v:e}")
     };
+    lay_out_float(&sci, max_exp)
+}
+
+/// PostgreSQL's float output for a session's `extra_float_digits`: above
+/// zero the shortest exact digits ([`format_float`]); at zero or below
+/// C's `%.*g` with 15 (float8) or 6 (float4) significant digits plus the
+/// setting — what PostgreSQL's regression tests and older clients use.
+pub fn format_float_with(v: f64, single: bool, extra_float_digits: i32) -> String {
+    let digits = if single { 6 } else { 15 };
+    if extra_float_digits > 0 || !v.is_finite() || v == 0.0 {
+        return format_float(v, digits, single);
+    }
+    let precision = (digits + extra_float_digits).max(1);
+    let v = if single { v as f32 as f64 } else { v };
+    let sci = format!("{:.*e}", precision as usize - 1, v);
+    // %g drops the fraction's trailing zeros.
+    let (mantissa, exp) = sci.split_once('e').unwrap();
+    let mantissa = match mantissa.contains('.') {
+        true => mantissa.trim_end_matches('0').trim_end_matches('.'),
+        false => mantissa,
+    };
+    lay_out_float(&format!("{mantissa}e{exp}"), precision)
+}
+
+/// Lay out `sci` (Rust's `{:e}`: `-d.ddde-x`) as PostgreSQL does: fixed
+/// notation when the exponent is within [-4, `max_exp`), else `d.ddde+XX`.
+fn lay_out_float(sci: &str, max_exp: i32) -> String {
     let (mantissa, exp) = sci.split_once('e').unwrap();
     let exp: i32 = exp.parse().unwrap();
     let neg = mantissa.starts_with('-');
@@ -862,6 +900,24 @@ mod tests {
         assert_eq!(format_float(1234567.0, 6, true), "1.234567e+06");
         assert_eq!(format_float(123456.0, 6, true), "123456");
         assert_eq!(format_float(f64::INFINITY, 15, false), "Infinity");
+        // extra_float_digits = 0 and below: %.15g / %.6g, less the setting.
+        assert_eq!(
+            format_float_with(131.10703231895047, false, 0),
+            "131.10703231895"
+        );
+        assert_eq!(format_float_with(0.1 + 0.2, false, 0), "0.3");
+        assert_eq!(format_float_with(431.77261_f32 as f64, true, 0), "431.773");
+        assert_eq!(format_float_with(1e20, false, 0), "1e+20");
+        assert_eq!(format_float_with(1234567.0, false, -10), "1.2346e+06");
+        assert_eq!(format_float_with(2.5, false, 0), "2.5");
+        assert_eq!(
+            format_float_with(-0.000123456789, false, 0),
+            "-0.000123456789"
+        );
+        assert_eq!(
+            format_float_with(0.1 + 0.2, false, 1),
+            "0.30000000000000004"
+        );
     }
 
     #[test]

@@ -956,6 +956,19 @@ impl Session {
         crate::views::expand(self, &mut statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
+        let exclusions = crate::windows::exclusions(&statement, state)?;
+        let with_exclusions;
+        let state = if exclusions.is_empty() {
+            state
+        } else {
+            let mut s = state.clone();
+            for f in exclusions {
+                datafusion::execution::FunctionRegistry::register_udwf(&mut s, Arc::new(f))
+                    .map_err(from_df)?;
+            }
+            with_exclusions = s;
+            &with_exclusions
+        };
         state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
@@ -1807,6 +1820,15 @@ impl Session {
         if name == "statement_timeout" || name == "idle_in_transaction_session_timeout" {
             parse_duration(name, value)?;
         }
+        if name == "extra_float_digits" {
+            let n: i32 = value.trim().parse().map_err(|_| invalid())?;
+            if !(-15..=3).contains(&n) {
+                return Err(Error::user(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("{n} is outside the valid range for parameter \"{name}\" (-15 .. 3)"),
+                ));
+            }
+        }
         let mut vars = self.vars.lock().unwrap();
         let value = if name == "datestyle" {
             let current = crate::datetime::DateStyle::of(lookup(&vars, name).as_deref());
@@ -1855,6 +1877,14 @@ impl Session {
     /// The session's DateStyle.
     pub fn date_style(&self) -> crate::datetime::DateStyle {
         crate::datetime::DateStyle::of(self.setting("datestyle").as_deref())
+    }
+
+    /// The session's extra_float_digits: how many digits floats are
+    /// written with (1, the default: the shortest exact ones).
+    pub fn extra_float_digits(&self) -> i32 {
+        self.setting("extra_float_digits")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1)
     }
 
     /// The parameters a client sent in its startup message (libpq sends

@@ -16,19 +16,74 @@
 //!   interval literal becomes its text — normalized for DataFusion's
 //!   interval reader when it is one (`'1 year'`), as it stands when it is
 //!   a number or not an interval (`'1.5'`, `'inf'` for a float column).
+//!
+//! A frame may also leave rows out: `EXCLUDE CURRENT ROW`, `EXCLUDE GROUP`
+//! (the current row and its peers, rows equal in the ORDER BY),
+//! `EXCLUDE TIES` (its peers but not itself), `EXCLUDE NO OTHERS` (the
+//! default). Neither sqlparser nor DataFusion has exclusion, so
+//! [`frame_tokens`] takes the clause out and renames the function it
+//! belongs to (`sum` → `eon_exclude_ties__sum`), and [`exclusions`] makes
+//! a window function of that name, [`Excluding`]: DataFusion computes
+//! each row's frame as usual and hands it over with the partition's ORDER
+//! BY values; the function drops the excluded rows from the frame and
+//! runs the aggregate (any of DataFusion's, through its accumulator) over
+//! the rest — or picks `first_value`, `last_value`, `nth_value` among
+//! them. Functions that do not read the frame (`lag`, `rank`, …) ignore
+//! the clause, as in PostgreSQL.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, PartitionEvaluatorArgs, WindowUDFFieldArgs,
+};
+use datafusion::logical_expr::{
+    AggregateUDF, PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::sql::sqlparser::ast::{
-    Expr, NamedWindowExpr, Query, SetExpr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
-    WindowFrame, WindowFrameBound, WindowType,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, NamedWindowExpr, Query, Select, SetExpr,
+    Statement, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut, WindowFrame,
+    WindowFrameBound, WindowSpec, WindowType, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, TokenizerError};
 
+/// The prefix of a function renamed for its frame's exclusion.
+const EXCLUDE_PREFIX: &str = "eon_exclude_";
+
+/// Window functions that do not read the frame, so its exclusion does
+/// not concern them.
+const FRAMELESS: &[&str] = &[
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+];
+
+/// The name a result column computed by the function `name` gets: a
+/// function renamed for its frame's exclusion is named as the one it was.
+pub fn unmarked(name: &str) -> &str {
+    match name.strip_prefix(EXCLUDE_PREFIX) {
+        Some(rest) => rest.split_once("__").map_or(name, |(_, f)| f),
+        None => name,
+    }
+}
+
 /// The tokens of `sql`, with `'…'::type PRECEDING` read as
-/// `'…' PRECEDING` (see the module docs).
+/// `'…' PRECEDING` and a frame's `EXCLUDE …` taken out, its function
+/// renamed for it (see the module docs).
 pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location()?;
     let solid: Vec<usize> = (0..tokens.len())
@@ -46,12 +101,99 @@ pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
             drop[w[2]] = true;
         }
     }
+    let word = |k: usize, text: &str| {
+        solid.get(k).is_some_and(|&i| {
+            matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text))
+        })
+    };
+    let mut renames = vec![];
+    for k in 0..solid.len() {
+        if !word(k, "exclude") {
+            continue;
+        }
+        let (mode, len) = if word(k + 1, "current") && word(k + 2, "row") {
+            (Some("current"), 3)
+        } else if word(k + 1, "group") {
+            (Some("group"), 2)
+        } else if word(k + 1, "ties") {
+            (Some("ties"), 2)
+        } else if word(k + 1, "no") && word(k + 2, "others") {
+            (None, 3)
+        } else {
+            continue;
+        };
+        if solid
+            .get(k + len)
+            .is_none_or(|&i| tokens[i].token != Token::RParen)
+        {
+            continue;
+        }
+        let Some(function) = framed_function(&tokens, &solid, k) else {
+            continue;
+        };
+        for &i in &solid[k..k + len] {
+            drop[i] = true;
+        }
+        let Token::Word(w) = &tokens[function].token else {
+            continue;
+        };
+        let name = match w.quote_style {
+            Some(_) => w.value.clone(),
+            None => w.value.to_ascii_lowercase(),
+        };
+        if let Some(mode) = mode
+            && !FRAMELESS.contains(&name.as_str())
+        {
+            renames.push((function, format!("{EXCLUDE_PREFIX}{mode}__{name}")));
+        }
+    }
+    let mut tokens = tokens;
+    for (i, name) in renames {
+        tokens[i].token = Token::make_word(&name, None);
+    }
     Ok(tokens
         .into_iter()
         .zip(drop)
         .filter(|(_, d)| !d)
         .map(|(t, _)| t)
         .collect())
+}
+
+/// The token index of the name of the function whose window spec holds
+/// the solid token `k`: `name(…) [FILTER (…)] OVER (… k …)`.
+fn framed_function(tokens: &[TokenWithSpan], solid: &[usize], k: usize) -> Option<usize> {
+    // The solid position of the parenthesis matching the one closed (or
+    // left open) just after `from`, going back.
+    let open_before = |from: usize| -> Option<usize> {
+        let mut depth = 0i32;
+        for p in (0..from).rev() {
+            match tokens[solid[p]].token {
+                Token::RParen => depth += 1,
+                Token::LParen if depth == 0 => return Some(p),
+                Token::LParen => depth -= 1,
+                _ => {}
+            }
+        }
+        None
+    };
+    let is_word = |p: usize, text: &str| matches!(&tokens[solid[p]].token, Token::Word(w) if w.value.eq_ignore_ascii_case(text));
+    let spec = open_before(k)?;
+    if spec < 2 || !is_word(spec - 1, "over") {
+        return None;
+    }
+    let mut call_end = spec - 2;
+    loop {
+        if tokens[solid[call_end]].token != Token::RParen {
+            return None;
+        }
+        let open = open_before(call_end)?;
+        let before = open.checked_sub(1)?;
+        if is_word(before, "filter") && before >= 1 {
+            call_end = before - 1;
+            continue;
+        }
+        return matches!(tokens[solid[before]].token, Token::Word(_)).then_some(solid[before]);
+    }
 }
 
 /// Frame offsets as constants DataFusion casts to the ORDER BY column's
@@ -69,6 +211,9 @@ impl VisitorMut for Frames {
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         named_windows(&mut query.body);
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            based_on_named(select);
+        }
         ControlFlow::Continue(())
     }
 
@@ -79,8 +224,57 @@ impl VisitorMut for Frames {
         {
             frame_offsets(frame);
         }
+        // `count(*)` renamed for an exclusion counts rows as count(1).
+        if let Expr::Function(f) = e
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.starts_with(EXCLUDE_PREFIX))
+            && let FunctionArguments::List(list) = &mut f.args
+        {
+            for a in &mut list.args {
+                if let FunctionArg::Unnamed(arg @ FunctionArgExpr::Wildcard) = a {
+                    *arg = FunctionArgExpr::Expr(Expr::value(Value::Number("1".into(), false)));
+                }
+            }
+        }
         ControlFlow::Continue(())
     }
+}
+
+/// `OVER (w ROWS …)`: a window spec that names a window of the query's
+/// WINDOW clause takes that window's PARTITION BY and ORDER BY, as in
+/// PostgreSQL (sqlparser keeps the name, which DataFusion ignores).
+fn based_on_named(select: &mut Select) {
+    let named: Vec<(String, WindowSpec)> = select
+        .named_window
+        .iter()
+        .filter_map(|w| match &w.1 {
+            NamedWindowExpr::WindowSpec(spec) => Some((w.0.value.clone(), spec.clone())),
+            NamedWindowExpr::NamedWindow(_) => None,
+        })
+        .collect();
+    if named.is_empty() {
+        return;
+    }
+    let _ = visit_expressions_mut(&mut select.projection, |e: &mut Expr| {
+        if let Expr::Function(f) = e
+            && let Some(WindowType::WindowSpec(spec)) = &mut f.over
+            && let Some(name) = &spec.window_name
+            && let Some((_, base)) = named.iter().find(|(n, _)| *n == name.value)
+        {
+            spec.window_name = None;
+            spec.partition_by = base.partition_by.clone();
+            if spec.order_by.is_empty() {
+                spec.order_by = base.order_by.clone();
+            }
+            if spec.window_frame.is_none() {
+                spec.window_frame = base.window_frame.clone();
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 fn named_windows(body: &mut SetExpr) {
@@ -142,4 +336,311 @@ fn plain_constant(e: &mut Expr) {
         _ => return,
     };
     *e = Expr::Value(Value::Number(text, false).into());
+}
+
+/// Which rows of the frame an exclusion leaves out (besides none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Exclude {
+    CurrentRow,
+    Group,
+    Ties,
+}
+
+/// What runs over the rows that remain.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Inner {
+    FirstValue,
+    LastValue,
+    NthValue,
+    Aggregate(Arc<AggregateUDF>),
+}
+
+/// A window function over its frame less the rows its exclusion leaves
+/// out (see the module docs).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Excluding {
+    name: String,
+    exclude: Exclude,
+    inner: Inner,
+    signature: Signature,
+}
+
+/// The window functions the functions renamed by [`frame_tokens`] in
+/// `statement` need, made from `state`'s aggregates.
+pub fn exclusions(
+    statement: &Statement,
+    state: &SessionState,
+) -> eon_common::Result<Vec<WindowUDF>> {
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e
+                && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
+                && name.value.starts_with(EXCLUDE_PREFIX)
+                && !self.0.contains(&name.value)
+            {
+                self.0.push(name.value.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(vec![]);
+    let _ = statement.visit(&mut names);
+    names
+        .0
+        .into_iter()
+        .map(|name| {
+            let rest = &name[EXCLUDE_PREFIX.len()..];
+            let (mode, function) = rest.split_once("__").unwrap_or((rest, ""));
+            let exclude = match mode {
+                "current" => Exclude::CurrentRow,
+                "group" => Exclude::Group,
+                _ => Exclude::Ties,
+            };
+            let (inner, signature) = match function {
+                "first_value" => (Inner::FirstValue, Signature::any(1, Volatility::Immutable)),
+                "last_value" => (Inner::LastValue, Signature::any(1, Volatility::Immutable)),
+                "nth_value" => (Inner::NthValue, Signature::any(2, Volatility::Immutable)),
+                _ => match state.aggregate_functions().get(function) {
+                    Some(f) => (Inner::Aggregate(f.clone()), f.signature().clone()),
+                    None => {
+                        return Err(eon_common::Error::user(
+                            eon_common::error::sqlstate::UNDEFINED_FUNCTION,
+                            format!("function {function} does not exist"),
+                        ));
+                    }
+                },
+            };
+            Ok(WindowUDF::new_from_impl(Excluding {
+                name,
+                exclude,
+                inner,
+                signature,
+            }))
+        })
+        .collect()
+}
+
+impl WindowUDFImpl for Excluding {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        match &self.inner {
+            Inner::Aggregate(f) => f.coerce_types(arg_types),
+            _ => Ok(arg_types.to_vec()),
+        }
+    }
+
+    fn field(&self, args: WindowUDFFieldArgs) -> DfResult<FieldRef> {
+        let inputs = args.input_fields();
+        let data_type = match &self.inner {
+            Inner::Aggregate(f) => f.return_field(inputs)?.data_type().clone(),
+            _ => match inputs.first() {
+                Some(f) => f.data_type().clone(),
+                None => return plan_err!("{} needs an argument", unmarked(&self.name)),
+            },
+        };
+        Ok(Arc::new(Field::new(args.name(), data_type, true)))
+    }
+
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> DfResult<Box<dyn PartitionEvaluator>> {
+        let fields = args.input_fields().to_vec();
+        let schema = Schema::new(fields.clone());
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let return_field = match &self.inner {
+            Inner::Aggregate(f) => Some(f.return_field(&fields)?),
+            _ => None,
+        };
+        let aggregate = match &self.inner {
+            Inner::Aggregate(f) => Some(f.clone()),
+            _ => None,
+        };
+        Ok(Box::new(ExcludingEvaluator {
+            exclude: self.exclude,
+            pick: match self.inner {
+                Inner::FirstValue => Pick::First,
+                Inner::LastValue => Pick::Last,
+                Inner::NthValue => Pick::Nth,
+                Inner::Aggregate(_) => Pick::All,
+            },
+            aggregate,
+            return_field,
+            schema,
+            exprs,
+            fields,
+            row: 0,
+            peer_groups: vec![],
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    First,
+    Last,
+    Nth,
+    All,
+}
+
+/// Evaluates one partition, row by row in order (DataFusion evaluates a
+/// frame-reading window function so; `row` counts them).
+#[derive(Debug)]
+struct ExcludingEvaluator {
+    exclude: Exclude,
+    pick: Pick,
+    aggregate: Option<Arc<AggregateUDF>>,
+    return_field: Option<FieldRef>,
+    schema: Schema,
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    fields: Vec<FieldRef>,
+    row: usize,
+    /// Each row's peer group: rows with equal ORDER BY values (sorted, so
+    /// a group is a run of rows); one group when there is no ORDER BY.
+    peer_groups: Vec<usize>,
+}
+
+impl ExcludingEvaluator {
+    fn group_peers(&mut self, order_by: &[ArrayRef]) -> DfResult<()> {
+        let rows = order_by.first().map_or(0, |a| a.len());
+        let mut group = 0;
+        self.peer_groups = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if row > 0 {
+                for a in order_by {
+                    if ScalarValue::try_from_array(a, row)?
+                        != ScalarValue::try_from_array(a, row - 1)?
+                    {
+                        group += 1;
+                        break;
+                    }
+                }
+            }
+            self.peer_groups.push(group);
+        }
+        Ok(())
+    }
+}
+
+impl PartitionEvaluator for ExcludingEvaluator {
+    fn uses_window_frame(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> DfResult<ScalarValue> {
+        let args = &values[..self.fields.len()];
+        let order_by = &values[self.fields.len()..];
+        let current = self.row;
+        self.row += 1;
+        if current == 0 && !order_by.is_empty() {
+            self.group_peers(order_by)?;
+        }
+        let group = |row: usize| self.peer_groups.get(row).copied().unwrap_or(0);
+        let kept = range.clone().filter(|&r| match self.exclude {
+            Exclude::CurrentRow => r != current,
+            Exclude::Group => group(r) != group(current),
+            Exclude::Ties => r == current || group(r) != group(current),
+        });
+        let value_at = |row: Option<usize>| match row {
+            Some(r) => ScalarValue::try_from_array(&args[0], r),
+            None => ScalarValue::try_from(args[0].data_type()),
+        };
+        match self.pick {
+            Pick::First => value_at(kept.into_iter().next()),
+            Pick::Last => value_at(kept.last()),
+            Pick::Nth => {
+                let n = match ScalarValue::try_from_array(&args[1], current)? {
+                    ScalarValue::Int64(Some(n)) => n,
+                    other => match other.cast_to(&DataType::Int64)? {
+                        ScalarValue::Int64(Some(n)) => n,
+                        _ => return value_at(None),
+                    },
+                };
+                if n <= 0 {
+                    return Err(crate::pgformat::fail(
+                        eon_common::error::sqlstate::INVALID_PARAMETER_VALUE,
+                        "argument of nth_value must be greater than zero",
+                    ));
+                }
+                value_at(kept.into_iter().nth(n as usize - 1))
+            }
+            Pick::All => {
+                let (Some(f), Some(return_field)) = (&self.aggregate, &self.return_field) else {
+                    return value_at(None);
+                };
+                let indices = UInt32Array::from_iter_values(kept.map(|r| r as u32));
+                let columns = args
+                    .iter()
+                    .map(|a| take(a.as_ref(), &indices, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut accumulator = f.accumulator(AccumulatorArgs {
+                    return_field: return_field.clone(),
+                    schema: &self.schema,
+                    ignore_nulls: false,
+                    order_bys: &[],
+                    is_reversed: false,
+                    name: f.name(),
+                    is_distinct: false,
+                    exprs: &self.exprs,
+                    expr_fields: &self.fields,
+                })?;
+                accumulator.update_batch(&columns)?;
+                accumulator.evaluate()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn respelled(sql: &str) -> String {
+        frame_tokens(sql)
+            .unwrap()
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn exclusion_renames_the_function_it_belongs_to() {
+        assert_eq!(
+            respelled(
+                "SELECT Sum(x) OVER (ORDER BY y ROWS UNBOUNDED PRECEDING EXCLUDE TIES) FROM t"
+            ),
+            "SELECT eon_exclude_ties__sum(x) OVER (ORDER BY y ROWS UNBOUNDED PRECEDING ) FROM t"
+        );
+        assert_eq!(
+            respelled(
+                "SELECT count(*) FILTER (WHERE x > 0) OVER (w ROWS CURRENT ROW exclude current row)"
+            ),
+            "SELECT eon_exclude_current__count(*) FILTER (WHERE x > 0) OVER (w ROWS CURRENT ROW )"
+        );
+        // No others is the default; lag does not read the frame.
+        assert_eq!(
+            respelled(
+                "SELECT max(x) OVER (ROWS CURRENT ROW EXCLUDE NO OTHERS), lag(x) OVER (ROWS CURRENT ROW EXCLUDE GROUP)"
+            ),
+            "SELECT max(x) OVER (ROWS CURRENT ROW ), lag(x) OVER (ROWS CURRENT ROW )"
+        );
+        assert_eq!(unmarked("eon_exclude_group__nth_value"), "nth_value");
+        assert_eq!(unmarked("sum"), "sum");
+    }
 }

@@ -1747,6 +1747,58 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
             vec!["4", "10", "3"],
         ]
     );
+    // Frames that exclude the current row, its peers (equal in the ORDER
+    // BY), or both; lag ignores the clause, as it ignores the frame.
+    let sql = "SELECT id,
+            sum(f) OVER (ORDER BY g ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+                         EXCLUDE GROUP),
+            sum(f) OVER (ORDER BY g RANGE BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+                         EXCLUDE TIES),
+            count(*) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+                           EXCLUDE CURRENT ROW),
+            first_value(f) OVER (ORDER BY id ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING
+                                 EXCLUDE CURRENT ROW),
+            lag(id) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+                          EXCLUDE TIES),
+            sum(f) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE NO OTHERS)
+         FROM m WINDOW w AS (ORDER BY id) ORDER BY id";
+    assert_eq!(
+        texts(&c, sql).await,
+        vec![
+            vec!["1", "12.5", "14", "3", "2.5", "NULL", "1.5"],
+            vec!["2", "-2.5", "0", "3", "-4", "1", "4"],
+            vec!["3", "12.5", "8.5", "3", "10", "2", "0"],
+            vec!["4", "-2.5", "7.5", "3", "NULL", "3", "10"],
+        ]
+    );
+    let names: Vec<String> = c
+        .prepare(sql)
+        .await
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["id", "sum", "sum", "count", "first_value", "lag", "sum"]
+    );
+    // Floats as extra_float_digits says: 0 gives C's %.15g / %.6g.
+    c.batch_execute("SET extra_float_digits = 0").await.unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT 0.1::float8 + 0.2::float8, 431.77261::float4, 1e20::float8"
+        )
+        .await,
+        vec![vec!["0.3", "431.773", "1e+20"]]
+    );
+    c.batch_execute("RESET extra_float_digits").await.unwrap();
+    assert_eq!(
+        texts(&c, "SELECT 0.1::float8 + 0.2::float8").await,
+        vec![vec!["0.30000000000000004"]]
+    );
+    refused(&c, "SET extra_float_digits = 4", "22023").await;
 }
 
 #[tokio::test]
