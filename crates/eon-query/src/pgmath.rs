@@ -31,17 +31,28 @@
 //! leaves them as they are. Such calls are evaluated by the query engine
 //! (the data engines know only DataFusion's own functions), so
 //! `provider::ship` keeps filters that use them.
+//!
+//! **Variance of infinities.** PostgreSQL's variance and standard
+//! deviation of doubles are NaN once an input is ±Infinity or NaN (even a
+//! single one: `var_pop('inf'::float8)` is NaN); DataFusion's answer 0 for
+//! one row and NaN or Infinity otherwise. [`NonFinite`] wraps its
+//! `var_pop`, `var_samp`, `stddev_pop` and `stddev`: DataFusion's
+//! accumulator sees only the finite inputs and the wrapper counts the
+//! others (counts that travel in the partial state), so a sliding window
+//! frame can take an infinity back out — as PostgreSQL, which recomputes
+//! such a frame, gives the variance of the rest.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, FieldRef, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    Cast, ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Cast, ColumnarValue, Expr, ExprSchemable,
+    ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Statement, visit_expressions_mut};
@@ -75,6 +86,169 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(Mod {
         signature: Signature::numeric(2, Volatility::Immutable),
     }));
+    for name in ["var_pop", "var_samp", "stddev_pop", "stddev"] {
+        if let Ok(inner) = datafusion::execution::FunctionRegistry::udaf(ctx, name) {
+            ctx.register_udaf(AggregateUDF::new_from_impl(NonFinite { inner }));
+        }
+    }
+}
+
+/// A variance or standard deviation that is NaN once an input is not
+/// finite (see the module docs).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NonFinite {
+    inner: Arc<AggregateUDF>,
+}
+
+impl AggregateUDFImpl for NonFinite {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> datafusion::common::Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> datafusion::common::Result<Box<dyn Accumulator>> {
+        self.counting(self.inner.accumulator(args)?)
+    }
+
+    fn create_sliding_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> datafusion::common::Result<Box<dyn Accumulator>> {
+        self.counting(self.inner.create_sliding_accumulator(args)?)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> datafusion::common::Result<Vec<FieldRef>> {
+        let name = args.name.to_string();
+        let mut fields = self.inner.state_fields(args)?;
+        for what in ["finite", "non_finite"] {
+            fields.push(Arc::new(Field::new(
+                format!("{name}[{what}]"),
+                DataType::UInt64,
+                true,
+            )));
+        }
+        Ok(fields)
+    }
+}
+
+impl NonFinite {
+    fn counting(
+        &self,
+        inner: Box<dyn Accumulator>,
+    ) -> datafusion::common::Result<Box<dyn Accumulator>> {
+        // A value needs one input for the population's, two for the
+        // sample's.
+        let minimum = if self.inner.name().contains("pop") {
+            1
+        } else {
+            2
+        };
+        Ok(Box::new(CountingNonFinite {
+            inner,
+            minimum,
+            finite: 0,
+            non_finite: 0,
+        }))
+    }
+}
+
+/// The inner accumulator sees the finite inputs only, so that a sliding
+/// frame can take them back out; the non-finite ones are counted.
+#[derive(Debug)]
+struct CountingNonFinite {
+    inner: Box<dyn Accumulator>,
+    minimum: u64,
+    finite: u64,
+    non_finite: u64,
+}
+
+/// `values`' finite numbers (and nulls), and how many of each kind.
+fn split_finite(values: &ArrayRef) -> datafusion::common::Result<(ArrayRef, u64, u64)> {
+    if !matches!(values.data_type(), DataType::Float64 | DataType::Float32) {
+        let n = (values.len() - values.null_count()) as u64;
+        return Ok((values.clone(), n, 0));
+    }
+    let floats = datafusion::arrow::compute::cast(values, &DataType::Float64)?;
+    let keep: datafusion::arrow::array::BooleanArray = floats
+        .as_primitive::<Float64Type>()
+        .iter()
+        .map(|v| Some(v.is_none_or(|v| v.is_finite())))
+        .collect();
+    let kept = datafusion::arrow::compute::filter(values, &keep)?;
+    let finite = (kept.len() - kept.null_count()) as u64;
+    let non_finite = (values.len() - kept.len()) as u64;
+    Ok((kept, finite, non_finite))
+}
+
+impl Accumulator for CountingNonFinite {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
+        let (kept, finite, non_finite) = split_finite(&values[0])?;
+        self.finite += finite;
+        self.non_finite += non_finite;
+        self.inner.update_batch(&[kept])
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
+        let (kept, finite, non_finite) = split_finite(&values[0])?;
+        self.finite = self.finite.saturating_sub(finite);
+        self.non_finite = self.non_finite.saturating_sub(non_finite);
+        self.inner.retract_batch(&[kept])
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        self.inner.supports_retract_batch()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
+        let sum = |a: &ArrayRef| -> u64 {
+            a.as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+                .iter()
+                .flatten()
+                .sum()
+        };
+        let n = states.len();
+        self.finite += sum(&states[n - 2]);
+        self.non_finite += sum(&states[n - 1]);
+        self.inner.merge_batch(&states[..n - 2])
+    }
+
+    fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
+        let mut state = self.inner.state()?;
+        state.push(ScalarValue::UInt64(Some(self.finite)));
+        state.push(ScalarValue::UInt64(Some(self.non_finite)));
+        Ok(state)
+    }
+
+    fn evaluate(&mut self) -> datafusion::common::Result<ScalarValue> {
+        if self.non_finite == 0 {
+            return self.inner.evaluate();
+        }
+        Ok(ScalarValue::Float64(
+            (self.finite + self.non_finite >= self.minimum).then_some(f64::NAN),
+        ))
+    }
+
+    fn size(&self) -> usize {
+        self.inner.size() + 3 * std::mem::size_of::<u64>()
+    }
 }
 
 /// `mod(x, y)` (see the module docs).

@@ -1799,6 +1799,26 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
         vec![vec!["0.30000000000000004"]]
     );
     refused(&c, "SET extra_float_digits = 4", "22023").await;
+    // Variance of a set with an infinity or NaN is NaN, as in PostgreSQL,
+    // also in a sliding frame once the infinity has left it.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT var_pop('inf'::float8), var_samp('inf'::float8),
+                    (SELECT stddev_samp(x) FROM (VALUES (1.0::float8), ('nan')) v(x))"
+        )
+        .await,
+        vec![vec!["NaN", "NULL", "NaN"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT var_pop(x) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+             FROM (VALUES (1, 'inf'::float8), (2, 1), (3, 3)) v(i, x) ORDER BY i"
+        )
+        .await,
+        vec![vec!["NaN"], vec!["NaN"], vec!["1"]]
+    );
 }
 
 #[tokio::test]
