@@ -329,28 +329,22 @@ pub fn cast_array(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
             arrow(&(Arc::new(out) as ArrayRef))
         }
         (DataType::Float32 | DataType::Float64, DataType::Decimal128(p, s)) => {
+            // As PostgreSQL's float8_numeric / float4_numeric: through the
+            // float's text with 15 (6) significant digits, so 0.1::float4
+            // is 0.1, not the binary value's 0.100000001490116….
+            let single = array.data_type() == &DataType::Float32;
             let f = cast_with_options(array, &DataType::Float64, &STRICT).map_err(ae)?;
-            let f = f.as_primitive::<Float64Type>();
-            let finite: Float64Array = f.unary(|v| if v.is_finite() { v } else { 0.0 });
-            let cast = arrow(&(Arc::new(finite) as ArrayRef))?;
-            let cast = cast.as_primitive::<Decimal128Type>();
-            let out: Decimal128Array = cast
+            let out: Decimal128Array = f
+                .as_primitive::<Float64Type>()
                 .iter()
-                .zip(f.iter())
-                .map(|(d, v)| {
+                .map(|v| {
                     v.map(|v| {
-                        if v.is_nan() {
-                            NAN
-                        } else if v == f64::INFINITY {
-                            INFINITY
-                        } else if v == f64::NEG_INFINITY {
-                            NEG_INFINITY
-                        } else {
-                            d.unwrap_or(0)
-                        }
+                        let text = crate::pgtypes::format_float_with(v, single, 0);
+                        parse_to(&text, *p as u16, *s, true)
                     })
+                    .transpose()
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Ok(Arc::new(out.with_precision_and_scale(*p, *s).map_err(ae)?))
         }
         (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, DataType::Decimal128(p, s)) => {

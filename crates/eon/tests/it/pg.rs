@@ -1799,6 +1799,17 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
         vec![vec!["0.30000000000000004"]]
     );
     refused(&c, "SET extra_float_digits = 4", "22023").await;
+    // A float becomes a numeric through its text (15 or 6 digits), as in
+    // PostgreSQL, not through its binary value.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT 0.1::float4::numeric = 0.1, 1e20::float8::numeric = 1e20::numeric,
+                    431.773::float4::numeric(6, 3), 'nan'::float8::numeric"
+        )
+        .await,
+        vec![vec!["t", "t", "431.773", "NaN"]]
+    );
     // Variance of a set with an infinity or NaN is NaN, as in PostgreSQL,
     // also in a sliding frame once the infinity has left it.
     assert_eq!(
