@@ -449,7 +449,27 @@ pub fn parse_timestamp(s: &str, order: Order, with_zone: bool, now_us: i64) -> R
     parse(s, order, target, now_us)
 }
 
+/// PostgreSQL's first timestamp, 4714-11-24 00:00 BC (Julian day 0), in
+/// microseconds since 1970.
+const MIN_TIMESTAMP: i64 = -210_866_803_200_000_000;
+
 fn parse(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Error> {
+    let us = read_checked(s, order, target, now_us)?;
+    if us < MIN_TIMESTAMP && us != TS_NEG_INFINITY {
+        let what = if target == Target::Date {
+            "date"
+        } else {
+            "timestamp"
+        };
+        return Err(Error::user(
+            sqlstate::DATETIME_FIELD_OVERFLOW,
+            format!("{what} out of range: \"{s}\""),
+        ));
+    }
+    Ok(us)
+}
+
+fn read_checked(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Error> {
     read(s, order, target, now_us).map_err(|bad| match bad {
         Bad::Syntax => Error::user(
             sqlstate::INVALID_DATETIME_FORMAT,

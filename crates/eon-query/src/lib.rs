@@ -29,6 +29,7 @@
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
 //! | [`numfmt`]   | to_char and to_number for numbers: PostgreSQL's number pictures |
+//! | [`dtfmt`]    | to_char for dates and timestamps: PostgreSQL's date/time pictures |
 //! | [`overflow`] | integer +, -, * that fail on overflow (22003); decimal arithmetic and casts handed to [`numeric`] |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
@@ -64,6 +65,7 @@ pub mod datetime;
 pub mod ddl;
 pub mod decorrelate;
 pub mod dml;
+pub mod dtfmt;
 pub mod enums;
 pub mod errors;
 pub mod extract;

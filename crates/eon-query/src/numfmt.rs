@@ -22,8 +22,9 @@
 //! in (`.` and `,`, a blank currency symbol). No crate implements it.
 //! `to_number` runs the same machine the other way.
 //!
-//! eon registers `to_char` for numbers; dates and timestamps still go to
-//! DataFusion's.
+//! eon registers `to_char` for numbers, and for dates and timestamps
+//! without time zone through [`crate::dtfmt`]'s pictures; other types
+//! (intervals, timestamps with time zone) still go to DataFusion's.
 
 use std::sync::Arc;
 
@@ -1166,19 +1167,25 @@ impl ScalarUDFImpl for ToChar {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if is_number(args.arg_fields[0].data_type()) {
+        let t = args.arg_fields[0].data_type();
+        if is_number(t) || crate::dtfmt::is_datetime(t) {
             return Ok(Arc::new(Field::new("to_char", DataType::Utf8, true)));
         }
         self.fallback()?.return_field_from_args(args)
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if !is_number(&args.args[0].data_type()) {
+        let datetime = crate::dtfmt::is_datetime(&args.args[0].data_type());
+        if !is_number(&args.args[0].data_type()) && !datetime {
             return self.fallback()?.invoke_with_args(args);
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let formats = cast(&arrays[1], &DataType::Utf8)?;
         let formats = formats.as_string::<i32>();
+        if datetime {
+            let out = crate::dtfmt::to_char_array(&arrays[0], formats)?;
+            return crate::pgfuncs::shaped_like(&args.args, out);
+        }
         let mut b = StringBuilder::new();
         for i in 0..arrays[0].len() {
             if arrays[0].is_null(i) || formats.is_null(i) {

@@ -1799,6 +1799,31 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
         vec![vec!["0.30000000000000004"]]
     );
     refused(&c, "SET extra_float_digits = 4", "22023").await;
+    // Dates and timestamps through PostgreSQL's pictures; the infinities
+    // have none.
+    c.batch_execute("CREATE TABLE stamps (id int PRIMARY KEY, t timestamp)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO stamps VALUES (1, 'infinity'), (2, '2020-01-01')")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT to_char(timestamp '1997-02-10 17:32:01.5', 'FMDay, FMDDth Month YYYY HH12:MI:SS.MS am'),
+                    to_char(date '2024-03-05', 'YYYY-MM-DD \"week\" IW')"
+        )
+        .await,
+        vec![vec![
+            "Monday, 10th February  1997 05:32:01.500 pm",
+            "2024-03-05 week 10"
+        ]]
+    );
+    assert_eq!(
+        texts(&c, "SELECT to_char(t, 'YYYY') FROM stamps ORDER BY id").await,
+        vec![vec!["NULL"], vec!["2020"]]
+    );
+    refused(&c, "SELECT 'Feb 16 17:32:01 5097 BC'::timestamp", "22008").await;
     // A float becomes a numeric through its text (15 or 6 digits), as in
     // PostgreSQL, not through its binary value.
     assert_eq!(
