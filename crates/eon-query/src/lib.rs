@@ -41,6 +41,7 @@
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
 //! | [`intervals`]| interval and time input as PostgreSQL reads it; interval literals |
+//! | [`joins`]    | USING join columns merged as PostgreSQL merges them         |
 //! | [`jsonops`]  | jsonb's operators (`->`, `@>`, `?`, …) and JSON functions   |
 //! | [`enums`]    | enum types: CREATE/ALTER/DROP TYPE, casts, label order      |
 //! | [`schemas`]  | CREATE/DROP SCHEMA and the search path                      |
@@ -74,6 +75,7 @@ pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
 pub mod intervals;
+pub mod joins;
 pub mod jsonops;
 pub mod naming;
 pub mod numeric;

@@ -642,6 +642,7 @@ impl Session {
         crate::pgfuncs::rewrite(&mut statements);
         crate::jsonops::rewrite(&mut statements);
         crate::windows::rewrite(&mut statements);
+        crate::joins::merge_using_columns(&mut statements);
         crate::pgmath::rewrite_unknown_args(&mut statements);
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;

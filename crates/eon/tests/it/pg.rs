@@ -1289,6 +1289,41 @@ async fn correlated_subqueries_and_array_results() {
         .await,
         [["100", "3"], ["101", "NULL"]]
     );
+    // A USING join has one column per key, listed first by *; a FULL
+    // join's is the key of whichever side has the row, a RIGHT join's the
+    // right side's.
+    c.batch_execute(
+        "CREATE TABLE ja (k int PRIMARY KEY, a text); CREATE TABLE jb (k int PRIMARY KEY, b text);
+         INSERT INTO ja VALUES (1, 'a1'), (2, 'a2'); INSERT INTO jb VALUES (2, 'b2'), (3, 'b3')",
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT * FROM ja FULL JOIN jb USING (k) ORDER BY k";
+    assert_eq!(
+        texts(&c, sql).await,
+        [["1", "a1", "NULL"], ["2", "a2", "b2"], ["3", "NULL", "b3"]]
+    );
+    let names: Vec<String> = c
+        .prepare(sql)
+        .await
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(names, ["k", "a", "b"]);
+    assert_eq!(
+        texts(&c, "SELECT k, b FROM ja RIGHT JOIN jb USING (k) ORDER BY k").await,
+        [["2", "b2"], ["3", "b3"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT * FROM (SELECT b, k FROM jb) x RIGHT JOIN ja USING (k) ORDER BY k"
+        )
+        .await,
+        [["1", "NULL", "a1"], ["2", "b2", "a2"]]
+    );
 }
 
 /// idle_in_transaction_session_timeout: a block left idle longer is rolled
