@@ -1303,14 +1303,7 @@ async fn correlated_subqueries_and_array_results() {
         texts(&c, sql).await,
         [["1", "a1", "NULL"], ["2", "a2", "b2"], ["3", "NULL", "b3"]]
     );
-    let names: Vec<String> = c
-        .prepare(sql)
-        .await
-        .unwrap()
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let names = column_names(&c, sql).await;
     assert_eq!(names, ["k", "a", "b"]);
     assert_eq!(
         texts(&c, "SELECT k, b FROM ja RIGHT JOIN jb USING (k) ORDER BY k").await,
@@ -1396,6 +1389,16 @@ impl<'a> tokio_postgres::types::FromSql<'a> for RawNumeric {
 }
 
 /// Text results of `sql`, row by row.
+/// The names of the result columns `sql` describes.
+async fn column_names(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let statement = c.prepare(sql).await.unwrap();
+    statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
 async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
     c.simple_query(sql)
         .await
@@ -1806,14 +1809,7 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
             vec!["4", "-2.5", "7.5", "3", "NULL", "3", "10"],
         ]
     );
-    let names: Vec<String> = c
-        .prepare(sql)
-        .await
-        .unwrap()
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let names = column_names(&c, sql).await;
     assert_eq!(
         names,
         ["id", "sum", "sum", "count", "first_value", "lag", "sum"]
