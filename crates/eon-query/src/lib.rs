@@ -20,7 +20,7 @@
 //! | [`checks`]   | CHECK constraints                                           |
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
-//! | [`windows`]  | window frame offsets as PostgreSQL writes them              |
+//! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`cursors`]  | DECLARE … CURSOR, FETCH, MOVE, CLOSE                        |
