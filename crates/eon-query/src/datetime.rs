@@ -454,7 +454,21 @@ pub fn parse_timestamp(s: &str, order: Order, with_zone: bool, now_us: i64) -> R
 const MIN_TIMESTAMP: i64 = -210_866_803_200_000_000;
 
 fn parse(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Error> {
-    let us = read_checked(s, order, target, now_us)?;
+    let us = read(s, order, target, now_us).map_err(|bad| match bad {
+        Bad::Syntax => Error::user(
+            sqlstate::INVALID_DATETIME_FORMAT,
+            format!("invalid input syntax for type {}: \"{s}\"", target.name()),
+        ),
+        Bad::Range => Error::user(
+            sqlstate::DATETIME_FIELD_OVERFLOW,
+            format!("date/time field value out of range: \"{s}\""),
+        ),
+        Bad::RangeHint => Error::user(
+            sqlstate::DATETIME_FIELD_OVERFLOW,
+            format!("date/time field value out of range: \"{s}\""),
+        )
+        .with_hint("Perhaps you need a different \"datestyle\" setting."),
+    })?;
     if us < MIN_TIMESTAMP && us != TS_NEG_INFINITY {
         let what = if target == Target::Date {
             "date"
@@ -469,22 +483,14 @@ fn parse(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Erro
     Ok(us)
 }
 
-fn read_checked(s: &str, order: Order, target: Target, now_us: i64) -> Result<i64, Error> {
-    read(s, order, target, now_us).map_err(|bad| match bad {
-        Bad::Syntax => Error::user(
-            sqlstate::INVALID_DATETIME_FORMAT,
-            format!("invalid input syntax for type {}: \"{s}\"", target.name()),
-        ),
-        Bad::Range => Error::user(
-            sqlstate::DATETIME_FIELD_OVERFLOW,
-            format!("date/time field value out of range: \"{s}\""),
-        ),
-        Bad::RangeHint => Error::user(
-            sqlstate::DATETIME_FIELD_OVERFLOW,
-            format!("date/time field value out of range: \"{s}\""),
-        )
-        .with_hint("Perhaps you need a different \"datestyle\" setting."),
-    })
+/// A date (days since 1970) as the timestamp of its midnight, the
+/// infinities kept infinite.
+pub fn date_midnight(days: i64) -> i64 {
+    match days {
+        d if d == i64::from(DATE_INFINITY) => TS_INFINITY,
+        d if d == i64::from(DATE_NEG_INFINITY) => TS_NEG_INFINITY,
+        d => d * 86_400_000_000,
+    }
 }
 
 fn number(text: &str) -> Result<i64, Bad> {

@@ -15,7 +15,17 @@
 //! DataFusion's to_char reads chrono's `%Y` pictures instead, so eon
 //! answers these itself (see numfmt's `ToChar`).
 
+use std::sync::Arc;
+
 use chrono::{Datelike, NaiveDateTime, Timelike};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::Result;
+
+use crate::datetime::{TS_INFINITY, TS_NEG_INFINITY, date_midnight};
 
 /// PostgreSQL's keywords, longest first where one begins another.
 const KEYWORDS: &[&str] = &[
@@ -268,6 +278,44 @@ fn field(t: NaiveDateTime, keyword: &str, written: &str, fill: bool) -> (String,
     }
 }
 
+/// Whether to_char writes values of type `t` here: dates and timestamps
+/// without time zone.
+pub fn is_datetime(t: &DataType) -> bool {
+    matches!(t, DataType::Date32 | DataType::Timestamp(_, None))
+}
+
+/// `to_char` of a column of dates or timestamps: NULL for NULL and the
+/// infinities.
+pub fn to_char_array(values: &ArrayRef, formats: &StringArray) -> Result<ArrayRef> {
+    let micros = match values.data_type() {
+        // Each day at its midnight.
+        DataType::Date32 => {
+            let days = values.as_primitive::<Date32Type>();
+            let us: TimestampMicrosecondArray = days.unary(|d| date_midnight(d as i64));
+            Arc::new(us) as ArrayRef
+        }
+        _ => cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+    };
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    let mut b = StringBuilder::new();
+    for i in 0..micros.len() {
+        let v = micros.value(i);
+        let t = chrono::DateTime::from_timestamp_micros(v).map(|t| t.naive_utc());
+        match t {
+            Some(t)
+                if !micros.is_null(i)
+                    && !formats.is_null(i)
+                    && v != TS_NEG_INFINITY
+                    && v != TS_INFINITY =>
+            {
+                b.append_value(to_char(t, formats.value(i)))
+            }
+            _ => b.append_null(),
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,58 +354,4 @@ mod tests {
         );
         assert_eq!(to_char(at("2001-01-13 00:00:00"), "FMDDth"), "13th");
     }
-}
-
-/// Whether to_char writes values of type `t` here: dates and timestamps
-/// without time zone.
-pub fn is_datetime(t: &datafusion::arrow::datatypes::DataType) -> bool {
-    matches!(
-        t,
-        datafusion::arrow::datatypes::DataType::Date32
-            | datafusion::arrow::datatypes::DataType::Timestamp(_, None)
-    )
-}
-
-/// `to_char` of a column of dates or timestamps: NULL for NULL and the
-/// infinities.
-pub fn to_char_array(
-    values: &datafusion::arrow::array::ArrayRef,
-    formats: &datafusion::arrow::array::StringArray,
-) -> datafusion::common::Result<datafusion::arrow::array::ArrayRef> {
-    use datafusion::arrow::array::{Array, AsArray, StringBuilder};
-    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
-    let micros = match values.data_type() {
-        DataType::Date32 => {
-            // Each day at midnight; the infinities stay infinite.
-            let days = values.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-            let us: datafusion::arrow::array::TimestampMicrosecondArray = days.unary(|d| match d {
-                crate::datetime::DATE_NEG_INFINITY => crate::datetime::TS_NEG_INFINITY,
-                crate::datetime::DATE_INFINITY => crate::datetime::TS_INFINITY,
-                d => d as i64 * 86_400_000_000,
-            });
-            std::sync::Arc::new(us) as datafusion::arrow::array::ArrayRef
-        }
-        _ => datafusion::arrow::compute::cast(
-            values,
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?,
-    };
-    let micros = micros.as_primitive::<TimestampMicrosecondType>();
-    let mut b = StringBuilder::new();
-    for i in 0..micros.len() {
-        let v = micros.value(i);
-        let t = chrono::DateTime::from_timestamp_micros(v).map(|t| t.naive_utc());
-        match t {
-            Some(t)
-                if !micros.is_null(i)
-                    && !formats.is_null(i)
-                    && v != crate::datetime::TS_NEG_INFINITY
-                    && v != crate::datetime::TS_INFINITY =>
-            {
-                b.append_value(to_char(t, formats.value(i)))
-            }
-            _ => b.append_null(),
-        }
-    }
-    Ok(std::sync::Arc::new(b.finish()))
 }

@@ -447,13 +447,8 @@ impl ScalarUDFImpl for DatePart {
         };
         let raw = raw.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         // date_part reads a date as its midnight.
-        let midnight = |days: i64| match days {
-            d if d == i64::from(DATE_INFINITY) => TS_INFINITY,
-            d if d == i64::from(DATE_NEG_INFINITY) => TS_NEG_INFINITY,
-            d => d * US_PER_DAY,
-        };
         let raw = match (Kind::of(&input), kind) {
-            (Some(Kind::Date), Kind::Timestamp) => &raw.unary(midnight),
+            (Some(Kind::Date), Kind::Timestamp) => &raw.unary(crate::datetime::date_midnight),
             _ => raw,
         };
         let out_type = args.return_field.data_type().clone();

@@ -27,7 +27,6 @@ use datafusion::sql::sqlparser::ast::{
 /// Which side's column a merged USING column is.
 #[derive(Clone, Copy, PartialEq)]
 enum Side {
-    Left,
     Right,
     Both,
 }
@@ -74,21 +73,15 @@ fn rewrite(select: &mut Select) {
     let [join] = from.joins.as_slice() else {
         return;
     };
+    // An inner or LEFT join's `x` is `a.x` already; DataFusion lists it
+    // where `a` does, which differs from PostgreSQL only when it is not
+    // `a`'s first column.
     let (columns, side) = match &join.join_operator {
-        JoinOperator::Join(JoinConstraint::Using(c))
-        | JoinOperator::Inner(JoinConstraint::Using(c))
-        | JoinOperator::Left(JoinConstraint::Using(c))
-        | JoinOperator::LeftOuter(JoinConstraint::Using(c)) => (c, Side::Left),
         JoinOperator::Right(JoinConstraint::Using(c))
         | JoinOperator::RightOuter(JoinConstraint::Using(c)) => (c, Side::Right),
         JoinOperator::FullOuter(JoinConstraint::Using(c)) => (c, Side::Both),
         _ => return,
     };
-    if side == Side::Left {
-        // DataFusion's column is the left one already; only the order of
-        // `*` differs, when the key is not the left side's first column.
-        return;
-    }
     let (Some(left), Some(right)) = (relation_name(&from.relation), relation_name(&join.relation))
     else {
         return;
@@ -100,7 +93,6 @@ fn rewrite(select: &mut Select) {
     let merged = |c: &Ident| -> Expr {
         let of = |t: &Ident| Expr::CompoundIdentifier(vec![t.clone(), c.clone()]);
         match side {
-            Side::Left => of(&left),
             Side::Right => of(&right),
             Side::Both => Expr::Function(Function {
                 name: ObjectName::from(vec![Ident::new("coalesce")]),

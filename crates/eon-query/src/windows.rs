@@ -48,9 +48,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, NamedWindowExpr, Query, Select, SetExpr,
-    Statement, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut, WindowFrame,
-    WindowFrameBound, WindowSpec, WindowType, visit_expressions_mut,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, NamedWindowExpr, Query,
+    Select, SetExpr, Statement, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
+    WindowFrame, WindowFrameBound, WindowSpec, WindowType, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -71,6 +71,14 @@ const FRAMELESS: &[&str] = &[
     "lag",
     "lead",
 ];
+
+/// The name of a call renamed for its frame's exclusion.
+fn excluding_name(f: &Function) -> Option<&str> {
+    let name = f.name.0.last().and_then(|p| p.as_ident())?;
+    name.value
+        .starts_with(EXCLUDE_PREFIX)
+        .then_some(name.value.as_str())
+}
 
 /// The name a result column computed by the function `name` gets: a
 /// function renamed for its frame's exclusion is named as the one it was.
@@ -226,11 +234,7 @@ impl VisitorMut for Frames {
         }
         // `count(*)` renamed for an exclusion counts rows as count(1).
         if let Expr::Function(f) = e
-            && f.name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.starts_with(EXCLUDE_PREFIX))
+            && excluding_name(f).is_some()
             && let FunctionArguments::List(list) = &mut f.args
         {
             for a in &mut list.args {
@@ -376,11 +380,10 @@ pub fn exclusions(
         type Break = ();
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             if let Expr::Function(f) = e
-                && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
-                && name.value.starts_with(EXCLUDE_PREFIX)
-                && !self.0.contains(&name.value)
+                && let Some(name) = excluding_name(f)
+                && !self.0.iter().any(|n| n == name)
             {
-                self.0.push(name.value.clone());
+                self.0.push(name.to_string());
             }
             ControlFlow::Continue(())
         }
@@ -461,24 +464,18 @@ impl WindowUDFImpl for Excluding {
             .enumerate()
             .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        let return_field = match &self.inner {
-            Inner::Aggregate(f) => Some(f.return_field(&fields)?),
-            _ => None,
-        };
-        let aggregate = match &self.inner {
-            Inner::Aggregate(f) => Some(f.clone()),
-            _ => None,
+        let over = match &self.inner {
+            Inner::FirstValue => Over::First,
+            Inner::LastValue => Over::Last,
+            Inner::NthValue => Over::Nth,
+            Inner::Aggregate(f) => Over::Aggregate {
+                return_field: f.return_field(&fields)?,
+                function: f.clone(),
+            },
         };
         Ok(Box::new(ExcludingEvaluator {
             exclude: self.exclude,
-            pick: match self.inner {
-                Inner::FirstValue => Pick::First,
-                Inner::LastValue => Pick::Last,
-                Inner::NthValue => Pick::Nth,
-                Inner::Aggregate(_) => Pick::All,
-            },
-            aggregate,
-            return_field,
+            over,
             schema,
             exprs,
             fields,
@@ -488,12 +485,17 @@ impl WindowUDFImpl for Excluding {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Pick {
+/// What an evaluator computes over the rows kept: one of them, or the
+/// aggregate (with its result's field).
+#[derive(Debug)]
+enum Over {
     First,
     Last,
     Nth,
-    All,
+    Aggregate {
+        function: Arc<AggregateUDF>,
+        return_field: FieldRef,
+    },
 }
 
 /// Evaluates one partition, row by row in order (DataFusion evaluates a
@@ -501,9 +503,7 @@ enum Pick {
 #[derive(Debug)]
 struct ExcludingEvaluator {
     exclude: Exclude,
-    pick: Pick,
-    aggregate: Option<Arc<AggregateUDF>>,
-    return_field: Option<FieldRef>,
+    over: Over,
     schema: Schema,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     fields: Vec<FieldRef>,
@@ -558,10 +558,10 @@ impl PartitionEvaluator for ExcludingEvaluator {
             Some(r) => ScalarValue::try_from_array(&args[0], r),
             None => ScalarValue::try_from(args[0].data_type()),
         };
-        match self.pick {
-            Pick::First => value_at(kept.into_iter().next()),
-            Pick::Last => value_at(kept.last()),
-            Pick::Nth => {
+        match &self.over {
+            Over::First => value_at(kept.into_iter().next()),
+            Over::Last => value_at(kept.last()),
+            Over::Nth => {
                 let n = match ScalarValue::try_from_array(&args[1], current)? {
                     ScalarValue::Int64(Some(n)) => n,
                     other => match other.cast_to(&DataType::Int64)? {
@@ -577,10 +577,10 @@ impl PartitionEvaluator for ExcludingEvaluator {
                 }
                 value_at(kept.into_iter().nth(n as usize - 1))
             }
-            Pick::All => {
-                let (Some(f), Some(return_field)) = (&self.aggregate, &self.return_field) else {
-                    return value_at(None);
-                };
+            Over::Aggregate {
+                function: f,
+                return_field,
+            } => {
                 let indices = UInt32Array::from_iter_values(kept.map(|r| r as u32));
                 let columns = args
                     .iter()
