@@ -22,6 +22,7 @@
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
+//! | [`apply`]    | what is still correlated after that: LATERAL and subqueries run per outer row |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`cursors`]  | DECLARE … CURSOR, FETCH, MOVE, CLOSE                        |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
@@ -55,6 +56,7 @@
 //! | [`grpc`]     | the `QueryEngine` gRPC service                              |
 
 pub mod alter;
+pub mod apply;
 pub mod auth;
 pub mod catalogsql;
 pub mod checks;

@@ -188,7 +188,16 @@ impl Engine {
             Arc::new(crate::numeric::GuardSpecials),
             Arc::new(crate::overflow::CheckedConstants),
         ];
-        rules.extend(datafusion::optimizer::Optimizer::new().rules);
+        // What DataFusion's decorrelation rules leave is run per row: right
+        // after them, before projections are pruned and joins reordered
+        // without regard to the outer references.
+        for rule in datafusion::optimizer::Optimizer::new().rules {
+            let last_decorrelation = rule.name() == "decorrelate_lateral_join";
+            rules.push(rule);
+            if last_decorrelation {
+                rules.push(Arc::new(crate::apply::ApplyRule));
+            }
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(catalogs)
@@ -197,6 +206,7 @@ impl Engine {
             .with_default_features()
             .with_optimizer_rules(rules)
             .with_physical_optimizer_rule(Arc::new(crate::overflow::CheckedArithmetic))
+            .with_query_planner(Arc::new(crate::apply::EonQueryPlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)

@@ -1317,6 +1317,68 @@ async fn correlated_subqueries_and_array_results() {
         .await,
         [["1", "NULL", "a1"], ["2", "b2", "a2"]]
     );
+
+    // LATERAL and correlated subqueries DataFusion cannot turn into joins
+    // run per outer row, as PostgreSQL's nested loop runs them.
+    // The newest reading per sensor; sensors without any keep a NULL row.
+    let sql = "SELECT s.id, r.value FROM sensors s LEFT JOIN LATERAL
+                 (SELECT r.value FROM readings r WHERE r.sensor = s.id ORDER BY r.at DESC LIMIT 1) r
+               ON true WHERE s.id <= 4 ORDER BY s.id";
+    assert_eq!(
+        texts(&c, sql).await,
+        [["1", "7"], ["2", "1"], ["3", "1"], ["4", "NULL"]]
+    );
+    let plan = texts(&c, &format!("EXPLAIN {sql}"))
+        .await
+        .concat()
+        .join("\n");
+    assert!(plan.contains("ApplyExec: left lateral join"), "{plan}");
+    // An inner lateral join drops the rows without any; its ON applies
+    // per row; UNION ALL inside refers to the outer row twice.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT s.id, v.x FROM sensors s JOIN LATERAL
+               (SELECT s.id * 10 AS x UNION ALL SELECT s.id * 100) v ON v.x < 150
+             WHERE s.id <= 2 ORDER BY 1, 2"
+        )
+        .await,
+        [["1", "10"], ["1", "100"], ["2", "20"]]
+    );
+    // A scalar subquery, IN and NOT IN over values of the outer row.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT s.id, (SELECT max(v) FROM (VALUES (s.id * 1), (s.id * 2)) t(v)),
+                    s.id IN (SELECT r.value - s.id FROM readings r),
+                    s.id NOT IN (SELECT r.value - s.id FROM readings r)
+             FROM sensors s WHERE s.id <= 3 ORDER BY 1"
+        )
+        .await,
+        [
+            ["1", "2", "t", "f"],
+            ["2", "4", "f", "t"],
+            ["3", "6", "f", "t"]
+        ]
+    );
+    let e = c
+        .query(
+            "SELECT (SELECT x FROM (VALUES (s.id), (s.id)) v(x)) FROM sensors s",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "21000", "{e}");
+    // An aggregate of nothing but outer columns belongs to the outer query
+    // in PostgreSQL; run per row it would answer something else: refused.
+    let e = c
+        .query(
+            "SELECT (SELECT max(s.id) FROM readings) FROM sensors s",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
 }
 
 /// idle_in_transaction_session_timeout: a block left idle longer is rolled
