@@ -66,7 +66,14 @@ use datafusion::physical_plan::{
     Partitioning, PlanProperties, ReplaceChildrenOptions, collect_partitioned,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, Statement, TableAlias, TableFactor,
+    VisitMut, VisitorMut, visit_expressions,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use futures::{StreamExt, TryStreamExt};
+use std::ops::ControlFlow;
 
 /// What an [`Apply`] computes for each outer row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
@@ -1075,4 +1082,125 @@ impl ExecutionPlan for ApplyExec {
             rows.boxed(),
         )))
     }
+}
+
+// ---------------------------------------------------------------------------
+// Functions in FROM
+
+/// A function in FROM whose arguments name columns of the tables before it
+/// is lateral in PostgreSQL (`FROM t, generate_series(1, t.n) g`,
+/// `JOIN unnest(v.arr) AS u(x) ON …`); DataFusion's table functions take
+/// constants only. Such a call becomes `LATERAL (SELECT f(args) AS col) AS
+/// alias`: a set-returning function in a select list gives a row per value,
+/// and the [`ApplyRule`] runs the subquery per outer row. The column is
+/// named as PostgreSQL names a function's single column: the alias's column
+/// name, else the alias, else the function's name. Calls WITH ORDINALITY and
+/// calls of constants are left to DataFusion.
+pub fn lateral_functions(statements: &mut [Statement]) {
+    struct Functions;
+    impl VisitorMut for Functions {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if let Some(derived) = lateral_call(factor) {
+                *factor = derived;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    for statement in statements.iter_mut() {
+        let _ = statement.visit(&mut Functions);
+    }
+}
+
+fn lateral_call(factor: &TableFactor) -> Option<TableFactor> {
+    let (call, alias) = match factor {
+        TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            with_ordinality: false,
+            ..
+        } if names_columns(&args.args) => (format!("{name}({})", list(&args.args)), alias),
+        TableFactor::Function {
+            name,
+            args,
+            with_ordinality: false,
+            alias,
+            ..
+        } if names_columns(args) => (format!("{name}({})", list(args)), alias),
+        TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } if array_exprs.len() == 1 && names_columns_in(array_exprs) => {
+            (format!("unnest({})", array_exprs[0]), alias)
+        }
+        _ => return None,
+    };
+    let function = call.split('(').next().unwrap_or_default();
+    let function = function
+        .rsplit('.')
+        .next()
+        .unwrap_or(function)
+        .trim_matches('"');
+    let (name, column) = match alias {
+        Some(a) => (
+            a.name.clone(),
+            a.columns
+                .first()
+                .map_or_else(|| a.name.clone(), |c| c.name.clone()),
+        ),
+        None => (Ident::new(function), Ident::new(function)),
+    };
+    let sql = format!("SELECT {call} AS {column}");
+    let query = match Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?.pop()? {
+        Statement::Query(q) => q,
+        _ => return None,
+    };
+    Some(TableFactor::Derived {
+        lateral: true,
+        subquery: query,
+        alias: Some(TableAlias {
+            explicit: true,
+            name,
+            columns: vec![],
+            at: None,
+        }),
+        sample: None,
+    })
+}
+
+fn list(args: &[FunctionArg]) -> String {
+    args.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a column is named among the arguments.
+fn names_columns(args: &[FunctionArg]) -> bool {
+    let exprs: Vec<&SqlExpr> = args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+            | FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => Some(e),
+            _ => None,
+        })
+        .collect();
+    exprs
+        .iter()
+        .any(|e| names_columns_in(std::slice::from_ref(*e)))
+}
+
+fn names_columns_in(exprs: &[SqlExpr]) -> bool {
+    visit_expressions(&exprs.to_vec(), |e| match e {
+        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }

@@ -649,6 +649,8 @@ impl Session {
             }
         };
         crate::pgfuncs::sequence_names_as_text(&mut statements);
+        // Before pgfuncs: the select lists it makes are rewritten there.
+        crate::apply::lateral_functions(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
         crate::jsonops::rewrite(&mut statements);
         crate::windows::rewrite(&mut statements);

@@ -1369,6 +1369,23 @@ async fn correlated_subqueries_and_array_results() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "21000", "{e}");
+    // A function in FROM whose arguments name earlier tables' columns is
+    // lateral; its one column is named after the alias.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT s.id, g FROM sensors s, generate_series(1, s.id) g WHERE s.id <= 2 ORDER BY 1, 2"
+        )
+        .await,
+        [["1", "1"], ["2", "1"], ["2", "2"]]
+    );
+    let sql = "SELECT v.id, u.t FROM (VALUES (1, ARRAY[7, 8]), (2, ARRAY[]::int[])) v(id, arr)
+               LEFT JOIN unnest(v.arr) AS u(t) ON true ORDER BY 1, 2";
+    assert_eq!(
+        texts(&c, sql).await,
+        [["1", "7"], ["1", "8"], ["2", "NULL"]]
+    );
+    assert_eq!(column_names(&c, sql).await, ["id", "t"]);
     // An aggregate of nothing but outer columns belongs to the outer query
     // in PostgreSQL; run per row it would answer something else: refused.
     let e = c
