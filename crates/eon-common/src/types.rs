@@ -276,6 +276,15 @@ impl SqlType {
             DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::Int8,
             DataType::Float16 | DataType::Float32 => SqlType::Float4,
             DataType::Float64 => SqlType::Float8,
+            // The decimal unconstrained numeric is stored as (what a cast
+            // to `numeric` gives): written without trailing zeros, as
+            // PostgreSQL writes `1.1::numeric` and sums of such values.
+            DataType::Decimal128(NUMERIC_DEFAULT_PRECISION, NUMERIC_DEFAULT_SCALE) => {
+                SqlType::Numeric {
+                    precision: 0,
+                    scale: 0,
+                }
+            }
             DataType::Decimal128(p, s) => SqlType::Numeric {
                 precision: *p as u16,
                 scale: *s,

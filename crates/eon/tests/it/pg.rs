@@ -1945,6 +1945,17 @@ async fn math_untyped_literals_and_window_frames_answer_as_postgresql() {
         .await,
         vec![vec!["t", "t", "431.773", "NaN"]]
     );
+    // A cast to numeric (no precision) and a sum of such values are written
+    // without the stored scale's trailing zeros.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT 1.5::numeric, '42'::int2::numeric, sum(v::numeric)
+             FROM (VALUES (1.1), (2.2)) t(v)"
+        )
+        .await,
+        vec![vec!["1.5", "42", "3.3"]]
+    );
     // Variance of a set with an infinity or NaN is NaN, as in PostgreSQL,
     // also in a sliding frame once the infinity has left it.
     assert_eq!(
