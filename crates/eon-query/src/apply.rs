@@ -43,10 +43,12 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{cast, concat, take};
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema, DFSchemaRef, DataFusionError, Result, ScalarValue};
+use datafusion::common::{
+    Column, DFSchema, DFSchemaRef, DataFusionError, Result, ScalarValue, TableReference,
+};
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::{Exists, InSubquery};
@@ -54,8 +56,8 @@ use datafusion::logical_expr::logical_plan::builder::build_join_schema;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprSchemable, Extension, Filter, Join, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Projection, Subquery, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+    Aggregate, Expr, ExprSchemable, Extension, Join, JoinType, LogicalPlan, LogicalPlanBuilder,
+    Projection, Subquery, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -146,8 +148,45 @@ static NEXT_COLUMN: AtomicUsize = AtomicUsize::new(0);
 
 impl Apply {
     fn try_new(outer: LogicalPlan, inner: LogicalPlan, kind: Kind) -> Result<Apply> {
-        let schema = match &kind {
-            Kind::Lateral { left, .. } => {
+        let added = match &kind {
+            Kind::Lateral { .. } => None,
+            Kind::Scalar => Some(inner.schema().field(0).data_type().clone()),
+            _ => Some(DataType::Boolean),
+        }
+        .map(|t| {
+            let n = NEXT_COLUMN.fetch_add(1, AtomicOrdering::Relaxed);
+            (
+                None,
+                Arc::new(Field::new(format!("__eon_apply_{n}"), t, true)),
+            )
+        });
+        Apply::assemble(outer, inner, kind, added)
+    }
+
+    /// The same Apply over another outer input or subquery (for a value,
+    /// the added column keeps its name: the plan above reads it).
+    fn rebuilt(&self, outer: LogicalPlan, inner: LogicalPlan, kind: Kind) -> Result<Apply> {
+        let added = match &kind {
+            Kind::Lateral { .. } => None,
+            _ => {
+                let (qualifier, field) =
+                    self.schema.qualified_field(self.schema.fields().len() - 1);
+                Some((qualifier.cloned(), field.clone()))
+            }
+        };
+        Apply::assemble(outer, inner, kind, added)
+    }
+
+    /// An Apply's schema: a lateral join's, or the outer row's columns and
+    /// the `added` one.
+    fn assemble(
+        outer: LogicalPlan,
+        inner: LogicalPlan,
+        kind: Kind,
+        added: Option<(Option<TableReference>, FieldRef)>,
+    ) -> Result<Apply> {
+        let schema = match (&kind, added) {
+            (Kind::Lateral { left, .. }, _) => {
                 let join_type = if *left {
                     JoinType::Left
                 } else {
@@ -155,40 +194,14 @@ impl Apply {
                 };
                 build_join_schema(outer.schema(), inner.schema(), &join_type)?
             }
-            other => {
-                let data_type = match other {
-                    Kind::Scalar => inner.schema().field(0).data_type().clone(),
-                    _ => DataType::Boolean,
-                };
-                let n = NEXT_COLUMN.fetch_add(1, AtomicOrdering::Relaxed);
-                let added = DFSchema::from_unqualified_fields(
-                    vec![Field::new(format!("__eon_apply_{n}"), data_type, true)].into(),
-                    Default::default(),
-                )?;
-                outer.schema().join(&added)?
-            }
-        };
-        Ok(Apply {
-            outer,
-            inner,
-            kind,
-            schema: Arc::new(schema),
-        })
-    }
-
-    /// The same Apply over another outer input or subquery (for a value,
-    /// the added column keeps its name: the plan above reads it).
-    fn rebuilt(&self, outer: LogicalPlan, inner: LogicalPlan, kind: Kind) -> Result<Apply> {
-        let schema = match &kind {
-            Kind::Lateral { .. } => return Apply::try_new(outer, inner, kind),
-            _ => {
-                let (qualifier, field) =
-                    self.schema.qualified_field(self.schema.fields().len() - 1);
-                let added = DFSchema::new_with_metadata(
-                    vec![(qualifier.cloned(), field.clone())],
-                    Default::default(),
-                )?;
-                outer.schema().join(&added)?
+            (_, Some(field)) => outer.schema().join(&DFSchema::new_with_metadata(
+                vec![field],
+                Default::default(),
+            )?)?,
+            (_, None) => {
+                return Err(DataFusionError::Internal(
+                    "an Apply of a value adds a column".into(),
+                ));
             }
         };
         Ok(Apply {
@@ -425,17 +438,11 @@ impl OptimizerRule for ApplyRule {
                 let Some((mut exprs, input)) = hoist(vec![f.predicate.clone()], &f.input)? else {
                     return Ok(Transformed::no(LogicalPlan::Filter(f)));
                 };
-                let keep: Vec<Expr> = f
-                    .input
-                    .schema()
-                    .columns()
-                    .into_iter()
-                    .map(Expr::Column)
-                    .collect();
-                let filtered = Filter::try_new(exprs.remove(0), Arc::new(input))?;
-                Ok(Transformed::yes(LogicalPlan::Projection(
-                    Projection::try_new(keep, Arc::new(LogicalPlan::Filter(filtered)))?,
-                )))
+                Ok(Transformed::yes(crate::decorrelate::filter_keeping(
+                    exprs.remove(0),
+                    input,
+                    f.input.schema(),
+                )?))
             }
             LogicalPlan::Aggregate(a) => {
                 let groups = a.group_expr.len();

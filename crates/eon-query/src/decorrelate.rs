@@ -32,6 +32,21 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 #[derive(Debug, Default)]
 pub struct DecorrelateScalarSubquery;
 
+/// `input` (a filter's input widened with columns a rewrite added)
+/// filtered by `predicate`, then narrowed back to the columns of
+/// `original` — the filter's own schema, which the plan above expects.
+pub(crate) fn filter_keeping(
+    predicate: Expr,
+    input: LogicalPlan,
+    original: &DFSchemaRef,
+) -> Result<LogicalPlan> {
+    let keep: Vec<Expr> = original.columns().into_iter().map(Expr::Column).collect();
+    LogicalPlanBuilder::from(input)
+        .filter(predicate)?
+        .project(keep)?
+        .build()
+}
+
 /// The parts of a subquery this rule can rewrite.
 struct Shape {
     /// The value expression above the aggregate (over its output).
@@ -333,23 +348,15 @@ impl OptimizerRule for DecorrelateScalarSubquery {
             LogicalPlan::Filter(f) => {
                 match self.rewrite_exprs(std::slice::from_ref(&f.predicate), &f.input)? {
                     Some((mut exprs, input)) => {
-                        let keep: Vec<Expr> = f
-                            .input
-                            .schema()
-                            .columns()
-                            .into_iter()
-                            .map(Expr::Column)
-                            .collect();
                         let predicate = match exprs.remove(0) {
                             Expr::Alias(a) => *a.expr,
                             e => e,
                         };
-                        Ok(Transformed::yes(
-                            LogicalPlanBuilder::from(input)
-                                .filter(predicate)?
-                                .project(keep)?
-                                .build()?,
-                        ))
+                        Ok(Transformed::yes(filter_keeping(
+                            predicate,
+                            input,
+                            f.input.schema(),
+                        )?))
                     }
                     None => Ok(Transformed::no(plan)),
                 }
