@@ -69,8 +69,8 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, Statement, TableAlias, TableFactor,
-    VisitMut, VisitorMut, visit_expressions,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Statement, TableAlias,
+    TableFactor, VisitMut, VisitorMut, visit_expressions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -420,22 +420,16 @@ impl OptimizerRule for ApplyRule {
         match plan {
             LogicalPlan::Join(join) => lateral(join),
             LogicalPlan::Projection(p) => {
-                let original: Vec<String> =
-                    p.expr.iter().map(|e| e.schema_name().to_string()).collect();
-                let Some((exprs, input)) = hoist(p.expr.clone(), &p.input)? else {
+                let Some((exprs, input)) = hoist(p.expr.clone(), &p.input, true)? else {
                     return Ok(Transformed::no(LogicalPlan::Projection(p)));
                 };
-                let exprs = exprs
-                    .into_iter()
-                    .zip(original)
-                    .map(|(e, name)| e.alias_if_changed(name))
-                    .collect::<Result<Vec<_>>>()?;
                 Ok(Transformed::yes(LogicalPlan::Projection(
                     Projection::try_new(exprs, Arc::new(input))?,
                 )))
             }
             LogicalPlan::Filter(f) => {
-                let Some((mut exprs, input)) = hoist(vec![f.predicate.clone()], &f.input)? else {
+                let Some((mut exprs, input)) = hoist(vec![f.predicate.clone()], &f.input, false)?
+                else {
                     return Ok(Transformed::no(LogicalPlan::Filter(f)));
                 };
                 Ok(Transformed::yes(crate::decorrelate::filter_keeping(
@@ -447,16 +441,9 @@ impl OptimizerRule for ApplyRule {
             LogicalPlan::Aggregate(a) => {
                 let groups = a.group_expr.len();
                 let all: Vec<Expr> = a.group_expr.iter().chain(&a.aggr_expr).cloned().collect();
-                let original: Vec<String> =
-                    all.iter().map(|e| e.schema_name().to_string()).collect();
-                let Some((exprs, input)) = hoist(all, &a.input)? else {
+                let Some((mut exprs, input)) = hoist(all, &a.input, true)? else {
                     return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
                 };
-                let mut exprs = exprs
-                    .into_iter()
-                    .zip(original)
-                    .map(|(e, name)| e.alias_if_changed(name))
-                    .collect::<Result<Vec<_>>>()?;
                 let aggr = exprs.split_off(groups);
                 Ok(Transformed::yes(LogicalPlan::Aggregate(
                     Aggregate::try_new(Arc::new(input), exprs, aggr)?,
@@ -494,13 +481,20 @@ fn lateral(join: Join) -> Result<Transformed<LogicalPlan>> {
 }
 
 /// Moves the correlated subqueries of `exprs` (over `input`) into Applies
-/// stacked on `input`; `None` when there are none.
-fn hoist(exprs: Vec<Expr>, input: &LogicalPlan) -> Result<Option<(Vec<Expr>, LogicalPlan)>> {
+/// stacked on `input`; `None` when there are none. With `named`, each
+/// expression keeps its name (a projection's or aggregate's output, which
+/// the plan above reads by name).
+fn hoist(
+    exprs: Vec<Expr>,
+    input: &LogicalPlan,
+    named: bool,
+) -> Result<Option<(Vec<Expr>, LogicalPlan)>> {
     let schema = input.schema().clone();
     let mut plan = input.clone();
     let mut changed = false;
     let mut out = Vec::with_capacity(exprs.len());
     for e in exprs {
+        let name = named.then(|| e.schema_name().to_string());
         let e = e
             .transform_up(|x| {
                 // Scalar subqueries without outer references DataFusion
@@ -536,7 +530,10 @@ fn hoist(exprs: Vec<Expr>, input: &LogicalPlan) -> Result<Option<(Vec<Expr>, Log
                 Ok(Transformed::yes(column))
             })?
             .data;
-        out.push(e);
+        out.push(match name {
+            Some(name) => e.alias_if_changed(name)?,
+            None => e,
+        });
     }
     Ok(changed.then_some((out, plan)))
 }
@@ -1120,38 +1117,38 @@ pub fn lateral_functions(statements: &mut [Statement]) {
 }
 
 fn lateral_call(factor: &TableFactor) -> Option<TableFactor> {
-    let (call, alias) = match factor {
+    // The call as written, and the function's own name (unqualified).
+    let last = |name: &ObjectName| Some(name.0.last()?.as_ident()?.clone());
+    let (call, function, alias) = match factor {
         TableFactor::Table {
             name,
             alias,
             args: Some(args),
             with_ordinality: false,
             ..
-        } if names_columns(&args.args) => (format!("{name}({})", list(&args.args)), alias),
+        } if names_columns(&args.args) => {
+            (format!("{name}({})", list(&args.args)), last(name)?, alias)
+        }
         TableFactor::Function {
             name,
             args,
             with_ordinality: false,
             alias,
             ..
-        } if names_columns(args) => (format!("{name}({})", list(args)), alias),
+        } if names_columns(args) => (format!("{name}({})", list(args)), last(name)?, alias),
         TableFactor::UNNEST {
             alias,
             array_exprs,
             with_offset: false,
             with_ordinality: false,
             ..
-        } if array_exprs.len() == 1 && names_columns_in(array_exprs) => {
-            (format!("unnest({})", array_exprs[0]), alias)
-        }
+        } if array_exprs.len() == 1 && names_columns_in(array_exprs) => (
+            format!("unnest({})", array_exprs[0]),
+            Ident::new("unnest"),
+            alias,
+        ),
         _ => return None,
     };
-    let function = call.split('(').next().unwrap_or_default();
-    let function = function
-        .rsplit('.')
-        .next()
-        .unwrap_or(function)
-        .trim_matches('"');
     let (name, column) = match alias {
         Some(a) => (
             a.name.clone(),
@@ -1159,7 +1156,7 @@ fn lateral_call(factor: &TableFactor) -> Option<TableFactor> {
                 .first()
                 .map_or_else(|| a.name.clone(), |c| c.name.clone()),
         ),
-        None => (Ident::new(function), Ident::new(function)),
+        None => (function.clone(), function),
     };
     let sql = format!("SELECT {call} AS {column}");
     let query = match Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?.pop()? {
@@ -1188,24 +1185,22 @@ fn list(args: &[FunctionArg]) -> String {
 
 /// Whether a column is named among the arguments.
 fn names_columns(args: &[FunctionArg]) -> bool {
-    let exprs: Vec<&SqlExpr> = args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
-            | FunctionArg::Named {
-                arg: FunctionArgExpr::Expr(e),
-                ..
-            } => Some(e),
-            _ => None,
-        })
-        .collect();
-    exprs
-        .iter()
-        .any(|e| names_columns_in(std::slice::from_ref(*e)))
+    args.iter().any(|a| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+        | FunctionArg::Named {
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        } => names_column(e),
+        _ => false,
+    })
 }
 
 fn names_columns_in(exprs: &[SqlExpr]) -> bool {
-    visit_expressions(&exprs.to_vec(), |e| match e {
+    exprs.iter().any(names_column)
+}
+
+fn names_column(e: &SqlExpr) -> bool {
+    visit_expressions(e, |x| match x {
         SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     })
