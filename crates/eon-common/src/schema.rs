@@ -240,6 +240,8 @@ impl TableDef {
             indexes: vec![],
             index_name: String::new(),
             comment: String::new(),
+            partition_key: None,
+            partition_of: None,
         }
     }
 

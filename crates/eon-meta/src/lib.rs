@@ -868,6 +868,15 @@ impl MetaService {
         // the grants as they are now.
         tables[new].owner = tables[old].owner.clone();
         tables[new].grants = tables[old].grants.clone();
+        // It takes the old one's place among its parent's partitions, and
+        // its own partitions now belong to it.
+        tables[new].partition_of = tables[old].partition_of.clone();
+        let (old_id, new_id) = (tables[old].id, tables[new].id);
+        for t in tables.iter_mut() {
+            if let Some(b) = t.partition_of.as_mut().filter(|b| b.parent == old_id) {
+                b.parent = new_id;
+            }
+        }
         let table = tables[new].clone();
         let old = tables.remove(old);
         self.bump(&mut inner)?;

@@ -89,10 +89,24 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
     let Some(table) = owned_table(session, &at.name, at.if_exists).await? else {
         return Ok(Output::Command("ALTER TABLE".into()));
     };
+    if let [op] = at.operations.as_slice()
+        && let Some((child, bound)) = crate::partitions::attachment(op)
+    {
+        crate::partitions::attach(session, &at.name, &child, bound.as_deref()).await?;
+        return Ok(Output::Command("ALTER TABLE".into()));
+    }
     let [operation] = at.operations.as_slice() else {
-        return Err(Error::unsupported(
-            "ALTER TABLE with several operations is not supported yet",
-        ));
+        // Several operations are made one after another, each as it would
+        // be alone (each a change of its own: one that fails leaves the
+        // ones before it made).
+        for op in &at.operations {
+            let one = AlterTable {
+                operations: vec![op.clone()],
+                ..at.clone()
+            };
+            Box::pin(alter_table(session, &one)).await?;
+        }
+        return Ok(Output::Command("ALTER TABLE".into()));
     };
     match operation {
         AlterTableOperation::AddConstraint {
@@ -319,6 +333,9 @@ async fn rewrite(
     }
     def.id = 0;
     def.name = temp.clone();
+    // Not a partition until it replaces the table (SwapTable moves the
+    // bound over): a partitioned table must not see its rows twice.
+    def.partition_of = None;
     def.placement = vec![];
     def.owner = table.proto().owner.clone();
     def.grants = vec![];

@@ -215,9 +215,52 @@ pub fn enforce(session: &Session, table: &TableDef, rows: &RecordBatch) -> Resul
     Ok(())
 }
 
+/// Refuse new rows of `table` (`columns`, one array per table column) with
+/// NULL in a NOT NULL column: 23502, naming the first such row's column,
+/// with the row — checked before the CHECK constraints, as PostgreSQL does.
+pub fn enforce_not_null(
+    table: &TableDef,
+    columns: &[datafusion::arrow::array::ArrayRef],
+) -> Result<()> {
+    let mut first: Option<(usize, usize)> = None;
+    for (c, (def, array)) in table.columns.iter().zip(columns).enumerate() {
+        if def.nullable || array.null_count() == 0 {
+            continue;
+        }
+        let row = (0..array.len()).find(|&r| array.is_null(r)).unwrap_or(0);
+        if first.is_none_or(|(r, _)| row < r) {
+            first = Some((row, c));
+        }
+    }
+    let Some((row, c)) = first else {
+        return Ok(());
+    };
+    let fields: Vec<_> = table
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let rows = RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns.to_vec(),
+    )?;
+    Err(Error::user(
+        sqlstate::NOT_NULL_VIOLATION,
+        format!(
+            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+            table.columns[c].name, table.name
+        ),
+    )
+    .with_detail(format!(
+        "Failing row contains ({}).",
+        row_text(table, &rows, row)?
+    )))
+}
+
 /// Row `i` of `rows` as PostgreSQL's "Failing row contains (…)" shows
 /// it: the visible columns' text, `null` for NULL.
-fn row_text(table: &TableDef, rows: &RecordBatch, i: usize) -> Result<String> {
+pub(crate) fn row_text(table: &TableDef, rows: &RecordBatch, i: usize) -> Result<String> {
     let mut out = Vec::new();
     for (c, (field, array)) in table
         .columns

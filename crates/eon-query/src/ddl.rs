@@ -221,8 +221,20 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         return Err(Error::unsupported("CREATE OR REPLACE TABLE"));
     }
     let (schema, name) = session.new_relation(&ct.name, ct.temporary)?;
-    let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len() + 1);
-    let mut primary_key: Option<Vec<usize>> = None;
+    // PARTITION OF: the parent's columns (with their defaults and NOT
+    // NULL), primary key and CHECK constraints.
+    let parent = match &ct.partition_of {
+        Some(p) => Some(crate::partitions::parent(session, p)?),
+        None => None,
+    };
+    let mut columns: Vec<ColumnDef> = match &parent {
+        Some(p) => p.columns.iter().filter(|c| !c.hidden).cloned().collect(),
+        None => Vec::with_capacity(ct.columns.len() + 1),
+    };
+    let mut primary_key: Option<Vec<usize>> = parent
+        .as_ref()
+        .filter(|p| !p.has_rowid())
+        .map(|p| p.primary_key.clone());
     let mut pending_fks: Vec<(&ForeignKeyConstraint, Option<usize>)> = vec![];
     // CHECK constraints: a name if given, the expression.
     let mut pending_checks: Vec<(Option<String>, &SqlExpr)> = vec![];
@@ -240,6 +252,29 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     };
     for c in &ct.columns {
         let cname = ident(&c.name);
+        if parent.is_some() {
+            // A partition's column list only adds options to the
+            // parent's columns.
+            let Some(existing) = columns.iter().position(|x| x.name == cname) else {
+                return Err(Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{cname}\" does not exist"),
+                ));
+            };
+            for opt in &c.options {
+                match &opt.option {
+                    ColumnOption::NotNull => columns[existing].nullable = false,
+                    ColumnOption::Null => {}
+                    ColumnOption::Default(e) => columns[existing].default_sql = Some(e.to_string()),
+                    other => {
+                        return Err(Error::unsupported(format!(
+                            "column option {other} on a partition is not supported"
+                        )));
+                    }
+                }
+            }
+            continue;
+        }
         if columns.iter().any(|x| x.name == cname) {
             return Err(Error::user(
                 sqlstate::DUPLICATE_COLUMN,
@@ -364,11 +399,14 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
             "table inheritance (INHERITS) is not supported yet",
         ));
     }
-    if ct.partition_of.is_some() {
-        return Err(Error::unsupported(
-            "partitions (CREATE TABLE … PARTITION OF) are not supported yet; eon shards every table by its primary key",
-        ));
-    }
+    let partition_of = match (&parent, &ct.for_values) {
+        (Some(p), Some(bound)) => Some(crate::partitions::check_bound(session, p, &name, bound)?),
+        _ => None,
+    };
+    let partition_key = match &ct.partition_by {
+        Some(key) => Some(crate::partitions::parse_key(key, &columns)?),
+        None => None,
+    };
     if columns.is_empty() {
         return Err(Error::unsupported(
             "tables without columns are not supported",
@@ -531,8 +569,22 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     table.indexes = indexes;
     crate::indexes::shape_storage(&mut table)?;
     table.owner = session.user();
+    if let Some(p) = &parent {
+        for check in &p.proto().checks {
+            if !checks.iter().any(|c| c.name == check.name) {
+                checks.push(check.clone());
+            }
+        }
+    }
     table.checks = checks;
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
+    table.partition_of = partition_of;
+    if let Some(key) = partition_key {
+        let mut probe = table.clone();
+        probe.placement = vec![0; probe.shard_count as usize];
+        crate::partitions::check_key(session, &key, &TableDef::from_proto(probe)?)?;
+        table.partition_key = Some(key);
+    }
     for (i, kind) in identities {
         table.columns[i].identity = kind.to_string();
     }
@@ -867,9 +919,14 @@ pub async fn drop_tables(
         }
         if let Some(t) = cluster.table(&schema, &name) {
             crate::privileges::require_owner(&session.actor(), &t)?;
+            // A partitioned table's partitions go with it.
+            for d in crate::partitions::descendants(cluster, &t) {
+                targets.push((d.schema.clone(), d.name.clone()));
+            }
         }
         targets.push((schema, name));
     }
+    targets.dedup();
     // Tables that reference others go first, so that dropping a parent
     // with its children in one statement works.
     let references = |(s, n): &(String, String), (ps, pn): &(String, String)| {

@@ -48,6 +48,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use eon_common::error::sqlstate;
 use eon_common::key::{Key, encode_keys, shard_of};
+use eon_common::schema::ColumnDef;
 use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
 use eon_proto::v1 as pb;
 use futures::TryStreamExt;
@@ -573,6 +574,11 @@ pub(crate) async fn insert_rows(
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
+        // NOT NULL is checked over whole rows below.
+        let col = &ColumnDef {
+            nullable: true,
+            ..col.clone()
+        };
         let array = if let Some(p) = targets.iter().position(|&t| t == i) {
             coerce_with(src.column(p), col, &table.name, session.date_style().order)?
         } else if col.hidden {
@@ -597,13 +603,21 @@ pub(crate) async fn insert_rows(
         };
         columns.push(array);
     }
+    crate::checks::enforce_not_null(table, &columns)?;
     let rows = RecordBatch::try_new_with_options(
         table.arrow_schema().clone(),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(n)),
     )?;
-    crate::checks::enforce(session, table, &rows)?;
+    if crate::partitions::key_of(table).is_none() {
+        // A partitioned table's rows are checked in the partitions they
+        // go to, whose constraints include its own.
+        crate::checks::enforce(session, table, &rows)?;
+    }
     crate::fk::check_references(session, ctx, table, &rows).await?;
+    if crate::partitions::involved(table) {
+        return insert_placed(session, ctx, mode, table, rows, kind, returning_items).await;
+    }
     if kind == pb::WriteKind::InsertIgnore && !table.indexes.is_empty() {
         // ON CONFLICT DO NOTHING on a table with indexes: a skipped row
         // must leave no index entry, so the rows that would conflict are
@@ -635,6 +649,58 @@ pub(crate) async fn insert_rows(
         let skipped = &results[&op].skipped;
         written.extend(
             rows_of_op
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skipped.contains(&(*i as u32)))
+                .map(|(_, r)| *r),
+        );
+    }
+    written.sort();
+    Ok((written, returned))
+}
+
+/// [`insert_rows`] into a partitioned table or a partition: the rows go to
+/// the leaves [`crate::partitions::place`] finds for them (or fail its
+/// bound checks), all in one write.
+async fn insert_placed(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    mode: WriteMode,
+    table: &TableDef,
+    rows: RecordBatch,
+    kind: pb::WriteKind,
+    returning_items: Option<(&str, &[SelectItem])>,
+) -> Result<(Vec<u32>, Option<Returned>)> {
+    let placed = crate::partitions::place(session, &Arc::new(table.clone()), rows.clone()).await?;
+    let returned = returning_before_write(table, &rows, returning_items).await?;
+    let mut writes = Writes::default();
+    let mut op_positions: Vec<(usize, Vec<u32>)> = Vec::new();
+    for p in &placed {
+        if p.table.id != table.id {
+            crate::checks::enforce(
+                session,
+                &*crate::partitions::with_checks_of(&p.table, table)?,
+                &p.rows,
+            )?;
+            crate::fk::check_references(session, ctx, &p.table, &p.rows).await?;
+        }
+        for (op, rows_of_op) in writes.add(&p.table, kind, &p.rows, &p.table.primary_key)? {
+            op_positions.push((
+                op,
+                rows_of_op
+                    .iter()
+                    .map(|&r| p.positions[r as usize])
+                    .collect(),
+            ));
+        }
+        writes.add_index_changes(&p.table, None, Some(&p.rows))?;
+    }
+    let results = writes.apply(session, ctx, mode).await?;
+    let mut written = Vec::with_capacity(rows.num_rows());
+    for (op, positions) in op_positions {
+        let skipped = &results[&op].skipped;
+        written.extend(
+            positions
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !skipped.contains(&(*i as u32)))
@@ -681,10 +747,13 @@ async fn constant(session: &Session, state: &SessionState, sql: &str) -> Result<
 // ------------------------------------------------------- UPDATE and DELETE
 
 /// The target table of an UPDATE/DELETE and the name it is referred by.
+/// `leaf` replaces the table named (a partitioned table's leaf, read and
+/// written in its stead; privileges are the named table's).
 fn target(
     session: &Session,
     twj: &TableWithJoins,
     privilege: &str,
+    leaf: Option<&Arc<TableDef>>,
 ) -> Result<(Arc<TableDef>, String)> {
     if !twj.joins.is_empty() {
         return Err(Error::unsupported(
@@ -700,7 +769,15 @@ fn target(
         .as_ref()
         .map(|a| ident(&a.name))
         .unwrap_or_else(|| table.name.clone());
-    Ok((table, alias))
+    Ok((leaf.cloned().unwrap_or(table), alias))
+}
+
+/// The table an UPDATE or DELETE names.
+fn named_target(session: &Session, twj: &TableWithJoins) -> Result<Arc<TableDef>> {
+    match &twj.relation {
+        TableFactor::Table { name, .. } => resolve_table(session, name),
+        _ => Err(Error::syntax("UPDATE/DELETE needs a table")),
+    }
 }
 
 /// `SELECT <all columns> [, extra] FROM t$dml AS alias [, more] [WHERE ...]`
@@ -768,8 +845,12 @@ struct UpdateShape {
     select: Statement,
 }
 
-fn update_shape(session: &Session, up: &Update) -> Result<UpdateShape> {
-    let (table, alias) = target(session, &up.table, "UPDATE")?;
+fn update_shape(
+    session: &Session,
+    up: &Update,
+    leaf: Option<&Arc<TableDef>>,
+) -> Result<UpdateShape> {
+    let (table, alias) = target(session, &up.table, "UPDATE", leaf)?;
     let mut assigned = Vec::new();
     let mut extra = Vec::new();
     // `SET (a, b) = (x, y)` is `SET a = x, b = y`.
@@ -864,22 +945,137 @@ async fn update(
     mode: WriteMode,
 ) -> Result<Output> {
     check_writable(mode, "UPDATE")?;
-    let shape = update_shape(session, up)?;
+    let named = named_target(session, &up.table)?;
+    let leaves = target_leaves(session, &named)?;
+    let mut writes = Writes::default();
+    let mut count = 0;
+    let mut alias = named.name.clone();
+    let mut touched: Vec<RecordBatch> = Vec::new();
+    let mut leaving: Vec<(Arc<TableDef>, RecordBatch)> = Vec::new();
+    for leaf in &leaves {
+        let shape = update_shape(session, up, leaf.as_ref())?;
+        alias = shape.alias.clone();
+        let done = update_table(session, &shape, params, &ctx, leaf.is_some(), &mut writes).await?;
+        count += done.count;
+        if up.returning.is_some() {
+            touched.push(match leaf {
+                Some(l) => crate::partitions::relayout(session, &done.touched, l, &named).await?,
+                None => done.touched,
+            });
+        }
+        if let Some(rows) = done.leaving {
+            leaving.push((shape.table.clone(), rows));
+        }
+    }
+    // Rows whose new key is outside their partition move to the one it
+    // now belongs to (PostgreSQL's row movement: a delete and an insert).
+    for (leaf, rows) in leaving {
+        let mut rows = crate::partitions::relayout(session, &rows, &leaf, &named).await?;
+        if named.has_rowid() {
+            // A moved row is a new row of its new partition, listed last.
+            let n = rows.num_rows();
+            let start = session.cluster().rowids(n as u64).await? as i64;
+            let mut columns = rows.columns().to_vec();
+            columns[named.primary_key[0]] =
+                Arc::new(Int64Array::from_iter_values(start..start + n as i64));
+            rows = RecordBatch::try_new(rows.schema(), columns)?;
+        }
+        for p in crate::partitions::place(session, &named, rows).await? {
+            crate::checks::enforce(session, &p.table, &p.rows)?;
+            writes.add(
+                &p.table,
+                pb::WriteKind::Insert,
+                &p.rows,
+                &p.table.primary_key,
+            )?;
+            writes.add_index_changes(&p.table, None, Some(&p.rows))?;
+        }
+    }
+    // RETURNING is computed before the write: an error in it leaves the
+    // table as it was.
+    let returned = match &up.returning {
+        Some(items) => {
+            let rows = concat_batches(named.arrow_schema(), &touched)?;
+            Some(Returned::evaluate(&named, &alias, rows, items).await?)
+        }
+        None => None,
+    };
+    writes.apply(session, &ctx, mode).await?;
+    match returned {
+        Some(r) => r.output(None, "UPDATE"),
+        None => Ok(Output::Command(format!("UPDATE {count}"))),
+    }
+}
+
+/// The tables an UPDATE or DELETE of `named` reads and writes: the leaves
+/// of a partitioned table (`Some`), else the table itself (`None`).
+fn target_leaves(session: &Session, named: &Arc<TableDef>) -> Result<Vec<Option<Arc<TableDef>>>> {
+    if crate::partitions::key_of(named).is_none() {
+        return Ok(vec![None]);
+    }
+    Ok(
+        crate::partitions::leaves(&crate::partitions::Cx::of(session), named)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    )
+}
+
+/// What an UPDATE did to one table.
+struct Updated {
+    count: usize,
+    /// The new rows, in the table's layout (for RETURNING).
+    touched: RecordBatch,
+    /// New rows outside the table's partition bound, when updated through
+    /// the partitioned table: deleted here, to be inserted where they now
+    /// belong.
+    leaving: Option<RecordBatch>,
+}
+
+/// The writes of an UPDATE of one table (`shape.table`), added to `writes`.
+async fn update_table(
+    session: &Session,
+    shape: &UpdateShape,
+    params: &[ScalarValue],
+    ctx: &Arc<StatementContext>,
+    via_parent: bool,
+    writes: &mut Writes,
+) -> Result<Updated> {
     let table = shape.table.clone();
-    let found = matching_rows(session, &ctx, &shape.select, params).await?;
+    let found = matching_rows(session, ctx, &shape.select, params).await?;
     let ncols = table.columns.len();
     let mut new_columns: Vec<ArrayRef> = found.columns()[..ncols].to_vec();
     for (i, &col) in shape.assigned.iter().enumerate() {
         new_columns[col] = coerce_with(
             found.column(ncols + i),
-            &table.columns[col],
+            &ColumnDef {
+                nullable: true,
+                ..table.columns[col].clone()
+            },
             &table.name,
             session.date_style().order,
         )?;
     }
+    crate::checks::enforce_not_null(&table, &new_columns)?;
+    if table.has_rowid() && found.num_rows() > 0 {
+        // An updated row is a new version, listed after the rows there
+        // were (as PostgreSQL's heap appends it): it takes a new row id.
+        let n = found.num_rows() as u64;
+        let start = session.cluster().rowids(n).await? as i64;
+        new_columns[table.primary_key[0]] =
+            Arc::new(Int64Array::from_iter_values(start..start + n as i64));
+    }
     let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
     let new = table_rows(&table, &found, new_columns)?;
     crate::checks::enforce(session, &table, &new)?;
+    let mut outside = vec![false; new.num_rows()];
+    if crate::partitions::bound_of(&table).is_some() {
+        if via_parent {
+            outside = crate::partitions::outside(session, &table, &new)?;
+        } else {
+            crate::partitions::check_rows(session, &table, &new)?;
+        }
+    }
     let pk = &table.primary_key;
     let old_keys = encode_keys(
         &pk.iter()
@@ -893,12 +1089,14 @@ async fn update(
     )?;
     // A row matched twice (UPDATE ... FROM) is updated once.
     let mut seen: HashMap<&Key, ()> = HashMap::new();
-    let (mut same, mut moved) = (Vec::new(), Vec::new());
+    let (mut same, mut moved, mut leaving) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..found.num_rows() {
         if seen.insert(&old_keys[i], ()).is_some() {
             continue;
         }
-        if old_keys[i] == new_keys[i] {
+        if outside[i] {
+            leaving.push(i as u32)
+        } else if old_keys[i] == new_keys[i] {
             same.push(i as u32)
         } else {
             moved.push(i as u32)
@@ -911,7 +1109,7 @@ async fn update(
     if fk_columns_set {
         let written: Vec<u32> = same.iter().chain(&moved).copied().collect();
         let rows = take_record_batch(&new, &UInt32Array::from(written))?;
-        crate::fk::check_references(session, &ctx, &table, &rows).await?;
+        crate::fk::check_references(session, ctx, &table, &rows).await?;
     }
     if !moved.is_empty() {
         // Keys that no row has any more (another row may take a key over).
@@ -922,9 +1120,8 @@ async fn update(
             .filter(|&i| !kept.contains(&old_keys[i as usize]))
             .collect();
         let gone = take_record_batch(&old, &UInt32Array::from(gone))?.project(pk)?;
-        crate::fk::check_unreferenced(session, &ctx, &table, &gone).await?;
+        crate::fk::check_unreferenced(session, ctx, &table, &gone).await?;
     }
-    let mut writes = Writes::default();
     let touched: Vec<u32> = same.iter().chain(&moved).copied().collect();
     if !table.indexes.is_empty() && !touched.is_empty() {
         let at = UInt32Array::from(touched);
@@ -935,15 +1132,23 @@ async fn update(
         )?;
     }
     let key_cols: Vec<usize> = pk.clone();
-    if !moved.is_empty() {
-        let moved_idx = UInt32Array::from(moved.clone());
+    let deleted: Vec<u32> = moved.iter().chain(&leaving).copied().collect();
+    if !deleted.is_empty() {
+        let at = UInt32Array::from(deleted);
         writes.add(
             &table,
             pb::WriteKind::Delete,
-            &take_record_batch(&old, &moved_idx)?.project(&key_cols)?,
+            &take_record_batch(&old, &at)?.project(&key_cols)?,
             &(0..key_cols.len()).collect::<Vec<_>>(),
         )?;
     }
+    let leaving_rows = if leaving.is_empty() {
+        None
+    } else {
+        let at = UInt32Array::from(leaving.clone());
+        writes.add_index_changes(&table, Some(&take_record_batch(&old, &at)?), None)?;
+        Some(take_record_batch(&new, &at)?)
+    };
     if !same.is_empty() {
         writes.add(
             &table,
@@ -960,28 +1165,13 @@ async fn update(
             pk,
         )?;
     }
-    let mut touched: Vec<u32> = same.into_iter().chain(moved).collect();
+    let mut touched: Vec<u32> = same.into_iter().chain(moved).chain(leaving).collect();
     touched.sort();
-    let count = touched.len();
-    // RETURNING is computed before the write: an error in it leaves the
-    // table as it was.
-    let returned = match &up.returning {
-        Some(items) => Some(
-            Returned::evaluate(
-                &table,
-                &shape.alias,
-                take_record_batch(&new, &UInt32Array::from(touched))?,
-                items,
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    writes.apply(session, &ctx, mode).await?;
-    match returned {
-        Some(r) => r.output(None, "UPDATE"),
-        None => Ok(Output::Command(format!("UPDATE {count}"))),
-    }
+    Ok(Updated {
+        count: touched.len(),
+        touched: take_record_batch(&new, &UInt32Array::from(touched))?,
+        leaving: leaving_rows,
+    })
 }
 
 struct DeleteShape {
@@ -990,14 +1180,18 @@ struct DeleteShape {
     select: Statement,
 }
 
-fn delete_shape(session: &Session, del: &Delete) -> Result<DeleteShape> {
+fn delete_shape(
+    session: &Session,
+    del: &Delete,
+    leaf: Option<&Arc<TableDef>>,
+) -> Result<DeleteShape> {
     let from = match &del.from {
         FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
     };
     let [twj] = from.as_slice() else {
         return Err(Error::unsupported("DELETE from more than one table"));
     };
-    let (table, alias) = target(session, twj, "DELETE")?;
+    let (table, alias) = target(session, twj, "DELETE", leaf)?;
     let more = del.using.clone().unwrap_or_default();
     let select = parse_query(&select_rows(
         &table,
@@ -1021,9 +1215,54 @@ async fn delete(
     mode: WriteMode,
 ) -> Result<Output> {
     check_writable(mode, "DELETE")?;
-    let shape = delete_shape(session, del)?;
+    let from = match &del.from {
+        FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+    };
+    let named = match from.as_slice() {
+        [twj] => named_target(session, twj)?,
+        _ => return Err(Error::unsupported("DELETE from more than one table")),
+    };
+    let mut writes = Writes::default();
+    let mut count = 0;
+    let mut alias = named.name.clone();
+    let mut deleted: Vec<RecordBatch> = Vec::new();
+    for leaf in target_leaves(session, &named)? {
+        let shape = delete_shape(session, del, leaf.as_ref())?;
+        alias = shape.alias.clone();
+        let rows = delete_from(session, &shape, params, &ctx, &mut writes).await?;
+        count += rows.num_rows();
+        if del.returning.is_some() {
+            deleted.push(match &leaf {
+                Some(l) => crate::partitions::relayout(session, &rows, l, &named).await?,
+                None => rows,
+            });
+        }
+    }
+    let returned = match &del.returning {
+        Some(items) => {
+            let rows = concat_batches(named.arrow_schema(), &deleted)?;
+            Some(Returned::evaluate(&named, &alias, rows, items).await?)
+        }
+        None => None,
+    };
+    writes.apply(session, &ctx, mode).await?;
+    match returned {
+        Some(r) => r.output(None, "DELETE"),
+        None => Ok(Output::Command(format!("DELETE {count}"))),
+    }
+}
+
+/// The writes of a DELETE from one table (`shape.table`), added to
+/// `writes`; the rows it deletes come back.
+async fn delete_from(
+    session: &Session,
+    shape: &DeleteShape,
+    params: &[ScalarValue],
+    ctx: &Arc<StatementContext>,
+    writes: &mut Writes,
+) -> Result<RecordBatch> {
     let table = shape.table.clone();
-    let found = matching_rows(session, &ctx, &shape.select, params).await?;
+    let found = matching_rows(session, ctx, &shape.select, params).await?;
     let rows = table_rows(
         &table,
         &found,
@@ -1043,8 +1282,7 @@ async fn delete(
         .collect();
     let rows = take_record_batch(&rows, &UInt32Array::from(unique))?;
     let key_batch = rows.project(&table.primary_key)?;
-    crate::fk::check_unreferenced(session, &ctx, &table, &key_batch).await?;
-    let mut writes = Writes::default();
+    crate::fk::check_unreferenced(session, ctx, &table, &key_batch).await?;
     writes.add_index_changes(&table, Some(&rows), None)?;
     writes.add(
         &table,
@@ -1052,16 +1290,7 @@ async fn delete(
         &key_batch,
         &(0..table.primary_key.len()).collect::<Vec<_>>(),
     )?;
-    let count = rows.num_rows();
-    let returned = match &del.returning {
-        Some(items) => Some(Returned::evaluate(&table, &shape.alias, rows, items).await?),
-        None => None,
-    };
-    writes.apply(session, &ctx, mode).await?;
-    match returned {
-        Some(r) => r.output(None, "DELETE"),
-        None => Ok(Output::Command(format!("DELETE {count}"))),
-    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------- RETURNING
@@ -1213,7 +1442,7 @@ pub async fn describe(
             (shape.table, shape.alias, shape.returning.cloned(), types)
         }
         Statement::Update(up) => {
-            let shape = update_shape(session, up)?;
+            let shape = update_shape(session, up, None)?;
             let plan = session.plan_query(state, shape.select).await?;
             let mut types = param_types_of(&plan)?;
             // `SET col = $n`: the column's type.
@@ -1232,7 +1461,7 @@ pub async fn describe(
             (shape.table, shape.alias, up.returning.clone(), types)
         }
         Statement::Delete(del) => {
-            let shape = delete_shape(session, del)?;
+            let shape = delete_shape(session, del, None)?;
             let plan = session.plan_query(state, shape.select).await?;
             (
                 shape.table,

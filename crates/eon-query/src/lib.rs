@@ -32,6 +32,7 @@
 //! | [`numfmt`]   | to_char and to_number for numbers: PostgreSQL's number pictures |
 //! | [`dtfmt`]    | to_char for dates and timestamps: PostgreSQL's date/time pictures |
 //! | [`overflow`] | integer +, -, * that fail on overflow (22003); decimal arithmetic and casts handed to [`numeric`] |
+//! | [`partitions`] | PARTITION BY / PARTITION OF: routing rows to partitions, reading them in bound order |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
 //! | [`pgcatalog`]| pg_catalog completed from eon's table definitions (psql `\d`) |
 //! | [`catalogsql`]| parsing the catalog queries tools send                    |
@@ -83,6 +84,7 @@ pub mod naming;
 pub mod numeric;
 pub mod numfmt;
 pub mod overflow;
+pub mod partitions;
 pub mod pg;
 pub mod pgcasts;
 pub mod pgcatalog;

@@ -188,18 +188,39 @@ impl SchemaProvider for EonSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if let Some(base) = name.strip_suffix(crate::partitions::TABLEOID_SUFFIX) {
+            return Ok(self.find(base).map(|def| {
+                Arc::new(crate::partitions::PartitionedTable::new(
+                    def,
+                    self.cluster.clone(),
+                    true,
+                )) as Arc<dyn TableProvider>
+            }));
+        }
         let (base, hidden) = match name.strip_suffix(DML_SUFFIX) {
             Some(b) => (b, true),
             None => (name, false),
         };
         Ok(self.find(base).map(|def| {
-            Arc::new(EonTable::new(def, self.cluster.clone(), hidden)) as Arc<dyn TableProvider>
+            if !hidden && crate::partitions::key_of(&def).is_some() {
+                Arc::new(crate::partitions::PartitionedTable::new(
+                    def,
+                    self.cluster.clone(),
+                    false,
+                )) as Arc<dyn TableProvider>
+            } else {
+                Arc::new(EonTable::new(def, self.cluster.clone(), hidden)) as Arc<dyn TableProvider>
+            }
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.find(name.strip_suffix(DML_SUFFIX).unwrap_or(name))
-            .is_some()
+        let name = name.strip_suffix(DML_SUFFIX).unwrap_or(name);
+        self.find(
+            name.strip_suffix(crate::partitions::TABLEOID_SUFFIX)
+                .unwrap_or(name),
+        )
+        .is_some()
     }
 }
 
@@ -265,6 +286,11 @@ fn unqualify(expr: Expr) -> Expr {
 
 /// Serialize a filter for a data engine, or None when one could not
 /// evaluate it exactly as DataFusion would here.
+/// Whether a data engine can evaluate `expr` (see [`ship`]).
+pub(crate) fn shippable(expr: &Expr) -> bool {
+    ship(expr).is_some()
+}
+
 fn ship(expr: &Expr) -> Option<Bytes> {
     if expr.is_volatile() {
         return None;
@@ -521,16 +547,30 @@ impl TableProvider for EonTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let stmt = state
-            .config()
-            .get_extension::<StatementContext>()
-            .ok_or_else(|| DataFusionError::Internal("scan planned outside a statement".into()))?;
         if self.user_read
             && let Some(actor) = state.config().get_extension::<crate::privileges::Actor>()
             && let Some(role) = &actor.0
         {
             crate::privileges::require(role, &self.def, "SELECT").map_err(to_df)?;
         }
+        self.scan_unchecked(state, projection, filters, limit).await
+    }
+}
+
+impl EonTable {
+    /// The scan, its privileges already checked (a partition read through
+    /// its partitioned table is checked there, as PostgreSQL does).
+    pub(crate) async fn scan_unchecked(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let stmt = state
+            .config()
+            .get_extension::<StatementContext>()
+            .ok_or_else(|| DataFusionError::Internal("scan planned outside a statement".into()))?;
         let (schema, columns): (SchemaRef, Vec<u32>) = match projection {
             Some(p) => (
                 Arc::new(self.schema.project(p)?),
@@ -608,11 +648,13 @@ impl TableProvider for EonTable {
         {
             return Ok(Arc::new(EonIndexScanExec::new(index, spec)));
         }
-        // A user's read of a table without a primary key comes back in
-        // insertion order, as PostgreSQL's heap returns a table that was
-        // only inserted into: row ids grow with every insert, so the
-        // shards' rows are merged by row id (read, then dropped).
-        if self.user_read && self.def.has_rowid() && spec.keys.is_none() {
+        // A read of a table without a primary key comes back in insertion
+        // order, as PostgreSQL's heap returns a table that was only
+        // inserted into: row ids grow with every insert (and update), so
+        // the shards' rows are merged by row id (read, then dropped). An
+        // UPDATE or DELETE finds its rows in that order too, so RETURNING
+        // lists them as PostgreSQL does.
+        if self.def.has_rowid() && spec.keys.is_none() {
             let rowid = self.def.primary_key[0];
             let visible = spec.schema.clone();
             let mut fields: Vec<_> = visible.fields().iter().cloned().collect();

@@ -248,6 +248,8 @@ pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, Parser
         }
         let statement = if parser.parse_keywords(&[Keyword::CREATE, Keyword::SEQUENCE]) {
             create_sequence_statement(&mut parser)?
+        } else if crate::partitions::at_attach(&parser) {
+            crate::partitions::parse_attach(&mut parser)?
         } else if let Some(is_move) = crate::cursors::at_fetch(&parser) {
             crate::cursors::parse_fetch(&mut parser, is_move)?
         } else if let Some(create) = crate::roles::at_user_statement(&mut parser) {

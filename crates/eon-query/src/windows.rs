@@ -90,8 +90,8 @@ pub fn unmarked(name: &str) -> &str {
 }
 
 /// The tokens of `sql`, with `'…'::type PRECEDING` read as
-/// `'…' PRECEDING` and a frame's `EXCLUDE …` taken out, its function
-/// renamed for it (see the module docs).
+/// `'…' PRECEDING`, a frame's `EXCLUDE …` taken out, its function
+/// renamed for it (see the module docs), and `COLLATE "C"` dropped.
 pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location()?;
     let solid: Vec<usize> = (0..tokens.len())
@@ -107,6 +107,17 @@ pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
         {
             drop[w[1]] = true;
             drop[w[2]] = true;
+        }
+    }
+    // `COLLATE "C"` (or "POSIX", or "default") asks for what eon's text
+    // comparison is anyway — byte order — so it is read as nothing.
+    for w in solid.windows(2) {
+        if is_word(w[0], &[Keyword::COLLATE])
+            && matches!(&tokens[w[1]].token, Token::Word(c)
+                if ["c", "posix", "default"].contains(&c.value.to_ascii_lowercase().as_str()))
+        {
+            drop[w[0]] = true;
+            drop[w[1]] = true;
         }
     }
     let word = |k: usize, text: &str| {

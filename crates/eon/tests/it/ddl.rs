@@ -791,10 +791,11 @@ async fn schemas_namespace_relations_along_the_search_path() {
     refused(&c, "CREATE TABLE nope.t (a int)", "3F000").await;
     refused(&c, "SELECT * FROM nope.t", "42P01").await;
     refused(&c, "CREATE TABLE kid () INHERITS (items)", "0A000").await;
+    // Partitions are of partitioned tables only.
     refused(
         &c,
         "CREATE TABLE part PARTITION OF items FOR VALUES IN (1)",
-        "0A000",
+        "42809",
     )
     .await;
     assert_eq!(texts(&c, "SELECT label FROM items").await, ["public"]);

@@ -2058,3 +2058,125 @@ async fn cursors_fetch_move_and_close_as_postgresql() {
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(texts(&c, "SELECT count(*) FROM cur").await, [["50"]]);
 }
+
+#[tokio::test]
+async fn partitioned_tables_route_rows_and_read_in_bound_order() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE m (a text, b int) PARTITION BY LIST (lower(a)); \
+         CREATE TABLE m_cd PARTITION OF m FOR VALUES IN ('cc', 'dd'); \
+         CREATE TABLE m_ab PARTITION OF m FOR VALUES IN ('aa', 'bb'); \
+         CREATE TABLE m_null PARTITION OF m FOR VALUES IN (NULL); \
+         CREATE TABLE m_ef PARTITION OF m FOR VALUES IN ('ee', 'ff') PARTITION BY RANGE (b); \
+         CREATE TABLE m_ef1 PARTITION OF m_ef FOR VALUES FROM (MINVALUE) TO (10); \
+         CREATE TABLE m_ef2 PARTITION OF m_ef FOR VALUES FROM (10) TO (20); \
+         CREATE TABLE m_def PARTITION OF m DEFAULT",
+    )
+    .await
+    .unwrap();
+    // No partition of the sub-partitioned one takes b = 30.
+    let e = refused(&c, "INSERT INTO m VALUES ('EE', 30)", "23514").await;
+    let db = e.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "no partition of relation \"m_ef\" found for row"
+    );
+    assert_eq!(
+        db.detail(),
+        Some("Partition key of the failing row contains (b) = (30).")
+    );
+    // Straight into a partition: its bound and its parent's are checked.
+    let e = refused(&c, "INSERT INTO m_ef1 VALUES ('cc', 1)", "23514").await;
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "new row for relation \"m_ef1\" violates partition constraint"
+    );
+    assert_eq!(
+        e.as_db_error().unwrap().detail(),
+        Some("Failing row contains (cc, 1).")
+    );
+    refused(&c, "INSERT INTO m_def VALUES ('aa', 1)", "23514").await;
+    refused(
+        &c,
+        "CREATE TABLE m_x PARTITION OF m FOR VALUES IN ('bb', 'zz')",
+        "42P17",
+    )
+    .await;
+    c.batch_execute(
+        "INSERT INTO m VALUES ('Aa', 1), ('dd', 2), (NULL, 3), ('ff', 4), ('EE', 15), ('zz', 6); \
+         INSERT INTO m_cd VALUES ('CC', 7)",
+    )
+    .await
+    .unwrap();
+    // Partition by partition, in bound order; tableoid names each row's.
+    assert_eq!(
+        texts(&c, "SELECT tableoid::regclass, * FROM m").await,
+        [
+            ["m_ab", "Aa", "1"],
+            ["m_cd", "dd", "2"],
+            ["m_cd", "CC", "7"],
+            ["m_ef1", "ff", "4"],
+            ["m_ef2", "EE", "15"],
+            ["m_null", "NULL", "3"],
+            ["m_def", "zz", "6"],
+        ]
+    );
+    assert_eq!(
+        column_names(&c, "SELECT tableoid::regclass, * FROM m").await,
+        ["tableoid", "a", "b"]
+    );
+    assert_eq!(
+        texts(&c, "SELECT count(*), sum(b) FROM m WHERE b > 2").await,
+        [["5", "35"]]
+    );
+    // An UPDATE that moves a row's key moves the row; one straight into a
+    // partition may not.
+    c.batch_execute("UPDATE m SET b = b + 10 WHERE a = 'ff'")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT tableoid::regclass::text, a, b FROM m WHERE a = 'ff'"
+        )
+        .await,
+        [["m_ef2", "ff", "14"]]
+    );
+    refused(&c, "UPDATE m_ab SET a = 'cc'", "23514").await;
+    assert_eq!(
+        texts(&c, "DELETE FROM m WHERE b < 7 RETURNING a").await,
+        [["Aa"], ["dd"], ["NULL"], ["zz"]]
+    );
+    // ATTACH checks the table's rows; DETACH leaves them with the table.
+    c.batch_execute(
+        "CREATE TABLE m_gh (b int, a text); INSERT INTO m_gh VALUES (1, 'gg'), (2, 'hh')",
+    )
+    .await
+    .unwrap();
+    refused(
+        &c,
+        "ALTER TABLE m ATTACH PARTITION m_gh FOR VALUES IN ('gg')",
+        "23514",
+    )
+    .await;
+    c.batch_execute(
+        "ALTER TABLE m ATTACH PARTITION m_gh FOR VALUES IN ('gg', 'hh'); \
+         INSERT INTO m VALUES ('hh', 3)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT a, b FROM m_gh").await,
+        [["gg", "1"], ["hh", "2"], ["hh", "3"]]
+    );
+    c.batch_execute("ALTER TABLE m DETACH PARTITION m_gh; TRUNCATE m")
+        .await
+        .unwrap();
+    assert_eq!(texts(&c, "SELECT count(*) FROM m").await, [["0"]]);
+    assert_eq!(texts(&c, "SELECT count(*) FROM m_gh").await, [["3"]]);
+    // Dropping the partitioned table drops its partitions.
+    c.batch_execute("DROP TABLE m").await.unwrap();
+    refused(&c, "SELECT * FROM m_ef1", "42P01").await;
+    assert_eq!(texts(&c, "SELECT count(*) FROM m_gh").await, [["3"]]);
+}
