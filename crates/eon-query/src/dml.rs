@@ -644,7 +644,16 @@ pub(crate) async fn insert_rows(
     let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
     writes.add_index_changes(table, None, Some(&rows))?;
     let results = writes.apply(session, ctx, mode).await?;
-    let mut written: Vec<u32> = Vec::with_capacity(n);
+    Ok((not_skipped(op_rows, &results), returned))
+}
+
+/// The rows written (their numbers, ascending), given each op's rows and
+/// what the data engines skipped of each (ON CONFLICT DO NOTHING).
+fn not_skipped(
+    op_rows: Vec<(usize, Vec<u32>)>,
+    results: &HashMap<usize, pb::OpResult>,
+) -> Vec<u32> {
+    let mut written = Vec::new();
     for (op, rows_of_op) in op_rows {
         let skipped = &results[&op].skipped;
         written.extend(
@@ -656,7 +665,7 @@ pub(crate) async fn insert_rows(
         );
     }
     written.sort();
-    Ok((written, returned))
+    written
 }
 
 /// [`insert_rows`] into a partitioned table or a partition: the rows go to
@@ -696,19 +705,7 @@ async fn insert_placed(
         writes.add_index_changes(&p.table, None, Some(&p.rows))?;
     }
     let results = writes.apply(session, ctx, mode).await?;
-    let mut written = Vec::with_capacity(rows.num_rows());
-    for (op, positions) in op_positions {
-        let skipped = &results[&op].skipped;
-        written.extend(
-            positions
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !skipped.contains(&(*i as u32)))
-                .map(|(_, r)| *r),
-        );
-    }
-    written.sort();
-    Ok((written, returned))
+    Ok((not_skipped(op_positions, &results), returned))
 }
 
 /// The RETURNING list over every row about to be written, if there is one.
