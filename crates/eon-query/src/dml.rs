@@ -850,18 +850,48 @@ fn update_shape(
     let (table, alias) = target(session, &up.table, "UPDATE", leaf)?;
     let mut assigned = Vec::new();
     let mut extra = Vec::new();
-    // `SET (a, b) = (x, y)` is `SET a = x, b = y`.
-    let mut pairs: Vec<(&ObjectName, &SqlExpr)> = Vec::new();
+    // `SET (a, b) = (x, y)` is `SET a = x, b = y`; `SET (a, b) = (SELECT
+    // x, y …)` is `SET a = (SELECT x …), b = (SELECT y …)` — each a scalar
+    // subquery: NULL when it finds no row, 21000 when it finds several.
+    // (The query runs once per column, not once per row.)
+    let mut pairs: Vec<(&ObjectName, SqlExpr)> = Vec::new();
     for a in &up.assignments {
         match &a.target {
-            AssignmentTarget::ColumnName(c) => pairs.push((c, &a.value)),
+            AssignmentTarget::ColumnName(c) => pairs.push((c, a.value.clone())),
             AssignmentTarget::Tuple(names) => {
-                let values: &[SqlExpr] = match &a.value {
-                    SqlExpr::Tuple(values) => values,
-                    SqlExpr::Nested(one) if names.len() == 1 => std::slice::from_ref(one.as_ref()),
-                    SqlExpr::Subquery(_) => {
-                        return Err(Error::unsupported(
-                            "UPDATE … SET (a, b) = (SELECT …) is not supported yet",
+                let values: Vec<SqlExpr> = match &a.value {
+                    SqlExpr::Tuple(values) => values.clone(),
+                    SqlExpr::Nested(one) if names.len() == 1 => vec![one.as_ref().clone()],
+                    SqlExpr::Subquery(q) => match q.body.as_ref() {
+                        SetExpr::Select(select)
+                            if select.projection.iter().all(|i| {
+                                matches!(
+                                    i,
+                                    SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+                                )
+                            }) =>
+                        {
+                            select
+                                .projection
+                                .iter()
+                                .map(|item| {
+                                    let mut one = q.as_ref().clone();
+                                    if let SetExpr::Select(s) = one.body.as_mut() {
+                                        s.projection = vec![item.clone()];
+                                    }
+                                    SqlExpr::Subquery(Box::new(one))
+                                })
+                                .collect()
+                        }
+                        _ => {
+                            return Err(Error::unsupported(
+                                "UPDATE … SET (a, b) = (a query other than one SELECT) is not supported yet",
+                            ));
+                        }
+                    },
+                    SqlExpr::Nested(_) => {
+                        return Err(Error::syntax(
+                            "source for a multiple-column UPDATE item must be a sub-SELECT or ROW() expression",
                         ));
                     }
                     _ => {
@@ -887,6 +917,7 @@ fn update_shape(
     }
     let mut values = Vec::new();
     for (i, (c, value)) in pairs.into_iter().enumerate() {
+        let value = &value;
         values.push(value.clone());
         let name =
             c.0.last()

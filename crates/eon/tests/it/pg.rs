@@ -2180,3 +2180,28 @@ async fn partitioned_tables_route_rows_and_read_in_bound_order() {
     refused(&c, "SELECT * FROM m_ef1", "42P01").await;
     assert_eq!(texts(&c, "SELECT count(*) FROM m_gh").await, [["3"]]);
 }
+
+#[tokio::test]
+async fn update_sets_a_column_list_from_a_subquery() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE u (a int, b int, c text); \
+         INSERT INTO u VALUES (1, 10, 'x'), (2, 20, 'y'), (3, 30, 'z'); \
+         UPDATE u SET (b, c) = (SELECT a * 100, 'from ' || c FROM u WHERE a = 2) WHERE a = 1; \
+         UPDATE u SET (a, b) = (SELECT a, b FROM u WHERE a = 99) WHERE a = 3",
+    )
+    .await
+    .unwrap();
+    // The updated rows come last, as PostgreSQL's heap lists them; no row
+    // from the subquery sets NULLs.
+    assert_eq!(
+        texts(&c, "SELECT a, b, c FROM u").await,
+        [
+            ["2", "20", "y"],
+            ["1", "200", "from y"],
+            ["NULL", "NULL", "z"]
+        ]
+    );
+    refused(&c, "UPDATE u SET (a, b) = (SELECT a, b FROM u)", "21000").await;
+}
