@@ -383,6 +383,15 @@ impl Cluster {
         *r = (got.start + n, got.start + got.count);
         Ok(got.start)
     }
+
+    /// A column of `n` fresh row ids, for the hidden key of a table
+    /// without a primary key (new rows, and new versions of updated ones).
+    pub async fn rowid_column(&self, n: usize) -> Result<datafusion::arrow::array::ArrayRef> {
+        let start = self.rowids(n as u64).await? as i64;
+        Ok(Arc::new(
+            datafusion::arrow::array::Int64Array::from_iter_values(start..start + n as i64),
+        ))
+    }
 }
 
 impl std::fmt::Debug for Cluster {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatchOptions;
@@ -582,8 +582,7 @@ pub(crate) async fn insert_rows(
         let array = if let Some(p) = targets.iter().position(|&t| t == i) {
             coerce_with(src.column(p), col, &table.name, session.date_style().order)?
         } else if col.hidden {
-            let start = session.cluster().rowids(n as u64).await? as i64;
-            Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
+            session.cluster().rowid_column(n).await?
         } else if let Some(default) = &col.default_sql {
             let values = if crate::sequences::is_volatile_default(default) && n > 0 {
                 per_row(session, state, default, n).await?
@@ -986,10 +985,7 @@ async fn update(
         let done = update_table(session, &shape, params, &ctx, leaf.is_some(), &mut writes).await?;
         count += done.count;
         if up.returning.is_some() {
-            touched.push(match leaf {
-                Some(l) => crate::partitions::relayout(session, &done.touched, l, &named).await?,
-                None => done.touched,
-            });
+            touched.push(in_layout_of(session, done.touched, leaf.as_ref(), &named).await?);
         }
         if let Some(rows) = done.leaving {
             leaving.push((shape.table.clone(), rows));
@@ -997,17 +993,10 @@ async fn update(
     }
     // Rows whose new key is outside their partition move to the one it
     // now belongs to (PostgreSQL's row movement: a delete and an insert).
+    // (A moved row already has a fresh row id, as every updated row has,
+    // so it is listed last in its new partition.)
     for (leaf, rows) in leaving {
-        let mut rows = crate::partitions::relayout(session, &rows, &leaf, &named).await?;
-        if named.has_rowid() {
-            // A moved row is a new row of its new partition, listed last.
-            let n = rows.num_rows();
-            let start = session.cluster().rowids(n as u64).await? as i64;
-            let mut columns = rows.columns().to_vec();
-            columns[named.primary_key[0]] =
-                Arc::new(Int64Array::from_iter_values(start..start + n as i64));
-            rows = RecordBatch::try_new(rows.schema(), columns)?;
-        }
+        let rows = crate::partitions::relayout(session, &rows, &leaf, &named).await?;
         for p in crate::partitions::place(session, &named, rows).await? {
             crate::checks::enforce(session, &p.table, &p.rows)?;
             writes.add(
@@ -1019,19 +1008,53 @@ async fn update(
             writes.add_index_changes(&p.table, None, Some(&p.rows))?;
         }
     }
-    // RETURNING is computed before the write: an error in it leaves the
-    // table as it was.
-    let returned = match &up.returning {
-        Some(items) => {
-            let rows = concat_batches(named.arrow_schema(), &touched)?;
-            Some(Returned::evaluate(&named, &alias, rows, items).await?)
+    let returning = up.returning.as_deref().map(|items| (alias.as_str(), items));
+    write_and_answer(
+        session, &ctx, mode, writes, &named, returning, &touched, "UPDATE", count,
+    )
+    .await
+}
+
+/// Rows of `leaf` (when an UPDATE or DELETE read `named` through it) in
+/// `named`'s layout, for RETURNING.
+async fn in_layout_of(
+    session: &Session,
+    rows: RecordBatch,
+    leaf: Option<&Arc<TableDef>>,
+    named: &TableDef,
+) -> Result<RecordBatch> {
+    match leaf {
+        Some(l) => crate::partitions::relayout(session, &rows, l, named).await,
+        None => Ok(rows),
+    }
+}
+
+/// The end of an UPDATE or DELETE of `named`: RETURNING (`alias`, items)
+/// over `rows` is computed before the write, so an error in it leaves the
+/// table as it was; then the writes, and the answer (`tag`, `count`).
+#[allow(clippy::too_many_arguments)]
+async fn write_and_answer(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    mode: WriteMode,
+    writes: Writes,
+    named: &TableDef,
+    returning: Option<(&str, &[SelectItem])>,
+    rows: &[RecordBatch],
+    tag: &str,
+    count: usize,
+) -> Result<Output> {
+    let returned = match returning {
+        Some((alias, items)) => {
+            let rows = concat_batches(named.arrow_schema(), rows)?;
+            Some(Returned::evaluate(named, alias, rows, items).await?)
         }
         None => None,
     };
-    writes.apply(session, &ctx, mode).await?;
+    writes.apply(session, ctx, mode).await?;
     match returned {
-        Some(r) => r.output(None, "UPDATE"),
-        None => Ok(Output::Command(format!("UPDATE {count}"))),
+        Some(r) => r.output(None, tag),
+        None => Ok(Output::Command(format!("{tag} {count}"))),
     }
 }
 
@@ -1088,10 +1111,8 @@ async fn update_table(
     if table.has_rowid() && found.num_rows() > 0 {
         // An updated row is a new version, listed after the rows there
         // were (as PostgreSQL's heap appends it): it takes a new row id.
-        let n = found.num_rows() as u64;
-        let start = session.cluster().rowids(n).await? as i64;
         new_columns[table.primary_key[0]] =
-            Arc::new(Int64Array::from_iter_values(start..start + n as i64));
+            session.cluster().rowid_column(found.num_rows()).await?;
     }
     let old = table_rows(&table, &found, found.columns()[..ncols].to_vec())?;
     let new = table_rows(&table, &found, new_columns)?;
@@ -1260,24 +1281,17 @@ async fn delete(
         let rows = delete_from(session, &shape, params, &ctx, &mut writes).await?;
         count += rows.num_rows();
         if del.returning.is_some() {
-            deleted.push(match &leaf {
-                Some(l) => crate::partitions::relayout(session, &rows, l, &named).await?,
-                None => rows,
-            });
+            deleted.push(in_layout_of(session, rows, leaf.as_ref(), &named).await?);
         }
     }
-    let returned = match &del.returning {
-        Some(items) => {
-            let rows = concat_batches(named.arrow_schema(), &deleted)?;
-            Some(Returned::evaluate(&named, &alias, rows, items).await?)
-        }
-        None => None,
-    };
-    writes.apply(session, &ctx, mode).await?;
-    match returned {
-        Some(r) => r.output(None, "DELETE"),
-        None => Ok(Output::Command(format!("DELETE {count}"))),
-    }
+    let returning = del
+        .returning
+        .as_deref()
+        .map(|items| (alias.as_str(), items));
+    write_and_answer(
+        session, &ctx, mode, writes, &named, returning, &deleted, "DELETE", count,
+    )
+    .await
 }
 
 /// The writes of a DELETE from one table (`shape.table`), added to

@@ -99,7 +99,6 @@ pub(crate) fn involved(table: &TableDef) -> bool {
     key_of(table).is_some() || bound_of(table).is_some()
 }
 
-/// The partitions of table `id`, in bound order.
 /// What planning a partition key needs: DataFusion's state (for its
 /// expressions) and the catalog (for the partitions).
 pub(crate) struct Cx<'a> {
@@ -116,15 +115,21 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// The partitions of `parent`, in bound order.
 fn children(cx: &Cx, parent: &TableDef) -> Result<Vec<(Arc<TableDef>, Bound)>> {
     let Some(key) = key_of(parent) else {
         return Ok(vec![]);
     };
-    let plan = KeyPlan::new(cx, key, parent)?;
+    partitions_of(cx, parent.id, &KeyPlan::new(cx, key, parent)?)
+}
+
+/// The partitions of table `parent`, their bounds read with its key
+/// (`plan`, over any layout of its columns), in bound order.
+fn partitions_of(cx: &Cx, parent: u64, plan: &KeyPlan) -> Result<Vec<(Arc<TableDef>, Bound)>> {
     let mut out = Vec::new();
     for t in cx.cluster.tables() {
-        if let Some(b) = bound_of(&t).filter(|b| b.parent == parent.id) {
-            let bound = Bound::parse(cx, &b.bound, &plan)?;
+        if let Some(b) = bound_of(&t).filter(|b| b.parent == parent) {
+            let bound = Bound::parse(cx, &b.bound, plan)?;
             out.push((t, bound));
         }
     }
@@ -701,10 +706,7 @@ pub(crate) async fn relayout(
     for c in &to.columns {
         let array = match from.column_index(&c.name) {
             Some(i) => rows.column(i).clone(),
-            None if c.name == ROWID_COLUMN => {
-                let start = session.cluster().rowids(n as u64).await? as i64;
-                Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
-            }
+            None if c.name == ROWID_COLUMN => session.cluster().rowid_column(n).await?,
             None => datafusion::arrow::array::new_null_array(&c.ty.arrow_type(), n),
         };
         columns.push(crate::coerce::coerce(&array, c, &to.name)?);
@@ -748,7 +750,7 @@ pub(crate) async fn place(
             continue;
         };
         let plan = KeyPlan::new(&cx, key, &parent)?;
-        let kids = children(&cx, &parent)?;
+        let kids = partitions_of(&cx, parent.id, &plan)?;
         let keys = plan.evaluate(&rows)?;
         let encoded = plan.hashed(&keys)?;
         let default = kids.iter().position(|(_, b)| matches!(b, Bound::Default));
@@ -784,23 +786,19 @@ pub(crate) async fn place(
     Ok(out)
 }
 
-/// The first row of `rows` (in `table`'s layout) outside `table`'s
-/// partition bound or an ancestor's, if any.
-pub(crate) fn first_outside(
+/// Which rows of `rows` (in `table`'s layout) lie outside `table`'s
+/// partition bound or an ancestor's, by position.
+pub(crate) fn outside(
     session: &Session,
     table: &TableDef,
     rows: &RecordBatch,
-) -> Result<Option<usize>> {
+) -> Result<Vec<bool>> {
     let cx = Cx::of(session);
+    let mut out = vec![false; rows.num_rows()];
     let mut level = table.id;
     let mut bound = bound_of(table).cloned();
     while let Some(b) = bound {
-        let Some(parent) = session
-            .cluster()
-            .tables()
-            .into_iter()
-            .find(|t| t.id == b.parent)
-        else {
+        let Some(parent) = cx.cluster.tables().into_iter().find(|t| t.id == b.parent) else {
             break;
         };
         let Some(key) = key_of(&parent) else { break };
@@ -809,33 +807,31 @@ pub(crate) fn first_outside(
         let encoded = plan.hashed(&keys)?;
         let own = Bound::parse(&cx, &b.bound, &plan)?;
         let others: Vec<Bound> = match own {
-            Bound::Default => children(&cx, &parent)?
+            Bound::Default => partitions_of(&cx, parent.id, &plan)?
                 .into_iter()
                 .filter(|(t, _)| t.id != level)
                 .map(|(_, b)| b)
                 .collect(),
             _ => vec![],
         };
-        for row in 0..rows.num_rows() {
+        for (row, out) in out.iter_mut().enumerate() {
             let values = key_values(&keys, row)?;
             let inside = match &own {
                 Bound::Default => !others.iter().any(|o| o.holds(&values, &encoded[row])),
                 b => b.holds(&values, &encoded[row]),
             };
-            if !inside {
-                return Ok(Some(row));
-            }
+            *out |= !inside;
         }
         level = parent.id;
         bound = bound_of(&parent).cloned();
     }
-    Ok(None)
+    Ok(out)
 }
 
 /// Refuse rows written straight into partition `table` that its bound (or
-/// an ancestor's) excludes: 23514, with the row.
+/// an ancestor's) excludes: 23514, with the first such row.
 pub(crate) fn check_rows(session: &Session, table: &TableDef, rows: &RecordBatch) -> Result<()> {
-    match first_outside(session, table, rows)? {
+    match outside(session, table, rows)?.iter().position(|&o| o) {
         None => Ok(()),
         Some(row) => Err(Error::user(
             sqlstate::CHECK_VIOLATION,
@@ -849,27 +845,6 @@ pub(crate) fn check_rows(session: &Session, table: &TableDef, rows: &RecordBatch
             crate::checks::row_text(table, rows, row)?
         ))),
     }
-}
-
-/// The rows of `rows` (in `table`'s layout) its bound excludes, by position.
-pub(crate) fn outside(
-    session: &Session,
-    table: &TableDef,
-    rows: &RecordBatch,
-) -> Result<Vec<bool>> {
-    let mut out = vec![false; rows.num_rows()];
-    let mut from = 0;
-    while from < rows.num_rows() {
-        let rest = rows.slice(from, rows.num_rows() - from);
-        match first_outside(session, table, &rest)? {
-            Some(r) => {
-                out[from + r] = true;
-                from += r + 1;
-            }
-            None => break,
-        }
-    }
-    Ok(out)
 }
 
 // ------------------------------------------------------------ DDL
@@ -1226,7 +1201,7 @@ pub(crate) async fn attach(
             for leaf in leaves(&Cx::of(session), &child)? {
                 let rows = read_all(session, &leaf).await?;
                 let rows = relayout(session, &rows, &leaf, &candidate).await?;
-                if first_outside(session, &candidate, &rows)?.is_some() {
+                if outside(session, &candidate, &rows)?.contains(&true) {
                     return Err(Error::user(
                         sqlstate::CHECK_VIOLATION,
                         format!(
