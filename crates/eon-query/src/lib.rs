@@ -21,6 +21,7 @@
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
+//! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`apply`]    | what is still correlated after that: LATERAL and subqueries run per outer row |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
@@ -39,6 +40,7 @@
 //! | [`infoschema`]| information_schema from eon's catalog                      |
 //! | [`pgfuncs`]  | PostgreSQL functions drivers call; rewrites before planning |
 //! | [`pgmath`]   | untyped literals in arithmetic; ln, sqrt, power … with PostgreSQL's errors |
+//! | [`pgscalar`] | smaller scalar functions: sind & co., make_timestamp, isfinite, quote_literal |
 //! | [`pgformat`] | format(), quote_ident, quote_literal as PostgreSQL has them |
 //! | [`pgtypes`]  | PostgreSQL wire encodings of values                         |
 //! | [`datetime`] | dates and timestamps read and written as PostgreSQL does (DateStyle) |
@@ -91,12 +93,14 @@ pub mod pgcatalog;
 pub mod pgformat;
 pub mod pgfuncs;
 pub mod pgmath;
+pub mod pgscalar;
 pub mod pgtypes;
 pub mod privileges;
 pub mod provider;
 pub mod rest;
 pub mod roles;
 pub mod schemas;
+pub mod searchcycle;
 pub mod sequences;
 pub mod session;
 pub mod txn;

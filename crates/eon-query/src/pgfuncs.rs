@@ -104,6 +104,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
     crate::numeric::register(ctx);
     crate::pgmath::register(ctx);
+    crate::pgscalar::register(ctx);
     crate::extract::register(ctx);
     crate::numfmt::register(ctx);
     crate::jsonops::register(ctx);

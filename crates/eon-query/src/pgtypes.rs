@@ -55,7 +55,36 @@ pub fn pg_type(ty: Option<SqlType>) -> Type {
 }
 
 pub fn pg_type_of(field: &Field) -> Type {
-    pg_type(sql_type_of(field))
+    match field.data_type() {
+        DataType::Struct(_) => Type::RECORD,
+        DataType::List(item) | DataType::LargeList(item)
+            if matches!(item.data_type(), DataType::Struct(_)) =>
+        {
+            Type::RECORD_ARRAY
+        }
+        _ => pg_type(sql_type_of(field)),
+    }
+}
+
+/// A field as it appears in a record's text form (record_out): nothing for
+/// NULL, double-quoted (with `"` and `\` doubled) when empty or holding a
+/// character that would end or split it.
+fn record_field(s: &str, out: &mut String) {
+    let quote = s.is_empty()
+        || s.chars()
+            .any(|c| matches!(c, '(' | ')' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+    if !quote {
+        out.push_str(s);
+        return;
+    }
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// The element field of a list column.
@@ -106,6 +135,9 @@ pub struct ColumnEncoder {
     array: ArrayRef,
     /// For an array column: its offsets and an encoder of all its elements.
     elements: Option<(OffsetBuffer<i32>, Box<ColumnEncoder>)>,
+    /// For a record column (`ROW(…)`, an Arrow struct): each field's type
+    /// OID and encoder.
+    record: Option<Vec<(u32, ColumnEncoder)>>,
     /// How dates and timestamps are written in text (the session's
     /// DateStyle).
     style: DateStyle,
@@ -116,6 +148,39 @@ pub struct ColumnEncoder {
 impl ColumnEncoder {
     /// Prepare `array` (of `field`) for encoding in text or binary format.
     pub fn new(field: &Field, array: &ArrayRef, binary: bool) -> Result<ColumnEncoder> {
+        if let DataType::Struct(fields) = field.data_type() {
+            let columns = array.as_struct().columns();
+            let record = fields
+                .iter()
+                .zip(columns)
+                .map(|(f, a)| Ok((pg_type_of(f).oid(), ColumnEncoder::new(f, a, binary)?)))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(ColumnEncoder {
+                ty: None,
+                binary,
+                array: array.clone(),
+                elements: None,
+                record: Some(record),
+                style: DateStyle::default(),
+                extra_float_digits: 1,
+            });
+        }
+        if let Some(item) =
+            list_item(field).filter(|i| matches!(i.data_type(), DataType::Struct(_)))
+        {
+            let list = cast(array, &DataType::List(item.clone()))?;
+            let list = list.as_list::<i32>();
+            let values = ColumnEncoder::new(item, list.values(), binary)?;
+            return Ok(ColumnEncoder {
+                ty: None,
+                binary,
+                array: array.clone(),
+                elements: Some((list.offsets().clone(), Box::new(values))),
+                record: None,
+                style: DateStyle::default(),
+                extra_float_digits: 1,
+            });
+        }
         if let Some(item) = list_item(field) {
             // The element type: the column's declared one (varchar(3)[]),
             // else what the list's items are.
@@ -132,6 +197,7 @@ impl ColumnEncoder {
                     binary,
                     array: array.clone(),
                     elements: Some((list.offsets().clone(), Box::new(values))),
+                    record: None,
                     style: DateStyle::default(),
                     extra_float_digits: 1,
                 });
@@ -158,6 +224,7 @@ impl ColumnEncoder {
             binary: binary && ty.is_some(),
             array,
             elements: None,
+            record: None,
             style: DateStyle::default(),
             extra_float_digits: 1,
         })
@@ -168,9 +235,17 @@ impl ColumnEncoder {
     pub fn with_settings(mut self, style: DateStyle, extra_float_digits: i32) -> ColumnEncoder {
         self.style = style;
         self.extra_float_digits = extra_float_digits;
-        if let Some((_, values)) = &mut self.elements {
-            values.style = style;
-            values.extra_float_digits = extra_float_digits;
+        if let Some((offsets, values)) = self.elements.take() {
+            let values = values.with_settings(style, extra_float_digits);
+            self.elements = Some((offsets, Box::new(values)));
+        }
+        if let Some(record) = self.record.take() {
+            self.record = Some(
+                record
+                    .into_iter()
+                    .map(|(oid, e)| (oid, e.with_settings(style, extra_float_digits)))
+                    .collect(),
+            );
         }
         self
     }
@@ -189,7 +264,11 @@ impl ColumnEncoder {
         let has_null = (start..end).any(|j| values.array.is_null(j));
         buf.put_i32(if end > start { 1 } else { 0 });
         buf.put_i32(has_null as i32);
-        buf.put_u32(self.ty.map(|t| t.pg_oid()).unwrap_or(25));
+        let element = match (&values.record, self.ty) {
+            (Some(_), _) => Type::RECORD.oid(),
+            (None, t) => t.map(|t| t.pg_oid()).unwrap_or(25),
+        };
+        buf.put_u32(element);
         if end > start {
             buf.put_i32((end - start) as i32);
             buf.put_i32(1);
@@ -227,6 +306,14 @@ impl ColumnEncoder {
         buf.put_i32(0);
         if let (Some((offsets, values)), true) = (&self.elements, self.binary) {
             self.array_send(i, offsets, values, buf);
+        } else if let (Some(record), true) = (&self.record, self.binary) {
+            // record_send: the field count, then each field's type OID and
+            // value.
+            buf.put_i32(record.len() as i32);
+            for (oid, field) in record {
+                buf.put_u32(*oid);
+                field.encode(i, buf);
+            }
         } else if self.binary {
             self.binary_value(i, buf);
         } else {
@@ -241,6 +328,19 @@ impl ColumnEncoder {
     pub fn text_value(&self, i: usize) -> String {
         if let Some((offsets, values)) = &self.elements {
             return Self::array_text(i, offsets, values);
+        }
+        if let Some(record) = &self.record {
+            let mut s = String::from("(");
+            for (n, (_, field)) in record.iter().enumerate() {
+                if n > 0 {
+                    s.push(',');
+                }
+                if !field.array.is_null(i) {
+                    record_field(&field.text_value(i), &mut s);
+                }
+            }
+            s.push(')');
+            return s;
         }
         let a = &self.array;
         match self.ty {

@@ -35,7 +35,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use eon_common::error::sqlstate;
 use eon_common::{Error, Result, SqlType};
 use eon_proto::v1 as pb;
@@ -231,8 +231,9 @@ pub fn is_volatile_default(sql: &str) -> bool {
 /// `START WITH … INCREMENT BY …`; the parser wants one fixed order), and
 /// `CREATE USER` / `ALTER USER` are PostgreSQL's (see [`crate::roles`]).
 pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
-    let mut parser = Parser::new(&PostgreSqlDialect {})
-        .with_tokens_with_locations(crate::windows::frame_tokens(sql)?);
+    let tokens = order_by_using(crate::windows::frame_tokens(sql)?);
+    let (tokens, search_cycle) = crate::searchcycle::take_clauses(tokens)?;
+    let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     let mut expecting_delimiter = false;
     loop {
@@ -246,25 +247,67 @@ pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, Parser
         if expecting_delimiter {
             return parser.expected("end of statement", next);
         }
-        let statement = if parser.parse_keywords(&[Keyword::CREATE, Keyword::SEQUENCE]) {
-            create_sequence_statement(&mut parser)?
-        } else if crate::partitions::at_attach(&parser) {
-            crate::partitions::parse_attach(&mut parser)?
-        } else if let Some(is_move) = crate::cursors::at_fetch(&parser) {
-            crate::cursors::parse_fetch(&mut parser, is_move)?
-        } else if let Some(create) = crate::roles::at_user_statement(&mut parser) {
-            if create {
-                crate::roles::parse_create_user(&mut parser)?
+        let statement =
+            if parser.parse_keywords(&[Keyword::RESET, Keyword::SESSION, Keyword::AUTHORIZATION]) {
+                // PostgreSQL's spelling of SET SESSION AUTHORIZATION DEFAULT.
+                use datafusion::sql::sqlparser::ast::{
+                    Set, SetSessionAuthorizationParam, SetSessionAuthorizationParamKind,
+                };
+                Statement::Set(Set::SetSessionAuthorization(SetSessionAuthorizationParam {
+                    scope: datafusion::sql::sqlparser::ast::ContextModifier::Session,
+                    kind: SetSessionAuthorizationParamKind::Default,
+                }))
+            } else if parser.parse_keywords(&[Keyword::CREATE, Keyword::SEQUENCE]) {
+                create_sequence_statement(&mut parser)?
+            } else if crate::partitions::at_attach(&parser) {
+                crate::partitions::parse_attach(&mut parser)?
+            } else if let Some(is_move) = crate::cursors::at_fetch(&parser) {
+                crate::cursors::parse_fetch(&mut parser, is_move)?
+            } else if let Some(create) = crate::roles::at_user_statement(&mut parser) {
+                if create {
+                    crate::roles::parse_create_user(&mut parser)?
+                } else {
+                    crate::roles::parse_alter_user(&mut parser)?
+                }
             } else {
-                crate::roles::parse_alter_user(&mut parser)?
-            }
-        } else {
-            parser.parse_statement()?
-        };
+                parser.parse_statement()?
+            };
         statements.push(statement);
         expecting_delimiter = true;
     }
+    crate::searchcycle::apply(&mut statements, &search_cycle)?;
     Ok(statements)
+}
+
+/// `ORDER BY x USING <` (or `>`): PostgreSQL's way of naming the sort
+/// operator, which for the built-in orderings is `ASC` (or `DESC`).
+fn order_by_using(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let solid: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut drop = vec![false; tokens.len()];
+    for w in solid.windows(2) {
+        let direction = match tokens[w[1]].token {
+            Token::Lt => Keyword::ASC,
+            Token::Gt => Keyword::DESC,
+            _ => continue,
+        };
+        if matches!(&tokens[w[0]].token, Token::Word(k) if k.keyword == Keyword::USING) {
+            let name = if direction == Keyword::ASC {
+                "ASC"
+            } else {
+                "DESC"
+            };
+            tokens[w[0]].token = Token::make_keyword(name);
+            drop[w[1]] = true;
+        }
+    }
+    tokens
+        .into_iter()
+        .zip(drop)
+        .filter(|(_, d)| !d)
+        .map(|(t, _)| t)
+        .collect()
 }
 
 /// The rest of `CREATE SEQUENCE`, options in any order.

@@ -255,6 +255,8 @@ impl Engine {
         Session {
             engine: self.clone(),
             user: std::sync::RwLock::new(user.to_string()),
+            authenticated: std::sync::RwLock::new(user.to_string()),
+            session_user: std::sync::RwLock::new(user.to_string()),
             cancel: tokio::sync::watch::Sender::new(0),
             vars: Mutex::new(BTreeMap::new()),
             startup_vars: Mutex::new(BTreeMap::new()),
@@ -278,8 +280,15 @@ use eon_common::schema::is_temp_schema;
 
 pub struct Session {
     pub engine: Arc<Engine>,
-    /// The role it runs as (`session_user`, `current_user`).
+    /// The role it runs as (`current_user`): the session user, or the
+    /// role `SET ROLE` chose.
     user: std::sync::RwLock<String>,
+    /// The role that logged in; only a superuser may change the session
+    /// user (`SET SESSION AUTHORIZATION`), and `DEFAULT` goes back to it.
+    authenticated: std::sync::RwLock<String>,
+    /// The session user: the role that logged in, or the one `SET SESSION
+    /// AUTHORIZATION` chose; `RESET ROLE` goes back to it.
+    session_user: std::sync::RwLock<String>,
     /// Bumped by a cancel request: the running statement stops (57014).
     cancel: tokio::sync::watch::Sender<u64>,
     vars: Mutex<BTreeMap<String, String>>,
@@ -609,8 +618,70 @@ impl Session {
         self.user.read().unwrap().clone()
     }
 
+    /// The role that logged in.
     pub fn set_user(&self, user: &str) {
         *self.user.write().unwrap() = user.to_string();
+        *self.authenticated.write().unwrap() = user.to_string();
+        *self.session_user.write().unwrap() = user.to_string();
+    }
+
+    /// `SET SESSION AUTHORIZATION role | DEFAULT` (`None`): the session and
+    /// current user become `role` — for a superuser only, as in
+    /// PostgreSQL — or the role that logged in.
+    fn set_session_authorization(&self, role: Option<String>) -> Result<Output> {
+        let authenticated = self.authenticated.read().unwrap().clone();
+        let role = role.unwrap_or_else(|| authenticated.clone());
+        if role != authenticated {
+            let superuser = self
+                .engine
+                .cluster
+                .role(&authenticated)
+                .is_some_and(|r| r.superuser);
+            if !superuser {
+                return Err(Error::user(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "permission denied to set session authorization",
+                ));
+            }
+            self.existing_role(&role)?;
+        }
+        *self.session_user.write().unwrap() = role.clone();
+        *self.user.write().unwrap() = role;
+        Ok(Output::Command("SET".into()))
+    }
+
+    /// `SET ROLE role | NONE` (`None`): the current user becomes `role` —
+    /// if the session user is a superuser or that role — or the session
+    /// user again.
+    fn set_role(&self, role: Option<String>) -> Result<Output> {
+        let session_user = self.session_user.read().unwrap().clone();
+        let role = role.unwrap_or_else(|| session_user.clone());
+        if role != session_user {
+            self.existing_role(&role)?;
+            let superuser = self
+                .engine
+                .cluster
+                .role(&session_user)
+                .is_some_and(|r| r.superuser);
+            if !superuser {
+                return Err(Error::user(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied to set role \"{role}\""),
+                ));
+            }
+        }
+        *self.user.write().unwrap() = role;
+        Ok(Output::Command("SET".into()))
+    }
+
+    fn existing_role(&self, role: &str) -> Result<()> {
+        match self.engine.cluster.role(role) {
+            Some(_) => Ok(()),
+            None => Err(Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("role \"{role}\" does not exist"),
+            )),
+        }
     }
 
     /// Whom this session's privileges are checked for: its role, or (if
@@ -1984,6 +2055,16 @@ impl Session {
             S::SetNames { charset_name, .. } => {
                 self.set_parameter("client_encoding", &charset_name.value)?;
             }
+            S::SetSessionAuthorization(param) => {
+                use datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind as K;
+                return self.set_session_authorization(match &param.kind {
+                    K::Default => None,
+                    K::User(name) => Some(ident_name(name)),
+                });
+            }
+            S::SetRole { role_name, .. } => {
+                return self.set_role(role_name.as_ref().map(ident_name));
+            }
             _ => {}
         }
         Ok(Output::Command("SET".into()))
@@ -2000,6 +2081,9 @@ impl Session {
             }
             Reset::ConfigurationParameter(name) => {
                 let name = name.to_string().to_ascii_lowercase();
+                if name == "role" {
+                    return self.set_role(None);
+                }
                 if name == "default_transaction_isolation" || name == "transaction_isolation" {
                     *self.default_isolation.lock().unwrap() = Isolation::Serializable;
                 }

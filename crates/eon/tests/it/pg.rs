@@ -2205,3 +2205,117 @@ async fn update_sets_a_column_list_from_a_subquery() {
     );
     refused(&c, "UPDATE u SET (a, b) = (SELECT a, b FROM u)", "21000").await;
 }
+
+#[tokio::test]
+async fn recursive_queries_search_and_detect_cycles_in_record_paths() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE graph (f int, t int, label text); \
+         INSERT INTO graph VALUES (1, 2, 'a'), (2, 3, 'b'), (3, 1, 'c')",
+    )
+    .await
+    .unwrap();
+    // Records and arrays of records in PostgreSQL's text form.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT ROW(1, 'a b', NULL, ''), ARRAY[ROW(1, 2), ROW(3, 4)], ARRAY[ROW(1)]"
+        )
+        .await,
+        [["(1,\"a b\",,\"\")", "{\"(1,2)\",\"(3,4)\"}", "{(1)}"]]
+    );
+    // Depth first: each row's path of (f, t) sorts it under its parent.
+    let walk = "WITH RECURSIVE w(f, t, label) AS ( \
+                  SELECT * FROM graph WHERE f = 1 \
+                  UNION ALL \
+                  SELECT g.* FROM graph g, w WHERE g.f = w.t AND w.f < 3 \
+                ) SEARCH DEPTH FIRST BY f, t SET seq \
+                SELECT f, t, seq FROM w ORDER BY seq";
+    assert_eq!(
+        texts(&c, walk).await,
+        [
+            ["1", "2", "{\"(1,2)\"}"],
+            ["2", "3", "{\"(1,2)\",\"(2,3)\"}"],
+            ["3", "1", "{\"(1,2)\",\"(2,3)\",\"(3,1)\"}"]
+        ]
+    );
+    // Breadth first: the depth leads the sort key.
+    assert_eq!(
+        texts(&c, &walk.replace("DEPTH", "BREADTH")).await,
+        [
+            ["1", "2", "(0,1,2)"],
+            ["2", "3", "(1,2,3)"],
+            ["3", "1", "(2,3,1)"]
+        ]
+    );
+    // CYCLE stops at the first row already on the path, and marks it.
+    let cycle = "WITH RECURSIVE w AS ( \
+                   SELECT f, t FROM graph WHERE f = 1 \
+                   UNION ALL \
+                   SELECT g.f, g.t FROM graph g, w WHERE g.f = w.t \
+                 ) CYCLE f, t SET looped TO 'Y' DEFAULT 'N' USING path \
+                 SELECT f, t, looped, path FROM w";
+    assert_eq!(
+        texts(&c, cycle).await,
+        [
+            ["1", "2", "N", "{\"(1,2)\"}"],
+            ["2", "3", "N", "{\"(1,2)\",\"(2,3)\"}"],
+            ["3", "1", "N", "{\"(1,2)\",\"(2,3)\",\"(3,1)\"}"],
+            ["1", "2", "Y", "{\"(1,2)\",\"(2,3)\",\"(3,1)\",\"(1,2)\"}"]
+        ]
+    );
+    // Bad clauses are syntax errors that point at the clause.
+    let e = refused(&c, &walk.replace("BY f, t", "BY f, nope"), "42601").await;
+    let db = e.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "search column \"nope\" not in WITH query column list"
+    );
+    assert!(
+        matches!(db.position(), Some(tokio_postgres::error::ErrorPosition::Original(p)) if walk[*p as usize - 1..].starts_with("SEARCH"))
+    );
+    refused(&c, &cycle.replace("USING path", "USING looped"), "42601").await;
+    refused(&c, &walk.replace("SET seq", "SET label"), "42601").await;
+
+    // ORDER BY … USING.
+    assert_eq!(
+        texts(&c, "SELECT f FROM graph ORDER BY f USING >").await,
+        [["3"], ["2"], ["1"]]
+    );
+    // Degrees: exact at the well-known angles.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT sind(30), cosd(120), tand(135), asind(-0.5), atan2d(1, -1)"
+        )
+        .await,
+        [["0.5", "-0.5", "-1", "-30", "135"]]
+    );
+}
+
+#[tokio::test]
+async fn session_authorization_and_role_change_whose_privileges_apply() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE USER alice; CREATE TABLE secret (a int); SET SESSION AUTHORIZATION alice",
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&c, "SELECT current_user").await, [["alice"]]);
+    refused(&c, "SELECT * FROM secret", "42501").await;
+    // Only the superuser that logged in could change who the session is.
+    c.batch_execute("RESET SESSION AUTHORIZATION")
+        .await
+        .unwrap();
+    c.batch_execute("SELECT * FROM secret").await.unwrap();
+    c.batch_execute("SET ROLE alice").await.unwrap();
+    refused(&c, "SELECT * FROM secret", "42501").await;
+    c.batch_execute("RESET ROLE").await.unwrap();
+    refused(&c, "SET ROLE nobody", "42704").await;
+    c.batch_execute("SET SESSION AUTHORIZATION alice")
+        .await
+        .unwrap();
+    refused(&c, "SET ROLE eon", "42501").await;
+}
