@@ -73,6 +73,9 @@ pub fn pg_name(e: &Expr) -> Option<String> {
             expr, data_type, ..
         } => match expr.as_ref() {
             Expr::Cast { .. } | Expr::TypedString(_) => Some(type_name(data_type)),
+            Expr::Function(f) if f.name.to_string() == crate::pgfuncs::ARRAY_LITERAL => {
+                Some(type_name(data_type))
+            }
             _ => pg_name(expr).or_else(|| Some(type_name(data_type))),
         },
         Expr::Nested(inner) => pg_name(inner),
@@ -99,6 +102,14 @@ pub fn pg_name(e: &Expr) -> Option<String> {
 /// PostgreSQL's internal type name, which names a column computed by a
 /// cast of a constant (`SELECT 1::int` is `int4`).
 fn type_name(t: &DataType) -> String {
+    use datafusion::sql::sqlparser::ast::ArrayElemTypeDef;
+    if let DataType::Array(
+        ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element),
+    ) = t
+    {
+        // `'{1}'::int[]` is named after its element type.
+        return type_name(element);
+    }
     match crate::ddl::sql_type(t) {
         Ok(ty) => match ty {
             eon_common::SqlType::Numeric { .. } => "numeric".into(),

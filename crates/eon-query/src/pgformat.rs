@@ -13,15 +13,23 @@
 //! take a width, given or from an argument (`%*s`, `%*1$s`; a negative
 //! width left-justifies). Errors are PostgreSQL's: 22023 for a bad
 //! specifier or too few arguments.
+//!
+//! `format`, `concat` and `concat_ws` also take their last arguments as
+//! one array, marked `VARIADIC` (`format('%s, %s', VARIADIC ARRAY[1, 2])`,
+//! `concat(VARIADIC NULL::int[])` is NULL). sqlparser does not read the
+//! mark, so [`variadic_tokens`] takes it out and renames the call to a
+//! function of that array, [`Variadic`] (`eon_variadic_format`, named as
+//! the original in results).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::DataFusionError;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use eon_common::Error;
 
 use crate::pgtypes::ColumnEncoder;
@@ -344,6 +352,163 @@ fn format_row(template: &str, args: &[Arg], row: usize) -> datafusion::common::R
         }
     }
     Ok(out)
+}
+
+/// The prefix of a function renamed for its `VARIADIC` array.
+pub const VARIADIC_PREFIX: &str = "eon_variadic_";
+
+/// `f(…, VARIADIC array)` → `eon_variadic_f(…, array)`, for the functions
+/// [`Variadic`] implements.
+pub fn variadic_tokens(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let solid: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut drop = vec![false; tokens.len()];
+    for k in 1..solid.len() {
+        let is_variadic = matches!(&tokens[solid[k]].token,
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("variadic"));
+        if !is_variadic || !matches!(tokens[solid[k - 1]].token, Token::LParen | Token::Comma) {
+            continue;
+        }
+        // The call's name: the word before the unclosed parenthesis.
+        let mut depth = 0;
+        let mut open = None;
+        for p in (0..k).rev() {
+            match tokens[solid[p]].token {
+                Token::RParen => depth += 1,
+                Token::LParen if depth == 0 => {
+                    open = Some(p);
+                    break;
+                }
+                Token::LParen => depth -= 1,
+                _ => {}
+            }
+        }
+        let Some(name) = open.filter(|&p| p > 0).map(|p| solid[p - 1]) else {
+            continue;
+        };
+        let Token::Word(w) = &tokens[name].token else {
+            continue;
+        };
+        let function = w.value.to_ascii_lowercase();
+        if w.quote_style.is_none() && VARIADIC_FUNCTIONS.contains(&function.as_str()) {
+            tokens[name].token = Token::make_word(&format!("{VARIADIC_PREFIX}{function}"), None);
+            drop[solid[k]] = true;
+        }
+    }
+    tokens
+        .into_iter()
+        .zip(drop)
+        .filter(|(_, d)| !d)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+const VARIADIC_FUNCTIONS: [&str; 3] = ["format", "concat", "concat_ws"];
+
+/// `format`, `concat` or `concat_ws` with their variadic arguments given as
+/// one array (the last argument).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Variadic {
+    name: String,
+    function: &'static str,
+    signature: Signature,
+}
+
+impl Variadic {
+    pub fn all() -> impl Iterator<Item = Variadic> {
+        VARIADIC_FUNCTIONS.into_iter().map(|function| Variadic {
+            name: format!("{VARIADIC_PREFIX}{function}"),
+            function,
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Variadic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = arrays.first().map_or(1, |a| a.len());
+        let fixed = match self.function {
+            "concat" => 0,
+            _ => 1,
+        };
+        if arrays.len() != fixed + 1 {
+            return Err(fail(
+                "42883",
+                format!("function {}() does not exist", self.function),
+            ));
+        }
+        let last = &arrays[fixed];
+        let (item, list) = match last.data_type() {
+            DataType::List(item) => (item.clone(), last.as_list::<i32>().clone()),
+            DataType::Null => {
+                let item = Arc::new(Field::new("item", DataType::Utf8, true));
+                let list = datafusion::arrow::array::ListArray::new_null(item.clone(), last.len());
+                (item, list)
+            }
+            _ => {
+                return Err(fail("42804", "VARIADIC argument must be an array"));
+            }
+        };
+        let first = match fixed {
+            0 => None,
+            _ => Some(datafusion::arrow::compute::cast(
+                &arrays[0],
+                &DataType::Utf8,
+            )?),
+        };
+        let first = first.as_ref().map(|a| a.as_string::<i32>());
+        let mut out = StringBuilder::new();
+        for row in 0..n {
+            // A NULL array gives NULL, and so does a NULL format or
+            // separator.
+            if list.is_null(row) || first.is_some_and(|f| f.is_null(row)) {
+                if self.function == "format" && !first.is_some_and(|f| f.is_null(row)) {
+                    // format(f, VARIADIC NULL) is f formatted with no
+                    // arguments.
+                    out.append_value(format_row(first.unwrap().value(row), &[], 0)?);
+                } else {
+                    out.append_null();
+                }
+                continue;
+            }
+            let elements = list.value(row);
+            let args = (0..elements.len())
+                .map(|k| {
+                    let array = elements.slice(k, 1);
+                    Ok(Arg {
+                        encoder: ColumnEncoder::new(&item, &array, false)
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                        array,
+                    })
+                })
+                .collect::<datafusion::common::Result<Vec<Arg>>>()?;
+            let texts = args.iter().filter_map(|a| a.text(0));
+            let value = match self.function {
+                "concat" => texts.collect::<String>(),
+                "concat_ws" => texts.collect::<Vec<_>>().join(first.unwrap().value(row)),
+                _ => format_row(first.unwrap().value(row), &args, 0)?,
+            };
+            out.append_value(value);
+        }
+        crate::pgfuncs::shaped_like(&args.args, Arc::new(out.finish()))
+    }
 }
 
 impl ScalarUDFImpl for Format {

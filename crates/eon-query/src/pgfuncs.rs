@@ -101,7 +101,13 @@ pub fn register(ctx: &SessionContext) {
     if let Ok(f) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
         ctx.register_udaf(f.as_ref().clone().with_aliases(["variance"]));
     }
+    if let Ok(f) = datafusion::execution::FunctionRegistry::udf(ctx, "make_array") {
+        ctx.register_udf(f.as_ref().clone().with_aliases([ARRAY_LITERAL]));
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pgformat::Format::new()));
+    for f in crate::pgformat::Variadic::all() {
+        ctx.register_udf(ScalarUDF::new_from_impl(f));
+    }
     crate::numeric::register(ctx);
     crate::pgmath::register(ctx);
     crate::pgscalar::register(ctx);
@@ -398,6 +404,52 @@ pub fn rewrite(statements: &mut [Statement]) {
         });
     }
 }
+
+/// `'{1,2,NULL}'::int[]`: an array literal in PostgreSQL's text form,
+/// which DataFusion would cast as one element, becomes the array of its
+/// elements each cast to the element type (`'{}'` the empty array).
+pub fn array_literals(statements: &mut [Statement]) -> eon_common::Result<()> {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, CastKind, Value};
+    try_rewrite_expressions(statements, |e: &mut SqlExpr| {
+        let SqlExpr::Cast {
+            expr, data_type, ..
+        } = e
+        else {
+            return Ok(());
+        };
+        let SqlDataType::Array(
+            ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element),
+        ) = &*data_type
+        else {
+            return Ok(());
+        };
+        let SqlExpr::Value(v) = &**expr else {
+            return Ok(());
+        };
+        let Value::SingleQuotedString(text) = &v.value else {
+            return Ok(());
+        };
+        let items = crate::coerce::parse_array_text(text)?
+            .into_iter()
+            .map(|item| SqlExpr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(SqlExpr::value(match item {
+                    Some(s) => Value::SingleQuotedString(s),
+                    None => Value::Null,
+                })),
+                data_type: (**element).clone(),
+                array: false,
+                format: None,
+            })
+            .collect();
+        **expr = call_with(ARRAY_LITERAL, items);
+        Ok(())
+    })
+}
+
+/// `make_array` under the name [`array_literals`] calls it by, so that
+/// the column is named after the cast's type.
+pub const ARRAY_LITERAL: &str = "eon_array_literal";
 
 /// Casts to PostgreSQL's `name` (the type of identifiers) are casts to
 /// text, as eon stores `name` columns.

@@ -232,6 +232,7 @@ pub fn is_volatile_default(sql: &str) -> bool {
 /// `CREATE USER` / `ALTER USER` are PostgreSQL's (see [`crate::roles`]).
 pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
     let tokens = order_by_using(crate::windows::frame_tokens(sql)?);
+    let tokens = crate::pgformat::variadic_tokens(tokens);
     let (tokens, search_cycle) = crate::searchcycle::take_clauses(tokens)?;
     let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();

@@ -467,6 +467,38 @@ fn find_savepoint(
         })
 }
 
+/// The plan's rows as one stream. A `UNION ALL` on top (under
+/// projections) gives its branches' rows in the query's order, as
+/// PostgreSQL's Append does: its partitions are read one after another
+/// rather than merged as they come.
+fn in_branch_order(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ctx: Arc<datafusion::execution::TaskContext>,
+) -> datafusion::common::Result<datafusion::execution::SendableRecordBatchStream> {
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::physical_plan::union::UnionExec;
+    use futures::StreamExt;
+    let mut top = plan.clone();
+    while let Some(p) = top.downcast_ref::<ProjectionExec>() {
+        top = p.input().clone();
+    }
+    let partitions = plan.output_partitioning().partition_count();
+    if partitions <= 1 || top.downcast_ref::<UnionExec>().is_none() {
+        return execute_stream(plan, ctx);
+    }
+    let schema = plan.schema();
+    let streams = futures::stream::iter(0..partitions)
+        .map(move |i| plan.execute(i, ctx.clone()))
+        .map(|s| match s {
+            Ok(s) => s.left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        })
+        .flatten();
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, streams)))
+}
+
 /// sqlparser's error as PostgreSQL words it, with the error cursor at the
 /// offending token when `sql` is the text that was parsed.
 fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError, sql: Option<&str>) -> Error {
@@ -731,6 +763,7 @@ impl Session {
         crate::datetime::rewrite_literals(&mut statements, self.date_style().order)?;
         crate::intervals::rewrite_literals(&mut statements)?;
         crate::enums::rewrite_casts(self, &mut statements)?;
+        crate::pgfuncs::array_literals(&mut statements)?;
         self.apply_set_config(&mut statements)?;
         Ok(statements)
     }
@@ -1816,7 +1849,7 @@ impl Session {
         let plan = self.plan_query(&state, statement).await?;
         let plan = bind(plan, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
-        let mut stream = execute_stream(physical, state.task_ctx()).map_err(from_df)?;
+        let mut stream = in_branch_order(physical, state.task_ctx()).map_err(from_df)?;
         if let Some(names) = names {
             stream = crate::naming::rename_stream(stream, &names);
         }

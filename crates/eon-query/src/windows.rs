@@ -81,8 +81,12 @@ fn excluding_name(f: &Function) -> Option<&str> {
 }
 
 /// The name a result column computed by the function `name` gets: a
-/// function renamed for its frame's exclusion is named as the one it was.
+/// function renamed for its frame's exclusion (or for a VARIADIC array)
+/// is named as the one it was.
 pub fn unmarked(name: &str) -> &str {
+    if let Some(function) = name.strip_prefix(crate::pgformat::VARIADIC_PREFIX) {
+        return function;
+    }
     match name.strip_prefix(EXCLUDE_PREFIX) {
         Some(rest) => rest.split_once("__").map_or(name, |(_, f)| f),
         None => name,

@@ -2319,3 +2319,26 @@ async fn session_authorization_and_role_change_whose_privileges_apply() {
         .unwrap();
     refused(&c, "SET ROLE eon", "42501").await;
 }
+
+#[tokio::test]
+async fn variadic_arrays_and_array_literals_read_as_postgresql_reads_them() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT concat(VARIADIC ARRAY[1, 2, 3]), concat_ws(',', VARIADIC ARRAY['a', NULL, 'b']), \
+                    format('%2$s, %1$s', VARIADIC ARRAY['x', 'y']), concat(VARIADIC NULL::int[]), \
+                    '{}'::int[], '{1,NULL,\"3\"}'::int8[]"
+        )
+        .await,
+        [["123", "a,b", "y, x", "NULL", "{}", "{1,NULL,3}"]]
+    );
+    refused(&c, "SELECT concat_ws(',', VARIADIC 10)", "42804").await;
+    refused(&c, "SELECT '{1,x}'::int[]", "22P02").await;
+    // UNION ALL lists its branches in order.
+    assert_eq!(
+        texts(&c, "SELECT 2 UNION ALL SELECT 1 UNION ALL SELECT 3").await,
+        [["2"], ["1"], ["3"]]
+    );
+}
