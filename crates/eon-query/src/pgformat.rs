@@ -360,9 +360,7 @@ pub const VARIADIC_PREFIX: &str = "eon_variadic_";
 /// `f(…, VARIADIC array)` → `eon_variadic_f(…, array)`, for the functions
 /// [`Variadic`] implements.
 pub fn variadic_tokens(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
-    let solid: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
-        .collect();
+    let solid = crate::windows::solid(&tokens);
     let mut drop = vec![false; tokens.len()];
     for k in 1..solid.len() {
         let is_variadic = matches!(&tokens[solid[k]].token,
@@ -396,12 +394,7 @@ pub fn variadic_tokens(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             drop[solid[k]] = true;
         }
     }
-    tokens
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, d)| !d)
-        .map(|(t, _)| t)
-        .collect()
+    crate::windows::without(tokens, &drop)
 }
 
 const VARIADIC_FUNCTIONS: [&str; 3] = ["format", "concat", "concat_ws"];

@@ -111,24 +111,36 @@ fn fold(x: f64, fourth: f64) -> (f64, f64) {
     (x, sign)
 }
 
-fn sind(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
+/// An angle to take the sine (…) of: None for NaN (whose result is NaN),
+/// an error for ±Infinity.
+fn angle(x: f64) -> DfResult<Option<f64>> {
     if x.is_infinite() {
         return Err(out_of_range());
     }
+    Ok((!x.is_nan()).then_some(x))
+}
+
+/// A sine or cosine to take the angle of: None for NaN, an error outside
+/// [-1, 1].
+fn ratio(x: f64) -> DfResult<Option<f64>> {
+    if !x.is_nan() && !(-1.0..=1.0).contains(&x) {
+        return Err(out_of_range());
+    }
+    Ok((!x.is_nan()).then_some(x))
+}
+
+fn sind(x: f64) -> DfResult<f64> {
+    let Some(x) = angle(x)? else {
+        return Ok(f64::NAN);
+    };
     let (x, sign) = fold(x, 1.0);
     Ok(sign * sind_q1(x))
 }
 
 fn cosd(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
-    if x.is_infinite() {
-        return Err(out_of_range());
-    }
+    let Some(x) = angle(x)? else {
+        return Ok(f64::NAN);
+    };
     let mut x = (x % 360.0).abs();
     let mut sign = 1.0;
     if x > 180.0 {
@@ -142,12 +154,9 @@ fn cosd(x: f64) -> DfResult<f64> {
 }
 
 fn tand(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
-    if x.is_infinite() {
-        return Err(out_of_range());
-    }
+    let Some(x) = angle(x)? else {
+        return Ok(f64::NAN);
+    };
     let (x, sign) = fold(x, -1.0);
     let tan_45 = sind_q1(45.0) / cosd_q1(45.0);
     let r = sign * ((sind_q1(x) / cosd_q1(x)) / tan_45);
@@ -156,12 +165,9 @@ fn tand(x: f64) -> DfResult<f64> {
 }
 
 fn cotd(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
-    if x.is_infinite() {
-        return Err(out_of_range());
-    }
+    let Some(x) = angle(x)? else {
+        return Ok(f64::NAN);
+    };
     let (x, sign) = fold(x, -1.0);
     let cot_45 = cosd_q1(45.0) / sind_q1(45.0);
     let r = sign * ((cosd_q1(x) / sind_q1(x)) / cot_45);
@@ -169,22 +175,16 @@ fn cotd(x: f64) -> DfResult<f64> {
 }
 
 fn asind(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
-    if !(-1.0..=1.0).contains(&x) {
-        return Err(out_of_range());
-    }
+    let Some(x) = ratio(x)? else {
+        return Ok(f64::NAN);
+    };
     Ok(if x >= 0.0 { asind_q1(x) } else { -asind_q1(-x) })
 }
 
 fn acosd(x: f64) -> DfResult<f64> {
-    if x.is_nan() {
-        return Ok(x);
-    }
-    if !(-1.0..=1.0).contains(&x) {
-        return Err(out_of_range());
-    }
+    let Some(x) = ratio(x)? else {
+        return Ok(f64::NAN);
+    };
     Ok(if x >= 0.0 {
         acosd_q1(x)
     } else {

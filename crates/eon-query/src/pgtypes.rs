@@ -66,27 +66,6 @@ pub fn pg_type_of(field: &Field) -> Type {
     }
 }
 
-/// A field as it appears in a record's text form (record_out): nothing for
-/// NULL, double-quoted (with `"` and `\` doubled) when empty or holding a
-/// character that would end or split it.
-fn record_field(s: &str, out: &mut String) {
-    let quote = s.is_empty()
-        || s.chars()
-            .any(|c| matches!(c, '(' | ')' | ',' | '"' | '\\') || c.is_ascii_whitespace());
-    if !quote {
-        out.push_str(s);
-        return;
-    }
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push(c);
-        }
-        out.push(c);
-    }
-    out.push('"');
-}
-
 /// The element field of a list column.
 fn list_item(field: &Field) -> Option<&FieldRef> {
     match field.data_type() {
@@ -97,14 +76,21 @@ fn list_item(field: &Field) -> Option<&FieldRef> {
 
 pub use eon_common::types::array_oid;
 
-/// An element as it appears in an array's text form: double-quoted (with
-/// `"` and `\` escaped) when empty, `NULL`, or holding a character that
-/// would end or split it.
-fn array_element(s: &str, out: &mut String) {
+/// An array element (array_out) or a record field (record_out) as it
+/// appears in the text form: double-quoted when empty, when an element
+/// reads `NULL`, or when it holds a character that would end or split it;
+/// inside the quotes `"` and `\` are escaped by a backslash in an array,
+/// doubled in a record. (A NULL field of a record is written as nothing.)
+fn quoted_element(s: &str, out: &mut String, record: bool) {
+    let special: &[char] = if record {
+        &['(', ')', ',', '"', '\\']
+    } else {
+        &['{', '}', ',', '"', '\\']
+    };
     let quote = s.is_empty()
-        || s.eq_ignore_ascii_case("null")
+        || (!record && s.eq_ignore_ascii_case("null"))
         || s.chars()
-            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+            .any(|c| special.contains(&c) || c.is_ascii_whitespace());
     if !quote {
         out.push_str(s);
         return;
@@ -112,7 +98,7 @@ fn array_element(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
-            out.push('\\');
+            out.push(if record { c } else { '\\' });
         }
         out.push(c);
     }
@@ -289,7 +275,7 @@ impl ColumnEncoder {
             if values.array.is_null(j) {
                 s.push_str("NULL");
             } else {
-                array_element(&values.text_value(j), &mut s);
+                quoted_element(&values.text_value(j), &mut s, false);
             }
         }
         s.push('}');
@@ -336,7 +322,7 @@ impl ColumnEncoder {
                     s.push(',');
                 }
                 if !field.array.is_null(i) {
-                    record_field(&field.text_value(i), &mut s);
+                    quoted_element(&field.text_value(i), &mut s, true);
                 }
             }
             s.push(')');

@@ -89,9 +89,7 @@ fn norm(i: &Ident) -> String {
 pub fn take_clauses(
     tokens: Vec<TokenWithSpan>,
 ) -> Result<(Vec<TokenWithSpan>, Found), ParserError> {
-    let solid: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
-        .collect();
+    let solid = crate::windows::solid(&tokens);
     let word = |k: usize, text: &str| {
         solid.get(k).is_some_and(|&i| {
             matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text))
@@ -215,12 +213,7 @@ pub fn take_clauses(
         let start = tokens[solid[k]].span.start;
         found.insert((start.line, start.column), clauses);
     }
-    let tokens = tokens
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, d)| !d)
-        .map(|(t, _)| t)
-        .collect();
+    let tokens = crate::windows::without(tokens, &drop);
     Ok((tokens, found))
 }
 

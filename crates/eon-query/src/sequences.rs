@@ -283,9 +283,7 @@ pub fn parse_statements(sql: &str) -> std::result::Result<Vec<Statement>, Parser
 /// `ORDER BY x USING <` (or `>`): PostgreSQL's way of naming the sort
 /// operator, which for the built-in orderings is `ASC` (or `DESC`).
 fn order_by_using(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
-    let solid: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
-        .collect();
+    let solid = crate::windows::solid(&tokens);
     let mut drop = vec![false; tokens.len()];
     for w in solid.windows(2) {
         let direction = match tokens[w[1]].token {
@@ -303,12 +301,7 @@ fn order_by_using(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             drop[w[1]] = true;
         }
     }
-    tokens
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, d)| !d)
-        .map(|(t, _)| t)
-        .collect()
+    crate::windows::without(tokens, &drop)
 }
 
 /// The rest of `CREATE SEQUENCE`, options in any order.

@@ -93,14 +93,29 @@ pub fn unmarked(name: &str) -> &str {
     }
 }
 
+/// The positions of the tokens that are not whitespace.
+pub fn solid(tokens: &[TokenWithSpan]) -> Vec<usize> {
+    (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect()
+}
+
+/// `tokens` without those `drop` marks.
+pub fn without(tokens: Vec<TokenWithSpan>, drop: &[bool]) -> Vec<TokenWithSpan> {
+    tokens
+        .into_iter()
+        .zip(drop)
+        .filter(|(_, d)| !**d)
+        .map(|(t, _)| t)
+        .collect()
+}
+
 /// The tokens of `sql`, with `'…'::type PRECEDING` read as
 /// `'…' PRECEDING`, a frame's `EXCLUDE …` taken out, its function
 /// renamed for it (see the module docs), and `COLLATE "C"` dropped.
 pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location()?;
-    let solid: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
-        .collect();
+    let solid = solid(&tokens);
     let is_word = |i: usize, k: &[Keyword]| matches!(&tokens[i].token, Token::Word(w) if k.contains(&w.keyword));
     let mut drop = vec![false; tokens.len()];
     for w in solid.windows(4) {
@@ -174,12 +189,7 @@ pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
     for (i, name) in renames {
         tokens[i].token = Token::make_word(&name, None);
     }
-    Ok(tokens
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, d)| !d)
-        .map(|(t, _)| t)
-        .collect())
+    Ok(without(tokens, &drop))
 }
 
 /// The token index of the name of the function whose window spec holds
