@@ -86,7 +86,9 @@ struct Arg {
 
 impl Arg {
     fn text(&self, row: usize) -> Option<String> {
-        (!self.array.is_null(row)).then(|| self.encoder.text_value(row))
+        // An untyped NULL argument is a NullArray, whose is_null is false.
+        let null = self.array.is_null(row) || self.array.data_type() == &DataType::Null;
+        (!null).then(|| self.encoder.text_value(row))
     }
 }
 

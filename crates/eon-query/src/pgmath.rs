@@ -26,8 +26,10 @@
 //! `cannot take square root of a negative number` (2201F), `zero raised to
 //! a negative power is undefined`, and a finite result too large or too
 //! small for a double is `value out of range: overflow` / `underflow`
-//! (22003). [`PgMath`] wraps DataFusion's `ln`, `log`, `log10`, `sqrt`,
-//! `power` and `exp`, checks their arguments and result, and otherwise
+//! (22003), as is `acosh` below 1 or `atanh` outside [-1, 1] (`input is
+//! out of range`). [`PgMath`] wraps DataFusion's `ln`, `log`, `log10`,
+//! `sqrt`, `power`, `exp`, `acosh` and `atanh`, checks their arguments
+//! and result, and otherwise
 //! leaves them as they are. Such calls are evaluated by the query engine
 //! (the data engines know only DataFusion's own functions), so
 //! `provider::ship` keeps filters that use them.
@@ -78,6 +80,8 @@ pub fn register(ctx: &SessionContext) {
         ("sqrt", Check::Sqrt),
         ("power", Check::Power),
         ("exp", Check::Exp),
+        ("acosh", Check::Acosh),
+        ("atanh", Check::Atanh),
     ] {
         if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(ctx, name) {
             ctx.register_udf(ScalarUDF::new_from_impl(PgMath { inner, check }));
@@ -427,6 +431,9 @@ enum Check {
     Power,
     /// `exp`: a finite, non-zero result for a finite argument.
     Exp,
+    /// `acosh`: at least 1; `atanh`: within [-1, 1].
+    Acosh,
+    Atanh,
 }
 
 /// One of DataFusion's math functions with PostgreSQL's errors (see the
@@ -513,6 +520,18 @@ impl PgMath {
                         if r == 0.0 && x != 0.0 {
                             return Err(out_of_range("underflow"));
                         }
+                    }
+                }
+                Check::Acosh | Check::Atanh => {
+                    let outside = match self.check {
+                        Check::Acosh => x < 1.0,
+                        _ => !(-1.0..=1.0).contains(&x),
+                    };
+                    if outside {
+                        return Err(fail(
+                            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                            "input is out of range",
+                        ));
                     }
                 }
                 Check::Exp => {
