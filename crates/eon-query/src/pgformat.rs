@@ -371,19 +371,7 @@ pub fn variadic_tokens(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             continue;
         }
         // The call's name: the word before the unclosed parenthesis.
-        let mut depth = 0;
-        let mut open = None;
-        for p in (0..k).rev() {
-            match tokens[solid[p]].token {
-                Token::RParen => depth += 1,
-                Token::LParen if depth == 0 => {
-                    open = Some(p);
-                    break;
-                }
-                Token::LParen => depth -= 1,
-                _ => {}
-            }
-        }
+        let open = crate::windows::open_paren_before(&tokens, &solid, k);
         let Some(name) = open.filter(|&p| p > 0).map(|p| solid[p - 1]) else {
             continue;
         };

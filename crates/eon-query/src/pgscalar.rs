@@ -230,9 +230,8 @@ pub fn register(ctx: &SessionContext) {
         DataType::Float64,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let y = args[0].to_array(1)?;
-            let x = args[1].to_array(y.len())?;
-            let y = args[0].to_array(x.len())?;
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (y, x) = (&arrays[0], &arrays[1]);
             let out: Float64Array = y
                 .as_primitive::<Float64Type>()
                 .iter()
@@ -249,9 +248,8 @@ pub fn register(ctx: &SessionContext) {
             DataType::Boolean,
             Volatility::Immutable,
             Arc::new(move |args: &[ColumnarValue]| {
-                let a = args[0].to_array(1)?;
-                let b = args[1].to_array(a.len())?;
-                let a = args[0].to_array(b.len())?;
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let (a, b) = (&arrays[0], &arrays[1]);
                 let out: BooleanArray = a
                     .as_boolean()
                     .iter()
@@ -336,14 +334,7 @@ fn isfinite(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
 
 /// make_timestamp: the fields checked as PostgreSQL checks them (22008).
 fn make_timestamp(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
-    let len = args
-        .iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(a) => Some(a.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1);
-    let arrays = args
+    let arrays = ColumnarValue::values_to_arrays(args)?
         .iter()
         .enumerate()
         .map(|(k, a)| {
@@ -352,9 +343,10 @@ fn make_timestamp(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
             } else {
                 DataType::Int32
             };
-            Ok(cast(&a.to_array(len)?, &to)?)
+            Ok(cast(a, &to)?)
         })
         .collect::<DfResult<Vec<ArrayRef>>>()?;
+    let len = arrays[0].len();
     let int = |k: usize, i: usize| {
         let a = arrays[k].as_primitive::<Int32Type>();
         (!a.is_null(i)).then(|| a.value(i))

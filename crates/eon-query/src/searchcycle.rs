@@ -220,20 +220,11 @@ pub fn take_clauses(
 /// Does the `)` at solid position `k` close a CTE's query (`name [(…)] AS
 /// [[NOT] MATERIALIZED] ( … )`)?
 fn closes_cte(tokens: &[TokenWithSpan], solid: &[usize], k: usize) -> bool {
-    let mut depth = 0i32;
-    for p in (0..k).rev() {
-        match tokens[solid[p]].token {
-            Token::RParen => depth += 1,
-            Token::LParen if depth == 0 => {
-                return p > 0
-                    && matches!(&tokens[solid[p - 1]].token, Token::Word(w)
-                        if ["as", "materialized"].contains(&w.value.to_ascii_lowercase().as_str()));
-            }
-            Token::LParen => depth -= 1,
-            _ => {}
-        }
-    }
-    false
+    crate::windows::open_paren_before(tokens, solid, k).is_some_and(|p| {
+        p > 0
+            && matches!(&tokens[solid[p - 1]].token, Token::Word(w)
+                if ["as", "materialized"].contains(&w.value.to_ascii_lowercase().as_str()))
+    })
 }
 
 /// The SQL text of some tokens.

@@ -664,12 +664,7 @@ impl Session {
         let authenticated = self.authenticated.read().unwrap().clone();
         let role = role.unwrap_or_else(|| authenticated.clone());
         if role != authenticated {
-            let superuser = self
-                .engine
-                .cluster
-                .role(&authenticated)
-                .is_some_and(|r| r.superuser);
-            if !superuser {
+            if !self.is_superuser(&authenticated) {
                 return Err(Error::user(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     "permission denied to set session authorization",
@@ -690,12 +685,7 @@ impl Session {
         let role = role.unwrap_or_else(|| session_user.clone());
         if role != session_user {
             self.existing_role(&role)?;
-            let superuser = self
-                .engine
-                .cluster
-                .role(&session_user)
-                .is_some_and(|r| r.superuser);
-            if !superuser {
+            if !self.is_superuser(&session_user) {
                 return Err(Error::user(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!("permission denied to set role \"{role}\""),
@@ -704,6 +694,10 @@ impl Session {
         }
         *self.user.write().unwrap() = role;
         Ok(Output::Command("SET".into()))
+    }
+
+    fn is_superuser(&self, role: &str) -> bool {
+        self.engine.cluster.role(role).is_some_and(|r| r.superuser)
     }
 
     fn existing_role(&self, role: &str) -> Result<()> {

@@ -100,6 +100,21 @@ pub fn solid(tokens: &[TokenWithSpan]) -> Vec<usize> {
         .collect()
 }
 
+/// The solid position of the parenthesis still open at solid position
+/// `k` (the innermost one that encloses it), going back.
+pub fn open_paren_before(tokens: &[TokenWithSpan], solid: &[usize], k: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for p in (0..k).rev() {
+        match tokens[solid[p]].token {
+            Token::RParen => depth += 1,
+            Token::LParen if depth == 0 => return Some(p),
+            Token::LParen => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `tokens` without those `drop` marks.
 pub fn without(tokens: Vec<TokenWithSpan>, drop: &[bool]) -> Vec<TokenWithSpan> {
     tokens
@@ -197,18 +212,7 @@ pub fn frame_tokens(sql: &str) -> Result<Vec<TokenWithSpan>, TokenizerError> {
 fn framed_function(tokens: &[TokenWithSpan], solid: &[usize], k: usize) -> Option<usize> {
     // The solid position of the parenthesis matching the one closed (or
     // left open) just after `from`, going back.
-    let open_before = |from: usize| -> Option<usize> {
-        let mut depth = 0i32;
-        for p in (0..from).rev() {
-            match tokens[solid[p]].token {
-                Token::RParen => depth += 1,
-                Token::LParen if depth == 0 => return Some(p),
-                Token::LParen => depth -= 1,
-                _ => {}
-            }
-        }
-        None
-    };
+    let open_before = |from: usize| open_paren_before(tokens, solid, from);
     let is_word = |p: usize, text: &str| matches!(&tokens[solid[p]].token, Token::Word(w) if w.value.eq_ignore_ascii_case(text));
     let spec = open_before(k)?;
     if spec < 2 || !is_word(spec - 1, "over") {
