@@ -242,7 +242,7 @@ pub fn coerce_with(
     };
     // character(n): trailing spaces are not significant (they are added
     // back on output); what is left must fit.
-    let out = if let SqlType::Char { length } = col.ty {
+    let mut out = if let SqlType::Char { length } = col.ty {
         let trimmed = map_strings(&out, |s| Ok(s.trim_end_matches(' ').to_string()))?;
         let a = trimmed.as_string::<i32>();
         if a.iter()
@@ -262,13 +262,17 @@ pub fn coerce_with(
         max_length: Some(n),
     } = col.ty
     {
-        let a = out.as_string::<i32>();
-        if a.iter().flatten().any(|s| s.chars().count() > n as usize) {
-            return Err(Error::user(
+        // As PostgreSQL's varchar(): what is beyond n may only be spaces,
+        // which are cut off.
+        let fitted = map_strings(&out, |s| match s.char_indices().nth(n as usize) {
+            None => Ok(s.to_string()),
+            Some((at, _)) if s[at..].bytes().all(|b| b == b' ') => Ok(s[..at].to_string()),
+            Some(_) => Err(Error::user(
                 sqlstate::STRING_DATA_RIGHT_TRUNCATION,
                 format!("value too long for type character varying({n})"),
-            ));
-        }
+            )),
+        })?;
+        out = fitted;
     }
     if !col.nullable && out.null_count() > 0 {
         return Err(Error::user(

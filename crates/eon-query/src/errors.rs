@@ -101,7 +101,7 @@ fn integer_overflow(m: &str) -> Option<String> {
 }
 
 /// PostgreSQL's name of an Arrow type, in cast errors.
-fn pg_type_name(arrow: &str) -> Option<&'static str> {
+pub(crate) fn pg_type_name(arrow: &str) -> Option<&'static str> {
     Some(match arrow {
         "Int16" => "smallint",
         "Int32" => "integer",

@@ -22,6 +22,7 @@
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
+//! | [`setops`]   | INTERSECT ALL / EXCEPT ALL counting copies as PostgreSQL does |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`apply`]    | what is still correlated after that: LATERAL and subqueries run per outer row |
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
@@ -32,6 +33,7 @@
 //! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
 //! | [`numfmt`]   | to_char and to_number for numbers: PostgreSQL's number pictures |
 //! | [`dtfmt`]    | to_char for dates and timestamps: PostgreSQL's date/time pictures |
+//! | [`ordered`]  | ordered-set aggregates (percentile_cont/disc, mode) and hypothetical rank & co. |
 //! | [`overflow`] | integer +, -, * that fail on overflow (22003); decimal arithmetic and casts handed to [`numeric`] |
 //! | [`partitions`] | PARTITION BY / PARTITION OF: routing rows to partitions, reading them in bound order |
 //! | [`pgcasts`]  | numeric → integer casts that round like PostgreSQL          |
@@ -85,6 +87,7 @@ pub mod jsonops;
 pub mod naming;
 pub mod numeric;
 pub mod numfmt;
+pub mod ordered;
 pub mod overflow;
 pub mod partitions;
 pub mod pg;
@@ -103,6 +106,7 @@ pub mod schemas;
 pub mod searchcycle;
 pub mod sequences;
 pub mod session;
+pub mod setops;
 pub mod txn;
 pub mod views;
 pub mod windows;

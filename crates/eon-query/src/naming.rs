@@ -10,14 +10,15 @@
 //! collide, and after planning the result columns get PostgreSQL's names.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, Select,
-    SelectItem, SetExpr, Value,
+    AccessExpr, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query,
+    Select, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
 };
 use futures::StreamExt;
 
@@ -79,6 +80,11 @@ pub fn pg_name(e: &Expr) -> Option<String> {
             _ => pg_name(expr).or_else(|| Some(type_name(data_type))),
         },
         Expr::Nested(inner) => pg_name(inner),
+        // `a[1]` is named after `a`, `(r).f` after `f`.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(AccessExpr::Dot(Expr::Identifier(f))) => Some(ident(f)),
+            _ => pg_name(root),
+        },
         Expr::Case { .. } => Some("case".into()),
         Expr::Exists { .. } => Some("exists".into()),
         Expr::Subquery(q) => match q.body.as_ref() {
@@ -130,9 +136,11 @@ fn item_name(item: &SelectItem) -> Option<String> {
 }
 
 /// Give colliding select items unique internal aliases (in every SELECT of
-/// the query body), and return the names PostgreSQL would give the result
-/// columns — or None when the select list has a wildcard (its columns keep
-/// DataFusion's names, which are their column names anyway).
+/// the query body), name the columns of the queries nested in it as
+/// PostgreSQL would (see [`dedupe`]), and return the names PostgreSQL would
+/// give the result columns — or None when the select list has a wildcard
+/// (its columns keep DataFusion's names, which are their column names
+/// anyway, and [`rename`] reads the others from their marked aliases).
 pub fn prepare(query: &mut Query) -> Option<Vec<String>> {
     let names = leftmost(&query.body).and_then(|s| {
         s.projection
@@ -143,7 +151,21 @@ pub fn prepare(query: &mut Query) -> Option<Vec<String>> {
             })
             .collect::<Option<Vec<String>>>()
     });
-    dedupe_body(&mut query.body);
+    dedupe_body(&mut query.body, false);
+    // The queries nested in this one: derived tables, CTEs, subqueries.
+    struct Nested {
+        top: bool,
+    }
+    impl VisitorMut for Nested {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if !std::mem::take(&mut self.top) {
+                dedupe_body(&mut q.body, true);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Nested { top: true });
     names
 }
 
@@ -156,20 +178,41 @@ fn leftmost(body: &SetExpr) -> Option<&Select> {
     }
 }
 
-fn dedupe_body(body: &mut SetExpr) {
+fn dedupe_body(body: &mut SetExpr, nested: bool) {
     match body {
-        SetExpr::Select(s) => dedupe(s),
+        SetExpr::Select(s) => dedupe(s, nested),
         SetExpr::SetOperation { left, right, .. } => {
-            dedupe_body(left);
-            dedupe_body(right);
+            dedupe_body(left, nested);
+            dedupe_body(right, nested);
         }
-        SetExpr::Query(q) => dedupe_body(&mut q.body),
+        SetExpr::Query(q) => dedupe_body(&mut q.body, nested),
         _ => {}
     }
 }
 
-/// Alias the items whose DataFusion names would collide.
-fn dedupe(select: &mut Select) {
+/// The prefix of the internal aliases [`dedupe`] gives; the alias goes on
+/// with the item's index and, after a colon, PostgreSQL's name for it.
+const MARK: &str = "__eon_col_";
+
+/// Alias the items whose DataFusion names would collide, and the computed
+/// ones DataFusion would name after their text: `__eon_col_<i>:<name>`,
+/// from which [`rename`] takes PostgreSQL's name. In a `nested` query
+/// (whose columns the query around it reads by name, as in `SELECT * FROM
+/// (SELECT max(x) FROM t) s`), a computed item whose PostgreSQL name is
+/// unique in the list is aliased with that name instead, so `s.max` is a
+/// column as in PostgreSQL.
+fn dedupe(select: &mut Select, nested: bool) {
+    let names: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. } => {
+                Some(item_name(item).unwrap_or_else(|| "?column?".into()))
+            }
+            _ => None,
+        })
+        .collect();
+    let count = |n: &str| names.iter().flatten().filter(|m| *m == n).count();
     let mut seen: HashSet<String> = HashSet::new();
     for (i, item) in select.projection.iter_mut().enumerate() {
         let key = match item {
@@ -191,32 +234,51 @@ fn dedupe(select: &mut Select) {
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
                 _ => continue,
             };
+            let name = names[i].clone().unwrap_or_default();
+            let alias = if nested && count(&name) == 1 && seen.insert(name.clone()) {
+                name
+            } else {
+                format!("{MARK}{i}:{name}")
+            };
             *item = SelectItem::ExprWithAlias {
                 expr,
-                alias: Ident::with_quote('"', format!("__eon_col_{i}")),
+                alias: Ident::with_quote('"', alias),
             };
         }
     }
 }
 
-/// The schema with PostgreSQL's column names.
-pub fn rename(schema: &SchemaRef, names: &[String]) -> SchemaRef {
-    if names.len() != schema.fields().len() {
-        return schema.clone();
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .zip(names)
-        .map(|(f, n)| f.as_ref().clone().with_name(n.clone()))
-        .collect();
+/// The schema with PostgreSQL's column names: `names` by position if they
+/// are given (and fit), else each marked alias's name (see [`dedupe`]).
+pub fn rename(schema: &SchemaRef, names: Option<&[String]>) -> SchemaRef {
+    let fields: Vec<Field> = match names {
+        Some(names) if names.len() == schema.fields().len() => schema
+            .fields()
+            .iter()
+            .zip(names)
+            .map(|(f, n)| f.as_ref().clone().with_name(n.clone()))
+            .collect(),
+        _ if !schema.fields().iter().any(|f| f.name().starts_with(MARK)) => {
+            return schema.clone();
+        }
+        _ => schema
+            .fields()
+            .iter()
+            .map(
+                |f| match f.name().strip_prefix(MARK).and_then(|m| m.split_once(':')) {
+                    Some((_, name)) => f.as_ref().clone().with_name(name),
+                    None => f.as_ref().clone(),
+                },
+            )
+            .collect(),
+    };
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The stream with PostgreSQL's column names.
 pub fn rename_stream(
     stream: SendableRecordBatchStream,
-    names: &[String],
+    names: Option<&[String]>,
 ) -> SendableRecordBatchStream {
     let schema = rename(&stream.schema(), names);
     let out = schema.clone();
@@ -259,9 +321,32 @@ mod tests {
             n.unwrap(),
             vec!["a", "b", "count", "?column?", "c", "int4", "case", "x", "x"]
         );
-        assert!(sql.contains("b AS \"__eon_col_8\""), "{sql}");
-        assert!(sql.contains("count(*) AS \"__eon_col_2\""), "{sql}");
+        assert!(sql.contains("b AS \"__eon_col_8:x\""), "{sql}");
+        assert!(sql.contains("count(*) AS \"__eon_col_2:count\""), "{sql}");
         let (n, _) = names("SELECT *, a FROM t");
         assert!(n.is_none());
+    }
+
+    #[test]
+    fn nested_queries_name_their_columns_as_postgres_does() {
+        let (n, sql) = names(
+            "SELECT * FROM (SELECT max(a), a + 1, b + 1, t.c, u.c, count(*), count(*) FROM t, u) s",
+        );
+        assert!(n.is_none());
+        assert!(sql.contains("max(a) AS \"max\","), "{sql}");
+        // Names PostgreSQL would repeat keep marked aliases.
+        assert!(sql.contains("a + 1 AS \"__eon_col_1:?column?\""), "{sql}");
+        assert!(sql.contains("u.c AS \"__eon_col_4:c\""), "{sql}");
+        assert!(sql.contains("count(*) AS \"__eon_col_6:count\""), "{sql}");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("max", datafusion::arrow::datatypes::DataType::Int64, true),
+            Field::new(
+                "__eon_col_1:?column?",
+                datafusion::arrow::datatypes::DataType::Int64,
+                true,
+            ),
+        ]));
+        let renamed = rename(&schema, None);
+        assert_eq!(renamed.field(1).name(), "?column?");
     }
 }

@@ -111,6 +111,7 @@ pub fn register(ctx: &SessionContext) {
     crate::numeric::register(ctx);
     crate::pgmath::register(ctx);
     crate::pgscalar::register(ctx);
+    crate::ordered::register(ctx);
     crate::extract::register(ctx);
     crate::numfmt::register(ctx);
     crate::jsonops::register(ctx);
@@ -376,6 +377,7 @@ pub fn rewrite(statements: &mut [Statement]) {
                 *e = call(name, arg);
             }
             text_alias(e);
+            crate::ordered::rename(e);
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }

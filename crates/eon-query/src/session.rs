@@ -1081,10 +1081,11 @@ impl Session {
             with_exclusions = s;
             &with_exclusions
         };
-        state
+        let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(from_df)
+            .map_err(from_df)?;
+        crate::setops::count_copies(plan)
     }
 
     /// Describe a statement: its parameters and result columns.
@@ -1104,10 +1105,7 @@ impl Session {
                     explain_schema()
                 } else {
                     let schema = Arc::new(plan.schema().as_arrow().clone());
-                    match names {
-                        Some(n) => crate::naming::rename(&schema, &n),
-                        None => schema,
-                    }
+                    crate::naming::rename(&schema, names.as_deref())
                 };
                 (param_types_of(&plan)?, Some(result))
             }
@@ -1844,8 +1842,14 @@ impl Session {
         let plan = bind(plan, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
         let mut stream = in_branch_order(physical, state.task_ctx()).map_err(from_df)?;
-        if let Some(names) = names {
-            stream = crate::naming::rename_stream(stream, &names);
+        if names.is_some()
+            || stream
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| f.name().starts_with("__eon_col_"))
+        {
+            stream = crate::naming::rename_stream(stream, names.as_deref());
         }
         if !self.in_transaction() {
             // A serialization failure outside a block runs the statement

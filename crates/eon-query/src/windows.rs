@@ -81,10 +81,13 @@ fn excluding_name(f: &Function) -> Option<&str> {
 }
 
 /// The name a result column computed by the function `name` gets: a
-/// function renamed for its frame's exclusion (or for a VARIADIC array)
-/// is named as the one it was.
+/// function renamed for its frame's exclusion (or for a VARIADIC array,
+/// or an ordered-set aggregate) is named as the one it was.
 pub fn unmarked(name: &str) -> &str {
-    if let Some(function) = name.strip_prefix(crate::pgformat::VARIADIC_PREFIX) {
+    if let Some(function) = name
+        .strip_prefix(crate::pgformat::VARIADIC_PREFIX)
+        .or_else(|| name.strip_prefix(crate::ordered::PREFIX))
+    {
         return function;
     }
     match name.strip_prefix(EXCLUDE_PREFIX) {

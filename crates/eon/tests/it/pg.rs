@@ -2345,3 +2345,120 @@ async fn variadic_arrays_and_array_literals_read_as_postgresql_reads_them() {
         [["2"], ["1"], ["3"]]
     );
 }
+
+/// INTERSECT ALL and EXCEPT ALL count copies; ordered-set and
+/// hypothetical-set aggregates; the columns of nested queries are named as
+/// PostgreSQL names them; varchar(n) cuts off excess spaces.
+#[tokio::test]
+async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    let values = "(VALUES (1), (1), (1), (2), (NULL), (NULL))";
+    assert_eq!(
+        texts(
+            &c,
+            &format!(
+                "SELECT x FROM {values} a(x) EXCEPT ALL SELECT x FROM (VALUES (1), (2), (2), (NULL)) b(x) ORDER BY 1"
+            )
+        )
+        .await,
+        [["1"], ["1"], ["NULL"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            &format!(
+                "SELECT x FROM {values} a(x) INTERSECT ALL SELECT x FROM (VALUES (1), (1), (2), (2), (NULL)) b(x) ORDER BY 1"
+            )
+        )
+        .await,
+        [["1"], ["1"], ["2"], ["NULL"]]
+    );
+    // Plain EXCEPT / INTERSECT still return each row once.
+    assert_eq!(
+        texts(
+            &c,
+            &format!("SELECT x FROM {values} a(x) EXCEPT SELECT 2 ORDER BY 1")
+        )
+        .await,
+        [["1"], ["NULL"]]
+    );
+    let g = "FROM generate_series(1, 10) x";
+    assert_eq!(
+        texts(
+            &c,
+            &format!(
+                "SELECT percentile_cont(0.25) WITHIN GROUP (ORDER BY x), \
+                        percentile_disc(0.25) WITHIN GROUP (ORDER BY x), \
+                        percentile_disc(0.25) WITHIN GROUP (ORDER BY x DESC), \
+                        percentile_disc(ARRAY[0, 0.5, 1]) WITHIN GROUP (ORDER BY x), \
+                        percentile_cont(ARRAY[0.5, NULL]) WITHIN GROUP (ORDER BY x) {g}"
+            )
+        )
+        .await,
+        [["3.25", "3", "8", "{1,5,10}", "{5.5,NULL}"]]
+    );
+    let v = "FROM (VALUES (1), (1), (2), (3), (3), (5), (NULL)) v(x)";
+    let rows = c
+        .query(
+            &format!(
+                "SELECT mode() WITHIN GROUP (ORDER BY x), rank(3) WITHIN GROUP (ORDER BY x), \
+                        dense_rank(3) WITHIN GROUP (ORDER BY x), percent_rank(3) WITHIN GROUP (ORDER BY x), \
+                        cume_dist(3) WITHIN GROUP (ORDER BY x) {v}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        ["mode", "rank", "dense_rank", "percent_rank", "cume_dist"]
+    );
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    assert_eq!(rows[0].get::<_, i64>(1), 4);
+    assert_eq!(rows[0].get::<_, i64>(2), 3);
+    assert_eq!(rows[0].get::<_, f64>(3), 3.0 / 7.0);
+    assert_eq!(rows[0].get::<_, f64>(4), 6.0 / 8.0);
+    // `rank` with OVER is still the window function.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT rank() OVER (ORDER BY x) FROM (VALUES (2), (1), (2)) v(x) ORDER BY 1"
+        )
+        .await,
+        [["1"], ["2"], ["2"]]
+    );
+    refused(
+        &c,
+        &format!("SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY x) {g}"),
+        "22003",
+    )
+    .await;
+    refused(
+        &c,
+        "SELECT rank(3) WITHIN GROUP (ORDER BY x) FROM (VALUES ('a')) v(x)",
+        "42804",
+    )
+    .await;
+    // A nested query's computed columns have PostgreSQL's names, which
+    // the query around it can use.
+    let rows = c
+        .query(
+            "SELECT *, pg_typeof(max) FROM (SELECT max(x), count(*), x + 1, x + 2 FROM (VALUES (1)) t(x) GROUP BY x) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["max", "count", "?column?", "?column?", "pg_typeof"]);
+    // varchar(n): what is beyond n may be spaces only, cut off.
+    c.batch_execute("CREATE TABLE vc (v varchar(4))")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO vc VALUES ('abcd   ')", &[])
+        .await
+        .unwrap();
+    refused(&c, "INSERT INTO vc VALUES ('abcde')", "22001").await;
+    assert_eq!(texts(&c, "SELECT v || '|' FROM vc").await, [["abcd|"]]);
+}
