@@ -19,6 +19,7 @@
 //! | [`fk`]       | FOREIGN KEY enforcement across shards                       |
 //! | [`checks`]   | CHECK constraints                                           |
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
+//! | [`withdml`]  | WITH queries attached to INSERT/UPDATE/DELETE               |
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
@@ -110,6 +111,7 @@ pub mod setops;
 pub mod txn;
 pub mod views;
 pub mod windows;
+pub mod withdml;
 
 use std::time::Duration;
 

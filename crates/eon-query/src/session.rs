@@ -747,6 +747,7 @@ impl Session {
         };
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::partitions::rewrite_tableoid(self, &mut statements);
+        crate::withdml::hoist(&mut statements);
         // Before pgfuncs: the select lists it makes are rewritten there.
         crate::apply::lateral_functions(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);
@@ -1634,6 +1635,9 @@ impl Session {
             return Err(crate::txn::read_only_error(&command_name(statement)));
         }
         match statement {
+            Statement::Query(q) if crate::withdml::modifies_data(q) => {
+                Box::pin(self.with_modifying(q, params)).await
+            }
             Statement::Query(_) => self.query(statement.clone(), params).await,
             Statement::Explain {
                 analyze,
@@ -1862,6 +1866,75 @@ impl Session {
             stream,
             tag: "SELECT".into(),
         })
+    }
+
+    /// A statement with data-modifying `WITH` queries (see
+    /// [`crate::withdml`]): they run first, in order, and what they return
+    /// becomes their rows; all of it in one transaction.
+    async fn with_modifying(
+        &self,
+        query: &datafusion::sql::sqlparser::ast::Query,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        let control = |sql: &str| {
+            crate::sequences::parse_statements(sql)
+                .map_err(|e| Error::internal(e.to_string()))
+                .map(|mut s| s.remove(0))
+        };
+        let implicit = !self.in_transaction();
+        if implicit {
+            self.transaction_control(&control("BEGIN")?).await?;
+        }
+        let run = async {
+            let mut query = query.clone();
+            let mut with = query.with.take().expect("a WITH list");
+            let mut earlier = datafusion::sql::sqlparser::ast::With {
+                cte_tables: vec![],
+                ..with.clone()
+            };
+            for cte in with.cte_tables.iter_mut() {
+                if let Some(statement) = crate::withdml::statement_of(cte, &earlier) {
+                    let (schema, batches) = match self.execute_once(&statement, params).await? {
+                        Output::Rows { schema, stream, .. } => (
+                            schema,
+                            stream.try_collect::<Vec<_>>().await.map_err(from_df)?,
+                        ),
+                        _ => (Arc::new(Schema::empty()), vec![]),
+                    };
+                    cte.query = Box::new(crate::withdml::returned_rows(&schema, &batches)?);
+                }
+                earlier.cte_tables.push(cte.clone());
+            }
+            query.with = Some(with);
+            let main = crate::withdml::main_statement(query);
+            match self.execute_once(&main, params).await? {
+                Output::Rows {
+                    schema,
+                    stream,
+                    tag,
+                } => {
+                    // Read before the block ends.
+                    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(from_df)?;
+                    let stream =
+                        MemoryStream::try_new(batches, schema.clone(), None).map_err(from_df)?;
+                    Ok(Output::Rows {
+                        schema,
+                        stream: Box::pin(stream),
+                        tag,
+                    })
+                }
+                other => Ok(other),
+            }
+        };
+        let out = run.await;
+        if implicit {
+            let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let ended = self.transaction_control(&control(end)?).await;
+            if out.is_ok() {
+                ended?;
+            }
+        }
+        out
     }
 
     /// EXPLAIN answers like PostgreSQL: one text column, "QUERY PLAN".

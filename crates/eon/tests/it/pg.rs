@@ -2462,3 +2462,55 @@ async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
     refused(&c, "INSERT INTO vc VALUES ('abcde')", "22001").await;
     assert_eq!(texts(&c, "SELECT v || '|' FROM vc").await, [["abcd|"]]);
 }
+
+/// WITH on INSERT/UPDATE/DELETE, and WITH queries that modify data: they
+/// run first, their RETURNING rows are the WITH query's rows, and all of
+/// it is one transaction.
+#[tokio::test]
+async fn with_queries_feed_and_hold_data_modifying_statements() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE y (a int PRIMARY KEY); INSERT INTO y SELECT generate_series(1, 10)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "WITH t AS (SELECT a FROM y WHERE a > 8) UPDATE y SET a = y.a + 10 FROM t WHERE t.a = y.a RETURNING y.a"
+        )
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "WITH t AS (DELETE FROM y WHERE a <= 3 RETURNING *) SELECT count(*), sum(a) FROM t"
+        )
+        .await,
+        [["3", "6"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "WITH t AS (INSERT INTO y VALUES (100) RETURNING a), u AS (INSERT INTO y SELECT a + 1 FROM t RETURNING a) \
+             SELECT a FROM u"
+        )
+        .await,
+        [["101"]]
+    );
+    assert_eq!(
+        texts(&c, "SELECT count(*), max(a) FROM y").await,
+        [["9", "101"]]
+    );
+    // The statement fails: what its WITH query did is undone too.
+    refused(
+        &c,
+        "WITH t AS (DELETE FROM y RETURNING a) SELECT a / 0 FROM t",
+        "22012",
+    )
+    .await;
+    assert_eq!(texts(&c, "SELECT count(*) FROM y").await, [["9"]]);
+}
