@@ -155,8 +155,21 @@ fn cast_error(m: &str) -> Option<Error> {
     })
 }
 
+/// generate_series with a step of zero.
+fn zero_step(lower: &str) -> Option<Error> {
+    (lower == "step cannot be zero" || lower == "step interval cannot be zero").then(|| {
+        Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "step size cannot equal zero",
+        )
+    })
+}
+
 fn plan_error(m: &str) -> Error {
     let msg = clean(m);
+    if let Some(e) = zero_step(&msg.to_ascii_lowercase()) {
+        return e;
+    }
     if let Some(rest) = msg.strip_prefix("table '") {
         let name = rest.split('\'').next().unwrap_or(rest);
         let short = name.rsplit('.').next().unwrap_or(name);
@@ -204,8 +217,26 @@ fn plan_error(m: &str) -> Error {
 fn exec_error(m: &str) -> Error {
     let msg = clean(m);
     let lower = msg.to_ascii_lowercase();
+    // Integer overflow in DataFusion's abs, gcd and lcm (gcd and lcm
+    // compute in bigint), as PostgreSQL words it.
+    let integer_overflow = [
+        ("int16array overflow on abs", "smallint"),
+        ("int32array overflow on abs", "integer"),
+        ("int64array overflow on abs", "bigint"),
+        ("signed integer overflow in gcd", "bigint"),
+        ("signed integer overflow in lcm", "bigint"),
+    ]
+    .into_iter()
+    .find(|(m, _)| lower.starts_with(m));
     if lower.contains("divide by zero") || lower.contains("division by zero") {
         Error::user(sqlstate::DIVISION_BY_ZERO, "division by zero")
+    } else if let Some((_, ty)) = integer_overflow {
+        Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("{ty} out of range"),
+        )
+    } else if let Some(e) = zero_step(&lower) {
+        e
     } else if lower.contains("overflow") || lower.contains("out of range") {
         Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, msg)
     } else if lower.contains("cast") || lower.contains("parse") || lower.contains("invalid") {

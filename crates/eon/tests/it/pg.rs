@@ -2461,6 +2461,15 @@ async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
         .unwrap();
     refused(&c, "INSERT INTO vc VALUES ('abcde')", "22001").await;
     assert_eq!(texts(&c, "SELECT v || '|' FROM vc").await, [["abcd|"]]);
+    // PostgreSQL's words for overflow in abs/gcd/lcm and a zero step.
+    for sql in [
+        "SELECT abs((-9223372036854775808)::int8)",
+        "SELECT gcd((-9223372036854775808)::int8, 0::int8)",
+    ] {
+        let e = refused(&c, sql, "22003").await;
+        assert_eq!(e.as_db_error().unwrap().message(), "bigint out of range");
+    }
+    refused(&c, "SELECT * FROM generate_series(1, 3, 0)", "22023").await;
 }
 
 /// WITH on INSERT/UPDATE/DELETE, and WITH queries that modify data: they
