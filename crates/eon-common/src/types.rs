@@ -215,9 +215,20 @@ impl SqlType {
             }
             // Declared precisions above 38 (PostgreSQL allows 1000) are
             // stored at 38 digits: see NUMERIC_MAX_DIGITS.
-            SqlType::Numeric { precision, scale } => {
-                DataType::Decimal128((*precision).min(NUMERIC_MAX_DIGITS as u16) as u8, *scale)
-            }
+            // A negative scale rounds to tens, thousands, …: the value
+            // is stored at scale 0 with room for the zeros. A scale above
+            // the precision (numeric(3,6): below 0.001) is stored at that
+            // scale. The declared digits are checked on the way in.
+            SqlType::Numeric { precision, scale } if *scale < 0 => DataType::Decimal128(
+                (*precision as i32 - *scale as i32).min(NUMERIC_MAX_DIGITS as i32) as u8,
+                0,
+            ),
+            SqlType::Numeric { precision, scale } => DataType::Decimal128(
+                (*precision)
+                    .max(*scale as u16)
+                    .min(NUMERIC_MAX_DIGITS as u16) as u8,
+                *scale,
+            ),
             SqlType::Text
             | SqlType::Varchar { .. }
             | SqlType::Char { .. }

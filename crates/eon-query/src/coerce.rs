@@ -204,9 +204,16 @@ pub fn coerce_with(
                 let DataType::Decimal128(p, s) = target else {
                     unreachable!("numeric is a Decimal128")
                 };
-                let infinity_ok = col.ty.is_unconstrained_numeric();
+                // (fit_typmod refuses infinities for the odd typmods, with
+                // their declared precision and scale.)
+                let infinity_ok = col.ty.is_unconstrained_numeric()
+                    || matches!(col.ty, SqlType::Numeric { precision, scale } if numeric::odd_typmod(precision, scale));
                 let declared = match col.ty {
-                    SqlType::Numeric { precision, .. } if precision > 0 => precision,
+                    SqlType::Numeric { precision, scale }
+                        if precision > 0 && !numeric::odd_typmod(precision, scale) =>
+                    {
+                        precision
+                    }
                     _ => p as u16,
                 };
                 let out = array
@@ -239,6 +246,12 @@ pub fn coerce_with(
             _ if array.data_type() == &target => array.clone(),
             _ => cast_checked(&array, &col.ty)?,
         }
+    };
+    let out = match col.ty {
+        SqlType::Numeric { precision, scale } if numeric::odd_typmod(precision, scale) => {
+            numeric::fit_typmod(&out, precision, scale)?
+        }
+        _ => out,
     };
     // character(n): trailing spaces are not significant (they are added
     // back on output); what is left must fit.

@@ -192,10 +192,10 @@ fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
             format!("NUMERIC precision {p} must be between 1 and 1000"),
         ));
     }
-    if s < 0 || s as u64 > p {
+    if !(-1000..=1000).contains(&s) {
         return Err(Error::user(
             sqlstate::INVALID_PARAMETER_VALUE,
-            format!("NUMERIC scale {s} must be between 0 and precision {p}"),
+            format!("NUMERIC scale {s} must be between -1000 and 1000"),
         ));
     }
     let max = eon_common::types::NUMERIC_MAX_DIGITS;

@@ -161,13 +161,54 @@ fn field_overflow(precision: u16, scale: i8) -> Error {
     Error::user(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow").with_detail(
         format!(
             "A field with precision {precision}, scale {scale} must round to an absolute value less than {}.",
-            if precision as i32 - scale as i32 <= 0 {
+            if precision as i32 == scale as i32 {
                 "1".to_string()
             } else {
                 format!("10^{}", precision as i32 - scale as i32)
             }
         ),
     )
+}
+
+/// Whether a numeric's declared scale is one eon stores differently (see
+/// `SqlType::arrow_type`): negative, or above the precision.
+pub fn odd_typmod(precision: u16, scale: i8) -> bool {
+    precision > 0 && (scale < 0 || scale as i32 > precision as i32)
+}
+
+/// Values already at their column's storage type, fitted to a declared
+/// `numeric(precision, scale)` with [`odd_typmod`]: rounded (half away
+/// from zero) to a multiple of 10^-scale, and refused (numeric field
+/// overflow) if they need more than `precision` digits at that scale.
+pub fn fit_typmod(array: &ArrayRef, precision: u16, scale: i8) -> Result<ArrayRef> {
+    let DataType::Decimal128(p, s) = array.data_type().clone() else {
+        return Ok(array.clone());
+    };
+    let limit = 10i128.pow(precision as u32);
+    let out = array
+        .as_primitive::<Decimal128Type>()
+        .iter()
+        .map(|v| match v {
+            Some(INFINITY | NEG_INFINITY) => Err(infinite_overflow(precision, scale)),
+            Some(v) if !special::is_special(v) => {
+                let fitted = if scale < 0 {
+                    let unit = 10i128.pow((-scale) as u32);
+                    let units = (v.abs() + unit / 2) / unit;
+                    if units >= limit {
+                        return Err(field_overflow(precision, scale));
+                    }
+                    v.signum() * units * unit
+                } else if v.abs() >= limit {
+                    return Err(field_overflow(precision, scale));
+                } else {
+                    v
+                };
+                Ok(Some(fitted))
+            }
+            other => Ok(other),
+        })
+        .collect::<Result<Decimal128Array>>()?;
+    Ok(Arc::new(out.with_precision_and_scale(p, s)?))
 }
 
 /// PostgreSQL's error for ±Infinity into a numeric with a declared

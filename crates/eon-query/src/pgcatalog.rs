@@ -247,7 +247,9 @@ fn typmod(t: &SqlType) -> i32 {
         }
         | SqlType::Char { length: n } => *n as i32 + 4,
         SqlType::Numeric { precision, scale } if *precision > 0 => {
-            ((*precision as i32) << 16 | (*scale as i32 & 0xffff)) + 4
+            // PostgreSQL's encoding: the scale in 11 bits (it may be
+            // negative), read back with its sign by format_type.
+            ((*precision as i32) << 16 | (*scale as i32 & 0x7ff)) + 4
         }
         // An array column carries its element's modifier.
         SqlType::Array(element) => typmod(element),
@@ -1535,6 +1537,10 @@ impl ScalarUDFImpl for FormatType {
     ) -> datafusion::common::Result<ColumnarValue> {
         let rows = args.number_rows.max(1);
         let oids = cast(&args.args[0].to_array(rows)?, &DataType::Int64)?;
+        let typmods = match args.args.get(1) {
+            Some(t) => Some(cast(&t.to_array(rows)?, &DataType::Int64)?),
+            None => None,
+        };
         let shape = args.args.clone();
         let names = self.original.invoke_with_args(args)?.to_array(rows)?;
         let names = cast(&names, &DataType::Utf8)?;
@@ -1543,7 +1549,17 @@ impl ScalarUDFImpl for FormatType {
             .as_primitive::<Int64Type>()
             .iter()
             .zip(names.as_string::<i32>().iter())
-            .map(|(oid, name)| {
+            .enumerate()
+            .map(|(i, (oid, name))| {
+                let typmod = typmods
+                    .as_ref()
+                    .and_then(|t| t.as_primitive::<Int64Type>().iter().nth(i).flatten());
+                // numeric(p,s) with PostgreSQL's signed 11-bit scale.
+                if let (Some(1700), Some(m)) = (oid, typmod.filter(|m| *m >= 4)) {
+                    let m = m - 4;
+                    let scale = ((m & 0x7ff) ^ 1024) - 1024;
+                    return Some(format!("numeric({},{scale})", (m >> 16) & 0xffff));
+                }
                 let def = oid.and_then(|o| types.iter().find(|t| t.id as i64 == o));
                 match def {
                     Some(t) => Some(eon_common::types::EnumDef::from_proto(t).display_name()),

@@ -534,10 +534,71 @@ fn array_of_subquery(e: &mut SqlExpr) {
         select.projection = vec![SelectItem::UnnamedExpr(aggregate(item, order))];
         query
     } else {
-        // SELECT array_agg(eon_array.x) FROM (subquery) AS eon_array(x)
+        // SELECT array_agg(eon_array.x ORDER BY eon_array.n)
+        // FROM (subquery, numbered in its order) AS eon_array(x, n)
+        // — a derived table's ORDER BY alone would not hold. (A DISTINCT
+        // one is not numbered: the number would make its rows distinct.)
+        let numbered = !order.is_empty() && select.distinct.is_none();
+        if numbered {
+            let items: Vec<SqlExpr> = select
+                .projection
+                .iter()
+                .filter_map(|i| match i {
+                    SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                        Some(x.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            // ORDER BY an output column's alias or position means its
+            // expression (a window's ORDER BY sees neither).
+            let resolved: Vec<_> = order
+                .iter()
+                .map(|o| {
+                    let mut o = o.clone();
+                    let by_alias = select.projection.iter().find_map(|i| match (i, &o.expr) {
+                        (SelectItem::ExprWithAlias { expr, alias }, SqlExpr::Identifier(id))
+                            if crate::dml::ident(alias) == crate::dml::ident(id) =>
+                        {
+                            Some(expr.clone())
+                        }
+                        _ => None,
+                    });
+                    let by_position = match &o.expr {
+                        SqlExpr::Value(v) => match &v.value {
+                            datafusion::sql::sqlparser::ast::Value::Number(n, _) => n
+                                .parse::<usize>()
+                                .ok()
+                                .and_then(|n| items.get(n.wrapping_sub(1)).cloned()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some(x) = by_alias.or(by_position) {
+                        o.expr = x;
+                    }
+                    o
+                })
+                .collect();
+            let window = parse_query("SELECT row_number() OVER (ORDER BY 1)");
+            if let SetExpr::Select(w) = window.body.as_ref()
+                && let Some(SelectItem::UnnamedExpr(SqlExpr::Function(mut f))) =
+                    w.projection.first().cloned()
+                && let Some(datafusion::sql::sqlparser::ast::WindowType::WindowSpec(spec)) =
+                    f.over.as_mut()
+            {
+                spec.order_by = resolved;
+                select
+                    .projection
+                    .push(SelectItem::UnnamedExpr(SqlExpr::Function(f)));
+            }
+        }
         query.order_by = order_by;
-        let mut outer =
-            parse_query("SELECT array_agg(eon_array.x) FROM (SELECT 1) AS eon_array(x)");
+        let mut outer = parse_query(if numbered {
+            "SELECT array_agg(eon_array.x ORDER BY eon_array.n) FROM (SELECT 1, 2) AS eon_array(x, n)"
+        } else {
+            "SELECT array_agg(eon_array.x) FROM (SELECT 1) AS eon_array(x)"
+        });
         if let SetExpr::Select(s) = outer.body.as_mut()
             && let Some(TableWithJoins {
                 relation: TableFactor::Derived { subquery, .. },

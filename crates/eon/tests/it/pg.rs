@@ -2470,6 +2470,44 @@ async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
         assert_eq!(e.as_db_error().unwrap().message(), "bigint out of range");
     }
     refused(&c, "SELECT * FROM generate_series(1, 3, 0)", "22023").await;
+    // numeric with a negative scale rounds to tens, thousands, …; with a
+    // scale above its precision it holds small values only.
+    c.batch_execute("CREATE TABLE typmods (m numeric(3, -6), u numeric(3, 6))")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO typmods VALUES (987654321, 0.000987654)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c, "SELECT m, u, scale(m) FROM typmods").await,
+        [["988000000", "0.000988", "0"]]
+    );
+    for sql in [
+        "INSERT INTO typmods (m) VALUES (999500000)",
+        "INSERT INTO typmods (u) VALUES (0.0009995)",
+        "INSERT INTO typmods (m) VALUES ('inf')",
+    ] {
+        refused(&c, sql, "22003").await;
+    }
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = 'typmods'::regclass AND attnum > 0 ORDER BY attnum"
+        )
+        .await,
+        [["numeric(3,-6)"], ["numeric(3,6)"]]
+    );
+    // ARRAY(subquery) keeps the subquery's order, also when it groups.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT array(SELECT sum(x + y) s FROM generate_series(1, 3) y GROUP BY y ORDER BY s DESC) \
+             FROM generate_series(1, 2) x ORDER BY 1"
+        )
+        .await,
+        [["{4,3,2}"], ["{5,4,3}"]]
+    );
 }
 
 /// WITH on INSERT/UPDATE/DELETE, and WITH queries that modify data: they
