@@ -748,6 +748,7 @@ impl Session {
         crate::pgfuncs::sequence_names_as_text(&mut statements);
         crate::partitions::rewrite_tableoid(self, &mut statements);
         crate::withdml::hoist(&mut statements);
+        crate::setops::zero_columns(&mut statements);
         // Before pgfuncs: the select lists it makes are rewritten there.
         crate::apply::lateral_functions(&mut statements);
         crate::pgfuncs::rewrite(&mut statements);

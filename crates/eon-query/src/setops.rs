@@ -20,7 +20,12 @@
 //! joins at that point, so no other join looks like it; and a left side
 //! that is a `SELECT DISTINCT` has one copy of each row, for which the
 //! plain join is already right.
+//!
+//! Rows without columns (`SELECT FROM a INTERSECT SELECT FROM b`) would be
+//! a join on no columns, which DataFusion refuses: [`zero_columns`] gives
+//! both sides a constant column to meet on and drops it after.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
@@ -28,6 +33,11 @@ use datafusion::common::{Column, NullEquality};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, Join, JoinType, LogicalPlan, LogicalPlanBuilder,
+};
+
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, Ident, Query, SelectItem, SetExpr, SetOperator, Statement, TableFactor,
+    VisitMut, VisitorMut,
 };
 
 use crate::errors::from_df;
@@ -100,4 +110,67 @@ fn numbered(join: Join) -> datafusion::common::Result<LogicalPlan> {
         .map(|(c, o)| Expr::Column(c).alias_qualified(o.relation, o.name))
         .collect::<Vec<_>>();
     LogicalPlanBuilder::from(joined).project(back)?.build()
+}
+
+/// `SELECT FROM a INTERSECT SELECT FROM b` (and EXCEPT, ALL or not): rows
+/// without columns. DataFusion's join on no columns is refused, so each
+/// side selects a constant and the set operation runs on that, inside a
+/// derived table that drops it again: `SELECT FROM (SELECT 1 FROM a
+/// INTERSECT SELECT 1 FROM b) AS __eon_set`.
+pub fn zero_columns(statements: &mut [Statement]) {
+    struct Bodies;
+    impl VisitorMut for Bodies {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            rewrite(query.body.as_mut());
+            ControlFlow::Continue(())
+        }
+    }
+    fn empty(side: &SetExpr) -> bool {
+        matches!(side, SetExpr::Select(s) if s.projection.is_empty())
+    }
+    fn rewrite(body: &mut SetExpr) {
+        let SetExpr::SetOperation {
+            op: SetOperator::Intersect | SetOperator::Except,
+            left,
+            right,
+            ..
+        } = body
+        else {
+            return;
+        };
+        if !(empty(left) && empty(right)) {
+            return;
+        }
+        let constant = SelectItem::ExprWithAlias {
+            expr: SqlExpr::value(datafusion::sql::sqlparser::ast::Value::Number(
+                "1".into(),
+                false,
+            )),
+            alias: Ident::new("__eon_nothing"),
+        };
+        for side in [left.as_mut(), right.as_mut()] {
+            if let SetExpr::Select(s) = side {
+                s.projection = vec![constant.clone()];
+            }
+        }
+        let Ok(mut parsed) =
+            crate::sequences::parse_statements("SELECT FROM (SELECT 1) AS __eon_set")
+        else {
+            return;
+        };
+        let Some(Statement::Query(mut outer)) = parsed.pop() else {
+            return;
+        };
+        if let SetExpr::Select(s) = outer.body.as_mut()
+            && let Some(TableFactor::Derived { subquery, .. }) =
+                s.from.first_mut().map(|t| &mut t.relation)
+        {
+            subquery.body = Box::new(body.clone());
+            *body = *outer.body;
+        }
+    }
+    for s in statements {
+        let _ = s.visit(&mut Bodies);
+    }
 }

@@ -2374,6 +2374,21 @@ async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
         .await,
         [["1"], ["1"], ["2"], ["NULL"]]
     );
+    // Rows without columns.
+    let five = "SELECT FROM generate_series(1, 5)";
+    let three = "SELECT FROM generate_series(1, 3)";
+    for (op, n) in [
+        ("INTERSECT", "1"),
+        ("INTERSECT ALL", "3"),
+        ("EXCEPT", "0"),
+        ("EXCEPT ALL", "2"),
+    ] {
+        assert_eq!(
+            texts(&c, &format!("SELECT count(*) FROM ({five} {op} {three}) s")).await,
+            [[n]],
+            "{op}"
+        );
+    }
     // Plain EXCEPT / INTERSECT still return each row once.
     assert_eq!(
         texts(
