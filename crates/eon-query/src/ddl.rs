@@ -199,6 +199,11 @@ fn check_numeric(p: u64, s: i64) -> Result<SqlType> {
         ));
     }
     let max = eon_common::types::NUMERIC_MAX_DIGITS;
+    if s < -(max as i64) {
+        return Err(Error::unsupported(format!(
+            "NUMERIC scale {s}: eon stores at most {max} digits, so it cannot round beyond 10^{max}"
+        )));
+    }
     if s > max as i64 {
         return Err(Error::unsupported(format!(
             "NUMERIC scale {s}: eon stores at most {max} digits after the decimal point"

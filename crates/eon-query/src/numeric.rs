@@ -184,7 +184,8 @@ pub fn fit_typmod(array: &ArrayRef, precision: u16, scale: i8) -> Result<ArrayRe
     let DataType::Decimal128(p, s) = array.data_type().clone() else {
         return Ok(array.clone());
     };
-    let limit = 10i128.pow(precision as u32);
+    // (A precision beyond i128's digits bounds nothing Decimal128 holds.)
+    let limit = 10i128.checked_pow(precision as u32).unwrap_or(i128::MAX);
     let out = array
         .as_primitive::<Decimal128Type>()
         .iter()

@@ -2497,6 +2497,15 @@ async fn set_operations_count_copies_and_ordered_set_aggregates_answer() {
         texts(&c, "SELECT m, u, scale(m) FROM typmods").await,
         [["988000000", "0.000988", "0"]]
     );
+    // A precision beyond Decimal128's digits with a negative scale.
+    c.batch_execute("CREATE TABLE wide_typmod (w numeric(100, -2))")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO wide_typmod VALUES (12351)", &[])
+        .await
+        .unwrap();
+    assert_eq!(texts(&c, "SELECT w FROM wide_typmod").await, [["12400"]]);
+    refused(&c, "CREATE TABLE too_coarse (n numeric(3, -39))", "0A000").await;
     for sql in [
         "INSERT INTO typmods (m) VALUES (999500000)",
         "INSERT INTO typmods (u) VALUES (0.0009995)",
