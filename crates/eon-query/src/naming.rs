@@ -275,12 +275,17 @@ pub fn rename(schema: &SchemaRef, names: Option<&[String]>) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// The stream with PostgreSQL's column names.
+/// The stream with PostgreSQL's column names (itself when [`rename`] has
+/// nothing to change).
 pub fn rename_stream(
     stream: SendableRecordBatchStream,
     names: Option<&[String]>,
 ) -> SendableRecordBatchStream {
-    let schema = rename(&stream.schema(), names);
+    let before = stream.schema();
+    let schema = rename(&before, names);
+    if Arc::ptr_eq(&schema, &before) {
+        return stream;
+    }
     let out = schema.clone();
     let batches = stream.map(move |b| {
         let b = b?;

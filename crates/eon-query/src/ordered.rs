@@ -367,10 +367,6 @@ impl Accumulator for Collect {
                 };
                 let sorted = self.sorted()?;
                 let n = sorted.len();
-                let element = match (&self.kind, &self.ordered) {
-                    (Kind::Cont, _) => DataType::Float64,
-                    (_, t) => t.clone(),
-                };
                 if self.kind == Kind::Cont {
                     let floats = cast(&sorted, &DataType::Float64)?;
                     let floats = floats.as_primitive::<Float64Type>().clone();
@@ -386,7 +382,7 @@ impl Accumulator for Collect {
                 } else {
                     each_fraction(&fraction, &self.return_type, &|p| {
                         if n == 0 {
-                            return ScalarValue::try_from(&element);
+                            return ScalarValue::try_from(&self.ordered);
                         }
                         let row = ((p * n as f64).ceil() as usize).max(1);
                         ScalarValue::try_from_array(&sorted, row.min(n) - 1)

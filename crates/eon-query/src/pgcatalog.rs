@@ -1553,7 +1553,9 @@ impl ScalarUDFImpl for FormatType {
             .map(|(i, (oid, name))| {
                 let typmod = typmods
                     .as_ref()
-                    .and_then(|t| t.as_primitive::<Int64Type>().iter().nth(i).flatten());
+                    .map(|t| t.as_primitive::<Int64Type>())
+                    .filter(|t| t.is_valid(i))
+                    .map(|t| t.value(i));
                 // numeric(p,s) with PostgreSQL's signed 11-bit scale.
                 if let (Some(1700), Some(m)) = (oid, typmod.filter(|m| *m >= 4)) {
                     let m = m - 4;

@@ -1847,15 +1847,7 @@ impl Session {
         let plan = bind(plan, params)?;
         let physical = state.create_physical_plan(&plan).await.map_err(from_df)?;
         let mut stream = in_branch_order(physical, state.task_ctx()).map_err(from_df)?;
-        if names.is_some()
-            || stream
-                .schema()
-                .fields()
-                .iter()
-                .any(|f| f.name().starts_with("__eon_col_"))
-        {
-            stream = crate::naming::rename_stream(stream, names.as_deref());
-        }
+        stream = crate::naming::rename_stream(stream, names.as_deref());
         if !self.in_transaction() {
             // A serialization failure outside a block runs the statement
             // again (`execute_retrying`), but only until its first rows

@@ -112,7 +112,7 @@ pub fn returned_rows(schema: &Schema, batches: &[RecordBatch]) -> Result<Query> 
     let columns: Vec<String> = schema
         .fields()
         .iter()
-        .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
+        .map(|f| crate::dml::quote(f.name()))
         .collect();
     let sql = format!(
         "SELECT * FROM (VALUES {}) AS __eon_returned({}){filter}",
@@ -192,13 +192,18 @@ impl VisitorMut for References<'_> {
         let Some(id) = self.names(name) else {
             return ControlFlow::Continue(());
         };
-        let sql = format!("{} SELECT * FROM {id}", self.with);
-        let Ok(mut parsed) = crate::sequences::parse_statements(&sql) else {
+        // SELECT * FROM id, with the WITH list as it is (already
+        // rewritten with the statement).
+        let Ok(mut parsed) = crate::sequences::parse_statements(&format!(
+            "SELECT * FROM {}",
+            crate::dml::quote(&ident(&id))
+        )) else {
             return ControlFlow::Continue(());
         };
-        let Some(Statement::Query(subquery)) = parsed.pop() else {
+        let Some(Statement::Query(mut subquery)) = parsed.pop() else {
             return ControlFlow::Continue(());
         };
+        subquery.with = Some(self.with.clone());
         *table = TableFactor::Derived {
             lateral: false,
             subquery,
