@@ -5,6 +5,10 @@
 //! - **INSERT** plans its source (VALUES or a query) with DataFusion, then
 //!   converts each target column with PostgreSQL's assignment rules
 //!   ([`coerce`]), fills defaults and row ids, and checks NOT NULL.
+//!   `ON CONFLICT DO NOTHING` leaves out the rows whose key is taken;
+//!   `ON CONFLICT (cols) DO UPDATE` turns them into an UPDATE of the row
+//!   there, joined to the proposed rows as `excluded`, written with the
+//!   inserted rows in one write.
 //! - **UPDATE** and **DELETE** become a SELECT of the rows they touch (all
 //!   columns, hidden row id included, via the `<table>$dml` name) and, for
 //!   UPDATE, of the new values; every row then becomes a write.
@@ -39,7 +43,7 @@ use datafusion::execution::context::SessionState;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, ConflictTarget, Delete, Expr as SqlExpr, FromTable, Ident, Insert,
+    AssignmentTarget, ConflictTarget, Delete, DoUpdate, Expr as SqlExpr, FromTable, Ident, Insert,
     ObjectName, OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor,
     TableObject, TableWithJoins, Update, UpdateTableFromKind, Value as SqlValue,
     visit_expressions_mut,
@@ -142,6 +146,32 @@ fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch
 
 // ------------------------------------------------------------------ INSERT
 
+/// What an INSERT does with a row whose key a row already there has.
+enum Conflict<'a> {
+    /// Fail with 23505 (no ON CONFLICT).
+    Fail,
+    /// ON CONFLICT DO NOTHING: leave the row out.
+    Skip,
+    /// ON CONFLICT (arbiter) DO UPDATE: update the row there instead.
+    Update {
+        /// The columns of the unique constraint that decides (sorted).
+        arbiter: Vec<usize>,
+        action: &'a DoUpdate,
+    },
+}
+
+/// Whether `columns` (sorted) are those of `table`'s primary key or of
+/// one of its unique indexes.
+fn unique_on(table: &TableDef, columns: &[usize]) -> bool {
+    let same = |c: &[usize]| {
+        let mut c = c.to_vec();
+        c.sort();
+        c == columns
+    };
+    (same(&table.primary_key) && !table.has_rowid())
+        || table.indexes.iter().any(|i| i.unique && same(&i.columns))
+}
+
 struct InsertShape<'a> {
     table: Arc<TableDef>,
     /// Table column index for each source column.
@@ -150,7 +180,7 @@ struct InsertShape<'a> {
     /// (the rest get their defaults), as in PostgreSQL.
     implicit: bool,
     source: Option<&'a Query>,
-    ignore_conflicts: bool,
+    conflict: Conflict<'a>,
     alias: String,
     returning: Option<&'a Vec<SelectItem>>,
 }
@@ -184,30 +214,26 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         }
         t
     };
-    let ignore_conflicts = match &ins.on {
-        None => false,
+    let conflict = match &ins.on {
+        None => Conflict::Fail,
         Some(OnInsert::OnConflict(oc)) => {
-            match &oc.conflict_target {
-                None => {}
+            // The columns of the unique constraint the conflict is judged
+            // by (PostgreSQL's arbiter), when one is named.
+            let arbiter: Option<Vec<usize>> = match &oc.conflict_target {
+                None => None,
                 Some(ConflictTarget::Columns(cols)) => {
                     let mut named: Vec<usize> = cols
                         .iter()
                         .filter_map(|c| table.column_index(&ident(c)))
                         .collect();
-                    let mut pk = table.primary_key.clone();
                     named.sort();
-                    pk.sort();
-                    let is_unique_index = table.indexes.iter().any(|i| {
-                        let mut cols = i.columns.clone();
-                        cols.sort();
-                        i.unique && cols == named
-                    });
-                    if (named != pk || table.has_rowid()) && !is_unique_index {
+                    if !unique_on(&table, &named) || named.len() != cols.len() {
                         return Err(Error::user(
                             sqlstate::INVALID_COLUMN_REFERENCE,
                             "there is no unique or exclusion constraint matching the ON CONFLICT specification",
                         ));
                     }
+                    Some(named)
                 }
                 Some(ConflictTarget::OnConstraint(c)) => {
                     let cname =
@@ -215,11 +241,16 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
                             .and_then(|p| p.as_ident())
                             .map(ident)
                             .unwrap_or_default();
-                    let unique_index = table
-                        .indexes
-                        .iter()
-                        .any(|i| i.unique && i.constraint && i.name == cname);
-                    if cname != table.pkey_name() && !unique_index {
+                    let columns = if cname == table.pkey_name() && !table.has_rowid() {
+                        Some(table.primary_key.clone())
+                    } else {
+                        table
+                            .indexes
+                            .iter()
+                            .find(|i| i.unique && i.constraint && i.name == cname)
+                            .map(|i| i.columns.clone())
+                    };
+                    let Some(mut columns) = columns else {
                         return Err(Error::user(
                             sqlstate::UNDEFINED_OBJECT,
                             format!(
@@ -227,15 +258,21 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
                                 table.name
                             ),
                         ));
-                    }
+                    };
+                    columns.sort();
+                    Some(columns)
                 }
-            }
-            match oc.action {
-                OnConflictAction::DoNothing => true,
-                OnConflictAction::DoUpdate(_) => {
-                    return Err(Error::unsupported(
-                        "ON CONFLICT DO UPDATE is not supported yet",
-                    ));
+            };
+            match (&oc.action, arbiter) {
+                (OnConflictAction::DoNothing, _) => Conflict::Skip,
+                (OnConflictAction::DoUpdate(action), Some(arbiter)) => {
+                    Conflict::Update { arbiter, action }
+                }
+                (OnConflictAction::DoUpdate(_), None) => {
+                    return Err(Error::syntax(
+                        "ON CONFLICT DO UPDATE requires inference specification or constraint name",
+                    )
+                    .with_hint("For example, ON CONFLICT (column_name)."));
                 }
             }
         }
@@ -260,7 +297,7 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         targets,
         implicit,
         source: ins.source.as_deref(),
-        ignore_conflicts,
+        conflict,
         alias,
         returning: ins.returning.as_ref(),
     })
@@ -527,10 +564,15 @@ async fn insert(
             "INSERT has more target columns than expressions"
         }));
     }
-    let kind = if shape.ignore_conflicts {
-        pb::WriteKind::InsertIgnore
-    } else {
-        pb::WriteKind::Insert
+    let kind = match &shape.conflict {
+        Conflict::Fail => pb::WriteKind::Insert,
+        Conflict::Skip => pb::WriteKind::InsertIgnore,
+        Conflict::Update { arbiter, action } => {
+            return upsert(
+                session, &ctx, &state, mode, &shape, params, arbiter, action, &src,
+            )
+            .await;
+        }
     };
     let returning_items = shape
         .returning
@@ -571,6 +613,53 @@ pub(crate) async fn insert_rows(
     kind: pb::WriteKind,
     returning_items: Option<(&str, &[SelectItem])>,
 ) -> Result<(Vec<u32>, Option<Returned>)> {
+    let rows = proposed_rows(session, state, table, targets, src).await?;
+    let n = rows.num_rows();
+    crate::fk::check_references(session, ctx, table, &rows).await?;
+    if crate::partitions::involved(table) {
+        return insert_placed(session, ctx, mode, table, rows, kind, returning_items).await;
+    }
+    if kind == pb::WriteKind::InsertIgnore && !table.indexes.is_empty() {
+        // ON CONFLICT DO NOTHING on a table with indexes: a skipped row
+        // must leave no index entry, so the rows that would conflict are
+        // found first and the others inserted. (One inserted meanwhile by
+        // another transaction makes this statement fail with 23505.)
+        let mut skip = crate::indexes::repeated_in_batch(table, &rows)?;
+        for (s, e) in skip
+            .iter_mut()
+            .zip(crate::indexes::existing(session, ctx, table, &rows).await?)
+        {
+            *s |= e;
+        }
+        let written: Vec<u32> = (0..n as u32).filter(|&r| !skip[r as usize]).collect();
+        let to_write = crate::indexes::keep(&rows, &skip)?;
+        let returned = returning_before_write(table, &rows, returning_items).await?;
+        let mut writes = Writes::default();
+        writes.add(table, pb::WriteKind::Insert, &to_write, &table.primary_key)?;
+        writes.add_index_changes(table, None, Some(&to_write))?;
+        writes.apply(session, ctx, mode).await?;
+        return Ok((written, returned));
+    }
+    let returned = returning_before_write(table, &rows, returning_items).await?;
+    let mut writes = Writes::default();
+    let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
+    writes.add_index_changes(table, None, Some(&rows))?;
+    let results = writes.apply(session, ctx, mode).await?;
+    Ok((not_skipped(op_rows, &results), returned))
+}
+
+/// The whole rows an INSERT proposes: `src` (one column per target
+/// column of `table`) converted with PostgreSQL's assignment rules, the
+/// other columns filled (defaults, row ids, NULL); NOT NULL and CHECK
+/// constraints hold for them (a partitioned table's are checked in the
+/// partitions the rows go to).
+async fn proposed_rows(
+    session: &Session,
+    state: &SessionState,
+    table: &TableDef,
+    targets: &[usize],
+    src: &RecordBatch,
+) -> Result<RecordBatch> {
     let n = src.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
     for (i, col) in table.columns.iter().enumerate() {
@@ -613,37 +702,7 @@ pub(crate) async fn insert_rows(
         // go to, whose constraints include its own.
         crate::checks::enforce(session, table, &rows)?;
     }
-    crate::fk::check_references(session, ctx, table, &rows).await?;
-    if crate::partitions::involved(table) {
-        return insert_placed(session, ctx, mode, table, rows, kind, returning_items).await;
-    }
-    if kind == pb::WriteKind::InsertIgnore && !table.indexes.is_empty() {
-        // ON CONFLICT DO NOTHING on a table with indexes: a skipped row
-        // must leave no index entry, so the rows that would conflict are
-        // found first and the others inserted. (One inserted meanwhile by
-        // another transaction makes this statement fail with 23505.)
-        let mut skip = crate::indexes::repeated_in_batch(table, &rows)?;
-        for (s, e) in skip
-            .iter_mut()
-            .zip(crate::indexes::existing(session, ctx, table, &rows).await?)
-        {
-            *s |= e;
-        }
-        let written: Vec<u32> = (0..n as u32).filter(|&r| !skip[r as usize]).collect();
-        let to_write = crate::indexes::keep(&rows, &skip)?;
-        let returned = returning_before_write(table, &rows, returning_items).await?;
-        let mut writes = Writes::default();
-        writes.add(table, pb::WriteKind::Insert, &to_write, &table.primary_key)?;
-        writes.add_index_changes(table, None, Some(&to_write))?;
-        writes.apply(session, ctx, mode).await?;
-        return Ok((written, returned));
-    }
-    let returned = returning_before_write(table, &rows, returning_items).await?;
-    let mut writes = Writes::default();
-    let op_rows = writes.add(table, kind, &rows, &table.primary_key)?;
-    writes.add_index_changes(table, None, Some(&rows))?;
-    let results = writes.apply(session, ctx, mode).await?;
-    Ok((not_skipped(op_rows, &results), returned))
+    Ok(rows)
 }
 
 /// The rows written (their numbers, ascending), given each op's rows and
@@ -682,8 +741,24 @@ async fn insert_placed(
     let placed = crate::partitions::place(session, &Arc::new(table.clone()), rows.clone()).await?;
     let returned = returning_before_write(table, &rows, returning_items).await?;
     let mut writes = Writes::default();
+    let op_positions = add_placed(session, ctx, table, &placed, kind, &mut writes).await?;
+    let results = writes.apply(session, ctx, mode).await?;
+    Ok((not_skipped(op_positions, &results), returned))
+}
+
+/// The writes of rows bound for `table`'s leaves (`placed`), checked
+/// against the constraints of each leaf and of `table`; per op, the
+/// positions of its rows among the rows placed.
+async fn add_placed(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    table: &TableDef,
+    placed: &[crate::partitions::Placed],
+    kind: pb::WriteKind,
+    writes: &mut Writes,
+) -> Result<Vec<(usize, Vec<u32>)>> {
     let mut op_positions: Vec<(usize, Vec<u32>)> = Vec::new();
-    for p in &placed {
+    for p in placed {
         if p.table.id != table.id {
             crate::checks::enforce(
                 session,
@@ -703,8 +778,180 @@ async fn insert_placed(
         }
         writes.add_index_changes(&p.table, None, Some(&p.rows))?;
     }
-    let results = writes.apply(session, ctx, mode).await?;
-    Ok((not_skipped(op_positions, &results), returned))
+    Ok(op_positions)
+}
+
+/// INSERT … ON CONFLICT (arbiter) DO UPDATE: the proposed rows whose
+/// arbiter key a row already has update that row instead, as the UPDATE
+/// `UPDATE t SET … FROM (<those rows>) AS excluded WHERE t.key =
+/// excluded.key [AND …]` would; the others are inserted. Both are one
+/// write, and RETURNING lists the rows in the order proposed.
+#[allow(clippy::too_many_arguments)]
+async fn upsert(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    state: &SessionState,
+    mode: WriteMode,
+    shape: &InsertShape<'_>,
+    params: &[ScalarValue],
+    arbiter: &[usize],
+    action: &DoUpdate,
+    src: &RecordBatch,
+) -> Result<Output> {
+    let table = &shape.table;
+    let rows = proposed_rows(session, state, table, &shape.targets, src).await?;
+    let n = rows.num_rows();
+    let keys = encode_keys(
+        &arbiter
+            .iter()
+            .map(|&c| rows.column(c).clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let keyed = |r: usize| arbiter.iter().all(|&c| rows.column(c).is_valid(r));
+    let mut seen = HashSet::new();
+    if (0..n).any(|r| keyed(r) && !seen.insert(&keys[r])) {
+        return Err(Error::user(
+            sqlstate::CARDINALITY_VIOLATION,
+            "ON CONFLICT DO UPDATE command cannot affect row a second time",
+        )
+        .with_hint(
+            "Ensure that no rows proposed for insertion within the same command have duplicate constrained values.",
+        ));
+    }
+    // Which rows conflict, judged in the leaf each goes to.
+    let names: Vec<&str> = arbiter
+        .iter()
+        .map(|&c| table.columns[c].name.as_str())
+        .collect();
+    let mut conflicting = vec![false; n];
+    let mut fresh = Vec::new();
+    for p in crate::partitions::place(session, table, rows.clone()).await? {
+        let columns = names
+            .iter()
+            .map(|name| p.table.column_index(name))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| Error::internal("a partition lacks the ON CONFLICT columns"))?;
+        let hit =
+            crate::indexes::existing_on(session, ctx, &p.table, &p.rows, Some(&columns)).await?;
+        for (&h, &at) in hit.iter().zip(&p.positions) {
+            conflicting[at as usize] = h;
+        }
+        fresh.push(crate::partitions::Placed {
+            rows: crate::indexes::keep(&p.rows, &hit)?,
+            positions: (0..hit.len())
+                .filter(|&i| !hit[i])
+                .map(|i| p.positions[i])
+                .collect(),
+            table: p.table,
+        });
+    }
+    let inserted: Vec<u32> = (0..n as u32)
+        .filter(|&r| !conflicting[r as usize])
+        .collect();
+    let new_rows = take_record_batch(&rows, &UInt32Array::from(inserted.clone()))?;
+    crate::fk::check_references(session, ctx, table, &new_rows).await?;
+    let mut writes = Writes::default();
+    add_placed(
+        session,
+        ctx,
+        table,
+        &fresh,
+        pb::WriteKind::Insert,
+        &mut writes,
+    )
+    .await?;
+    let mut count = inserted.len();
+    // (position proposed, row) of every row written, for RETURNING.
+    let mut listed: Vec<(u32, RecordBatch, usize)> = (0..inserted.len())
+        .map(|i| (inserted[i], new_rows.clone(), i))
+        .collect();
+    let clashing: Vec<u32> = (0..n as u32).filter(|&r| conflicting[r as usize]).collect();
+    if !clashing.is_empty() {
+        let excluded = take_record_batch(&rows, &UInt32Array::from(clashing.clone()))?;
+        let sql = excluded_update(table, &shape.alias, arbiter, action, &excluded)?;
+        let Statement::Update(up) = parse_query(&sql)? else {
+            return Err(Error::internal("ON CONFLICT's update is not an UPDATE"));
+        };
+        let done = update_into(session, &up, params, ctx, &mut writes, true).await?;
+        count += done.count;
+        let at: HashMap<&Key, u32> = clashing.iter().map(|&r| (&keys[r as usize], r)).collect();
+        let touched = concat_batches(table.arrow_schema(), &done.rows)?;
+        let touched_keys = encode_keys(
+            &arbiter
+                .iter()
+                .map(|&c| touched.column(c).clone())
+                .collect::<Vec<_>>(),
+        )?;
+        for (i, k) in touched_keys.iter().enumerate() {
+            // A row whose key the update changed is listed last.
+            let pos = at.get(k).copied().unwrap_or(u32::MAX);
+            listed.push((pos, touched.clone(), i));
+        }
+    }
+    listed.sort_by_key(|(pos, _, _)| *pos);
+    let ordered: Vec<RecordBatch> = listed.iter().map(|(_, b, i)| b.slice(*i, 1)).collect();
+    let returning = shape
+        .returning
+        .map(|items| (shape.alias.as_str(), items.as_slice()));
+    write_and_answer(
+        session, ctx, mode, writes, table, returning, &ordered, "INSERT 0", count,
+    )
+    .await
+}
+
+/// The UPDATE that ON CONFLICT DO UPDATE makes of the proposed rows that
+/// conflict (`excluded`, whole rows of `table`): they are the `excluded`
+/// relation, as literal VALUES, joined on the arbiter's columns.
+fn excluded_update(
+    table: &TableDef,
+    alias: &str,
+    arbiter: &[usize],
+    action: &DoUpdate,
+    excluded: &RecordBatch,
+) -> Result<String> {
+    let visible: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| !table.columns[i].hidden)
+        .collect();
+    let mut values = Vec::with_capacity(excluded.num_rows());
+    for r in 0..excluded.num_rows() {
+        let cells = visible
+            .iter()
+            .map(|&c| {
+                let v = ScalarValue::try_from_array(excluded.column(c), r).map_err(from_df)?;
+                Ok(if v.is_null() {
+                    format!("CAST(NULL AS {})", df_type_name(&table.columns[c].ty))
+                } else {
+                    sql_literal(&v)?
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        values.push(format!("({})", cells.join(", ")));
+    }
+    let names: Vec<String> = visible
+        .iter()
+        .map(|&c| quote(&table.columns[c].name))
+        .collect();
+    let mut filter: Vec<String> = arbiter
+        .iter()
+        .map(|&c| {
+            let name = quote(&table.columns[c].name);
+            format!("{}.{name} = excluded.{name}", quote(alias))
+        })
+        .collect();
+    if let Some(w) = &action.selection {
+        filter.push(format!("({w})"));
+    }
+    let assignments: Vec<String> = action.assignments.iter().map(|a| a.to_string()).collect();
+    Ok(format!(
+        "UPDATE {}.{} AS {} SET {} FROM (VALUES {}) AS excluded ({}) WHERE {}",
+        quote(&table.schema),
+        quote(&table.name),
+        quote(alias),
+        assignments.join(", "),
+        values.join(", "),
+        names.join(", "),
+        filter.join(" AND ")
+    ))
 }
 
 /// The RETURNING list over every row about to be written, if there is one.
@@ -973,8 +1220,47 @@ async fn update(
 ) -> Result<Output> {
     check_writable(mode, "UPDATE")?;
     let named = named_target(session, &up.table)?;
-    let leaves = target_leaves(session, &named)?;
     let mut writes = Writes::default();
+    let done = update_into(
+        session,
+        up,
+        params,
+        &ctx,
+        &mut writes,
+        up.returning.is_some(),
+    )
+    .await?;
+    let returning = up
+        .returning
+        .as_deref()
+        .map(|items| (done.alias.as_str(), items));
+    write_and_answer(
+        session, &ctx, mode, writes, &named, returning, &done.rows, "UPDATE", done.count,
+    )
+    .await
+}
+
+/// What an UPDATE of a table (and its partitions) does.
+struct UpdatedAll {
+    count: usize,
+    /// The name the statement gives the table.
+    alias: String,
+    /// The new rows, in the named table's layout, when asked for.
+    rows: Vec<RecordBatch>,
+}
+
+/// The writes of an UPDATE, added to `writes`; the new rows come back
+/// when `want_rows` (for RETURNING).
+async fn update_into(
+    session: &Session,
+    up: &Update,
+    params: &[ScalarValue],
+    ctx: &Arc<StatementContext>,
+    writes: &mut Writes,
+    want_rows: bool,
+) -> Result<UpdatedAll> {
+    let named = named_target(session, &up.table)?;
+    let leaves = target_leaves(session, &named)?;
     let mut count = 0;
     let mut alias = named.name.clone();
     let mut touched: Vec<RecordBatch> = Vec::new();
@@ -982,9 +1268,9 @@ async fn update(
     for leaf in &leaves {
         let shape = update_shape(session, up, leaf.as_ref())?;
         alias = shape.alias.clone();
-        let done = update_table(session, &shape, params, &ctx, leaf.is_some(), &mut writes).await?;
+        let done = update_table(session, &shape, params, ctx, leaf.is_some(), writes).await?;
         count += done.count;
-        if up.returning.is_some() {
+        if want_rows {
             touched.push(in_layout_of(session, done.touched, leaf.as_ref(), &named).await?);
         }
         if let Some(rows) = done.leaving {
@@ -1008,11 +1294,11 @@ async fn update(
             writes.add_index_changes(&p.table, None, Some(&p.rows))?;
         }
     }
-    let returning = up.returning.as_deref().map(|items| (alias.as_str(), items));
-    write_and_answer(
-        session, &ctx, mode, writes, &named, returning, &touched, "UPDATE", count,
-    )
-    .await
+    Ok(UpdatedAll {
+        count,
+        alias,
+        rows: touched,
+    })
 }
 
 /// Rows of `leaf` (when an UPDATE or DELETE read `named` through it) in

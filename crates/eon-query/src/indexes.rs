@@ -223,14 +223,40 @@ pub async fn existing(
     table: &TableDef,
     rows: &RecordBatch,
 ) -> Result<Vec<bool>> {
+    existing_on(session, ctx, table, rows, None).await
+}
+
+/// [`existing`], judged by one unique constraint only when `arbiter` (its
+/// columns, sorted) is given.
+pub async fn existing_on(
+    session: &Session,
+    ctx: &Arc<StatementContext>,
+    table: &TableDef,
+    rows: &RecordBatch,
+    arbiter: Option<&[usize]>,
+) -> Result<Vec<bool>> {
+    let judges = |columns: &[usize]| {
+        arbiter.is_none_or(|a| {
+            let mut c = columns.to_vec();
+            c.sort();
+            c == a
+        })
+    };
     let mut hit = vec![false; rows.num_rows()];
     // (table or index storage, its key columns per row, rows they come from)
-    let mut probes: Vec<(Arc<TableDef>, RecordBatch, Vec<u32>)> = vec![(
-        Arc::new(table.clone()),
-        rows.project(&table.primary_key)?,
-        (0..rows.num_rows() as u32).collect(),
-    )];
-    for ix in table.indexes.iter().filter(|i| i.unique) {
+    let mut probes: Vec<(Arc<TableDef>, RecordBatch, Vec<u32>)> = Vec::new();
+    if judges(&table.primary_key) {
+        probes.push((
+            Arc::new(table.clone()),
+            rows.project(&table.primary_key)?,
+            (0..rows.num_rows() as u32).collect(),
+        ));
+    }
+    for ix in table
+        .indexes
+        .iter()
+        .filter(|i| i.unique && judges(&i.columns))
+    {
         let (batch, from) = entries(table, ix, rows)?;
         probes.push((
             ix.storage.clone(),

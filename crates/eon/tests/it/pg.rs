@@ -2585,3 +2585,116 @@ async fn with_queries_feed_and_hold_data_modifying_statements() {
     .await;
     assert_eq!(texts(&c, "SELECT count(*) FROM y").await, [["9"]]);
 }
+
+#[tokio::test]
+async fn insert_on_conflict_do_update_upserts() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE kv (k int PRIMARY KEY, v text, n int DEFAULT 7); \
+         INSERT INTO kv VALUES (1, 'a'), (2, 'b')",
+    )
+    .await
+    .unwrap();
+    // Conflicting rows update the row there (`excluded` is the proposed
+    // row); the others are inserted; RETURNING lists them as proposed.
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO kv VALUES (3, 'c'), (1, 'x') ON CONFLICT (k) \
+             DO UPDATE SET v = kv.v || '+' || excluded.v RETURNING k, v, n"
+        )
+        .await,
+        [["3", "c", "7"], ["1", "a+x", "7"]]
+    );
+    // Parameters, an alias, and a WHERE that leaves the row alone.
+    let upsert = "INSERT INTO kv AS t VALUES ($1, $2, 0) ON CONFLICT (k) \
+                  DO UPDATE SET v = $2, n = t.n + 1 WHERE t.v <> $2";
+    assert_eq!(c.execute(upsert, &[&2i32, &"b"]).await.unwrap(), 0);
+    assert_eq!(c.execute(upsert, &[&2i32, &"B"]).await.unwrap(), 1);
+    assert_eq!(c.execute(upsert, &[&9i32, &"z"]).await.unwrap(), 1);
+    assert_eq!(
+        texts(&c, "SELECT k, v, n FROM kv ORDER BY k").await,
+        [
+            ["1", "a+x", "7"],
+            ["2", "B", "8"],
+            ["3", "c", "7"],
+            ["9", "z", "0"]
+        ]
+    );
+    // A unique index or a named constraint is the arbiter too.
+    c.batch_execute("CREATE UNIQUE INDEX kv_v ON kv (v)")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO kv VALUES (50, 'z') ON CONFLICT (v) DO UPDATE SET n = excluded.k RETURNING k, n"
+        )
+        .await,
+        [["9", "50"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO kv VALUES (3, 'q') ON CONFLICT ON CONSTRAINT kv_pkey DO UPDATE SET n = -1 RETURNING v, n"
+        )
+        .await,
+        [["c", "-1"]]
+    );
+    // PostgreSQL's errors: no arbiter, no such constraint, a row twice.
+    refused(
+        &c,
+        "INSERT INTO kv VALUES (1, 'x') ON CONFLICT DO UPDATE SET n = 0",
+        "42601",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO kv VALUES (1, 'x') ON CONFLICT (n) DO UPDATE SET n = 0",
+        "42P10",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO kv VALUES (4, 'x'), (4, 'y') ON CONFLICT (k) DO UPDATE SET n = 0",
+        "21000",
+    )
+    .await;
+    // Inserting and updating are one statement: a failure undoes both.
+    refused(
+        &c,
+        "INSERT INTO kv VALUES (5, 'new'), (1, 'x') ON CONFLICT (k) DO UPDATE SET n = 1 / 0",
+        "22012",
+    )
+    .await;
+    refused(
+        &c,
+        "INSERT INTO kv VALUES (6, 'six'), (1, 'c') ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        "23505",
+    )
+    .await;
+    assert_eq!(
+        texts(&c, "SELECT count(*), sum(n) FROM kv").await,
+        [["4", "64"]]
+    );
+    // Into a partitioned table: each row is judged in its partition.
+    c.batch_execute(
+        "CREATE TABLE pt (a int PRIMARY KEY, b text) PARTITION BY LIST (a); \
+         CREATE TABLE pt1 PARTITION OF pt FOR VALUES IN (1); \
+         CREATE TABLE pt2 (b text, a int PRIMARY KEY); \
+         ALTER TABLE pt ATTACH PARTITION pt2 FOR VALUES IN (2, 3); \
+         INSERT INTO pt VALUES (1, 'one'), (2, 'two')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO pt VALUES (1, 'x'), (2, 'y'), (3, 'z') ON CONFLICT (a) \
+             DO UPDATE SET b = pt.b || excluded.b RETURNING a, b"
+        )
+        .await,
+        [["1", "onex"], ["2", "twoy"], ["3", "z"]]
+    );
+}
