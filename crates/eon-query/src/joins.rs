@@ -4,16 +4,17 @@
 //! `SELECT *` (then `a`'s other columns, then `b`'s), and in a FULL join
 //! it is `COALESCE(a.x, b.x)` — the key of a row that only `b` has is
 //! `b.x`, not NULL; in a RIGHT join it is `b.x`. DataFusion keeps `a`'s
-//! column where `a` has it, listed where `a` lists it. So before planning,
-//! in a SELECT over one FULL or RIGHT USING join of two named relations
-//! (tables, or subqueries with an alias), [`merge_using_columns`] writes
-//! what PostgreSQL means: `*` becomes the merged columns followed by
-//! `a.* EXCLUDE (x), b.* EXCLUDE (x)`, and a bare `x` in the select list
-//! becomes the merged value named `x`. (An inner or LEFT join's `x` is
-//! `a.x` already; DataFusion lists it where `a` does, which differs from
-//! PostgreSQL only when it is not `a`'s first column.) (NATURAL
-//! joins, whose columns are known only from the catalog, and chains of
-//! several USING joins are left as DataFusion reads them.)
+//! column where `a` has it, listed where `a` lists it, and a bare `x` is
+//! ambiguous to it (`a.x` or `b.x`?) — in a subquery it then takes the
+//! outer query's `x`, if there is one. So before planning, in a SELECT
+//! over one USING join of two named relations (tables, or subqueries with
+//! an alias), [`merge_using_columns`] writes what PostgreSQL means: `*`
+//! becomes the merged columns followed by `a.* EXCLUDE (x), b.* EXCLUDE
+//! (x)`, and a bare `x` in the select list becomes the merged value named
+//! `x` (`a.x` in an inner or LEFT join, `b.x` in a RIGHT one,
+//! `COALESCE(a.x, b.x)` in a FULL one). (NATURAL joins, whose columns are
+//! known only from the catalog, and chains of several USING joins are
+//! left as DataFusion reads them.)
 
 use std::ops::ControlFlow;
 
@@ -27,6 +28,7 @@ use datafusion::sql::sqlparser::ast::{
 /// Which side's column a merged USING column is.
 #[derive(Clone, Copy, PartialEq)]
 enum Side {
+    Left,
     Right,
     Both,
 }
@@ -73,13 +75,14 @@ fn rewrite(select: &mut Select) {
     let [join] = from.joins.as_slice() else {
         return;
     };
-    // An inner or LEFT join's `x` is `a.x` already; DataFusion lists it
-    // where `a` does, which differs from PostgreSQL only when it is not
-    // `a`'s first column.
     let (columns, side) = match &join.join_operator {
         JoinOperator::Right(JoinConstraint::Using(c))
         | JoinOperator::RightOuter(JoinConstraint::Using(c)) => (c, Side::Right),
         JoinOperator::FullOuter(JoinConstraint::Using(c)) => (c, Side::Both),
+        JoinOperator::Join(JoinConstraint::Using(c))
+        | JoinOperator::Inner(JoinConstraint::Using(c))
+        | JoinOperator::Left(JoinConstraint::Using(c))
+        | JoinOperator::LeftOuter(JoinConstraint::Using(c)) => (c, Side::Left),
         _ => return,
     };
     let (Some(left), Some(right)) = (relation_name(&from.relation), relation_name(&join.relation))
@@ -93,6 +96,7 @@ fn rewrite(select: &mut Select) {
     let merged = |c: &Ident| -> Expr {
         let of = |t: &Ident| Expr::CompoundIdentifier(vec![t.clone(), c.clone()]);
         match side {
+            Side::Left => of(&left),
             Side::Right => of(&right),
             Side::Both => Expr::Function(Function {
                 name: ObjectName::from(vec![Ident::new("coalesce")]),

@@ -31,6 +31,7 @@
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
 //! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
+//! | [`moments`] | avg, variance and stddev of integers and numerics: exact, numeric, PostgreSQL's display scale |
 //! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
 //! | [`numfmt`]   | to_char and to_number for numbers: PostgreSQL's number pictures |
 //! | [`dtfmt`]    | to_char for dates and timestamps: PostgreSQL's date/time pictures |
@@ -85,6 +86,7 @@ pub mod infoschema;
 pub mod intervals;
 pub mod joins;
 pub mod jsonops;
+pub mod moments;
 pub mod naming;
 pub mod numeric;
 pub mod numfmt;

@@ -6,7 +6,7 @@
 //! `smallint`). DataFusion's binary expression can check instead of
 //! wrapping, but its planner never asks it to; this physical optimizer
 //! rule does, for the expressions of projections and filters — where a
-//! query's arithmetic lives. [`crate::errors`] then words the overflow as
+//! query's arithmetic lives — and the arguments of aggregates. [`crate::errors`] then words the overflow as
 //! PostgreSQL does. The same rule hands decimal `+ - * / %` and casts to
 //! and from decimals to [`crate::numeric`], which knows numeric's NaN and
 //! ±Infinity.
@@ -24,6 +24,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
@@ -120,6 +121,30 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     return Ok(Transformed::no(node));
                 }
                 let new = FilterExecBuilder::from(f).with_predicate(t.data).build()?;
+                return Ok(Transformed::yes(Arc::new(new) as Arc<dyn ExecutionPlan>));
+            }
+            if let Some(a) = node.downcast_ref::<AggregateExec>() {
+                // The aggregates' arguments (`sum(x * y)`, `var_pop(b::numeric)`).
+                let schema = a.input_schema();
+                let mut changed = false;
+                let mut aggregates = Vec::with_capacity(a.aggr_expr().len());
+                for f in a.aggr_expr() {
+                    let mut args = Vec::with_capacity(f.expressions().len());
+                    for e in f.expressions() {
+                        let t = checked(&e, &schema)?;
+                        changed |= t.transformed;
+                        args.push(t.data);
+                    }
+                    let order: Vec<_> = f.order_bys().iter().map(|o| Arc::clone(&o.expr)).collect();
+                    match f.with_new_expressions(args, order) {
+                        Some(new) => aggregates.push(Arc::new(new)),
+                        None => return Ok(Transformed::no(node)),
+                    }
+                }
+                if !changed {
+                    return Ok(Transformed::no(node));
+                }
+                let new = a.with_new_aggr_exprs(aggregates);
                 return Ok(Transformed::yes(Arc::new(new) as Arc<dyn ExecutionPlan>));
             }
             Ok(Transformed::no(node))

@@ -110,6 +110,7 @@ pub fn register(ctx: &SessionContext) {
     }
     crate::numeric::register(ctx);
     crate::pgmath::register(ctx);
+    crate::moments::register(ctx);
     crate::pgscalar::register(ctx);
     crate::ordered::register(ctx);
     crate::extract::register(ctx);

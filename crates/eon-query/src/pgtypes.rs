@@ -129,6 +129,9 @@ pub struct ColumnEncoder {
     style: DateStyle,
     /// The session's extra_float_digits (text format).
     extra_float_digits: i32,
+    /// How a numeric column's values choose their display scale, when
+    /// each does ([`crate::moments::DISPLAY_KEY`]).
+    numeric_display: Option<String>,
 }
 
 impl ColumnEncoder {
@@ -149,6 +152,7 @@ impl ColumnEncoder {
                 record: Some(record),
                 style: DateStyle::default(),
                 extra_float_digits: 1,
+                numeric_display: None,
             });
         }
         if let Some(item) =
@@ -165,6 +169,7 @@ impl ColumnEncoder {
                 record: None,
                 style: DateStyle::default(),
                 extra_float_digits: 1,
+                numeric_display: None,
             });
         }
         if let Some(item) = list_item(field) {
@@ -186,6 +191,7 @@ impl ColumnEncoder {
                     record: None,
                     style: DateStyle::default(),
                     extra_float_digits: 1,
+                    numeric_display: None,
                 });
             }
         }
@@ -213,7 +219,17 @@ impl ColumnEncoder {
             record: None,
             style: DateStyle::default(),
             extra_float_digits: 1,
+            numeric_display: field.metadata().get(crate::moments::DISPLAY_KEY).cloned(),
         })
+    }
+
+    /// The display scale of the finite numeric `v` of a column whose
+    /// values each choose theirs.
+    fn display_scale(&self, v: i128, t: SqlType) -> Option<i32> {
+        if special::is_special(v) {
+            return None;
+        }
+        crate::moments::display_scale(self.numeric_display.as_deref()?, v, t.decimal_scale())
     }
 
     /// Write dates and timestamps in `style` and floats with
@@ -347,10 +363,11 @@ impl ColumnEncoder {
                 self.extra_float_digits,
             ),
             Some(t @ SqlType::Numeric { .. }) => {
-                let text = format_decimal(
-                    a.as_primitive::<Decimal128Type>().value(i),
-                    t.decimal_scale(),
-                );
+                let v = a.as_primitive::<Decimal128Type>().value(i);
+                if let Some(shown) = self.display_scale(v, t) {
+                    return crate::moments::display_text(v, t.decimal_scale(), shown);
+                }
+                let text = format_decimal(v, t.decimal_scale());
                 if t.is_unconstrained_numeric() {
                     trim_fraction(&text)
                 } else {
@@ -410,6 +427,10 @@ impl ColumnEncoder {
             Some(t @ SqlType::Numeric { .. }) => {
                 let v = a.as_primitive::<Decimal128Type>().value(i);
                 let scale = t.decimal_scale();
+                if let Some(shown) = self.display_scale(v, t) {
+                    let text = crate::moments::display_text(v, scale, shown);
+                    return numeric_send_text(&text, shown, buf);
+                }
                 let shown = if special::is_special(v) {
                     scale
                 } else if t.is_unconstrained_numeric() {
@@ -584,8 +605,13 @@ fn numeric_send(v: i128, scale: i8, buf: &mut BytesMut) {
         buf.put_i16(0);
         return;
     }
-    let scale = scale.max(0) as usize;
-    let text = format_decimal(v, scale as i8);
+    let scale = scale.max(0);
+    numeric_send_text(&format_decimal(v, scale), scale as i32, buf)
+}
+
+/// numeric_send of a finite value written as decimal text with `scale`
+/// digits after the point.
+fn numeric_send_text(text: &str, scale: i32, buf: &mut BytesMut) {
     let neg = text.starts_with('-');
     let text = text.trim_start_matches('-');
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));

@@ -2698,3 +2698,89 @@ async fn insert_on_conflict_do_update_upserts() {
         [["1", "onex"], ["2", "twoy"], ["3", "z"]]
     );
 }
+
+#[tokio::test]
+async fn averages_and_variances_of_exact_numbers_are_numeric() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE m (i int, n int4, b bigint, d numeric(10,2), f float8); \
+         INSERT INTO m VALUES (1, 600, 600, 6.5, 600), (2, 470, 470, 4.7, 470), \
+         (3, 170, 170, 1.7, 170), (4, 430, 430, 4.3, 430), (5, 300, 300, 3, 300)",
+    )
+    .await
+    .unwrap();
+    // numeric, shown with PostgreSQL's display scale for the division
+    // (16 significant digits at least, the inputs' scale at least).
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT avg(n), pg_typeof(avg(n)), var_pop(n), stddev_pop(b), var_samp(d), avg(d), avg(f) FROM m"
+        )
+        .await,
+        [[
+            "394.0000000000000000",
+            "numeric",
+            "21704.000000000000",
+            "147.322774885623",
+            "3.2780000000000000",
+            "4.0400000000000000",
+            "394"
+        ]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT avg(x), avg(x * 0), avg(DISTINCT x), var_samp(x), stddev(x) FROM (VALUES (1::int4), (2::int4), (2::int4)) v(x)"
+        )
+        .await,
+        [[
+            "1.6666666666666667",
+            "0.00000000000000000000",
+            "1.5000000000000000",
+            "0.33333333333333333333",
+            "0.57735026918962576451"
+        ]]
+    );
+    // A cast gives an ordinary numeric of its type.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT CAST(avg(n) AS numeric(10,2)), avg(n)::int FROM m"
+        )
+        .await,
+        [["394.00", "394"]]
+    );
+    // Over a sliding window frame, values leave the sums again.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT avg(n) OVER (ORDER BY i ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) FROM m ORDER BY i"
+        )
+        .await,
+        [
+            ["535.0000000000000000"],
+            ["320.0000000000000000"],
+            ["300.0000000000000000"],
+            ["365.0000000000000000"],
+            ["300.0000000000000000"]
+        ]
+    );
+    // No rows, one row for a sample, the infinities of numeric.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT avg(n) IS NULL, var_samp(n) IS NULL, var_pop(n) FROM m WHERE i = 1"
+        )
+        .await,
+        [["f", "t", "0"]]
+    );
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT avg(x), var_pop(x) FROM (VALUES (1::numeric), ('Infinity')) v(x)"
+        )
+        .await,
+        [["Infinity", "NaN"]]
+    );
+}
