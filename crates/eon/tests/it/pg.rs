@@ -2784,3 +2784,34 @@ async fn averages_and_variances_of_exact_numbers_are_numeric() {
         [["Infinity", "NaN"]]
     );
 }
+
+#[tokio::test]
+async fn using_join_columns_resolve_inside_subqueries() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE tk (u1 int, u2 int, note text); \
+         INSERT INTO tk SELECT g, g + 1, 'n' || g FROM generate_series(1, 10) g",
+    )
+    .await
+    .unwrap();
+    // `u1` inside the subquery is the join's, not the outer query's.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT count(*) FROM tk a WHERE u1 IN \
+             (SELECT u1 FROM tk b JOIN tk c USING (u1) WHERE b.u2 = 4)"
+        )
+        .await,
+        [["1"]]
+    );
+    // `*` lists the merged column first, as PostgreSQL does.
+    assert_eq!(
+        column_names(
+            &c,
+            "SELECT * FROM tk b (x, u1, y) JOIN tk c USING (u1) LIMIT 1"
+        )
+        .await,
+        ["u1", "x", "y", "u2", "note"]
+    );
+}
