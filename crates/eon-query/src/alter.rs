@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, CommentObject, ObjectName, PrimaryKeyConstraint,
-    RenameTableNameKind, TableConstraint,
+    RenameTableNameKind, SqlOption, TableConstraint,
 };
 use eon_common::error::sqlstate;
 use eon_common::{Error, Result, TableDef};
@@ -161,6 +161,7 @@ pub async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             )
             .await?
         }
+        AlterTableOperation::SetOptionsParens { options } => storage_parameters(options)?,
         other => {
             return Err(Error::unsupported(format!(
                 "ALTER TABLE … {} is not supported yet",
@@ -935,4 +936,37 @@ async fn fence_request(
         epochs.insert(engine, r.into_inner().epoch);
     }
     Ok(epochs)
+}
+
+/// PostgreSQL's storage parameters of a table (`ALTER TABLE … SET
+/// (fillfactor = 70)`). They tune PostgreSQL's heap, vacuum and parallel
+/// planner, none of which eon has: a known one is accepted and has no
+/// effect, as an application or migration tool setting it expects;
+/// another is 22023, as PostgreSQL refuses it.
+fn storage_parameters(options: &[SqlOption]) -> Result<()> {
+    const KNOWN: &[&str] = &[
+        "fillfactor",
+        "parallel_workers",
+        "toast_tuple_target",
+        "autovacuum_enabled",
+        "vacuum_index_cleanup",
+        "vacuum_truncate",
+        "log_autovacuum_min_duration",
+        "user_catalog_table",
+    ];
+    for o in options {
+        let name = match o {
+            SqlOption::KeyValue { key, .. } => ident(key),
+            SqlOption::Ident(key) => ident(key),
+            other => return Err(Error::syntax(format!("invalid storage parameter {other}"))),
+        };
+        let bare = name.strip_prefix("toast.").unwrap_or(&name);
+        if !KNOWN.contains(&bare) && !bare.starts_with("autovacuum_") {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("unrecognized parameter \"{name}\""),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -368,6 +368,12 @@ async fn columns_are_added_renamed_and_dropped_on_a_live_table() {
     c.batch_execute("ALTER TABLE items ADD COLUMN IF NOT EXISTS qty int")
         .await
         .unwrap();
+    // PostgreSQL's storage parameters are accepted (they tune nothing
+    // eon has); an unknown one is refused.
+    c.batch_execute("ALTER TABLE items SET (fillfactor = 70, parallel_workers = 4)")
+        .await
+        .unwrap();
+    refused(&c, "ALTER TABLE items SET (no_such_knob = 1)", "22023").await;
 
     c.batch_execute("ALTER TABLE items RENAME COLUMN qty TO quantity")
         .await
