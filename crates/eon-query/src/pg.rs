@@ -269,7 +269,9 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
                 || message.starts_with("value \"")
                 || (message.starts_with('"')
                     && message.contains("\" is out of range for type "))
-                || message.starts_with("date/time field value out of range: ") =>
+                || message.starts_with("date/time field value out of range: ")
+                || message.starts_with("date out of range: \"")
+                || message.starts_with("timestamp out of range: \"") =>
         {
             let value = message
                 .rsplit_once(": \"")
@@ -818,6 +820,11 @@ mod tests {
                 "\"10e400\" is out of range for type double precision"
             ),
             Some(8)
+        );
+        let q = "SELECT date '4714-11-23 BC'";
+        assert_eq!(
+            error_position(q, "22008", "date out of range: \"4714-11-23 BC\""),
+            Some(13)
         );
     }
 }
