@@ -379,6 +379,7 @@ pub fn rewrite(statements: &mut [Statement]) {
             }
             text_alias(e);
             crate::ordered::rename(e);
+            distinct_in_order(e);
             if let Some(array) = subscripts_of(e) {
                 *e = call("unnest", subscripts(array));
             }
@@ -406,6 +407,44 @@ pub fn rewrite(statements: &mut [Statement]) {
             ControlFlow::<()>::Continue(())
         });
     }
+}
+
+/// `array_agg(DISTINCT x)`: PostgreSQL removes the duplicates by sorting,
+/// so the elements come out in order (NULL last); DataFusion's come in
+/// the order of a hash table. It becomes `array_agg(DISTINCT x ORDER BY x)`.
+fn distinct_in_order(e: &mut SqlExpr) {
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArgumentClause, OrderByExpr, OrderByOptions,
+    };
+    let SqlExpr::Function(f) = e else {
+        return;
+    };
+    if f.over.is_some() || !f.name.to_string().eq_ignore_ascii_case("array_agg") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice() else {
+        return;
+    };
+    if list.duplicate_treatment != Some(DuplicateTreatment::Distinct)
+        || list
+            .clauses
+            .iter()
+            .any(|c| matches!(c, FunctionArgumentClause::OrderBy(_)))
+    {
+        return;
+    }
+    let by = OrderByExpr {
+        expr: arg.clone(),
+        options: OrderByOptions {
+            asc: None,
+            nulls_first: None,
+        },
+        with_fill: None,
+    };
+    list.clauses.push(FunctionArgumentClause::OrderBy(vec![by]));
 }
 
 /// `'{1,2,NULL}'::int[]`: an array literal in PostgreSQL's text form,

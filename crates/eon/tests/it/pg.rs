@@ -2742,6 +2742,15 @@ async fn averages_and_variances_of_exact_numbers_are_numeric() {
             "0.57735026918962576451"
         ]]
     );
+    // array_agg(DISTINCT …) comes out sorted, NULL last, as PostgreSQL's.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT array_agg(DISTINCT a) FROM (VALUES (3), (1), (NULL), (3), (2)) v(a)"
+        )
+        .await,
+        [["{1,2,3,NULL}"]]
+    );
     // A cast gives an ordinary numeric of its type.
     assert_eq!(
         texts(
