@@ -705,6 +705,16 @@ async fn proposed_rows(
     Ok(rows)
 }
 
+/// The encoded keys of `rows` in `columns`.
+fn keys_of(rows: &RecordBatch, columns: &[usize]) -> Result<Vec<Key>> {
+    encode_keys(
+        &columns
+            .iter()
+            .map(|&c| rows.column(c).clone())
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// The rows written (their numbers, ascending), given each op's rows and
 /// what the data engines skipped of each (ON CONFLICT DO NOTHING).
 fn not_skipped(
@@ -801,12 +811,7 @@ async fn upsert(
     let table = &shape.table;
     let rows = proposed_rows(session, state, table, &shape.targets, src).await?;
     let n = rows.num_rows();
-    let keys = encode_keys(
-        &arbiter
-            .iter()
-            .map(|&c| rows.column(c).clone())
-            .collect::<Vec<_>>(),
-    )?;
+    let keys = keys_of(&rows, arbiter)?;
     let keyed = |r: usize| arbiter.iter().all(|&c| rows.column(c).is_valid(r));
     let mut seen = HashSet::new();
     if (0..n).any(|r| keyed(r) && !seen.insert(&keys[r])) {
@@ -876,12 +881,7 @@ async fn upsert(
         count += done.count;
         let at: HashMap<&Key, u32> = clashing.iter().map(|&r| (&keys[r as usize], r)).collect();
         let touched = concat_batches(table.arrow_schema(), &done.rows)?;
-        let touched_keys = encode_keys(
-            &arbiter
-                .iter()
-                .map(|&c| touched.column(c).clone())
-                .collect::<Vec<_>>(),
-        )?;
+        let touched_keys = keys_of(&touched, arbiter)?;
         for (i, k) in touched_keys.iter().enumerate() {
             // A row whose key the update changed is listed last.
             let pos = at.get(k).copied().unwrap_or(u32::MAX);
@@ -1412,16 +1412,8 @@ async fn update_table(
         }
     }
     let pk = &table.primary_key;
-    let old_keys = encode_keys(
-        &pk.iter()
-            .map(|&i| old.column(i).clone())
-            .collect::<Vec<_>>(),
-    )?;
-    let new_keys = encode_keys(
-        &pk.iter()
-            .map(|&i| new.column(i).clone())
-            .collect::<Vec<_>>(),
-    )?;
+    let old_keys = keys_of(&old, pk)?;
+    let new_keys = keys_of(&new, pk)?;
     // A row matched twice (UPDATE ... FROM) is updated once.
     let mut seen: HashMap<&Key, ()> = HashMap::new();
     let (mut same, mut moved, mut leaving) = (Vec::new(), Vec::new(), Vec::new());
@@ -1596,13 +1588,7 @@ async fn delete_from(
         &found,
         found.columns()[..table.columns.len()].to_vec(),
     )?;
-    let keys = encode_keys(
-        &table
-            .primary_key
-            .iter()
-            .map(|&i| rows.column(i).clone())
-            .collect::<Vec<_>>(),
-    )?;
+    let keys = keys_of(&rows, &table.primary_key)?;
     let mut seen = HashMap::new();
     let unique: Vec<u32> = (0..rows.num_rows())
         .filter(|&i| seen.insert(&keys[i], ()).is_none())
@@ -1928,12 +1914,7 @@ impl Writes {
         rows: &RecordBatch,
         key_cols: &[usize],
     ) -> Result<Vec<(usize, Vec<u32>)>> {
-        let keys = encode_keys(
-            &key_cols
-                .iter()
-                .map(|&i| rows.column(i).clone())
-                .collect::<Vec<_>>(),
-        )?;
+        let keys = keys_of(rows, key_cols)?;
         self.keys.extend(keys.iter().map(|k| (table.id, k.clone())));
         let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {

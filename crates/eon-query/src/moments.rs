@@ -214,20 +214,15 @@ impl AggregateUDFImpl for Exact {
         &self,
         args: AccumulatorArgs,
     ) -> datafusion::common::Result<Box<dyn Accumulator>> {
-        match Moments::for_input(self.kind, &args.expr_fields[0], args.is_distinct) {
-            Some(m) => Ok(Box::new(m)),
-            None => self.inner.accumulator(args),
-        }
+        self.moments(args, AggregateUDF::accumulator)
     }
 
     fn create_sliding_accumulator(
         &self,
         args: AccumulatorArgs,
     ) -> datafusion::common::Result<Box<dyn Accumulator>> {
-        match Moments::for_input(self.kind, &args.expr_fields[0], args.is_distinct) {
-            Some(m) => Ok(Box::new(m)),
-            None => self.inner.create_sliding_accumulator(args),
-        }
+        // Moments take values back out as well as in.
+        self.moments(args, AggregateUDF::create_sliding_accumulator)
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -273,6 +268,24 @@ impl AggregateUDFImpl for Exact {
 
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
         AggregateOrderSensitivity::Insensitive
+    }
+}
+
+impl Exact {
+    /// [`Moments`] for an exact input, else the wrapped function's
+    /// accumulator (`inner`).
+    fn moments(
+        &self,
+        args: AccumulatorArgs,
+        inner: fn(
+            &AggregateUDF,
+            AccumulatorArgs,
+        ) -> datafusion::common::Result<Box<dyn Accumulator>>,
+    ) -> datafusion::common::Result<Box<dyn Accumulator>> {
+        match Moments::for_input(self.kind, &args.expr_fields[0], args.is_distinct) {
+            Some(m) => Ok(Box::new(m)),
+            None => inner(&self.inner, args),
+        }
     }
 }
 
@@ -363,11 +376,15 @@ impl Moments {
                 count.saturating_sub(1)
             }
         };
-        match v {
-            special::NAN => return Ok(step(&mut self.nan)),
-            special::INFINITY => return Ok(step(&mut self.infinity)),
-            special::NEG_INFINITY => return Ok(step(&mut self.minus_infinity)),
-            _ => {}
+        let special = match v {
+            special::NAN => Some(&mut self.nan),
+            special::INFINITY => Some(&mut self.infinity),
+            special::NEG_INFINITY => Some(&mut self.minus_infinity),
+            _ => None,
+        };
+        if let Some(count) = special {
+            step(count);
+            return Ok(());
         }
         step(&mut self.n);
         let x = i256::from_i128(v);
@@ -506,7 +523,7 @@ fn sqrt(v: i256, scale: i32) -> datafusion::common::Result<i256> {
     let mut r = isqrt(x);
     // Round half up: r + ½ squared is r² + r + ¼.
     if x - r * r > r {
-        r = r + i256::ONE;
+        r += i256::ONE;
     }
     Ok(r)
 }
