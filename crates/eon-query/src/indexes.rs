@@ -227,7 +227,7 @@ pub async fn existing(
 }
 
 /// [`existing`], judged by one unique constraint only when `arbiter` (its
-/// columns, sorted) is given.
+/// columns, in any order) is given.
 pub async fn existing_on(
     session: &Session,
     ctx: &Arc<StatementContext>,
@@ -235,13 +235,15 @@ pub async fn existing_on(
     rows: &RecordBatch,
     arbiter: Option<&[usize]>,
 ) -> Result<Vec<bool>> {
-    let judges = |columns: &[usize]| {
-        arbiter.is_none_or(|a| {
-            let mut c = columns.to_vec();
-            c.sort();
-            c == a
-        })
+    // Compared as sets: a partition may list the arbiter's columns in
+    // another order than the table named.
+    let sorted = |c: &[usize]| {
+        let mut c = c.to_vec();
+        c.sort();
+        c
     };
+    let arbiter = arbiter.map(sorted);
+    let judges = |columns: &[usize]| arbiter.as_ref().is_none_or(|a| &sorted(columns) == a);
     let mut hit = vec![false; rows.num_rows()];
     // (table or index storage, its key columns per row, rows they come from)
     let mut probes: Vec<(Arc<TableDef>, RecordBatch, Vec<u32>)> = Vec::new();
