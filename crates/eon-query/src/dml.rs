@@ -811,10 +811,7 @@ async fn upsert(
     let table = &shape.table;
     let rows = proposed_rows(session, state, table, &shape.targets, src).await?;
     let n = rows.num_rows();
-    let keys = keys_of(&rows, arbiter)?;
-    let keyed = |r: usize| arbiter.iter().all(|&c| rows.column(c).is_valid(r));
-    let mut seen = HashSet::new();
-    if (0..n).any(|r| keyed(r) && !seen.insert(&keys[r])) {
+    if crate::indexes::repeated_on(&rows, arbiter)?.contains(&true) {
         return Err(Error::user(
             sqlstate::CARDINALITY_VIOLATION,
             "ON CONFLICT DO UPDATE command cannot affect row a second time",
@@ -866,10 +863,10 @@ async fn upsert(
     )
     .await?;
     let mut count = inserted.len();
-    // (position proposed, row) of every row written, for RETURNING.
-    let mut listed: Vec<(u32, RecordBatch, usize)> = (0..inserted.len())
-        .map(|i| (inserted[i], new_rows.clone(), i))
-        .collect();
+    // The rows written: the inserted ones, then the updated ones; and the
+    // position proposed of each, for RETURNING's order.
+    let mut written = vec![new_rows];
+    let mut proposed_at = inserted;
     let clashing: Vec<u32> = (0..n as u32).filter(|&r| conflicting[r as usize]).collect();
     if !clashing.is_empty() {
         let excluded = take_record_batch(&rows, &UInt32Array::from(clashing.clone()))?;
@@ -879,17 +876,21 @@ async fn upsert(
         };
         let done = update_into(session, &up, params, ctx, &mut writes, true).await?;
         count += done.count;
-        let at: HashMap<&Key, u32> = clashing.iter().map(|&r| (&keys[r as usize], r)).collect();
+        let keys = keys_of(&excluded, arbiter)?;
+        let at: HashMap<&Key, u32> = keys.iter().zip(clashing).collect();
         let touched = concat_batches(table.arrow_schema(), &done.rows)?;
-        let touched_keys = keys_of(&touched, arbiter)?;
-        for (i, k) in touched_keys.iter().enumerate() {
-            // A row whose key the update changed is listed last.
-            let pos = at.get(k).copied().unwrap_or(u32::MAX);
-            listed.push((pos, touched.clone(), i));
-        }
+        // A row whose key the update changed is listed last.
+        proposed_at.extend(
+            keys_of(&touched, arbiter)?
+                .iter()
+                .map(|k| at.get(k).copied().unwrap_or(u32::MAX)),
+        );
+        written.push(touched);
     }
-    listed.sort_by_key(|(pos, _, _)| *pos);
-    let ordered: Vec<RecordBatch> = listed.iter().map(|(_, b, i)| b.slice(*i, 1)).collect();
+    let written = concat_batches(table.arrow_schema(), &written)?;
+    let mut order: Vec<u32> = (0..written.num_rows() as u32).collect();
+    order.sort_by_key(|&i| proposed_at[i as usize]);
+    let ordered = [take_record_batch(&written, &UInt32Array::from(order))?];
     let returning = shape
         .returning
         .map(|items| (shape.alias.as_str(), items.as_slice()));

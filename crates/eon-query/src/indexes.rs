@@ -192,27 +192,28 @@ pub fn repeated_in_batch(table: &TableDef, rows: &RecordBatch) -> Result<Vec<boo
             .map(|i| i.columns.clone()),
     );
     for cols in keys {
-        let mut seen = std::collections::HashSet::new();
-        let valid: Vec<bool> = (0..rows.num_rows())
-            .map(|r| cols.iter().all(|&c| rows.column(c).is_valid(r)))
-            .collect();
-        let picked: Vec<u32> = (0..rows.num_rows() as u32)
-            .filter(|&r| valid[r as usize])
-            .collect();
-        let part = take_record_batch(rows, &UInt32Array::from(picked.clone()))?;
-        let encoded = encode_keys(
-            &cols
-                .iter()
-                .map(|&c| part.column(c).clone())
-                .collect::<Vec<_>>(),
-        )?;
-        for (k, r) in encoded.into_iter().zip(picked) {
-            if !seen.insert(k) {
-                repeated[r as usize] = true;
-            }
+        for (r, again) in repeated_on(rows, &cols)?.into_iter().enumerate() {
+            repeated[r] |= again;
         }
     }
     Ok(repeated)
+}
+
+/// Rows of `rows` whose values in `cols` an earlier row already has. A
+/// row with a NULL among them repeats none: NULLs are never equal.
+pub fn repeated_on(rows: &RecordBatch, cols: &[usize]) -> Result<Vec<bool>> {
+    let keys = encode_keys(
+        &cols
+            .iter()
+            .map(|&c| rows.column(c).clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(keys
+        .iter()
+        .enumerate()
+        .map(|(r, k)| cols.iter().all(|&c| rows.column(c).is_valid(r)) && !seen.insert(k))
+        .collect())
 }
 
 /// Which of `rows` (whole rows of `table`) collide with a row already

@@ -22,7 +22,7 @@
 //! scale per column (an Arrow `Decimal128(38, s)`), while PostgreSQL's
 //! display scale belongs to each value. So the result holds the quotient
 //! to [`scale_for`] digits, and its field carries the
-//! [`DISPLAY_KEY`] metadata: the output encoders ([`display_scale`]) work
+//! [`DISPLAY_KEY`] metadata: the output encoders ([`Display`]) work
 //! each value's display scale out again from the value itself, with
 //! PostgreSQL's rule. (The rule looks at the leading digits of the
 //! operands, which the quotient reflects but for one case it cannot see —
@@ -54,7 +54,7 @@ use crate::pgformat::fail;
 
 /// Field metadata naming how a numeric column's values choose their
 /// display scale: `<kind>:<least scale>:<scale held at>` (see
-/// [`display_scale`]).
+/// [`Display`]).
 pub const DISPLAY_KEY: &str = "eon.numeric_display";
 
 /// PostgreSQL's NUMERIC_MIN_SIG_DIGITS: a quotient shows at least this
@@ -686,46 +686,72 @@ impl Accumulator for Moments {
     }
 }
 
-/// The display scale of the value `v` (unscaled, at `scale`) of a column
-/// whose [`DISPLAY_KEY`] metadata is `display`: PostgreSQL's choice for
-/// the division that made it, worked out again from the quotient (see the
-/// module docs). None for a `display` eon does not know.
-pub fn display_scale(display: &str, v: i128, scale: i8) -> Option<i32> {
-    let mut parts = display.split(':');
-    let (kind, least, held) = (parts.next()?, parts.next()?, parts.next()?);
-    let least: i32 = least.parse().ok()?;
-    if held.parse::<i8>().ok()? != scale {
-        // A cast of the result (which keeps the field's metadata) to
-        // another numeric type: an ordinary value of that type.
-        return None;
-    }
-    let scale = scale as i32;
-    let x = i256::from_i128(v);
-    // The quotient itself; a standard deviation's scale was chosen for
-    // its square, the variance.
-    let (q, q_scale) = match kind {
-        "avg" => (x, scale),
-        "var" | "stddev" if v == 0 => return Some(0),
-        "var" => (x, scale),
-        "stddev" => (x.checked_mul(x)?, 2 * scale),
-        _ => return None,
-    };
-    let chosen = if q == i256::ZERO {
-        // 0 / n: the quotient's weight is taken as one below the count's.
-        MIN_SIG_DIGITS + 4
-    } else {
-        let (weight, first) = weight_and_first_digit(q, q_scale);
-        // A quotient whose first base-10 000 digit is 1 and the rest
-        // zeros came from operands with equal first digits, which
-        // PostgreSQL takes as a quotient below that weight.
-        let digits = q.wrapping_abs();
-        let exact_power = first == i256::ONE && {
-            let below = 4 * weight + q_scale;
-            below >= 0 && digits == i256::from_i128(10).wrapping_pow(below as u32)
+/// How the values of a column with [`DISPLAY_KEY`] metadata choose their
+/// display scale: that metadata, parsed once per column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Display {
+    /// "avg", "var" or "stddev" ([`Kind::display`]).
+    kind: &'static str,
+    /// The least scale shown (the input's).
+    least: i32,
+    /// The scale the values are held at.
+    held: i8,
+}
+
+impl Display {
+    /// The metadata's value parsed; None for one eon does not know.
+    pub fn parse(display: &str) -> Option<Display> {
+        let mut parts = display.split(':');
+        let kind = match parts.next()? {
+            "avg" => "avg",
+            "var" => "var",
+            "stddev" => "stddev",
+            _ => return None,
         };
-        MIN_SIG_DIGITS - 4 * (weight - exact_power as i32)
-    };
-    Some(chosen.max(least).clamp(0, MAX_DISPLAY_SCALE))
+        Some(Display {
+            kind,
+            least: parts.next()?.parse().ok()?,
+            held: parts.next()?.parse().ok()?,
+        })
+    }
+
+    /// The display scale of the value `v` (unscaled, at `scale`):
+    /// PostgreSQL's choice for the division that made it, worked out again
+    /// from the quotient (see the module docs).
+    pub fn scale_of(&self, v: i128, scale: i8) -> Option<i32> {
+        let (kind, least) = (self.kind, self.least);
+        if self.held != scale {
+            // A cast of the result (which keeps the field's metadata) to
+            // another numeric type: an ordinary value of that type.
+            return None;
+        }
+        let scale = scale as i32;
+        let x = i256::from_i128(v);
+        // The quotient itself; a standard deviation's scale was chosen for
+        // its square, the variance.
+        let (q, q_scale) = match kind {
+            "avg" => (x, scale),
+            "var" | "stddev" if v == 0 => return Some(0),
+            "var" => (x, scale),
+            _ => (x.checked_mul(x)?, 2 * scale),
+        };
+        let chosen = if q == i256::ZERO {
+            // 0 / n: the quotient's weight is taken as one below the count's.
+            MIN_SIG_DIGITS + 4
+        } else {
+            let (weight, first) = weight_and_first_digit(q, q_scale);
+            // A quotient whose first base-10 000 digit is 1 and the rest
+            // zeros came from operands with equal first digits, which
+            // PostgreSQL takes as a quotient below that weight.
+            let digits = q.wrapping_abs();
+            let exact_power = first == i256::ONE && {
+                let below = 4 * weight + q_scale;
+                below >= 0 && digits == i256::from_i128(10).wrapping_pow(below as u32)
+            };
+            MIN_SIG_DIGITS - 4 * (weight - exact_power as i32)
+        };
+        Some(chosen.max(least).clamp(0, MAX_DISPLAY_SCALE))
+    }
 }
 
 /// The text of `v` (unscaled, at `scale`) at display scale `shown`.
@@ -770,6 +796,8 @@ mod tests {
 
     #[test]
     fn display_scale_is_found_again_from_the_value() {
+        let avg = Display::parse("avg:0:20").unwrap();
+        assert_eq!(Display::parse("median:0:20"), None);
         for (a, b) in [
             (3, 2),
             (0, 10),
@@ -781,8 +809,8 @@ mod tests {
         ] {
             let (q, s) = divide((i256::from_i128(a), 0, 0), (i256::from_i128(b), 0, 0)).unwrap();
             let held = rescale(q, s, 20).unwrap();
-            assert_eq!(display_scale("avg:0:20", held, 20), Some(s), "{a} / {b}");
-            assert_eq!(display_scale("avg:0:20", held, 2), None);
+            assert_eq!(avg.scale_of(held, 20), Some(s), "{a} / {b}");
+            assert_eq!(avg.scale_of(held, 2), None);
         }
     }
 

@@ -131,7 +131,7 @@ pub struct ColumnEncoder {
     extra_float_digits: i32,
     /// How a numeric column's values choose their display scale, when
     /// each does ([`crate::moments::DISPLAY_KEY`]).
-    numeric_display: Option<String>,
+    numeric_display: Option<crate::moments::Display>,
 }
 
 impl ColumnEncoder {
@@ -219,7 +219,10 @@ impl ColumnEncoder {
             record: None,
             style: DateStyle::default(),
             extra_float_digits: 1,
-            numeric_display: field.metadata().get(crate::moments::DISPLAY_KEY).cloned(),
+            numeric_display: field
+                .metadata()
+                .get(crate::moments::DISPLAY_KEY)
+                .and_then(|d| crate::moments::Display::parse(d)),
         })
     }
 
@@ -229,7 +232,7 @@ impl ColumnEncoder {
         if special::is_special(v) {
             return None;
         }
-        crate::moments::display_scale(self.numeric_display.as_deref()?, v, t.decimal_scale())
+        self.numeric_display?.scale_of(v, t.decimal_scale())
     }
 
     /// Write dates and timestamps in `style` and floats with

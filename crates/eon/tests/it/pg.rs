@@ -2697,6 +2697,24 @@ async fn insert_on_conflict_do_update_upserts() {
         .await,
         [["1", "onex"], ["2", "twoy"], ["3", "z"]]
     );
+    // A key of two columns, which a partition holds in the other order.
+    c.batch_execute(
+        "CREATE TABLE pk2 (a int, b int, v text, PRIMARY KEY (a, b)) PARTITION BY LIST (a); \
+         CREATE TABLE pk2_1 (v text, b int, a int, PRIMARY KEY (a, b)); \
+         ALTER TABLE pk2 ATTACH PARTITION pk2_1 FOR VALUES IN (1); \
+         INSERT INTO pk2 VALUES (1, 1, 'p'), (1, 2, 'q')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "INSERT INTO pk2 VALUES (1, 2, 'x'), (1, 3, 'y') ON CONFLICT (b, a) \
+             DO UPDATE SET v = pk2.v || excluded.v RETURNING a, b, v"
+        )
+        .await,
+        [["1", "2", "qx"], ["1", "3", "y"]]
+    );
 }
 
 #[tokio::test]
