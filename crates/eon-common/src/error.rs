@@ -44,6 +44,74 @@ pub struct Error {
     pub position: Option<u32>,
     /// A suggestion for fixing the problem (PostgreSQL's HINT).
     pub hint: Option<String>,
+    /// Where the error is, said in a way that needs the statement's text
+    /// to become a [`Error::position`] — for code that sees a parsed
+    /// statement, not the text. The front door resolves it.
+    pub cursor: Option<Cursor>,
+}
+
+/// An error's place in a statement's text, before the text is at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Line and column, both from 1, as sqlparser's spans give them.
+    LineColumn(u64, u64),
+    /// The last of these pieces of text, each looked for (ignoring ASCII
+    /// case; one that begins with a letter, at the start of a word) after
+    /// the one before; a piece not
+    /// found is passed over. `["max(", "min("]` is the `min(` inside the
+    /// first `max(`.
+    After(Vec<String>),
+}
+
+impl Cursor {
+    /// The position (1-based, in characters) in `sql` this cursor names.
+    pub fn resolve(&self, sql: &str) -> Option<u32> {
+        let byte = match self {
+            Cursor::LineColumn(line, column) => {
+                let (line, column) = (*line as usize, *column as usize);
+                if line == 0 || column == 0 {
+                    return None;
+                }
+                let text = sql.split('\n').nth(line - 1)?;
+                let before: usize = sql.split('\n').take(line - 1).map(|l| l.len() + 1).sum();
+                // One past the last character is the end of the line.
+                before
+                    + text
+                        .char_indices()
+                        .map(|(i, _)| i)
+                        .chain([text.len()])
+                        .nth(column - 1)?
+            }
+            Cursor::After(pieces) => {
+                let lower = sql.to_ascii_lowercase();
+                let mut from = 0;
+                let mut found = None;
+                for piece in pieces {
+                    if let Some(at) = word_at(&lower, &piece.to_ascii_lowercase(), from) {
+                        found = Some(at);
+                        from = at + piece.len();
+                    }
+                }
+                found?
+            }
+        };
+        u32::try_from(sql[..byte].chars().count() + 1).ok()
+    }
+}
+
+/// Where `piece` first starts a word in `text` at or after byte `from`.
+fn word_at(text: &str, piece: &str, from: usize) -> Option<usize> {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let starts_word = piece.starts_with(word);
+    let mut start = from;
+    while let Some(i) = text.get(start..)?.find(piece) {
+        let at = start + i;
+        if !starts_word || !text[..at].chars().next_back().is_some_and(word) {
+            return Some(at);
+        }
+        start = at + piece.len().max(1);
+    }
+    None
 }
 
 /// How a write conflict with another open transaction's write begins; the
@@ -68,6 +136,7 @@ pub mod sqlstate {
     pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
     pub const GROUPING_ERROR: &str = "42803";
     pub const WINDOWING_ERROR: &str = "42P20";
+    pub const INVALID_RECURSION: &str = "42P19";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DIVISION_BY_ZERO: &str = "22012";
@@ -118,6 +187,7 @@ impl Error {
             detail: None,
             position: None,
             hint: None,
+            cursor: None,
         }
     }
 
@@ -173,6 +243,13 @@ impl Error {
     /// The error cursor (see [`Error::position`]).
     pub fn with_position(mut self, position: u32) -> Self {
         self.position = Some(position);
+        self
+    }
+
+    /// The error cursor, to be found in the statement's text (see
+    /// [`Error::cursor`]).
+    pub fn with_cursor(mut self, cursor: Cursor) -> Self {
+        self.cursor = Some(cursor);
         self
     }
 
@@ -255,6 +332,7 @@ impl Error {
                 detail,
                 position: None,
                 hint: None,
+                cursor: None,
             },
             None => match status.code() {
                 tonic::Code::Unavailable
@@ -354,6 +432,23 @@ mod tests {
         let back = Error::from_status(e.to_status());
         assert_eq!(back, e);
         assert_eq!(back.http_status(), 409);
+    }
+
+    #[test]
+    fn cursors_resolve_in_the_statement_text() {
+        let sql = "select max(min(x)) from t\n  where émin(y) and MIN(z)";
+        let at = |c: Cursor| c.resolve(sql);
+        assert_eq!(at(Cursor::LineColumn(1, 12)), Some(12));
+        assert_eq!(at(Cursor::LineColumn(2, 3)), Some(29));
+        assert_eq!(at(Cursor::LineColumn(2, 27)), Some(53));
+        assert_eq!(at(Cursor::LineColumn(2, 28)), None);
+        assert_eq!(at(Cursor::LineColumn(3, 1)), None);
+        let after = |p: &[&str]| Cursor::After(p.iter().map(|s| s.to_string()).collect());
+        assert_eq!(at(after(&["max(", "min("])), Some(12));
+        // A piece inside a word is not a match; case does not matter.
+        assert_eq!(at(after(&["where", "min("])), Some(47));
+        assert_eq!(at(after(&["nosuch(", "min("])), Some(12));
+        assert_eq!(at(after(&["nosuch("])), None);
     }
 
     #[test]

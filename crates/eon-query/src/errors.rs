@@ -7,7 +7,7 @@
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, SchemaError};
 use eon_common::Error;
-use eon_common::error::sqlstate;
+use eon_common::error::{Cursor, sqlstate};
 
 pub fn from_df(e: DataFusionError) -> Error {
     let root = e.find_root();
@@ -55,7 +55,7 @@ fn from_arrow(a: &ArrowError) -> Error {
         ArrowError::CastError(m)
         | ArrowError::ParseError(m)
         | ArrowError::InvalidArgumentError(m) => {
-            if let Some(e) = cast_error(m) {
+            if let Some(e) = cast_error(m).or_else(|| reworded(m)) {
                 e
             } else if m.contains("overflow")
                 || m.contains("too large")
@@ -165,8 +165,83 @@ fn zero_step(lower: &str) -> Option<Error> {
     })
 }
 
+/// DataFusion's messages for what PostgreSQL also refuses, in
+/// PostgreSQL's words (and SQLSTATE), with the error cursor where the
+/// message tells where.
+fn reworded(msg: &str) -> Option<Error> {
+    let after = |pieces: &[&str]| Cursor::After(pieces.iter().map(|p| p.to_string()).collect());
+    if let Some(rest) = msg.strip_prefix("Aggregate function calls cannot be nested: '") {
+        // "… 'min(t.x)' is nested inside 'max(min(t.x))'"; an outer
+        // query's aggregate shows as min(outer_ref(t.x)).
+        let (inner, outer) = rest.split_once("' is nested inside '")?;
+        let call = |e: &str| format!("{}(", e.split('(').next().unwrap_or(e));
+        let (inner_call, outer_call) = (call(inner), call(outer));
+        let in_filter = !inner.contains("outer_ref(")
+            && outer
+                .split_once(" FILTER (WHERE ")
+                .is_some_and(|(_, filter)| filter.contains(inner));
+        return Some(if in_filter {
+            Error::user(
+                sqlstate::GROUPING_ERROR,
+                "aggregate functions are not allowed in FILTER",
+            )
+            .with_cursor(after(&[&outer_call, "filter", &inner_call]))
+        } else {
+            Error::user(
+                sqlstate::GROUPING_ERROR,
+                "aggregate function calls cannot be nested",
+            )
+            .with_cursor(after(&[&outer_call, &inner_call]))
+        });
+    }
+    if msg.starts_with("Aggregate functions are not allowed in the WHERE clause") {
+        return Some(Error::user(
+            sqlstate::GROUPING_ERROR,
+            "aggregate functions are not allowed in WHERE",
+        ));
+    }
+    if msg == "In an aggregate with DISTINCT, ORDER BY expressions must appear in argument list" {
+        return Some(Error::user(
+            sqlstate::INVALID_COLUMN_REFERENCE,
+            "in an aggregate with DISTINCT, ORDER BY expressions must appear in argument list",
+        ));
+    }
+    if msg == "RANGE requires exactly one ORDER BY column" {
+        return Some(
+            Error::user(
+                sqlstate::WINDOWING_ERROR,
+                "RANGE with offset PRECEDING/FOLLOWING requires exactly one ORDER BY column",
+            )
+            .with_cursor(after(&["over", "("])),
+        );
+    }
+    if msg.starts_with("ORDER BY and WITHIN GROUP clauses cannot be used together") {
+        return Some(
+            Error::user(
+                sqlstate::SYNTAX_ERROR,
+                "cannot use multiple ORDER BY clauses with WITHIN GROUP",
+            )
+            .with_cursor(after(&["order"])),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("value of ") {
+        // Arrow's decimal → integer cast: "value of 2147483648 is out of
+        // range Int32".
+        let (_, ty) = rest.split_once(" is out of range ")?;
+        let ty = pg_type_name(ty)?;
+        return Some(Error::user(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("{ty} out of range"),
+        ));
+    }
+    None
+}
+
 fn plan_error(m: &str) -> Error {
     let msg = clean(m);
+    if let Some(e) = reworded(&msg) {
+        return e;
+    }
     if let Some(e) = zero_step(&msg.to_ascii_lowercase()) {
         return e;
     }
@@ -216,6 +291,9 @@ fn plan_error(m: &str) -> Error {
 
 fn exec_error(m: &str) -> Error {
     let msg = clean(m);
+    if let Some(e) = reworded(&msg) {
+        return e;
+    }
     let lower = msg.to_ascii_lowercase();
     // Integer overflow in DataFusion's abs, gcd and lcm (gcd and lcm
     // compute in bigint), as PostgreSQL words it.
@@ -297,5 +375,30 @@ mod tests {
             Box::new(DataFusionError::External(Box::new(inner.clone()))),
         ));
         assert_eq!(e, inner);
+    }
+
+    #[test]
+    fn nested_aggregates_are_worded_and_placed_as_postgresql_does() {
+        let nested = |m: &str| from_df(DataFusionError::Plan(m.into()));
+        let sql = "select max(unique1) filter (where sum(ten) > 0) from tenk1";
+        let e = nested(
+            "Aggregate function calls cannot be nested: 'sum(tenk1.ten)' is nested inside \
+             'max(tenk1.unique1) FILTER (WHERE sum(tenk1.ten) > Int64(0))'",
+        );
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42803", "aggregate functions are not allowed in FILTER")
+        );
+        assert_eq!(e.cursor.unwrap().resolve(sql), Some(35));
+        let e = nested(
+            "Aggregate function calls cannot be nested: 'sum(outer_ref(tenk1.ten))' is nested \
+             inside 'max(outer_ref(tenk1.unique1)) FILTER (WHERE sum(outer_ref(tenk1.ten)) > Int64(0))'",
+        );
+        assert_eq!(e.message, "aggregate function calls cannot be nested");
+        let e = nested("value of 2147483648 is out of range Int32");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("22003", "integer out of range")
+        );
     }
 }

@@ -23,6 +23,7 @@
 //! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
+//! | [`recursion`] | which recursive WITH queries are well formed (PostgreSQL's rules and 42P19 errors) |
 //! | [`setops`]   | INTERSECT ALL / EXCEPT ALL counting copies as PostgreSQL does |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`apply`]    | what is still correlated after that: LATERAL and subqueries run per outer row |
@@ -103,6 +104,7 @@ pub mod pgscalar;
 pub mod pgtypes;
 pub mod privileges;
 pub mod provider;
+pub mod recursion;
 pub mod rest;
 pub mod roles;
 pub mod schemas;

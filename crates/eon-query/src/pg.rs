@@ -315,6 +315,7 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
 fn error_info(e: Error, query: Option<&str>) -> ErrorInfo {
     let position = e
         .position
+        .or_else(|| e.cursor.as_ref()?.resolve(query?))
         .or_else(|| error_position(query?, &e.code, &e.message));
     if e.kind == eon_common::ErrorKind::Internal {
         tracing::error!(code = %e.code, "internal error: {}", e.message);

@@ -510,14 +510,11 @@ fn syntax_error(e: datafusion::sql::sqlparser::parser::ParserError, sql: Option<
     let position = sql.and_then(|sql| {
         let (_, at) = msg.rsplit_once(" at Line: ")?;
         let (line, column) = at.split_once(", Column: ")?;
-        let line: usize = line.trim().parse().ok()?;
-        let column: usize = column.trim().parse().ok()?;
-        let before: usize = sql
-            .split('\n')
-            .take(line - 1)
-            .map(|l| l.chars().count() + 1)
-            .sum();
-        u32::try_from(before + column).ok()
+        eon_common::error::Cursor::LineColumn(
+            line.trim().parse().ok()?,
+            column.trim().parse().ok()?,
+        )
+        .resolve(sql)
     });
     let error = match msg.split_once(", found: ") {
         Some((_, found)) => {
@@ -1068,6 +1065,7 @@ impl Session {
     ) -> Result<LogicalPlan> {
         self.own_temp_schema(&mut statement);
         crate::views::expand(self, &mut statement)?;
+        crate::recursion::check(&statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
         let exclusions = crate::windows::exclusions(&statement, state)?;
