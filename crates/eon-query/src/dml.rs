@@ -50,7 +50,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use eon_common::error::sqlstate;
+use eon_common::error::{Cursor, sqlstate};
 use eon_common::key::{Key, encode_keys, shard_of};
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
@@ -179,10 +179,38 @@ struct InsertShape<'a> {
     /// No column list: a source with fewer columns fills the first ones
     /// (the rest get their defaults), as in PostgreSQL.
     implicit: bool,
+    /// The column list as written (empty without one), for error cursors.
+    named: &'a [ObjectName],
     source: Option<&'a Query>,
     conflict: Conflict<'a>,
     alias: String,
     returning: Option<&'a Vec<SelectItem>>,
+}
+
+impl InsertShape<'_> {
+    /// PostgreSQL's error for a source of `got` columns, which are
+    /// `cells` when they are a VALUES row: the cursor is at the first
+    /// expression or named column too many.
+    fn count_mismatch(&self, got: usize, cells: Option<&[SqlExpr]>) -> Error {
+        use datafusion::sql::sqlparser::ast::Spanned;
+        let wanted = self.targets.len();
+        let (message, span) = if got > wanted {
+            (
+                "INSERT has more expressions than target columns",
+                cells.and_then(|c| c.get(wanted)).map(|e| e.span()),
+            )
+        } else {
+            (
+                "INSERT has more target columns than expressions",
+                self.named.get(got).map(|c| c.span()),
+            )
+        };
+        let e = Error::syntax(message);
+        match span.filter(|s| s.start.line > 0) {
+            Some(s) => e.with_cursor(Cursor::LineColumn(s.start.line, s.start.column)),
+            None => e,
+        }
+    }
 }
 
 fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a>> {
@@ -296,6 +324,7 @@ fn insert_shape<'a>(session: &Session, ins: &'a Insert) -> Result<InsertShape<'a
         table,
         targets,
         implicit,
+        named: &ins.columns,
         source: ins.source.as_deref(),
         conflict,
         alias,
@@ -458,11 +487,7 @@ fn insert_source(shape: &InsertShape, params: &[ScalarValue], cast: bool) -> Res
         }
         for row in values.rows.iter_mut() {
             if row.len() != shape.targets.len() {
-                return Err(Error::syntax(if row.len() > shape.targets.len() {
-                    "INSERT has more expressions than target columns"
-                } else {
-                    "INSERT has more target columns than expressions"
-                }));
+                return Err(shape.count_mismatch(row.len(), Some(row)));
             }
             for (cell, &col) in row.iter_mut().zip(&shape.targets) {
                 let is_default = matches!(cell, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
@@ -558,11 +583,7 @@ async fn insert(
         shape.targets.truncate(src.num_columns());
     }
     if src.num_columns() != shape.targets.len() {
-        return Err(Error::syntax(if src.num_columns() > shape.targets.len() {
-            "INSERT has more expressions than target columns"
-        } else {
-            "INSERT has more target columns than expressions"
-        }));
+        return Err(shape.count_mismatch(src.num_columns(), None));
     }
     let kind = match &shape.conflict {
         Conflict::Fail => pb::WriteKind::Insert,

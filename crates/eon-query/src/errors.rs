@@ -22,13 +22,26 @@ pub fn from_df(e: DataFusionError) -> Error {
         DataFusionError::ArrowError(a, _) => from_arrow(a),
         DataFusionError::SQL(p, _) => Error::syntax(clean(&p.to_string())),
         DataFusionError::SchemaError(s, _) => match s.as_ref() {
-            SchemaError::FieldNotFound { field, .. } => Error::user(
-                sqlstate::UNDEFINED_COLUMN,
-                match &field.relation {
-                    Some(r) => format!("column {}.{} does not exist", r.table(), field.name),
-                    None => format!("column \"{}\" does not exist", field.name),
-                },
-            ),
+            SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } => {
+                let alias = field.relation.as_ref().map(|r| r.table());
+                let e = Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    match alias {
+                        Some(r) => format!("column {r}.{} does not exist", field.name),
+                        None => format!("column \"{}\" does not exist", field.name),
+                    },
+                );
+                let valid = valid_fields
+                    .iter()
+                    .filter_map(|c| Some((c.relation.as_ref()?.table(), c.name.as_str())));
+                match closest_columns(alias, &field.name, valid) {
+                    Some(hint) => e.with_hint(hint),
+                    None => e,
+                }
+            }
             SchemaError::AmbiguousReference { field } => Error::user(
                 sqlstate::AMBIGUOUS_COLUMN,
                 format!("column reference \"{}\" is ambiguous", field.name),
@@ -42,6 +55,52 @@ pub fn from_df(e: DataFusionError) -> Error {
             Error::new(eon_common::ErrorKind::Unavailable, "53200", clean(m))
         }
         other => Error::internal(clean(&other.to_string())),
+    }
+}
+
+/// PostgreSQL's hint for a column that does not exist
+/// (`errorMissingColumn`): the columns in scope (relation, name) closest to
+/// the name written, by edit distance — at most 3, and at most half the
+/// name's length, a relation other than the one written (`alias`) costing
+/// its own distance from it. One closest column is named, or two that tie;
+/// more than two tie, and none is.
+fn closest_columns<'a>(
+    alias: Option<&str>,
+    name: &str,
+    columns: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    use datafusion::common::utils::datafusion_strsim::levenshtein;
+    const MAX_DISTANCE: usize = 3;
+    let mut distance = MAX_DISTANCE + 1;
+    let mut best: Vec<(&str, &str)> = Vec::new();
+    let mut crowded = false;
+    for (relation, column) in columns {
+        let penalty = alias.map_or(0, |a| levenshtein(a, relation));
+        let d = levenshtein(column, name);
+        if penalty > distance || d > name.chars().count() / 2 {
+            continue;
+        }
+        let d = d + penalty;
+        if d < distance {
+            distance = d;
+            best = vec![(relation, column)];
+            crowded = false;
+        } else if d == distance && !crowded && !best.contains(&(relation, column)) {
+            best.push((relation, column));
+            if best.len() > 2 {
+                best.clear();
+                crowded = true;
+            }
+        }
+    }
+    match best.as_slice() {
+        [(r, c)] => Some(format!(
+            "Perhaps you meant to reference the column \"{r}.{c}\"."
+        )),
+        [(r1, c1), (r2, c2)] => Some(format!(
+            "Perhaps you meant to reference the column \"{r1}.{c1}\" or the column \"{r2}.{c2}\"."
+        )),
+        _ => None,
     }
 }
 
@@ -375,6 +434,32 @@ mod tests {
             Box::new(DataFusionError::External(Box::new(inner.clone()))),
         ));
         assert_eq!(e, inner);
+    }
+
+    #[test]
+    fn missing_columns_hint_at_the_closest_ones() {
+        let cols = [
+            ("t1", "a"),
+            ("t1", "unique1"),
+            ("t2", "unique1"),
+            ("t3", "x"),
+        ];
+        let hint = |alias, name| closest_columns(alias, name, cols.iter().copied());
+        assert_eq!(
+            hint(Some("t1"), "x").as_deref(),
+            Some("Perhaps you meant to reference the column \"t3.x\".")
+        );
+        assert_eq!(
+            hint(Some("t2"), "uunique1").as_deref(),
+            Some("Perhaps you meant to reference the column \"t2.unique1\".")
+        );
+        assert_eq!(
+            hint(None, "uunique1").as_deref(),
+            Some(
+                "Perhaps you meant to reference the column \"t1.unique1\" or the column \"t2.unique1\"."
+            )
+        );
+        assert_eq!(hint(None, "zzzzzz"), None);
     }
 
     #[test]

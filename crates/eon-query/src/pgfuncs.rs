@@ -721,7 +721,8 @@ pub fn values_with_subqueries(statement: &mut Statement) {
 }
 
 pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
-    use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr, Visit, Visitor};
+    use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr, Spanned, Visit, Visitor};
+    use datafusion::sql::sqlparser::tokenizer::Span;
     struct Check(Option<eon_common::Error>);
     impl Visitor for Check {
         type Break = ();
@@ -738,35 +739,58 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
                 if find_word(&text, &name).is_none() {
                     continue;
                 }
-                let refuse = |code: &str, what: &str| {
-                    ControlFlow::Break(eon_common::Error::user(code, what.to_string()))
+                // The error cursor at what is refused.
+                let refuse = |code: &str, what: &str, at: Option<Span>| {
+                    let e = eon_common::Error::user(code, what.to_string());
+                    ControlFlow::Break(match at.filter(|s| s.start.line > 0) {
+                        Some(s) => e.with_cursor(eon_common::error::Cursor::LineColumn(
+                            s.start.line,
+                            s.start.column,
+                        )),
+                        None => e,
+                    })
                 };
-                let aggregates = matches!(right.as_ref(), SetExpr::Select(select)
-                    if select.projection.iter().any(|item| matches!(item,
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
-                            if contains_aggregate(e))));
-                let found = if aggregates {
+                let aggregate = match right.as_ref() {
+                    SetExpr::Select(select) => {
+                        select.projection.iter().find_map(|item| match item {
+                            SelectItem::UnnamedExpr(e)
+                            | SelectItem::ExprWithAlias { expr: e, .. } => first_aggregate(e),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                };
+                let offset = match &cte.query.limit_clause {
+                    Some(datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
+                        offset: Some(o),
+                        ..
+                    }) => Some(o.value.span()),
+                    _ => None,
+                };
+                let found = if aggregate.is_some() {
                     refuse(
                         "42P19",
                         "aggregate functions are not allowed in a recursive query's recursive term",
+                        aggregate,
                     )
                 } else if !cte.query.locks.is_empty() {
                     refuse(
                         "0A000",
                         "FOR UPDATE/SHARE in a recursive query is not implemented",
+                        None,
                     )
-                } else if cte.query.order_by.is_some() {
-                    refuse("0A000", "ORDER BY in a recursive query is not implemented")
-                } else if cte.query.limit_clause.as_ref().is_some_and(|l| {
-                    matches!(
-                        l,
-                        datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
-                            offset: Some(_),
-                            ..
-                        }
+                } else if let Some(order) = &cte.query.order_by {
+                    refuse(
+                        "0A000",
+                        "ORDER BY in a recursive query is not implemented",
+                        Some(order.span()),
                     )
-                }) {
-                    refuse("0A000", "OFFSET in a recursive query is not implemented")
+                } else if offset.is_some() {
+                    refuse(
+                        "0A000",
+                        "OFFSET in a recursive query is not implemented",
+                        offset,
+                    )
                 } else {
                     ControlFlow::Continue(())
                 };
@@ -784,6 +808,23 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Where the first aggregate call in `e` is (its name).
+fn first_aggregate(e: &SqlExpr) -> Option<datafusion::sql::sqlparser::tokenizer::Span> {
+    use datafusion::sql::sqlparser::ast::Spanned;
+    let mut found = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &SqlExpr| {
+        if let SqlExpr::Function(f) = x {
+            let name = f.name.to_string().to_ascii_lowercase();
+            if AGGREGATES.contains(&name.as_str()) {
+                found = Some(f.name.span());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 fn contains_aggregate(e: &SqlExpr) -> bool {
