@@ -16,7 +16,10 @@
 //! integers (the squares of bigints fit), divides with PostgreSQL's scale
 //! and rounding, and takes the square root to the same scale. NaN and the
 //! infinities of numeric are counted apart, as PostgreSQL does: `avg` of
-//! `Infinity` is `Infinity`, a variance with any of them NaN.
+//! `Infinity` is `Infinity`, a variance with any of them NaN. `sum` of
+//! numerics goes through the same accumulator for the same reason (the
+//! special values are counted, not added as the integers eon stores them
+//! as); it answers at the input's scale, with no display-scale metadata.
 //!
 //! **The display scale travels with the column.** An eon numeric has one
 //! scale per column (an Arrow `Decimal128(38, s)`), while PostgreSQL's
@@ -65,6 +68,8 @@ const MAX_DISPLAY_SCALE: i32 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
+    /// `sum` of numerics only: integers' sums are DataFusion's.
+    Sum,
     Avg,
     VarPop,
     VarSamp,
@@ -76,7 +81,7 @@ impl Kind {
     /// How the display scale of a result of this kind is chosen.
     fn display(self) -> &'static str {
         match self {
-            Kind::Avg => "avg",
+            Kind::Sum | Kind::Avg => "avg",
             Kind::VarPop | Kind::VarSamp => "var",
             Kind::StddevPop | Kind::StddevSamp => "stddev",
         }
@@ -85,6 +90,7 @@ impl Kind {
 
 pub fn register(ctx: &SessionContext) {
     for (name, kind) in [
+        ("sum", Kind::Sum),
         ("avg", Kind::Avg),
         ("var_pop", Kind::VarPop),
         ("var_samp", Kind::VarSamp),
@@ -107,8 +113,11 @@ pub fn register(ctx: &SessionContext) {
 /// digits; for bigints 18, leaving 20 (an average of bigints can have 19).
 /// A variance beyond those digits (bigints spread by more than 10^10)
 /// overflows, 22003.
-fn exact_input(t: &DataType) -> Option<(i8, i8)> {
+fn exact_input(kind: Kind, t: &DataType) -> Option<(i8, i8)> {
     match t {
+        // A sum of numerics is held at their scale.
+        DataType::Decimal128(_, s) if kind == Kind::Sum => Some((*s, *s)),
+        _ if kind == Kind::Sum => None,
         DataType::Int16 | DataType::Int32 => Some((0, 20)),
         DataType::Int64 => Some((0, 18)),
         DataType::Decimal128(p, s) => Some((*s, scale_for(*p, *s))),
@@ -162,7 +171,7 @@ impl AggregateUDFImpl for Exact {
             [DataType::Int8 | DataType::UInt8] => Ok(vec![DataType::Int16]),
             [DataType::UInt16] => Ok(vec![DataType::Int32]),
             [DataType::UInt32 | DataType::UInt64] => Ok(vec![DataType::Int64]),
-            [t] if exact_input(t).is_some() => Ok(vec![t.clone()]),
+            [t] if exact_input(self.kind, t).is_some() => Ok(vec![t.clone()]),
             _ => {
                 let fields: Vec<FieldRef> = arg_types
                     .iter()
@@ -178,7 +187,7 @@ impl AggregateUDFImpl for Exact {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
-        match arg_types.first().and_then(exact_input) {
+        match arg_types.first().and_then(|t| exact_input(self.kind, t)) {
             Some((_, out)) => Ok(DataType::Decimal128(38, out)),
             None => self.inner.return_type(arg_types),
         }
@@ -188,7 +197,12 @@ impl AggregateUDFImpl for Exact {
         let Some(input) = arg_fields.first() else {
             return self.inner.return_field(arg_fields);
         };
-        match exact_input(input.data_type()) {
+        match exact_input(self.kind, input.data_type()) {
+            Some((_, out)) if self.kind == Kind::Sum => Ok(Arc::new(Field::new(
+                self.name(),
+                DataType::Decimal128(38, out),
+                true,
+            ))),
             Some((_, out)) => {
                 // The least display scale: the sum's for an average, the
                 // sum of squares' for the others.
@@ -226,7 +240,7 @@ impl AggregateUDFImpl for Exact {
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        exact_input(args.expr_fields[0].data_type()).is_none()
+        exact_input(self.kind, args.expr_fields[0].data_type()).is_none()
             && self.inner.groups_accumulator_supported(args)
     }
 
@@ -239,7 +253,7 @@ impl AggregateUDFImpl for Exact {
 
     fn state_fields(&self, args: StateFieldsArgs) -> datafusion::common::Result<Vec<FieldRef>> {
         let input = args.input_fields[0].data_type().clone();
-        if exact_input(&input).is_none() {
+        if exact_input(self.kind, &input).is_none() {
             return self.inner.state_fields(args);
         }
         let name = args.name;
@@ -350,7 +364,7 @@ impl Moments {
     }
 
     fn new(kind: Kind, input: &DataType, dscale: u8, distinct: bool) -> Option<Moments> {
-        let (scale, out_scale) = exact_input(input)?;
+        let (scale, out_scale) = exact_input(kind, input)?;
         Some(Moments {
             kind,
             input: input.clone(),
@@ -388,7 +402,12 @@ impl Moments {
         }
         step(&mut self.n);
         let x = i256::from_i128(v);
-        let square = x.checked_mul(x).ok_or_else(overflow)?;
+        // (A sum needs no squares, which could overflow where it does not.)
+        let square = if self.kind == Kind::Sum {
+            i256::ZERO
+        } else {
+            x.checked_mul(x).ok_or_else(overflow)?
+        };
         if sign > 0 {
             self.sum = self.sum.checked_add(x).ok_or_else(overflow)?;
             self.sum_squares = self.sum_squares.checked_add(square).ok_or_else(overflow)?;
@@ -413,8 +432,10 @@ impl Moments {
         }
         if specials > 0 {
             let v = match self.kind {
-                Kind::Avg if self.nan == 0 && self.minus_infinity == 0 => special::INFINITY,
-                Kind::Avg if self.nan == 0 && self.infinity == 0 => special::NEG_INFINITY,
+                Kind::Sum | Kind::Avg if self.nan == 0 && self.minus_infinity == 0 => {
+                    special::INFINITY
+                }
+                Kind::Sum | Kind::Avg if self.nan == 0 && self.infinity == 0 => special::NEG_INFINITY,
                 _ => special::NAN,
             };
             return Ok(out(Some(v)));
@@ -423,6 +444,7 @@ impl Moments {
         let s = self.scale as i32;
         let d = self.dscale as i32;
         let (value, rscale) = match self.kind {
+            Kind::Sum => (self.sum, s),
             Kind::Avg => divide((self.sum, s, d), (n, 0, 0))?,
             _ => {
                 // N·Σx² − (Σx)², at twice the input's scale.

@@ -24,7 +24,8 @@
 //! - [`fold_literal_cast`] does the same for casts of literals, which the
 //!   logical optimizer would otherwise fold with Arrow's cast;
 //! - functions and aggregates that would compute with the sentinels as
-//!   numbers (`sum`, `abs`, `round`, …; `avg` counts them itself in [`crate::moments`]) get their argument through
+//!   numbers (`abs`, `round`, …; `sum` and `avg` count them themselves in
+//!   [`crate::moments`]) get their argument through
 //!   [`FiniteGuard`] ([`GuardSpecials`] puts it there), which refuses the
 //!   special values with a clear error rather than a wrong answer.
 
@@ -677,7 +678,7 @@ pub fn fold_literal_cast(value: &ScalarValue, to: &DataType) -> Option<Result<Sc
 /// special values' sentinel integers as if they were numbers: their numeric
 /// arguments pass through [`FiniteGuard`], which refuses NaN and ±Infinity
 /// with a clear error instead of a wrong answer.
-const GUARDED: [&str; 7] = ["sum", "abs", "round", "trunc", "ceil", "floor", "signum"];
+const GUARDED: [&str; 6] = ["abs", "round", "trunc", "ceil", "floor", "signum"];
 
 /// `eon_finite(x, 'function')`: `x` itself, or an error if it holds NaN or
 /// ±Infinity (see [`GUARDED`]). Named and typed exactly as `x`, so the

@@ -8,7 +8,8 @@
 //! those expressions before the rest of the optimizer sees them, using only
 //! built-in functions, so data engines can still evaluate them. Casts of
 //! literals to and from numeric are folded here with
-//! [`crate::numeric`]'s conversion (NaN, ±Infinity, PostgreSQL's rounding);
+//! [`crate::numeric`]'s conversion (NaN, ±Infinity, PostgreSQL's rounding),
+//! in aggregates' and window functions' arguments too;
 //! a column's NaN or ±Infinity cast to an integer fails as PostgreSQL's
 //! does (`cannot convert NaN to smallint`, through numeric's FiniteGuard).
 
@@ -194,6 +195,25 @@ impl OptimizerRule for PostgresNumericCasts {
             values @ LogicalPlan::Values(_) => {
                 let schema = values.schema().clone();
                 values.map_expressions(|e| e.transform_up(|x| rewrite(x, &schema)))
+            }
+            // Aggregates' and window functions' arguments: only casts of
+            // literals are folded (`max('NaN'::numeric)`), each expression
+            // keeping its name, which the plan above refers to.
+            plan @ (LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)) => {
+                let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&plan);
+                plan.map_expressions(|e| {
+                    let name = names.save(&e);
+                    Ok(e.transform_up(|x| match &x {
+                        Expr::Cast(Cast { expr, field }) => {
+                            match fold_literal(expr, field.data_type())? {
+                                Some(folded) => Ok(Transformed::yes(Expr::Literal(folded, None))),
+                                None => Ok(Transformed::no(x)),
+                            }
+                        }
+                        _ => Ok(Transformed::no(x)),
+                    })?
+                    .update_data(|e| name.restore(e)))
+                })
             }
             other => Ok(Transformed::no(other)),
         }
