@@ -24,6 +24,7 @@
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
 //! | [`recursion`] | which recursive WITH queries are well formed (PostgreSQL's rules and 42P19 errors) |
+//! | [`rowin`] | `(a, b) [NOT] IN (subquery)` in WHERE/HAVING, as EXISTS |
 //! | [`setops`]   | INTERSECT ALL / EXCEPT ALL counting copies as PostgreSQL does |
 //! | [`decorrelate`] | correlated subqueries DataFusion cannot decorrelate       |
 //! | [`apply`]    | what is still correlated after that: LATERAL and subqueries run per outer row |
@@ -107,6 +108,7 @@ pub mod provider;
 pub mod recursion;
 pub mod rest;
 pub mod roles;
+pub mod rowin;
 pub mod schemas;
 pub mod searchcycle;
 pub mod sequences;

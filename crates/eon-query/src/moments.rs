@@ -435,7 +435,9 @@ impl Moments {
                 Kind::Sum | Kind::Avg if self.nan == 0 && self.minus_infinity == 0 => {
                     special::INFINITY
                 }
-                Kind::Sum | Kind::Avg if self.nan == 0 && self.infinity == 0 => special::NEG_INFINITY,
+                Kind::Sum | Kind::Avg if self.nan == 0 && self.infinity == 0 => {
+                    special::NEG_INFINITY
+                }
                 _ => special::NAN,
             };
             return Ok(out(Some(v)));

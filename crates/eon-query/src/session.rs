@@ -1068,6 +1068,7 @@ impl Session {
         crate::recursion::check(&statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
+        crate::rowin::rewrite(&mut statement);
         let exclusions = crate::windows::exclusions(&statement, state)?;
         let with_exclusions;
         let state = if exclusions.is_empty() {
