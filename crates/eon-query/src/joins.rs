@@ -12,7 +12,8 @@
 //! becomes the merged columns followed by `a.* EXCLUDE (x), b.* EXCLUDE
 //! (x)`, and a bare `x` in the select list becomes the merged value named
 //! `x` (`a.x` in an inner or LEFT join, `b.x` in a RIGHT one,
-//! `COALESCE(a.x, b.x)` in a FULL one). (NATURAL joins, whose columns are
+//! `COALESCE(a.x, b.x)` in a FULL one), as does a bare `x` in WHERE
+//! (outside its subqueries). (NATURAL joins, whose columns are
 //! known only from the catalog, and chains of several USING joins are
 //! left as DataFusion reads them.)
 
@@ -159,6 +160,40 @@ fn rewrite(select: &mut Select) {
         }
     }
     select.projection = items;
+    // A bare USING column in WHERE is the merged one too; not inside a
+    // subquery, whose own relations may have a column of that name.
+    struct Bare<'a, F> {
+        depth: usize,
+        is_using: &'a dyn Fn(&Ident) -> bool,
+        merged: F,
+    }
+    impl<F: Fn(&Ident) -> Expr> VisitorMut for Bare<'_, F> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Identifier(i) = e
+                && self.depth == 0
+                && (self.is_using)(i)
+            {
+                *e = (self.merged)(i);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    if let Some(selection) = &mut select.selection {
+        let _ = selection.visit(&mut Bare {
+            depth: 0,
+            is_using: &is_using,
+            merged,
+        });
+    }
 }
 
 /// `*` without EXCLUDE, EXCEPT, REPLACE, … of its own.

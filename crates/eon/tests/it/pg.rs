@@ -2846,4 +2846,16 @@ async fn using_join_columns_resolve_inside_subqueries() {
         .await,
         ["u1", "x", "y", "u2", "note"]
     );
+    // In WHERE too: the merged column of a FULL join is either side's key,
+    // so a row only the right side has is found by it.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT u1, b.note, c.note FROM (SELECT * FROM tk WHERE u1 < 3) b \
+             FULL JOIN (SELECT * FROM tk WHERE u1 > 8) c USING (u1) WHERE u1 = 9 OR u1 = 2 \
+             ORDER BY u1"
+        )
+        .await,
+        [["2", "n2", "NULL"], ["9", "NULL", "n9"]]
+    );
 }
