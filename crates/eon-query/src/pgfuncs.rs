@@ -810,6 +810,100 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
     }
 }
 
+/// `e` with its error cursor found in `statement`, for planner errors whose
+/// message does not say where: an aggregate in WHERE (at the call).
+pub fn place_error(statement: &Statement, e: eon_common::Error) -> eon_common::Error {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Visit, Visitor};
+    if e.position.is_some()
+        || e.cursor.is_some()
+        || e.message != "aggregate functions are not allowed in WHERE"
+    {
+        return e;
+    }
+    struct Find(Option<datafusion::sql::sqlparser::tokenizer::Span>);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(
+            &mut self,
+            q: &datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = q.body.as_ref() {
+                self.0 = select.selection.as_ref().and_then(first_aggregate);
+            }
+            if self.0.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    let mut find = Find(None);
+    let _ = statement.visit(&mut find);
+    match find.0.filter(|s| s.start.line > 0) {
+        Some(s) => e.with_cursor(eon_common::error::Cursor::LineColumn(
+            s.start.line,
+            s.start.column,
+        )),
+        None => e,
+    }
+}
+
+/// Refuse an aggregate with DISTINCT ordered by an expression that is not
+/// one of its arguments (42P10, at that expression), as PostgreSQL does
+/// while it plans; DataFusion finds it only when the query runs, with
+/// no place to point at. (Expressions are compared as written, ignoring
+/// case.)
+pub fn check_distinct_order(statement: &Statement) -> eon_common::Result<()> {
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArgumentClause, FunctionArguments, Spanned,
+    };
+    let mut found = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement, |x: &SqlExpr| {
+        let SqlExpr::Function(f) = x else {
+            return ControlFlow::Continue(());
+        };
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        if list.duplicate_treatment != Some(DuplicateTreatment::Distinct) {
+            return ControlFlow::Continue(());
+        }
+        let args: Vec<String> = list
+            .args
+            .iter()
+            .map(|a| a.to_string().to_ascii_lowercase())
+            .collect();
+        for clause in &list.clauses {
+            if let FunctionArgumentClause::OrderBy(order) = clause
+                && let Some(o) = order
+                    .iter()
+                    .find(|o| !args.contains(&o.expr.to_string().to_ascii_lowercase()))
+            {
+                found = Some(o.expr.span());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match found {
+        None => Ok(()),
+        Some(at) => {
+            let e = eon_common::Error::user(
+                eon_common::error::sqlstate::INVALID_COLUMN_REFERENCE,
+                "in an aggregate with DISTINCT, ORDER BY expressions must appear in argument list",
+            );
+            Err(if at.start.line > 0 {
+                e.with_cursor(eon_common::error::Cursor::LineColumn(
+                    at.start.line,
+                    at.start.column,
+                ))
+            } else {
+                e
+            })
+        }
+    }
+}
+
 /// Where the first aggregate call in `e` is (its name).
 fn first_aggregate(e: &SqlExpr) -> Option<datafusion::sql::sqlparser::tokenizer::Span> {
     use datafusion::sql::sqlparser::ast::Spanned;

@@ -1066,6 +1066,7 @@ impl Session {
         self.own_temp_schema(&mut statement);
         crate::views::expand(self, &mut statement)?;
         crate::recursion::check(&statement)?;
+        crate::pgfuncs::check_distinct_order(&statement)?;
         crate::pgfuncs::check_recursion(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
         crate::rowin::rewrite(&mut statement);
@@ -1082,10 +1083,11 @@ impl Session {
             with_exclusions = s;
             &with_exclusions
         };
+        let located = statement.clone();
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(from_df)?;
+            .map_err(|e| crate::pgfuncs::place_error(&located, from_df(e)))?;
         crate::setops::count_copies(plan)
     }
 
