@@ -50,7 +50,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use eon_common::error::{Cursor, sqlstate};
+use eon_common::error::sqlstate;
 use eon_common::key::{Key, encode_keys, shard_of};
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
@@ -205,11 +205,7 @@ impl InsertShape<'_> {
                 self.named.get(got).map(|c| c.span()),
             )
         };
-        let e = Error::syntax(message);
-        match span.filter(|s| s.start.line > 0) {
-            Some(s) => e.with_cursor(Cursor::LineColumn(s.start.line, s.start.column)),
-            None => e,
-        }
+        crate::errors::at_span(Error::syntax(message), span)
     }
 }
 

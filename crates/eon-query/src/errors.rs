@@ -9,6 +9,15 @@ use datafusion::common::{DataFusionError, SchemaError};
 use eon_common::Error;
 use eon_common::error::{Cursor, sqlstate};
 
+/// `e` with its error cursor at `span` (sqlparser's), when the span is
+/// known: a node eon built itself has an empty one.
+pub fn at_span(e: Error, span: Option<datafusion::sql::sqlparser::tokenizer::Span>) -> Error {
+    match span.filter(|s| s.start.line > 0) {
+        Some(s) => e.with_cursor(Cursor::LineColumn(s.start.line, s.start.column)),
+        None => e,
+    }
+}
+
 pub fn from_df(e: DataFusionError) -> Error {
     let root = e.find_root();
     match root {

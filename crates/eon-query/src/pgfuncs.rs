@@ -741,14 +741,10 @@ pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
                 }
                 // The error cursor at what is refused.
                 let refuse = |code: &str, what: &str, at: Option<Span>| {
-                    let e = eon_common::Error::user(code, what.to_string());
-                    ControlFlow::Break(match at.filter(|s| s.start.line > 0) {
-                        Some(s) => e.with_cursor(eon_common::error::Cursor::LineColumn(
-                            s.start.line,
-                            s.start.column,
-                        )),
-                        None => e,
-                    })
+                    ControlFlow::Break(crate::errors::at_span(
+                        eon_common::Error::user(code, what.to_string()),
+                        at,
+                    ))
                 };
                 let aggregate = match right.as_ref() {
                     SetExpr::Select(select) => {
@@ -839,13 +835,7 @@ pub fn place_error(statement: &Statement, e: eon_common::Error) -> eon_common::E
     }
     let mut find = Find(None);
     let _ = statement.visit(&mut find);
-    match find.0.filter(|s| s.start.line > 0) {
-        Some(s) => e.with_cursor(eon_common::error::Cursor::LineColumn(
-            s.start.line,
-            s.start.column,
-        )),
-        None => e,
-    }
+    crate::errors::at_span(e, find.0)
 }
 
 /// Refuse an aggregate with DISTINCT ordered by an expression that is not
@@ -887,20 +877,13 @@ pub fn check_distinct_order(statement: &Statement) -> eon_common::Result<()> {
     });
     match found {
         None => Ok(()),
-        Some(at) => {
-            let e = eon_common::Error::user(
+        Some(at) => Err(crate::errors::at_span(
+            eon_common::Error::user(
                 eon_common::error::sqlstate::INVALID_COLUMN_REFERENCE,
                 "in an aggregate with DISTINCT, ORDER BY expressions must appear in argument list",
-            );
-            Err(if at.start.line > 0 {
-                e.with_cursor(eon_common::error::Cursor::LineColumn(
-                    at.start.line,
-                    at.start.column,
-                ))
-            } else {
-                e
-            })
-        }
+            ),
+            Some(at),
+        )),
     }
 }
 

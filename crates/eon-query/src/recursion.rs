@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, TableWithJoins, Visit, Visitor, visit_relations,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
-use eon_common::error::{Cursor, sqlstate};
+use eon_common::error::sqlstate;
 use eon_common::{Error, Result};
 use std::ops::ControlFlow;
 
@@ -102,14 +102,16 @@ fn well_formed(name: &Ident, query: &Query) -> Result<()> {
         ..
     } = query.body.as_ref()
     else {
-        return Err(Error::user(
-            sqlstate::INVALID_RECURSION,
-            format!(
-                "recursive query \"{}\" does not have the form non-recursive-term UNION [ALL] recursive-term",
-                refs.name
+        return Err(crate::errors::at_span(
+            Error::user(
+                sqlstate::INVALID_RECURSION,
+                format!(
+                    "recursive query \"{}\" does not have the form non-recursive-term UNION [ALL] recursive-term",
+                    refs.name
+                ),
             ),
-        )
-        .with_cursor(at(name.span)));
+            Some(name.span),
+        ));
     };
     refs.found.clear();
     refs.set_expr(left, Place::NonRecursiveTerm);
@@ -129,17 +131,15 @@ fn well_formed(name: &Ident, query: &Query) -> Result<()> {
                 continue;
             }
         };
-        return Err(Error::user(
-            sqlstate::INVALID_RECURSION,
-            format!("recursive reference to query \"{}\" {refusal}", refs.name),
-        )
-        .with_cursor(at(span)));
+        return Err(crate::errors::at_span(
+            Error::user(
+                sqlstate::INVALID_RECURSION,
+                format!("recursive reference to query \"{}\" {refusal}", refs.name),
+            ),
+            Some(span),
+        ));
     }
     Ok(())
-}
-
-fn at(span: Span) -> Cursor {
-    Cursor::LineColumn(span.start.line, span.start.column)
 }
 
 /// An identifier as PostgreSQL compares it: folded to lower case unless
