@@ -69,18 +69,17 @@ impl Cursor {
         let byte = match self {
             Cursor::LineColumn(line, column) => {
                 let (line, column) = (*line as usize, *column as usize);
-                if line == 0 || column == 0 {
+                if line == 0 || column == 0 || line > sql.split('\n').count() {
                     return None;
                 }
-                let text = sql.split('\n').nth(line - 1)?;
-                let before: usize = sql.split('\n').take(line - 1).map(|l| l.len() + 1).sum();
-                // One past the last character is the end of the line.
-                before
-                    + text
-                        .char_indices()
-                        .map(|(i, _)| i)
-                        .chain([text.len()])
-                        .nth(column - 1)?
+                // Columns count characters, and may stand past the end of
+                // their line (sqlparser places "end of input" there).
+                let before: usize = sql
+                    .split('\n')
+                    .take(line - 1)
+                    .map(|l| l.chars().count() + 1)
+                    .sum();
+                return u32::try_from(before + column).ok();
             }
             Cursor::After(pieces) => {
                 let lower = sql.to_ascii_lowercase();
@@ -441,7 +440,8 @@ mod tests {
         assert_eq!(at(Cursor::LineColumn(1, 12)), Some(12));
         assert_eq!(at(Cursor::LineColumn(2, 3)), Some(29));
         assert_eq!(at(Cursor::LineColumn(2, 27)), Some(53));
-        assert_eq!(at(Cursor::LineColumn(2, 28)), None);
+        // Past the end of the line: where sqlparser puts the end of input.
+        assert_eq!(at(Cursor::LineColumn(2, 28)), Some(54));
         assert_eq!(at(Cursor::LineColumn(3, 1)), None);
         let after = |p: &[&str]| Cursor::After(p.iter().map(|s| s.to_string()).collect());
         assert_eq!(at(after(&["max(", "min("])), Some(12));

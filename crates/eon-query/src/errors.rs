@@ -6,15 +6,112 @@
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, SchemaError};
+use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use datafusion::sql::sqlparser::tokenizer::Span;
 use eon_common::Error;
 use eon_common::error::{Cursor, sqlstate};
+use std::ops::ControlFlow;
 
 /// `e` with its error cursor at `span` (sqlparser's), when the span is
 /// known: a node eon built itself has an empty one.
-pub fn at_span(e: Error, span: Option<datafusion::sql::sqlparser::tokenizer::Span>) -> Error {
+pub fn at_span(e: Error, span: Option<Span>) -> Error {
     match span.filter(|s| s.start.line > 0) {
         Some(s) => e.with_cursor(Cursor::LineColumn(s.start.line, s.start.column)),
         None => e,
+    }
+}
+
+/// What the planner's errors need from the statement they came from and do
+/// not say themselves, gathered before planning consumes it: where an
+/// aggregate in WHERE is, and which relations have column aliases.
+pub struct Places {
+    where_aggregate: Option<Span>,
+    /// Each column alias list: what PostgreSQL calls the relation
+    /// (`table "f"`, `WITH query "x"`), how many names, and where to point.
+    aliases: Vec<(String, usize, Option<Span>)>,
+}
+
+impl Places {
+    pub fn of(statement: &Statement) -> Places {
+        struct Find(Places);
+        impl Visitor for Find {
+            type Break = ();
+            fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+                if let SetExpr::Select(select) = q.body.as_ref()
+                    && self.0.where_aggregate.is_none()
+                {
+                    self.0.where_aggregate = select
+                        .selection
+                        .as_ref()
+                        .and_then(crate::pgfuncs::first_aggregate);
+                }
+                for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
+                    let name = &cte.alias.name;
+                    self.0.aliases.push((
+                        format!("WITH query \"{}\"", crate::dml::ident(name)),
+                        cte.alias.columns.len(),
+                        Some(name.span),
+                    ));
+                }
+                ControlFlow::Continue(())
+            }
+            fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+                let (kind, alias) = match t {
+                    TableFactor::NestedJoin { alias, .. } => ("join expression", alias),
+                    TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
+                        ("table", alias)
+                    }
+                    _ => return ControlFlow::Continue(()),
+                };
+                if let Some(a) = alias {
+                    self.0.aliases.push((
+                        format!("{kind} \"{}\"", crate::dml::ident(&a.name)),
+                        a.columns.len(),
+                        None,
+                    ));
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut find = Find(Places {
+            where_aggregate: None,
+            aliases: Vec::new(),
+        });
+        let _ = statement.visit(&mut find);
+        find.0
+    }
+
+    /// `e` in PostgreSQL's words and at its place, where the planner's
+    /// message lacks them.
+    pub fn explain(&self, e: Error) -> Error {
+        if e.position.is_some() || e.cursor.is_some() {
+            return e;
+        }
+        if e.message == "aggregate functions are not allowed in WHERE" {
+            return at_span(e, self.where_aggregate);
+        }
+        // DataFusion: "Source table contains 1 columns but only 2 names
+        // given as column alias".
+        let counts = e
+            .message
+            .strip_prefix("Source table contains ")
+            .and_then(|m| m.strip_suffix(" names given as column alias"))
+            .and_then(|m| m.split_once(" columns but only "))
+            .and_then(|(n, m)| Some((n.parse::<usize>().ok()?, m.parse::<usize>().ok()?)));
+        if let Some((available, specified)) = counts
+            && let Some((what, _, at)) = self.aliases.iter().find(|a| a.1 == specified)
+        {
+            return at_span(
+                Error::user(
+                    sqlstate::INVALID_COLUMN_REFERENCE,
+                    format!(
+                        "{what} has {available} columns available but {specified} columns specified"
+                    ),
+                ),
+                *at,
+            );
+        }
+        e
     }
 }
 

@@ -720,124 +720,6 @@ pub fn values_with_subqueries(statement: &mut Statement) {
     let _ = statement.visit(&mut V);
 }
 
-pub fn check_recursion(statement: &Statement) -> eon_common::Result<()> {
-    use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr, Spanned, Visit, Visitor};
-    use datafusion::sql::sqlparser::tokenizer::Span;
-    struct Check(Option<eon_common::Error>);
-    impl Visitor for Check {
-        type Break = ();
-        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-            let Some(with) = query.with.as_ref().filter(|w| w.recursive) else {
-                return ControlFlow::Continue(());
-            };
-            for cte in &with.cte_tables {
-                let SetExpr::SetOperation { right, .. } = cte.query.body.as_ref() else {
-                    continue;
-                };
-                let name = cte.alias.name.value.to_ascii_lowercase();
-                let text = right.to_string().to_ascii_lowercase();
-                if find_word(&text, &name).is_none() {
-                    continue;
-                }
-                // The error cursor at what is refused.
-                let refuse = |code: &str, what: &str, at: Option<Span>| {
-                    ControlFlow::Break(crate::errors::at_span(
-                        eon_common::Error::user(code, what.to_string()),
-                        at,
-                    ))
-                };
-                let aggregate = match right.as_ref() {
-                    SetExpr::Select(select) => {
-                        select.projection.iter().find_map(|item| match item {
-                            SelectItem::UnnamedExpr(e)
-                            | SelectItem::ExprWithAlias { expr: e, .. } => first_aggregate(e),
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                };
-                let offset = match &cte.query.limit_clause {
-                    Some(datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
-                        offset: Some(o),
-                        ..
-                    }) => Some(o.value.span()),
-                    _ => None,
-                };
-                let found = if aggregate.is_some() {
-                    refuse(
-                        "42P19",
-                        "aggregate functions are not allowed in a recursive query's recursive term",
-                        aggregate,
-                    )
-                } else if !cte.query.locks.is_empty() {
-                    refuse(
-                        "0A000",
-                        "FOR UPDATE/SHARE in a recursive query is not implemented",
-                        None,
-                    )
-                } else if let Some(order) = &cte.query.order_by {
-                    refuse(
-                        "0A000",
-                        "ORDER BY in a recursive query is not implemented",
-                        Some(order.span()),
-                    )
-                } else if offset.is_some() {
-                    refuse(
-                        "0A000",
-                        "OFFSET in a recursive query is not implemented",
-                        offset,
-                    )
-                } else {
-                    ControlFlow::Continue(())
-                };
-                if let ControlFlow::Break(e) = found {
-                    self.0 = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut check = Check(None);
-    let _ = statement.visit(&mut check);
-    match check.0 {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// `e` with its error cursor found in `statement`, for planner errors whose
-/// message does not say where: an aggregate in WHERE (at the call).
-pub fn place_error(statement: &Statement, e: eon_common::Error) -> eon_common::Error {
-    use datafusion::sql::sqlparser::ast::{SetExpr, Visit, Visitor};
-    if e.position.is_some()
-        || e.cursor.is_some()
-        || e.message != "aggregate functions are not allowed in WHERE"
-    {
-        return e;
-    }
-    struct Find(Option<datafusion::sql::sqlparser::tokenizer::Span>);
-    impl Visitor for Find {
-        type Break = ();
-        fn pre_visit_query(
-            &mut self,
-            q: &datafusion::sql::sqlparser::ast::Query,
-        ) -> ControlFlow<()> {
-            if let SetExpr::Select(select) = q.body.as_ref() {
-                self.0 = select.selection.as_ref().and_then(first_aggregate);
-            }
-            if self.0.is_some() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
-    }
-    let mut find = Find(None);
-    let _ = statement.visit(&mut find);
-    crate::errors::at_span(e, find.0)
-}
-
 /// Refuse an aggregate with DISTINCT ordered by an expression that is not
 /// one of its arguments (42P10, at that expression), as PostgreSQL does
 /// while it plans; DataFusion finds it only when the query runs, with
@@ -888,7 +770,7 @@ pub fn check_distinct_order(statement: &Statement) -> eon_common::Result<()> {
 }
 
 /// Where the first aggregate call in `e` is (its name).
-fn first_aggregate(e: &SqlExpr) -> Option<datafusion::sql::sqlparser::tokenizer::Span> {
+pub(crate) fn first_aggregate(e: &SqlExpr) -> Option<datafusion::sql::sqlparser::tokenizer::Span> {
     use datafusion::sql::sqlparser::ast::Spanned;
     let mut found = None;
     let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &SqlExpr| {

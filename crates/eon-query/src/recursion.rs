@@ -16,14 +16,18 @@
 //!   EXCEPT (whose answer depends on rows not yet produced);
 //! - not twice.
 //!
+//! Nor may the recursive term aggregate, nor the CTE be ordered, offset
+//! or locked (FOR UPDATE): each round sees only the last round's rows.
+//!
 //! Anything else is refused with 42P19 and the error cursor at the
 //! reference. DataFusion would otherwise fail with its own words ("relation
 //! does not exist", "Multiple recursive references …") or, for some
 //! shapes, an internal error.
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, JoinOperator, ObjectName, Query, Select, SetExpr, SetOperator, SetQuantifier, Statement,
-    TableFactor, TableWithJoins, Visit, Visitor, visit_relations,
+    Ident, JoinOperator, LimitClause, ObjectName, Query, Select, SelectItem, SetExpr, SetOperator,
+    SetQuantifier, Spanned, Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    visit_relations,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 use eon_common::error::sqlstate;
@@ -138,6 +142,56 @@ fn well_formed(name: &Ident, query: &Query) -> Result<()> {
             ),
             Some(span),
         ));
+    }
+    if once { iterable(query, right) } else { Ok(()) }
+}
+
+/// Refuse what a recursive query cannot iterate over, once its form and
+/// references are known good: an aggregate in the recursive term (`right`,
+/// at the call), and FOR UPDATE, ORDER BY or OFFSET on the whole CTE.
+fn iterable(query: &Query, right: &SetExpr) -> Result<()> {
+    let refuse = |code: &str, what: &str, at: Option<Span>| {
+        Err(crate::errors::at_span(Error::user(code, what), at))
+    };
+    let aggregate = match right {
+        SetExpr::Select(select) => select.projection.iter().find_map(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                crate::pgfuncs::first_aggregate(e)
+            }
+            _ => None,
+        }),
+        _ => None,
+    };
+    if aggregate.is_some() {
+        return refuse(
+            sqlstate::INVALID_RECURSION,
+            "aggregate functions are not allowed in a recursive query's recursive term",
+            aggregate,
+        );
+    }
+    if !query.locks.is_empty() {
+        return refuse(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "FOR UPDATE/SHARE in a recursive query is not implemented",
+            None,
+        );
+    }
+    if let Some(order) = &query.order_by {
+        return refuse(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "ORDER BY in a recursive query is not implemented",
+            Some(order.span()),
+        );
+    }
+    if let Some(LimitClause::LimitOffset {
+        offset: Some(o), ..
+    }) = &query.limit_clause
+    {
+        return refuse(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "OFFSET in a recursive query is not implemented",
+            Some(o.value.span()),
+        );
     }
     Ok(())
 }
@@ -341,6 +395,32 @@ mod tests {
             Some((
                 "recursive reference to query \"foo\" must not appear within EXCEPT".into(),
                 Some(105)
+            ))
+        );
+        // What a recursive term cannot iterate over.
+        assert_eq!(
+            refused(
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT count(*) FROM x) SELECT * FROM x"
+            ),
+            Some((
+                "aggregate functions are not allowed in a recursive query's recursive term".into(),
+                Some(51)
+            ))
+        );
+        assert_eq!(
+            refused(
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM x ORDER BY 1) SELECT * FROM x"
+            )
+            .map(|(m, _)| m),
+            Some("ORDER BY in a recursive query is not implemented".into())
+        );
+        assert_eq!(
+            refused(
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM x OFFSET 1) SELECT * FROM x"
+            ),
+            Some((
+                "OFFSET in a recursive query is not implemented".into(),
+                Some(69)
             ))
         );
         // Well formed, or not recursive at all.

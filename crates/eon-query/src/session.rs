@@ -1067,7 +1067,6 @@ impl Session {
         crate::views::expand(self, &mut statement)?;
         crate::recursion::check(&statement)?;
         crate::pgfuncs::check_distinct_order(&statement)?;
-        crate::pgfuncs::check_recursion(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
         crate::rowin::rewrite(&mut statement);
         let exclusions = crate::windows::exclusions(&statement, state)?;
@@ -1083,11 +1082,11 @@ impl Session {
             with_exclusions = s;
             &with_exclusions
         };
-        let located = statement.clone();
+        let places = crate::errors::Places::of(&statement);
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| crate::pgfuncs::place_error(&located, from_df(e)))?;
+            .map_err(|e| places.explain(from_df(e)))?;
         crate::setops::count_copies(plan)
     }
 

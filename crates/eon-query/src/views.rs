@@ -13,6 +13,10 @@
 //!  ──►  SELECT * FROM (SELECT x FROM t1 WHERE x > 0) AS big WHERE x > 5
 //! ```
 //!
+//! The same pass completes column aliases that name only a relation's
+//! first columns (`FROM tenk1 AS a(x)`), which PostgreSQL allows: the rest
+//! keep the table's or view's own names.
+//!
 //! A view is read with the privileges of whoever reads it (PostgreSQL
 //! checks the view owner's): the tables under it need their SELECT grant.
 
@@ -40,9 +44,6 @@ const MAX_EXPANSIONS: usize = 256;
 /// Replace every view `statement` reads by its query (see the module doc).
 pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
     let views = session.cluster().views();
-    if views.is_empty() {
-        return Ok(());
-    }
     // Names a WITH clause gives shadow views of the same name.
     struct CteNames(HashSet<String>);
     impl VisitorMut for CteNames {
@@ -89,6 +90,13 @@ pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
                 .iter()
                 .find(|v| v.schema == schema && v.name == view_name)
             else {
+                // A table: its alias may name only its first columns.
+                if let Some(alias) = alias
+                    && let Some(table) = self.session.cluster().table(&schema, &view_name)
+                {
+                    let names = table.visible_schema().fields().iter().map(|f| f.name());
+                    complete(alias, names);
+                }
                 return ControlFlow::Continue(());
             };
             self.done += 1;
@@ -112,16 +120,7 @@ pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
                 columns: vec![],
                 at: None,
             });
-            if alias.columns.is_empty() {
-                alias.columns = view
-                    .columns
-                    .iter()
-                    .map(|c| TableAliasColumnDef {
-                        name: datafusion::sql::sqlparser::ast::Ident::with_quote('"', c),
-                        data_type: None,
-                    })
-                    .collect();
-            }
+            complete(&mut alias, view.columns.iter());
             *t = TableFactor::Derived {
                 lateral: false,
                 subquery: Box::new(query),
@@ -143,6 +142,22 @@ pub fn expand(session: &Session, statement: &mut Statement) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Give `alias` a name for each of the relation's columns `names`: its
+/// own for the first ones, the relation's for the rest. (PostgreSQL lets an
+/// alias rename only the first columns, `FROM t AS f(a)`; DataFusion wants
+/// all or none.) An alias naming more columns than there are is left for
+/// the planner to refuse.
+fn complete<'a>(alias: &mut TableAlias, names: impl Iterator<Item = &'a String>) {
+    let more: Vec<TableAliasColumnDef> = names
+        .skip(alias.columns.len())
+        .map(|c| TableAliasColumnDef {
+            name: datafusion::sql::sqlparser::ast::Ident::with_quote('"', c),
+            data_type: None,
+        })
+        .collect();
+    alias.columns.extend(more);
 }
 
 /// A stored view query parsed again.
