@@ -29,6 +29,9 @@ pub struct Places {
     /// Each column alias list: what PostgreSQL calls the relation
     /// (`table "f"`, `WITH query "x"`), how many names, and where to point.
     aliases: Vec<(String, usize, Option<Span>)>,
+    /// Each FROM-clause entry: the name it is referred to by (its alias,
+    /// else the table's name), and the table's name when it is a table.
+    entries: Vec<(String, Option<String>)>,
 }
 
 impl Places {
@@ -61,8 +64,29 @@ impl Places {
                     TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
                         ("table", alias)
                     }
+                    TableFactor::Function { alias, .. } | TableFactor::UNNEST { alias, .. } => {
+                        ("function", alias)
+                    }
                     _ => return ControlFlow::Continue(()),
                 };
+                let table = match t {
+                    TableFactor::Table { name, .. } => name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .map(crate::dml::ident)
+                        // The target of an UPDATE or DELETE, read for its rows.
+                        .map(|n| match n.strip_suffix(crate::provider::DML_SUFFIX) {
+                            Some(base) => base.to_string(),
+                            None => n,
+                        }),
+                    _ => None,
+                };
+                match (alias, table) {
+                    (Some(a), table) => self.0.entries.push((crate::dml::ident(&a.name), table)),
+                    (None, Some(table)) => self.0.entries.push((table.clone(), Some(table))),
+                    (None, None) => {}
+                }
                 if let Some(a) = alias {
                     self.0.aliases.push((
                         format!("{kind} \"{}\"", crate::dml::ident(&a.name)),
@@ -76,14 +100,19 @@ impl Places {
         let mut find = Find(Places {
             where_aggregate: None,
             aliases: Vec::new(),
+            entries: Vec::new(),
         });
         let _ = statement.visit(&mut find);
         find.0
     }
 
-    /// `e` in PostgreSQL's words and at its place, where the planner's
-    /// message lacks them.
-    pub fn explain(&self, e: Error) -> Error {
+    /// The planner's error `e` in PostgreSQL's words and at its place,
+    /// where its message lacks them.
+    pub fn explain(&self, e: DataFusionError) -> Error {
+        if let Some(e) = self.bad_reference(e.find_root()) {
+            return e;
+        }
+        let e = from_df(e);
         if e.position.is_some() || e.cursor.is_some() {
             return e;
         }
@@ -112,6 +141,68 @@ impl Places {
             );
         }
         e
+    }
+
+    /// A column qualified by a relation that is not in scope where it is
+    /// written (`t.c` when `t` is aliased, or in another part of the
+    /// query, or nowhere), refused as PostgreSQL refuses it
+    /// (`errorMissingRTE`) rather than as a missing column.
+    fn bad_reference(&self, root: &DataFusionError) -> Option<Error> {
+        let DataFusionError::SchemaError(s, _) = root else {
+            return None;
+        };
+        let SchemaError::FieldNotFound {
+            field,
+            valid_fields,
+        } = s.as_ref()
+        else {
+            return None;
+        };
+        let r = field.relation.as_ref()?;
+        if r.schema().is_some() {
+            return None;
+        }
+        let r = r.table();
+        let in_scope = |name: &str| {
+            valid_fields
+                .iter()
+                .any(|f| f.relation.as_ref().is_some_and(|q| q.table() == name))
+        };
+        if in_scope(r) {
+            return None;
+        }
+        // The entry the name could mean: a table of that name under an
+        // alias, else an entry of that name elsewhere in the statement.
+        let aliased = self
+            .entries
+            .iter()
+            .find(|(refname, table)| table.as_deref() == Some(r) && refname != r);
+        let named = self.entries.iter().find(|(refname, _)| refname == r);
+        let e = match (aliased, named) {
+            (Some((alias, _)), _) => Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("invalid reference to FROM-clause entry for table \"{r}\""),
+            )
+            .with_hint(if in_scope(alias) {
+                format!("Perhaps you meant to reference the table alias \"{alias}\".")
+            } else {
+                format!(
+                    "There is an entry for table \"{alias}\", but it cannot be referenced from this part of the query."
+                )
+            }),
+            (None, Some(_)) => Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("invalid reference to FROM-clause entry for table \"{r}\""),
+            )
+            .with_hint(format!(
+                "There is an entry for table \"{r}\", but it cannot be referenced from this part of the query."
+            )),
+            (None, None) => Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("missing FROM-clause entry for table \"{r}\""),
+            ),
+        };
+        Some(e.with_cursor(Cursor::After(vec![format!("{r}.{}", field.name)])))
     }
 }
 

@@ -1086,7 +1086,7 @@ impl Session {
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| places.explain(from_df(e)))?;
+            .map_err(|e| places.explain(e))?;
         crate::setops::count_copies(plan)
     }
 
