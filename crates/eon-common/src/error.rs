@@ -135,6 +135,7 @@ pub mod sqlstate {
     pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
     pub const GROUPING_ERROR: &str = "42803";
     pub const WINDOWING_ERROR: &str = "42P20";
+    pub const INVALID_PRECEDING_OR_FOLLOWING_SIZE: &str = "22013";
     pub const INVALID_RECURSION: &str = "42P19";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";

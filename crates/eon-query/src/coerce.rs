@@ -507,12 +507,18 @@ fn map_strings(array: &ArrayRef, f: impl Fn(&str) -> Result<String>) -> Result<A
     Ok(Arc::new(b.finish()))
 }
 
-/// PostgreSQL's boolean input: t/true/yes/on/1 and f/false/no/off/0.
+/// PostgreSQL's boolean input (`parse_bool_with_len`): any leading part of
+/// true/yes/false/no, on/off (at least two letters), 1 or 0, in any case,
+/// with spaces around it; the error quotes the input as given.
 pub fn parse_bool(s: &str) -> Result<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "t" | "true" | "y" | "yes" | "on" | "1" => Ok(true),
-        "f" | "false" | "n" | "no" | "off" | "0" => Ok(false),
-        _ => Err(invalid_input("boolean", s)),
+    let v = s.trim().to_ascii_lowercase();
+    let starts = |word: &str, least: usize| v.len() >= least && word.starts_with(v.as_str());
+    if starts("true", 1) || starts("yes", 1) || starts("on", 2) || v == "1" {
+        Ok(true)
+    } else if starts("false", 1) || starts("no", 1) || starts("off", 2) || v == "0" {
+        Ok(false)
+    } else {
+        Err(invalid_input("boolean", s))
     }
 }
 
@@ -631,6 +637,23 @@ mod tests {
 
     fn strings(v: &[Option<&str>]) -> ArrayRef {
         Arc::new(v.iter().copied().collect::<StringArray>())
+    }
+
+    #[test]
+    fn boolean_input_takes_leading_parts_of_the_words() {
+        for t in ["t", "TRU", " true ", "y", "Ye", "on", "1"] {
+            assert!(parse_bool(t).unwrap(), "{t:?}");
+        }
+        for f in ["f", "fAlS", "n", "no", "of", "OFF", " 0"] {
+            assert!(!parse_bool(f).unwrap(), "{f:?}");
+        }
+        for bad in ["", "o", "tru e", "yess", "11", "XXX"] {
+            let e = parse_bool(bad).unwrap_err();
+            assert_eq!(
+                e.message,
+                format!("invalid input syntax for type boolean: \"{bad}\"")
+            );
+        }
     }
 
     #[test]

@@ -276,7 +276,17 @@ fn error_position(query: &str, code: &str, message: &str) -> Option<u32> {
             let value = message
                 .rsplit_once(": \"")
                 .map_or_else(|| quoted(), |(_, v)| v.strip_suffix('"'))?;
-            query.find(&format!("'{}'", value.replace('\'', "''")))?
+            let literal = format!("'{}'", value.replace('\'', "''"));
+            let at = query.find(&literal)?;
+            // A literal made text first (`'x'::text::boolean`) is converted
+            // as the statement runs, where PostgreSQL points at nothing.
+            let after = query[at + literal.len()..]
+                .trim_start()
+                .to_ascii_lowercase();
+            if after.starts_with("::text") || after.starts_with("::varchar") {
+                return None;
+            }
+            at
         }
         sqlstate::AMBIGUOUS_COLUMN if message.starts_with("column reference \"") => {
             crate::pgfuncs::find_word(&query.to_ascii_lowercase(), &quoted()?.to_ascii_lowercase())?

@@ -52,6 +52,16 @@ fn fold_literal(expr: &Expr, to: &DataType) -> Result<Option<ScalarValue>> {
             }
             _ => Ok(None),
         },
+        // PostgreSQL's boolean input, whose error quotes the text as written
+        // (Arrow's quotes it trimmed and in lower case).
+        None if to == &DataType::Boolean => match v {
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)) => crate::coerce::parse_bool(text)
+                .map(|b| Some(ScalarValue::Boolean(Some(b))))
+                .map_err(crate::provider::to_df),
+            _ => Ok(None),
+        },
         None if matches!(v, ScalarValue::Utf8(Some(_))) => Ok(v.cast_to(to).ok()),
         None => Ok(None),
     }

@@ -1067,6 +1067,7 @@ impl Session {
         crate::views::expand(self, &mut statement)?;
         crate::recursion::check(&statement)?;
         crate::pgfuncs::check_distinct_order(&statement)?;
+        crate::windows::check_offsets(&statement)?;
         crate::pgfuncs::values_with_subqueries(&mut statement);
         crate::rowin::rewrite(&mut statement);
         let exclusions = crate::windows::exclusions(&statement, state)?;

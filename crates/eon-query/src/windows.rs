@@ -15,7 +15,9 @@
 //!   casts: a cast of a literal loses the cast (`2::int8` → `2`), an
 //!   interval literal becomes its text — normalized for DataFusion's
 //!   interval reader when it is one (`'1 year'`), as it stands when it is
-//!   a number or not an interval (`'1.5'`, `'inf'` for a float column).
+//!   a number or not an interval (`'1.5'`, `'inf'` for a float column);
+//! - [`check_offsets`] then refuses a negative or NaN offset, which
+//!   PostgreSQL refuses when the query runs and DataFusion would take.
 //!
 //! A frame may also leave rows out: `EXCLUDE CURRENT ROW`, `EXCLUDE GROUP`
 //! (the current row and its peers, rows equal in the ORDER BY),
@@ -50,7 +52,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, NamedWindowExpr, Query,
     Select, SetExpr, Statement, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
-    WindowFrame, WindowFrameBound, WindowSpec, WindowType, visit_expressions_mut,
+    WindowFrame, WindowFrameBound, WindowFrameUnits, WindowSpec, WindowType, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -372,6 +374,98 @@ fn plain_constant(e: &mut Expr) {
         _ => return,
     };
     *e = Expr::Value(Value::Number(text, false).into());
+}
+
+/// Refuse a frame offset PostgreSQL refuses when the query runs: a
+/// negative one, or NaN (22013). After [`rewrite`], each offset is a plain
+/// constant (an interval as its months, days and microseconds).
+pub fn check_offsets(statement: &Statement) -> eon_common::Result<()> {
+    struct Offsets(Option<eon_common::Error>);
+    impl Offsets {
+        fn frame(&mut self, frame: &WindowFrame) -> ControlFlow<()> {
+            let bounds = std::iter::once((&frame.start_bound, "starting"))
+                .chain(frame.end_bound.as_ref().map(|b| (b, "ending")));
+            for (bound, which) in bounds {
+                let (WindowFrameBound::Preceding(Some(e)) | WindowFrameBound::Following(Some(e))) =
+                    bound
+                else {
+                    continue;
+                };
+                if !invalid_offset(e) {
+                    continue;
+                }
+                self.0 = Some(eon_common::Error::user(
+                    eon_common::error::sqlstate::INVALID_PRECEDING_OR_FOLLOWING_SIZE,
+                    if frame.units == WindowFrameUnits::Range {
+                        "invalid preceding or following size in window function".to_string()
+                    } else {
+                        format!("frame {which} offset must not be negative")
+                    },
+                ));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    impl Visitor for Offsets {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_ref() {
+                for w in &select.named_window {
+                    if let NamedWindowExpr::WindowSpec(spec) = &w.1
+                        && let Some(frame) = &spec.window_frame
+                    {
+                        self.frame(frame)?;
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e
+                && let Some(WindowType::WindowSpec(spec)) = &f.over
+                && let Some(frame) = &spec.window_frame
+            {
+                self.frame(frame)?;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut offsets = Offsets(None);
+    let _ = statement.visit(&mut offsets);
+    offsets.0.map_or(Ok(()), Err)
+}
+
+/// A negative or NaN frame offset (as [`plain_constant`] leaves it).
+fn invalid_offset(e: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::UnaryOperator;
+    let text = match e {
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => return matches!(expr.as_ref(), Expr::Value(_)),
+        Expr::Value(ValueWithSpan {
+            value: Value::Number(n, _) | Value::SingleQuotedString(n),
+            ..
+        }) => n.trim(),
+        _ => return false,
+    };
+    if text.eq_ignore_ascii_case("nan") || text.starts_with('-') {
+        return true;
+    }
+    // "M months D days U microseconds", negative as PostgreSQL compares
+    // intervals (a month as 30 days).
+    let parts: Vec<f64> = text
+        .split_whitespace()
+        .step_by(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match parts[..] {
+        [months, days, micros] if text.ends_with("microseconds") => {
+            (months * 30.0 + days) * 86_400e6 + micros < 0.0
+        }
+        _ => false,
+    }
 }
 
 /// Which rows of the frame an exclusion leaves out (besides none).
