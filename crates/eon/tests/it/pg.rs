@@ -2859,3 +2859,117 @@ async fn using_join_columns_resolve_inside_subqueries() {
         [["2", "n2", "NULL"], ["9", "NULL", "n9"]]
     );
 }
+
+#[tokio::test]
+async fn references_aliases_and_bad_input_are_refused_as_postgresql_refuses_them() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE tk (u1 int, u2 int, note text); \
+         INSERT INTO tk SELECT g, g + 1, 'n' || g FROM generate_series(1, 5) g",
+    )
+    .await
+    .unwrap();
+    // The message, hint and cursor (as the text it points at) of an error.
+    async fn error(
+        c: &tokio_postgres::Client,
+        sql: &str,
+        sqlstate: &str,
+    ) -> (String, Option<String>, Option<String>) {
+        let e = refused(c, sql, sqlstate).await;
+        let db = e.as_db_error().unwrap();
+        let at = match db.position() {
+            Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
+                Some(sql[*p as usize - 1..].to_string())
+            }
+            _ => None,
+        };
+        (db.message().to_string(), db.hint().map(str::to_string), at)
+    }
+    // An alias may rename only the first columns; naming too many is 42P10.
+    assert_eq!(
+        column_names(&c, "SELECT * FROM tk AS f(a) LIMIT 1").await,
+        ["a", "u2", "note"]
+    );
+    assert_eq!(
+        error(&c, "SELECT * FROM tk AS f(a, b, c, d)", "42P10")
+            .await
+            .0,
+        "table \"f\" has 3 columns available but 4 columns specified"
+    );
+    assert_eq!(
+        error(&c, "WITH x(n, b) AS (SELECT 1) SELECT * FROM x", "42P10").await,
+        (
+            "WITH query \"x\" has 1 columns available but 2 columns specified".into(),
+            None,
+            Some("x(n, b) AS (SELECT 1) SELECT * FROM x".into())
+        )
+    );
+    // A relation out of scope where it is named (42P01), at the reference.
+    assert_eq!(
+        error(&c, "SELECT tk.u1 FROM tk t", "42P01").await,
+        (
+            "invalid reference to FROM-clause entry for table \"tk\"".into(),
+            Some("Perhaps you meant to reference the table alias \"t\".".into()),
+            Some("tk.u1 FROM tk t".into())
+        )
+    );
+    assert_eq!(
+        error(&c, "DELETE FROM tk t WHERE tk.u1 = 1", "42P01")
+            .await
+            .1,
+        Some("Perhaps you meant to reference the table alias \"t\".".into())
+    );
+    assert_eq!(
+        error(&c, "SELECT * FROM tk a, (SELECT a.u1) ss", "42P01").await.1,
+        Some(
+            "There is an entry for table \"a\", but it cannot be referenced from this part of the query."
+                .into()
+        )
+    );
+    assert_eq!(
+        error(&c, "SELECT nosuch.u1 FROM tk", "42P01").await.0,
+        "missing FROM-clause entry for table \"nosuch\""
+    );
+    // Boolean input quotes the text as written; a literal made text first
+    // is converted as the statement runs, with no cursor.
+    assert_eq!(
+        error(&c, "SELECT '  tru e '::text::boolean", "22P02").await,
+        (
+            "invalid input syntax for type boolean: \"  tru e \"".into(),
+            None,
+            None
+        )
+    );
+    assert_eq!(
+        error(&c, "SELECT bool 'XXX'", "22P02").await.2,
+        Some("'XXX'".into())
+    );
+    assert_eq!(
+        texts(&c, "SELECT 'TRU'::boolean, ' of '::boolean, 'y'::boolean").await,
+        [["t", "f", "t"]]
+    );
+    // Negative or NaN frame offsets (22013).
+    assert_eq!(
+        error(
+            &c,
+            "SELECT sum(u1) OVER (ORDER BY u1 RANGE BETWEEN -1 PRECEDING AND CURRENT ROW) FROM tk",
+            "22013"
+        )
+        .await
+        .0,
+        "invalid preceding or following size in window function"
+    );
+    assert_eq!(
+        error(
+            &c,
+            "SELECT sum(u1) OVER (ORDER BY u1 ROWS BETWEEN CURRENT ROW AND -2 FOLLOWING) FROM tk",
+            "22013"
+        )
+        .await
+        .0,
+        "frame ending offset must not be negative"
+    );
+    // The session goes on.
+    assert_eq!(texts(&c, "SELECT count(*) FROM tk").await, [["5"]]);
+}
