@@ -20,7 +20,7 @@
 //! | [`checks`]   | CHECK constraints                                           |
 //! | [`indexes`]  | secondary indexes and UNIQUE: entries kept by every write   |
 //! | [`withdml`]  | WITH queries attached to INSERT/UPDATE/DELETE               |
-//! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them |
+//! | [`views`]    | CREATE/DROP VIEW; views expanded into the statements reading them; partial column aliases completed |
 //! | [`windows`]  | window frames as PostgreSQL writes them: offsets, EXCLUDE    |
 //! | [`searchcycle`] | SEARCH / CYCLE clauses of recursive WITH queries, rewritten as PostgreSQL does |
 //! | [`recursion`] | which recursive WITH queries are well formed (PostgreSQL's rules and 42P19 errors) |
@@ -31,7 +31,7 @@
 //! | [`coerce`]   | assignment casts and column checks with PostgreSQL's rules  |
 //! | [`cursors`]  | DECLARE … CURSOR, FETCH, MOVE, CLOSE                        |
 //! | [`copy`]     | COPY FROM STDIN / TO STDOUT, text and CSV                   |
-//! | [`errors`]   | DataFusion errors → SQLSTATEs                               |
+//! | [`errors`]   | DataFusion errors → SQLSTATEs; planner errors placed in the statement |
 //! | [`naming`]   | PostgreSQL's result column names; duplicate names          |
 //! | [`moments`] | avg, variance and stddev of integers and numerics: exact, numeric, PostgreSQL's display scale |
 //! | [`numeric`] | numeric input and rounding, NaN and ±Infinity in arithmetic and casts |
