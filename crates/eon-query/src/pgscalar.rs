@@ -9,15 +9,18 @@
 //! - `booleq`, `boolne`: the functions behind `=` and `<>` of booleans.
 //! - `float8(x)`: the cast written as a function.
 //! - `isfinite(date | timestamp)`: false for ±infinity.
-//! - `make_timestamp(year, month, day, hour, min, sec)`; a negative year is
-//!   BC, as in PostgreSQL (year 0 does not exist).
+//! - `make_date(year, month, day)`, `make_time(hour, min, sec)` (seconds
+//!   with a fraction) and `make_timestamp(year, month, day, hour, min,
+//!   sec)`; a negative year is BC, as in PostgreSQL (year 0 does not
+//!   exist), and fields out of range fail with PostgreSQL's 22008 error.
 //! - `quote_literal(x)`, `quote_nullable(x)`: a value as a SQL literal.
 //! - `every`: SQL's name for `bool_and`.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, StringArray,
+    Time64MicrosecondArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -261,6 +264,13 @@ pub fn register(ctx: &SessionContext) {
         ));
     }
     ctx.register_udf(any_args("isfinite", 1, DataType::Boolean, isfinite));
+    ctx.register_udf(any_args("make_date", 3, DataType::Date32, make_date));
+    ctx.register_udf(any_args(
+        "make_time",
+        3,
+        DataType::Time64(TimeUnit::Microsecond),
+        make_time,
+    ));
     ctx.register_udf(any_args(
         "make_timestamp",
         6,
@@ -332,67 +342,120 @@ fn isfinite(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
     shaped_like(args, Arc::new(out))
 }
 
-/// make_timestamp: the fields checked as PostgreSQL checks them (22008).
-fn make_timestamp(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
-    let arrays = ColumnarValue::values_to_arrays(args)?
+/// The arguments of make_date / make_time / make_timestamp: integers,
+/// and the seconds (the last argument, for make_time and make_timestamp)
+/// as float8.
+fn field_arrays(args: &[ColumnarValue], seconds: bool) -> DfResult<Vec<ArrayRef>> {
+    let last = args.len() - 1;
+    ColumnarValue::values_to_arrays(args)?
         .iter()
         .enumerate()
         .map(|(k, a)| {
-            let to = if k == 5 {
+            let to = if seconds && k == last {
                 DataType::Float64
             } else {
                 DataType::Int32
             };
             Ok(cast(a, &to)?)
         })
-        .collect::<DfResult<Vec<ArrayRef>>>()?;
-    let len = arrays[0].len();
-    let int = |k: usize, i: usize| {
-        let a = arrays[k].as_primitive::<Int32Type>();
-        (!a.is_null(i)).then(|| a.value(i))
-    };
-    let mut out = Vec::with_capacity(len);
-    for i in 0..len {
-        let (Some(y), Some(m), Some(d), Some(h), Some(mi)) =
-            (int(0, i), int(1, i), int(2, i), int(3, i), int(4, i))
-        else {
-            out.push(None);
-            continue;
-        };
-        let secs = arrays[5].as_primitive::<Float64Type>();
-        if secs.is_null(i) {
-            out.push(None);
-            continue;
-        }
-        let sec = secs.value(i);
-        // Year -44 is 44 BC, which is year -43 counted astronomically.
-        let astronomical = if y < 0 { y + 1 } else { y };
-        let date = (y != 0)
-            .then(|| chrono::NaiveDate::from_ymd_opt(astronomical, m as u32, d as u32))
-            .flatten()
-            .ok_or_else(|| {
-                fail(
-                    sqlstate::DATETIME_FIELD_OVERFLOW,
-                    format!("date field value out of range: {y}-{m:02}-{d:02}"),
-                )
-            })?;
-        let micros = (sec * 1_000_000.0).round() as i64;
-        if !(0..=23).contains(&h) || !(0..=59).contains(&mi) || !(0..=60_000_000).contains(&micros)
-        {
-            return Err(fail(
+        .collect()
+}
+
+/// Row `i` of each argument, or None when any is null.
+fn row_fields(arrays: &[ArrayRef], i: usize) -> Option<Vec<f64>> {
+    arrays
+        .iter()
+        .map(|a| {
+            if a.is_null(i) {
+                None
+            } else if let Some(ints) = a.as_primitive_opt::<Int32Type>() {
+                Some(ints.value(i) as f64)
+            } else {
+                Some(a.as_primitive::<Float64Type>().value(i))
+            }
+        })
+        .collect()
+}
+
+/// The date of PostgreSQL's fields (year -44 is 44 BC; there is no year
+/// 0), or its 22008 error.
+fn fields_date(y: i32, m: i32, d: i32) -> DfResult<chrono::NaiveDate> {
+    // Year -44 is 44 BC, which is year -43 counted astronomically.
+    let astronomical = if y < 0 { y + 1 } else { y };
+    (y != 0 && m > 0 && d > 0)
+        .then(|| chrono::NaiveDate::from_ymd_opt(astronomical, m as u32, d as u32))
+        .flatten()
+        .ok_or_else(|| {
+            fail(
                 sqlstate::DATETIME_FIELD_OVERFLOW,
-                format!("time field value out of range: {h}:{mi:02}:{sec:02}"),
-            ));
-        }
-        let base = date
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
-            .timestamp_micros();
-        out.push(Some(
-            base + (h as i64 * 3600 + mi as i64 * 60) * 1_000_000 + micros,
+                format!("date field value out of range: {y}-{m:02}-{d:02}"),
+            )
+        })
+}
+
+/// Microseconds since midnight of PostgreSQL's time fields (24:00:00 is
+/// the end of the day), or its 22008 error.
+fn fields_time(h: i32, mi: i32, sec: f64) -> DfResult<i64> {
+    let micros = (sec * 1_000_000.0).round() as i64;
+    let bad = h < 0
+        || !(0..=59).contains(&mi)
+        || !(0..=60_000_000).contains(&micros)
+        || h > 24
+        || (h == 24 && (mi > 0 || micros > 0));
+    if bad {
+        return Err(fail(
+            sqlstate::DATETIME_FIELD_OVERFLOW,
+            format!("time field value out of range: {h}:{mi:02}:{sec:02}"),
         ));
     }
-    let out = TimestampMicrosecondArray::from(out);
+    Ok((h as i64 * 3600 + mi as i64 * 60) * 1_000_000 + micros)
+}
+
+/// make_date(year, month, day), checked as PostgreSQL checks it.
+fn make_date(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let arrays = field_arrays(args, false)?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+    let out = (0..arrays[0].len())
+        .map(|i| {
+            let Some(f) = row_fields(&arrays, i) else {
+                return Ok(None);
+            };
+            let date = fields_date(f[0] as i32, f[1] as i32, f[2] as i32)?;
+            Ok(Some((date - epoch).num_days() as i32))
+        })
+        .collect::<DfResult<Date32Array>>()?;
+    shaped_like(args, Arc::new(out))
+}
+
+/// make_time(hour, min, sec), checked as PostgreSQL checks it.
+fn make_time(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let arrays = field_arrays(args, true)?;
+    let out = (0..arrays[0].len())
+        .map(|i| match row_fields(&arrays, i) {
+            Some(f) => fields_time(f[0] as i32, f[1] as i32, f[2]).map(Some),
+            None => Ok(None),
+        })
+        .collect::<DfResult<Time64MicrosecondArray>>()?;
+    shaped_like(args, Arc::new(out))
+}
+
+/// make_timestamp: the fields checked as PostgreSQL checks them (22008).
+fn make_timestamp(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let arrays = field_arrays(args, true)?;
+    let out = (0..arrays[0].len())
+        .map(|i| {
+            let Some(f) = row_fields(&arrays, i) else {
+                return Ok(None);
+            };
+            let date = fields_date(f[0] as i32, f[1] as i32, f[2] as i32)?;
+            let time = fields_time(f[3] as i32, f[4] as i32, f[5])?;
+            let base = date
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros();
+            Ok(Some(base + time))
+        })
+        .collect::<DfResult<TimestampMicrosecondArray>>()?;
     shaped_like(args, Arc::new(out))
 }

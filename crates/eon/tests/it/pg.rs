@@ -2970,6 +2970,35 @@ async fn references_aliases_and_bad_input_are_refused_as_postgresql_refuses_them
         .0,
         "frame ending offset must not be negative"
     );
+    // make_date / make_time with PostgreSQL's fields and errors.
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT make_date(-44, 3, 15), make_time(8, 20, 1.5), make_time(23, 59, 0)"
+        )
+        .await,
+        [["0044-03-15 BC", "08:20:01.5", "23:59:00"]]
+    );
+    for (sql, message) in [
+        (
+            "SELECT make_date(0, 7, 15)",
+            "date field value out of range: 0-07-15",
+        ),
+        (
+            "SELECT make_date(2013, 2, 30)",
+            "date field value out of range: 2013-02-30",
+        ),
+        (
+            "SELECT make_date(2013, 11, -1)",
+            "date field value out of range: 2013-11--1",
+        ),
+        (
+            "SELECT make_time(24, 0, 2.1)",
+            "time field value out of range: 24:00:2.1",
+        ),
+    ] {
+        assert_eq!(error(&c, sql, "22008").await.0, message);
+    }
     // The session goes on.
     assert_eq!(texts(&c, "SELECT count(*) FROM tk").await, [["5"]]);
 }
