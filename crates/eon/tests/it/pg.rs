@@ -2817,16 +2817,22 @@ async fn averages_and_variances_of_exact_numbers_are_numeric() {
     );
 }
 
+/// Table `tk (u1 int, u2 int, note text)` with rows (g, g + 1, 'n' || g)
+/// for g in 1..=n.
+async fn table_tk(c: &tokio_postgres::Client, n: u32) {
+    c.batch_execute(&format!(
+        "CREATE TABLE tk (u1 int, u2 int, note text); \
+         INSERT INTO tk SELECT g, g + 1, 'n' || g FROM generate_series(1, {n}) g"
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn using_join_columns_resolve_inside_subqueries() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute(
-        "CREATE TABLE tk (u1 int, u2 int, note text); \
-         INSERT INTO tk SELECT g, g + 1, 'n' || g FROM generate_series(1, 10) g",
-    )
-    .await
-    .unwrap();
+    table_tk(&c, 10).await;
     // `u1` inside the subquery is the join's, not the outer query's.
     assert_eq!(
         texts(
@@ -2864,12 +2870,7 @@ async fn using_join_columns_resolve_inside_subqueries() {
 async fn references_aliases_and_bad_input_are_refused_as_postgresql_refuses_them() {
     let cluster = TestCluster::start().unwrap();
     let c = cluster.pg().await.unwrap();
-    c.batch_execute(
-        "CREATE TABLE tk (u1 int, u2 int, note text); \
-         INSERT INTO tk SELECT g, g + 1, 'n' || g FROM generate_series(1, 5) g",
-    )
-    .await
-    .unwrap();
+    table_tk(&c, 5).await;
     // The message, hint and cursor (as the text it points at) of an error.
     async fn error(
         c: &tokio_postgres::Client,
