@@ -34,6 +34,8 @@
 //! definitions `pg_get_constraintdef` and `pg_get_indexdef` print are kept
 //! in [`Definitions`], refreshed whenever a statement reads these tables —
 //! which a statement asking for a definition by oid has just done.
+//! `pg_get_viewdef` answers from the views in eon's catalog (the query as
+//! written, by oid or name).
 //!
 //! With these, psql's `\d` shows a table's keys, SQLAlchemy reflects
 //! columns, keys and foreign keys, and JDBC's getPrimaryKeys and
@@ -1408,8 +1410,9 @@ impl TableProvider for Completed {
     }
 }
 
-/// `pg_get_expr`, `pg_get_constraintdef` and `pg_get_indexdef`, answering
-/// from eon's definitions (datafusion-pg-catalog's answer empty strings).
+/// `pg_get_expr`, `pg_get_constraintdef`, `pg_get_indexdef` and
+/// `pg_get_viewdef`, answering from eon's definitions
+/// (datafusion-pg-catalog's answer empty strings).
 pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &Arc<Cluster>) {
     // pg_get_userbyid(oid): the role's name, from eon's roles (psql's
     // "Owner" columns).
@@ -1450,6 +1453,35 @@ pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>, cluster: &
             cluster: cluster.clone(),
         }));
     }
+    // pg_get_viewdef(view [, pretty]): the view's query as eon keeps it
+    // (the SELECT as written, where PostgreSQL decompiles its rewrite
+    // rule), by oid or by name; NULL for neither.
+    let views = cluster.clone();
+    let viewdef = move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let known = views.views();
+        let find = |key: &str| {
+            let oid = key.parse::<i64>().ok();
+            known.iter().find(|v| match oid {
+                Some(oid) => (VIEW_OID + v.id as i32) as i64 == oid,
+                None => v.name == key || format!("{}.{}", v.schema, v.name) == key,
+            })
+        };
+        let out: StringArray = cast(&arrays[0], &DataType::Utf8)?
+            .as_string::<i32>()
+            .iter()
+            .map(|key| Some(format!(" {};", find(key?)?.query)))
+            .collect();
+        crate::pgfuncs::shaped_like(args, Arc::new(out))
+    };
+    ctx.register_udf(ScalarUDF::new_from_impl(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "pg_get_viewdef",
+            Signature::variadic_any(Volatility::Stable),
+            DataType::Utf8,
+            Arc::new(viewdef),
+        ),
+    ));
     let types = cluster.clone();
     ctx.register_udf(crate::pgfuncs::to_regtype(move || types.enum_types()));
     ctx.register_udf(datafusion::logical_expr::create_udf(

@@ -3000,6 +3000,19 @@ async fn references_aliases_and_bad_input_are_refused_as_postgresql_refuses_them
     ] {
         assert_eq!(error(&c, sql, "22008").await.0, message);
     }
+    // pg_get_viewdef, by name or by pg_class's oid (as psql's \d+ asks).
+    c.batch_execute("CREATE VIEW tk_big AS SELECT u1, note FROM tk WHERE u1 > 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &c,
+            "SELECT pg_get_viewdef('tk_big'), pg_get_viewdef(oid, true) = pg_get_viewdef('tk_big'), \
+             pg_get_viewdef('nosuch') IS NULL FROM pg_class WHERE relname = 'tk_big'"
+        )
+        .await,
+        [[" SELECT u1, note FROM tk WHERE u1 > 3;", "t", "t"]]
+    );
     // The session goes on.
     assert_eq!(texts(&c, "SELECT count(*) FROM tk").await, [["5"]]);
 }
