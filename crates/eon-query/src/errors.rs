@@ -6,7 +6,9 @@
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, SchemaError};
-use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{
+    ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 use datafusion::sql::sqlparser::tokenizer::Span;
 use eon_common::Error;
 use eon_common::error::{Cursor, sqlstate};
@@ -30,14 +32,20 @@ pub struct Places {
     /// (`table "f"`, `WITH query "x"`), how many names, and where to point.
     aliases: Vec<(String, usize, Option<Span>)>,
     /// Each FROM-clause entry: the name it is referred to by (its alias,
-    /// else the table's name), and the table's name when it is a table.
-    entries: Vec<(String, Option<String>)>,
+    /// else the table's name), and the table's name and columns when it is
+    /// a table.
+    entries: Vec<(String, Option<String>, Option<Vec<String>>)>,
 }
 
 impl Places {
-    pub fn of(statement: &Statement) -> Places {
-        struct Find(Places);
-        impl Visitor for Find {
+    /// `columns` names a table's columns (None for a name that is not a
+    /// table of eon's catalog).
+    pub fn of(
+        statement: &Statement,
+        columns: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
+    ) -> Places {
+        struct Find<'a>(Places, &'a dyn Fn(&ObjectName) -> Option<Vec<String>>);
+        impl Visitor for Find<'_> {
             type Break = ();
             fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
                 if let SetExpr::Select(select) = q.body.as_ref()
@@ -82,9 +90,19 @@ impl Places {
                         }),
                     _ => None,
                 };
+                let columns = match t {
+                    TableFactor::Table { name, .. } => (self.1)(name),
+                    _ => None,
+                };
                 match (alias, table) {
-                    (Some(a), table) => self.0.entries.push((crate::dml::ident(&a.name), table)),
-                    (None, Some(table)) => self.0.entries.push((table.clone(), Some(table))),
+                    (Some(a), table) => {
+                        self.0
+                            .entries
+                            .push((crate::dml::ident(&a.name), table, columns))
+                    }
+                    (None, Some(table)) => {
+                        self.0.entries.push((table.clone(), Some(table), columns))
+                    }
                     (None, None) => {}
                 }
                 if let Some(a) = alias {
@@ -97,11 +115,14 @@ impl Places {
                 ControlFlow::Continue(())
             }
         }
-        let mut find = Find(Places {
-            where_aggregate: None,
-            aliases: Vec::new(),
-            entries: Vec::new(),
-        });
+        let mut find = Find(
+            Places {
+                where_aggregate: None,
+                aliases: Vec::new(),
+                entries: Vec::new(),
+            },
+            columns,
+        );
         let _ = statement.visit(&mut find);
         find.0
     }
@@ -176,10 +197,19 @@ impl Places {
         let aliased = self
             .entries
             .iter()
-            .find(|(refname, table)| table.as_deref() == Some(r) && refname != r);
-        let named = self.entries.iter().find(|(refname, _)| refname == r);
+            .find(|(refname, table, _)| table.as_deref() == Some(r) && refname != r);
+        let named = self.entries.iter().find(|(refname, _, _)| refname == r);
+        // A table of that name without the column: most likely an outer
+        // query's, named from a subquery (whose error lists only the
+        // subquery's columns) with a mistaken column — a missing column.
+        if aliased.is_none()
+            && let Some((_, _, Some(columns))) = named
+            && !columns.contains(&field.name)
+        {
+            return None;
+        }
         let e = match (aliased, named) {
-            (Some((alias, _)), _) => Error::user(
+            (Some((alias, _, _)), _) => Error::user(
                 sqlstate::UNDEFINED_TABLE,
                 format!("invalid reference to FROM-clause entry for table \"{r}\""),
             )

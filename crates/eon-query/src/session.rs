@@ -1083,7 +1083,20 @@ impl Session {
             with_exclusions = s;
             &with_exclusions
         };
-        let places = crate::errors::Places::of(&statement);
+        let places = crate::errors::Places::of(&statement, &|name| {
+            let (schema, table) = self.relation(name).ok()?;
+            let table = table
+                .strip_suffix(crate::provider::DML_SUFFIX)
+                .unwrap_or(&table);
+            let def = self.cluster().table(&schema, table)?;
+            Some(
+                def.visible_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            )
+        });
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await

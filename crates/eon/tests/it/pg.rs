@@ -2932,6 +2932,17 @@ async fn references_aliases_and_bad_input_are_refused_as_postgresql_refuses_them
         error(&c, "SELECT nosuch.u1 FROM tk", "42P01").await.0,
         "missing FROM-clause entry for table \"nosuch\""
     );
+    // An outer query's table with a mistaken column, from a subquery.
+    assert_eq!(
+        error(
+            &c,
+            "SELECT * FROM tk x WHERE EXISTS (SELECT 1 FROM tk y WHERE x.nosuch = y.u1)",
+            "42703"
+        )
+        .await
+        .0,
+        "column x.nosuch does not exist"
+    );
     // Boolean input quotes the text as written; a literal made text first
     // is converted as the statement runs, with no cursor.
     assert_eq!(
