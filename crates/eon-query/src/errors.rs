@@ -29,23 +29,20 @@ pub fn at_span(e: Error, span: Option<Span>) -> Error {
 pub struct Places {
     where_aggregate: Option<Span>,
     /// Each column alias list: what PostgreSQL calls the relation
-    /// (`table "f"`, `WITH query "x"`), how many names, and where to point.
-    aliases: Vec<(String, usize, Option<Span>)>,
+    /// (`table`, `WITH query`) and its name, how many names the list has,
+    /// and where to point.
+    aliases: Vec<(&'static str, String, usize, Option<Span>)>,
     /// Each FROM-clause entry: the name it is referred to by (its alias,
-    /// else the table's name), and the table's name and columns when it is
-    /// a table.
-    entries: Vec<(String, Option<String>, Option<Vec<String>>)>,
+    /// else the table's name), and the table's name, as written and as
+    /// compared, when it is a table. (Its columns are looked up only for
+    /// an error.)
+    entries: Vec<(String, Option<(ObjectName, String)>)>,
 }
 
 impl Places {
-    /// `columns` names a table's columns (None for a name that is not a
-    /// table of eon's catalog).
-    pub fn of(
-        statement: &Statement,
-        columns: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
-    ) -> Places {
-        struct Find<'a>(Places, &'a dyn Fn(&ObjectName) -> Option<Vec<String>>);
-        impl Visitor for Find<'_> {
+    pub fn of(statement: &Statement) -> Places {
+        struct Find(Places);
+        impl Visitor for Find {
             type Break = ();
             fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
                 if let SetExpr::Select(select) = q.body.as_ref()
@@ -59,7 +56,8 @@ impl Places {
                 for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
                     let name = &cte.alias.name;
                     self.0.aliases.push((
-                        format!("WITH query \"{}\"", crate::dml::ident(name)),
+                        "WITH query",
+                        crate::dml::ident(name),
                         cte.alias.columns.len(),
                         Some(name.span),
                     ));
@@ -85,52 +83,42 @@ impl Places {
                         .map(crate::dml::ident)
                         // The target of an UPDATE or DELETE, read for its rows.
                         .map(|n| match n.strip_suffix(crate::provider::DML_SUFFIX) {
-                            Some(base) => base.to_string(),
-                            None => n,
+                            Some(base) => (name.clone(), base.to_string()),
+                            None => (name.clone(), n),
                         }),
                     _ => None,
                 };
-                let columns = match t {
-                    TableFactor::Table { name, .. } => (self.1)(name),
-                    _ => None,
-                };
                 match (alias, table) {
-                    (Some(a), table) => {
-                        self.0
-                            .entries
-                            .push((crate::dml::ident(&a.name), table, columns))
-                    }
-                    (None, Some(table)) => {
-                        self.0.entries.push((table.clone(), Some(table), columns))
-                    }
+                    (Some(a), table) => self.0.entries.push((crate::dml::ident(&a.name), table)),
+                    (None, Some(table)) => self.0.entries.push((table.1.clone(), Some(table))),
                     (None, None) => {}
                 }
                 if let Some(a) = alias {
-                    self.0.aliases.push((
-                        format!("{kind} \"{}\"", crate::dml::ident(&a.name)),
-                        a.columns.len(),
-                        None,
-                    ));
+                    self.0
+                        .aliases
+                        .push((kind, crate::dml::ident(&a.name), a.columns.len(), None));
                 }
                 ControlFlow::Continue(())
             }
         }
-        let mut find = Find(
-            Places {
-                where_aggregate: None,
-                aliases: Vec::new(),
-                entries: Vec::new(),
-            },
-            columns,
-        );
+        let mut find = Find(Places {
+            where_aggregate: None,
+            aliases: Vec::new(),
+            entries: Vec::new(),
+        });
         let _ = statement.visit(&mut find);
         find.0
     }
 
     /// The planner's error `e` in PostgreSQL's words and at its place,
-    /// where its message lacks them.
-    pub fn explain(&self, e: DataFusionError) -> Error {
-        if let Some(e) = self.bad_reference(e.find_root()) {
+    /// where its message lacks them. `columns` names a table's columns
+    /// (None for a name that is not a table of eon's catalog).
+    pub fn explain(
+        &self,
+        e: DataFusionError,
+        columns: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
+    ) -> Error {
+        if let Some(e) = self.bad_reference(e.find_root(), columns) {
             return e;
         }
         let e = from_df(e);
@@ -149,13 +137,13 @@ impl Places {
             .and_then(|m| m.split_once(" columns but only "))
             .and_then(|(n, m)| Some((n.parse::<usize>().ok()?, m.parse::<usize>().ok()?)));
         if let Some((available, specified)) = counts
-            && let Some((what, _, at)) = self.aliases.iter().find(|a| a.1 == specified)
+            && let Some((kind, name, _, at)) = self.aliases.iter().find(|a| a.2 == specified)
         {
             return at_span(
                 Error::user(
                     sqlstate::INVALID_COLUMN_REFERENCE,
                     format!(
-                        "{what} has {available} columns available but {specified} columns specified"
+                        "{kind} \"{name}\" has {available} columns available but {specified} columns specified"
                     ),
                 ),
                 *at,
@@ -168,7 +156,11 @@ impl Places {
     /// written (`t.c` when `t` is aliased, or in another part of the
     /// query, or nowhere), refused as PostgreSQL refuses it
     /// (`errorMissingRTE`) rather than as a missing column.
-    fn bad_reference(&self, root: &DataFusionError) -> Option<Error> {
+    fn bad_reference(
+        &self,
+        root: &DataFusionError,
+        columns: &dyn Fn(&ObjectName) -> Option<Vec<String>>,
+    ) -> Option<Error> {
         let DataFusionError::SchemaError(s, _) = root else {
             return None;
         };
@@ -197,19 +189,19 @@ impl Places {
         let aliased = self
             .entries
             .iter()
-            .find(|(refname, table, _)| table.as_deref() == Some(r) && refname != r);
-        let named = self.entries.iter().find(|(refname, _, _)| refname == r);
+            .find(|(refname, table)| table.as_ref().is_some_and(|t| t.1 == r) && refname != r);
+        let named = self.entries.iter().find(|(refname, _)| refname == r);
         // A table of that name without the column: most likely an outer
         // query's, named from a subquery (whose error lists only the
         // subquery's columns) with a mistaken column — a missing column.
         if aliased.is_none()
-            && let Some((_, _, Some(columns))) = named
-            && !columns.contains(&field.name)
+            && let Some((_, Some((name, _)))) = named
+            && columns(name).is_some_and(|c| !c.contains(&field.name))
         {
             return None;
         }
         let e = match (aliased, named) {
-            (Some((alias, _, _)), _) => Error::user(
+            (Some((alias, _)), _) => Error::user(
                 sqlstate::UNDEFINED_TABLE,
                 format!("invalid reference to FROM-clause entry for table \"{r}\""),
             )

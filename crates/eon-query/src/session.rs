@@ -1083,24 +1083,21 @@ impl Session {
             with_exclusions = s;
             &with_exclusions
         };
-        let places = crate::errors::Places::of(&statement, &|name| {
-            let (schema, table) = self.relation(name).ok()?;
-            let table = table
-                .strip_suffix(crate::provider::DML_SUFFIX)
-                .unwrap_or(&table);
-            let def = self.cluster().table(&schema, table)?;
-            Some(
-                def.visible_schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect(),
-            )
-        });
+        let places = crate::errors::Places::of(&statement);
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| places.explain(e))?;
+            .map_err(|e| {
+                places.explain(e, &|name| {
+                    let (schema, table) = self.relation(name).ok()?;
+                    let table = table
+                        .strip_suffix(crate::provider::DML_SUFFIX)
+                        .unwrap_or(&table);
+                    let def = self.cluster().table(&schema, table)?;
+                    let fields = def.visible_schema().fields();
+                    Some(fields.iter().map(|f| f.name().clone()).collect())
+                })
+            })?;
         crate::setops::count_copies(plan)
     }
 
