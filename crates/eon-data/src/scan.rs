@@ -125,13 +125,43 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> Error {
 pub struct ScanCounts {
     pub scanned: u64,
     pub returned: u64,
+}
+
+/// Where a scan's batches go: to a client as Arrow IPC (the `Scan` call),
+/// or to a plan fragment running on this engine (`RunFragment`).
+pub trait Sink: Send {
+    /// Take one batch; false when nobody wants more (the client went away).
+    fn send(&mut self, batch: RecordBatch) -> impl Future<Output = Result<bool, Error>> + Send;
+}
+
+/// The `Scan` call's sink: each batch as one Arrow IPC message.
+pub struct IpcSink<'a> {
+    pub tx: &'a tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
     /// Arrow IPC bytes sent.
     pub bytes: u64,
 }
 
-/// Run a scan over `shards`, sending each non-empty output batch (as IPC)
-/// to `tx`. Stops early when the receiver is gone (the client went away) or
-/// the limit is reached.
+impl Sink for IpcSink<'_> {
+    async fn send(&mut self, batch: RecordBatch) -> Result<bool, Error> {
+        let bytes = ipc::encode_batch(&batch)?;
+        self.bytes += bytes.len() as u64;
+        let msg = eon_proto::v1::ScanResponse {
+            arrow_ipc: bytes.into(),
+            ..Default::default()
+        };
+        Ok(self.tx.send(Ok(msg)).await.is_ok())
+    }
+}
+
+/// A local reader's sink: the batches themselves.
+impl Sink for tokio::sync::mpsc::Sender<Result<RecordBatch, Error>> {
+    async fn send(&mut self, batch: RecordBatch) -> Result<bool, Error> {
+        Ok(tokio::sync::mpsc::Sender::send(self, Ok(batch)).await.is_ok())
+    }
+}
+
+/// Run a scan over `shards`, handing each non-empty output batch to
+/// `sink`. Stops early when the sink wants no more or the limit is reached.
 pub async fn run_scan(
     store: &Store,
     plan: &ScanPlan,
@@ -139,7 +169,7 @@ pub async fn run_scan(
     ts: u64,
     keys: Option<RecordBatch>,
     own: Option<u64>,
-    tx: &tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
+    sink: &mut impl Sink,
 ) -> Result<ScanCounts, Error> {
     let ids: Vec<ShardId> = shards.iter().map(|&s| (plan.table.id, s)).collect();
     let _read = store.begin_read(&ids, ts).map_err(|_| {
@@ -196,13 +226,7 @@ pub async fn run_scan(
             }
             if batch.num_rows() > 0 {
                 counts.returned += batch.num_rows() as u64;
-                let bytes = ipc::encode_batch(&batch)?;
-                counts.bytes += bytes.len() as u64;
-                let msg = eon_proto::v1::ScanResponse {
-                    arrow_ipc: bytes.into(),
-                    ..Default::default()
-                };
-                if tx.send(Ok(msg)).await.is_err() {
+                if !sink.send(batch).await? {
                     return Ok(counts);
                 }
             }

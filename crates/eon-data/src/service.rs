@@ -18,10 +18,14 @@ use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp}
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::scan::{ScanPlan, run_scan};
+use crate::scan::{IpcSink, ScanCounts, ScanPlan, run_scan};
+use futures::StreamExt;
 
 pub struct DataEngineService {
     id: u64,
+    /// This service, for the plan fragments it runs (their scans read
+    /// through it).
+    me: std::sync::Weak<DataEngineService>,
     store: Arc<Store>,
     ctx: SessionContext,
     stats: Arc<Recorder>,
@@ -29,6 +33,7 @@ pub struct DataEngineService {
     rows_returned: Arc<AtomicU64>,
     bytes_returned: Arc<AtomicU64>,
     scans: Arc<AtomicU64>,
+    fragments: Arc<AtomicU64>,
     point_lookups: Arc<AtomicU64>,
     rows_written: Arc<AtomicU64>,
     conflicts: Arc<AtomicU64>,
@@ -109,16 +114,18 @@ fn dropped(name: &str) -> Error {
 }
 
 impl DataEngineService {
-    pub fn new(id: u64, store: Arc<Store>) -> DataEngineService {
+    pub fn new(id: u64, store: Arc<Store>) -> Arc<DataEngineService> {
         let stats = Recorder::new("data-engine", id);
-        DataEngineService {
+        Arc::new_cyclic(|me| DataEngineService {
             id,
+            me: me.clone(),
             store,
             ctx: SessionContext::new(),
             rows_scanned: stats.counter("rows_scanned"),
             rows_returned: stats.counter("rows_returned"),
             bytes_returned: stats.counter("bytes_returned"),
             scans: stats.counter("scans"),
+            fragments: stats.counter("fragments"),
             point_lookups: stats.counter("point_lookups"),
             rows_written: stats.counter("rows_written"),
             conflicts: stats.counter("write_conflicts"),
@@ -127,7 +134,7 @@ impl DataEngineService {
             fences: Mutex::new(HashMap::new()),
             fence_gate: tokio::sync::RwLock::new(()),
             reads: Arc::default(),
-        }
+        })
     }
 
     /// Refuse a write to a fenced table, with a serialization failure: the
@@ -397,13 +404,53 @@ impl DataEngineService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-#[tonic::async_trait]
-impl DataEngine for DataEngineService {
-    type ScanStream = ReceiverStream<Result<pb::ScanResponse, Status>>;
+/// A scan checked and planned, ready to run (see [`DataEngineService::prepare_scan`]).
+struct PreparedScan {
+    store: Arc<Store>,
+    plan: ScanPlan,
+    shards: Vec<u32>,
+    read_ts: u64,
+    keys: Option<datafusion::arrow::array::RecordBatch>,
+    own: Option<u64>,
+    reading: Reading,
+}
 
-    async fn scan(&self, req: Request<pb::ScanRequest>) -> Reply<Self::ScanStream> {
-        let request = self.stats.start();
-        let req = req.into_inner();
+impl PreparedScan {
+    async fn run(self, sink: &mut impl crate::scan::Sink) -> Result<ScanCounts, Error> {
+        let result = run_scan(
+            &self.store,
+            &self.plan,
+            &self.shards,
+            self.read_ts,
+            self.keys,
+            self.own,
+            sink,
+        )
+        .await;
+        if result.is_ok() && !self.reading.intact() {
+            return Err(dropped(&self.plan.table.name));
+        }
+        result
+    }
+}
+
+/// The engine's scan counters.
+struct ScanCounters {
+    scanned: Arc<AtomicU64>,
+    returned: Arc<AtomicU64>,
+}
+
+impl ScanCounters {
+    fn add(&self, c: &ScanCounts) {
+        self.scanned.fetch_add(c.scanned, Ordering::Relaxed);
+        self.returned.fetch_add(c.returned, Ordering::Relaxed);
+    }
+}
+
+impl DataEngineService {
+    /// Check a scan request (table, placement of its shards, not dropped)
+    /// and plan it.
+    fn prepare_scan(&self, req: pb::ScanRequest) -> Result<PreparedScan, Error> {
         let table = self.table(req.table)?;
         for &s in &req.shards {
             self.check_placement(&table, s)?;
@@ -435,24 +482,84 @@ impl DataEngine for DataEngineService {
         if keys.is_some() {
             self.point_lookups.fetch_add(1, Ordering::Relaxed);
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let store = self.store.clone();
-        let scanned = self.rows_scanned.clone();
-        let returned = self.rows_returned.clone();
-        let bytes = self.bytes_returned.clone();
+        Ok(PreparedScan {
+            store: self.store.clone(),
+            plan,
+            shards: req.shards,
+            read_ts: req.read_ts,
+            keys,
+            own: (req.txn_id != 0).then_some(req.txn_id),
+            reading,
+        })
+    }
+
+    fn scan_counters(&self) -> ScanCounters {
+        ScanCounters {
+            scanned: self.rows_scanned.clone(),
+            returned: self.rows_returned.clone(),
+        }
+    }
+}
+
+/// This engine's shards as a plan fragment reads them: each scan is checked
+/// and run like a `Scan` call, its batches handed over in memory.
+struct Local {
+    svc: Arc<DataEngineService>,
+    /// Rows the fragment's scans read from storage.
+    scanned: Arc<AtomicU64>,
+}
+
+impl eon_query::fragment::LocalShards for Local {
+    fn engine_id(&self) -> u64 {
+        self.svc.id
+    }
+
+    fn scan(
+        &self,
+        req: pb::ScanRequest,
+    ) -> futures::stream::BoxStream<'static, Result<datafusion::arrow::array::RecordBatch, Error>>
+    {
+        let (mut tx, rx) = tokio::sync::mpsc::channel(4);
+        let prepared = self.svc.prepare_scan(req);
+        let scanned = self.scanned.clone();
+        let counters = self.svc.scan_counters();
         tokio::spawn(async move {
-            let own = (req.txn_id != 0).then_some(req.txn_id);
-            let mut result =
-                run_scan(&store, &plan, &req.shards, req.read_ts, keys, own, &tx).await;
-            if result.is_ok() && !reading.intact() {
-                result = Err(dropped(&plan.table.name));
-            }
-            drop(reading);
-            let msg = match result {
+            let result = match prepared {
+                Ok(scan) => scan.run(&mut tx).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);
-                    returned.fetch_add(c.returned, Ordering::Relaxed);
-                    bytes.fetch_add(c.bytes, Ordering::Relaxed);
+                    // Rows returned are counted as the fragment's output.
+                    counters.scanned.fetch_add(c.scanned, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl DataEngine for DataEngineService {
+    type ScanStream = ReceiverStream<Result<pb::ScanResponse, Status>>;
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Reply<Self::ScanStream> {
+        let request = self.stats.start();
+        let scan = self.prepare_scan(req.into_inner())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let bytes = self.bytes_returned.clone();
+        let counters = self.scan_counters();
+        tokio::spawn(async move {
+            let mut sink = IpcSink { tx: &tx, bytes: 0 };
+            let result = scan.run(&mut sink).await;
+            bytes.fetch_add(sink.bytes, Ordering::Relaxed);
+            let msg = match result {
+                Ok(c) => {
+                    counters.add(&c);
                     request.ok();
                     Ok(pb::ScanResponse {
                         arrow_ipc: Default::default(),
@@ -461,6 +568,75 @@ impl DataEngine for DataEngineService {
                     })
                 }
                 Err(e) => Err(e.to_status()),
+            };
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type RunFragmentStream = ReceiverStream<Result<pb::FragmentResponse, Status>>;
+
+    async fn run_fragment(&self, req: Request<pb::FragmentRequest>) -> Reply<Self::RunFragmentStream> {
+        let request = self.stats.start();
+        let req = req.into_inner();
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("data engine stopping"))?;
+        let local = Arc::new(Local {
+            svc: me,
+            scanned: Arc::default(),
+        });
+        let scanned = local.scanned.clone();
+        // Operators may start work as the plan is executed, before its
+        // stream is read.
+        let started = Instant::now();
+        let mut rows = eon_query::fragment::execute(&req.plan, &req.settings, local)?;
+        self.fragments.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let bytes = self.bytes_returned.clone();
+        let returned_total = self.rows_returned.clone();
+        tokio::spawn(async move {
+            let mut returned = 0u64;
+            let mut failed = None;
+            while let Some(batch) = rows.next().await {
+                let batch = match batch {
+                    Ok(b) if b.num_rows() == 0 => continue,
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed = Some(eon_query::errors::from_df(e));
+                        break;
+                    }
+                };
+                let ipc = match ipc::encode_batch(&batch) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                returned += batch.num_rows() as u64;
+                bytes.fetch_add(ipc.len() as u64, Ordering::Relaxed);
+                let msg = pb::FragmentResponse {
+                    arrow_ipc: ipc.into(),
+                    ..Default::default()
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            returned_total.fetch_add(returned, Ordering::Relaxed);
+            let msg = match failed {
+                None => {
+                    request.ok();
+                    Ok(pb::FragmentResponse {
+                        arrow_ipc: Default::default(),
+                        rows_scanned: scanned.load(Ordering::Relaxed),
+                        rows_returned: returned,
+                        elapsed_us: started.elapsed().as_micros() as u64,
+                    })
+                }
+                Some(e) => Err(e.to_status()),
             };
             let _ = tx.send(msg).await;
         });
@@ -880,7 +1056,7 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         }
     });
 
-    let service = Arc::new(DataEngineService::new(opts.id, store));
+    let service = DataEngineService::new(opts.id, store);
     tracing::info!(id = opts.id, %addr, "data engine serving");
     node::announce_ready(&[("grpc", addr.to_string())]);
     let metrics = service.clone();

@@ -12,6 +12,8 @@
 //! | [`cluster`]  | clients to meta and data engines, the catalog cache         |
 //! | [`session`]  | statement dispatch, snapshots, SET/SHOW                     |
 //! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
+//! | [`stages`]   | distributed plans: partial aggregates and top-k cut out as stages run on the data engines |
+//! | [`fragment`] | plan fragments: their codec, and running one on a data engine over its shards |
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
 //! | [`ddl`]      | CREATE/DROP TABLE, DDL undone by a block's ROLLBACK         |
 //! | [`alter`]    | ALTER TABLE; rewriting a table under a new key (fences)     |
@@ -82,6 +84,7 @@ pub mod enums;
 pub mod errors;
 pub mod extract;
 pub mod fk;
+pub mod fragment;
 pub mod grpc;
 pub mod indexes;
 pub mod infoschema;
@@ -112,6 +115,7 @@ pub mod rowin;
 pub mod schemas;
 pub mod searchcycle;
 pub mod sequences;
+pub mod stages;
 pub mod session;
 pub mod setops;
 pub mod txn;

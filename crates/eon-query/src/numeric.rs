@@ -507,6 +507,39 @@ impl NumericExpr {
         }
     }
 
+    /// The operation as text, which a plan fragment carries (its children
+    /// travel beside it; see [`crate::fragment`]).
+    pub fn op_text(&self) -> String {
+        match &self.op {
+            NumericOp::Arithmetic(op) => format!("arithmetic {op}"),
+            NumericOp::Cast(to) => format!("cast {to}"),
+        }
+    }
+
+    /// The expression [`NumericExpr::op_text`] describes, over `children`.
+    pub fn from_op_text(
+        text: &str,
+        children: &[Arc<dyn PhysicalExpr>],
+    ) -> datafusion::common::Result<Self> {
+        let bad = || DataFusionError::Internal(format!("unknown numeric operation {text}"));
+        if let Some(op) = text.strip_prefix("arithmetic ") {
+            let [left, right] = children else {
+                return Err(bad());
+            };
+            let op = crate::fragment::arithmetic_operator(op).ok_or_else(bad)?;
+            return Ok(NumericExpr::arithmetic(left.clone(), op, right.clone()));
+        }
+        let to: DataType = text
+            .strip_prefix("cast ")
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        let [child] = children else {
+            return Err(bad());
+        };
+        Ok(NumericExpr::cast(child.clone(), to))
+    }
+
     fn kernel(&self, schema: &Schema) -> datafusion::common::Result<(BinaryExpr, Schema)> {
         let NumericOp::Arithmetic(op) = &self.op else {
             unreachable!("only arithmetic has a kernel")

@@ -100,6 +100,8 @@ pub struct StatementContext {
     /// Record read spans (SERIALIZABLE transactions refresh them at commit).
     pub track_reads: bool,
     pub reads: std::sync::Mutex<Vec<ReadSpan>>,
+    /// Run what can run on the data engines there ([`crate::stages`]).
+    pub distribute: bool,
 }
 
 /// Something a statement read: keys of a shard, or the whole shard.
@@ -1069,6 +1071,115 @@ impl ExecutionPlan for EonScanExec {
     }
 }
 
+impl ScanSpec {
+    /// The request reading `shards` (of one engine).
+    fn request(&self, shards: Vec<u32>) -> pb::ScanRequest {
+        pb::ScanRequest {
+            txn_id: self.stmt.txn_id,
+            table: Some(self.def.proto().clone()),
+            shards,
+            read_ts: self.read_ts,
+            projection: Some(pb::Projection {
+                columns: self.columns.clone(),
+            }),
+            filter: self
+                .filter
+                .as_ref()
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default(),
+            keys: self
+                .keys
+                .as_ref()
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default(),
+            limit: self.limit.unwrap_or(0) as u64,
+            start_key: self.range.0.clone().into(),
+            end_key: self.range.1.clone().into(),
+        }
+    }
+
+    /// Record that `shards` of `engine` are read, when the statement tracks
+    /// its reads (a SERIALIZABLE transaction refreshes them at commit).
+    fn record_reads(&self, engine: u64, shards: &[u32]) {
+        if !self.stmt.track_reads {
+            return;
+        }
+        let mut reads = self.stmt.reads.lock().unwrap();
+        for &shard in shards {
+            let keys = self.encoded_keys.as_ref().map(|all| {
+                all.iter()
+                    .filter(|k| shard_of(k, self.def.shard_count) == shard)
+                    .cloned()
+                    .collect()
+            });
+            reads.push(ReadSpan {
+                engine,
+                table: self.def.id,
+                shard,
+                keys,
+            });
+        }
+    }
+}
+
+impl EonScanExec {
+    /// This scan as a plan fragment's scan (see [`crate::fragment`]), which
+    /// every data engine holding some of its shards runs over its own.
+    /// None for a scan the query engine runs itself: point lookups, and a
+    /// table merged in insertion order.
+    pub(crate) fn fragment_scan(
+        &self,
+    ) -> datafusion::common::Result<Option<pb::FragmentScan>> {
+        let s = &self.spec;
+        if self.merged.is_some() || s.keys.is_some() {
+            return Ok(None);
+        }
+        let mut ordering = Vec::new();
+        for o in &s.ordering {
+            match o.expr.downcast_ref::<PhysicalColumn>() {
+                Some(c) => ordering.push(c.index() as u32),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(pb::FragmentScan {
+            scan: Some(s.request(vec![])),
+            parts: s
+                .parts
+                .iter()
+                .map(|&(engine, shard)| pb::ScanPart { engine, shard })
+                .collect(),
+            schema: ipc::encode(&s.schema, &[]).map_err(to_df)?.into(),
+            ordering,
+        }))
+    }
+
+    /// The (engine, shard) pairs this scan reads, one per partition.
+    pub(crate) fn parts(&self) -> &[(u64, u32)] {
+        &self.spec.parts
+    }
+
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.spec.cluster
+    }
+
+    pub(crate) fn statement(&self) -> &Arc<StatementContext> {
+        &self.spec.stmt
+    }
+
+    /// Record the reads of `engine`'s shards of this scan (see
+    /// [`ScanSpec::record_reads`]): a stage running on that engine read them.
+    pub(crate) fn record_engine_reads(&self, engine: u64) {
+        let shards: Vec<u32> = self
+            .spec
+            .parts
+            .iter()
+            .filter(|(e, _)| *e == engine)
+            .map(|(_, s)| *s)
+            .collect();
+        self.spec.record_reads(engine, &shards);
+    }
+}
+
 /// The rows of one partition (one shard) of a scan, streamed from the data
 /// engine holding it; the read is recorded when the statement tracks reads.
 fn scan_partition(
@@ -1079,46 +1190,8 @@ fn scan_partition(
     let Some((engine, shard)) = spec.parts.get(partition).cloned() else {
         return Box::pin(futures::stream::empty());
     };
-    let shards = vec![shard];
-    if spec.stmt.track_reads {
-        let mut reads = spec.stmt.reads.lock().unwrap();
-        for &shard in &shards {
-            let keys = spec.encoded_keys.as_ref().map(|all| {
-                all.iter()
-                    .filter(|k| shard_of(k, spec.def.shard_count) == shard)
-                    .cloned()
-                    .collect()
-            });
-            reads.push(ReadSpan {
-                engine,
-                table: spec.def.id,
-                shard,
-                keys,
-            });
-        }
-    }
-    let req = pb::ScanRequest {
-        txn_id: spec.stmt.txn_id,
-        table: Some(spec.def.proto().clone()),
-        shards,
-        read_ts: spec.read_ts,
-        projection: Some(pb::Projection {
-            columns: spec.columns.clone(),
-        }),
-        filter: spec
-            .filter
-            .as_ref()
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default(),
-        keys: spec
-            .keys
-            .as_ref()
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default(),
-        limit: spec.limit.unwrap_or(0) as u64,
-        start_key: spec.range.0.clone().into(),
-        end_key: spec.range.1.clone().into(),
-    };
+    let req = spec.request(vec![shard]);
+    spec.record_reads(engine, &req.shards);
     let out_schema = schema.clone();
     let responses = futures::stream::once(async move {
         spec.cluster

@@ -206,6 +206,8 @@ impl Engine {
             .with_default_features()
             .with_optimizer_rules(rules)
             .with_physical_optimizer_rule(Arc::new(crate::overflow::CheckedArithmetic))
+            // Last: cut what runs on the data engines out of the final plan.
+            .with_physical_optimizer_rule(Arc::new(crate::stages::Distribute))
             .with_query_planner(Arc::new(crate::apply::EonQueryPlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -965,6 +967,7 @@ impl Session {
             let ctx = StatementContext {
                 read_ts: fresh,
                 track_reads,
+                distribute: self.distributes(),
                 ..Default::default()
             };
             let read_only = self.default_read_only();
@@ -985,6 +988,7 @@ impl Session {
             txn_id: t.id,
             track_reads: t.isolation == Isolation::Serializable,
             reads: Default::default(),
+            distribute: self.distributes(),
         });
         if ctx.track_reads {
             t.statements.push(ctx.clone());
@@ -1137,11 +1141,7 @@ impl Session {
                 _ => (vec![], None),
             },
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.clone())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let name = show_name(variable, |i| i.value.clone());
                 (vec![], Some(show_schema(&name)))
             }
             _ => (vec![], None),
@@ -1814,11 +1814,7 @@ impl Session {
             Statement::Set(set) => self.set(set),
             Statement::Reset(r) => self.reset(&r.reset),
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let name = show_name(variable, |i| i.value.to_ascii_lowercase());
                 self.show(&name)
             }
             other => Err(Error::unsupported(format!(
@@ -1982,6 +1978,11 @@ impl Session {
                 lines.extend(plans.value(i).lines().map(str::to_string));
             }
         }
+        // The query engine's part of a distributed plan is stage 0.
+        if lines.iter().any(|l| l.trim_start().starts_with("Stage ")) {
+            let at = usize::from(verbose);
+            lines.insert(at, "Stage 0: on the query engine".to_string());
+        }
         let schema = explain_schema();
         let col: ArrayRef = Arc::new(StringArray::from(lines));
         Output::rows(
@@ -2033,6 +2034,14 @@ impl Session {
         };
         vars.insert(name.to_string(), value);
         Ok(())
+    }
+
+    /// Whether statements run what they can on the data engines
+    /// (`eon.distribute`, on by default; see [`crate::stages`]).
+    fn distributes(&self) -> bool {
+        self.setting("eon.distribute")
+            .and_then(|v| crate::coerce::parse_bool(&v).ok())
+            .unwrap_or(true)
     }
 
     /// Whether transactions start read-only (default_transaction_read_only,
@@ -2521,6 +2530,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("DateStyle", "ISO, MDY"),
     ("default_table_access_method", "heap"),
+    // Run aggregates and top-k on the data engines (stages.rs).
+    ("eon.distribute", "on"),
     ("extra_float_digits", "1"),
     ("idle_in_transaction_session_timeout", "0"),
     ("integer_datetimes", "on"),
@@ -2558,6 +2569,22 @@ pub fn default_setting(name: &str) -> Option<String> {
 
 /// A configuration parameter's value (lower-case name) among a session's
 /// SETs, else its default.
+/// The parameter `SHOW a b` or `SHOW a.b` names: sqlparser gives both as
+/// words. A few of PostgreSQL's names are several words (`TIME ZONE`,
+/// `TRANSACTION ISOLATION LEVEL`); any other is a dotted name
+/// (`eon.distribute`).
+fn show_name(
+    words: &[datafusion::sql::sqlparser::ast::Ident],
+    text: impl Fn(&datafusion::sql::sqlparser::ast::Ident) -> String,
+) -> String {
+    let spaced = words.iter().map(&text).collect::<Vec<_>>().join(" ");
+    let multiword = ["time zone", "transaction isolation level", "session authorization"];
+    if words.len() > 1 && !multiword.contains(&spaced.to_ascii_lowercase().as_str()) {
+        return words.iter().map(text).collect::<Vec<_>>().join(".");
+    }
+    spaced
+}
+
 fn lookup(set: &BTreeMap<String, String>, name: &str) -> Option<String> {
     set.get(name).cloned().or_else(|| default_setting(name))
 }

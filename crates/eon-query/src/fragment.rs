@@ -1,0 +1,478 @@
+//! Plan fragments: the part of a query that runs on the data engines.
+//!
+//! A distributed query is cut into *stages* ([`crate::stages`]): the query
+//! engine keeps the top of the plan, and each stage below it is a piece of
+//! DataFusion physical plan — a *fragment* — that every data engine holding
+//! some of the data runs over its own shards. A fragment travels as bytes:
+//! datafusion-proto's `PhysicalPlanNode`, with this module's
+//! [`FragmentCodec`] for what DataFusion does not know. That is eon's scan:
+//! the query engine's `EonScanExec` (which would ask data engines for rows
+//! over the network) is written as a `FragmentScan` (the scan request and
+//! every shard's engine), and on the data engine it becomes a
+//! [`LocalScanExec`] reading the shards placed there straight from the
+//! engine's store, at the statement's snapshot and in its transaction.
+//!
+//! eon's own expressions travel as extensions too: numeric arithmetic and
+//! casts ([`NumericExpr`]) by their operation, and integer `+ - *` that
+//! fails on overflow (which DataFusion's encoding would turn into wrapping
+//! arithmetic) through [`Converter`].
+//!
+//! Functions travel by name. Both sides resolve them in the same registry,
+//! [`functions`] — DataFusion's built-ins and eon's own functions that mean
+//! the same on every node — and a plan using any function not there, or a
+//! different function under a registry name (one built for a session's
+//! settings), cannot be encoded: the codec refuses it, and that part of
+//! the plan stays on the query engine. So does any operator or expression
+//! DataFusion cannot serialize and this codec does not know.
+//!
+//! The data engine side is [`execute`]: decode with the codec and a
+//! [`LocalShards`] (the engine's store, implemented by `eon-data`), apply
+//! the statement's DataFusion settings, run the fragment's one output
+//! partition.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatchOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, not_impl_err};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
+use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
+use datafusion_proto::physical_plan::from_proto::parse_physical_expr_with_converter;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use eon_common::{Error, ipc};
+use eon_proto::v1 as pb;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use prost::Message;
+
+use crate::numeric::NumericExpr;
+use crate::provider::{EonScanExec, to_df};
+
+/// A data engine's shards, as a fragment's scans read them.
+pub trait LocalShards: Send + Sync + 'static {
+    /// The engine's id: a fragment's scan reads the shards placed on it.
+    fn engine_id(&self) -> u64;
+    /// The rows of `req` (one table, the shards it names) at its snapshot,
+    /// filtered and projected as it says.
+    fn scan(&self, req: pb::ScanRequest) -> BoxStream<'static, Result<RecordBatch, Error>>;
+}
+
+/// The functions a fragment may call: DataFusion's built-ins and eon's
+/// session-independent functions, the same registry on every node.
+pub fn functions() -> &'static SessionContext {
+    static FUNCTIONS: OnceLock<SessionContext> = OnceLock::new();
+    FUNCTIONS.get_or_init(|| {
+        let ctx = SessionContext::new();
+        crate::pgfuncs::register(&ctx);
+        ctx
+    })
+}
+
+/// The codec of fragments (see the module doc). `local` is set on the data
+/// engine, where scans are decoded into [`LocalScanExec`]s.
+#[derive(Default)]
+pub struct FragmentCodec {
+    local: Option<Arc<dyn LocalShards>>,
+}
+
+impl fmt::Debug for FragmentCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FragmentCodec")
+    }
+}
+
+/// Whether `f` (named `name`) is the function the shared registry has
+/// under that name.
+fn check_same<T: PartialEq>(
+    name: &str,
+    f: &T,
+    registered: datafusion::common::Result<Arc<T>>,
+) -> datafusion::common::Result<()> {
+    match registered {
+        Ok(r) if *r == *f => Ok(()),
+        _ => not_impl_err!("function {name} is not in the data engines' registry"),
+    }
+}
+
+impl PhysicalExtensionCodec for FragmentCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let Some(local) = &self.local else {
+            return not_impl_err!("a fragment's scan is decoded on a data engine only");
+        };
+        let msg = pb::FragmentScan::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("undecodable scan: {e}")))?;
+        Ok(Arc::new(LocalScanExec::new(msg, local.clone())?))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> datafusion::common::Result<()> {
+        let Some(scan) = node.downcast_ref::<EonScanExec>() else {
+            return not_impl_err!("{} does not run on data engines", node.name());
+        };
+        let Some(msg) = scan.fragment_scan()? else {
+            return not_impl_err!("this scan does not run on data engines");
+        };
+        msg.encode(buf)
+            .map_err(|e| DataFusionError::Internal(e.to_string()))
+    }
+
+    fn try_encode_expr(
+        &self,
+        node: &Arc<dyn PhysicalExpr>,
+        buf: &mut Vec<u8>,
+        _ctx: &PhysicalExprEncodeCtx<'_>,
+    ) -> datafusion::common::Result<()> {
+        match node.downcast_ref::<NumericExpr>() {
+            Some(n) => {
+                buf.extend(n.op_text().as_bytes());
+                Ok(())
+            }
+            None => not_impl_err!("expression {node} does not run on data engines"),
+        }
+    }
+
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn PhysicalExpr>],
+        _ctx: &PhysicalExprDecodeCtx<'_>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        let text = std::str::from_utf8(buf)
+            .map_err(|_| DataFusionError::Internal("undecodable expression".into()))?;
+        if let Some(op) = text.strip_prefix(CHECKED) {
+            let (Some(op), [left, right]) = (arithmetic_operator(op), inputs) else {
+                return Err(DataFusionError::Internal(format!("bad checked arithmetic {text}")));
+            };
+            return Ok(Arc::new(
+                BinaryExpr::new(left.clone(), op, right.clone()).with_fail_on_overflow(true),
+            ));
+        }
+        Ok(Arc::new(NumericExpr::from_op_text(text, inputs)?))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, _buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
+        check_same(node.name(), node, functions().udf(node.name()))
+    }
+
+    fn try_encode_udaf(
+        &self,
+        node: &AggregateUDF,
+        _buf: &mut Vec<u8>,
+    ) -> datafusion::common::Result<()> {
+        check_same(node.name(), node, functions().udaf(node.name()))
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, _buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
+        check_same(node.name(), node, functions().udwf(node.name()))
+    }
+}
+
+/// The text of a checked integer `+ - *` (see [`Converter`]).
+const CHECKED: &str = "checked ";
+
+/// The arithmetic operator written `text` (as `Operator` displays it).
+pub fn arithmetic_operator(text: &str) -> Option<Operator> {
+    Some(match text {
+        "+" => Operator::Plus,
+        "-" => Operator::Minus,
+        "*" => Operator::Multiply,
+        "/" => Operator::Divide,
+        "%" => Operator::Modulo,
+        _ => return None,
+    })
+}
+
+/// datafusion-proto's conversion, except for integer arithmetic that fails
+/// on overflow (`overflow::CheckedArithmetic`): DataFusion's encoding of a
+/// `BinaryExpr` drops that flag, so such an expression travels as an
+/// extension (`checked +`) that the codec decodes with the flag set.
+struct Converter;
+
+impl PhysicalProtoConverterExtension for Converter {
+    fn proto_to_execution_plan(
+        &self,
+        proto: &protobuf::PhysicalPlanNode,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        proto.try_into_physical_plan_with_context(ctx, self)
+    }
+
+    fn execution_plan_to_proto(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> datafusion::common::Result<protobuf::PhysicalPlanNode> {
+        protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(plan.clone(), codec, self)
+    }
+
+    fn proto_to_physical_expr(
+        &self,
+        proto: &protobuf::PhysicalExprNode,
+        input_schema: &datafusion::arrow::datatypes::Schema,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+        parse_physical_expr_with_converter(proto, input_schema, ctx, self)
+    }
+
+    fn physical_expr_to_proto(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> datafusion::common::Result<protobuf::PhysicalExprNode> {
+        if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+            let checked = BinaryExpr::new(b.left().clone(), *b.op(), b.right().clone())
+                .with_fail_on_overflow(true);
+            if *b == checked {
+                let inputs = vec![
+                    self.physical_expr_to_proto(b.left(), codec)?,
+                    self.physical_expr_to_proto(b.right(), codec)?,
+                ];
+                return Ok(protobuf::PhysicalExprNode {
+                    expr_id: None,
+                    expr_type: Some(protobuf::physical_expr_node::ExprType::Extension(
+                        protobuf::PhysicalExtensionExprNode {
+                            expr: format!("{CHECKED}{}", b.op()).into_bytes(),
+                            inputs,
+                        },
+                    )),
+                });
+            }
+        }
+        serialize_physical_expr_with_converter(expr, codec, self)
+    }
+}
+
+/// `plan` as fragment bytes, or why it cannot run on data engines.
+pub fn encode(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Bytes> {
+    datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter(
+        plan,
+        &FragmentCodec::default(),
+        &Converter,
+    )
+}
+
+/// The DataFusion options of `config` that differ from their defaults:
+/// what a fragment must run with to mean what the statement planned.
+pub fn settings(config: &ConfigOptions) -> std::collections::HashMap<String, String> {
+    let defaults: std::collections::HashMap<String, Option<String>> = ConfigOptions::default()
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    config
+        .entries()
+        .into_iter()
+        .filter(|e| e.key.starts_with("datafusion.") && defaults.get(&e.key) != Some(&e.value))
+        .filter_map(|e| Some((e.key, e.value?)))
+        .collect()
+}
+
+/// Run a fragment on a data engine: decode it against `local`'s shards and
+/// stream its output.
+pub fn execute(
+    plan: &[u8],
+    settings: &std::collections::HashMap<String, String>,
+    local: Arc<dyn LocalShards>,
+) -> Result<SendableRecordBatchStream, Error> {
+    let base = functions().state();
+    let mut config = base.config().clone();
+    for (k, v) in settings {
+        // An option this build does not know is left at its default.
+        let _ = config.options_mut().set(k, v);
+    }
+    let state = SessionStateBuilder::new_from_existing(base)
+        .with_config(config)
+        .build();
+    let task = state.task_ctx();
+    let codec = FragmentCodec { local: Some(local) };
+    let plan =
+        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(plan, &task, &codec)
+            .map_err(|e| Error::internal(format!("undecodable plan fragment: {e}")))?;
+    let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() == 1 {
+        plan
+    } else {
+        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan))
+    };
+    plan.execute(0, task).map_err(crate::errors::from_df)
+}
+
+/// A fragment's scan on the data engine running it: one partition per
+/// shard of the read placed on this engine, each read from the local store.
+pub struct LocalScanExec {
+    scan: pb::ScanRequest,
+    table: String,
+    shards: Vec<u32>,
+    local: Arc<dyn LocalShards>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for LocalScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalScanExec({})", self.table)
+    }
+}
+
+impl LocalScanExec {
+    fn new(
+        msg: pb::FragmentScan,
+        local: Arc<dyn LocalShards>,
+    ) -> datafusion::common::Result<LocalScanExec> {
+        let scan = msg
+            .scan
+            .ok_or_else(|| DataFusionError::Internal("fragment scan without a request".into()))?;
+        let table = scan.table.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let me = local.engine_id();
+        let shards: Vec<u32> = msg
+            .parts
+            .iter()
+            .filter(|p| p.engine == me)
+            .map(|p| p.shard)
+            .collect();
+        let (schema, _) = ipc::decode(&msg.schema).map_err(to_df)?;
+        let ordering: Vec<PhysicalSortExpr> = msg
+            .ordering
+            .iter()
+            .map(|&c| {
+                let c = c as usize;
+                Ok(PhysicalSortExpr::new(
+                    Arc::new(PhysicalColumn::new(schema.fields().get(c).ok_or_else(|| {
+                        DataFusionError::Internal("ordering column out of range".into())
+                    })?.name(), c)) as Arc<dyn PhysicalExpr>,
+                    SortOptions {
+                        descending: false,
+                        nulls_first: false,
+                    },
+                ))
+            })
+            .collect::<datafusion::common::Result<_>>()?;
+        let eq = match LexOrdering::new(ordering) {
+            Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o]),
+            None => EquivalenceProperties::new(schema.clone()),
+        };
+        let props = PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(shards.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(LocalScanExec {
+            scan,
+            table,
+            shards,
+            local,
+            schema,
+            props: Arc::new(props),
+        })
+    }
+}
+
+impl DisplayAs for LocalScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "LocalScanExec: table={}, shards={:?}",
+            self.table, self.shards
+        )
+    }
+}
+
+impl ExecutionPlan for LocalScanExec {
+    fn name(&self) -> &str {
+        "LocalScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
+    ) -> datafusion::common::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        let schema = self.schema.clone();
+        let Some(&shard) = self.shards.get(partition) else {
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let req = pb::ScanRequest {
+            shards: vec![shard],
+            ..self.scan.clone()
+        };
+        let out = schema.clone();
+        let rows = self.local.scan(req).map(move |b| {
+            let b = b.map_err(to_df)?;
+            // Same columns; the plan's schema (names, nullability).
+            Ok(RecordBatch::try_new_with_options(
+                out.clone(),
+                b.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
+    }
+}
