@@ -1,5 +1,5 @@
-//! eon's data engine: owns shards, runs scans where the data is, applies
-//! writes durably.
+//! eon's data engine: owns shards, runs scans and plan fragments where the
+//! data is, applies writes durably.
 //!
 //! A data engine is one `eon data-engine` process with its own directory
 //! (`<data-dir>/data-engine-<id>`) holding a [`eon_storage::Store`]. It
@@ -11,6 +11,13 @@
 //!   requested columns, and streams the result back as Arrow IPC. Point
 //!   lookups (`keys`) read only those keys. Counters `rows_scanned` and
 //!   `rows_returned` record how much was read and how much left the engine.
+//! - **RunFragment** runs a stage of a distributed query: a DataFusion plan
+//!   fragment (a partial aggregate, a top-k sort, with their filters and
+//!   projections) that the query engine cut out of its plan. It is decoded
+//!   and run by `eon_query::fragment`, whose scans read the shards placed on
+//!   this engine through the same checks and `run_scan` as **Scan**, handing
+//!   batches over in memory; only the fragment's output leaves the engine
+//!   (counted in `bytes_returned`; `fragments` counts the calls).
 //! - **Write** checks and stages, or commits at once, inserts, updates and
 //!   deletes sent as Arrow batches; **Commit**/**Abort** finish staged
 //!   writes (the query engine's two-phase commit).

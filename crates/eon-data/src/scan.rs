@@ -156,7 +156,9 @@ impl Sink for IpcSink<'_> {
 /// A local reader's sink: the batches themselves.
 impl Sink for tokio::sync::mpsc::Sender<Result<RecordBatch, Error>> {
     async fn send(&mut self, batch: RecordBatch) -> Result<bool, Error> {
-        Ok(tokio::sync::mpsc::Sender::send(self, Ok(batch)).await.is_ok())
+        Ok(tokio::sync::mpsc::Sender::send(self, Ok(batch))
+            .await
+            .is_ok())
     }
 }
 

@@ -576,7 +576,10 @@ impl DataEngine for DataEngineService {
 
     type RunFragmentStream = ReceiverStream<Result<pb::FragmentResponse, Status>>;
 
-    async fn run_fragment(&self, req: Request<pb::FragmentRequest>) -> Reply<Self::RunFragmentStream> {
+    async fn run_fragment(
+        &self,
+        req: Request<pb::FragmentRequest>,
+    ) -> Reply<Self::RunFragmentStream> {
         let request = self.stats.start();
         let req = req.into_inner();
         let me = self

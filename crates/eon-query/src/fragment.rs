@@ -43,9 +43,15 @@ use datafusion::common::{DataFusionError, not_impl_err};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
+};
+use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
+use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -53,10 +59,6 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::expressions::BinaryExpr;
-use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
-use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion_proto::physical_plan::from_proto::parse_physical_expr_with_converter;
 use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
 use datafusion_proto::physical_plan::{
@@ -176,7 +178,9 @@ impl PhysicalExtensionCodec for FragmentCodec {
             .map_err(|_| DataFusionError::Internal("undecodable expression".into()))?;
         if let Some(op) = text.strip_prefix(CHECKED) {
             let (Some(op), [left, right]) = (arithmetic_operator(op), inputs) else {
-                return Err(DataFusionError::Internal(format!("bad checked arithmetic {text}")));
+                return Err(DataFusionError::Internal(format!(
+                    "bad checked arithmetic {text}"
+                )));
             };
             return Ok(Arc::new(
                 BinaryExpr::new(left.clone(), op, right.clone()).with_fail_on_overflow(true),
@@ -185,7 +189,11 @@ impl PhysicalExtensionCodec for FragmentCodec {
         Ok(Arc::new(NumericExpr::from_op_text(text, inputs)?))
     }
 
-    fn try_encode_udf(&self, node: &ScalarUDF, _buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
+    fn try_encode_udf(
+        &self,
+        node: &ScalarUDF,
+        _buf: &mut Vec<u8>,
+    ) -> datafusion::common::Result<()> {
         check_same(node.name(), node, functions().udf(node.name()))
     }
 
@@ -194,10 +202,24 @@ impl PhysicalExtensionCodec for FragmentCodec {
         node: &AggregateUDF,
         _buf: &mut Vec<u8>,
     ) -> datafusion::common::Result<()> {
-        check_same(node.name(), node, functions().udaf(node.name()))
+        // An aggregate planned over input already in its ORDER BY's order
+        // is a copy of the registry's marked so (array_agg's
+        // `is_input_pre_ordered`), which DataFusion's encoding drops: the
+        // engine's copy sorts for itself. Same implementation is enough.
+        match functions().udaf(node.name()) {
+            Ok(r) if same_type(r.inner().as_ref(), node.inner().as_ref()) => Ok(()),
+            _ => not_impl_err!(
+                "aggregate {} is not in the data engines' registry",
+                node.name()
+            ),
+        }
     }
 
-    fn try_encode_udwf(&self, node: &WindowUDF, _buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
+    fn try_encode_udwf(
+        &self,
+        node: &WindowUDF,
+        _buf: &mut Vec<u8>,
+    ) -> datafusion::common::Result<()> {
         check_same(node.name(), node, functions().udwf(node.name()))
     }
 }
@@ -275,6 +297,11 @@ impl PhysicalProtoConverterExtension for Converter {
         }
         serialize_physical_expr_with_converter(expr, codec, self)
     }
+}
+
+/// Whether two functions are of the same implementation.
+fn same_type(a: &dyn std::any::Any, b: &dyn std::any::Any) -> bool {
+    a.type_id() == b.type_id()
 }
 
 /// `plan` as fragment bytes, or why it cannot run on data engines.
@@ -356,7 +383,11 @@ impl LocalScanExec {
         let scan = msg
             .scan
             .ok_or_else(|| DataFusionError::Internal("fragment scan without a request".into()))?;
-        let table = scan.table.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let table = scan
+            .table
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         let me = local.engine_id();
         let shards: Vec<u32> = msg
             .parts
@@ -371,9 +402,16 @@ impl LocalScanExec {
             .map(|&c| {
                 let c = c as usize;
                 Ok(PhysicalSortExpr::new(
-                    Arc::new(PhysicalColumn::new(schema.fields().get(c).ok_or_else(|| {
-                        DataFusionError::Internal("ordering column out of range".into())
-                    })?.name(), c)) as Arc<dyn PhysicalExpr>,
+                    Arc::new(PhysicalColumn::new(
+                        schema
+                            .fields()
+                            .get(c)
+                            .ok_or_else(|| {
+                                DataFusionError::Internal("ordering column out of range".into())
+                            })?
+                            .name(),
+                        c,
+                    )) as Arc<dyn PhysicalExpr>,
                     SortOptions {
                         descending: false,
                         nulls_first: false,
@@ -474,5 +512,73 @@ impl ExecutionPlan for LocalScanExec {
             )?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::DataType;
+
+    fn column(name: &str, i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(PhysicalColumn::new(name, i))
+    }
+
+    #[test]
+    fn numeric_operations_travel_as_text() {
+        let sum = NumericExpr::arithmetic(column("a", 0), Operator::Multiply, column("b", 1));
+        assert_eq!(sum.op_text(), "arithmetic *");
+        let back = NumericExpr::from_op_text(&sum.op_text(), &[column("a", 0), column("b", 1)]);
+        assert_eq!(back.unwrap(), sum);
+        let cast = NumericExpr::cast(column("a", 0), DataType::Decimal128(12, 2));
+        let back = NumericExpr::from_op_text(&cast.op_text(), &[column("a", 0)]);
+        assert_eq!(back.unwrap(), cast);
+        assert!(
+            NumericExpr::from_op_text("arithmetic ^", &[column("a", 0), column("b", 1)]).is_err()
+        );
+        assert!(NumericExpr::from_op_text("cast nonsense", &[column("a", 0)]).is_err());
+    }
+
+    #[test]
+    fn only_changed_settings_travel() {
+        let mut config = ConfigOptions::default();
+        assert!(settings(&config).is_empty());
+        config
+            .set("datafusion.execution.time_zone", "+02:00")
+            .unwrap();
+        config
+            .set("datafusion.execution.batch_size", "1024")
+            .unwrap();
+        let s = settings(&config);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s["datafusion.execution.batch_size"], "1024");
+    }
+
+    #[test]
+    fn functions_built_for_a_session_do_not_travel() {
+        let codec = FragmentCodec::default();
+        let mut buf = Vec::new();
+        // The registry's own functions do.
+        let abs = functions().udf("abs").unwrap();
+        assert!(codec.try_encode_udf(&abs, &mut buf).is_ok());
+        let sum = functions().udaf("sum").unwrap();
+        assert!(codec.try_encode_udaf(&sum, &mut buf).is_ok());
+        // A function of the same name made elsewhere does not.
+        let other = datafusion::logical_expr::create_udf(
+            "abs",
+            vec![DataType::Int64],
+            DataType::Int64,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(|args| Ok(args[0].clone())),
+        );
+        assert!(codec.try_encode_udf(&other, &mut buf).is_err());
+        let unknown = datafusion::logical_expr::create_udf(
+            "eon_not_registered",
+            vec![],
+            DataType::Int64,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(|args| Ok(args[0].clone())),
+        );
+        assert!(codec.try_encode_udf(&unknown, &mut buf).is_err());
     }
 }

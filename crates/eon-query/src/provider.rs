@@ -1127,9 +1127,7 @@ impl EonScanExec {
     /// every data engine holding some of its shards runs over its own.
     /// None for a scan the query engine runs itself: point lookups, and a
     /// table merged in insertion order.
-    pub(crate) fn fragment_scan(
-        &self,
-    ) -> datafusion::common::Result<Option<pb::FragmentScan>> {
+    pub(crate) fn fragment_scan(&self) -> datafusion::common::Result<Option<pb::FragmentScan>> {
         let s = &self.spec;
         if self.merged.is_some() || s.keys.is_some() {
             return Ok(None);

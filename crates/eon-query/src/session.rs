@@ -1949,6 +1949,15 @@ impl Session {
         if !matches!(inner, Statement::Query(_)) {
             return Err(Error::unsupported("EXPLAIN is supported for queries only"));
         }
+        // Duplicate output names made unique, as the query itself would be.
+        let mut statement = statement;
+        if let Statement::Explain {
+            statement: query, ..
+        } = &mut statement
+            && let Statement::Query(q) = query.as_mut()
+        {
+            let _ = crate::naming::prepare(q);
+        }
         let (ctx, _) = self.begin_statement().await?;
         let state = self.statement_state(ctx);
         let plan = bind(self.plan_query(&state, statement).await?, params)?;
@@ -2578,7 +2587,11 @@ fn show_name(
     text: impl Fn(&datafusion::sql::sqlparser::ast::Ident) -> String,
 ) -> String {
     let spaced = words.iter().map(&text).collect::<Vec<_>>().join(" ");
-    let multiword = ["time zone", "transaction isolation level", "session authorization"];
+    let multiword = [
+        "time zone",
+        "transaction isolation level",
+        "session authorization",
+    ];
     if words.len() > 1 && !multiword.contains(&spaced.to_ascii_lowercase().as_str()) {
         return words.iter().map(text).collect::<Vec<_>>().join(".");
     }

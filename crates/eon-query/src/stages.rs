@@ -15,9 +15,9 @@
 //! - ends in one `EonScanExec` (a scan of a table's shards, not a point
 //!   lookup),
 //! - is made of operators that work partition by partition — filters,
-//!   projections, partial aggregates and top-k sorts —
+//!   projections, sorts of each partition, partial aggregates —
 //!   with at least one that shrinks what is sent (a partial aggregate or a
-//!   top-k), and
+//!   top-k sort), and
 //! - can be encoded as a fragment ([`crate::fragment`]: every function is
 //!   the same on the data engines, every operator serializable).
 //!
@@ -60,8 +60,8 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
-    ExecutionPlanProperties, Partitioning, PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
 use eon_common::ipc;
 use eon_proto::v1 as pb;
@@ -144,10 +144,12 @@ fn distributable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn Execution
             }
             shrinks = true;
         } else if let Some(sort) = any.downcast_ref::<SortExec>() {
-            if !sort.preserve_partitioning() || sort.fetch().is_none() {
+            // A sort of each partition (the order a partial aggregate's
+            // `ORDER BY` needs) runs there too; a top-k also shrinks.
+            if !sort.preserve_partitioning() {
                 return None;
             }
-            shrinks = true;
+            shrinks |= sort.fetch().is_some();
         } else if !(any.is::<FilterExec>() || any.is::<ProjectionExec>()) {
             return None;
         }

@@ -8,6 +8,7 @@ mod clients;
 mod cluster;
 mod conformance;
 mod ddl;
+mod distributed;
 mod durability;
 mod frontends;
 mod history;
