@@ -52,7 +52,6 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::catalog::{Session as CatalogSession, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::execution::context::SessionState;
@@ -62,8 +61,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, Expr as SqlExpr, ForValues, FunctionArg, FunctionArgExpr,
@@ -1630,38 +1628,11 @@ impl ExecutionPlan for AppendExec {
         &self.props
     }
 
-    /// The leaves' scans are planned whole by [`PartitionedTable::scan`]
-    /// and run as they are: shown to DataFusion as children, its
-    /// optimizer would split them into parallel partitions and lose the
-    /// order the rows are listed in.
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
-    ) -> datafusion::common::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
+    // No children: the leaves' scans are planned whole by
+    // `PartitionedTable::scan` and run as they are. Shown to DataFusion as
+    // children, its optimizer would split them into parallel partitions
+    // and lose the order the rows are listed in.
+    crate::provider::leaf_plan_methods!();
 
     fn execute(
         &self,

@@ -4,27 +4,12 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use eon_testkit::TestCluster;
 
 use crate::pushdown::{counters, delta};
-
-/// Every row of `sql`'s result as text (NULL as None), through the simple
-/// protocol.
-async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    c.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
+use crate::rows;
 
 /// The plan `EXPLAIN` (or `EXPLAIN ANALYZE`) gives for `sql`.
 async fn explain(c: &Client, how: &str, sql: &str) -> String {

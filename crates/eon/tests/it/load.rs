@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use crate::rows;
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray,
 };
 use eon_testkit::{TestCluster, eon_bin};
 use parquet::arrow::ArrowWriter;
-use tokio_postgres::SimpleQueryMessage;
 
 fn load(cluster: &TestCluster, file: &Path, table: &str, more: &[&str]) -> Output {
     Command::new(eon_bin())
@@ -22,21 +22,6 @@ fn load(cluster: &TestCluster, file: &Path, table: &str, more: &[&str]) -> Outpu
         .args(more)
         .output()
         .unwrap()
-}
-
-/// Every row of `sql` as text (None: NULL), by the simple protocol.
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    c.simple_query(sql)
-        .await
-        .expect(sql)
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 fn row(values: &[Option<&str>]) -> Vec<Option<String>> {

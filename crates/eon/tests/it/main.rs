@@ -51,6 +51,22 @@ async fn copy_in(
     sink.finish().await
 }
 
+/// Every row of `sql`'s result as text (None: NULL), by the simple
+/// protocol.
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The first column of every row `sql` returns, as text.
 async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])
