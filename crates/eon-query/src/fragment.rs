@@ -37,7 +37,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::common::{DataFusionError, not_impl_err};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -72,7 +71,7 @@ use futures::stream::BoxStream;
 use prost::Message;
 
 use crate::numeric::NumericExpr;
-use crate::provider::{EonScanExec, to_df};
+use crate::provider::{EonScanExec, adopt, to_df};
 
 /// A data engine's shards, as a fragment's scans read them.
 pub trait LocalShards: Send + Sync + 'static {
@@ -477,15 +476,10 @@ impl ExecutionPlan for LocalScanExec {
             ..self.scan.clone()
         };
         let out = schema.clone();
-        let rows = self.local.scan(req).map(move |b| {
-            let b = b.map_err(to_df)?;
-            // Same columns; the plan's schema (names, nullability).
-            Ok(RecordBatch::try_new_with_options(
-                out.clone(),
-                b.columns().to_vec(),
-                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-            )?)
-        });
+        let rows = self
+            .local
+            .scan(req)
+            .map(move |b| adopt(&out, &b.map_err(to_df)?));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
     }
 }

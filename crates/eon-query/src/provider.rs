@@ -1064,14 +1064,9 @@ impl ExecutionPlan for EonScanExec {
             let merge = SortPreservingMergeExec::new(order, shards).with_fetch(self.spec.limit);
             let keep: Vec<usize> = (0..schema.fields().len()).collect();
             let out = schema.clone();
-            let rows = merge.execute(0, ctx)?.map(move |b| {
-                let b = b?.project(&keep)?;
-                Ok(RecordBatch::try_new_with_options(
-                    out.clone(),
-                    b.columns().to_vec(),
-                    &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-                )?)
-            });
+            let rows = merge
+                .execute(0, ctx)?
+                .map(move |b| adopt(&out, &b?.project(&keep)?));
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema.clone(),
                 rows,
@@ -1082,6 +1077,30 @@ impl ExecutionPlan for EonScanExec {
             scan_partition(self.spec.clone(), partition),
         )))
     }
+}
+
+/// `batch`'s columns under `schema`: what a data engine sent for a plan
+/// has the plan's columns, and takes the field names, metadata and
+/// nullability DataFusion planned.
+pub(crate) fn adopt(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> datafusion::common::Result<RecordBatch> {
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        batch.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// The batches of one Arrow IPC message from a data engine, adopted by
+/// `schema`.
+pub(crate) fn decode_as(
+    schema: &SchemaRef,
+    bytes: &[u8],
+) -> datafusion::common::Result<Vec<RecordBatch>> {
+    let (_, batches) = ipc::decode(bytes).map_err(to_df)?;
+    batches.iter().map(|b| adopt(schema, b)).collect()
 }
 
 impl ScanSpec {
@@ -1221,19 +1240,7 @@ fn scan_partition(
             if msg.arrow_ipc.is_empty() {
                 return Ok(vec![]);
             }
-            let (_, batches) = ipc::decode(&msg.arrow_ipc).map_err(to_df)?;
-            batches
-                .into_iter()
-                .map(|b| {
-                    // Same columns; adopt the plan's schema (field metadata
-                    // and nullability as DataFusion planned them).
-                    Ok(RecordBatch::try_new_with_options(
-                        out_schema.clone(),
-                        b.columns().to_vec(),
-                        &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-                    )?)
-                })
-                .collect()
+            decode_as(&out_schema, &msg.arrow_ipc)
         })
         .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
         .try_flatten();

@@ -43,7 +43,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
@@ -63,11 +62,10 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
-use eon_common::ipc;
 use eon_proto::v1 as pb;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::provider::{EonScanExec, to_df};
+use crate::provider::{EonScanExec, decode_as, to_df};
 
 /// How long a stage waits for an unreachable data engine to come back.
 const PATIENCE: Duration = Duration::from_secs(3);
@@ -386,20 +384,11 @@ impl ExecutionPlan for EonStageExec {
                     return Ok(vec![]);
                 }
                 bytes_received.add(msg.arrow_ipc.len());
-                let (_, batches) = ipc::decode(&msg.arrow_ipc).map_err(to_df)?;
-                batches
-                    .into_iter()
-                    .map(|b| {
-                        output_rows.add(b.num_rows());
-                        // Same columns; the plan's schema (names,
-                        // nullability as DataFusion planned them).
-                        Ok(RecordBatch::try_new_with_options(
-                            out.clone(),
-                            b.columns().to_vec(),
-                            &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-                        )?)
-                    })
-                    .collect()
+                let batches = decode_as(&out, &msg.arrow_ipc)?;
+                for b in &batches {
+                    output_rows.add(b.num_rows());
+                }
+                Ok(batches)
             })
             .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
             .try_flatten();
