@@ -134,22 +134,20 @@ pub trait Sink: Send {
     fn send(&mut self, batch: RecordBatch) -> impl Future<Output = Result<bool, Error>> + Send;
 }
 
-/// The `Scan` call's sink: each batch as one Arrow IPC message.
-pub struct IpcSink<'a> {
-    pub tx: &'a tokio::sync::mpsc::Sender<Result<eon_proto::v1::ScanResponse, tonic::Status>>,
+/// A client's sink (`Scan`, `RunFragment`): each batch as one Arrow IPC
+/// message, made into the call's response by `wrap`.
+pub struct IpcSink<'a, M> {
+    pub tx: &'a tokio::sync::mpsc::Sender<Result<M, tonic::Status>>,
+    pub wrap: fn(Vec<u8>) -> M,
     /// Arrow IPC bytes sent.
     pub bytes: u64,
 }
 
-impl Sink for IpcSink<'_> {
+impl<M: Send> Sink for IpcSink<'_, M> {
     async fn send(&mut self, batch: RecordBatch) -> Result<bool, Error> {
         let bytes = ipc::encode_batch(&batch)?;
         self.bytes += bytes.len() as u64;
-        let msg = eon_proto::v1::ScanResponse {
-            arrow_ipc: bytes.into(),
-            ..Default::default()
-        };
-        Ok(self.tx.send(Ok(msg)).await.is_ok())
+        Ok(self.tx.send(Ok((self.wrap)(bytes))).await.is_ok())
     }
 }
 

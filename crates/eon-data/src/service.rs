@@ -18,7 +18,7 @@ use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp}
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::scan::{IpcSink, ScanCounts, ScanPlan, run_scan};
+use crate::scan::{IpcSink, ScanCounts, ScanPlan, Sink, run_scan};
 use futures::StreamExt;
 
 pub struct DataEngineService {
@@ -416,7 +416,7 @@ struct PreparedScan {
 }
 
 impl PreparedScan {
-    async fn run(self, sink: &mut impl crate::scan::Sink) -> Result<ScanCounts, Error> {
+    async fn run(self, sink: &mut impl Sink) -> Result<ScanCounts, Error> {
         let result = run_scan(
             &self.store,
             &self.plan,
@@ -522,7 +522,7 @@ impl eon_query::fragment::LocalShards for Local {
         let (mut tx, rx) = tokio::sync::mpsc::channel(4);
         let prepared = self.svc.prepare_scan(req);
         let scanned = self.scanned.clone();
-        let counters = self.svc.scan_counters();
+        let engine_scanned = self.svc.rows_scanned.clone();
         tokio::spawn(async move {
             let result = match prepared {
                 Ok(scan) => scan.run(&mut tx).await,
@@ -532,7 +532,7 @@ impl eon_query::fragment::LocalShards for Local {
                 Ok(c) => {
                     scanned.fetch_add(c.scanned, Ordering::Relaxed);
                     // Rows returned are counted as the fragment's output.
-                    counters.scanned.fetch_add(c.scanned, Ordering::Relaxed);
+                    engine_scanned.fetch_add(c.scanned, Ordering::Relaxed);
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -554,7 +554,14 @@ impl DataEngine for DataEngineService {
         let bytes = self.bytes_returned.clone();
         let counters = self.scan_counters();
         tokio::spawn(async move {
-            let mut sink = IpcSink { tx: &tx, bytes: 0 };
+            let mut sink = IpcSink {
+                tx: &tx,
+                wrap: |ipc| pb::ScanResponse {
+                    arrow_ipc: ipc.into(),
+                    ..Default::default()
+                },
+                bytes: 0,
+            };
             let result = scan.run(&mut sink).await;
             bytes.fetch_add(sink.bytes, Ordering::Relaxed);
             let msg = match result {
@@ -600,8 +607,17 @@ impl DataEngine for DataEngineService {
         let bytes = self.bytes_returned.clone();
         let returned_total = self.rows_returned.clone();
         tokio::spawn(async move {
+            let mut sink = IpcSink {
+                tx: &tx,
+                wrap: |ipc| pb::FragmentResponse {
+                    arrow_ipc: ipc.into(),
+                    ..Default::default()
+                },
+                bytes: 0,
+            };
             let mut returned = 0u64;
             let mut failed = None;
+            let mut gone = false;
             while let Some(batch) = rows.next().await {
                 let batch = match batch {
                     Ok(b) if b.num_rows() == 0 => continue,
@@ -611,22 +627,22 @@ impl DataEngine for DataEngineService {
                         break;
                     }
                 };
-                let ipc = match ipc::encode_batch(&batch) {
-                    Ok(b) => b,
+                returned += batch.num_rows() as u64;
+                match sink.send(batch).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        gone = true;
+                        break;
+                    }
                     Err(e) => {
                         failed = Some(e);
                         break;
                     }
-                };
-                returned += batch.num_rows() as u64;
-                bytes.fetch_add(ipc.len() as u64, Ordering::Relaxed);
-                let msg = pb::FragmentResponse {
-                    arrow_ipc: ipc.into(),
-                    ..Default::default()
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
                 }
+            }
+            bytes.fetch_add(sink.bytes, Ordering::Relaxed);
+            if gone {
+                return;
             }
             returned_total.fetch_add(returned, Ordering::Relaxed);
             let msg = match failed {

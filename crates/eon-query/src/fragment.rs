@@ -314,11 +314,14 @@ pub fn encode(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Bytes>
 /// The DataFusion options of `config` that differ from their defaults:
 /// what a fragment must run with to mean what the statement planned.
 pub fn settings(config: &ConfigOptions) -> std::collections::HashMap<String, String> {
-    let defaults: std::collections::HashMap<String, Option<String>> = ConfigOptions::default()
-        .entries()
-        .into_iter()
-        .map(|e| (e.key, e.value))
-        .collect();
+    static DEFAULTS: OnceLock<std::collections::HashMap<String, Option<String>>> = OnceLock::new();
+    let defaults = DEFAULTS.get_or_init(|| {
+        ConfigOptions::default()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    });
     config
         .entries()
         .into_iter()

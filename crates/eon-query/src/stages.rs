@@ -80,7 +80,14 @@ impl PhysicalOptimizerRule for Distribute {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let settings = Arc::new(crate::fragment::settings(config));
+        // Worked out once, and only for a plan that gets a stage (this
+        // rule runs on every statement).
+        let settings = std::cell::OnceCell::new();
+        let settings = || {
+            settings
+                .get_or_init(|| Arc::new(crate::fragment::settings(config)))
+                .clone()
+        };
         let mut next = 1;
         place(plan, &mut next, &settings)
     }
@@ -99,12 +106,12 @@ impl PhysicalOptimizerRule for Distribute {
 fn place(
     plan: Arc<dyn ExecutionPlan>,
     next: &mut usize,
-    settings: &Arc<HashMap<String, String>>,
+    settings: &dyn Fn() -> Arc<HashMap<String, String>>,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     if plan.is::<EonStageExec>() {
         return Ok(plan);
     }
-    if let Some(stage) = EonStageExec::try_new(*next, plan.clone(), settings.clone())? {
+    if let Some(stage) = EonStageExec::try_new(*next, plan.clone(), settings)? {
         *next += 1;
         return Ok(Arc::new(stage));
     }
@@ -198,7 +205,7 @@ impl EonStageExec {
     fn try_new(
         id: usize,
         fragment: Arc<dyn ExecutionPlan>,
-        settings: Arc<HashMap<String, String>>,
+        settings: impl FnOnce() -> Arc<HashMap<String, String>>,
     ) -> datafusion::common::Result<Option<EonStageExec>> {
         let Some(scan) = distributable_scan(&fragment) else {
             return Ok(None);
@@ -241,7 +248,7 @@ impl EonStageExec {
             id,
             fragment,
             bytes,
-            settings,
+            settings: settings(),
             scan,
             engines,
             props: Arc::new(props),
@@ -309,7 +316,7 @@ impl ExecutionPlan for EonStageExec {
         if Arc::ptr_eq(&fragment, &self.fragment) {
             return Ok(self);
         }
-        match EonStageExec::try_new(self.id, fragment.clone(), self.settings.clone())? {
+        match EonStageExec::try_new(self.id, fragment.clone(), || self.settings.clone())? {
             Some(stage) => Ok(Arc::new(stage)),
             // No longer distributable: the query engine runs it.
             None => Ok(fragment),
