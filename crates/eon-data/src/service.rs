@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::scan::{IpcSink, ScanCounts, ScanPlan, Sink, run_scan};
+use datafusion::physical_plan::ExecutionPlanProperties;
 use futures::StreamExt;
 
 pub struct DataEngineService {
@@ -34,6 +35,13 @@ pub struct DataEngineService {
     bytes_returned: Arc<AtomicU64>,
     scans: Arc<AtomicU64>,
     fragments: Arc<AtomicU64>,
+    /// Bytes of shuffle partitions sent to other tasks (engine to engine).
+    bytes_shuffled: Arc<AtomicU64>,
+    /// The other data engines, as shuffle reads reach them.
+    peers: Arc<eon_query::cluster::Cluster>,
+    /// Shuffles this engine produces, by (query, stage): run once, read
+    /// partition by partition by the tasks of the stage they feed.
+    shuffles: Mutex<HashMap<(u64, u32), Shuffle>>,
     point_lookups: Arc<AtomicU64>,
     rows_written: Arc<AtomicU64>,
     conflicts: Arc<AtomicU64>,
@@ -114,7 +122,11 @@ fn dropped(name: &str) -> Error {
 }
 
 impl DataEngineService {
-    pub fn new(id: u64, store: Arc<Store>) -> Arc<DataEngineService> {
+    pub fn new(
+        id: u64,
+        store: Arc<Store>,
+        peers: Arc<eon_query::cluster::Cluster>,
+    ) -> Arc<DataEngineService> {
         let stats = Recorder::new("data-engine", id);
         Arc::new_cyclic(|me| DataEngineService {
             id,
@@ -126,6 +138,9 @@ impl DataEngineService {
             bytes_returned: stats.counter("bytes_returned"),
             scans: stats.counter("scans"),
             fragments: stats.counter("fragments"),
+            bytes_shuffled: stats.counter("bytes_shuffled"),
+            peers,
+            shuffles: Mutex::default(),
             point_lookups: stats.counter("point_lookups"),
             rows_written: stats.counter("rows_written"),
             conflicts: stats.counter("write_conflicts"),
@@ -501,6 +516,21 @@ impl DataEngineService {
     }
 }
 
+/// A shuffle this engine produces (see `DataEngineService::shuffles`).
+struct Shuffle {
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ctx: Arc<datafusion::execution::TaskContext>,
+    task: Arc<eon_query::fragment::Task>,
+    scanned: Arc<AtomicU64>,
+    /// Partitions no task has asked for yet.
+    left: usize,
+    since: Instant,
+}
+
+/// A shuffle some of whose partitions no task asked for within this long
+/// is dropped (its reader failed or was cancelled).
+const SHUFFLE_TTL: Duration = Duration::from_secs(600);
+
 /// This engine's shards as a plan fragment reads them: each scan is checked
 /// and run like a `Scan` call, its batches handed over in memory.
 struct Local {
@@ -540,6 +570,90 @@ impl eon_query::fragment::LocalShards for Local {
             }
         });
         Box::pin(ReceiverStream::new(rx))
+    }
+
+    fn fragment(
+        &self,
+        engine: u64,
+        req: pb::FragmentRequest,
+    ) -> futures::stream::BoxStream<'static, Result<pb::FragmentResponse, Error>> {
+        let peers = self.svc.peers.clone();
+        futures::stream::once(async move {
+            peers
+                .with_engine(engine, PEER_PATIENCE, false, |mut c| {
+                    let req = req.clone();
+                    async move { c.run_fragment(req).await }
+                })
+                .await
+                .map(|r| futures::TryStreamExt::map_err(r.into_inner(), Error::from_status))
+        })
+        .map(|r| match r {
+            Ok(s) => s.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// How long a shuffle read waits for an unreachable peer to come back.
+const PEER_PATIENCE: Duration = Duration::from_secs(3);
+
+impl DataEngineService {
+    /// Partition `part.partition` of the shuffle `req` produces, starting
+    /// the shuffle when it is the first asked for; with the task and the
+    /// counter of rows its scans read.
+    fn shuffle_partition(
+        &self,
+        req: &pb::FragmentRequest,
+        part: pb::ShufflePart,
+        local: Arc<Local>,
+    ) -> Result<
+        (
+            datafusion::execution::SendableRecordBatchStream,
+            Arc<eon_query::fragment::Task>,
+            Arc<AtomicU64>,
+        ),
+        Error,
+    > {
+        let key = (req.query, part.stage);
+        let mut shuffles = self.shuffles.lock().unwrap();
+        shuffles.retain(|_, s| s.since.elapsed() < SHUFFLE_TTL);
+        if !shuffles.contains_key(&key) {
+            let scanned = local.scanned.clone();
+            let task = eon_query::fragment::Task::new(local, req);
+            let (plan, ctx) = eon_query::fragment::decode(&req.plan, &task)?;
+            let left = plan.output_partitioning().partition_count();
+            self.fragments.fetch_add(1, Ordering::Relaxed);
+            shuffles.insert(
+                key,
+                Shuffle {
+                    plan,
+                    ctx,
+                    task,
+                    scanned,
+                    left,
+                    since: Instant::now(),
+                },
+            );
+        }
+        let s = shuffles.get_mut(&key).expect("inserted above");
+        let partition = part.partition as usize;
+        if partition >= s.plan.output_partitioning().partition_count() {
+            return Err(Error::internal(format!(
+                "shuffle {key:?} has no partition {partition}"
+            )));
+        }
+        let rows = s
+            .plan
+            .execute(partition, s.ctx.clone())
+            .map_err(eon_query::errors::from_df)?;
+        let out = (rows, s.task.clone(), s.scanned.clone());
+        s.left -= 1;
+        if s.left == 0 {
+            shuffles.remove(&key);
+        }
+        Ok(out)
     }
 }
 
@@ -597,14 +711,26 @@ impl DataEngine for DataEngineService {
             svc: me,
             scanned: Arc::default(),
         });
-        let scanned = local.scanned.clone();
         // Operators may start work as the plan is executed, before its
         // stream is read.
         let started = Instant::now();
-        let mut rows = eon_query::fragment::execute(&req.plan, &req.settings, local)?;
-        self.fragments.fetch_add(1, Ordering::Relaxed);
+        let shuffle = req.shuffle.is_some();
+        let (mut rows, task, scanned) = match req.shuffle {
+            Some(part) => self.shuffle_partition(&req, part, local)?,
+            None => {
+                let scanned = local.scanned.clone();
+                let task = eon_query::fragment::Task::new(local, &req);
+                let rows = eon_query::fragment::execute(&req.plan, &task)?;
+                self.fragments.fetch_add(1, Ordering::Relaxed);
+                (rows, task, scanned)
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let bytes = self.bytes_returned.clone();
+        let bytes = if shuffle {
+            self.bytes_shuffled.clone()
+        } else {
+            self.bytes_returned.clone()
+        };
         let returned_total = self.rows_returned.clone();
         tokio::spawn(async move {
             let mut sink = IpcSink {
@@ -644,15 +770,21 @@ impl DataEngine for DataEngineService {
             if gone {
                 return;
             }
-            returned_total.fetch_add(returned, Ordering::Relaxed);
+            if !shuffle {
+                returned_total.fetch_add(returned, Ordering::Relaxed);
+            }
             let msg = match failed {
                 None => {
                     request.ok();
+                    // A shuffle's partitions share its scans and feeders:
+                    // each is reported once, by the partition that ends
+                    // first (all input is read by then).
                     Ok(pb::FragmentResponse {
                         arrow_ipc: Default::default(),
-                        rows_scanned: scanned.load(Ordering::Relaxed),
+                        rows_scanned: scanned.swap(0, Ordering::Relaxed),
                         rows_returned: returned,
                         elapsed_us: started.elapsed().as_micros() as u64,
+                        feeders: std::mem::take(&mut *task.feeders.lock().unwrap()),
                     })
                 }
                 Some(e) => Err(e.to_status()),
@@ -1075,7 +1207,12 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         }
     });
 
-    let service = DataEngineService::new(opts.id, store);
+    let peers = eon_query::cluster::Cluster::new(
+        &opts.meta,
+        Recorder::new("data-engine-peers", opts.id),
+        0,
+    )?;
+    let service = DataEngineService::new(opts.id, store, peers);
     tracing::info!(id = opts.id, %addr, "data engine serving");
     node::announce_ready(&[("grpc", addr.to_string())]);
     let metrics = service.clone();

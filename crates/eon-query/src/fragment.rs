@@ -30,8 +30,9 @@
 //! the statement's DataFusion settings, run the fragment's one output
 //! partition.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -66,20 +67,55 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use eon_common::{Error, ipc};
 use eon_proto::v1 as pb;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 
 use crate::numeric::NumericExpr;
-use crate::provider::{EonScanExec, adopt, to_df};
+use crate::provider::{EonScanExec, adopt, decode_as, to_df};
 
-/// A data engine's shards, as a fragment's scans read them.
+/// A data engine's shards, as a fragment's scans read them, and its peers,
+/// as a fragment's shuffle reads reach them.
 pub trait LocalShards: Send + Sync + 'static {
     /// The engine's id: a fragment's scan reads the shards placed on it.
     fn engine_id(&self) -> u64;
     /// The rows of `req` (one table, the shards it names) at its snapshot,
     /// filtered and projected as it says.
     fn scan(&self, req: pb::ScanRequest) -> BoxStream<'static, Result<RecordBatch, Error>>;
+    /// `DataEngine.RunFragment(req)` on data engine `engine` (this one
+    /// too): how a task reads its partition of a shuffle.
+    fn fragment(
+        &self,
+        engine: u64,
+        req: pb::FragmentRequest,
+    ) -> BoxStream<'static, Result<pb::FragmentResponse, Error>>;
+}
+
+/// One task of a stage, as a data engine runs it: what its fragment's
+/// scans and shuffle reads need to know.
+pub struct Task {
+    pub local: Arc<dyn LocalShards>,
+    /// Which of the stage's tasks this is: its shuffle reads read this
+    /// partition.
+    pub task: u32,
+    /// The statement run the fragment belongs to (names its shuffles).
+    pub query: u64,
+    pub settings: HashMap<String, String>,
+    /// What the stages feeding this task's shuffle reads did, per engine
+    /// (sent back with the task's last message, for EXPLAIN ANALYZE).
+    pub feeders: Mutex<Vec<pb::StageRun>>,
+}
+
+impl Task {
+    pub fn new(local: Arc<dyn LocalShards>, req: &pb::FragmentRequest) -> Arc<Task> {
+        Arc::new(Task {
+            local,
+            task: req.task,
+            query: req.query,
+            settings: req.settings.clone(),
+            feeders: Mutex::default(),
+        })
+    }
 }
 
 /// The functions a fragment may call: DataFusion's built-ins and eon's
@@ -93,11 +129,12 @@ pub fn functions() -> &'static SessionContext {
     })
 }
 
-/// The codec of fragments (see the module doc). `local` is set on the data
-/// engine, where scans are decoded into [`LocalScanExec`]s.
+/// The codec of fragments (see the module doc). `task` is set on the data
+/// engine, where scans are decoded into [`LocalScanExec`]s and shuffles
+/// into [`ShuffleReadExec`]s.
 #[derive(Default)]
 pub struct FragmentCodec {
-    local: Option<Arc<dyn LocalShards>>,
+    task: Option<Arc<Task>>,
 }
 
 impl fmt::Debug for FragmentCodec {
@@ -127,12 +164,20 @@ impl PhysicalExtensionCodec for FragmentCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let Some(local) = &self.local else {
+        let Some(task) = &self.task else {
             return not_impl_err!("a fragment's scan is decoded on a data engine only");
         };
-        let msg = pb::FragmentScan::decode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("undecodable scan: {e}")))?;
-        Ok(Arc::new(LocalScanExec::new(msg, local.clone())?))
+        let msg = pb::FragmentNode::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("undecodable node: {e}")))?;
+        match msg.node {
+            Some(pb::fragment_node::Node::Scan(scan)) => {
+                Ok(Arc::new(LocalScanExec::new(scan, task.local.clone())?))
+            }
+            Some(pb::fragment_node::Node::Shuffle(shuffle)) => {
+                Ok(Arc::new(ShuffleReadExec::new(shuffle, task.clone())?))
+            }
+            None => Err(DataFusionError::Internal("empty fragment node".into())),
+        }
     }
 
     fn try_encode(
@@ -147,8 +192,11 @@ impl PhysicalExtensionCodec for FragmentCodec {
         let Some(msg) = scan.fragment_scan()? else {
             return not_impl_err!("this scan does not run on data engines");
         };
-        msg.encode(buf)
-            .map_err(|e| DataFusionError::Internal(e.to_string()))
+        pb::FragmentNode {
+            node: Some(pb::fragment_node::Node::Scan(msg)),
+        }
+        .encode(buf)
+        .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
     fn try_encode_expr(
@@ -257,6 +305,25 @@ impl PhysicalProtoConverterExtension for Converter {
         plan: &Arc<dyn ExecutionPlan>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> datafusion::common::Result<protobuf::PhysicalPlanNode> {
+        // A shuffle carries its producing stage as bytes of its own, not
+        // as an input the reading engine would decode and run.
+        if let Some(shuffle) = plan.downcast_ref::<crate::stages::ShuffleExec>() {
+            let node = pb::FragmentNode {
+                node: Some(pb::fragment_node::Node::Shuffle(
+                    shuffle.fragment_shuffle()?,
+                )),
+            };
+            return Ok(protobuf::PhysicalPlanNode {
+                physical_plan_type: Some(
+                    protobuf::physical_plan_node::PhysicalPlanType::Extension(
+                        protobuf::PhysicalExtensionNode {
+                            node: node.encode_to_vec(),
+                            inputs: vec![],
+                        },
+                    ),
+                ),
+            });
+        }
         protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(plan.clone(), codec, self)
     }
 
@@ -313,8 +380,8 @@ pub fn encode(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Bytes>
 
 /// The DataFusion options of `config` that differ from their defaults:
 /// what a fragment must run with to mean what the statement planned.
-pub fn settings(config: &ConfigOptions) -> std::collections::HashMap<String, String> {
-    static DEFAULTS: OnceLock<std::collections::HashMap<String, Option<String>>> = OnceLock::new();
+pub fn settings(config: &ConfigOptions) -> HashMap<String, String> {
+    static DEFAULTS: OnceLock<HashMap<String, Option<String>>> = OnceLock::new();
     let defaults = DEFAULTS.get_or_init(|| {
         ConfigOptions::default()
             .entries()
@@ -330,33 +397,40 @@ pub fn settings(config: &ConfigOptions) -> std::collections::HashMap<String, Str
         .collect()
 }
 
-/// Run a fragment on a data engine: decode it against `local`'s shards and
-/// stream its output.
-pub fn execute(
+/// Decode a fragment on a data engine, for `task`: the plan, and the
+/// context to run it in (the statement's DataFusion settings applied).
+pub fn decode(
     plan: &[u8],
-    settings: &std::collections::HashMap<String, String>,
-    local: Arc<dyn LocalShards>,
-) -> Result<SendableRecordBatchStream, Error> {
+    task: &Arc<Task>,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), Error> {
     let base = functions().state();
     let mut config = base.config().clone();
-    for (k, v) in settings {
+    for (k, v) in &task.settings {
         // An option this build does not know is left at its default.
         let _ = config.options_mut().set(k, v);
     }
     let state = SessionStateBuilder::new_from_existing(base)
         .with_config(config)
         .build();
-    let task = state.task_ctx();
-    let codec = FragmentCodec { local: Some(local) };
+    let ctx = state.task_ctx();
+    let codec = FragmentCodec {
+        task: Some(task.clone()),
+    };
     let plan =
-        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(plan, &task, &codec)
+        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(plan, &ctx, &codec)
             .map_err(|e| Error::internal(format!("undecodable plan fragment: {e}")))?;
+    Ok((plan, ctx))
+}
+
+/// Run a fragment on a data engine for `task`: its output as one stream.
+pub fn execute(plan: &[u8], task: &Arc<Task>) -> Result<SendableRecordBatchStream, Error> {
+    let (plan, ctx) = decode(plan, task)?;
     let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() == 1 {
         plan
     } else {
         Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan))
     };
-    plan.execute(0, task).map_err(crate::errors::from_df)
+    plan.execute(0, ctx).map_err(crate::errors::from_df)
 }
 
 /// A fragment's scan on the data engine running it: one partition per
@@ -484,6 +558,115 @@ impl ExecutionPlan for LocalScanExec {
             .scan(req)
             .map(move |b| adopt(&out, &b.map_err(to_df)?));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
+    }
+}
+
+/// A task's partition of a shuffle, on the data engine running the task:
+/// partition *i* (this task's number) of the producing stage's hash
+/// repartitioning, read from every engine running that stage — the rows
+/// move engine to engine, never through the query engine.
+pub struct ShuffleReadExec {
+    msg: pb::FragmentShuffle,
+    task: Arc<Task>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for ShuffleReadExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShuffleReadExec(stage {})", self.msg.stage)
+    }
+}
+
+impl ShuffleReadExec {
+    fn new(msg: pb::FragmentShuffle, task: Arc<Task>) -> datafusion::common::Result<Self> {
+        let (schema, _) = ipc::decode(&msg.schema).map_err(to_df)?;
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(ShuffleReadExec {
+            msg,
+            task,
+            schema,
+            props: Arc::new(props),
+        })
+    }
+}
+
+impl DisplayAs for ShuffleReadExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ShuffleReadExec: stage={}, partition={}, engines={:?}",
+            self.msg.stage, self.task.task, self.msg.engines
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReadExec {
+    fn name(&self) -> &str {
+        "ShuffleReadExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    crate::provider::leaf_plan_methods!();
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        let stage = self.msg.stage;
+        let streams = self.msg.engines.iter().enumerate().map(|(j, &engine)| {
+            let req = pb::FragmentRequest {
+                plan: self.msg.plan.clone(),
+                settings: self.task.settings.clone(),
+                task: j as u32,
+                query: self.task.query,
+                shuffle: Some(pb::ShufflePart {
+                    stage,
+                    partition: self.task.task,
+                }),
+            };
+            let task = self.task.clone();
+            let out = self.schema.clone();
+            let mut bytes = 0u64;
+            self.task.local.fragment(engine, req).map(
+                move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
+                    let msg = msg.map_err(to_df)?;
+                    if msg.arrow_ipc.is_empty() {
+                        // The last message: what that engine did, and what
+                        // fed it.
+                        let mut feeders = task.feeders.lock().unwrap();
+                        feeders.push(pb::StageRun {
+                            stage,
+                            engine,
+                            rows_scanned: msg.rows_scanned,
+                            rows_returned: msg.rows_returned,
+                            bytes,
+                            elapsed_us: msg.elapsed_us,
+                        });
+                        feeders.extend(msg.feeders);
+                        return Ok(vec![]);
+                    }
+                    bytes += msg.arrow_ipc.len() as u64;
+                    decode_as(&out, &msg.arrow_ipc)
+                },
+            )
+        });
+        let rows = futures::stream::select_all(streams)
+            .map(|r| r.map(|v| futures::stream::iter(v.into_iter().map(Ok))))
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            rows,
+        )))
     }
 }
 

@@ -1183,9 +1183,12 @@ impl EonScanExec {
         }))
     }
 
-    /// The (engine, shard) pairs this scan reads, one per partition.
-    pub(crate) fn parts(&self) -> &[(u64, u32)] {
-        &self.spec.parts
+    /// The data engines holding the shards this scan reads, in id order.
+    pub(crate) fn engines(&self) -> Vec<u64> {
+        let mut engines: Vec<u64> = self.spec.parts.iter().map(|(e, _)| *e).collect();
+        engines.sort();
+        engines.dedup();
+        engines
     }
 
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
@@ -1196,17 +1199,20 @@ impl EonScanExec {
         &self.spec.stmt
     }
 
-    /// Record the reads of `engine`'s shards of this scan (see
-    /// [`ScanSpec::record_reads`]): a stage running on that engine read them.
-    pub(crate) fn record_engine_reads(&self, engine: u64) {
-        let shards: Vec<u32> = self
-            .spec
-            .parts
-            .iter()
-            .filter(|(e, _)| *e == engine)
-            .map(|(_, s)| *s)
-            .collect();
-        self.spec.record_reads(engine, &shards);
+    /// Record the reads of every shard of this scan (see
+    /// [`ScanSpec::record_reads`]): a stage running on the data engines
+    /// read them.
+    pub(crate) fn record_all_reads(&self) {
+        for engine in self.engines() {
+            let shards: Vec<u32> = self
+                .spec
+                .parts
+                .iter()
+                .filter(|(e, _)| *e == engine)
+                .map(|(_, s)| *s)
+                .collect();
+            self.spec.record_reads(engine, &shards);
+        }
     }
 }
 

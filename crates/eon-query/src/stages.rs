@@ -36,7 +36,7 @@
 //! for a session: every row then comes to the query engine, as before —
 //! what the differential tests compare against.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,8 +53,10 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::Boundedness;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -111,9 +113,17 @@ fn place(
     if plan.is::<EonStageExec>() {
         return Ok(plan);
     }
-    if let Some(stage) = EonStageExec::try_new(*next, plan.clone(), settings)? {
-        *next += 1;
-        return Ok(Arc::new(stage));
+    // A bare exchange on top is the query engine's: what feeds it may be a
+    // stage.
+    if !plan.is::<RepartitionExec>() && matches!(layout(&plan), Some((_, true))) {
+        let mut n = *next + 1;
+        let all = engines_of(&plan);
+        if let Some(fragment) = shuffled(plan.clone(), &all, &mut n)? {
+            if let Some(stage) = EonStageExec::try_new(*next, fragment, settings)? {
+                *next = n;
+                return Ok(Arc::new(stage));
+            }
+        }
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let mut changed = false;
@@ -132,39 +142,159 @@ fn place(
     )
 }
 
-/// The scan at the bottom of `plan` when `plan` is a chain of
-/// partition-wise operators over it that shrinks what it reads (module
-/// doc).
-fn distributable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
-    let mut node = plan.clone();
-    let mut shrinks = false;
-    loop {
-        let any = node.as_ref();
-        if any.is::<EonScanExec>() {
-            return shrinks.then_some(node);
-        }
-        if let Some(agg) = any.downcast_ref::<AggregateExec>() {
-            if *agg.mode() != AggregateMode::Partial {
-                return None;
-            }
-            shrinks = true;
-        } else if let Some(sort) = any.downcast_ref::<SortExec>() {
-            // A sort of each partition (the order a partial aggregate's
-            // `ORDER BY` needs) runs there too; a top-k also shrinks.
-            if !sort.preserve_partitioning() {
-                return None;
-            }
-            shrinks |= sort.fetch().is_some();
-        } else if !(any.is::<FilterExec>() || any.is::<ProjectionExec>()) {
-            return None;
-        }
-        let children = node.children();
-        if children.len() != 1 {
-            return None;
-        }
-        let child = children[0].clone();
-        node = child;
+/// Where the partitions of a plan that can run on the data engines are.
+enum Layout {
+    /// One per shard of this scan (an `EonScanExec`), each on the engine
+    /// holding it: a stage runs one task per such engine.
+    Shards(Arc<dyn ExecutionPlan>),
+    /// Hash partitions made by shuffles: a stage runs one task per engine
+    /// of the statement's tables, task *i* holding partition *i*.
+    Hash,
+}
+
+/// How `plan` would run on the data engines, if all of it can, and whether
+/// that is worth a stage: whether it shrinks what is sent (a partial
+/// aggregate, a top-k sort) or joins or finishes an aggregate where the
+/// rows are (module doc).
+fn layout(plan: &Arc<dyn ExecutionPlan>) -> Option<(Layout, bool)> {
+    let any = plan.as_ref();
+    if let Some(scan) = any.downcast_ref::<EonScanExec>() {
+        let runs_there = scan.statement().distribute
+            && !scan.engines().is_empty()
+            && matches!(scan.fragment_scan(), Ok(Some(_)));
+        return runs_there.then(|| (Layout::Shards(plan.clone()), false));
     }
+    if any.is::<ShuffleExec>() {
+        return Some((Layout::Hash, true));
+    }
+    if let Some(r) = any.downcast_ref::<RepartitionExec>() {
+        // A hash repartitioning between engines: a shuffle. One keeping
+        // the order of its inputs would need a merge per partition.
+        if !matches!(r.partitioning(), Partitioning::Hash(..)) || r.preserve_order() {
+            return None;
+        }
+        layout(r.input())?;
+        return Some((Layout::Hash, true));
+    }
+    if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+        // Both sides hash-partitioned on the key: task i joins partition i
+        // of each, for every join type.
+        if *join.partition_mode() != PartitionMode::Partitioned {
+            return None;
+        }
+        return match (layout(join.left())?, layout(join.right())?) {
+            ((Layout::Hash, _), (Layout::Hash, _)) => Some((Layout::Hash, true)),
+            _ => None,
+        };
+    }
+    let children = plan.children();
+    if children.len() != 1 {
+        return None;
+    }
+    let (child, worth) = layout(children[0])?;
+    if let Some(agg) = any.downcast_ref::<AggregateExec>() {
+        match agg.mode() {
+            AggregateMode::Partial => Some((child, true)),
+            // Its groups' partials all come to one task by the shuffle
+            // below.
+            AggregateMode::FinalPartitioned | AggregateMode::SinglePartitioned
+                if matches!(child, Layout::Hash) =>
+            {
+                Some((child, true))
+            }
+            _ => None,
+        }
+    } else if let Some(sort) = any.downcast_ref::<SortExec>() {
+        // A sort of each partition (the order a partial aggregate's
+        // `ORDER BY` needs) runs there too; a top-k also shrinks.
+        sort.preserve_partitioning()
+            .then(|| (child, worth || sort.fetch().is_some()))
+    } else if any.is::<FilterExec>() || any.is::<ProjectionExec>() {
+        Some((child, worth))
+    } else {
+        None
+    }
+}
+
+/// Every `EonScanExec` in `plan`, shuffles' producers included.
+fn scans_of(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+    if plan.is::<EonScanExec>() {
+        out.push(plan.clone());
+    }
+    for child in plan.children() {
+        scans_of(child, out);
+    }
+}
+
+/// The data engines holding shards of the tables `plan` scans, in id
+/// order: the tasks of a stage fed by shuffles.
+fn engines_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u64> {
+    let mut scans = Vec::new();
+    scans_of(plan, &mut scans);
+    let mut engines: Vec<u64> = scans
+        .iter()
+        .flat_map(|s| s.downcast_ref::<EonScanExec>().expect("a scan").engines())
+        .collect();
+    engines.sort();
+    engines.dedup();
+    engines
+}
+
+/// `plan` (which can run on the data engines) with each hash
+/// repartitioning made a shuffle into `all.len()` partitions, one per task
+/// of the stage reading it, numbered from `next`; None when a producing
+/// stage cannot be encoded.
+fn shuffled(
+    plan: Arc<dyn ExecutionPlan>,
+    all: &[u64],
+    next: &mut usize,
+) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
+        let Partitioning::Hash(exprs, _) = r.partitioning() else {
+            return Ok(None);
+        };
+        let id = *next;
+        *next += 1;
+        let Some(input) = shuffled(r.input().clone(), all, next)? else {
+            return Ok(None);
+        };
+        let engines = match layout(&input) {
+            Some((Layout::Shards(scan), _)) => scan
+                .downcast_ref::<EonScanExec>()
+                .expect("a scan")
+                .engines(),
+            _ => all.to_vec(),
+        };
+        let producer = Arc::new(RepartitionExec::try_new(
+            input,
+            Partitioning::Hash(exprs.clone(), all.len()),
+        )?);
+        return Ok(ShuffleExec::try_new(id, producer, engines).map(|s| Arc::new(s) as _));
+    }
+    if plan.is::<ShuffleExec>() {
+        return Ok(Some(plan));
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok(Some(plan));
+    }
+    let mut changed = false;
+    let mut built = Vec::with_capacity(children.len());
+    for child in children {
+        let Some(new) = shuffled(child.clone(), all, next)? else {
+            return Ok(None);
+        };
+        changed |= !Arc::ptr_eq(&new, &child);
+        built.push(new);
+    }
+    if !changed {
+        return Ok(Some(plan));
+    }
+    plan.replace_children(
+        built,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+    .map(Some)
 }
 
 /// What one engine did for a stage (EXPLAIN ANALYZE).
@@ -176,8 +306,174 @@ struct EngineRun {
     elapsed_us: u64,
 }
 
-/// A stage: a plan fragment run by every data engine holding shards of the
-/// table it scans, its output gathered by the query engine (module doc).
+/// What each engine did for a stage, by engine id.
+type Runs = Arc<Mutex<BTreeMap<u64, EngineRun>>>;
+
+fn add_run(runs: &Runs, engine: u64, scanned: u64, rows: u64, bytes: u64, elapsed_us: u64) {
+    let mut runs = runs.lock().unwrap();
+    let run = runs.entry(engine).or_default();
+    run.scanned += scanned;
+    run.rows += rows;
+    run.bytes += bytes;
+    // A shuffle's engine serves every reading task; its time is the
+    // longest of those.
+    run.elapsed_us = run.elapsed_us.max(elapsed_us);
+}
+
+/// `Stage N: on data-engine-1, …; <how its output moves>` and, after a run,
+/// what each engine did.
+fn fmt_stage(
+    f: &mut fmt::Formatter,
+    id: usize,
+    engines: &[u64],
+    exchange: &str,
+    runs: &Runs,
+) -> fmt::Result {
+    let names: Vec<String> = engines.iter().map(|e| format!("data-engine-{e}")).collect();
+    write!(f, "Stage {id}: on {}; {exchange}", names.join(", "))?;
+    for (engine, run) in runs.lock().unwrap().iter() {
+        write!(
+            f,
+            "; data-engine-{engine}: rows read={}, rows sent={}, bytes sent={}, time={:.3}ms",
+            run.scanned,
+            run.rows,
+            run.bytes,
+            run.elapsed_us as f64 / 1000.0
+        )?;
+    }
+    Ok(())
+}
+
+/// A shuffle inside a stage: the producing stage's plan, run by each of
+/// its engines and ending in a hash repartitioning into one partition per
+/// task of the stage reading it; task *i* reads partition *i* from every
+/// producing engine, directly ([`crate::fragment::ShuffleReadExec`]). On
+/// the query engine it is only planned and shown, never run.
+pub struct ShuffleExec {
+    id: usize,
+    producer: Arc<dyn ExecutionPlan>,
+    /// The producing stage's engines, task by task.
+    engines: Vec<u64>,
+    bytes: Bytes,
+    props: Arc<PlanProperties>,
+    runs: Runs,
+}
+
+impl fmt::Debug for ShuffleExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShuffleExec({})", self.id)
+    }
+}
+
+impl ShuffleExec {
+    fn try_new(id: usize, producer: Arc<dyn ExecutionPlan>, engines: Vec<u64>) -> Option<Self> {
+        let bytes = match crate::fragment::encode(producer.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!("not distributed: {e}");
+                return None;
+            }
+        };
+        Some(ShuffleExec {
+            id,
+            props: producer.properties().clone(),
+            producer,
+            engines,
+            bytes,
+            runs: Runs::default(),
+        })
+    }
+
+    /// This shuffle as a fragment carries it.
+    pub(crate) fn fragment_shuffle(&self) -> datafusion::common::Result<pb::FragmentShuffle> {
+        Ok(pb::FragmentShuffle {
+            stage: self.id as u32,
+            plan: self.bytes.clone(),
+            engines: self.engines.clone(),
+            schema: eon_common::ipc::encode(&self.producer.schema(), &[])
+                .map_err(to_df)?
+                .into(),
+        })
+    }
+}
+
+impl DisplayAs for ShuffleExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let exchange = match self.producer.output_partitioning() {
+            Partitioning::Hash(exprs, n) => {
+                let keys: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                format!("shuffled by hash({}) into {n} partitions", keys.join(", "))
+            }
+            other => format!("shuffled ({other})"),
+        };
+        fmt_stage(f, self.id, &self.engines, &exchange, &self.runs)
+    }
+}
+
+impl ExecutionPlan for ShuffleExec {
+    fn name(&self) -> &str {
+        "ShuffleExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.producer]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
+    ) -> datafusion::common::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let producer = children.pop().ok_or_else(|| {
+            DataFusionError::Internal("a shuffle has one child: its producer".into())
+        })?;
+        if Arc::ptr_eq(&producer, &self.producer) {
+            return Ok(self);
+        }
+        match ShuffleExec::try_new(self.id, producer, self.engines.clone()) {
+            Some(s) => Ok(Arc::new(s)),
+            None => Err(DataFusionError::Internal(
+                "a shuffle's new producer cannot run on data engines".into(),
+            )),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(
+            "a shuffle runs between data engines, inside a stage".into(),
+        ))
+    }
+}
+
+/// A stage: a plan fragment run by data engines — one task per engine
+/// holding shards of the table it scans, or, when shuffles feed it, per
+/// engine of the statement's tables — its output gathered by the query
+/// engine (module doc).
 pub struct EonStageExec {
     id: usize,
     /// The piece of plan the engines run (shown under the stage).
@@ -185,13 +481,18 @@ pub struct EonStageExec {
     /// The fragment as sent: merged into one partition per engine.
     bytes: Bytes,
     settings: Arc<HashMap<String, String>>,
-    /// The scan at the fragment's bottom (engines, snapshot, reads).
-    scan: Arc<dyn ExecutionPlan>,
-    /// One output partition per engine.
+    /// Every scan in the fragment (snapshot, reads), shuffles' included.
+    scans: Vec<Arc<dyn ExecutionPlan>>,
+    /// The engine of each task: one output partition each.
     engines: Vec<u64>,
+    /// What the engines of the shuffles feeding it did, by stage.
+    feeders: HashMap<u32, Runs>,
+    /// The current run: its query number and the partitions it executed
+    /// (a partition executed again starts a new run, with new shuffles).
+    round: Mutex<(u64, HashSet<usize>)>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
-    runs: Arc<Mutex<BTreeMap<u64, EngineRun>>>,
+    runs: Runs,
 }
 
 impl fmt::Debug for EonStageExec {
@@ -200,25 +501,31 @@ impl fmt::Debug for EonStageExec {
     }
 }
 
+/// The shuffles in `plan`, by stage number, with their runs.
+fn shuffles_of(plan: &Arc<dyn ExecutionPlan>, out: &mut HashMap<u32, Runs>) {
+    if let Some(s) = plan.downcast_ref::<ShuffleExec>() {
+        out.insert(s.id as u32, s.runs.clone());
+    }
+    for child in plan.children() {
+        shuffles_of(child, out);
+    }
+}
+
 impl EonStageExec {
     /// `fragment` as stage `id`, when it can run on the data engines.
     fn try_new(
         id: usize,
         fragment: Arc<dyn ExecutionPlan>,
-        settings: impl FnOnce() -> Arc<HashMap<String, String>>,
+        settings: &dyn Fn() -> Arc<HashMap<String, String>>,
     ) -> datafusion::common::Result<Option<EonStageExec>> {
-        let Some(scan) = distributable_scan(&fragment) else {
-            return Ok(None);
+        let engines = match layout(&fragment) {
+            Some((Layout::Shards(scan), _)) => scan
+                .downcast_ref::<EonScanExec>()
+                .expect("a scan")
+                .engines(),
+            Some((Layout::Hash, _)) => engines_of(&fragment),
+            None => return Ok(None),
         };
-        let eon_scan = scan
-            .downcast_ref::<EonScanExec>()
-            .expect("distributable_scan returns a scan");
-        if !eon_scan.statement().distribute {
-            return Ok(None);
-        }
-        let mut engines: Vec<u64> = eon_scan.parts().iter().map(|(e, _)| *e).collect();
-        engines.sort();
-        engines.dedup();
         if engines.is_empty() {
             return Ok(None);
         }
@@ -244,44 +551,50 @@ impl EonStageExec {
             fragment.pipeline_behavior(),
             Boundedness::Bounded,
         );
+        let mut scans = Vec::new();
+        scans_of(&fragment, &mut scans);
+        let mut feeders = HashMap::new();
+        shuffles_of(&fragment, &mut feeders);
         Ok(Some(EonStageExec {
             id,
             fragment,
             bytes,
             settings: settings(),
-            scan,
+            scans,
             engines,
+            feeders,
+            round: Mutex::default(),
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
             runs: Arc::default(),
         }))
     }
+
+    /// The query number of the run `partition` belongs to; a new run
+    /// records the statement's reads (every shard the stage reads).
+    fn run_of(&self, partition: usize) -> u64 {
+        let mut round = self.round.lock().unwrap();
+        if round.0 == 0 || !round.1.insert(partition) {
+            *round = (rand::random::<u64>() | 1, HashSet::from([partition]));
+            for scan in &self.scans {
+                scan.downcast_ref::<EonScanExec>()
+                    .expect("a scan")
+                    .record_all_reads();
+            }
+        }
+        round.0
+    }
 }
 
 impl DisplayAs for EonStageExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let engines: Vec<String> = self
-            .engines
-            .iter()
-            .map(|e| format!("data-engine-{e}"))
-            .collect();
-        write!(
+        fmt_stage(
             f,
-            "Stage {}: on {}; gathered to the query engine",
             self.id,
-            engines.join(", ")
-        )?;
-        for (engine, run) in self.runs.lock().unwrap().iter() {
-            write!(
-                f,
-                "; data-engine-{engine}: rows read={}, rows sent={}, bytes sent={}, time={:.3}ms",
-                run.scanned,
-                run.rows,
-                run.bytes,
-                run.elapsed_us as f64 / 1000.0
-            )?;
-        }
-        Ok(())
+            &self.engines,
+            "gathered to the query engine",
+            &self.runs,
+        )
     }
 }
 
@@ -316,7 +629,7 @@ impl ExecutionPlan for EonStageExec {
         if Arc::ptr_eq(&fragment, &self.fragment) {
             return Ok(self);
         }
-        match EonStageExec::try_new(self.id, fragment.clone(), || self.settings.clone())? {
+        match EonStageExec::try_new(self.id, fragment.clone(), &|| self.settings.clone())? {
             Some(stage) => Ok(Arc::new(stage)),
             // No longer distributable: the query engine runs it.
             None => Ok(fragment),
@@ -349,19 +662,23 @@ impl ExecutionPlan for EonStageExec {
                 futures::stream::empty(),
             )));
         };
-        let scan = self
-            .scan
+        let query = self.run_of(partition);
+        let cluster = self.scans[0]
             .downcast_ref::<EonScanExec>()
-            .expect("a stage's scan");
-        scan.record_engine_reads(engine);
-        let cluster = scan.cluster().clone();
+            .expect("a stage's scan")
+            .cluster()
+            .clone();
         let req = pb::FragmentRequest {
             plan: self.bytes.clone(),
             settings: (*self.settings).clone(),
+            task: partition as u32,
+            query,
+            shuffle: None,
         };
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes_received = MetricBuilder::new(&self.metrics).counter("bytes_received", partition);
         let runs = self.runs.clone();
+        let feeders = self.feeders.clone();
         let responses = futures::stream::once(async move {
             cluster
                 .with_engine(engine, PATIENCE, true, |mut c| {
@@ -377,19 +694,36 @@ impl ExecutionPlan for EonStageExec {
         })
         .try_flatten();
         let out = schema.clone();
+        let mut received = 0u64;
         let batches = responses
             .map(move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
                 let msg = msg?;
                 if msg.arrow_ipc.is_empty() {
-                    // The last message: what the engine did.
-                    let mut runs = runs.lock().unwrap();
-                    let run = runs.entry(engine).or_default();
-                    run.scanned += msg.rows_scanned;
-                    run.rows += msg.rows_returned;
-                    run.elapsed_us += msg.elapsed_us;
-                    run.bytes += bytes_received.value() as u64;
+                    // The last message: what the engine did, and the
+                    // engines feeding it.
+                    add_run(
+                        &runs,
+                        engine,
+                        msg.rows_scanned,
+                        msg.rows_returned,
+                        received,
+                        msg.elapsed_us,
+                    );
+                    for f in msg.feeders {
+                        if let Some(runs) = feeders.get(&f.stage) {
+                            add_run(
+                                runs,
+                                f.engine,
+                                f.rows_scanned,
+                                f.rows_returned,
+                                f.bytes,
+                                f.elapsed_us,
+                            );
+                        }
+                    }
                     return Ok(vec![]);
                 }
+                received += msg.arrow_ipc.len() as u64;
                 bytes_received.add(msg.arrow_ipc.len());
                 let batches = decode_as(&out, &msg.arrow_ipc)?;
                 for b in &batches {

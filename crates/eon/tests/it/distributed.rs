@@ -1,6 +1,7 @@
-//! Distributed execution: aggregates and top-k run on the data engines
-//! (stages), proven by the engines' counters and by comparing every answer
-//! with the same query run with all rows brought to the query engine.
+//! Distributed execution: aggregates, joins and top-k run on the data
+//! engines (stages, rows shuffled between engines), proven by the engines'
+//! counters and by comparing every answer with the same query run with all
+//! rows brought to the query engine.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,18 +40,27 @@ async fn aggregates_and_top_k_send_their_results_not_the_table() {
     let agg = "SELECT g, count(*), sum(x), avg(x), max(pad) FROM wide GROUP BY g ORDER BY g";
     let top = "SELECT id, x FROM wide ORDER BY x DESC LIMIT 3";
 
-    // The plan: stage 1 runs the partial aggregate on every engine, stage 0
-    // (the query engine) finishes it.
+    // The plan: stage 2 runs the partial aggregate on every engine and
+    // shuffles the partials by group; stage 1 finishes each group on the
+    // engine it went to; stage 0 (the query engine) gathers and sorts.
     let plan = explain(&c, "EXPLAIN", agg).await;
     assert!(plan.starts_with("Stage 0: on the query engine"), "{plan}");
     assert!(
         plan.contains("Stage 1: on data-engine-1, data-engine-2, data-engine-3; gathered"),
         "{plan}"
     );
-    let stage = plan.find("Stage 1").unwrap();
+    assert!(
+        plan.contains("Stage 2: on data-engine-1, data-engine-2, data-engine-3; shuffled by hash(g@0) into 3 partitions"),
+        "{plan}"
+    );
+    let stage1 = plan.find("Stage 1").unwrap();
+    let stage2 = plan.find("Stage 2").unwrap();
     let partial = plan.find("AggregateExec: mode=Partial").unwrap();
     let final_ = plan.find("AggregateExec: mode=FinalPartitioned").unwrap();
-    assert!(final_ < stage && stage < partial, "{plan}");
+    assert!(
+        stage1 < final_ && final_ < stage2 && stage2 < partial,
+        "{plan}"
+    );
     let plan = explain(&c, "EXPLAIN", top).await;
     assert!(
         plan.contains("Stage 1") && plan.contains("SortExec: TopK(fetch=3)"),
@@ -71,7 +81,7 @@ async fn aggregates_and_top_k_send_their_results_not_the_table() {
         let (bytes, _) = delta(&before, &after, "bytes_returned");
         let (fragments, engines) = delta(&before, &after, "fragments");
         if setting == "on" {
-            assert_eq!(fragments, 6, "two stages on three engines");
+            assert_eq!(fragments, 9, "three stages on three engines");
             assert_eq!(engines.len(), 3);
         } else {
             assert_eq!(fragments, 0);
@@ -90,14 +100,21 @@ async fn aggregates_and_top_k_send_their_results_not_the_table() {
     assert!(sent[1] > 4_000_000, "{sent:?}");
     assert!(sent[0] * 50 < sent[1], "{sent:?}");
 
-    // EXPLAIN ANALYZE: per engine, rows read and sent, bytes and time.
+    // EXPLAIN ANALYZE: per stage and engine, rows read and sent, bytes and
+    // time.
     c.batch_execute("SET eon.distribute = on").await.unwrap();
     let plan = explain(&c, "EXPLAIN ANALYZE", agg).await;
-    for e in 1..=3 {
-        assert!(
-            plan.contains(&format!("data-engine-{e}: rows read=")),
-            "{plan}"
-        );
+    for stage in plan
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Stage "))
+        .skip(1)
+    {
+        for e in 1..=3 {
+            assert!(
+                stage.contains(&format!("data-engine-{e}: rows read=")),
+                "{plan}"
+            );
+        }
     }
     let read: u64 = plan
         .split("rows read=")
@@ -136,6 +153,67 @@ async fn aggregates_and_top_k_send_their_results_not_the_table() {
         rows(&c, "SELECT count(*) FROM wide WHERE g = 3").await,
         vec![vec![Some("2000".to_string())]]
     );
+}
+
+/// A join of two tables with a selective aggregate sends the query engine
+/// about its result: the rows are joined where they are, moved between
+/// data engines by shuffles, never through the query engine.
+#[tokio::test]
+async fn a_join_sends_its_result_not_the_tables() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, region int, pad text);
+         CREATE TABLE orders (id int PRIMARY KEY, customer int, amount int, pad text);
+         INSERT INTO customers SELECT i, i % 5, repeat('c', 100)
+           FROM generate_series(1, 2000) AS s(i);
+         INSERT INTO orders SELECT i, i % 2500, i % 100, repeat('o', 100) || i
+           FROM generate_series(1, 20000) AS s(i);",
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT c.region, count(*), sum(o.amount), max(o.pad) FROM customers c \
+               JOIN orders o ON o.customer = c.id GROUP BY c.region ORDER BY c.region";
+    let plan = explain(&c, "EXPLAIN", sql).await;
+    assert!(
+        plan.contains("HashJoinExec: mode=Partitioned, join_type=Inner"),
+        "{plan}"
+    );
+    let join = plan.find("HashJoinExec").unwrap();
+    let shuffles: Vec<usize> = plan
+        .match_indices("shuffled by hash(")
+        .map(|(i, _)| i)
+        .collect();
+    // The partials by region, and each side of the join by its key.
+    assert_eq!(shuffles.len(), 3, "{plan}");
+    assert!(shuffles[0] < join && join < shuffles[1], "{plan}");
+
+    let mut answers = Vec::new();
+    let mut received = Vec::new();
+    for setting in ["on", "off"] {
+        c.batch_execute(&format!("SET eon.distribute = {setting}"))
+            .await
+            .unwrap();
+        let before = counters(&cluster).await;
+        answers.push(rows(&c, sql).await);
+        let after = counters(&cluster).await;
+        let (to_query_engine, _) = delta(&before, &after, "bytes_returned");
+        let (between_engines, _) = delta(&before, &after, "bytes_shuffled");
+        if setting == "on" {
+            assert!(between_engines > 0, "the join's rows move between engines");
+        } else {
+            assert_eq!(between_engines, 0);
+        }
+        received.push(to_query_engine);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].len(), 5);
+    // The orders' padding read is 20000 × 100 bytes; the answer is five
+    // rows, and what the query engine receives is three engines' few rows
+    // of per-region totals (Arrow IPC adds its schema to each message).
+    eprintln!("bytes the query engine received, distributed and not: {received:?}");
+    assert!(received[1] > 2_000_000, "{received:?}");
+    assert!(received[0] < 8_000, "{received:?}");
 }
 
 /// A random aggregate or top-k query over table `r` (see the test).
@@ -211,11 +289,95 @@ fn random_query(rng: &mut StdRng) -> (String, bool) {
     (sql, false)
 }
 
-/// Differential test: random aggregates and top-k queries over random data,
-/// each answered distributed (stages on three data engines) and with every
-/// row brought to the query engine; the answers must be the same.
+/// A random join of tables `r` and `s` (see the test), with aggregates
+/// over both sides or a top-k of its rows.
+fn random_join(rng: &mut StdRng) -> (String, bool) {
+    const JOINS: &[&str] = &["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"];
+    const ON: &[&str] = &[
+        "s.rid = r.id",
+        "s.g = r.g",
+        "s.k = r.h",
+        "s.rid = r.id AND s.g = r.g",
+        "s.rid = r.i",
+    ];
+    const AGGREGATES: &[&str] = &[
+        "count(*)",
+        "count(s.id)",
+        "count(r.id)",
+        "sum(r.i)",
+        "sum(s.v)",
+        "avg(r.d)",
+        "min(s.k)",
+        "max(r.h)",
+        "count(DISTINCT s.g)",
+        "bool_or(r.b)",
+    ];
+    const GROUPS: &[&str] = &["", "r.g", "s.g", "s.k, r.b", "r.i % 4"];
+    const FILTERS: &[&str] = &[
+        "",
+        "WHERE r.i > 20",
+        "WHERE s.v < 50",
+        "WHERE r.b OR s.v IS NULL",
+    ];
+    let filter = FILTERS[rng.random_range(0..FILTERS.len())];
+    if rng.random_bool(0.25) {
+        // Semi and anti joins.
+        let not = if rng.random_bool(0.5) { "NOT " } else { "" };
+        let on = [
+            "s.rid = r.id",
+            "s.g = r.g AND s.v > 60",
+            "s.k = r.h AND s.v < 5",
+        ][rng.random_range(0..3)];
+        let group = ["", "g", "h"][rng.random_range(0..3)];
+        let (select, by) = if group.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{group}, "), format!(" GROUP BY {group}"))
+        };
+        return (
+            format!(
+                "SELECT {select}count(*), sum(i) FROM r WHERE {not}EXISTS \
+                 (SELECT 1 FROM s WHERE {on}){by}"
+            ),
+            false,
+        );
+    }
+    let join = JOINS[rng.random_range(0..JOINS.len())];
+    let on = ON[rng.random_range(0..ON.len())];
+    if rng.random_bool(0.2) {
+        let k = rng.random_range(1..30);
+        return (
+            format!(
+                "SELECT r.id, s.id, r.i, s.v FROM r {join} s ON {on} {filter} \
+                 ORDER BY r.i DESC NULLS LAST, s.v, r.id, s.id LIMIT {k}"
+            ),
+            true,
+        );
+    }
+    let group = GROUPS[rng.random_range(0..GROUPS.len())];
+    let n = rng.random_range(1..4);
+    let mut select: Vec<String> = (0..n)
+        .map(|_| AGGREGATES[rng.random_range(0..AGGREGATES.len())].to_string())
+        .collect();
+    if !group.is_empty() {
+        select.insert(0, group.to_string());
+    }
+    let mut sql = format!(
+        "SELECT {} FROM r {join} s ON {on} {filter}",
+        select.join(", ")
+    );
+    if !group.is_empty() {
+        sql.push_str(&format!(" GROUP BY {group}"));
+    }
+    (sql, false)
+}
+
+/// Differential test: random aggregates, joins and top-k queries over
+/// random data, each answered distributed (stages on three data engines,
+/// shuffles between them) and with every row brought to the query engine;
+/// the answers must be the same.
 #[tokio::test]
-async fn random_aggregates_answer_the_same_distributed_or_not() {
+async fn random_aggregates_and_joins_answer_the_same_distributed_or_not() {
     let seed: u64 = std::env::var("EON_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -259,11 +421,39 @@ async fn random_aggregates_answer_the_same_distributed_or_not() {
             .await
             .unwrap();
     }
+    // The other side of the joins: keys matching some of r's, some not.
+    c.batch_execute("CREATE TABLE s (id int PRIMARY KEY, rid int, g int, k text, v int)")
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for id in 1..=400 {
+        let raw = [
+            rng.random_range(1..3500).to_string(),
+            rng.random_range(0..15).to_string(),
+            format!("'{}'", ["a", "c", "dd", "x"][rng.random_range(0..4)]),
+            rng.random_range(0..100).to_string(),
+        ];
+        let [rid, g, k, v] = raw.map(|v| {
+            if rng.random_bool(0.1) {
+                "NULL".to_string()
+            } else {
+                v
+            }
+        });
+        values.push(format!("({id}, {rid}, {g}, {k}, {v})"));
+    }
+    c.batch_execute(&format!("INSERT INTO s VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
 
     let mut distributed = 0;
-    let total = 60;
+    let total = 90;
     for _ in 0..total {
-        let (sql, ordered) = random_query(&mut rng);
+        let (sql, ordered) = if rng.random_bool(0.4) {
+            random_join(&mut rng)
+        } else {
+            random_query(&mut rng)
+        };
         c.batch_execute("SET eon.distribute = on").await.unwrap();
         if explain(&c, "EXPLAIN", &sql).await.contains("Stage 1") {
             distributed += 1;
