@@ -11,13 +11,19 @@
 //!   requested columns, and streams the result back as Arrow IPC. Point
 //!   lookups (`keys`) read only those keys. Counters `rows_scanned` and
 //!   `rows_returned` record how much was read and how much left the engine.
-//! - **RunFragment** runs a stage of a distributed query: a DataFusion plan
-//!   fragment (a partial aggregate, a top-k sort, with their filters and
-//!   projections) that the query engine cut out of its plan. It is decoded
-//!   and run by `eon_query::fragment`, whose scans read the shards placed on
-//!   this engine through the same checks and `run_scan` as **Scan**, handing
-//!   batches over in memory; only the fragment's output leaves the engine
-//!   (counted in `bytes_returned`; `fragments` counts the calls).
+//! - **RunFragment** runs a task of a stage of a distributed query: a
+//!   DataFusion plan fragment (aggregates, joins, top-k sorts, with their
+//!   filters and projections) that the query engine cut out of its plan. It
+//!   is decoded and run by `eon_query::fragment`, whose scans read the
+//!   shards placed on this engine through the same checks and `run_scan` as
+//!   **Scan**, handing batches over in memory, and whose shuffle reads call
+//!   **RunFragment** on the other engines (the `peers`, found through meta)
+//!   for their partition of a shuffle. Such a call names a (query, stage):
+//!   the first one decodes the producing stage and keeps it in `shuffles`
+//!   until each of its partitions has been asked for, so it runs once.
+//!   Only the fragment's output leaves the engine (counted in
+//!   `bytes_returned` when it goes to the query engine, `bytes_shuffled`
+//!   when to another task; `fragments` counts the fragments run).
 //! - **Write** checks and stages, or commits at once, inserts, updates and
 //!   deletes sent as Arrow batches; **Commit**/**Abort** finish staged
 //!   writes (the query engine's two-phase commit).

@@ -11,6 +11,11 @@
 //! every shard's engine), and on the data engine it becomes a
 //! [`LocalScanExec`] reading the shards placed there straight from the
 //! engine's store, at the statement's snapshot and in its transaction.
+//! A shuffle (`stages::ShuffleExec`) is written as a `FragmentShuffle`: the
+//! producing stage's own fragment bytes and engines. On the data engine it
+//! becomes a [`ShuffleReadExec`], which asks each of those engines for
+//! this task's partition (`RunFragment` with a `ShufflePart`) and streams
+//! what they send, collecting what each did for EXPLAIN ANALYZE.
 //!
 //! eon's own expressions travel as extensions too: numeric arithmetic and
 //! casts ([`NumericExpr`]) by their operation, and integer `+ - *` that
@@ -25,10 +30,12 @@
 //! the plan stays on the query engine. So does any operator or expression
 //! DataFusion cannot serialize and this codec does not know.
 //!
-//! The data engine side is [`execute`]: decode with the codec and a
-//! [`LocalShards`] (the engine's store, implemented by `eon-data`), apply
-//! the statement's DataFusion settings, run the fragment's one output
-//! partition.
+//! The data engine side is [`execute`] (and [`decode`], for a shuffle's
+//! producer, whose partitions are read one by one): decode with the codec
+//! and a [`Task`] — which task of its stage this is, the statement run it
+//! belongs to, and the engine's [`LocalShards`] (its store and its peers,
+//! implemented by `eon-data`) — apply the statement's DataFusion settings,
+//! run the fragment's one output partition.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -341,6 +348,12 @@ impl PhysicalProtoConverterExtension for Converter {
         expr: &Arc<dyn PhysicalExpr>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> datafusion::common::Result<protobuf::PhysicalExprNode> {
+        // An uncorrelated scalar subquery's value is worked out by a
+        // `ScalarSubqueryExec` above the stage, on the query engine: a
+        // fragment could not read it.
+        if expr.is::<datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr>() {
+            return not_impl_err!("a scalar subquery's value is not sent to data engines");
+        }
         if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
             let checked = BinaryExpr::new(b.left().clone(), *b.op(), b.right().clone())
                 .with_fail_on_overflow(true);

@@ -12,8 +12,8 @@
 //! | [`cluster`]  | clients to meta and data engines, the catalog cache         |
 //! | [`session`]  | statement dispatch, snapshots, SET/SHOW                     |
 //! | [`provider`] | eon tables in DataFusion; the scan operator and pushdown    |
-//! | [`stages`]   | distributed plans: partial aggregates and top-k cut out as stages run on the data engines |
-//! | [`fragment`] | plan fragments: their codec, and running one on a data engine over its shards |
+//! | [`stages`]   | distributed plans: aggregates, joins and top-k cut out as stages run on the data engines, shuffles between them |
+//! | [`fragment`] | plan fragments: their codec, and running one on a data engine over its shards and shuffle reads |
 //! | [`dml`]      | INSERT/UPDATE/DELETE, RETURNING, the statement's 2PC        |
 //! | [`ddl`]      | CREATE/DROP TABLE, DDL undone by a block's ROLLBACK         |
 //! | [`alter`]    | ALTER TABLE; rewriting a table under a new key (fences)     |

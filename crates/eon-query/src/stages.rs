@@ -1,36 +1,49 @@
-//! Stages: running the part of a plan below an exchange where the data is.
+//! Stages: running the parts of a plan below its exchanges where the data
+//! is, and the exchanges between data engines.
 //!
 //! DataFusion plans a query as if all rows were in the query engine: an
 //! aggregate is split into a *partial* step per input partition and a
 //! *final* step over what the partials produced, joined by an exchange
-//! (`CoalescePartitionsExec` or a hash `RepartitionExec`); an `ORDER BY …
+//! (`CoalescePartitionsExec`, or a hash `RepartitionExec` when there are
+//! groups: partition *i* then holds every partial of its groups); a join
+//! of two big inputs repartitions both by hash of the join key, partition
+//! *i* of one joined with partition *i* of the other; an `ORDER BY …
 //! LIMIT k` is a top-k sort per partition and a merge. eon's partitions are
-//! shards on data engines, so everything below such an exchange can run on
-//! the engines: only partial aggregates or the top k rows of each engine
-//! then cross the network, not the table.
+//! shards on data engines, so all of this can run on the engines, each
+//! hash repartitioning becoming a *shuffle* of rows between them: only
+//! the results then come to the query engine, not the tables.
 //!
 //! After DataFusion's physical optimizer, [`Distribute`] walks the plan from
 //! the top and cuts out each largest piece that
 //!
-//! - ends in one `EonScanExec` (a scan of a table's shards, not a point
-//!   lookup),
 //! - is made of operators that work partition by partition — filters,
-//!   projections, sorts of each partition, partial aggregates —
-//!   with at least one that shrinks what is sent (a partial aggregate or a
-//!   top-k sort), and
+//!   projections, sorts of each partition, partial aggregates over scans
+//!   of a table's shards (`EonScanExec`, not a point lookup); hash
+//!   repartitionings of such pieces; final aggregates and partitioned
+//!   hash joins over hash repartitionings —
+//! - is worth it: it shrinks what is sent (a partial aggregate, a top-k
+//!   sort) or finishes an aggregate or joins where the rows are, and
 //! - can be encoded as a fragment ([`crate::fragment`]: every function is
 //!   the same on the data engines, every operator serializable).
 //!
-//! The piece becomes an [`EonStageExec`] — stage *N* — with one output
-//! partition per data engine holding shards of the table. Executing
-//! partition *i* sends the fragment to engine *i* (`DataEngine.RunFragment`),
-//! which runs it over its own shards at the statement's snapshot and
-//! streams back the result, merged (by the fragment's order, when it has
-//! one) into one stream per engine. The rest of the plan — the final
-//! aggregate, the merge of the top-k — stays on the query engine (stage 0),
-//! fed by *gathering* the stages' output. `EXPLAIN` shows each stage as a
-//! line `Stage N` above the operators it runs; `EXPLAIN ANALYZE` adds, per
-//! engine, the rows it read and sent, the bytes sent and its time.
+//! Each hash repartitioning inside becomes a [`ShuffleExec`] — a stage of
+//! its own, run by the engines its input runs on and repartitioning into
+//! one partition per task of the stage reading it — and the piece becomes
+//! an [`EonStageExec`] — stage *N* — with one task, and one output
+//! partition, per data engine holding shards of the table it scans or,
+//! when shuffles feed it, per engine holding shards of any table it reads
+//! (task *i* owning hash partition *i*). Executing partition *i* sends
+//! the fragment to task *i*'s engine (`DataEngine.RunFragment`), which runs
+//! it over its own shards at the statement's snapshot, reads partition *i*
+//! of each shuffle from every engine producing it, directly
+//! ([`crate::fragment::ShuffleReadExec`]), and streams back the result,
+//! merged (by the fragment's order, when it has one) into one stream. The
+//! rest of the plan — a final aggregate without groups, the merge of the
+//! top-k — stays on the query engine (stage 0), fed by *gathering* the
+//! stages' output. `EXPLAIN` shows each stage as a line `Stage N` above the
+//! operators it runs, saying how its output moves (gathered or shuffled);
+//! `EXPLAIN ANALYZE` adds, per stage and engine, the rows it read and sent,
+//! the bytes sent and its time.
 //!
 //! The session parameter `eon.distribute` (on by default) turns this off
 //! for a session: every row then comes to the query engine, as before —
@@ -110,12 +123,27 @@ fn place(
     next: &mut usize,
     settings: &dyn Fn() -> Arc<HashMap<String, String>>,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    place_under(plan, true, next, settings)
+}
+
+/// [`place`] for a plan whose partitions are merged or repartitioned by
+/// its parent (`merged`), or may be relied on as they are.
+fn place_under(
+    plan: Arc<dyn ExecutionPlan>,
+    merged: bool,
+    next: &mut usize,
+    settings: &dyn Fn() -> Arc<HashMap<String, String>>,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     if plan.is::<EonStageExec>() {
         return Ok(plan);
     }
     // A bare exchange on top is the query engine's: what feeds it may be a
-    // stage.
-    if !plan.is::<RepartitionExec>() && matches!(layout(&plan), Some((_, true))) {
+    // stage. So is a hash-partitioned plan whose partitions something above
+    // relies on (a join with an input partitioned on the query engine): a
+    // stage's partitions are its engines'.
+    let keeps = plan.is::<RepartitionExec>()
+        || (!merged && matches!(plan.output_partitioning(), Partitioning::Hash(..)));
+    if !keeps && matches!(layout(&plan), Some((_, true))) {
         let mut n = *next + 1;
         let all = engines_of(&plan);
         if let Some(fragment) = shuffled(plan.clone(), &all, &mut n)? {
@@ -126,10 +154,13 @@ fn place(
         }
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let merges = plan.is::<CoalescePartitionsExec>()
+        || plan.is::<SortPreservingMergeExec>()
+        || plan.is::<RepartitionExec>();
     let mut changed = false;
     let mut placed = Vec::with_capacity(children.len());
     for child in children {
-        let new = place(child.clone(), next, settings)?;
+        let new = place_under(child.clone(), merges, next, settings)?;
         changed |= !Arc::ptr_eq(&new, &child);
         placed.push(new);
     }

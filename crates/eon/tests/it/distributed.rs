@@ -258,6 +258,7 @@ fn random_query(rng: &mut StdRng) -> (String, bool) {
         "WHERE i * 2 > 50",
         "WHERE id BETWEEN 100 AND 900",
         "WHERE g IS NULL",
+        "WHERE i > (SELECT avg(i) FROM r)",
     ];
     let filter = FILTERS[rng.random_range(0..FILTERS.len())];
     if rng.random_bool(0.2) {
@@ -339,6 +340,15 @@ fn random_join(rng: &mut StdRng) -> (String, bool) {
                 "SELECT {select}count(*), sum(i) FROM r WHERE {not}EXISTS \
                  (SELECT 1 FROM s WHERE {on}){by}"
             ),
+            false,
+        );
+    }
+    if rng.random_bool(0.1) {
+        // Correlated subqueries, decorrelated into joins with aggregates.
+        return (
+            "SELECT r.id, (SELECT count(*) FROM s WHERE s.rid = r.id), \
+             (SELECT max(s.v) FROM s WHERE s.g = r.g) FROM r WHERE r.i > 90"
+                .into(),
             false,
         );
     }
