@@ -120,6 +120,7 @@ pub const WRITTEN_BY_TRANSACTION: &str = "row is being written by transaction ";
 
 /// SQLSTATEs eon raises, by name (PostgreSQL Appendix A).
 pub mod sqlstate {
+    pub const OUT_OF_MEMORY: &str = "53200";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const UNDEFINED_TABLE: &str = "42P01";

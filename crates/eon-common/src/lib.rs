@@ -54,3 +54,41 @@ pub fn unix_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// A byte size: a number with an optional unit (B, KB/KiB, MB/MiB, GB/GiB;
+/// all powers of 1024, as PostgreSQL reads its memory settings).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MiB or 2GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_with_units() {
+        assert_eq!(super::parse_size("512"), Ok(512));
+        assert_eq!(super::parse_size("64kB"), Ok(64 << 10));
+        assert_eq!(super::parse_size("12MB"), Ok(12 << 20));
+        assert_eq!(super::parse_size(" 2GiB "), Ok(2 << 30));
+        assert!(super::parse_size("lots").is_err());
+        assert!(super::parse_size("3TB").is_err());
+        assert!(super::parse_size("99999999999GB").is_err());
+    }
+}

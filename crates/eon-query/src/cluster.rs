@@ -349,8 +349,11 @@ impl Cluster {
                 Err(e) => Err(e),
             };
             match attempt {
+                // Out of memory is the request's own doing, not the
+                // engine's absence.
                 Err(e)
                     if e.kind == eon_common::ErrorKind::Unavailable
+                        && e.code != eon_common::error::sqlstate::OUT_OF_MEMORY
                         && (idempotent || e.message.contains("connect"))
                         && tokio::time::Instant::now() < deadline =>
                 {

@@ -270,9 +270,12 @@ pub fn from_df(e: DataFusionError) -> Error {
         DataFusionError::Plan(m) => plan_error(m),
         DataFusionError::NotImplemented(m) => Error::unsupported(clean(m)),
         DataFusionError::Execution(m) => exec_error(m),
-        DataFusionError::ResourcesExhausted(m) => {
-            Error::new(eon_common::ErrorKind::Unavailable, "53200", clean(m))
-        }
+        DataFusionError::ResourcesExhausted(m) => Error::new(
+            eon_common::ErrorKind::Unavailable,
+            eon_common::error::sqlstate::OUT_OF_MEMORY,
+            format!("out of memory: {}", clean(m)),
+        )
+        .with_hint("The statement's operators may hold eon.query_memory in each process; raise it with SET eon.query_memory."),
         other => Error::internal(clean(&other.to_string())),
     }
 }

@@ -410,6 +410,11 @@ pub fn settings(config: &ConfigOptions) -> HashMap<String, String> {
         .collect()
 }
 
+/// The setting that carries a statement's memory limit (bytes) to the
+/// fragments it runs: each engine's part of the statement gets as much as
+/// the query engine's.
+pub const MEMORY_SETTING: &str = "eon.query_memory";
+
 /// Decode a fragment on a data engine, for `task`: the plan, and the
 /// context to run it in (the statement's DataFusion settings applied).
 pub fn decode(
@@ -422,9 +427,16 @@ pub fn decode(
         // An option this build does not know is left at its default.
         let _ = config.options_mut().set(k, v);
     }
-    let state = SessionStateBuilder::new_from_existing(base)
+    let mut state = SessionStateBuilder::new_from_existing(base)
         .with_config(config)
         .build();
+    if let Some(limit) = task
+        .settings
+        .get(MEMORY_SETTING)
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        state = crate::session::with_memory_limit(&state, limit);
+    }
     let ctx = state.task_ctx();
     let codec = FragmentCodec {
         task: Some(task.clone()),

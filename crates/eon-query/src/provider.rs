@@ -99,6 +99,10 @@ pub struct StatementContext {
     pub reads: std::sync::Mutex<Vec<ReadSpan>>,
     /// Run what can run on the data engines there ([`crate::stages`]).
     pub distribute: bool,
+    /// Bytes the statement's operators may hold in each process running
+    /// part of it (`eon.query_memory`): past it they spill to disk or fail
+    /// with 53200. None: no limit.
+    pub memory_limit: Option<usize>,
 }
 
 /// Something a statement read: keys of a shard, or the whole shard.

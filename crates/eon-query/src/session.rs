@@ -880,7 +880,10 @@ impl Session {
 
     /// A copy of the session state for one statement, carrying its context.
     pub fn statement_state(&self, ctx: Arc<StatementContext>) -> SessionState {
-        let mut state = self.engine.base.clone();
+        let mut state = match ctx.memory_limit {
+            Some(limit) => with_memory_limit(&self.engine.base, limit),
+            None => self.engine.base.clone(),
+        };
         let path = self.search_path();
         state.config_mut().set_extension(ctx);
         if path != ["public"] {
@@ -968,6 +971,7 @@ impl Session {
                 read_ts: fresh,
                 track_reads,
                 distribute: self.distributes(),
+                memory_limit: self.query_memory(),
                 ..Default::default()
             };
             let read_only = self.default_read_only();
@@ -989,6 +993,7 @@ impl Session {
             track_reads: t.isolation == Isolation::Serializable,
             reads: Default::default(),
             distribute: self.distributes(),
+            memory_limit: self.query_memory(),
         });
         if ctx.track_reads {
             t.statements.push(ctx.clone());
@@ -2023,6 +2028,14 @@ impl Session {
         if name == "statement_timeout" || name == "idle_in_transaction_session_timeout" {
             parse_duration(name, value)?;
         }
+        if name == "eon.query_memory" {
+            eon_common::parse_size(value).map_err(|e| {
+                Error::user(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("invalid value for parameter \"{name}\": {e}"),
+                )
+            })?;
+        }
         if name == "extra_float_digits" {
             let n: i32 = value.trim().parse().map_err(|_| invalid())?;
             if !(-15..=3).contains(&n) {
@@ -2051,6 +2064,15 @@ impl Session {
         self.setting("eon.distribute")
             .and_then(|v| crate::coerce::parse_bool(&v).ok())
             .unwrap_or(true)
+    }
+
+    /// The memory limit of each statement's operators in each process
+    /// (`eon.query_memory`; 0 is none).
+    fn query_memory(&self) -> Option<usize> {
+        self.setting("eon.query_memory")
+            .and_then(|v| eon_common::parse_size(&v).ok())
+            .filter(|&n| n > 0)
+            .map(|n| n as usize)
     }
 
     /// Whether transactions start read-only (default_transaction_read_only,
@@ -2520,6 +2542,37 @@ impl Interrupt {
     }
 }
 
+/// `base` with a memory pool of `limit` bytes for one statement: sorts,
+/// aggregates and joins that can spill write to temporary files past it;
+/// what cannot fails with 53200 (DataFusion's "resources exhausted").
+pub(crate) fn with_memory_limit(base: &SessionState, limit: usize) -> SessionState {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::from_runtime_env(base.runtime_env())
+        .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
+        .build_arc();
+    // Each sort sets aside memory to merge what it spilled (10 MB by
+    // default): a small share of the limit, so that several sorts of one
+    // statement fit in it.
+    let mut config = base.config().clone();
+    let merge = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+    *merge = (*merge).min(limit / 8);
+    match runtime {
+        Ok(runtime) => {
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(
+                base.clone(),
+            )
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build()
+        }
+        Err(e) => {
+            tracing::warn!("no memory limit: {e}");
+            base.clone()
+        }
+    }
+}
+
 fn show_schema(name: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
 }
@@ -2539,8 +2592,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("DateStyle", "ISO, MDY"),
     ("default_table_access_method", "heap"),
-    // Run aggregates and top-k on the data engines (stages.rs).
+    // Run aggregates, joins and top-k on the data engines (stages.rs).
     ("eon.distribute", "on"),
+    // What a statement's operators may hold in memory in each process
+    // running part of it, before spilling to disk or failing with 53200.
+    ("eon.query_memory", "1GB"),
     ("extra_float_digits", "1"),
     ("idle_in_transaction_session_timeout", "0"),
     ("integer_datetimes", "on"),

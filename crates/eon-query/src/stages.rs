@@ -586,11 +586,23 @@ impl EonStageExec {
         scans_of(&fragment, &mut scans);
         let mut feeders = HashMap::new();
         shuffles_of(&fragment, &mut feeders);
+        let statement = scans[0]
+            .downcast_ref::<EonScanExec>()
+            .expect("a scan")
+            .statement();
+        let settings = match statement.memory_limit {
+            Some(limit) => {
+                let mut s = (*settings()).clone();
+                s.insert(crate::fragment::MEMORY_SETTING.into(), limit.to_string());
+                Arc::new(s)
+            }
+            None => settings(),
+        };
         Ok(Some(EonStageExec {
             id,
             fragment,
             bytes,
-            settings: settings(),
+            settings,
             scans,
             engines,
             feeders,

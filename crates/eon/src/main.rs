@@ -122,7 +122,7 @@ enum Command {
         /// Memory each data engine may use for rows in memory (e.g. 512MiB,
         /// 2GiB); older data moves to columnar segments on disk. Default:
         /// no limit.
-        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
+        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = eon_common::parse_size)]
         memory_limit: Option<u64>,
         /// Accept every client without a password, on the PostgreSQL wire
         /// and over REST (for experiments on a machine of your own only).
@@ -228,7 +228,7 @@ enum Command {
         #[arg(long, env = "EON_GC_RETENTION", default_value_t = 300)]
         gc_retention: u64,
         /// See `eon up --memory-limit`.
-        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = parse_size)]
+        #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = eon_common::parse_size)]
         memory_limit: Option<u64>,
     },
     /// Run a query engine (started by `eon up`).
@@ -631,28 +631,4 @@ fn main() -> ExitCode {
             exit(runtime().block_on(eon_query::run(opts)))
         }
     }
-}
-
-/// A byte size: a number with an optional unit (B, KB/KiB, MB/MiB, GB/GiB;
-/// all powers of 1024, as PostgreSQL reads its memory settings).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 512MiB or 2GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }

@@ -216,6 +216,67 @@ async fn a_join_sends_its_result_not_the_tables() {
     assert!(received[0] < 8_000, "{received:?}");
 }
 
+/// A statement's operators keep to `eon.query_memory` in every process
+/// running part of it: a sort spills to disk, a hash join's table (which
+/// cannot) fails the statement with 53200, on the data engines and on the
+/// query engine, and the session goes on.
+#[tokio::test]
+async fn queries_keep_to_their_memory_limit() {
+    // One shard: one sort, of the whole table, on the query engine.
+    let cluster = TestCluster::builder().shards(1).start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE big (id int PRIMARY KEY, g int, pad text);
+         INSERT INTO big SELECT i, 0, lpad(i::text, 8, '0') || repeat('x', 100)
+           FROM generate_series(1, 300000) AS s(i);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&c, "SHOW eon.query_memory").await,
+        vec![vec![Some("1GB".to_string())]]
+    );
+    let e = c
+        .batch_execute("SET eon.query_memory = 'lots'")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::code(&e), "22023", "{e}");
+
+    let sort = "SELECT id FROM big ORDER BY pad DESC";
+    let unlimited = rows(&c, sort).await;
+    assert_eq!(unlimited.len(), 300000);
+    assert_eq!(unlimited[0], vec![Some("300000".to_string())]);
+
+    // 300000 rows of 110 bytes are 33 MB: sorted in 12 MB, by spilling.
+    c.batch_execute("SET eon.query_memory = '12MB'")
+        .await
+        .unwrap();
+    assert_eq!(rows(&c, sort).await, unlimited);
+    let plan = explain(&c, "EXPLAIN ANALYZE", sort).await;
+    let spills: u64 = plan
+        .split("spill_count=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(spills > 0, "{plan}");
+    // The join's hash table holds the whole table with its padding, on the
+    // one data engine (all rows are in one shard) or on the query engine.
+    let join = "SELECT count(*), max(a.pad || b.pad) FROM big a JOIN big b ON a.id = b.id";
+    for distribute in ["on", "off"] {
+        c.batch_execute(&format!("SET eon.distribute = {distribute}"))
+            .await
+            .unwrap();
+        let e = c.simple_query(join).await.unwrap_err();
+        assert_eq!(crate::code(&e), "53200", "distribute {distribute}: {e}");
+        let message = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+        assert!(message.starts_with("out of memory"), "{message}");
+    }
+    c.batch_execute("RESET eon.query_memory").await.unwrap();
+    let answer = rows(&c, join).await;
+    assert_eq!(answer[0][0].as_deref(), Some("300000"));
+}
+
 /// A random aggregate or top-k query over table `r` (see the test).
 fn random_query(rng: &mut StdRng) -> (String, bool) {
     const AGGREGATES: &[&str] = &[
