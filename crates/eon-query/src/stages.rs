@@ -375,6 +375,54 @@ fn fmt_stage(
     Ok(())
 }
 
+/// The `ExecutionPlan` methods of a node with one child, `$child` (the
+/// plan it sends to data engines, shown under it): rebuilt around a new
+/// child by `$rebuild(self, child)`.
+macro_rules! one_child_plan_methods {
+    ($child:ident, $what:literal, $rebuild:expr) => {
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            vec![&self.$child]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &Arc<dyn PhysicalExpr>,
+            ) -> datafusion::common::Result<TreeNodeRecursion>,
+        ) -> datafusion::common::Result<TreeNodeRecursion> {
+            Ok(TreeNodeRecursion::Continue)
+        }
+
+        fn replace_children(
+            self: Arc<Self>,
+            mut children: Vec<Arc<dyn ExecutionPlan>>,
+            _options: ReplaceChildrenOptions,
+        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            let child = children
+                .pop()
+                .ok_or_else(|| DataFusionError::Internal($what.into()))?;
+            if Arc::ptr_eq(&child, &self.$child) {
+                return Ok(self);
+            }
+            let rebuild: fn(
+                Arc<Self>,
+                Arc<dyn ExecutionPlan>,
+            ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> = $rebuild;
+            rebuild(self, child)
+        }
+
+        fn with_new_children(
+            self: Arc<Self>,
+            children: Vec<Arc<dyn ExecutionPlan>>,
+        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            self.replace_children(
+                children,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+        }
+    };
+}
+
 /// A shuffle inside a stage: the producing stage's plan, run by each of
 /// its engines and ending in a hash repartitioning into one partition per
 /// task of the stage reading it; task *i* reads partition *i* from every
@@ -450,45 +498,20 @@ impl ExecutionPlan for ShuffleExec {
         &self.props
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.producer]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
-    ) -> datafusion::common::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let producer = children.pop().ok_or_else(|| {
-            DataFusionError::Internal("a shuffle has one child: its producer".into())
-        })?;
-        if Arc::ptr_eq(&producer, &self.producer) {
-            return Ok(self);
-        }
-        match ShuffleExec::try_new(self.id, producer, self.engines.clone()) {
+    one_child_plan_methods!(
+        producer,
+        "a shuffle has one child: its producer",
+        |shuffle, producer| match ShuffleExec::try_new(
+            shuffle.id,
+            producer,
+            shuffle.engines.clone()
+        ) {
             Some(s) => Ok(Arc::new(s)),
             None => Err(DataFusionError::Internal(
                 "a shuffle's new producer cannot run on data engines".into(),
             )),
         }
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
+    );
 
     fn execute(
         &self,
@@ -650,44 +673,18 @@ impl ExecutionPlan for EonStageExec {
         &self.props
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.fragment]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
-    ) -> datafusion::common::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let fragment = children.pop().ok_or_else(|| {
-            DataFusionError::Internal("a stage has one child: its fragment".into())
-        })?;
-        if Arc::ptr_eq(&fragment, &self.fragment) {
-            return Ok(self);
+    one_child_plan_methods!(
+        fragment,
+        "a stage has one child: its fragment",
+        |stage, fragment| {
+            let settings = stage.settings.clone();
+            match EonStageExec::try_new(stage.id, fragment.clone(), &|| settings.clone())? {
+                Some(stage) => Ok(Arc::new(stage)),
+                // No longer distributable: the query engine runs it.
+                None => Ok(fragment),
+            }
         }
-        match EonStageExec::try_new(self.id, fragment.clone(), &|| self.settings.clone())? {
-            Some(stage) => Ok(Arc::new(stage)),
-            // No longer distributable: the query engine runs it.
-            None => Ok(fragment),
-        }
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
+    );
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
