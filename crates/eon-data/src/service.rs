@@ -744,7 +744,19 @@ impl DataEngine for DataEngineService {
             let mut returned = 0u64;
             let mut failed = None;
             let mut gone = false;
-            while let Some(batch) = rows.next().await {
+            loop {
+                let next = tokio::select! {
+                    next = rows.next() => next,
+                    // The reader went away (its statement ended, failed or
+                    // was cancelled): stop working for it, even while the
+                    // fragment has nothing to send yet (a join building its
+                    // table).
+                    _ = tx.closed() => {
+                        gone = true;
+                        break;
+                    }
+                };
+                let Some(batch) = next else { break };
                 let batch = match batch {
                     Ok(b) if b.num_rows() == 0 => continue,
                     Ok(b) => b,

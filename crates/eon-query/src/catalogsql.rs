@@ -93,13 +93,13 @@ pub fn plan_oid_types(ctx: &datafusion::prelude::SessionContext) {
     use datafusion::execution::session_state::SessionStateBuilder;
     let state = ctx.state_ref();
     let existing = state.read().clone();
-    let mut builder = SessionStateBuilder::new_from_existing(existing);
+    let mut builder = SessionStateBuilder::new_from_existing(existing.clone());
     let Some(inner) = builder.type_planner().clone() else {
         return;
     };
-    *state.write() = builder
-        .with_type_planner(Arc::new(OidTypes { inner }))
-        .build();
+    *state.write() = crate::session::rebuild_state(&existing, |b| {
+        b.with_type_planner(Arc::new(OidTypes { inner }))
+    });
 }
 
 /// asyncpg's type introspection (`INTRO_LOOKUP_TYPES`), which it runs for

@@ -47,7 +47,6 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, not_impl_err};
 use datafusion::config::ConfigOptions;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
@@ -378,7 +377,7 @@ impl PhysicalProtoConverterExtension for Converter {
 }
 
 /// Whether two functions are of the same implementation.
-fn same_type(a: &dyn std::any::Any, b: &dyn std::any::Any) -> bool {
+pub(crate) fn same_type(a: &dyn std::any::Any, b: &dyn std::any::Any) -> bool {
     a.type_id() == b.type_id()
 }
 
@@ -427,9 +426,7 @@ pub fn decode(
         // An option this build does not know is left at its default.
         let _ = config.options_mut().set(k, v);
     }
-    let mut state = SessionStateBuilder::new_from_existing(base)
-        .with_config(config)
-        .build();
+    let mut state = crate::session::rebuild_state(&base, |b| b.with_config(config));
     if let Some(limit) = task
         .settings
         .get(MEMORY_SETTING)
@@ -760,5 +757,27 @@ mod tests {
             Arc::new(|args| Ok(args[0].clone())),
         );
         assert!(codec.try_encode_udf(&unknown, &mut buf).is_err());
+    }
+
+    #[test]
+    fn rebuilt_states_keep_what_each_function_name_means() {
+        // A function registered over a built-in that has an alias
+        // (DataFusion's to_char is also date_format).
+        let ctx = SessionContext::new();
+        ctx.register_udf(datafusion::logical_expr::create_udf(
+            "to_char",
+            vec![DataType::Int64],
+            DataType::Utf8,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(|args| Ok(args[0].clone())),
+        ));
+        let base = ctx.state();
+        let mine = base.scalar_functions()["to_char"].clone();
+        for _ in 0..30 {
+            let state = crate::session::rebuild_state(&base, |b| b);
+            let now = &state.scalar_functions()["to_char"];
+            assert!(same_type(now.inner().as_ref(), mine.inner().as_ref()));
+            assert!(state.scalar_functions().contains_key("date_format"));
+        }
     }
 }

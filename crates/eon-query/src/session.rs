@@ -2552,25 +2552,71 @@ pub(crate) fn with_memory_limit(base: &SessionState, limit: usize) -> SessionSta
         .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
         .build_arc();
     // Each sort sets aside memory to merge what it spilled (10 MB by
-    // default): a small share of the limit, so that several sorts of one
-    // statement fit in it.
+    // default): a share of the limit, so that a sort fits in it.
     let mut config = base.config().clone();
     let merge = &mut config.options_mut().execution.sort_spill_reservation_bytes;
     *merge = (*merge).min(limit / 8);
     match runtime {
-        Ok(runtime) => {
-            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(
-                base.clone(),
-            )
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .build()
-        }
+        Ok(runtime) => rebuild_state(base, |b| b.with_config(config).with_runtime_env(runtime)),
         Err(e) => {
             tracing::warn!("no memory limit: {e}");
             base.clone()
         }
     }
+}
+
+/// `base` rebuilt through DataFusion's `SessionStateBuilder` as `change`
+/// says, with every function name meaning what it meant in `base`.
+///
+/// The builder registers `base`'s functions again one by one, in hash-map
+/// order, each under its name and its aliases: a built-in eon replaced
+/// under one of its names (DataFusion's `to_char`, also registered as
+/// `date_format`, which eon's `to_char` for numbers replaces) can take its
+/// old name back, at random. Each name whose function changed kind is put
+/// back (as the new settings update it).
+pub(crate) fn rebuild_state(
+    base: &SessionState,
+    change: impl FnOnce(
+        datafusion::execution::session_state::SessionStateBuilder,
+    ) -> datafusion::execution::session_state::SessionStateBuilder,
+) -> SessionState {
+    use datafusion::execution::FunctionRegistry;
+    let builder =
+        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(base.clone());
+    let mut state = change(builder).build();
+    use crate::fragment::same_type as same_kind;
+    // Registering a function sets its name and all its aliases: entries
+    // under an alias first, then those under a function's own name, which
+    // so have the last word.
+    let mut scalars: Vec<_> = base.scalar_functions().iter().collect();
+    scalars.sort_by_key(|(name, f)| *name == f.name());
+    for (name, f) in scalars {
+        let now = state.scalar_functions().get(name).cloned();
+        if now.is_none_or(|g| !same_kind(g.inner().as_ref(), f.inner().as_ref())) {
+            let f = match f.inner().with_updated_config(state.config().options()) {
+                Some(updated) => Arc::new(updated),
+                None => f.clone(),
+            };
+            let _ = state.register_udf(f);
+        }
+    }
+    let mut aggregates: Vec<_> = base.aggregate_functions().iter().collect();
+    aggregates.sort_by_key(|(name, f)| *name == f.name());
+    for (name, f) in aggregates {
+        let now = state.aggregate_functions().get(name).cloned();
+        if now.is_none_or(|g| !same_kind(g.inner().as_ref(), f.inner().as_ref())) {
+            let _ = state.register_udaf(f.clone());
+        }
+    }
+    let mut windows: Vec<_> = base.window_functions().iter().collect();
+    windows.sort_by_key(|(name, f)| *name == f.name());
+    for (name, f) in windows {
+        let now = state.window_functions().get(name).cloned();
+        if now.is_none_or(|g| !same_kind(g.inner().as_ref(), f.inner().as_ref())) {
+            let _ = state.register_udwf(f.clone());
+        }
+    }
+    state
 }
 
 fn show_schema(name: &str) -> SchemaRef {
