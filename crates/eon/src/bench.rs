@@ -17,6 +17,24 @@ use tokio_postgres::Client;
 
 use crate::client::pg_connect as connect;
 
+/// `eon bench [WORKLOAD]`: the point-SELECT and INSERT workloads below,
+/// or another benchmark named by its subcommand.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    pub workload: Option<Workload>,
+    #[command(flatten)]
+    pub args: BenchArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Workload {
+    /// TPC-H's 22 queries on a cluster of its own, every answer checked;
+    /// with --compare also timed on PostgreSQL and DataFusion.
+    Tpch(crate::bench_tpch::TpchArgs),
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The cluster to measure (default: `eon up`'s defaults — 127.0.0.1:5433

@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use eon_proto::v1 as pb;
 use eon_proto::v1::agent_client::AgentClient;
+
+use crate::own_cluster::OwnCluster;
 
 #[derive(clap::Args, Debug)]
 pub struct ScaleArgs {
@@ -104,40 +106,26 @@ impl Load {
     }
 }
 
-fn free_port() -> u16 {
-    eon_common::node::free_port().unwrap_or(0)
-}
-
-/// `eon up` in a temporary directory; killed on drop.
+/// `eon up` with the example front end's recipe; stopped on drop.
 struct Cluster {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+    _own: OwnCluster,
     ingress: String,
     agent: String,
     /// The cluster's secret, for calls to its agent.
     secret: String,
     /// The front end's recipe, and its directory.
     recipe: String,
-    recipe_dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // SAFETY: plain syscall on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+    recipe_dir: tempfile::TempDir,
 }
 
 fn start_cluster(example: &std::path::Path) -> anyhow::Result<Cluster> {
-    use std::io::BufRead;
-    let dir = tempfile::Builder::new()
-        .prefix("eon-bench-scale-")
+    let recipe_dir = tempfile::Builder::new()
+        .prefix("eon-bench-scale-recipe-")
         .tempdir()?;
     let example = example
         .canonicalize()
         .with_context(|| format!("no example front end at {}", example.display()))?;
-    let recipe = dir.path().join("recipe.toml");
+    let recipe = recipe_dir.path().join("recipe.toml");
     let text = format!(
         "name = \"app\"\ncommand = \"exec python3 app.py\"\ndir = \"{}\"\n\
              [ready]\nhttp = \"/healthz\"\ninterval = \"100ms\"\n\
@@ -147,44 +135,26 @@ fn start_cluster(example: &std::path::Path) -> anyhow::Result<Cluster> {
         example.display()
     );
     std::fs::write(&recipe, &text)?;
-    let ingress_port = free_port();
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("up")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--data-engines", "1", "--shards", "2"])
-        .args([
-            "--pg-port",
-            &free_port().to_string(),
-            "--http-port",
-            &free_port().to_string(),
-        ])
-        .args(["--ingress-port", &ingress_port.to_string()])
-        .arg("--recipe")
-        .arg(&recipe)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("eon is up") => break,
-            Some(_) => {}
-            None => bail!("eon up exited before it was ready"),
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let file = eon_agent::read_cluster_file(&dir.path().join("data")).context("no cluster.json")?;
-    let secret = eon_common::node::read_cluster_secret(&dir.path().join("data"))?;
+    let own = OwnCluster::start(
+        "eon-bench-scale-",
+        &[
+            "--data-engines".into(),
+            "1".into(),
+            "--shards".into(),
+            "2".into(),
+            "--recipe".into(),
+            recipe.display().to_string(),
+        ],
+    )?;
+    let file = eon_agent::read_cluster_file(&own.data_dir()).context("no cluster.json")?;
+    let secret = eon_common::node::read_cluster_secret(&own.data_dir())?;
     Ok(Cluster {
-        child,
-        recipe_dir: dir.path().to_path_buf(),
-        _dir: dir,
-        ingress: format!("127.0.0.1:{ingress_port}"),
+        ingress: own.ingress.to_string(),
+        _own: own,
         agent: file.agent,
         secret,
         recipe: text,
+        recipe_dir,
     })
 }
 
@@ -361,7 +331,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     agent
         .apply_recipe(pb::ApplyRecipeRequest {
             toml: one,
-            base_dir: cluster.recipe_dir.display().to_string(),
+            base_dir: cluster.recipe_dir.path().display().to_string(),
         })
         .await
         .context("re-applying the recipe with max = 1")?;

@@ -7,6 +7,7 @@
 //!   eon agent --join    run the agent of another host (front ends placed there)
 //!   eon load            load a CSV or Parquet file into a table (COPY over the PostgreSQL wire)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
+//!   eon bench tpch      run TPC-H's 22 queries, check the answers, compare with PostgreSQL and DataFusion
 //!   eon bench-load      measure `eon load` rows/s against another server's COPY
 //!   eon bench-scale     measure the balancer and the ingress on a cluster of its own
 //!   eon conformance     check that a service implements one of eon's interfaces
@@ -19,8 +20,10 @@
 mod bench;
 mod bench_load;
 mod bench_scale;
+mod bench_tpch;
 mod client;
 mod load;
+mod own_cluster;
 mod recipe_cmd;
 mod status;
 
@@ -173,8 +176,9 @@ enum Command {
     /// Load a CSV or Parquet file into a table (COPY over the PostgreSQL
     /// wire, in batches, with a progress bar).
     Load(load::LoadArgs),
-    /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire.
-    Bench(bench::BenchArgs),
+    /// Measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire;
+    /// `eon bench tpch`: TPC-H's 22 queries, answers checked.
+    Bench(bench::BenchCommand),
     /// Measure `eon load` rows/s for CSV and Parquet, against a baseline
     /// server's COPY in the same run.
     BenchLoad(bench_load::BenchLoadArgs),
@@ -542,7 +546,11 @@ fn main() -> ExitCode {
             exit(r)
         }
         Command::BenchScale(args) => exit(runtime().block_on(bench_scale::run(args))),
-        Command::Bench(args) => exit(runtime().block_on(bench::run(args))),
+        Command::Bench(bench::BenchCommand {
+            workload: Some(bench::Workload::Tpch(args)),
+            ..
+        }) => exit(runtime().block_on(bench_tpch::run(args))),
+        Command::Bench(command) => exit(runtime().block_on(bench::run(command.args))),
         Command::Load(args) => exit(runtime().block_on(load::run(args))),
         Command::BenchLoad(args) => exit(runtime().block_on(bench_load::run(args))),
         Command::Conformance {

@@ -21,6 +21,7 @@ mod regress;
 mod rest;
 mod slt;
 mod tls;
+mod tpch;
 mod txn;
 
 /// The SQLSTATE of a failed statement (or why there is none).
