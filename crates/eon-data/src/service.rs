@@ -12,7 +12,6 @@ use eon_common::stats::Recorder;
 use eon_common::value::{display_value, rows_from_batch};
 use eon_common::{Error, TableDef, ipc, node};
 use eon_proto::v1 as pb;
-use eon_proto::v1::data_engine_client::DataEngineClient;
 use eon_proto::v1::data_engine_server::{DataEngine, DataEngineServer};
 use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp};
 use tokio_stream::wrappers::ReceiverStream;
@@ -577,22 +576,9 @@ impl eon_query::fragment::LocalShards for Local {
         engine: u64,
         req: pb::FragmentRequest,
     ) -> futures::stream::BoxStream<'static, Result<pb::FragmentResponse, Error>> {
-        let peers = self.svc.peers.clone();
-        futures::stream::once(async move {
-            peers
-                .with_engine(engine, PEER_PATIENCE, false, |mut c| {
-                    let req = req.clone();
-                    async move { c.run_fragment(req).await }
-                })
-                .await
-                .map(|r| futures::TryStreamExt::map_err(r.into_inner(), Error::from_status))
-        })
-        .map(|r| match r {
-            Ok(s) => s.boxed(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        })
-        .flatten()
-        .boxed()
+        self.svc
+            .peers
+            .run_fragment(engine, req, PEER_PATIENCE, false)
     }
 }
 
@@ -1047,15 +1033,7 @@ pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 /// or on its anchor engine, found through meta — and commit or abort its
 /// intents accordingly. This is how a coordinator's crash never leaves a
 /// transaction half applied, or its intents in the way forever.
-async fn resolve_leftovers(
-    id: u64,
-    store: Arc<Store>,
-    meta: eon_proto::v1::meta_client::MetaClient<eon_common::node::Channel>,
-) {
-    let mut peers: std::collections::HashMap<
-        u64,
-        (String, DataEngineClient<eon_common::node::Channel>),
-    > = Default::default();
+async fn resolve_leftovers(id: u64, store: Arc<Store>, peers: Arc<eon_query::cluster::Cluster>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (txn, anchor) in store.stale_staged(RESOLVE_AFTER) {
@@ -1065,7 +1043,18 @@ async fn resolve_leftovers(
                     .await
                     .map_err(|e| e.to_string())
             } else {
-                ask_anchor(&mut peers, meta.clone(), anchor, txn).await
+                // No patience: the next pass, a second later, asks again.
+                peers
+                    .with_engine(anchor, Duration::ZERO, true, |mut c| async move {
+                        c.txn_status(pb::TxnStatusRequest {
+                            txn_id: txn,
+                            stale_after_ms: TXN_TIMEOUT.as_millis() as u64,
+                        })
+                        .await
+                    })
+                    .await
+                    .map(|r| status_of(r.get_ref()))
+                    .map_err(|e| e.to_string())
             };
             match status {
                 Ok(s) => {
@@ -1077,46 +1066,6 @@ async fn resolve_leftovers(
             }
         }
     }
-}
-
-async fn ask_anchor(
-    peers: &mut std::collections::HashMap<
-        u64,
-        (String, DataEngineClient<eon_common::node::Channel>),
-    >,
-    mut meta: eon_proto::v1::meta_client::MetaClient<eon_common::node::Channel>,
-    anchor: u64,
-    txn: u64,
-) -> Result<TxnStatus, String> {
-    let nodes = meta
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .nodes;
-    let Some(node) = nodes
-        .iter()
-        .find(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.id == anchor)
-    else {
-        return Err(format!("data engine {anchor} is not registered"));
-    };
-    let stale = peers
-        .get(&anchor)
-        .is_none_or(|(addr, _)| *addr != node.grpc_address);
-    if stale {
-        let client =
-            DataEngineClient::new(node::channel(&node.grpc_address).map_err(|e| e.to_string())?);
-        peers.insert(anchor, (node.grpc_address.clone(), client));
-    }
-    let client = &mut peers.get_mut(&anchor).unwrap().1;
-    let r = client
-        .txn_status(pb::TxnStatusRequest {
-            txn_id: txn,
-            stale_after_ms: TXN_TIMEOUT.as_millis() as u64,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(status_of(r.get_ref()))
 }
 
 #[derive(Debug, Clone)]
@@ -1150,7 +1099,14 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     let mut meta = node::meta_client(&opts.meta)?;
     let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     store.set_read_floor(ts);
-    tokio::spawn(resolve_leftovers(opts.id, store.clone(), meta.clone()));
+    // The other data engines: shuffles read from them, and leftover
+    // intents ask their anchors about their transactions.
+    let peers = eon_query::cluster::Cluster::new(
+        &opts.meta,
+        Recorder::new("data-engine-peers", opts.id),
+        0,
+    )?;
+    tokio::spawn(resolve_leftovers(opts.id, store.clone(), peers.clone()));
     // Tables dropped while this engine was down: forget their data now.
     let catalog = meta
         .get_catalog(pb::GetCatalogRequest {})
@@ -1219,11 +1175,6 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         }
     });
 
-    let peers = eon_query::cluster::Cluster::new(
-        &opts.meta,
-        Recorder::new("data-engine-peers", opts.id),
-        0,
-    )?;
     let service = DataEngineService::new(opts.id, store, peers);
     tracing::info!(id = opts.id, %addr, "data engine serving");
     node::announce_ready(&[("grpc", addr.to_string())]);

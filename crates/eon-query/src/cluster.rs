@@ -365,6 +365,35 @@ impl Cluster {
         }
     }
 
+    /// `DataEngine.RunFragment(req)` on data engine `id`, reached through
+    /// [`Cluster::with_engine`] (with its `patience` and `idempotent`):
+    /// the fragment's replies, or the error that kept it from starting, as
+    /// one stream.
+    pub fn run_fragment(
+        self: &Arc<Self>,
+        id: u64,
+        req: pb::FragmentRequest,
+        patience: Duration,
+        idempotent: bool,
+    ) -> futures::stream::BoxStream<'static, Result<pb::FragmentResponse>> {
+        use futures::{StreamExt, TryStreamExt};
+        let cluster = self.clone();
+        futures::stream::once(async move {
+            cluster
+                .with_engine(id, patience, idempotent, |mut c| {
+                    let req = req.clone();
+                    async move { c.run_fragment(req).await }
+                })
+                .await
+        })
+        .map(|r| match r {
+            Ok(replies) => replies.into_inner().map_err(Error::from_status).boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+    }
+
     /// `n` fresh row ids (from blocks allocated by meta).
     pub async fn rowids(&self, n: u64) -> Result<u64> {
         {

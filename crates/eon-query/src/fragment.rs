@@ -628,6 +628,34 @@ impl DisplayAs for ShuffleReadExec {
     }
 }
 
+/// A fragment's replies as record batches of `schema`. Each data reply is
+/// one Arrow IPC message, counted by `on_data(its bytes, its batches)`; the
+/// last reply carries no data but what the fragment did (rows, time, the
+/// engines that fed it), handed to `on_end` with the bytes received.
+pub(crate) fn reply_batches(
+    replies: BoxStream<'static, Result<pb::FragmentResponse, Error>>,
+    schema: SchemaRef,
+    mut on_data: impl FnMut(usize, &[RecordBatch]) + Send + 'static,
+    mut on_end: impl FnMut(pb::FragmentResponse, u64) + Send + 'static,
+) -> BoxStream<'static, datafusion::common::Result<RecordBatch>> {
+    let mut received = 0u64;
+    replies
+        .map(move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
+            let msg = msg.map_err(to_df)?;
+            if msg.arrow_ipc.is_empty() {
+                on_end(msg, received);
+                return Ok(vec![]);
+            }
+            received += msg.arrow_ipc.len() as u64;
+            let batches = decode_as(&schema, &msg.arrow_ipc)?;
+            on_data(msg.arrow_ipc.len(), &batches);
+            Ok(batches)
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
 impl ExecutionPlan for ShuffleReadExec {
     fn name(&self) -> &str {
         "ShuffleReadExec"
@@ -657,34 +685,26 @@ impl ExecutionPlan for ShuffleReadExec {
                 }),
             };
             let task = self.task.clone();
-            let out = self.schema.clone();
-            let mut bytes = 0u64;
-            self.task.local.fragment(engine, req).map(
-                move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
-                    let msg = msg.map_err(to_df)?;
-                    if msg.arrow_ipc.is_empty() {
-                        // The last message: what that engine did, and what
-                        // fed it.
-                        let mut feeders = task.feeders.lock().unwrap();
-                        feeders.push(pb::StageRun {
-                            stage,
-                            engine,
-                            rows_scanned: msg.rows_scanned,
-                            rows_returned: msg.rows_returned,
-                            bytes,
-                            elapsed_us: msg.elapsed_us,
-                        });
-                        feeders.extend(msg.feeders);
-                        return Ok(vec![]);
-                    }
-                    bytes += msg.arrow_ipc.len() as u64;
-                    decode_as(&out, &msg.arrow_ipc)
+            reply_batches(
+                self.task.local.fragment(engine, req),
+                self.schema.clone(),
+                |_, _| {},
+                move |msg, bytes| {
+                    // What that engine did, and what fed it.
+                    let mut feeders = task.feeders.lock().unwrap();
+                    feeders.push(pb::StageRun {
+                        stage,
+                        engine,
+                        rows_scanned: msg.rows_scanned,
+                        rows_returned: msg.rows_returned,
+                        bytes,
+                        elapsed_us: msg.elapsed_us,
+                    });
+                    feeders.extend(msg.feeders);
                 },
             )
         });
-        let rows = futures::stream::select_all(streams)
-            .map(|r| r.map(|v| futures::stream::iter(v.into_iter().map(Ok))))
-            .try_flatten();
+        let rows = futures::stream::select_all(streams);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             rows,

@@ -55,7 +55,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
@@ -78,9 +77,9 @@ use datafusion::physical_plan::{
     Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
 use eon_proto::v1 as pb;
-use futures::{StreamExt, TryStreamExt};
 
-use crate::provider::{EonScanExec, decode_as, to_df};
+use crate::fragment::reply_batches;
+use crate::provider::{EonScanExec, to_df};
 
 /// How long a stage waits for an unreachable data engine to come back.
 const PATIENCE: Duration = Duration::from_secs(3);
@@ -719,60 +718,39 @@ impl ExecutionPlan for EonStageExec {
         let bytes_received = MetricBuilder::new(&self.metrics).counter("bytes_received", partition);
         let runs = self.runs.clone();
         let feeders = self.feeders.clone();
-        let responses = futures::stream::once(async move {
-            cluster
-                .with_engine(engine, PATIENCE, true, |mut c| {
-                    let req = req.clone();
-                    async move { c.run_fragment(req).await }
-                })
-                .await
-                .map(|r| {
-                    r.into_inner()
-                        .map_err(|s| to_df(eon_common::Error::from_status(s)))
-                })
-                .map_err(to_df)
-        })
-        .try_flatten();
-        let out = schema.clone();
-        let mut received = 0u64;
-        let batches = responses
-            .map(move |msg| -> datafusion::common::Result<Vec<RecordBatch>> {
-                let msg = msg?;
-                if msg.arrow_ipc.is_empty() {
-                    // The last message: what the engine did, and the
-                    // engines feeding it.
-                    add_run(
-                        &runs,
-                        engine,
-                        msg.rows_scanned,
-                        msg.rows_returned,
-                        received,
-                        msg.elapsed_us,
-                    );
-                    for f in msg.feeders {
-                        if let Some(runs) = feeders.get(&f.stage) {
-                            add_run(
-                                runs,
-                                f.engine,
-                                f.rows_scanned,
-                                f.rows_returned,
-                                f.bytes,
-                                f.elapsed_us,
-                            );
-                        }
-                    }
-                    return Ok(vec![]);
-                }
-                received += msg.arrow_ipc.len() as u64;
-                bytes_received.add(msg.arrow_ipc.len());
-                let batches = decode_as(&out, &msg.arrow_ipc)?;
-                for b in &batches {
+        let batches = reply_batches(
+            cluster.run_fragment(engine, req, PATIENCE, true),
+            schema.clone(),
+            move |bytes, batches| {
+                bytes_received.add(bytes);
+                for b in batches {
                     output_rows.add(b.num_rows());
                 }
-                Ok(batches)
-            })
-            .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
-            .try_flatten();
+            },
+            move |msg, received| {
+                // What the engine did, and the engines feeding it.
+                add_run(
+                    &runs,
+                    engine,
+                    msg.rows_scanned,
+                    msg.rows_returned,
+                    received,
+                    msg.elapsed_us,
+                );
+                for f in msg.feeders {
+                    if let Some(runs) = feeders.get(&f.stage) {
+                        add_run(
+                            runs,
+                            f.engine,
+                            f.rows_scanned,
+                            f.rows_returned,
+                            f.bytes,
+                            f.elapsed_us,
+                        );
+                    }
+                }
+            },
+        );
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }
