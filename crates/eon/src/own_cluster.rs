@@ -3,7 +3,7 @@
 //! dropped. `eon bench scale` and `eon bench tpch` measure on one.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
@@ -55,11 +55,6 @@ impl OwnCluster {
             pg: std::net::SocketAddr::from(([127, 0, 0, 1], pg_port)),
             ingress: std::net::SocketAddr::from(([127, 0, 0, 1], ingress_port)),
         })
-    }
-
-    /// The temporary directory (the cluster's data is in `data/` there).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn data_dir(&self) -> PathBuf {
