@@ -2021,6 +2021,19 @@ impl Writes {
         } else {
             first
         };
+        // A statement of its own writing to several engines commits in two
+        // phases. Until it ends, its record on the anchor is kept alive as an
+        // open block's is: else an engine whose part is slow to stage (a big
+        // COPY under load) would see the transaction's staged parts older
+        // than their patience and abort it as one whose coordinator is gone.
+        let _heartbeat = (!staged_only && !one_phase).then(|| {
+            crate::txn::HeartbeatWhile(crate::txn::spawn_heartbeat(
+                cluster.clone(),
+                txn,
+                anchor,
+                Default::default(),
+            ))
+        });
         let mut results: HashMap<u64, pb::WriteResponse> = HashMap::new();
         let mut failure: Option<Error> = None;
         let calls = self.by_engine.iter().map(|(&engine, ops)| {

@@ -21,7 +21,8 @@
 //!
 //! The *anchor* is the engine of the transaction's first staged write; it
 //! keeps the transaction's record (pending, committed at ts, aborted), which
-//! the coordinator heartbeats while the transaction is open. Intents name
+//! the coordinator heartbeats while the transaction is open (a two-phase
+//! statement outside a block: while it runs). Intents name
 //! their anchor, so a data engine holding intents whose coordinator
 //! vanished asks the record and commits or aborts them (a record whose
 //! heartbeats stopped is aborted first); see `eon_data` `resolve_leftovers`.
@@ -166,6 +167,16 @@ pub fn spawn_heartbeat(
         }
     })
     .abort_handle()
+}
+
+/// A heartbeat that stops when this is dropped: a statement's own
+/// two-phase write keeps its record alive only while it runs.
+pub struct HeartbeatWhile(pub tokio::task::AbortHandle);
+
+impl Drop for HeartbeatWhile {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub fn new_txn_id() -> u64 {
