@@ -453,7 +453,8 @@ impl System {
                     let frame = ctx.sql(sql).await?;
                     let schema = frame.schema().as_arrow().clone();
                     let batches = frame.collect().await?;
-                    if schema.fields().is_empty() || !sql.trim_start().starts_with("select") {
+                    // Only the query answers; the view's DDL has no rows.
+                    if !sql.trim_start().starts_with("select") {
                         continue;
                     }
                     answer.columns = schema.fields().iter().map(|f| f.name().clone()).collect();

@@ -117,11 +117,26 @@ pub fn pg_url_or_default(url: Option<&str>) -> anyhow::Result<String> {
     if let Some(url) = url {
         return Ok(url.to_string());
     }
-    let file = std::path::Path::new("./eon-data").join(eon_agent::ADMIN_PASSWORD_FILE);
-    let password = eon_common::scram::read_password(&file)
-        .with_context(|| format!("cannot read {} (or give --url)", file.display()))?;
-    Ok(eon_agent::pg_url(
+    admin_pg_url(
+        std::path::Path::new("./eon-data"),
         &"127.0.0.1:5433".parse()?,
+        " (or give --url)",
+    )
+}
+
+/// A connection string for the admin of the cluster whose data directory is
+/// `data_dir` (where its password is), at `addr`; `hint` ends the message
+/// when the password cannot be read.
+pub fn admin_pg_url(
+    data_dir: &std::path::Path,
+    addr: &std::net::SocketAddr,
+    hint: &str,
+) -> anyhow::Result<String> {
+    let file = data_dir.join(eon_agent::ADMIN_PASSWORD_FILE);
+    let password = eon_common::scram::read_password(&file)
+        .with_context(|| format!("cannot read {}{hint}", file.display()))?;
+    Ok(eon_agent::pg_url(
+        addr,
         eon_agent::ADMIN_ROLE,
         &password,
         &eon_agent::Link::Plain,

@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 pub struct OwnCluster {
     child: std::process::Child,
@@ -63,15 +63,7 @@ impl OwnCluster {
 
     /// A connection string for the admin.
     pub fn pg_url(&self) -> anyhow::Result<String> {
-        let file = self.data_dir().join(eon_agent::ADMIN_PASSWORD_FILE);
-        let password = eon_common::scram::read_password(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        Ok(eon_agent::pg_url(
-            &self.pg,
-            eon_agent::ADMIN_ROLE,
-            &password,
-            &eon_agent::Link::Plain,
-        ))
+        crate::client::admin_pg_url(&self.data_dir(), &self.pg, "")
     }
 }
 
