@@ -955,6 +955,26 @@ impl DataEngine for DataEngineService {
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Reply<pb::Stats> {
         Ok(Response::new(self.stats_snapshot()))
     }
+
+    async fn table_sizes(
+        &self,
+        req: Request<pb::TableSizesRequest>,
+    ) -> Reply<pb::TableSizesResponse> {
+        let tables = req
+            .into_inner()
+            .tables
+            .into_iter()
+            .filter_map(|table| {
+                let (rows, shards) = self.store.table_rows(table)?;
+                Some(pb::TableSize {
+                    table,
+                    rows,
+                    shards,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::TableSizesResponse { tables }))
+    }
 }
 
 impl DataEngineService {

@@ -4,7 +4,9 @@
 //! the catalog (refreshed whenever a timestamp reply shows a newer catalog
 //! version — every statement asks for a timestamp, so DDL done through any
 //! query engine is seen by the next statement on every other), and a block of
-//! row ids for tables without a primary key.
+//! row ids for tables without a primary key, and the planner's estimates
+//! of tables' sizes ([`Cluster::table_rows`]: asked of the data engines
+//! holding them, kept for [`SIZE_TTL`], forgotten by `ANALYZE`).
 //!
 //! Timestamps are batched: while one request to meta is in flight, the
 //! statements that start wait, and the next request reserves one timestamp
@@ -14,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eon_common::node::Channel;
 use eon_common::stats::Recorder;
@@ -22,6 +24,16 @@ use eon_common::{Error, Result, TableDef, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::data_engine_client::DataEngineClient;
 use eon_proto::v1::meta_client::MetaClient;
+
+/// How long a table's size estimate is used before the data engines are
+/// asked again: a table loaded a moment ago is planned for its new size
+/// almost at once, and a busy query engine asks each engine about a table
+/// at most this often.
+pub const SIZE_TTL: Duration = Duration::from_secs(2);
+
+/// How long planning waits for the data engines' size estimates before
+/// going on without them.
+const SIZE_WAIT: Duration = Duration::from_millis(300);
 
 /// Largest gRPC message a query engine accepts (scan batches of wide rows).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -52,6 +64,8 @@ pub struct Cluster {
     catalog: RwLock<CatalogCache>,
     engines: RwLock<HashMap<u64, (String, DataEngineClient<Channel>)>>,
     rowids: Mutex<(u64, u64)>,
+    /// Size estimates by table id: when asked, and the rows.
+    sizes: Mutex<HashMap<u64, (Instant, Option<u64>)>>,
     pub stats: Arc<Recorder>,
     /// Default shard count of new tables.
     pub default_shards: u32,
@@ -65,6 +79,7 @@ impl Cluster {
             catalog: RwLock::new(CatalogCache::default()),
             engines: RwLock::new(HashMap::new()),
             rowids: Mutex::new((0, 0)),
+            sizes: Mutex::default(),
             stats,
             default_shards,
         }))
@@ -392,6 +407,51 @@ impl Cluster {
         })
         .flatten()
         .boxed()
+    }
+
+    /// About how many rows table `def` holds: the sum of its data engines'
+    /// estimates (`DataEngine.TableSizes`), asked at most every
+    /// [`SIZE_TTL`]. When an engine does not answer within [`SIZE_WAIT`],
+    /// the last estimate; None when there is none, or the table looks empty — an estimate of nothing
+    /// would make a table loaded since look small enough to broadcast.
+    pub async fn table_rows(&self, def: &TableDef) -> Option<u64> {
+        let stale = match self.sizes.lock().unwrap().get(&def.id) {
+            Some((at, rows)) if at.elapsed() < SIZE_TTL => return *rows,
+            Some((_, rows)) => *rows,
+            None => None,
+        };
+        let mut engines = def.placement.clone();
+        engines.sort();
+        engines.dedup();
+        let asks = engines.into_iter().map(|id| async move {
+            let mut client = self.engine(id).await.ok()?;
+            let reply = client
+                .table_sizes(pb::TableSizesRequest {
+                    tables: vec![def.id],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            Some(reply.tables.iter().map(|t| t.rows).sum::<u64>())
+        });
+        let rows = match tokio::time::timeout(SIZE_WAIT, futures::future::join_all(asks)).await {
+            Ok(counts) => match counts.into_iter().sum::<Option<u64>>() {
+                Some(n) => (n > 0).then_some(n),
+                // An engine did not answer: the last estimate, if any.
+                None => stale,
+            },
+            Err(_) => stale,
+        };
+        self.sizes
+            .lock()
+            .unwrap()
+            .insert(def.id, (Instant::now(), rows));
+        rows
+    }
+
+    /// Forget the size estimates (`ANALYZE`): the next plan asks again.
+    pub fn forget_sizes(&self) {
+        self.sizes.lock().unwrap().clear();
     }
 
     /// `n` fresh row ids (from blocks allocated by meta).

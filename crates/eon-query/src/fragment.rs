@@ -15,7 +15,10 @@
 //! producing stage's own fragment bytes and engines. On the data engine it
 //! becomes a [`ShuffleReadExec`], which asks each of those engines for
 //! this task's partition (`RunFragment` with a `ShufflePart`) and streams
-//! what they send, collecting what each did for EXPLAIN ANALYZE.
+//! what they send, collecting what each did for EXPLAIN ANALYZE. A
+//! broadcast is a shuffle whose producer ends in a [`BroadcastExec`]
+//! (written as a `FragmentBroadcast`) instead of a hash repartitioning:
+//! each of its partitions holds every row.
 //!
 //! eon's own expressions travel as extensions too: numeric arithmetic and
 //! casts ([`NumericExpr`]) by their operation, and integer `+ - *` that
@@ -47,6 +50,7 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, not_impl_err};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
@@ -74,7 +78,7 @@ use datafusion_proto::protobuf;
 use eon_common::{Error, ipc};
 use eon_proto::v1 as pb;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use prost::Message;
 
 use crate::numeric::NumericExpr;
@@ -166,7 +170,7 @@ impl PhysicalExtensionCodec for FragmentCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
@@ -182,6 +186,15 @@ impl PhysicalExtensionCodec for FragmentCodec {
             Some(pb::fragment_node::Node::Shuffle(shuffle)) => {
                 Ok(Arc::new(ShuffleReadExec::new(shuffle, task.clone())?))
             }
+            Some(pb::fragment_node::Node::Broadcast(b)) => match inputs {
+                [input] => Ok(Arc::new(BroadcastExec::new(
+                    input.clone(),
+                    b.partitions as usize,
+                ))),
+                _ => Err(DataFusionError::Internal(
+                    "a broadcast has one input".into(),
+                )),
+            },
             None => Err(DataFusionError::Internal("empty fragment node".into())),
         }
     }
@@ -192,17 +205,22 @@ impl PhysicalExtensionCodec for FragmentCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<()> {
-        let Some(scan) = node.downcast_ref::<EonScanExec>() else {
-            return not_impl_err!("{} does not run on data engines", node.name());
+        let node = if let Some(b) = node.downcast_ref::<BroadcastExec>() {
+            pb::fragment_node::Node::Broadcast(pb::FragmentBroadcast {
+                partitions: b.partitions() as u32,
+            })
+        } else {
+            let Some(scan) = node.downcast_ref::<EonScanExec>() else {
+                return not_impl_err!("{} does not run on data engines", node.name());
+            };
+            let Some(msg) = scan.fragment_scan()? else {
+                return not_impl_err!("this scan does not run on data engines");
+            };
+            pb::fragment_node::Node::Scan(msg)
         };
-        let Some(msg) = scan.fragment_scan()? else {
-            return not_impl_err!("this scan does not run on data engines");
-        };
-        pb::FragmentNode {
-            node: Some(pb::fragment_node::Node::Scan(msg)),
-        }
-        .encode(buf)
-        .map_err(|e| DataFusionError::Internal(e.to_string()))
+        pb::FragmentNode { node: Some(node) }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
     fn try_encode_expr(
@@ -709,6 +727,151 @@ impl ExecutionPlan for ShuffleReadExec {
             self.schema.clone(),
             rows,
         )))
+    }
+}
+
+/// The rows a broadcast's producer keeps for its readers, with the memory
+/// they are counted against; or why it could not get them.
+type Kept = Result<Arc<(Vec<RecordBatch>, MemoryReservation)>, Arc<DataFusionError>>;
+
+/// The producing end of a broadcast, on each engine running the build side
+/// of a join: every row of its input (one partition) in each of its output
+/// partitions, one per task of the stage reading it. Each task reads its
+/// partition from every producing engine ([`ShuffleReadExec`]), so every
+/// task gets every row. The input runs once, however many partitions are
+/// read; its batches are shared by the partitions, not copied, and counted
+/// once against the statement's memory limit.
+pub struct BroadcastExec {
+    input: Arc<dyn ExecutionPlan>,
+    props: Arc<PlanProperties>,
+    kept: Mutex<Option<futures::future::Shared<futures::future::BoxFuture<'static, Kept>>>>,
+}
+
+impl fmt::Debug for BroadcastExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BroadcastExec({})", self.partitions())
+    }
+}
+
+impl BroadcastExec {
+    /// `input`'s rows (its partitions merged) in each of `partitions`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, partitions: usize) -> BroadcastExec {
+        let input: Arc<dyn ExecutionPlan> = if input.output_partitioning().partition_count() == 1 {
+            input
+        } else {
+            Arc::new(
+                datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input),
+            )
+        };
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        BroadcastExec {
+            input,
+            props: Arc::new(props),
+            kept: Mutex::default(),
+        }
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.props.partitioning.partition_count()
+    }
+}
+
+impl DisplayAs for BroadcastExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "BroadcastExec: partitions={}", self.partitions())
+    }
+}
+
+impl ExecutionPlan for BroadcastExec {
+    fn name(&self) -> &str {
+        "BroadcastExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn PhysicalExpr>,
+        ) -> datafusion::common::Result<
+            datafusion::common::tree_node::TreeNodeRecursion,
+        >,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("a broadcast has one input".into()))?;
+        Ok(Arc::new(BroadcastExec::new(input, self.partitions())))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        if partition >= self.partitions() {
+            return Err(DataFusionError::Internal(format!(
+                "a broadcast has no partition {partition}"
+            )));
+        }
+        let kept = {
+            let mut kept = self.kept.lock().unwrap();
+            kept.get_or_insert_with(|| {
+                let input = self.input.clone();
+                async move {
+                    let reservation =
+                        MemoryConsumer::new("BroadcastExec").register(ctx.memory_pool());
+                    let mut rows = input.execute(0, ctx).map_err(Arc::new)?;
+                    let mut batches = Vec::new();
+                    while let Some(batch) = rows.next().await {
+                        let batch = batch.map_err(Arc::new)?;
+                        reservation
+                            .try_grow(batch.get_array_memory_size())
+                            .map_err(Arc::new)?;
+                        batches.push(batch);
+                    }
+                    Ok(Arc::new((batches, reservation)))
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+        };
+        let rows = futures::stream::once(kept)
+            .map(
+                |kept| -> BoxStream<'static, datafusion::common::Result<RecordBatch>> {
+                    match kept {
+                        Ok(kept) => {
+                            let n = kept.0.len();
+                            futures::stream::iter((0..n).map(move |i| Ok(kept.0[i].clone())))
+                                .boxed()
+                        }
+                        Err(e) => {
+                            futures::stream::once(async move { Err(DataFusionError::Shared(e)) })
+                                .boxed()
+                        }
+                    }
+                },
+            )
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
     }
 }
 

@@ -803,8 +803,9 @@ impl Session {
     /// `VACUUM` and `ANALYZE` as PostgreSQL writes them (`VACUUM (VERBOSE)
     /// ANALYZE a, b`), which the SQL parser does not read. eon's storage
     /// needs neither — old versions are collected by the data engines, and
-    /// the planner reads no statistics yet — so they check that the tables
-    /// exist and do nothing else. None when `sql` is neither.
+    /// the planner's size estimates are asked of them as it plans — so they
+    /// check that the tables exist; ANALYZE also makes the next plan ask for
+    /// fresh estimates. None when `sql` is neither.
     fn maintenance(&self, sql: &str) -> Option<Result<Statement>> {
         let text = sql.trim().trim_end_matches(';').trim();
         let (word, mut rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
@@ -886,6 +887,14 @@ impl Session {
         };
         let path = self.search_path();
         state.config_mut().set_extension(ctx);
+        if !self.broadcasts() {
+            // No join input is small enough to collect whole (and, in a
+            // stage, to broadcast): every join of two tables is
+            // partitioned, shuffled between data engines.
+            let optimizer = &mut state.config_mut().options_mut().optimizer;
+            optimizer.hash_join_single_partition_threshold = 0;
+            optimizer.hash_join_single_partition_threshold_rows = 0;
+        }
         if path != ["public"] {
             // Unqualified names are looked up along the path (a provider
             // made from this name; see crate::schemas).
@@ -1803,7 +1812,11 @@ impl Session {
             } => crate::cursors::fetch(self, name, direction, into).await,
             Statement::Close { cursor } => crate::cursors::close(self, cursor),
             Statement::Vacuum(_) => Ok(Output::Command("VACUUM".into())),
-            Statement::Analyze(_) => Ok(Output::Command("ANALYZE".into())),
+            Statement::Analyze(_) => {
+                // The planner's size estimates are read again.
+                self.cluster().forget_sizes();
+                Ok(Output::Command("ANALYZE".into()))
+            }
             Statement::Copy { .. } => match crate::copy::start(self, statement).await? {
                 crate::copy::Start::In(copy) => Ok(Output::CopyIn(copy)),
                 crate::copy::Start::Out { format, query } => match self.query(query, params).await?
@@ -2062,6 +2075,15 @@ impl Session {
     /// (`eon.distribute`, on by default; see [`crate::stages`]).
     fn distributes(&self) -> bool {
         self.setting("eon.distribute")
+            .and_then(|v| crate::coerce::parse_bool(&v).ok())
+            .unwrap_or(true)
+    }
+
+    /// Whether a join's small side is collected whole and, in a stage,
+    /// broadcast to every data engine (`eon.broadcast`, on by default; see
+    /// [`crate::stages`]).
+    fn broadcasts(&self) -> bool {
+        self.setting("eon.broadcast")
             .and_then(|v| crate::coerce::parse_bool(&v).ok())
             .unwrap_or(true)
     }
@@ -2638,6 +2660,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("DateStyle", "ISO, MDY"),
     ("default_table_access_method", "heap"),
+    // Broadcast a join's small side to the data engines (stages.rs).
+    ("eon.broadcast", "on"),
     // Run aggregates, joins and top-k on the data engines (stages.rs).
     ("eon.distribute", "on"),
     // What a statement's operators may hold in memory in each process

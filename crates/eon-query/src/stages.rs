@@ -20,7 +20,9 @@
 //!   projections, sorts of each partition, partial aggregates over scans
 //!   of a table's shards (`EonScanExec`, not a point lookup); hash
 //!   repartitionings of such pieces; final aggregates and partitioned
-//!   hash joins over hash repartitionings —
+//!   hash joins over hash repartitionings; hash joins that collect a small
+//!   side whole, when no row of their output depends on that side's rows
+//!   matching nothing (inner, right, right semi and anti joins) —
 //! - is worth it: it shrinks what is sent (a partial aggregate, a top-k
 //!   sort) or finishes an aggregate or joins where the rows are, and
 //! - can be encoded as a fragment ([`crate::fragment`]: every function is
@@ -32,7 +34,16 @@
 //! an [`EonStageExec`] — stage *N* — with one task, and one output
 //! partition, per data engine holding shards of the table it scans or,
 //! when shuffles feed it, per engine holding shards of any table it reads
-//! (task *i* owning hash partition *i*). Executing partition *i* sends
+//! (task *i* owning hash partition *i*). A join's collected side becomes a
+//! *broadcast* (a [`ShuffleExec`] whose producer ends in a
+//! [`crate::fragment::BroadcastExec`]): the engines holding it each send all
+//! their rows of it to every task, which builds its hash table from them
+//! and probes it with its own part of the other side. Which side is small
+//! enough is DataFusion's choice, from the scans' size estimates (each
+//! table's rows, as its data engines estimate them:
+//! [`crate::cluster::Cluster::table_rows`]) and its thresholds (`hash_join_single_partition_threshold`, 1 MB, and
+//! `…_rows`, 128 Ki); `eon.broadcast = off` sets both to zero, so that
+//! every join of two tables is shuffled. Executing partition *i* sends
 //! the fragment to task *i*'s engine (`DataEngine.RunFragment`), which runs
 //! it over its own shards at the statement's snapshot, reads partition *i*
 //! of each shuffle from every engine producing it, directly
@@ -41,7 +52,7 @@
 //! rest of the plan — a final aggregate without groups, the merge of the
 //! top-k — stays on the query engine (stage 0), fed by *gathering* the
 //! stages' output. `EXPLAIN` shows each stage as a line `Stage N` above the
-//! operators it runs, saying how its output moves (gathered or shuffled);
+//! operators it runs, saying how its output moves (gathered, shuffled or broadcast);
 //! `EXPLAIN ANALYZE` adds, per stage and engine, the rows it read and sent,
 //! the bytes sent and its time.
 //!
@@ -55,8 +66,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use datafusion::common::DataFusionError;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, JoinType};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -102,6 +113,9 @@ impl PhysicalOptimizerRule for Distribute {
                 .get_or_init(|| Arc::new(crate::fragment::settings(config)))
                 .clone()
         };
+        let plan = plan
+            .transform_up(|node| shuffle_unbroadcastable(node, config))
+            .map(|t| t.data)?;
         let mut next = 1;
         place(plan, &mut next, &settings)
     }
@@ -145,7 +159,8 @@ fn place_under(
     if !keeps && matches!(layout(&plan), Some((_, true))) {
         let mut n = *next + 1;
         let all = engines_of(&plan);
-        if let Some(fragment) = shuffled(plan.clone(), &all, &mut n)? {
+        let tasks = tasks_of(&plan, &all).len();
+        if let Some(fragment) = shuffled(plan.clone(), &all, tasks, &mut n)? {
             if let Some(stage) = EonStageExec::try_new(*next, fragment, settings)? {
                 *next = n;
                 return Ok(Arc::new(stage));
@@ -207,13 +222,20 @@ fn layout(plan: &Arc<dyn ExecutionPlan>) -> Option<(Layout, bool)> {
         return Some((Layout::Hash, true));
     }
     if let Some(join) = any.downcast_ref::<HashJoinExec>() {
-        // Both sides hash-partitioned on the key: task i joins partition i
-        // of each, for every join type.
-        if *join.partition_mode() != PartitionMode::Partitioned {
-            return None;
-        }
-        return match (layout(join.left())?, layout(join.right())?) {
-            ((Layout::Hash, _), (Layout::Hash, _)) => Some((Layout::Hash, true)),
+        return match join.partition_mode() {
+            // Both sides hash-partitioned on the key: task i joins
+            // partition i of each, for every join type.
+            PartitionMode::Partitioned => match (layout(join.left())?, layout(join.right())?) {
+                ((Layout::Hash, _), (Layout::Hash, _)) => Some((Layout::Hash, true)),
+                _ => None,
+            },
+            // The small side collected whole: broadcast to every task,
+            // each joining it with its part of the other side.
+            PartitionMode::CollectLeft if broadcastable(join) => {
+                layout(build_side(join))?;
+                let (probe, _) = layout(join.right())?;
+                Some((probe, true))
+            }
             _ => None,
         };
     }
@@ -246,6 +268,85 @@ fn layout(plan: &Arc<dyn ExecutionPlan>) -> Option<(Layout, bool)> {
     }
 }
 
+/// Whether `join` (collecting its left side whole) may run as one join per
+/// task, each with all of the left side and its own part of the right: so
+/// when no output depends on left rows that no task matched — a task
+/// cannot know whether another matched them.
+fn broadcastable(join: &HashJoinExec) -> bool {
+    matches!(
+        join.join_type(),
+        JoinType::Inner
+            | JoinType::Right
+            | JoinType::RightSemi
+            | JoinType::RightAnti
+            | JoinType::RightMark
+    ) && !join.null_aware
+}
+
+/// A join that collects its left side but cannot be broadcast (a left or
+/// full join: its unmatched left rows need every task's matches), over
+/// inputs that can both run on the data engines, as a partitioned join of
+/// the two hash-repartitioned — shuffled where the rows are, instead of
+/// joined on the query engine. Not a null-aware anti join (`NOT IN`, which
+/// must see all of the other side at once), nor one whose output order
+/// something above may rely on (a repartitioning loses it).
+fn shuffle_unbroadcastable(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> datafusion::common::Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return Ok(Transformed::no(plan));
+    };
+    if *join.partition_mode() != PartitionMode::CollectLeft
+        || broadcastable(join)
+        || join.null_aware
+        || plan.output_ordering().is_some()
+        || layout(build_side(join)).is_none()
+        || layout(join.right()).is_none()
+    {
+        return Ok(Transformed::no(plan));
+    }
+    let n = config.execution.target_partitions;
+    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+    let left = Arc::new(RepartitionExec::try_new(
+        build_side(join).clone(),
+        Partitioning::Hash(left_keys, n),
+    )?);
+    let right = Arc::new(RepartitionExec::try_new(
+        join.right().clone(),
+        Partitioning::Hash(right_keys, n),
+    )?);
+    let partitioned = join
+        .builder()
+        .with_partition_mode(PartitionMode::Partitioned)
+        .with_new_children(vec![left, right])?
+        .recompute_properties()
+        .build_exec()?;
+    Ok(Transformed::yes(partitioned))
+}
+
+/// What a join collecting its left side collects: the plan under the merge
+/// of its partitions (if it has one).
+fn build_side(join: &HashJoinExec) -> &Arc<dyn ExecutionPlan> {
+    match join.left().downcast_ref::<CoalescePartitionsExec>() {
+        Some(merge) => merge.input(),
+        None => join.left(),
+    }
+}
+
+/// The engines running the tasks of a stage whose fragment is `plan`
+/// (which can run on the data engines): those holding shards of the table
+/// it scans, or, when shuffles feed it, `all`.
+fn tasks_of(plan: &Arc<dyn ExecutionPlan>, all: &[u64]) -> Vec<u64> {
+    match layout(plan) {
+        Some((Layout::Shards(scan), _)) => scan
+            .downcast_ref::<EonScanExec>()
+            .expect("a scan")
+            .engines(),
+        _ => all.to_vec(),
+    }
+}
+
 /// Every `EonScanExec` in `plan`, shuffles' producers included.
 fn scans_of(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
     if plan.is::<EonScanExec>() {
@@ -270,13 +371,16 @@ fn engines_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u64> {
     engines
 }
 
-/// `plan` (which can run on the data engines) with each hash
-/// repartitioning made a shuffle into `all.len()` partitions, one per task
-/// of the stage reading it, numbered from `next`; None when a producing
-/// stage cannot be encoded.
+/// `plan` (which can run on the data engines, in a stage of `tasks`
+/// tasks) with each hash repartitioning made a shuffle into `all.len()`
+/// partitions, one per task of the stage reading it (one fed by shuffles
+/// runs on `all`), and the collected side of each join that can be
+/// broadcast made a broadcast to its `tasks`; shuffles and broadcasts
+/// numbered from `next`. None when a producing stage cannot be encoded.
 fn shuffled(
     plan: Arc<dyn ExecutionPlan>,
     all: &[u64],
+    tasks: usize,
     next: &mut usize,
 ) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
@@ -285,21 +389,41 @@ fn shuffled(
         };
         let id = *next;
         *next += 1;
-        let Some(input) = shuffled(r.input().clone(), all, next)? else {
+        let engines = tasks_of(r.input(), all);
+        let Some(input) = shuffled(r.input().clone(), all, engines.len(), next)? else {
             return Ok(None);
-        };
-        let engines = match layout(&input) {
-            Some((Layout::Shards(scan), _)) => scan
-                .downcast_ref::<EonScanExec>()
-                .expect("a scan")
-                .engines(),
-            _ => all.to_vec(),
         };
         let producer = Arc::new(RepartitionExec::try_new(
             input,
             Partitioning::Hash(exprs.clone(), all.len()),
         )?);
         return Ok(ShuffleExec::try_new(id, producer, engines).map(|s| Arc::new(s) as _));
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && *join.partition_mode() == PartitionMode::CollectLeft
+    {
+        let id = *next;
+        *next += 1;
+        let build = build_side(join);
+        let engines = tasks_of(build, all);
+        let Some(input) = shuffled(build.clone(), all, engines.len(), next)? else {
+            return Ok(None);
+        };
+        let producer = Arc::new(crate::fragment::BroadcastExec::new(input, tasks));
+        let Some(broadcast) = ShuffleExec::try_new(id, producer, engines) else {
+            return Ok(None);
+        };
+        let Some(probe) = shuffled(join.right().clone(), all, tasks, next)? else {
+            return Ok(None);
+        };
+        let build: Arc<dyn ExecutionPlan> =
+            Arc::new(CoalescePartitionsExec::new(Arc::new(broadcast)));
+        return plan
+            .replace_children(
+                vec![build, probe],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+            .map(Some);
     }
     if plan.is::<ShuffleExec>() {
         return Ok(Some(plan));
@@ -311,7 +435,7 @@ fn shuffled(
     let mut changed = false;
     let mut built = Vec::with_capacity(children.len());
     for child in children {
-        let Some(new) = shuffled(child.clone(), all, next)? else {
+        let Some(new) = shuffled(child.clone(), all, tasks, next)? else {
             return Ok(None);
         };
         changed |= !Arc::ptr_eq(&new, &child);
@@ -478,6 +602,9 @@ impl ShuffleExec {
 impl DisplayAs for ShuffleExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let exchange = match self.producer.output_partitioning() {
+            n if self.producer.is::<crate::fragment::BroadcastExec>() => {
+                format!("broadcast to {} tasks", n.partition_count())
+            }
             Partitioning::Hash(exprs, n) => {
                 let keys: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
                 format!("shuffled by hash({}) into {n} partitions", keys.join(", "))

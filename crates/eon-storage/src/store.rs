@@ -559,6 +559,27 @@ impl Store {
         self.shards.read().unwrap().len()
     }
 
+    /// About how many rows this store holds of `table`, and in how many
+    /// shards (None: no shard of it). An estimate for planning, read
+    /// without scanning: keys in memory plus row versions in segment files,
+    /// so a row updated since its segment was written counts twice, and a
+    /// deleted one until its segment is merged away.
+    pub fn table_rows(&self, table: u64) -> Option<(u64, u32)> {
+        let shards = self.shards.read().unwrap();
+        let mut found = None;
+        for ((t, _), shard) in shards.iter() {
+            if *t != table {
+                continue;
+            }
+            let data = shard.data.read().unwrap();
+            let rows = data.rows.len() as u64 + data.segments.iter().map(|s| s.rows).sum::<u64>();
+            let (total, count) = found.get_or_insert((0, 0));
+            *total += rows;
+            *count += 1;
+        }
+        found
+    }
+
     /// Ids of the tables this store holds shards of.
     pub fn table_ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self

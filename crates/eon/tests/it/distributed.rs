@@ -156,8 +156,10 @@ async fn aggregates_and_top_k_send_their_results_not_the_table() {
 }
 
 /// A join of two tables with a selective aggregate sends the query engine
-/// about its result: the rows are joined where they are, moved between
-/// data engines by shuffles, never through the query engine.
+/// about its result: the rows are joined where they are — the small side
+/// broadcast to the engines holding the other, or (`eon.broadcast = off`)
+/// both sides shuffled by the join key — moved between data engines,
+/// never through the query engine.
 #[tokio::test]
 async fn a_join_sends_its_result_not_the_tables() {
     let cluster = TestCluster::start().unwrap();
@@ -174,6 +176,28 @@ async fn a_join_sends_its_result_not_the_tables() {
     .unwrap();
     let sql = "SELECT c.region, count(*), sum(o.amount), max(o.pad) FROM customers c \
                JOIN orders o ON o.customer = c.id GROUP BY c.region ORDER BY c.region";
+
+    // Broadcast: customers (estimated from the engines' sizes) is small;
+    // each engine holding orders gets all of it and joins its own orders.
+    let plan = explain(&c, "EXPLAIN", sql).await;
+    assert!(
+        plan.contains("HashJoinExec: mode=CollectLeft, join_type=Inner"),
+        "{plan}"
+    );
+    let join = plan.find("HashJoinExec").unwrap();
+    let broadcast = plan
+        .find("broadcast to 3 tasks")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(join < broadcast, "{plan}");
+    assert!(
+        plan[broadcast..].contains("EonScanExec: table=customers"),
+        "{plan}"
+    );
+    // Only the partials by region are shuffled.
+    assert_eq!(plan.matches("shuffled by hash(").count(), 1, "{plan}");
+
+    // Shuffled: each side of the join by its key, and the partials.
+    c.batch_execute("SET eon.broadcast = off").await.unwrap();
     let plan = explain(&c, "EXPLAIN", sql).await;
     assert!(
         plan.contains("HashJoinExec: mode=Partitioned, join_type=Inner"),
@@ -184,36 +208,42 @@ async fn a_join_sends_its_result_not_the_tables() {
         .match_indices("shuffled by hash(")
         .map(|(i, _)| i)
         .collect();
-    // The partials by region, and each side of the join by its key.
     assert_eq!(shuffles.len(), 3, "{plan}");
     assert!(shuffles[0] < join && join < shuffles[1], "{plan}");
+    assert!(!plan.contains("broadcast"), "{plan}");
 
     let mut answers = Vec::new();
     let mut received = Vec::new();
-    for setting in ["on", "off"] {
-        c.batch_execute(&format!("SET eon.distribute = {setting}"))
-            .await
-            .unwrap();
+    for (distribute, broadcast) in [("on", "on"), ("on", "off"), ("off", "on")] {
+        c.batch_execute(&format!(
+            "SET eon.distribute = {distribute}; SET eon.broadcast = {broadcast}"
+        ))
+        .await
+        .unwrap();
         let before = counters(&cluster).await;
         answers.push(rows(&c, sql).await);
         let after = counters(&cluster).await;
         let (to_query_engine, _) = delta(&before, &after, "bytes_returned");
         let (between_engines, _) = delta(&before, &after, "bytes_shuffled");
-        if setting == "on" {
+        if distribute == "on" {
             assert!(between_engines > 0, "the join's rows move between engines");
         } else {
             assert_eq!(between_engines, 0);
         }
         received.push(to_query_engine);
     }
-    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+    assert_eq!(answers[1], answers[2]);
     assert_eq!(answers[0].len(), 5);
     // The orders' padding read is 20000 × 100 bytes; the answer is five
     // rows, and what the query engine receives is three engines' few rows
     // of per-region totals (Arrow IPC adds its schema to each message).
-    eprintln!("bytes the query engine received, distributed and not: {received:?}");
-    assert!(received[1] > 2_000_000, "{received:?}");
+    eprintln!(
+        "bytes the query engine received (broadcast, shuffled, not distributed): {received:?}"
+    );
+    assert!(received[2] > 2_000_000, "{received:?}");
     assert!(received[0] < 8_000, "{received:?}");
+    assert!(received[1] < 8_000, "{received:?}");
 }
 
 /// A statement's operators keep to `eon.query_memory` in every process
@@ -527,7 +557,13 @@ async fn random_aggregates_and_joins_answer_the_same_distributed_or_not() {
         } else {
             random_query(&mut rng)
         };
-        c.batch_execute("SET eon.distribute = on").await.unwrap();
+        // Small sides broadcast to every engine, or every join shuffled.
+        let broadcast = rng.random_bool(0.5);
+        c.batch_execute(&format!(
+            "SET eon.distribute = on; SET eon.broadcast = {broadcast}"
+        ))
+        .await
+        .unwrap();
         if explain(&c, "EXPLAIN", &sql).await.contains("Stage 1") {
             distributed += 1;
         } else {
@@ -540,7 +576,7 @@ async fn random_aggregates_and_joins_answer_the_same_distributed_or_not() {
             on.sort();
             off.sort();
         }
-        assert_eq!(on, off, "seed {seed}: {sql}");
+        assert_eq!(on, off, "seed {seed}, broadcast {broadcast}: {sql}");
     }
     eprintln!("{distributed} of {total} queries distributed");
     // Nearly every query has a stage (a few shapes stay on the query
