@@ -16,12 +16,14 @@
 //! Because data engines keep rows ordered by encoded key, a shard's rows come
 //! out in primary key order. The shard of a key is `xxh3(key) % shard_count`:
 //! both query engines (to route) and data engines (to check) call
-//! [`shard_of`], so they cannot disagree.
+//! [`shard_of`] (on the encoding of the table's distribution key, a leading part
+//! of its primary key: `TableDef::shard_of_key`), so they cannot disagree.
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result, sqlstate};
+use crate::types::SqlType;
 use crate::value::{Value, column_values};
 
 pub type Key = Vec<u8>;
@@ -112,6 +114,58 @@ pub fn encode_keys(key_columns: &[ArrayRef]) -> Result<Vec<Key>> {
 /// Encode the keys of a batch that holds exactly the key columns, in order.
 pub fn encode_batch_keys(batch: &RecordBatch) -> Result<Vec<Key>> {
     encode_keys(batch.columns())
+}
+
+/// Whether values of types `a` and `b` encode alike: equal values, equal
+/// bytes (so equal distribution keys land on the same shard).
+pub fn same_encoding(a: SqlType, b: SqlType) -> bool {
+    use SqlType::*;
+    let class = |t: SqlType| match t {
+        Int2 | Int4 | Int8 => Some(0),
+        Text | Varchar { .. } | Char { .. } => Some(1),
+        Bytea => Some(2),
+        Date => Some(3),
+        Timestamp => Some(4),
+        TimestampTz => Some(5),
+        Bool => Some(6),
+        Numeric { .. } => None,
+        _ => None,
+    };
+    match (a, b) {
+        // A numeric's encoding is its value at the column's scale.
+        (Numeric { scale: x, .. }, Numeric { scale: y, .. }) => x == y,
+        _ => class(a).is_some() && class(a) == class(b),
+    }
+}
+
+/// Whether a column of type `t` may be in a distribution key: one whose
+/// encoding [`prefix_len`] can step over.
+pub fn distributable(t: SqlType) -> bool {
+    same_encoding(t, t)
+}
+
+/// The length of the encoding of the leading columns of `key`, of types
+/// `types` (each [`distributable`]).
+pub fn prefix_len(key: &[u8], types: impl IntoIterator<Item = SqlType>) -> usize {
+    use SqlType::*;
+    let mut at = 0;
+    for t in types {
+        at += match t {
+            Bool => 1,
+            Date => 4,
+            Int2 | Int4 | Int8 | Timestamp | TimestampTz => 8,
+            Numeric { .. } => 16,
+            // Escaped bytes up to the 0x00 0x01 terminator.
+            _ => {
+                let mut i = at;
+                while i + 1 < key.len() && !(key[i] == 0 && key[i + 1] == 1) {
+                    i += if key[i] == 0 { 2 } else { 1 };
+                }
+                i + 2 - at
+            }
+        };
+    }
+    at.min(key.len())
 }
 
 /// The shard a key belongs to.

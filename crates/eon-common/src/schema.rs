@@ -242,6 +242,8 @@ impl TableDef {
             comment: String::new(),
             partition_key: None,
             partition_of: None,
+            distribution_columns: 0,
+            colocated_with: 0,
         }
     }
 
@@ -309,6 +311,44 @@ impl TableDef {
                     ),
                 )
             })
+    }
+
+    /// The primary key columns that choose a row's shard (the
+    /// distribution key, `WITH (distribute_by = …)`): its leading ones, by
+    /// default all of them.
+    pub fn distribution_key(&self) -> &[usize] {
+        match self.proto.distribution_columns as usize {
+            0 => &self.primary_key,
+            n => &self.primary_key[..n.min(self.primary_key.len())],
+        }
+    }
+
+    /// The shard of the row whose encoded primary key is `key`: the hash of
+    /// the encoding of its distribution key ([`crate::key::prefix_len`]).
+    pub fn shard_of_key(&self, key: &[u8]) -> u32 {
+        let n = self.distribution_key().len();
+        let key = if n == self.primary_key.len() {
+            key
+        } else {
+            let types = self.primary_key[..n].iter().map(|&c| self.columns[c].ty);
+            &key[..crate::key::prefix_len(key, types)]
+        };
+        crate::key::shard_of(key, self.shard_count)
+    }
+
+    /// Whether rows of `self` and `other` whose distribution keys are
+    /// equal are always on the same data engine: the same shard count and
+    /// placement, and distribution keys of the same encodings.
+    pub fn colocated(&self, other: &TableDef) -> bool {
+        let (a, b) = (self.distribution_key(), other.distribution_key());
+        self.shard_count == other.shard_count
+            && self.placement == other.placement
+            && !self.has_rowid()
+            && !other.has_rowid()
+            && a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&x, &y)| crate::key::same_encoding(self.columns[x].ty, other.columns[y].ty))
     }
 
     /// The data engine holding `shard`.

@@ -12,7 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::Serializeable;
 use eon_common::error::sqlstate;
-use eon_common::key::{Key, encode_batch_keys, shard_of};
+use eon_common::key::{Key, encode_batch_keys};
 use eon_common::value::batch_from_rows;
 use eon_common::{Error, TableDef, ipc};
 use eon_storage::{ChunkEnd, ShardId, Store};
@@ -189,7 +189,7 @@ pub async fn run_scan(
         Some(batch) => {
             let mut by_shard: Vec<(u32, Vec<Key>)> = shards.iter().map(|&s| (s, vec![])).collect();
             for key in encode_batch_keys(&batch)? {
-                let s = shard_of(&key, plan.table.shard_count);
+                let s = plan.table.shard_of_key(&key);
                 if let Some(entry) = by_shard.iter_mut().find(|(id, _)| *id == s) {
                     entry.1.push(key);
                 }

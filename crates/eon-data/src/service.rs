@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
-use eon_common::key::{encode_batch_keys, encode_key, shard_of};
+use eon_common::key::{encode_batch_keys, encode_key};
 use eon_common::stats::Recorder;
 use eon_common::value::{display_value, rows_from_batch};
 use eon_common::{Error, TableDef, ipc, node};
@@ -307,10 +307,7 @@ impl DataEngineService {
                 })
                 .collect::<Result<_, Error>>()?
         };
-        if let Some((key, _)) = rows
-            .iter()
-            .find(|(k, _)| shard_of(k, table.shard_count) != op.shard)
-        {
+        if let Some((key, _)) = rows.iter().find(|(k, _)| table.shard_of_key(k) != op.shard) {
             return Err(Error::internal(format!(
                 "key {key:?} does not belong to shard {}",
                 op.shard

@@ -6,7 +6,8 @@
 //!
 //! - **Catalog and shard map.** `CreateTable` assigns a table id (never
 //!   reused) and places the table's shards on the data engines that are up,
-//!   round-robin; the placement is part of the table definition
+//!   round-robin (or, for a table created `colocate_with` another, as that
+//!   one's are); the placement is part of the table definition
 //!   (`Table.placement`), so a query engine that has the catalog knows where
 //!   every shard lives. Every DDL bumps the catalog version. `SwapTable`
 //!   replaces a table by a rewritten copy (new id, built under a temporary
@@ -264,11 +265,29 @@ impl MetaService {
             }
         } else {
             table.id = inner.new_catalog_id();
-            // Start each table at a different engine so small tables spread too.
-            let offset = table.id as usize;
-            table.placement = (0..table.shard_count as usize)
-                .map(|i| engines[(i + offset) % engines.len()])
-                .collect();
+            if table.colocated_with != 0 {
+                // Shard i beside the other table's shard i.
+                let other = inner
+                    .persisted
+                    .tables
+                    .iter()
+                    .find(|t| t.id == table.colocated_with)
+                    .ok_or_else(|| {
+                        Error::user(
+                            sqlstate::UNDEFINED_TABLE,
+                            "the table to colocate with does not exist",
+                        )
+                    })?;
+                table.shard_count = other.shard_count;
+                table.placement = other.placement.clone();
+            } else {
+                // Start each table at a different engine so small tables
+                // spread too.
+                let offset = table.id as usize;
+                table.placement = (0..table.shard_count as usize)
+                    .map(|i| engines[(i + offset) % engines.len()])
+                    .collect();
+            }
             let (schema, shards) = (table.schema.clone(), table.shard_count);
             for ix in &mut table.indexes {
                 Self::place_index(&mut inner, &schema, ix, shards, &engines)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, CharacterLength, ColumnOption, CreateTable, CreateTableOptions,
     DataType as SqlDataType, ExactNumberInfo, Expr as SqlExpr, ForeignKeyConstraint, GeneratedAs,
-    IndexColumn, ObjectName, ReferentialAction, SequenceOptions, SqlOption, Statement,
+    Ident, IndexColumn, ObjectName, ReferentialAction, SequenceOptions, SqlOption, Statement,
     TableConstraint, TimezoneInfo, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -436,6 +436,9 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
         }
     };
     let mut shard_count = session.cluster().default_shards;
+    let mut shards_given = false;
+    let mut distribute_by = None;
+    let mut colocate_with = None;
     let options = match &ct.table_options {
         CreateTableOptions::With(o)
         | CreateTableOptions::Options(o)
@@ -462,6 +465,13 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                         "shards must be an integer from 1 to 4096",
                     )
                 })?;
+                shards_given = true;
+            }
+            SqlOption::KeyValue { key, value } if ident(key) == "distribute_by" => {
+                distribute_by = Some(option_text(value));
+            }
+            SqlOption::KeyValue { key, value } if ident(key) == "colocate_with" => {
+                colocate_with = Some(option_text(value));
             }
             // PostgreSQL's heap storage parameters mean nothing to eon's
             // storage; accepted so that DDL written for PostgreSQL (pgbench's
@@ -478,6 +488,40 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                 ));
             }
         }
+    }
+    let distribution = distribution(&columns, &primary_key, distribute_by)?;
+    let mut colocated_with = 0;
+    if let Some(other) = colocate_with {
+        let other = crate::dml::resolve_table(session, &ObjectName::from(vec![Ident::new(other)]))?;
+        let ours = &primary_key[..distribution.unwrap_or(primary_key.len())];
+        let theirs = other.distribution_key();
+        let alike = ours.len() == theirs.len()
+            && ours
+                .iter()
+                .zip(theirs)
+                .all(|(&a, &b)| eon_common::key::same_encoding(columns[a].ty, other.columns[b].ty));
+        if !alike || other.has_rowid() || crate::partitions::key_of(&other).is_some() {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "table \"{name}\" cannot be colocated with \"{}\": their distribution keys ({}; {}) differ in number or type",
+                    other.name,
+                    column_list(ours.iter().map(|&c| columns[c].name.as_str())),
+                    column_list(other.column_names(theirs).into_iter()),
+                ),
+            ));
+        }
+        if shards_given && shard_count != other.shard_count {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "table \"{name}\" is colocated with \"{}\", which has {} shards",
+                    other.name, other.shard_count
+                ),
+            ));
+        }
+        shard_count = other.shard_count;
+        colocated_with = other.id;
     }
     // Defaults must be constants of the column's type: evaluate them now.
     let ts = session.cluster().timestamp().await?;
@@ -584,6 +628,8 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     table.checks = checks;
     table.foreign_keys = foreign_keys.iter().map(ForeignKeyDef::to_proto).collect();
     table.partition_of = partition_of;
+    table.distribution_columns = distribution.unwrap_or(0) as u32;
+    table.colocated_with = colocated_with;
     if let Some(key) = partition_key {
         let mut probe = table.clone();
         probe.placement = vec![0; probe.shard_count as usize];
@@ -1069,4 +1115,74 @@ async fn forget_shards(cluster: &Cluster, table: &pb::Table) {
             tracing::warn!(table = id, engine, "could not drop table data: {e}");
         }
     }
+}
+
+/// A storage parameter's value as text: `distribute_by = 'a, b'` or
+/// `colocate_with = orders`.
+fn option_text(value: &SqlExpr) -> String {
+    match value {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        SqlExpr::Identifier(i) => ident(i),
+        other => other.to_string(),
+    }
+}
+
+/// `(a, b)`: column names as an error message lists them.
+fn column_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    format!("({})", names.collect::<Vec<_>>().join(", "))
+}
+
+/// How many leading primary key columns `distribute_by` (a list of column
+/// names) makes the distribution key; None when it is not given (all of
+/// them). It must name leading primary key columns, in key order — so a
+/// key's rows stay on one shard, where its uniqueness is checked — of types
+/// whose encoding a shard can be found from.
+fn distribution(
+    columns: &[ColumnDef],
+    primary_key: &[usize],
+    distribute_by: Option<String>,
+) -> Result<Option<usize>> {
+    let Some(list) = distribute_by else {
+        return Ok(None);
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .collect();
+    let keyed = primary_key.len() != 1 || !columns[primary_key[0]].hidden;
+    let leading = keyed
+        && names.len() <= primary_key.len()
+        && names
+            .iter()
+            .zip(primary_key)
+            .all(|(n, &c)| columns[c].name == *n);
+    if !leading || names.iter().any(|n| n.is_empty()) {
+        return Err(Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "distribute_by must name leading columns of the primary key {}, in its order, not \"{list}\"",
+                if keyed {
+                    column_list(primary_key.iter().map(|&c| columns[c].name.as_str()))
+                } else {
+                    "(the table has none)".to_string()
+                }
+            ),
+        ));
+    }
+    if let Some(&c) = primary_key[..names.len()]
+        .iter()
+        .find(|&&c| !eon_common::key::distributable(columns[c].ty))
+    {
+        return Err(Error::user(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "column \"{}\" of type {} cannot be in a distribution key",
+                columns[c].name, columns[c].ty
+            ),
+        ));
+    }
+    Ok(Some(names.len()))
 }

@@ -51,7 +51,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use eon_common::error::sqlstate;
-use eon_common::key::{Key, encode_keys, shard_of};
+use eon_common::key::{Key, encode_keys};
 use eon_common::schema::ColumnDef;
 use eon_common::{Error, ErrorKind, Result, TableDef, ipc};
 use eon_proto::v1 as pb;
@@ -1937,7 +1937,7 @@ impl Writes {
         let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             by_shard
-                .entry(shard_of(k, table.shard_count))
+                .entry(table.shard_of_key(k))
                 .or_default()
                 .push(i as u32);
         }

@@ -76,7 +76,7 @@ use datafusion::physical_plan::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::Serializeable;
-use eon_common::key::{encode_batch_keys, shard_of};
+use eon_common::key::encode_batch_keys;
 use eon_common::{Error, TableDef, ipc};
 use eon_proto::v1 as pb;
 use futures::stream::BoxStream;
@@ -743,10 +743,7 @@ fn lookup_keys(
         &RecordBatchOptions::new().with_row_count(Some(keys.num_rows())),
     )?;
     let encoded = encode_batch_keys(&batch).map_err(to_df)?;
-    let mut shards: Vec<u32> = encoded
-        .iter()
-        .map(|k| shard_of(k, def.shard_count))
-        .collect();
+    let mut shards: Vec<u32> = encoded.iter().map(|k| def.shard_of_key(k)).collect();
     shards.sort();
     shards.dedup();
     let ipc = Bytes::from(ipc::encode_batch(&batch).map_err(to_df)?);
@@ -1207,7 +1204,7 @@ impl ScanSpec {
         for &shard in shards {
             let keys = self.encoded_keys.as_ref().map(|all| {
                 all.iter()
-                    .filter(|k| shard_of(k, self.def.shard_count) == shard)
+                    .filter(|k| self.def.shard_of_key(k) == shard)
                     .cloned()
                     .collect()
             });

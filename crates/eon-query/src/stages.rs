@@ -113,7 +113,7 @@ impl PhysicalOptimizerRule for Distribute {
                 .get_or_init(|| Arc::new(crate::fragment::settings(config)))
                 .clone()
         };
-        let plan = plan
+        let plan = unordered_repartitions(plan, config)?
             .transform_up(|node| shuffle_unbroadcastable(node, config))
             .map(|t| t.data)?;
         let mut next = 1;
@@ -281,6 +281,35 @@ fn broadcastable(join: &HashJoinExec) -> bool {
             | JoinType::RightAnti
             | JoinType::RightMark
     ) && !join.null_aware
+}
+
+/// `plan` with its order-preserving hash repartitionings made plain ones
+/// (which a stage can run as shuffles), when nothing above requires the
+/// order they keep — DataFusion keeps an order that merely helps (a
+/// grouping on a sorted key streams), and the operators above, rebuilt,
+/// work without it. Else `plan` as it was.
+fn unordered_repartitions(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    let changed = plan.clone().transform_up(|node| {
+        let Some(r) = node.downcast_ref::<RepartitionExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if !r.preserve_order() || !matches!(r.partitioning(), Partitioning::Hash(..)) {
+            return Ok(Transformed::no(node));
+        }
+        let plain = RepartitionExec::try_new(r.input().clone(), r.partitioning().clone())?;
+        Ok(Transformed::yes(Arc::new(plain) as Arc<dyn ExecutionPlan>))
+    })?;
+    if !changed.transformed {
+        return Ok(plan);
+    }
+    use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+    match SanityCheckPlan::new().optimize(changed.data.clone(), config) {
+        Ok(_) => Ok(changed.data),
+        Err(_) => Ok(plan),
+    }
 }
 
 /// A join that collects its left side but cannot be broadcast (a left or
