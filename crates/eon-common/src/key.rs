@@ -182,6 +182,39 @@ mod tests {
     }
 
     #[test]
+    fn a_distribution_key_is_found_at_the_front_of_the_whole_key() {
+        let text = |s: &str| Value::Text(s.to_string());
+        for (lead, types) in [
+            (vec![Value::Int(7)], vec![SqlType::Int8]),
+            (vec![text("a\0b")], vec![SqlType::Text]),
+            (
+                vec![Value::Date(3), text(""), Value::Bool(true)],
+                vec![
+                    SqlType::Date,
+                    SqlType::Varchar { max_length: None },
+                    SqlType::Bool,
+                ],
+            ),
+        ] {
+            let prefix = encode_key(&lead).unwrap();
+            let mut whole = lead.clone();
+            whole.push(text("rest\0"));
+            whole.push(Value::Int(-1));
+            let key = encode_key(&whole).unwrap();
+            assert_eq!(prefix_len(&key, types), prefix.len(), "{lead:?}");
+        }
+        assert!(same_encoding(SqlType::Int4, SqlType::Int8));
+        assert!(!same_encoding(SqlType::Int4, SqlType::Text));
+        let numeric = |scale| SqlType::Numeric {
+            precision: 10,
+            scale,
+        };
+        assert!(same_encoding(numeric(2), numeric(2)));
+        assert!(!same_encoding(numeric(2), numeric(3)));
+        assert!(!distributable(SqlType::Float8));
+    }
+
+    #[test]
     fn encoding_preserves_order() {
         let ints = [i64::MIN, -100, -1, 0, 1, 7, i64::MAX];
         for w in ints.windows(2) {

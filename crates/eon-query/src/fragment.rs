@@ -348,6 +348,11 @@ impl PhysicalProtoConverterExtension for Converter {
                 ),
             });
         }
+        // A co-located join's input is only marked as such for the query
+        // engine's planner: it runs as it is.
+        if let Some(c) = plan.downcast_ref::<crate::stages::ColocatedExec>() {
+            return self.execution_plan_to_proto(c.input(), codec);
+        }
         protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(plan.clone(), codec, self)
     }
 

@@ -1223,6 +1223,21 @@ impl EonScanExec {
     /// every data engine holding some of its shards runs over its own.
     /// None for a scan the query engine runs itself: point lookups, and a
     /// table merged in insertion order.
+    /// The table it reads.
+    pub(crate) fn table(&self) -> &Arc<TableDef> {
+        &self.spec.def
+    }
+
+    /// The shards it reads, with their engines: its partitions, in order.
+    pub(crate) fn shards(&self) -> &[(u64, u32)] {
+        &self.spec.parts
+    }
+
+    /// The table column its output column `i` is.
+    pub(crate) fn table_column(&self, i: usize) -> Option<usize> {
+        self.spec.columns.get(i).map(|&c| c as usize)
+    }
+
     pub(crate) fn fragment_scan(&self) -> datafusion::common::Result<Option<pb::FragmentScan>> {
         let s = &self.spec;
         if self.merged.is_some() || s.keys.is_some() {

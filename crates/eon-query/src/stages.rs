@@ -66,11 +66,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, JoinType};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -116,6 +118,7 @@ impl PhysicalOptimizerRule for Distribute {
         let plan = unordered_repartitions(plan, config)?
             .transform_up(|node| shuffle_unbroadcastable(node, config))
             .map(|t| t.data)?;
+        let plan = colocate(plan, true)?;
         let mut next = 1;
         place(plan, &mut next, &settings)
     }
@@ -212,6 +215,9 @@ fn layout(plan: &Arc<dyn ExecutionPlan>) -> Option<(Layout, bool)> {
     if any.is::<ShuffleExec>() {
         return Some((Layout::Hash, true));
     }
+    if let Some(c) = any.downcast_ref::<ColocatedExec>() {
+        return layout(c.input());
+    }
     if let Some(r) = any.downcast_ref::<RepartitionExec>() {
         // A hash repartitioning between engines: a shuffle. One keeping
         // the order of its inputs would need a merge per partition.
@@ -227,6 +233,12 @@ fn layout(plan: &Arc<dyn ExecutionPlan>) -> Option<(Layout, bool)> {
             // partition i of each, for every join type.
             PartitionMode::Partitioned => match (layout(join.left())?, layout(join.right())?) {
                 ((Layout::Hash, _), (Layout::Hash, _)) => Some((Layout::Hash, true)),
+                // Co-located tables: task i joins its shards of both.
+                ((Layout::Shards(scan), _), (Layout::Shards(_), _))
+                    if colocated(join, join.left(), join.right()) =>
+                {
+                    Some((Layout::Shards(scan), true))
+                }
                 _ => None,
             },
             // The small side collected whole: broadcast to every task,
@@ -352,6 +364,177 @@ fn shuffle_unbroadcastable(
         .recompute_properties()
         .build_exec()?;
     Ok(Transformed::yes(partitioned))
+}
+
+/// `plan` with each join of two co-located tables on their distribution
+/// keys made a partitioned join of the two scans as they are, partition
+/// (shard) *i* of one with partition *i* of the other: rows that can match
+/// are in the same shard of each, on the same engine, so nothing is
+/// shuffled or broadcast. Only where the join's partitions are `free` — to
+/// be merged or repartitioned above before anything relies on how they are
+/// partitioned (a shard is not a hash partition DataFusion could pair with
+/// one of its own).
+fn colocate(
+    plan: Arc<dyn ExecutionPlan>,
+    free: bool,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    if free
+        && let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && let Some((left, right)) = colocated_inputs(join)
+    {
+        return join
+            .builder()
+            .with_partition_mode(PartitionMode::Partitioned)
+            .with_new_children(vec![left, right])?
+            .recompute_properties()
+            .build_exec();
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let any = plan.as_ref();
+    let frees: Vec<bool> = if any.is::<RepartitionExec>()
+        || any.is::<CoalescePartitionsExec>()
+        || any.is::<SortPreservingMergeExec>()
+    {
+        vec![true; children.len()]
+    } else if any.is::<FilterExec>()
+        || any.is::<ProjectionExec>()
+        || any
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || any
+            .downcast_ref::<SortExec>()
+            .is_some_and(|s| s.preserve_partitioning())
+    {
+        vec![free; children.len()]
+    } else if let Some(join) = any.downcast_ref::<HashJoinExec>()
+        && *join.partition_mode() == PartitionMode::CollectLeft
+    {
+        vec![true, free]
+    } else {
+        vec![false; children.len()]
+    };
+    let mut changed = false;
+    let mut placed = Vec::with_capacity(children.len());
+    for (child, free) in children.into_iter().zip(frees) {
+        let new = colocate(child.clone(), free)?;
+        changed |= !Arc::ptr_eq(&new, &child);
+        placed.push(new);
+    }
+    if !changed {
+        return Ok(plan);
+    }
+    plan.replace_children(
+        placed,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
+/// The inputs of `join` without the exchanges DataFusion put under it (a
+/// hash repartitioning of each side, or the merge of the collected one),
+/// when they are scans of co-located tables joined on their distribution
+/// keys ([`colocated`]).
+fn colocated_inputs(
+    join: &HashJoinExec,
+) -> Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)> {
+    let hashed = |side: &Arc<dyn ExecutionPlan>| {
+        let r = side.downcast_ref::<RepartitionExec>()?;
+        matches!(r.partitioning(), Partitioning::Hash(..)).then(|| r.input().clone())
+    };
+    let (left, right) = match join.partition_mode() {
+        PartitionMode::Partitioned => (hashed(join.left())?, hashed(join.right())?),
+        PartitionMode::CollectLeft => (build_side(join).clone(), join.right().clone()),
+        PartitionMode::Auto => return None,
+    };
+    if !colocated(join, &left, &right) {
+        return None;
+    }
+    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+    Some((
+        Arc::new(ColocatedExec::new(left, left_keys)) as _,
+        Arc::new(ColocatedExec::new(right, right_keys)) as _,
+    ))
+}
+
+/// Whether `left` and `right` (the inputs of `join`, without exchanges)
+/// are filters and projections of full scans of co-located tables
+/// (`TableDef::colocated`) reading the same shards, and `join` has, for
+/// each column of their distribution keys, a condition equating the two.
+fn colocated(
+    join: &HashJoinExec,
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+) -> bool {
+    let (Some((l, _)), Some((r, _))) = (source_column(left, 0), source_column(right, 0)) else {
+        return false;
+    };
+    let (ls, rs) = (
+        l.downcast_ref::<EonScanExec>().expect("a scan"),
+        r.downcast_ref::<EonScanExec>().expect("a scan"),
+    );
+    if layout(&l).is_none()
+        || layout(&r).is_none()
+        || !ls.table().colocated(rs.table())
+        || ls.shards() != rs.shards()
+    {
+        return false;
+    }
+    let pairs: Vec<(usize, usize)> = join
+        .on()
+        .iter()
+        .filter_map(|(a, b)| {
+            // (A chain of filters and projections leads to one scan.)
+            let column =
+                |e: &Arc<dyn PhysicalExpr>, side: &Arc<dyn ExecutionPlan>, scan: &EonScanExec| {
+                    let c = column_of(e, &side.schema())?;
+                    scan.table_column(source_column(side, c.index())?.1)
+                };
+            Some((column(a, left, ls)?, column(b, right, rs)?))
+        })
+        .collect();
+    let (lk, rk) = (ls.table().distribution_key(), rs.table().distribution_key());
+    lk.iter().zip(rk).all(|(&a, &b)| pairs.contains(&(a, b)))
+}
+
+/// The column `e` (over `schema`) is, when it is one — an integer widened
+/// to join another is still its column: all integers encode alike.
+fn column_of<'a>(e: &'a Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<&'a Column> {
+    let e = match e.downcast_ref::<CastExpr>() {
+        Some(cast)
+            if cast.cast_type().is_integer()
+                && cast.expr().data_type(schema).is_ok_and(|t| t.is_integer()) =>
+        {
+            cast.expr()
+        }
+        _ => e,
+    };
+    e.downcast_ref::<Column>()
+}
+
+/// The scan under `plan` — through filters and projections only, which
+/// keep its partitions — and the scan's output column that `plan`'s output
+/// column `i` is.
+fn source_column(
+    plan: &Arc<dyn ExecutionPlan>,
+    i: usize,
+) -> Option<(Arc<dyn ExecutionPlan>, usize)> {
+    if plan.is::<EonScanExec>() {
+        return (i < plan.schema().fields().len()).then(|| (plan.clone(), i));
+    }
+    if let Some(f) = plan.downcast_ref::<FilterExec>() {
+        let i = match f.projection() {
+            Some(p) => *p.get(i)?,
+            None => i,
+        };
+        return source_column(f.input(), i);
+    }
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        let c = column_of(&p.expr().get(i)?.expr, &p.input().schema())?;
+        return source_column(p.input(), c.index());
+    }
+    if let Some(c) = plan.downcast_ref::<ColocatedExec>() {
+        return source_column(c.input(), i);
+    }
+    None
 }
 
 /// What a join collecting its left side collects: the plan under the merge
@@ -908,5 +1091,69 @@ impl ExecutionPlan for EonStageExec {
             },
         );
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// One input of a co-located join, as it is: partition *i* is shard *i*
+/// of its table's read. It tells DataFusion its partitions are hashed on
+/// the join keys — so that the join's check that both inputs are
+/// partitioned alike holds — which is true of eon's hash of the tables'
+/// distribution keys, not DataFusion's: nothing but that join reads it
+/// (see [`colocate`]). It is not sent to data engines: a fragment carries
+/// its input.
+#[derive(Debug)]
+pub(crate) struct ColocatedExec {
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    props: Arc<PlanProperties>,
+}
+
+impl ColocatedExec {
+    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>) -> ColocatedExec {
+        let n = input.output_partitioning().partition_count();
+        let props = PlanProperties::new(
+            input.equivalence_properties().clone(),
+            Partitioning::Hash(keys.clone(), n),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        ColocatedExec {
+            input,
+            keys,
+            props: Arc::new(props),
+        }
+    }
+
+    /// What it passes on.
+    pub(crate) fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+}
+
+impl DisplayAs for ColocatedExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ColocatedExec: shard by shard")
+    }
+}
+
+impl ExecutionPlan for ColocatedExec {
+    fn name(&self) -> &str {
+        "ColocatedExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    one_child_plan_methods!(input, "a co-located input has one child", |c, input| Ok(
+        Arc::new(ColocatedExec::new(input, c.keys.clone()))
+    ));
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        self.input.execute(partition, ctx)
     }
 }

@@ -515,19 +515,39 @@ impl System {
     }
 }
 
-/// Create the TPC-H tables afresh (with their primary keys if `keys`).
-async fn create_tables(client: &Client, keys: bool) -> anyhow::Result<()> {
+/// How eon distributes the tables joined on keys they share: each
+/// lineitem row on its order's engine, each partsupp row on its part's, so
+/// those joins run without moving rows (the others are placed by their
+/// whole primary key).
+const COLOCATED: [(&str, &str); 2] = [
+    (
+        "lineitem",
+        " WITH (distribute_by = 'l_orderkey', colocate_with = 'orders')",
+    ),
+    (
+        "partsupp",
+        " WITH (distribute_by = 'ps_partkey', colocate_with = 'part')",
+    ),
+];
+
+/// Create the TPC-H tables afresh: on eon with their primary keys and
+/// co-located ([`COLOCATED`]), else without either.
+async fn create_tables(client: &Client, eon: bool) -> anyhow::Result<()> {
     for (name, columns, key) in TABLES {
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
             .await?;
-        let key = if keys {
-            format!(", PRIMARY KEY ({key})")
+        let (key, with) = if eon {
+            let with = COLOCATED
+                .iter()
+                .find(|(t, _)| *t == name)
+                .map_or("", |c| c.1);
+            (format!(", PRIMARY KEY ({key})"), with)
         } else {
-            String::new()
+            (String::new(), "")
         };
         client
-            .batch_execute(&format!("CREATE TABLE {name} ({columns}{key})"))
+            .batch_execute(&format!("CREATE TABLE {name} ({columns}{key}){with}"))
             .await
             .with_context(|| format!("creating {name}"))?;
     }

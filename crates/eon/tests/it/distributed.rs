@@ -246,6 +246,121 @@ async fn a_join_sends_its_result_not_the_tables() {
     assert!(received[1] < 8_000, "{received:?}");
 }
 
+/// Tables declared co-located (`WITH (distribute_by = …, colocate_with =
+/// …)`) keep the rows of a key on one engine: a join on their distribution
+/// keys runs shard by shard where they are — nothing shuffled, nothing
+/// broadcast — and answers as the query engine would; rows are found by
+/// their whole key, and bad declarations are refused.
+#[tokio::test]
+async fn colocated_tables_join_where_they_are() {
+    let cluster = TestCluster::start().unwrap();
+    let c = cluster.pg().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE orders (o_id int PRIMARY KEY, o_customer int, o_total int);
+         CREATE TABLE lines (l_order bigint, l_no int, l_qty int, l_note text,
+           PRIMARY KEY (l_order, l_no))
+           WITH (distribute_by = 'l_order', colocate_with = 'orders');
+         INSERT INTO orders SELECT i, i % 50, i * 3 FROM generate_series(1, 3000) AS s(i);
+         INSERT INTO lines SELECT i / 4, i % 4, i % 7, 'n' || i
+           FROM generate_series(4, 14003) AS s(i);",
+    )
+    .await
+    .unwrap();
+    // Each key's rows by their whole key; updates and deletes find them.
+    c.batch_execute(
+        "UPDATE lines SET l_qty = 100 WHERE l_order = 7 AND l_no = 2;
+         DELETE FROM lines WHERE l_order = 8 AND l_no = 3;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT l_qty, l_note FROM lines WHERE l_order = 7 AND l_no = 2"
+        )
+        .await,
+        vec![vec![Some("100".into()), Some("n30".into())]]
+    );
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM lines WHERE l_order = 8").await,
+        vec![vec![Some("3".into())]]
+    );
+    let dup = c
+        .simple_query("INSERT INTO lines VALUES (9, 1, 0, 'again')")
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code().unwrap().code(), "23505", "{dup}");
+
+    let sql = "SELECT o_customer, count(*), sum(l_qty), max(l_note) FROM orders \
+               JOIN lines ON l_order = o_id WHERE o_total > 30 \
+               GROUP BY o_customer ORDER BY o_customer";
+    for broadcast in ["on", "off"] {
+        c.batch_execute(&format!("SET eon.broadcast = {broadcast}"))
+            .await
+            .unwrap();
+        let plan = explain(&c, "EXPLAIN", sql).await;
+        assert!(plan.contains("HashJoinExec: mode=Partitioned"), "{plan}");
+        // Only the partial aggregates move; the join reads both tables'
+        // shards on each engine.
+        assert_eq!(plan.matches("shuffled by hash(").count(), 1, "{plan}");
+        assert!(!plan.contains("broadcast"), "{plan}");
+        let join = plan.find("HashJoinExec").unwrap();
+        let stage = plan.find("Stage 2").unwrap();
+        assert!(stage < join, "the join runs in the shuffle's stage: {plan}");
+    }
+    let mut answers = Vec::new();
+    for distribute in ["on", "off"] {
+        c.batch_execute(&format!("SET eon.distribute = {distribute}"))
+            .await
+            .unwrap();
+        answers.push(rows(&c, sql).await);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].len(), 50);
+
+    // A semi join (EXISTS) and a left join, co-located too.
+    c.batch_execute("SET eon.distribute = on").await.unwrap();
+    for sql in [
+        "SELECT count(*) FROM orders WHERE EXISTS \
+           (SELECT 1 FROM lines WHERE l_order = o_id AND l_qty > 5)",
+        "SELECT count(*), count(l_no) FROM orders LEFT JOIN lines ON l_order = o_id",
+    ] {
+        let plan = explain(&c, "EXPLAIN", sql).await;
+        assert!(
+            !plan.contains("shuffled") && !plan.contains("broadcast"),
+            "{plan}"
+        );
+        let on = rows(&c, sql).await;
+        c.batch_execute("SET eon.distribute = off").await.unwrap();
+        assert_eq!(on, rows(&c, sql).await, "{sql}");
+        c.batch_execute("SET eon.distribute = on").await.unwrap();
+    }
+
+    // Declarations that cannot hold.
+    for (ddl, says) in [
+        (
+            "CREATE TABLE bad (a int, b int, PRIMARY KEY (a, b)) WITH (distribute_by = 'b')",
+            "distribute_by must name leading columns of the primary key (a, b)",
+        ),
+        (
+            "CREATE TABLE bad (a text PRIMARY KEY) WITH (colocate_with = 'orders')",
+            "cannot be colocated with \"orders\"",
+        ),
+        (
+            "CREATE TABLE bad (a int PRIMARY KEY) WITH (colocate_with = 'orders', shards = 3)",
+            "which has 8 shards",
+        ),
+        (
+            "CREATE TABLE bad (a int PRIMARY KEY) WITH (colocate_with = 'nowhere')",
+            "relation \"nowhere\" does not exist",
+        ),
+    ] {
+        let e = c.simple_query(ddl).await.unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert!(db.message().contains(says), "{ddl}: {}", db.message());
+    }
+}
+
 /// A statement's operators keep to `eon.query_memory` in every process
 /// running part of it: a sort spills to disk, a hash join's table (which
 /// cannot) fails the statement with 53200, on the data engines and on the
