@@ -170,14 +170,26 @@ fn place_under(
             }
         }
     }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let merges = plan.is::<CoalescePartitionsExec>()
         || plan.is::<SortPreservingMergeExec>()
         || plan.is::<RepartitionExec>();
+    map_children(plan, |_, child| place_under(child, merges, next, settings))
+}
+
+/// `plan` with each child `i` replaced by `f(i, child)`, rebuilt only when
+/// one changed.
+fn map_children(
+    plan: Arc<dyn ExecutionPlan>,
+    mut f: impl FnMut(
+        usize,
+        Arc<dyn ExecutionPlan>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>>,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let mut changed = false;
     let mut placed = Vec::with_capacity(children.len());
-    for child in children {
-        let new = place_under(child.clone(), merges, next, settings)?;
+    for (i, child) in children.into_iter().enumerate() {
+        let new = f(i, child.clone())?;
         changed |= !Arc::ptr_eq(&new, &child);
         placed.push(new);
     }
@@ -389,13 +401,13 @@ fn colocate(
             .recompute_properties()
             .build_exec();
     }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let count = plan.children().len();
     let any = plan.as_ref();
     let frees: Vec<bool> = if any.is::<RepartitionExec>()
         || any.is::<CoalescePartitionsExec>()
         || any.is::<SortPreservingMergeExec>()
     {
-        vec![true; children.len()]
+        vec![true; count]
     } else if any.is::<FilterExec>()
         || any.is::<ProjectionExec>()
         || any
@@ -405,28 +417,15 @@ fn colocate(
             .downcast_ref::<SortExec>()
             .is_some_and(|s| s.preserve_partitioning())
     {
-        vec![free; children.len()]
+        vec![free; count]
     } else if let Some(join) = any.downcast_ref::<HashJoinExec>()
         && *join.partition_mode() == PartitionMode::CollectLeft
     {
         vec![true, free]
     } else {
-        vec![false; children.len()]
+        vec![false; count]
     };
-    let mut changed = false;
-    let mut placed = Vec::with_capacity(children.len());
-    for (child, free) in children.into_iter().zip(frees) {
-        let new = colocate(child.clone(), free)?;
-        changed |= !Arc::ptr_eq(&new, &child);
-        placed.push(new);
-    }
-    if !changed {
-        return Ok(plan);
-    }
-    plan.replace_children(
-        placed,
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-    )
+    map_children(plan, |i, child| colocate(child, frees[i]))
 }
 
 /// The inputs of `join` without the exchanges DataFusion put under it (a
