@@ -128,7 +128,6 @@ pub fn same_encoding(a: SqlType, b: SqlType) -> bool {
         Timestamp => Some(4),
         TimestampTz => Some(5),
         Bool => Some(6),
-        Numeric { .. } => None,
         _ => None,
     };
     match (a, b) {

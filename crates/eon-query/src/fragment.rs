@@ -801,30 +801,9 @@ impl ExecutionPlan for BroadcastExec {
         &self.props
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(
-            &Arc<dyn PhysicalExpr>,
-        ) -> datafusion::common::Result<
-            datafusion::common::tree_node::TreeNodeRecursion,
-        >,
-    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let input = children
-            .pop()
-            .ok_or_else(|| DataFusionError::Internal("a broadcast has one input".into()))?;
-        Ok(Arc::new(BroadcastExec::new(input, self.partitions())))
-    }
+    crate::stages::one_child_plan_methods!(input, "a broadcast has one input", |b, input| Ok(
+        Arc::new(BroadcastExec::new(input, b.partitions()))
+    ));
 
     fn execute(
         &self,

@@ -655,6 +655,7 @@ impl EonTable {
         {
             return Ok(Arc::new(EonIndexScanExec::new(index, spec)));
         }
+        let rows = self.estimate(&spec).await;
         // A read of a table without a primary key comes back in insertion
         // order, as PostgreSQL's heap returns a table that was only
         // inserted into: row ids grow with every insert (and update), so
@@ -678,10 +679,8 @@ impl EonTable {
                     nulls_first: false,
                 },
             )];
-            let rows = self.estimate(&spec).await;
             return Ok(Arc::new(EonScanExec::merged(spec, visible).with_rows(rows)));
         }
-        let rows = self.estimate(&spec).await;
         Ok(Arc::new(EonScanExec::new(spec).with_rows(rows)))
     }
 

@@ -67,7 +67,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::datatypes::Schema;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, JoinType};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -369,13 +369,21 @@ fn shuffle_unbroadcastable(
         join.right().clone(),
         Partitioning::Hash(right_keys, n),
     )?);
-    let partitioned = join
-        .builder()
+    Ok(Transformed::yes(partitioned(join, left, right)?))
+}
+
+/// `join` as a partitioned join of `left` and `right` (partition *i* of
+/// each joined).
+fn partitioned(
+    join: &HashJoinExec,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    join.builder()
         .with_partition_mode(PartitionMode::Partitioned)
         .with_new_children(vec![left, right])?
         .recompute_properties()
-        .build_exec()?;
-    Ok(Transformed::yes(partitioned))
+        .build_exec()
 }
 
 /// `plan` with each join of two co-located tables on their distribution
@@ -394,12 +402,7 @@ fn colocate(
         && let Some(join) = plan.downcast_ref::<HashJoinExec>()
         && let Some((left, right)) = colocated_inputs(join)
     {
-        return join
-            .builder()
-            .with_partition_mode(PartitionMode::Partitioned)
-            .with_new_children(vec![left, right])?
-            .recompute_properties()
-            .build_exec();
+        return partitioned(join, left, right);
     }
     let count = plan.children().len();
     let any = plan.as_ref();
@@ -710,52 +713,65 @@ fn fmt_stage(
 }
 
 /// The `ExecutionPlan` methods of a node with one child, `$child` (the
-/// plan it sends to data engines, shown under it): rebuilt around a new
-/// child by `$rebuild(self, child)`.
+/// plan it sends to data engines, shown under it, or passes on): rebuilt
+/// around a new child by `$rebuild(self, child)`.
 macro_rules! one_child_plan_methods {
     ($child:ident, $what:literal, $rebuild:expr) => {
-        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        fn children(
+            &self,
+        ) -> Vec<&::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>> {
             vec![&self.$child]
         }
 
         fn apply_expressions(
             &self,
             _f: &mut dyn FnMut(
-                &Arc<dyn PhysicalExpr>,
-            ) -> datafusion::common::Result<TreeNodeRecursion>,
-        ) -> datafusion::common::Result<TreeNodeRecursion> {
-            Ok(TreeNodeRecursion::Continue)
+                &::std::sync::Arc<dyn ::datafusion::physical_expr::PhysicalExpr>,
+            ) -> ::datafusion::common::Result<
+                ::datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> ::datafusion::common::Result<::datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(::datafusion::common::tree_node::TreeNodeRecursion::Continue)
         }
 
         fn replace_children(
-            self: Arc<Self>,
-            mut children: Vec<Arc<dyn ExecutionPlan>>,
-            _options: ReplaceChildrenOptions,
-        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            self: ::std::sync::Arc<Self>,
+            mut children: Vec<::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>>,
+            _options: ::datafusion::physical_plan::ReplaceChildrenOptions,
+        ) -> ::datafusion::common::Result<
+            ::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>,
+        > {
             let child = children
                 .pop()
-                .ok_or_else(|| DataFusionError::Internal($what.into()))?;
-            if Arc::ptr_eq(&child, &self.$child) {
+                .ok_or_else(|| ::datafusion::common::DataFusionError::Internal($what.into()))?;
+            if ::std::sync::Arc::ptr_eq(&child, &self.$child) {
                 return Ok(self);
             }
             let rebuild: fn(
-                Arc<Self>,
-                Arc<dyn ExecutionPlan>,
-            ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> = $rebuild;
+                ::std::sync::Arc<Self>,
+                ::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>,
+            ) -> ::datafusion::common::Result<
+                ::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>,
+            > = $rebuild;
             rebuild(self, child)
         }
 
         fn with_new_children(
-            self: Arc<Self>,
-            children: Vec<Arc<dyn ExecutionPlan>>,
-        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            self: ::std::sync::Arc<Self>,
+            children: Vec<::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>>,
+        ) -> ::datafusion::common::Result<
+            ::std::sync::Arc<dyn ::datafusion::physical_plan::ExecutionPlan>,
+        > {
             self.replace_children(
                 children,
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                ::datafusion::physical_plan::ReplaceChildrenOptions::new(
+                    ::datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+                ),
             )
         }
     };
 }
+pub(crate) use one_child_plan_methods;
 
 /// A shuffle inside a stage: the producing stage's plan, run by each of
 /// its engines and ending in a hash repartitioning into one partition per
@@ -909,14 +925,10 @@ impl EonStageExec {
         fragment: Arc<dyn ExecutionPlan>,
         settings: &dyn Fn() -> Arc<HashMap<String, String>>,
     ) -> datafusion::common::Result<Option<EonStageExec>> {
-        let engines = match layout(&fragment) {
-            Some((Layout::Shards(scan), _)) => scan
-                .downcast_ref::<EonScanExec>()
-                .expect("a scan")
-                .engines(),
-            Some((Layout::Hash, _)) => engines_of(&fragment),
-            None => return Ok(None),
-        };
+        if layout(&fragment).is_none() {
+            return Ok(None);
+        }
+        let engines = tasks_of(&fragment, &engines_of(&fragment));
         if engines.is_empty() {
             return Ok(None);
         }
