@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "meta", "data", "query", "agent"]
+    let files = ["common", "meta", "data", "query", "agent", "raft"]
         .map(|name| root.join(format!("eon/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -9,6 +9,7 @@
 //! | `DataEngine`  | `eon data-engine` (eon-data)   | `proto/eon/v1/data.proto`  |
 //! | `QueryEngine` | `eon query-engine` (eon-query) | `proto/eon/v1/query.proto` |
 //! | `Agent`       | `eon up` (eon-agent)           | `proto/eon/v1/agent.proto` |
+//! | `Raft`        | every replicated component, beside its own service (eon-raft) | `proto/eon/v1/raft.proto` |
 //!
 //! Any other implementation that speaks the same service can replace eon's;
 //! crate `eon-conformance` holds the suite that checks it does.

@@ -82,6 +82,9 @@ enum Command {
     Rotate(oneshot::Sender<std::io::Result<u64>>),
 }
 
+/// A submitted record's wait for the disk (see [`Wal::submit`]).
+pub type Pending = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
 /// Handle to the log writer thread.
 pub struct Wal {
     tx: Mutex<mpsc::Sender<Command>>,
@@ -165,6 +168,14 @@ impl Wal {
     }
 
     async fn append_with<T: Serialize>(&self, record: &T, sync: bool) -> Result<()> {
+        self.submit(record, sync)?.await
+    }
+
+    /// Queue a record now and return a future that resolves once it is
+    /// written (and, with `sync`, on disk). Records reach the file in the
+    /// order of their `submit` calls, so a caller that submits under its own
+    /// lock gets the log in its lock order and may wait outside the lock.
+    pub fn submit<T: Serialize>(&self, record: &T, sync: bool) -> Result<Pending> {
         let payload = postcard::to_stdvec(record).map_err(|e| Error::Corrupt(e.to_string()))?;
         let (done, wait) = oneshot::channel();
         self.tx
@@ -176,8 +187,10 @@ impl Wal {
                 done,
             }))
             .map_err(|_| Error::Closed)?;
-        wait.await.map_err(|_| Error::Closed)??;
-        Ok(())
+        Ok(Box::pin(async move {
+            wait.await.map_err(|_| Error::Closed)??;
+            Ok(())
+        }))
     }
 
     /// Start a new segment; returns its number. Every record appended before

@@ -1,0 +1,223 @@
+//! Raft messages between processes: the `Raft` gRPC service.
+//!
+//! openraft hands each group a *network factory*, asks it for a client per
+//! peer, and sends three kinds of messages through it: AppendEntries (which
+//! doubles as the heartbeat), Vote, and InstallSnapshot (a snapshot in
+//! chunks). Here each becomes one `Raft.Deliver` call carrying the group and
+//! the message, postcard-encoded; the receiving process's [`Service`] looks
+//! the group up and hands the message to its replica. All groups of a
+//! process share one HTTP/2 connection per peer address.
+//!
+//! Failures map onto openraft's retry logic: a peer that cannot be reached
+//! (or does not answer within the request's deadline, as a frozen process
+//! does not) is `Unreachable`, and openraft backs off before trying again;
+//! a group the peer does not host is a `NetworkError`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use eon_proto::v1 as pb;
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{GroupId, NodeId, Raft, TypeConfig};
+
+/// Messages may carry many entries or a snapshot chunk (1 MiB).
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// Connections to peers, shared by every group of the process.
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    pub fn for_group(&self, group: GroupId) -> GroupNetwork {
+        GroupNetwork {
+            group,
+            network: self.clone(),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().unwrap();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(addr.to_string())?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The network factory openraft gets for one group.
+pub struct GroupNetwork {
+    group: GroupId,
+    network: Network,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            group: self.group,
+            target,
+            channel: self.network.channel(&node.addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// One group's client to one peer.
+pub struct Peer {
+    group: GroupId,
+    target: NodeId,
+    channel: Result<Channel, String>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: pb::RaftMessageKind,
+        request: &Req,
+        option: RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let channel = self
+            .channel
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Failure(e))))?;
+        let body =
+            postcard::to_stdvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut message = tonic::Request::new(pb::RaftMessage {
+            group: self.group,
+            kind: kind as i32,
+            body: body.into(),
+        });
+        message.set_timeout(option.hard_ttl());
+        let mut client = pb::raft_client::RaftClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let answer = match client.deliver(message).await {
+            Ok(a) => a.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(RPCError::Network(NetworkError::new(&status)));
+            }
+            Err(status) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&answer.body)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(pb::RaftMessageKind::AppendEntries, &rpc, option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(pb::RaftMessageKind::InstallSnapshot, &rpc, option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(pb::RaftMessageKind::Vote, &rpc, option).await
+    }
+}
+
+/// The receiving end: delivers peers' messages to this process's groups.
+pub struct Service {
+    groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
+}
+
+impl Service {
+    pub(crate) fn new(groups: Arc<RwLock<HashMap<GroupId, Raft>>>) -> Service {
+        Service { groups }
+    }
+
+    pub fn into_server(self) -> pb::raft_server::RaftServer<Service> {
+        pb::raft_server::RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, tonic::Status> {
+    postcard::from_bytes(body)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode<T: Serialize>(answer: &T) -> Result<tonic::Response<pb::RaftAnswer>, tonic::Status> {
+    let body = postcard::to_stdvec(answer).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(pb::RaftAnswer { body: body.into() }))
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for Service {
+    async fn deliver(
+        &self,
+        request: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftAnswer>, tonic::Status> {
+        let message = request.into_inner();
+        let raft = self
+            .groups
+            .read()
+            .unwrap()
+            .get(&message.group)
+            .cloned()
+            .ok_or_else(|| {
+                tonic::Status::not_found(format!("raft group {} is not here", message.group))
+            })?;
+        match pb::RaftMessageKind::try_from(message.kind) {
+            Ok(pb::RaftMessageKind::AppendEntries) => {
+                encode(&raft.append_entries(decode(&message.body)?).await)
+            }
+            Ok(pb::RaftMessageKind::Vote) => encode(&raft.vote(decode(&message.body)?).await),
+            Ok(pb::RaftMessageKind::InstallSnapshot) => {
+                encode(&raft.install_snapshot(decode(&message.body)?).await)
+            }
+            Err(_) => Err(tonic::Status::invalid_argument(format!(
+                "unknown raft message kind {}",
+                message.kind
+            ))),
+        }
+    }
+}

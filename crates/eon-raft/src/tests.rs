@@ -1,0 +1,272 @@
+//! Three replicas on real sockets: replication, failover, catching up from
+//! the log and from a snapshot, compaction of the shared log.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// A replicated list of notes; a command appends one and replies with the
+/// new length.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Machine for Notes {
+    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+        self.0.push(String::from_utf8_lossy(command).into_owned());
+        (self.0.len() as u64).to_le_bytes().to_vec()
+    }
+    fn save(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&postcard::to_stdvec(&self.0).map_err(std::io::Error::other)?)
+    }
+    fn load(&mut self, input: &mut dyn Read) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        self.0 = postcard::from_bytes(&bytes).map_err(std::io::Error::other)?;
+        Ok(())
+    }
+}
+
+const GROUP: GroupId = 7;
+
+fn options() -> Options {
+    Options {
+        heartbeat: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+        snapshot_every: 50,
+        keep_behind_snapshot: 10,
+        compact_bytes: 4 << 10,
+    }
+}
+
+/// One process: a node, its group, its gRPC server.
+struct Proc {
+    node: Arc<Node>,
+    raft: Raft,
+    notes: Replica<Notes>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start(id: NodeId, dir: &Path, addr: SocketAddr) -> Proc {
+    let node = Node::open(id, dir, options()).unwrap();
+    let (raft, notes) = node.start(GROUP, Notes::default()).await.unwrap();
+    // The port was just freed by a stopped predecessor: retry briefly.
+    let mut listener = None;
+    for _ in 0..50 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.expect("bind"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = node.service();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Proc {
+        node,
+        raft,
+        notes,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl Proc {
+    async fn stop(mut self) {
+        self.node.shutdown().await;
+        let _ = self.stop.take().unwrap().send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn leader(procs: &[Option<Proc>]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, p) in procs.iter().enumerate() {
+            if let Some(p) = p
+                && p.raft.current_leader().await == Some(p.node.id())
+            {
+                return i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn write(p: &Proc, note: String) -> u64 {
+    let reply = p.raft.client_write(note.into_bytes()).await.unwrap();
+    u64::from_le_bytes(reply.data.try_into().unwrap())
+}
+
+/// Wait until every running replica holds `n` notes, and check they are
+/// the same notes.
+async fn converged(procs: &[Option<Proc>], n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let states: Vec<Vec<String>> = procs
+            .iter()
+            .flatten()
+            .map(|p| p.notes.read(|m| m.0.clone()))
+            .collect();
+        if states.iter().all(|s| s.len() == n) {
+            assert!(states.windows(2).all(|w| w[0] == w[1]), "replicas differ");
+            let want: Vec<String> = (0..n).map(|i| format!("note {i}")).collect();
+            assert_eq!(states[0], want);
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas did not converge to {n}: {:?}",
+            states.iter().map(|s| s.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_replicate_fail_over_and_catch_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        procs.push(Some(start(i as NodeId + 1, &dirs[i], addrs[i]).await));
+    }
+    let members: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (i as NodeId + 1, format!("http://{}", addrs[i])))
+        .collect();
+    procs[0]
+        .as_ref()
+        .unwrap()
+        .node
+        .initialize(GROUP, members)
+        .await
+        .unwrap();
+
+    // Replication: every write acknowledged by the leader reaches all.
+    let l = leader(&procs).await;
+    for i in 0..100 {
+        let len = write(procs[l].as_ref().unwrap(), format!("note {i}")).await;
+        assert_eq!(len, i + 1);
+    }
+    converged(&procs, 100).await;
+
+    // Failover: stop the leader; the other two elect one and go on.
+    let old = procs[l].take().unwrap();
+    old.stop().await;
+    let l2 = leader(&procs).await;
+    assert_ne!(l2, l);
+    for i in 100..200 {
+        write(procs[l2].as_ref().unwrap(), format!("note {i}")).await;
+    }
+    converged(&procs, 200).await;
+
+    // The stopped replica comes back from its own disk (log and snapshot)
+    // and catches up; its peers purged the entries it missed behind their
+    // snapshots, so it is sent a snapshot.
+    let back = start(l as NodeId + 1, &dirs[l], addrs[l]).await;
+    assert!(
+        back.notes.read(|m| m.0.len()) >= 50,
+        "restart lost the replica's state"
+    );
+    procs[l] = Some(back);
+    converged(&procs, 200).await;
+    assert!(procs[l].as_ref().unwrap().notes.snapshots_installed() >= 1);
+    for i in 200..220 {
+        let p = procs[leader(&procs).await].as_ref().unwrap();
+        write(p, format!("note {i}")).await;
+    }
+    converged(&procs, 220).await;
+
+    // The shared log was compacted along the way: what is left of it is
+    // far smaller than everything ever written.
+    for dir in &dirs {
+        let segments = eon_storage::wal::segments(&dir.join("log")).unwrap();
+        assert!(segments.len() <= 3 && segments[0] > 1, "{segments:?}");
+    }
+    for p in procs.into_iter().flatten() {
+        p.stop().await;
+    }
+}
+
+/// The shared log alone: what a group wrote is what it reads back after a
+/// reopen, through truncation, purging and compaction.
+#[tokio::test]
+async fn the_shared_log_survives_a_reopen() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let entry = |term: u64, index: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(format!("{term}/{index}").into_bytes()),
+    };
+    let append = |log: &mut log::GroupLog, entries: Vec<Entry<TypeConfig>>| {
+        let wait = log.append_entries(entries).unwrap();
+        async move { wait.await.unwrap() }
+    };
+    {
+        let shared = log::SharedLog::open(tmp.path(), 1 << 30).unwrap();
+        let mut a = log::GroupLog::new(1, shared.clone());
+        let mut b = log::GroupLog::new(2, shared.clone());
+        a.save_vote(&Vote::new(3, 1)).await.unwrap();
+        append(&mut a, (1..=10).map(|i| entry(1, i)).collect()).await;
+        append(&mut b, (1..=5).map(|i| entry(2, i)).collect()).await;
+        // A new leader overrides a's entries from 8 on.
+        a.truncate(LogId::new(CommittedLeaderId::new(1, 1), 8))
+            .await
+            .unwrap();
+        append(&mut a, (8..=9).map(|i| entry(3, i)).collect()).await;
+        a.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        shared.compact().await.unwrap();
+        append(&mut b, vec![entry(2, 6)]).await;
+    }
+    let shared = log::SharedLog::open(tmp.path(), 1 << 30).unwrap();
+    let mut a = log::GroupLog::new(1, shared.clone());
+    let mut b = log::GroupLog::new(2, shared.clone());
+    assert_eq!(a.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    let state = a.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+    assert_eq!(
+        state.last_log_id.map(|l| (l.leader_id.term, l.index)),
+        Some((3, 9))
+    );
+    let got: Vec<(u64, u64)> = a
+        .try_get_log_entries(0..)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+        .collect();
+    assert_eq!(got, vec![(1, 4), (1, 5), (1, 6), (1, 7), (3, 8), (3, 9)]);
+    assert_eq!(b.try_get_log_entries(0..).await.unwrap().len(), 6);
+    assert_eq!(b.read_vote().await.unwrap(), None);
+}
