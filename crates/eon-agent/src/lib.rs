@@ -58,6 +58,9 @@ pub struct UpOptions {
     /// The `eon` executable to start children with.
     pub exe: PathBuf,
     pub data_dir: PathBuf,
+    /// Meta's replicas: 1, or 3 (or more) for a meta that survives the
+    /// loss of one (`eon up --meta 3`).
+    pub meta_replicas: u32,
     pub data_engines: u32,
     pub query_engines: u32,
     pub pg_port: u16,
@@ -408,6 +411,106 @@ async fn bind_public(
     })
 }
 
+/// One meta replica to start.
+struct MetaReplica {
+    id: u64,
+    name: String,
+    args: Vec<String>,
+}
+
+/// Where meta's replicas keep their addresses, once chosen (`id=host:port`
+/// per line): a replica's address is part of its Raft group's membership,
+/// so it must not change across restarts.
+const META_PEERS_FILE: &str = "meta-peers";
+
+/// The meta replicas to start: one (`<data-dir>/meta`, on a port it picks
+/// at its first start), or `opts.meta_replicas` (`<data-dir>/meta-N`, on
+/// ports chosen at the first start and kept in [`META_PEERS_FILE`]). The
+/// number of replicas is fixed when the cluster is made.
+fn meta_replicas(opts: &UpOptions) -> Result<Vec<MetaReplica>, UpError> {
+    let common = vec![
+        "--admin-password-file".to_string(),
+        opts.data_dir
+            .join(ADMIN_PASSWORD_FILE)
+            .display()
+            .to_string(),
+    ];
+    let peers_file = opts.data_dir.join(META_PEERS_FILE);
+    let existing = std::fs::read_to_string(&peers_file).ok();
+    let single_made = opts.data_dir.join("meta").join("raft").exists()
+        || opts.data_dir.join("meta").join("meta.pb").exists();
+    let made_with = match &existing {
+        Some(text) => text.lines().filter(|l| !l.trim().is_empty()).count() as u32,
+        None if single_made => 1,
+        None => 0,
+    };
+    if made_with != 0 && made_with != opts.meta_replicas {
+        return Err(UpError(format!(
+            "this cluster's meta runs as {made_with} replica(s); start it with --meta {made_with} \
+             (changing the number of meta replicas is not supported yet)"
+        )));
+    }
+    if opts.meta_replicas <= 1 {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            opts.data_dir.join("meta").display().to_string(),
+        ];
+        args.extend(common);
+        return Ok(vec![MetaReplica {
+            id: 1,
+            name: "meta".into(),
+            args,
+        }]);
+    }
+    let peers = match existing {
+        Some(text) => text.trim().replace('\n', ","),
+        None => {
+            // Ports for every replica, before any starts: each must know
+            // the others' addresses to form the group.
+            let mut peers = Vec::new();
+            for id in 1..=opts.meta_replicas {
+                let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .map_err(|e| UpError(format!("cannot pick a port for meta: {e}")))?;
+                let addr = listener.local_addr().map_err(|e| UpError(e.to_string()))?;
+                peers.push(format!("{id}={addr}"));
+            }
+            std::fs::write(&peers_file, peers.join("\n") + "\n")
+                .map_err(|e| UpError(format!("cannot write {}: {e}", peers_file.display())))?;
+            peers.join(",")
+        }
+    };
+    let mut out = Vec::new();
+    for entry in peers.split(',') {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| UpError(format!("{} is damaged: {entry:?}", peers_file.display())))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| UpError(format!("{} is damaged: {entry:?}", peers_file.display())))?;
+        let port = addr.rsplit(':').next().unwrap_or("0");
+        let mut args = vec![
+            "--data-dir".to_string(),
+            opts.data_dir
+                .join(format!("meta-{id}"))
+                .display()
+                .to_string(),
+            "--port".to_string(),
+            port.to_string(),
+            "--replica".to_string(),
+            id.to_string(),
+            "--peers".to_string(),
+            peers.clone(),
+        ];
+        args.extend(common.clone());
+        out.push(MetaReplica {
+            id,
+            name: format!("meta-{id}"),
+            args,
+        });
+    }
+    Ok(out)
+}
+
 /// Run `eon up` until Ctrl-C or SIGTERM. `on_ready` gets the cluster's
 /// addresses once every component is running.
 pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<(), UpError> {
@@ -449,47 +552,57 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         Link::Plain
     };
 
-    // Meta first: everyone else needs its address. After the first start it
-    // keeps its port, so restarts are invisible to the other components.
-    let meta_log = opts.data_dir.join("logs").join("meta.log");
+    // Meta first: everyone else needs its address.
     let admin_password = admin_password(&opts.data_dir).map_err(UpError)?;
     // The cluster's secret: every component this agent starts gets it, and
     // presents it on every gRPC call (see `eon_common::node`).
     eon_common::node::set_cluster_secret(
         kept_password(&opts.data_dir.join(eon_common::node::SECRET_FILE)).map_err(UpError)?,
     );
-    let meta_args = vec![
-        "--data-dir".to_string(),
-        opts.data_dir.join("meta").display().to_string(),
-        "--admin-password-file".to_string(),
-        opts.data_dir
-            .join(ADMIN_PASSWORD_FILE)
-            .display()
-            .to_string(),
-    ];
-    let meta = supervisor::spawn(
-        Launch::Eon {
-            exe: opts.exe.clone(),
-        },
-        "meta",
-        "meta",
-        0,
-        meta_args.clone(),
-        meta_log,
-    );
-    let meta_addr = tokio::select! {
-        r = meta.wait_ready(READY_TIMEOUT) => r.map_err(UpError)?,
-        _ = signals.recv() => { meta.stop(STOP_TIMEOUT).await; return Ok(()); }
-    };
-    let meta_addr = meta_addr
-        .get("grpc")
-        .cloned()
-        .ok_or_else(|| UpError("meta announced no address".into()))?;
-    {
-        let port = meta_addr.rsplit(':').next().unwrap_or("0").to_string();
-        let mut args = meta.args.lock().unwrap();
-        *args = [meta_args, vec!["--port".into(), port]].concat();
+    let mut metas = Vec::new();
+    for replica in meta_replicas(&opts)? {
+        metas.push(supervisor::spawn(
+            Launch::Eon {
+                exe: opts.exe.clone(),
+            },
+            &replica.name,
+            "meta",
+            replica.id,
+            replica.args,
+            opts.data_dir
+                .join("logs")
+                .join(format!("{}.log", replica.name)),
+        ));
     }
+    let mut meta_addrs = Vec::new();
+    for meta in &metas {
+        let addrs = tokio::select! {
+            r = meta.wait_ready(READY_TIMEOUT) => r.map_err(UpError)?,
+            _ = signals.recv() => {
+                for m in &metas {
+                    m.stop(STOP_TIMEOUT).await;
+                }
+                return Ok(());
+            }
+        };
+        let addr = addrs
+            .get("grpc")
+            .cloned()
+            .ok_or_else(|| UpError("meta announced no address".into()))?;
+        // After the first start meta keeps its port, so restarts are
+        // invisible to the other components.
+        {
+            let port = addr.rsplit(':').next().unwrap_or("0").to_string();
+            let mut args = meta.args.lock().unwrap();
+            if !args.iter().any(|a| a == "--port") {
+                args.extend(["--port".to_string(), port]);
+            }
+        }
+        meta_addrs.push(addr);
+    }
+    // Every component gets all replicas' addresses and fails over between
+    // them (`eon_common::node::Failover`).
+    let meta_addr = meta_addrs.join(",");
 
     let state = Arc::new(AgentState {
         exe: opts.exe.clone(),
@@ -497,7 +610,7 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         meta_addr: meta_addr.clone(),
         shards: opts.shards,
         data_engine_args: opts.data_engine_args.clone(),
-        instances: RwLock::new(vec![meta.clone()]),
+        instances: RwLock::new(metas.clone()),
         qe_pg: Pool::new("query-engine", "pg", "router", router::HOLD),
         qe_http: Pool::new("query-engine", "http", "router", router::HOLD),
         frontends: Frontends::default(),

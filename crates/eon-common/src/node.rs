@@ -31,6 +31,11 @@ use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
 
+/// How long a request to one of several replicas may take before the next
+/// replica is tried (meta answers in milliseconds; a replica that takes
+/// this long is frozen or cut off).
+pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The line prefix a process prints once it is ready.
 pub const READY_PREFIX: &str = "EON-READY ";
 
@@ -72,7 +77,74 @@ pub fn set_cluster_secret(secret: String) {
 }
 
 /// A gRPC channel whose requests carry a cluster secret.
-pub type Channel = InterceptedService<tonic::transport::Channel, WithSecret>;
+pub type Channel = InterceptedService<Failover, WithSecret>;
+
+/// A channel to one of several replicas of a service (meta run as
+/// `--meta 3`): requests go to one replica until it fails them (it cannot
+/// be reached, does not answer in time, or answers UNAVAILABLE), then to the
+/// next. A failed request is not sent again — its caller sees the error and
+/// may retry, which then goes to the next replica. With one address it is
+/// just that address's channel.
+///
+/// Hand-rolled rather than tonic's `Channel::balance_list`: a balancer
+/// spreads load over endpoints it believes healthy, and keeps picking a
+/// lazily connected endpoint that is down or frozen; failing over in order
+/// is what replicas behind a leader need.
+#[derive(Clone)]
+pub struct Failover {
+    replicas: std::sync::Arc<[tonic::transport::Channel]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Failover {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        // Readiness is awaited per request on the chosen replica's channel.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        let n = self.replicas.len();
+        let i = self.current.load(Ordering::Relaxed) % n;
+        let mut channel = self.replicas[i].clone();
+        let current = self.current.clone();
+        Box::pin(async move {
+            let next = || {
+                let _ =
+                    current.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            };
+            std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+            match channel.call(req).await {
+                Ok(response) => {
+                    // A trailers-only answer carries its status in the headers.
+                    let unavailable = response
+                        .headers()
+                        .get("grpc-status")
+                        .is_some_and(|v| v.as_bytes() == b"14");
+                    if unavailable && n > 1 {
+                        next();
+                    }
+                    Ok(response)
+                }
+                Err(e) => {
+                    if n > 1 {
+                        next();
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+}
 
 /// Adds the cluster secret to each request (see the module doc).
 #[derive(Clone)]
@@ -98,14 +170,9 @@ pub fn channel(addr: &str) -> Result<Channel> {
 
 /// A lazily connecting gRPC channel to `addr` ("host:port") whose requests
 /// carry `secret` (tools and tests that talk to a cluster of their choice).
+/// `addr` may list several replicas, comma-separated (see [`Failover`]).
 pub fn channel_with(addr: &str, secret: Option<&str>) -> Result<Channel> {
-    let inner = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::internal(format!("bad address {addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let inner = failover(addr)?;
     let header = match secret {
         Some(s) => Some(
             format!("Bearer {s}")
@@ -115,6 +182,57 @@ pub fn channel_with(addr: &str, secret: Option<&str>) -> Result<Channel> {
         None => None,
     };
     Ok(InterceptedService::new(inner, WithSecret(header)))
+}
+
+/// The channel(s) to `addr`. Replicas' channels are made once per process
+/// and shared, so one client's failover moves every client of the process
+/// to the next replica.
+fn failover(addr: &str) -> Result<Failover> {
+    static SHARED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Failover>>,
+    > = std::sync::OnceLock::new();
+    let addrs: Vec<&str> = addr.split(',').map(str::trim).collect();
+    let replicated = addrs.len() > 1;
+    if replicated
+        && let Some(f) = SHARED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .get(addr)
+    {
+        return Ok(f.clone());
+    }
+    let replicas = addrs
+        .iter()
+        .map(|addr| {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| Error::internal(format!("bad address {addr}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            // A frozen replica must not hold a request forever: give up on
+            // it, so the next request goes to another.
+            let endpoint = if replicated {
+                endpoint.timeout(REPLICA_TIMEOUT)
+            } else {
+                endpoint
+            };
+            Ok(endpoint.connect_lazy())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let failover = Failover {
+        replicas: replicas.into(),
+        current: Default::default(),
+    };
+    if replicated {
+        SHARED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .insert(addr.to_string(), failover.clone());
+    }
+    Ok(failover)
 }
 
 /// A component's gRPC service behind the cluster-secret check.

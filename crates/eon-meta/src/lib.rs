@@ -30,16 +30,17 @@
 //! - **Membership.** Components register their freshly chosen addresses and
 //!   heartbeat; a node whose heartbeat is older than [`NODE_TIMEOUT`] is down.
 //!
-//! State is persisted in `<dir>/meta.pb` (write to a temporary file, fsync,
-//! rename), so a restarted meta comes back with every table. Replication of
-//! meta (openraft) comes with the replication issue.
+//! State is replicated with Raft ([`replication`]), as one replica or
+//! three: a change is answered once a majority of replicas has it on disk,
+//! and a restarted replica comes back with every table.
 
+pub mod replication;
 mod roles;
 mod state;
 mod types;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,7 @@ const SEQ_WINDOW: i64 = 1000;
 pub struct MetaService {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    repl: replication::Replication,
     stats: Arc<Recorder>,
     /// Statistics reported by agents, the last [`HISTORY_WINDOW`].
     history: Mutex<std::collections::VecDeque<pb::StatsSample>>,
@@ -82,9 +84,49 @@ struct Inner {
     /// (the persisted `last_value` runs ahead of it).
     seq_values: HashMap<u64, (i64, bool)>,
     nodes: HashMap<(i32, u64), (pb::NodeInfo, i64)>,
+    /// Bumped by every change of `persisted` (see [`replication`]).
+    version: u64,
+    /// The newest version a majority of replicas has.
+    durable: u64,
 }
 
 impl Inner {
+    fn new(persisted: Persisted) -> Inner {
+        let mut inner = Inner {
+            persisted: Persisted::default(),
+            last_ts: 0,
+            next_id: 0,
+            seq_values: HashMap::new(),
+            nodes: HashMap::new(),
+            version: 0,
+            durable: 0,
+        };
+        inner.reset(persisted);
+        inner
+    }
+
+    /// Start over from `persisted` (a new leader's committed state): the
+    /// allocators continue above their committed limits, which no earlier
+    /// leader passed.
+    fn reset(&mut self, persisted: Persisted) {
+        // Registered nodes count as just seen: up until a heartbeat is
+        // missed, as after a registration.
+        let now = unix_ms();
+        self.nodes = persisted
+            .nodes
+            .iter()
+            .map(|n| ((n.kind, n.id), (n.clone(), now)))
+            .collect();
+        self.last_ts = persisted.ts_limit;
+        self.next_id = persisted.id_limit;
+        self.seq_values = persisted
+            .sequences
+            .iter()
+            .map(|q| (q.id, (q.last_value, q.is_called)))
+            .collect();
+        self.persisted = persisted;
+    }
+
     /// A new id for a catalog object (table, sequence, role): never reused.
     fn new_catalog_id(&mut self) -> u64 {
         self.persisted.next_table_id += 1;
@@ -93,35 +135,100 @@ impl Inner {
 }
 
 impl MetaService {
-    /// Open meta's state in `dir` (creating it).
-    pub fn open(dir: &Path) -> Result<MetaService, Error> {
-        std::fs::create_dir_all(dir)?;
-        let persisted = Persisted::load(dir)?;
-        let inner = Inner {
-            last_ts: persisted.ts_limit,
-            next_id: persisted.id_limit,
-            seq_values: persisted
-                .sequences
-                .iter()
-                .map(|q| (q.id, (q.last_value, q.is_called)))
-                .collect(),
-            persisted,
-            nodes: HashMap::new(),
+    /// Open meta's replica `opts.id` in `opts.dir` (creating it), join or
+    /// start its Raft group, and watch for leadership. `opts.members`
+    /// lists every replica's address (host:port), this one's included.
+    pub async fn start(opts: &ReplicaOptions) -> Result<Arc<MetaService>, Error> {
+        std::fs::create_dir_all(&opts.dir)?;
+        // Before replication, meta kept its state in this file; a group
+        // that has no state yet starts from it.
+        let persisted = Persisted::load(&opts.dir)?;
+        let raft_error = |e: eon_raft::Error| Error::internal(format!("meta's raft: {e}"));
+        let raft_options = eon_raft::Options {
+            authorization: eon_common::node::cluster_secret().map(|s| format!("Bearer {s}")),
+            // Meta's group is small and its entries tiny: elect quickly, so
+            // the cluster waits little for timestamps after losing a leader.
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            ..Default::default()
         };
-        Ok(MetaService {
-            dir: dir.to_path_buf(),
-            inner: Mutex::new(inner),
-            stats: Recorder::new("meta", 0),
+        let node = eon_raft::Node::open(opts.id, &opts.dir.join("raft"), raft_options)
+            .map_err(raft_error)?;
+        let (raft, replica) = node
+            .start(
+                eon_raft::META_GROUP,
+                replication::MetaState(persisted.clone()),
+            )
+            .await
+            .map_err(raft_error)?;
+        let first = opts.members.keys().next() == Some(&opts.id);
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::internal(format!("meta's raft: {e}")))?;
+        if first && !initialized {
+            let members = opts
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, format!("http://{addr}")))
+                .collect();
+            node.initialize(eon_raft::META_GROUP, members)
+                .await
+                .map_err(raft_error)?;
+        }
+        let service = Arc::new(MetaService {
+            dir: opts.dir.clone(),
+            inner: Mutex::new(Inner::new(persisted)),
+            repl: replication::Replication {
+                id: opts.id,
+                node,
+                raft,
+                replica,
+                members: opts.members.clone(),
+                proposing: Default::default(),
+                ready: Default::default(),
+            },
+            stats: Recorder::new("meta", opts.id),
             history: Default::default(),
-        })
+        });
+        service.watch_leadership(opts.admin.clone());
+        Ok(service)
     }
 
-    pub fn into_server(self) -> MetaServer<MetaService> {
-        MetaServer::new(self)
+    /// Stop this replica's part in Raft (the process is stopping).
+    pub async fn shutdown(&self) {
+        self.repl
+            .ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.repl.node.shutdown().await;
     }
 
-    fn save(&self, inner: &Inner) -> Result<(), Error> {
-        inner.persisted.save(&self.dir)
+    /// Wait until this replica leads and serves (tests, and a single
+    /// replica's start).
+    pub async fn until_serving(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.serving() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// The gRPC services of this replica: Meta (forwarded to the leader
+    /// when this replica does not lead) and Raft.
+    pub fn raft_service(
+        &self,
+    ) -> eon_proto::v1::raft_server::RaftServer<eon_raft::network::Service> {
+        self.repl.node.service()
+    }
+
+    /// Note a change of `inner.persisted`: the RPC commits it (see
+    /// [`MetaService::commit`]) before answering.
+    fn save(&self, inner: &mut Inner) -> Result<(), Error> {
+        inner.version += 1;
+        Ok(())
     }
 
     /// A change of the catalog: a new version, on disk before anyone hears
@@ -143,7 +250,7 @@ impl MetaService {
         let last = ts + count.max(1) - 1;
         if last >= inner.persisted.ts_limit {
             inner.persisted.ts_limit = last + TS_WINDOW_US;
-            self.save(&inner)?;
+            self.save(&mut inner)?;
         }
         inner.last_ts = last;
         Ok((ts, inner.persisted.catalog_version))
@@ -155,7 +262,7 @@ impl MetaService {
         let end = start + count;
         if end > inner.persisted.id_limit {
             inner.persisted.id_limit = end + ID_WINDOW;
-            self.save(&inner)?;
+            self.save(&mut inner)?;
         }
         inner.next_id = end;
         Ok(start)
@@ -579,7 +686,7 @@ impl MetaService {
             let stored = &mut inner.persisted.sequences[pos];
             stored.last_value = if q.cycle { last } else { ahead };
             stored.is_called = true;
-            self.save(&inner)?;
+            self.save(&mut inner)?;
         }
         Ok(pb::NextValResponse { values })
     }
@@ -601,7 +708,7 @@ impl MetaService {
         inner.seq_values.insert(id, (req.value, req.is_called));
         let stored = &mut inner.persisted.sequences[pos];
         (stored.last_value, stored.is_called) = (req.value, req.is_called);
-        self.save(&inner)?;
+        self.save(&mut inner)?;
         Ok(pb::SetValResponse {})
     }
 
@@ -917,9 +1024,11 @@ fn schema_or_public(schema: &str) -> &str {
 
 impl MetaService {
     /// Answer a request with `f`'s result, counted in the statistics.
-    fn counted<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Reply<T> {
+    /// Run a change, and answer once it is committed.
+    async fn counted<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Reply<T> {
         let r = self.stats.start();
         let out = f().map_err(Status::from)?;
+        self.commit().await.map_err(Status::from)?;
         r.ok();
         Ok(Response::new(out))
     }
@@ -938,8 +1047,17 @@ impl Meta for MetaService {
             .ok_or_else(|| Status::invalid_argument("node missing"))?;
         tracing::info!(kind = node.kind, id = node.id, addr = %node.grpc_address, "node registered");
         let current_ts = self.next_ts().map_err(Status::from)?.0;
-        let mut inner = self.inner.lock().unwrap();
-        inner.nodes.insert((node.kind, node.id), (node, unix_ms()));
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner
+                .nodes
+                .insert((node.kind, node.id), (node.clone(), unix_ms()));
+            let known = &mut inner.persisted.nodes;
+            known.retain(|n| (n.kind, n.id) != (node.kind, node.id));
+            known.push(node);
+            self.save(&mut inner).map_err(Status::from)?;
+        }
+        self.commit().await.map_err(Status::from)?;
         req_guard.ok();
         Ok(Response::new(pb::RegisterNodeResponse { current_ts }))
     }
@@ -981,11 +1099,11 @@ impl Meta for MetaService {
         &self,
         req: Request<pb::CreateTableRequest>,
     ) -> Reply<pb::CreateTableResponse> {
-        self.counted(|| self.create_table(req.into_inner()))
+        self.counted(|| self.create_table(req.into_inner())).await
     }
 
     async fn drop_table(&self, req: Request<pb::DropTableRequest>) -> Reply<pb::DropTableResponse> {
-        self.counted(|| self.drop_table(req.into_inner()))
+        self.counted(|| self.drop_table(req.into_inner())).await
     }
 
     async fn create_sequence(
@@ -993,87 +1111,88 @@ impl Meta for MetaService {
         req: Request<pb::CreateSequenceRequest>,
     ) -> Reply<pb::CreateSequenceResponse> {
         self.counted(|| self.create_sequence(req.into_inner()))
+            .await
     }
 
     async fn drop_sequence(
         &self,
         req: Request<pb::DropSequenceRequest>,
     ) -> Reply<pb::DropSequenceResponse> {
-        self.counted(|| self.drop_sequence(req.into_inner()))
+        self.counted(|| self.drop_sequence(req.into_inner())).await
     }
 
     async fn next_val(&self, req: Request<pb::NextValRequest>) -> Reply<pb::NextValResponse> {
-        self.counted(|| self.next_val(req.into_inner()))
+        self.counted(|| self.next_val(req.into_inner())).await
     }
 
     async fn set_val(&self, req: Request<pb::SetValRequest>) -> Reply<pb::SetValResponse> {
-        self.counted(|| self.set_val(req.into_inner()))
+        self.counted(|| self.set_val(req.into_inner())).await
     }
 
     async fn swap_table(&self, req: Request<pb::SwapTableRequest>) -> Reply<pb::SwapTableResponse> {
-        self.counted(|| self.swap_table(req.into_inner()))
+        self.counted(|| self.swap_table(req.into_inner())).await
     }
 
     async fn update_table(
         &self,
         req: Request<pb::UpdateTableRequest>,
     ) -> Reply<pb::UpdateTableResponse> {
-        self.counted(|| self.update_table(req.into_inner()))
+        self.counted(|| self.update_table(req.into_inner())).await
     }
 
     async fn create_view(
         &self,
         req: Request<pb::CreateViewRequest>,
     ) -> Reply<pb::CreateViewResponse> {
-        self.counted(|| self.create_view(req.into_inner()))
+        self.counted(|| self.create_view(req.into_inner())).await
     }
 
     async fn drop_view(&self, req: Request<pb::DropViewRequest>) -> Reply<pb::DropViewResponse> {
-        self.counted(|| self.drop_view(req.into_inner()))
+        self.counted(|| self.drop_view(req.into_inner())).await
     }
 
     async fn create_schema(
         &self,
         req: Request<pb::CreateSchemaRequest>,
     ) -> Reply<pb::CreateSchemaResponse> {
-        self.counted(|| self.create_schema(req.into_inner()))
+        self.counted(|| self.create_schema(req.into_inner())).await
     }
 
     async fn drop_schema(
         &self,
         req: Request<pb::DropSchemaRequest>,
     ) -> Reply<pb::DropSchemaResponse> {
-        self.counted(|| self.drop_schema(req.into_inner()))
+        self.counted(|| self.drop_schema(req.into_inner())).await
     }
 
     async fn create_type(
         &self,
         req: Request<pb::CreateTypeRequest>,
     ) -> Reply<pb::CreateTypeResponse> {
-        self.counted(|| self.create_type(req.into_inner()))
+        self.counted(|| self.create_type(req.into_inner())).await
     }
 
     async fn alter_type(&self, req: Request<pb::AlterTypeRequest>) -> Reply<pb::AlterTypeResponse> {
-        self.counted(|| self.alter_type(req.into_inner()))
+        self.counted(|| self.alter_type(req.into_inner())).await
     }
 
     async fn drop_type(&self, req: Request<pb::DropTypeRequest>) -> Reply<pb::DropTypeResponse> {
-        self.counted(|| self.drop_type(req.into_inner()))
+        self.counted(|| self.drop_type(req.into_inner())).await
     }
 
     async fn create_role(
         &self,
         req: Request<pb::CreateRoleRequest>,
     ) -> Reply<pb::CreateRoleResponse> {
-        self.counted(|| self.create_role(req.into_inner()))
+        self.counted(|| self.create_role(req.into_inner())).await
     }
 
     async fn alter_role(&self, req: Request<pb::AlterRoleRequest>) -> Reply<pb::AlterRoleResponse> {
-        self.counted(|| self.alter_role(req.into_inner()))
+        self.counted(|| self.alter_role(req.into_inner())).await
     }
 
     async fn drop_role(&self, req: Request<pb::DropRoleRequest>) -> Reply<pb::DropRoleResponse> {
-        self.counted(|| self.drop_role(req.into_inner()))
+        self.counted(|| self.drop_role(req.into_inner())).await
     }
 
     async fn set_table_grants(
@@ -1081,6 +1200,7 @@ impl Meta for MetaService {
         req: Request<pb::SetTableGrantsRequest>,
     ) -> Reply<pb::SetTableGrantsResponse> {
         self.counted(|| self.set_table_grants(req.into_inner()))
+            .await
     }
 
     async fn get_catalog(
@@ -1106,6 +1226,7 @@ impl Meta for MetaService {
         let r = self.stats.start();
         let count = req.into_inner().count.clamp(1, 100_000) as u64;
         let (ts, catalog_version) = self.next_ts_block(count).map_err(Status::from)?;
+        self.commit().await.map_err(Status::from)?;
         r.ok();
         Ok(Response::new(pb::GetTimestampResponse {
             ts,
@@ -1119,6 +1240,7 @@ impl Meta for MetaService {
     ) -> Reply<pb::AllocateIdsResponse> {
         let count = req.into_inner().count.clamp(1, 1_000_000);
         let start = self.alloc_ids(count).map_err(Status::from)?;
+        self.commit().await.map_err(Status::from)?;
         Ok(Response::new(pb::AllocateIdsResponse { start, count }))
     }
 
@@ -1170,10 +1292,25 @@ impl Meta for MetaService {
 impl MetaService {
     /// Meta's statistics (the `Stats` RPC and `GET /metrics`).
     pub fn stats_snapshot(&self) -> pb::Stats {
-        let bytes = std::fs::metadata(self.dir.join(state::FILE))
+        let bytes = ["raft/log", "raft/snapshots"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.dir.join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok())
             .map(|m| m.len())
-            .unwrap_or(0);
+            .sum();
         let mut s = self.stats.snapshot(bytes);
+        {
+            let m = self.repl.raft.metrics();
+            let m = m.borrow();
+            s.counters
+                .insert("raft_leader".into(), self.serving() as u64);
+            s.counters.insert("raft_term".into(), m.current_term);
+            s.counters.insert(
+                "raft_applied".into(),
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+            );
+        }
         let inner = self.inner.lock().unwrap();
         s.counters
             .insert("tables".into(), inner.persisted.tables.len() as u64);
@@ -1204,6 +1341,20 @@ mod tests {
         )
     }
 
+    /// A single replica in `dir`, leading.
+    async fn open(dir: &std::path::Path) -> Arc<MetaService> {
+        let meta = MetaService::start(&ReplicaOptions {
+            dir: dir.to_path_buf(),
+            id: 1,
+            members: BTreeMap::from([(1, "127.0.0.1:1".to_string())]),
+            admin: None,
+        })
+        .await
+        .unwrap();
+        assert!(meta.until_serving(Duration::from_secs(10)).await);
+        meta
+    }
+
     fn register(meta: &MetaService, id: u64) {
         meta.inner.lock().unwrap().nodes.insert(
             (pb::NodeKind::DataEngine as i32, id),
@@ -1218,12 +1369,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tables_and_timestamps_survive_restarts() {
+    #[tokio::test]
+    async fn tables_and_timestamps_survive_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let last_ts;
         {
-            let meta = MetaService::open(dir.path()).unwrap();
+            let meta = open(dir.path()).await;
             assert_eq!(
                 meta.create_table(pb::CreateTableRequest {
                     table: Some(table("t")),
@@ -1277,8 +1428,10 @@ mod tests {
                 prev = ts;
             }
             last_ts = prev;
+            meta.commit().await.unwrap();
+            meta.shutdown().await;
         }
-        let meta = MetaService::open(dir.path()).unwrap();
+        let meta = open(dir.path()).await;
         assert!(meta.next_ts().unwrap().0 > last_ts);
         let inner = meta.inner.lock().unwrap();
         assert_eq!(inner.persisted.tables.len(), 1);
@@ -1299,10 +1452,10 @@ mod tests {
         assert_eq!(missing.unwrap_err().code, sqlstate::UNDEFINED_TABLE);
     }
 
-    #[test]
-    fn indexes_get_storage_share_names_and_drop_in_the_catalog_alone() {
+    #[tokio::test]
+    async fn indexes_get_storage_share_names_and_drop_in_the_catalog_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = MetaService::open(dir.path()).unwrap();
+        let meta = open(dir.path()).await;
         register(&meta, 1);
         let create = |t: pb::Table, replaces: u64| {
             meta.create_table(pb::CreateTableRequest {
@@ -1365,40 +1518,91 @@ mod tests {
 pub struct MetaOptions {
     pub dir: PathBuf,
     pub listen: String,
-    /// 0: a free port.
+    /// 0: a free port (a single replica only).
     pub port: u16,
     /// The admin's name and the file holding its password (see
     /// [`MetaService::ensure_admin`]); none: roles are left as they are.
     pub admin: Option<(String, PathBuf)>,
+    /// This replica's id, and every replica's address (host:port) by id;
+    /// empty: meta runs as one replica, id 1, on `listen`:`port`.
+    pub replica: u64,
+    pub peers: BTreeMap<u64, String>,
+}
+
+/// What [`MetaService::start`] needs to know about its replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub dir: PathBuf,
+    pub id: u64,
+    /// Every replica's address (host:port) by id, this one's included.
+    pub members: BTreeMap<u64, String>,
+    /// The admin's name and password, made sure of by each new leader.
+    pub admin: Option<(String, String)>,
 }
 
 /// Run `eon meta` until SIGTERM/SIGINT.
 pub async fn run(opts: MetaOptions) -> Result<(), Error> {
     std::fs::create_dir_all(&opts.dir)?;
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
-    let service = MetaService::open(&opts.dir)?;
-    if let Some((name, file)) = &opts.admin {
-        let password = eon_common::scram::read_password(file)
-            .map_err(|e| Error::internal(format!("cannot read {}: {e}", file.display())))?;
-        service.ensure_admin(name, &password)?;
-    }
+    let admin = match &opts.admin {
+        Some((name, file)) => {
+            let password = eon_common::scram::read_password(file)
+                .map_err(|e| Error::internal(format!("cannot read {}: {e}", file.display())))?;
+            Some((name.clone(), password))
+        }
+        None => None,
+    };
     let (listener, addr) = eon_common::node::bind(&opts.listen, opts.port).await?;
-    tracing::info!(%addr, "meta serving");
-    eon_common::node::announce_ready(&[("grpc", addr.to_string())]);
-    let service = std::sync::Arc::new(service);
+    let (id, members) = if opts.peers.is_empty() {
+        (1, BTreeMap::from([(1, addr.to_string())]))
+    } else {
+        if !opts.peers.contains_key(&opts.replica) {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("replica {} is not among the peers", opts.replica),
+            ));
+        }
+        (opts.replica, opts.peers.clone())
+    };
+    let service = MetaService::start(&ReplicaOptions {
+        dir: opts.dir.clone(),
+        id,
+        members,
+        admin,
+    })
+    .await?;
+    tracing::info!(%addr, replica = id, "meta serving");
     let metrics = service.clone();
-    tonic::transport::Server::builder()
+    let raft = service.raft_service();
+    let meta = eon_common::node::guarded(replication::LeaderOnly::new(
+        MetaServer::from_arc(service.clone()),
+        service.clone(),
+    ));
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(eon_common::node::metrics_routes(move || {
             metrics.stats_snapshot()
         }))
-        .add_service(eon_common::node::guarded(MetaServer::from_arc(service)))
+        .add_service(meta)
+        .add_service(eon_common::node::guarded(raft))
         .serve_with_incoming_shutdown(
             eon_common::node::incoming(listener),
             eon_common::node::shutdown_signal(),
-        )
-        .await
-        .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;
+        );
+    // Ready once serving: a single replica as soon as it leads; one of
+    // several at once (its peers may not be up yet, and it forwards).
+    let announce = async {
+        if service.repl.members.len() == 1 {
+            service.until_serving(Duration::from_secs(30)).await;
+        }
+        eon_common::node::announce_ready(&[("grpc", addr.to_string())]);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| Error::internal(format!("gRPC server: {e}")))?,
+        _ = announce => {}
+    }
+    service.shutdown().await;
     tracing::info!("meta stopped");
     Ok(())
 }

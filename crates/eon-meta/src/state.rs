@@ -42,6 +42,10 @@ pub struct Persisted {
     /// Enum types (CREATE TYPE … AS ENUM).
     #[prost(message, repeated, tag = "11")]
     pub types: Vec<pb::EnumType>,
+    /// Every node that registered (its latest registration): a new meta
+    /// leader knows them at once, before their next heartbeat reaches it.
+    #[prost(message, repeated, tag = "12")]
+    pub nodes: Vec<pb::NodeInfo>,
 }
 
 impl Persisted {

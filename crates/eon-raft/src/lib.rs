@@ -104,6 +104,9 @@ pub struct Options {
     /// Compact the shared log once it has this many bytes more than what is
     /// live.
     pub compact_bytes: u64,
+    /// The `authorization` header every message carries (eon's cluster
+    /// secret, which the receiving process checks).
+    pub authorization: Option<String>,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             snapshot_every: 10_000,
             keep_behind_snapshot: 1000,
             compact_bytes: 64 << 20,
+            authorization: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Node {
     /// `dir/log`, snapshots in `dir/snapshots`.
     pub fn open(id: NodeId, dir: &Path, options: Options) -> Result<Arc<Node>> {
         let config = Arc::new(options.raft_config()?);
+        let network = network::Network::new(options.authorization.as_deref())?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         let log = log::SharedLog::open(&dir.join("log"), options.compact_bytes)?;
         Ok(Arc::new(Node {
@@ -160,7 +165,7 @@ impl Node {
             config,
             log,
             groups: Default::default(),
-            network: network::Network::default(),
+            network,
         }))
     }
 

@@ -37,12 +37,26 @@ use crate::{GroupId, NodeId, Raft, TypeConfig};
 const MAX_MESSAGE: usize = 256 << 20;
 
 /// Connections to peers, shared by every group of the process.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl Network {
+    pub fn new(authorization: Option<&str>) -> crate::Result<Network> {
+        let authorization = match authorization {
+            Some(a) => Some(a.parse().map_err(|_| {
+                crate::Error::Raft("the authorization header is not printable ASCII".into())
+            })?),
+            None => None,
+        };
+        Ok(Network {
+            channels: Default::default(),
+            authorization,
+        })
+    }
+
     pub fn for_group(&self, group: GroupId) -> GroupNetwork {
         GroupNetwork {
             group,
@@ -78,6 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             group: self.group,
             target,
             channel: self.network.channel(&node.addr).map_err(|e| e.to_string()),
+            authorization: self.network.authorization.clone(),
         }
     }
 }
@@ -87,6 +102,7 @@ pub struct Peer {
     group: GroupId,
     target: NodeId,
     channel: Result<Channel, String>,
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -119,6 +135,9 @@ impl Peer {
             body: body.into(),
         });
         message.set_timeout(option.hard_ttl());
+        if let Some(a) = &self.authorization {
+            message.metadata_mut().insert("authorization", a.clone());
+        }
         let mut client = pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

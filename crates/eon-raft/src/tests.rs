@@ -42,6 +42,7 @@ fn options() -> Options {
         snapshot_every: 50,
         keep_behind_snapshot: 10,
         compact_bytes: 4 << 10,
+        authorization: None,
     }
 }
 

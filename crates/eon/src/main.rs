@@ -84,6 +84,11 @@ enum Command {
         /// Where all data and logs live.
         #[arg(long, default_value = "./eon-data")]
         data_dir: PathBuf,
+        /// Meta's replicas: 1, or 3 to keep the catalog and the timestamp
+        /// oracle up through the loss of one (fixed when the cluster is
+        /// made).
+        #[arg(long = "meta", default_value_t = 1)]
+        meta_replicas: u32,
         #[arg(long, default_value_t = 3)]
         data_engines: u32,
         /// Query engines to start with (and the fewest the balancer keeps).
@@ -212,6 +217,12 @@ enum Command {
         /// start.
         #[arg(long)]
         admin_password_file: Option<PathBuf>,
+        /// This replica's id among `--peers`.
+        #[arg(long, default_value_t = 1)]
+        replica: u64,
+        /// Every meta replica, `id=host:port,…` (none: a single replica).
+        #[arg(long)]
+        peers: Option<String>,
     },
     /// Run a data engine (started by `eon up`).
     DataEngine {
@@ -318,6 +329,23 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `id=host:port,…` → id → host:port.
+fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (id, addr) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("--peers: {entry:?} is not id=host:port"))?;
+            let id = id
+                .parse::<u64>()
+                .map_err(|_| format!("--peers: {id:?} is not a replica id"))?;
+            Ok((id, addr.to_string()))
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Status { .. } | Command::Recipe { .. }) {
@@ -328,6 +356,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Up {
             data_dir,
+            meta_replicas,
             data_engines,
             query_engines,
             max_query_engines,
@@ -344,6 +373,9 @@ fn main() -> ExitCode {
             trust,
             tls,
         } => {
+            if meta_replicas == 0 || meta_replicas == 2 {
+                return fail("--meta must be 1 or at least 3: two replicas stop when either does");
+            }
             if data_engines == 0 || query_engines == 0 {
                 return fail("a cluster needs at least one data engine and one query engine");
             }
@@ -386,6 +418,7 @@ fn main() -> ExitCode {
             let opts = eon_agent::UpOptions {
                 exe,
                 data_dir: data_dir.clone(),
+                meta_replicas,
                 data_engines,
                 query_engines,
                 pg_port,
@@ -424,8 +457,13 @@ fn main() -> ExitCode {
                 let url = c.pg.parse().map(|a| eon_agent::pg_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
                 let rest = c.http.parse().map(|a| eon_agent::rest_url(&a, eon_agent::ADMIN_ROLE, &password, &link)).unwrap_or_default();
                 let cacert = ca_cert.as_ref().map(|ca| format!("--cacert {} ", ca.display())).unwrap_or_default();
+                let meta = if meta_replicas > 1 {
+                    format!("meta ({meta_replicas} replicas)")
+                } else {
+                    "meta".to_string()
+                };
                 println!(
-                    "eon is up in {:.1}s: meta, {data_engines} data engine(s), {query_engines} query engine(s)",
+                    "eon is up in {:.1}s: {meta}, {data_engines} data engine(s), {query_engines} query engine(s)",
                     started.elapsed().as_secs_f64()
                 );
                 println!("  data:     {}", data_dir.display());
@@ -577,13 +615,21 @@ fn main() -> ExitCode {
             listen,
             port,
             admin_password_file,
+            replica,
+            peers,
         } => {
             init_logging(None);
+            let peers = match parse_peers(peers.as_deref().unwrap_or("")) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
             exit(runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
                 dir: data_dir,
                 listen,
                 port,
                 admin: admin_password_file.map(|f| (eon_agent::ADMIN_ROLE.to_string(), f)),
+                replica,
+                peers,
             })))
         }
         Command::DataEngine {
