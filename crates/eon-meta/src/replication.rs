@@ -143,7 +143,12 @@ impl MetaService {
                     if !me.serving() {
                         match me.take_over(admin.as_ref()).await {
                             Ok(()) => tracing::info!(id = me.repl.id, "meta replica leads"),
-                            Err(e) => tracing::warn!("taking over as meta leader failed: {e}"),
+                            Err(e) => {
+                                // Try again while it still leads.
+                                tracing::warn!("taking over as meta leader failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
                         }
                     }
                 } else if me.repl.ready.swap(false, Ordering::AcqRel) {
