@@ -479,14 +479,10 @@ fn meta_replicas(opts: &UpOptions) -> Result<Vec<MetaReplica>, UpError> {
             peers.join(",")
         }
     };
+    let replicas = eon_common::node::parse_replicas(&peers)
+        .map_err(|e| UpError(format!("{} is damaged: {e}", peers_file.display())))?;
     let mut out = Vec::new();
-    for entry in peers.split(',') {
-        let (id, addr) = entry
-            .split_once('=')
-            .ok_or_else(|| UpError(format!("{} is damaged: {entry:?}", peers_file.display())))?;
-        let id: u64 = id
-            .parse()
-            .map_err(|_| UpError(format!("{} is damaged: {entry:?}", peers_file.display())))?;
+    for (id, addr) in replicas {
         let port = addr.rsplit(':').next().unwrap_or("0");
         let mut args = vec![
             "--data-dir".to_string(),

@@ -193,13 +193,8 @@ fn failover(addr: &str) -> Result<Failover> {
     > = std::sync::OnceLock::new();
     let addrs: Vec<&str> = addr.split(',').map(str::trim).collect();
     let replicated = addrs.len() > 1;
-    if replicated
-        && let Some(f) = SHARED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .get(addr)
-    {
+    let mut shared = replicated.then(|| SHARED.get_or_init(Default::default).lock().unwrap());
+    if let Some(f) = shared.as_ref().and_then(|s| s.get(addr)) {
         return Ok(f.clone());
     }
     let replicas = addrs
@@ -225,14 +220,30 @@ fn failover(addr: &str) -> Result<Failover> {
         replicas: replicas.into(),
         current: Default::default(),
     };
-    if replicated {
-        SHARED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .insert(addr.to_string(), failover.clone());
+    if let Some(shared) = shared.as_mut() {
+        shared.insert(addr.to_string(), failover.clone());
     }
     Ok(failover)
+}
+
+/// A list of replicas, `id=host:port,…` (`eon meta --peers`, and the
+/// agent's `meta-peers` file joined by commas) → host:port by id.
+pub fn parse_replicas(
+    text: &str,
+) -> std::result::Result<std::collections::BTreeMap<u64, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (id, addr) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not id=host:port"))?;
+            let id = id
+                .parse::<u64>()
+                .map_err(|_| format!("{id:?} is not a replica id"))?;
+            Ok((id, addr.to_string()))
+        })
+        .collect()
 }
 
 /// A component's gRPC service behind the cluster-secret check.

@@ -1023,8 +1023,8 @@ fn schema_or_public(schema: &str) -> &str {
 }
 
 impl MetaService {
-    /// Answer a request with `f`'s result, counted in the statistics.
-    /// Run a change, and answer once it is committed.
+    /// Answer a request with `f`'s result, counted in the statistics, once
+    /// what `f` changed is committed.
     async fn counted<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Reply<T> {
         let r = self.stats.start();
         let out = f().map_err(Status::from)?;

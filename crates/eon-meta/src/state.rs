@@ -1,6 +1,7 @@
-//! Meta's persistent state, and how it reaches the disk atomically.
+//! Meta's durable state: the state machine of meta's Raft group (see
+//! [`replication`](crate::replication)), and the `meta.pb` file meta kept it
+//! in before replication, read once to seed the group.
 
-use std::io::Write;
 use std::path::Path;
 
 use eon_common::Error;
@@ -57,18 +58,5 @@ impl Persisted {
         let bytes = std::fs::read(&path)?;
         Persisted::decode(bytes.as_slice())
             .map_err(|e| Error::internal(format!("{} is damaged: {e}", path.display())))
-    }
-
-    /// Write to a temporary file, fsync it, rename it over the old one and
-    /// fsync the directory: after a crash the file is either old or new.
-    pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&self.encode_to_vec())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(FILE))?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
     }
 }

@@ -329,23 +329,6 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `id=host:port,…` → id → host:port.
-fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            let (id, addr) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("--peers: {entry:?} is not id=host:port"))?;
-            let id = id
-                .parse::<u64>()
-                .map_err(|_| format!("--peers: {id:?} is not a replica id"))?;
-            Ok((id, addr.to_string()))
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Status { .. } | Command::Recipe { .. }) {
@@ -619,9 +602,9 @@ fn main() -> ExitCode {
             peers,
         } => {
             init_logging(None);
-            let peers = match parse_peers(peers.as_deref().unwrap_or("")) {
+            let peers = match eon_common::node::parse_replicas(peers.as_deref().unwrap_or("")) {
                 Ok(p) => p,
-                Err(e) => return fail(e),
+                Err(e) => return fail(format!("--peers: {e}")),
             };
             exit(runtime().block_on(eon_meta::run(eon_meta::MetaOptions {
                 dir: data_dir,

@@ -436,28 +436,42 @@ fn recipe_check_names_the_field_at_fault() {
     );
 }
 
+/// The statistics counters of each running meta replica that answers
+/// within a second, by instance name.
+async fn meta_counters(
+    cluster: &TestCluster,
+) -> Vec<(String, std::collections::HashMap<String, u64>)> {
+    let mut out = Vec::new();
+    for i in cluster.instances().await.unwrap() {
+        if i.kind != "meta" || i.address.is_empty() {
+            continue;
+        }
+        let Ok(channel) = cluster.channel(&i.address) else {
+            continue;
+        };
+        let stats = tokio::time::timeout(
+            Duration::from_secs(1),
+            eon_proto::v1::meta_client::MetaClient::new(channel)
+                .stats(eon_proto::v1::StatsRequest {}),
+        )
+        .await;
+        if let Ok(Ok(s)) = stats {
+            out.push((i.name, s.into_inner().counters));
+        }
+    }
+    out
+}
+
 /// The meta replica that leads, by instance name.
 async fn meta_leader(cluster: &TestCluster) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        for i in cluster.instances().await.unwrap() {
-            if i.kind != "meta" || i.address.is_empty() {
-                continue;
-            }
-            let Ok(channel) = cluster.channel(&i.address) else {
-                continue;
-            };
-            let stats = tokio::time::timeout(
-                Duration::from_secs(1),
-                eon_proto::v1::meta_client::MetaClient::new(channel)
-                    .stats(eon_proto::v1::StatsRequest {}),
-            )
-            .await;
-            if let Ok(Ok(s)) = stats
-                && s.get_ref().counters.get("raft_leader") == Some(&1)
-            {
-                return i.name;
-            }
+        let leader = meta_counters(cluster)
+            .await
+            .into_iter()
+            .find(|(_, c)| c.get("raft_leader") == Some(&1));
+        if let Some((name, _)) = leader {
+            return name;
         }
         assert!(std::time::Instant::now() < deadline, "no meta leader");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -559,23 +573,11 @@ async fn meta_with_three_replicas_survives_losing_its_leader() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut applied = Vec::new();
-        for i in cluster.instances().await.unwrap() {
-            if i.kind == "meta" && !i.address.is_empty() {
-                let mut meta = eon_proto::v1::meta_client::MetaClient::new(
-                    cluster.channel(&i.address).unwrap(),
-                );
-                if let Ok(s) = meta.stats(eon_proto::v1::StatsRequest {}).await {
-                    applied.push(
-                        s.get_ref()
-                            .counters
-                            .get("raft_applied")
-                            .copied()
-                            .unwrap_or(0),
-                    );
-                }
-            }
-        }
+        let applied: Vec<u64> = meta_counters(&cluster)
+            .await
+            .iter()
+            .map(|(_, c)| c.get("raft_applied").copied().unwrap_or(0))
+            .collect();
         if applied.len() == 3 && applied.iter().all(|a| *a == applied[0]) {
             break;
         }
