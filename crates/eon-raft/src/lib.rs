@@ -29,6 +29,8 @@
 //!   (`proto/eon/v1/raft.proto`) carries openraft's messages, postcard-encoded,
 //!   each tagged with its group. A process serves it once for all its groups;
 //!   connections to each peer are shared by all groups.
+//! - **Shards** ([`shard`]). A replicated shard's group has the data
+//!   engine's store, restricted to that shard, as its state machine.
 //!
 //! [`Node`] ties these together for one process: it opens the shared log,
 //! starts and stops groups, and provides the service to mount beside the
@@ -37,6 +39,7 @@
 pub mod log;
 pub mod machine;
 pub mod network;
+pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -20,6 +20,11 @@
 //!  checkpoint: rotate WAL ──► snapshot the delta to checkpoint.bin ──► delete old log files
 //!  recovery:   open segment files ──► load checkpoint.bin ──► replay the log from its mark (idempotent)
 //! ```
+//!
+//! A shard replicated by a Raft group logs to its group instead of the
+//! WAL, and is rebuilt from the group's snapshot and log rather than from
+//! the checkpoint: see `store/replica.rs` ([`ShardLog`], `Store::apply_entry`,
+//! `Store::save_shard`).
 
 pub mod mvcc;
 pub mod segment;
@@ -28,7 +33,8 @@ pub mod wal;
 
 pub use mvcc::{Ts, TxnId, TxnStatus, WriteKind};
 pub use store::{
-    ChunkEnd, ScanChunk, ShardId, Store, StoreOptions, TxnRecord, WriteMeta, WriteOp, WriteOutcome,
+    ChunkEnd, Proposal, ScanChunk, ShardId, ShardLog, Store, StoreOptions, TxnRecord, WriteMeta,
+    WriteOp, WriteOutcome,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,13 @@ pub enum Error {
     /// A read below the garbage collector's floor.
     #[error("snapshot too old")]
     SnapshotTooOld,
+    /// A replicated shard's write reached a replica that does not lead its
+    /// group (the leader's node id, when known).
+    #[error("not the shard's leader")]
+    NotLeader(Option<u64>),
+    /// A replicated shard's group could not commit the write.
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

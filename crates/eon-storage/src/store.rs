@@ -20,6 +20,9 @@ use crate::segment::{SegVersion, Segment};
 use crate::wal::{self, Wal, frame, read_frames};
 use crate::{Error, Result};
 
+mod replica;
+pub use replica::{Proposal, ShardLog};
+
 /// A shard is identified by its table and its number within the table.
 pub type ShardId = (u64, u32);
 
@@ -356,6 +359,20 @@ pub struct Store {
     pub segments_written: AtomicU64,
     /// Rows read from segment files by scans and lookups.
     pub segment_rows_read: AtomicU64,
+    /// Shards replicated by a Raft group: their records go to the group's
+    /// log, not to `wal` (see [`replica`]).
+    groups: RwLock<HashMap<ShardId, Arc<dyn ShardLog>>>,
+    /// This opening of the store: tells its own proposals from others'.
+    origin: u64,
+    next_token: AtomicU64,
+    /// Proposals of writes staged here ahead of their entry: token →
+    /// whether the entry was applied here yet.
+    in_flight: Mutex<HashMap<u64, bool>>,
+    /// Applying an entry and undoing a failed proposal exclude each other.
+    apply_lock: Mutex<()>,
+    /// The replicated shard whose group keeps a transaction's record
+    /// (records kept by the engine's own log are not listed).
+    homes: Mutex<HashMap<TxnId, ShardId>>,
 }
 
 impl Store {
@@ -523,6 +540,12 @@ impl Store {
             flush_lock: Mutex::new(()),
             segments_written: AtomicU64::new(0),
             segment_rows_read: AtomicU64::new(0),
+            groups: RwLock::new(HashMap::new()),
+            origin: eon_common::unix_us(),
+            next_token: AtomicU64::new(1),
+            in_flight: Mutex::new(HashMap::new()),
+            apply_lock: Mutex::new(()),
+            homes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -692,6 +715,24 @@ impl Store {
         // at the timestamp chosen here, so no reader may push it meanwhile.
         let anchor = if one_phase { 0 } else { anchor };
         let record = is_anchor && !one_phase && self.record(txn).is_none();
+        // Shards replicated by a group log their part of the write there.
+        // Only one log can make a one-phase write atomic.
+        let mut replicated: Vec<ShardId> = ops
+            .iter()
+            .map(|o| o.shard)
+            .filter(|s| self.is_replicated(*s))
+            .collect();
+        replicated.sort();
+        replicated.dedup();
+        let local = ops.iter().any(|o| !replicated.contains(&o.shard));
+        if one_phase && !replicated.is_empty() && (replicated.len() > 1 || local) {
+            return Err(Error::Replication(
+                "a one-phase write must stay within one replicated shard".into(),
+            ));
+        }
+        // The transaction's record, if it starts here, goes with the first
+        // replicated shard, else into the engine's log.
+        let home = replicated.first().copied();
         let (outcomes, staged, min_commit_ts) = match self.stage(meta, anchor, &ops) {
             Ok(staged) => staged,
             Err(e) => {
@@ -707,48 +748,112 @@ impl Store {
                         record,
                         seq,
                     };
-                    self.wal.append(&log).await?;
-                    self.set_record(txn, TxnStatus::Pending, true);
+                    match home {
+                        Some(shard) => self.propose(shard, log, None).await?,
+                        None => {
+                            self.wal.append(&log).await?;
+                            self.set_record(txn, TxnStatus::Pending, true);
+                        }
+                    }
                 }
                 return Err(e);
             }
         };
-        let shards = group_writes(&staged);
-        let log = if one_phase {
-            Record::Apply {
-                txn,
-                commit_ts: min_commit_ts,
-                shards,
-            }
-        } else {
-            Record::Prepare {
-                txn,
-                min_commit_ts,
-                shards,
-                anchor,
-                record,
-                seq,
-            }
-        };
-        // A staged write is logged without waiting for the disk: if a crash
-        // of the machine loses it, the engine comes back as a new
-        // incarnation, and the coordinator's Finalize (or one-step Commit),
-        // which names the incarnation that took the writes, is refused —
-        // the transaction aborts instead of committing without them. Both
-        // of those are synced, and with them everything logged before.
-        let logged = if one_phase {
-            self.wal.append(&log).await
-        } else {
-            self.wal.append_unsynced(&log).await
-        };
-        if let Err(e) = logged {
-            self.resolve(txn, &staged, None);
-            return Err(e);
+        let mut local_writes = Vec::new();
+        let mut group_writes_: BTreeMap<ShardId, Vec<ShardWrites>> = BTreeMap::new();
+        if let (true, Some(home)) = (record, home) {
+            group_writes_.entry(home).or_default();
         }
+        for sw in group_writes(&staged) {
+            let id = (sw.table, sw.shard);
+            if replicated.contains(&id) {
+                group_writes_.entry(id).or_default().push(sw);
+            } else {
+                local_writes.push(sw);
+            }
+        }
+        if !local_writes.is_empty() || replicated.is_empty() {
+            let log = if one_phase {
+                Record::Apply {
+                    txn,
+                    commit_ts: min_commit_ts,
+                    shards: local_writes,
+                }
+            } else {
+                Record::Prepare {
+                    txn,
+                    min_commit_ts,
+                    shards: local_writes,
+                    anchor,
+                    record: record && home.is_none(),
+                    seq,
+                }
+            };
+            // A staged write is logged without waiting for the disk: if a
+            // crash of the machine loses it, the engine comes back as a new
+            // incarnation, and the coordinator's Finalize (or one-step
+            // Commit), which names the incarnation that took the writes, is
+            // refused — the transaction aborts instead of committing without
+            // them. Both of those are synced, and with them everything
+            // logged before.
+            let logged = if one_phase {
+                self.wal.append(&log).await
+            } else {
+                self.wal.append_unsynced(&log).await
+            };
+            if let Err(e) = logged {
+                self.resolve(txn, &staged, None);
+                return Err(e);
+            }
+        }
+        // Each group's part: applying the entry registers its intents and
+        // record on every replica, this one included; a part whose proposal
+        // fails is undone here.
+        let parts: Vec<(ShardId, Record, Vec<(ShardId, Key)>)> = group_writes_
+            .into_iter()
+            .map(|(shard, writes)| {
+                let keys: Vec<(ShardId, Key)> = writes
+                    .iter()
+                    .flat_map(|w| w.writes.iter().map(|k| (shard, k.key.clone())))
+                    .collect();
+                let log = if one_phase {
+                    Record::Apply {
+                        txn,
+                        commit_ts: min_commit_ts,
+                        shards: writes,
+                    }
+                } else {
+                    Record::Prepare {
+                        txn,
+                        min_commit_ts,
+                        shards: writes,
+                        anchor,
+                        record: record && Some(shard) == home,
+                        seq,
+                    }
+                };
+                (shard, log, keys)
+            })
+            .collect();
+        let mut logs = Vec::with_capacity(parts.len());
+        let mut undos = Vec::with_capacity(parts.len());
+        for (shard, log, keys) in parts {
+            logs.push((shard, log));
+            undos.push(move || self.resolve(txn, &keys, None));
+        }
+        let proposed: Result<()> = futures::future::join_all(
+            logs.into_iter()
+                .zip(&undos)
+                .map(|((shard, log), undo)| self.propose(shard, log, Some(undo))),
+        )
+        .await
+        .into_iter()
+        .collect();
         if one_phase {
+            proposed?;
             self.resolve(txn, &staged, Some(min_commit_ts));
         } else {
-            if record {
+            if record && home.is_none() {
                 self.records.lock().unwrap().insert(
                     txn,
                     TxnRecord {
@@ -757,17 +862,27 @@ impl Store {
                     },
                 );
             }
-            self.prepared
-                .lock()
-                .unwrap()
-                .entry(txn)
-                .or_insert_with(|| Staged {
-                    keys: vec![],
-                    anchor,
-                    since: std::time::Instant::now(),
-                })
-                .keys
-                .extend(staged.into_iter().map(|(s, k, _)| (s, k)));
+            let local_keys: Vec<(ShardId, Key)> = staged
+                .into_iter()
+                .filter(|(s, _, _)| !replicated.contains(s))
+                .map(|(s, k, _)| (s, k))
+                .collect();
+            if !local_keys.is_empty() || replicated.is_empty() {
+                self.prepared
+                    .lock()
+                    .unwrap()
+                    .entry(txn)
+                    .or_insert_with(|| Staged {
+                        keys: vec![],
+                        anchor,
+                        since: std::time::Instant::now(),
+                    })
+                    .keys
+                    .extend(local_keys);
+            }
+            // Parts staged in other groups stay staged: the coordinator
+            // aborts the transaction.
+            proposed?;
         }
         Ok(WriteOutcome {
             ops: outcomes,
@@ -945,7 +1060,18 @@ impl Store {
     pub async fn finalize(&self, txn: TxnId) -> Result<Ts> {
         let _cp = self.checkpoint_lock.read().await;
         let min = self.freeze(txn)?;
-        self.wal.append(&Record::Freeze { txn }).await?;
+        let keys = self
+            .prepared
+            .lock()
+            .unwrap()
+            .get(&txn)
+            .map(|s| s.keys.clone())
+            .unwrap_or_default();
+        let (local, groups) = self.split_logs(&keys);
+        if local || groups.is_empty() {
+            self.wal.append(&Record::Freeze { txn }).await?;
+        }
+        self.propose_each(groups, || Record::Freeze { txn }).await?;
         Ok(min)
     }
 
@@ -1013,13 +1139,48 @@ impl Store {
         } else {
             commit_ts
         };
-        let record = Record::Commit { txn, commit_ts };
-        if sync {
-            self.wal.append(&record).await?
-        } else {
-            self.wal.append_unsynced(&record).await?
+        let (local, groups) = self.split_logs(&keys);
+        if sync && !groups.is_empty() && (groups.len() > 1 || local) {
+            // Deciding here, for several logs: the transaction's record is
+            // the commit point (the engine's own log comes first below when
+            // it keeps the record).
+            let home = self.homes.lock().unwrap().get(&txn).copied();
+            match home {
+                Some(home) => {
+                    self.propose(
+                        home,
+                        Record::TxnEnd {
+                            txn,
+                            status: TxnStatus::Committed(commit_ts),
+                        },
+                        None,
+                    )
+                    .await?
+                }
+                None if local && self.record(txn).is_some() => {}
+                None => {
+                    return Err(Error::Replication(
+                        "a one-step commit across replicated shards needs the transaction's record"
+                            .into(),
+                    ));
+                }
+            }
         }
-        self.resolve(txn, &keys, Some(commit_ts));
+        if local || groups.is_empty() {
+            let record = Record::Commit { txn, commit_ts };
+            if sync {
+                self.wal.append(&record).await?
+            } else {
+                self.wal.append_unsynced(&record).await?
+            }
+            let keys: Vec<(ShardId, Key)> = keys
+                .into_iter()
+                .filter(|(s, _)| !groups.contains(s))
+                .collect();
+            self.resolve(txn, &keys, Some(commit_ts));
+        }
+        self.propose_each(groups, || Record::Commit { txn, commit_ts })
+            .await?;
         self.prepared.lock().unwrap().remove(&txn);
         // Again, for those waiting on the transaction rather than a key.
         self.resolved.notify_waiters();
@@ -1039,20 +1200,23 @@ impl Store {
             // Nothing staged here, but perhaps the record (every write here
             // was refused).
             if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Pending) {
-                self.wal
-                    .append(&Record::TxnEnd {
-                        txn,
-                        status: TxnStatus::Aborted,
-                    })
-                    .await?;
+                self.log_txn_end(txn, TxnStatus::Aborted).await?;
                 self.set_record(txn, TxnStatus::Aborted, false);
             }
             return Ok(());
         };
-        // Unsynced: if lost, the intents come back and are resolved by the
-        // transaction's record (aborted, or never committed).
-        self.wal.append_unsynced(&Record::Abort { txn }).await?;
-        self.resolve(txn, &keys, None);
+        let (local, groups) = self.split_logs(&keys);
+        if local || groups.is_empty() {
+            // Unsynced: if lost, the intents come back and are resolved by
+            // the transaction's record (aborted, or never committed).
+            self.wal.append_unsynced(&Record::Abort { txn }).await?;
+            let keys: Vec<(ShardId, Key)> = keys
+                .into_iter()
+                .filter(|(s, _)| !groups.contains(s))
+                .collect();
+            self.resolve(txn, &keys, None);
+        }
+        self.propose_each(groups, || Record::Abort { txn }).await?;
         self.prepared.lock().unwrap().remove(&txn);
         self.resolved.notify_waiters();
         self.set_record(txn, TxnStatus::Aborted, false);
@@ -1072,16 +1236,25 @@ impl Store {
             .get(&txn)
             .map(|s| s.keys.clone());
         let Some(keys) = keys else { return Ok(()) };
-        self.wal.append(&Record::RollbackTo { txn, seq }).await?;
-        self.with_keys_by_shard(&keys, |data, key| {
-            if data
-                .rows
-                .get_mut(key)
-                .is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty())
-            {
-                data.rows.remove(key);
-            }
-        });
+        let (local, groups) = self.split_logs(&keys);
+        if local || groups.is_empty() {
+            self.wal.append(&Record::RollbackTo { txn, seq }).await?;
+            let keys: Vec<(ShardId, Key)> = keys
+                .into_iter()
+                .filter(|(s, _)| !groups.contains(s))
+                .collect();
+            self.with_keys_by_shard(&keys, |data, key| {
+                if data
+                    .rows
+                    .get_mut(key)
+                    .is_some_and(|v| v.rollback_to(txn, seq) && v.committed.is_empty())
+                {
+                    data.rows.remove(key);
+                }
+            });
+        }
+        self.propose_each(groups, || Record::RollbackTo { txn, seq })
+            .await?;
         self.resolved.notify_waiters();
         Ok(())
     }
@@ -1126,14 +1299,38 @@ impl Store {
             Some(s @ (TxnStatus::Committed(_) | TxnStatus::Aborted)) => return Ok(s),
             _ => {}
         }
-        self.wal
-            .append(&Record::TxnEnd {
-                txn,
-                status: wanted,
-            })
-            .await?;
+        self.log_txn_end(txn, wanted).await?;
         self.set_record(txn, wanted, true);
         Ok(wanted)
+    }
+
+    /// Log a final status of a transaction's record where the record is
+    /// kept: its shard's group, or the engine's log.
+    async fn log_txn_end(&self, txn: TxnId, status: TxnStatus) -> Result<()> {
+        let home = self.homes.lock().unwrap().get(&txn).copied();
+        let record = Record::TxnEnd { txn, status };
+        match home {
+            Some(shard) => self.propose(shard, record, None).await,
+            None => self.wal.append(&record).await,
+        }
+    }
+
+    /// Whether any of `keys` is in a shard logged by the engine's log, and
+    /// the replicated shards among them.
+    fn split_logs(&self, keys: &[(ShardId, Key)]) -> (bool, Vec<ShardId>) {
+        let groups = self.groups.read().unwrap();
+        let mut local = false;
+        let mut replicated = Vec::new();
+        for (shard, _) in keys {
+            if groups.contains_key(shard) {
+                if !replicated.contains(shard) {
+                    replicated.push(*shard);
+                }
+            } else {
+                local = true;
+            }
+        }
+        (local, replicated)
     }
 
     /// The status of a transaction anchored here. With `stale_after`, a
@@ -1208,12 +1405,22 @@ impl Store {
     /// Forget every shard of a table.
     pub async fn drop_table(&self, table: u64) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
+        let groups: Vec<ShardId> = self
+            .groups
+            .read()
+            .unwrap()
+            .keys()
+            .filter(|(t, _)| *t == table)
+            .copied()
+            .collect();
+        self.propose_each(groups.clone(), || Record::DropTable { table })
+            .await?;
         self.wal.append(&Record::DropTable { table }).await?;
         let removed: Vec<Arc<Shard>> = {
             let mut shards = self.shards.write().unwrap();
             let ids: Vec<ShardId> = shards
                 .keys()
-                .filter(|(t, _)| *t == table)
+                .filter(|id| id.0 == table && !groups.contains(id))
                 .copied()
                 .collect();
             ids.iter().filter_map(|id| shards.remove(id)).collect()
@@ -1664,7 +1871,15 @@ impl Store {
         };
         self.gc();
         let gc_floor = self.gc_floor.load(Ordering::SeqCst);
-        let ids: Vec<ShardId> = self.shards.read().unwrap().keys().copied().collect();
+        // Replicated shards are in their groups' logs and snapshots.
+        let ids: Vec<ShardId> = self
+            .shards
+            .read()
+            .unwrap()
+            .keys()
+            .copied()
+            .filter(|id| !self.is_replicated(*id))
+            .collect();
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let mut w = BufWriter::new(File::create(&tmp)?);
         write_one(
@@ -1718,11 +1933,17 @@ impl Store {
         // enough that an intent somewhere may ask about them.
         let records: Vec<(TxnId, TxnRecord)> = {
             let now = eon_common::unix_ms();
+            let mut homes = self.homes.lock().unwrap();
             let mut records = self.records.lock().unwrap();
             records.retain(|_, r| {
                 r.status == TxnStatus::Pending || now - r.touched_ms < RECORD_RETENTION_MS
             });
-            records.iter().map(|(t, r)| (*t, *r)).collect()
+            homes.retain(|t, _| records.contains_key(t));
+            records
+                .iter()
+                .filter(|(t, _)| !homes.contains_key(t))
+                .map(|(t, r)| (*t, *r))
+                .collect()
         };
         write_one(&mut w, &CheckpointFrame::Records(records))?;
         let file = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
