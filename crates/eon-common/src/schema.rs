@@ -244,6 +244,8 @@ impl TableDef {
             partition_of: None,
             distribution_columns: 0,
             colocated_with: 0,
+            replicas: vec![],
+            replication: 0,
         }
     }
 

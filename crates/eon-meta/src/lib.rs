@@ -34,6 +34,7 @@
 //! three: a change is answered once a majority of replicas has it on disk,
 //! and a restarted replica comes back with every table.
 
+mod placement;
 pub mod replication;
 mod roles;
 mod state;
@@ -268,19 +269,38 @@ impl MetaService {
         Ok(start)
     }
 
-    fn up_data_engines(inner: &Inner) -> Vec<u64> {
+    fn up_data_engines(inner: &Inner) -> Vec<placement::Engine> {
         let now = unix_ms();
-        let mut ids: Vec<u64> = inner
+        let mut engines: Vec<placement::Engine> = inner
             .nodes
             .values()
             .filter(|(n, seen)| {
                 n.kind == pb::NodeKind::DataEngine as i32
                     && now - seen <= NODE_TIMEOUT.as_millis() as i64
             })
-            .map(|(n, _)| n.id)
+            .map(|(n, _)| placement::Engine {
+                id: n.id,
+                host: placement::host_of(&n.grpc_address),
+            })
             .collect();
-        ids.sort();
-        ids
+        engines.sort_by_key(|e| e.id);
+        engines
+    }
+
+    /// How many copies of each shard a new table gets: what it asks for
+    /// (at most the engines up), else the default.
+    fn replication(asked: u32, engines: usize) -> Result<u32, Error> {
+        match asked {
+            0 => Ok(placement::default_replication(engines)),
+            n if n as usize > engines => Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "replication = {n} needs {n} data engines, and {engines} {} up",
+                    if engines == 1 { "is" } else { "are" }
+                ),
+            )),
+            n => Ok(n),
+        }
     }
 
     fn create_table(&self, req: pb::CreateTableRequest) -> Result<pb::CreateTableResponse, Error> {
@@ -387,17 +407,23 @@ impl MetaService {
                     })?;
                 table.shard_count = other.shard_count;
                 table.placement = other.placement.clone();
+                table.replicas = other.replicas.clone();
+                table.replication = other.replication;
             } else {
                 // Start each table at a different engine so small tables
                 // spread too.
-                let offset = table.id as usize;
-                table.placement = (0..table.shard_count as usize)
-                    .map(|i| engines[(i + offset) % engines.len()])
-                    .collect();
+                let factor = Self::replication(table.replication, engines.len())?;
+                (table.placement, table.replicas) = placement::place(
+                    table.shard_count as usize,
+                    factor as usize,
+                    &engines,
+                    table.id as usize,
+                );
             }
+            let factor = table.replicas.first().map_or(1, |r| r.engines.len() as u32);
             let (schema, shards) = (table.schema.clone(), table.shard_count);
             for ix in &mut table.indexes {
-                Self::place_index(&mut inner, &schema, ix, shards, &engines)?;
+                Self::place_index(&mut inner, &schema, ix, shards, factor, &engines)?;
             }
         }
         inner.persisted.tables.push(table.clone());
@@ -481,7 +507,8 @@ impl MetaService {
         schema: &str,
         ix: &mut pb::Index,
         shard_count: u32,
-        engines: &[u64],
+        factor: u32,
+        engines: &[placement::Engine],
     ) -> Result<(), Error> {
         let storage = ix
             .storage
@@ -495,10 +522,12 @@ impl MetaService {
         storage.name = ix.name.clone();
         storage.index_name = ix.name.clone();
         storage.shard_count = shard_count;
-        let offset = storage.id as usize;
-        storage.placement = (0..storage.shard_count as usize)
-            .map(|i| engines[(i + offset) % engines.len()])
-            .collect();
+        (storage.placement, storage.replicas) = placement::place(
+            shard_count as usize,
+            factor.clamp(1, engines.len() as u32) as usize,
+            engines,
+            storage.id as usize,
+        );
         Ok(())
     }
 
@@ -735,6 +764,7 @@ impl MetaService {
             || old.primary_key != table.primary_key
             || old.shard_count != table.shard_count
             || old.placement != table.placement
+            || old.replicas != table.replicas
             || old.schema != table.schema
         {
             return Err(Error::internal(
@@ -1356,12 +1386,17 @@ mod tests {
     }
 
     fn register(meta: &MetaService, id: u64) {
+        register_on(meta, id, "127.0.0.1");
+    }
+
+    fn register_on(meta: &MetaService, id: u64, host: &str) {
         meta.inner.lock().unwrap().nodes.insert(
             (pb::NodeKind::DataEngine as i32, id),
             (
                 pb::NodeInfo {
                     kind: pb::NodeKind::DataEngine as i32,
                     id,
+                    grpc_address: format!("{host}:{}", 5000 + id),
                     ..Default::default()
                 },
                 unix_ms(),
@@ -1511,6 +1546,60 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn shards_get_copies_on_different_hosts_and_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path()).await;
+        let create = |t: pb::Table| {
+            meta.create_table(pb::CreateTableRequest {
+                table: Some(t),
+                if_not_exists: false,
+                restore: false,
+                sequences: vec![],
+                replaces: 0,
+            })
+        };
+        register_on(&meta, 1, "10.0.0.1");
+        register_on(&meta, 2, "10.0.0.1");
+        // Two engines: one copy by default, and three cannot be had.
+        let one = create(table("one")).unwrap().table.unwrap();
+        assert!(one.replicas.iter().all(|r| r.engines.len() == 1));
+        let mut three = table("three");
+        three.replication = 3;
+        let refused = create(three.clone()).unwrap_err();
+        assert_eq!(refused.code, sqlstate::INVALID_PARAMETER_VALUE);
+        assert!(
+            refused.message.contains("needs 3 data engines"),
+            "{refused:?}"
+        );
+        // A third engine on another host: three copies by default, on both
+        // hosts, each shard's engine first.
+        register_on(&meta, 3, "10.0.0.2");
+        let mut t = table("t");
+        t.indexes.push(pb::Index {
+            name: "t_id_key".into(),
+            columns: vec![0],
+            unique: true,
+            constraint: true,
+            storage: Some(table("")),
+        });
+        let t = create(t).unwrap().table.unwrap();
+        assert_eq!(t.replicas.len(), t.shard_count as usize);
+        for (i, r) in t.replicas.iter().enumerate() {
+            assert_eq!(r.engines[0], t.placement[i]);
+            let mut ids = r.engines.clone();
+            ids.sort();
+            assert_eq!(ids, vec![1, 2, 3]);
+        }
+        let storage = t.indexes[0].storage.as_ref().unwrap();
+        assert!(storage.replicas.iter().all(|r| r.engines.len() == 3));
+        // Asked for one copy: one.
+        let mut single = table("single");
+        single.replication = 1;
+        let single = create(single).unwrap().table.unwrap();
+        assert!(single.replicas.iter().all(|r| r.engines.len() == 1));
     }
 }
 

@@ -338,6 +338,7 @@ async fn rewrite(
     // bound over): a partitioned table must not see its rows twice.
     def.partition_of = None;
     def.placement = vec![];
+    def.replicas = vec![];
     def.owner = table.proto().owner.clone();
     def.grants = vec![];
     def.shard_count = table.shard_count;

@@ -439,6 +439,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     let mut shards_given = false;
     let mut distribute_by = None;
     let mut colocate_with = None;
+    let mut replication = 0;
     let options = match &ct.table_options {
         CreateTableOptions::With(o)
         | CreateTableOptions::Options(o)
@@ -466,6 +467,18 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
                     )
                 })?;
                 shards_given = true;
+            }
+            SqlOption::KeyValue { key, value } if ident(key) == "replication" => {
+                replication = option_text(value)
+                    .parse()
+                    .ok()
+                    .filter(|n: &u32| (1..=7).contains(n))
+                    .ok_or_else(|| {
+                        Error::user(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            "replication must be an integer from 1 to 7",
+                        )
+                    })?;
             }
             SqlOption::KeyValue { key, value } if ident(key) == "distribute_by" => {
                 distribute_by = Some(option_text(value));
@@ -630,6 +643,7 @@ pub async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output>
     table.partition_of = partition_of;
     table.distribution_columns = distribution.unwrap_or(0) as u32;
     table.colocated_with = colocated_with;
+    table.replication = replication;
     if let Some(key) = partition_key {
         let mut probe = table.clone();
         probe.placement = vec![0; probe.shard_count as usize];

@@ -1,0 +1,134 @@
+//! Where a table's shards live: the engine of each shard
+//! (`Table.placement`) and the engines keeping its copies
+//! (`Table.replicas`).
+//!
+//! A shard's copies must not fail together. A host (a machine, or a
+//! network namespace standing for one) fails as a whole, so copies go to
+//! different hosts first; when there are fewer hosts than copies, the rest
+//! go to different data engines on hosts already used, so that losing one
+//! engine still leaves a majority. A data engine's host is the host part of
+//! the address it registered.
+//!
+//! The first copy is the shard's `placement` engine (its preferred leader),
+//! which rotates with the shard number and the table id so that leaders,
+//! and so load, spread over the engines. Later copies are the next engines
+//! in that rotation that are on hosts not used yet, then any not used yet.
+
+use eon_proto::v1 as pb;
+
+/// Copies per shard when the table does not say: 3 once at least 3 data
+/// engines are up (a majority survives losing one), else 1.
+pub fn default_replication(engines: usize) -> u32 {
+    if engines >= 3 { 3 } else { 1 }
+}
+
+/// An up data engine: its id and its host.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub id: u64,
+    pub host: String,
+}
+
+/// The host part of `host:port` (an IPv6 address may be bracketed).
+pub fn host_of(address: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']').into(),
+        None => address.into(),
+    }
+}
+
+/// Place `shards` shards, `factor` copies each, over `engines` (sorted by
+/// id, at least `factor` of them), starting the rotation at `offset`.
+/// Returns each shard's engine and its copies (that engine first).
+pub fn place(
+    shards: usize,
+    factor: usize,
+    engines: &[Engine],
+    offset: usize,
+) -> (Vec<u64>, Vec<pb::ShardReplicas>) {
+    let mut placement = Vec::with_capacity(shards);
+    let mut replicas = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let start = (i + offset) % engines.len();
+        let rotation = || (0..engines.len()).map(|k| &engines[(start + k) % engines.len()]);
+        let mut chosen: Vec<&Engine> = Vec::with_capacity(factor);
+        for e in rotation() {
+            if chosen.len() < factor && chosen.iter().all(|c| c.host != e.host) {
+                chosen.push(e);
+            }
+        }
+        for e in rotation() {
+            if chosen.len() < factor && chosen.iter().all(|c| c.id != e.id) {
+                chosen.push(e);
+            }
+        }
+        placement.push(chosen[0].id);
+        replicas.push(pb::ShardReplicas {
+            engines: chosen.iter().map(|e| e.id).collect(),
+        });
+    }
+    (placement, replicas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engines(hosts: &[&str]) -> Vec<Engine> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Engine {
+                id: i as u64 + 1,
+                host: h.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copies_go_to_different_hosts_first_then_different_engines() {
+        // Four engines on two hosts: three copies need both hosts and a
+        // second engine on one of them.
+        let es = engines(&["a", "a", "b", "b"]);
+        let (placement, replicas) = place(8, 3, &es, 0);
+        for (i, r) in replicas.iter().enumerate() {
+            assert_eq!(r.engines[0], placement[i]);
+            let mut ids = r.engines.clone();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 3, "{r:?}");
+            let hosts: std::collections::BTreeSet<&str> = r
+                .engines
+                .iter()
+                .map(|id| es[*id as usize - 1].host.as_str())
+                .collect();
+            assert_eq!(hosts.len(), 2, "{r:?}");
+        }
+        // Leaders rotate over every engine.
+        let mut leaders = placement.clone();
+        leaders.sort();
+        leaders.dedup();
+        assert_eq!(leaders, vec![1, 2, 3, 4]);
+
+        // Three hosts, one engine each: one copy per host.
+        let es = engines(&["a", "b", "c"]);
+        let (_, replicas) = place(3, 3, &es, 5);
+        for r in &replicas {
+            let mut ids = r.engines.clone();
+            ids.sort();
+            assert_eq!(ids, vec![1, 2, 3]);
+        }
+        // One copy: just the rotation.
+        let (placement, replicas) = place(4, 1, &es, 1);
+        assert_eq!(placement, vec![2, 3, 1, 2]);
+        assert!(replicas.iter().all(|r| r.engines.len() == 1));
+    }
+
+    #[test]
+    fn hosts_come_from_addresses() {
+        assert_eq!(host_of("10.0.0.7:5000"), "10.0.0.7");
+        assert_eq!(host_of("[::1]:5000"), "::1");
+        assert_eq!(default_replication(2), 1);
+        assert_eq!(default_replication(3), 3);
+    }
+}
