@@ -204,8 +204,14 @@ fn failover(addr: &str) -> Result<Failover> {
                 .map_err(|e| Error::internal(format!("bad address {addr}: {e}")))?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5));
+                // While a request is under way, ping every second: a peer
+                // that is frozen (alive but silent, as a hung machine is)
+                // fails the request within about three seconds, instead of
+                // holding it until the kernel gives up on the connection.
+                // (Not less: a peer busy with a big write may answer a ping
+                // late.)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2));
             // A frozen replica must not hold a request forever: give up on
             // it, so the next request goes to another.
             let endpoint = if replicated {
@@ -333,18 +339,52 @@ pub async fn register(
     }
 }
 
+/// What a heartbeat carries beyond "alive", and what is done with meta's
+/// answer (data engines: their shard leaderships, and the catalog version).
+pub trait HeartbeatExtra: Send + Sync + 'static {
+    fn leading(&self) -> Vec<pb::ShardLeader>;
+    fn answered(&self, response: &pb::HeartbeatResponse);
+    /// Notified when there is news that should not wait for the next beat
+    /// (a leadership taken over).
+    fn news(&self) -> &tokio::sync::Notify;
+}
+
 /// Heartbeat meta every 500 ms for as long as the process runs, registering
 /// again whenever meta does not know the node (meta restarted).
-pub fn spawn_heartbeat(mut meta: MetaClient<Channel>, node: pb::NodeInfo) {
+pub fn spawn_heartbeat(meta: MetaClient<Channel>, node: pb::NodeInfo) {
+    spawn_heartbeat_with(meta, node, None)
+}
+
+/// [`spawn_heartbeat`], with more to say (see [`HeartbeatExtra`]).
+pub fn spawn_heartbeat_with(
+    mut meta: MetaClient<Channel>,
+    node: pb::NodeInfo,
+    extra: Option<std::sync::Arc<dyn HeartbeatExtra>>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            tick.tick().await;
+            match &extra {
+                Some(extra) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = extra.news().notified() => {}
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
             let hb = pb::HeartbeatRequest {
                 kind: node.kind,
                 id: node.id,
+                leading: extra.as_ref().map(|e| e.leading()).unwrap_or_default(),
             };
-            match meta.heartbeat(hb).await {
+            let answer = meta.heartbeat(hb).await;
+            if let (Some(extra), Ok(r)) = (&extra, &answer) {
+                extra.answered(r.get_ref());
+            }
+            match answer {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
                     let _ = meta

@@ -32,6 +32,17 @@ pub fn is_temp_schema(schema: &str) -> bool {
     schema.starts_with(TEMP_SCHEMA_PREFIX)
 }
 
+/// Every data engine holding any of `table`'s shards: where each shard is
+/// placed, and each copy of a replicated shard.
+pub fn engines_of(table: &pb::Table) -> std::collections::BTreeSet<u64> {
+    table
+        .placement
+        .iter()
+        .chain(table.replicas.iter().flat_map(|r| &r.engines))
+        .copied()
+        .collect()
+}
+
 /// Whether `schema` exists without CREATE SCHEMA: `public`, or a session's
 /// temporary schema (which exists while it holds relations).
 pub fn is_implied_schema(schema: &str) -> bool {

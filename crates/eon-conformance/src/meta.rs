@@ -36,6 +36,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
         .heartbeat(pb::HeartbeatRequest {
             kind: fake.kind,
             id: fake.id,
+            leading: vec![],
         })
         .await?
         .into_inner();
@@ -44,6 +45,7 @@ pub async fn meta(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
         .heartbeat(pb::HeartbeatRequest {
             kind: fake.kind,
             id: 900_999,
+            leading: vec![],
         })
         .await?
         .into_inner();

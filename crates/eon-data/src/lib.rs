@@ -33,7 +33,12 @@
 //!
 //! The engine does not keep a copy of the catalog: every request carries the
 //! table definition it was planned against.
+//!
+//! A shard with several copies (`Table.replicas`) is a Raft group; this
+//! engine runs its replicas of such shards ([`replicas`]) and serves a
+//! replicated shard only where it leads its group.
 
+mod replicas;
 mod scan;
 mod service;
 

@@ -17,6 +17,7 @@ use eon_storage::{Store, StoreOptions, TxnStatus, WriteKind, WriteMeta, WriteOp}
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::replicas::Replicas;
 use crate::scan::{IpcSink, ScanCounts, ScanPlan, Sink, run_scan};
 use datafusion::physical_plan::ExecutionPlanProperties;
 use futures::StreamExt;
@@ -58,6 +59,8 @@ pub struct DataEngineService {
     fence_gate: tokio::sync::RwLock<()>,
     /// Scans under way, by table: dropping a table's data waits for them.
     reads: Arc<Reads>,
+    /// This engine's copies of replicated shards.
+    replicas: Arc<Replicas>,
 }
 
 /// How long dropping a table's data waits for the scans under way on it
@@ -125,8 +128,14 @@ impl DataEngineService {
         id: u64,
         store: Arc<Store>,
         peers: Arc<eon_query::cluster::Cluster>,
+        replicas: Arc<Replicas>,
     ) -> Arc<DataEngineService> {
         let stats = Recorder::new("data-engine", id);
+        replicas.count_into(crate::replicas::Counters {
+            replicas: stats.counter("shard_replicas"),
+            leading: stats.counter("shard_leaders"),
+            applied: stats.counter("raft_applied"),
+        });
         Arc::new_cyclic(|me| DataEngineService {
             id,
             me: me.clone(),
@@ -148,6 +157,7 @@ impl DataEngineService {
             fences: Mutex::new(HashMap::new()),
             fence_gate: tokio::sync::RwLock::new(()),
             reads: Arc::default(),
+            replicas,
         })
     }
 
@@ -247,10 +257,18 @@ impl DataEngineService {
         Ok(table)
     }
 
-    /// Every shard a request names must be placed on this engine.
+    /// Every shard a request names must be placed on this engine (or, when
+    /// replicated, have a copy here).
     fn check_placement(&self, table: &TableDef, shard: u32) -> Result<(), Error> {
+        let copies = table
+            .proto()
+            .replicas
+            .get(shard as usize)
+            .map(|r| r.engines.as_slice())
+            .unwrap_or(&[]);
         match table.engine_of(shard) {
             Some(e) if e == self.id => Ok(()),
+            _ if copies.contains(&self.id) => Ok(()),
             other => Err(Error::internal(format!(
                 "shard {shard} of table {} is placed on data engine {other:?}, not on {}",
                 table.name, self.id
@@ -325,6 +343,10 @@ impl DataEngineService {
             tables.push(t);
             ops.push(o);
         }
+        // A replicated shard is written where its group's leader is.
+        for (table, op) in tables.iter().zip(&ops) {
+            self.replicas.serving(table.proto(), op.shard.1).await?;
+        }
         let _gate = self.fence_gate.read().await;
         self.check_fences(&tables)?;
         let result = self
@@ -379,6 +401,7 @@ impl DataEngineService {
                 )));
             }
             Err(eon_storage::Error::Key(e)) => return Err(e),
+            Err(e @ eon_storage::Error::NotLeader(_)) => return Err(storage_error("write", e)),
             Err(eon_storage::Error::MemoryLimit) => {
                 return Err(Error::user(
                     "53200",
@@ -418,6 +441,7 @@ type Reply<T> = Result<Response<T>, Status>;
 /// A scan checked and planned, ready to run (see [`DataEngineService::prepare_scan`]).
 struct PreparedScan {
     store: Arc<Store>,
+    replicas: Arc<Replicas>,
     plan: ScanPlan,
     shards: Vec<u32>,
     read_ts: u64,
@@ -428,6 +452,14 @@ struct PreparedScan {
 
 impl PreparedScan {
     async fn run(self, sink: &mut impl Sink) -> Result<ScanCounts, Error> {
+        // A replicated shard is read where its group's leader is, once the
+        // leadership is confirmed: a deposed leader would answer stale.
+        let table = self.plan.table.proto();
+        for &shard in &self.shards {
+            if let Some(raft) = self.replicas.serving(table, shard).await? {
+                Replicas::confirm(&raft, &table.name, shard).await?;
+            }
+        }
         let result = run_scan(
             &self.store,
             &self.plan,
@@ -495,6 +527,7 @@ impl DataEngineService {
         }
         Ok(PreparedScan {
             store: self.store.clone(),
+            replicas: self.replicas.clone(),
             plan,
             shards: req.shards,
             read_ts: req.read_ts,
@@ -803,7 +836,7 @@ impl DataEngine for DataEngineService {
                 "transaction {t} was aborted on data engine {}",
                 self.id
             )),
-            other => Error::internal(format!("finalize: {other}")),
+            other => storage_error("finalize", other),
         })?;
         r.ok();
         Ok(Response::new(pb::FinalizeResponse { min_commit_ts }))
@@ -835,7 +868,7 @@ impl DataEngine for DataEngineService {
             .store
             .commit(req.txn_id, req.commit_ts)
             .await
-            .map_err(|e| Error::internal(format!("commit: {e}")))?;
+            .map_err(|e| storage_error("commit", e))?;
         r.ok();
         Ok(Response::new(pb::CommitResponse { commit_ts }))
     }
@@ -845,7 +878,7 @@ impl DataEngine for DataEngineService {
         self.store
             .abort(req.into_inner().txn_id)
             .await
-            .map_err(|e| Error::internal(format!("abort: {e}")))?;
+            .map_err(|e| storage_error("abort", e))?;
         r.ok();
         Ok(Response::new(pb::AbortResponse {}))
     }
@@ -859,7 +892,7 @@ impl DataEngine for DataEngineService {
         self.store
             .rollback_to(req.txn_id, req.seq)
             .await
-            .map_err(|e| Error::internal(format!("rollback to: {e}")))?;
+            .map_err(|e| storage_error("rollback to", e))?;
         r.ok();
         Ok(Response::new(pb::RollbackToResponse {}))
     }
@@ -870,7 +903,7 @@ impl DataEngine for DataEngineService {
             .store
             .end_txn(req.txn_id, req.commit.then_some(req.commit_ts))
             .await
-            .map_err(|e| Error::internal(format!("end transaction: {e}")))?;
+            .map_err(|e| storage_error("end transaction", e))?;
         Ok(Response::new(status_reply(status)))
     }
 
@@ -881,7 +914,7 @@ impl DataEngine for DataEngineService {
             .store
             .txn_status(req.txn_id, stale)
             .await
-            .map_err(|e| Error::internal(format!("transaction status: {e}")))?;
+            .map_err(|e| storage_error("transaction status", e))?;
         Ok(Response::new(status_reply(status)))
     }
 
@@ -908,6 +941,7 @@ impl DataEngine for DataEngineService {
         }
         // Nor a scan (see `Reads`).
         self.wait_for_reads(table).await;
+        self.replicas.forget(table).await;
         self.store
             .drop_table(table)
             .await
@@ -1010,6 +1044,20 @@ impl DataEngineService {
             self.store.prepared_txns().len() as u64,
         );
         s
+    }
+}
+
+/// A storage error as the query engine gets it: a replicated shard's
+/// leader that moved (or a group that could not commit) is a serialization
+/// failure, which the query engine retries with the new leaders.
+fn storage_error(what: &str, e: eon_storage::Error) -> Error {
+    match e {
+        eon_storage::Error::NotLeader(_) | eon_storage::Error::Replication(_) => {
+            Error::write_conflict(format!(
+                "could not serialize access: a shard's leader changed during {what} ({e}); retry"
+            ))
+        }
+        other => Error::internal(format!("{what}: {other}")),
     }
 }
 
@@ -1116,6 +1164,9 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     let mut meta = node::meta_client(&opts.meta)?;
     let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     store.set_read_floor(ts);
+    // Replicated shards: their groups' logs and snapshots are under raft/.
+    let replicas = Replicas::open(opts.id, &opts.dir.join("raft"), store.clone(), meta.clone())?;
+    replicas.spawn();
     // The other data engines: shuffles read from them, and leftover
     // intents ask their anchors about their transactions.
     let peers = eon_query::cluster::Cluster::new(
@@ -1151,7 +1202,7 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
                 .map_err(|e| Error::internal(format!("drop: {e}")))?;
         }
     }
-    node::spawn_heartbeat(meta, info);
+    node::spawn_heartbeat_with(meta, info, Some(replicas.clone()));
 
     // Checkpoints keep the log (and so restart time) bounded.
     let cp_store = store.clone();
@@ -1192,7 +1243,7 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         }
     });
 
-    let service = DataEngineService::new(opts.id, store, peers);
+    let service = DataEngineService::new(opts.id, store, peers, replicas.clone());
     tracing::info!(id = opts.id, %addr, "data engine serving");
     node::announce_ready(&[("grpc", addr.to_string())]);
     let metrics = service.clone();
@@ -1202,9 +1253,11 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
         .add_service(node::guarded(
             DataEngineServer::from_arc(service).max_decoding_message_size(256 << 20),
         ))
+        .add_service(node::guarded(replicas.service()))
         .serve_with_incoming_shutdown(node::incoming(listener), node::shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))?;
+    replicas.shutdown().await;
     tracing::info!("data engine stopped");
     Ok(())
 }

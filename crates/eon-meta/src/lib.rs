@@ -89,6 +89,12 @@ struct Inner {
     version: u64,
     /// The newest version a majority of replicas has.
     durable: u64,
+    /// The leader of each replicated shard, as its data engine reported it
+    /// (engine, Raft term). Not replicated: a new meta leader hears the
+    /// leaderships again within a heartbeat.
+    leaders: HashMap<(u64, u32), (u64, u64)>,
+    /// Changes with `leaders` (see GetCatalogResponse.leaders_version).
+    leaders_version: u64,
 }
 
 impl Inner {
@@ -101,6 +107,8 @@ impl Inner {
             nodes: HashMap::new(),
             version: 0,
             durable: 0,
+            leaders: HashMap::new(),
+            leaders_version: unix_ms() as u64,
         };
         inner.reset(persisted);
         inner
@@ -241,11 +249,11 @@ impl MetaService {
 
     /// The next timestamp (see the module docs).
     fn next_ts(&self) -> Result<(u64, u64), Error> {
-        self.next_ts_block(1)
+        self.next_ts_block(1).map(|(ts, catalog, _)| (ts, catalog))
     }
 
     /// Reserve `count` consecutive timestamps; returns the first.
-    fn next_ts_block(&self, count: u64) -> Result<(u64, u64), Error> {
+    fn next_ts_block(&self, count: u64) -> Result<(u64, u64, u64), Error> {
         let mut inner = self.inner.lock().unwrap();
         let ts = (inner.last_ts + 1).max(unix_us());
         let last = ts + count.max(1) - 1;
@@ -254,7 +262,7 @@ impl MetaService {
             self.save(&mut inner)?;
         }
         inner.last_ts = last;
-        Ok((ts, inner.persisted.catalog_version))
+        Ok((ts, inner.persisted.catalog_version, inner.leaders_version))
     }
 
     fn alloc_ids(&self, count: u64) -> Result<u64, Error> {
@@ -763,7 +771,8 @@ impl MetaService {
         if types(&old) != types(&table)
             || old.primary_key != table.primary_key
             || old.shard_count != table.shard_count
-            || old.placement != table.placement
+            // (A replicated table's placement follows its shards' leaders.)
+            || (old.replicas.is_empty() && old.placement != table.placement)
             || old.replicas != table.replicas
             || old.schema != table.schema
         {
@@ -1102,7 +1111,24 @@ impl Meta for MetaService {
             }
             None => false,
         };
-        Ok(Response::new(pb::HeartbeatResponse { known }))
+        let mut changed = false;
+        for l in &req.leading {
+            let now = (req.id, l.term);
+            match inner.leaders.get(&(l.table, l.shard)) {
+                Some(&(engine, term)) if engine == req.id || term > l.term => {}
+                _ => {
+                    inner.leaders.insert((l.table, l.shard), now);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            inner.leaders_version = (inner.leaders_version + 1).max(unix_ms() as u64);
+        }
+        Ok(Response::new(pb::HeartbeatResponse {
+            known,
+            catalog_version: inner.persisted.catalog_version,
+        }))
     }
 
     async fn list_nodes(
@@ -1238,9 +1264,31 @@ impl Meta for MetaService {
         _req: Request<pb::GetCatalogRequest>,
     ) -> Reply<pb::GetCatalogResponse> {
         let inner = self.inner.lock().unwrap();
+        // Route to the shards' leaders: each placement[i] becomes shard i's
+        // current leader, when meta knows one among its replicas.
+        let lead = |t: &mut pb::Table| {
+            for (i, r) in t.replicas.iter().enumerate() {
+                if let Some(&(engine, _)) = inner.leaders.get(&(t.id, i as u32))
+                    && r.engines.contains(&engine)
+                    && let Some(p) = t.placement.get_mut(i)
+                {
+                    *p = engine;
+                }
+            }
+        };
+        let mut tables = inner.persisted.tables.clone();
+        for t in &mut tables {
+            lead(t);
+            for ix in &mut t.indexes {
+                if let Some(s) = ix.storage.as_mut() {
+                    lead(s);
+                }
+            }
+        }
         Ok(Response::new(pb::GetCatalogResponse {
             version: inner.persisted.catalog_version,
-            tables: inner.persisted.tables.clone(),
+            leaders_version: inner.leaders_version,
+            tables,
             sequences: inner.persisted.sequences.clone(),
             roles: inner.persisted.roles.clone(),
             views: inner.persisted.views.clone(),
@@ -1255,12 +1303,14 @@ impl Meta for MetaService {
     ) -> Reply<pb::GetTimestampResponse> {
         let r = self.stats.start();
         let count = req.into_inner().count.clamp(1, 100_000) as u64;
-        let (ts, catalog_version) = self.next_ts_block(count).map_err(Status::from)?;
+        let (ts, catalog_version, leaders_version) =
+            self.next_ts_block(count).map_err(Status::from)?;
         self.commit().await.map_err(Status::from)?;
         r.ok();
         Ok(Response::new(pb::GetTimestampResponse {
             ts,
             catalog_version,
+            leaders_version,
         }))
     }
 
@@ -1574,10 +1624,11 @@ mod tests {
             refused.message.contains("needs 3 data engines"),
             "{refused:?}"
         );
-        // A third engine on another host: three copies by default, on both
-        // hosts, each shard's engine first.
+        // A third engine on another host: three copies, on both hosts, each
+        // shard's engine first.
         register_on(&meta, 3, "10.0.0.2");
         let mut t = table("t");
+        t.replication = 3;
         t.indexes.push(pb::Index {
             name: "t_id_key".into(),
             columns: vec![0],

@@ -918,11 +918,9 @@ async fn fence_request(
     lease: Duration,
     wait: Duration,
 ) -> Result<BTreeMap<u64, u64>> {
+    // Every copy: a replicated shard's leader may move while it holds.
     let mut epochs = BTreeMap::new();
-    for &engine in &table.placement {
-        if epochs.contains_key(&engine) {
-            continue;
-        }
+    for engine in eon_common::schema::engines_of(table.proto()) {
         let request = pb::FenceTableRequest {
             table_id: table.id,
             lease_ms: lease.as_millis() as u64,

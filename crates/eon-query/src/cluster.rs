@@ -41,6 +41,9 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 #[derive(Default)]
 struct CatalogCache {
     version: u64,
+    /// Meta's leaders_version when fetched: tables' placements name their
+    /// shards' leaders as of then.
+    leaders_version: u64,
     by_name: HashMap<(String, String), Arc<TableDef>>,
     sequences: Vec<pb::Sequence>,
     roles: Vec<pb::Role>,
@@ -49,7 +52,7 @@ struct CatalogCache {
     types: Vec<pb::EnumType>,
 }
 
-type TsReply = tokio::sync::oneshot::Sender<Result<(u64, u64)>>;
+type TsReply = tokio::sync::oneshot::Sender<Result<(u64, (u64, u64))>>;
 
 /// Statements waiting for a timestamp, and whether a request is in flight.
 #[derive(Default)]
@@ -106,7 +109,11 @@ impl Cluster {
         let (ts, version) = rx
             .await
             .map_err(|_| Error::internal("timestamp request dropped"))??;
-        if version != self.catalog.read().unwrap().version {
+        let stale = {
+            let cache = self.catalog.read().unwrap();
+            version != (cache.version, cache.leaders_version)
+        };
+        if stale {
             self.refresh_catalog().await?;
         }
         Ok(ts)
@@ -132,7 +139,13 @@ impl Cluster {
                 .map_err(meta_err);
             for (i, tx) in batch.into_iter().enumerate() {
                 let _ = tx.send(match &r {
-                    Ok(resp) => Ok((resp.get_ref().ts + i as u64, resp.get_ref().catalog_version)),
+                    Ok(resp) => Ok((
+                        resp.get_ref().ts + i as u64,
+                        (
+                            resp.get_ref().catalog_version,
+                            resp.get_ref().leaders_version,
+                        ),
+                    )),
                     Err(e) => Err(e.clone()),
                 });
             }
@@ -155,6 +168,7 @@ impl Cluster {
         if r.version >= cache.version {
             *cache = CatalogCache {
                 version: r.version,
+                leaders_version: r.leaders_version,
                 by_name,
                 sequences: r.sequences,
                 roles: r.roles,
@@ -366,10 +380,14 @@ impl Cluster {
             match attempt {
                 // Out of memory is the request's own doing, not the
                 // engine's absence.
+                // (An engine that took the request and then went silent —
+                // frozen, or cut off — is not tried again: the caller may
+                // find the data elsewhere sooner.)
                 Err(e)
                     if e.kind == eon_common::ErrorKind::Unavailable
                         && e.code != eon_common::error::sqlstate::OUT_OF_MEMORY
                         && (idempotent || e.message.contains("connect"))
+                        && !e.message.contains("http2 error")
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1113,8 +1113,7 @@ pub(crate) async fn forget_data(cluster: &Cluster, table: &pb::Table) {
 }
 
 async fn forget_shards(cluster: &Cluster, table: &pb::Table) {
-    let engines: BTreeSet<u64> = table.placement.iter().copied().collect();
-    for engine in engines {
+    for engine in eon_common::schema::engines_of(table) {
         let id = table.id;
         let r = cluster
             .with_engine(engine, Duration::from_secs(3), true, |mut c| async move {

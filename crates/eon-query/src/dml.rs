@@ -2010,8 +2010,12 @@ impl Writes {
         };
         let refresh = !reads.iter().all(covered);
         // A statement on one engine outside a transaction commits there in
-        // one phase (unless its reads need refreshing).
-        let one_phase = !staged_only && self.by_engine.len() == 1 && !refresh;
+        // one phase (unless its reads need refreshing), if one log can hold
+        // it: the engine's own, or one replicated shard's group.
+        let one_phase = !staged_only
+            && self.by_engine.len() == 1
+            && !refresh
+            && self.by_engine.values().all(|ops| one_log(ops));
         let engines: BTreeSet<u64> = self.by_engine.keys().copied().collect();
         let Some(&first) = engines.iter().next() else {
             return Ok(HashMap::new());
@@ -2088,8 +2092,10 @@ impl Writes {
             if !one_phase {
                 // Abort everywhere (an engine that failed to stage holds
                 // nothing, but an abort of an unknown transaction is harmless
-                // and covers a lost reply).
-                crate::txn::abort(cluster, txn, &engines).await;
+                // and covers a lost reply). In the background: the error
+                // need not wait for an engine that stopped answering.
+                let (cluster, engines) = (cluster.clone(), engines.clone());
+                tokio::spawn(async move { crate::txn::abort(&cluster, txn, &engines).await });
             }
             return Err(e);
         } else if !one_phase {
@@ -2105,4 +2111,24 @@ impl Writes {
         }
         Ok(by_op)
     }
+}
+
+/// Whether one log can commit `ops` atomically: every shard keeps one copy
+/// (the engine's own log), or all are in one replicated shard (its group's).
+fn one_log(ops: &[pb::WriteOp]) -> bool {
+    let mut replicated = BTreeSet::new();
+    let mut local = false;
+    for op in ops {
+        let copies = op
+            .table
+            .as_ref()
+            .and_then(|t| t.replicas.get(op.shard as usize))
+            .map_or(1, |r| r.engines.len());
+        if copies > 1 {
+            replicated.insert((op.table.as_ref().map_or(0, |t| t.id), op.shard));
+        } else {
+            local = true;
+        }
+    }
+    replicated.is_empty() || (replicated.len() == 1 && !local)
 }

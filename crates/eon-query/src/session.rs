@@ -1525,6 +1525,9 @@ impl Session {
             statement,
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
         );
+        // A query outside a block that lost a data engine mid-way runs
+        // again: a replicated shard's new leader answers it.
+        let query = matches!(statement, Statement::Query(_));
         loop {
             let mark = self
                 .txn
@@ -1534,7 +1537,11 @@ impl Session {
                 .map(|t| (t.seq, t.statements.len()));
             match self.execute_once(statement, params).await {
                 Err(e)
-                    if e.is_retryable_conflict()
+                    if (e.is_retryable_conflict()
+                        || (query
+                            && mark.is_none()
+                            && e.kind == eon_common::ErrorKind::Unavailable
+                            && e.code != eon_common::error::sqlstate::OUT_OF_MEMORY))
                         && tokio::time::Instant::now() < deadline
                         && match mark {
                             None => true,

@@ -176,6 +176,12 @@ impl Node {
         self.id
     }
 
+    /// Reach node `id` at `addr` (`http://host:port`) from now on, whatever
+    /// address its groups' memberships recorded.
+    pub fn set_address(&self, id: NodeId, addr: String) {
+        self.network.set_address(id, addr);
+    }
+
     /// Start this process's replica of `group` (again, after a restart: its
     /// log and last snapshot are picked up). The state machine starts from
     /// `machine` unless a snapshot replaces it.
@@ -222,6 +228,21 @@ impl Node {
         raft.initialize(members)
             .await
             .map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// Stop this process's replica of `group` and delete its log and
+    /// snapshot (the group's data went away, or its replica moved).
+    pub async fn remove(&self, group: GroupId) -> Result<()> {
+        let raft = self.groups.write().unwrap().remove(&group);
+        if let Some(raft) = raft {
+            let _ = raft.shutdown().await;
+        }
+        self.log.remove(group).await?;
+        let snapshot = self.dir.join("snapshots").join(format!("{group}.snap"));
+        match std::fs::remove_file(&snapshot) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Stop every group (the log stays on disk).

@@ -41,6 +41,10 @@ const MAX_MESSAGE: usize = 256 << 20;
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    /// Where each node is now, when the application knows better than the
+    /// address in the group's membership (a data engine listens on a new
+    /// port after each restart). Looked up at every message.
+    addresses: Arc<RwLock<HashMap<NodeId, String>>>,
 }
 
 impl Network {
@@ -54,7 +58,16 @@ impl Network {
         Ok(Network {
             channels: Default::default(),
             authorization,
+            addresses: Default::default(),
         })
+    }
+
+    /// Reach `node` at `addr` (`http://host:port`) from now on.
+    pub fn set_address(&self, node: NodeId, addr: String) {
+        let mut addresses = self.addresses.write().unwrap();
+        if addresses.get(&node) != Some(&addr) {
+            addresses.insert(node, addr);
+        }
     }
 
     pub fn for_group(&self, group: GroupId) -> GroupNetwork {
@@ -91,8 +104,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         Peer {
             group: self.group,
             target,
-            channel: self.network.channel(&node.addr).map_err(|e| e.to_string()),
-            authorization: self.network.authorization.clone(),
+            member_addr: node.addr.clone(),
+            network: self.network.clone(),
         }
     }
 }
@@ -101,8 +114,10 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 pub struct Peer {
     group: GroupId,
     target: NodeId,
-    channel: Result<Channel, String>,
-    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    /// The address the group's membership gives (used unless the network
+    /// knows a newer one).
+    member_addr: String,
+    network: Network,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -123,10 +138,18 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let addr = self
+            .network
+            .addresses
+            .read()
+            .unwrap()
+            .get(&self.target)
+            .cloned()
+            .unwrap_or_else(|| self.member_addr.clone());
         let channel = self
-            .channel
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Failure(e))))?;
+            .network
+            .channel(&addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Failure(e.to_string()))))?;
         let body =
             postcard::to_stdvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut message = tonic::Request::new(pb::RaftMessage {
@@ -135,7 +158,7 @@ impl Peer {
             body: body.into(),
         });
         message.set_timeout(option.hard_ttl());
-        if let Some(a) = &self.authorization {
+        if let Some(a) = &self.network.authorization {
             message.metadata_mut().insert("authorization", a.clone());
         }
         let mut client = pb::raft_client::RaftClient::new(channel)

@@ -76,6 +76,12 @@ impl ShardLog for ShardGroup {
             }
         })
     }
+
+    fn leads(&self) -> bool {
+        self.raft
+            .get()
+            .is_some_and(|r| r.metrics().borrow().state == openraft::ServerState::Leader)
+    }
 }
 
 /// Start this node's replica of `shard`'s group (again, after a restart),

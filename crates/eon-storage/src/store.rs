@@ -589,9 +589,11 @@ impl Store {
     /// deleted one until its segment is merged away.
     pub fn table_rows(&self, table: u64) -> Option<(u64, u32)> {
         let shards = self.shards.read().unwrap();
+        let groups = self.groups.read().unwrap();
         let mut found = None;
-        for ((t, _), shard) in shards.iter() {
-            if *t != table {
+        for (id, shard) in shards.iter() {
+            // A replicated shard is counted by its leader alone.
+            if id.0 != table || groups.get(id).is_some_and(|g| !g.leads()) {
                 continue;
             }
             let data = shard.data.read().unwrap();
@@ -1060,13 +1062,7 @@ impl Store {
     pub async fn finalize(&self, txn: TxnId) -> Result<Ts> {
         let _cp = self.checkpoint_lock.read().await;
         let min = self.freeze(txn)?;
-        let keys = self
-            .prepared
-            .lock()
-            .unwrap()
-            .get(&txn)
-            .map(|s| s.keys.clone())
-            .unwrap_or_default();
+        let keys = self.own_keys(txn).unwrap_or_default();
         let (local, groups) = self.split_logs(&keys);
         if local || groups.is_empty() {
             self.wal.append(&Record::Freeze { txn }).await?;
@@ -1078,13 +1074,7 @@ impl Store {
     /// Freeze `txn`'s intents; the highest of their minimum commit
     /// timestamps.
     fn freeze(&self, txn: TxnId) -> Result<Ts> {
-        let keys = self
-            .prepared
-            .lock()
-            .unwrap()
-            .get(&txn)
-            .map(|s| s.keys.clone())
-            .ok_or(Error::UnknownTransaction(txn))?;
+        let keys = self.own_keys(txn).ok_or(Error::UnknownTransaction(txn))?;
         let mut min = self.read_floor.load(Ordering::SeqCst) + 1;
         self.with_keys_by_shard(&keys, |data, key| {
             if let Some(i) = data
@@ -1114,12 +1104,7 @@ impl Store {
         if matches!(self.record(txn), Some(r) if r.status == TxnStatus::Aborted) {
             return Err(Error::Conflict("the transaction was aborted".into()));
         }
-        let keys = self
-            .prepared
-            .lock()
-            .unwrap()
-            .get(&txn)
-            .map(|s| s.keys.clone());
+        let keys = self.own_keys(txn);
         let Some(keys) = keys else {
             return Ok(match self.record(txn) {
                 Some(TxnRecord {
@@ -1173,15 +1158,16 @@ impl Store {
             } else {
                 self.wal.append_unsynced(&record).await?
             }
-            let keys: Vec<(ShardId, Key)> = keys
-                .into_iter()
+            let local_keys: Vec<(ShardId, Key)> = keys
+                .iter()
                 .filter(|(s, _)| !groups.contains(s))
+                .cloned()
                 .collect();
-            self.resolve(txn, &keys, Some(commit_ts));
+            self.resolve(txn, &local_keys, Some(commit_ts));
         }
         self.propose_each(groups, || Record::Commit { txn, commit_ts })
             .await?;
-        self.prepared.lock().unwrap().remove(&txn);
+        self.drop_staged(txn, &keys);
         // Again, for those waiting on the transaction rather than a key.
         self.resolved.notify_waiters();
         self.set_record(txn, TxnStatus::Committed(commit_ts), false);
@@ -1190,12 +1176,7 @@ impl Store {
 
     pub async fn abort(&self, txn: TxnId) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self
-            .prepared
-            .lock()
-            .unwrap()
-            .get(&txn)
-            .map(|s| s.keys.clone());
+        let keys = self.own_keys(txn);
         let Some(keys) = keys else {
             // Nothing staged here, but perhaps the record (every write here
             // was refused).
@@ -1210,14 +1191,15 @@ impl Store {
             // Unsynced: if lost, the intents come back and are resolved by
             // the transaction's record (aborted, or never committed).
             self.wal.append_unsynced(&Record::Abort { txn }).await?;
-            let keys: Vec<(ShardId, Key)> = keys
-                .into_iter()
+            let local_keys: Vec<(ShardId, Key)> = keys
+                .iter()
                 .filter(|(s, _)| !groups.contains(s))
+                .cloned()
                 .collect();
-            self.resolve(txn, &keys, None);
+            self.resolve(txn, &local_keys, None);
         }
         self.propose_each(groups, || Record::Abort { txn }).await?;
-        self.prepared.lock().unwrap().remove(&txn);
+        self.drop_staged(txn, &keys);
         self.resolved.notify_waiters();
         self.set_record(txn, TxnStatus::Aborted, false);
         Ok(())
@@ -1229,12 +1211,7 @@ impl Store {
     /// (frozen) is refused.
     pub async fn rollback_to(&self, txn: TxnId, seq: u32) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
-        let keys = self
-            .prepared
-            .lock()
-            .unwrap()
-            .get(&txn)
-            .map(|s| s.keys.clone());
+        let keys = self.own_keys(txn);
         let Some(keys) = keys else { return Ok(()) };
         let (local, groups) = self.split_logs(&keys);
         if local || groups.is_empty() {
@@ -1315,6 +1292,35 @@ impl Store {
         }
     }
 
+    /// The keys `txn` staged here that this store acts on for its
+    /// coordinator: those of shards in the engine's log, and of replicated
+    /// shards whose group this replica leads (the others are copies of
+    /// what other engines staged, resolved by their leaders' entries). None:
+    /// nothing staged here.
+    fn own_keys(&self, txn: TxnId) -> Option<Vec<(ShardId, Key)>> {
+        let keys = self.prepared.lock().unwrap().get(&txn)?.keys.clone();
+        let groups = self.groups.read().unwrap();
+        Some(
+            keys.into_iter()
+                .filter(|(s, _)| groups.get(s).is_none_or(|g| g.leads()))
+                .collect(),
+        )
+    }
+
+    /// `txn` is resolved on the shards of `keys`: forget what it staged
+    /// there (copies of other groups' keys stay until their entries come).
+    fn drop_staged(&self, txn: TxnId, keys: &[(ShardId, Key)]) {
+        let mut prepared = self.prepared.lock().unwrap();
+        if let Some(staged) = prepared.get_mut(&txn) {
+            staged
+                .keys
+                .retain(|(s, _)| !keys.iter().any(|(k, _)| k == s));
+            if staged.keys.is_empty() {
+                prepared.remove(&txn);
+            }
+        }
+    }
+
     /// Whether any of `keys` is in a shard logged by the engine's log, and
     /// the replicated shards among them.
     fn split_logs(&self, keys: &[(ShardId, Key)]) -> (bool, Vec<ShardId>) {
@@ -1379,11 +1385,19 @@ impl Store {
     /// Staged transactions older than `age`, with their anchors: candidates
     /// for resolution by their records.
     pub fn stale_staged(&self, age: std::time::Duration) -> Vec<(TxnId, u64)> {
+        // (Copies of what other replicas staged are theirs to resolve.)
+        let groups = self.groups.read().unwrap();
         self.prepared
             .lock()
             .unwrap()
             .iter()
             .filter(|(_, s)| s.since.elapsed() >= age)
+            .filter(|(_, s)| {
+                s.keys.is_empty()
+                    || s.keys
+                        .iter()
+                        .any(|(shard, _)| groups.get(shard).is_none_or(|g| g.leads()))
+            })
             .map(|(t, s)| (*t, s.anchor))
             .collect()
     }
@@ -1405,6 +1419,9 @@ impl Store {
     /// Forget every shard of a table.
     pub async fn drop_table(&self, table: u64) -> Result<()> {
         let _cp = self.checkpoint_lock.read().await;
+        // A replicated shard's copies are dropped by each data engine for
+        // itself (the table is gone from the catalog; there is nothing for
+        // its group to agree on): here, this one's copy.
         let groups: Vec<ShardId> = self
             .groups
             .read()
@@ -1413,8 +1430,9 @@ impl Store {
             .filter(|(t, _)| *t == table)
             .copied()
             .collect();
-        self.propose_each(groups.clone(), || Record::DropTable { table })
-            .await?;
+        for shard in &groups {
+            self.unreplicate(*shard)?;
+        }
         self.wal.append(&Record::DropTable { table }).await?;
         let removed: Vec<Arc<Shard>> = {
             let mut shards = self.shards.write().unwrap();

@@ -60,6 +60,8 @@ pub trait ShardLog: Send + Sync + 'static {
     /// applied on this replica (through [`Store::apply_entry`]); fails with
     /// [`Error::NotLeader`] when this replica does not lead the group.
     fn propose(&self, entry: Vec<u8>) -> Proposal;
+    /// Whether this replica leads the group now (as far as it knows).
+    fn leads(&self) -> bool;
 }
 
 /// What a group's log holds.
@@ -584,6 +586,9 @@ mod tests {
                     _ => Err(Error::NotLeader(None)),
                 }
             })
+        }
+        fn leads(&self) -> bool {
+            true
         }
     }
 

@@ -441,19 +441,35 @@ fn recipe_check_names_the_field_at_fault() {
 async fn meta_counters(
     cluster: &TestCluster,
 ) -> Vec<(String, std::collections::HashMap<String, u64>)> {
+    counters_of(cluster, "meta").await
+}
+
+/// Every running instance of `kind`'s Stats counters, by instance name
+/// (those that answer within a second).
+async fn counters_of(
+    cluster: &TestCluster,
+    kind: &str,
+) -> Vec<(String, std::collections::HashMap<String, u64>)> {
     let mut out = Vec::new();
     for i in cluster.instances().await.unwrap() {
-        if i.kind != "meta" || i.address.is_empty() {
+        if i.kind != kind || i.address.is_empty() {
             continue;
         }
         let Ok(channel) = cluster.channel(&i.address) else {
             continue;
         };
-        let stats = tokio::time::timeout(
-            Duration::from_secs(1),
-            eon_proto::v1::meta_client::MetaClient::new(channel)
-                .stats(eon_proto::v1::StatsRequest {}),
-        )
+        let request = eon_proto::v1::StatsRequest {};
+        let stats = tokio::time::timeout(Duration::from_secs(1), async {
+            if kind == "meta" {
+                eon_proto::v1::meta_client::MetaClient::new(channel)
+                    .stats(request)
+                    .await
+            } else {
+                eon_proto::v1::data_engine_client::DataEngineClient::new(channel)
+                    .stats(request)
+                    .await
+            }
+        })
         .await;
         if let Ok(Ok(s)) = stats {
             out.push((i.name, s.into_inner().counters));
@@ -490,8 +506,8 @@ async fn until_it_works(cluster: &TestCluster, sql: &str) -> Duration {
         };
         match tokio::time::timeout(Duration::from_secs(10), tried).await {
             Ok(Ok(())) => return start.elapsed(),
-            Ok(Err(e)) => eprintln!("while meta fails over ({:?}): {e:#}", start.elapsed()),
-            Err(_) => eprintln!("while meta fails over: no answer in 10 s"),
+            Ok(Err(e)) => eprintln!("while failing over ({:?}): {e:#}", start.elapsed()),
+            Err(_) => eprintln!("while failing over: no answer in 10 s"),
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -584,6 +600,87 @@ async fn meta_with_three_replicas_survives_losing_its_leader() {
         assert!(
             std::time::Instant::now() < deadline,
             "meta replicas did not catch up: {applied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_with_three_copies_survive_losing_a_data_engine() {
+    let cluster = TestCluster::builder().data_engines(3).start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    // Three data engines: every shard gets three copies.
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, v text) WITH (replication = 3); \
+             INSERT INTO acct SELECT g, 'before' FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let engines = counters_of(&cluster, "data-engine").await;
+    assert_eq!(engines.len(), 3);
+    for (name, c) in &engines {
+        assert_eq!(c.get("shard_replicas"), Some(&8), "{name}: {c:?}");
+    }
+    // Writes to every shard (40 rows over 8 shards). A retried INSERT may
+    // find its first try committed after all (the answer was lost with the
+    // engine): ON CONFLICT keeps each row once.
+    let insert = |from: u32, v: &str| {
+        format!(
+            "INSERT INTO acct SELECT g, '{v}' FROM generate_series({from}, {}) g \
+             ON CONFLICT DO NOTHING",
+            from + 39
+        )
+    };
+
+    // kill -9 a data engine: its shards' other copies elect leaders.
+    let pid = cluster.pid_of("data-engine-1").await.unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let took = until_it_works(&cluster, &insert(101, "after kill")).await;
+    eprintln!("writes resumed {took:?} after kill -9 of a data engine");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Freeze another (alive, silent): the same, for writes and reads.
+    let pid = cluster.pid_of("data-engine-2").await.unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let took = until_it_works(&cluster, &insert(201, "after stop")).await;
+    eprintln!("writes resumed {took:?} after SIGSTOP of a data engine");
+    let read = until_it_works(&cluster, "SELECT count(*) FROM acct").await;
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(read < Duration::from_secs(5), "{read:?}");
+
+    // Nothing acknowledged was lost.
+    let client = cluster.pg().await.unwrap();
+    let rows = client
+        .query("SELECT v, count(*) FROM acct GROUP BY v ORDER BY v", &[])
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("after kill".to_string(), 40),
+            ("after stop".to_string(), 40),
+            ("before".to_string(), 100)
+        ]
+    );
+    // The killed engine (restarted by the supervisor) and the frozen one
+    // catch up: every copy applies the same entries.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied: Vec<u64> = counters_of(&cluster, "data-engine")
+            .await
+            .iter()
+            .map(|(_, c)| c.get("raft_applied").copied().unwrap_or(0))
+            .collect();
+        if applied.len() == 3 && applied.iter().all(|a| *a == applied[0] && *a > 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "data engines did not catch up: {applied:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
