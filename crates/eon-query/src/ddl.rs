@@ -5,7 +5,6 @@
 //! stores it and places the shards, and — for DROP — every data engine that
 //! held a shard forgets the data.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -483,22 +483,8 @@ impl Store {
         }
         let mut prepared: HashMap<TxnId, Staged> = HashMap::new();
         let mut bytes = 0u64;
-        let now = std::time::Instant::now();
         for (id, data) in &shards {
-            for (key, versions) in &data.rows {
-                if let Some(i) = &versions.intent {
-                    prepared
-                        .entry(i.txn)
-                        .or_insert_with(|| Staged {
-                            keys: vec![],
-                            anchor: i.anchor,
-                            since: now,
-                        })
-                        .keys
-                        .push((*id, key.clone()));
-                }
-                bytes += versions_size(key, versions);
-            }
+            bytes += collect_staged(*id, data, &mut prepared);
         }
         tracing::info!(
             shards = shards.len(),
@@ -2305,6 +2291,29 @@ fn replay(
         }
         Record::DropTable { table } => shards.retain(|(t, _), _| *t != table),
     }
+}
+
+/// List the intents in shard `id`'s delta as staged keys of their
+/// transactions (after a recovery, or a snapshot's load). Returns the
+/// delta's estimated size in bytes.
+fn collect_staged(id: ShardId, data: &ShardData, prepared: &mut HashMap<TxnId, Staged>) -> u64 {
+    let now = std::time::Instant::now();
+    let mut bytes = 0;
+    for (key, versions) in &data.rows {
+        if let Some(i) = &versions.intent {
+            prepared
+                .entry(i.txn)
+                .or_insert_with(|| Staged {
+                    keys: vec![],
+                    anchor: i.anchor,
+                    since: now,
+                })
+                .keys
+                .push((id, key.clone()));
+        }
+        bytes += versions_size(key, versions);
+    }
+    bytes
 }
 
 /// Estimated bytes of a shard's delta.

@@ -34,7 +34,6 @@
 //! One-phase intents are left out: they never outlive their entry's
 //! application, so one in memory is a proposal still in flight.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -45,8 +44,8 @@ use eon_common::key::Key;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CHECKPOINT_CHUNK, Record, ShardData, ShardId, Staged, Store, TxnRecord, read_one,
-    versions_size, write_one,
+    CHECKPOINT_CHUNK, Record, ShardData, ShardId, Staged, Store, TxnRecord, collect_staged,
+    read_one, write_one,
 };
 use crate::mvcc::{TxnId, TxnStatus, Version, Versions};
 use crate::{Error, Result};
@@ -497,34 +496,8 @@ impl Store {
                 SnapshotFrame::Records(list) => records.extend(list),
             }
         }
-        let now = std::time::Instant::now();
-        let mut staged: HashMap<TxnId, Staged> = HashMap::new();
-        let mut bytes = 0;
-        for (key, v) in &data.rows {
-            if let Some(i) = &v.intent {
-                staged
-                    .entry(i.txn)
-                    .or_insert_with(|| Staged {
-                        keys: vec![],
-                        anchor: i.anchor,
-                        since: now,
-                    })
-                    .keys
-                    .push((shard, key.clone()));
-            }
-            bytes += versions_size(key, v);
-        }
-        {
-            let mut prepared = self.prepared.lock().unwrap();
-            for (txn, s) in staged {
-                let entry = prepared.entry(txn).or_insert_with(|| Staged {
-                    keys: vec![],
-                    anchor: s.anchor,
-                    since: now,
-                });
-                entry.keys.extend(s.keys);
-            }
-        }
+        // (reset_shard dropped the shard's staged keys.)
+        let bytes = collect_staged(shard, &data, &mut self.prepared.lock().unwrap());
         {
             let mut homes = self.homes.lock().unwrap();
             let mut kept = self.records.lock().unwrap();
