@@ -79,10 +79,14 @@ pub fn set_cluster_secret(secret: String) {
 /// A gRPC channel whose requests carry a cluster secret.
 pub type Channel = InterceptedService<Failover, WithSecret>;
 
+/// An UNAVAILABLE answer may name the replica that leads now (its
+/// host:port) in this metadata key; [`Failover`] goes there next.
+pub const LEADER_HINT: &str = "eon-leader";
+
 /// A channel to one of several replicas of a service (meta run as
 /// `--meta 3`): requests go to one replica until it fails them (it cannot
 /// be reached, does not answer in time, or answers UNAVAILABLE), then to the
-/// next. A failed request is not sent again — its caller sees the error and
+/// next, or to the one the UNAVAILABLE answer names ([`LEADER_HINT`]). A failed request is not sent again — its caller sees the error and
 /// may retry, which then goes to the next replica. With one address it is
 /// just that address's channel.
 ///
@@ -93,6 +97,8 @@ pub type Channel = InterceptedService<Failover, WithSecret>;
 #[derive(Clone)]
 pub struct Failover {
     replicas: std::sync::Arc<[tonic::transport::Channel]>,
+    /// Their addresses, in the same order.
+    addrs: std::sync::Arc<[String]>,
     current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -117,11 +123,12 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
         let i = self.current.load(Ordering::Relaxed) % n;
         let mut channel = self.replicas[i].clone();
         let current = self.current.clone();
+        let addrs = self.addrs.clone();
         Box::pin(async move {
-            let next = || {
-                let _ =
-                    current.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            let go = |to: usize| {
+                let _ = current.compare_exchange(i, to, Ordering::Relaxed, Ordering::Relaxed);
             };
+            let next = || go((i + 1) % n);
             std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
             match channel.call(req).await {
                 Ok(response) => {
@@ -131,7 +138,15 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
                         .get("grpc-status")
                         .is_some_and(|v| v.as_bytes() == b"14");
                     if unavailable && n > 1 {
-                        next();
+                        let hinted = response
+                            .headers()
+                            .get(LEADER_HINT)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|leader| addrs.iter().position(|a| a == leader));
+                        match hinted {
+                            Some(j) => go(j),
+                            None => next(),
+                        }
                     }
                     Ok(response)
                 }
@@ -224,6 +239,7 @@ fn failover(addr: &str) -> Result<Failover> {
         .collect::<Result<Vec<_>>>()?;
     let failover = Failover {
         replicas: replicas.into(),
+        addrs: addrs.iter().map(|a| a.to_string()).collect(),
         current: Default::default(),
     };
     if let Some(shared) = shared.as_mut() {

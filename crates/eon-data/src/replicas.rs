@@ -6,10 +6,14 @@
 //! engine's replicas:
 //!
 //! - **Starting.** A replica starts when a request first names its shard,
-//!   or when the catalog changes (meta's heartbeat answer carries its
-//!   version) and lists a shard with a copy here. The shard's first copy
-//!   (`replicas[i].engines[0]`) initializes the group, with every copy as a
-//!   voter; the others join when they start.
+//!   when a peer's Raft message names its group, or when the catalog
+//!   changes (meta's heartbeat answer carries its version) and lists a
+//!   shard with a copy here. The shard's first copy
+//!   (`replicas[i].engines[0]`), where meta routes the shard's first
+//!   requests, initializes the group with every copy as a voter and stands
+//!   for election at once; its vote requests start the other copies. So a
+//!   new table's shards have leaders a few milliseconds after its first
+//!   write arrives, and that write waits for them rather than failing.
 //! - **Addresses.** Data engines listen on a new port after a restart, so
 //!   peers are reached at the addresses meta lists, refreshed every second,
 //!   whatever the group's membership recorded.
@@ -17,49 +21,142 @@
 //!   has *taken over*: applied everything committed before its term, and
 //!   raised the store's read floor to a fresh timestamp — readers of the
 //!   previous leader may have read up to any timestamp handed out so far,
-//!   and no commit here may land at or below what they read. Each read
-//!   first confirms the leadership with a heartbeat round
-//!   (`ensure_linearizable`), so a deposed leader cannot answer with stale
-//!   rows. Leaderships go to meta with every heartbeat; meta routes query
-//!   engines to the leaders.
-//! - **Elsewhere**, a request is refused with a serialization failure
-//!   (40001): the query engine runs the statement again, with the new
-//!   leaders.
+//!   and no commit here may land at or below what they read. A read first
+//!   confirms the leadership, so a deposed leader cannot answer with stale
+//!   rows: a heartbeat round to a majority (`ensure_linearizable`) started
+//!   at `t` proves that no other leader can be elected before `t` plus the
+//!   lease followers grant a leader they heard from (openraft refuses
+//!   votes for that long, the longest election timeout: 1 s). So one
+//!   round serves every read of the shard for [`READ_LEASE`] after `t`,
+//!   well inside that, a *read lease*. Leaderships go to meta with every
+//!   heartbeat; meta routes query engines to the leaders.
+//! - **Elsewhere**, a request waits (up to [`SERVE_WAIT`]) while the group
+//!   has no leader or this replica is still taking over; when another
+//!   replica leads, or none emerges in time, the request is refused with a
+//!   serialization failure (40001) and the query engine runs the statement
+//!   again, with the new leaders.
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use eon_common::{Error, node};
 use eon_proto::v1 as pb;
 use eon_proto::v1::meta_client::MetaClient;
-use eon_raft::openraft::ServerState;
+use eon_raft::openraft::{BasicNode, RaftMetrics, ServerState};
 use eon_raft::shard::{ShardGroup, start_shard};
-use eon_raft::{Node, Raft};
+use eon_raft::{GroupId, Node, Raft};
+
+type Metrics = RaftMetrics<u64, BasicNode>;
 use eon_storage::{ShardId, Store};
 
-/// Raft timing for shard groups: a leader lost is replaced within about a
-/// second, so writes resume well within the 5 s the cluster promises.
+/// Raft timing for shard groups: a leader lost is replaced within one to
+/// two seconds (a follower waits out the leader's lease, the longest
+/// election timeout, before voting for another), so writes resume well within the 5 s the cluster promises.
+/// The heartbeat interval is also openraft's deadline for a follower to
+/// log and answer a batch of entries, so it leaves room for a busy disk.
 fn raft_options() -> eon_raft::Options {
     eon_raft::Options {
         authorization: node::cluster_secret().map(|s| format!("Bearer {s}")),
-        heartbeat: Duration::from_millis(100),
-        election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+        heartbeat: Duration::from_millis(150),
+        election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
         ..Default::default()
     }
 }
+
+/// How long a request waits for its shard's group to settle on a leader
+/// (a new group's first election, or a take-over under way) before it is
+/// refused. Longer than an election, shorter than the client's patience.
+pub const SERVE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a confirmed leadership serves reads without another round
+/// (half the followers' lease on the leader, for clocks and delays).
+pub const READ_LEASE: Duration = Duration::from_millis(500);
 
 struct Replica {
     group: Arc<ShardGroup>,
     /// The term in which this replica took over as leader (0: never).
     ready_term: AtomicU64,
+    /// Reads are served without a round until then, in that term.
+    lease: Mutex<Option<(u64, tokio::time::Instant)>>,
+}
+
+/// A shard's replica here, leading and taken over: reads confirm with it.
+pub struct Leading(Arc<Replica>);
+
+impl Leading {
+    /// Confirm this replica still leads, so a read cannot miss a write a
+    /// newer leader acknowledged: within a read lease at once, else with a
+    /// heartbeat round to a majority, which starts a new lease.
+    pub async fn confirm(&self, table: &str, shard: u32) -> Result<(), Error> {
+        let replica = &self.0;
+        let term = replica.ready_term.load(Ordering::Acquire);
+        let now = tokio::time::Instant::now();
+        if replica
+            .lease
+            .lock()
+            .unwrap()
+            .is_some_and(|(t, until)| t == term && now < until)
+        {
+            return Ok(());
+        }
+        replica
+            .raft()
+            .ensure_linearizable()
+            .await
+            .map_err(|_| not_leader(table, shard))?;
+        // (A term changed meanwhile fails the round: the lease is this
+        // term's.)
+        let mut lease = replica.lease.lock().unwrap();
+        if lease.is_none_or(|(t, until)| t < term || until < now + READ_LEASE) {
+            *lease = Some((term, now + READ_LEASE));
+        }
+        Ok(())
+    }
 }
 
 impl Replica {
     fn raft(&self) -> &Raft {
         self.group.raft().expect("a started group has its raft")
+    }
+
+    /// What this engine needs of the group's metrics, read without
+    /// copying them (they are polled often, for every group).
+    fn state(&self) -> State {
+        State::of(&self.raft().metrics().borrow())
+    }
+
+    /// Whether it leads and has taken over in this term: it may serve.
+    fn ready(&self, s: &State, me: u64) -> bool {
+        s.leads(me) && self.ready_term.load(Ordering::Acquire) == s.term
+    }
+}
+
+/// A replica's view of its group.
+#[derive(Clone, Copy)]
+struct State {
+    leader_state: bool,
+    leader: Option<u64>,
+    term: u64,
+    applied: u64,
+}
+
+impl State {
+    fn of(m: &Metrics) -> State {
+        State {
+            leader_state: m.state == ServerState::Leader,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Whether the replica, node `me`, leads its group in this term.
+    fn leads(&self, me: u64) -> bool {
+        self.leader_state && self.leader == Some(me)
     }
 }
 
@@ -78,6 +175,9 @@ pub struct Replicas {
     news: tokio::sync::Notify,
     /// Stats: replicas here, groups led, entries applied (all groups).
     counters: std::sync::OnceLock<Counters>,
+    /// Tables the catalog no longer has (ids are never reused): peers that
+    /// missed the drop may still talk to their groups.
+    gone: Mutex<HashSet<u64>>,
 }
 
 /// The engine's replication counters (in its Stats).
@@ -113,7 +213,7 @@ impl Replicas {
     ) -> Result<Arc<Replicas>, Error> {
         let node = Node::open(id, dir, raft_options())
             .map_err(|e| Error::internal(format!("raft: {e}")))?;
-        Ok(Arc::new(Replicas {
+        let replicas = Arc::new(Replicas {
             id,
             node,
             store,
@@ -124,7 +224,19 @@ impl Replicas {
             catalog_seen: AtomicU64::new(0),
             news: tokio::sync::Notify::new(),
             counters: std::sync::OnceLock::new(),
-        }))
+            gone: Mutex::new(HashSet::new()),
+        });
+        let weak: Weak<Replicas> = Arc::downgrade(&replicas);
+        replicas.node.on_unknown_group(Arc::new(move |group| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(replicas) => replicas.start_unknown(group).await,
+                    None => false,
+                }
+            })
+        }));
+        Ok(replicas)
     }
 
     /// Keep these counters up to date.
@@ -137,11 +249,11 @@ impl Replicas {
         let replicas: Vec<Arc<Replica>> = self.replicas.lock().unwrap().values().cloned().collect();
         let (mut leading, mut applied) = (0, 0);
         for r in &replicas {
-            let m = r.raft().metrics().borrow().clone();
-            if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
+            let s = r.state();
+            if s.leads(self.id) {
                 leading += 1;
             }
-            applied += m.last_applied.map_or(0, |l| l.index);
+            applied += s.applied;
         }
         c.replicas.store(replicas.len() as u64, Ordering::Relaxed);
         c.leading.store(leading, Ordering::Relaxed);
@@ -173,6 +285,10 @@ impl Replicas {
         if self.get(id).is_some() {
             return Ok(true);
         }
+        // A follower gets no requests for the table, yet writes its copy to
+        // segments under memory pressure: it needs the table's schema.
+        let def = eon_common::TableDef::from_proto(table.clone())?;
+        self.store.note_schema(table.id, def.arrow_schema());
         let raft_err = |e: eon_raft::Error| Error::internal(format!("raft: {e}"));
         let (group, handle) = start_shard(&self.node, self.store.clone(), id)
             .await
@@ -199,39 +315,46 @@ impl Replicas {
             Arc::new(Replica {
                 group: handle,
                 ready_term: AtomicU64::new(0),
+                lease: Mutex::new(None),
             }),
         );
         Ok(true)
     }
 
     /// Before serving `table`'s `shard`: when it is replicated, its replica
-    /// here must lead and have taken over. Returns the group to confirm
-    /// leadership with before a read (None: not replicated).
-    pub async fn serving(&self, table: &pb::Table, shard: u32) -> Result<Option<Raft>, Error> {
+    /// here must lead and have taken over. A group without a leader yet (a
+    /// new one electing its first) or one this replica is taking over is
+    /// waited for, up to [`SERVE_WAIT`]. Returns the replica to confirm
+    /// the leadership with before a read (None: not replicated).
+    pub async fn serving(&self, table: &pb::Table, shard: u32) -> Result<Option<Leading>, Error> {
         if !self.ensure(table, shard).await? {
             return Ok(None);
         }
-        let replica = self
-            .get((table.id, shard))
-            .ok_or_else(|| not_leader(&table.name, shard))?;
+        let id = (table.id, shard);
+        let replica = self.get(id).ok_or_else(|| not_leader(&table.name, shard))?;
         let raft = replica.raft();
-        let m = raft.metrics().borrow().clone();
-        let ready = m.state == ServerState::Leader
-            && m.current_leader == Some(self.id)
-            && replica.ready_term.load(Ordering::Acquire) == m.current_term;
-        if !ready {
-            return Err(not_leader(&table.name, shard));
+        let deadline = tokio::time::Instant::now() + SERVE_WAIT;
+        let mut changes = raft.metrics();
+        loop {
+            let s = State::of(&changes.borrow_and_update());
+            if replica.ready(&s, self.id) {
+                return Ok(Some(Leading(replica.clone())));
+            }
+            if s.leader.is_some_and(|l| l != self.id) {
+                // Another replica leads: the query engine goes there.
+                return Err(not_leader(&table.name, shard));
+            }
+            if s.leads(self.id) {
+                self.take_over(id, &replica).await;
+                if replica.ready(&replica.state(), self.id) {
+                    continue;
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(not_leader(&table.name, shard)),
+            }
         }
-        Ok(Some(raft.clone()))
-    }
-
-    /// Confirm this replica still leads (a heartbeat round to a majority),
-    /// so a read cannot miss a write a newer leader acknowledged.
-    pub async fn confirm(raft: &Raft, table: &str, shard: u32) -> Result<(), Error> {
-        raft.ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|_| not_leader(table, shard))
     }
 
     /// Stop and delete this engine's replicas of `table`'s shards.
@@ -275,12 +398,9 @@ impl Replicas {
         Ok(out)
     }
 
-    /// Start the replicas the catalog lists for this engine.
-    async fn reconcile(&self) -> Result<(), Error> {
-        let wanted = self.catalog_wanted.load(Ordering::Acquire);
-        if wanted <= self.catalog_seen.load(Ordering::Acquire) {
-            return Ok(());
-        }
+    /// Every table in meta's catalog, index storage tables included, and
+    /// the catalog's version.
+    async fn catalog_tables(&self) -> Result<(Vec<pb::Table>, u64), Error> {
         let catalog = self
             .meta
             .clone()
@@ -295,19 +415,85 @@ impl Replicas {
             }
             tables.push(t);
         }
+        Ok((tables, catalog.version))
+    }
+
+    /// Start the replicas the catalog lists for this engine.
+    async fn reconcile(&self) -> Result<(), Error> {
+        let wanted = self.catalog_wanted.load(Ordering::Acquire);
+        if wanted <= self.catalog_seen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (tables, version) = self.catalog_tables().await?;
         for t in &tables {
             for shard in 0..t.replicas.len() as u32 {
                 self.ensure(t, shard).await?;
             }
         }
-        self.catalog_seen.store(catalog.version, Ordering::Release);
+        self.catalog_seen.store(version, Ordering::Release);
         Ok(())
     }
 
-    /// Take over the groups this replica has come to lead: wait until
-    /// everything committed before is applied here, raise the read floor,
-    /// and serve.
-    async fn take_over(&self) {
+    /// A peer's message names `group`, which does not run here: start it
+    /// when the catalog has a copy of its shard here. Returns whether it
+    /// runs now.
+    async fn start_unknown(&self, group: GroupId) -> bool {
+        let (table, shard) = eon_raft::shard_of(group);
+        if self.gone.lock().unwrap().contains(&table) {
+            return false;
+        }
+        let tables = match self.catalog_tables().await {
+            Ok((tables, _)) => tables,
+            Err(e) => {
+                tracing::debug!(group, "no catalog to start a group from: {e}");
+                return false;
+            }
+        };
+        let Some(t) = tables.iter().find(|t| t.id == table) else {
+            self.gone.lock().unwrap().insert(table);
+            return false;
+        };
+        match self.ensure(t, shard).await {
+            Ok(_) => self.get((table, shard)).is_some(),
+            Err(e) => {
+                tracing::warn!(group, "starting a shard's group: {e}");
+                false
+            }
+        }
+    }
+
+    /// Take over `shard`'s group if this replica has come to lead it: wait
+    /// until everything committed before is applied here, raise the read
+    /// floor, and serve.
+    async fn take_over(&self, shard: ShardId, replica: &Replica) {
+        let s = replica.state();
+        if !s.leads(self.id) || replica.ready(&s, self.id) {
+            return;
+        }
+        if replica.raft().ensure_linearizable().await.is_err() {
+            return;
+        }
+        let ts = match self
+            .meta
+            .clone()
+            .get_timestamp(pb::GetTimestampRequest { count: 1 })
+            .await
+        {
+            Ok(r) => r.into_inner().ts,
+            Err(e) => {
+                tracing::debug!("no timestamp to take over with: {e}");
+                return;
+            }
+        };
+        self.store.set_read_floor(ts);
+        replica.ready_term.fetch_max(s.term, Ordering::AcqRel);
+        self.news.notify_one();
+        tracing::info!(?shard, term = s.term, "leading the shard");
+    }
+
+    /// Take over every group this replica has come to lead, each on its
+    /// own: one slow to confirm holds up no other.
+    async fn take_over_all(&self) {
         let replicas: Vec<(ShardId, Arc<Replica>)> = self
             .replicas
             .lock()
@@ -315,36 +501,9 @@ impl Replicas {
             .iter()
             .map(|(s, r)| (*s, r.clone()))
             .collect();
-        let each = replicas.into_iter().map(|(shard, replica)| async move {
-            let raft = replica.raft();
-            let m = raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader
-                || m.current_leader != Some(self.id)
-                || replica.ready_term.load(Ordering::Acquire) == m.current_term
-            {
-                return;
-            }
-            if raft.ensure_linearizable().await.is_err() {
-                return;
-            }
-            let ts = match self
-                .meta
-                .clone()
-                .get_timestamp(pb::GetTimestampRequest { count: 1 })
-                .await
-            {
-                Ok(r) => r.into_inner().ts,
-                Err(e) => {
-                    tracing::debug!("no timestamp to take over with: {e}");
-                    return;
-                }
-            };
-            self.store.set_read_floor(ts);
-            replica.ready_term.store(m.current_term, Ordering::Release);
-            self.news.notify_one();
-            tracing::info!(?shard, term = m.current_term, "leading the shard");
-        });
-        // Each group on its own: one slow to confirm holds up no other.
+        let each = replicas
+            .iter()
+            .map(|(shard, replica)| self.take_over(*shard, replica));
         futures::future::join_all(each).await;
     }
 
@@ -358,7 +517,7 @@ impl Replicas {
             let mut rounds = 0u64;
             loop {
                 tick.tick().await;
-                me.take_over().await;
+                me.take_over_all().await;
                 rounds += 1;
                 if rounds % 4 == 0 {
                     me.update_counters();
@@ -388,15 +547,12 @@ impl node::HeartbeatExtra for Replicas {
             .unwrap()
             .iter()
             .filter_map(|(shard, r)| {
-                let m = r.raft().metrics().borrow().clone();
-                (m.state == ServerState::Leader
-                    && m.current_leader == Some(self.id)
-                    && r.ready_term.load(Ordering::Acquire) == m.current_term)
-                    .then_some(pb::ShardLeader {
-                        table: shard.0,
-                        shard: shard.1,
-                        term: m.current_term,
-                    })
+                let s = r.state();
+                r.ready(&s, self.id).then_some(pb::ShardLeader {
+                    table: shard.0,
+                    shard: shard.1,
+                    term: s.term,
+                })
             })
             .collect()
     }

@@ -343,9 +343,13 @@ impl DataEngineService {
             tables.push(t);
             ops.push(o);
         }
-        // A replicated shard is written where its group's leader is.
+        // A replicated shard is written where its group's leader is (each
+        // shard checked once, however many ops name it).
+        let mut checked = std::collections::HashSet::new();
         for (table, op) in tables.iter().zip(&ops) {
-            self.replicas.serving(table.proto(), op.shard.1).await?;
+            if checked.insert(op.shard) {
+                self.replicas.serving(table.proto(), op.shard.1).await?;
+            }
         }
         let _gate = self.fence_gate.read().await;
         self.check_fences(&tables)?;
@@ -456,8 +460,8 @@ impl PreparedScan {
         // leadership is confirmed: a deposed leader would answer stale.
         let table = self.plan.table.proto();
         for &shard in &self.shards {
-            if let Some(raft) = self.replicas.serving(table, shard).await? {
-                Replicas::confirm(&raft, &table.name, shard).await?;
+            if let Some(leading) = self.replicas.serving(table, shard).await? {
+                leading.confirm(&table.name, shard).await?;
             }
         }
         let result = run_scan(

@@ -17,10 +17,10 @@
 use eon_proto::v1 as pb;
 
 /// Copies per shard when the table does not say. The goal is 3 once at
-/// least 3 data engines are up (a majority survives losing one), else 1;
-/// until replicated shards work with everything the rest of eon does
-/// (rewrites, temporary tables, index maintenance under retries — being
-/// finished), it is 1, and `WITH (replication = 3)` opts in.
+/// least 3 data engines are up (a majority survives losing one), else 1.
+/// With 3, the whole suite passes here but the bank and pgbench tests
+/// failed under CI's load (idle groups' heartbeats cost CPU), so it is 1
+/// for now and `WITH (replication = 3)` opts in.
 pub fn default_replication(_engines: usize) -> u32 {
     1
 }

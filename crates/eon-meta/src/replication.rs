@@ -95,6 +95,43 @@ impl Replication {
         self.members.get(&leader).cloned()
     }
 
+    /// The leader's address as this replica knows it (its own included).
+    fn leader(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        self.members.get(&leader).cloned()
+    }
+
+    /// Resolves when `addr` is no longer the leader this replica knows
+    /// (it stopped beating and an election began, or another replica won).
+    async fn no_longer_leads(&self, addr: &str) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leads = metrics
+                .borrow_and_update()
+                .current_leader
+                .and_then(|l| self.members.get(&l))
+                .is_some_and(|a| a == addr);
+            if !leads || metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The new leader's address, once one other than `old` is known
+    /// (waiting up to `wait`).
+    async fn new_leader(&self, old: &str, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(addr) = self.leader().filter(|a| a != old) {
+                return Some(addr);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -287,9 +324,30 @@ where
                         std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
                         channel.call(req).await
                     };
-                    return Ok(forwarded.await.unwrap_or_else(|e| {
-                        tonic::Status::unavailable(format!("meta leader {addr}: {e}")).into_http()
-                    }));
+                    // A leader that froze holds the request until the
+                    // client's timeout. Once this replica sees it lose the
+                    // leadership, it answers UNAVAILABLE (the outcome is
+                    // unknown, as after a timeout) naming the new leader
+                    // when one is elected soon, so the client's next
+                    // request goes there rather than round the replicas
+                    // (see eon_common::node::Failover).
+                    return Ok(tokio::select! {
+                        answer = forwarded => answer.unwrap_or_else(|e| {
+                            tonic::Status::unavailable(format!("meta leader {addr}: {e}"))
+                                .into_http()
+                        }),
+                        () = this.meta.repl.no_longer_leads(&addr) => {
+                            let mut status = tonic::Status::unavailable(format!(
+                                "meta leader {addr} lost its leadership while it had the request"
+                            ));
+                            if let Some(new) = this.meta.repl.new_leader(&addr, LEADER_WAIT).await
+                                && let Ok(value) = new.parse()
+                            {
+                                status.metadata_mut().insert(eon_common::node::LEADER_HINT, value);
+                            }
+                            status.into_http()
+                        }
+                    });
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(tonic::Status::unavailable(

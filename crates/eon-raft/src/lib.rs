@@ -43,7 +43,7 @@ pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 pub use machine::{Machine, Replica};
@@ -77,6 +77,21 @@ pub const META_GROUP: GroupId = 0;
 pub fn group_of(table: u64, shard: u32) -> GroupId {
     (table << 20) | u64::from(shard)
 }
+
+/// The table and shard of a shard's group (the inverse of [`group_of`]).
+pub fn shard_of(group: GroupId) -> (u64, u32) {
+    (group >> 20, (group & 0xF_FFFF) as u32)
+}
+
+/// Starts this process's replica of a group a peer is talking to, when the
+/// application finds it should have one (a new shard's first leader asks
+/// for votes before the other replicas heard of the shard). Resolves to
+/// whether the group now runs here.
+pub type Starter = Arc<
+    dyn Fn(GroupId) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -136,6 +151,10 @@ impl Options {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             snapshot_max_chunk_size: 1 << 20,
+            // Entries may be large (a batch of a bulk load); a message must
+            // reach the follower, be logged and be answered within one
+            // heartbeat interval, which is openraft's timeout for it.
+            max_payload_entries: 16,
             install_snapshot_timeout: 5000,
             ..Default::default()
         }
@@ -152,6 +171,7 @@ pub struct Node {
     log: Arc<log::SharedLog>,
     groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
     network: network::Network,
+    starter: Arc<OnceLock<Starter>>,
 }
 
 impl Node {
@@ -169,6 +189,7 @@ impl Node {
             log,
             groups: Default::default(),
             network,
+            starter: Default::default(),
         }))
     }
 
@@ -180,6 +201,12 @@ impl Node {
     /// address its groups' memberships recorded.
     pub fn set_address(&self, id: NodeId, addr: String) {
         self.network.set_address(id, addr);
+    }
+
+    /// Ask `starter` about messages for groups not running here, before
+    /// answering that they are not here (set once).
+    pub fn on_unknown_group(&self, starter: Starter) {
+        let _ = self.starter.set(starter);
     }
 
     /// Start this process's replica of `group` (again, after a restart: its
@@ -261,7 +288,7 @@ impl Node {
 
     /// The gRPC service delivering peers' messages to this process's groups.
     pub fn service(&self) -> eon_proto::v1::raft_server::RaftServer<network::Service> {
-        network::Service::new(self.groups.clone()).into_server()
+        network::Service::new(self.groups.clone(), self.starter.clone()).into_server()
     }
 }
 

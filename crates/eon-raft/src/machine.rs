@@ -173,7 +173,7 @@ impl<M: Machine> RaftSnapshotBuilder<TypeConfig> for Builder<M> {
         // The state is locked while it is written, so the file is the state
         // at exactly `last`; applying waits meanwhile. (Fine for meta's
         // small state; shards bring their own checkpoints.)
-        let meta = {
+        let meta = eon_storage::blocking(|| {
             let mut state = store.lock();
             state.built += 1;
             let meta = Meta {
@@ -194,8 +194,8 @@ impl<M: Machine> RaftSnapshotBuilder<TypeConfig> for Builder<M> {
                 .and_then(|_| out.flush())
                 .map_err(write_error)?;
             out.get_ref().sync_all().map_err(write_error)?;
-            meta
-        };
+            Ok::<_, StorageError<NodeId>>(meta)
+        })?;
         std::fs::rename(&tmp, &path).map_err(write_error)?;
         eon_storage::wal::sync_dir(&store.dir).map_err(write_error)?;
         let file = tokio::fs::File::open(&path).await.map_err(read_error)?;
@@ -227,20 +227,23 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut state = self.lock();
-        let mut replies = Vec::new();
-        for entry in entries {
-            state.last = Some(entry.log_id);
-            replies.push(match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(command) => state.machine.apply(&command),
-                EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
-                }
-            });
-        }
-        Ok(replies)
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        eon_storage::blocking(|| {
+            let mut state = self.lock();
+            let mut replies = Vec::new();
+            for entry in entries {
+                state.last = Some(entry.log_id);
+                replies.push(match entry.payload {
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(command) => state.machine.apply(&command),
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Vec::new()
+                    }
+                });
+            }
+            Ok(replies)
+        })
     }
 
     async fn get_snapshot_builder(&mut self) -> Builder<M> {

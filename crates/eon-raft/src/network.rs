@@ -14,7 +14,7 @@
 //! a group the peer does not host is a `NetworkError`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use eon_proto::v1 as pb;
@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{GroupId, NodeId, Raft, TypeConfig};
+use crate::{GroupId, NodeId, Raft, Starter, TypeConfig};
 
 /// Messages may carry many entries or a snapshot chunk (1 MiB).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -208,11 +208,19 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// The receiving end: delivers peers' messages to this process's groups.
 pub struct Service {
     groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
+    starter: Arc<OnceLock<Starter>>,
 }
 
 impl Service {
-    pub(crate) fn new(groups: Arc<RwLock<HashMap<GroupId, Raft>>>) -> Service {
-        Service { groups }
+    pub(crate) fn new(
+        groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
+        starter: Arc<OnceLock<Starter>>,
+    ) -> Service {
+        Service { groups, starter }
+    }
+
+    fn group(&self, group: GroupId) -> Option<Raft> {
+        self.groups.read().unwrap().get(&group).cloned()
     }
 
     pub fn into_server(self) -> pb::raft_server::RaftServer<Service> {
@@ -239,15 +247,16 @@ impl pb::raft_server::Raft for Service {
         request: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftAnswer>, tonic::Status> {
         let message = request.into_inner();
-        let raft = self
-            .groups
-            .read()
-            .unwrap()
-            .get(&message.group)
-            .cloned()
-            .ok_or_else(|| {
-                tonic::Status::not_found(format!("raft group {} is not here", message.group))
-            })?;
+        let mut raft = self.group(message.group);
+        if raft.is_none()
+            && let Some(start) = self.starter.get()
+            && start(message.group).await
+        {
+            raft = self.group(message.group);
+        }
+        let raft = raft.ok_or_else(|| {
+            tonic::Status::not_found(format!("raft group {} is not here", message.group))
+        })?;
         match pb::RaftMessageKind::try_from(message.kind) {
             Ok(pb::RaftMessageKind::AppendEntries) => {
                 encode(&raft.append_entries(decode(&message.body)?).await)

@@ -37,6 +37,18 @@ pub use store::{
     WriteOp, WriteOutcome,
 };
 
+/// Run `work`, which may take a while without awaiting (staging a large
+/// write, applying a large entry, writing a snapshot), off the async
+/// worker's duty: the worker's other tasks (answering pings, Raft messages,
+/// other requests) move to another thread meanwhile. On a single-threaded
+/// runtime, or outside one, it just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O error: {0}")]

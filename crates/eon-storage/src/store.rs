@@ -59,6 +59,9 @@ const SEGMENT_DIR: &str = "segments";
 /// A shard with this many segments has them merged into one.
 const COMPACT_AT: usize = 4;
 
+/// Rows from which staging a write runs off the async worker.
+const LARGE_WRITE: usize = 1000;
+
 /// One key's new state within a write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyWrite {
@@ -161,6 +164,10 @@ struct Staged {
     keys: Vec<(ShardId, Key)>,
     anchor: u64,
     since: std::time::Instant,
+    /// The keys of replicated shards that applied entries listed, so that
+    /// a key a transaction writes again is listed once (kept by
+    /// `apply_record` alone; a set, as a transaction may list many keys).
+    applied: std::collections::HashSet<(ShardId, Key)>,
 }
 
 /// How long final transaction records are kept (intents resolve long
@@ -579,7 +586,7 @@ impl Store {
         let mut found = None;
         for (id, shard) in shards.iter() {
             // A replicated shard is counted by its leader alone.
-            if id.0 != table || groups.get(id).is_some_and(|g| !g.leads()) {
+            if id.0 != table || !acts_on(&groups, id) {
                 continue;
             }
             let data = shard.data.read().unwrap();
@@ -721,7 +728,16 @@ impl Store {
         // The transaction's record, if it starts here, goes with the first
         // replicated shard, else into the engine's log.
         let home = replicated.first().copied();
-        let (outcomes, staged, min_commit_ts) = match self.stage(meta, anchor, &ops) {
+        // (A large write takes long enough to stall the engine's other
+        // tasks on this worker.)
+        let rows: usize = ops.iter().map(|o| o.rows.len()).sum();
+        let stage = || self.stage(meta, anchor, &ops);
+        let result = if rows >= LARGE_WRITE {
+            crate::blocking(stage)
+        } else {
+            stage()
+        };
+        let (outcomes, staged, min_commit_ts) = match result {
             Ok(staged) => staged,
             Err(e) => {
                 if record {
@@ -864,6 +880,7 @@ impl Store {
                         keys: vec![],
                         anchor,
                         since: std::time::Instant::now(),
+                        applied: Default::default(),
                     })
                     .keys
                     .extend(local_keys);
@@ -1003,6 +1020,13 @@ impl Store {
     /// Commit (`Some(ts)`) or remove (`None`) the intents of `txn` on `keys`,
     /// then wake readers waiting for them.
     fn resolve<K: AsKey>(&self, txn: TxnId, keys: &[K], commit_ts: Option<Ts>) {
+        if keys.len() >= LARGE_WRITE {
+            return crate::blocking(|| self.resolve_now(txn, keys, commit_ts));
+        }
+        self.resolve_now(txn, keys, commit_ts)
+    }
+
+    fn resolve_now<K: AsKey>(&self, txn: TxnId, keys: &[K], commit_ts: Option<Ts>) {
         self.with_keys_by_shard(keys, |data, key| {
             if let Some(v) = data.rows.get_mut(key) {
                 match commit_ts {
@@ -1288,7 +1312,7 @@ impl Store {
         let groups = self.groups.read().unwrap();
         Some(
             keys.into_iter()
-                .filter(|(s, _)| groups.get(s).is_none_or(|g| g.leads()))
+                .filter(|(s, _)| acts_on(&groups, s))
                 .collect(),
         )
     }
@@ -1379,10 +1403,7 @@ impl Store {
             .iter()
             .filter(|(_, s)| s.since.elapsed() >= age)
             .filter(|(_, s)| {
-                s.keys.is_empty()
-                    || s.keys
-                        .iter()
-                        .any(|(shard, _)| groups.get(shard).is_none_or(|g| g.leads()))
+                s.keys.is_empty() || s.keys.iter().any(|(shard, _)| acts_on(&groups, shard))
             })
             .map(|(t, s)| (*t, s.anchor))
             .collect()
@@ -2293,6 +2314,14 @@ fn replay(
     }
 }
 
+/// Whether a store acts on `shard` itself (counts it, resolves what is
+/// staged there): a shard in the engine's own log, or a replicated one
+/// whose group this replica leads. A follower's copy is its leader's to
+/// act on; entries from the leader change it.
+fn acts_on(groups: &HashMap<ShardId, Arc<dyn ShardLog>>, shard: &ShardId) -> bool {
+    groups.get(shard).is_none_or(|g| g.leads())
+}
+
 /// List the intents in shard `id`'s delta as staged keys of their
 /// transactions (after a recovery, or a snapshot's load). Returns the
 /// delta's estimated size in bytes.
@@ -2307,6 +2336,7 @@ fn collect_staged(id: ShardId, data: &ShardData, prepared: &mut HashMap<TxnId, S
                     keys: vec![],
                     anchor: i.anchor,
                     since: now,
+                    applied: Default::default(),
                 })
                 .keys
                 .push((id, key.clone()));

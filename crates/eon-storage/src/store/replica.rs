@@ -47,7 +47,7 @@ use super::{
     CHECKPOINT_CHUNK, Record, ShardData, ShardId, Staged, Store, TxnRecord, collect_staged,
     read_one, write_one,
 };
-use crate::mvcc::{TxnId, TxnStatus, Version, Versions};
+use crate::mvcc::{TxnId, TxnStatus, Version, Versions, row_size};
 use crate::{Error, Result};
 
 /// A proposal's outcome, to be awaited.
@@ -211,6 +211,20 @@ impl Store {
         {
             *applied = true;
         }
+        if entry.origin != self.origin {
+            // Staged by another replica (or by this one before a restart):
+            // the rows are new here, and count toward the memory limit as
+            // staging counts them on the leader.
+            let added: u64 = match &entry.record {
+                Record::Apply { shards, .. } | Record::Prepare { shards, .. } => shards
+                    .iter()
+                    .flat_map(|s| &s.writes)
+                    .map(|w| (w.key.len() + w.value.as_ref().map(row_size).unwrap_or(0)) as u64)
+                    .sum(),
+                _ => 0,
+            };
+            self.bytes.fetch_add(added, Ordering::Relaxed);
+        }
         self.apply_record(shard, entry.record);
         Ok(())
     }
@@ -237,6 +251,7 @@ impl Store {
             let mut prepared = self.prepared.lock().unwrap();
             if let Some(staged) = prepared.get_mut(&txn) {
                 staged.keys.retain(|(s, _)| *s != shard);
+                staged.applied.retain(|(s, _)| *s != shard);
                 if staged.keys.is_empty() {
                     prepared.remove(&txn);
                 }
@@ -299,13 +314,13 @@ impl Store {
                     keys: vec![],
                     anchor,
                     since: std::time::Instant::now(),
+                    applied: Default::default(),
                 });
-                // The leader applies what it staged itself: list each key
-                // once.
-                let known: std::collections::HashSet<&(ShardId, Key)> =
-                    staged.keys.iter().collect();
-                let new: Vec<(ShardId, Key)> =
-                    keys.into_iter().filter(|k| !known.contains(k)).collect();
+                // A key the transaction wrote before is listed already.
+                let new: Vec<(ShardId, Key)> = keys
+                    .into_iter()
+                    .filter(|k| staged.applied.insert(k.clone()))
+                    .collect();
                 staged.keys.extend(new);
             }
             Record::RollbackTo { txn, seq } => {
@@ -372,13 +387,10 @@ impl Store {
                 }
                 resolved(txn, TxnStatus::Aborted);
             }
-            Record::DropTable { table } => {
-                if shard.0 == table
-                    && let Err(e) = self.reset_shard(shard)
-                {
-                    tracing::error!(?shard, "dropping a replicated shard: {e}");
-                }
-            }
+            // Never proposed: each data engine drops its own copies of a
+            // dropped table (`Store::drop_table`); there is nothing for a
+            // group to agree on.
+            Record::DropTable { .. } => {}
         }
         self.resolved.notify_waiters();
     }
