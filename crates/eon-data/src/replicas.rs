@@ -30,6 +30,10 @@
 //!   round serves every read of the shard for [`READ_LEASE`] after `t`,
 //!   well inside that, a *read lease*. Leaderships go to meta with every
 //!   heartbeat; meta routes query engines to the leaders.
+//! - **Quiet.** Groups do not beat on their own: engines beat to each
+//!   other once per peer, listing the groups they lead, and a group elects
+//!   only when no live engine leads it (`eon_raft::quiet`). So hundreds of
+//!   idle shards cost nothing between writes.
 //! - **Elsewhere**, a request waits (up to [`SERVE_WAIT`]) while the group
 //!   has no leader or this replica is still taking over; when another
 //!   replica leads, or none emerges in time, the request is refused with a
@@ -53,9 +57,11 @@ use eon_raft::{GroupId, Node, Raft};
 type Metrics = RaftMetrics<u64, BasicNode>;
 use eon_storage::{ShardId, Store};
 
-/// Raft timing for shard groups: a leader lost is replaced within one to
-/// two seconds (a follower waits out the leader's lease, the longest
-/// election timeout, before voting for another), so writes resume well within the 5 s the cluster promises.
+/// Raft settings for shard groups. They are quiet (`eon_raft::quiet`):
+/// engines beat to each other every 150 ms, and a group whose leader's
+/// engine has been silent for a second elects again (a follower still
+/// waits out the lease it granted the leader, the longest election
+/// timeout), so writes resume well within the 5 s the cluster promises.
 /// The heartbeat interval is also openraft's deadline for a follower to
 /// log and answer a batch of entries, so it leaves room for a busy disk.
 fn raft_options() -> eon_raft::Options {
@@ -63,6 +69,7 @@ fn raft_options() -> eon_raft::Options {
         authorization: node::cluster_secret().map(|s| format!("Bearer {s}")),
         heartbeat: Duration::from_millis(150),
         election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+        quiet: true,
         ..Default::default()
     }
 }
@@ -511,6 +518,7 @@ impl Replicas {
     /// over leaderships as they come, start what the catalog adds, follow
     /// peers' addresses.
     pub fn spawn(self: &Arc<Self>) {
+        self.node.watch_peers();
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));

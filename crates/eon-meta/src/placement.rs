@@ -16,13 +16,10 @@
 
 use eon_proto::v1 as pb;
 
-/// Copies per shard when the table does not say. The goal is 3 once at
-/// least 3 data engines are up (a majority survives losing one), else 1.
-/// With 3, the whole suite passes here but the bank and pgbench tests
-/// failed under CI's load (idle groups' heartbeats cost CPU), so it is 1
-/// for now and `WITH (replication = 3)` opts in.
-pub fn default_replication(_engines: usize) -> u32 {
-    1
+/// Copies per shard when the table does not say: 3 once at least 3 data
+/// engines are up (a majority survives losing one), else 1.
+pub fn default_replication(engines: usize) -> u32 {
+    if engines >= 3 { 3 } else { 1 }
 }
 
 /// An up data engine: its id and its host.
@@ -132,5 +129,6 @@ mod tests {
         assert_eq!(host_of("10.0.0.7:5000"), "10.0.0.7");
         assert_eq!(host_of("[::1]:5000"), "::1");
         assert_eq!(default_replication(2), 1);
+        assert_eq!(default_replication(3), 3);
     }
 }

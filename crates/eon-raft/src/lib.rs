@@ -29,6 +29,9 @@
 //!   (`proto/eon/v1/raft.proto`) carries openraft's messages, postcard-encoded,
 //!   each tagged with its group. A process serves it once for all its groups;
 //!   connections to each peer are shared by all groups.
+//! - **Quiet groups** ([`quiet`]). A data engine holds hundreds of groups;
+//!   rather than beat in each, it beats once per peer process, and a group
+//!   elects only when no live peer leads it.
 //! - **Shards** ([`shard`]). A replicated shard's group has the data
 //!   engine's store, restricted to that shard, as its state machine.
 //!
@@ -39,6 +42,7 @@
 pub mod log;
 pub mod machine;
 pub mod network;
+pub mod quiet;
 pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
@@ -125,6 +129,10 @@ pub struct Options {
     /// The `authorization` header every message carries (eon's cluster
     /// secret, which the receiving process checks).
     pub authorization: Option<String>,
+    /// Groups neither beat nor elect on their own; the process beats once
+    /// per peer process and watches its peers ([`quiet`]), once
+    /// [`Node::watch_peers`] runs.
+    pub quiet: bool,
 }
 
 impl Default for Options {
@@ -136,6 +144,7 @@ impl Default for Options {
             keep_behind_snapshot: 1000,
             compact_bytes: 64 << 20,
             authorization: None,
+            quiet: false,
         }
     }
 }
@@ -156,6 +165,8 @@ impl Options {
             // heartbeat interval, which is openraft's timeout for it.
             max_payload_entries: 16,
             install_snapshot_timeout: 5000,
+            enable_heartbeat: !self.quiet,
+            enable_elect: !self.quiet,
             ..Default::default()
         }
         .validate()
@@ -172,6 +183,9 @@ pub struct Node {
     groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
     network: network::Network,
     starter: Arc<OnceLock<Starter>>,
+    quiet: bool,
+    peers: Arc<quiet::Peers>,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Node {
@@ -190,11 +204,21 @@ impl Node {
             groups: Default::default(),
             network,
             starter: Default::default(),
+            quiet: options.quiet,
+            peers: Default::default(),
+            delivered: Default::default(),
         }))
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// How many of its groups' messages this process has received from
+    /// peers (entries, votes, beats of groups that are not quiet; the
+    /// processes' own beats are not counted).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reach node `id` at `addr` (`http://host:port`) from now on, whatever
@@ -288,7 +312,13 @@ impl Node {
 
     /// The gRPC service delivering peers' messages to this process's groups.
     pub fn service(&self) -> eon_proto::v1::raft_server::RaftServer<network::Service> {
-        network::Service::new(self.groups.clone(), self.starter.clone()).into_server()
+        network::Service::new(
+            self.groups.clone(),
+            self.starter.clone(),
+            self.peers.clone(),
+            self.delivered.clone(),
+        )
+        .into_server()
     }
 }
 

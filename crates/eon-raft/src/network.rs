@@ -14,6 +14,7 @@
 //! a group the peer does not host is a `NetworkError`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::quiet::{Beat, Peers};
 use crate::{GroupId, NodeId, Raft, Starter, TypeConfig};
 
 /// Messages may carry many entries or a snapshot chunk (1 MiB).
@@ -67,6 +69,43 @@ impl Network {
         let mut addresses = self.addresses.write().unwrap();
         if addresses.get(&node) != Some(&addr) {
             addresses.insert(node, addr);
+        }
+    }
+
+    /// Where to reach `node`: the address set for it, else the one its
+    /// group's membership gives.
+    fn address(&self, node: NodeId, member_addr: &str) -> String {
+        self.addresses
+            .read()
+            .unwrap()
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| member_addr.to_string())
+    }
+
+    /// Send `beat` to each peer (id → the address its groups' membership
+    /// gives), each in the background, giving up after `timeout`.
+    pub(crate) fn beat(&self, peers: HashMap<NodeId, String>, beat: &Beat, timeout: Duration) {
+        let Ok(body) = postcard::to_stdvec(beat) else {
+            return;
+        };
+        for (id, member_addr) in peers {
+            let Ok(channel) = self.channel(&self.address(id, &member_addr)) else {
+                continue;
+            };
+            let mut message = tonic::Request::new(pb::RaftMessage {
+                group: 0,
+                kind: pb::RaftMessageKind::Beat as i32,
+                body: body.clone().into(),
+            });
+            message.set_timeout(timeout);
+            if let Some(a) = &self.authorization {
+                message.metadata_mut().insert("authorization", a.clone());
+            }
+            tokio::spawn(async move {
+                let mut client = pb::raft_client::RaftClient::new(channel);
+                let _ = tokio::time::timeout(timeout, client.deliver(message)).await;
+            });
         }
     }
 
@@ -138,14 +177,7 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let addr = self
-            .network
-            .addresses
-            .read()
-            .unwrap()
-            .get(&self.target)
-            .cloned()
-            .unwrap_or_else(|| self.member_addr.clone());
+        let addr = self.network.address(self.target, &self.member_addr);
         let channel = self
             .network
             .channel(&addr)
@@ -209,14 +241,24 @@ impl RaftNetwork<TypeConfig> for Peer {
 pub struct Service {
     groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
     starter: Arc<OnceLock<Starter>>,
+    peers: Arc<Peers>,
+    /// Groups' messages delivered (beats not counted).
+    delivered: Arc<AtomicU64>,
 }
 
 impl Service {
     pub(crate) fn new(
         groups: Arc<RwLock<HashMap<GroupId, Raft>>>,
         starter: Arc<OnceLock<Starter>>,
+        peers: Arc<Peers>,
+        delivered: Arc<AtomicU64>,
     ) -> Service {
-        Service { groups, starter }
+        Service {
+            groups,
+            starter,
+            peers,
+            delivered,
+        }
     }
 
     fn group(&self, group: GroupId) -> Option<Raft> {
@@ -247,6 +289,11 @@ impl pb::raft_server::Raft for Service {
         request: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftAnswer>, tonic::Status> {
         let message = request.into_inner();
+        if message.kind == pb::RaftMessageKind::Beat as i32 {
+            self.peers.heard(decode(&message.body)?);
+            return Ok(tonic::Response::new(pb::RaftAnswer::default()));
+        }
+        self.delivered.fetch_add(1, Ordering::Relaxed);
         let mut raft = self.group(message.group);
         if raft.is_none()
             && let Some(start) = self.starter.get()
@@ -265,10 +312,9 @@ impl pb::raft_server::Raft for Service {
             Ok(pb::RaftMessageKind::InstallSnapshot) => {
                 encode(&raft.install_snapshot(decode(&message.body)?).await)
             }
-            Err(_) => Err(tonic::Status::invalid_argument(format!(
-                "unknown raft message kind {}",
-                message.kind
-            ))),
+            Ok(pb::RaftMessageKind::Beat) | Err(_) => Err(tonic::Status::invalid_argument(
+                format!("unknown raft message kind {}", message.kind),
+            )),
         }
     }
 }

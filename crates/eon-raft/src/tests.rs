@@ -43,6 +43,7 @@ fn options() -> Options {
         keep_behind_snapshot: 10,
         compact_bytes: 4 << 10,
         authorization: None,
+        quiet: false,
     }
 }
 
@@ -56,7 +57,12 @@ struct Proc {
 }
 
 async fn start(id: NodeId, dir: &Path, addr: SocketAddr) -> Proc {
-    let node = Node::open(id, dir, options()).unwrap();
+    start_with(id, dir, addr, options()).await
+}
+
+async fn start_with(id: NodeId, dir: &Path, addr: SocketAddr, options: Options) -> Proc {
+    let node = Node::open(id, dir, options).unwrap();
+    node.watch_peers();
     let (raft, notes) = node.start(GROUP, Notes::default()).await.unwrap();
     let (stop, server) = serve(&node, addr).await;
     Proc {
@@ -228,6 +234,76 @@ async fn three_replicas_replicate_fail_over_and_catch_up() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    for p in procs.into_iter().flatten() {
+        p.stop().await;
+    }
+}
+
+/// Quiet groups: no message while idle, yet a leader lost is replaced and a
+/// replica back from a restart catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_groups_are_silent_when_idle_and_still_fail_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let quiet = || Options {
+        quiet: true,
+        ..options()
+    };
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        procs.push(Some(
+            start_with(i as NodeId + 1, &dirs[i], addrs[i], quiet()).await,
+        ));
+    }
+    let members: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (i as NodeId + 1, format!("http://{}", addrs[i])))
+        .collect();
+    let first = procs[0].as_ref().unwrap();
+    first.node.initialize(GROUP, members).await.unwrap();
+    let l = leader(&procs).await;
+    for i in 0..20 {
+        write(procs[l].as_ref().unwrap(), format!("note {i}")).await;
+    }
+    converged(&procs, 20).await;
+
+    // Idle: the group sends nothing (the processes beat to each other).
+    let delivered = |procs: &[Option<Proc>]| -> u64 {
+        procs.iter().flatten().map(|p| p.node.delivered()).sum()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = delivered(&procs);
+    tokio::time::sleep(quiet::SILENCE * 2).await;
+    assert_eq!(
+        delivered(&procs),
+        before,
+        "an idle quiet group sent messages"
+    );
+    assert_eq!(
+        leader(&procs).await,
+        l,
+        "an idle quiet group changed leaders"
+    );
+
+    // The leader's process stops: the others elect one and go on.
+    let old = procs[l].take().unwrap();
+    old.stop().await;
+    let stopped = tokio::time::Instant::now();
+    let l2 = leader(&procs).await;
+    assert_ne!(l2, l);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+    for i in 20..40 {
+        write(procs[l2].as_ref().unwrap(), format!("note {i}")).await;
+    }
+    converged(&procs, 40).await;
+
+    // Back from a restart, it catches up though the group is idle again.
+    procs[l] = Some(start_with(l as NodeId + 1, &dirs[l], addrs[l], quiet()).await);
+    converged(&procs, 40).await;
     for p in procs.into_iter().flatten() {
         p.stop().await;
     }

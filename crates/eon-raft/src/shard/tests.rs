@@ -28,6 +28,7 @@ fn options() -> Options {
         keep_behind_snapshot: 5,
         compact_bytes: 64 << 10,
         authorization: None,
+        quiet: false,
     }
 }
 
