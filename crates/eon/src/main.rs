@@ -10,6 +10,7 @@
 //!   eon bench tpch      run TPC-H's 22 queries, check the answers, compare with PostgreSQL and DataFusion
 //!   eon bench-load      measure `eon load` rows/s against another server's COPY
 //!   eon bench-scale     measure the balancer and the ingress on a cluster of its own
+//!   eon bench-replication  writes with one copy vs three, and failover, on a cluster of its own
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
 //! ```
@@ -19,6 +20,7 @@
 
 mod bench;
 mod bench_load;
+mod bench_repl;
 mod bench_scale;
 mod bench_tpch;
 mod client;
@@ -191,6 +193,10 @@ enum Command {
     /// step, actions under ±20 % noise, failed requests on scale-down,
     /// ingress against direct throughput.
     BenchScale(bench_scale::ScaleArgs),
+    /// Measure replication on a cluster of its own (three data engines):
+    /// write throughput with one copy vs three, and how long writes take
+    /// to resume after kill -9 and SIGSTOP of a data engine.
+    BenchReplication(bench_repl::ReplicationArgs),
     /// Run the conformance suite of an interface against a running service
     /// (a cluster's: with its secret in EON_CLUSTER_SECRET, e.g.
     /// `EON_CLUSTER_SECRET=$(cat eon-data/cluster-secret)`).
@@ -567,6 +573,7 @@ fn main() -> ExitCode {
             exit(r)
         }
         Command::BenchScale(args) => exit(runtime().block_on(bench_scale::run(args))),
+        Command::BenchReplication(args) => exit(runtime().block_on(bench_repl::run(args))),
         Command::Bench(bench::BenchCommand {
             workload: Some(bench::Workload::Tpch(args)),
             ..
