@@ -40,8 +40,7 @@
 //!   serialization failure (40001) and the query engine runs the statement
 //!   again, with the new leaders.
 
-use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -53,9 +52,9 @@ use eon_proto::v1::meta_client::MetaClient;
 use eon_raft::openraft::{BasicNode, RaftMetrics, ServerState};
 use eon_raft::shard::{ShardGroup, start_shard};
 use eon_raft::{GroupId, Node, Raft};
+use eon_storage::{ShardId, Store};
 
 type Metrics = RaftMetrics<u64, BasicNode>;
-use eon_storage::{ShardId, Store};
 
 /// Raft settings for shard groups. They are quiet (`eon_raft::quiet`):
 /// engines beat to each other every 150 ms, and a group whose leader's

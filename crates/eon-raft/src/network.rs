@@ -93,20 +93,33 @@ impl Network {
             let Ok(channel) = self.channel(&self.address(id, &member_addr)) else {
                 continue;
             };
-            let mut message = tonic::Request::new(pb::RaftMessage {
-                group: 0,
-                kind: pb::RaftMessageKind::Beat as i32,
-                body: body.clone().into(),
-            });
-            message.set_timeout(timeout);
-            if let Some(a) = &self.authorization {
-                message.metadata_mut().insert("authorization", a.clone());
-            }
+            let message = self.message(0, pb::RaftMessageKind::Beat, body.clone(), timeout);
             tokio::spawn(async move {
                 let mut client = pb::raft_client::RaftClient::new(channel);
                 let _ = tokio::time::timeout(timeout, client.deliver(message)).await;
             });
         }
+    }
+
+    /// One message for `group` with the cluster's authorization, to be
+    /// answered within `timeout`.
+    fn message(
+        &self,
+        group: GroupId,
+        kind: pb::RaftMessageKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> tonic::Request<pb::RaftMessage> {
+        let mut message = tonic::Request::new(pb::RaftMessage {
+            group,
+            kind: kind as i32,
+            body: body.into(),
+        });
+        message.set_timeout(timeout);
+        if let Some(a) = &self.authorization {
+            message.metadata_mut().insert("authorization", a.clone());
+        }
+        message
     }
 
     pub fn for_group(&self, group: GroupId) -> GroupNetwork {
@@ -184,15 +197,9 @@ impl Peer {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&Failure(e.to_string()))))?;
         let body =
             postcard::to_stdvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut message = tonic::Request::new(pb::RaftMessage {
-            group: self.group,
-            kind: kind as i32,
-            body: body.into(),
-        });
-        message.set_timeout(option.hard_ttl());
-        if let Some(a) = &self.network.authorization {
-            message.metadata_mut().insert("authorization", a.clone());
-        }
+        let message = self
+            .network
+            .message(self.group, kind, body, option.hard_ttl());
         let mut client = pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

@@ -74,6 +74,28 @@ async fn start_with(id: NodeId, dir: &Path, addr: SocketAddr, options: Options) 
     }
 }
 
+/// Three processes (nodes 1 to 3, in `tmp`) with `options`, the group
+/// initialized on the first: their directories, addresses and processes.
+async fn start_three(
+    tmp: &Path,
+    options: impl Fn() -> Options,
+) -> (Vec<PathBuf>, Vec<SocketAddr>, Vec<Option<Proc>>) {
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.join(format!("n{i}"))).collect();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        procs.push(Some(
+            start_with(i as NodeId + 1, &dirs[i], addrs[i], options()).await,
+        ));
+    }
+    let members: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (i as NodeId + 1, format!("http://{}", addrs[i])))
+        .collect();
+    let first = procs[0].as_ref().unwrap();
+    first.node.initialize(GROUP, members).await.unwrap();
+    (dirs, addrs, procs)
+}
+
 /// Serve `node`'s Raft service on `addr` until told to stop.
 pub(crate) async fn serve(
     node: &Node,
@@ -168,22 +190,7 @@ async fn converged(procs: &[Option<Proc>], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_replicate_fail_over_and_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        procs.push(Some(start(i as NodeId + 1, &dirs[i], addrs[i]).await));
-    }
-    let members: BTreeMap<NodeId, String> = (0..3)
-        .map(|i| (i as NodeId + 1, format!("http://{}", addrs[i])))
-        .collect();
-    procs[0]
-        .as_ref()
-        .unwrap()
-        .node
-        .initialize(GROUP, members)
-        .await
-        .unwrap();
+    let (dirs, addrs, mut procs) = start_three(tmp.path(), options).await;
 
     // Replication: every write acknowledged by the leader reaches all.
     let l = leader(&procs).await;
@@ -244,23 +251,11 @@ async fn three_replicas_replicate_fail_over_and_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_groups_are_silent_when_idle_and_still_fail_over() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let quiet = || Options {
         quiet: true,
         ..options()
     };
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        procs.push(Some(
-            start_with(i as NodeId + 1, &dirs[i], addrs[i], quiet()).await,
-        ));
-    }
-    let members: BTreeMap<NodeId, String> = (0..3)
-        .map(|i| (i as NodeId + 1, format!("http://{}", addrs[i])))
-        .collect();
-    let first = procs[0].as_ref().unwrap();
-    first.node.initialize(GROUP, members).await.unwrap();
+    let (dirs, addrs, mut procs) = start_three(tmp.path(), quiet).await;
     let l = leader(&procs).await;
     for i in 0..20 {
         write(procs[l].as_ref().unwrap(), format!("note {i}")).await;

@@ -62,6 +62,12 @@ const COMPACT_AT: usize = 4;
 /// Rows from which staging a write runs off the async worker.
 const LARGE_WRITE: usize = 1000;
 
+/// The memory a written key takes in a shard's delta (its key and new
+/// row), as the memory limit counts it.
+fn write_size(key: &[u8], value: Option<&Row>) -> u64 {
+    (key.len() + value.map(row_size).unwrap_or(0)) as u64
+}
+
 /// One key's new state within a write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyWrite {
@@ -693,7 +699,7 @@ impl Store {
             let incoming: u64 = ops
                 .iter()
                 .flat_map(|o| &o.rows)
-                .map(|(k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64)
+                .map(|(k, v)| write_size(k, v.as_ref()))
                 .sum();
             if self.memory_used() + incoming > limit {
                 self.flush_if_needed()?;
@@ -1011,7 +1017,7 @@ impl Store {
         }
         let added: u64 = staged
             .iter()
-            .map(|(_, k, v)| (k.len() + v.as_ref().map(row_size).unwrap_or(0)) as u64)
+            .map(|(_, k, v)| write_size(k, v.as_ref()))
             .sum();
         self.bytes.fetch_add(added, Ordering::Relaxed);
         Ok((outcomes, staged, min_commit_ts))

@@ -45,9 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CHECKPOINT_CHUNK, Record, ShardData, ShardId, Staged, Store, TxnRecord, collect_staged,
-    read_one, write_one,
+    read_one, write_one, write_size,
 };
-use crate::mvcc::{TxnId, TxnStatus, Version, Versions, row_size};
+use crate::mvcc::{TxnId, TxnStatus, Version, Versions};
 use crate::{Error, Result};
 
 /// A proposal's outcome, to be awaited.
@@ -219,7 +219,7 @@ impl Store {
                 Record::Apply { shards, .. } | Record::Prepare { shards, .. } => shards
                     .iter()
                     .flat_map(|s| &s.writes)
-                    .map(|w| (w.key.len() + w.value.as_ref().map(row_size).unwrap_or(0)) as u64)
+                    .map(|w| write_size(&w.key, w.value.as_ref()))
                     .sum(),
                 _ => 0,
             };
