@@ -127,13 +127,14 @@ pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::
 }
 
 impl AgentState {
-    /// Statements in flight on all ready query engines now.
+    /// Statements in flight on all ready query engines the autoscaler
+    /// manages now.
     async fn query_engine_load(&self) -> f64 {
         let addrs: Vec<String> = self
             .qe_pg
             .backends()
             .iter()
-            .filter(|b| !b.draining())
+            .filter(|b| !b.draining() && !self.is_manual(&b.instance.name))
             .filter_map(|b| {
                 let s = b.instance.status();
                 (s.state == State::Running)
@@ -169,7 +170,7 @@ impl AgentState {
             .qe_pg
             .backends()
             .into_iter()
-            .filter(|b| !b.draining())
+            .filter(|b| !b.draining() && !self.is_manual(&b.instance.name))
             .collect();
         let ready = live.iter().filter(|b| b.ready()).count() as u32;
         let starting = live.len() as u32 - ready;

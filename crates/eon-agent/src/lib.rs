@@ -154,6 +154,10 @@ pub struct AgentState {
     /// Statements in flight on the query engines, sampled since the last
     /// decision.
     qe_samples: Mutex<Vec<f64>>,
+    /// Query engines started by hand (the Agent API's `Start`): the
+    /// operator's to stop, so the autoscaler neither counts nor drains
+    /// them (else an idle cluster's scaler would stop one as it starts).
+    manual: Mutex<std::collections::HashSet<String>>,
     http_client: HttpClient,
     /// gRPC channels to components, by address (kept: statistics are
     /// asked for ten times a second).
@@ -322,6 +326,11 @@ impl AgentState {
             .write()
             .unwrap()
             .retain(|i| !Arc::ptr_eq(i, inst));
+    }
+
+    /// Started by hand, not by the autoscaler (see `manual`).
+    fn is_manual(&self, name: &str) -> bool {
+        self.manual.lock().unwrap().contains(name)
     }
 
     fn find(&self, name: &str) -> Option<Arc<Instance>> {
@@ -633,6 +642,7 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         qe_scaling: opts.query_engine_scaling.clone(),
         qe_scaler: Mutex::new(eon_balancer::Scaler::new()),
         qe_samples: Mutex::new(Vec::new()),
+        manual: Mutex::new(Default::default()),
         http_client: ingress::http_client(),
         channels: Mutex::new(HashMap::new()),
         next_id: Mutex::new(HashMap::new()),
@@ -1222,6 +1232,7 @@ impl Agent for AgentService {
             .state
             .start(&req.into_inner().kind)
             .map_err(Status::invalid_argument)?;
+        self.state.manual.lock().unwrap().insert(inst.name.clone());
         inst.wait_ready(READY_TIMEOUT)
             .await
             .map_err(Status::unavailable)?;
@@ -1246,6 +1257,7 @@ impl Agent for AgentService {
             Duration::from_millis(req.timeout_ms as u64)
         };
         inst.stop(timeout).await;
+        self.state.manual.lock().unwrap().remove(&inst.name);
         Ok(Response::new(inst.to_proto()))
     }
 

@@ -56,6 +56,20 @@ pub async fn agent(addr: &str, secret: Option<&str>) -> anyhow::Result<Report> {
     );
     r.pass("Start runs a new instance");
 
+    // An instance started by hand is the operator's: an autoscaler (eon's
+    // decides once a second) must not stop it behind their back.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let list = c
+        .list(pb::ListInstancesRequest {})
+        .await?
+        .into_inner()
+        .instances;
+    ensure!(
+        list.iter()
+            .any(|i| i.name == started.name && i.state == "running"),
+        "a started instance keeps running until it is stopped"
+    );
+
     let alive = std::path::Path::new(&format!("/proc/{}", started.pid)).exists();
     let stopped = c
         .stop(pb::StopInstanceRequest {

@@ -28,7 +28,8 @@
 //! values the subquery refers to, it substitutes them as constants (the
 //! subquery is then uncorrelated), lets DataFusion optimize and run it at the
 //! statement's snapshot, and remembers the answer for the next row with the
-//! same values. A subquery nested in the substituted one that refers to the
+//! same values. The distinct values of one outer batch are answered several
+//! at a time, as each answer mostly waits on data engines. A subquery nested in the substituted one that refers to the
 //! same outer row is substituted too, and one that still cannot be
 //! decorrelated becomes an `Apply` of its own when the substituted plan is
 //! optimized.
@@ -76,6 +77,9 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::{StreamExt, TryStreamExt};
 use std::ops::ControlFlow;
+
+/// How many distinct outer values [`ApplyExec`] answers at once.
+const CONCURRENT_ANSWERS: usize = 8;
 
 /// What an [`Apply`] computes for each outer row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
@@ -880,15 +884,36 @@ impl Runner {
     /// One outer batch, applied.
     async fn apply(&self, batch: RecordBatch, ctx: &Arc<TaskContext>) -> Result<RecordBatch> {
         let width = batch.num_columns();
-        let mut answers = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            let key = self
-                .params
-                .iter()
-                .map(|(i, _)| ScalarValue::try_from_array(batch.column(*i), row))
-                .collect::<Result<Vec<_>>>()?;
-            answers.push(self.answer(key, ctx, width).await?);
-        }
+        let keys = (0..batch.num_rows())
+            .map(|row| {
+                self.params
+                    .iter()
+                    .map(|(i, _)| ScalarValue::try_from_array(batch.column(*i), row))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The batch's distinct values not answered yet are asked
+        // CONCURRENT_ANSWERS at a time: each answer is a round of planning
+        // and of requests to data engines, mostly spent waiting.
+        let todo: Vec<Vec<ScalarValue>> = {
+            let memo = self.memo.lock().await;
+            let mut seen = HashSet::new();
+            keys.iter()
+                .filter(|k| !memo.contains_key(*k) && seen.insert(*k))
+                .cloned()
+                .collect()
+        };
+        futures::stream::iter(todo)
+            .map(|key| self.answer(key, ctx, width))
+            .buffer_unordered(CONCURRENT_ANSWERS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let answers: Vec<Answer> = {
+            let memo = self.memo.lock().await;
+            keys.iter()
+                .map(|k| memo.get(k).cloned().expect("every value was answered"))
+                .collect()
+        };
         let types = self.added_types(width);
         let mut columns: Vec<ArrayRef>;
         match &self.kind {
