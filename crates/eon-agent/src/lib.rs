@@ -86,6 +86,9 @@ pub struct UpOptions {
     pub tls: Option<eon_common::tls::CertFiles>,
     /// Refuse clients that do not use TLS, on every public port.
     pub require_tls: bool,
+    /// How long a data engine may be unreachable before meta has its shard
+    /// copies rebuilt elsewhere.
+    pub replace_after: Duration,
 }
 
 /// Where a running cluster can be reached; written to `cluster.json`.
@@ -443,6 +446,8 @@ fn meta_replicas(opts: &UpOptions) -> Result<Vec<MetaReplica>, UpError> {
             .join(ADMIN_PASSWORD_FILE)
             .display()
             .to_string(),
+        "--replace-after".to_string(),
+        opts.replace_after.as_secs().to_string(),
     ];
     let peers_file = opts.data_dir.join(META_PEERS_FILE);
     let existing = std::fs::read_to_string(&peers_file).ok();

@@ -34,13 +34,21 @@
 //!   other once per peer, listing the groups they lead, and a group elects
 //!   only when no live engine leads it (`eon_raft::quiet`). So hundreds of
 //!   idle shards cost nothing between writes.
+//! - **Following the catalog.** When meta changes a shard's list of copies
+//!   (it replaced a lost engine; the balancer moves a copy), the list's
+//!   `generation` goes up and the group's leader makes the group follow:
+//!   each engine new to it is added as a learner, which starts its replica
+//!   on the leader's first message and catches up by snapshot and log, and
+//!   then the voters become the list (openraft's joint consensus). An
+//!   engine dropped from the list deletes its copy once its group has let
+//!   it go, or after [`REMOVE_GRACE`] (a removed replica is not told).
 //! - **Elsewhere**, a request waits (up to [`SERVE_WAIT`]) while the group
 //!   has no leader or this replica is still taking over; when another
 //!   replica leads, or none emerges in time, the request is refused with a
 //!   serialization failure (40001) and the query engine runs the statement
 //!   again, with the new leaders.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -77,6 +85,14 @@ fn raft_options() -> eon_raft::Options {
 /// (a new group's first election, or a take-over under way) before it is
 /// refused. Longer than an election, shorter than the client's patience.
 pub const SERVE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a copy the catalog no longer lists is kept while its group may
+/// still count on it (a removed replica is not told it was removed).
+pub const REMOVE_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a new copy may take to catch up before the change is given up
+/// (and tried again).
+const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// How long a confirmed leadership serves reads without another round
 /// (half the followers' lease on the leader, for clocks and delays).
@@ -127,6 +143,19 @@ impl Leading {
 impl Replica {
     fn raft(&self) -> &Raft {
         self.group.raft().expect("a started group has its raft")
+    }
+
+    /// The group's voters and learners as this replica knows them, and
+    /// whether a change between two sets of voters is under way.
+    fn members(&self) -> (BTreeSet<u64>, BTreeSet<u64>, bool) {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().collect(),
+            membership.learner_ids().collect(),
+            membership.get_joint_config().len() > 1,
+        )
     }
 
     /// What this engine needs of the group's metrics, read without
@@ -184,6 +213,12 @@ pub struct Replicas {
     /// Tables the catalog no longer has (ids are never reused): peers that
     /// missed the drop may still talk to their groups.
     gone: Mutex<HashSet<u64>>,
+    /// The catalog's copies of every replicated shard.
+    lists: Mutex<HashMap<ShardId, Vec<u64>>>,
+    /// Shards whose group this engine, leading, is changing to its list.
+    changing: Mutex<HashSet<ShardId>>,
+    /// Copies here the catalog stopped listing, since when.
+    dropped: Mutex<HashMap<ShardId, tokio::time::Instant>>,
 }
 
 /// The engine's replication counters (in its Stats).
@@ -191,6 +226,8 @@ pub struct Counters {
     pub replicas: Arc<AtomicU64>,
     pub leading: Arc<AtomicU64>,
     pub applied: Arc<AtomicU64>,
+    /// Groups led here whose voters are not yet the catalog's list.
+    pub changing: Arc<AtomicU64>,
 }
 
 /// The engines keeping copies of `table`'s shard (one: not replicated).
@@ -231,6 +268,9 @@ impl Replicas {
             news: tokio::sync::Notify::new(),
             counters: std::sync::OnceLock::new(),
             gone: Mutex::new(HashSet::new()),
+            lists: Mutex::new(HashMap::new()),
+            changing: Mutex::new(HashSet::new()),
+            dropped: Mutex::new(HashMap::new()),
         });
         let weak: Weak<Replicas> = Arc::downgrade(&replicas);
         replicas.node.on_unknown_group(Arc::new(move |group| {
@@ -252,15 +292,29 @@ impl Replicas {
 
     fn update_counters(&self) {
         let Some(c) = self.counters.get() else { return };
-        let replicas: Vec<Arc<Replica>> = self.replicas.lock().unwrap().values().cloned().collect();
-        let (mut leading, mut applied) = (0, 0);
-        for r in &replicas {
+        let replicas: Vec<(ShardId, Arc<Replica>)> = self
+            .replicas
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, r)| (*s, r.clone()))
+            .collect();
+        let lists = self.lists.lock().unwrap().clone();
+        let (mut leading, mut applied, mut changing) = (0, 0, 0);
+        for (id, r) in &replicas {
             let s = r.state();
             if s.leads(self.id) {
                 leading += 1;
+                let (voters, _, _) = r.members();
+                if lists.get(id).is_some_and(|l| {
+                    l.len() != voters.len() || l.iter().any(|e| !voters.contains(e))
+                }) {
+                    changing += 1;
+                }
             }
             applied += s.applied;
         }
+        c.changing.store(changing, Ordering::Relaxed);
         c.replicas.store(replicas.len() as u64, Ordering::Relaxed);
         c.leading.store(leading, Ordering::Relaxed);
         c.applied.store(applied, Ordering::Relaxed);
@@ -304,7 +358,13 @@ impl Replicas {
             .is_initialized()
             .await
             .map_err(|e| Error::internal(format!("raft: {e}")))?;
-        if members[0] == self.id && !initialized {
+        // Only a new group is made here; one whose list changed exists
+        // already, and its leader adds this copy.
+        let new_group = table
+            .replicas
+            .get(shard as usize)
+            .is_some_and(|r| r.generation == 0);
+        if members[0] == self.id && new_group && !initialized {
             let addresses = self.refresh_addresses().await?;
             let voters: BTreeMap<u64, String> = members
                 .iter()
@@ -366,18 +426,105 @@ impl Replicas {
     /// Stop and delete this engine's replicas of `table`'s shards.
     pub async fn forget(&self, table: u64) {
         let gone: Vec<ShardId> = {
-            let mut replicas = self.replicas.lock().unwrap();
-            let ids: Vec<ShardId> = replicas.keys().filter(|s| s.0 == table).copied().collect();
-            for id in &ids {
-                replicas.remove(id);
-            }
-            ids
+            let replicas = self.replicas.lock().unwrap();
+            replicas.keys().filter(|s| s.0 == table).copied().collect()
         };
         for shard in gone {
-            if let Err(e) = self.node.remove(eon_raft::group_of(shard.0, shard.1)).await {
-                tracing::warn!(?shard, "removing a shard's group: {e}");
+            self.remove(shard).await;
+        }
+    }
+
+    /// Stop and delete this engine's replica of `shard`.
+    async fn remove(&self, shard: ShardId) {
+        if self.replicas.lock().unwrap().remove(&shard).is_none() {
+            return;
+        }
+        self.dropped.lock().unwrap().remove(&shard);
+        if let Err(e) = self.node.remove(eon_raft::group_of(shard.0, shard.1)).await {
+            tracing::warn!(?shard, "removing a shard's group: {e}");
+        }
+        let _ = self.store.unreplicate(shard);
+        tracing::info!(?shard, "shard replica removed");
+    }
+
+    /// Make the groups follow the catalog's lists of copies (see the
+    /// module docs): as a leader, change a group whose voters differ from
+    /// its list; elsewhere, delete a copy the list dropped once the group
+    /// let it go or [`REMOVE_GRACE`] passed.
+    async fn follow_catalog(self: &Arc<Self>) {
+        let replicas: Vec<(ShardId, Arc<Replica>)> = self
+            .replicas
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, r)| (*s, r.clone()))
+            .collect();
+        for (id, replica) in replicas {
+            let Some(list) = self.lists.lock().unwrap().get(&id).cloned() else {
+                continue;
+            };
+            let (voters, learners, joint) = replica.members();
+            if replica.ready(&replica.state(), self.id) {
+                let want: BTreeSet<u64> = list.iter().copied().collect();
+                if voters != want && !joint && self.changing.lock().unwrap().insert(id) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.change_members(id, &replica, want).await;
+                        me.changing.lock().unwrap().remove(&id);
+                    });
+                }
+                // A leader leaves its group by stepping down first.
+                continue;
             }
-            let _ = self.store.unreplicate(shard);
+            if list.contains(&self.id) {
+                self.dropped.lock().unwrap().remove(&id);
+                continue;
+            }
+            let since = *self
+                .dropped
+                .lock()
+                .unwrap()
+                .entry(id)
+                .or_insert_with(tokio::time::Instant::now);
+            let let_go = !voters.contains(&self.id) && !learners.contains(&self.id);
+            if let_go || since.elapsed() >= REMOVE_GRACE {
+                self.remove(id).await;
+            }
+        }
+    }
+
+    /// As `shard`'s leader: add the engines new to `want` as learners, wait
+    /// until they caught up, then make `want` the voters (the others leave).
+    async fn change_members(&self, shard: ShardId, replica: &Replica, want: BTreeSet<u64>) {
+        let raft = replica.raft();
+        let addresses = match self.refresh_addresses().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(?shard, "no addresses to change the group with: {e}");
+                return;
+            }
+        };
+        let (voters, _, _) = replica.members();
+        for new in want.iter().filter(|n| !voters.contains(n)) {
+            let node = BasicNode::new(addresses.get(new).cloned().unwrap_or_default());
+            // Blocking: returns once the learner has caught up.
+            match tokio::time::timeout(CATCH_UP, raft.add_learner(*new, node, true)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(?shard, new, "adding a copy: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(?shard, new, "a new copy did not catch up in {CATCH_UP:?}");
+                    return;
+                }
+            }
+        }
+        match raft.change_membership(want.clone(), false).await {
+            Ok(_) => {
+                tracing::info!(?shard, voters = ?want, "the shard's group follows the catalog")
+            }
+            Err(e) => tracing::warn!(?shard, "changing the group's voters: {e}"),
         }
     }
 
@@ -431,6 +578,15 @@ impl Replicas {
             return Ok(());
         }
         let (tables, version) = self.catalog_tables().await?;
+        let mut lists = HashMap::new();
+        for t in &tables {
+            for (shard, r) in t.replicas.iter().enumerate() {
+                if r.engines.len() > 1 {
+                    lists.insert((t.id, shard as u32), r.engines.clone());
+                }
+            }
+        }
+        *self.lists.lock().unwrap() = lists;
         for t in &tables {
             for shard in 0..t.replicas.len() as u32 {
                 self.ensure(t, shard).await?;
@@ -536,6 +692,7 @@ impl Replicas {
                     if let Err(e) = me.reconcile().await {
                         tracing::warn!("starting shard replicas: {e}");
                     }
+                    me.follow_catalog().await;
                 }
             }
         });

@@ -135,6 +135,7 @@ impl DataEngineService {
             replicas: stats.counter("shard_replicas"),
             leading: stats.counter("shard_leaders"),
             applied: stats.counter("raft_applied"),
+            changing: stats.counter("shard_groups_changing"),
         });
         Arc::new_cyclic(|me| DataEngineService {
             id,

@@ -29,6 +29,9 @@
 //!   `eon up` prints a URL for is made at the first start.
 //! - **Membership.** Components register their freshly chosen addresses and
 //!   heartbeat; a node whose heartbeat is older than [`NODE_TIMEOUT`] is down.
+//!   A data engine down for longer than `--replace-after` is *lost*: the
+//!   leader gives each of its shard copies to another engine
+//!   ([`placement::replace`]) and the shards' groups follow the catalog.
 //!
 //! State is replicated with Raft ([`replication`]), as one replica or
 //! three: a change is answered once a majority of replicas has it on disk,
@@ -293,6 +296,140 @@ impl MetaService {
             .collect();
         engines.sort_by_key(|e| e.id);
         engines
+    }
+
+    /// Replace the data engines not heard from for `after` in every
+    /// replicated shard that lists them (see [`placement::replace`]).
+    /// Returns the replacements made, as (table, shard, lost, new).
+    fn replace_lost(&self, after: Duration) -> Vec<(u64, u32, u64, u64)> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = unix_ms();
+        let lost: std::collections::HashSet<u64> = inner
+            .nodes
+            .values()
+            .filter(|(n, seen)| {
+                n.kind == pb::NodeKind::DataEngine as i32 && now - seen > after.as_millis() as i64
+            })
+            .map(|(n, _)| n.id)
+            .collect();
+        let listed = |t: &pb::Table| {
+            t.replicas
+                .iter()
+                .any(|r| r.engines.len() > 1 && r.engines.iter().any(|e| lost.contains(e)))
+        };
+        let any = inner.persisted.tables.iter().any(|t| {
+            listed(t)
+                || t.indexes
+                    .iter()
+                    .any(|ix| ix.storage.as_ref().is_some_and(listed))
+        });
+        if !any {
+            return vec![];
+        }
+        let up = Self::up_data_engines(&inner);
+        let mut copies: HashMap<u64, usize> = HashMap::new();
+        let mut count = |t: &pb::Table| {
+            for r in &t.replicas {
+                for e in &r.engines {
+                    *copies.entry(*e).or_default() += 1;
+                }
+            }
+        };
+        for t in &inner.persisted.tables {
+            count(t);
+            t.indexes
+                .iter()
+                .filter_map(|ix| ix.storage.as_ref())
+                .for_each(&mut count);
+        }
+        // A shard's copies that were alike (colocated tables' shard i) stay
+        // alike: the same list gets the same replacement.
+        let mut done: HashMap<Vec<u64>, pb::ShardReplicas> = HashMap::new();
+        let mut made = Vec::new();
+        let mut replace_in = |t: &mut pb::Table| {
+            for (i, r) in t.replicas.iter_mut().enumerate() {
+                if !r.engines.iter().any(|e| lost.contains(e)) {
+                    continue;
+                }
+                let old = r.engines.clone();
+                let changes = match done.get(&old) {
+                    Some(new) => {
+                        let changes: Vec<(u64, u64)> = old
+                            .iter()
+                            .zip(&new.engines)
+                            .filter(|(a, b)| a != b)
+                            .map(|(a, b)| (*a, *b))
+                            .collect();
+                        r.engines = new.engines.clone();
+                        if !changes.is_empty() {
+                            r.generation += 1;
+                        }
+                        changes
+                    }
+                    None => {
+                        let changes = placement::replace(r, &lost, &up, &mut copies);
+                        done.insert(old, r.clone());
+                        changes
+                    }
+                };
+                if changes.is_empty() {
+                    continue;
+                }
+                // Route to a copy that is there until a leader is known.
+                if let Some(p) = t.placement.get_mut(i)
+                    && lost.contains(p)
+                    && let Some(first) = r.engines.iter().find(|e| !lost.contains(e))
+                {
+                    *p = *first;
+                }
+                for (old, new) in changes {
+                    made.push((t.id, i as u32, old, new));
+                }
+            }
+        };
+        for t in &mut inner.persisted.tables {
+            replace_in(t);
+            for ix in &mut t.indexes {
+                if let Some(s) = ix.storage.as_mut() {
+                    replace_in(s);
+                }
+            }
+        }
+        if !made.is_empty() && self.bump(&mut inner).is_err() {
+            return vec![];
+        }
+        made
+    }
+
+    /// While this replica leads: replace lost data engines (see
+    /// [`MetaService::replace_lost`]) once a second.
+    pub fn replace_lost_engines(self: &Arc<Self>, after: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if !me.serving() {
+                    continue;
+                }
+                let made = me.replace_lost(after);
+                if made.is_empty() {
+                    continue;
+                }
+                for (table, shard, lost, new) in &made {
+                    tracing::info!(
+                        table,
+                        shard,
+                        lost,
+                        new,
+                        "data engine {lost} lost for over {after:?}: its copy of the shard goes to {new}"
+                    );
+                }
+                if let Err(e) = me.commit().await {
+                    tracing::warn!("committing replaced engines: {e}");
+                }
+            }
+        });
     }
 
     /// How many copies of each shard a new table gets: what it asks for
@@ -1652,6 +1789,61 @@ mod tests {
         let single = create(single).unwrap().table.unwrap();
         assert!(single.replicas.iter().all(|r| r.engines.len() == 1));
     }
+
+    #[tokio::test]
+    async fn a_lost_engines_copies_go_to_engines_that_are_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path()).await;
+        for id in 1..=4 {
+            register(&meta, id);
+        }
+        let mut t = table("t");
+        t.replication = 3;
+        let t = meta
+            .create_table(pb::CreateTableRequest {
+                table: Some(t),
+                if_not_exists: false,
+                restore: false,
+                sequences: vec![],
+                replaces: 0,
+            })
+            .unwrap()
+            .table
+            .unwrap();
+        let on_3 = t.replicas.iter().filter(|r| r.engines.contains(&3)).count();
+        assert!(on_3 > 0);
+        // Nobody lost yet.
+        assert!(meta.replace_lost(Duration::from_secs(10)).is_empty());
+        // Engine 3 silent for a minute.
+        let version = meta.inner.lock().unwrap().persisted.catalog_version;
+        meta.inner
+            .lock()
+            .unwrap()
+            .nodes
+            .get_mut(&(pb::NodeKind::DataEngine as i32, 3))
+            .unwrap()
+            .1 -= 60_000;
+        let made = meta.replace_lost(Duration::from_secs(10));
+        assert_eq!(made.len(), on_3);
+        assert!(
+            made.iter()
+                .all(|(id, _, lost, _)| *id == t.id && *lost == 3)
+        );
+        let inner = meta.inner.lock().unwrap();
+        assert!(inner.persisted.catalog_version > version);
+        let now = &inner.persisted.tables[0];
+        for (i, r) in now.replicas.iter().enumerate() {
+            let mut ids = r.engines.clone();
+            ids.sort();
+            assert_eq!(ids, vec![1, 2, 4], "shard {i}");
+            let changed = t.replicas[i].engines.contains(&3);
+            assert_eq!(r.generation, changed as u32, "shard {i}");
+            assert_ne!(now.placement[i], 3);
+        }
+        drop(inner);
+        // Done once.
+        assert!(meta.replace_lost(Duration::from_secs(10)).is_empty());
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1667,6 +1859,9 @@ pub struct MetaOptions {
     /// empty: meta runs as one replica, id 1, on `listen`:`port`.
     pub replica: u64,
     pub peers: BTreeMap<u64, String>,
+    /// A data engine not heard from for this long is lost: its shard
+    /// copies are rebuilt on other engines.
+    pub replace_after: Duration,
 }
 
 /// What [`MetaService::start`] needs to know about its replica.
@@ -1711,6 +1906,7 @@ pub async fn run(opts: MetaOptions) -> Result<(), Error> {
         admin,
     })
     .await?;
+    service.replace_lost_engines(opts.replace_after);
     tracing::info!(%addr, replica = id, "meta serving");
     let metrics = service.clone();
     let raft = service.raft_service();

@@ -13,6 +13,17 @@
 //! which rotates with the shard number and the table id so that leaders,
 //! and so load, spread over the engines. Later copies are the next engines
 //! in that rotation that are on hosts not used yet, then any not used yet.
+//!
+//! **Replacing a lost engine.** A data engine that has not been heard from
+//! for `--replace-after` is lost: each copy it kept goes to an up engine
+//! that keeps none of the shard, by the same preferences (a host the
+//! shard's other copies do not use, then the engine with the fewest
+//! copies), in its place in the list, whose `generation` then counts the
+//! change. The shard's group follows (see `eon_data::replicas`): its
+//! leader adds the new engine as a learner, which catches up by snapshot
+//! and log, and then makes it a voter in place of the lost one.
+
+use std::collections::{HashMap, HashSet};
 
 use eon_proto::v1 as pb;
 
@@ -65,9 +76,62 @@ pub fn place(
         placement.push(chosen[0].id);
         replicas.push(pb::ShardReplicas {
             engines: chosen.iter().map(|e| e.id).collect(),
+            generation: 0,
         });
     }
     (placement, replicas)
+}
+
+/// Replace the `lost` engines among a replicated shard's copies with up
+/// engines keeping none of it (see the module docs); `copies` counts the
+/// copies each engine keeps, and is kept up to date. Returns the
+/// replacements made (lost, new); a lost engine stays when no engine can
+/// take its place.
+pub fn replace(
+    shard: &mut pb::ShardReplicas,
+    lost: &HashSet<u64>,
+    up: &[Engine],
+    copies: &mut HashMap<u64, usize>,
+) -> Vec<(u64, u64)> {
+    let mut made = Vec::new();
+    if shard.engines.len() < 2 {
+        // One copy: there is nothing to rebuild it from.
+        return made;
+    }
+    for slot in 0..shard.engines.len() {
+        let old = shard.engines[slot];
+        if !lost.contains(&old) {
+            continue;
+        }
+        let hosts: HashSet<&str> = shard
+            .engines
+            .iter()
+            .filter(|e| !lost.contains(e))
+            .filter_map(|e| up.iter().find(|u| u.id == *e))
+            .map(|u| u.host.as_str())
+            .collect();
+        let best = up
+            .iter()
+            .filter(|u| !lost.contains(&u.id) && !shard.engines.contains(&u.id))
+            .min_by_key(|u| {
+                (
+                    hosts.contains(u.host.as_str()),
+                    copies.get(&u.id).copied().unwrap_or(0),
+                    u.id,
+                )
+            });
+        let Some(new) = best else { continue };
+        shard.engines[slot] = new.id;
+        *copies.entry(new.id).or_default() += 1;
+        if let Some(c) = copies.get_mut(&old) {
+            *c = c.saturating_sub(1);
+        }
+        made.push((old, new.id));
+    }
+    if !made.is_empty() {
+        shard.generation += 1;
+    }
+    made
 }
 
 #[cfg(test)]
@@ -122,6 +186,41 @@ mod tests {
         let (placement, replicas) = place(4, 1, &es, 1);
         assert_eq!(placement, vec![2, 3, 1, 2]);
         assert!(replicas.iter().all(|r| r.engines.len() == 1));
+    }
+
+    #[test]
+    fn a_lost_engines_copies_go_to_other_hosts_then_the_emptiest_engine() {
+        // Engines 1..=5; 1 and 2 share host a. Shard on 1, 3, 4; 3 is lost.
+        let es = engines(&["a", "a", "b", "c", "d"]);
+        let up: Vec<Engine> = es.iter().filter(|e| e.id != 3).cloned().collect();
+        let lost = HashSet::from([3]);
+        let mut copies = HashMap::from([(2, 0), (5, 4)]);
+        let mut shard = pb::ShardReplicas {
+            engines: vec![1, 3, 4],
+            generation: 0,
+        };
+        // 2 keeps fewer copies, but shares host a with 1: 5 gets it.
+        assert_eq!(replace(&mut shard, &lost, &up, &mut copies), vec![(3, 5)]);
+        assert_eq!(shard.engines, vec![1, 5, 4]);
+        assert_eq!(shard.generation, 1);
+        assert_eq!(copies[&5], 5);
+        // Nothing lost: nothing changes.
+        assert!(replace(&mut shard, &HashSet::new(), &up, &mut copies).is_empty());
+        assert_eq!(shard.generation, 1);
+        // No engine left to take it: the lost one stays.
+        let mut shard = pb::ShardReplicas {
+            engines: vec![1, 2, 3],
+            generation: 0,
+        };
+        let few: Vec<Engine> = es[..2].to_vec();
+        assert!(replace(&mut shard, &lost, &few, &mut copies).is_empty());
+        assert_eq!(shard.engines, vec![1, 2, 3]);
+        // One copy: nothing to rebuild from.
+        let mut single = pb::ShardReplicas {
+            engines: vec![3],
+            generation: 0,
+        };
+        assert!(replace(&mut single, &lost, &up, &mut copies).is_empty());
     }
 
     #[test]

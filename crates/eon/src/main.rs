@@ -134,6 +134,10 @@ enum Command {
         /// no limit.
         #[arg(long, env = "EON_MEMORY_LIMIT", value_parser = eon_common::parse_size)]
         memory_limit: Option<u64>,
+        /// Seconds a data engine may be unreachable before its copies of
+        /// shards are rebuilt on other data engines.
+        #[arg(long, env = "EON_REPLACE_AFTER", default_value_t = 300)]
+        replace_after: u64,
         /// Accept every client without a password, on the PostgreSQL wire
         /// and over REST (for experiments on a machine of your own only).
         #[arg(long)]
@@ -229,6 +233,10 @@ enum Command {
         /// Every meta replica, `id=host:port,…` (none: a single replica).
         #[arg(long)]
         peers: Option<String>,
+        /// Seconds a data engine may be unreachable before its copies of
+        /// shards are rebuilt on other data engines.
+        #[arg(long, default_value_t = 300)]
+        replace_after: u64,
     },
     /// Run a data engine (started by `eon up`).
     DataEngine {
@@ -359,6 +367,7 @@ fn main() -> ExitCode {
             shards,
             gc_retention,
             memory_limit,
+            replace_after,
             trust,
             tls,
         } => {
@@ -435,6 +444,7 @@ fn main() -> ExitCode {
                 trust,
                 tls: tls.files(),
                 require_tls: tls.require_tls,
+                replace_after: std::time::Duration::from_secs(replace_after),
             };
             let require_tls = tls.require_tls;
             let started = std::time::Instant::now();
@@ -607,6 +617,7 @@ fn main() -> ExitCode {
             admin_password_file,
             replica,
             peers,
+            replace_after,
         } => {
             init_logging(None);
             let peers = match eon_common::node::parse_replicas(peers.as_deref().unwrap_or("")) {
@@ -620,6 +631,7 @@ fn main() -> ExitCode {
                 admin: admin_password_file.map(|f| (eon_agent::ADMIN_ROLE.to_string(), f)),
                 replica,
                 peers,
+                replace_after: std::time::Duration::from_secs(replace_after),
             })))
         }
         Command::DataEngine {

@@ -517,6 +517,186 @@ async fn until_it_works(cluster: &TestCluster, sql: &str) -> Duration {
     }
 }
 
+/// The engines listed for each shard of `table`, as meta's catalog has
+/// them.
+async fn copies_of(cluster: &TestCluster, table: &str) -> Vec<Vec<u64>> {
+    let catalog = cluster
+        .meta()
+        .unwrap()
+        .get_catalog(eon_proto::v1::GetCatalogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let t = catalog.tables.iter().find(|t| t.name == table).unwrap();
+    t.replicas.iter().map(|r| r.engines.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
+    // Four engines, three copies of each shard: each shard has one engine
+    // to spare. An engine silent for over 2 s is lost.
+    let cluster = TestCluster::builder()
+        .data_engines(4)
+        .arg("--replace-after")
+        .arg("2")
+        .start()
+        .unwrap();
+    let client = cluster.pg().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, v text); \
+             INSERT INTO acct SELECT g, 'before' FROM generate_series(1, 200) g",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let before = copies_of(&cluster, "acct").await;
+    assert!(before.iter().all(|c| c.len() == 3), "{before:?}");
+    let ids: std::collections::HashMap<String, u64> = cluster
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind == "data-engine")
+        .map(|i| (i.name, i.id))
+        .collect();
+    let (lost, second) = (ids["data-engine-1"], ids["data-engine-2"]);
+    // Some shards keep copies on both: losing both would stop them.
+    assert!(
+        before
+            .iter()
+            .any(|c| c.contains(&lost) && c.contains(&second)),
+        "{before:?}"
+    );
+
+    // Freeze one (the agent does not restart a live process): meta gives
+    // its copies to the engine each shard did not use.
+    let lost_pid = cluster.pid_of("data-engine-1").await.unwrap();
+    unsafe { libc::kill(lost_pid as i32, libc::SIGSTOP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let now = copies_of(&cluster, "acct").await;
+        if now.iter().all(|c| !c.contains(&lost)) {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "meta did not replace the lost engine: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(new.len(), 3);
+        let mut ids = new.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "{after:?}");
+        if !old.contains(&lost) {
+            assert_eq!(old, new, "a shard without the lost engine kept its copies");
+        }
+    }
+    until_it_works(
+        &cluster,
+        "INSERT INTO acct SELECT g, 'replaced' FROM generate_series(201, 240) g \
+         ON CONFLICT DO NOTHING",
+    )
+    .await;
+    // The groups follow: every shard has a leader on a live engine, and
+    // its voters are the new list (the new copies caught up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let engines = counters_of(&cluster, "data-engine").await;
+        let sum = |key: &str| -> u64 {
+            engines
+                .iter()
+                .filter(|(n, _)| n != "data-engine-1")
+                .map(|(_, c)| c.get(key).copied().unwrap_or(0))
+                .sum()
+        };
+        if sum("shard_leaders") == 8 && sum("shard_groups_changing") == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the groups did not follow the catalog: {engines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Then freeze a second engine: every group still has a majority once
+    // its new copy caught up and became a voter (without the rebuilt
+    // copies, shards on both frozen engines would have one of three).
+    let second_pid = cluster.pid_of("data-engine-2").await.unwrap();
+    unsafe { libc::kill(second_pid as i32, libc::SIGSTOP) };
+    let start = std::time::Instant::now();
+    let mut last;
+    loop {
+        let tried = async {
+            let client = cluster.pg().await?;
+            client
+                .batch_execute(
+                    "INSERT INTO acct SELECT g, 'two lost' FROM generate_series(241, 280) g \
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), tried).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => last = format!("{e:#}"),
+            Err(_) => last = "no answer in 10 s".into(),
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            unsafe { libc::kill(lost_pid as i32, libc::SIGCONT) };
+            unsafe { libc::kill(second_pid as i32, libc::SIGCONT) };
+            panic!("writes did not resume with two engines frozen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "writes resumed {:?} after a second engine froze",
+        start.elapsed()
+    );
+    let client = cluster.pg().await.unwrap();
+    let rows = client
+        .query("SELECT v, count(*) FROM acct GROUP BY v ORDER BY v", &[])
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("before".to_string(), 200),
+            ("replaced".to_string(), 40),
+            ("two lost".to_string(), 40)
+        ]
+    );
+    drop(client);
+
+    // Both come back. The second is still listed and catches up; the
+    // lost one is not, and deletes its copies.
+    unsafe { libc::kill(lost_pid as i32, libc::SIGCONT) };
+    unsafe { libc::kill(second_pid as i32, libc::SIGCONT) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let engines = counters_of(&cluster, "data-engine").await;
+        let replicas = |name: &str| {
+            engines
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, c)| c.get("shard_replicas").copied())
+        };
+        if replicas("data-engine-1") == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost engine kept its copies: {engines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_with_three_replicas_survives_losing_its_leader() {
     let cluster = TestCluster::builder()
