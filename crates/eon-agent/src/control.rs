@@ -10,7 +10,9 @@
 //! or by draining one (no new connections; stopped once its connections
 //! close, or after [`QE_DRAIN_TIMEOUT`]). Every action is a recorded
 //! decision. Every two seconds it also reports every component's
-//! statistics to meta's history window.
+//! statistics to meta's history window, and evens out the data engines'
+//! shard copies (`eon_balancer::copies`): a few moves at a time, each
+//! meta's `MoveReplica`, which the shard's group follows online.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,11 @@ use crate::supervisor::{STOP_TIMEOUT, State};
 /// samples.
 const SAMPLE: Duration = Duration::from_millis(100);
 const DECIDE_EVERY: u64 = 10;
+/// How often (in samples) the balancer looks at where shards' copies are.
+const BALANCE_DATA_EVERY: u64 = 20;
+/// A move asked of meta counts as under way for this long at least (its
+/// group shows it as changing within a second or two).
+const MOVE_SETTLES: Duration = Duration::from_secs(5);
 /// How often statistics of everything are reported to meta's history.
 const REPORT_EVERY: u64 = 20;
 /// How long a drained query engine's clients may keep their connections.
@@ -123,6 +130,10 @@ pub async fn control_loop(state: Arc<AgentState>, mut stop: tokio::sync::watch::
             state.decide_query_engines();
             state.host_tick();
         }
+        if n % BALANCE_DATA_EVERY == 0 {
+            let state = state.clone();
+            tokio::spawn(async move { state.balance_data().await });
+        }
     }
 }
 
@@ -216,6 +227,133 @@ impl AgentState {
                 desired: d.desired,
                 rule: d.rule,
                 actions,
+            });
+        }
+    }
+
+    /// Move shards' copies toward evenly loaded data engines
+    /// (`eon_balancer::copies`), a few at a time: each move is meta's
+    /// `MoveReplica`, and in the decision log with its reason. Load is
+    /// counted in copies for now (data engines do not report bytes and
+    /// requests per shard yet).
+    async fn balance_data(&self) {
+        let Ok(_one_at_a_time) = self.balancing.try_lock() else {
+            return;
+        };
+        let Ok(mut meta) = eon_common::node::meta_client(&self.meta_addr) else {
+            return;
+        };
+        let (Ok(catalog), Ok(nodes)) = (
+            meta.get_catalog(pb::GetCatalogRequest {}).await,
+            meta.list_nodes(pb::ListNodesRequest {}).await,
+        ) else {
+            return;
+        };
+        let engines: Vec<(eon_balancer::copies::Engine, String)> = nodes
+            .into_inner()
+            .nodes
+            .into_iter()
+            .filter(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.up)
+            .map(|n| {
+                let host = match n.grpc_address.rsplit_once(':') {
+                    Some((h, _)) => h.trim_matches(['[', ']']).to_string(),
+                    None => n.grpc_address.clone(),
+                };
+                (
+                    eon_balancer::copies::Engine { id: n.id, host },
+                    n.grpc_address,
+                )
+            })
+            .collect();
+        if engines.len() < 2 {
+            return;
+        }
+        let mut shards = Vec::new();
+        let mut add = |t: &pb::Table| {
+            for (i, r) in t.replicas.iter().enumerate() {
+                shards.push(eon_balancer::copies::Shard {
+                    table: t.id,
+                    shard: i as u32,
+                    engines: r.engines.clone(),
+                    bytes: 0,
+                    requests: 0.0,
+                });
+            }
+        };
+        for t in &catalog.into_inner().tables {
+            add(t);
+            t.indexes
+                .iter()
+                .filter_map(|ix| ix.storage.as_ref())
+                .for_each(&mut add);
+        }
+        // Moves under way: groups whose voters are not their list yet, and
+        // moves asked for lately (which may not show there yet).
+        let asks = engines.iter().map(|(_, addr)| async move {
+            let mut client =
+                eon_proto::v1::data_engine_client::DataEngineClient::new(self.channel_to(addr)?);
+            let s = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.stats(pb::StatsRequest {}),
+            )
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+            s.counters.get("shard_groups_changing").copied()
+        });
+        let changing: u64 = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .sum();
+        let recent = {
+            let mut moves = self.data_moves.lock().unwrap();
+            moves.retain(|at| at.elapsed() < MOVE_SETTLES);
+            moves.len()
+        };
+        let in_flight = (changing as usize).max(recent);
+        let engines: Vec<eon_balancer::copies::Engine> =
+            engines.into_iter().map(|(e, _)| e).collect();
+        let rules = eon_balancer::copies::Rules::default();
+        for m in eon_balancer::copies::plan(&engines, &shards, in_flight, &rules) {
+            let asked = meta
+                .move_replica(pb::MoveReplicaRequest {
+                    table: m.table,
+                    shard: m.shard,
+                    from: m.from,
+                    to: m.to,
+                })
+                .await;
+            let action = match &asked {
+                Ok(_) => format!(
+                    "move table {}'s shard {} from data-engine-{} to data-engine-{}",
+                    m.table, m.shard, m.from, m.to
+                ),
+                Err(e) => format!(
+                    "moving table {}'s shard {}: {}",
+                    m.table,
+                    m.shard,
+                    e.message()
+                ),
+            };
+            if asked.is_ok() {
+                self.data_moves
+                    .lock()
+                    .unwrap()
+                    .push(std::time::Instant::now());
+            }
+            self.decisions.record(pb::Decision {
+                at_unix_ms: eon_common::unix_ms(),
+                service: "data-engine".into(),
+                load: 0.0,
+                ready: engines.len() as u32,
+                starting: 0,
+                target: 0.0,
+                current: in_flight as u32,
+                desired: in_flight as u32 + 1,
+                rule: m.reason,
+                actions: vec![action],
             });
         }
     }

@@ -161,6 +161,9 @@ pub struct AgentState {
     /// operator's to stop, so the autoscaler neither counts nor drains
     /// them (else an idle cluster's scaler would stop one as it starts).
     manual: Mutex<std::collections::HashSet<String>>,
+    /// When the balancer last asked meta to move shards' copies.
+    data_moves: Mutex<Vec<std::time::Instant>>,
+    balancing: tokio::sync::Mutex<()>,
     http_client: HttpClient,
     /// gRPC channels to components, by address (kept: statistics are
     /// asked for ten times a second).
@@ -648,6 +651,8 @@ pub async fn up(opts: UpOptions, on_ready: impl FnOnce(&ClusterFile)) -> Result<
         qe_scaler: Mutex::new(eon_balancer::Scaler::new()),
         qe_samples: Mutex::new(Vec::new()),
         manual: Mutex::new(Default::default()),
+        data_moves: Mutex::new(Vec::new()),
+        balancing: tokio::sync::Mutex::new(()),
         http_client: ingress::http_client(),
         channels: Mutex::new(HashMap::new()),
         next_id: Mutex::new(HashMap::new()),

@@ -27,6 +27,11 @@
 //! parked host only when no awake one has room, and waits while one wakes;
 //! [`to_park`] names the hosts that have been empty for their `park_after`.
 //! The simulation tests below run load traces through both.
+//!
+//! Data engines' shard copies have a rule of their own ([`copies`]): the
+//! moves that bring every engine within a band of the mean load.
+
+pub mod copies;
 
 use std::collections::VecDeque;
 use std::time::Duration;

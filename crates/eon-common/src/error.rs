@@ -175,6 +175,7 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const OBJECT_IN_USE: &str = "55006";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const INVALID_GRANT_OPERATION: &str = "0LP01";
 }

@@ -401,6 +401,124 @@ impl MetaService {
         made
     }
 
+    /// Move one copy of a replicated shard (see `MoveReplica`); the shards
+    /// of the tables colocated with it that had the same copies move along.
+    fn move_replica(&self, req: pb::MoveReplicaRequest) -> Result<pb::MoveReplicaResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let bad = |m: String| Error::user(sqlstate::INVALID_PARAMETER_VALUE, m);
+        let all = |inner: &Inner| -> Vec<pb::Table> {
+            let mut out = Vec::new();
+            for t in &inner.persisted.tables {
+                out.push(t.clone());
+                out.extend(t.indexes.iter().filter_map(|ix| ix.storage.clone()));
+            }
+            out
+        };
+        let tables = all(&inner);
+        let t = tables.iter().find(|t| t.id == req.table).ok_or_else(|| {
+            Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("no table has id {}", req.table),
+            )
+        })?;
+        let old = t
+            .replicas
+            .get(req.shard as usize)
+            .ok_or_else(|| {
+                bad(format!(
+                    "\"{}\" has {} shards; there is no shard {}",
+                    t.name,
+                    t.replicas.len(),
+                    req.shard
+                ))
+            })?
+            .clone();
+        if old.engines.len() < 2 {
+            return Err(Error::user(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "shard {} of \"{}\" has one copy: only a replicated shard moves online",
+                    req.shard, t.name
+                ),
+            ));
+        }
+        if !old.engines.contains(&req.from) {
+            return Err(bad(format!(
+                "data engine {} keeps no copy of shard {} of \"{}\"",
+                req.from, req.shard, t.name
+            )));
+        }
+        if old.engines.contains(&req.to) {
+            return Err(bad(format!(
+                "data engine {} keeps a copy of shard {} of \"{}\" already",
+                req.to, req.shard, t.name
+            )));
+        }
+        if !Self::up_data_engines(&inner).iter().any(|e| e.id == req.to) {
+            return Err(Error::unavailable(format!(
+                "data engine {} is not up",
+                req.to
+            )));
+        }
+        // The colocation group: the root table and those colocated with it.
+        let root = if t.colocated_with != 0 {
+            t.colocated_with
+        } else {
+            t.id
+        };
+        let mut new = old.clone();
+        for e in &mut new.engines {
+            if *e == req.from {
+                *e = req.to;
+            }
+        }
+        new.generation += 1;
+        let mut also = Vec::new();
+        let mut apply = |t: &mut pb::Table| {
+            let same = t.id == req.table
+                || ((t.id == root || t.colocated_with == root)
+                    && t.replicas.get(req.shard as usize) == Some(&old));
+            if !same {
+                return;
+            }
+            t.replicas[req.shard as usize] = new.clone();
+            if let Some(p) = t.placement.get_mut(req.shard as usize)
+                && *p == req.from
+            {
+                *p = new
+                    .engines
+                    .iter()
+                    .copied()
+                    .find(|e| *e != req.to)
+                    .unwrap_or(req.to);
+            }
+            if t.id != req.table {
+                also.push(t.id);
+            }
+        };
+        for t in &mut inner.persisted.tables {
+            apply(t);
+            for ix in &mut t.indexes {
+                if let Some(s) = ix.storage.as_mut() {
+                    apply(s);
+                }
+            }
+        }
+        self.bump(&mut inner)?;
+        tracing::info!(
+            table = req.table,
+            shard = req.shard,
+            from = req.from,
+            to = req.to,
+            "moving a shard's copy"
+        );
+        Ok(pb::MoveReplicaResponse {
+            replicas: Some(new),
+            catalog_version: inner.persisted.catalog_version,
+            also_moved: also,
+        })
+    }
+
     /// While this replica leads: replace lost data engines (see
     /// [`MetaService::replace_lost`]) once a second.
     pub fn replace_lost_engines(self: &Arc<Self>, after: Duration) {
@@ -1396,6 +1514,13 @@ impl Meta for MetaService {
             .await
     }
 
+    async fn move_replica(
+        &self,
+        req: Request<pb::MoveReplicaRequest>,
+    ) -> Reply<pb::MoveReplicaResponse> {
+        self.counted(|| self.move_replica(req.into_inner())).await
+    }
+
     async fn get_catalog(
         &self,
         _req: Request<pb::GetCatalogRequest>,
@@ -1788,6 +1913,89 @@ mod tests {
         single.replication = 1;
         let single = create(single).unwrap().table.unwrap();
         assert!(single.replicas.iter().all(|r| r.engines.len() == 1));
+    }
+
+    #[tokio::test]
+    async fn a_copy_moves_with_its_colocated_shards_and_bad_moves_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path()).await;
+        for id in 1..=4 {
+            register(&meta, id);
+        }
+        let create = |t: pb::Table| {
+            meta.create_table(pb::CreateTableRequest {
+                table: Some(t),
+                if_not_exists: false,
+                restore: false,
+                sequences: vec![],
+                replaces: 0,
+            })
+            .unwrap()
+            .table
+            .unwrap()
+        };
+        let mut a = table("a");
+        a.replication = 3;
+        let a = create(a);
+        let mut b = table("b");
+        b.colocated_with = a.id;
+        let b = create(b);
+        let mut one = table("one");
+        one.replication = 1;
+        let one = create(one);
+        let list = a.replicas[2].engines.clone();
+        let to = (1..=4).find(|e| !list.contains(e)).unwrap();
+        let mv = |table: u64, from: u64, to: u64| {
+            meta.move_replica(pb::MoveReplicaRequest {
+                table,
+                shard: 2,
+                from,
+                to,
+            })
+        };
+        let moved = mv(a.id, list[1], to).unwrap();
+        let copies = moved.replicas.unwrap();
+        assert_eq!(copies.generation, 1);
+        assert!(copies.engines.contains(&to) && !copies.engines.contains(&list[1]));
+        assert_eq!(moved.also_moved, vec![b.id]);
+        let inner = meta.inner.lock().unwrap();
+        let now = |id: u64| {
+            inner
+                .persisted
+                .tables
+                .iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .replicas[2]
+                .clone()
+        };
+        assert_eq!(now(a.id), copies);
+        assert_eq!(now(b.id), copies);
+        drop(inner);
+        // Refused: no copy there, a copy there already, one copy only, an
+        // engine that is not up, a shard that does not exist.
+        let code = |r: Result<pb::MoveReplicaResponse, Error>| r.unwrap_err().code;
+        assert_eq!(
+            code(mv(a.id, list[1], to)),
+            sqlstate::INVALID_PARAMETER_VALUE
+        );
+        assert_eq!(
+            code(mv(a.id, to, list[0])),
+            sqlstate::INVALID_PARAMETER_VALUE
+        );
+        assert_eq!(
+            code(mv(one.id, one.replicas[2].engines[0], to)),
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
+        );
+        let refused = mv(a.id, to, 9).unwrap_err();
+        assert!(refused.message.contains("not up"), "{refused:?}");
+        let far = meta.move_replica(pb::MoveReplicaRequest {
+            table: a.id,
+            shard: 99,
+            from: 1,
+            to: 2,
+        });
+        assert_eq!(code(far), sqlstate::INVALID_PARAMETER_VALUE);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! `eon bench-replication`: what three copies of each shard cost and buy,
-//! measured on a cluster of its own (three data engines), one table with
+//! measured on a cluster of its own (four data engines), one table with
 //! one copy beside one with three, in the same run:
 //!
 //! - **writes**: single-row INSERTs per second from `--clients` loops for
@@ -8,8 +8,10 @@
 //! - **failover**: how long after `kill -9` of a data engine, and after
 //!   SIGSTOP of another (alive but silent, as a hung machine is), a write
 //!   to every shard of the three-copy table works again;
-//! - **moving a shard**: not measured yet — moving shards online is not
-//!   implemented.
+//! - **moving a shard**: a one-shard table of `--move-mb` MB with three
+//!   copies; one copy is moved to the fourth engine (`MoveReplica`, as `eon
+//!   shard move` does), timed until the new copy caught up, became a voter
+//!   and the old one is gone.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,132 @@ pub struct ReplicationArgs {
     /// Rows of the bulk INSERT into each table.
     #[arg(long, default_value_t = 100_000)]
     rows: u64,
+    /// Size in MB of the shard that is moved (0: no move).
+    #[arg(long, default_value_t = 1024)]
+    move_mb: u64,
+}
+
+/// A data engine's counters, by instance name.
+async fn engine_counters(
+    agent: &mut AgentClient<eon_common::node::Channel>,
+    secret: &str,
+) -> anyhow::Result<Vec<(String, std::collections::HashMap<String, u64>)>> {
+    let mut out = Vec::new();
+    let instances = agent
+        .list(pb::ListInstancesRequest {})
+        .await?
+        .into_inner()
+        .instances;
+    for i in instances.into_iter().filter(|i| i.kind == "data-engine") {
+        let channel = eon_common::node::channel_with(&i.address, Some(secret))?;
+        let mut client = eon_proto::v1::data_engine_client::DataEngineClient::new(channel);
+        if let Ok(s) = client.stats(pb::StatsRequest {}).await {
+            out.push((i.name, s.into_inner().counters));
+        }
+    }
+    Ok(out)
+}
+
+/// Load a one-shard, three-copy table of about `mb` MB, move one copy to an
+/// engine keeping none; how long until the move is done.
+async fn move_shard(
+    url: &str,
+    own: &OwnCluster,
+    agent: &mut AgentClient<eon_common::node::Channel>,
+    secret: &str,
+    mb: u64,
+) -> anyhow::Result<Duration> {
+    let admin = connect(url).await?;
+    admin
+        .batch_execute(
+            "CREATE TABLE moved (id bigint PRIMARY KEY, v text NOT NULL) \
+             WITH (replication = 3, shards = 1)",
+        )
+        .await?;
+    // 1 KB rows, 10 000 per statement.
+    let rows = mb * 1024;
+    let mut from = 0;
+    while from < rows {
+        let to = (from + 10_000).min(rows);
+        admin
+            .batch_execute(&format!(
+                "INSERT INTO moved SELECT g, repeat('x', 1000) FROM generate_series({from}, {}) g",
+                to - 1
+            ))
+            .await?;
+        from = to;
+    }
+    let file = eon_agent::read_cluster_file(&own.data_dir()).context("no cluster.json")?;
+    let mut meta = eon_proto::v1::meta_client::MetaClient::new(eon_common::node::channel_with(
+        &file.meta,
+        Some(secret),
+    )?);
+    let catalog = meta
+        .get_catalog(pb::GetCatalogRequest {})
+        .await?
+        .into_inner();
+    let t = catalog
+        .tables
+        .iter()
+        .find(|t| t.name == "moved")
+        .context("no table moved")?;
+    let list = t.replicas[0].engines.clone();
+    let engines: Vec<u64> = agent
+        .list(pb::ListInstancesRequest {})
+        .await?
+        .into_inner()
+        .instances
+        .iter()
+        .filter(|i| i.kind == "data-engine")
+        .map(|i| i.id)
+        .collect();
+    let to = *engines
+        .iter()
+        .find(|e| !list.contains(e))
+        .context("no data engine to move to")?;
+    // A follower's copy: the leader keeps serving throughout.
+    let from = *list
+        .iter()
+        .rev()
+        .find(|e| **e != t.placement[0])
+        .context("no follower")?;
+    let replicas_on = |counters: &[(String, std::collections::HashMap<String, u64>)], e: u64| {
+        counters
+            .iter()
+            .find(|(n, _)| *n == format!("data-engine-{e}"))
+            .and_then(|(_, c)| c.get("shard_replicas").copied())
+            .unwrap_or(0)
+    };
+    let before = engine_counters(agent, secret).await?;
+    let (from_before, to_before) = (replicas_on(&before, from), replicas_on(&before, to));
+    let start = Instant::now();
+    meta.move_replica(pb::MoveReplicaRequest {
+        table: t.id,
+        shard: 0,
+        from,
+        to,
+    })
+    .await?;
+    // Done when the new copy runs, every group's voters are its list, and
+    // the old copy is deleted.
+    loop {
+        let counters = engine_counters(agent, secret).await?;
+        let changing: u64 = counters
+            .iter()
+            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
+            .sum();
+        if changing == 0
+            && replicas_on(&counters, to) > to_before
+            && replicas_on(&counters, from) < from_before
+        {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(3600),
+            "the move did not finish within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Single-row INSERTs per second into `table` from `clients` loops.
@@ -112,10 +240,10 @@ fn seconds(d: Duration) -> String {
 }
 
 pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
-    println!("starting a cluster with 3 data engines ...");
+    println!("starting a cluster with 4 data engines ...");
     let own = OwnCluster::start(
         "eon-bench-replication-",
-        &["--data-engines".into(), "3".into()],
+        &["--data-engines".into(), "4".into()],
     )?;
     let url = own.pg_url()?;
     let file = eon_agent::read_cluster_file(&own.data_dir()).context("no cluster.json")?;
@@ -196,11 +324,20 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
         "(lost until it resumes)".into(),
         seconds(after_stop),
     ));
-    rows.push((
-        "moving a 1 GB shard".into(),
-        "not measured".into(),
-        "not measured: online moves are not implemented yet".into(),
-    ));
+    if args.move_mb > 0 {
+        // Let the restarted and resumed engines settle first.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!(
+            "loading {} MB into a one-shard table, then moving a copy ...",
+            args.move_mb
+        );
+        let took = move_shard(&url, &own, &mut agent, &secret, args.move_mb).await?;
+        rows.push((
+            format!("moving a {} MB shard's copy", args.move_mb),
+            "(one copy: not moved online)".into(),
+            seconds(took),
+        ));
+    }
 
     println!();
     println!("{:<42} {:>26}   {}", "measure", "1 copy", "3 copies");

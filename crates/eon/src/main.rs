@@ -4,13 +4,14 @@
 //!   eon up              start a local cluster (meta, data engines, query engines, front ends) and supervise it
 //!   eon status          show the components of a running cluster and where each table's shards live
 //!   eon recipe          check, apply, list and remove front ends' recipes
+//!   eon shard move      move a copy of a replicated shard to another data engine, online
 //!   eon agent --join    run the agent of another host (front ends placed there)
 //!   eon load            load a CSV or Parquet file into a table (COPY over the PostgreSQL wire)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
 //!   eon bench tpch      run TPC-H's 22 queries, check the answers, compare with PostgreSQL and DataFusion
 //!   eon bench-load      measure `eon load` rows/s against another server's COPY
 //!   eon bench-scale     measure the balancer and the ingress on a cluster of its own
-//!   eon bench-replication  writes with one copy vs three, and failover, on a cluster of its own
+//!   eon bench-replication  writes with one copy vs three, failover, moving a shard, on a cluster of its own
 //!   eon conformance     check that a service implements one of eon's interfaces
 //!   eon meta | data-engine | query-engine    run one component (started by `eon up`)
 //! ```
@@ -27,6 +28,7 @@ mod client;
 mod load;
 mod own_cluster;
 mod recipe_cmd;
+mod shard_cmd;
 mod status;
 
 // Planning and executing a statement allocates many small objects across
@@ -49,6 +51,27 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum ShardAction {
+    /// Move one copy of a replicated shard to another data engine, online
+    /// (`eon status` shows the engines and where each table's shards live).
+    Move {
+        /// The table (`schema.table`, or a table of `public`), or an
+        /// index's storage table.
+        table: String,
+        /// The shard's number.
+        shard: u32,
+        /// The data engine giving up its copy.
+        #[arg(long)]
+        from: u64,
+        /// The data engine taking it.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        find: client::Find,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +174,11 @@ enum Command {
         #[command(subcommand)]
         action: RecipeAction,
     },
+    /// Move shards' copies between data engines.
+    Shard {
+        #[command(subcommand)]
+        action: ShardAction,
+    },
     /// Run the agent of another host: join the cluster whose agent is at
     /// ADDR and run the front-end instances it places here.
     Agent {
@@ -197,9 +225,10 @@ enum Command {
     /// step, actions under ±20 % noise, failed requests on scale-down,
     /// ingress against direct throughput.
     BenchScale(bench_scale::ScaleArgs),
-    /// Measure replication on a cluster of its own (three data engines):
-    /// write throughput with one copy vs three, and how long writes take
-    /// to resume after kill -9 and SIGSTOP of a data engine.
+    /// Measure replication on a cluster of its own (four data engines):
+    /// write throughput with one copy vs three, how long writes take to
+    /// resume after kill -9 and SIGSTOP of a data engine, and how long
+    /// moving a copy of a `--move-mb` MB shard takes.
     BenchReplication(bench_repl::ReplicationArgs),
     /// Run the conformance suite of an interface against a running service
     /// (a cluster's: with its secret in EON_CLUSTER_SECRET, e.g.
@@ -568,6 +597,16 @@ fn main() -> ExitCode {
             };
             exit(runtime().block_on(eon_agent::joined::run(opts)))
         }
+        Command::Shard {
+            action:
+                ShardAction::Move {
+                    table,
+                    shard,
+                    from,
+                    to,
+                    find,
+                },
+        } => exit(runtime().block_on(shard_cmd::move_copy(&find, &table, shard, from, to))),
         Command::Status {
             find,
             decisions,

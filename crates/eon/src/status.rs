@@ -40,8 +40,9 @@ pub async fn decisions(find: &Find, limit: u32) -> anyhow::Result<()> {
             "{:.1}s ago",
             (eon_common::unix_ms() - d.at_unix_ms).max(0) as f64 / 1000.0
         );
-        if d.service.starts_with("host ") {
-            // Power and membership decisions have no load inputs.
+        if d.service.starts_with("host ") || d.service == "data-engine" {
+            // Power, membership and shard-copy decisions have no load
+            // inputs of this shape.
             println!(
                 "{:<12} {:<16} {:>7} {:>5} {:>5} {:>7}  {:>7}  {}",
                 age, d.service, "-", "-", "-", "-", "-", d.rule

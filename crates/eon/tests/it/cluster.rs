@@ -674,7 +674,8 @@ async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
     drop(client);
 
     // Both come back. The second is still listed and catches up; the
-    // lost one is not, and deletes its copies.
+    // lost one is not, and deletes its copies (the balancer may give it
+    // new ones: it keeps exactly those the catalog lists for it).
     unsafe { libc::kill(lost_pid as i32, libc::SIGCONT) };
     unsafe { libc::kill(second_pid as i32, libc::SIGCONT) };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -686,7 +687,16 @@ async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
                 .find(|(n, _)| n == name)
                 .and_then(|(_, c)| c.get("shard_replicas").copied())
         };
-        if replicas("data-engine-1") == Some(0) {
+        let listed = copies_of(&cluster, "acct")
+            .await
+            .iter()
+            .filter(|l| l.contains(&lost))
+            .count() as u64;
+        let changing: u64 = engines
+            .iter()
+            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
+            .sum();
+        if replicas("data-engine-1") == Some(listed) && changing == 0 {
             break;
         }
         assert!(
@@ -695,6 +705,253 @@ async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_copy_moves_online_while_reads_and_writes_go_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = TestCluster::builder().data_engines(4).start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, v int); \
+             INSERT INTO acct SELECT g, 0 FROM generate_series(1, 2000) g",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    // Meta routes each shard to its leader: move the leader's copy of
+    // shard 0, so the group changes leaders as well as voters.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (from, list) = loop {
+        let catalog = cluster
+            .meta()
+            .unwrap()
+            .get_catalog(eon_proto::v1::GetCatalogRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let t = catalog.tables.iter().find(|t| t.name == "acct").unwrap();
+        let list = t.replicas[0].engines.clone();
+        if counters_of(&cluster, "data-engine")
+            .await
+            .iter()
+            .map(|(_, c)| c.get("shard_leaders").copied().unwrap_or(0))
+            .sum::<u64>()
+            == 8
+        {
+            break (t.placement[0], list);
+        }
+        assert!(std::time::Instant::now() < deadline, "no leaders");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let to = (1..=4).find(|e| !list.contains(e)).unwrap();
+    let copies_on =
+        |lists: &[Vec<u64>], e: u64| lists.iter().filter(|l| l.contains(&e)).count() as u64;
+
+    // A writer adds rows one by one and a reader counts them, throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, client) = (stop.clone(), cluster.pg().await.unwrap());
+        tokio::spawn(async move {
+            let (mut acked, mut errors) = (0i64, Vec::new());
+            let mut id = 2001;
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .execute("INSERT INTO acct VALUES ($1, 1)", &[&id])
+                    .await
+                {
+                    Ok(_) => acked += 1,
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+                id += 1;
+            }
+            (acked, errors)
+        })
+    };
+    let reader = {
+        let (stop, client) = (stop.clone(), cluster.pg().await.unwrap());
+        tokio::spawn(async move {
+            let (mut last, mut reads, mut errors) = (0i64, 0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match client.query_one("SELECT count(*) FROM acct", &[]).await {
+                    Ok(row) => {
+                        let n: i64 = row.get(0);
+                        if n < last {
+                            errors.push(format!("the count went back from {last} to {n}"));
+                        }
+                        (last, reads) = (n, reads + 1);
+                    }
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
+            (reads, errors)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let out = Command::new(eon_bin())
+        .args([
+            "shard",
+            "move",
+            "acct",
+            "0",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("generation 1"), "{text}");
+    let moved = std::time::Instant::now();
+    // Done when the group's voters are the list, and the old copy is gone.
+    let after = copies_of(&cluster, "acct").await;
+    assert!(
+        after[0].contains(&to) && !after[0].contains(&from),
+        "{after:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let engines = counters_of(&cluster, "data-engine").await;
+        let of = |e: u64, key: &str| {
+            engines
+                .iter()
+                .find(|(n, _)| *n == format!("data-engine-{e}"))
+                .and_then(|(_, c)| c.get(key).copied())
+        };
+        let changing: u64 = engines
+            .iter()
+            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
+            .sum();
+        if changing == 0
+            && of(to, "shard_replicas") == Some(copies_on(&after, to))
+            && of(from, "shard_replicas") == Some(copies_on(&after, from))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move did not finish: {engines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("moving a copy of shard 0 took {:?}", moved.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, write_errors) = writer.await.unwrap();
+    let (reads, read_errors) = reader.await.unwrap();
+    assert!(write_errors.is_empty(), "{write_errors:?}");
+    assert!(read_errors.is_empty(), "{read_errors:?}");
+    assert!(acked > 0 && reads > 0);
+    let client = cluster.pg().await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2000 + acked);
+
+    // Bad moves are refused with the reason.
+    let out = Command::new(eon_bin())
+        .args([
+            "shard",
+            "move",
+            "acct",
+            "0",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("keeps no copy"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_engine_gets_its_share_of_shard_copies() {
+    let cluster = TestCluster::builder().data_engines(3).start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, v int); \
+             INSERT INTO acct SELECT g, 0 FROM generate_series(1, 500) g",
+        )
+        .await
+        .unwrap();
+    // Three engines keep all 8 × 3 copies; a fourth comes.
+    let started = cluster
+        .agent()
+        .unwrap()
+        .start(eon_proto::v1::StartInstanceRequest {
+            kind: "data-engine".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let new = started.id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let lists = copies_of(&cluster, "acct").await;
+        let on = |e: u64| lists.iter().filter(|l| l.contains(&e)).count() as u64;
+        let engines = counters_of(&cluster, "data-engine").await;
+        let changing: u64 = engines
+            .iter()
+            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
+            .sum();
+        let kept = |name: &str| {
+            engines
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, c)| c.get("shard_replicas").copied())
+        };
+        // 24 copies over 4 engines: 6 is the mean, the band ±25 %.
+        let settled = on(new) >= 5
+            && changing == 0
+            && (1..=4).all(|e| kept(&format!("data-engine-{e}")) == Some(on(e)) && on(e) <= 7);
+        if settled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copies did not spread to the new engine: {lists:?} {engines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every move is a decision with its reason.
+    let out = Command::new(eon_bin())
+        .args(["status", "--decisions", "--data-dir"])
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("of the mean load"), "{text}");
+    assert!(text.contains(&format!("to data-engine-{new}")), "{text}");
+    // Nothing was lost, and writes go on.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 500);
+    client
+        .batch_execute("INSERT INTO acct SELECT g, 1 FROM generate_series(501, 540) g")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
