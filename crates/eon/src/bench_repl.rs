@@ -60,14 +60,16 @@ async fn engine_counters(
 }
 
 /// Load a one-shard, three-copy table of about `mb` MB, move one copy to an
-/// engine keeping none; how long until the move is done.
+/// engine keeping none; how long until the new copy is a voter in the old
+/// one's place, and until the old one is deleted (a removed replica is not
+/// told: it deletes its copy after `eon_data::replicas::REMOVE_GRACE`).
 async fn move_shard(
     url: &str,
     own: &OwnCluster,
     agent: &mut AgentClient<eon_common::node::Channel>,
     secret: &str,
     mb: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Duration)> {
     let admin = connect(url).await?;
     admin
         .batch_execute(
@@ -139,19 +141,22 @@ async fn move_shard(
         to,
     })
     .await?;
-    // Done when the new copy runs, every group's voters are its list, and
-    // the old copy is deleted.
+    // Moved when the new copy runs and every group's voters are its list;
+    // done when the old copy is deleted too.
+    let mut voting = None;
     loop {
         let counters = engine_counters(agent, secret).await?;
         let changing: u64 = counters
             .iter()
             .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
             .sum();
-        if changing == 0
-            && replicas_on(&counters, to) > to_before
+        if voting.is_none() && changing == 0 && replicas_on(&counters, to) > to_before {
+            voting = Some(start.elapsed());
+        }
+        if let Some(voting) = voting
             && replicas_on(&counters, from) < from_before
         {
-            return Ok(start.elapsed());
+            return Ok((voting, start.elapsed()));
         }
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(3600),
@@ -331,11 +336,15 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             "loading {} MB into a one-shard table, then moving a copy ...",
             args.move_mb
         );
-        let took = move_shard(&url, &own, &mut agent, &secret, args.move_mb).await?;
+        let (voting, deleted) = move_shard(&url, &own, &mut agent, &secret, args.move_mb).await?;
         rows.push((
             format!("moving a {} MB shard's copy", args.move_mb),
             "(one copy: not moved online)".into(),
-            seconds(took),
+            format!(
+                "{} (old copy deleted after {})",
+                seconds(voting),
+                seconds(deleted)
+            ),
         ));
     }
 
