@@ -228,6 +228,8 @@ pub struct Counters {
     pub applied: Arc<AtomicU64>,
     /// Groups led here whose voters are not yet the catalog's list.
     pub changing: Arc<AtomicU64>,
+    /// The catalog version whose lists `changing` compares with.
+    pub catalog: Arc<AtomicU64>,
 }
 
 /// The engines keeping copies of `table`'s shard (one: not replicated).
@@ -292,13 +294,7 @@ impl Replicas {
 
     fn update_counters(&self) {
         let Some(c) = self.counters.get() else { return };
-        let replicas: Vec<(ShardId, Arc<Replica>)> = self
-            .replicas
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(s, r)| (*s, r.clone()))
-            .collect();
+        let replicas: Vec<(ShardId, Arc<Replica>)> = self.all();
         let lists = self.lists.lock().unwrap().clone();
         let (mut leading, mut applied, mut changing) = (0, 0, 0);
         for (id, r) in &replicas {
@@ -315,6 +311,8 @@ impl Replicas {
             applied += s.applied;
         }
         c.changing.store(changing, Ordering::Relaxed);
+        c.catalog
+            .store(self.catalog_seen.load(Ordering::Acquire), Ordering::Relaxed);
         c.replicas.store(replicas.len() as u64, Ordering::Relaxed);
         c.leading.store(leading, Ordering::Relaxed);
         c.applied.store(applied, Ordering::Relaxed);
@@ -323,6 +321,16 @@ impl Replicas {
     /// The Raft service, to serve beside the DataEngine service.
     pub fn service(&self) -> pb::raft_server::RaftServer<eon_raft::network::Service> {
         self.node.service()
+    }
+
+    /// Every replica here, with its shard.
+    fn all(&self) -> Vec<(ShardId, Arc<Replica>)> {
+        self.replicas
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, r)| (*s, r.clone()))
+            .collect()
     }
 
     fn get(&self, shard: ShardId) -> Option<Arc<Replica>> {
@@ -452,13 +460,7 @@ impl Replicas {
     /// its list; elsewhere, delete a copy the list dropped once the group
     /// let it go or [`REMOVE_GRACE`] passed.
     async fn follow_catalog(self: &Arc<Self>) {
-        let replicas: Vec<(ShardId, Arc<Replica>)> = self
-            .replicas
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(s, r)| (*s, r.clone()))
-            .collect();
+        let replicas: Vec<(ShardId, Arc<Replica>)> = self.all();
         for (id, replica) in replicas {
             let Some(list) = self.lists.lock().unwrap().get(&id).cloned() else {
                 continue;
@@ -656,13 +658,7 @@ impl Replicas {
     /// Take over every group this replica has come to lead, each on its
     /// own: one slow to confirm holds up no other.
     async fn take_over_all(&self) {
-        let replicas: Vec<(ShardId, Arc<Replica>)> = self
-            .replicas
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(s, r)| (*s, r.clone()))
-            .collect();
+        let replicas: Vec<(ShardId, Arc<Replica>)> = self.all();
         let each = replicas
             .iter()
             .map(|(shard, replica)| self.take_over(*shard, replica));

@@ -136,6 +136,7 @@ impl DataEngineService {
             leading: stats.counter("shard_leaders"),
             applied: stats.counter("raft_applied"),
             changing: stats.counter("shard_groups_changing"),
+            catalog: stats.counter("catalog_version"),
         });
         Arc::new_cyclic(|me| DataEngineService {
             id,

@@ -1697,6 +1697,17 @@ mod tests {
         meta
     }
 
+    /// Create `t` as a plain CREATE TABLE does.
+    fn create(meta: &MetaService, t: pb::Table) -> Result<pb::CreateTableResponse, Error> {
+        meta.create_table(pb::CreateTableRequest {
+            table: Some(t),
+            if_not_exists: false,
+            restore: false,
+            sequences: vec![],
+            replaces: 0,
+        })
+    }
+
     fn register(meta: &MetaService, id: u64) {
         register_on(meta, id, "127.0.0.1");
     }
@@ -1864,15 +1875,7 @@ mod tests {
     async fn shards_get_copies_on_different_hosts_and_engines() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path()).await;
-        let create = |t: pb::Table| {
-            meta.create_table(pb::CreateTableRequest {
-                table: Some(t),
-                if_not_exists: false,
-                restore: false,
-                sequences: vec![],
-                replaces: 0,
-            })
-        };
+        let create = |t: pb::Table| create(&meta, t);
         register_on(&meta, 1, "10.0.0.1");
         register_on(&meta, 2, "10.0.0.1");
         // Two engines: one copy by default, and three cannot be had.
@@ -1922,18 +1925,7 @@ mod tests {
         for id in 1..=4 {
             register(&meta, id);
         }
-        let create = |t: pb::Table| {
-            meta.create_table(pb::CreateTableRequest {
-                table: Some(t),
-                if_not_exists: false,
-                restore: false,
-                sequences: vec![],
-                replaces: 0,
-            })
-            .unwrap()
-            .table
-            .unwrap()
-        };
+        let create = |t: pb::Table| create(&meta, t).unwrap().table.unwrap();
         let mut a = table("a");
         a.replication = 3;
         let a = create(a);
@@ -2007,17 +1999,7 @@ mod tests {
         }
         let mut t = table("t");
         t.replication = 3;
-        let t = meta
-            .create_table(pb::CreateTableRequest {
-                table: Some(t),
-                if_not_exists: false,
-                restore: false,
-                sequences: vec![],
-                replaces: 0,
-            })
-            .unwrap()
-            .table
-            .unwrap();
+        let t = create(&meta, t).unwrap().table.unwrap();
         let on_3 = t.replicas.iter().filter(|r| r.engines.contains(&3)).count();
         assert!(on_3 > 0);
         // Nobody lost yet.

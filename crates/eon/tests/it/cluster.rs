@@ -478,6 +478,26 @@ async fn counters_of(
     out
 }
 
+/// `key` summed over the instances of `counters_of`.
+fn sum_of(counters: &[(String, std::collections::HashMap<String, u64>)], key: &str) -> u64 {
+    counters
+        .iter()
+        .map(|(_, c)| c.get(key).copied().unwrap_or(0))
+        .sum()
+}
+
+/// One instance's counter, by instance name.
+fn counter_of(
+    counters: &[(String, std::collections::HashMap<String, u64>)],
+    name: &str,
+    key: &str,
+) -> Option<u64> {
+    counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, c)| c.get(key).copied())
+}
+
 /// The meta replica that leads, by instance name.
 async fn meta_leader(cluster: &TestCluster) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -602,18 +622,27 @@ async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
     )
     .await;
     // The groups follow: every shard has a leader on a live engine, and
-    // its voters are the new list (the new copies caught up).
+    // its voters are the new list (the new copies caught up), as every
+    // live engine knows it.
+    let version = cluster
+        .meta()
+        .unwrap()
+        .get_catalog(eon_proto::v1::GetCatalogRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let engines = counters_of(&cluster, "data-engine").await;
-        let sum = |key: &str| -> u64 {
-            engines
-                .iter()
-                .filter(|(n, _)| n != "data-engine-1")
-                .map(|(_, c)| c.get(key).copied().unwrap_or(0))
-                .sum()
-        };
-        if sum("shard_leaders") == 8 && sum("shard_groups_changing") == 0 {
+        let current = engines
+            .iter()
+            .all(|(_, c)| c.get("catalog_version").copied().unwrap_or(0) >= version);
+        // (The frozen engine does not answer: it is not among them.)
+        if current
+            && sum_of(&engines, "shard_leaders") == 8
+            && sum_of(&engines, "shard_groups_changing") == 0
+        {
             break;
         }
         assert!(
@@ -681,21 +710,13 @@ async fn a_lost_data_engines_copies_are_rebuilt_on_another() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let engines = counters_of(&cluster, "data-engine").await;
-        let replicas = |name: &str| {
-            engines
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, c)| c.get("shard_replicas").copied())
-        };
+        let replicas = |name: &str| counter_of(&engines, name, "shard_replicas");
         let listed = copies_of(&cluster, "acct")
             .await
             .iter()
             .filter(|l| l.contains(&lost))
             .count() as u64;
-        let changing: u64 = engines
-            .iter()
-            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
-            .sum();
+        let changing = sum_of(&engines, "shard_groups_changing");
         if replicas("data-engine-1") == Some(listed) && changing == 0 {
             break;
         }
@@ -734,13 +755,7 @@ async fn a_shard_copy_moves_online_while_reads_and_writes_go_on() {
             .into_inner();
         let t = catalog.tables.iter().find(|t| t.name == "acct").unwrap();
         let list = t.replicas[0].engines.clone();
-        if counters_of(&cluster, "data-engine")
-            .await
-            .iter()
-            .map(|(_, c)| c.get("shard_leaders").copied().unwrap_or(0))
-            .sum::<u64>()
-            == 8
-        {
+        if sum_of(&counters_of(&cluster, "data-engine").await, "shard_leaders") == 8 {
             break (t.placement[0], list);
         }
         assert!(std::time::Instant::now() < deadline, "no leaders");
@@ -823,16 +838,8 @@ async fn a_shard_copy_moves_online_while_reads_and_writes_go_on() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let engines = counters_of(&cluster, "data-engine").await;
-        let of = |e: u64, key: &str| {
-            engines
-                .iter()
-                .find(|(n, _)| *n == format!("data-engine-{e}"))
-                .and_then(|(_, c)| c.get(key).copied())
-        };
-        let changing: u64 = engines
-            .iter()
-            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
-            .sum();
+        let of = |e: u64, key: &str| counter_of(&engines, &format!("data-engine-{e}"), key);
+        let changing = sum_of(&engines, "shard_groups_changing");
         if changing == 0
             && of(to, "shard_replicas") == Some(copies_on(&after, to))
             && of(from, "shard_replicas") == Some(copies_on(&after, from))
@@ -909,16 +916,8 @@ async fn a_new_data_engine_gets_its_share_of_shard_copies() {
         let lists = copies_of(&cluster, "acct").await;
         let on = |e: u64| lists.iter().filter(|l| l.contains(&e)).count() as u64;
         let engines = counters_of(&cluster, "data-engine").await;
-        let changing: u64 = engines
-            .iter()
-            .map(|(_, c)| c.get("shard_groups_changing").copied().unwrap_or(0))
-            .sum();
-        let kept = |name: &str| {
-            engines
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, c)| c.get("shard_replicas").copied())
-        };
+        let changing = sum_of(&engines, "shard_groups_changing");
+        let kept = |name: &str| counter_of(&engines, name, "shard_replicas");
         // 24 copies over 4 engines: 6 is the mean, the band ±25 %.
         let settled = on(new) >= 5
             && changing == 0
