@@ -255,10 +255,7 @@ impl AgentState {
             .into_iter()
             .filter(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.up)
             .map(|n| {
-                let host = match n.grpc_address.rsplit_once(':') {
-                    Some((h, _)) => h.trim_matches(['[', ']']).to_string(),
-                    None => n.grpc_address.clone(),
-                };
+                let host = eon_common::node::host_of(&n.grpc_address);
                 (
                     eon_balancer::copies::Engine { id: n.id, host },
                     n.grpc_address,
@@ -268,25 +265,22 @@ impl AgentState {
         if engines.len() < 2 {
             return;
         }
-        let mut shards = Vec::new();
-        let mut add = |t: &pb::Table| {
-            for (i, r) in t.replicas.iter().enumerate() {
-                shards.push(eon_balancer::copies::Shard {
-                    table: t.id,
-                    shard: i as u32,
-                    engines: r.engines.clone(),
-                    bytes: 0,
-                    requests: 0.0,
-                });
-            }
-        };
-        for t in &catalog.into_inner().tables {
-            add(t);
-            t.indexes
-                .iter()
-                .filter_map(|ix| ix.storage.as_ref())
-                .for_each(&mut add);
-        }
+        let catalog = catalog.into_inner();
+        let shards: Vec<eon_balancer::copies::Shard> =
+            eon_common::schema::stored_tables(&catalog.tables)
+                .flat_map(|t| {
+                    t.replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| eon_balancer::copies::Shard {
+                            table: t.id,
+                            shard: i as u32,
+                            engines: r.engines.clone(),
+                            bytes: 0,
+                            requests: 0.0,
+                        })
+                })
+                .collect();
         // Moves under way: groups whose voters are not their list yet, and
         // moves asked for lately (which may not show there yet).
         let asks = engines.iter().map(|(_, addr)| async move {

@@ -522,3 +522,12 @@ pub fn free_port() -> std::io::Result<u16> {
         }
     }
 }
+
+/// The host part of `host:port` (an IPv6 address may be bracketed): a
+/// component's host, from the address it registered.
+pub fn host_of(address: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']').into(),
+        None => address.into(),
+    }
+}

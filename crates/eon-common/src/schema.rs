@@ -23,6 +23,26 @@ pub const ROWID_COLUMN: &str = "_eon_rowid";
 /// Default number of shards of a new table.
 pub const DEFAULT_SHARD_COUNT: u32 = 8;
 
+/// Every table of a catalog that keeps shards: each table, and its
+/// indexes' storage tables after it.
+pub fn stored_tables(tables: &[pb::Table]) -> impl Iterator<Item = &pb::Table> {
+    tables.iter().flat_map(|t| {
+        std::iter::once(t).chain(t.indexes.iter().filter_map(|ix| ix.storage.as_ref()))
+    })
+}
+
+/// [`stored_tables`], to change each.
+pub fn for_each_stored_table(tables: &mut [pb::Table], mut f: impl FnMut(&mut pb::Table)) {
+    for t in tables {
+        f(t);
+        for ix in &mut t.indexes {
+            if let Some(s) = ix.storage.as_mut() {
+                f(s);
+            }
+        }
+    }
+}
+
 /// What the schemas of sessions' temporary tables are called, before the
 /// session's number (PostgreSQL's `pg_temp_N`).
 pub const TEMP_SCHEMA_PREFIX: &str = "pg_temp_";

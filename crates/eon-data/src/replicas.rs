@@ -241,6 +241,11 @@ fn copies(table: &pb::Table, shard: u32) -> &[u64] {
         .unwrap_or(&[])
 }
 
+/// The voters a catalog list of copies asks for.
+fn wanted(list: &[u64]) -> BTreeSet<u64> {
+    list.iter().copied().collect()
+}
+
 fn not_leader(table: &str, shard: u32) -> Error {
     Error::write_conflict(format!(
         "could not serialize access: shard {shard} of \"{table}\" is changing leaders; retry"
@@ -302,9 +307,7 @@ impl Replicas {
             if s.leads(self.id) {
                 leading += 1;
                 let (voters, _, _) = r.members();
-                if lists.get(id).is_some_and(|l| {
-                    l.len() != voters.len() || l.iter().any(|e| !voters.contains(e))
-                }) {
+                if lists.get(id).is_some_and(|l| voters != wanted(l)) {
                     changing += 1;
                 }
             }
@@ -467,7 +470,7 @@ impl Replicas {
             };
             let (voters, learners, joint) = replica.members();
             if replica.ready(&replica.state(), self.id) {
-                let want: BTreeSet<u64> = list.iter().copied().collect();
+                let want = wanted(&list);
                 if voters != want && !joint && self.changing.lock().unwrap().insert(id) {
                     let me = self.clone();
                     tokio::spawn(async move {
@@ -563,13 +566,9 @@ impl Replicas {
             .await
             .map_err(Error::from_status)?
             .into_inner();
-        let mut tables: Vec<pb::Table> = Vec::new();
-        for t in catalog.tables {
-            for ix in &t.indexes {
-                tables.extend(ix.storage.clone());
-            }
-            tables.push(t);
-        }
+        let tables = eon_common::schema::stored_tables(&catalog.tables)
+            .cloned()
+            .collect();
         Ok((tables, catalog.version))
     }
 

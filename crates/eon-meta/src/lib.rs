@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eon_common::error::sqlstate;
+use eon_common::schema::{for_each_stored_table, stored_tables};
 use eon_common::stats::Recorder;
 use eon_common::{Error, unix_ms, unix_us};
 use eon_proto::v1 as pb;
@@ -317,36 +318,21 @@ impl MetaService {
                 .iter()
                 .any(|r| r.engines.len() > 1 && r.engines.iter().any(|e| lost.contains(e)))
         };
-        let any = inner.persisted.tables.iter().any(|t| {
-            listed(t)
-                || t.indexes
-                    .iter()
-                    .any(|ix| ix.storage.as_ref().is_some_and(listed))
-        });
-        if !any {
+        if !stored_tables(&inner.persisted.tables).any(listed) {
             return vec![];
         }
         let up = Self::up_data_engines(&inner);
         let mut copies: HashMap<u64, usize> = HashMap::new();
-        let mut count = |t: &pb::Table| {
-            for r in &t.replicas {
-                for e in &r.engines {
-                    *copies.entry(*e).or_default() += 1;
-                }
+        for t in stored_tables(&inner.persisted.tables) {
+            for e in t.replicas.iter().flat_map(|r| &r.engines) {
+                *copies.entry(*e).or_default() += 1;
             }
-        };
-        for t in &inner.persisted.tables {
-            count(t);
-            t.indexes
-                .iter()
-                .filter_map(|ix| ix.storage.as_ref())
-                .for_each(&mut count);
         }
         // A shard's copies that were alike (colocated tables' shard i) stay
         // alike: the same list gets the same replacement.
         let mut done: HashMap<Vec<u64>, pb::ShardReplicas> = HashMap::new();
         let mut made = Vec::new();
-        let mut replace_in = |t: &mut pb::Table| {
+        let replace_in = |t: &mut pb::Table| {
             for (i, r) in t.replicas.iter_mut().enumerate() {
                 if !r.engines.iter().any(|e| lost.contains(e)) {
                     continue;
@@ -387,14 +373,7 @@ impl MetaService {
                 }
             }
         };
-        for t in &mut inner.persisted.tables {
-            replace_in(t);
-            for ix in &mut t.indexes {
-                if let Some(s) = ix.storage.as_mut() {
-                    replace_in(s);
-                }
-            }
-        }
+        for_each_stored_table(&mut inner.persisted.tables, replace_in);
         if !made.is_empty() && self.bump(&mut inner).is_err() {
             return vec![];
         }
@@ -406,21 +385,15 @@ impl MetaService {
     fn move_replica(&self, req: pb::MoveReplicaRequest) -> Result<pb::MoveReplicaResponse, Error> {
         let mut inner = self.inner.lock().unwrap();
         let bad = |m: String| Error::user(sqlstate::INVALID_PARAMETER_VALUE, m);
-        let all = |inner: &Inner| -> Vec<pb::Table> {
-            let mut out = Vec::new();
-            for t in &inner.persisted.tables {
-                out.push(t.clone());
-                out.extend(t.indexes.iter().filter_map(|ix| ix.storage.clone()));
-            }
-            out
-        };
-        let tables = all(&inner);
-        let t = tables.iter().find(|t| t.id == req.table).ok_or_else(|| {
-            Error::user(
-                sqlstate::UNDEFINED_TABLE,
-                format!("no table has id {}", req.table),
-            )
-        })?;
+        let t = stored_tables(&inner.persisted.tables)
+            .find(|t| t.id == req.table)
+            .cloned()
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("no table has id {}", req.table),
+                )
+            })?;
         let old = t
             .replicas
             .get(req.shard as usize)
@@ -474,7 +447,7 @@ impl MetaService {
         }
         new.generation += 1;
         let mut also = Vec::new();
-        let mut apply = |t: &mut pb::Table| {
+        let apply = |t: &mut pb::Table| {
             let same = t.id == req.table
                 || ((t.id == root || t.colocated_with == root)
                     && t.replicas.get(req.shard as usize) == Some(&old));
@@ -496,14 +469,7 @@ impl MetaService {
                 also.push(t.id);
             }
         };
-        for t in &mut inner.persisted.tables {
-            apply(t);
-            for ix in &mut t.indexes {
-                if let Some(s) = ix.storage.as_mut() {
-                    apply(s);
-                }
-            }
-        }
+        for_each_stored_table(&mut inner.persisted.tables, apply);
         self.bump(&mut inner)?;
         tracing::info!(
             table = req.table,
@@ -1539,14 +1505,7 @@ impl Meta for MetaService {
             }
         };
         let mut tables = inner.persisted.tables.clone();
-        for t in &mut tables {
-            lead(t);
-            for ix in &mut t.indexes {
-                if let Some(s) = ix.storage.as_mut() {
-                    lead(s);
-                }
-            }
-        }
+        for_each_stored_table(&mut tables, lead);
         Ok(Response::new(pb::GetCatalogResponse {
             version: inner.persisted.catalog_version,
             leaders_version: inner.leaders_version,

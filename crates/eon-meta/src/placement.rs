@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub use eon_common::node::host_of;
 use eon_proto::v1 as pb;
 
 /// Copies per shard when the table does not say: 3 once at least 3 data
@@ -38,14 +39,6 @@ pub fn default_replication(engines: usize) -> u32 {
 pub struct Engine {
     pub id: u64,
     pub host: String,
-}
-
-/// The host part of `host:port` (an IPv6 address may be bracketed).
-pub fn host_of(address: &str) -> String {
-    match address.rsplit_once(':') {
-        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']').into(),
-        None => address.into(),
-    }
 }
 
 /// Place `shards` shards, `factor` copies each, over `engines` (sorted by
