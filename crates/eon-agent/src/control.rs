@@ -257,7 +257,11 @@ impl AgentState {
             .map(|n| {
                 let host = eon_common::node::host_of(&n.grpc_address);
                 (
-                    eon_balancer::copies::Engine { id: n.id, host },
+                    eon_balancer::copies::Engine {
+                        id: n.id,
+                        host,
+                        draining: n.draining,
+                    },
                     n.grpc_address,
                 )
             })

@@ -25,6 +25,12 @@
 //! they were on different hosts — if it gains at least `min_gain`. A
 //! planned move counts as made for the next one (moves in flight count as
 //! load), and a shard moves at most once per plan.
+//!
+//! **Draining.** An engine being drained (`eon shard drain`) takes no
+//! copies and does not count in the means; its copies move first, each to
+//! the engine with the lowest score among those keeping none of the shard
+//! (on a host the shard's other copies do not use, when there is one),
+//! within the same limit on moves under way.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +39,8 @@ use std::collections::{HashMap, HashSet};
 pub struct Engine {
     pub id: u64,
     pub host: String,
+    /// Being emptied of its copies.
+    pub draining: bool,
 }
 
 /// One replicated shard: where its copies are, and what one copy costs
@@ -119,6 +127,7 @@ fn scores(loads: &Loads) -> HashMap<u64, f64> {
 #[allow(clippy::too_many_arguments)]
 fn best_move(
     engines: &[Engine],
+    host: &HashMap<u64, &str>,
     shards: &[Shard],
     loads: &Loads,
     score: &HashMap<u64, f64>,
@@ -127,7 +136,6 @@ fn best_move(
     high: f64,
     rules: &Rules,
 ) -> Option<(f64, usize, u64)> {
-    let host: HashMap<u64, &str> = engines.iter().map(|e| (e.id, e.host.as_str())).collect();
     let mut best: Option<(f64, usize, u64)> = None;
     for (i, s) in shards.iter().enumerate() {
         if !s.engines.contains(&from) || moved.contains(&(s.table, s.shard)) {
@@ -173,9 +181,68 @@ pub fn plan(engines: &[Engine], shards: &[Shard], in_flight: usize, rules: &Rule
         .filter(|s| s.engines.len() > 1 && s.engines.iter().all(|e| host.contains_key(e)))
         .cloned()
         .collect();
-    let mut loads = loads(engines, &shards);
+    let staying: Vec<Engine> = engines.iter().filter(|e| !e.draining).cloned().collect();
+    if staying.is_empty() {
+        return vec![];
+    }
+    let mut loads = loads(&staying, &shards);
     let mut moved: HashSet<(u64, u32)> = HashSet::new();
     let mut out = Vec::new();
+    for s in shards.iter_mut() {
+        if in_flight + out.len() >= rules.max_moves {
+            return out;
+        }
+        let Some(from) = s
+            .engines
+            .iter()
+            .copied()
+            .find(|e| engines.iter().any(|d| d.id == *e && d.draining))
+        else {
+            continue;
+        };
+        let others: Vec<&str> = s
+            .engines
+            .iter()
+            .filter(|e| **e != from)
+            .map(|e| host[e])
+            .collect();
+        let score = scores(&loads);
+        let to = staying
+            .iter()
+            .filter(|e| !s.engines.contains(&e.id))
+            .min_by(|a, b| {
+                let shared = |e: &Engine| others.contains(&e.host.as_str());
+                shared(a)
+                    .cmp(&shared(b))
+                    .then(score[&a.id].total_cmp(&score[&b.id]))
+                    .then(a.id.cmp(&b.id))
+            })
+            .map(|e| e.id);
+        let Some(to) = to else { continue };
+        let cost = [1.0, s.bytes as f64, s.requests];
+        for (d, c) in cost.iter().enumerate() {
+            loads.get_mut(&to).unwrap()[d] += c;
+        }
+        for e in &mut s.engines {
+            if *e == from {
+                *e = to;
+            }
+        }
+        moved.insert((s.table, s.shard));
+        out.push(Move {
+            table: s.table,
+            shard: s.shard,
+            from,
+            to,
+            reason: format!(
+                "data engine {from} is being drained: shard {} of table {} moves to data engine \
+                 {to}, at {:.0} % of the mean load",
+                s.shard,
+                s.table,
+                100.0 * score[&to]
+            ),
+        });
+    }
     while in_flight + out.len() < rules.max_moves {
         let score = scores(&loads);
         // Overfull engines, the fullest first; the first with a move
@@ -188,8 +255,10 @@ pub fn plan(engines: &[Engine], shards: &[Shard], in_flight: usize, rules: &Rule
             .collect();
         overfull.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let Some((from, high, (_, i, to))) = overfull.into_iter().find_map(|(from, high)| {
-            best_move(engines, &shards, &loads, &score, &moved, from, high, rules)
-                .map(|b| (from, high, b))
+            best_move(
+                &staying, &host, &shards, &loads, &score, &moved, from, high, rules,
+            )
+            .map(|b| (from, high, b))
         }) else {
             break;
         };
@@ -236,6 +305,7 @@ mod tests {
             .map(|(i, h)| Engine {
                 id: i as u64 + 1,
                 host: h.to_string(),
+                draining: false,
             })
             .collect()
     }
@@ -314,6 +384,48 @@ mod tests {
         assert!(plan(&es, &ss, 0, &Rules::default()).is_empty());
         ss[0].engines = vec![1, 2, 3];
         assert!(plan(&es[..3], &ss[..1], 0, &Rules::default()).is_empty());
+    }
+
+    #[test]
+    fn a_draining_engine_is_emptied_first_and_gets_nothing() {
+        // Four engines, 8 shards of three copies spread evenly; engine 2
+        // is drained.
+        let mut es = engines(&["a", "b", "c", "d"]);
+        es[1].draining = true;
+        let mut ss = shards(&[
+            &[1, 2, 3],
+            &[2, 3, 4],
+            &[3, 4, 1],
+            &[4, 1, 2],
+            &[1, 2, 3],
+            &[2, 3, 4],
+            &[3, 4, 1],
+            &[4, 1, 2],
+        ]);
+        let first = plan(&es, &ss, 0, &Rules::default());
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert!(first.iter().all(|m| m.from == 2 && m.to != 2), "{first:?}");
+        assert!(
+            first[0].reason.contains("being drained"),
+            "{}",
+            first[0].reason
+        );
+        assert!(plan(&es, &ss, 2, &Rules::default()).is_empty());
+        settle(&es, &mut ss, &Rules::default());
+        assert_eq!(copies(&ss, 2), 0, "{ss:?}");
+        for s in &ss {
+            let set: HashSet<u64> = s.engines.iter().copied().collect();
+            assert_eq!(set.len(), 3, "{ss:?}");
+        }
+        // 24 copies on the three others: 8 each.
+        for e in [1, 3, 4] {
+            assert_eq!(copies(&ss, e), 8, "{e}: {ss:?}");
+        }
+        // Draining every engine moves nothing: there is nowhere to go.
+        for e in &mut es {
+            e.draining = true;
+        }
+        assert!(plan(&es, &shards(&[&[1, 2, 3]]), 0, &Rules::default()).is_empty());
     }
 
     #[test]

@@ -69,12 +69,14 @@ type Metrics = RaftMetrics<u64, BasicNode>;
 /// engine has been silent for a second elects again (a follower still
 /// waits out the lease it granted the leader, the longest election
 /// timeout), so writes resume well within the 5 s the cluster promises.
-/// The heartbeat interval is also openraft's deadline for a follower to
-/// log and answer a batch of entries, so it leaves room for a busy disk.
+/// A follower has 450 ms to log and answer a message of entries: a bulk
+/// load's 10 MB entry on a busy machine took more than 150 ms, and a
+/// follower that cannot answer in time never catches up.
 fn raft_options() -> eon_raft::Options {
     eon_raft::Options {
         authorization: node::cluster_secret().map(|s| format!("Bearer {s}")),
         heartbeat: Duration::from_millis(150),
+        append_deadline: Duration::from_millis(450),
         election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
         quiet: true,
         ..Default::default()
@@ -669,6 +671,7 @@ impl Replicas {
     /// peers' addresses.
     pub fn spawn(self: &Arc<Self>) {
         self.node.watch_peers();
+        self.node.bound_logs();
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));

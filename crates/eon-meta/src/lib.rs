@@ -281,6 +281,8 @@ impl MetaService {
         Ok(start)
     }
 
+    /// The up data engines that take new copies: those not being drained
+    /// (or, when every one is, all of them: the cluster still serves).
     fn up_data_engines(inner: &Inner) -> Vec<placement::Engine> {
         let now = unix_ms();
         let mut engines: Vec<placement::Engine> = inner
@@ -296,7 +298,60 @@ impl MetaService {
             })
             .collect();
         engines.sort_by_key(|e| e.id);
-        engines
+        let staying: Vec<placement::Engine> = engines
+            .iter()
+            .filter(|e| !inner.persisted.draining.contains(&e.id))
+            .cloned()
+            .collect();
+        if staying.is_empty() { engines } else { staying }
+    }
+
+    /// Start or stop draining a data engine (see `DrainDataEngine`).
+    fn drain(&self, req: pb::DrainDataEngineRequest) -> Result<pb::DrainDataEngineResponse, Error> {
+        let mut inner = self.inner.lock().unwrap();
+        let known = inner
+            .nodes
+            .values()
+            .any(|(n, _)| n.kind == pb::NodeKind::DataEngine as i32 && n.id == req.engine);
+        if !known {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("there is no data engine {}", req.engine),
+            ));
+        }
+        let draining = inner.persisted.draining.contains(&req.engine);
+        if req.cancel == draining {
+            if req.cancel {
+                inner.persisted.draining.retain(|e| *e != req.engine);
+            } else {
+                inner.persisted.draining.push(req.engine);
+                inner.persisted.draining.sort();
+            }
+            self.save(&mut inner)?;
+            tracing::info!(
+                engine = req.engine,
+                cancel = req.cancel,
+                "draining a data engine"
+            );
+        }
+        let (mut copies, mut single) = (0, 0);
+        for t in stored_tables(&inner.persisted.tables) {
+            for r in t
+                .replicas
+                .iter()
+                .filter(|r| r.engines.contains(&req.engine))
+            {
+                copies += 1;
+                if r.engines.len() < 2 {
+                    single += 1;
+                }
+            }
+        }
+        Ok(pb::DrainDataEngineResponse {
+            copies,
+            single,
+            draining: inner.persisted.draining.clone(),
+        })
     }
 
     /// Replace the data engines not heard from for `after` in every
@@ -426,6 +481,12 @@ impl MetaService {
                 "data engine {} keeps a copy of shard {} of \"{}\" already",
                 req.to, req.shard, t.name
             )));
+        }
+        if inner.persisted.draining.contains(&req.to) {
+            return Err(Error::user(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("data engine {} is being drained", req.to),
+            ));
         }
         if !Self::up_data_engines(&inner).iter().any(|e| e.id == req.to) {
             return Err(Error::unavailable(format!(
@@ -1365,6 +1426,8 @@ impl Meta for MetaService {
                 let mut n = n.clone();
                 n.last_heartbeat_unix_ms = *seen;
                 n.up = now - seen <= NODE_TIMEOUT.as_millis() as i64;
+                n.draining = inner.persisted.draining.contains(&n.id)
+                    && n.kind == pb::NodeKind::DataEngine as i32;
                 n
             })
             .collect();
@@ -1485,6 +1548,13 @@ impl Meta for MetaService {
         req: Request<pb::MoveReplicaRequest>,
     ) -> Reply<pb::MoveReplicaResponse> {
         self.counted(|| self.move_replica(req.into_inner())).await
+    }
+
+    async fn drain_data_engine(
+        &self,
+        req: Request<pb::DrainDataEngineRequest>,
+    ) -> Reply<pb::DrainDataEngineResponse> {
+        self.counted(|| self.drain(req.into_inner())).await
     }
 
     async fn get_catalog(

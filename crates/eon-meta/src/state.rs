@@ -47,6 +47,10 @@ pub struct Persisted {
     /// leader knows them at once, before their next heartbeat reaches it.
     #[prost(message, repeated, tag = "12")]
     pub nodes: Vec<pb::NodeInfo>,
+    /// Data engines being drained: no new copies go to them, and the
+    /// balancer moves theirs away.
+    #[prost(uint64, repeated, tag = "13")]
+    pub draining: Vec<u64>,
 }
 
 impl Persisted {

@@ -47,7 +47,7 @@ pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 pub use machine::{Machine, Replica};
@@ -71,6 +71,13 @@ pub type NodeId = u64;
 pub type GroupId = u64;
 /// A running replica of one group.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A group's log holding more bytes than this (and than its last
+/// snapshot) is snapshotted and purged ([`Node::bound_logs`]).
+pub const LOG_BYTES: usize = 64 << 20;
+
+/// The newest bytes of a group's log kept when it is purged.
+pub const KEEP_BYTES: usize = 16 << 20;
 
 /// The group of meta's own state.
 pub const META_GROUP: GroupId = 0;
@@ -112,8 +119,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Timing and snapshot settings shared by every group of a process.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How often a leader reminds its followers it is alive.
+    /// How often a leader reminds its followers it is alive (in quiet
+    /// groups: how often the process beats to each peer process).
     pub heartbeat: Duration,
+    /// Quiet groups: how long a follower has to log and answer a message
+    /// of entries. openraft takes its heartbeat interval for this deadline;
+    /// beating groups share it with their heartbeat, quiet ones (which do
+    /// not beat on their own) can give a busy disk more room. Below the
+    /// shortest election timeout.
+    pub append_deadline: Duration,
     /// A follower that heard nothing from a leader for a random time in
     /// this range stands for election. Failover takes about this long.
     pub election_timeout: (Duration, Duration),
@@ -139,6 +153,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             heartbeat: Duration::from_millis(250),
+            append_deadline: Duration::from_millis(250),
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot_every: 10_000,
             keep_behind_snapshot: 1000,
@@ -154,7 +169,11 @@ impl Options {
         let ms = |d: Duration| d.as_millis() as u64;
         openraft::Config {
             cluster_name: "eon".into(),
-            heartbeat_interval: ms(self.heartbeat),
+            heartbeat_interval: ms(if self.quiet {
+                self.append_deadline
+            } else {
+                self.heartbeat
+            }),
             election_timeout_min: ms(self.election_timeout.0),
             election_timeout_max: ms(self.election_timeout.1),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
@@ -162,7 +181,9 @@ impl Options {
             snapshot_max_chunk_size: 1 << 20,
             // Entries may be large (a batch of a bulk load); a message must
             // reach the follower, be logged and be answered within one
-            // heartbeat interval, which is openraft's timeout for it.
+            // heartbeat interval, which is openraft's timeout for it. The log
+            // also keeps each message to about a megabyte
+            // (`log::MESSAGE_BYTES`).
             max_payload_entries: 16,
             install_snapshot_timeout: 5000,
             enable_heartbeat: !self.quiet,
@@ -184,6 +205,8 @@ pub struct Node {
     network: network::Network,
     starter: Arc<OnceLock<Starter>>,
     quiet: bool,
+    /// How often a quiet process beats to its peers.
+    beat: Duration,
     peers: Arc<quiet::Peers>,
     delivered: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -205,6 +228,7 @@ impl Node {
             network,
             starter: Default::default(),
             quiet: options.quiet,
+            beat: options.heartbeat,
             peers: Default::default(),
             delivered: Default::default(),
         }))
@@ -293,6 +317,58 @@ impl Node {
         match std::fs::remove_file(&snapshot) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// Keep every group's log within bounds in bytes, for as long as the
+    /// node lives (call once, on a runtime).
+    ///
+    /// openraft snapshots a group every `snapshot_every` entries, which
+    /// says nothing of their size: a bulk load of 10 MB entries would keep a
+    /// gigabyte in the log — in memory, and rewritten whole at each of the
+    /// shared log's compactions, under its lock. So once a second, a group
+    /// whose entries hold more than [`LOG_BYTES`] (or more than its last
+    /// snapshot, so that a big shard is not snapshotted over and over) gets
+    /// a snapshot, and its log is purged up to the newest [`KEEP_BYTES`]
+    /// (a follower slightly behind still catches up from the log).
+    pub fn bound_logs(self: &Arc<Self>) {
+        let node: Weak<Node> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(node) = node.upgrade() else { return };
+                node.bound_round().await;
+            }
+        });
+    }
+
+    async fn bound_round(&self) {
+        let groups: Vec<(GroupId, Raft)> = self
+            .groups
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(g, r)| (*g, r.clone()))
+            .collect();
+        for (group, raft) in groups {
+            let snapshot_bytes =
+                std::fs::metadata(self.dir.join("snapshots").join(format!("{group}.snap")))
+                    .map_or(0, |m| m.len() as usize);
+            let Some(cut) = self
+                .log
+                .cut(group, LOG_BYTES.max(snapshot_bytes), KEEP_BYTES)
+            else {
+                continue;
+            };
+            let snapshot = raft.metrics().borrow().snapshot.map(|l| l.index);
+            if snapshot.is_none_or(|s| s < cut) {
+                let _ = raft.trigger().snapshot().await;
+            }
+            if snapshot.is_some() {
+                let _ = raft.trigger().purge_log(cut).await;
+            }
         }
     }
 

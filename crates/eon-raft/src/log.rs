@@ -165,6 +165,26 @@ impl SharedLog {
         }
     }
 
+    /// Where to cut `group`'s log when its entries hold more than `limit`
+    /// bytes: the last index of the older entries beyond the newest
+    /// `keep` bytes. None while the log is within the limit.
+    pub(crate) fn cut(&self, group: GroupId, limit: usize, keep: usize) -> Option<u64> {
+        self.read(group, |s| {
+            let total: usize = s.entries.values().map(entry_bytes).sum();
+            if total <= limit {
+                return None;
+            }
+            let mut kept = 0;
+            for (index, e) in s.entries.iter().rev() {
+                kept += entry_bytes(e);
+                if kept > keep {
+                    return Some(*index);
+                }
+            }
+            None
+        })
+    }
+
     /// Forget a group (its replica moved away).
     pub async fn remove(&self, group: GroupId) -> Result<()> {
         self.write(Record::Remove { group }, true)
@@ -263,6 +283,43 @@ impl RaftLogReader<TypeConfig> for GroupLog {
         Ok(self.log.read(self.group, |s| {
             s.entries.range(range).map(|(_, e)| e.clone()).collect()
         }))
+    }
+
+    /// The entries openraft sends a follower in one message: at most
+    /// [`MESSAGE_BYTES`] of commands (and at least one entry), however many
+    /// `max_payload_entries` allows. A follower must log and answer a
+    /// message within openraft's deadline (the heartbeat interval), so a
+    /// message of sixteen 10 MB entries from a bulk load would time out
+    /// again and again, and the follower would never catch up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> std::result::Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.log.read(self.group, |s| {
+            let mut bytes = 0;
+            let mut out = Vec::new();
+            for (_, e) in s.entries.range(start..end) {
+                bytes += entry_bytes(e);
+                if !out.is_empty() && bytes > MESSAGE_BYTES {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            out
+        }))
+    }
+}
+
+/// The most command bytes one AppendEntries message carries (unless a
+/// single entry is larger).
+pub const MESSAGE_BYTES: usize = 1 << 20;
+
+/// About how many bytes an entry takes in a message.
+fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(command) => command.len() + 32,
+        _ => 64,
     }
 }
 

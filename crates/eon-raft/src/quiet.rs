@@ -135,7 +135,7 @@ impl Node {
             return;
         }
         let node: Weak<Node> = Arc::downgrade(self);
-        let every = Duration::from_millis(self.config.heartbeat_interval);
+        let every = self.beat;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -38,6 +38,7 @@ const GROUP: GroupId = 7;
 fn options() -> Options {
     Options {
         heartbeat: Duration::from_millis(50),
+        append_deadline: Duration::from_millis(150),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         snapshot_every: 50,
         keep_behind_snapshot: 10,
@@ -358,4 +359,44 @@ async fn the_shared_log_survives_a_reopen() {
     assert_eq!(got, vec![(1, 4), (1, 5), (1, 6), (1, 7), (3, 8), (3, 9)]);
     assert_eq!(b.try_get_log_entries(0..).await.unwrap().len(), 6);
     assert_eq!(b.read_vote().await.unwrap(), None);
+}
+
+/// A message to a follower carries about a megabyte of entries at most
+/// (but always one), so large entries are not sent sixteen at a time.
+#[tokio::test]
+async fn a_message_carries_about_a_megabyte_of_entries() {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = log::SharedLog::open(tmp.path(), 1 << 30).unwrap();
+    let mut a = log::GroupLog::new(1, shared.clone());
+    let entry = |index: u64, bytes: usize| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(vec![7; bytes]),
+    };
+    // Ten entries of 300 KB, then one of 3 MB, then small ones.
+    let mut entries: Vec<_> = (1..=10).map(|i| entry(i, 300 << 10)).collect();
+    entries.push(entry(11, 3 << 20));
+    entries.extend((12..=20).map(|i| entry(i, 100)));
+    a.append_entries(entries).unwrap().await.unwrap();
+    let indexes =
+        |es: Vec<Entry<TypeConfig>>| -> Vec<u64> { es.iter().map(|e| e.log_id.index).collect() };
+    assert_eq!(
+        indexes(a.limited_get_log_entries(1, 21).await.unwrap()),
+        vec![1, 2, 3],
+        "three 300 KB entries fit in a megabyte, four do not"
+    );
+    assert_eq!(
+        indexes(a.limited_get_log_entries(10, 21).await.unwrap()),
+        vec![10],
+        "the 3 MB entry goes in a message of its own"
+    );
+    assert_eq!(
+        indexes(a.limited_get_log_entries(11, 21).await.unwrap()),
+        vec![11]
+    );
+    assert_eq!(
+        indexes(a.limited_get_log_entries(12, 21).await.unwrap()),
+        (12..=20).collect::<Vec<_>>()
+    );
 }

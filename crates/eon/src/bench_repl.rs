@@ -82,12 +82,26 @@ async fn move_shard(
     let mut from = 0;
     while from < rows {
         let to = (from + 10_000).min(rows);
-        admin
-            .batch_execute(&format!(
-                "INSERT INTO moved SELECT g, repeat('x', 1000) FROM generate_series({from}, {}) g",
-                to - 1
-            ))
-            .await?;
+        // A statement whose leader stalls mid-write fails with its outcome
+        // unknown; it is run again, and rows already there are skipped.
+        let mut tries = 0;
+        loop {
+            let done = admin
+                .batch_execute(&format!(
+                    "INSERT INTO moved SELECT g, repeat('x', 1000) \
+                     FROM generate_series({from}, {}) g ON CONFLICT DO NOTHING",
+                    to - 1
+                ))
+                .await;
+            match done {
+                Ok(()) => break,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    eprintln!("  loading rows {from}..{to} failed ({e}); again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         from = to;
     }
     let file = eon_agent::read_cluster_file(&own.data_dir()).context("no cluster.json")?;

@@ -5,6 +5,7 @@
 //!   eon status          show the components of a running cluster and where each table's shards live
 //!   eon recipe          check, apply, list and remove front ends' recipes
 //!   eon shard move      move a copy of a replicated shard to another data engine, online
+//!   eon shard drain     empty a data engine of its shards' copies, online
 //!   eon agent --join    run the agent of another host (front ends placed there)
 //!   eon load            load a CSV or Parquet file into a table (COPY over the PostgreSQL wire)
 //!   eon bench           measure point-SELECT QPS and INSERT rows/s over the PostgreSQL wire
@@ -69,6 +70,21 @@ enum ShardAction {
         /// The data engine taking it.
         #[arg(long)]
         to: u64,
+        #[command(flatten)]
+        find: client::Find,
+    },
+    /// Empty a data engine of its shards' copies, online: it takes no new
+    /// copies, and the balancer moves its copies to the other engines.
+    /// Waits until it keeps none (Ctrl-C leaves it draining).
+    Drain {
+        /// The data engine (`eon status` lists them).
+        engine: u64,
+        /// Stop draining it: it takes copies again.
+        #[arg(long)]
+        cancel: bool,
+        /// Return at once instead of waiting until it is empty.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         find: client::Find,
     },
@@ -607,6 +623,15 @@ fn main() -> ExitCode {
                     find,
                 },
         } => exit(runtime().block_on(shard_cmd::move_copy(&find, &table, shard, from, to))),
+        Command::Shard {
+            action:
+                ShardAction::Drain {
+                    engine,
+                    cancel,
+                    no_wait,
+                    find,
+                },
+        } => exit(runtime().block_on(shard_cmd::drain(&find, engine, cancel, !no_wait))),
         Command::Status {
             find,
             decisions,

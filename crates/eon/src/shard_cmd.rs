@@ -3,6 +3,9 @@
 //! shard's Raft group then follows it (its leader adds the new engine as a
 //! learner, which catches up by snapshot and log, then swaps it for the old
 //! one among the voters), while reads and writes go on.
+//!
+//! `eon shard drain`: mark a data engine as being drained (meta places no
+//! new copy on it) and wait while the balancer moves its copies away.
 
 use anyhow::{Context, anyhow};
 use eon_proto::v1 as pb;
@@ -80,5 +83,55 @@ pub async fn move_copy(
                 .join(", ")
         );
     }
+    Ok(())
+}
+
+/// How often `eon shard drain` reports progress.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub async fn drain(find: &Find, engine: u64, cancel: bool, wait: bool) -> anyhow::Result<()> {
+    let file = find.cluster().await?;
+    let mut meta = MetaClient::new(find.channel(&file.meta)?);
+    let ask = |meta: &mut MetaClient<_>| {
+        let mut meta = meta.clone();
+        async move {
+            meta.drain_data_engine(pb::DrainDataEngineRequest { engine, cancel })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| anyhow!("{}", e.message()))
+        }
+    };
+    let mut state = ask(&mut meta).await?;
+    if cancel {
+        println!(
+            "data engine {engine} takes copies again ({} now)",
+            state.copies
+        );
+        return Ok(());
+    }
+    println!(
+        "draining data engine {engine}: {} copies to move",
+        state.copies - state.single
+    );
+    if state.single > 0 {
+        println!(
+            "{} of its shards have one copy and cannot move online (raise their tables' \
+             replication, or they stay)",
+            state.single
+        );
+    }
+    if !wait {
+        return Ok(());
+    }
+    let mut last = state.copies;
+    while state.copies > state.single {
+        tokio::time::sleep(DRAIN_POLL).await;
+        state = ask(&mut meta).await?;
+        if state.copies != last {
+            println!("  {} copies left", state.copies - state.single);
+            last = state.copies;
+        }
+    }
+    println!("data engine {engine} keeps no replicated copy");
     Ok(())
 }

@@ -148,6 +148,11 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
     }
     for i in &instances {
         let up = i.state == "running";
+        let draining = up
+            && i.kind == "data-engine"
+            && nodes
+                .iter()
+                .any(|n| n.kind == pb::NodeKind::DataEngine as i32 && n.id == i.id && n.draining);
         println!(
             "{:<16} {:>7}  {:<9} {:>8}  {:>8}  {}",
             i.name,
@@ -156,7 +161,7 @@ pub async fn run(find: &Find) -> anyhow::Result<()> {
             } else {
                 "-".into()
             },
-            i.state,
+            if draining { "draining" } else { &i.state },
             if up {
                 uptime(i.started_at_unix_ms)
             } else {

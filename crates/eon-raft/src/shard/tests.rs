@@ -23,6 +23,7 @@ const SHARD: ShardId = (5, 0);
 fn options() -> Options {
     Options {
         heartbeat: Duration::from_millis(50),
+        append_deadline: Duration::from_millis(150),
         election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
         snapshot_every: 20,
         keep_behind_snapshot: 5,

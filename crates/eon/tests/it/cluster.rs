@@ -953,6 +953,175 @@ async fn a_new_data_engine_gets_its_share_of_shard_copies() {
         .unwrap();
 }
 
+/// `eon shard drain` empties a data engine of its copies while writes go
+/// on; it gets no new copies until the drain is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_data_engine_gives_away_every_copy_online() {
+    let cluster = TestCluster::builder().data_engines(4).start().unwrap();
+    let client = cluster.pg().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, v int); \
+             INSERT INTO acct SELECT g, 0 FROM generate_series(1, 400) g",
+        )
+        .await
+        .unwrap();
+    let drained = 2u64;
+    assert!(
+        copies_of(&cluster, "acct")
+            .await
+            .iter()
+            .any(|l| l.contains(&drained))
+    );
+    // A writer goes on throughout.
+    let writer = {
+        let client = cluster.pg().await.unwrap();
+        tokio::spawn(async move {
+            for id in 401..=480 {
+                client
+                    .execute("INSERT INTO acct VALUES ($1, 1)", &[&id])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let drain = |extra: &'static [&'static str]| {
+        let mut c = Command::new(eon_bin());
+        c.args(["shard", "drain", &drained.to_string()])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&cluster.dir);
+        c
+    };
+    let out = tokio::task::spawn_blocking({
+        let mut c = drain(&[]);
+        move || c.output().unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .expect("the drain did not end")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("keeps no replicated copy"), "{text}");
+    assert!(
+        copies_of(&cluster, "acct")
+            .await
+            .iter()
+            .all(|l| !l.contains(&drained) && l.len() == 3)
+    );
+    // The engine lets its copies go once the groups have followed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let engines = counters_of(&cluster, "data-engine").await;
+        let kept = counter_of(
+            &engines,
+            &format!("data-engine-{drained}"),
+            "shard_replicas",
+        );
+        if kept == Some(0) && sum_of(&engines, "shard_groups_changing") == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drained engine still keeps copies: {engines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writer.await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM acct", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 480);
+    // A new table gets no copy there, and no move may bring one.
+    client
+        .batch_execute("CREATE TABLE later (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert!(
+        copies_of(&cluster, "later")
+            .await
+            .iter()
+            .all(|l| !l.contains(&drained))
+    );
+    let from = copies_of(&cluster, "acct").await[0][0];
+    let out = Command::new(eon_bin())
+        .args([
+            "shard",
+            "move",
+            "acct",
+            "0",
+            "--from",
+            &from.to_string(),
+            "--to",
+        ])
+        .arg(drained.to_string())
+        .arg("--data-dir")
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("being drained"),
+        "{err}"
+    );
+    // Status shows it; the decisions say why each copy left.
+    let out = Command::new(eon_bin())
+        .args(["status", "--data-dir"])
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("data-engine-{drained} ")) && l.contains("draining")),
+        "{text}"
+    );
+    let out = Command::new(eon_bin())
+        .args(["status", "--decisions", "--data-dir"])
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("data engine {drained} is being drained")),
+        "{text}"
+    );
+    // Cancelled, it takes copies again: the balancer brings some back.
+    let out = drain(&["--cancel"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !copies_of(&cluster, "acct")
+        .await
+        .iter()
+        .any(|l| l.contains(&drained))
+    {
+        assert!(std::time::Instant::now() < deadline, "no copy came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Unknown engines are refused.
+    let out = Command::new(eon_bin())
+        .args(["shard", "drain", "99", "--data-dir"])
+        .arg(&cluster.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no data engine 99"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_with_three_replicas_survives_losing_its_leader() {
     let cluster = TestCluster::builder()
