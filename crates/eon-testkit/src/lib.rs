@@ -466,6 +466,10 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.report();
+            // A failed test's cluster is kept for a look at its logs.
+            if let Some(tmp) = self.tmp.take() {
+                eprintln!("  the cluster's data dir is kept: {}", tmp.keep().display());
+            }
         }
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };

@@ -190,11 +190,6 @@ async fn bank_transfers_survive_kill_9() {
         }
     };
     assert_eq!(balances.len(), ACCOUNTS as usize);
-    assert_eq!(
-        balances.values().sum::<i64>(),
-        ACCOUNTS * START,
-        "money was created or destroyed"
-    );
     // Every account's balance is explained by the transfers in the ledger:
     // no transfer is half applied.
     let mut expected: HashMap<i64, i64> = (1..=ACCOUNTS).map(|i| (i, START)).collect();
@@ -202,7 +197,21 @@ async fn bank_transfers_survive_kill_9() {
         *expected.get_mut(src).unwrap() -= amount;
         *expected.get_mut(dst).unwrap() += amount;
     }
-    assert_eq!(balances, expected, "balances disagree with the ledger");
+    let mut off: Vec<(i64, i64)> = balances
+        .iter()
+        .filter(|(id, b)| expected[*id] != **b)
+        .map(|(id, b)| (*id, b - expected[id]))
+        .collect();
+    off.sort();
+    assert_eq!(
+        balances.values().sum::<i64>(),
+        ACCOUNTS * START,
+        "money was created or destroyed; (account, balance - ledger's): {off:?}"
+    );
+    assert_eq!(
+        balances, expected,
+        "balances disagree with the ledger: {off:?}"
+    );
     let present: std::collections::HashSet<i64> = ledger.iter().map(|l| l.0).collect();
     let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
     assert!(
