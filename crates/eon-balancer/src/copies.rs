@@ -219,29 +219,14 @@ pub fn plan(engines: &[Engine], shards: &[Shard], in_flight: usize, rules: &Rule
             })
             .map(|e| e.id);
         let Some(to) = to else { continue };
-        let cost = [1.0, s.bytes as f64, s.requests];
-        for (d, c) in cost.iter().enumerate() {
-            loads.get_mut(&to).unwrap()[d] += c;
-        }
-        for e in &mut s.engines {
-            if *e == from {
-                *e = to;
-            }
-        }
-        moved.insert((s.table, s.shard));
-        out.push(Move {
-            table: s.table,
-            shard: s.shard,
-            from,
-            to,
-            reason: format!(
-                "data engine {from} is being drained: shard {} of table {} moves to data engine \
-                 {to}, at {:.0} % of the mean load",
-                s.shard,
-                s.table,
-                100.0 * score[&to]
-            ),
-        });
+        let reason = format!(
+            "data engine {from} is being drained: shard {} of table {} moves to data engine \
+             {to}, at {:.0} % of the mean load",
+            s.shard,
+            s.table,
+            100.0 * score[&to]
+        );
+        out.push(make(s, &mut loads, &mut moved, from, to, reason));
     }
     while in_flight + out.len() < rules.max_moves {
         let score = scores(&loads);
@@ -272,26 +257,41 @@ pub fn plan(engines: &[Engine], shards: &[Shard], in_flight: usize, rules: &Rule
             s.table,
             100.0 * score[&to],
         );
-        let cost = [1.0, s.bytes as f64, s.requests];
-        for (d, c) in cost.iter().enumerate() {
-            loads.get_mut(&from).unwrap()[d] -= c;
-            loads.get_mut(&to).unwrap()[d] += c;
-        }
-        for e in &mut s.engines {
-            if *e == from {
-                *e = to;
-            }
-        }
-        moved.insert((s.table, s.shard));
-        out.push(Move {
-            table: s.table,
-            shard: s.shard,
-            from,
-            to,
-            reason,
-        });
+        out.push(make(s, &mut loads, &mut moved, from, to, reason));
     }
     out
+}
+
+/// Count a planned move as made: its cost leaves `from` (a draining engine
+/// has no load to lose) for `to`, and the shard moves no more this plan.
+fn make(
+    s: &mut Shard,
+    loads: &mut Loads,
+    moved: &mut HashSet<(u64, u32)>,
+    from: u64,
+    to: u64,
+    reason: String,
+) -> Move {
+    let cost = [1.0, s.bytes as f64, s.requests];
+    for (d, c) in cost.iter().enumerate() {
+        if let Some(l) = loads.get_mut(&from) {
+            l[d] -= c;
+        }
+        loads.get_mut(&to).unwrap()[d] += c;
+    }
+    for e in &mut s.engines {
+        if *e == from {
+            *e = to;
+        }
+    }
+    moved.insert((s.table, s.shard));
+    Move {
+        table: s.table,
+        shard: s.shard,
+        from,
+        to,
+        reason,
+    }
 }
 
 #[cfg(test)]

@@ -313,7 +313,7 @@ impl Node {
             let _ = raft.shutdown().await;
         }
         self.log.remove(group).await?;
-        let snapshot = self.dir.join("snapshots").join(format!("{group}.snap"));
+        let snapshot = machine::snapshot_path(&self.dir.join("snapshots"), group);
         match std::fs::remove_file(&snapshot) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -344,17 +344,20 @@ impl Node {
         });
     }
 
-    async fn bound_round(&self) {
-        let groups: Vec<(GroupId, Raft)> = self
-            .groups
+    /// The groups running now, each with its handle.
+    pub(crate) fn running(&self) -> Vec<(GroupId, Raft)> {
+        self.groups
             .read()
             .unwrap()
             .iter()
             .map(|(g, r)| (*g, r.clone()))
-            .collect();
-        for (group, raft) in groups {
+            .collect()
+    }
+
+    async fn bound_round(&self) {
+        for (group, raft) in self.running() {
             let snapshot_bytes =
-                std::fs::metadata(self.dir.join("snapshots").join(format!("{group}.snap")))
+                std::fs::metadata(machine::snapshot_path(&self.dir.join("snapshots"), group))
                     .map_or(0, |m| m.len() as usize);
             let Some(cut) = self
                 .log

@@ -92,7 +92,7 @@ pub struct MachineStore<M> {
     state: Arc<Mutex<Applied<M>>>,
 }
 
-fn snapshot_path(dir: &Path, group: GroupId) -> PathBuf {
+pub(crate) fn snapshot_path(dir: &Path, group: GroupId) -> PathBuf {
     dir.join(format!("{group}.snap"))
 }
 

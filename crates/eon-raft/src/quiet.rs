@@ -150,13 +150,7 @@ impl Node {
 
     async fn quiet_round(&self, watch: &mut HashMap<GroupId, Watch>) {
         let now = Instant::now();
-        let groups: Vec<(GroupId, Raft)> = self
-            .groups
-            .read()
-            .unwrap()
-            .iter()
-            .map(|(g, r)| (*g, r.clone()))
-            .collect();
+        let groups = self.running();
         watch.retain(|g, _| groups.iter().any(|(h, _)| h == g));
         let (alive, claimed) = self.peers.view(now);
         let mut leads = Vec::new();
