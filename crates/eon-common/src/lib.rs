@@ -29,6 +29,7 @@ pub mod node;
 pub mod recipe;
 pub mod schema;
 pub mod scram;
+pub mod stall;
 pub mod stats;
 pub mod tls;
 pub mod types;

@@ -596,6 +596,7 @@ impl Replicas {
             }
         }
         self.catalog_seen.store(version, Ordering::Release);
+        self.store.groups_known();
         Ok(())
     }
 
@@ -683,7 +684,9 @@ impl Replicas {
                 if rounds % 4 == 0 {
                     me.update_counters();
                 }
-                if rounds % 20 == 0 {
+                // (From the first round: until the groups of the catalog
+                // run, the store cannot rule out a transaction's record.)
+                if rounds % 20 == 1 {
                     if let Err(e) = me.refresh_addresses().await {
                         tracing::debug!("listing data engines: {e}");
                     }

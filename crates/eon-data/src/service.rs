@@ -1151,6 +1151,7 @@ pub struct DataEngineOptions {
 
 /// Run `eon data-engine` until SIGTERM/SIGINT.
 pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
+    eon_common::stall::watch("data-engine");
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| Error::internal(format!("cannot create {}: {e}", opts.dir.display())))?;
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
@@ -1171,6 +1172,8 @@ pub async fn run(opts: DataEngineOptions) -> Result<(), Error> {
     let ts = node::register(&mut meta, &info, Duration::from_secs(30)).await?;
     store.set_read_floor(ts);
     // Replicated shards: their groups' logs and snapshots are under raft/.
+    // (Until the groups of the catalog run, see `Replicas::reconcile`.)
+    store.expect_groups();
     let replicas = Replicas::open(opts.id, &opts.dir.join("raft"), store.clone(), meta.clone())?;
     replicas.spawn();
     // The other data engines: shuffles read from them, and leftover

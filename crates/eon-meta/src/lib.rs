@@ -2096,6 +2096,7 @@ pub struct ReplicaOptions {
 
 /// Run `eon meta` until SIGTERM/SIGINT.
 pub async fn run(opts: MetaOptions) -> Result<(), Error> {
+    eon_common::stall::watch("meta");
     std::fs::create_dir_all(&opts.dir)?;
     let _lock = eon_common::node::lock_dir(&opts.dir)?;
     let admin = match &opts.admin {

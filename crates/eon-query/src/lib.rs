@@ -152,6 +152,7 @@ pub struct QueryEngineOptions {
 
 /// Run `eon query-engine` until SIGTERM/SIGINT.
 pub async fn run(opts: QueryEngineOptions) -> Result<(), Error> {
+    eon_common::stall::watch("query-engine");
     let tls = match &opts.tls {
         Some(files) => Some(
             eon_common::tls::acceptor(files, &[b"postgresql"])

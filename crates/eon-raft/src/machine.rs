@@ -281,17 +281,21 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         file.flush().await.map_err(write_error)?;
         file.sync_all().await.map_err(write_error)?;
         drop(file);
-        let path = snapshot_path(&self.dir, self.group);
-        std::fs::rename(path.with_extension("snap.recv"), &path).map_err(write_error)?;
-        eon_storage::wal::sync_dir(&self.dir).map_err(write_error)?;
-        let mut input = std::io::BufReader::new(std::fs::File::open(&path).map_err(read_error)?);
-        read_meta(&mut input).map_err(read_error)?;
-        let mut state = self.lock();
-        state.machine.load(&mut input).map_err(read_error)?;
-        state.last = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-        state.installed += 1;
-        Ok(())
+        // (Loading a large snapshot takes seconds: off the async worker.)
+        eon_storage::blocking(|| {
+            let path = snapshot_path(&self.dir, self.group);
+            std::fs::rename(path.with_extension("snap.recv"), &path).map_err(write_error)?;
+            eon_storage::wal::sync_dir(&self.dir).map_err(write_error)?;
+            let mut input =
+                std::io::BufReader::new(std::fs::File::open(&path).map_err(read_error)?);
+            read_meta(&mut input).map_err(read_error)?;
+            let mut state = self.lock();
+            state.machine.load(&mut input).map_err(read_error)?;
+            state.last = meta.last_log_id;
+            state.membership = meta.last_membership.clone();
+            state.installed += 1;
+            Ok(())
+        })
     }
 
     async fn get_current_snapshot(

@@ -82,6 +82,23 @@ impl ShardLog for ShardGroup {
             .get()
             .is_some_and(|r| r.metrics().borrow().state == openraft::ServerState::Leader)
     }
+
+    fn caught_up(&self) -> Proposal {
+        let raft = self.raft.get().cloned();
+        Box::pin(async move {
+            let Some(raft) = raft else {
+                return Err(eon_storage::Error::Replication(
+                    "the group is not running yet".into(),
+                ));
+            };
+            let last = raft.metrics().borrow().last_log_index;
+            raft.wait(Some(std::time::Duration::from_secs(1)))
+                .applied_index_at_least(last, "the log applied")
+                .await
+                .map(|_| ())
+                .map_err(|e| eon_storage::Error::Replication(e.to_string()))
+        })
+    }
 }
 
 /// Start this node's replica of `shard`'s group (again, after a restart),

@@ -375,6 +375,10 @@ pub struct Store {
     /// Shards replicated by a Raft group: their records go to the group's
     /// log, not to `wal` (see [`replica`]).
     groups: RwLock<HashMap<ShardId, Arc<dyn ShardLog>>>,
+    /// Whether `groups` lists every replicated shard of this engine (false
+    /// from [`Store::expect_groups`] until [`Store::groups_known`]: a
+    /// restarted engine learns its groups from the catalog).
+    groups_known: std::sync::atomic::AtomicBool,
     /// This opening of the store: tells its own proposals from others'.
     origin: u64,
     next_token: AtomicU64,
@@ -540,6 +544,7 @@ impl Store {
             segments_written: AtomicU64::new(0),
             segment_rows_read: AtomicU64::new(0),
             groups: RwLock::new(HashMap::new()),
+            groups_known: std::sync::atomic::AtomicBool::new(true),
             origin: eon_common::unix_us(),
             next_token: AtomicU64::new(1),
             in_flight: Mutex::new(HashMap::new()),
@@ -1326,11 +1331,17 @@ impl Store {
     /// `txn` is resolved on the shards of `keys`: forget what it staged
     /// there (copies of other groups' keys stay until their entries come).
     fn drop_staged(&self, txn: TxnId, keys: &[(ShardId, Key)]) {
+        // (The shards first: a large transaction stages ~10^5 keys, and
+        // comparing each with every resolved key took seconds, holding the
+        // lock every writer takes.)
+        let mut shards: Vec<ShardId> = keys.iter().map(|(s, _)| *s).collect();
+        shards.sort_unstable();
+        shards.dedup();
         let mut prepared = self.prepared.lock().unwrap();
         if let Some(staged) = prepared.get_mut(&txn) {
             staged
                 .keys
-                .retain(|(s, _)| !keys.iter().any(|(k, _)| k == s));
+                .retain(|(s, _)| shards.binary_search(s).is_err());
             if staged.keys.is_empty() {
                 prepared.remove(&txn);
             }
@@ -1364,7 +1375,14 @@ impl Store {
         txn: TxnId,
         stale_after: Option<std::time::Duration>,
     ) -> Result<TxnStatus> {
-        let current = self.record(txn);
+        let mut current = self.record(txn);
+        if current.is_none() && stale_after.is_some() && !self.no_record_for_sure(txn).await {
+            // (Undecided: the asker asks again.)
+            return Ok(TxnStatus::Pending);
+        }
+        if current.is_none() {
+            current = self.record(txn);
+        }
         let stale = match (current, stale_after) {
             (
                 Some(TxnRecord {
@@ -1381,6 +1399,38 @@ impl Store {
             return self.end_txn(txn, None).await;
         }
         Ok(current.map(|r| r.status).unwrap_or(TxnStatus::Pending))
+    }
+
+    /// Whether this engine's lack of a record of `txn` proves there is
+    /// none. A record kept by a replicated shard's group is on every copy,
+    /// but a copy that lags — an engine just restarted, before its groups
+    /// run or have applied their logs — has not seen it yet; aborting then
+    /// would abort a transaction whose record in the group says committed,
+    /// leaving it half applied. So every group of this engine must run and
+    /// have applied its log (which holds every entry this engine proposed
+    /// as a leader, a record's creation among them) before the answer is
+    /// no. (Not covered: a shard's copy moved off this engine takes its
+    /// records along.)
+    async fn no_record_for_sure(&self, txn: TxnId) -> bool {
+        if !self.groups_known.load(Ordering::Acquire) {
+            return false;
+        }
+        let groups: Vec<Arc<dyn ShardLog>> =
+            self.groups.read().unwrap().values().cloned().collect();
+        let caught_up = futures::future::join_all(groups.iter().map(|g| g.caught_up())).await;
+        caught_up.iter().all(|r| r.is_ok()) && self.record(txn).is_none()
+    }
+
+    /// The engine's replicated shards are not all registered yet (it has
+    /// just started): a missing transaction record proves nothing until
+    /// [`Store::groups_known`].
+    pub fn expect_groups(&self) {
+        self.groups_known.store(false, Ordering::Release);
+    }
+
+    /// Every replicated shard of the engine has its group registered.
+    pub fn groups_known(&self) {
+        self.groups_known.store(true, Ordering::Release);
     }
 
     /// The coordinator is alive. Returns the record's status (an aborted

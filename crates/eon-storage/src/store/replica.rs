@@ -61,6 +61,10 @@ pub trait ShardLog: Send + Sync + 'static {
     fn propose(&self, entry: Vec<u8>) -> Proposal;
     /// Whether this replica leads the group now (as far as it knows).
     fn leads(&self) -> bool;
+    /// Resolves once this replica has applied every entry of its log (the
+    /// state it took part in committing); fails when it cannot within
+    /// about a second, or its group is not running yet.
+    fn caught_up(&self) -> Proposal;
 }
 
 /// What a group's log holds.
@@ -171,16 +175,30 @@ impl Store {
         if token == 0 {
             return outcome;
         }
-        let _apply = self.apply_lock.lock().unwrap();
-        let applied = self.in_flight.lock().unwrap().remove(&token) == Some(true);
-        match outcome {
-            Err(e) if !applied => {
-                if let Some(undo) = undo {
-                    undo();
+        let settle = |_apply: std::sync::MutexGuard<'_, ()>| {
+            let applied = self.in_flight.lock().unwrap().remove(&token) == Some(true);
+            match outcome {
+                Err(e) if !applied => {
+                    if let Some(undo) = undo {
+                        undo();
+                    }
+                    Err(e)
                 }
-                Err(e)
+                _ => Ok(()),
             }
-            _ => Ok(()),
+        };
+        match self.apply_lock.try_lock() {
+            Ok(guard) => settle(guard),
+            // Another group is applying an entry, perhaps a large one (a
+            // commit of 10^5 rows takes a second on a busy machine): wait
+            // off the async worker. Waiting on it, every write that ended
+            // meanwhile held a worker, and with both workers held the
+            // engine answered nothing, pings included — its peers gave up
+            // on it.
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::blocking(|| settle(self.apply_lock.lock().unwrap()))
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => settle(p.into_inner()),
         }
     }
 
@@ -555,6 +573,8 @@ mod tests {
         store: Weak<Store>,
         shard: ShardId,
         fate: Mutex<Fate>,
+        /// Whether this copy has not applied its whole log yet.
+        behind: std::sync::atomic::AtomicBool,
     }
 
     impl ShardLog for Loopback {
@@ -574,6 +594,15 @@ mod tests {
         }
         fn leads(&self) -> bool {
             true
+        }
+        fn caught_up(&self) -> Proposal {
+            let behind = self.behind.load(Ordering::Relaxed);
+            Box::pin(async move {
+                match behind {
+                    true => Err(Error::Replication("behind".into())),
+                    false => Ok(()),
+                }
+            })
         }
     }
 
@@ -638,12 +667,37 @@ mod tests {
                     store: Arc::downgrade(&store),
                     shard,
                     fate: Mutex::new(Fate::Commit),
+                    behind: Default::default(),
                 });
                 store.replicate(shard, log.clone()).unwrap();
                 log
             })
             .collect();
         (store, logs)
+    }
+
+    /// A copy that has not applied its log cannot tell a transaction with
+    /// no record from one whose record it has not seen yet: it aborts
+    /// neither. (An engine just restarted, asked about a transaction its
+    /// group had committed, aborted it, and the transaction stayed half
+    /// applied.)
+    #[tokio::test]
+    async fn a_lagging_copy_aborts_no_transaction_it_has_no_record_of() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, logs) = open(tmp.path());
+        let ask = || store.txn_status(9, Some(std::time::Duration::ZERO));
+        // Its groups not running yet.
+        store.expect_groups();
+        assert_eq!(ask().await.unwrap(), TxnStatus::Pending);
+        // One group running but behind.
+        store.groups_known();
+        logs[1].behind.store(true, Ordering::Relaxed);
+        assert_eq!(ask().await.unwrap(), TxnStatus::Pending);
+        assert!(store.record(9).is_none());
+        // Caught up: no record means none, and it is aborted for good.
+        logs[1].behind.store(false, Ordering::Relaxed);
+        assert_eq!(ask().await.unwrap(), TxnStatus::Aborted);
+        assert_eq!(store.record(9).unwrap().status, TxnStatus::Aborted);
     }
 
     #[tokio::test]
